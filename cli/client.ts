@@ -1,0 +1,44 @@
+/** Talks JSON-RPC to the daemon's control socket: one request, one answer line. */
+import net from 'node:net';
+
+export class CliError extends Error {}
+
+let nextId = 1;
+
+export async function call<T>(socket: string, method: string, params: unknown = {}): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const c = net.createConnection({ path: socket });
+    let buf = '';
+    let done = false;
+    const finish = (f: () => void): void => {
+      if (done) return;
+      done = true;
+      c.destroy();
+      f();
+    };
+    c.setEncoding('utf8');
+    c.once('connect', () => c.write(JSON.stringify({ jsonrpc: '2.0', id: nextId++, method, params }) + '\n'));
+    c.on('data', (chunk: string) => {
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      let res: { result?: unknown; error?: { message: string } };
+      try {
+        res = JSON.parse(buf.slice(0, nl)) as typeof res;
+      } catch {
+        finish(() => reject(new CliError(`the daemon on ${socket} sent an answer that is not JSON`)));
+        return;
+      }
+      if (res.error !== undefined) finish(() => reject(new CliError(res.error!.message)));
+      else finish(() => resolve(res.result as T));
+    });
+    c.on('error', (e: NodeJS.ErrnoException) => {
+      let msg: string;
+      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') msg = `the mvnet daemon is not running (no daemon listening on ${socket}); start it with 'mvnet daemon' or set --socket/MVNET_SOCKET`;
+      else if (e.code === 'EACCES') msg = `permission denied on ${socket}: run as root or as a member of the socket's group`;
+      else msg = `cannot reach the daemon on ${socket}: ${e.message}`;
+      finish(() => reject(new CliError(msg)));
+    });
+    c.on('close', () => finish(() => reject(new CliError(`the daemon on ${socket} closed the connection without answering`))));
+  });
+}

@@ -1,0 +1,32 @@
+import { Command } from 'commander';
+import type { Ctx } from '../context.js';
+import { print, table, drops } from '../output.js';
+import type { StatusView } from '../types.js';
+import { describePort } from './vm.js';
+
+export function statusCommand(ctx: Ctx): Command {
+  return new Command('status').description('daemon, networks and ports with counters').action(async () => {
+    const s = await ctx.call<StatusView>('daemon.status');
+    print(ctx.json(), s, () => {
+      const lines = [`mvnet ${s.daemon.version}, pid ${s.daemon.pid}, up ${s.daemon.uptimeSec}s, socket ${s.daemon.socket}, state ${s.daemon.stateDir}`, ''];
+      lines.push(
+        s.networks.length === 0
+          ? 'no networks'
+          : table(
+              ['NETWORK', 'SUBNET', 'GATEWAY', 'MTU', 'VMS', 'FORWARDED', 'FLOODED', 'DROPS'],
+              s.networks.map((n) => [n.name, n.subnet, n.gateway, n.mtu, n.vms.length, n.stats.forwarded, n.stats.flooded, drops(n.stats.drops)]),
+            ),
+      );
+      lines.push('');
+      lines.push(
+        s.vms.length === 0
+          ? 'no VMs attached'
+          : table(
+              ['VM', 'NET', 'DEVICE', 'STATE', 'RX FRAMES', 'RX BYTES', 'TX FRAMES', 'TX BYTES', 'DROPS'],
+              s.vms.map((v) => [v.name, v.net, describePort(v.port), v.port.state, v.port.stats.rxFrames, v.port.stats.rxBytes, v.port.stats.txFrames, v.port.stats.txBytes, drops(v.port.stats.drops)]),
+            ),
+      );
+      return lines.join('\n');
+    });
+  });
+}

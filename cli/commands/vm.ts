@@ -1,0 +1,117 @@
+import { Command, InvalidArgumentError } from 'commander';
+import type { Ctx } from '../context.js';
+import { print, table } from '../output.js';
+import type { VmView } from '../types.js';
+import { CliError } from '../client.js';
+import { parseIntArg } from './net.js';
+
+interface AttachOpts {
+  net: string;
+  tap?: string;
+  tun?: string;
+  unix?: string;
+  unixListen?: string;
+  dgram?: string;
+  dgramPeer?: string;
+  fd?: number;
+  fifo?: string;
+  iface?: string;
+  netns?: string;
+  mac?: string;
+  ip?: string;
+  vnetHdr?: boolean;
+  multiQueue?: boolean;
+}
+
+/** Absolute paths: the daemon resolves nothing relative to the CLI's directory. */
+function abs(p: string): string {
+  return p.startsWith('/') ? p : `${process.cwd()}/${p}`;
+}
+
+function portParams(o: AttachOpts): Record<string, unknown> {
+  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface'] as const).filter((k) => o[k] !== undefined);
+  if (chosen.length !== 1) {
+    throw new CliError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface');
+  }
+  const ns = o.netns !== undefined ? { netns: o.netns } : {};
+  if (o.dgramPeer !== undefined && o.dgram === undefined) throw new CliError('--dgram-peer needs --dgram');
+  if (o.vnetHdr === true && o.tap === undefined) throw new CliError('--vnet-hdr applies to --tap only');
+  switch (chosen[0]) {
+    case 'tap':
+      return { kind: 'tap', ifname: o.tap, ...ns, ...(o.vnetHdr ? { vnetHdr: true } : {}), ...(o.multiQueue ? { multiQueue: true } : {}) };
+    case 'tun':
+      return { kind: 'tun', ifname: o.tun, ...ns };
+    case 'iface':
+      return { kind: 'iface', ifname: o.iface, ...ns };
+    case 'unix':
+      return { kind: 'unix', path: abs(o.unix!), ...ns };
+    case 'unixListen':
+      return { kind: 'unix-listen', path: abs(o.unixListen!), ...ns };
+    case 'dgram':
+      return { kind: 'dgram', path: abs(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
+    case 'fd':
+      return { kind: 'fd', fd: o.fd, ...ns };
+    case 'fifo': {
+      const parts = o.fifo!.split(':');
+      if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new CliError('--fifo takes RX_PATH:TX_PATH');
+      return { kind: 'fd', rx: abs(parts[0]!), tx: abs(parts[1]!), ...ns };
+    }
+    default:
+      throw new CliError('no device given');
+  }
+}
+
+export function describePort(p: VmView['port']): string {
+  const where = p.ifname ?? p.path ?? (p.fd !== undefined ? `fd ${p.fd}` : `${p.rx}:${p.tx}`);
+  return `${p.kind} ${where}${p.netns !== undefined ? ` (netns ${p.netns})` : ''}`;
+}
+
+export function vmCommand(ctx: Ctx): Command {
+  const vm = new Command('vm').description("VMs' devices on networks");
+  vm.command('attach <vm>')
+    .description('attach a VM device or socket to a network')
+    .requiredOption('--net <name>', 'network to attach to')
+    .option('--tap <ifname>', 'a TAP device (created if missing; removed at detach if created)')
+    .option('--tun <ifname>', 'a TUN device (IP packets; mvnet answers ARP for it)')
+    .option('--unix <path>', "connect to QEMU's -netdev stream server=on socket (reconnects)")
+    .option('--unix-listen <path>', 'listen for QEMU -netdev stream server=off to connect')
+    .option('--dgram <path>', 'bind this unix datagram socket for QEMU -netdev dgram')
+    .option('--dgram-peer <path>', "QEMU's own datagram socket path (else learned from its first datagram)")
+    .option('--fd <n>', 'an fd the daemon inherited, stream framing', parseIntArg('--fd', 3, 65535))
+    .option('--fifo <rx:tx>', 'two FIFOs (daemon reads rx, writes tx), stream framing')
+    .option('--iface <ifname>', 'an existing interface, through an AF_PACKET socket')
+    .option('--netns <name|path>', 'create/open the device inside this network namespace')
+    .option('--mac <mac>', "the VM's MAC: the only source MAC it may use (else learned from its first frame)")
+    .option('--ip <ip>', "the VM's IPv4 address")
+    .option('--vnet-hdr', 'TAP with virtio-net header offloads (TSO, checksum)')
+    .option('--multi-queue', 'TAP with IFF_MULTI_QUEUE')
+    .action(async (name: string, o: AttachOpts) => {
+      const params: Record<string, unknown> = { name, net: o.net, port: portParams(o) };
+      if (o.mac !== undefined) params.mac = o.mac;
+      if (o.ip !== undefined) params.ip = o.ip;
+      const v = await ctx.call<VmView>('vm.attach', params);
+      print(ctx.json(), v, () => `attached ${v.name} to ${v.net} by ${describePort(v.port)}: ${v.port.state} (${v.port.detail})`);
+    });
+  vm.command('detach <vm>')
+    .description('detach a VM (removes devices and sockets mvnet created for it)')
+    .action(async (name: string) => {
+      const r = await ctx.call<{ detached: string }>('vm.detach', { name });
+      print(ctx.json(), r, () => `detached ${r.detached}`);
+    });
+  vm.command('list')
+    .description('list attached VMs')
+    .action(async () => {
+      const vms = await ctx.call<VmView[]>('vm.list');
+      print(ctx.json(), vms, () =>
+        vms.length === 0
+          ? 'no VMs attached'
+          : table(
+              ['VM', 'NET', 'DEVICE', 'MAC', 'IP', 'STATE'],
+              vms.map((v) => [v.name, v.net, describePort(v.port), v.mac ?? '-', v.ip ?? '-', `${v.port.state}: ${v.port.detail}`]),
+            ),
+      );
+    });
+  return vm;
+}
+
+export { InvalidArgumentError };

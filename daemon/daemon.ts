@@ -1,0 +1,319 @@
+/**
+ * The daemon's core: networks, attachments and their persistence. Every change is applied,
+ * then saved, then acknowledged, so a caller that got an answer knows the change is live and
+ * durable. Control handlers call in here; nothing here knows about JSON-RPC.
+ */
+import { Address4 } from 'ip-address';
+import type { Logger } from 'pino';
+import type { Port, PortSpec, PortStats, PortStatus } from '../plugins/types.js';
+import { driverFor } from '../plugins/registry.js';
+import { Network, type Member, type NetworkStats } from './switch/network.js';
+import { L3Adapter, ipv4ToNumber } from './switch/l3-adapter.js';
+import { derivedMac, macToString, parseMacString } from './switch/mac.js';
+import type { NetworkSpec, StateFile, VmSpec } from './model.js';
+import { STATE_VERSION } from './model.js';
+import { StateStore } from './state.js';
+import { UserError } from './errors.js';
+import { checkNetworkSpec, checkVmSpec, checkName } from './validate.js';
+
+interface NetEntry {
+  spec: NetworkSpec;
+  sw: Network;
+}
+
+interface VmEntry {
+  spec: VmSpec;
+  port: Port | null;
+  member: Member | null;
+  /** Why the port is not open (restore failed); retried in the background. */
+  error: string | null;
+  retry: NodeJS.Timeout | null;
+  retryMs: number;
+}
+
+export interface VmInfo {
+  name: string;
+  net: string;
+  mac: string | null;
+  ip: string | null;
+  port: PortSpec & { state: PortStatus['state']; detail: string; stats: PortStats };
+}
+
+export interface NetInfo extends NetworkSpec {
+  vms: string[];
+  stats: NetworkStats;
+}
+
+const RESTORE_RETRY_MAX_MS = 30_000;
+
+function mergeDrops(a: PortStats, b: Member | null): PortStats {
+  if (b === null) return a;
+  const drops = { ...a.drops };
+  for (const [k, v] of Object.entries(b.drops)) drops[k as keyof typeof drops] = (drops[k as keyof typeof drops] ?? 0) + (v ?? 0);
+  return { ...a, drops };
+}
+
+const ZERO_STATS: PortStats = { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} };
+
+/** Two attachments must never share a device or a socket path. */
+function portKey(p: PortSpec): string {
+  switch (p.kind) {
+    case 'tap':
+    case 'tun':
+    case 'iface':
+      return `dev:${p.netns ?? ''}:${p.ifname}`;
+    case 'unix':
+    case 'unix-listen':
+    case 'dgram':
+      return `path:${p.path}`;
+    case 'fd':
+      return p.fd !== undefined ? `fd:${p.fd}` : `path:${p.rx}`;
+  }
+}
+
+export class Daemon {
+  private readonly nets = new Map<string, NetEntry>();
+  private readonly vms = new Map<string, VmEntry>();
+  private readonly started = Date.now();
+  private closing = false;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly store: StateStore,
+  ) {}
+
+  /** Re-creates networks and re-attaches VMs from the saved state. A VM whose device can't be opened yet stays listed as down and is retried. */
+  async restore(): Promise<void> {
+    const st = this.store.load();
+    for (const raw of st.networks) {
+      try {
+        const spec = checkNetworkSpec(raw);
+        this.addNetwork(spec);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message, network: raw }, 'skipping an invalid network in the state file');
+      }
+    }
+    const specs = new Map([...this.nets].map(([k, v]) => [k, v.spec]));
+    for (const raw of st.vms) {
+      let spec: VmSpec;
+      try {
+        spec = checkVmSpec(raw, specs);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message, vm: raw }, 'skipping an invalid attachment in the state file');
+        continue;
+      }
+      const entry: VmEntry = { spec, port: null, member: null, error: null, retry: null, retryMs: 1000 };
+      this.vms.set(spec.name, entry);
+      await this.open(entry, true);
+    }
+    this.log.info({ networks: this.nets.size, vms: this.vms.size }, 'state restored');
+  }
+
+  private addNetwork(spec: NetworkSpec): NetEntry {
+    const sw = new Network({
+      name: spec.name,
+      mtu: spec.mtu,
+      gatewayMac: derivedMac(`gateway/${spec.name}`),
+      clock: () => performance.now(),
+      onMacLearned: (m) => this.macLearned(m),
+    });
+    const e = { spec, sw };
+    this.nets.set(spec.name, e);
+    return e;
+  }
+
+  private macLearned(m: Member): void {
+    const e = this.vms.get(m.vm);
+    if (e === undefined || m.mac === null) return;
+    e.spec.learnedMac = macToString(m.mac);
+    this.log.info({ vm: m.vm, mac: e.spec.learnedMac }, 'learned the VM MAC; it is fixed from now on');
+    this.save().catch((err: Error) => this.log.error({ err: err.message }, 'saving state failed'));
+  }
+
+  /** Opens the VM's port and puts it on its network. On restore a failure is kept and retried. */
+  private async open(entry: VmEntry, restoring: boolean): Promise<void> {
+    const { spec } = entry;
+    const net = this.nets.get(spec.net);
+    if (net === undefined) throw new UserError(`no network named ${spec.net}`);
+    const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
+    let port: Port;
+    try {
+      port = await driverFor(portSpec.kind).open(portSpec as never, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring });
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (!restoring) throw new UserError(`cannot attach ${spec.name}: ${msg}`);
+      entry.error = msg;
+      this.log.warn({ vm: spec.name, err: msg }, 're-attach failed; retrying');
+      this.scheduleRetry(entry);
+      return;
+    }
+    if (port.layer === 3) {
+      const subnet = new Address4(net.spec.subnet);
+      port = new L3Adapter(port, {
+        mac: derivedMac(`tun/${spec.net}/${spec.name}`),
+        ip: spec.ip !== undefined ? ipv4ToNumber(spec.ip) : null,
+        subnet: { network: ipv4ToNumber(subnet.startAddress().address), prefix: subnet.subnetMask },
+        gatewayIp: ipv4ToNumber(net.spec.gateway),
+        gatewayMac: net.sw.gatewayMac,
+        clock: () => performance.now(),
+      });
+    }
+    const fixed = spec.mac ?? spec.learnedMac;
+    let mac = fixed !== undefined ? parseMacString(fixed) : null;
+    if (port instanceof L3Adapter) mac = port.mac;
+    try {
+      entry.member = net.sw.attach(spec.name, port, mac);
+    } catch (e) {
+      await port.close({ remove: !restoring });
+      throw new UserError(`cannot attach ${spec.name}: ${(e as Error).message}`);
+    }
+    entry.port = port;
+    entry.error = null;
+    this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
+  }
+
+  private scheduleRetry(entry: VmEntry): void {
+    if (this.closing || entry.spec.port.kind === 'fd') return;
+    entry.retry = setTimeout(() => {
+      entry.retry = null;
+      if (this.vms.get(entry.spec.name) !== entry || entry.port !== null) return;
+      void this.open(entry, true);
+    }, entry.retryMs);
+    entry.retry.unref();
+    entry.retryMs = Math.min(entry.retryMs * 2, RESTORE_RETRY_MAX_MS);
+  }
+
+  private snapshot(): StateFile {
+    return {
+      version: STATE_VERSION,
+      networks: [...this.nets.values()].map((n) => n.spec),
+      vms: [...this.vms.values()].map((v) => v.spec),
+    };
+  }
+
+  private save(): Promise<void> {
+    return this.store.save(this.snapshot());
+  }
+
+  async createNetwork(params: unknown): Promise<NetInfo> {
+    const spec = checkNetworkSpec(params);
+    if (this.nets.has(spec.name)) throw new UserError(`network ${spec.name} already exists`);
+    const e = this.addNetwork(spec);
+    try {
+      await this.save();
+    } catch (err) {
+      this.nets.delete(spec.name);
+      e.sw.close();
+      throw err;
+    }
+    this.log.info({ network: spec }, 'network created');
+    return this.netInfo(e);
+  }
+
+  async deleteNetwork(name: unknown, force: boolean): Promise<{ deleted: string; detached: string[] }> {
+    const n = checkName(name, 'network');
+    const e = this.nets.get(n);
+    if (e === undefined) throw new UserError(`no network named ${n}`);
+    const attached = [...this.vms.values()].filter((v) => v.spec.net === n).map((v) => v.spec.name);
+    if (attached.length > 0 && !force) {
+      throw new UserError(`network ${n} has attached VMs (${attached.join(', ')}); detach them or use --force`, -32001);
+    }
+    for (const vm of attached) await this.detachEntry(vm);
+    this.nets.delete(n);
+    e.sw.close();
+    await this.save();
+    this.log.info({ network: n, detached: attached }, 'network deleted');
+    return { deleted: n, detached: attached };
+  }
+
+  async attach(params: unknown): Promise<VmInfo> {
+    const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])));
+    if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
+    const key = portKey(spec.port);
+    for (const v of this.vms.values()) {
+      if (portKey(v.spec.port) === key) throw new UserError(`that device or socket is already used by VM ${v.spec.name}`, -32001);
+    }
+    if (spec.mac !== undefined) {
+      for (const v of this.vms.values()) {
+        if (v.spec.net === spec.net && (v.spec.mac ?? v.spec.learnedMac) === spec.mac) throw new UserError(`MAC ${spec.mac} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
+      }
+    }
+    const entry: VmEntry = { spec, port: null, member: null, error: null, retry: null, retryMs: 1000 };
+    await this.open(entry, false);
+    this.vms.set(spec.name, entry);
+    try {
+      await this.save();
+    } catch (err) {
+      await this.detachEntry(spec.name);
+      throw err;
+    }
+    return this.vmInfo(entry);
+  }
+
+  private async detachEntry(name: string): Promise<void> {
+    const e = this.vms.get(name);
+    if (e === undefined) return;
+    this.vms.delete(name);
+    if (e.retry !== null) clearTimeout(e.retry);
+    if (e.member !== null) this.nets.get(e.spec.net)?.sw.detach(e.member);
+    if (e.port !== null) {
+      try {
+        await e.port.close({ remove: true });
+      } catch (err) {
+        this.log.warn({ vm: name, err: (err as Error).message }, 'closing the port failed');
+      }
+    }
+    this.log.info({ vm: name }, 'VM detached');
+  }
+
+  async detach(name: unknown): Promise<{ detached: string }> {
+    const n = checkName(name, 'VM');
+    if (!this.vms.has(n)) throw new UserError(`no VM named ${n} is attached`);
+    await this.detachEntry(n);
+    await this.save();
+    return { detached: n };
+  }
+
+  private netInfo(e: NetEntry): NetInfo {
+    const vms = [...this.vms.values()].filter((v) => v.spec.net === e.spec.name).map((v) => v.spec.name);
+    return { ...e.spec, vms, stats: { ...e.sw.stats, drops: { ...e.sw.stats.drops } } };
+  }
+
+  private vmInfo(e: VmEntry): VmInfo {
+    const st: PortStatus = e.port !== null ? e.port.status() : { state: 'down', detail: e.error ?? 'not open' };
+    const stats = e.port !== null ? mergeDrops(e.port.stats(), e.member) : ZERO_STATS;
+    const mac = e.member?.mac != null ? macToString(e.member.mac) : (e.spec.mac ?? e.spec.learnedMac ?? null);
+    return { name: e.spec.name, net: e.spec.net, mac, ip: e.spec.ip ?? null, port: { ...e.spec.port, state: st.state, detail: st.detail, stats } };
+  }
+
+  listNetworks(): NetInfo[] {
+    return [...this.nets.values()].map((e) => this.netInfo(e));
+  }
+
+  listVms(): VmInfo[] {
+    return [...this.vms.values()].map((e) => this.vmInfo(e));
+  }
+
+  status(extra: { socket: string; stateDir: string; version: string }): unknown {
+    return {
+      daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round((Date.now() - this.started) / 1000) },
+      networks: this.listNetworks(),
+      vms: this.listVms(),
+    };
+  }
+
+  /** Graceful stop: ports are closed but devices kept, so a restart re-attaches them. */
+  async shutdown(): Promise<void> {
+    this.closing = true;
+    for (const e of this.vms.values()) {
+      if (e.retry !== null) clearTimeout(e.retry);
+      if (e.member !== null) this.nets.get(e.spec.net)?.sw.detach(e.member);
+      try {
+        await e.port?.close({ remove: false });
+      } catch (err) {
+        this.log.warn({ vm: e.spec.name, err: (err as Error).message }, 'closing the port failed');
+      }
+    }
+    for (const n of this.nets.values()) n.sw.close();
+  }
+}

@@ -1,0 +1,33 @@
+/** What the daemon persists and what the control API takes: plain data, validated in validate.ts. */
+import type { PortSpec } from '../plugins/types.js';
+
+export interface NetworkSpec {
+  name: string;
+  /** IPv4 network in CIDR form, normalised (host bits zero). */
+  subnet: string;
+  /** Gateway IPv4 address inside the subnet (the router's address on this network). */
+  gateway: string;
+  /** Optional IPv6 prefix in CIDR form. */
+  ipv6?: string;
+  mtu: number;
+}
+
+export interface VmSpec {
+  name: string;
+  net: string;
+  port: PortSpec;
+  /** Fixed source MAC given at attach. */
+  mac?: string;
+  /** MAC learned from the VM's first frame; fixed from then on (and across restarts). */
+  learnedMac?: string;
+  /** IPv4 address (static lease later; the TUN member's address now). */
+  ip?: string;
+}
+
+export const STATE_VERSION = 1;
+
+export interface StateFile {
+  version: number;
+  networks: NetworkSpec[];
+  vms: VmSpec[];
+}

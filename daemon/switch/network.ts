@@ -1,0 +1,251 @@
+/**
+ * One isolated L2 segment: a learning switch over its members' ports. Frames never leave the
+ * network except through its gateway handler (the router, added by the stack issue). Each member
+ * may only send from its own MAC: given at attach, or learned from its first frame and then fixed.
+ */
+import type { Port, DropReason } from '../../plugins/types.js';
+import { MIN_FRAME, maxFrameFor } from '../../plugins/types.js';
+import { MacTable } from './mac-table.js';
+import { readMac, isGroupMac } from './mac.js';
+import { VNET_HDR_LEN, normalizeOffload } from '../offload/gso.js';
+
+export type Clock = () => number;
+
+/** Where frames addressed to the gateway (and broadcasts) go. Frames are valid only during the call. */
+export interface GatewayHandler {
+  input(frames: readonly Buffer[], from: Member): void;
+}
+
+export type DropCounts = Partial<Record<DropReason, number>>;
+
+export interface Member {
+  readonly vm: string;
+  readonly port: Port;
+  /** The only source MAC this member may use; null until learned from its first frame. */
+  mac: number | null;
+  readonly drops: DropCounts;
+  /** Output accumulated during one input batch, flushed as one send. */
+  readonly out: Buffer[];
+}
+
+export interface NetworkOptions {
+  name: string;
+  mtu: number;
+  gatewayMac: number;
+  clock: Clock;
+  macAgeMs?: number;
+  /** Called when a member's MAC is learned so the owner can persist it. */
+  onMacLearned?: (m: Member) => void;
+}
+
+export interface NetworkStats {
+  forwarded: number;
+  flooded: number;
+  toGateway: number;
+  drops: DropCounts;
+}
+
+function count(d: DropCounts, r: DropReason, n = 1): void {
+  d[r] = (d[r] ?? 0) + n;
+}
+
+export class Network {
+  readonly name: string;
+  readonly mtu: number;
+  readonly gatewayMac: number;
+  private readonly members: Member[] = [];
+  private readonly table: MacTable<Member>;
+  private readonly clock: Clock;
+  private readonly onMacLearned: (m: Member) => void;
+  private gateway: GatewayHandler | null = null;
+  private readonly gwOut: Buffer[] = [];
+  private readonly dirty: Member[] = [];
+  private readonly maxFrame: number;
+  private readonly scratch: Buffer[] = [];
+  private sweepTimer: NodeJS.Timeout;
+  readonly stats: NetworkStats = { forwarded: 0, flooded: 0, toGateway: 0, drops: {} };
+
+  constructor(opts: NetworkOptions) {
+    this.name = opts.name;
+    this.mtu = opts.mtu;
+    this.gatewayMac = opts.gatewayMac;
+    this.clock = opts.clock;
+    this.table = new MacTable<Member>(opts.macAgeMs ?? 300_000);
+    this.onMacLearned = opts.onMacLearned ?? (() => {});
+    this.maxFrame = maxFrameFor(opts.mtu);
+    this.sweepTimer = setInterval(() => this.table.sweep(this.clock()), 60_000);
+    this.sweepTimer.unref();
+  }
+
+  setGateway(handler: GatewayHandler | null): void {
+    this.gateway = handler;
+  }
+
+  /** Adds a port to the switch. `mac`: fixed source MAC, or null to learn from the first frame. */
+  attach(vm: string, port: Port, mac: number | null): Member {
+    if (port.layer !== 2) throw new Error(`port ${port.name} is not an Ethernet port`);
+    if (mac !== null && this.members.some((m) => m.mac === mac)) throw new Error(`MAC already in use on network ${this.name}`);
+    const member: Member = { vm, port, mac, drops: {}, out: [] };
+    this.members.push(member);
+    port.onFrames((frames) => this.input(member, frames));
+    return member;
+  }
+
+  detach(member: Member): void {
+    const i = this.members.indexOf(member);
+    if (i >= 0) this.members.splice(i, 1);
+    this.table.forget(member);
+    member.port.onFrames(() => {});
+  }
+
+  get size(): number {
+    return this.members.length;
+  }
+
+  /** The switch proper: one call per batch read from a member's port. */
+  private input(src: Member, frames: readonly Buffer[]): void {
+    const now = this.clock();
+    const h = src.port.vnetHdrLen;
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i]!;
+      const len = f.length - h;
+      if (len < MIN_FRAME) {
+        count(src.drops, 'runt');
+        continue;
+      }
+      // A vnet-header frame may be a TSO super-frame; its size was checked by the port.
+      if (h === 0 && len > this.maxFrame) {
+        count(src.drops, 'oversize');
+        continue;
+      }
+      if (isGroupMac(f, h + 6)) {
+        count(src.drops, 'spoofed');
+        count(this.stats.drops, 'spoofed');
+        continue;
+      }
+      const smac = readMac(f, h + 6);
+      if (src.mac !== smac) {
+        if (src.mac !== null || !this.claimMac(src, smac)) {
+          count(src.drops, 'spoofed');
+          count(this.stats.drops, 'spoofed');
+          continue;
+        }
+      }
+      this.table.learn(smac, src, now);
+      if (isGroupMac(f, h)) {
+        this.flood(src, f);
+        continue;
+      }
+      const dmac = readMac(f, h);
+      if (dmac === this.gatewayMac) {
+        this.toGateway(src, f);
+        continue;
+      }
+      const dst = this.table.lookup(dmac, now);
+      if (dst === undefined) {
+        this.flood(src, f);
+      } else if (dst === src) {
+        count(src.drops, 'no-route');
+      } else {
+        this.stats.forwarded++;
+        this.enqueue(src, dst, f);
+      }
+    }
+    this.flush(src);
+  }
+
+  private claimMac(src: Member, smac: number): boolean {
+    if (smac === this.gatewayMac) return false;
+    for (const m of this.members) if (m !== src && m.mac === smac) return false;
+    src.mac = smac;
+    this.onMacLearned(src);
+    return true;
+  }
+
+  private flood(src: Member, f: Buffer): void {
+    this.stats.flooded++;
+    for (const m of this.members) if (m !== src) this.enqueue(src, m, f);
+    this.toGateway(src, f);
+  }
+
+  private toGateway(src: Member, f: Buffer): void {
+    if (this.gateway === null) {
+      // Broadcasts reach the gateway too; only unicast to it counts as a drop.
+      if (!isGroupMac(f, src.port.vnetHdrLen)) count(src.drops, 'no-route');
+      return;
+    }
+    this.stats.toGateway++;
+    if (src.port.vnetHdrLen === 0) this.gwOut.push(f);
+    else if (normalizeOffload(f, this.gwOut) < 0) count(src.drops, 'bad-offload');
+  }
+
+  private enqueue(src: Member, dst: Member, f: Buffer): void {
+    const sh = src.port.vnetHdrLen;
+    const dh = dst.port.vnetHdrLen;
+    if (dst.out.length === 0) this.dirty.push(dst);
+    if (sh === dh) dst.out.push(f);
+    else if (sh === VNET_HDR_LEN && dh === 0) {
+      // Offloaded frame to a port without offloads (a QEMU socket): segment in software.
+      if (normalizeOffload(f, dst.out) < 0) count(src.drops, 'bad-offload');
+    } else {
+      const g = Buffer.allocUnsafe(dh + f.length);
+      g.fill(0, 0, dh);
+      f.copy(g, dh);
+      dst.out.push(g);
+    }
+  }
+
+  private flush(src: Member): void {
+    const dirty = this.dirty;
+    for (let i = 0; i < dirty.length; i++) {
+      const m = dirty[i]!;
+      if (m.out.length > 0) m.port.send(m.out);
+      m.out.length = 0;
+    }
+    dirty.length = 0;
+    if (this.gwOut.length > 0 && this.gateway !== null) {
+      this.gateway.input(this.gwOut, src);
+    }
+    this.gwOut.length = 0;
+  }
+
+  /**
+   * Frames from the gateway into the network (replies from the router). Unicast goes to the
+   * member owning the destination MAC; group or unknown destinations flood.
+   */
+  fromGateway(frames: readonly Buffer[]): void {
+    const now = this.clock();
+    const list = this.scratch;
+    for (const f of frames) {
+      if (f.length < MIN_FRAME) continue;
+      if (isGroupMac(f, 0)) {
+        for (const m of this.members) this.enqueueFromGateway(m, f);
+        continue;
+      }
+      const dst = this.table.lookup(readMac(f, 0), now) ?? this.members.find((m) => m.mac === readMac(f, 0));
+      if (dst !== undefined) this.enqueueFromGateway(dst, f);
+    }
+    for (const m of this.dirty) {
+      if (m.out.length > 0) m.port.send(m.out);
+      m.out.length = 0;
+    }
+    this.dirty.length = 0;
+    list.length = 0;
+  }
+
+  private enqueueFromGateway(dst: Member, f: Buffer): void {
+    if (dst.out.length === 0) this.dirty.push(dst);
+    const dh = dst.port.vnetHdrLen;
+    if (dh === 0) dst.out.push(f);
+    else {
+      const g = Buffer.alloc(dh + f.length);
+      f.copy(g, dh);
+      dst.out.push(g);
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweepTimer);
+    for (const m of [...this.members]) this.detach(m);
+  }
+}

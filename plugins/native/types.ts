@@ -1,0 +1,99 @@
+/**
+ * The N-API addon's surface (built from plugins/native/src by node-gyp during `npm ci`).
+ * Everything that touches /dev/net/tun, AF_PACKET, unix datagram sockets or setns lives there;
+ * the data path is a Device: a non-blocking fd watched by uv_poll, drained in batches into one
+ * reused buffer, with one JS callback per batch.
+ */
+
+export interface OpenTunOptions {
+  /** Interface name (IFNAMSIZ-1 chars at most). */
+  name: string;
+  /** true: TAP (Ethernet frames); false: TUN (IP packets). Always IFF_NO_PI. */
+  tap: boolean;
+  /** IFF_VNET_HDR (10-byte virtio_net_hdr) and TUNSETOFFLOAD for csum/TSO4/TSO6. */
+  vnetHdr?: boolean;
+  multiQueue?: boolean;
+  /** Path of a network namespace file (/run/netns/NAME or /proc/PID/ns/net): the device is created inside it. */
+  netns?: string;
+}
+
+export interface OpenTunResult {
+  fd: number;
+  /** Kernel's name for the device. */
+  name: string;
+  /** false when the device already existed (persistent, left by an earlier run) and was attached. */
+  created: boolean;
+}
+
+export interface LinkConfig {
+  name: string;
+  netns?: string;
+  mtu?: number;
+  /** 6 bytes. */
+  mac?: Buffer;
+  up?: boolean;
+}
+
+export interface DeviceOptions {
+  fd: number;
+  /** 'packet': one read() is one frame (tun/tap/AF_PACKET); 'dgram': recvfrom/sendto on a unix datagram socket. */
+  mode: 'packet' | 'dgram';
+  /** Largest frame including any vnet header; reads are made into slots of this size. */
+  maxFrame: number;
+  /** Most frames per batch callback. */
+  batch: number;
+  /** Bound of the write queue used while the fd would block. */
+  queueFrames: number;
+  queueBytes: number;
+  /** Called with the number of frames in `buffer`/`lengths` (slot i starts at i * maxFrame). */
+  onRead: (count: number) => void;
+  /** Called once when the fd fails (EOF, EIO…); the device stops polling. */
+  onError: (message: string) => void;
+}
+
+export interface DeviceStats {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  dropQueueFull: number;
+  dropIoError: number;
+  dropNoPeer: number;
+  /** Frames currently queued waiting for the fd to become writable. */
+  queued: number;
+}
+
+export interface NativeDevice {
+  /** Reused read buffer: slot i is buffer[i * maxFrame, i * maxFrame + lengths[i]). */
+  readonly buffer: Buffer;
+  readonly lengths: Uint32Array;
+  start(): void;
+  stop(): void;
+  /**
+   * Writes frames[0..count) in order, each as one write()/sendto(); what would block is
+   * copied into the bounded queue, what does not fit is dropped. Returns frames accepted.
+   */
+  write(frames: readonly Buffer[], count: number): number;
+  /** dgram mode: the socket path frames are sent to (otherwise learned from the last sender). */
+  setPeer(path: string): void;
+  stats(): DeviceStats;
+  /** Stops polling and closes the fd. Idempotent. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  openTun(opts: OpenTunOptions): OpenTunResult;
+  /** TUNSETPERSIST: a persistent device outlives its fd (kept across daemon restarts). */
+  setPersist(fd: number, persist: boolean): void;
+  /** MTU, MAC and IFF_UP through ioctls, inside `netns` when given. */
+  configureLink(cfg: LinkConfig): void;
+  /** if_nametoindex inside `netns`; 0 when there is no such interface. */
+  ifIndex(name: string, netns?: string): number;
+  /** Deletes a tun/tap device by attaching, clearing persist and closing. No-op if absent. */
+  removeTun(name: string, tap: boolean, netns?: string): void;
+  /** AF_PACKET raw socket bound to the interface (ETH_P_ALL, promiscuous, PACKET_IGNORE_OUTGOING). */
+  openPacket(opts: { ifname: string; netns?: string; vnetHdr?: boolean }): { fd: number };
+  /** Non-blocking unix datagram socket bound to `path` (a stale socket file is replaced). */
+  openUnixDgram(opts: { path: string }): { fd: number };
+  Device: new (opts: DeviceOptions) => NativeDevice;
+}

@@ -1,0 +1,95 @@
+/**
+ * The port contract: how a VM's device (TAP, TUN, socket, fd, raw interface) moves frames.
+ * A port hands whole batches to its network and takes batches back; everything else is the
+ * driver's business. Ports never throw on the data path: bad input and full queues are
+ * dropped and counted by reason.
+ */
+import type { Logger } from 'pino';
+
+/** Why a frame was dropped. Counted per port (and per network for switch decisions). */
+export type DropReason =
+  | 'runt' // shorter than an Ethernet header (or an IP header on L3 ports)
+  | 'oversize' // longer than MTU plus headers
+  | 'framing' // a stream length prefix that cannot be right; the stream is closed
+  | 'spoofed' // source MAC other than the port's own
+  | 'queue-full' // the device or socket would block and the bounded queue is full
+  | 'no-peer' // nobody is connected (socket ports waiting for the VM)
+  | 'io-error' // the kernel refused the write
+  | 'bad-offload' // a virtio-net header we cannot honour
+  | 'not-ip' // an L3 port was handed something that is not IPv4/IPv6
+  | 'no-route' // the switch had nowhere to send it
+  | 'filtered'; // a policy decided against it
+
+export interface PortStats {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  drops: Partial<Record<DropReason, number>>;
+}
+
+export type PortState = 'up' | 'waiting' | 'down';
+
+export interface PortStatus {
+  state: PortState;
+  /** Human text: "connected", "waiting for QEMU to connect to /run/x.sock", "reconnecting (ECONNREFUSED)". */
+  detail: string;
+}
+
+/**
+ * Frames are delivered as views into a buffer the port reuses: both the array and the Buffers
+ * are valid only during the handler call. Copy what you keep.
+ */
+export type FrameHandler = (frames: readonly Buffer[]) => void;
+
+export interface Port {
+  readonly kind: PortKind;
+  /** Device or socket name for people: "tap0", "/run/vm1.sock". */
+  readonly name: string;
+  /** 2: Ethernet frames; 3: bare IPv4/IPv6 packets (TUN). */
+  readonly layer: 2 | 3;
+  /**
+   * Bytes of virtio-net header before every frame in both directions (0 when the port has no
+   * offloads). Frames that carry one may be TSO super-frames or have partial checksums.
+   */
+  readonly vnetHdrLen: number;
+  /** Largest frame (without vnet header) the port accepts or delivers. */
+  readonly maxFrame: number;
+  onFrames(handler: FrameHandler): void;
+  /** Never blocks and never throws; what cannot be sent is dropped and counted. */
+  send(frames: readonly Buffer[]): void;
+  stats(): PortStats;
+  status(): PortStatus;
+  /** Stop I/O and release the device. `remove` deletes devices/sockets the port created. */
+  close(opts?: { remove?: boolean }): Promise<void>;
+}
+
+export type PortKind = 'tap' | 'tun' | 'unix' | 'unix-listen' | 'dgram' | 'fd' | 'iface';
+
+export type PortSpec =
+  | { kind: 'tap'; ifname: string; netns?: string; mac?: string; vnetHdr?: boolean; multiQueue?: boolean }
+  | { kind: 'tun'; ifname: string; netns?: string }
+  | { kind: 'unix'; path: string }
+  | { kind: 'unix-listen'; path: string }
+  | { kind: 'dgram'; path: string; peer?: string }
+  | { kind: 'fd'; fd?: number; rx?: string; tx?: string }
+  | { kind: 'iface'; ifname: string; netns?: string };
+
+export interface PortContext {
+  log: Logger;
+  /** The network's MTU: the largest L3 packet. Frames may be mtu + 14 (+4 for a VLAN tag). */
+  mtu: number;
+  /** A device created by a previous run of the daemon (state restore): re-open, don't fail. */
+  restoring: boolean;
+}
+
+export interface PortDriver<S extends PortSpec = PortSpec> {
+  readonly kind: S['kind'];
+  open(spec: S, ctx: PortContext): Promise<Port>;
+}
+
+/** Frame size limits derived from an MTU. */
+export function maxFrameFor(mtu: number): number {
+  return mtu + 14 + 4; // Ethernet header and one 802.1Q tag
+}
+export const MIN_FRAME = 14;

@@ -1,0 +1,2 @@
+export { unixConnectDriver } from './connect.js';
+export { unixListenDriver } from './listen.js';
