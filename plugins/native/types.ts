@@ -45,6 +45,11 @@ export interface DeviceOptions {
   /** Bound of the write queue used while the fd would block. */
   queueFrames: number;
   queueBytes: number;
+  /**
+   * Zero bytes written before every frame (the iface port's all-zero virtio_net_hdr on an
+   * AF_PACKET socket with PACKET_VNET_HDR). Default 0; at most 64.
+   */
+  txHeaderLen?: number;
   /** Called with the number of frames in `buffer`/`lengths` (slot i starts at i * maxFrame). */
   onRead: (count: number) => void;
   /** Called once when the fd fails (EOF, EIO…); the device stops polling. */
@@ -61,11 +66,19 @@ export interface DeviceStats {
   dropNoPeer: number;
   /** Frames currently queued waiting for the fd to become writable. */
   queued: number;
+  /** Exceptions thrown by onRead/onError (caught and dropped so the process survives). */
+  callbackErrors: number;
+  /** dgram mode: the peer's socket path ("@name" for an abstract address), when known. */
+  peer?: string;
 }
 
 export interface NativeDevice {
   /** Reused read buffer: slot i is buffer[i * maxFrame, i * maxFrame + lengths[i]). */
   readonly buffer: Buffer;
+  /**
+   * Frame lengths of the current batch. A length above maxFrame means the frame did not fit
+   * its slot (the slot holds a truncated copy): drop it as oversize, never read past the slot.
+   */
   readonly lengths: Uint32Array;
   start(): void;
   stop(): void;

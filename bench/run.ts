@@ -1,0 +1,523 @@
+/**
+ * `npm run bench`: mvnet's data path against two yardsticks, measured in the same run on the
+ * same machine.
+ *
+ * Two network namespaces play the VMs; between them, one of three paths:
+ *   - kernel veth: a veth pair, one end in each namespace (the ceiling);
+ *   - C forwarder: bench/c-forwarder/fwd.c, a plain epoll read()/write() loop between two TAPs
+ *     (compiled with `cc -O2` into a temp dir), each TAP moved into its namespace;
+ *   - mvnet: a daemon with one network and two VMs attached by `--tap IF --netns NS`.
+ * each at three settings: MTU 1500, MTU 65520, and MTU 1500 with TSO (`--vnet-hdr` on both
+ * mvnet attaches, `-v` for the C forwarder, the default offloads for veth; in the other two
+ * settings TSO is switched off on the veth so it segments like a TAP without vnet header does).
+ *
+ * Per cell: `iperf3 -c -t 5 -J` (TCP, one stream, received bits/s) and `ping -c 50 -i 0.01`
+ * (average RTT). The table shows Gbit/s, the ratio to veth and to the C forwarder at the same
+ * setting, the ping average, and the latency each forwarder adds per hop: (RTT − veth RTT) / 2,
+ * since an echo crosses the forwarder twice.
+ *
+ * All traffic stays between the two namespaces (10.77.0.1 ↔ 10.77.0.2 exist only there).
+ * Everything is removed at the end, on error, and on SIGINT/SIGTERM. Needs root, iperf3, ping,
+ * cc, and a built tree (`npm run bench` builds first). Results also go to bench/out/*.json.
+ *
+ *   node dist/bench/run.js [--only veth,cfwd,mvnet] [--settings 1500,65520,tso] [--time 5]
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/run.js → repo root
+const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const FWD_C = join(ROOT, 'bench', 'c-forwarder', 'fwd.c');
+const IP_A = '10.77.0.1';
+const IP_B = '10.77.0.2';
+const SUBNET = '10.77.0.0/24';
+
+type PathId = 'veth' | 'cfwd' | 'mvnet';
+type SettingId = '1500' | '65520' | 'tso';
+
+interface Setting {
+  id: SettingId;
+  mtu: number;
+  tso: boolean;
+  label: string;
+}
+
+const SETTINGS: Setting[] = [
+  { id: '1500', mtu: 1500, tso: false, label: '1500' },
+  { id: '65520', mtu: 65520, tso: false, label: '65520' },
+  { id: 'tso', mtu: 1500, tso: true, label: '1500+TSO' },
+];
+
+const PATH_LABEL: Record<PathId, string> = { veth: 'kernel veth', cfwd: 'C forwarder', mvnet: 'mvnet' };
+
+interface Cell {
+  path: PathId;
+  setting: SettingId;
+  gbps?: number;
+  pingAvgMs?: number;
+  retransmits?: number;
+  error?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Teardown registry: async in order of need, synchronous fallback at exit/signals.
+
+interface Undo {
+  run: () => Promise<void>;
+  runSync: () => void;
+}
+const undos: Undo[] = [];
+
+function onUndo(run: () => Promise<void>, runSync: () => void): () => Promise<void> {
+  const u: Undo = { run, runSync };
+  undos.push(u);
+  return async () => {
+    const i = undos.indexOf(u);
+    if (i >= 0) {
+      undos.splice(i, 1);
+      await u.run();
+    }
+  };
+}
+
+async function undoAll(): Promise<void> {
+  while (undos.length > 0) {
+    const u = undos.pop()!;
+    try {
+      await u.run();
+    } catch {
+      u.runSync();
+    }
+  }
+}
+
+function undoAllSync(): void {
+  while (undos.length > 0) {
+    try {
+      undos.pop()!.runSync();
+    } catch {
+      // exiting anyway
+    }
+  }
+}
+
+process.on('exit', undoAllSync);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    undoAllSync();
+    process.kill(process.pid, sig);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function run(cmd: string[], opts: { check?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => killTree(child, 'SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd.join(' ')}: ${e.message}`));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const r = { code: code ?? -1, stdout, stderr };
+      if ((opts.check ?? true) && r.code !== 0) reject(new Error(`${cmd.join(' ')}: exit ${r.code}: ${stderr.trim() || stdout.trim()}`));
+      else resolve(r);
+    });
+  });
+}
+
+function killTree(child: ChildProcess, sig: NodeJS.Signals): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, sig);
+  } catch {
+    // gone
+  }
+}
+
+interface Bg {
+  child: ChildProcess;
+  lines: string[];
+  stderr: () => string;
+  waitLine(pred: (l: string) => boolean, timeoutMs: number): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** A background process in its own process group, stopped by teardown. */
+function background(cmd: string[], label: string): Bg {
+  const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const lines: string[] = [];
+  let partial = '';
+  let err = '';
+  const listeners = new Set<(l: string) => void>();
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    const parts = (partial + d).split('\n');
+    partial = parts.pop() ?? '';
+    for (const l of parts) {
+      lines.push(l);
+      if (lines.length > 2000) lines.shift();
+      for (const f of listeners) f(l);
+    }
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err = (err + d).slice(-8000);
+  });
+  const exited = new Promise<void>((r) => child.on('close', () => r()));
+  const stop = async (): Promise<void> => {
+    killTree(child, 'SIGTERM');
+    const t = setTimeout(() => killTree(child, 'SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(t);
+  };
+  const undo = onUndo(stop, () => killTree(child, 'SIGKILL'));
+  return {
+    child,
+    lines,
+    stderr: () => err,
+    stop: undo,
+    waitLine(pred, timeoutMs) {
+      const seen = lines.find(pred);
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          listeners.delete(f);
+          reject(new Error(`${label}: expected output not seen in ${timeoutMs} ms; stderr: ${err.trim()}`));
+        }, timeoutMs);
+        const f = (l: string): void => {
+          if (pred(l)) {
+            clearTimeout(timer);
+            listeners.delete(f);
+            resolve(l);
+          }
+        };
+        listeners.add(f);
+        void exited.then(() => {
+          if (!listeners.has(f)) return;
+          clearTimeout(timer);
+          listeners.delete(f);
+          reject(new Error(`${label} exited early (${child.exitCode ?? child.signalCode}): ${err.trim()}`));
+        });
+      });
+    },
+  };
+}
+
+/** Deadline-bounded poll for kernel state that has no event to await. */
+async function waitFor(probe: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces
+
+function nsx(ns: string, cmd: string[]): string[] {
+  return ['ip', 'netns', 'exec', ns, ...cmd];
+}
+
+async function createNs(name: string): Promise<void> {
+  await run(['ip', 'netns', 'add', name]);
+  onUndo(
+    async () => {
+      const pids = (await run(['ip', 'netns', 'pids', name], { check: false })).stdout.split(/\s+/).filter(Boolean);
+      for (const p of pids) {
+        try {
+          process.kill(Number(p), 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+      await run(['ip', 'netns', 'del', name], { check: false });
+    },
+    () => {
+      const r = spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' });
+      for (const p of (r.stdout ?? '').split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(p), 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+      spawnSync('ip', ['netns', 'del', name]);
+    },
+  );
+  await run(nsx(name, ['ip', 'link', 'set', 'lo', 'up']));
+  await run(nsx(name, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']));
+}
+
+async function linkExists(ns: string, ifname: string): Promise<boolean> {
+  return (await run(nsx(ns, ['ip', 'link', 'show', 'dev', ifname]), { check: false })).code === 0;
+}
+
+async function configure(ns: string, ifname: string, cidr: string, mtu: number): Promise<void> {
+  await run(nsx(ns, ['ip', 'link', 'set', 'dev', ifname, 'mtu', String(mtu)]));
+  await run(nsx(ns, ['ip', 'addr', 'add', cidr, 'dev', ifname]));
+  await run(nsx(ns, ['ip', 'link', 'set', 'dev', ifname, 'up']));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The three paths. Each sets up ns A (IP_A) and ns B (IP_B) connected, returns nothing; teardown
+// is registered.
+
+interface Topo {
+  nsA: string;
+  nsB: string;
+  ifA: string;
+  ifB: string;
+}
+
+async function setupVeth(t: Topo, s: Setting): Promise<void> {
+  await run(['ip', 'link', 'add', t.ifA, 'netns', t.nsA, 'type', 'veth', 'peer', 'name', t.ifB, 'netns', t.nsB]);
+  await configure(t.nsA, t.ifA, `${IP_A}/24`, s.mtu);
+  await configure(t.nsB, t.ifB, `${IP_B}/24`, s.mtu);
+  if (!s.tso) {
+    // Segment in software at the device, like a TAP without vnet header makes the stack do.
+    for (const [ns, ifn] of [
+      [t.nsA, t.ifA],
+      [t.nsB, t.ifB],
+    ] as const) {
+      await run(nsx(ns, ['ethtool', '-K', ifn, 'tso', 'off']));
+    }
+  }
+}
+
+async function setupCfwd(t: Topo, s: Setting, fwdBin: string): Promise<void> {
+  const fwd = background([fwdBin, ...(s.tso ? ['-v'] : []), t.ifA, t.ifB], 'C forwarder');
+  await fwd.waitLine((l) => l === 'ready', 10_000);
+  // The TAPs exist in the root namespace: move each into its VM namespace (fds stay attached).
+  await run(['ip', 'link', 'set', 'dev', t.ifA, 'netns', t.nsA]);
+  await run(['ip', 'link', 'set', 'dev', t.ifB, 'netns', t.nsB]);
+  await configure(t.nsA, t.ifA, `${IP_A}/24`, s.mtu);
+  await configure(t.nsB, t.ifB, `${IP_B}/24`, s.mtu);
+}
+
+async function setupMvnet(t: Topo, s: Setting, workDir: string): Promise<void> {
+  const stateDir = join(workDir, `state-${randomBytes(3).toString('hex')}`);
+  mkdirSync(stateDir);
+  const socket = join(stateDir, 'mvnet.sock');
+  const daemon = background(['node', CLI, 'daemon', '--state-dir', stateDir, '--socket', socket], 'mvnet daemon');
+  await daemon.waitLine((l) => l.includes('"msg":"ready"'), 20_000);
+  const cli = (args: string[]): Promise<RunResult> => run(['node', CLI, '--socket', socket, ...args]);
+  await cli(['net', 'create', 'bench', '--subnet', SUBNET, '--mtu', String(s.mtu)]);
+  for (const [vm, ns, ifn] of [
+    ['a', t.nsA, t.ifA],
+    ['b', t.nsB, t.ifB],
+  ] as const) {
+    await cli(['vm', 'attach', vm, '--net', 'bench', '--tap', ifn, '--netns', ns, ...(s.tso ? ['--vnet-hdr'] : [])]);
+    await waitFor(() => linkExists(ns, ifn), `${ifn} in ${ns}`);
+  }
+  await configure(t.nsA, t.ifA, `${IP_A}/24`, s.mtu);
+  await configure(t.nsB, t.ifB, `${IP_B}/24`, s.mtu);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+interface IperfJson {
+  end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } };
+  error?: string;
+}
+
+async function iperf(t: Topo, seconds: number): Promise<{ gbps: number; retransmits: number }> {
+  const server = background(nsx(t.nsB, ['iperf3', '-s', '-1', '-B', IP_B, '-p', '5201']), 'iperf3 server');
+  await waitFor(
+    async () => (await run(nsx(t.nsB, ['ss', '-Hltn', 'sport = :5201']), { check: false })).stdout.trim() !== '',
+    'iperf3 server to listen',
+  );
+  const r = await run(nsx(t.nsA, ['iperf3', '-c', IP_B, '-p', '5201', '-t', String(seconds), '-J']), {
+    check: false,
+    timeoutMs: (seconds + 30) * 1000,
+  });
+  await server.stop();
+  let j: IperfJson;
+  try {
+    j = JSON.parse(r.stdout) as IperfJson;
+  } catch {
+    throw new Error(`iperf3 client: exit ${r.code}: ${r.stderr.trim() || r.stdout.slice(0, 300)}`);
+  }
+  if (j.error) throw new Error(`iperf3: ${j.error}`);
+  const bps = j.end?.sum_received?.bits_per_second;
+  if (typeof bps !== 'number') throw new Error('iperf3 JSON has no end.sum_received.bits_per_second');
+  return { gbps: bps / 1e9, retransmits: j.end?.sum_sent?.retransmits ?? 0 };
+}
+
+async function pingAvg(t: Topo): Promise<number> {
+  const r = await run(nsx(t.nsA, ['ping', '-n', '-q', '-c', '50', '-i', '0.01', '-W', '1', IP_B]), { check: false, timeoutMs: 30_000 });
+  const m = /= [\d.]+\/([\d.]+)\/[\d.]+\/[\d.]+ ms/.exec(r.stdout);
+  if (!m) throw new Error(`ping: no rtt summary (exit ${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`);
+  return Number(m[1]);
+}
+
+async function connected(t: Topo): Promise<void> {
+  await waitFor(
+    async () => (await run(nsx(t.nsA, ['ping', '-n', '-c', '1', '-W', '1', IP_B]), { check: false })).code === 0,
+    `${IP_B} to answer ping`,
+    20_000,
+  );
+}
+
+async function measure(path: PathId, s: Setting, ctx: { fwdBin: string; workDir: string; seconds: number }): Promise<Cell> {
+  const id = randomBytes(3).toString('hex');
+  const t: Topo = { nsA: `mvb-${id}-a`, nsB: `mvb-${id}-b`, ifA: `mvb${id}a`, ifB: `mvb${id}b` };
+  const mark = undos.length;
+  try {
+    await createNs(t.nsA);
+    await createNs(t.nsB);
+    if (path === 'veth') await setupVeth(t, s);
+    else if (path === 'cfwd') await setupCfwd(t, s, ctx.fwdBin);
+    else await setupMvnet(t, s, ctx.workDir);
+    await connected(t);
+    const ping = await pingAvg(t);
+    const ip = await iperf(t, ctx.seconds);
+    return { path, setting: s.id, gbps: ip.gbps, retransmits: ip.retransmits, pingAvgMs: ping };
+  } catch (e) {
+    return { path, setting: s.id, error: (e as Error).message.split('\n')[0] };
+  } finally {
+    // Tear down this cell only (newest first), leaving the run-wide entries.
+    while (undos.length > mark) {
+      const u = undos.pop()!;
+      try {
+        await u.run();
+      } catch {
+        u.runSync();
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+function fmt(n: number | undefined, digits: number): string {
+  return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
+}
+
+function renderTable(cells: Cell[], settings: Setting[], paths: PathId[]): string {
+  const header = ['path', 'MTU', 'Gbit/s', 'x veth', 'x C fwd', 'ping avg ms', '+us/hop'];
+  const rows: string[][] = [];
+  for (const s of settings) {
+    const get = (p: PathId): Cell | undefined => cells.find((c) => c.path === p && c.setting === s.id);
+    const veth = get('veth');
+    const cfwd = get('cfwd');
+    for (const p of paths) {
+      const c = get(p);
+      if (!c) continue;
+      if (c.error) {
+        rows.push([PATH_LABEL[p], s.label, 'error', '', '', '', c.error]);
+        continue;
+      }
+      const perHopUs =
+        p === 'veth' || veth?.pingAvgMs === undefined || c.pingAvgMs === undefined ? undefined : ((c.pingAvgMs - veth.pingAvgMs) / 2) * 1000;
+      rows.push([
+        PATH_LABEL[p],
+        s.label,
+        fmt(c.gbps, 2),
+        veth?.gbps ? fmt(c.gbps! / veth.gbps, 2) : '-',
+        cfwd?.gbps ? fmt(c.gbps! / cfwd.gbps, 2) : '-',
+        fmt(c.pingAvgMs, 3),
+        p === 'veth' ? '(base)' : fmt(perHopUs, 1),
+      ]);
+    }
+  }
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]): string => r.map((c, i) => (i < 2 || i === r.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seconds: number } {
+  let paths: PathId[] = ['veth', 'cfwd', 'mvnet'];
+  let settings = SETTINGS;
+  let seconds = 5;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = argv[i + 1];
+    if (a === '--only' && v) {
+      paths = v.split(',').filter((p): p is PathId => p === 'veth' || p === 'cfwd' || p === 'mvnet');
+      i++;
+    } else if (a === '--settings' && v) {
+      const want = v.split(',');
+      settings = SETTINGS.filter((s) => want.includes(s.id));
+      i++;
+    } else if (a === '--time' && v) {
+      seconds = Math.max(1, Math.min(60, Number(v) || 5));
+      i++;
+    } else {
+      throw new Error(`unknown argument ${a} (use --only veth,cfwd,mvnet --settings 1500,65520,tso --time N)`);
+    }
+  }
+  return { paths, settings, seconds };
+}
+
+function preflight(paths: PathId[]): void {
+  const problems: string[] = [];
+  if (process.getuid?.() !== 0) problems.push('must run as root (namespaces, TAP devices)');
+  if (!existsSync('/dev/net/tun')) problems.push('/dev/net/tun is missing');
+  for (const tool of ['iperf3', 'ping', 'ss', 'ethtool', ...(paths.includes('cfwd') ? ['cc'] : [])]) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) problems.push(`${tool} is not installed (bash scripts/deps.sh)`);
+  }
+  if (paths.includes('mvnet') && !existsSync(CLI)) problems.push(`${CLI} is missing (npm run build)`);
+  if (problems.length > 0) throw new Error(`bench: cannot run:\n  - ${problems.join('\n  - ')}`);
+}
+
+async function main(): Promise<void> {
+  const { paths, settings, seconds } = parseArgs(process.argv.slice(2));
+  preflight(paths);
+  const workDir = mkdtempSync(join(tmpdir(), 'mvb-'));
+  onUndo(
+    async () => rmSync(workDir, { recursive: true, force: true }),
+    () => rmSync(workDir, { recursive: true, force: true }),
+  );
+  const fwdBin = join(workDir, 'fwd');
+  if (paths.includes('cfwd')) await run(['cc', '-O2', '-Wall', '-o', fwdBin, FWD_C]);
+
+  const cells: Cell[] = [];
+  for (const s of settings) {
+    for (const p of paths) {
+      process.stderr.write(`bench: ${PATH_LABEL[p]} at ${s.label} ... `);
+      const c = await measure(p, s, { fwdBin, workDir, seconds });
+      cells.push(c);
+      process.stderr.write(c.error ? `error: ${c.error}\n` : `${fmt(c.gbps, 2)} Gbit/s, ping ${fmt(c.pingAvgMs, 3)} ms\n`);
+    }
+  }
+
+  const table = renderTable(cells, settings, paths);
+  console.log(`\nmvnet bench: iperf3 TCP -t ${seconds}, ping -c 50 -i 0.01, between two namespaces (${new Date().toISOString()})\n`);
+  console.log(table);
+  console.log('\n+us/hop = (ping avg - veth ping avg) / 2: latency the forwarder adds each way.');
+
+  const outDir = join(ROOT, 'bench', 'out');
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify({ seconds, cells }, null, 2) + '\n');
+  console.log(`results: ${file}`);
+  await undoAll();
+  if (cells.some((c) => c.error)) process.exitCode = 1;
+}
+
+main().catch(async (e: unknown) => {
+  console.error((e as Error).message);
+  await undoAll();
+  process.exitCode = 1;
+});

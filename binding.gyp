@@ -1,0 +1,15 @@
+{
+  "targets": [
+    {
+      "target_name": "mvnet_native",
+      "sources": [
+        "plugins/native/src/addon.cc",
+        "plugins/native/src/device.cc",
+        "plugins/native/src/napi_util.cc",
+        "plugins/native/src/netns.cc"
+      ],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+    }
+  ]
+}

@@ -1,0 +1,324 @@
+/**
+ * The Port behind the tap, tun, iface and dgram drivers: one native Device (a non-blocking fd
+ * drained in batches into one reused buffer) plus the checks every port makes — runts,
+ * oversize frames, counters — and the mapping of the device's drop counters to DropReasons.
+ *
+ * Hot path: one onRead call per batch builds Buffer views into the device's buffer (the array
+ * is reused between batches) and calls the handler once; send() validates sizes and hands the
+ * list straight to the device, which writes from the Buffers' own memory.
+ */
+import type { Logger } from 'pino';
+import { Counters } from '../common/counters.js';
+import type { FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
+import { MIN_FRAME } from '../types.js';
+import { native } from './index.js';
+import type { NativeDevice } from './types.js';
+
+/** sizeof(struct virtio_net_hdr). */
+export const VNET_HDR_LEN = 10;
+/** Largest GSO super-frame (without the vnet header) a TAP or AF_PACKET socket may carry. */
+export const GSO_MAX_FRAME = 65550;
+/** Smallest IPv4 header; anything shorter on an L3 port is a runt. */
+export const MIN_PACKET = 20;
+
+const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+const DEFAULT_BATCH = 64;
+const DEFAULT_QUEUE_FRAMES = 1024;
+const DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Turns one frame that starts with a virtio_net_hdr (maybe a GSO super-frame or a frame with a
+ * partial checksum) into plain Ethernet frames appended to `out`; returns how many, or -1 when
+ * the header cannot be honoured.
+ */
+export type OffloadNormalizer = (frameWithVnetHdr: Buffer, out: Buffer[]) => number;
+
+export interface DevicePortConfig {
+  kind: PortKind;
+  /** For people: "tap0", "tap0@/run/netns/vm1", "/run/vm1.sock". */
+  name: string;
+  layer: 2 | 3;
+  fd: number;
+  mode: 'packet' | 'dgram';
+  /** Port.maxFrame: the largest frame without vnet header. */
+  maxFrame: number;
+  /**
+   * How reads and writes carry a virtio_net_hdr:
+   * - 'none': plain frames both ways;
+   * - 'pass': the port's frames carry it (Port.vnetHdrLen = 10) in both directions (TAP with IFF_VNET_HDR);
+   * - 'normalize': the device reads carry one and `normalize` turns them into plain frames; writes
+   *   get an all-zero one prepended by the device (AF_PACKET with PACKET_VNET_HDR).
+   */
+  vnet: 'none' | 'pass' | 'normalize';
+  normalize?: OffloadNormalizer;
+  log: Logger;
+  batch?: number;
+  queueFrames?: number;
+  queueBytes?: number;
+}
+
+export abstract class DevicePort implements Port {
+  readonly kind: PortKind;
+  readonly name: string;
+  readonly layer: 2 | 3;
+  readonly vnetHdrLen: number;
+  readonly maxFrame: number;
+
+  protected readonly counters = new Counters();
+  protected readonly log: Logger;
+  protected readonly device: NativeDevice;
+  protected closed = false;
+  /** Set when the device failed (EOF, EIO, interface deleted): the port is down. */
+  protected failure: string | undefined;
+
+  private handler: FrameHandler = () => {};
+  private readonly slot: number;
+  private readonly minLen: number;
+  private readonly vnet: 'none' | 'pass' | 'normalize';
+  private readonly normalize: OffloadNormalizer | undefined;
+  private readonly views: Buffer[] = [];
+  private readonly scratch: Buffer[] = [];
+  private handlerErrors = 0;
+
+  protected constructor(cfg: DevicePortConfig) {
+    this.kind = cfg.kind;
+    this.name = cfg.name;
+    this.layer = cfg.layer;
+    this.maxFrame = cfg.maxFrame;
+    this.vnet = cfg.vnet;
+    this.vnetHdrLen = cfg.vnet === 'pass' ? VNET_HDR_LEN : 0;
+    this.minLen = cfg.layer === 3 ? MIN_PACKET : MIN_FRAME;
+    this.log = cfg.log;
+    if (cfg.vnet === 'normalize' && !cfg.normalize) throw new Error('vnet "normalize" needs a normalizer');
+    this.normalize = cfg.normalize;
+    // With a vnet header the kernel may hand us GSO super-frames whatever the MTU.
+    this.slot = cfg.vnet === 'none' ? cfg.maxFrame : GSO_MAX_FRAME + VNET_HDR_LEN;
+    this.device = new native.Device({
+      fd: cfg.fd,
+      mode: cfg.mode,
+      maxFrame: this.slot,
+      batch: cfg.batch ?? DEFAULT_BATCH,
+      queueFrames: cfg.queueFrames ?? DEFAULT_QUEUE_FRAMES,
+      queueBytes: cfg.queueBytes ?? DEFAULT_QUEUE_BYTES,
+      txHeaderLen: cfg.vnet === 'normalize' ? VNET_HDR_LEN : 0,
+      onRead: (count) => this.onRead(count),
+      onError: (message) => this.onDeviceError(message),
+    });
+    this.device.start();
+  }
+
+  onFrames(handler: FrameHandler): void {
+    this.handler = handler;
+  }
+
+  private onRead(count: number): void {
+    const buf = this.device.buffer;
+    const lengths = this.device.lengths;
+    const slot = this.slot;
+    const max = this.maxFrame;
+    const min = this.minLen;
+    const out = this.views;
+    out.length = 0;
+    let bytes = 0;
+    if (this.vnet === 'none') {
+      const l3 = this.layer === 3;
+      for (let i = 0; i < count; i++) {
+        const len = lengths[i]!;
+        if (len < min) {
+          this.counters.drop('runt');
+        } else if (len > max) {
+          this.counters.drop('oversize');
+        } else {
+          const off = i * slot;
+          if (l3) {
+            const v = buf[off]! >> 4;
+            if (v !== 4 && v !== 6) {
+              this.counters.drop('not-ip');
+              continue;
+            }
+          }
+          out.push(buf.subarray(off, off + len));
+          bytes += len;
+        }
+      }
+    } else if (this.vnet === 'pass') {
+      for (let i = 0; i < count; i++) {
+        const len = lengths[i]!;
+        const off = i * slot;
+        if (len < VNET_HDR_LEN + min) {
+          this.counters.drop('runt');
+        } else if (len > slot || (buf[off + 1] === 0 && len - VNET_HDR_LEN > max)) {
+          this.counters.drop('oversize');
+        } else {
+          out.push(buf.subarray(off, off + len));
+          bytes += len - VNET_HDR_LEN;
+        }
+      }
+    } else {
+      const normalize = this.normalize!;
+      for (let i = 0; i < count; i++) {
+        const len = lengths[i]!;
+        const off = i * slot;
+        if (len < VNET_HDR_LEN + min) {
+          this.counters.drop('runt');
+        } else if (len > slot) {
+          this.counters.drop('oversize');
+        } else if (buf[off + 1] === 0 && (buf[off]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) {
+          // No offload: the frame after the header is what it is.
+          if (len - VNET_HDR_LEN > max) {
+            this.counters.drop('oversize');
+          } else {
+            out.push(buf.subarray(off + VNET_HDR_LEN, off + len));
+            bytes += len - VNET_HDR_LEN;
+          }
+        } else {
+          const first = out.length;
+          const n = normalize(buf.subarray(off, off + len), out);
+          if (n < 0) {
+            out.length = first;
+            this.counters.drop('bad-offload');
+            continue;
+          }
+          // Segments wider than our MTU (the sender's MSS was for a bigger one) are dropped.
+          let w = first;
+          for (let k = first; k < out.length; k++) {
+            const f = out[k]!;
+            if (f.length > max) {
+              this.counters.drop('oversize');
+            } else if (f.length < min) {
+              this.counters.drop('runt');
+            } else {
+              out[w++] = f;
+              bytes += f.length;
+            }
+          }
+          out.length = w;
+        }
+      }
+    }
+    if (out.length === 0) return;
+    this.counters.rxFrames += out.length;
+    this.counters.rxBytes += bytes;
+    try {
+      this.handler(out);
+    } catch (err) {
+      this.handlerErrors++;
+      if (this.handlerErrors <= 10 || this.handlerErrors % 1000 === 0) {
+        this.log.error({ port: this.name, err, count: this.handlerErrors }, 'frame handler threw');
+      }
+    }
+  }
+
+  private onDeviceError(message: string): void {
+    this.failure = message;
+    this.log.error({ port: this.name, error: message }, 'device failed; port is down');
+  }
+
+  /** 0 when the frame may be sent, else counts why not and returns 1. */
+  private reject(f: Buffer): number {
+    const len = f.length;
+    if (this.vnet === 'pass') {
+      if (len < VNET_HDR_LEN + this.minLen) {
+        this.counters.drop('runt');
+        return 1;
+      }
+      if (len > GSO_MAX_FRAME + VNET_HDR_LEN || (f[1] === 0 && len - VNET_HDR_LEN > this.maxFrame)) {
+        this.counters.drop('oversize');
+        return 1;
+      }
+      return 0;
+    }
+    if (len < this.minLen) {
+      this.counters.drop('runt');
+      return 1;
+    }
+    if (len > this.maxFrame) {
+      this.counters.drop('oversize');
+      return 1;
+    }
+    if (this.layer === 3) {
+      const v = f[0]! >> 4;
+      if (v !== 4 && v !== 6) {
+        this.counters.drop('not-ip');
+        return 1;
+      }
+    }
+    return 0;
+  }
+
+  send(frames: readonly Buffer[]): void {
+    const count = frames.length;
+    if (count === 0) return;
+    if (this.closed) {
+      this.counters.drop('io-error', count);
+      return;
+    }
+    let list: readonly Buffer[] = frames;
+    for (let i = 0; i < count; i++) {
+      if (this.reject(frames[i]!) !== 0) {
+        // Compact the rest into a reused scratch list (only when something was rejected).
+        const s = this.scratch;
+        s.length = 0;
+        for (let k = 0; k < i; k++) s.push(frames[k]!);
+        for (let k = i + 1; k < count; k++) {
+          if (this.reject(frames[k]!) === 0) s.push(frames[k]!);
+        }
+        list = s;
+        break;
+      }
+    }
+    if (list.length > 0) this.device.write(list, list.length);
+    if (list === this.scratch) this.scratch.length = 0;
+  }
+
+  stats(): PortStats {
+    const s = this.counters.snapshot();
+    const d = this.device.stats();
+    s.txFrames = d.txFrames;
+    s.txBytes = d.txBytes;
+    if (this.vnet === 'pass') s.txBytes -= d.txFrames * VNET_HDR_LEN;
+    const add = (reason: 'queue-full' | 'io-error' | 'no-peer', n: number): void => {
+      if (n > 0) s.drops[reason] = (s.drops[reason] ?? 0) + n;
+    };
+    add('queue-full', d.dropQueueFull);
+    add('io-error', d.dropIoError);
+    add('no-peer', d.dropNoPeer);
+    return s;
+  }
+
+  /** 'up' detail for status(). */
+  protected abstract upDetail(): string;
+
+  status(): PortStatus {
+    if (this.closed) return { state: 'down', detail: 'closed' };
+    if (this.failure !== undefined) return { state: 'down', detail: this.failure };
+    return { state: 'up', detail: this.upDetail() };
+  }
+
+  async close(opts?: { remove?: boolean }): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const remove = opts?.remove ?? false;
+    this.beforeClose(remove);
+    this.device.close();
+    this.afterClose(remove);
+  }
+
+  /** Runs while the fd is still open (e.g. clearing TUNSETPERSIST so closing deletes the device). */
+  protected beforeClose(_remove: boolean): void {}
+  /** Runs after the fd is closed (e.g. unlinking a socket file). */
+  protected afterClose(_remove: boolean): void {}
+}
+
+/** "aa:bb:cc:dd:ee:ff" → 6 bytes, for a unicast address. */
+export function parseMac(mac: string): Buffer {
+  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new Error(`invalid MAC address ${JSON.stringify(mac)} (want aa:bb:cc:dd:ee:ff)`);
+  const b = Buffer.from(mac.split(':').map((h) => parseInt(h, 16)));
+  if ((b[0]! & 1) !== 0) throw new Error(`MAC address ${mac} is a multicast address; a device needs a unicast one`);
+  return b;
+}
+
+/** "name" or "name@netns" for people. */
+export function deviceLabel(ifname: string, netns: string | undefined): string {
+  return netns ? `${ifname}@${netns}` : ifname;
+}

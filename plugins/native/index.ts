@@ -1,0 +1,82 @@
+/**
+ * Loads the N-API addon (build/Release/mvnet_native.node, built by `node-gyp rebuild` during
+ * `npm ci`). This file runs both compiled (dist/plugins/native/index.js) and from source
+ * (vitest), so the addon is found by searching upward from here for the build directory.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { NativeAddon } from './types.js';
+
+export type * from './types.js';
+
+const ADDON_REL = join('build', 'Release', 'mvnet_native.node');
+
+/** The addon's path: the nearest `build/Release/mvnet_native.node` above this file, if any. */
+export function findAddon(start: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
+  let dir = start;
+  for (;;) {
+    const candidate = join(dir, ADDON_REL);
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+let loaded: NativeAddon | undefined;
+
+/** Loads the addon on first use; throws a clear error when it has not been built. */
+export function loadNative(): NativeAddon {
+  if (loaded) return loaded;
+  const path = findAddon();
+  if (!path) {
+    throw new Error(
+      `mvnet native addon not found (looked for ${ADDON_REL} above ${dirname(fileURLToPath(import.meta.url))}). ` +
+        'Build it with `npm ci` or `npx node-gyp rebuild` (needs g++, make, python3 and Node headers).',
+    );
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    loaded = require(path) as NativeAddon;
+  } catch (err) {
+    throw new Error(`mvnet native addon ${path} failed to load: ${(err as Error).message}. Rebuild it with \`npx node-gyp rebuild\`.`, {
+      cause: err,
+    });
+  }
+  return loaded;
+}
+
+/**
+ * The addon, loaded lazily: importing this module never fails; the first property access does
+ * when the addon is missing.
+ */
+export const native: NativeAddon = new Proxy({} as NativeAddon, {
+  get(_target, prop) {
+    return Reflect.get(loadNative(), prop);
+  },
+  has(_target, prop) {
+    return Reflect.has(loadNative(), prop);
+  },
+});
+
+/** Linux network namespace names as `ip netns` accepts them (a file name under /run/netns). */
+const NETNS_NAME = /^[A-Za-z0-9_.-]{1,255}$/;
+
+/**
+ * A namespace argument as a path for setns(): a bare NAME means `ip netns`'s /run/netns/NAME,
+ * an absolute path (/run/netns/x, /proc/PID/ns/net, /var/run/netns/x) is used as it is.
+ */
+export function netnsPath(nameOrPath: string): string {
+  if (nameOrPath.startsWith('/')) {
+    if (nameOrPath.includes('\0')) throw new TypeError(`invalid network namespace path: ${JSON.stringify(nameOrPath)}`);
+    return nameOrPath;
+  }
+  if (!NETNS_NAME.test(nameOrPath) || nameOrPath === '.' || nameOrPath === '..') {
+    throw new TypeError(
+      `invalid network namespace name ${JSON.stringify(nameOrPath)}: use letters, digits, '.', '_' or '-', or an absolute path`,
+    );
+  }
+  return `/run/netns/${nameOrPath}`;
+}

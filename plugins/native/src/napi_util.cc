@@ -1,0 +1,206 @@
+#include "napi_util.h"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace mvnet {
+
+bool IsExceptionPending(napi_env env) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  return pending;
+}
+
+void ThrowLastError(napi_env env, const char* what) {
+  if (IsExceptionPending(env)) return;
+  const napi_extended_error_info* info = nullptr;
+  napi_get_last_error_info(env, &info);
+  std::string msg = "mvnet_native: ";
+  msg += (info && info->error_message) ? info->error_message : "Node-API call failed";
+  msg += " (";
+  msg += what;
+  msg += ")";
+  napi_throw_error(env, nullptr, msg.c_str());
+}
+
+const char* ErrnoName(int err) {
+  const char* name = strerrorname_np(err);
+  return name ? name : "EUNKNOWN";
+}
+
+void ThrowErrno(napi_env env, int err, const std::string& syscall, const std::string& detail) {
+  if (IsExceptionPending(env)) return;
+  const char* code = ErrnoName(err);
+  std::string msg = syscall;
+  if (!detail.empty()) {
+    msg += " ";
+    msg += detail;
+  }
+  msg += ": ";
+  msg += std::strerror(err);
+  msg += " (";
+  msg += code;
+  msg += ")";
+  napi_value code_v, msg_v, error;
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v) != napi_ok ||
+      napi_create_string_utf8(env, msg.c_str(), msg.size(), &msg_v) != napi_ok ||
+      napi_create_error(env, code_v, msg_v, &error) != napi_ok) {
+    napi_throw_error(env, code, msg.c_str());
+    return;
+  }
+  SetNumber(env, error, "errno", -err);
+  SetString(env, error, "syscall", syscall);
+  napi_throw(env, error);
+}
+
+void ThrowType(napi_env env, const std::string& message) {
+  if (IsExceptionPending(env)) return;
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message.c_str());
+}
+
+void ThrowPlain(napi_env env, const std::string& message) {
+  if (IsExceptionPending(env)) return;
+  napi_throw_error(env, nullptr, message.c_str());
+}
+
+bool IsNullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return true;
+  return t == napi_undefined || t == napi_null;
+}
+
+static bool GetProp(napi_env env, napi_value obj, const char* key, napi_value* out, bool* present) {
+  MVNET_CALL_B(env, napi_get_named_property(env, obj, key, out));
+  *present = !IsNullish(env, *out);
+  return true;
+}
+
+bool GetStringArg(napi_env env, napi_value v, const char* what, std::string* out) {
+  napi_valuetype t;
+  MVNET_CALL_B(env, napi_typeof(env, v, &t));
+  if (t != napi_string) {
+    ThrowType(env, std::string(what) + " must be a string");
+    return false;
+  }
+  size_t len = 0;
+  MVNET_CALL_B(env, napi_get_value_string_utf8(env, v, nullptr, 0, &len));
+  std::string s(len, '\0');
+  MVNET_CALL_B(env, napi_get_value_string_utf8(env, v, s.data(), len + 1, &len));
+  s.resize(len);
+  *out = std::move(s);
+  return true;
+}
+
+bool GetStringProp(napi_env env, napi_value obj, const char* key, bool required, std::string* out,
+                   bool* present) {
+  napi_value v;
+  bool has = false;
+  if (!GetProp(env, obj, key, &v, &has)) return false;
+  if (present) *present = has;
+  if (!has) {
+    if (required) {
+      ThrowType(env, std::string("option '") + key + "' is required");
+      return false;
+    }
+    return true;
+  }
+  return GetStringArg(env, v, (std::string("option '") + key + "'").c_str(), out);
+}
+
+bool GetBoolProp(napi_env env, napi_value obj, const char* key, bool* out) {
+  napi_value v;
+  bool has = false;
+  if (!GetProp(env, obj, key, &v, &has)) return false;
+  if (!has) return true;
+  napi_valuetype t;
+  MVNET_CALL_B(env, napi_typeof(env, v, &t));
+  if (t != napi_boolean) {
+    ThrowType(env, std::string("option '") + key + "' must be a boolean");
+    return false;
+  }
+  MVNET_CALL_B(env, napi_get_value_bool(env, v, out));
+  return true;
+}
+
+static bool GetNumberProp(napi_env env, napi_value obj, const char* key, bool required, double* out,
+                          bool* has) {
+  napi_value v;
+  if (!GetProp(env, obj, key, &v, has)) return false;
+  if (!*has) {
+    if (required) {
+      ThrowType(env, std::string("option '") + key + "' is required");
+      return false;
+    }
+    return true;
+  }
+  napi_valuetype t;
+  MVNET_CALL_B(env, napi_typeof(env, v, &t));
+  if (t != napi_number) {
+    ThrowType(env, std::string("option '") + key + "' must be a number");
+    return false;
+  }
+  MVNET_CALL_B(env, napi_get_value_double(env, v, out));
+  return true;
+}
+
+bool GetUint32Prop(napi_env env, napi_value obj, const char* key, bool required, uint32_t* out) {
+  double d = 0;
+  bool has = false;
+  if (!GetNumberProp(env, obj, key, required, &d, &has)) return false;
+  if (!has) return true;
+  if (!(d >= 0 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    ThrowType(env, std::string("option '") + key + "' must be a non-negative integer");
+    return false;
+  }
+  *out = static_cast<uint32_t>(d);
+  return true;
+}
+
+bool GetInt32Prop(napi_env env, napi_value obj, const char* key, bool required, int32_t* out) {
+  double d = 0;
+  bool has = false;
+  if (!GetNumberProp(env, obj, key, required, &d, &has)) return false;
+  if (!has) return true;
+  if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != static_cast<double>(static_cast<int64_t>(d))) {
+    ThrowType(env, std::string("option '") + key + "' must be a 32-bit integer");
+    return false;
+  }
+  *out = static_cast<int32_t>(d);
+  return true;
+}
+
+bool GetFunctionProp(napi_env env, napi_value obj, const char* key, napi_value* out) {
+  bool has = false;
+  if (!GetProp(env, obj, key, out, &has)) return false;
+  napi_valuetype t = napi_undefined;
+  if (has) MVNET_CALL_B(env, napi_typeof(env, *out, &t));
+  if (t != napi_function) {
+    ThrowType(env, std::string("option '") + key + "' must be a function");
+    return false;
+  }
+  return true;
+}
+
+bool SetNumber(napi_env env, napi_value obj, const char* key, double v) {
+  napi_value n;
+  MVNET_CALL_B(env, napi_create_double(env, v, &n));
+  MVNET_CALL_B(env, napi_set_named_property(env, obj, key, n));
+  return true;
+}
+
+bool SetString(napi_env env, napi_value obj, const char* key, const std::string& v) {
+  napi_value s;
+  MVNET_CALL_B(env, napi_create_string_utf8(env, v.data(), v.size(), &s));
+  MVNET_CALL_B(env, napi_set_named_property(env, obj, key, s));
+  return true;
+}
+
+bool SetBool(napi_env env, napi_value obj, const char* key, bool v) {
+  napi_value b;
+  MVNET_CALL_B(env, napi_get_boolean(env, v, &b));
+  MVNET_CALL_B(env, napi_set_named_property(env, obj, key, b));
+  return true;
+}
+
+}  // namespace mvnet

@@ -1,0 +1,54 @@
+// Small helpers over the plain Node-API C interface.
+#pragma once
+
+#include <node_api.h>
+
+#include <cstdint>
+#include <string>
+
+namespace mvnet {
+
+// Returns from the enclosing napi callback (with nullptr) when a Node-API call fails; the
+// failure is turned into a pending JS exception if there is none yet.
+#define MVNET_CALL(env, call)                  \
+  do {                                         \
+    if ((call) != napi_ok) {                   \
+      ::mvnet::ThrowLastError((env), #call);   \
+      return nullptr;                          \
+    }                                          \
+  } while (0)
+
+// Same, for functions that return bool.
+#define MVNET_CALL_B(env, call)                \
+  do {                                         \
+    if ((call) != napi_ok) {                   \
+      ::mvnet::ThrowLastError((env), #call);   \
+      return false;                            \
+    }                                          \
+  } while (0)
+
+void ThrowLastError(napi_env env, const char* what);
+// Throws an Error with .code = "EXXX", .errno = -err, .syscall = syscall and a readable message.
+void ThrowErrno(napi_env env, int err, const std::string& syscall, const std::string& detail);
+void ThrowType(napi_env env, const std::string& message);
+void ThrowPlain(napi_env env, const std::string& message);
+bool IsExceptionPending(napi_env env);
+
+const char* ErrnoName(int err);
+
+// Option readers: return false with a pending exception on a type error. `present` (optional)
+// tells whether the property was there; absent optional properties leave *out unchanged.
+bool GetStringProp(napi_env env, napi_value obj, const char* key, bool required, std::string* out,
+                   bool* present = nullptr);
+bool GetBoolProp(napi_env env, napi_value obj, const char* key, bool* out);
+bool GetUint32Prop(napi_env env, napi_value obj, const char* key, bool required, uint32_t* out);
+bool GetInt32Prop(napi_env env, napi_value obj, const char* key, bool required, int32_t* out);
+bool GetFunctionProp(napi_env env, napi_value obj, const char* key, napi_value* out);
+bool GetStringArg(napi_env env, napi_value v, const char* what, std::string* out);
+bool IsNullish(napi_env env, napi_value v);
+
+bool SetNumber(napi_env env, napi_value obj, const char* key, double v);
+bool SetString(napi_env env, napi_value obj, const char* key, const std::string& v);
+bool SetBool(napi_env env, napi_value obj, const char* key, bool v);
+
+}  // namespace mvnet

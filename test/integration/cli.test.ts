@@ -1,0 +1,243 @@
+/**
+ * The CLI against a real daemon: every command in text and `--json` form, and the error paths
+ * (one line on stderr, non-zero exit, nothing half-done).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_JS, REPO_ROOT, runCli, startDaemon, type CliResult, type Daemon, type NetworkStatusJson, type VmStatusJson } from '../support/daemon.js';
+import { randomMac } from '../support/frames.js';
+import { cleanupAll, createNetns, makeTempDir, run, type Netns } from '../support/netns.js';
+
+/** A failed command: non-zero exit, exactly one line on stderr. Returns that line. */
+function failed(r: CliResult): string {
+  expect(r.code, `expected failure, got stdout: ${r.stdout}`).not.toBe(0);
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines, `stderr should be one line: ${r.stderr}`).toHaveLength(1);
+  expect(lines[0]!.length).toBeGreaterThan(0);
+  return lines[0]!;
+}
+
+describe('mvnet CLI', () => {
+  let d: Daemon;
+  let dir: string;
+  let ns: Netns;
+
+  beforeAll(async () => {
+    d = await startDaemon();
+    dir = makeTempDir('cli');
+    ns = await createNetns('cli');
+  });
+
+  afterAll(cleanupAll);
+
+  describe('net', () => {
+    it('creates a network with defaults (--json)', async () => {
+      const n = await d.cliJson<NetworkStatusJson>(['net', 'create', 'A', '--subnet', '10.77.6.0/24']);
+      expect(n).toMatchObject({ name: 'A', subnet: '10.77.6.0/24', gateway: '10.77.6.1', mtu: 1500 });
+      expect(n.ipv6 ?? undefined).toBeUndefined();
+    });
+
+    it('creates a network with every option (text)', async () => {
+      const out = await d.cliOk(['net', 'create', 'B', '--subnet', '10.77.7.0/24', '--gateway', '10.77.7.254', '--ipv6', 'fd00:77::/64', '--mtu', '9000']);
+      expect(out).toContain('B');
+      const list = await d.cliJson<NetworkStatusJson[]>(['net', 'list']);
+      expect(list.find((n) => n.name === 'B')).toMatchObject({
+        subnet: '10.77.7.0/24',
+        gateway: '10.77.7.254',
+        ipv6: 'fd00:77::/64',
+        mtu: 9000,
+        vms: [],
+      });
+    });
+
+    it('lists networks (text and --json)', async () => {
+      const list = await d.cliJson<NetworkStatusJson[]>(['net', 'list']);
+      expect(list.map((n) => n.name).sort()).toEqual(['A', 'B']);
+      for (const n of list) expect(n.stats).toMatchObject({ forwarded: 0, flooded: 0 });
+      const text = await d.cliOk(['net', 'list']);
+      expect(text).toMatch(/^NAME/m);
+      expect(text).toMatch(/^A\s+10\.77\.6\.0\/24/m);
+      expect(text).toMatch(/^B\s+10\.77\.7\.0\/24/m);
+    });
+
+    it('normalises a subnet given with host bits, or refuses it', async () => {
+      const r = await d.cli(['--json', 'net', 'create', 'H', '--subnet', '10.77.10.5/24']);
+      if (r.code === 0) {
+        expect((JSON.parse(r.stdout) as NetworkStatusJson).subnet).toBe('10.77.10.0/24');
+        await d.cliOk(['net', 'delete', 'H']);
+      } else {
+        failed(r);
+      }
+    });
+
+    for (const [what, args] of [
+      ['a prefix length over 32', ['--subnet', '10.77.8.0/33']],
+      ['a subnet that is not a CIDR', ['--subnet', 'not-a-cidr']],
+      ['an octet over 255', ['--subnet', '10.77.256.0/24']],
+      ['a gateway outside the subnet', ['--subnet', '10.77.8.0/24', '--gateway', '10.77.9.1']],
+      ['an MTU below 576', ['--subnet', '10.77.8.0/24', '--mtu', '100']],
+      ['an MTU above 65520', ['--subnet', '10.77.8.0/24', '--mtu', '70000']],
+      ['a bad IPv6 prefix', ['--subnet', '10.77.8.0/24', '--ipv6', 'fd00::zz/64']],
+      ['no --subnet', []],
+    ] as const) {
+      it(`refuses ${what}`, async () => {
+        failed(await d.cli(['net', 'create', 'X', ...args]));
+        const list = await d.cliJson<NetworkStatusJson[]>(['net', 'list']);
+        expect(list.map((n) => n.name)).not.toContain('X');
+      });
+    }
+
+    it('refuses a duplicate network name', async () => {
+      const msg = failed(await d.cli(['net', 'create', 'A', '--subnet', '10.77.11.0/24']));
+      expect(msg).toContain('A');
+    });
+
+    it('refuses to delete an unknown network', async () => {
+      expect(failed(await d.cli(['net', 'delete', 'nosuchnet']))).toContain('nosuchnet');
+    });
+  });
+
+  describe('vm', () => {
+    const mac = randomMac();
+
+    it('attaches a socket VM with --mac and --ip (--json)', async () => {
+      const v = await d.cliJson<VmStatusJson>([
+        'vm', 'attach', 'v1', '--net', 'A', '--unix-listen', join(dir, 'v1.sock'), '--mac', mac, '--ip', '10.77.6.5',
+      ]);
+      expect(v).toMatchObject({ name: 'v1', net: 'A', mac, ip: '10.77.6.5' });
+      expect(v.port.kind).toBe('unix-listen');
+      expect(v.port.state).toBe('waiting');
+    });
+
+    it('attaches a TAP inside a namespace (text)', async () => {
+      const out = await d.cliOk(['vm', 'attach', 'v2', '--net', 'A', '--tap', 'tapv2', '--netns', ns.name]);
+      expect(out).toContain('v2');
+      const r = await ns.exec(['ip', 'link', 'show', 'dev', 'tapv2']);
+      expect(r.code).toBe(0);
+    });
+
+    it('lists VMs (text and --json)', async () => {
+      const vms = await d.cliJson<VmStatusJson[]>(['vm', 'list']);
+      expect(vms.map((v) => v.name).sort()).toEqual(['v1', 'v2']);
+      expect(vms.find((v) => v.name === 'v2')?.port.kind).toBe('tap');
+      const text = await d.cliOk(['vm', 'list']);
+      expect(text).toMatch(/^v1\s+A\s/m);
+      expect(text).toMatch(/^v2\s+A\s/m);
+    });
+
+    it('refuses a duplicate VM name', async () => {
+      const msg = failed(await d.cli(['vm', 'attach', 'v1', '--net', 'B', '--unix-listen', join(dir, 'v1b.sock')]));
+      expect(msg).toContain('v1');
+    });
+
+    it('refuses an unknown network', async () => {
+      const msg = failed(await d.cli(['vm', 'attach', 'v9', '--net', 'nosuchnet', '--unix-listen', join(dir, 'v9.sock')]));
+      expect(msg).toContain('nosuchnet');
+    });
+
+    it('refuses zero or two devices, a bad MAC, a MAC already in use', async () => {
+      failed(await d.cli(['vm', 'attach', 'v9', '--net', 'A']));
+      failed(await d.cli(['vm', 'attach', 'v9', '--net', 'A', '--unix', join(dir, 'a.sock'), '--unix-listen', join(dir, 'b.sock')]));
+      failed(await d.cli(['vm', 'attach', 'v9', '--net', 'A', '--unix-listen', join(dir, 'v9.sock'), '--mac', 'zz:00:00:00:00:01']));
+      failed(await d.cli(['vm', 'attach', 'v9', '--net', 'A', '--unix-listen', join(dir, 'v9.sock'), '--mac', mac]));
+      const vms = await d.cliJson<VmStatusJson[]>(['vm', 'list']);
+      expect(vms.map((v) => v.name)).not.toContain('v9');
+    });
+
+    it('refuses to detach an unknown VM', async () => {
+      expect(failed(await d.cli(['vm', 'detach', 'nosuchvm']))).toContain('nosuchvm');
+    });
+  });
+
+  describe('status', () => {
+    it('reports the daemon, networks and VMs (--json)', async () => {
+      const s = await d.status();
+      expect(s.daemon.pid).toBe(d.pid);
+      expect(s.daemon.socket).toBe(d.socket);
+      expect(s.daemon.stateDir).toBe(d.stateDir);
+      const pkg = JSON.parse((await run(['cat', join(REPO_ROOT, 'package.json')])).stdout) as { version: string };
+      expect(s.daemon.version).toBe(pkg.version);
+      expect(s.daemon.uptimeSec).toBeGreaterThanOrEqual(0);
+      expect(s.networks.find((n) => n.name === 'A')?.vms.sort()).toEqual(['v1', 'v2']);
+      const v1 = s.vms.find((v) => v.name === 'v1')!;
+      expect(v1.port.stats).toMatchObject({ rxFrames: 0, txFrames: 0 });
+      expect(typeof v1.port.detail).toBe('string');
+    });
+
+    it('prints text', async () => {
+      const out = await d.cliOk(['status']);
+      expect(out).toContain('A');
+      expect(out).toContain('v1');
+    });
+  });
+
+  describe('deleting networks with VMs', () => {
+    it('refuses without --force and changes nothing', async () => {
+      const msg = failed(await d.cli(['net', 'delete', 'A']));
+      expect(msg).toContain('A');
+      const s = await d.status();
+      expect(s.networks.map((n) => n.name)).toContain('A');
+      expect(s.vms.map((v) => v.name).sort()).toEqual(['v1', 'v2']);
+    });
+
+    it('detaches and deletes with --force (--json)', async () => {
+      const r = await d.cliJson<{ deleted: string; detached: string[] }>(['net', 'delete', 'A', '--force']);
+      expect(r.deleted).toBe('A');
+      expect([...r.detached].sort()).toEqual(['v1', 'v2']);
+      const s = await d.status();
+      expect(s.networks.map((n) => n.name)).toEqual(['B']);
+      expect(s.vms).toEqual([]);
+      // The TAP mvnet created for v2 is gone with it.
+      expect((await ns.exec(['ip', 'link', 'show', 'dev', 'tapv2'], { check: false })).code).not.toBe(0);
+    });
+
+    it('detaches one VM and deletes an empty network (text)', async () => {
+      await d.cliOk(['vm', 'attach', 'v3', '--net', 'B', '--unix-listen', join(dir, 'v3.sock')]);
+      expect(await d.cliOk(['vm', 'detach', 'v3'])).toContain('v3');
+      expect(await d.cliOk(['net', 'delete', 'B'])).toContain('B');
+      expect(await d.cliJson<unknown[]>(['net', 'list'])).toEqual([]);
+    });
+  });
+
+  describe('without a daemon', () => {
+    it('names the socket path and exits non-zero', async () => {
+      const sock = join(dir, 'nobody-here.sock');
+      for (const args of [['net', 'list'], ['status'], ['vm', 'list']]) {
+        const msg = failed(await runCli(sock, args));
+        expect(msg).toContain(sock);
+      }
+    });
+
+    it('honours MVNET_SOCKET', async () => {
+      const env = { ...process.env, MVNET_SOCKET: d.socket };
+      const r = await runCli(undefined, ['--json', 'net', 'list'], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual([]);
+      const bad = { ...process.env, MVNET_SOCKET: join(dir, 'env-nobody.sock') };
+      expect(failed(await runCli(undefined, ['net', 'list'], { env: bad }))).toContain('env-nobody.sock');
+    });
+  });
+
+  describe('usage', () => {
+    it('prints the version', async () => {
+      const r = await runCli(undefined, ['--version']);
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    });
+
+    it('rejects an unknown command with one line', async () => {
+      failed(await d.cli(['frobnicate']));
+    });
+
+    it('daemon refuses a config file with an unknown key, in one line', async () => {
+      const cfg = join(dir, 'bad.json');
+      writeFileSync(cfg, JSON.stringify({ logLevel: 'info', bogus: 'x' }));
+      const r = await run(['node', CLI_JS, 'daemon', '--config', cfg, '--state-dir', join(dir, 'st'), '--socket', join(dir, 'd.sock')], {
+        check: false,
+        timeoutMs: 15_000,
+      });
+      expect(failed({ code: r.code, stdout: r.stdout, stderr: r.stderr })).toContain('bogus');
+    });
+  });
+});

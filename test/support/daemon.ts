@@ -1,0 +1,270 @@
+/**
+ * Runs the real daemon (`node dist/cli/main.js daemon`) for integration tests, and its CLI.
+ *
+ * Each daemon gets its own temp state dir and control socket (so tests run side by side), is
+ * started in the foreground with its pino JSON log on stdout, and counts as started only when it
+ * logs `"msg":"ready"` — no sleeps. It is stopped (SIGTERM, then SIGKILL) by `cleanupAll()` or at
+ * process exit, and its state dir is removed after it.
+ *
+ * The CLI always runs in the root namespace: the control socket is a filesystem path, reachable
+ * from anywhere, even when the daemon itself runs inside a namespace.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeTempDir, run, spawnProcess, type ExitInfo, type ManagedProcess, type Netns } from './netns.js';
+
+/** Repository root (this file is test/support/daemon.ts). */
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The compiled CLI entry point. */
+export const CLI_JS = join(REPO_ROOT, 'dist', 'cli', 'main.js');
+
+// ---------------------------------------------------------------------------------------------
+// `mvnet status --json` (the contract)
+
+export type DropCounts = Record<string, number>;
+
+export interface PortStatsJson {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  drops: DropCounts;
+}
+
+export interface VmStatusJson {
+  name: string;
+  net: string;
+  mac?: string | null;
+  ip?: string | null;
+  port: {
+    kind: string;
+    /** Device or socket for people (the contract's field); the CLI also shows ifname/path/netns. */
+    name?: string;
+    ifname?: string;
+    path?: string;
+    netns?: string;
+    state: 'up' | 'waiting' | 'down';
+    detail: string;
+    stats: PortStatsJson;
+  };
+}
+
+export interface NetworkStatusJson {
+  name: string;
+  subnet: string;
+  gateway: string;
+  ipv6?: string;
+  mtu: number;
+  vms: string[];
+  stats: { forwarded: number; flooded: number; toGateway?: number; drops: DropCounts };
+}
+
+export interface StatusJson {
+  daemon: { pid: number; version: string; socket: string; stateDir: string; uptimeSec: number };
+  networks: NetworkStatusJson[];
+  vms: VmStatusJson[];
+}
+
+/** One parsed log line. Non-JSON stdout lines are kept as `{ msg, raw: true }`. */
+export interface LogLine {
+  level?: number;
+  msg?: string;
+  raw?: boolean;
+  [key: string]: unknown;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface DaemonOptions {
+  /** Run the daemon inside this namespace (`ip netns exec`). */
+  netns?: Netns | string;
+  /** Default: a fresh temp dir (removed on cleanup). */
+  stateDir?: string;
+  /** Default: `<stateDir>/mvnet.sock`. */
+  socket?: string;
+  /** `--config FILE`. */
+  config?: string;
+  /** More daemon arguments. */
+  extraArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+  /** How long to wait for the "ready" line (default 20 s). */
+  readyTimeoutMs?: number;
+}
+
+function parseLog(line: string): LogLine {
+  try {
+    const v: unknown = JSON.parse(line);
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as LogLine;
+  } catch {
+    // not JSON
+  }
+  return { msg: line, raw: true };
+}
+
+/** Runs the CLI against `socket`. Global options go before the subcommand. */
+export async function runCli(
+  socket: string | undefined,
+  args: readonly string[],
+  opts: { json?: boolean; timeoutMs?: number; env?: NodeJS.ProcessEnv; netns?: string } = {},
+): Promise<CliResult> {
+  const globals = [...(socket !== undefined ? ['--socket', socket] : []), ...(opts.json ? ['--json'] : [])];
+  const r = await run(['node', CLI_JS, ...globals, ...args], {
+    check: false,
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.netns ? { netns: opts.netns } : {}),
+  });
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr };
+}
+
+export class Daemon {
+  readonly stateDir: string;
+  readonly socket: string;
+  readonly netns: string | undefined;
+  /** Parsed log lines of the current run (reset by restart()). */
+  logs: LogLine[] = [];
+  /** Parsed log lines of every run so far. */
+  readonly allLogs: LogLine[] = [];
+  private proc: ManagedProcess | undefined;
+  private runs = 0;
+
+  constructor(private readonly opts: DaemonOptions = {}) {
+    this.stateDir = opts.stateDir ?? makeTempDir('d');
+    this.socket = opts.socket ?? join(this.stateDir, 'mvnet.sock');
+    this.netns = typeof opts.netns === 'string' ? opts.netns : opts.netns?.name;
+  }
+
+  /** The daemon's pid (of the current run). */
+  get pid(): number {
+    return this.proc?.pid ?? -1;
+  }
+
+  get running(): boolean {
+    return this.proc?.running ?? false;
+  }
+
+  /** The running process (stdout lines, stderr, exit). */
+  get process(): ManagedProcess {
+    if (!this.proc) throw new Error('daemon not started');
+    return this.proc;
+  }
+
+  /** Starts the daemon and resolves once it logged "ready". */
+  async start(): Promise<void> {
+    if (this.running) throw new Error('daemon already running');
+    if (!existsSync(CLI_JS)) throw new Error(`${CLI_JS} is missing: build first (npx tsc -p tsconfig.build.json)`);
+    const args = [
+      CLI_JS,
+      'daemon',
+      '--state-dir',
+      this.stateDir,
+      '--socket',
+      this.socket,
+      ...(this.opts.config ? ['--config', this.opts.config] : []),
+      ...(this.opts.extraArgs ?? []),
+    ];
+    this.runs++;
+    this.logs = [];
+    const proc = spawnProcess(['node', ...args], {
+      ...(this.netns ? { netns: this.netns } : {}),
+      ...(this.opts.env ? { env: this.opts.env } : {}),
+      label: `mvnet daemon #${this.runs} (${this.stateDir}${this.netns ? ` in ${this.netns}` : ''})`,
+    });
+    this.proc = proc;
+    const logs = this.logs;
+    proc.onLine((line) => {
+      const l = parseLog(line);
+      logs.push(l);
+      this.allLogs.push(l);
+    });
+    await proc.waitForLine((line) => parseLog(line).msg === 'ready', { timeoutMs: this.opts.readyTimeoutMs ?? 20_000 });
+  }
+
+  /** Runs `mvnet --socket S ARGS` (exit code and output; never throws for a non-zero exit). */
+  cli(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+    return runCli(this.socket, args, opts);
+  }
+
+  /** Runs `mvnet --socket S --json ARGS`, requires exit 0, parses stdout. */
+  async cliJson<T>(args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<T> {
+    const r = await runCli(this.socket, args, { ...opts, json: true });
+    if (r.code !== 0) throw new Error(`mvnet --json ${args.join(' ')}: exit ${r.code}\n${r.stderr}${r.stdout}`);
+    try {
+      return JSON.parse(r.stdout) as T;
+    } catch (e) {
+      throw new Error(`mvnet --json ${args.join(' ')}: stdout is not JSON (${(e as Error).message}):\n${r.stdout}`);
+    }
+  }
+
+  /** Runs the CLI and requires exit 0; returns stdout. */
+  async cliOk(args: readonly string[]): Promise<string> {
+    const r = await this.cli(args);
+    if (r.code !== 0) throw new Error(`mvnet ${args.join(' ')}: exit ${r.code}\n${r.stderr}${r.stdout}`);
+    return r.stdout;
+  }
+
+  /** `mvnet status --json`. */
+  status(): Promise<StatusJson> {
+    return this.cliJson<StatusJson>(['status']);
+  }
+
+  /** One VM's entry in `status --json` (throws when absent). */
+  async vm(name: string): Promise<VmStatusJson> {
+    const s = await this.status();
+    const vm = s.vms.find((v) => v.name === name);
+    if (!vm) throw new Error(`VM ${name} not in status: ${JSON.stringify(s.vms.map((v) => v.name))}`);
+    return vm;
+  }
+
+  /** One network's entry in `status --json` (throws when absent). */
+  async network(name: string): Promise<NetworkStatusJson> {
+    const s = await this.status();
+    const n = s.networks.find((x) => x.name === name);
+    if (!n) throw new Error(`network ${name} not in status`);
+    return n;
+  }
+
+  /** Resolves with the first log line of the current run matching `pred`. */
+  async waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
+    const line = await this.process.waitForLine((s) => pred(parseLog(s)), { timeoutMs });
+    return parseLog(line);
+  }
+
+  /** Sends `signal` (default SIGTERM) and resolves when the daemon has exited. SIGKILL is immediate. */
+  async kill(signal: NodeJS.Signals = 'SIGTERM'): Promise<ExitInfo> {
+    const p = this.process;
+    if (!p.running) return p.exit!;
+    p.signal(signal);
+    return p.exited;
+  }
+
+  /** Graceful stop (SIGTERM, SIGKILL after `graceMs`). */
+  async stop(graceMs = 5_000): Promise<ExitInfo | undefined> {
+    return this.proc?.stop('SIGTERM', graceMs);
+  }
+
+  /** Stops it if running (gracefully), then starts again with the same state dir, socket and namespace. */
+  async restart(): Promise<void> {
+    if (this.running) await this.stop();
+    await this.start();
+  }
+}
+
+/** Creates and starts a daemon (see `DaemonOptions`). Stopped by `cleanupAll()`. */
+export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
+  const d = new Daemon(opts);
+  await d.start();
+  return d;
+}
+
+/** Sum of a drop counter map for one reason (0 when absent). */
+export function drops(d: DropCounts | undefined, reason: string): number {
+  return d?.[reason] ?? 0;
+}
