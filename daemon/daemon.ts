@@ -14,7 +14,8 @@ import type { NetworkSpec, StateFile, VmSpec } from './model.js';
 import { STATE_VERSION } from './model.js';
 import { StateStore } from './state.js';
 import { UserError } from './errors.js';
-import { checkNetworkSpec, checkVmSpec, checkName } from './validate.js';
+import { checkNetworkSpec, checkVmSpec, checkName, asObject } from './validate.js';
+import { checkRoute, describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -37,6 +38,13 @@ export interface VmInfo {
   mac: string | null;
   ip: string | null;
   port: PortSpec & { state: PortStatus['state']; detail: string; stats: PortStats };
+}
+
+export interface RouteInfo {
+  vm: string;
+  attached: boolean;
+  route: Route;
+  description: string;
 }
 
 export interface NetInfo extends NetworkSpec {
@@ -74,6 +82,9 @@ function portKey(p: PortSpec): string {
 export class Daemon {
   private readonly nets = new Map<string, NetEntry>();
   private readonly vms = new Map<string, VmEntry>();
+  private readonly routes = new Map<string, Route>();
+  /** Told when a VM's route changes, after it is saved (the router resets forbidden flows). */
+  onRouteChange: (vm: string, route: Route) => void = () => {};
   private readonly started = Date.now();
   private closing = false;
 
@@ -85,6 +96,14 @@ export class Daemon {
   /** Re-creates networks and re-attaches VMs from the saved state. A VM whose device can't be opened yet stays listed as down and is retried. */
   async restore(): Promise<void> {
     const st = this.store.load();
+    for (const [vm, raw] of Object.entries(st.routes)) {
+      try {
+        this.routes.set(checkName(vm, 'VM'), checkRoute(raw));
+      } catch (e) {
+        // Fail closed: an unreadable route is no route.
+        this.log.error({ err: (e as Error).message, vm }, 'invalid route in the state file; using none');
+      }
+    }
     for (const raw of st.networks) {
       try {
         const spec = checkNetworkSpec(raw);
@@ -188,6 +207,7 @@ export class Daemon {
       version: STATE_VERSION,
       networks: [...this.nets.values()].map((n) => n.spec),
       vms: [...this.vms.values()].map((v) => v.spec),
+      routes: Object.fromEntries(this.routes),
     };
   }
 
@@ -272,6 +292,61 @@ export class Daemon {
     await this.detachEntry(n);
     await this.save();
     return { detached: n };
+  }
+
+  routeOf(vm: string): Route {
+    return this.routes.get(vm) ?? DEFAULT_ROUTE;
+  }
+
+  /** Sets a VM's route; returns once it is saved and live. */
+  async setRoute(params: unknown): Promise<RouteInfo> {
+    const o = asObject(params, 'params');
+    const vm = checkName(o.vm, 'VM');
+    const route = checkRoute(o.route);
+    if (route.kind === 'via') {
+      if (route.vm === vm) throw new UserError(`${vm} cannot route via itself`);
+      const me = this.vms.get(vm);
+      const gw = this.vms.get(route.vm);
+      if (gw === undefined) throw new UserError(`no VM named ${route.vm} is attached`);
+      if (me !== undefined && me.spec.net !== gw.spec.net) throw new UserError(`${route.vm} is on network ${gw.spec.net}, not on ${vm}'s network ${me.spec.net}`);
+      if (gw.spec.ip === undefined) throw new UserError(`${route.vm} has no fixed address; attach it with --ip so it can be a gateway`);
+      // Follow the chain from the new gateway: reaching `vm` again would be a loop.
+      const seen = new Set([vm]);
+      for (let hop: string | undefined = route.vm; hop !== undefined; ) {
+        if (seen.has(hop)) throw new UserError(`routing ${vm} via ${route.vm} would make a loop (${[...seen, hop].join(' -> ')})`);
+        seen.add(hop);
+        const r = this.routes.get(hop);
+        hop = r?.kind === 'via' ? r.vm : undefined;
+      }
+    }
+    const before = this.routes.get(vm);
+    this.routes.set(vm, route);
+    try {
+      await this.save();
+    } catch (e) {
+      if (before === undefined) this.routes.delete(vm);
+      else this.routes.set(vm, before);
+      throw e;
+    }
+    this.onRouteChange(vm, route);
+    this.log.info({ vm, route }, 'route set');
+    return this.routeInfo(vm);
+  }
+
+  private routeInfo(vm: string): RouteInfo {
+    const route = this.routeOf(vm);
+    return { vm, attached: this.vms.has(vm), route, description: describeRoute(route) };
+  }
+
+  showRoutes(params: unknown): RouteInfo[] {
+    const o = asObject(params, 'params');
+    if (o.vm !== undefined) {
+      const vm = checkName(o.vm, 'VM');
+      if (!this.vms.has(vm) && !this.routes.has(vm)) throw new UserError(`no VM named ${vm}`);
+      return [this.routeInfo(vm)];
+    }
+    const names = new Set([...this.vms.keys(), ...this.routes.keys()]);
+    return [...names].sort().map((n) => this.routeInfo(n));
   }
 
   private netInfo(e: NetEntry): NetInfo {

@@ -1,5 +1,6 @@
 /** What the daemon persists and what the control API takes: plain data, validated in validate.ts. */
 import type { PortSpec } from '../plugins/types.js';
+import type { Route } from './routes/route.js';
 
 export interface NetworkSpec {
   name: string;
@@ -30,4 +31,6 @@ export interface StateFile {
   version: number;
   networks: NetworkSpec[];
   vms: VmSpec[];
+  /** Per VM name; kept across detach/attach so a re-attached VM keeps its route. Absent = none. */
+  routes: Record<string, Route>;
 }

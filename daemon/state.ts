@@ -20,7 +20,7 @@ export class StateStore {
     try {
       text = fs.readFileSync(this.file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: STATE_VERSION, networks: [], vms: [] };
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: STATE_VERSION, networks: [], vms: [], routes: {} };
       throw e;
     }
     let data: unknown;
@@ -32,7 +32,8 @@ export class StateStore {
     const o = data as Partial<StateFile>;
     if (typeof o !== 'object' || o === null || typeof o.version !== 'number') throw new Error(`state file ${this.file} has no version`);
     if (o.version > STATE_VERSION) throw new Error(`state file ${this.file} is version ${o.version}; this mvnet understands up to ${STATE_VERSION}`);
-    return { version: STATE_VERSION, networks: Array.isArray(o.networks) ? o.networks : [], vms: Array.isArray(o.vms) ? o.vms : [] };
+    const routes = typeof o.routes === 'object' && o.routes !== null && !Array.isArray(o.routes) ? o.routes : {};
+    return { version: STATE_VERSION, networks: Array.isArray(o.networks) ? o.networks : [], vms: Array.isArray(o.vms) ? o.vms : [], routes };
   }
 
   /** Saves in order; resolves once the new state is durable. */

@@ -6,7 +6,7 @@ import { Address4, Address6 } from 'ip-address';
 import type { NetworkSpec, VmSpec } from './model.js';
 import type { PortSpec } from '../plugins/types.js';
 import { UserError } from './errors.js';
-import { parseMacString, isUnicastMacNumber } from './switch/mac.js';
+import { parseMacString, isUnicastMac } from './switch/mac.js';
 
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -126,7 +126,7 @@ export function checkNetworkSpec(p: unknown): NetworkSpec {
 function checkMac(v: string): string {
   const m = parseMacString(v);
   if (m === null) throw new UserError(`invalid MAC ${JSON.stringify(v)}: expected six hex pairs like 52:54:00:12:34:56`);
-  if (!isUnicastMacNumber(m) || m === 0) throw new UserError(`MAC ${v} is not a unicast address`);
+  if (!isUnicastMac(m) || m === 0) throw new UserError(`MAC ${v} is not a unicast address`);
   return v.toLowerCase();
 }
 

@@ -21,5 +21,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'vm.attach': (p) => d.attach(p),
     'vm.detach': async (p) => d.detach(asObject(p, 'params').name),
     'vm.list': async () => d.listVms(),
+    'route.set': (p) => d.setRoute(p),
+    'route.show': async (p) => d.showRoutes(p),
   };
 }

@@ -13,15 +13,15 @@ describe('state store', () => {
   it('starts empty and round-trips', async () => {
     const dir = tmp();
     const s = new StateStore(dir);
-    expect(s.load()).toEqual({ version: 1, networks: [], vms: [] });
-    const st = { version: 1, networks: [{ name: 'a', subnet: '10.0.0.0/24', gateway: '10.0.0.1', mtu: 1500 }], vms: [] };
+    expect(s.load()).toEqual({ version: 1, networks: [], vms: [], routes: {} });
+    const st = { version: 1, networks: [{ name: 'a', subnet: '10.0.0.0/24', gateway: '10.0.0.1', mtu: 1500 }], vms: [], routes: {} };
     await s.save(st);
     expect(new StateStore(dir).load()).toEqual(st);
     expect(fs.readdirSync(dir)).toEqual(['state.json']); // no temp file left behind
   });
   it('keeps saves in order', async () => {
     const s = new StateStore(tmp());
-    await Promise.all([1, 2, 3, 4, 5].map((i) => s.save({ version: 1, networks: [], vms: [{ name: `v${i}`, net: 'a', port: { kind: 'tap', ifname: 't' } }] })));
+    await Promise.all([1, 2, 3, 4, 5].map((i) => s.save({ version: 1, networks: [], vms: [{ name: `v${i}`, net: 'a', port: { kind: 'tap', ifname: 't' } }], routes: {} })));
     expect(s.load().vms[0]!.name).toBe('v5');
   });
   it('refuses a corrupt or newer file with a clear message', () => {
