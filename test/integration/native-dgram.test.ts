@@ -121,6 +121,39 @@ describe('native unix datagram device', () => {
     expect(tx.dev.stats().txFrames).toBe(accepted);
   });
 
+  it('follows a peer that restarts at the same path', async () => {
+    const dir = makeTempDir('mvna-dr');
+    const port = sock(join(dir, 'port.sock'));
+    const vm = sock(join(dir, 'vm.sock'));
+    vm.dev.setPeer(port.path);
+    vm.dev.write([frame(1)], 1);
+    await waitFor(() => port.frames.length === 1, { what: 'first frame' });
+    expect(port.dev.stats().peer).toBe(vm.path);
+
+    vm.dev.close(); // the VM dies; its socket file stays behind
+    const vm2 = sock(vm.path); // and comes back at the same path
+    vm2.dev.setPeer(port.path);
+    // Its datagrams reach the port once the port lets go of the dead socket (about a second).
+    await waitFor(
+      () => {
+        vm2.dev.write([frame(2)], 1);
+        return port.frames.some((f) => f.readUInt32BE(14) === 2);
+      },
+      { timeoutMs: 5000, intervalMs: 100, what: 'frames from the restarted peer' },
+    );
+    expect(port.dev.write([frame(3)], 1)).toBe(1);
+    await waitFor(() => vm2.frames.some((f) => f.readUInt32BE(14) === 3), { what: 'frames to the restarted peer' });
+
+    // The port sends to a peer that died: the failure is counted, the peer forgotten, and
+    // the port waits for a new sender.
+    vm2.dev.close();
+    port.dev.write([frame(4)], 1);
+    expect(port.dev.stats().dropIoError).toBe(1);
+    expect(port.dev.stats().peer).toBeUndefined();
+    expect(port.dev.write([frame(5)], 1)).toBe(0);
+    expect(port.dev.stats().dropNoPeer).toBe(1);
+  });
+
   it('contains exceptions thrown by onRead and keeps reading', async () => {
     const dir = makeTempDir('mvna-dx');
     const { fd } = native.openUnixDgram({ path: join(dir, 'x.sock') });
@@ -158,6 +191,11 @@ describe('native unix datagram device', () => {
     expect(existsSync(path)).toBe(true); // stale now
     const again = native.openUnixDgram({ path });
     closeSync(again.fd);
+    // A live socket connected to its peer refuses our probe with EPERM: still live, kept.
+    const live = sock(join(dir, 'live.sock'));
+    const other = sock(join(dir, 'other.sock'));
+    live.dev.setPeer(other.path); // connects
+    expect(() => native.openUnixDgram({ path: live.path })).toThrow(expect.objectContaining({ code: 'EADDRINUSE' }) as Error);
     const file = join(dir, 'plain');
     writeFileSync(file, 'x');
     expect(() => native.openUnixDgram({ path: file })).toThrow(/not a socket/);

@@ -198,6 +198,21 @@ describe('native tun/tap', () => {
     native.removeTun(name, true, ns.path); // absent: no-op
   });
 
+  it('opens several queues of a multi-queue TAP and removes it', async () => {
+    const ns = await makeNs('tapm');
+    const name = uniqueName('mvnat');
+    const q0 = native.openTun({ name, tap: true, multiQueue: true, netns: ns.path });
+    const q1 = native.openTun({ name, tap: true, multiQueue: true, netns: ns.path });
+    expect(q0.created).toBe(true);
+    expect(q1.created).toBe(false);
+    native.setPersist(q0.fd, true);
+    closeSync(q0.fd);
+    closeSync(q1.fd);
+    expect(await ns.link(name)).toBeDefined();
+    native.removeTun(name, true, ns.path); // retries with IFF_MULTI_QUEUE
+    expect(await ns.link(name)).toBeUndefined();
+  });
+
   it('tap driver: configures, moves frames, counts drops, survives close, removes on detach', async () => {
     const ns = await makeNs('tapd');
     const name = uniqueName('mvnat');

@@ -454,8 +454,18 @@ napi_value OpenUnixDgram(napi_env env, napi_callback_info info) {
       ThrowErrno(env, EEXIST, "openUnixDgram", "'" + path + "' exists and is not a socket");
       return nullptr;
     }
+    // Only "connection refused" means nobody is bound there any more; a live socket answers
+    // (or refuses with EPERM when it is connected elsewhere, EPROTOTYPE when it is a stream).
     Fd probe(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (probe.get() >= 0 && connect(probe.get(), reinterpret_cast<struct sockaddr*>(&sun), sun_len) == 0) {
+    if (probe.get() < 0) {
+      ThrowErrno(env, errno, "socket(AF_UNIX)", "");
+      return nullptr;
+    }
+    bool live = true;
+    if (connect(probe.get(), reinterpret_cast<struct sockaddr*>(&sun), sun_len) != 0) {
+      live = errno != ECONNREFUSED && errno != ENOENT;
+    }
+    if (live) {
       ThrowErrno(env, EADDRINUSE, "openUnixDgram", "'" + path + "' is bound by a live socket");
       return nullptr;
     }

@@ -35,6 +35,7 @@ constexpr uint64_t kRetryMs = 1;        // unconnected datagram socket that woul
 constexpr uint64_t kReconnectMs = 1000;  // re-resolve a datagram peer's path (it may have restarted)
 constexpr uint64_t kLinkWatchMs = 200;   // AF_PACKET interface went down: was it deleted?
 constexpr int kMaxPollErrors = 16;
+constexpr int kReadRounds = 4;  // batches per readable event at most
 const uint8_t kZeros[kMaxTxHeader] = {0};
 
 enum TimerMode { kTimerOff, kTimerRetry, kTimerReconnect, kTimerLinkWatch };
@@ -87,8 +88,13 @@ class Device {
   static void OnTimer(uv_timer_t* handle);
   static void OnHandleClosed(uv_handle_t* handle);
 
-  void ReadBatch();
+  uint32_t ReadBatch();
   bool CheckPacketIfaceGone();
+  // A read error that concerns one frame or a passing state, not the fd.
+  bool Transient(int err) const {
+    // AF_PACKET with PACKET_VNET_HDR: a GSO frame the kernel cannot describe is dropped with EINVAL.
+    return IsTransientReadError(err) || (err == EINVAL && is_socket_ && !dgram_);
+  }
   bool PacketIfaceUp();
   void OnPacketNetDown();
   void Fail(int err, const char* what);
@@ -423,7 +429,7 @@ void Device::OnPoll(uv_poll_t* handle, int status, int events) {
           } else {
             d->OnPacketNetDown();
           }
-        } else if (!IsTransientReadError(err)) {
+        } else if (!d->Transient(err)) {
           fatal = err;
         }
       }
@@ -445,7 +451,13 @@ void Device::OnPoll(uv_poll_t* handle, int status, int events) {
   d->poll_errors_ = 0;
   if (events & UV_WRITABLE) d->Flush();
   if (d->closed_) return;
-  if ((events & UV_READABLE) && d->reading_) d->ReadBatch();
+  if (!(events & UV_READABLE)) return;
+  // A full batch means more is probably waiting: take a few more batches (one JS call each)
+  // before going back to the loop, as a drain-until-EAGAIN forwarder would, but bounded so one
+  // busy device cannot starve the others.
+  for (int round = 0; round < kReadRounds && d->reading_ && !d->closed_; round++) {
+    if (d->ReadBatch() < d->batch_) break;
+  }
 }
 
 void Device::OnTimer(uv_timer_t* handle) {
@@ -493,7 +505,7 @@ void Device::OnPacketNetDown() {
   UpdateIo();
 }
 
-void Device::ReadBatch() {
+uint32_t Device::ReadBatch() {
   uint32_t n = 0;
   int fatal = 0;
   if (is_socket_) {
@@ -516,7 +528,7 @@ void Device::ReadBatch() {
         }
         OnPacketNetDown();
       }
-      if (IsTransientReadError(err)) continue;
+      if (Transient(err)) continue;
       fatal = err;
       break;
     }
@@ -548,7 +560,7 @@ void Device::ReadBatch() {
       int err = errno;
       if (err == EINTR) continue;
       if (err == EAGAIN || err == EWOULDBLOCK) break;
-      if (IsTransientReadError(err)) {
+      if (Transient(err)) {
         if (++empty > batch_) break;
         continue;
       }
@@ -569,6 +581,7 @@ void Device::ReadBatch() {
         &count);
   }
   if (fatal != 0 && !closed_) Fail(fatal, "read");
+  return n;
 }
 
 void Device::CallJs(const char* prop, napi_value (*make_arg)(napi_env, const void*), const void* ctx) {
