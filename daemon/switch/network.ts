@@ -106,6 +106,9 @@ export class Network {
   private input(src: Member, frames: readonly Buffer[]): void {
     const now = this.clock();
     const h = src.port.vnetHdrLen;
+    let learned = false;
+    let lastMac = -1;
+    let lastDst: Member | undefined;
     for (let i = 0; i < frames.length; i++) {
       const f = frames[i]!;
       const len = f.length - h;
@@ -131,7 +134,11 @@ export class Network {
           continue;
         }
       }
-      this.table.learn(smac, src, now);
+      // Every frame of a batch has the member's one MAC: learn once per batch.
+      if (!learned) {
+        this.table.learn(smac, src, now);
+        learned = true;
+      }
       if (isGroupMac(f, h)) {
         this.flood(src, f);
         continue;
@@ -141,7 +148,14 @@ export class Network {
         this.toGateway(src, f);
         continue;
       }
-      const dst = this.table.lookup(dmac, now);
+      // Bursts go to one destination: remember the last lookup within the batch.
+      let dst: Member | undefined;
+      if (dmac === lastMac) dst = lastDst;
+      else {
+        dst = this.table.lookup(dmac, now);
+        lastMac = dmac;
+        lastDst = dst;
+      }
       if (dst === undefined) {
         this.flood(src, f);
       } else if (dst === src) {

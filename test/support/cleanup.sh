@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Removes what crashed or SIGKILLed test/bench/demo runs left behind:
-#   - network namespaces named mvt-* (tests), mvb-* (bench), mvdemo-* (scripts/demo.sh),
+#   - network namespaces named mvt-*/mvna-* (tests), mvb-* (bench), mvdemo-* (scripts/demo.sh),
 #     after killing every process inside them;
 #   - root-namespace links named mvt*, mvb* (veths/TAPs the tests and bench create there);
-#   - temp dirs /tmp/mvt-* and /tmp/mvb-* (state dirs, sockets, bench builds).
-# Daemons the tests started in the root namespace are listed (pid and state dir), and killed
-# only with --kill-daemons.
+#   - temp dirs /tmp/mvt-*, /tmp/mvb-*, /tmp/mvdemo-* (state dirs, sockets, bench builds).
+# Daemons the tests, bench or demo started in the root namespace are listed (pid and state
+# dir), and killed only with --kill-daemons.
 #
 # Do not run this while a test suite, benchmark or demo is running on the same machine: it
 # cannot tell their live resources from leftovers.
@@ -32,7 +32,7 @@ do_() {
 removed=0
 
 # Namespaces.
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(mvt-|mvb-|mvdemo-)' || true); do
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(mvt-|mvna-|mvb-|mvdemo-)' || true); do
   for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
     do_ kill -9 "$pid"
   done
@@ -46,12 +46,13 @@ for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f
   removed=$((removed + 1))
 done
 
-# Daemons started by the test helpers (their state dirs are /tmp/mvt-d-*).
+# Daemons started by the test helpers, the bench and the demo (state dirs under /tmp/mvt-*,
+# /tmp/mvb-*, /tmp/mvdemo-*).
 for p in /proc/[0-9]*; do
   pid=${p#/proc/}
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null || true)
+  cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" || true)
   case "$cmd" in
-    *dist/cli/main.js\ daemon\ --state-dir\ /tmp/mvt-*|*dist/cli/main.js\ daemon\ --state-dir\ /tmp/mvb-*)
+    *dist/cli/main.js\ daemon\ --state-dir\ /tmp/mvt-*|*dist/cli/main.js\ daemon\ --state-dir\ /tmp/mvb-*|*dist/cli/main.js\ daemon\ --state-dir\ /tmp/mvdemo-*)
       if [ "$kill_daemons" = 1 ]; then
         do_ kill -9 "$pid"
         removed=$((removed + 1))
@@ -63,7 +64,7 @@ for p in /proc/[0-9]*; do
 done
 
 # Temp dirs.
-for d in /tmp/mvt-* /tmp/mvb-*; do
+for d in /tmp/mvt-* /tmp/mvb-* /tmp/mvdemo-*; do
   [ -e "$d" ] || continue
   do_ rm -rf "$d"
   removed=$((removed + 1))
