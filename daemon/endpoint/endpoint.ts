@@ -1,0 +1,288 @@
+/**
+ * The userland TCP/UDP endpoint of one network: terminates VMs' flows to any destination and
+ * hands each to the upstream the router's policy picks. Flows are keyed per VM and 4-tuple;
+ * every table is bounded per VM. Time comes from the clock passed in.
+ */
+import type { Logger } from 'pino';
+import { parseTcp, TCP_ACK, TCP_RST, TCP_SYN, type TcpSegment } from '../wire/tcp.js';
+import { parseUdp } from '../wire/udp.js';
+import type { IpPseudo } from '../wire/checksum.js';
+import { resetFor, type CloseReason, type Segment } from './tcp/index.js';
+import { TcpFlow, type FlowOwner } from './tcp-flow.js';
+import { TimerWheel, type Timed } from './timers.js';
+import { flowKey, type FlowAddr, type IpAddr } from './addr.js';
+import { tcpFrame, udpFrame, type L2 } from './frames.js';
+import type { DatagramChannel, TcpDecision, UdpDecision } from './upstream.js';
+
+export interface EndpointVm {
+  readonly name: string;
+  readonly l2: L2;
+}
+
+export interface EndpointPolicy {
+  tcp(vm: EndpointVm, dst: IpAddr, port: number): TcpDecision;
+  udp(vm: EndpointVm, dst: IpAddr, port: number): UdpDecision;
+}
+
+export interface EndpointLimits {
+  tcpPerVm: number;
+  udpPerVm: number;
+  udpIdleMs: number;
+}
+
+export const DEFAULT_LIMITS: EndpointLimits = { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000 };
+
+export interface EndpointOptions {
+  log: Logger;
+  clock: () => number;
+  policy: EndpointPolicy;
+  /** Frames to a VM (through the network). */
+  send(frame: Buffer): void;
+  /** ICMP errors are the router's: it knows the addresses and the rate limit. */
+  prohibited(vm: EndpointVm, packet: Buffer, v: 4 | 6, reason: 'admin' | 'unreachable'): void;
+  mss4: number;
+  mss6: number;
+  limits?: Partial<EndpointLimits>;
+}
+
+export interface EndpointCounters {
+  tcpOpened: number;
+  tcpRefused: number;
+  tcpLimit: number;
+  tcpBadSegments: number;
+  udpOpened: number;
+  udpLimit: number;
+  udpDropped: number;
+}
+
+class UdpFlow implements Timed {
+  deadline: number | null = null;
+  queued: number | null = null;
+  channel: DatagramChannel | null = null;
+  constructor(
+    readonly vm: EndpointVm,
+    readonly key: string,
+    readonly addr: FlowAddr,
+    readonly tag: string,
+    private readonly expire: (f: UdpFlow) => void,
+  ) {}
+  fire(): void {
+    this.expire(this);
+  }
+}
+
+interface VmFlows {
+  tcp: Map<string, TcpFlow>;
+  udp: Map<string, UdpFlow>;
+}
+
+export class Endpoint implements FlowOwner {
+  private readonly vms = new Map<string, VmFlows>();
+  private readonly wheel: TimerWheel;
+  private readonly limits: EndpointLimits;
+  readonly counters: EndpointCounters = { tcpOpened: 0, tcpRefused: 0, tcpLimit: 0, tcpBadSegments: 0, udpOpened: 0, udpLimit: 0, udpDropped: 0 };
+  private readonly vmOf = new WeakMap<TcpFlow, EndpointVm>();
+
+  constructor(private readonly opts: EndpointOptions) {
+    this.wheel = new TimerWheel(opts.clock);
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  }
+
+  now(): number {
+    return this.opts.clock();
+  }
+
+  private flowsOf(vm: string): VmFlows {
+    let f = this.vms.get(vm);
+    if (f === undefined) {
+      f = { tcp: new Map(), udp: new Map() };
+      this.vms.set(vm, f);
+    }
+    return f;
+  }
+
+  // --- TCP -------------------------------------------------------------------------------
+
+  /** A TCP segment from `vm`, `ipPayload` being the TCP header and data. `packet` is the whole IP packet (for ICMP quotes). */
+  tcpInput(vm: EndpointVm, src: IpAddr, dst: IpAddr, ipPayload: Buffer, packet: Buffer): void {
+    const pseudo: IpPseudo = src.v === 4 && dst.v === 4 ? { version: 4, src: src.n, dst: dst.n } : { version: 6, src: (src as { b: Buffer }).b, dst: (dst as { b: Buffer }).b };
+    const p = parseTcp(ipPayload, pseudo);
+    if (!p.ok) {
+      this.counters.tcpBadSegments++;
+      return;
+    }
+    const t = p.value;
+    const addr: FlowAddr = { vmIp: src, vmPort: t.srcPort, remoteIp: dst, remotePort: t.dstPort };
+    const key = flowKey(6, addr);
+    const seg = toSegment(t);
+    const flows = this.flowsOf(vm.name);
+    const existing = flows.tcp.get(key);
+    if (existing !== undefined) {
+      if (existing.input(seg, this.now())) return;
+      // A SYN reopening a TIME-WAIT 4-tuple: the old flow closed, a new one starts below.
+      flows.tcp.delete(key);
+    }
+    if ((t.flags & (TCP_SYN | TCP_ACK | TCP_RST)) !== TCP_SYN) {
+      // No connection: a closed port's answer (never to a RST).
+      const r = resetFor(seg);
+      if (r !== null) this.emitFor(vm, addr, r);
+      return;
+    }
+    if (flows.tcp.size >= this.limits.tcpPerVm) {
+      this.counters.tcpLimit++;
+      this.emitFor(vm, addr, resetFor(seg)!);
+      return;
+    }
+    const d = this.opts.policy.tcp(vm, dst, t.dstPort);
+    if (d.kind !== 'open') {
+      this.counters.tcpRefused++;
+      if (d.kind === 'reset') this.emitFor(vm, addr, resetFor(seg)!);
+      else if (d.kind === 'prohibited') this.opts.prohibited(vm, packet, src.v, 'admin');
+      return;
+    }
+    this.counters.tcpOpened++;
+    const flow = new TcpFlow(this, vm.name, key, addr, d.upstream, seg, { mss: src.v === 4 ? this.opts.mss4 : this.opts.mss6, defaultPeerMss: src.v === 4 ? 536 : 1220 });
+    this.vmOf.set(flow, vm);
+    flows.tcp.set(key, flow);
+    this.reschedule(flow);
+  }
+
+  private emitFor(vm: EndpointVm, a: FlowAddr, seg: Segment): void {
+    this.opts.send(tcpFrame(vm.l2, a.remoteIp, a.remotePort, a.vmIp, a.vmPort, seg));
+  }
+
+  emit(f: TcpFlow, seg: Segment): void {
+    const vm = this.vmOf.get(f);
+    if (vm !== undefined) this.emitFor(vm, f.addr, seg);
+  }
+
+  reschedule(f: TcpFlow): void {
+    this.wheel.schedule(f, f.conn.closed ? null : f.conn.nextDeadline());
+  }
+
+  closed(f: TcpFlow, _reason: CloseReason): void {
+    const flows = this.vms.get(f.vm);
+    if (flows?.tcp.get(f.key) === f) flows.tcp.delete(f.key);
+    this.wheel.schedule(f, null);
+  }
+
+  unreachable(f: TcpFlow): void {
+    const vm = this.vmOf.get(f);
+    if (vm === undefined) return;
+    // Quote a minimal header of the VM's SYN so its stack can match the error.
+    this.opts.prohibited(vm, Buffer.alloc(0), f.addr.vmIp.v, 'unreachable');
+  }
+
+  // --- UDP -------------------------------------------------------------------------------
+
+  udpInput(vm: EndpointVm, src: IpAddr, dst: IpAddr, ipPayload: Buffer, packet: Buffer): void {
+    const pseudo: IpPseudo = src.v === 4 && dst.v === 4 ? { version: 4, src: src.n, dst: dst.n } : { version: 6, src: (src as { b: Buffer }).b, dst: (dst as { b: Buffer }).b };
+    const p = parseUdp(ipPayload, pseudo);
+    if (!p.ok) {
+      this.counters.udpDropped++;
+      return;
+    }
+    const u = p.value;
+    const addr: FlowAddr = { vmIp: src, vmPort: u.srcPort, remoteIp: dst, remotePort: u.dstPort };
+    const key = flowKey(17, addr);
+    const flows = this.flowsOf(vm.name);
+    let flow = flows.udp.get(key);
+    if (flow === undefined) {
+      if (flows.udp.size >= this.limits.udpPerVm) {
+        this.counters.udpLimit++;
+        return;
+      }
+      const d = this.opts.policy.udp(vm, dst, u.dstPort);
+      if (d.kind !== 'open') {
+        this.counters.udpDropped++;
+        if (d.kind === 'prohibited') this.opts.prohibited(vm, packet, src.v, 'admin');
+        return;
+      }
+      const f = new UdpFlow(vm, key, addr, d.upstream.tag, (x) => this.closeUdp(x));
+      f.channel = d.upstream.open(
+        (payload) => {
+          this.opts.send(udpFrame(vm.l2, addr.remoteIp, addr.remotePort, addr.vmIp, addr.vmPort, payload));
+          this.wheel.schedule(f, this.now() + this.limits.udpIdleMs);
+        },
+        () => this.closeUdp(f),
+      );
+      flows.udp.set(key, f);
+      this.counters.udpOpened++;
+      flow = f;
+    }
+    this.wheel.schedule(flow, this.now() + this.limits.udpIdleMs);
+    flow.channel?.send(Buffer.from(u.payload));
+  }
+
+  private closeUdp(f: UdpFlow): void {
+    const flows = this.vms.get(f.vm.name);
+    if (flows?.udp.get(f.key) === f) flows.udp.delete(f.key);
+    this.wheel.schedule(f, null);
+    f.channel?.close();
+    f.channel = null;
+  }
+
+  // --- management ------------------------------------------------------------------------
+
+  /**
+   * After a route change: every flow of `vm` whose upstream the new policy would not pick is
+   * reset (TCP) or closed (UDP). Returns how many.
+   */
+  recheck(vm: EndpointVm): number {
+    const flows = this.vms.get(vm.name);
+    if (flows === undefined) return 0;
+    let n = 0;
+    for (const f of [...flows.tcp.values()]) {
+      const d = this.opts.policy.tcp(vm, f.addr.remoteIp, f.addr.remotePort);
+      if (d.kind !== 'open' || d.upstream.tag !== f.tag) {
+        f.reset();
+        n++;
+      }
+    }
+    for (const f of [...flows.udp.values()]) {
+      const d = this.opts.policy.udp(vm, f.addr.remoteIp, f.addr.remotePort);
+      if (d.kind !== 'open' || d.upstream.tag !== f.tag) {
+        this.closeUdp(f);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** The VM left: everything of it is reset and forgotten. */
+  dropVm(vm: string): void {
+    const flows = this.vms.get(vm);
+    if (flows === undefined) return;
+    for (const f of [...flows.tcp.values()]) f.reset();
+    for (const f of [...flows.udp.values()]) this.closeUdp(f);
+    this.vms.delete(vm);
+  }
+
+  flowCount(vm: string): { tcp: number; udp: number } {
+    const f = this.vms.get(vm);
+    return { tcp: f?.tcp.size ?? 0, udp: f?.udp.size ?? 0 };
+  }
+
+  close(): void {
+    for (const vm of [...this.vms.keys()]) this.dropVm(vm);
+    this.wheel.close();
+  }
+}
+
+function toSegment(t: TcpSegment): Segment {
+  const o = t.options;
+  return {
+    seq: t.seq,
+    ack: t.ack,
+    flags: t.flags & 0x1f,
+    window: t.window,
+    options: {
+      mss: o.mss,
+      wscale: o.windowScale,
+      sackPermitted: o.sackPermitted,
+      sack: o.sack?.map((b) => [b.left, b.right] as const),
+      ts: o.timestamp !== undefined ? [o.timestamp.value, o.timestamp.echo] : undefined,
+    },
+    payload: t.payload,
+  };
+}
