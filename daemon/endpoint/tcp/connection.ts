@@ -1,0 +1,1205 @@
+/**
+ * One TCP connection (RFC 9293), as a clock-driven state machine: segments come in through
+ * `input(seg, now)`, go out through the `emit` callback, timers fire from `poll(now)` and
+ * `nextDeadline()` says when to call it next. No I/O and no setTimeout here.
+ *
+ * The owner keeps the 4-tuple → connection table. A VM's SYN makes a connection with
+ * `fromSyn()` that stays unanswered until the owner calls `accept()` (SYN-ACK), `refuse()`
+ * (RST) or `drop()` (silence). `connect()` opens one into the VM.
+ *
+ * Implemented: §3.10 segment processing with the RFC 5961 RST/SYN/ACK checks; window scaling,
+ * timestamps with PAWS (RFC 7323); SACK (RFC 2018) both ways; RFC 6298 RTO with Karn;
+ * RFC 5681 slow start / congestion avoidance with IW10 (RFC 6928); fast retransmit and
+ * NewReno fast recovery (RFC 6582), retransmitting SACK holes when the peer reports them;
+ * zero-window probes; keepalive; delayed ACK (every second segment or 40 ms); receiver and
+ * sender silly-window avoidance.
+ */
+import { NewReno } from './congestion.js';
+import { randomU32 } from './isn.js';
+import {
+  resolveOptions,
+  type CloseReason,
+  type ResolvedOptions,
+  type TcpConnectionOptions,
+  type TcpHandler,
+} from './options.js';
+import { Reassembly } from './reassembly.js';
+import { RtoEstimator } from './rto.js';
+import { SackScoreboard } from './scoreboard.js';
+import { ACK, EMPTY_PAYLOAD, FIN, NO_OPTIONS, PSH, RST, SYN, type Segment, type SegmentOptions } from './segment.js';
+import { SendBuffer } from './send-buffer.js';
+import { seqAdd, seqDiff, seqGe, seqGt, seqInWindow, seqLe, seqLt, seqMax } from './seq.js';
+
+export type TcpState =
+  | 'SYN-PENDING'
+  | 'SYN-SENT'
+  | 'SYN-RECEIVED'
+  | 'ESTABLISHED'
+  | 'FIN-WAIT-1'
+  | 'FIN-WAIT-2'
+  | 'CLOSE-WAIT'
+  | 'CLOSING'
+  | 'LAST-ACK'
+  | 'TIME-WAIT'
+  | 'CLOSED';
+
+// Internal state codes (numbers compare faster than strings on the hot path).
+const PENDING = 0; // SYN received, not answered yet: the owner decides
+const SYN_SENT = 1;
+const SYN_RECEIVED = 2;
+const ESTABLISHED = 3;
+const FIN_WAIT_1 = 4;
+const FIN_WAIT_2 = 5;
+const CLOSE_WAIT = 6;
+const CLOSING = 7;
+const LAST_ACK = 8;
+const TIME_WAIT = 9;
+const CLOSED = 10;
+
+const STATE_NAMES: readonly TcpState[] = [
+  'SYN-PENDING',
+  'SYN-SENT',
+  'SYN-RECEIVED',
+  'ESTABLISHED',
+  'FIN-WAIT-1',
+  'FIN-WAIT-2',
+  'CLOSE-WAIT',
+  'CLOSING',
+  'LAST-ACK',
+  'TIME-WAIT',
+  'CLOSED',
+];
+
+/** Bytes the timestamp option takes in every segment once negotiated (RFC 6691: MSS excludes it). */
+const TS_OPTION_LEN = 12;
+const NONE = Infinity;
+
+export interface TcpStats {
+  segsIn: number;
+  segsOut: number;
+  /** Payload bytes delivered in order to the owner. */
+  bytesIn: number;
+  /** New payload bytes sent (retransmissions excluded). */
+  bytesOut: number;
+  /** Segments sent again (by timeout, fast retransmit, SACK hole or go-back-N). */
+  retransmits: number;
+  fastRetransmits: number;
+  rtoTimeouts: number;
+  persistProbes: number;
+  keepaliveProbes: number;
+  dupAcksIn: number;
+  /** Segments outside the receive window (answered with an ACK). */
+  unacceptable: number;
+  challengeAcks: number;
+  pawsDrops: number;
+  oooSegments: number;
+  /** Out-of-order data dropped because the reassembly queue was full. */
+  oooDrops: number;
+  windowUpdates: number;
+}
+
+/** Sequence-space variables, for diagnostics and tests. */
+export interface TcpSnapshot {
+  readonly state: TcpState;
+  readonly iss: number;
+  readonly irs: number;
+  readonly sndUna: number;
+  readonly sndNxt: number;
+  readonly sndMax: number;
+  /** Peer's window in bytes (scaled). */
+  readonly sndWnd: number;
+  readonly rcvNxt: number;
+  /** Window last advertised, in bytes. */
+  readonly rcvWnd: number;
+  readonly cwnd: number;
+  readonly ssthresh: number;
+  readonly rto: number;
+  readonly srtt: number;
+  readonly inRecovery: boolean;
+  readonly sndBuffered: number;
+  readonly rcvUnconsumed: number;
+  readonly oooBytes: number;
+}
+
+/** What the handshake settled. */
+export interface TcpNegotiated {
+  /** Payload bytes per segment we send (peer MSS ∧ ours, less the timestamp option). */
+  readonly mss: number;
+  readonly peerMss: number;
+  /** Shift applied to the peer's window field / to ours (0 unless both sides sent wscale). */
+  readonly sndScale: number;
+  readonly rcvScale: number;
+  readonly sack: boolean;
+  readonly timestamps: boolean;
+}
+
+function newStats(): TcpStats {
+  return {
+    segsIn: 0,
+    segsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    retransmits: 0,
+    fastRetransmits: 0,
+    rtoTimeouts: 0,
+    persistProbes: 0,
+    keepaliveProbes: 0,
+    dupAcksIn: 0,
+    unacceptable: 0,
+    challengeAcks: 0,
+    pawsDrops: 0,
+    oooSegments: 0,
+    oooDrops: 0,
+    windowUpdates: 0,
+  };
+}
+
+export class TcpConnection {
+  /** The owner's event sink; may be replaced at any time. */
+  handler: TcpHandler;
+  readonly stats: TcpStats = newStats();
+
+  private st = CLOSED;
+  private readonly cfg: ResolvedOptions;
+  private readonly emitFn: (seg: Segment) => void;
+  private readonly clock: (() => number) | null;
+  private now: number;
+
+  // Send side (RFC 9293 §3.3.1 names). SND.MAX is the highest sequence number sent; SND.NXT
+  // goes back to SND.UNA after a timeout (go-back-N).
+  private iss = 0;
+  private sndUna = 0;
+  private sndNxt = 0;
+  private sndMax = 0;
+  private sndWnd = 0;
+  private sndWl1 = 0;
+  private sndWl2 = 0;
+  private maxSndWnd = 0;
+  private sndScale = 0;
+  private readonly sndBuf: SendBuffer;
+  /** Sequence number of the first byte in sndBuf. */
+  private sndBufSeq = 0;
+  private finQueued = false;
+  private mss: number;
+  private peerMss: number;
+
+  // Receive side.
+  private irs = 0;
+  private synLen = 1;
+  private rcvNxt = 0;
+  /** Right edge of the window last advertised (RCV.NXT + RCV.WND); never moves left. */
+  private rcvAdv = 0;
+  private rcvScale = 0;
+  private unconsumed = 0;
+  private readonly ooo: Reassembly;
+  private lastAckSent = 0;
+  private pendingAcks = 0;
+  private ackNow = false;
+
+  // Options.
+  private tsOk = false;
+  private tsRecent = 0;
+  private readonly tsOffset: number;
+  private sackOk = false;
+  private offerWscale: boolean;
+
+  // Timers: absolute deadlines, NONE when off.
+  private rtxAt = NONE;
+  private persistAt = NONE;
+  private keepAt = NONE;
+  private delackAt = NONE;
+  private stateAt = NONE;
+  private persistShift = 0;
+  private keepProbes = 0;
+  private lastRecvAt: number;
+  private lastSendAt: number;
+  private synRetransmits = 0;
+  private unackedSince = 0;
+
+  // Loss recovery.
+  private readonly rto: RtoEstimator;
+  private readonly cc: NewReno;
+  private rttTiming = false;
+  private rttSeq = 0;
+  private rttStart = 0;
+  private dupAcks = 0;
+  /** End of what was last retransmitted in this recovery episode. */
+  private rtxHigh = 0;
+  private readonly sb = new SackScoreboard();
+
+  private inInput = false;
+  private wantWritable = false;
+  private notifyWritable = false;
+
+  private constructor(opts: TcpConnectionOptions, now: number) {
+    this.cfg = resolveOptions(opts);
+    this.emitFn = opts.emit;
+    this.handler = opts.handler ?? {};
+    this.clock = opts.clock ?? null;
+    this.now = now;
+    this.lastRecvAt = now;
+    this.lastSendAt = now;
+    this.sndBuf = new SendBuffer(this.cfg.sndBuf);
+    this.ooo = new Reassembly(this.cfg.maxOooPieces);
+    this.rto = new RtoEstimator({ initial: this.cfg.rtoInitial, min: this.cfg.rtoMin, max: this.cfg.rtoMax });
+    this.mss = this.cfg.mss;
+    this.peerMss = this.cfg.defaultPeerMss;
+    this.cc = new NewReno(this.mss, 0);
+    this.offerWscale = this.cfg.wscale !== null;
+    this.tsOffset = this.cfg.timestamps ? randomU32() : 0;
+  }
+
+  /**
+   * A connection for a SYN from the VM (no ACK, no RST). It answers nothing until the owner
+   * calls `accept()`, `refuse()` or `drop()`.
+   */
+  static fromSyn(syn: Segment, opts: TcpConnectionOptions, now: number): TcpConnection {
+    if ((syn.flags & (SYN | ACK | RST)) !== SYN) throw new TypeError('fromSyn: not a SYN');
+    const c = new TcpConnection(opts, now);
+    c.st = PENDING;
+    c.stats.segsIn++;
+    c.irs = syn.seq;
+    c.synLen = 1 + syn.payload.length + (syn.flags & FIN ? 1 : 0);
+    c.rcvNxt = seqAdd(syn.seq, 1); // data on the SYN is not taken; the VM sends it again
+    c.negotiate(syn.options, true);
+    return c;
+  }
+
+  /** An active open into the VM: sends SYN now, retransmits it, gives up after `synRetries`. */
+  static connect(opts: TcpConnectionOptions, now: number): TcpConnection {
+    const c = new TcpConnection(opts, now);
+    c.st = SYN_SENT;
+    c.chooseIss();
+    c.sendSyn();
+    c.rtxAt = now + c.rto.rto;
+    return c;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Owner's decisions on a pending SYN.
+
+  /** Answers the pending SYN with SYN-ACK. */
+  accept(): void {
+    if (this.st !== PENDING) return;
+    this.tick();
+    this.chooseIss();
+    this.st = SYN_RECEIVED;
+    this.sendSynAck();
+    this.rtxAt = this.now + this.rto.rto;
+  }
+
+  /** Answers the pending SYN with RST (the port looks closed); closes with 'refused'. */
+  refuse(): void {
+    if (this.st !== PENDING) return;
+    this.tick();
+    this.emitRaw(0, seqAdd(this.irs, this.synLen), RST | ACK);
+    this.finish('refused');
+  }
+
+  /** Never answers the pending SYN (the destination looks unreachable); closes with 'timeout'. */
+  drop(): void {
+    if (this.st !== PENDING) return;
+    this.finish('timeout');
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Application side.
+
+  /**
+   * Copies up to the free send-buffer space; returns how many bytes were taken. When it
+   * returns less than `data.length`, `onWritable` fires once there is room. Data written
+   * before the connection is established is sent once it is. 0 after shutdown/close.
+   */
+  write(data: Uint8Array): number {
+    if (this.st === CLOSED || this.finQueued || this.st === TIME_WAIT) return 0;
+    const n = this.sndBuf.write(data);
+    if (n < data.length) this.wantWritable = true;
+    if (n > 0) {
+      this.tick();
+      this.trySend(false);
+    }
+    return n;
+  }
+
+  /** Free space in the send buffer. */
+  get writable(): number {
+    return this.st === CLOSED || this.finQueued ? 0 : this.sndBuf.free;
+  }
+
+  /**
+   * The owner is done with `n` bytes delivered by onData: they leave the receive buffer and
+   * the window opens (a window update is sent once it opened by min(rcvBuf/2, MSS)).
+   */
+  consume(n: number): void {
+    if (n <= 0 || this.st === CLOSED) return;
+    this.unconsumed = Math.max(0, this.unconsumed - n);
+    if (this.st !== ESTABLISHED && this.st !== FIN_WAIT_1 && this.st !== FIN_WAIT_2) return;
+    // Called from onData inside input(): the ACK that input() sends carries the new window.
+    if (this.inInput) return;
+    const free = this.cfg.rcvBuf - this.unconsumed;
+    const grow = seqDiff(seqAdd(this.rcvNxt, free), this.rcvAdv);
+    if (grow >= this.rcvThreshold()) {
+      this.tick();
+      this.stats.windowUpdates++;
+      this.sendAck();
+    }
+  }
+
+  /** Bytes delivered by onData and not yet consumed. */
+  get unconsumedBytes(): number {
+    return this.unconsumed;
+  }
+
+  /** Half-close: FIN after everything written so far. Reading goes on until onEnd. */
+  shutdown(): void {
+    if (this.st === CLOSED || this.finQueued) return;
+    this.tick();
+    this.finQueued = true;
+    if (this.st === ESTABLISHED) this.st = FIN_WAIT_1;
+    else if (this.st === CLOSE_WAIT) this.st = LAST_ACK;
+    // In the handshake states the FIN goes out once established.
+    this.trySend(false);
+  }
+
+  /** Sends RST (where there is a peer to tell) and closes with 'aborted'. */
+  abort(): void {
+    const st = this.st;
+    if (st === CLOSED) return;
+    this.tick();
+    if (st === PENDING) this.emitRaw(0, seqAdd(this.irs, this.synLen), RST | ACK);
+    else if (st !== SYN_SENT && st !== TIME_WAIT) this.emitRaw(this.sndNxt, this.rcvNxt, RST | ACK);
+    this.finish('aborted');
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Segments and timers.
+
+  /**
+   * Processes one segment from the peer. Returns false only when it is a SYN that may open a
+   * new connection on this 4-tuple (it arrived in TIME-WAIT, RFC 6191): this connection has
+   * then closed, and the owner should hand the SYN to a new one.
+   */
+  input(seg: Segment, now: number): boolean {
+    if (this.st === CLOSED) return true;
+    this.now = now;
+    this.stats.segsIn++;
+    this.inInput = true;
+    let more: boolean;
+    try {
+      more = this.dispatch(seg);
+    } finally {
+      this.inInput = false;
+    }
+    this.flush();
+    return more;
+  }
+
+  private dispatch(seg: Segment): boolean {
+    switch (this.st) {
+      case PENDING:
+        if (seg.flags & RST && seg.seq === this.rcvNxt) this.finish('reset');
+        return true;
+      case SYN_SENT:
+        this.inputSynSent(seg);
+        break;
+      case TIME_WAIT:
+        if ((seg.flags & (SYN | ACK | RST)) === SYN && this.reusableBy(seg)) {
+          this.finish('normal');
+          return false;
+        }
+        this.inputSynchronized(seg);
+        break;
+      default:
+        this.inputSynchronized(seg);
+    }
+    return true;
+  }
+
+  /** Fires the timers that are due. */
+  poll(now: number): void {
+    if (this.st === CLOSED) return;
+    this.now = now;
+    if (this.delackAt <= now) {
+      this.delackAt = NONE;
+      if (this.pendingAcks > 0) this.sendAck();
+    }
+    if (this.rtxAt <= now) this.onRetransmitTimer();
+    if (this.persistAt <= now && this.st !== CLOSED) this.onPersistTimer();
+    if (this.keepAt <= now && this.st !== CLOSED) this.onKeepaliveTimer();
+    if (this.stateAt <= now && this.st !== CLOSED) this.onStateTimer();
+  }
+
+  /** When `poll` should next be called, or null when no timer runs. Re-read it after every call. */
+  nextDeadline(): number | null {
+    const t = Math.min(this.rtxAt, this.persistAt, this.keepAt, this.delackAt, this.stateAt);
+    return t === NONE ? null : t;
+  }
+
+  get state(): TcpState {
+    return STATE_NAMES[this.st]!;
+  }
+
+  get closed(): boolean {
+    return this.st === CLOSED;
+  }
+
+  get negotiated(): TcpNegotiated {
+    return {
+      mss: this.mss,
+      peerMss: this.peerMss,
+      sndScale: this.sndScale,
+      rcvScale: this.rcvScale,
+      sack: this.sackOk,
+      timestamps: this.tsOk,
+    };
+  }
+
+  snapshot(): TcpSnapshot {
+    return {
+      state: this.state,
+      iss: this.iss,
+      irs: this.irs,
+      sndUna: this.sndUna,
+      sndNxt: this.sndNxt,
+      sndMax: this.sndMax,
+      sndWnd: this.sndWnd,
+      rcvNxt: this.rcvNxt,
+      rcvWnd: Math.max(0, seqDiff(this.rcvAdv, this.rcvNxt)),
+      cwnd: this.cc.cwnd,
+      ssthresh: this.cc.ssthresh,
+      rto: this.rto.rto,
+      srtt: this.rto.srtt,
+      inRecovery: this.cc.inRecovery,
+      sndBuffered: this.sndBuf.length,
+      rcvUnconsumed: this.unconsumed,
+      oooBytes: this.ooo.bytes,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Handshake.
+
+  private tick(): void {
+    if (this.clock !== null) this.now = this.clock();
+  }
+
+  private chooseIss(): void {
+    const iss = this.cfg.isn(this.now) >>> 0;
+    this.iss = iss;
+    this.sndUna = iss;
+    this.sndNxt = seqAdd(iss, 1);
+    this.sndMax = this.sndNxt;
+    this.sndBufSeq = this.sndNxt;
+    this.sndWl2 = iss;
+    this.rtxHigh = this.sndNxt;
+    this.cc.recover = iss;
+  }
+
+  /** Applies the options of the peer's SYN. */
+  private negotiate(o: SegmentOptions, passive: boolean): void {
+    this.peerMss = o.mss !== undefined && o.mss > 0 ? o.mss : this.cfg.defaultPeerMss;
+    this.sackOk = this.cfg.sack && o.sackPermitted === true;
+    this.tsOk = this.cfg.timestamps && o.ts !== undefined;
+    if (this.tsOk) this.tsRecent = o.ts![0];
+    if (this.cfg.wscale !== null && o.wscale !== undefined) {
+      this.sndScale = Math.min(14, o.wscale);
+      this.rcvScale = this.cfg.wscale;
+    } else {
+      this.sndScale = 0;
+      this.rcvScale = 0;
+      if (passive) this.offerWscale = false;
+    }
+    this.mss = Math.max(1, Math.min(this.peerMss, this.cfg.mss) - (this.tsOk ? TS_OPTION_LEN : 0));
+    this.cc.setMss(this.mss);
+  }
+
+  private synWindow(): number {
+    return Math.min(this.cfg.rcvBuf, 0xffff);
+  }
+
+  private sendSyn(): void {
+    const cfg = this.cfg;
+    const o: { mss: number; wscale?: number; sackPermitted?: boolean; ts?: [number, number] } = { mss: cfg.mss };
+    if (cfg.wscale !== null) o.wscale = cfg.wscale;
+    if (cfg.sack) o.sackPermitted = true;
+    if (cfg.timestamps) o.ts = [this.tsNow(), 0];
+    this.rttStart = this.now;
+    this.lastSendAt = this.now;
+    this.stats.segsOut++;
+    this.emitFn({ seq: this.iss, ack: 0, flags: SYN, window: this.synWindow(), options: o, payload: EMPTY_PAYLOAD });
+  }
+
+  private sendSynAck(): void {
+    const o: { mss: number; wscale?: number; sackPermitted?: boolean; ts?: [number, number] } = { mss: this.cfg.mss };
+    if (this.offerWscale && this.cfg.wscale !== null) o.wscale = this.cfg.wscale;
+    if (this.sackOk) o.sackPermitted = true;
+    if (this.tsOk) o.ts = [this.tsNow(), this.tsRecent];
+    const window = this.synWindow();
+    this.rcvAdv = seqAdd(this.rcvNxt, window);
+    this.lastAckSent = this.rcvNxt;
+    this.rttStart = this.now;
+    this.lastSendAt = this.now;
+    this.stats.segsOut++;
+    this.emitFn({ seq: this.iss, ack: this.rcvNxt, flags: SYN | ACK, window, options: o, payload: EMPTY_PAYLOAD });
+  }
+
+  private inputSynSent(seg: Segment): void {
+    const f = seg.flags;
+    if (f & ACK && seg.ack !== seqAdd(this.iss, 1)) {
+      if (!(f & RST)) this.emitRaw(seg.ack, 0, RST);
+      return;
+    }
+    if (f & RST) {
+      if (f & ACK) this.finish('refused');
+      return;
+    }
+    if (!(f & SYN)) return;
+    this.irs = seg.seq;
+    this.rcvNxt = seqAdd(seg.seq, 1);
+    this.rcvAdv = this.rcvNxt;
+    this.lastAckSent = this.rcvNxt;
+    this.negotiate(seg.options, false);
+    if (f & ACK) {
+      this.synAcked(seg);
+      this.ackNow = true;
+    } else {
+      // Simultaneous open (RFC 9293 §3.5).
+      this.st = SYN_RECEIVED;
+      this.sendSynAck();
+    }
+  }
+
+  /** Our SYN was acknowledged by `seg` (whose window is not scaled: it is a SYN or answers one). */
+  private synAcked(seg: Segment): void {
+    const ts = this.tsOk ? seg.options.ts : undefined;
+    if (ts !== undefined && ts[1] !== 0) this.sampleRtt((this.tsNow() - ts[1]) >>> 0);
+    else if (this.synRetransmits === 0) this.sampleRtt(this.now - this.rttStart);
+    this.sndUna = seg.ack;
+    const wnd = seg.flags & SYN ? seg.window : seg.window << this.sndScale;
+    this.sndWnd = wnd;
+    this.maxSndWnd = wnd;
+    this.sndWl1 = seg.seq;
+    this.sndWl2 = seg.ack;
+    this.rtxAt = NONE;
+    if (this.synRetransmits > 0) this.rto.afterSynTimeout();
+    this.st = this.finQueued ? FIN_WAIT_1 : ESTABLISHED;
+    this.lastRecvAt = this.now;
+    if (this.cfg.keepalive !== null) this.keepAt = this.now + this.cfg.keepalive.idle;
+    this.handler.onEstablished?.();
+  }
+
+  /** A SYN in TIME-WAIT may start a new incarnation if it is newer (RFC 6191). */
+  private reusableBy(seg: Segment): boolean {
+    const ts = seg.options.ts;
+    if (this.tsOk && ts !== undefined) return seqGt(ts[0], this.tsRecent);
+    return seqGt(seg.seq, this.rcvNxt);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Segment arrival in the synchronized states (RFC 9293 §3.10.7.4).
+
+  private inputSynchronized(seg: Segment): void {
+    const f = seg.flags;
+    const now = this.now;
+    this.lastRecvAt = now;
+    this.keepProbes = 0;
+
+    if (this.st === SYN_RECEIVED && f & SYN && seg.seq === this.irs && !(f & RST)) {
+      // Our SYN-ACK was lost (the VM repeats its SYN), or simultaneous open completes.
+      if (f & ACK && seg.ack === seqAdd(this.iss, 1)) {
+        this.synAcked(seg);
+        this.ackNow = true;
+      } else this.sendSynAck();
+      return;
+    }
+
+    const ts = this.tsOk ? seg.options.ts : undefined;
+    if (ts !== undefined && !(f & RST) && seqLt(ts[0], this.tsRecent)) {
+      // PAWS (RFC 7323 §5): an old duplicate.
+      this.stats.pawsDrops++;
+      this.ackNow = true;
+      return;
+    }
+
+    // Acceptability (§3.10.7.4 first check).
+    let seq = seg.seq;
+    let data = seg.payload;
+    let fin = (f & FIN) !== 0;
+    const segLen = data.length + (f & SYN ? 1 : 0) + (fin ? 1 : 0);
+    const wnd = Math.max(0, seqDiff(this.rcvAdv, this.rcvNxt));
+    let ok: boolean;
+    if (segLen === 0) ok = wnd === 0 ? seq === this.rcvNxt : seqInWindow(seq, this.rcvNxt, wnd);
+    else if (wnd === 0) ok = seq === this.rcvNxt; // keep its ACK (and RST); the data is trimmed away
+    else ok = seqInWindow(seq, this.rcvNxt, wnd) || seqInWindow(seqAdd(seq, segLen - 1), this.rcvNxt, wnd);
+    if (!ok) {
+      if (!(f & RST)) {
+        this.stats.unacceptable++;
+        this.ackNow = true;
+        if (this.st === TIME_WAIT && fin) this.stateAt = now + this.cfg.timeWait;
+      }
+      return;
+    }
+
+    if (f & RST) {
+      // RFC 5961 §3: only an exact match resets; in-window otherwise gets a challenge ACK.
+      if (seq === this.rcvNxt) this.finish(this.st === TIME_WAIT ? 'normal' : 'reset');
+      else {
+        this.stats.challengeAcks++;
+        this.ackNow = true;
+      }
+      return;
+    }
+    if (f & SYN) {
+      // RFC 5961 §4: SYN in a synchronized state gets a challenge ACK.
+      this.stats.challengeAcks++;
+      this.ackNow = true;
+      return;
+    }
+    if (!(f & ACK)) return;
+
+    // TS.Recent (RFC 7323 §4.3); PAWS above made sure TSval did not go back.
+    if (ts !== undefined && seqLe(seq, this.lastAckSent)) this.tsRecent = ts[0];
+
+    // Trim to the window.
+    const before = seqDiff(this.rcvNxt, seq);
+    if (before > 0) {
+      if (before >= data.length) {
+        if (before > data.length) fin = false;
+        data = EMPTY_PAYLOAD;
+      } else data = data.subarray(before);
+      seq = this.rcvNxt;
+      this.ackNow = true; // a duplicate: acknowledge at once (RFC 5681 §4.2)
+    }
+    const room = seqDiff(this.rcvAdv, seq);
+    if (data.length + (fin ? 1 : 0) > room) {
+      if (data.length > room) data = data.subarray(0, Math.max(0, room));
+      fin = false;
+      this.ackNow = true;
+    }
+
+    // ACK.
+    if (this.st === SYN_RECEIVED) {
+      if (seqGt(seg.ack, this.sndUna) && seqLe(seg.ack, this.sndMax)) {
+        this.synAcked(seg);
+        if (this.closed) return; // the owner may abort in onEstablished
+      } else {
+        this.emitRaw(seg.ack, 0, RST);
+        return;
+      }
+    } else {
+      if (seqGt(seg.ack, this.sndMax)) {
+        this.ackNow = true; // acknowledges something not yet sent
+        return;
+      }
+      if (seqLt(seg.ack, seqAdd(this.sndUna, -this.maxSndWnd))) {
+        this.stats.challengeAcks++; // RFC 5961 §5.2: too old to be real
+        this.ackNow = true;
+        return;
+      }
+      this.processAck(seg, data.length, fin);
+      if (this.st === CLOSED) return;
+    }
+
+    // Data and FIN.
+    if (data.length > 0 || fin) {
+      const st = this.st;
+      if (st === ESTABLISHED || st === FIN_WAIT_1 || st === FIN_WAIT_2) this.receive(seq, data, fin);
+      else this.ackNow = true; // past the peer's FIN nothing is new
+    }
+  }
+
+  private processAck(seg: Segment, dataLen: number, fin: boolean): void {
+    const ack = seg.ack;
+    const una = this.sndUna;
+    const win = seg.window << this.sndScale;
+    const sack = seg.options.sack;
+    if (this.sackOk && sack !== undefined) this.sb.add(sack, una, this.sndMax);
+    if (seqGt(ack, una)) {
+      this.newAck(ack, seg);
+      if (this.st === CLOSED) return;
+    } else if (ack === una && dataLen === 0 && !fin && win === this.sndWnd && una !== this.sndMax) {
+      this.dupAck();
+    }
+    // Window update (SND.WL1/WL2 rule).
+    if (seqGe(ack, una) && (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLe(this.sndWl2, ack)))) {
+      this.sndWnd = win;
+      this.sndWl1 = seg.seq;
+      this.sndWl2 = ack;
+      if (win > this.maxSndWnd) this.maxSndWnd = win;
+      if (win > 0 && this.persistAt !== NONE) {
+        this.persistAt = NONE;
+        this.persistShift = 0;
+      }
+    }
+  }
+
+  private newAck(ack: number, seg: Segment): void {
+    const now = this.now;
+    const acked = seqDiff(ack, this.sndUna);
+    const dataEnd = seqAdd(this.sndBufSeq, this.sndBuf.length);
+    const upTo = seqLt(ack, dataEnd) ? ack : dataEnd;
+    const n = seqDiff(upTo, this.sndBufSeq);
+    if (n > 0) {
+      this.sndBuf.consume(n);
+      this.sndBufSeq = upTo;
+      if (this.wantWritable) this.notifyWritable = true;
+    }
+    this.sndUna = ack;
+    if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
+    this.sb.advance(ack);
+
+    // RTT: from the echoed timestamp, else from the one timed segment (Karn: never a resent one).
+    const ts = this.tsOk ? seg.options.ts : undefined;
+    if (ts !== undefined && ts[1] !== 0) {
+      const rtt = (this.tsNow() - ts[1]) >>> 0;
+      if (rtt < 0x7fffffff) this.sampleRtt(rtt);
+    } else if (this.rttTiming && seqGe(ack, this.rttSeq)) {
+      this.rttTiming = false;
+      this.sampleRtt(now - this.rttStart);
+    }
+
+    const cc = this.cc;
+    if (cc.inRecovery) {
+      if (seqGe(ack, cc.recover)) {
+        cc.onFullAck(seqDiff(this.sndMax, ack));
+        this.dupAcks = 0;
+      } else {
+        // Partial ACK (RFC 6582 §3.2 step 5): resend the next hole unless already resent
+        // (with SACK, the next hole the peer reported).
+        cc.onPartialAck(acked);
+        if (seqGe(ack, this.rtxHigh) && !this.sb.covers(ack)) {
+          const sent = this.retransmit(ack, this.mss);
+          this.rtxHigh = seqAdd(ack, sent);
+        }
+        // With SACK, trySend() goes on with the other holes as the pipe allows.
+      }
+    } else {
+      this.dupAcks = 0;
+      cc.onAck(acked);
+    }
+
+    if (this.finQueued && seqGt(ack, this.finSeq())) {
+      switch (this.st) {
+        case FIN_WAIT_1:
+          this.st = FIN_WAIT_2;
+          if (this.cfg.finWait2Timeout !== null) this.stateAt = now + this.cfg.finWait2Timeout;
+          break;
+        case CLOSING:
+          this.enterTimeWait();
+          return;
+        case LAST_ACK:
+          this.finish('normal');
+          return;
+      }
+    }
+
+    this.unackedSince = now;
+    this.rtxAt = this.sndUna === this.sndMax ? NONE : now + this.rto.rto;
+  }
+
+  private dupAck(): void {
+    this.dupAcks++;
+    this.stats.dupAcksIn++;
+    const cc = this.cc;
+    if (cc.inRecovery) {
+      cc.onDupAck(); // NewReno inflation; with SACK, trySend() resends holes by the pipe
+    } else if (this.dupAcks === 3 && cc.mayRecover(this.sndUna)) {
+      // Fast retransmit (RFC 5681 §3.2, RFC 6582 §3.2 step 2).
+      cc.enterRecovery(seqDiff(this.sndMax, this.sndUna), this.sndMax, this.sackOk);
+      this.rttTiming = false;
+      this.stats.fastRetransmits++;
+      const sent = this.retransmit(this.sndUna, this.mss);
+      this.rtxHigh = seqAdd(this.sndUna, sent);
+      this.rtxAt = this.now + this.rto.rto;
+    }
+  }
+
+  /** Data (and FIN) inside the window, after the ACK was processed. */
+  private receive(seq: number, data: Buffer, fin: boolean): void {
+    if (seq !== this.rcvNxt) {
+      this.stats.oooSegments++;
+      if (!this.ooo.insert(seq, data)) this.stats.oooDrops++;
+      if (fin) this.ooo.finAt = seqAdd(seq, data.length);
+      this.ackNow = true; // duplicate ACK, with SACK blocks, at once
+      return;
+    }
+    const hadOoo = !this.ooo.empty || this.ooo.finAt !== -1;
+    if (data.length > 0) {
+      this.rcvNxt = seqAdd(this.rcvNxt, data.length);
+      this.pendingAcks++;
+      this.deliver(data);
+      if (this.st === CLOSED) return;
+    }
+    if (hadOoo) {
+      this.ackNow = true; // a hole was (partly) filled
+      for (let b = this.ooo.shift(this.rcvNxt); b !== null; b = this.ooo.shift(this.rcvNxt)) {
+        this.rcvNxt = seqAdd(this.rcvNxt, b.length);
+        this.deliver(b);
+        if (this.st === CLOSED) return;
+      }
+      if (this.ooo.finAt === this.rcvNxt) fin = true;
+    }
+    if (fin) this.receiveFin();
+    else if (this.pendingAcks >= 2 || this.cfg.delayedAck <= 0) this.ackNow = true;
+  }
+
+  private deliver(b: Buffer): void {
+    this.unconsumed += b.length;
+    this.stats.bytesIn += b.length;
+    this.handler.onData?.(b);
+  }
+
+  private receiveFin(): void {
+    this.rcvNxt = seqAdd(this.rcvNxt, 1);
+    this.ooo.clear();
+    this.ackNow = true;
+    switch (this.st) {
+      case ESTABLISHED:
+        this.st = CLOSE_WAIT;
+        break;
+      case FIN_WAIT_1:
+        this.st = CLOSING;
+        break;
+      case FIN_WAIT_2:
+        this.enterTimeWait();
+        break;
+    }
+    this.handler.onEnd?.();
+  }
+
+  /** End of input(): acknowledgements, new data, writable notification. */
+  private flush(): void {
+    if (this.st === CLOSED) return;
+    if (this.ackNow && !this.ooo.empty) this.sendAck(); // pure ACK so that it carries SACK blocks
+    this.trySend(false);
+    if (this.st === CLOSED) return;
+    if (this.ackNow) this.sendAck();
+    else if (this.pendingAcks > 0 && this.delackAt === NONE) this.delackAt = this.now + this.cfg.delayedAck;
+    if (this.notifyWritable) {
+      this.notifyWritable = false;
+      this.wantWritable = false;
+      if (this.sndBuf.free > 0 && !this.finQueued) this.handler.onWritable?.();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Sending.
+
+  private finSeq(): number {
+    return seqAdd(this.sndBufSeq, this.sndBuf.length);
+  }
+
+  private canSend(): boolean {
+    const st = this.st;
+    return st === ESTABLISHED || st === CLOSE_WAIT || st === FIN_WAIT_1 || st === CLOSING || st === LAST_ACK;
+  }
+
+  /** Sends what the windows allow. `force` overrides sender SWS avoidance (persist timer). */
+  private trySend(force: boolean): void {
+    if (!this.canSend()) return;
+    const now = this.now;
+    if (this.sndUna === this.sndMax && now - this.lastSendAt > this.rto.rto) this.cc.afterIdle();
+    let blocked = false;
+    // SACK recovery (RFC 6675 §5, simplified): `pipe` estimates the bytes in the network —
+    // those above the highest SACK plus the holes already resent; every hole below the
+    // highest SACK counts as lost. Holes go first, then new data, while pipe < cwnd.
+    const sackRecovery = this.cc.inRecovery && this.cc.sack;
+    let pipe = 0;
+    if (sackRecovery) {
+      const una = this.sndUna;
+      const high = this.sb.highest(una);
+      pipe = seqDiff(this.sndMax, high);
+      const resentTo = seqLt(this.rtxHigh, high) ? this.rtxHigh : high;
+      if (seqGt(resentTo, una)) pipe += seqDiff(resentTo, una) - this.sb.sackedBelow(resentTo);
+      while (pipe < this.cc.cwnd) {
+        const hole = this.sb.nextHole(seqMax(una, this.rtxHigh));
+        if (hole === null) break;
+        const sent = this.retransmit(hole[0], Math.min(this.mss, seqDiff(hole[1], hole[0])));
+        if (sent === 0) break;
+        this.rtxHigh = seqAdd(hole[0], sent);
+        pipe += sent;
+      }
+    }
+    for (;;) {
+      let limit = this.mss;
+      if (!this.sb.empty && seqLt(this.sndNxt, this.sndMax)) {
+        // Going back over sent data after a timeout: skip what the peer has SACKed.
+        const end = this.sb.coveredTo(this.sndNxt);
+        if (end !== this.sndNxt) {
+          this.sndNxt = seqLt(end, this.sndMax) ? end : this.sndMax;
+          continue;
+        }
+        const hole = this.sb.nextHole(this.sndNxt);
+        if (hole !== null) limit = Math.min(limit, seqDiff(hole[1], hole[0]));
+      }
+      const off = seqDiff(this.sndNxt, this.sndBufSeq);
+      const unsent = this.sndBuf.length - off;
+      const inFlight = seqDiff(this.sndNxt, this.sndUna);
+      const wndLeft = this.sndWnd - inFlight;
+      if (unsent > 0) {
+        // Limited transmit (RFC 3042): a new segment for each of the first two duplicate ACKs.
+        const lt = !this.cc.inRecovery && this.dupAcks > 0 && this.dupAcks < 3 ? this.dupAcks * this.mss : 0;
+        const cwndLeft = this.cc.cwnd + lt - (sackRecovery ? pipe : inFlight);
+        const len = Math.min(limit, unsent, wndLeft, cwndLeft);
+        if (len <= 0) {
+          blocked = wndLeft <= 0;
+          break;
+        }
+        if (len < limit && len < unsent && !force) {
+          // Sender SWS avoidance (RFC 9293 §3.8.6.2.1): wait for ACKs rather than dribble.
+          if (inFlight > 0) break;
+          if (len < this.maxSndWnd >>> 1) {
+            blocked = true;
+            break;
+          }
+        }
+        const data = this.sndBuf.view(off, len);
+        const last = off + data.length === this.sndBuf.length;
+        let flags = ACK;
+        if (last) {
+          flags |= PSH;
+          if (this.finQueued && wndLeft > data.length) flags |= FIN;
+        }
+        const seq = this.sndNxt;
+        const used = data.length + (flags & FIN ? 1 : 0);
+        const fresh = seqDiff(seqAdd(seq, data.length), this.sndMax);
+        if (fresh > 0) {
+          this.stats.bytesOut += Math.min(fresh, data.length);
+          if (!this.tsOk && !this.rttTiming && seqGe(seq, this.sndMax)) {
+            this.rttTiming = true;
+            this.rttSeq = seqAdd(seq, used);
+            this.rttStart = now;
+          }
+        } else this.stats.retransmits++;
+        this.emitSegment(seq, flags, data, false);
+        this.advance(seq, used);
+        pipe += used;
+        force = false;
+      } else if (this.finQueued && this.sndNxt === this.finSeq()) {
+        if (wndLeft <= 0) {
+          blocked = true;
+          break;
+        }
+        const seq = this.sndNxt;
+        if (seqLt(seq, this.sndMax)) this.stats.retransmits++;
+        this.emitSegment(seq, ACK | FIN, EMPTY_PAYLOAD, false);
+        this.advance(seq, 1);
+      } else break;
+    }
+    if (blocked && this.sndUna === this.sndMax && this.persistAt === NONE) {
+      this.persistAt = now + Math.min(this.cfg.rtoMax, this.rto.rto * 2 ** this.persistShift);
+    }
+  }
+
+  private advance(seq: number, used: number): void {
+    if (this.sndUna === this.sndMax) this.unackedSince = this.now;
+    this.sndNxt = seqAdd(seq, used);
+    if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+    if (this.rtxAt === NONE) this.rtxAt = this.now + this.rto.rto;
+  }
+
+  /** Sends again up to `max` bytes of what was sent from `seq`; returns the sequence space covered. */
+  private retransmit(seq: number, max: number): number {
+    const off = seqDiff(seq, this.sndBufSeq);
+    const avail = Math.min(this.sndBuf.length - off, seqDiff(this.sndMax, seq));
+    const finSent = this.finQueued && seqGt(this.sndMax, this.finSeq());
+    let flags = ACK;
+    let data = EMPTY_PAYLOAD;
+    if (avail > 0) {
+      data = this.sndBuf.view(off, Math.min(max, this.mss, avail));
+      if (off + data.length === this.sndBuf.length) {
+        flags |= PSH;
+        if (finSent) flags |= FIN;
+      }
+    } else if (finSent && seq === this.finSeq()) flags |= FIN;
+    else return 0;
+    this.stats.retransmits++;
+    this.emitSegment(seq, flags, data, false);
+    return data.length + (flags & FIN ? 1 : 0);
+  }
+
+  /**
+   * A pure ACK carries SND.MAX, not SND.NXT: after a timeout SND.NXT goes back, and an ACK
+   * below the peer's RCV.NXT would be unacceptable to it and answered by another ACK — two
+   * ends doing that would ping-pong forever.
+   */
+  private sendAck(): void {
+    this.emitSegment(this.sndMax, ACK, EMPTY_PAYLOAD, true);
+  }
+
+  /** Every non-RST segment after the handshake goes through here. */
+  private emitSegment(seq: number, flags: number, payload: Buffer, withSack: boolean): void {
+    let options = NO_OPTIONS;
+    const sack = withSack && this.sackOk && !this.ooo.empty;
+    if (this.tsOk) {
+      const tsv: [number, number] = [this.tsNow(), this.tsRecent];
+      options = sack ? { ts: tsv, sack: this.ooo.sackBlocks(3) } : { ts: tsv };
+    } else if (sack) options = { sack: this.ooo.sackBlocks(4) };
+    const window = this.advertiseWindow();
+    this.lastAckSent = this.rcvNxt;
+    this.pendingAcks = 0;
+    this.ackNow = false;
+    this.delackAt = NONE;
+    this.lastSendAt = this.now;
+    this.stats.segsOut++;
+    this.emitFn({ seq, ack: this.rcvNxt, flags, window, options, payload });
+  }
+
+  private emitRaw(seq: number, ack: number, flags: number): void {
+    this.stats.segsOut++;
+    this.emitFn({ seq, ack, flags, window: 0, options: NO_OPTIONS, payload: EMPTY_PAYLOAD });
+  }
+
+  /** Receiver SWS threshold (RFC 9293 §3.8.6.2.2). */
+  private rcvThreshold(): number {
+    return Math.max(1, Math.min(this.cfg.rcvBuf >>> 1, this.mss));
+  }
+
+  /** The window field to send; updates RCV.ADV. Never shrinks the window (rounds up). */
+  private advertiseWindow(): number {
+    const free = Math.max(0, this.cfg.rcvBuf - this.unconsumed);
+    const cur = Math.max(0, seqDiff(this.rcvAdv, this.rcvNxt));
+    let w = free;
+    if (w <= cur || w - cur < this.rcvThreshold()) w = cur;
+    const shift = this.rcvScale;
+    let field = Math.ceil(w / 2 ** shift);
+    if (field > 0xffff) field = 0xffff;
+    this.rcvAdv = seqAdd(this.rcvNxt, field * 2 ** shift);
+    return field;
+  }
+
+  private tsNow(): number {
+    return (Math.floor(this.now) + this.tsOffset) >>> 0;
+  }
+
+  private sampleRtt(rtt: number): void {
+    this.rto.sample(rtt);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Timers.
+
+  private onRetransmitTimer(): void {
+    const now = this.now;
+    this.rtxAt = NONE;
+    if (this.st === SYN_SENT || this.st === SYN_RECEIVED) {
+      const limit = this.st === SYN_SENT ? this.cfg.synRetries : this.cfg.synAckRetries;
+      if (this.synRetransmits >= limit) {
+        this.finish('timeout');
+        return;
+      }
+      this.synRetransmits++;
+      this.stats.retransmits++;
+      this.rto.backoff();
+      if (this.st === SYN_SENT) this.sendSyn();
+      else this.sendSynAck();
+      this.rtxAt = now + this.rto.rto;
+      return;
+    }
+    if (this.sndUna === this.sndMax || !this.canSend()) return;
+    if (now - this.unackedSince >= this.cfg.userTimeout) {
+      this.finish('timeout');
+      return;
+    }
+    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off, collapse cwnd, go back to SND.UNA.
+    this.stats.rtoTimeouts++;
+    this.cc.onTimeout(seqDiff(this.sndMax, this.sndUna), this.sndMax);
+    this.dupAcks = 0;
+    // Keep the SACK information across one timeout (go-back-N skips SACKed data); a second
+    // timeout in a row suggests the peer reneged, so forget it then.
+    if (this.rto.backoffs > 0) this.sb.clear();
+    this.rttTiming = false;
+    this.rto.backoff();
+    const sent = this.retransmit(this.sndUna, this.mss);
+    this.sndNxt = seqAdd(this.sndUna, sent);
+    this.rtxHigh = this.sndNxt;
+    this.rtxAt = Math.min(now + this.rto.rto, this.unackedSince + this.cfg.userTimeout);
+  }
+
+  private onPersistTimer(): void {
+    const now = this.now;
+    this.persistAt = NONE;
+    if (!this.canSend() || this.sndUna !== this.sndMax) return;
+    const pending = this.sndBuf.length - seqDiff(this.sndNxt, this.sndBufSeq) > 0 || (this.finQueued && this.sndNxt === this.finSeq());
+    if (!pending) {
+      this.persistShift = 0;
+      return;
+    }
+    if (this.persistShift > 0 && now - this.lastRecvAt >= this.cfg.userTimeout) {
+      this.finish('timeout');
+      return;
+    }
+    this.persistShift++;
+    if (this.sndWnd > 0) {
+      this.trySend(true); // a small window: send what fits (SWS override)
+    } else {
+      // Zero-window probe: an old sequence number makes the peer answer with its window.
+      this.stats.persistProbes++;
+      this.emitSegment(seqAdd(this.sndUna, -1), ACK, EMPTY_PAYLOAD, false);
+    }
+    if (this.sndUna === this.sndMax && this.persistAt === NONE) {
+      this.persistAt = now + Math.min(this.cfg.rtoMax, this.rto.rto * 2 ** this.persistShift);
+    }
+  }
+
+  private onKeepaliveTimer(): void {
+    const now = this.now;
+    const ka = this.cfg.keepalive;
+    this.keepAt = NONE;
+    const st = this.st;
+    if (ka === null || !(st === ESTABLISHED || st === CLOSE_WAIT || st === FIN_WAIT_1 || st === FIN_WAIT_2)) return;
+    if (this.sndUna !== this.sndMax || this.persistAt !== NONE) {
+      this.keepAt = now + ka.idle; // the retransmission / persist timers watch the peer
+      return;
+    }
+    if (this.keepProbes === 0 && this.lastRecvAt + ka.idle > now) {
+      this.keepAt = this.lastRecvAt + ka.idle;
+      return;
+    }
+    if (this.keepProbes >= ka.count) {
+      this.emitRaw(this.sndNxt, this.rcvNxt, RST | ACK);
+      this.finish('timeout');
+      return;
+    }
+    this.keepProbes++;
+    this.stats.keepaliveProbes++;
+    this.emitSegment(seqAdd(this.sndUna, -1), ACK, EMPTY_PAYLOAD, false);
+    this.keepAt = now + ka.interval;
+  }
+
+  private onStateTimer(): void {
+    const now = this.now;
+    this.stateAt = NONE;
+    if (this.st === TIME_WAIT) this.finish('normal');
+    else if (this.st === FIN_WAIT_2 && this.cfg.finWait2Timeout !== null) {
+      const due = this.lastRecvAt + this.cfg.finWait2Timeout;
+      if (due > now) this.stateAt = due;
+      else {
+        this.emitRaw(this.sndNxt, this.rcvNxt, RST | ACK);
+        this.finish('timeout');
+      }
+    }
+  }
+
+  private enterTimeWait(): void {
+    this.st = TIME_WAIT;
+    this.rtxAt = NONE;
+    this.persistAt = NONE;
+    this.keepAt = NONE;
+    this.stateAt = this.now + this.cfg.timeWait;
+    this.sndBuf.release();
+  }
+
+  private finish(reason: CloseReason): void {
+    if (this.st === CLOSED) return;
+    this.st = CLOSED;
+    this.rtxAt = NONE;
+    this.persistAt = NONE;
+    this.keepAt = NONE;
+    this.delackAt = NONE;
+    this.stateAt = NONE;
+    this.sndBuf.release();
+    this.ooo.clear();
+    this.handler.onClose?.(reason);
+  }
+}
