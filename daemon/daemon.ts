@@ -16,10 +16,14 @@ import { StateStore } from './state.js';
 import { UserError } from './errors.js';
 import { checkNetworkSpec, checkVmSpec, checkName, asObject } from './validate.js';
 import { checkRoute, describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
+import { NetRouter, type RouterVm } from './router/net-router.js';
+import { UpstreamResolver } from './gateway/dns-upstream.js';
+import { DEFAULTS, parseHostPort, type DaemonConfig } from './config.js';
 
 interface NetEntry {
   spec: NetworkSpec;
   sw: Network;
+  router: NetRouter;
 }
 
 interface VmEntry {
@@ -88,10 +92,18 @@ export class Daemon {
   private readonly started = Date.now();
   private closing = false;
 
+  private readonly upstreamDns: UpstreamResolver;
+  private savedLeases: Record<string, unknown> = {};
+  private leaseSaveQueued = false;
+
   constructor(
     private readonly log: Logger,
     private readonly store: StateStore,
-  ) {}
+    private readonly cfg: DaemonConfig = DEFAULTS,
+  ) {
+    const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
+    this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
+  }
 
   /** Re-creates networks and re-attaches VMs from the saved state. A VM whose device can't be opened yet stays listed as down and is retried. */
   async restore(): Promise<void> {
@@ -125,6 +137,14 @@ export class Daemon {
       this.vms.set(spec.name, entry);
       await this.open(entry, true);
     }
+    this.savedLeases = st.leases ?? {};
+    for (const [name, snap] of Object.entries(this.savedLeases)) {
+      try {
+        this.nets.get(name)?.router.restoreLeases(snap);
+      } catch (e) {
+        this.log.warn({ network: name, err: (e as Error).message }, 'could not restore DHCP leases');
+      }
+    }
     this.log.info({ networks: this.nets.size, vms: this.vms.size }, 'state restored');
   }
 
@@ -136,15 +156,56 @@ export class Daemon {
       clock: () => performance.now(),
       onMacLearned: (m) => this.macLearned(m),
     });
-    const e = { spec, sw };
+    const router = new NetRouter({
+      spec,
+      network: sw,
+      log: this.log.child({ network: spec.name }),
+      vm: (name) => this.routerVm(name, spec.name),
+      vmByMac: (mac) => {
+        for (const v of this.vms.values()) if (v.spec.net === spec.name && v.member?.mac === mac) return this.routerVm(v.spec.name, spec.name);
+        return undefined;
+      },
+      routeOf: (vm) => this.routeOf(vm),
+      upstreamDns: this.upstreamDns,
+      direct: { ...this.cfg.direct },
+      limits: this.cfg.limits,
+      onLeases: () => this.leasesChanged(),
+    });
+    sw.setGateway(router);
+    const e = { spec, sw, router };
     this.nets.set(spec.name, e);
     return e;
+  }
+
+  private routerVm(name: string, net: string): RouterVm | undefined {
+    const e = this.vms.get(name);
+    if (e === undefined || e.spec.net !== net) return undefined;
+    return { name, mac: e.member?.mac ?? null, ip: e.spec.ip !== undefined ? ipv4ToNumber(e.spec.ip) : null };
+  }
+
+  /** Static leases of a network: MAC -> address, for VMs attached with --ip. */
+  private reservations(net: string): Map<number, number> {
+    const m = new Map<number, number>();
+    for (const v of this.vms.values()) {
+      if (v.spec.net === net && v.spec.ip !== undefined && v.member?.mac != null) m.set(v.member.mac, ipv4ToNumber(v.spec.ip));
+    }
+    return m;
+  }
+
+  private leasesChanged(): void {
+    if (this.leaseSaveQueued) return;
+    this.leaseSaveQueued = true;
+    queueMicrotask(() => {
+      this.leaseSaveQueued = false;
+      this.save().catch((err: Error) => this.log.error({ err: err.message }, 'saving leases failed'));
+    });
   }
 
   private macLearned(m: Member): void {
     const e = this.vms.get(m.vm);
     if (e === undefined || m.mac === null) return;
     e.spec.learnedMac = macToString(m.mac);
+    this.nets.get(e.spec.net)?.router.refreshReservations(this.reservations(e.spec.net));
     this.log.info({ vm: m.vm, mac: e.spec.learnedMac }, 'learned the VM MAC; it is fixed from now on');
     this.save().catch((err: Error) => this.log.error({ err: err.message }, 'saving state failed'));
   }
@@ -188,6 +249,8 @@ export class Daemon {
     }
     entry.port = port;
     entry.error = null;
+    net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4ToNumber(spec.ip) : null, entry.member.mac);
+    net.router.refreshReservations(this.reservations(spec.net));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
   }
 
@@ -208,6 +271,7 @@ export class Daemon {
       networks: [...this.nets.values()].map((n) => n.spec),
       vms: [...this.vms.values()].map((v) => v.spec),
       routes: Object.fromEntries(this.routes),
+      leases: Object.fromEntries([...this.nets].map(([n, e]) => [n, e.router.leases()])),
     };
   }
 
@@ -241,6 +305,7 @@ export class Daemon {
     for (const vm of attached) await this.detachEntry(vm);
     this.nets.delete(n);
     e.sw.close();
+    e.router.close();
     await this.save();
     this.log.info({ network: n, detached: attached }, 'network deleted');
     return { deleted: n, detached: attached };
@@ -276,6 +341,7 @@ export class Daemon {
     this.vms.delete(name);
     if (e.retry !== null) clearTimeout(e.retry);
     if (e.member !== null) this.nets.get(e.spec.net)?.sw.detach(e.member);
+    this.nets.get(e.spec.net)?.router.vmDetached(name, e.member?.mac ?? null);
     if (e.port !== null) {
       try {
         await e.port.close({ remove: true });
@@ -328,8 +394,10 @@ export class Daemon {
       else this.routes.set(vm, before);
       throw e;
     }
+    const net = this.vms.get(vm)?.spec.net;
+    const reset = net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
     this.onRouteChange(vm, route);
-    this.log.info({ vm, route }, 'route set');
+    this.log.info({ vm, route, reset }, 'route set');
     return this.routeInfo(vm);
   }
 
@@ -389,6 +457,10 @@ export class Daemon {
         this.log.warn({ vm: e.spec.name, err: (err as Error).message }, 'closing the port failed');
       }
     }
-    for (const n of this.nets.values()) n.sw.close();
+    for (const n of this.nets.values()) {
+      n.sw.close();
+      n.router.close();
+    }
+    this.upstreamDns.close();
   }
 }

@@ -16,14 +16,15 @@ export interface DaemonFlags {
   socket?: string;
   config?: string;
   logLevel?: string;
+  hostLoopback?: boolean;
 }
 
 export async function runDaemon(flags: DaemonFlags): Promise<void> {
-  const cfg: DaemonConfig = loadConfig(flags.config, { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel });
+  const cfg: DaemonConfig = loadConfig(flags.config, { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback });
   const log = createLogger(cfg.logLevel);
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   const version = packageVersion();
-  const daemon = new Daemon(log, new StateStore(cfg.stateDir));
+  const daemon = new Daemon(log, new StateStore(cfg.stateDir), cfg);
   await daemon.restore();
   const control = new ControlServer({
     socket: cfg.socket,

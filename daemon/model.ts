@@ -33,4 +33,6 @@ export interface StateFile {
   vms: VmSpec[];
   /** Per VM name; kept across detach/attach so a re-attached VM keeps its route. Absent = none. */
   routes: Record<string, Route>;
+  /** DHCP leases per network (the gateway's snapshot format). */
+  leases?: Record<string, unknown>;
 }

@@ -14,6 +14,8 @@ export interface DirectOptions {
   bind6?: string;
   /** Give up on a host connect after this long: the VM's SYN then simply times out. */
   connectTimeoutMs: number;
+  /** Gateway address → host loopback for direct-routed VMs. */
+  hostLoopback?: boolean;
 }
 
 export const DIRECT_TAG = 'direct';
