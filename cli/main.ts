@@ -10,6 +10,7 @@ import { vmCommand } from './commands/vm.js';
 import { statusCommand } from './commands/status.js';
 import { daemonCommand } from './commands/daemon.js';
 import { routeCommand } from './commands/route.js';
+import { forwardCommand } from './commands/forward.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
@@ -21,7 +22,7 @@ const program = new Command('mvnet')
   .exitOverride();
 
 const ctx = makeCtx(program);
-for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), statusCommand(ctx)]) program.addCommand(c);
+for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), statusCommand(ctx)]) program.addCommand(c);
 
 // Subcommands inherit the exit override and the one-line error style.
 function quiet(cmd: Command): void {

@@ -19,6 +19,7 @@ import { checkRoute, describeRoute, DEFAULT_ROUTE, type Route } from './routes/r
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
 import { DEFAULTS, parseHostPort, type DaemonConfig } from './config.js';
+import { Forwards, checkForwardSpec, type ForwardInfo, type ForwardSpec } from './forwards.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -93,6 +94,7 @@ export class Daemon {
   private closing = false;
 
   private readonly upstreamDns: UpstreamResolver;
+  readonly forwards: Forwards;
   private savedLeases: Record<string, unknown> = {};
   private leaseSaveQueued = false;
 
@@ -103,6 +105,30 @@ export class Daemon {
   ) {
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
+    this.forwards = new Forwards(log, (vm, port, sock) => {
+      const e = this.vms.get(vm);
+      if (e === undefined || e.member === null) throw new Error(`${vm} is not attached`);
+      this.nets.get(e.spec.net)!.router.openInto(vm, port, sock);
+    });
+  }
+
+  async addForward(params: unknown): Promise<ForwardInfo> {
+    const spec = checkForwardSpec(params);
+    if (!this.vms.has(spec.vm)) throw new UserError(`no VM named ${spec.vm} is attached`);
+    const info = await this.forwards.add(spec);
+    try {
+      await this.save();
+    } catch (e) {
+      await this.forwards.remove({ host: `${spec.host.includes(':') ? `[${spec.host}]` : spec.host}:${spec.port}` });
+      throw e;
+    }
+    return info;
+  }
+
+  async removeForward(params: unknown): Promise<ForwardSpec> {
+    const spec = await this.forwards.remove(params);
+    await this.save();
+    return spec;
   }
 
   /** Re-creates networks and re-attaches VMs from the saved state. A VM whose device can't be opened yet stays listed as down and is retried. */
@@ -136,6 +162,13 @@ export class Daemon {
       const entry: VmEntry = { spec, port: null, member: null, error: null, retry: null, retryMs: 1000 };
       this.vms.set(spec.name, entry);
       await this.open(entry, true);
+    }
+    for (const raw of st.forwards ?? []) {
+      try {
+        await this.forwards.add(checkForwardSpec(raw), true);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message, forward: raw }, 'skipping an invalid forward in the state file');
+      }
     }
     this.savedLeases = st.leases ?? {};
     for (const [name, snap] of Object.entries(this.savedLeases)) {
@@ -272,6 +305,7 @@ export class Daemon {
       vms: [...this.vms.values()].map((v) => v.spec),
       routes: Object.fromEntries(this.routes),
       leases: Object.fromEntries([...this.nets].map(([n, e]) => [n, e.router.leases()])),
+      forwards: this.forwards.specs(),
     };
   }
 
@@ -462,5 +496,6 @@ export class Daemon {
       n.router.close();
     }
     this.upstreamDns.close();
+    await this.forwards.close();
   }
 }

@@ -35,4 +35,6 @@ export interface StateFile {
   routes: Record<string, Route>;
   /** DHCP leases per network (the gateway's snapshot format). */
   leases?: Record<string, unknown>;
+  /** Port forwards (host listener → VM port). */
+  forwards?: unknown[];
 }

@@ -23,5 +23,8 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'vm.list': async () => d.listVms(),
     'route.set': (p) => d.setRoute(p),
     'route.show': async (p) => d.showRoutes(p),
+    'forward.add': (p) => d.addForward(p),
+    'forward.list': async () => d.forwards.list(),
+    'forward.remove': (p) => d.removeForward(p),
   };
 }

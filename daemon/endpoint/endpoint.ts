@@ -4,6 +4,7 @@
  * every table is bounded per VM. Time comes from the clock passed in.
  */
 import type { Logger } from 'pino';
+import type { Duplex } from 'node:stream';
 import { parseTcp, TCP_ACK, TCP_RST, TCP_SYN, type TcpSegment } from '../wire/tcp.js';
 import { parseUdp } from '../wire/udp.js';
 import type { IpPseudo } from '../wire/checksum.js';
@@ -141,7 +142,7 @@ export class Endpoint implements FlowOwner {
       return;
     }
     this.counters.tcpOpened++;
-    const flow = new TcpFlow(this, vm.name, key, addr, d.upstream, seg, { mss: src.v === 4 ? this.opts.mss4 : this.opts.mss6, defaultPeerMss: src.v === 4 ? 536 : 1220 });
+    const flow = new TcpFlow(this, vm.name, key, addr, d.upstream, { syn: seg }, { mss: src.v === 4 ? this.opts.mss4 : this.opts.mss6, defaultPeerMss: src.v === 4 ? 536 : 1220 });
     this.vmOf.set(flow, vm);
     flows.tcp.set(key, flow);
     this.reschedule(flow);
@@ -171,6 +172,37 @@ export class Endpoint implements FlowOwner {
     if (vm === undefined) return;
     // Quote a minimal header of the VM's SYN so its stack can match the error.
     this.opts.prohibited(vm, Buffer.alloc(0), f.addr.vmIp.v, 'unreachable');
+  }
+
+  /**
+   * Opens a connection into the VM (port forwards): from `src`:ephemeral to the VM's
+   * `vmIp`:`port`, bridged to the already connected host socket. Returns false when the VM's
+   * flow table is full.
+   */
+  openInto(vm: EndpointVm, vmIp: IpAddr, port: number, src: IpAddr, sock: Duplex, tag: string): boolean {
+    const flows = this.flowsOf(vm.name);
+    if (flows.tcp.size >= this.limits.tcpPerVm) {
+      this.counters.tcpLimit++;
+      return false;
+    }
+    let addr: FlowAddr | null = null;
+    let key = '';
+    for (let i = 0; i < 64; i++) {
+      const eph = 32768 + Math.floor(Math.random() * 28232);
+      const a: FlowAddr = { vmIp, vmPort: port, remoteIp: src, remotePort: eph };
+      key = flowKey(6, a);
+      if (!flows.tcp.has(key)) {
+        addr = a;
+        break;
+      }
+    }
+    if (addr === null) return false;
+    const upstream = { tag, open: () => Promise.reject(new Error('already connected')) };
+    const flow = new TcpFlow(this, vm.name, key, addr, upstream, { connected: sock }, { mss: vmIp.v === 4 ? this.opts.mss4 : this.opts.mss6, defaultPeerMss: vmIp.v === 4 ? 536 : 1220 });
+    this.vmOf.set(flow, vm);
+    flows.tcp.set(key, flow);
+    this.reschedule(flow);
+    return true;
   }
 
   // --- UDP -------------------------------------------------------------------------------

@@ -40,11 +40,18 @@ export class TcpFlow implements Timed, TcpHandler {
     readonly key: string,
     readonly addr: FlowAddr,
     readonly upstream: StreamUpstream,
-    syn: Segment,
+    init: { syn: Segment } | { connected: Duplex },
     opts: Omit<TcpConnectionOptions, 'emit' | 'handler' | 'clock'>,
   ) {
-    this.conn = TcpConnection.fromSyn(syn, { ...opts, emit: (s) => owner.emit(this, s), handler: this, clock: () => owner.now() }, owner.now());
-    void this.open();
+    const full: TcpConnectionOptions = { ...opts, emit: (s) => owner.emit(this, s), handler: this, clock: () => owner.now() };
+    if ('syn' in init) {
+      this.conn = TcpConnection.fromSyn(init.syn, full, owner.now());
+      void this.open();
+    } else {
+      // An active open into the VM (a port forward): the host side is already connected.
+      this.conn = TcpConnection.connect(full, owner.now());
+      this.attachUpstream(init.connected);
+    }
   }
 
   get tag(): string {
@@ -70,6 +77,12 @@ export class TcpFlow implements Timed, TcpHandler {
       sock.destroy();
       return;
     }
+    this.attachUpstream(sock);
+    this.conn.accept();
+    this.owner.reschedule(this);
+  }
+
+  private attachUpstream(sock: Duplex): void {
     this.sock = sock;
     sock.on('data', (d: Buffer) => this.fromUpstream(d));
     sock.on('end', () => {
@@ -89,8 +102,6 @@ export class TcpFlow implements Timed, TcpHandler {
     sock.on('close', () => {
       if (!this.upstreamEnded && !this.conn.closed) this.upstreamFailed();
     });
-    this.conn.accept();
-    this.owner.reschedule(this);
   }
 
   private upstreamFailed(): void {

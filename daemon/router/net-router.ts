@@ -5,6 +5,7 @@
  * the VM's route says — or nowhere. Source addresses are checked before anything else.
  */
 import type { Logger } from 'pino';
+import type { Duplex } from 'node:stream';
 import { GatewayServices } from '../gateway/services.js';
 import { dissect } from '../gateway/dissect.js';
 import { makeGatewayNet, inSubnet, inIpv6Prefix, isGatewayIpv6, type GatewayNet } from '../gateway/types.js';
@@ -176,6 +177,19 @@ export class NetRouter implements GatewayHandler {
       if (l !== undefined && l.state === 'bound') return l.ip;
     }
     return s.learned4;
+  }
+
+  /**
+   * A port forward's host connection, opened into the VM at `port` from the gateway address.
+   * Throws a plain Error when the VM cannot be reached (no address yet, table full).
+   */
+  openInto(name: string, port: number, sock: Duplex): void {
+    const vm = this.d.vm(name);
+    const s = this.stateOf(name);
+    if (vm === undefined || s === undefined) throw new Error(`${name} has not sent a frame yet (MAC unknown)`);
+    const ip = this.ownIp4(vm, s);
+    if (ip === null) throw new Error(`${name} has no IPv4 address yet (no static address, lease or traffic)`);
+    if (!this.endpoint.openInto(s.ev, ip4(ip), port, ip4(this.gnet.gatewayIp), sock, 'forward')) throw new Error(`${name}'s connection table is full`);
   }
 
   // --- frames -----------------------------------------------------------------------------
