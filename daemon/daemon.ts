@@ -199,6 +199,15 @@ export class Daemon {
         return undefined;
       },
       routeOf: (vm) => this.routeOf(vm),
+      viaClientsOf: (name) => {
+        const out: RouterVm[] = [];
+        for (const [vm, r] of this.routes) {
+          if (r.kind !== 'via' || r.vm !== name) continue;
+          const rv = this.routerVm(vm, spec.name);
+          if (rv !== undefined) out.push(rv);
+        }
+        return out;
+      },
       upstreamDns: this.upstreamDns,
       direct: { ...this.cfg.direct },
       limits: this.cfg.limits,

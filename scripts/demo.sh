@@ -41,21 +41,25 @@ sock="$work/mvnet.sock"
 daemon_pid=""
 NS=(mvdemo-vm1 mvdemo-vm2 mvdemo-vm3)
 
-cleanup() {
-  set +e
-  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-    kill -TERM "$daemon_pid"
-    wait "$daemon_pid" 2>/dev/null
-  fi
+remove_namespaces() {
   for ns in "${NS[@]}"; do
     if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
       for pid in $(ip netns pids "$ns"); do kill -9 "$pid"; done
       ip netns del "$ns"
     fi
   done
+}
+cleanup() {
+  set +e
+  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid" 2>/dev/null
+  fi
+  remove_namespaces
   rm -rf "$work"
   echo "demo: cleaned up"
 }
+remove_namespaces # leftovers of an earlier demo that was killed with SIGKILL
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

@@ -59,8 +59,19 @@ if [ "${#missing[@]}" = 0 ]; then
   exit 0
 fi
 
+# A mirror hiccup should not fail a CI run: three tries, a short pause between.
+retry() {
+  local n
+  for n in 1 2 3; do
+    "$@" && return 0
+    echo "deps.sh: '$*' failed (try $n of 3)" >&2
+    sleep $((n * 5))
+  done
+  return 1
+}
+
 echo "deps.sh: installing: ${missing[*]}"
-apt-get update -qq
+retry apt-get update -qq
 
 to_install=()
 unavailable_required=()
@@ -98,7 +109,7 @@ fi
 cleanup_policy() { if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi; }
 trap cleanup_policy EXIT
 
-apt-get install -y -q --no-install-recommends \
+retry apt-get install -y -q --no-install-recommends \
   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
   "${to_install[@]}"
 

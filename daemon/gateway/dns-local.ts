@@ -168,7 +168,7 @@ export class LocalZone {
 export class NoneResolver implements Resolver {
   constructor(readonly zone: LocalZone) {}
 
-  resolve(_vm: string, q: DnsQuestion): Promise<DnsAnswer> {
+  resolve(_vm: string, q: DnsQuestion, _now?: number): Promise<DnsAnswer> {
     return Promise.resolve(this.zone.lookup(q) ?? { kind: 'refused' });
   }
 

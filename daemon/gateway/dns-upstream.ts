@@ -22,6 +22,7 @@ import {
   parseDns,
   type DnsMessage,
   type DnsQuestion,
+  type DnsRecord,
 } from '../wire/dns.js';
 import { parseIpv6String } from '../wire/ipv6.js';
 import { DnsTcpFramer, frameDnsTcp, type DnsAnswer, type Resolver } from './dns.js';
@@ -93,7 +94,61 @@ function sameQuestion(m: DnsMessage, q: DnsQuestion): boolean {
   return r.type === q.type && r.class === q.class && normalizeDnsName(r.name) === normalizeDnsName(q.name);
 }
 
-type Outcome = { readonly kind: 'message'; readonly message: DnsMessage } | { readonly kind: 'timeout' } | { readonly kind: 'error' };
+type Outcome = { readonly kind: 'message'; readonly message: DnsMessage; readonly bytes: Buffer } | { readonly kind: 'timeout' } | { readonly kind: 'error' };
+
+/**
+ * Record types whose RDATA is a 16-bit preference and a domain name that senders may compress
+ * (RFC 3597 §4: MX, and AFSDB, RT, KX by common practice). The codec keeps their RDATA raw, so a
+ * compression pointer would point into the upstream message; relayed as is it would point into
+ * ours. These are rewritten with the name expanded.
+ */
+const PREFERENCE_NAME_TYPES = new Set([15, 18, 21, 36]);
+const MAX_POINTER_JUMPS = 64;
+
+/** The preference and the name of `rdata` (a view into `message`) without compression. */
+function expandPreferenceName(message: Buffer, rdata: Buffer): Buffer | undefined {
+  const start = rdata.byteOffset - message.byteOffset;
+  if (start < 0 || start + rdata.length > message.length || rdata.length < 3) return undefined;
+  const parts: Buffer[] = [rdata.subarray(0, 2)];
+  let pos = start + 2;
+  let bound = pos; // pointers must go backwards (RFC 1035 §4.1.4: a prior occurrence)
+  let jumps = 0;
+  let total = 1;
+  for (;;) {
+    if (pos >= message.length) return undefined;
+    const len = message[pos]!;
+    if (len === 0) break;
+    if ((len & 0xc0) === 0xc0) {
+      if (pos + 1 >= message.length) return undefined;
+      const target = ((len & 0x3f) << 8) | message[pos + 1]!;
+      if (target >= bound || ++jumps > MAX_POINTER_JUMPS) return undefined;
+      bound = target;
+      pos = target;
+      continue;
+    }
+    if ((len & 0xc0) !== 0 || pos + 1 + len > message.length) return undefined;
+    total += 1 + len;
+    if (total > 255) return undefined;
+    parts.push(message.subarray(pos, pos + 1 + len));
+    pos += 1 + len;
+  }
+  parts.push(Buffer.from([0]));
+  return Buffer.concat(parts);
+}
+
+function expandRecords(message: Buffer, records: readonly DnsRecord[]): DnsRecord[] {
+  const out: DnsRecord[] = [];
+  for (const r of records) {
+    if (r.data.kind === 'raw' && PREFERENCE_NAME_TYPES.has(r.type)) {
+      const data = expandPreferenceName(message, r.data.data);
+      if (data === undefined) continue; // unreadable: leave the record out rather than relay garbage
+      out.push({ ...r, data: { kind: 'raw', data } });
+    } else {
+      out.push(r);
+    }
+  }
+  return out;
+}
 
 export class UpstreamResolver implements Resolver {
   readonly stats: UpstreamStats = { queries: 0, answers: 0, timeouts: 0, spoofed: 0, tcpFallbacks: 0, errors: 0, overloaded: 0 };
@@ -124,7 +179,7 @@ export class UpstreamResolver implements Resolver {
     return true;
   }
 
-  async resolve(_vm: string, q: DnsQuestion): Promise<DnsAnswer> {
+  async resolve(_vm: string, q: DnsQuestion, _now?: number): Promise<DnsAnswer> {
     const server = this.server;
     if (!server || this.closed) return { kind: 'servfail' };
     if (this.inFlight >= this.maxInFlight) {
@@ -142,7 +197,7 @@ export class UpstreamResolver implements Resolver {
         }
         if (out.kind === 'message') {
           this.stats.answers++;
-          return toAnswer(out.message);
+          return toAnswer(out.message, out.bytes);
         }
         if (out.kind === 'timeout') this.stats.timeouts++;
         else this.stats.errors++;
@@ -218,7 +273,7 @@ export class UpstreamResolver implements Resolver {
           return;
         }
         const m = this.accept(msg, id, q);
-        if (m) finish({ kind: 'message', message: m });
+        if (m) finish({ kind: 'message', message: m, bytes: msg });
       });
       sock.bind(0, () => {
         if (done) return;
@@ -255,24 +310,24 @@ export class UpstreamResolver implements Resolver {
         if (msgs === null) return finish({ kind: 'error' });
         for (const msg of msgs) {
           const m = this.accept(msg, id, q);
-          if (m) return finish({ kind: 'message', message: m });
+          if (m) return finish({ kind: 'message', message: m, bytes: msg });
         }
       });
     });
   }
 }
 
-function toAnswer(m: DnsMessage): DnsAnswer {
+function toAnswer(m: DnsMessage, bytes: Buffer): DnsAnswer {
   switch (m.rcode) {
     case DNS_RCODE_NOERROR:
       return {
         kind: 'records',
-        answers: m.answers,
-        authorities: m.authorities,
-        additionals: m.additionals.filter((r) => r.type !== DNS_TYPE_OPT),
+        answers: expandRecords(bytes, m.answers),
+        authorities: expandRecords(bytes, m.authorities),
+        additionals: expandRecords(bytes, m.additionals.filter((r) => r.type !== DNS_TYPE_OPT)),
       };
     case DNS_RCODE_NXDOMAIN:
-      return { kind: 'nxdomain', authorities: m.authorities };
+      return { kind: 'nxdomain', authorities: expandRecords(bytes, m.authorities) };
     case DNS_RCODE_REFUSED:
       return { kind: 'refused' };
     default:

@@ -13,7 +13,7 @@ import { dissect } from './dissect.js';
 import { DnsServer, type DnsServerOptions, type Resolver } from './dns.js';
 import { IcmpService, type IcmpOptions } from './icmp.js';
 import { NdpService, type NdpOptions } from './ndp.js';
-import { isGatewayIpv6, type GatewayNet } from './types.js';
+import { IPV4_BROADCAST, isGatewayIpv6, type GatewayNet } from './types.js';
 
 export interface GatewayServicesOptions {
   readonly resolver: Resolver;
@@ -32,7 +32,9 @@ export interface GatewayInputResult {
   readonly later?: Promise<Buffer | null> | undefined;
 }
 
-const NOT_MINE: GatewayInputResult = { handled: false, replies: [] };
+function notMine(): GatewayInputResult {
+  return { handled: false, replies: [] };
+}
 
 export class GatewayServices {
   readonly arp: ArpResponder;
@@ -58,24 +60,25 @@ export class GatewayServices {
     const d = dissect(frame);
     switch (d.kind) {
       case 'arp': {
-        if (d.arp.op !== 1) return NOT_MINE;
+        if (d.arp.op !== 1) return notMine();
         const r = this.arp.handle(d.eth, d.arp, now);
         return { handled: true, replies: r ? [r] : [] };
       }
       case 'ipv4': {
         const { eth, ip, udp, icmp } = d;
-        if (udp && udp.dstPort === DHCP_SERVER_PORT) {
+        const toServer = ip.dst === IPV4_BROADCAST || ip.dst === net.gatewayIp || ip.dst === net.broadcast;
+        if (udp && udp.dstPort === DHCP_SERVER_PORT && toServer) {
           const r = this.dhcp.handle(eth, ip, udp, now);
           return { handled: true, replies: r ? [r] : [] };
         }
-        if (ip.dst !== net.gatewayIp) return NOT_MINE;
+        if (ip.dst !== net.gatewayIp) return notMine();
         if (icmp) {
-          if (icmp.kind !== 'echo-request') return NOT_MINE;
+          if (icmp.kind !== 'echo-request') return notMine();
           const r = this.icmp.echoV4(eth, ip, icmp);
           return { handled: true, replies: r ? [r] : [] };
         }
         if (udp && udp.dstPort === DNS_PORT) return { handled: true, replies: [], later: this.dns.handleUdp4(eth, ip, udp, vm, now) };
-        return NOT_MINE;
+        return notMine();
       }
       case 'ipv6': {
         const { eth, ip, udp, icmp } = d;
@@ -83,17 +86,17 @@ export class GatewayServices {
           const replies = this.ndp.handle(eth, ip, icmp, now);
           return { handled: replies.length > 0 || icmp.kind === 'router-solicitation', replies };
         }
-        if (!isGatewayIpv6(net, ip.dst)) return NOT_MINE;
+        if (!isGatewayIpv6(net, ip.dst)) return notMine();
         if (icmp) {
-          if (icmp.kind !== 'echo-request') return NOT_MINE;
+          if (icmp.kind !== 'echo-request') return notMine();
           const r = this.icmp.echoV6(eth, ip, icmp);
           return { handled: true, replies: r ? [r] : [] };
         }
         if (udp && udp.dstPort === DNS_PORT) return { handled: true, replies: [], later: this.dns.handleUdp6(eth, ip, udp, vm, now) };
-        return NOT_MINE;
+        return notMine();
       }
       default:
-        return NOT_MINE;
+        return notMine();
     }
   }
 

@@ -41,6 +41,8 @@ export interface RouterDeps {
   vm(name: string): RouterVm | undefined;
   vmByMac(mac: number): RouterVm | undefined;
   routeOf(name: string): Route;
+  /** VMs whose route is `via` this one: a firewall VM forwards their packets with their source addresses. */
+  viaClientsOf(name: string): RouterVm[];
   /** The shared upstream resolver for direct routes. */
   upstreamDns: Resolver;
   direct: DirectOptions;
@@ -301,7 +303,12 @@ export class NetRouter implements GatewayHandler {
 
   private sourceOk4(vm: RouterVm, s: VmState, src: number): boolean {
     const own = this.ownIp4(vm, s);
-    if (own !== null) return src === own;
+    if (own !== null && src === own) return true;
+    for (const c of this.d.viaClientsOf(vm.name)) {
+      const cs = this.stateOf(c.name);
+      if (cs !== undefined && this.ownIp4(c, cs) === src) return true;
+    }
+    if (own !== null) return false;
     // No static address and no lease: accept the first plausible source, then hold to it.
     if (!inSubnet(src, this.gnet.subnet) || src === this.gnet.gatewayIp || src === this.gnet.broadcast || src === this.gnet.subnet.network) return false;
     for (const [name, other] of this.vms) if (name !== vm.name && other.learned4 === src) return false;

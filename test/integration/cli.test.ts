@@ -200,6 +200,49 @@ describe('mvnet CLI', () => {
     });
   });
 
+  describe('every device kind', () => {
+    it('attaches, lists and detaches tap, tun, unix, unix-listen, dgram, fifo and iface', async () => {
+      await d.cliOk(['net', 'create', 'K', '--subnet', '10.77.12.0/24']);
+      await run(['mkfifo', join(dir, 'rx.fifo'), join(dir, 'tx.fifo')]);
+      await ns.exec(['ip', 'link', 'add', 'kveth0', 'type', 'veth', 'peer', 'name', 'kveth1']);
+      const kinds: Array<[string, string, string[]]> = [
+        ['ktap', 'tap', ['--tap', 'ktap0', '--netns', ns.name, '--vnet-hdr']],
+        ['ktun', 'tun', ['--tun', 'ktun0', '--netns', ns.name]],
+        ['kunix', 'unix', ['--unix', join(dir, 'k-unix.sock')]],
+        ['klisten', 'unix-listen', ['--unix-listen', join(dir, 'k-listen.sock')]],
+        ['kdgram', 'dgram', ['--dgram', join(dir, 'k-dgram.sock'), '--dgram-peer', join(dir, 'k-dgram-peer.sock')]],
+        ['kfifo', 'fd', ['--fifo', `${join(dir, 'rx.fifo')}:${join(dir, 'tx.fifo')}`]],
+        ['kiface', 'iface', ['--iface', 'kveth0', '--netns', ns.name]],
+      ];
+      for (const [vm, kind, args] of kinds) {
+        const v = await d.cliJson<VmStatusJson>(['vm', 'attach', vm, '--net', 'K', ...args]);
+        expect(v.port.kind, vm).toBe(kind);
+        expect(['up', 'waiting'], `${vm}: ${v.port.state} ${v.port.detail}`).toContain(v.port.state);
+      }
+      const listed = await d.cliJson<VmStatusJson[]>(['vm', 'list']);
+      expect(listed.map((v) => v.name).sort()).toEqual(kinds.map(([vm]) => vm).sort());
+      expect((await d.network('K')).vms.sort()).toEqual(kinds.map(([vm]) => vm).sort());
+      // A port that needs a peer says so; a device port is up.
+      expect(listed.find((v) => v.name === 'kunix')?.port.state).toBe('waiting');
+      expect(listed.find((v) => v.name === 'ktap')?.port.state).toBe('up');
+      for (const [vm] of kinds) await d.cliOk(['vm', 'detach', vm]);
+      expect(await d.cliJson<unknown[]>(['vm', 'list'])).toEqual([]);
+      // Devices mvnet created are gone; the interface it was only given stays.
+      expect((await ns.exec(['ip', 'link', 'show', 'dev', 'ktap0'], { check: false })).code).not.toBe(0);
+      expect((await ns.exec(['ip', 'link', 'show', 'dev', 'ktun0'], { check: false })).code).not.toBe(0);
+      expect((await ns.exec(['ip', 'link', 'show', 'dev', 'kveth0'], { check: false })).code).toBe(0);
+      await d.cliOk(['net', 'delete', 'K']);
+    });
+
+    it('refuses --vnet-hdr without --tap and --dgram-peer without --dgram', async () => {
+      await d.cliOk(['net', 'create', 'K2', '--subnet', '10.77.13.0/24']);
+      failed(await d.cli(['vm', 'attach', 'x', '--net', 'K2', '--unix', join(dir, 'x.sock'), '--vnet-hdr']));
+      failed(await d.cli(['vm', 'attach', 'x', '--net', 'K2', '--unix', join(dir, 'x.sock'), '--dgram-peer', join(dir, 'y.sock')]));
+      failed(await d.cli(['vm', 'attach', 'x', '--net', 'K2', '--fifo', 'only-one-path']));
+      await d.cliOk(['net', 'delete', 'K2']);
+    });
+  });
+
   describe('without a daemon', () => {
     it('names the socket path and exits non-zero', async () => {
       const sock = join(dir, 'nobody-here.sock');

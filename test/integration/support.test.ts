@@ -124,6 +124,23 @@ describe('QEMU peers', () => {
     await client.close();
   });
 
+  it('iterates received frames in order and ends when the peer closes', async () => {
+    const dir = makeTempDir('sup');
+    const path = join(dir, 'it.sock');
+    const server = await QemuStreamServer.listen(path);
+    const client = await QemuStreamClient.connect(path);
+    await server.waitConnected();
+    const sent = [1, 2, 3].map((i) => Buffer.alloc(20 + i, i));
+    for (const f of sent) client.send(f);
+    const got: Buffer[] = [];
+    for await (const f of server) {
+      got.push(f);
+      if (got.length === 3) await server.close();
+    }
+    expect(got).toEqual(sent);
+    await client.close();
+  });
+
   it('dgram peers exchange one frame per datagram through the native addon', async () => {
     const dir = makeTempDir('sup');
     const a = await QemuDgramPeer.open(join(dir, 'a.sock'), join(dir, 'b.sock'));

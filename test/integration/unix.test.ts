@@ -59,6 +59,19 @@ describe('unix socket VMs (QEMU framing)', () => {
 
   afterAll(cleanupAll);
 
+  it('counts frames for a socket VM nobody is connected to as no-peer, and says what it waits for', async () => {
+    const path = join(dir, 'nobody.sock');
+    await d.cliOk(['vm', 'attach', 'qn', '--net', 'U', '--unix-listen', path]);
+    const v = await d.vm('qn');
+    expect(v.port.state).toBe('waiting');
+    expect(v.port.detail).toContain(path);
+    const before = drops(v.port.stats.drops, 'no-peer');
+    // An ARP broadcast from a TAP VM is flooded to every member, qn included.
+    await t1.ns.ping('10.77.3.99', { count: 1, waitS: 1 });
+    await waitFor(async () => drops((await d.vm('qn')).port.stats.drops, 'no-peer') > before, { what: 'a no-peer drop on qn' });
+    await d.cliOk(['vm', 'detach', 'qn']);
+  });
+
   describe('--unix (QEMU server=on; the daemon connects)', () => {
     let peer: QemuStreamServer;
     const me: Guest = { mac: randomMac(), ip: '10.77.3.21' };

@@ -307,3 +307,65 @@ export function isEchoRequest(frame: Buffer, o: { to?: string; from?: string } =
   const e = parseIcmpEcho(frame);
   return !!e && e.type === 8 && (o.to === undefined || e.ip.dst === o.to) && (o.from === undefined || e.ip.src === o.from);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TCP/UDP over IPv4: enough to check checksums (e.g. after offload normalisation)
+
+/** Internet checksum of the IPv4 pseudo-header + `segment` (0 when the segment's checksum is right). */
+export function ipv4L4Checksum(src: string, dst: string, protocol: number, segment: Uint8Array): number {
+  const pseudo = Buffer.alloc(12 + segment.length);
+  ipBytes(src).copy(pseudo, 0);
+  ipBytes(dst).copy(pseudo, 4);
+  pseudo[8] = 0;
+  pseudo[9] = protocol;
+  pseudo.writeUInt16BE(segment.length, 10);
+  pseudo.set(segment, 12);
+  return inetChecksum(pseudo);
+}
+
+export interface L4View {
+  ip: Ipv4View;
+  protocol: 'tcp' | 'udp';
+  srcPort: number;
+  dstPort: number;
+  /** TCP flags byte (0 for UDP). */
+  flags: number;
+  payload: Buffer;
+  /** The transport checksum verifies (a UDP checksum of 0, "none", counts as ok). */
+  checksumOk: boolean;
+}
+
+export const TCP_SYN = 0x02;
+
+/** Parses a TCP or UDP segment in an IPv4 frame (undefined for anything else or truncated). */
+export function parseL4(frame: Buffer): L4View | undefined {
+  const ip = parseIpv4(frame);
+  if (!ip) return undefined;
+  const seg = ip.payload;
+  if (ip.protocol === 17 && seg.length >= 8) {
+    const stored = seg.readUInt16BE(6);
+    return {
+      ip,
+      protocol: 'udp',
+      srcPort: seg.readUInt16BE(0),
+      dstPort: seg.readUInt16BE(2),
+      flags: 0,
+      payload: seg.subarray(8, seg.readUInt16BE(4)),
+      checksumOk: stored === 0 || ipv4L4Checksum(ip.src, ip.dst, 17, seg) === 0,
+    };
+  }
+  if (ip.protocol === 6 && seg.length >= 20) {
+    const off = (seg[12]! >> 4) * 4;
+    if (off < 20 || off > seg.length) return undefined;
+    return {
+      ip,
+      protocol: 'tcp',
+      srcPort: seg.readUInt16BE(0),
+      dstPort: seg.readUInt16BE(2),
+      flags: seg[13]!,
+      payload: seg.subarray(off),
+      checksumOk: ipv4L4Checksum(ip.src, ip.dst, 6, seg) === 0,
+    };
+  }
+  return undefined;
+}

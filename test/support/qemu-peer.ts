@@ -50,6 +50,7 @@ export class FrameQueue implements AsyncIterable<Buffer> {
   /** Frames received since creation. */
   received = 0;
   private ended = false;
+  private wake: (() => void) | null = null;
 
   private readonly listeners = new Set<(f: Buffer) => void>();
 
@@ -76,6 +77,7 @@ export class FrameQueue implements AsyncIterable<Buffer> {
     }
     this.queue.push(frame);
     if (this.queue.length > this.limit) this.queue.shift();
+    this.wakeIterator();
   }
 
   /** Discards every queued frame. */
@@ -115,18 +117,32 @@ export class FrameQueue implements AsyncIterable<Buffer> {
     }
   }
 
-  /** Stops iterators (after the peer closed). */
+  /** Ends iterators once the queue is drained (the peer closed). */
   end(): void {
     this.ended = true;
+    this.wakeIterator();
   }
 
+  private wakeIterator(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /**
+   * Every frame in arrival order until `end()`. Use either the iterator or `nextFrame`, not
+   * both at once: a frame handed to a `nextFrame` waiter is not queued for the iterator.
+   */
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    while (!this.ended || this.queue.length > 0) {
+    for (;;) {
       if (this.queue.length > 0) {
         yield this.queue.shift()!;
         continue;
       }
-      yield await this.nextFrame(() => true, 2_147_483_647);
+      if (this.ended) return;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
     }
   }
 }

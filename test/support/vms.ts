@@ -131,3 +131,19 @@ export async function tcpSend(ns: Netns, host: string, port: number, size: numbe
   const line = r.stdout.trim().split('\n').pop() ?? '';
   return JSON.parse(line) as SendResult;
 }
+
+/** Sends one UDP datagram from inside `ns` (the kernel fills in — or offloads — the checksum). */
+export async function udpSend(ns: Netns, host: string, port: number, payload: string): Promise<void> {
+  const js =
+    "const s = require('node:dgram').createSocket('udp4');" +
+    's.send(process.argv[3], Number(process.argv[2]), process.argv[1], (e) => { if (e) { console.error(e.message); process.exit(1); } s.close(); });';
+  await ns.exec(['node', '-e', js, host, String(port), payload]);
+}
+
+/** Starts a TCP connect from inside `ns` to host:port and leaves it retrying (SYNs) until killed. */
+export function tcpConnectAttempt(ns: Netns, host: string, port: number): ManagedProcess {
+  const js =
+    "const s = require('node:net').connect({ host: process.argv[1], port: Number(process.argv[2]) });" +
+    "s.on('error', () => process.exit(0)); setTimeout(() => process.exit(0), 20000);";
+  return ns.spawn(['node', '-e', js, host, String(port)], { label: `tcp connect ${host}:${port}` });
+}
