@@ -155,3 +155,34 @@ describe('switch', () => {
     expect(c.sent).toHaveLength(1);
   });
 });
+
+describe('switch guards', () => {
+  it('drops router advertisements and DHCP server replies from VMs', () => {
+    const n = new Network({ name: 'g', mtu: 1500, gatewayMac: GW, clock: () => 0 });
+    const a = new MemPort('a');
+    const b = new MemPort('b');
+    const ma = n.attach('a', a, M(1));
+    n.attach('b', b, M(2));
+    const ra = Buffer.alloc(14 + 40 + 16);
+    writeMac(ra, 0, BCAST);
+    writeMac(ra, 6, M(1));
+    ra.writeUInt16BE(0x86dd, 12);
+    ra[14] = 0x60;
+    ra[14 + 6] = 58;
+    ra[14 + 40] = 134;
+    const offer = Buffer.alloc(14 + 20 + 8 + 20);
+    writeMac(offer, 0, BCAST);
+    writeMac(offer, 6, M(1));
+    offer.writeUInt16BE(0x0800, 12);
+    offer[14] = 0x45;
+    offer[14 + 9] = 17;
+    offer.writeUInt16BE(67, 14 + 20);
+    offer.writeUInt16BE(68, 14 + 22);
+    const ns = Buffer.from(ra);
+    ns[14 + 40] = 135; // a neighbour solicitation passes
+    a.inject(ra, offer, ns);
+    expect(b.sent).toHaveLength(1);
+    expect(b.sent[0]![14 + 40]).toBe(135);
+    expect(ma.drops.filtered).toBe(2);
+  });
+});
