@@ -94,6 +94,76 @@ export interface NativeDevice {
   close(): void;
 }
 
+export interface OpenPingResult {
+  fd: number;
+  /**
+   * The socket's ICMP identifier ("port", allocated at bind): the kernel puts it in every echo
+   * request sent through the socket, whatever identifier the message carried, and delivers only
+   * echo replies carrying it.
+   */
+  ident: number;
+}
+
+export interface PingSocketOptions {
+  /** A socket from openPing (the PingSocket takes it over and closes it). */
+  fd: number;
+  /** Largest ICMP message (8-byte header + data) read into a slot; 8..65536. */
+  maxMessage: number;
+  /** Most messages per onRead call; 1..256. */
+  batch: number;
+  /** Called with the number of messages in `buffer`/`lengths`/`addrs` (slot i starts at i * maxMessage). */
+  onRead: (count: number) => void;
+  /** Called once when the socket fails for good; it stops polling. */
+  onError: (message: string) => void;
+}
+
+export interface PingSocketStats {
+  rxMessages: number;
+  rxBytes: number;
+  txMessages: number;
+  txBytes: number;
+  /** Sends refused by the kernel (unreachable, broadcast without SO_BROADCAST…), EAGAIN excluded. */
+  txErrors: number;
+  /** Sends dropped because the socket's send buffer was full (nothing is queued). */
+  txWouldBlock: number;
+  /** Errors read from the socket (queued ICMP errors, memory shortage), survived. */
+  rxErrors: number;
+  /** Exceptions thrown by onRead/onError (caught and dropped so the process survives). */
+  callbackErrors: number;
+  /** errno names of the last receive and send errors, when there were any. */
+  lastRxError?: string;
+  lastTxError?: string;
+}
+
+export interface NativePingSocket {
+  /** true for an ICMPv6 socket. */
+  readonly v6: boolean;
+  /**
+   * Reused read buffer: slot i is buffer[i * maxMessage, i * maxMessage + lengths[i]), an ICMP
+   * message (header included, no IP header): an echo reply carrying the socket's ident.
+   */
+  readonly buffer: Buffer;
+  /** Message lengths of the current batch; above maxMessage: truncated, drop it as oversize. */
+  readonly lengths: Uint32Array;
+  /**
+   * Sender of each message of the current batch, 16 bytes per slot: an IPv4 address in the
+   * first 4 bytes (network order, rest zero) on an IPv4 socket, else the IPv6 address.
+   */
+  readonly addrs: Buffer;
+  start(): void;
+  stop(): void;
+  /**
+   * Sends one ICMP echo request (type 8 / 128, code 0, 8-byte header then data; the kernel sets
+   * the identifier and the checksum) to `dst` (4 bytes on an IPv4 socket, 16 on IPv6). Never
+   * queues or blocks. Returns 0 when the kernel took it, else the errno value (EAGAIN: the send
+   * buffer is full; EBADF: closed). Throws TypeError for malformed arguments.
+   */
+  send(dst: Uint8Array, icmp: Uint8Array): number;
+  stats(): PingSocketStats;
+  /** Stops polling and closes the fd. Idempotent. */
+  close(): void;
+}
+
 export interface NativeAddon {
   openTun(opts: OpenTunOptions): OpenTunResult;
   /** TUNSETPERSIST: a persistent device outlives its fd (kept across daemon restarts). */
@@ -109,4 +179,12 @@ export interface NativeAddon {
   /** Non-blocking unix datagram socket bound to `path` (a stale socket file is replaced). */
   openUnixDgram(opts: { path: string }): { fd: number };
   Device: new (opts: DeviceOptions) => NativeDevice;
+  /**
+   * An unprivileged ICMP echo socket (SOCK_DGRAM + IPPROTO_ICMP, or IPPROTO_ICMPV6 when v6),
+   * non-blocking, bound so its ident is allocated. Throws an Error with `code` 'EACCES' (or
+   * 'EPERM') when the process's group is outside net.ipv4.ping_group_range of its namespace
+   * (that one sysctl governs both families), 'EAFNOSUPPORT' where IPv6 is absent.
+   */
+  openPing(opts: { v6: boolean }): OpenPingResult;
+  PingSocket: new (opts: PingSocketOptions) => NativePingSocket;
 }

@@ -26,6 +26,10 @@
 extern "C" unsigned int if_nametoindex(const char* ifname);
 
 namespace mvnet {
+
+// ping.cc: openPing and the PingSocket class.
+napi_value DefinePingExports(napi_env env, napi_value exports);
+
 namespace {
 
 constexpr int kVnetHdrLen = 10;  // sizeof(struct virtio_net_hdr)
@@ -505,6 +509,7 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value device_class = DefineDeviceClass(env);
   if (!device_class) return nullptr;
   MVNET_CALL(env, napi_set_named_property(env, exports, "Device", device_class));
+  if (!DefinePingExports(env, exports)) return nullptr;
   return exports;
 }
 
