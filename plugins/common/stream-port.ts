@@ -9,7 +9,6 @@ import type { Logger } from 'pino';
 import { Counters } from './counters.js';
 import { StreamFramer, encodeStreamBatch } from './stream-framer.js';
 import type { FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
-import { MIN_FRAME } from '../types.js';
 
 /** Bytes we let the kernel/socket buffer hold for a slow reader before dropping. */
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
@@ -42,7 +41,9 @@ export abstract class StreamPort implements Port {
     protected readonly log: Logger,
     waitingDetail: string,
   ) {
-    this.framer = new StreamFramer(MIN_FRAME, maxFrame);
+    // A length prefix of 1..13 is framed correctly: the frame is a runt, dropped and counted by the
+    // switch; only 0 or more than the largest frame means the framing itself is broken.
+    this.framer = new StreamFramer(1, maxFrame);
     this.waitingDetail = waitingDetail;
   }
 
