@@ -17,7 +17,7 @@ import { IPPROTO_TCP, IPPROTO_UDP } from '../wire/ipv4.js';
 import type { EthernetHeader } from '../wire/ethernet.js';
 import type { GatewayHandler, Member, Network } from '../switch/network.js';
 import { Endpoint, type EndpointLimits, type EndpointPolicy, type EndpointVm } from '../endpoint/endpoint.js';
-import { ip4, ip6, type IpAddr } from '../endpoint/addr.js';
+import { ip4, ip6, ipString, type IpAddr } from '../endpoint/addr.js';
 import type { TcpDecision, UdpDecision } from '../endpoint/upstream.js';
 import { directTcp, directUdp, type DirectOptions } from '../egress/direct.js';
 import { compileRoute, type CompiledRoute } from '../routes/policy.js';
@@ -25,6 +25,16 @@ import type { Route } from '../routes/route.js';
 import type { NetworkSpec } from '../model.js';
 import { localDnsTcp } from './local-dns.js';
 import { isForbiddenDestination } from './forbidden.js';
+import { torTcp, type TorEgressDeps } from '../egress/tor.js';
+import type { SocksAuth } from '../tor/socks-resolve.js';
+import type { Automap } from '../tor/automap.js';
+
+/** What the router needs of Tor: the SOCKS port while ready, per-VM credentials, the automap. */
+export interface TorAccess extends TorEgressDeps {
+  creds(vm: string): SocksAuth;
+  automap: Automap;
+  resolver: Resolver;
+}
 
 export interface RouterVm {
   name: string;
@@ -47,11 +57,17 @@ export interface RouterDeps {
   upstreamDns: Resolver;
   direct: DirectOptions;
   limits?: Partial<EndpointLimits>;
+  /** Tor access, when Tor is configured. */
+  tor?: TorAccess;
   /** Leases changed: persist them. */
   onLeases(): void;
 }
 
 export interface RouterCounters {
+  /** Tor-routed connections refused because Tor was not ready. */
+  torRefused: number;
+  /** Tor-routed VMs' UDP and other traffic that cannot go through Tor. */
+  torDropped: number;
   spoofed: number;
   noRoute: number;
   invalid: number;
@@ -71,7 +87,7 @@ export class NetRouter implements GatewayHandler {
   readonly services: GatewayServices;
   readonly endpoint: Endpoint;
   readonly zone: LocalZone;
-  readonly counters: RouterCounters = { spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0 };
+  readonly counters: RouterCounters = { torRefused: 0, torDropped: 0, spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0 };
   private readonly vms = new Map<string, VmState>();
   private readonly out: Buffer[] = [];
   private flushQueued = false;
@@ -92,7 +108,13 @@ export class NetRouter implements GatewayHandler {
     this.zone = new LocalZone(this.gnet);
     const none = new NoneResolver(this.zone);
     const direct = new LocalFirstResolver(this.zone, d.upstreamDns);
-    const resolver = new RoutedResolver((vm) => (d.routeOf(vm).kind === 'direct' ? direct : undefined), none);
+    const torDns = d.tor !== undefined ? new LocalFirstResolver(this.zone, d.tor.resolver) : undefined;
+    const resolver = new RoutedResolver((vm) => {
+      const r = d.routeOf(vm);
+      // Any Tor use resolves through Tor: a name looked up elsewhere would leak what the VM visits.
+      if (r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined)) return torDns ?? none;
+      return r.kind === 'direct' ? direct : undefined;
+    }, none);
     this.services = new GatewayServices(this.gnet, {
       resolver,
       dhcp: {
@@ -333,10 +355,12 @@ export class NetRouter implements GatewayHandler {
       if (this.hostLoopback(vm)) return { kind: 'open', upstream: directTcp(dst, port, this.d.direct, dst.v === 4 ? '127.0.0.1' : '::1') };
       return { kind: 'reset', reason: 'closed port on the gateway' };
     }
-    if (isForbiddenDestination(dst)) return { kind: 'prohibited', reason: 'host-local or special address' };
     const s = this.vms.get(vm.name);
     const route = s?.compiled ?? compileRoute({ kind: 'none' });
-    switch (route.route.kind) {
+    const r = route.route;
+    if (r.kind === 'tor' || ('torPorts' in r && r.torPorts?.includes(port) === true)) return this.torPolicy(vm, dst, port);
+    if (isForbiddenDestination(dst)) return { kind: 'prohibited', reason: 'host-local or special address' };
+    switch (r.kind) {
       case 'none':
         return { kind: 'prohibited', reason: 'route none' };
       case 'via':
@@ -348,6 +372,27 @@ export class NetRouter implements GatewayHandler {
         return { kind: 'open', upstream: directTcp(dst, port, this.d.direct) };
       }
     }
+  }
+
+  /** Through Tor, or reset: never any other way (fail closed). */
+  private torPolicy(vm: EndpointVm, dst: IpAddr, port: number): TcpDecision {
+    const tor = this.d.tor;
+    if (tor === undefined) return { kind: 'reset', reason: 'Tor is not configured' };
+    if (tor.socks() === null) {
+      this.counters.torRefused++;
+      return { kind: 'reset', reason: 'Tor is not ready' };
+    }
+    let host: string;
+    if (dst.v === 4 && tor.automap.contains(dst.n)) {
+      const name = tor.automap.lookup(dst.n);
+      if (name === undefined) return { kind: 'reset', reason: 'unmapped automap address' };
+      host = name;
+    } else {
+      // Tor by IP; never towards this host's own or special addresses.
+      if (isForbiddenDestination(dst)) return { kind: 'reset', reason: 'host-local or special address' };
+      host = ipString(dst);
+    }
+    return { kind: 'open', upstream: torTcp(tor, tor.creds(vm.name), host, port) };
   }
 
   private udpPolicy(vm: EndpointVm, dst: IpAddr, port: number): UdpDecision {
@@ -366,6 +411,10 @@ export class NetRouter implements GatewayHandler {
     if (route.route.kind === 'via') {
       this.counters.viaDropped++;
       return { kind: 'drop', reason: 'routed via another VM' };
+    }
+    if (route.route.kind === 'tor') {
+      this.counters.torDropped++;
+      return { kind: 'drop', reason: 'UDP does not go through Tor' };
     }
     return { kind: 'prohibited', reason: 'route none' };
   }

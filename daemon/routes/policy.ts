@@ -34,6 +34,7 @@ function portOk(ports: [number, number][] | null, port: number): boolean {
 
 export function compileRoute(route: Route): CompiledRoute {
   if (route.kind !== 'direct') {
+    // none, via and tor never leave directly (tor's streams are decided by the router).
     return { route, egress4: () => 'drop', egress6: () => 'drop' };
   }
   if (route.allow === undefined) {

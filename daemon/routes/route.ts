@@ -17,7 +17,15 @@ export interface AllowRule {
   ports?: [number, number][];
 }
 
-export type Route = { kind: 'none' } | { kind: 'direct'; allow?: AllowRule[] } | { kind: 'via'; vm: string };
+/**
+ * `torPorts` (on none and direct): TCP to those destination ports goes through Tor, the rest by
+ * the route's kind. `tor`: every TCP stream and DNS query through Tor, nothing else leaves.
+ */
+export type Route =
+  | { kind: 'none'; torPorts?: number[] }
+  | { kind: 'direct'; allow?: AllowRule[]; torPorts?: number[] }
+  | { kind: 'via'; vm: string }
+  | { kind: 'tor' };
 
 export const DEFAULT_ROUTE: Route = { kind: 'none' };
 
@@ -67,21 +75,41 @@ export function parseAllowRule(s: string): AllowRule {
   return rule;
 }
 
+function checkTorPorts(v: unknown): number[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length === 0 || v.length > 64) throw new UserError('torPorts must be a list of 1 to 64 ports');
+  const ports = v.map((p) => {
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) throw new UserError(`invalid Tor port ${JSON.stringify(p)}: a port from 1 to 65535`);
+    return p;
+  });
+  return [...new Set(ports)].sort((a, b) => a - b);
+}
+
+
 export function checkRoute(v: unknown): Route {
   const o = asObject(v, 'route');
   switch (o.kind) {
-    case 'none':
-      return { kind: 'none' };
+    case 'none': {
+      const torPorts = checkTorPorts(o.torPorts);
+      return torPorts !== undefined ? { kind: 'none', torPorts } : { kind: 'none' };
+    }
     case 'direct': {
-      if (o.allow === undefined) return { kind: 'direct' };
+      const r: Route = { kind: 'direct' };
+      const torPorts = checkTorPorts(o.torPorts);
+      if (torPorts !== undefined) r.torPorts = torPorts;
+      if (o.allow === undefined) return r;
       if (!Array.isArray(o.allow)) throw new UserError('route.allow must be a list of CIDR[:PORTS] rules');
-      const allow = o.allow.map((r) => (typeof r === 'string' ? parseAllowRule(r) : parseAllowRule(formatAllowRule(asObject(r, 'allow rule') as unknown as AllowRule))));
-      return allow.length > 0 ? { kind: 'direct', allow } : { kind: 'direct' };
+      const allow = o.allow.map((x) => (typeof x === 'string' ? parseAllowRule(x) : parseAllowRule(formatAllowRule(asObject(x, 'allow rule') as unknown as AllowRule))));
+      if (allow.length > 0) r.allow = allow;
+      return r;
     }
     case 'via':
+      if (o.torPorts !== undefined) throw new UserError('--tor-ports does not combine with --via');
       return { kind: 'via', vm: checkName(o.vm, 'via VM') };
+    case 'tor':
+      return { kind: 'tor' };
     default:
-      throw new UserError(`unknown route kind ${JSON.stringify(o.kind)}: one of none, direct, via`);
+      throw new UserError(`unknown route kind ${JSON.stringify(o.kind)}: one of none, direct, via, tor`);
   }
 }
 
@@ -92,12 +120,15 @@ export function formatAllowRule(r: AllowRule): string {
 }
 
 export function describeRoute(r: Route): string {
+  const tor = 'torPorts' in r && r.torPorts !== undefined ? `; TCP ports ${r.torPorts.join(',')} through Tor` : '';
   switch (r.kind) {
     case 'none':
-      return 'none (gateway services only)';
+      return `none (gateway services only)${tor}`;
     case 'direct':
-      return r.allow === undefined ? 'direct' : `direct, allow ${r.allow.map(formatAllowRule).join(' ')}`;
+      return (r.allow === undefined ? 'direct' : `direct, allow ${r.allow.map(formatAllowRule).join(' ')}`) + tor;
     case 'via':
       return `via ${r.vm}`;
+    case 'tor':
+      return 'all-tor (every TCP stream and DNS query through Tor; nothing else leaves)';
   }
 }
