@@ -19,6 +19,7 @@ import { checkRoute, describeRoute, DEFAULT_ROUTE, type Route } from './routes/r
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
 import { DEFAULTS, parseHostPort, type DaemonConfig } from './config.js';
+import { PingEgress } from './egress/ping.js';
 import { Forwards, checkForwardSpec, type ForwardInfo, type ForwardSpec } from './forwards.js';
 
 interface NetEntry {
@@ -95,6 +96,7 @@ export class Daemon {
 
   private readonly upstreamDns: UpstreamResolver;
   readonly forwards: Forwards;
+  private readonly ping = new PingEgress({});
   private savedLeases: Record<string, unknown> = {};
   private leaseSaveQueued = false;
 
@@ -211,6 +213,7 @@ export class Daemon {
       upstreamDns: this.upstreamDns,
       direct: { ...this.cfg.direct },
       limits: this.cfg.limits,
+      ping: this.ping,
       onLeases: () => this.leasesChanged(),
     });
     sw.setGateway(router);
@@ -505,6 +508,7 @@ export class Daemon {
       n.router.close();
     }
     this.upstreamDns.close();
+    this.ping.close();
     await this.forwards.close();
   }
 }

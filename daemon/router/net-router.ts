@@ -25,6 +25,9 @@ import type { Route } from '../routes/route.js';
 import type { NetworkSpec } from '../model.js';
 import { localDnsTcp } from './local-dns.js';
 import { isForbiddenDestination } from './forbidden.js';
+import type { PingEgress } from '../egress/ping.js';
+import { TokenBucket } from '../gateway/icmp.js';
+import { ipv4IcmpFrame, ipv6IcmpFrame } from '../gateway/frames.js';
 import { torTcp, type TorEgressDeps } from '../egress/tor.js';
 import type { SocksAuth } from '../tor/socks-resolve.js';
 import type { Automap } from '../tor/automap.js';
@@ -57,6 +60,8 @@ export interface RouterDeps {
   upstreamDns: Resolver;
   direct: DirectOptions;
   limits?: Partial<EndpointLimits>;
+  /** ICMP echo for direct routes (one per daemon). */
+  ping?: PingEgress;
   /** Tor access, when Tor is configured. */
   tor?: TorAccess;
   /** Leases changed: persist them. */
@@ -89,6 +94,7 @@ export class NetRouter implements GatewayHandler {
   readonly zone: LocalZone;
   readonly counters: RouterCounters = { torRefused: 0, torDropped: 0, spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0 };
   private readonly vms = new Map<string, VmState>();
+  private readonly pingBuckets = new Map<string, TokenBucket>();
   private readonly out: Buffer[] = [];
   private flushQueued = false;
   private timer: NodeJS.Timeout | null = null;
@@ -179,6 +185,7 @@ export class NetRouter implements GatewayHandler {
 
   vmDetached(name: string, mac: number | null): void {
     this.endpoint.dropVm(name);
+    this.pingBuckets.delete(name);
     this.vms.delete(name);
     this.zone.deleteHost(name);
     if (mac !== null) this.services.dhcp.forget(mac);
@@ -275,6 +282,7 @@ export class NetRouter implements GatewayHandler {
       const packet = eth.payload.subarray(0, ip.totalLength);
       if (ip.protocol === IPPROTO_TCP) this.endpoint.tcpInput(s.ev, src, dst, ip.payload, packet);
       else if (ip.protocol === IPPROTO_UDP) this.endpoint.udpInput(s.ev, src, dst, ip.payload, packet);
+      else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, dst, icmp.id, icmp.seq, icmp.data)) return;
       else {
         // ICMP beyond the gateway's echo (and other protocols) does not leave.
         this.counters.icmpDropped++;
@@ -320,7 +328,40 @@ export class NetRouter implements GatewayHandler {
     const packet = eth.payload.subarray(0, 40 + ip.payloadLength);
     if (ip.protocol === IPPROTO_TCP) this.endpoint.tcpInput(s.ev, src, dst, ip.payload, packet);
     else if (ip.protocol === IPPROTO_UDP) this.endpoint.udpInput(s.ev, src, dst, ip.payload, packet);
+    else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, dst, icmp.id, icmp.seq, icmp.data, src)) return;
     else this.counters.icmpDropped++;
+  }
+
+  /**
+   * A direct-routed VM's echo request leaves through an unprivileged ping socket (where the
+   * host allows them); the reply comes back as from the destination. Rate-limited per VM.
+   */
+  private pingOut(s: VmState, vm: RouterVm, dst: IpAddr, id: number, seq: number, data: Uint8Array, src6?: IpAddr): boolean {
+    const ping = this.d.ping;
+    const route = s.compiled;
+    if (ping === undefined || route.route.kind !== 'direct' || isForbiddenDestination(dst)) return false;
+    if ((dst.v === 4 ? route.egress4(dst.n, 0) : route.egress6(dst.b, 0)) !== 'direct') return false;
+    if (!ping.available(dst.v)) return false;
+    let bucket = this.pingBuckets.get(vm.name);
+    if (bucket === undefined) {
+      bucket = new TokenBucket(20, 20);
+      this.pingBuckets.set(vm.name, bucket);
+    }
+    if (!bucket.take(this.wall())) return false;
+    const vmMac = s.ev.l2.vmMac;
+    const gw = this.gnet.gatewayMac;
+    if (dst.v === 4) {
+      const own = this.ownIp4(vm, s);
+      if (own === null) return false;
+      return ping.echo(dst, id, seq, data, (reply) => {
+        this.send(ipv4IcmpFrame({ srcMac: gw, dstMac: vmMac, src: dst.n, dst: own }, { kind: 'echo-reply', id, seq, data: Buffer.from(reply) }));
+      });
+    }
+    const to = src6;
+    if (to === undefined || to.v !== 6) return false;
+    return ping.echo(dst, id, seq, data, (reply) => {
+      this.send(ipv6IcmpFrame({ srcMac: gw, dstMac: vmMac, src: dst.b, dst: to.b }, { kind: 'echo-reply', id, seq, data: Buffer.from(reply) }));
+    });
   }
 
   private sourceOk4(vm: RouterVm, s: VmState, src: number): boolean {
