@@ -1,0 +1,304 @@
+/**
+ * Tor as the daemon uses it: the manager (embedded or external Tor), per-VM isolation, the
+ * .onion automap, named onion endpoints, onion services mvnet publishes for VMs, and discovery
+ * of the onions available. VMs never see the control port: the daemon speaks to Tor for them.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { UserError } from '../errors.js';
+import { Automap } from './automap.js';
+import { Isolation } from './isolation.js';
+import { TorResolver } from './resolver.js';
+import type { SocksEndpoint } from './socks-endpoint.js';
+import type { TorConfig } from './config.js';
+import type { TorAccess } from '../router/net-router.js';
+import { ONION_ID_RE } from './control.js';
+import type { TorManagerLike } from './manager-like.js';
+
+const ONION_NAME_RE = /^[a-z2-7]{56}\.onion$/;
+const ALIAS_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export interface PublishedOnion {
+  vm: string;
+  port: number;
+  onionPort: number;
+  serviceId: string;
+  persist: boolean;
+  /** ED25519-V3 key (base64) for --persist; kept in the state file (0600), never printed or logged. */
+  key?: string;
+}
+
+export interface TorState {
+  aliases: Record<string, string>;
+  published: PublishedOnion[];
+}
+
+export type OnionSource = 'tor' | 'hidden-service-dir' | 'alias' | 'published' | 'resolved';
+
+export interface OnionEndpoint {
+  address: string;
+  source: OnionSource;
+  /** Alias name, HiddenServiceDir path, publishing VM, or resolving VM. */
+  detail: string;
+  at?: string;
+}
+
+export interface TorServiceDeps {
+  cfg: TorConfig;
+  log: Logger;
+  manager: TorManagerLike;
+  stateDir: string;
+  /** Opens an onion connection into a VM (the TCP endpoint's active open). */
+  openInto(vm: string, port: number, sock: Duplex): void;
+  /** VMs whose routes use Tor. */
+  torVms(): string[];
+  save(): void;
+}
+
+export class TorService {
+  readonly isolation = new Isolation();
+  readonly automap: Automap;
+  readonly resolver: TorResolver;
+  private aliases = new Map<string, string>();
+  private readonly published = new Map<string, PublishedOnion & { server: net.Server | null; sockPath: string }>();
+  private lastDiscovery = new Map<string, OnionEndpoint>();
+
+  constructor(private readonly d: TorServiceDeps) {
+    this.automap = new Automap(d.cfg.automap);
+    this.resolver = new TorResolver({
+      socks: () => this.socks(),
+      creds: (vm) => this.isolation.creds(vm),
+      automap: this.automap,
+      alias: (name) => this.aliases.get(name),
+      timeoutMs: 30_000,
+    });
+    d.manager.on('ready', () => void this.republish());
+  }
+
+  /** Tor's SOCKS endpoint while Tor is ready; null otherwise (everything Tor-routed fails closed). */
+  socks(): SocksEndpoint | null {
+    return this.d.manager.isReady() ? this.d.manager.socks() : null;
+  }
+
+  access(): TorAccess {
+    return {
+      socks: () => this.socks(),
+      creds: (vm) => this.isolation.creds(vm),
+      automap: this.automap,
+      resolver: this.resolver,
+      timeoutMs: 60_000,
+    };
+  }
+
+  restore(st: Partial<TorState> | undefined): void {
+    this.aliases = new Map(Object.entries(st?.aliases ?? {}).filter(([k, v]) => ALIAS_RE.test(k) && ONION_NAME_RE.test(v)));
+    for (const p of st?.published ?? []) {
+      if (p.persist && typeof p.key === 'string') this.published.set(p.serviceId, { ...p, server: null, sockPath: this.sockPath(p.serviceId) });
+    }
+  }
+
+  snapshot(): TorState {
+    return {
+      aliases: Object.fromEntries(this.aliases),
+      // Only --persist services survive a restart, with their key.
+      published: [...this.published.values()].filter((p) => p.persist).map(({ server: _s, sockPath: _p, ...rest }) => rest),
+    };
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    const st = this.d.manager.state();
+    let circuits: number | null = null;
+    const c = this.d.manager.control();
+    if (c !== null && this.d.manager.isReady()) {
+      try {
+        const info = await c.getInfo(['circuit-status']);
+        circuits = (info['circuit-status'] ?? '').split('\n').filter((l) => / BUILT /.test(l)).length;
+      } catch {
+        circuits = null;
+      }
+    }
+    return { ...st, circuits, vms: this.d.torVms(), published: this.published.size, aliases: this.aliases.size };
+  }
+
+  newnym(vm: string | null, all: boolean): { vms: string[] } {
+    const vms = all ? this.d.torVms() : vm !== null ? [vm] : [];
+    for (const v of vms) this.isolation.newnym(v);
+    if (all) {
+      const c = this.d.manager.control();
+      void c?.signal('NEWNYM').catch((e: Error) => this.d.log.warn({ err: e.message }, 'SIGNAL NEWNYM failed'));
+    }
+    return { vms };
+  }
+
+  // --- named endpoints --------------------------------------------------------------------
+
+  addAlias(name: unknown, address: unknown): { name: string; address: string; resolvesAs: string } {
+    if (typeof name !== 'string' || !ALIAS_RE.test(name)) throw new UserError(`invalid onion name ${JSON.stringify(name)}: one DNS label (a-z, 0-9, '-')`);
+    const a = typeof address === 'string' ? address.toLowerCase() : '';
+    if (!ONION_NAME_RE.test(a)) throw new UserError(`invalid onion address ${JSON.stringify(address)}: expected 56 base32 characters followed by .onion`);
+    this.aliases.set(name, a);
+    this.d.save();
+    return { name, address: a, resolvesAs: `${name}.onion.mvnet` };
+  }
+
+  removeAlias(name: unknown): { name: string } {
+    if (typeof name !== 'string' || !this.aliases.delete(name)) throw new UserError(`no onion named ${JSON.stringify(name)}`);
+    this.d.save();
+    return { name };
+  }
+
+  // --- publishing ---------------------------------------------------------------------------
+
+  private sockPath(id: string): string {
+    return path.join(this.d.stateDir, 'onions', `${id.slice(0, 16)}.sock`);
+  }
+
+  /** A local listener (unix socket) that Tor's onion service targets; each connection is opened into the VM. */
+  private async listen(p: PublishedOnion & { server: net.Server | null; sockPath: string }): Promise<void> {
+    if (p.server !== null) return;
+    fs.mkdirSync(path.dirname(p.sockPath), { recursive: true, mode: 0o700 });
+    fs.rmSync(p.sockPath, { force: true });
+    const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+      try {
+        this.d.openInto(p.vm, p.port, sock);
+      } catch (e) {
+        this.d.log.warn({ vm: p.vm, onion: p.serviceId, err: (e as Error).message }, 'onion connection could not be opened into the VM');
+        sock.destroy();
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path: p.sockPath }, () => resolve());
+    });
+    // Tor (possibly another user or namespace) must reach the socket.
+    fs.chmodSync(p.sockPath, 0o666);
+    p.server = server;
+  }
+
+  async expose(vm: string, port: number, onionPort: number, persist: boolean): Promise<{ vm: string; port: number; onionPort: number; address: string; persist: boolean }> {
+    const c = this.d.manager.control();
+    if (c === null || !this.d.manager.isReady()) throw new UserError('Tor is not ready; see mvnet tor status');
+    for (const p of this.published.values()) {
+      if (p.vm === vm && p.port === port && p.onionPort === onionPort) return { vm, port, onionPort, address: `${p.serviceId}.onion`, persist: p.persist };
+    }
+    const tmpPath = path.join(this.d.stateDir, 'onions', `pending-${process.pid}-${Date.now()}.sock`);
+    const entry = { vm, port, onionPort, serviceId: '', persist, server: null as net.Server | null, sockPath: tmpPath };
+    await this.listen(entry);
+    let res;
+    try {
+      res = await c.addOnion({ key: 'NEW:ED25519-V3', ports: [{ virt: onionPort, target: `unix:${tmpPath}` }], flags: persist ? ['Detach'] : ['Detach', 'DiscardPK'] });
+    } catch (e) {
+      entry.server?.close();
+      throw new UserError(`ADD_ONION failed: ${(e as Error).message}`);
+    }
+    entry.serviceId = res.serviceId;
+    if (persist && res.privateKey !== undefined) (entry as PublishedOnion).key = res.privateKey.replace(/^ED25519-V3:/, '');
+    this.published.set(res.serviceId, entry);
+    this.d.save();
+    this.d.log.info({ vm, port, onionPort, onion: `${res.serviceId}.onion`, persist }, 'onion service published');
+    return { vm, port, onionPort, address: `${res.serviceId}.onion`, persist };
+  }
+
+  async unexpose(vm: string, port: number | undefined): Promise<{ removed: string[] }> {
+    const removed: string[] = [];
+    for (const [id, p] of [...this.published]) {
+      if (p.vm !== vm || (port !== undefined && p.port !== port)) continue;
+      this.published.delete(id);
+      p.server?.close();
+      fs.rmSync(p.sockPath, { force: true });
+      try {
+        await this.d.manager.control()?.delOnion(id);
+      } catch (e) {
+        this.d.log.warn({ onion: id, err: (e as Error).message }, 'DEL_ONION failed');
+      }
+      removed.push(`${id}.onion`);
+    }
+    if (removed.length === 0) throw new UserError(`${vm} publishes no onion service${port !== undefined ? ` for port ${port}` : ''}`);
+    this.d.save();
+    return { removed };
+  }
+
+  /** After Tor (re)starts: persisted services are published again with their keys. */
+  private async republish(): Promise<void> {
+    const c = this.d.manager.control();
+    if (c === null) return;
+    for (const p of this.published.values()) {
+      try {
+        await this.listen(p);
+        if (p.key === undefined) continue;
+        await c.addOnion({ key: `ED25519-V3:${p.key}`, ports: [{ virt: p.onionPort, target: `unix:${p.sockPath}` }], flags: ['Detach'] });
+      } catch (e) {
+        // 'Onion address collision' means it is still published (Detach survives control connections).
+        if (!/collision/i.test((e as Error).message)) this.d.log.warn({ onion: p.serviceId, err: (e as Error).message }, 'could not republish an onion service');
+      }
+    }
+  }
+
+  // --- discovery ----------------------------------------------------------------------------
+
+  private async collect(): Promise<Map<string, OnionEndpoint>> {
+    const out = new Map<string, OnionEndpoint>();
+    const add = (e: OnionEndpoint): void => {
+      out.set(`${e.source}|${e.address}|${e.detail}`, e);
+    };
+    const c = this.d.manager.control();
+    if (c !== null && this.d.manager.isReady()) {
+      for (const key of ['onions/current', 'onions/detached']) {
+        try {
+          const info = await c.getInfo([key]);
+          for (const id of (info[key] ?? '').split(/\s+/)) if (ONION_ID_RE.test(id)) add({ address: `${id}.onion`, source: 'tor', detail: key });
+        } catch {
+          // an older Tor or an empty list
+        }
+      }
+    }
+    for (const dir of this.d.cfg.hiddenServiceDirs) {
+      for (const f of hostnameFiles(dir)) {
+        try {
+          const host = fs.readFileSync(f, 'utf8').trim().toLowerCase();
+          if (ONION_NAME_RE.test(host)) add({ address: host, source: 'hidden-service-dir', detail: path.dirname(f) });
+        } catch {
+          // unreadable: skip
+        }
+      }
+    }
+    for (const [name, a] of this.aliases) add({ address: a, source: 'alias', detail: `${name}.onion.mvnet` });
+    for (const p of this.published.values()) add({ address: `${p.serviceId}.onion`, source: 'published', detail: `${p.vm}:${p.port} as port ${p.onionPort}${p.persist ? ' (persistent)' : ''}` });
+    for (const r of this.automap.resolutions()) add({ address: r.onion, source: 'resolved', detail: r.vm, at: new Date(r.at).toISOString() });
+    return out;
+  }
+
+  async list(): Promise<OnionEndpoint[]> {
+    return [...(await this.collect()).values()];
+  }
+
+  async discover(): Promise<{ added: OnionEndpoint[]; removed: OnionEndpoint[]; total: number }> {
+    const now = await this.collect();
+    const added = [...now].filter(([k]) => !this.lastDiscovery.has(k)).map(([, v]) => v);
+    const removed = [...this.lastDiscovery].filter(([k]) => !now.has(k)).map(([, v]) => v);
+    this.lastDiscovery = now;
+    return { added, removed, total: now.size };
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.published.values()) p.server?.close();
+    await this.d.manager.stop();
+  }
+}
+
+/** `<dir>/hostname` and `<dir>/*\/hostname`. */
+function hostnameFiles(dir: string): string[] {
+  const out: string[] = [];
+  try {
+    if (fs.existsSync(path.join(dir, 'hostname'))) out.push(path.join(dir, 'hostname'));
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory() && fs.existsSync(path.join(dir, e.name, 'hostname'))) out.push(path.join(dir, e.name, 'hostname'));
+    }
+  } catch {
+    // a missing directory lists nothing
+  }
+  return out;
+}
