@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { UserError } from './errors.js';
+import { checkTorConfig, type TorConfig } from './tor/config.js';
 
 export interface DaemonConfig {
   stateDir: string;
@@ -30,6 +31,9 @@ export interface DaemonConfig {
     udpPerVm: number;
     udpIdleMs: number;
   };
+  /** Tor; `torConfigured` says whether the file had a tor section (then Tor starts with the daemon). */
+  tor: TorConfig;
+  torConfigured: boolean;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -39,6 +43,8 @@ export const DEFAULTS: DaemonConfig = {
   dns: {},
   direct: { hostLoopback: false, connectTimeoutMs: 60_000 },
   limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000 },
+  tor: checkTorConfig(undefined),
+  torConfigured: false,
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -91,8 +97,16 @@ export function parseHostPort(s: string, defPort: number): { host: string; port:
 function checkFile(file: string, data: unknown): Partial<DaemonConfig> {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new UserError(`config ${file} must be a JSON object`);
   for (const [k, v] of Object.entries(data)) {
+    if (k === 'tor') {
+      try {
+        checkTorConfig(v);
+      } catch (e) {
+        throw new UserError(`config ${file}: ${(e as Error).message}`);
+      }
+      continue;
+    }
     const kind = SCHEMA[k];
-    if (kind === undefined) throw new UserError(`config ${file}: unknown key ${JSON.stringify(k)} (known: ${Object.keys(SCHEMA).join(', ')})`);
+    if (kind === undefined) throw new UserError(`config ${file}: unknown key ${JSON.stringify(k)} (known: ${[...Object.keys(SCHEMA), 'tor'].join(', ')})`);
     if (typeof kind === 'string') {
       checkValue(`config ${file}: ${k}`, kind, v);
       continue;
@@ -137,6 +151,8 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
     dns: { ...DEFAULTS.dns, ...fromFile.dns },
     direct: { ...DEFAULTS.direct, ...fromFile.direct },
     limits: { ...DEFAULTS.limits, ...fromFile.limits },
+    tor: checkTorConfig((fromFile as { tor?: unknown }).tor),
+    torConfigured: (fromFile as { tor?: unknown }).tor !== undefined,
   };
   if (flags.stateDir !== undefined) cfg.stateDir = flags.stateDir;
   if (flags.socket !== undefined) cfg.socket = flags.socket;

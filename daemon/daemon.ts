@@ -20,6 +20,9 @@ import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
 import { DEFAULTS, parseHostPort, type DaemonConfig } from './config.js';
 import { PingEgress } from './egress/ping.js';
+import type { Duplex } from 'node:stream';
+import { TorManager } from './tor/manager.js';
+import { TorService, type TorState } from './tor/service.js';
 import { Forwards, checkForwardSpec, type ForwardInfo, type ForwardSpec } from './forwards.js';
 
 interface NetEntry {
@@ -60,6 +63,10 @@ export interface NetInfo extends NetworkSpec {
 
 const RESTORE_RETRY_MAX_MS = 30_000;
 
+function usesTor(r: Route): boolean {
+  return r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined);
+}
+
 function mergeDrops(a: PortStats, b: Member | null): PortStats {
   if (b === null) return a;
   const drops = { ...a.drops };
@@ -97,6 +104,9 @@ export class Daemon {
   private readonly upstreamDns: UpstreamResolver;
   readonly forwards: Forwards;
   private readonly ping = new PingEgress({});
+  readonly tor: TorService;
+  private readonly torManager: TorManager;
+  private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
   private leaseSaveQueued = false;
 
@@ -107,11 +117,36 @@ export class Daemon {
   ) {
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
-    this.forwards = new Forwards(log, (vm, port, sock) => {
-      const e = this.vms.get(vm);
-      if (e === undefined || e.member === null) throw new Error(`${vm} is not attached`);
-      this.nets.get(e.spec.net)!.router.openInto(vm, port, sock);
+    this.forwards = new Forwards(log, (vm, port, sock) => this.openInto(vm, port, sock));
+    this.torManager = new TorManager({ config: cfg.tor, stateDir: store.dir, logger: log });
+    this.tor = new TorService({
+      cfg: cfg.tor,
+      log,
+      manager: this.torManager,
+      stateDir: store.dir,
+      openInto: (vm, port, sock) => this.openInto(vm, port, sock),
+      torVms: () => [...this.routes].filter(([, r]) => usesTor(r)).map(([vm]) => vm),
+      save: () => this.saveSoon(),
     });
+  }
+
+  private openInto(vm: string, port: number, sock: Duplex): void {
+    const e = this.vms.get(vm);
+    if (e === undefined || e.member === null) throw new Error(`${vm} is not attached`);
+    this.nets.get(e.spec.net)!.router.openInto(vm, port, sock);
+  }
+
+  /** Starts Tor when the config asks for it, or the first time a route needs it. */
+  private ensureTor(): void {
+    if (this.torStarted) return;
+    this.torStarted = true;
+    this.torManager.on('ready', () => this.log.info('Tor is ready'));
+    this.torManager.on('down', (why: unknown) => this.log.warn({ why }, 'Tor is down; Tor-routed VMs fail closed'));
+    this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
+  }
+
+  private saveSoon(): void {
+    this.leasesChanged();
   }
 
   async addForward(params: unknown): Promise<ForwardInfo> {
@@ -172,6 +207,8 @@ export class Daemon {
         this.log.error({ err: (e as Error).message, forward: raw }, 'skipping an invalid forward in the state file');
       }
     }
+    this.tor.restore(st.tor as Partial<TorState> | undefined);
+    if (this.cfg.torConfigured || [...this.routes.values()].some(usesTor)) this.ensureTor();
     this.savedLeases = st.leases ?? {};
     for (const [name, snap] of Object.entries(this.savedLeases)) {
       try {
@@ -214,6 +251,7 @@ export class Daemon {
       direct: { ...this.cfg.direct },
       limits: this.cfg.limits,
       ping: this.ping,
+      tor: this.tor.access(),
       onLeases: () => this.leasesChanged(),
     });
     sw.setGateway(router);
@@ -318,6 +356,7 @@ export class Daemon {
       routes: Object.fromEntries(this.routes),
       leases: Object.fromEntries([...this.nets].map(([n, e]) => [n, e.router.leases()])),
       forwards: this.forwards.specs(),
+      tor: this.tor.snapshot(),
     };
   }
 
@@ -406,6 +445,11 @@ export class Daemon {
     return { detached: n };
   }
 
+  /** Attached, or has a route. */
+  knowsVm(vm: string): boolean {
+    return this.vms.has(vm) || this.routes.has(vm);
+  }
+
   routeOf(vm: string): Route {
     return this.routes.get(vm) ?? DEFAULT_ROUTE;
   }
@@ -431,6 +475,7 @@ export class Daemon {
         hop = r?.kind === 'via' ? r.vm : undefined;
       }
     }
+    if (usesTor(route)) this.ensureTor();
     const before = this.routes.get(vm);
     this.routes.set(vm, route);
     try {
@@ -510,5 +555,6 @@ export class Daemon {
     this.upstreamDns.close();
     this.ping.close();
     await this.forwards.close();
+    await this.tor.close();
   }
 }

@@ -37,4 +37,6 @@ export interface StateFile {
   leases?: Record<string, unknown>;
   /** Port forwards (host listener → VM port). */
   forwards?: unknown[];
+  /** Onion names and published onion services (keys of --persist services: this file is 0600). */
+  tor?: unknown;
 }

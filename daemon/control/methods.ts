@@ -1,6 +1,12 @@
 /** The control API's method table: one group per area; the daemon core does the work. */
 import type { Daemon } from '../daemon.js';
-import { asObject } from '../validate.js';
+import { asObject, checkName } from '../validate.js';
+import { UserError } from '../errors.js';
+
+function checkPort(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new UserError(`invalid ${what} ${JSON.stringify(v)}: a port from 1 to 65535`);
+  return v;
+}
 import type { MethodTable } from './rpc.js';
 
 export interface DaemonInfo {
@@ -23,6 +29,33 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'vm.list': async () => d.listVms(),
     'route.set': (p) => d.setRoute(p),
     'route.show': async (p) => d.showRoutes(p),
+    'tor.status': () => d.tor.status(),
+    'tor.newnym': async (p) => {
+      const o = asObject(p, 'params');
+      if (o.all === true) return d.tor.newnym(null, true);
+      const vm = checkName(o.vm, 'VM');
+      if (!d.routeOf(vm) || !d.knowsVm(vm)) throw new UserError(`no VM named ${vm}`);
+      return d.tor.newnym(vm, false);
+    },
+    'onion.list': () => d.tor.list(),
+    'onion.discover': () => d.tor.discover(),
+    'onion.add': async (p) => {
+      const o = asObject(p, 'params');
+      return d.tor.addAlias(o.name, o.address);
+    },
+    'onion.remove': async (p) => d.tor.removeAlias(asObject(p, 'params').name),
+    'onion.expose': async (p) => {
+      const o = asObject(p, 'params');
+      const vm = checkName(o.vm, 'VM');
+      if (!d.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached`);
+      const port = checkPort(o.port, 'port');
+      const onionPort = o.onionPort === undefined ? port : checkPort(o.onionPort, 'onion port');
+      return d.tor.expose(vm, port, onionPort, o.persist === true);
+    },
+    'onion.unexpose': async (p) => {
+      const o = asObject(p, 'params');
+      return d.tor.unexpose(checkName(o.vm, 'VM'), o.port === undefined ? undefined : checkPort(o.port, 'port'));
+    },
     'forward.add': (p) => d.addForward(p),
     'forward.list': async () => d.forwards.list(),
     'forward.remove': (p) => d.removeForward(p),

@@ -1,0 +1,728 @@
+/**
+ * TorManager: keeps one tor usable for the router and says whether it is.
+ *
+ * - embedded (default): writes `<stateDir>/tor/torrc`, runs `tor -f torrc` as a child (tied to
+ *   this process by __OwningControllerProcess), connects its unix control socket once tor has
+ *   created it, follows bootstrap, and restarts tor with exponential backoff (1 s → 30 s) when it
+ *   exits.
+ * - external: connects to a tor someone else runs (tor.control, tor.socks) and reconnects with
+ *   the same backoff when the control connection drops.
+ *
+ * Ready means: control connected, bootstrap at 100 % and network-liveness not "down".
+ * Onion services added through the manager are re-added after every tor restart or reconnect.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { resolve as resolvePath, sep } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Logger } from 'pino';
+import {
+  parseBootstrap,
+  parseCircEvent,
+  parseHsDescEvent,
+  parseKeyValues,
+  parseStatusEvent,
+  parseStreamEvent,
+  parseTorAddress,
+  TorControl,
+  TorControlError,
+  type BootstrapStatus,
+  type CircEvent,
+  type HsDescEvent,
+  type OnionPort,
+  type StreamEvent,
+  type TorEvent,
+} from './control.js';
+import { buildTorrc, embeddedPaths, parseEmbeddedSocks, type EmbeddedPaths, type TorConfig, type TorMode } from './config.js';
+import { readOnionKey, writeOnionKey, type Ed25519OnionKey } from './onion-key.js';
+import type { SocksEndpoint } from './socks-endpoint.js';
+
+export { checkTorConfig, TOR_CONFIG_DEFAULTS, type TorConfig, type TorMode } from './config.js';
+export type { SocksEndpoint } from './socks-endpoint.js';
+
+export type TorPhase = 'starting' | 'bootstrapping' | 'ready' | 'down';
+
+export interface TorState {
+  mode: TorMode;
+  phase: TorPhase;
+  /** Bootstrap percentage (0 while down). */
+  progress: number;
+  /** Bootstrap summary from tor, or why tor is down. */
+  summary: string;
+  /** Tor's version, once the control port answered. */
+  version?: string;
+  lastError?: string;
+  /** embedded: how many times tor was started again; external: how many times the control port was reconnected. */
+  restarts: number;
+}
+
+
+export interface TorManagerOptions {
+  config: TorConfig;
+  /** The daemon's state directory: the embedded tor lives in `<stateDir>/tor/`. */
+  stateDir: string;
+  logger: Logger;
+  /** The process whose exit takes the embedded tor down with it (default: this one). */
+  ownerPid?: number;
+  /** Deadline for a started tor's control port to accept us, and for one external connect (default 30 s). */
+  startTimeoutMs?: number;
+  /** stop(): SIGTERM, then SIGKILL after this long (default 5 s). */
+  stopTimeoutMs?: number;
+  /** Restart/reconnect backoff: first delay and cap (default 1 s and 30 s). */
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+}
+
+export interface ManagedOnionOptions {
+  ports: OnionPort[];
+  /**
+   * A directory under one of tor.hiddenServiceDirs: its hs_ed25519_secret_key is used when
+   * present, and a new key is written there otherwise, so the address survives restarts.
+   */
+  keyDir?: string;
+  /** An explicit "ED25519-V3:<base64>" key (a secret; never logged). */
+  key?: Ed25519OnionKey;
+  maxStreams?: number;
+}
+
+interface ManagedOnion {
+  key: Ed25519OnionKey;
+  ports: OnionPort[];
+  maxStreams?: number;
+}
+
+type ManagerEvents = {
+  /** Entered phase 'ready'. */
+  ready: [];
+  /** Entered phase 'down' (tor exited, the control connection was lost, or stop()). */
+  down: [reason: string];
+  /** Any change of state(). */
+  state: [TorState];
+  bootstrap: [BootstrapStatus];
+  stream: [StreamEvent];
+  circ: [CircEvent];
+  hs_desc: [HsDescEvent];
+};
+
+const BASE_EVENTS = ['STATUS_CLIENT', 'CIRC', 'STREAM', 'HS_DESC'];
+const LIVENESS_EVENT = 'NETWORK_LIVENESS';
+/** A tor run longer than this resets the restart backoff. */
+const STABLE_RUN_MS = 60_000;
+
+function errMsg(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function isTransientConnectError(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN') return true;
+  return e instanceof Error && /cannot read tor's control cookie|control cookie .* is \d+ bytes/.test(e.message);
+}
+
+/** Resolves once every path exists (fs.watch on `dir`, with a poll as a fallback); rejects on abort. */
+export function waitForPaths(dir: string, paths: string[], signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const reasonOf = (): Error => (signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    if (signal.aborted) return reject(reasonOf());
+    let watcher: FSWatcher | undefined;
+    const check = (): void => {
+      if (paths.every((p) => existsSync(p))) done();
+    };
+    const poll = setInterval(check, 250);
+    const onAbort = (): void => done(reasonOf());
+    const done = (err?: Error): void => {
+      watcher?.close();
+      clearInterval(poll);
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      watcher = watch(dir, () => check());
+      watcher.on('error', () => undefined);
+    } catch {
+      watcher = undefined;
+    }
+    check();
+  });
+}
+
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export class TorManager extends EventEmitter<ManagerEvents> {
+  private readonly cfg: TorConfig;
+  private readonly log: Logger;
+  private readonly paths: EmbeddedPaths | undefined;
+  private readonly ownerPid: number;
+  private readonly startTimeoutMs: number;
+  private readonly stopTimeoutMs: number;
+  private readonly backoffInitialMs: number;
+  private readonly backoffMaxMs: number;
+
+  private phase: TorPhase = 'down';
+  private progress = 0;
+  private summary = 'not started';
+  private version: string | undefined;
+  private lastError: string | undefined;
+  private restarts = 0;
+  private liveness: 'up' | 'down' | undefined;
+  private socksListener: SocksEndpoint | undefined;
+
+  private started = false;
+  private stopping = false;
+  private gen = 0;
+  private ctl: TorControl | null = null;
+  private child: ChildProcess | null = null;
+  private childExited: Promise<void> | null = null;
+  private childStartedAt = 0;
+  private launchAbort: AbortController | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private backoffMs: number;
+  private torLastErr: string | undefined;
+  private torLastWarn: string | undefined;
+  private readonly onions = new Map<string, ManagedOnion>();
+
+  constructor(opts: TorManagerOptions) {
+    super();
+    this.cfg = opts.config;
+    this.log = opts.logger.child({ component: 'tor' });
+    this.ownerPid = opts.ownerPid ?? process.pid;
+    this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+    this.stopTimeoutMs = opts.stopTimeoutMs ?? 5_000;
+    this.backoffInitialMs = opts.backoffInitialMs ?? 1_000;
+    this.backoffMaxMs = opts.backoffMaxMs ?? 30_000;
+    this.backoffMs = this.backoffInitialMs;
+    this.paths = this.cfg.mode === 'embedded' ? embeddedPaths(opts.stateDir, this.cfg) : undefined;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Public API
+
+  /**
+   * Starts tor (embedded) or connects to it (external). Resolves once the first attempt has
+   * either connected the control port or failed; a failure is in state().lastError and is
+   * retried with backoff. Rejects only when the state directory cannot be prepared.
+   */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.stopping = false;
+    this.setPhase('starting', 'starting');
+    if (this.paths) {
+      await this.prepareDirs(this.paths);
+      await this.launch();
+    } else {
+      await this.connectExternal();
+    }
+  }
+
+  /** Stops: closes the control connection and ends the embedded tor (SIGTERM, then SIGKILL). */
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    this.stopping = true;
+    this.gen++;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.launchAbort?.abort(new Error('tor manager stopped'));
+    this.launchAbort = null;
+    const ctl = this.ctl;
+    this.ctl = null;
+    if (ctl) await ctl.close().catch(() => undefined);
+    const child = this.child;
+    const exited = this.childExited;
+    if (child && exited && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      let t: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), this.stopTimeoutMs)))]);
+      if (t) clearTimeout(t);
+      if (timedOut) {
+        this.log.warn({ pid: child.pid }, `tor did not exit within ${this.stopTimeoutMs} ms of SIGTERM; killing it`);
+        child.kill('SIGKILL');
+        await exited;
+      }
+    } else if (exited) await exited;
+    this.child = null;
+    this.childExited = null;
+    this.progress = 0;
+    this.setPhase('down', 'stopped');
+  }
+
+  state(): TorState {
+    const s: TorState = { mode: this.cfg.mode, phase: this.phase, progress: this.progress, summary: this.summary, restarts: this.restarts };
+    if (this.version !== undefined) s.version = this.version;
+    if (this.lastError !== undefined) s.lastError = this.lastError;
+    return s;
+  }
+
+  isReady(): boolean {
+    return this.phase === 'ready';
+  }
+
+  /**
+   * Where to send SOCKS: `{ path }` (unix socket) or `{ host, port }`; null only while an embedded
+   * "auto" port is not known yet (tor reports it once the control port is connected).
+   */
+  socks(): SocksEndpoint | null {
+    if (this.cfg.mode === 'external') {
+      const a = parseTorAddress(this.cfg.socks!, 'socks');
+      return a.kind === 'unix' ? { path: a.path } : { host: a.host, port: a.port };
+    }
+    if (this.paths?.socksSocket !== undefined) return { path: this.paths.socksSocket };
+    const s = parseEmbeddedSocks(this.cfg.socks!);
+    if (s.port !== 'auto') return { host: s.host, port: s.port };
+    return this.socksListener ?? null;
+  }
+
+  /** The live control connection, or null while there is none. */
+  control(): TorControl | null {
+    return this.ctl;
+  }
+
+  /** The embedded tor's pid while it runs. */
+  pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** The embedded tor's files (undefined in external mode). */
+  files(): EmbeddedPaths | undefined {
+    return this.paths;
+  }
+
+  /** Service ids of the onion services this manager keeps up. */
+  onionServices(): string[] {
+    return [...this.onions.keys()];
+  }
+
+  /**
+   * Adds an onion service that the manager re-adds after every tor restart or reconnect (with
+   * Flags=Detach, so it does not depend on one control connection). Needs a connected control
+   * port (not a finished bootstrap). Returns the service id (without ".onion").
+   */
+  async addOnion(o: ManagedOnionOptions): Promise<string> {
+    const ctl = this.ctl;
+    if (!ctl) throw new Error('tor is not connected');
+    let keyDir: string | undefined;
+    if (o.keyDir !== undefined) {
+      keyDir = resolvePath(o.keyDir);
+      const allowed = this.cfg.hiddenServiceDirs.some((d) => {
+        const base = resolvePath(d);
+        return keyDir === base || keyDir!.startsWith(base.endsWith(sep) ? base : base + sep);
+      });
+      if (!allowed) throw new Error(`onion key directory ${keyDir} is not under any of tor.hiddenServiceDirs`);
+    }
+    const existing = o.key ?? (keyDir !== undefined ? await readOnionKey(keyDir) : undefined);
+    const r = await ctl.addOnion({
+      key: existing ?? 'NEW:ED25519-V3',
+      ports: o.ports,
+      flags: ['Detach'],
+      ...(o.maxStreams !== undefined ? { maxStreams: o.maxStreams } : {}),
+    });
+    const key = existing ?? (r.privateKey as Ed25519OnionKey | undefined);
+    if (key === undefined) {
+      await ctl.delOnion(r.serviceId).catch(() => undefined);
+      throw new Error('tor returned no private key for the new onion service');
+    }
+    if (existing === undefined && keyDir !== undefined) {
+      try {
+        await writeOnionKey(keyDir, key, r.serviceId);
+      } catch (e) {
+        await ctl.delOnion(r.serviceId).catch(() => undefined);
+        throw e;
+      }
+    }
+    this.onions.set(r.serviceId, { key, ports: o.ports.map((p) => ({ ...p })), ...(o.maxStreams !== undefined ? { maxStreams: o.maxStreams } : {}) });
+    this.log.info({ serviceId: r.serviceId, persistent: keyDir !== undefined }, 'onion service added');
+    return r.serviceId;
+  }
+
+  /** Removes an onion service added by addOnion (from tor too, when connected). */
+  async delOnion(serviceId: string): Promise<void> {
+    const id = serviceId.replace(/\.onion$/, '');
+    this.onions.delete(id);
+    const ctl = this.ctl;
+    if (!ctl) return;
+    try {
+      await ctl.delOnion(id);
+    } catch (e) {
+      if (!(e instanceof TorControlError && e.code === 552)) throw e;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // State
+
+  private setPhase(phase: TorPhase, summary?: string): void {
+    const prev = this.phase;
+    const prevSummary = this.summary;
+    this.phase = phase;
+    if (summary !== undefined) this.summary = summary;
+    if (prev === phase && prevSummary === this.summary) return;
+    if (phase === 'ready' && prev !== 'ready') {
+      this.log.info({ version: this.version }, 'tor is ready');
+      this.emit('ready');
+    }
+    if (phase === 'down' && prev !== 'down') {
+      if (this.stopping) this.log.info('tor stopped');
+      else this.log.warn({ reason: this.summary }, 'tor is down');
+      this.emit('down', this.summary);
+    }
+    this.emit('state', this.state());
+  }
+
+  /** Recomputes the phase from the control connection, bootstrap and liveness. */
+  private recompute(): void {
+    if (!this.ctl) return;
+    const ready = this.progress === 100 && this.liveness !== 'down';
+    this.setPhase(ready ? 'ready' : 'bootstrapping');
+  }
+
+  private goDown(reason: string): void {
+    this.progress = 0;
+    this.liveness = undefined;
+    this.setPhase('down', reason);
+  }
+
+  private applyBootstrap(b: BootstrapStatus, fromEvent: boolean): void {
+    if (b.warning !== undefined) {
+      this.lastError = `bootstrap problem at ${b.progress}%: ${b.warning}${b.reason !== undefined ? ` (${b.reason})` : ''}`;
+      this.log.warn({ progress: b.progress, tag: b.tag, reason: b.reason, warning: b.warning }, 'tor bootstrap problem');
+    }
+    // A GETINFO answer can be older than events already applied: never go backwards.
+    if (!fromEvent && b.progress < this.progress) return;
+    const changed = b.progress !== this.progress;
+    this.progress = b.progress;
+    if (b.summary.length > 0) this.summary = b.summary;
+    if (changed && fromEvent) this.log.info({ progress: b.progress, tag: b.tag }, `tor bootstrapped ${b.progress}%: ${b.summary}`);
+    if (fromEvent) this.emit('bootstrap', b);
+    this.recompute();
+    this.emit('state', this.state());
+  }
+
+  private onTorEvent(ev: TorEvent): void {
+    switch (ev.type) {
+      case 'STATUS_CLIENT': {
+        const s = parseStatusEvent(ev);
+        if (s?.bootstrap) this.applyBootstrap(s.bootstrap, true);
+        break;
+      }
+      case 'CIRC': {
+        const c = parseCircEvent(ev);
+        if (c) this.emit('circ', c);
+        break;
+      }
+      case 'STREAM': {
+        const s = parseStreamEvent(ev);
+        if (s) this.emit('stream', s);
+        break;
+      }
+      case 'HS_DESC': {
+        const h = parseHsDescEvent(ev);
+        if (h) this.emit('hs_desc', h);
+        break;
+      }
+      case LIVENESS_EVENT: {
+        const v = ev.body.trim().toLowerCase();
+        if (v === 'up' || v === 'down') {
+          this.liveness = v;
+          this.log.info({ liveness: v }, 'tor network liveness changed');
+          this.recompute();
+        }
+        break;
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // After connecting (both modes)
+
+  private async attach(ctl: TorControl): Promise<void> {
+    ctl.on('event', (ev) => this.onTorEvent(ev));
+    ctl.on('close', (err) => this.onControlClose(ctl, err));
+    try {
+      await ctl.setEvents([...BASE_EVENTS, LIVENESS_EVENT]);
+    } catch (e) {
+      if (!(e instanceof TorControlError)) throw e;
+      await ctl.setEvents(BASE_EVENTS);
+    }
+    const info = await ctl.getInfo(['version', 'status/bootstrap-phase']);
+    let liveness: 'up' | 'down' | undefined;
+    try {
+      const l = (await ctl.getInfo(['network-liveness']))['network-liveness'];
+      if (l === 'up' || l === 'down') liveness = l;
+    } catch (e) {
+      if (!(e instanceof TorControlError)) throw e;
+    }
+    let listener: SocksEndpoint | undefined;
+    if (this.cfg.mode === 'embedded' && this.paths?.socksSocket === undefined) {
+      const l = (await ctl.getInfo(['net/listeners/socks']))['net/listeners/socks'] ?? '';
+      const first = parseKeyValues(l).positional[0];
+      const a = first !== undefined ? /^\[?([^\]]+?)\]?:(\d+)$/.exec(first) : null;
+      if (a) listener = { host: a[1]!, port: Number(a[2]) };
+    }
+    if (ctl.closed) throw new Error('the control connection closed while setting it up');
+    this.ctl = ctl;
+    this.version = info.version?.split(' ', 1)[0] ?? ctl.protocolInfo.torVersion;
+    this.liveness = liveness;
+    if (listener) this.socksListener = listener;
+    const b = info['status/bootstrap-phase'] !== undefined ? parseBootstrap(info['status/bootstrap-phase']) : null;
+    if (b) this.applyBootstrap(b, false);
+    else this.recompute();
+    this.log.info({ version: this.version, auth: ctl.authMethod, progress: this.progress, liveness }, 'tor control connected');
+    await this.republishOnions(ctl);
+  }
+
+  private async republishOnions(ctl: TorControl): Promise<void> {
+    for (const [id, o] of this.onions) {
+      try {
+        const r = await ctl.addOnion({ key: o.key, ports: o.ports, flags: ['Detach'], ...(o.maxStreams !== undefined ? { maxStreams: o.maxStreams } : {}) });
+        if (r.serviceId !== id) this.log.error({ expected: id, got: r.serviceId }, 'tor re-added an onion service under another id');
+      } catch (e) {
+        // 550 "Onion address collision": an external tor still has it from before the reconnect.
+        if (e instanceof TorControlError && e.code === 550) continue;
+        this.log.warn({ serviceId: id, err: errMsg(e) }, 'could not re-add onion service');
+      }
+    }
+  }
+
+  private onControlClose(ctl: TorControl, err: Error | undefined): void {
+    if (this.ctl !== ctl) return;
+    this.ctl = null;
+    if (this.stopping) return;
+    const reason = `control connection lost${err ? `: ${err.message}` : ''}`;
+    if (this.cfg.mode === 'external') {
+      this.lastError = reason;
+      this.goDown(reason);
+      this.schedule(() => void this.connectExternal(), this.nextBackoff());
+      return;
+    }
+    // Embedded: if tor itself exited, onChildExit restarts it; otherwise reconnect to the same tor.
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    this.lastError = reason;
+    this.goDown(reason);
+    this.schedule(() => void this.reconnectEmbedded(child), this.backoffInitialMs);
+  }
+
+  private schedule(f: () => void, ms: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (!this.stopping) f();
+    }, ms);
+  }
+
+  private nextBackoff(): number {
+    const d = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, this.backoffMaxMs);
+    return d;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // External mode
+
+  private async connectExternal(): Promise<void> {
+    const gen = ++this.gen;
+    const wasUp = this.version !== undefined;
+    try {
+      const ctl = await TorControl.connect({
+        address: this.cfg.control!,
+        ...(this.cfg.controlPassword !== undefined ? { password: this.cfg.controlPassword } : {}),
+        ...(this.cfg.cookieFile !== undefined ? { cookieFile: this.cfg.cookieFile } : {}),
+        timeoutMs: this.startTimeoutMs,
+        logger: this.log,
+      });
+      if (gen !== this.gen || this.stopping) {
+        ctl.destroy();
+        return;
+      }
+      try {
+        await this.attach(ctl);
+      } catch (e) {
+        ctl.destroy();
+        throw e;
+      }
+      if (gen !== this.gen || this.stopping) return;
+      if (wasUp) this.restarts++;
+      this.backoffMs = this.backoffInitialMs;
+      this.emit('state', this.state());
+    } catch (e) {
+      if (gen !== this.gen || this.stopping) return;
+      this.lastError = `cannot connect to tor's control port ${this.cfg.control}: ${errMsg(e)}`;
+      this.goDown(this.lastError);
+      const delay = this.nextBackoff();
+      this.log.debug({ err: this.lastError, retryInMs: delay }, 'tor control connect failed');
+      this.schedule(() => void this.connectExternal(), delay);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Embedded mode
+
+  private async prepareDirs(p: EmbeddedPaths): Promise<void> {
+    await mkdir(p.dir, { recursive: true, mode: 0o700 });
+    await chmod(p.dir, 0o700);
+    await mkdir(p.dataDir, { recursive: true, mode: 0o700 });
+    await chmod(p.dataDir, 0o700);
+  }
+
+  private async launch(): Promise<void> {
+    const p = this.paths!;
+    const gen = ++this.gen;
+    this.setPhase('starting', 'starting tor');
+    // Stale sockets and cookie from an earlier tor would make us connect too early.
+    await Promise.all([p.controlSocket, p.socksSocket, p.cookieFile].map((f) => (f !== undefined ? rm(f, { force: true }) : Promise.resolve())));
+    await writeFile(p.defaults, '# intentionally empty: keeps system-wide tor defaults out of mvnet\'s tor\n', { mode: 0o600 });
+    await writeFile(p.torrc, buildTorrc(this.cfg, p, this.ownerPid), { mode: 0o600 });
+    if (gen !== this.gen || this.stopping) return;
+
+    this.torLastErr = undefined;
+    this.torLastWarn = undefined;
+    const abort = new AbortController();
+    this.launchAbort = abort;
+    const child = spawn(this.cfg.binary, ['-f', p.torrc, '--defaults-torrc', p.defaults], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    this.childStartedAt = Date.now();
+    this.childExited = new Promise<void>((resolve) => {
+      let done = false;
+      const finish = (why: string): void => {
+        if (done) return;
+        done = true;
+        resolve();
+        this.onChildExit(child, why);
+      };
+      child.once('exit', (code, signal) => finish(signal !== null ? `tor was killed by ${signal}` : `tor exited with code ${code}`));
+      child.once('error', (e) => finish(`cannot run ${JSON.stringify(this.cfg.binary)}: ${errMsg(e)}`));
+    });
+    for (const stream of [child.stdout, child.stderr]) {
+      if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on('line', (l) => this.onTorLog(l));
+    }
+    this.log.info({ pid: child.pid, torrc: p.torrc }, 'started tor');
+
+    const deadline = setTimeout(() => abort.abort(new Error(`tor's control port did not come up within ${this.startTimeoutMs} ms`)), this.startTimeoutMs);
+    try {
+      const ctl = await this.connectLocal(p, abort.signal);
+      if (gen !== this.gen || this.stopping || this.child !== child) {
+        ctl.destroy();
+        return;
+      }
+      try {
+        await this.attach(ctl);
+      } catch (e) {
+        ctl.destroy();
+        throw e;
+      }
+    } catch (e) {
+      if (gen !== this.gen || this.stopping || this.child !== child) return;
+      if (child.exitCode === null && child.signalCode === null) {
+        this.lastError = `tor started but its control port failed: ${errMsg(e)}`;
+        this.log.error({ err: this.lastError }, 'killing tor to start it again');
+        child.kill('SIGKILL');
+      }
+    } finally {
+      clearTimeout(deadline);
+      if (this.launchAbort === abort) this.launchAbort = null;
+    }
+  }
+
+  /** Waits for the control socket and cookie, then connects, retrying while tor is still binding. */
+  private async connectLocal(p: EmbeddedPaths, signal: AbortSignal): Promise<TorControl> {
+    await waitForPaths(p.dir, [p.controlSocket, p.cookieFile], signal);
+    for (;;) {
+      try {
+        return await TorControl.connect({ address: `unix:${p.controlSocket}`, cookieFile: p.cookieFile, timeoutMs: this.startTimeoutMs, logger: this.log });
+      } catch (e) {
+        if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : e;
+        if (!isTransientConnectError(e)) throw e;
+        await abortableDelay(100, signal);
+      }
+    }
+  }
+
+  private async reconnectEmbedded(child: ChildProcess): Promise<void> {
+    if (this.child !== child || this.stopping || this.ctl) return;
+    const gen = ++this.gen;
+    const abort = new AbortController();
+    this.launchAbort = abort;
+    const deadline = setTimeout(() => abort.abort(new Error('reconnecting timed out')), this.startTimeoutMs);
+    try {
+      const ctl = await this.connectLocal(this.paths!, abort.signal);
+      if (gen !== this.gen || this.stopping || this.child !== child) {
+        ctl.destroy();
+        return;
+      }
+      await this.attach(ctl).catch((e: unknown) => {
+        ctl.destroy();
+        throw e;
+      });
+    } catch (e) {
+      if (gen !== this.gen || this.stopping || this.child !== child) return;
+      this.lastError = `cannot reconnect to tor's control port: ${errMsg(e)}`;
+      this.log.error({ err: this.lastError }, 'killing tor to start it again');
+      child.kill('SIGKILL');
+    } finally {
+      clearTimeout(deadline);
+      if (this.launchAbort === abort) this.launchAbort = null;
+    }
+  }
+
+  private onChildExit(child: ChildProcess, why: string): void {
+    if (this.child !== child) return;
+    this.child = null;
+    this.launchAbort?.abort(new Error(why));
+    this.launchAbort = null;
+    const ctl = this.ctl;
+    this.ctl = null;
+    ctl?.destroy();
+    if (this.stopping) return;
+    // tor's [err] line often just says "see warnings above": give the last warning too.
+    const parts = child.signalCode === null ? [this.torLastWarn, this.torLastErr].filter((x): x is string => x !== undefined) : [];
+    const detail = parts.length > 0 ? parts.join('; ') : undefined;
+    this.lastError = detail !== undefined ? `${why}: ${detail}` : why;
+    this.goDown(why);
+    if (Date.now() - this.childStartedAt >= STABLE_RUN_MS) this.backoffMs = this.backoffInitialMs;
+    const delay = this.nextBackoff();
+    this.log.info({ delayMs: delay }, 'restarting tor');
+    this.schedule(() => this.relaunch(), delay);
+  }
+
+  private relaunch(): void {
+    this.restarts++;
+    this.launch().catch((e: unknown) => {
+      if (this.stopping) return;
+      this.lastError = `cannot start tor: ${errMsg(e)}`;
+      this.goDown(this.lastError);
+      this.schedule(() => this.relaunch(), this.nextBackoff());
+    });
+  }
+
+  /** Tor's own log lines (Log notice stdout): "<date> [level] message". */
+  private onTorLog(line: string): void {
+    const m = /\[(debug|info|notice|warn|err)\] (.*)$/.exec(line);
+    const level = m?.[1] ?? 'notice';
+    const msg = m?.[2] ?? line;
+    if (level === 'err') {
+      this.torLastErr = msg;
+      this.log.error({ tor: msg }, 'tor');
+    } else if (level === 'warn') {
+      if (!/running Tor as root/.test(msg)) this.torLastWarn = msg;
+      this.log.warn({ tor: msg }, 'tor');
+    } else this.log.info({ tor: msg }, 'tor');
+  }
+}
