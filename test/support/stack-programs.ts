@@ -39,7 +39,7 @@ const hosts = cfg.hosts;
 let pending = 0;
 const listening = () => { if (--pending === 0) log({ ev: 'ready', pid: process.pid }); };
 
-const server = http.createServer((req, res) => {
+function handler(req, res) {
   const u = new URL(req.url, 'http://x');
   const parts = u.pathname.split('/').filter(Boolean);
   if (req.method === 'GET' && parts[0] === 'hello') {
@@ -89,13 +89,10 @@ const server = http.createServer((req, res) => {
   }
   res.writeHead(404);
   res.end('not found\n');
-});
-server.keepAliveTimeout = 1000;
-server.maxConnections = 10000;
-server.on('connection', (s) => log({ ev: 'http-conn', remote: s.remoteAddress }));
+}
 
 // Half-close: reads until the client's FIN, then answers (a JSON line and REPLY bytes) and ends.
-const half = net.createServer({ allowHalfOpen: true }, (s) => {
+function halfHandler(s) {
   const h = crypto.createHash('sha256');
   let received = 0;
   s.on('data', (d) => { h.update(d); received += d.length; });
@@ -107,18 +104,24 @@ const half = net.createServer({ allowHalfOpen: true }, (s) => {
     s.end(payload.data);
   });
   s.on('error', (e) => log({ ev: 'half-error', error: e.code || e.message }));
-});
+}
 
 // Reset: answers the client's first bytes with a RST (SO_LINGER 0 + close).
-const rst = net.createServer((s) => {
+function rstHandler(s) {
   s.once('data', () => {
     log({ ev: 'rst-sent', remote: s.remoteAddress });
     s.resetAndDestroy();
   });
   s.on('error', () => {});
-});
+}
 
+// One server object per address (a net.Server listens once).
 for (const h of hosts) {
+  const server = http.createServer(handler);
+  server.keepAliveTimeout = 1000;
+  server.on('connection', (s) => log({ ev: 'http-conn', remote: s.remoteAddress }));
+  const half = net.createServer({ allowHalfOpen: true }, halfHandler);
+  const rst = net.createServer(rstHandler);
   pending += 3;
   server.listen({ port: cfg.http, host: h, ipv6Only: h.includes(':') }, listening);
   half.listen({ port: cfg.half, host: h, ipv6Only: h.includes(':') }, listening);

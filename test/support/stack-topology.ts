@@ -369,7 +369,7 @@ export class Topology {
     const ns = o.ns ?? this.upstream;
     const ifname = o.ifname ?? this.upstreamIf;
     const file = join(this.dir, `${uniqueName('cap', 20)}.pcap`);
-    const proc = ns.spawn(['tcpdump', '-i', ifname, '-nn', '-U', '-Z', 'root', '-s', '256', '-w', file, ...(o.filter ? [o.filter] : [])], {
+    const proc = ns.spawn(['tcpdump', '-i', ifname, '--immediate-mode', '-nn', '-U', '-Z', 'root', '-s', '256', '-w', file, ...(o.filter ? [o.filter] : [])], {
       label: `tcpdump ${ifname}`,
     });
     // tcpdump says "listening on" once the socket is bound: from then on nothing is missed.
@@ -383,13 +383,16 @@ export class Topology {
     return pkts.filter((p) => p.srcMac === this.routerMac);
   }
 
-  /** SYNs (and everything else) to UPSTREAM:port vanish at the upstream namespace's ingress. */
+  /**
+   * TCP to UPSTREAM:port (v4 and v6) vanishes at the upstream namespace's input routing: a
+   * policy rule of type blackhole placed before the local table (this kernel has neither netem
+   * nor tc actions nor netfilter tools). SYNs get no answer at all, as from a dead host.
+   */
   async blackholePort(port: number): Promise<void> {
-    const dev = this.upstreamIf;
-    await this.upstream.exec(['tc', 'qdisc', 'replace', 'dev', dev, 'handle', 'ffff:', 'ingress']);
-    for (const proto of ['ip', 'ipv6']) {
-      const match = proto === 'ip' ? ['match', 'ip', 'dport', String(port), '0xffff'] : ['match', 'ip6', 'dport', String(port), '0xffff'];
-      await this.upstream.exec(['tc', 'filter', 'add', 'dev', dev, 'parent', 'ffff:', 'protocol', proto, 'u32', ...match, 'action', 'drop']);
+    for (const [fam, addr] of [['-4', UPSTREAM_IP], ['-6', UPSTREAM_IP6]] as const) {
+      await this.upstream.exec(['ip', fam, 'rule', 'add', 'pref', '10', 'to', addr, 'ipproto', 'tcp', 'dport', String(port), 'blackhole']);
+      await this.upstream.exec(['ip', fam, 'rule', 'add', 'pref', '100', 'lookup', 'local']);
+      await this.upstream.exec(['ip', fam, 'rule', 'del', 'pref', '0']);
     }
   }
 
