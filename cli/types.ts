@@ -22,6 +22,8 @@ export interface VmView {
   net: string;
   mac: string | null;
   ip: string | null;
+  route: string;
+  flows: { tcp: number; udp: number; tcpLimit: number; udpLimit: number; tcpRefused: number; udpDropped: number } | null;
   port: {
     kind: string;
     ifname?: string;

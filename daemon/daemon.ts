@@ -45,7 +45,11 @@ export interface VmInfo {
   name: string;
   net: string;
   mac: string | null;
+  /** Static address, DHCP lease, or the address it was seen using. */
   ip: string | null;
+  route: string;
+  /** Open flows and per-VM limit/refusal counters of the endpoint. */
+  flows: { tcp: number; udp: number; tcpLimit: number; udpLimit: number; tcpRefused: number; udpDropped: number } | null;
   port: PortSpec & { state: PortStatus['state']; detail: string; stats: PortStats };
 }
 
@@ -59,6 +63,7 @@ export interface RouteInfo {
 export interface NetInfo extends NetworkSpec {
   vms: string[];
   stats: NetworkStats;
+  router: Record<string, number>;
 }
 
 const RESTORE_RETRY_MAX_MS = 30_000;
@@ -510,14 +515,15 @@ export class Daemon {
 
   private netInfo(e: NetEntry): NetInfo {
     const vms = [...this.vms.values()].filter((v) => v.spec.net === e.spec.name).map((v) => v.spec.name);
-    return { ...e.spec, vms, stats: { ...e.sw.stats, drops: { ...e.sw.stats.drops } } };
+    return { ...e.spec, vms, stats: { ...e.sw.stats, drops: { ...e.sw.stats.drops } }, router: { ...e.router.counters, ...e.router.endpoint.counters } };
   }
 
   private vmInfo(e: VmEntry): VmInfo {
     const st: PortStatus = e.port !== null ? e.port.status() : { state: 'down', detail: e.error ?? 'not open' };
     const stats = e.port !== null ? mergeDrops(e.port.stats(), e.member) : ZERO_STATS;
     const mac = e.member?.mac != null ? macToString(e.member.mac) : (e.spec.mac ?? e.spec.learnedMac ?? null);
-    return { name: e.spec.name, net: e.spec.net, mac, ip: e.spec.ip ?? null, port: { ...e.spec.port, state: st.state, detail: st.detail, stats } };
+    const rs = this.nets.get(e.spec.net)?.router.vmStatus(e.spec.name);
+    return { name: e.spec.name, net: e.spec.net, mac, ip: rs?.ip ?? e.spec.ip ?? null, route: describeRoute(this.routeOf(e.spec.name)), flows: rs?.flows ?? null, port: { ...e.spec.port, state: st.state, detail: st.detail, stats } };
   }
 
   listNetworks(): NetInfo[] {

@@ -22,8 +22,21 @@ export function statusCommand(ctx: Ctx): Command {
         s.vms.length === 0
           ? 'no VMs attached'
           : table(
-              ['VM', 'NET', 'DEVICE', 'STATE', 'RX FRAMES', 'RX BYTES', 'TX FRAMES', 'TX BYTES', 'DROPS'],
-              s.vms.map((v) => [v.name, v.net, describePort(v.port), v.port.state, v.port.stats.rxFrames, v.port.stats.rxBytes, v.port.stats.txFrames, v.port.stats.txBytes, drops(v.port.stats.drops)]),
+              ['VM', 'NET', 'DEVICE', 'STATE', 'IP', 'ROUTE', 'TCP/UDP', 'RX FRAMES', 'RX BYTES', 'TX FRAMES', 'TX BYTES', 'DROPS'],
+              s.vms.map((v) => [
+                v.name,
+                v.net,
+                describePort(v.port),
+                v.port.state,
+                v.ip ?? '-',
+                v.route.split(' ')[0]!,
+                v.flows ? `${v.flows.tcp}/${v.flows.udp}` : '-',
+                v.port.stats.rxFrames,
+                v.port.stats.rxBytes,
+                v.port.stats.txFrames,
+                v.port.stats.txBytes,
+                drops({ ...v.port.stats.drops, ...(v.flows ? { 'tcp-limit': v.flows.tcpLimit, 'udp-limit': v.flows.udpLimit, refused: v.flows.tcpRefused + v.flows.udpDropped } : {}) }),
+              ]),
             ),
       );
       return lines.join('\n');

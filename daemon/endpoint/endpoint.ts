@@ -43,6 +43,8 @@ export interface EndpointOptions {
   prohibited(vm: EndpointVm, packet: Buffer, v: 4 | 6, reason: 'admin' | 'unreachable'): void;
   mss4: number;
   mss6: number;
+  /** A VM hit a per-VM table limit (for a rate-limited log line). */
+  onLimit?(vm: EndpointVm, table: 'tcp' | 'udp', limit: number): void;
   limits?: Partial<EndpointLimits>;
 }
 
@@ -72,9 +74,18 @@ class UdpFlow implements Timed {
   }
 }
 
+/** Per-VM counters, shown in `mvnet status`. */
+export interface VmFlowCounters {
+  tcpLimit: number;
+  udpLimit: number;
+  tcpRefused: number;
+  udpDropped: number;
+}
+
 interface VmFlows {
   tcp: Map<string, TcpFlow>;
   udp: Map<string, UdpFlow>;
+  counters: VmFlowCounters;
 }
 
 export class Endpoint implements FlowOwner {
@@ -96,7 +107,7 @@ export class Endpoint implements FlowOwner {
   private flowsOf(vm: string): VmFlows {
     let f = this.vms.get(vm);
     if (f === undefined) {
-      f = { tcp: new Map(), udp: new Map() };
+      f = { tcp: new Map(), udp: new Map(), counters: { tcpLimit: 0, udpLimit: 0, tcpRefused: 0, udpDropped: 0 } };
       this.vms.set(vm, f);
     }
     return f;
@@ -131,12 +142,15 @@ export class Endpoint implements FlowOwner {
     }
     if (flows.tcp.size >= this.limits.tcpPerVm) {
       this.counters.tcpLimit++;
+      flows.counters.tcpLimit++;
+      this.opts.onLimit?.(vm, 'tcp', this.limits.tcpPerVm);
       this.emitFor(vm, addr, resetFor(seg)!);
       return;
     }
     const d = this.opts.policy.tcp(vm, dst, t.dstPort);
     if (d.kind !== 'open') {
       this.counters.tcpRefused++;
+      flows.counters.tcpRefused++;
       if (d.kind === 'reset') this.emitFor(vm, addr, resetFor(seg)!);
       else if (d.kind === 'prohibited') this.opts.prohibited(vm, packet, src.v, 'admin');
       return;
@@ -222,11 +236,14 @@ export class Endpoint implements FlowOwner {
     if (flow === undefined) {
       if (flows.udp.size >= this.limits.udpPerVm) {
         this.counters.udpLimit++;
+        flows.counters.udpLimit++;
+        this.opts.onLimit?.(vm, 'udp', this.limits.udpPerVm);
         return;
       }
       const d = this.opts.policy.udp(vm, dst, u.dstPort);
       if (d.kind !== 'open') {
         this.counters.udpDropped++;
+        flows.counters.udpDropped++;
         if (d.kind === 'prohibited') this.opts.prohibited(vm, packet, src.v, 'admin');
         return;
       }
@@ -290,9 +307,10 @@ export class Endpoint implements FlowOwner {
     this.vms.delete(vm);
   }
 
-  flowCount(vm: string): { tcp: number; udp: number } {
+  flowCount(vm: string): { tcp: number; udp: number } & VmFlowCounters {
     const f = this.vms.get(vm);
-    return { tcp: f?.tcp.size ?? 0, udp: f?.udp.size ?? 0 };
+    const c = f?.counters ?? { tcpLimit: 0, udpLimit: 0, tcpRefused: 0, udpDropped: 0 };
+    return { tcp: f?.tcp.size ?? 0, udp: f?.udp.size ?? 0, ...c };
   }
 
   close(): void {

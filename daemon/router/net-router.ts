@@ -95,6 +95,7 @@ export class NetRouter implements GatewayHandler {
   readonly counters: RouterCounters = { torRefused: 0, torDropped: 0, spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0 };
   private readonly vms = new Map<string, VmState>();
   private readonly pingBuckets = new Map<string, TokenBucket>();
+  private readonly limitLogged = new Map<string, number>();
   private readonly out: Buffer[] = [];
   private flushQueued = false;
   private timer: NodeJS.Timeout | null = null;
@@ -148,6 +149,13 @@ export class NetRouter implements GatewayHandler {
       policy,
       send: (f) => this.send(f),
       prohibited: (vm, packet, v, reason) => this.icmpError(vm, packet, v, reason),
+      onLimit: (vm, table, limit) => {
+        const now = this.wall();
+        const key = `${vm.name}|${table}`;
+        if ((this.limitLogged.get(key) ?? -Infinity) > now - 60_000) return;
+        this.limitLogged.set(key, now);
+        d.log.warn({ vm: vm.name, table, limit }, `${table === 'tcp' ? 'TCP connection' : 'UDP flow'} limit reached: new ${table === 'tcp' ? 'connections get RST' : 'flows are dropped'}`);
+      },
       mss4: spec.mtu - 40,
       mss6: spec.mtu - 60,
       limits: d.limits,
@@ -521,6 +529,14 @@ export class NetRouter implements GatewayHandler {
       this.schedule();
     }, delay);
     this.timer.unref();
+  }
+
+  /** What `mvnet status` shows of a VM: its address, flows and router-level drops. */
+  vmStatus(name: string): { ip: string | null; flows: ReturnType<Endpoint['flowCount']> } {
+    const vm = this.d.vm(name);
+    const s = this.vms.get(name);
+    const ip = vm !== undefined && s !== undefined ? this.ownIp4(vm, s) : (vm?.ip ?? null);
+    return { ip: ip !== null ? ipString(ip4(ip)) : null, flows: this.endpoint.flowCount(name) };
   }
 
   leases(): DhcpSnapshot {

@@ -82,6 +82,9 @@ export interface DhcpLease {
   message: string;
 }
 
+/** tcpdump text of ARP, neighbour discovery, router solicitation and MLD packets. */
+const LINK_HOUSEKEEPING = /ethertype ARP|ICMP6, (neighbor (solicitation|advertisement)|router solicitation|multicast listener)/;
+
 export interface CaptureOptions {
   /** pcap-filter expression. */
   filter?: string;
@@ -381,6 +384,15 @@ export class Topology {
   /** Packets the router namespace sent onto the upstream link (by source MAC). */
   fromRouter(pkts: CapturedPacket[]): CapturedPacket[] {
     return pkts.filter((p) => p.srcMac === this.routerMac);
+  }
+
+  /**
+   * Packets the router namespace sent onto the upstream link that carry something: everything
+   * but the link's own housekeeping (ARP, IPv6 neighbour discovery and MLD), which the router
+   * kernel does on its own (e.g. answering the upstream's ARP re-probes).
+   */
+  fromRouterTraffic(pkts: CapturedPacket[]): CapturedPacket[] {
+    return this.fromRouter(pkts).filter((p) => !LINK_HOUSEKEEPING.test(p.text));
   }
 
   /**

@@ -197,6 +197,32 @@ describe('tcp transfer', () => {
     expect(dup?.seg.options.sack?.[0]?.[0]).toBe((lostSeq + mss) >>> 0);
   });
 
+  it('fast retransmit also when the receiver moves its window on every duplicate ACK (as Linux does)', () => {
+    const net = new Net({ link: { delay: 5 } });
+    net.establish();
+    const iss = net.a.conn!.snapshot().sndNxt;
+    const mss = net.a.conn!.negotiated.mss;
+    const lostSeq = (iss + 2 * mss) >>> 0;
+    let lost = false;
+    let bump = 0;
+    net.filter = (from, seg) => {
+      if (from === 'a' && seg.seq === lostSeq && seg.payload.length > 0 && !lost) {
+        lost = true;
+        return false;
+      }
+      // Every ACK from b advertises a slightly different window.
+      if (from === 'b') (seg as { window: number }).window = Math.max(1, seg.window - (++bump % 7));
+      return true;
+    };
+    const data = new Rng(3).bytes(20 * mss);
+    net.a.send(data);
+    net.runUntil(() => net.b.receivedBytes === data.length, 10_000);
+    expect(net.b.data().equals(data)).toBe(true);
+    const s = net.a.conn!.stats;
+    expect(s.fastRetransmits).toBe(1);
+    expect(s.rtoTimeouts).toBe(0);
+  });
+
   it('RTO backs off exponentially and gives up at the user timeout', () => {
     const net = new Net({ link: { delay: 5 }, a: { userTimeout: 30_000, rtoMax: 8000 } });
     net.establish();

@@ -717,7 +717,9 @@ export class TcpConnection {
     if (seqGt(ack, una)) {
       this.newAck(ack, seg);
       if (this.st === CLOSED) return;
-    } else if (ack === una && dataLen === 0 && !fin && win === this.sndWnd && una !== this.sndMax) {
+    } else if (ack === una && dataLen === 0 && !fin && una !== this.sndMax && (win === this.sndWnd || (this.sackOk && sack !== undefined && sack.length > 0))) {
+      // RFC 5681's duplicate ACK keeps the window; with SACK (RFC 6675) the blocks are what
+      // count: a Linux receiver moves its window on almost every ACK.
       this.dupAck();
     }
     // Window update (SND.WL1/WL2 rule).
