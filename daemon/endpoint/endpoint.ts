@@ -156,10 +156,21 @@ export class Endpoint implements FlowOwner {
       return;
     }
     this.counters.tcpOpened++;
-    const flow = new TcpFlow(this, vm.name, key, addr, d.upstream, { syn: seg }, { mss: src.v === 4 ? this.opts.mss4 : this.opts.mss6, defaultPeerMss: src.v === 4 ? 536 : 1220 });
+    const flow = new TcpFlow(this, vm.name, key, addr, d.upstream, { syn: seg }, this.connOptions(src.v));
     this.vmOf.set(flow, vm);
     flows.tcp.set(key, flow);
     this.reschedule(flow);
+  }
+
+  /**
+   * Buffers sized to the MTU: the receive window is only credit (bytes go straight on to the
+   * upstream socket), and the send buffer fills only while the VM is slower than the upstream,
+   * so 32 segments (at least 1 MiB) cost nothing until used and keep jumbo-MTU links busy.
+   */
+  private connOptions(v: 4 | 6): { mss: number; defaultPeerMss: number; rcvBuf: number; sndBuf: number } {
+    const mss = v === 4 ? this.opts.mss4 : this.opts.mss6;
+    const buf = Math.max(1 << 20, 32 * mss);
+    return { mss, defaultPeerMss: v === 4 ? 536 : 1220, rcvBuf: buf, sndBuf: buf };
   }
 
   private emitFor(vm: EndpointVm, a: FlowAddr, seg: Segment): void {
@@ -212,7 +223,7 @@ export class Endpoint implements FlowOwner {
     }
     if (addr === null) return false;
     const upstream = { tag, open: () => Promise.reject(new Error('already connected')) };
-    const flow = new TcpFlow(this, vm.name, key, addr, upstream, { connected: sock }, { mss: vmIp.v === 4 ? this.opts.mss4 : this.opts.mss6, defaultPeerMss: vmIp.v === 4 ? 536 : 1220 });
+    const flow = new TcpFlow(this, vm.name, key, addr, upstream, { connected: sock }, this.connOptions(vmIp.v));
     this.vmOf.set(flow, vm);
     flows.tcp.set(key, flow);
     this.reschedule(flow);
