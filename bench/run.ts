@@ -11,29 +11,35 @@
  * mvnet attaches, `-v` for the C forwarder, the default offloads for veth; in the other two
  * settings TSO is switched off on the veth so it segments like a TAP without vnet header does).
  *
- * Per cell: `iperf3 -c -t 5 -J` (TCP, one stream, received bits/s) and `ping -c 50 -i 0.01`
- * (average RTT). The table shows Gbit/s, the ratio to veth and to the C forwarder at the same
- * setting, the ping average, and the latency each forwarder adds per hop: (RTT − veth RTT) / 2,
- * since an echo crosses the forwarder twice.
+ * Per cell: a short warm-up ping, then `ping -c 50 -i 0.01` (average and median RTT), then
+ * `iperf3 -c -t 5 -J` (TCP, one stream, received bits/s). The table shows Gbit/s, the ratio to
+ * veth and to the C forwarder at the same setting, the ping average and median, and the latency
+ * each forwarder adds per hop: (RTT − veth RTT) / 2, since an echo crosses the forwarder twice,
+ * from the averages and from the medians (a loaded machine's scheduling spikes move the former).
  *
- * All traffic stays between the two namespaces (10.77.0.1 ↔ 10.77.0.2 exist only there).
- * Everything is removed at the end, on error, and on SIGINT/SIGTERM. Needs root, iperf3, ping,
- * cc, and a built tree (`npm run bench` builds first). Results also go to bench/out/*.json.
+ * With `--repeat N` the whole matrix runs N times, interleaved (so a change in the machine's load
+ * hits every path alike), and the table shows per-cell medians; every sample goes to the JSON.
  *
- *   node dist/bench/run.js [--only veth,cfwd,mvnet] [--settings 1500,65520,tso] [--time 5]
+ * All traffic stays between the two namespaces (10.77.0.11 ↔ 10.77.0.12 exist only there; not
+ * .1, which is the mvnet network's gateway and would answer ARP for it too). Everything is
+ * removed at the end, on error, and on SIGINT/SIGTERM. Needs root, iperf3, ping, cc, and a
+ * built tree (`npm run bench` builds first). Results also go to bench/out/*.json.
+ *
+ *   node dist/bench/run.js [--only veth,cfwd,mvnet] [--settings 1500,65520,tso] [--time 5] [--repeat N]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/run.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const FWD_C = join(ROOT, 'bench', 'c-forwarder', 'fwd.c');
-const IP_A = '10.77.0.1';
-const IP_B = '10.77.0.2';
+// Not 10.77.0.1: that is the gateway of the mvnet network (it answers ARP for it).
+const IP_A = '10.77.0.11';
+const IP_B = '10.77.0.12';
 const SUBNET = '10.77.0.0/24';
 
 type PathId = 'veth' | 'cfwd' | 'mvnet';
@@ -59,6 +65,7 @@ interface Cell {
   setting: SettingId;
   gbps?: number;
   pingAvgMs?: number;
+  pingP50Ms?: number;
   retransmits?: number;
   error?: string;
 }
@@ -361,11 +368,22 @@ async function iperf(t: Topo, seconds: number): Promise<{ gbps: number; retransm
   return { gbps: bps / 1e9, retransmits: j.end?.sum_sent?.retransmits ?? 0 };
 }
 
-async function pingAvg(t: Topo): Promise<number> {
-  const r = await run(nsx(t.nsA, ['ping', '-n', '-q', '-c', '50', '-i', '0.01', '-W', '1', IP_B]), { check: false, timeoutMs: 30_000 });
+function median(xs: number[]): number | undefined {
+  if (xs.length === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Average RTT (ping's own summary) and the median of the echoes' RTTs, in ms. */
+async function ping(t: Topo): Promise<{ avg: number; p50: number | undefined }> {
+  // Warm-up (ARP, caches, a fresh daemon's JIT); not measured.
+  await run(nsx(t.nsA, ['ping', '-n', '-q', '-c', '20', '-i', '0.01', '-W', '1', IP_B]), { check: false, timeoutMs: 30_000 });
+  const r = await run(nsx(t.nsA, ['ping', '-n', '-c', '50', '-i', '0.01', '-W', '1', IP_B]), { check: false, timeoutMs: 30_000 });
   const m = /= [\d.]+\/([\d.]+)\/[\d.]+\/[\d.]+ ms/.exec(r.stdout);
   if (!m) throw new Error(`ping: no rtt summary (exit ${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`);
-  return Number(m[1]);
+  const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1]));
+  return { avg: Number(m[1]), p50: median(rtts) };
 }
 
 async function connected(t: Topo): Promise<void> {
@@ -387,9 +405,9 @@ async function measure(path: PathId, s: Setting, ctx: { fwdBin: string; workDir:
     else if (path === 'cfwd') await setupCfwd(t, s, ctx.fwdBin);
     else await setupMvnet(t, s, ctx.workDir);
     await connected(t);
-    const ping = await pingAvg(t);
+    const p = await ping(t);
     const ip = await iperf(t, ctx.seconds);
-    return { path, setting: s.id, gbps: ip.gbps, retransmits: ip.retransmits, pingAvgMs: ping };
+    return { path, setting: s.id, gbps: ip.gbps, retransmits: ip.retransmits, pingAvgMs: p.avg, pingP50Ms: p.p50 };
   } catch (e) {
     return { path, setting: s.id, error: (e as Error).message.split('\n')[0] };
   } finally {
@@ -412,44 +430,75 @@ function fmt(n: number | undefined, digits: number): string {
   return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
 }
 
-function renderTable(cells: Cell[], settings: Setting[], paths: PathId[]): string {
-  const header = ['path', 'MTU', 'Gbit/s', 'x veth', 'x C fwd', 'ping avg ms', '+us/hop'];
+/** One cell per path and setting: medians over the runs that succeeded (n of them). */
+function summarize(cells: Cell[]): (Cell & { n: number })[] {
+  const out: (Cell & { n: number })[] = [];
+  for (const c of cells) {
+    if (out.some((o) => o.path === c.path && o.setting === c.setting)) continue;
+    const all = cells.filter((o) => o.path === c.path && o.setting === c.setting);
+    const ok = all.filter((o) => o.error === undefined);
+    if (ok.length === 0) {
+      out.push({ ...all[all.length - 1]!, n: 0 });
+      continue;
+    }
+    const med = (f: (x: Cell) => number | undefined): number | undefined => median(ok.map(f).filter((v): v is number => v !== undefined));
+    out.push({
+      path: c.path,
+      setting: c.setting,
+      gbps: med((x) => x.gbps),
+      pingAvgMs: med((x) => x.pingAvgMs),
+      pingP50Ms: med((x) => x.pingP50Ms),
+      retransmits: med((x) => x.retransmits),
+      n: ok.length,
+    });
+  }
+  return out;
+}
+
+function renderTable(cells: Cell[], settings: Setting[], paths: PathId[], repeat: number): string {
+  const summary = summarize(cells);
+  const header = ['path', 'MTU', ...(repeat > 1 ? ['runs'] : []), 'Gbit/s', 'x veth', 'x C fwd', 'ping avg ms', 'ping p50 ms', '+us/hop', '+us/hop p50'];
   const rows: string[][] = [];
+  const perHop = (c: number | undefined, base: number | undefined): number | undefined =>
+    c === undefined || base === undefined ? undefined : ((c - base) / 2) * 1000;
   for (const s of settings) {
-    const get = (p: PathId): Cell | undefined => cells.find((c) => c.path === p && c.setting === s.id);
+    const get = (p: PathId): (Cell & { n: number }) | undefined => summary.find((c) => c.path === p && c.setting === s.id);
     const veth = get('veth');
     const cfwd = get('cfwd');
     for (const p of paths) {
       const c = get(p);
       if (!c) continue;
-      if (c.error) {
-        rows.push([PATH_LABEL[p], s.label, 'error', '', '', '', c.error]);
+      const runs = repeat > 1 ? [`${c.n}/${repeat}`] : [];
+      if (c.n === 0) {
+        rows.push([PATH_LABEL[p], s.label, ...runs, 'error', '', '', '', '', '', c.error ?? '']);
         continue;
       }
-      const perHopUs =
-        p === 'veth' || veth?.pingAvgMs === undefined || c.pingAvgMs === undefined ? undefined : ((c.pingAvgMs - veth.pingAvgMs) / 2) * 1000;
       rows.push([
         PATH_LABEL[p],
         s.label,
+        ...runs,
         fmt(c.gbps, 2),
-        veth?.gbps ? fmt(c.gbps! / veth.gbps, 2) : '-',
-        cfwd?.gbps ? fmt(c.gbps! / cfwd.gbps, 2) : '-',
+        veth?.gbps && c.gbps !== undefined ? fmt(c.gbps / veth.gbps, 2) : '-',
+        cfwd?.gbps && c.gbps !== undefined ? fmt(c.gbps / cfwd.gbps, 2) : '-',
         fmt(c.pingAvgMs, 3),
-        p === 'veth' ? '(base)' : fmt(perHopUs, 1),
+        fmt(c.pingP50Ms, 3),
+        p === 'veth' ? '(base)' : fmt(perHop(c.pingAvgMs, veth?.pingAvgMs), 1),
+        p === 'veth' ? '(base)' : fmt(perHop(c.pingP50Ms, veth?.pingP50Ms), 1),
       ]);
     }
   }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]): string => r.map((c, i) => (i < 2 || i === r.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const line = (r: string[]): string => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
 
-function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seconds: number } {
+function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seconds: number; repeat: number } {
   let paths: PathId[] = ['veth', 'cfwd', 'mvnet'];
   let settings = SETTINGS;
   let seconds = 5;
+  let repeat = 1;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
@@ -463,11 +512,14 @@ function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seco
     } else if (a === '--time' && v) {
       seconds = Math.max(1, Math.min(60, Number(v) || 5));
       i++;
+    } else if (a === '--repeat' && v) {
+      repeat = Math.max(1, Math.min(20, Math.floor(Number(v)) || 1));
+      i++;
     } else {
-      throw new Error(`unknown argument ${a} (use --only veth,cfwd,mvnet --settings 1500,65520,tso --time N)`);
+      throw new Error(`unknown argument ${a} (use --only veth,cfwd,mvnet --settings 1500,65520,tso --time N --repeat N)`);
     }
   }
-  return { paths, settings, seconds };
+  return { paths, settings, seconds, repeat };
 }
 
 function preflight(paths: PathId[]): void {
@@ -482,7 +534,7 @@ function preflight(paths: PathId[]): void {
 }
 
 async function main(): Promise<void> {
-  const { paths, settings, seconds } = parseArgs(process.argv.slice(2));
+  const { paths, settings, seconds, repeat } = parseArgs(process.argv.slice(2));
   preflight(paths);
   const workDir = mkdtempSync(join(tmpdir(), 'mvb-'));
   onUndo(
@@ -492,25 +544,34 @@ async function main(): Promise<void> {
   const fwdBin = join(workDir, 'fwd');
   if (paths.includes('cfwd')) await run(['cc', '-O2', '-Wall', '-o', fwdBin, FWD_C]);
 
+  const load0 = loadavg()[0]!;
   const cells: Cell[] = [];
-  for (const s of settings) {
-    for (const p of paths) {
-      process.stderr.write(`bench: ${PATH_LABEL[p]} at ${s.label} ... `);
-      const c = await measure(p, s, { fwdBin, workDir, seconds });
-      cells.push(c);
-      process.stderr.write(c.error ? `error: ${c.error}\n` : `${fmt(c.gbps, 2)} Gbit/s, ping ${fmt(c.pingAvgMs, 3)} ms\n`);
+  for (let r = 1; r <= repeat; r++) {
+    for (const s of settings) {
+      for (const p of paths) {
+        process.stderr.write(`bench${repeat > 1 ? ` [${r}/${repeat}]` : ''}: ${PATH_LABEL[p]} at ${s.label} ... `);
+        const c = await measure(p, s, { fwdBin, workDir, seconds });
+        cells.push(c);
+        process.stderr.write(
+          c.error ? `error: ${c.error}\n` : `${fmt(c.gbps, 2)} Gbit/s, ping avg ${fmt(c.pingAvgMs, 3)} ms, p50 ${fmt(c.pingP50Ms, 3)} ms\n`,
+        );
+      }
     }
   }
+  const load1 = loadavg()[0]!;
 
-  const table = renderTable(cells, settings, paths);
-  console.log(`\nmvnet bench: iperf3 TCP -t ${seconds}, ping -c 50 -i 0.01, between two namespaces (${new Date().toISOString()})\n`);
+  const table = renderTable(cells, settings, paths, repeat);
+  console.log(
+    `\nmvnet bench: iperf3 TCP -t ${seconds}, ping -c 50 -i 0.01, between two namespaces` +
+      `${repeat > 1 ? `, medians of ${repeat} interleaved runs` : ''} (${new Date().toISOString()}; load average ${load0.toFixed(2)} → ${load1.toFixed(2)})\n`,
+  );
   console.log(table);
-  console.log('\n+us/hop = (ping avg - veth ping avg) / 2: latency the forwarder adds each way.');
+  console.log('\n+us/hop = (ping RTT - veth ping RTT) / 2: latency the forwarder adds each way (from the averages; p50: from the medians).');
 
   const outDir = join(ROOT, 'bench', 'out');
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ seconds, cells }, null, 2) + '\n');
+  writeFileSync(file, JSON.stringify({ seconds, repeat, loadavg: [load0, load1], cells }, null, 2) + '\n');
   console.log(`results: ${file}`);
   await undoAll();
   if (cells.some((c) => c.error)) process.exitCode = 1;

@@ -5,7 +5,7 @@
  */
 import type { Port, DropReason } from '../../plugins/types.js';
 import { MIN_FRAME, maxFrameFor } from '../../plugins/types.js';
-import { MacTable } from './mac-table.js';
+import { MacTable, type MacTableMirror } from './mac-table.js';
 import { readMac, isGroupMac } from './mac.js';
 import { VNET_HDR_LEN, normalizeOffload } from '../offload/gso.js';
 
@@ -26,6 +26,32 @@ export interface Member {
   readonly drops: DropCounts;
   /** Output accumulated during one input batch, flushed as one send. */
   readonly out: Buffer[];
+}
+
+/**
+ * The native cut-through table of a network (plugins/native DeviceSwitchFib): unicast MAC → the
+ * member port frames to it may be forwarded to in native code, for a while.
+ */
+export interface SwitchFib {
+  set(mac: number, port: Port, validMs: number): boolean;
+  delete(mac: number): void;
+  clear(): void;
+}
+
+/**
+ * A port that can forward for the switch in native code (DevicePort): frames it reads that the
+ * switch would forward unchanged to a member in the table go straight out; the switch is told
+ * afterwards (onForwarded) and sees only the rest of each batch.
+ */
+export interface CutThroughPort extends Port {
+  newSwitchFib(gatewayMac: number, maxFrame: number): SwitchFib;
+  bindSwitch(fib: SwitchFib, mac: number | null, onForwarded: (frames: number) => void): boolean;
+  setSwitchMac(mac: number): void;
+  unbindSwitch(): void;
+}
+
+function isCutThroughPort(p: Port): p is CutThroughPort {
+  return typeof (p as Partial<CutThroughPort>).bindSwitch === 'function';
 }
 
 export interface NetworkOptions {
@@ -84,6 +110,10 @@ export class Network {
   private readonly maxFrame: number;
   private readonly scratch: Buffer[] = [];
   private sweepTimer: NodeJS.Timeout;
+  /** Cut-through: created with the first member whose port can do it. */
+  private fib: SwitchFib | null = null;
+  /** Members whose port is bound to `fib`. */
+  private readonly cutThrough = new Set<Member>();
   readonly stats: NetworkStats = { forwarded: 0, flooded: 0, toGateway: 0, drops: {} };
 
   constructor(opts: NetworkOptions) {
@@ -91,11 +121,37 @@ export class Network {
     this.mtu = opts.mtu;
     this.gatewayMac = opts.gatewayMac;
     this.clock = opts.clock;
-    this.table = new MacTable<Member>(opts.macAgeMs ?? 300_000);
+    const ageMs = opts.macAgeMs ?? 300_000;
+    this.table = new MacTable<Member>(ageMs, this.fibMirror(ageMs));
     this.onMacLearned = opts.onMacLearned ?? (() => {});
     this.maxFrame = maxFrameFor(opts.mtu);
     this.sweepTimer = setInterval(() => this.table.sweep(this.clock()), 60_000);
     this.sweepTimer.unref();
+  }
+
+  /**
+   * Keeps the cut-through table a subset of the MAC table: an entry there expires a margin
+   * before the MAC table's own (the clock is milliseconds of real time), and goes when the MAC
+   * ages out or its member leaves.
+   */
+  private fibMirror(ageMs: number): MacTableMirror<Member> {
+    const validMs = ageMs - Math.min(1000, ageMs / 10);
+    return {
+      refreshMs: Math.min(1000, ageMs / 10),
+      set: (mac, member) => {
+        if (this.fib === null) return;
+        if (this.cutThrough.has(member)) this.fib.set(mac, member.port, validMs);
+        else this.fib.delete(mac);
+      },
+      delete: (mac) => this.fib?.delete(mac),
+    };
+  }
+
+  /** Bookkeeping for frames a member's port forwarded in native code (Network.input's, for them). */
+  private onCutThrough(member: Member, frames: number): void {
+    if (!this.cutThrough.has(member)) return;
+    this.stats.forwarded += frames;
+    if (member.mac !== null) this.table.learn(member.mac, member, this.clock());
   }
 
   setGateway(handler: GatewayHandler | null): void {
@@ -109,10 +165,19 @@ export class Network {
     const member: Member = { vm, port, mac, drops: {}, out: [] };
     this.members.push(member);
     port.onFrames((frames) => this.input(member, frames));
+    if (isCutThroughPort(port)) {
+      this.fib ??= port.newSwitchFib(this.gatewayMac, this.maxFrame);
+      if (port.bindSwitch(this.fib, mac, (n) => this.onCutThrough(member, n))) this.cutThrough.add(member);
+    }
     return member;
   }
 
   detach(member: Member): void {
+    if (this.cutThrough.has(member)) {
+      // Reports (and books) what the port forwarded natively and had not reported yet.
+      (member.port as CutThroughPort).unbindSwitch();
+      this.cutThrough.delete(member);
+    }
     const i = this.members.indexOf(member);
     if (i >= 0) this.members.splice(i, 1);
     this.table.forget(member);
@@ -198,6 +263,7 @@ export class Network {
     if (smac === this.gatewayMac) return false;
     for (const m of this.members) if (m !== src && m.mac === smac) return false;
     src.mac = smac;
+    if (this.cutThrough.has(src)) (src.port as CutThroughPort).setSwitchMac(smac);
     this.onMacLearned(src);
     return true;
   }
@@ -287,5 +353,6 @@ export class Network {
   close(): void {
     clearInterval(this.sweepTimer);
     for (const m of [...this.members]) this.detach(m);
+    this.fib?.clear();
   }
 }

@@ -6,6 +6,12 @@
  * Hot path: one onRead call per batch builds Buffer views into the device's buffer (the array
  * is reused between batches) and calls the handler once; send() validates sizes and hands the
  * list straight to the device, which writes from the Buffers' own memory.
+ *
+ * Cut-through: a port attached to a switch is bound to the network's native forwarding table
+ * (bindSwitch). The device then forwards, without calling JS, every frame the switch would
+ * forward unchanged to a known member, straight from its read buffer; onRead only sees the rest
+ * of a batch, and the switch's bookkeeping for the frames cut through (counters, MAC ageing)
+ * runs afterwards (see device.cc).
  */
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
@@ -13,6 +19,51 @@ import type { FrameHandler, Port, PortKind, PortStats, PortStatus } from '../typ
 import { MIN_FRAME } from '../types.js';
 import { native } from './index.js';
 import type { NativeDevice } from './types.js';
+
+/** The native forwarding table of one switch (device.cc `Fib`). */
+interface NativeFib {
+  set(mac: number, device: NativeDevice, validMs: number): boolean;
+  delete(mac: number): void;
+  clear(): void;
+}
+
+/** The cut-through half of the native Device (device.cc), beyond NativeDevice. */
+interface SwitchDevice extends NativeDevice {
+  bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
+  setSwitchMac(mac: number): void;
+  unbindSwitch(): void;
+}
+
+/**
+ * A switch's forwarding table for cut-through (the structural SwitchFib of
+ * daemon/switch/network.ts): created by a DevicePort, filled with DevicePorts bound to it.
+ */
+export class DeviceSwitchFib {
+  /** @internal */
+  readonly native: NativeFib;
+
+  constructor(gatewayMac: number, maxFrame: number) {
+    const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+    this.native = new Fib(gatewayMac, maxFrame);
+  }
+
+  /** Frames to `mac` may go straight to `port` for `validMs`; false if the port is not bound here. */
+  set(mac: number, port: unknown, validMs: number): boolean {
+    if (!(port instanceof DevicePort)) {
+      this.native.delete(mac);
+      return false;
+    }
+    return DevicePort.fibSet(this, port, mac, validMs);
+  }
+
+  delete(mac: number): void {
+    this.native.delete(mac);
+  }
+
+  clear(): void {
+    this.native.clear();
+  }
+}
 
 /** sizeof(struct virtio_net_hdr). */
 export const VNET_HDR_LEN = 10;
@@ -79,6 +130,7 @@ export abstract class DevicePort implements Port {
   private readonly views: Buffer[] = [];
   private readonly scratch: Buffer[] = [];
   private handlerErrors = 0;
+  private switchFib: DeviceSwitchFib | null = null;
 
   protected constructor(cfg: DevicePortConfig) {
     this.kind = cfg.kind;
@@ -101,7 +153,7 @@ export abstract class DevicePort implements Port {
       queueFrames: cfg.queueFrames ?? DEFAULT_QUEUE_FRAMES,
       queueBytes: cfg.queueBytes ?? DEFAULT_QUEUE_BYTES,
       txHeaderLen: cfg.vnet === 'normalize' ? VNET_HDR_LEN : 0,
-      onRead: (count) => this.onRead(count),
+      onRead: (count: number, start?: number) => this.onRead(count, start ?? 0),
       onError: (message) => this.onDeviceError(message),
     });
     this.device.start();
@@ -111,7 +163,8 @@ export abstract class DevicePort implements Port {
     this.handler = handler;
   }
 
-  private onRead(count: number): void {
+  /** Frames [start, count) of the device's batch; those before `start` were cut through. */
+  private onRead(count: number, start: number): void {
     const buf = this.device.buffer;
     const lengths = this.device.lengths;
     const slot = this.slot;
@@ -122,7 +175,7 @@ export abstract class DevicePort implements Port {
     let bytes = 0;
     if (this.vnet === 'none') {
       const l3 = this.layer === 3;
-      for (let i = 0; i < count; i++) {
+      for (let i = start; i < count; i++) {
         const len = lengths[i]!;
         if (len < min) {
           this.counters.drop('runt');
@@ -142,7 +195,7 @@ export abstract class DevicePort implements Port {
         }
       }
     } else if (this.vnet === 'pass') {
-      for (let i = 0; i < count; i++) {
+      for (let i = start; i < count; i++) {
         const len = lengths[i]!;
         const off = i * slot;
         if (len < VNET_HDR_LEN + min) {
@@ -156,7 +209,7 @@ export abstract class DevicePort implements Port {
       }
     } else {
       const normalize = this.normalize!;
-      for (let i = 0; i < count; i++) {
+      for (let i = start; i < count; i++) {
         const len = lengths[i]!;
         const off = i * slot;
         if (len < VNET_HDR_LEN + min) {
@@ -271,6 +324,49 @@ export abstract class DevicePort implements Port {
     if (list === this.scratch) this.scratch.length = 0;
   }
 
+  /** A forwarding table for a switch whose members are DevicePorts (see bindSwitch). */
+  newSwitchFib(gatewayMac: number, maxFrame: number): DeviceSwitchFib {
+    return new DeviceSwitchFib(gatewayMac, maxFrame);
+  }
+
+  /**
+   * Lets the device forward, in native code, the frames the switch would forward unchanged to a
+   * member in `fib` (for a layer-2 port only). `mac`: the member's source MAC (null until
+   * known: nothing is cut through meanwhile). `onForwarded(frames)` is the switch's bookkeeping
+   * for frames cut through; it runs after them, from the event loop, or during unbindSwitch().
+   */
+  bindSwitch(fib: unknown, mac: number | null, onForwarded: (frames: number) => void): boolean {
+    if (this.closed || this.layer !== 2 || !(fib instanceof DeviceSwitchFib)) return false;
+    const mode = this.vnet === 'none' ? 0 : this.vnet === 'pass' ? 1 : 2;
+    (this.device as SwitchDevice).bindSwitch(fib.native, mode, this.minLen, this.maxFrame, mac ?? -1, (frames, bytes) => {
+      this.counters.rxFrames += frames;
+      this.counters.rxBytes += bytes;
+      onForwarded(frames);
+    });
+    this.switchFib = fib;
+    return true;
+  }
+
+  setSwitchMac(mac: number): void {
+    if (this.switchFib !== null) (this.device as SwitchDevice).setSwitchMac(mac);
+  }
+
+  /** Ends cut-through; the bookkeeping of frames cut through and not yet reported runs now. */
+  unbindSwitch(): void {
+    if (this.switchFib === null) return;
+    this.switchFib = null;
+    (this.device as SwitchDevice).unbindSwitch();
+  }
+
+  /** @internal DeviceSwitchFib.set: the port's device, when bound to `fib`. */
+  static fibSet(fib: DeviceSwitchFib, port: DevicePort, mac: number, validMs: number): boolean {
+    if (port.switchFib !== fib || port.closed) {
+      fib.native.delete(mac);
+      return false;
+    }
+    return fib.native.set(mac, port.device, validMs);
+  }
+
   stats(): PortStats {
     const s = this.counters.snapshot();
     const d = this.device.stats();
@@ -299,6 +395,7 @@ export abstract class DevicePort implements Port {
     if (this.closed) return;
     this.closed = true;
     const remove = opts?.remove ?? false;
+    this.unbindSwitch();
     this.beforeClose(remove);
     this.device.close();
     this.afterClose(remove);

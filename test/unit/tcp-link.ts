@@ -55,7 +55,13 @@ export interface LinkConfig {
   dup?: number;
   /** Probability that a segment is held back `reorderDelay` ms. Default 0. */
   reorder?: number;
+  /**
+   * Extra delay of a reordered segment, ms; default 3. Negative makes it skip (part of) the
+   * delay, as netem's `reorder` does: `delay: 5, reorder: 0.25, reorderDelay: -5`.
+   */
   reorderDelay?: number;
+  /** netem's correlation of successive reorder decisions (0..1). Default 0. */
+  reorderCorrelation?: number;
   seed?: number;
 }
 
@@ -194,6 +200,9 @@ export class Net {
   private readonly rngBA: Rng;
   private readonly linkAB: Required<LinkConfig>;
   private readonly linkBA: Required<LinkConfig>;
+  /** netem's correlated-random state per direction. */
+  private lastAB = 0;
+  private lastBA = 0;
 
   constructor(private readonly cfg: NetConfig = {}) {
     this.a = new Endpoint('a', this);
@@ -206,6 +215,7 @@ export class Net {
       dup: 0,
       reorder: 0,
       reorderDelay: 3,
+      reorderCorrelation: 0,
       seed: 1,
       ...cfg.link,
     };
@@ -274,9 +284,20 @@ export class Net {
     for (let i = 0; i < copies; i++) {
       let at = this.now + link.delay;
       if (link.jitter > 0) at += rng.next() * link.jitter;
-      if (link.reorder > 0 && rng.next() < link.reorder) at += link.reorderDelay;
+      if (link.reorder > 0 && this.crandom(from, link, rng) < link.reorder) at += link.reorderDelay;
       this.enqueue({ at, n: this.n++, to: from === 'a' ? 'b' : 'a', seg });
     }
+  }
+
+  /** netem's get_crandom(): (1 − ρ)·rnd + ρ·last; plain rnd when ρ = 0. */
+  private crandom(from: Side, link: Required<LinkConfig>, rng: Rng): number {
+    const rho = link.reorderCorrelation;
+    const r = rng.next();
+    if (rho === 0) return r;
+    const v = (1 - rho) * r + rho * (from === 'a' ? this.lastAB : this.lastBA);
+    if (from === 'a') this.lastAB = v;
+    else this.lastBA = v;
+    return v;
   }
 
   private enqueue(p: Pending): void {

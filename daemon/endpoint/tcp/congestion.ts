@@ -3,6 +3,12 @@
  * initial window of RFC 6928, fast retransmit / fast recovery as modified by RFC 6582. This
  * class holds the arithmetic; the connection decides when an ACK is new, duplicate, partial or
  * full, and does the retransmitting.
+ *
+ * With SACK the connection detects loss with RACK (RFC 8985) and recovers per RFC 6675; the
+ * window is then reduced smoothly by Proportional Rate Reduction (RFC 6937, PRR-SSRB), after a
+ * retransmission timeout it is in the "loss" state (slow start until SND.MAX at the timeout is
+ * acknowledged), and a reduction that proves spurious (DSACK, RFC 3708; timestamps, RFC 3522)
+ * is undone.
  */
 import { seqGe } from './seq.js';
 
@@ -19,7 +25,16 @@ export class NewReno {
   sack = false;
   /** SND.MAX when recovery (or the last RTO) began; see RFC 6582 §3.2 step 2. */
   recover: number;
+  /** After a retransmission timeout (SACK mode), until `recover` is acknowledged. */
+  inLoss = false;
+  /** cwnd and ssthresh before the current reduction, for undo; 0 when there is none. */
+  priorCwnd = 0;
+  priorSsthresh = 0;
   private acc = 0;
+  // PRR (RFC 6937).
+  private prrDelivered = 0;
+  private prrOut = 0;
+  private recoverFs = 1;
 
   constructor(
     private mss: number,
@@ -92,6 +107,104 @@ export class NewReno {
     this.cwnd = this.mss;
     this.inRecovery = false;
     this.recover = sndMax;
+    this.acc = 0;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // SACK mode: RFC 6675 recovery with PRR, loss state after a timeout, undo.
+
+  /** Remembers the window before a reduction so that undo() can restore it. */
+  private saveForUndo(): void {
+    this.priorCwnd = this.cwnd;
+    this.priorSsthresh = this.ssthresh;
+  }
+
+  /**
+   * Loss detected (RACK): halve (RFC 5681 eq. 4) and start PRR. `flight` is SND.MAX − SND.UNA.
+   * A timeout in progress keeps its state (and its undo record).
+   */
+  enterPrrRecovery(flight: number, sndMax: number): void {
+    this.saveForUndo();
+    this.ssthresh = Math.max(flight >>> 1, 2 * this.mss);
+    this.recoverFs = Math.max(flight, 1);
+    this.prrDelivered = 0;
+    this.prrOut = 0;
+    this.recover = sndMax;
+    this.sack = true;
+    this.inRecovery = true;
+    this.inLoss = false;
+    this.acc = 0;
+  }
+
+  /**
+   * An ACK in PRR recovery that newly delivered `delivered` bytes, with `pipe` (RFC 6675)
+   * after loss marking: sets cwnd to pipe + what may be sent now (RFC 6937 §3, PRR-SSRB).
+   */
+  prrAck(delivered: number, pipe: number): void {
+    this.prrDelivered += delivered;
+    let sndcnt: number;
+    if (pipe > this.ssthresh) {
+      sndcnt = Math.ceil((this.prrDelivered * this.ssthresh) / this.recoverFs) - this.prrOut;
+    } else {
+      const limit = Math.max(this.prrDelivered - this.prrOut, delivered) + this.mss;
+      sndcnt = Math.min(this.ssthresh - pipe, limit);
+    }
+    // The first retransmission goes out whatever the arithmetic says (RFC 6937bis).
+    if (this.prrOut === 0 && sndcnt < this.mss) sndcnt = this.mss;
+    this.cwnd = pipe + Math.max(0, sndcnt);
+  }
+
+  /** Bytes (re)sent during PRR recovery. */
+  prrSent(n: number): void {
+    if (this.inRecovery) this.prrOut += n;
+  }
+
+  /** SND.UNA reached `recover`: PRR ends with cwnd = ssthresh (RFC 6937 §3). */
+  exitPrrRecovery(): void {
+    this.cwnd = Math.max(this.ssthresh, this.mss);
+    this.inRecovery = false;
+    this.acc = 0;
+  }
+
+  /**
+   * Retransmission timeout in SACK mode: cwnd to one segment, slow start until `recover`. The
+   * window is halved only when no reduction is under way (a timeout during recovery or after
+   * another timeout already had its reduction), as Linux does.
+   */
+  onSackTimeout(flight: number, sndMax: number): void {
+    if (!this.inRecovery && !this.inLoss) {
+      this.saveForUndo();
+      this.ssthresh = Math.max(flight >>> 1, 2 * this.mss);
+    }
+    this.cwnd = this.mss;
+    this.inRecovery = false;
+    this.inLoss = true;
+    this.recover = sndMax;
+    this.acc = 0;
+  }
+
+  /** The loss state ends when SND.MAX at the timeout is acknowledged. */
+  endLoss(): void {
+    this.inLoss = false;
+  }
+
+  /** A tail loss probe repaired a loss (RFC 8985 §7.4.2): one reduction, no recovery. */
+  reduceOnce(): void {
+    this.ssthresh = Math.max(this.cwnd >>> 1, 2 * this.mss);
+    this.cwnd = this.ssthresh;
+    this.acc = 0;
+  }
+
+  /** The last reduction was spurious: restore the window from before it (RFC 4015 §3 / Linux). */
+  undo(): void {
+    if (this.priorCwnd > 0) {
+      this.cwnd = Math.max(this.cwnd, this.priorCwnd);
+      this.ssthresh = Math.max(this.ssthresh, this.priorSsthresh);
+    }
+    this.priorCwnd = 0;
+    this.priorSsthresh = 0;
+    this.inRecovery = false;
+    this.inLoss = false;
     this.acc = 0;
   }
 

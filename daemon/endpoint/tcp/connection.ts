@@ -9,9 +9,13 @@
  *
  * Implemented: §3.10 segment processing with the RFC 5961 RST/SYN/ACK checks; window scaling,
  * timestamps with PAWS (RFC 7323); SACK (RFC 2018) both ways; RFC 6298 RTO with Karn;
- * RFC 5681 slow start / congestion avoidance with IW10 (RFC 6928); fast retransmit and
- * NewReno fast recovery (RFC 6582), retransmitting SACK holes when the peer reports them;
- * zero-window probes; keepalive; delayed ACK (every second segment or 40 ms); receiver and
+ * RFC 5681 slow start / congestion avoidance with IW10 (RFC 6928). Loss recovery with SACK:
+ * RACK-TLP loss detection (RFC 8985) with a reordering window that adapts to DSACKs, RFC 6675
+ * recovery (every segment deemed lost is resent, new data goes on as the pipe allows) with
+ * Proportional Rate Reduction (RFC 6937), and undo of spurious reductions detected by DSACK
+ * (RFC 2883/3708) or timestamps (Eifel, RFC 3522/4015). Without SACK: fast retransmit and
+ * NewReno fast recovery (RFC 6582) with limited transmit (RFC 3042). The receiver sends DSACK.
+ * Zero-window probes; keepalive; delayed ACK (every second segment or 40 ms); receiver and
  * sender silly-window avoidance.
  */
 import { NewReno } from './congestion.js';
@@ -25,10 +29,10 @@ import {
 } from './options.js';
 import { Reassembly } from './reassembly.js';
 import { RtoEstimator } from './rto.js';
-import { SackScoreboard } from './scoreboard.js';
-import { ACK, EMPTY_PAYLOAD, FIN, NO_OPTIONS, PSH, RST, SYN, type Segment, type SegmentOptions } from './segment.js';
+import { ACK, EMPTY_PAYLOAD, FIN, NO_OPTIONS, PSH, RST, SYN, type SackRange, type Segment, type SegmentOptions } from './segment.js';
 import { SendBuffer } from './send-buffer.js';
 import { seqAdd, seqDiff, seqGe, seqGt, seqInWindow, seqLe, seqLt, seqMax } from './seq.js';
+import { EVER, LOST, RETRANS, SACKED, TxQueue, type TxRecord } from './tx-queue.js';
 
 export type TcpState =
   | 'SYN-PENDING'
@@ -56,6 +60,8 @@ const LAST_ACK = 8;
 const TIME_WAIT = 9;
 const CLOSED = 10;
 
+const noop = (): void => {};
+
 const STATE_NAMES: readonly TcpState[] = [
   'SYN-PENDING',
   'SYN-SENT',
@@ -73,6 +79,10 @@ const STATE_NAMES: readonly TcpState[] = [
 /** Bytes the timestamp option takes in every segment once negotiated (RFC 6691: MSS excludes it). */
 const TS_OPTION_LEN = 12;
 const NONE = Infinity;
+/** RACK's reordering window multiplier stays raised for this many recoveries after a DSACK (RFC 8985 §6.2). */
+const REO_WND_PERSIST = 16;
+/** Extra tail-loss-probe delay when one segment is in flight: the peer may be delaying its ACK (RFC 8985 §7.2). */
+const TLP_DELACK = 200;
 
 export interface TcpStats {
   segsIn: number;
@@ -81,10 +91,20 @@ export interface TcpStats {
   bytesIn: number;
   /** New payload bytes sent (retransmissions excluded). */
   bytesOut: number;
-  /** Segments sent again (by timeout, fast retransmit, SACK hole or go-back-N). */
+  /** Segments sent again (by timeout, fast retransmit, loss recovery or tail loss probe). */
   retransmits: number;
+  /** Loss recoveries entered (fast retransmit; with SACK, RACK detecting a loss). */
   fastRetransmits: number;
   rtoTimeouts: number;
+  /** Tail loss probes sent (RFC 8985 §7). */
+  tlpProbes: number;
+  /** Segments RACK deemed lost (each transmission counts). */
+  rackLost: number;
+  /** Window reductions undone as spurious (DSACK or timestamps showed no loss). */
+  undos: number;
+  /** DSACK blocks received / sent (RFC 2883). */
+  dsacksIn: number;
+  dsacksOut: number;
   persistProbes: number;
   keepaliveProbes: number;
   dupAcksIn: number;
@@ -142,6 +162,11 @@ function newStats(): TcpStats {
     retransmits: 0,
     fastRetransmits: 0,
     rtoTimeouts: 0,
+    tlpProbes: 0,
+    rackLost: 0,
+    undos: 0,
+    dsacksIn: 0,
+    dsacksOut: 0,
     persistProbes: 0,
     keepaliveProbes: 0,
     dupAcksIn: 0,
@@ -165,8 +190,8 @@ export class TcpConnection {
   private readonly clock: (() => number) | null;
   private now: number;
 
-  // Send side (RFC 9293 §3.3.1 names). SND.MAX is the highest sequence number sent; SND.NXT
-  // goes back to SND.UNA after a timeout (go-back-N).
+  // Send side (RFC 9293 §3.3.1 names). SND.MAX is the highest sequence number sent; SND.NXT is
+  // the next new one (equal to SND.MAX: retransmissions go through the tx queue).
   private iss = 0;
   private sndUna = 0;
   private sndNxt = 0;
@@ -192,6 +217,8 @@ export class TcpConnection {
   private rcvScale = 0;
   private unconsumed = 0;
   private readonly ooo: Reassembly;
+  /** A duplicate segment to report in the next ACK's first SACK block (RFC 2883), or null. */
+  private dsack: SackRange | null = null;
   private lastAckSent = 0;
   private pendingAcks = 0;
   private ackNow = false;
@@ -209,6 +236,10 @@ export class TcpConnection {
   private keepAt = NONE;
   private delackAt = NONE;
   private stateAt = NONE;
+  /** RACK reordering timer (RFC 8985 §6.2 step 5). */
+  private reoAt = NONE;
+  /** Tail loss probe timer (RFC 8985 §7.2). */
+  private tlpAt = NONE;
   private persistShift = 0;
   private keepProbes = 0;
   private lastRecvAt: number;
@@ -219,13 +250,43 @@ export class TcpConnection {
   // Loss recovery.
   private readonly rto: RtoEstimator;
   private readonly cc: NewReno;
-  private rttTiming = false;
-  private rttSeq = 0;
   private rttStart = 0;
   private dupAcks = 0;
-  /** End of what was last retransmitted in this recovery episode. */
+  /** End of what was last retransmitted in this NewReno recovery episode (no SACK). */
   private rtxHigh = 0;
-  private readonly sb = new SackScoreboard();
+  /** Every segment in flight, with its SACK/loss/retransmission state. */
+  private readonly txq = new TxQueue();
+
+  // RACK (RFC 8985): the most recently sent segment known delivered, and the reordering window.
+  private rackXmitSeq = 0;
+  private rackRtt = 0;
+  /** Highest end of delivered data (RACK.fack). */
+  private rackFack = 0;
+  private minRtt = Infinity;
+  private reordSeen = false;
+  /** The largest reordering delay measured (ms) since reordering was last absent for a while. */
+  private reoExtent = 0;
+  private reoWndMult = 1;
+  private reoWndPersist = 0;
+  /** SND.MAX when the multiplier last grew: it grows at most once per round trip. */
+  private dsackRound: number | null = null;
+  /** TSecr of the ACK being processed, for RACK's retransmission ambiguity check. */
+  private ackTsecr: number | undefined = undefined;
+  /** RACK.fack before the ACK being processed (reordering is judged against it). */
+  private priorFack = 0;
+
+  // Tail loss probe.
+  /** SND.MAX when the probe was sent, while its outcome is open; null when none. */
+  private tlpEnd: number | null = null;
+  private tlpRetrans = false;
+
+  // Undo of spurious reductions (RFC 3522/3708/4015, after Linux's undo_marker/undo_retrans).
+  /** SND.UNA when the reduction began; null when there is nothing to undo. */
+  private undoMarker: number | null = null;
+  /** Retransmissions in this episode not yet shown spurious by a DSACK. */
+  private undoRetrans = 0;
+  /** TSval of the first retransmission in this episode; -1 before it. */
+  private retransStamp = -1;
 
   private inInput = false;
   private wantWritable = false;
@@ -424,6 +485,8 @@ export class TcpConnection {
       if (this.pendingAcks > 0) this.sendAck();
     }
     if (this.rtxAt <= now) this.onRetransmitTimer();
+    if (this.reoAt <= now && this.st !== CLOSED) this.onReorderTimer();
+    if (this.tlpAt <= now && this.st !== CLOSED) this.onTlpTimer();
     if (this.persistAt <= now && this.st !== CLOSED) this.onPersistTimer();
     if (this.keepAt <= now && this.st !== CLOSED) this.onKeepaliveTimer();
     if (this.stateAt <= now && this.st !== CLOSED) this.onStateTimer();
@@ -431,7 +494,7 @@ export class TcpConnection {
 
   /** When `poll` should next be called, or null when no timer runs. Re-read it after every call. */
   nextDeadline(): number | null {
-    const t = Math.min(this.rtxAt, this.persistAt, this.keepAt, this.delackAt, this.stateAt);
+    const t = Math.min(this.rtxAt, this.persistAt, this.keepAt, this.delackAt, this.stateAt, this.reoAt, this.tlpAt);
     return t === NONE ? null : t;
   }
 
@@ -492,6 +555,7 @@ export class TcpConnection {
     this.sndBufSeq = this.sndNxt;
     this.sndWl2 = iss;
     this.rtxHigh = this.sndNxt;
+    this.rackFack = this.sndNxt;
     this.cc.recover = iss;
   }
 
@@ -635,6 +699,10 @@ export class TcpConnection {
       if (!(f & RST)) {
         this.stats.unacceptable++;
         this.ackNow = true;
+        // All of it was received before: report the duplicate (DSACK, RFC 2883 §4.1.1).
+        if (this.sackOk && data.length > 0 && seqLe(seqAdd(seq, data.length), this.rcvNxt) && seqLt(seq, this.rcvNxt)) {
+          this.dsack = [seq, seqAdd(seq, data.length)];
+        }
         if (this.st === TIME_WAIT && fin) this.stateAt = now + this.cfg.timeWait;
       }
       return;
@@ -663,6 +731,8 @@ export class TcpConnection {
     // Trim to the window.
     const before = seqDiff(this.rcvNxt, seq);
     if (before > 0) {
+      // Already received: report it (DSACK, RFC 2883 §4.1.1).
+      if (this.sackOk && data.length > 0) this.dsack = [seq, seqAdd(seq, Math.min(before, data.length))];
       if (before >= data.length) {
         if (before > data.length) fin = false;
         data = EMPTY_PAYLOAD;
@@ -712,16 +782,25 @@ export class TcpConnection {
     const ack = seg.ack;
     const una = this.sndUna;
     const win = seg.window << this.sndScale;
-    const sack = seg.options.sack;
-    if (this.sackOk && sack !== undefined) this.sb.add(sack, una, this.sndMax);
-    if (seqGt(ack, una)) {
-      this.newAck(ack, seg);
+    const sack = this.sackOk ? seg.options.sack : undefined;
+    const q = this.txq;
+    q.beginAck();
+    let dsack = false;
+    if (this.sackOk) {
+      this.ackTsecr = this.tsOk ? seg.options.ts?.[1] : undefined;
+      this.priorFack = this.rackFack;
+      if (sack !== undefined && sack.length > 0) dsack = this.takeSack(sack, ack);
+    }
+    const advanced = seqGt(ack, una);
+    if (advanced) {
+      this.newAck(ack);
       if (this.st === CLOSED) return;
-    } else if (ack === una && dataLen === 0 && !fin && una !== this.sndMax && (win === this.sndWnd || (this.sackOk && sack !== undefined && sack.length > 0))) {
+    } else if (ack === una && dataLen === 0 && !fin && una !== this.sndMax && (win === this.sndWnd || (sack !== undefined && sack.length > 0))) {
       // RFC 5681's duplicate ACK keeps the window; with SACK (RFC 6675) the blocks are what
       // count: a Linux receiver moves its window on almost every ACK.
       this.dupAck();
     }
+    this.takeRttSample(seg, advanced);
     // Window update (SND.WL1/WL2 rule).
     if (seqGe(ack, una) && (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLe(this.sndWl2, ack)))) {
       this.sndWnd = win;
@@ -733,9 +812,102 @@ export class TcpConnection {
         this.persistShift = 0;
       }
     }
+    if (this.sackOk && this.st !== TIME_WAIT) this.sackRecovery(advanced, dsack);
   }
 
-  private newAck(ack: number, seg: Segment): void {
+  /**
+   * Applies the SACK blocks of an ACK to the tx queue; returns whether the first one is a DSACK
+   * (RFC 2883: below the cumulative ACK, or inside the second block).
+   */
+  private takeSack(sack: readonly SackRange[], ack: number): boolean {
+    const q = this.txq;
+    const una = this.sndUna;
+    const sndMax = this.sndMax;
+    const [s0, e0] = sack[0]!;
+    let dsack = false;
+    if (seqLt(s0, e0) && (seqLe(e0, ack) || (sack.length > 1 && seqGe(s0, sack[1]![0]) && seqLe(e0, sack[1]![1])))) {
+      dsack = true;
+      this.onDsack(s0, e0);
+    }
+    for (let i = dsack ? 1 : 0; i < sack.length; i++) {
+      const [s, e] = sack[i]!;
+      // Only blocks within (SND.UNA, SND.MAX]; anything else is stale or bogus.
+      if (!seqLt(s, e) || seqLe(e, una) || seqGt(e, sndMax)) continue;
+      q.sack(seqMax(s, una), e, this.onDelivered);
+    }
+    return dsack;
+  }
+
+  /** A DSACK for [s, e): a segment arrived twice. */
+  private onDsack(s: number, e: number): void {
+    this.stats.dsacksIn++;
+    // RACK (RFC 8985 §6.2 step 4): widen the reordering window, at most once per round trip.
+    if (this.dsackRound === null || seqGe(this.sndUna, this.dsackRound)) {
+      this.dsackRound = this.sndMax;
+      this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
+      this.reoWndPersist = REO_WND_PERSIST;
+    }
+    // Undo (RFC 3708): a retransmission of this episode that was not needed.
+    if (this.undoMarker !== null && seqGt(e, this.undoMarker) && this.undoRetrans > 0) {
+      const below = seqLe(e, this.sndUna);
+      if (below || this.txq.anyIn(s, e, EVER)) {
+        this.undoRetrans = Math.max(0, this.undoRetrans - Math.max(1, Math.ceil(seqDiff(e, s) / this.mss)));
+      }
+    }
+    // The tail loss probe was not needed: the original arrived too (RFC 8985 §7.4.2).
+    if (this.tlpEnd !== null && this.tlpRetrans && e === this.tlpEnd) this.tlpEnd = null;
+  }
+
+  /** RACK_update and reordering detection for a record that left the network (bound: a callback). */
+  private readonly onDelivered = (r: TxRecord): void => {
+    const rtt = this.now - r.xmitAt;
+    if (seqGt(r.end, this.rackFack)) this.rackFack = r.end;
+    if (r.flags & EVER) {
+      // Which transmission was delivered? Not this one if the ACK echoes an older timestamp,
+      // nor if it came back faster than any path allows (RFC 8985 §6.2 step 2).
+      const ecr = this.ackTsecr;
+      if (ecr !== undefined && ecr !== 0 && seqLt(ecr, this.tsAt(r.xmitAt))) return;
+      if (rtt < this.minRtt) return;
+    } else {
+      if (rtt < this.minRtt) this.minRtt = rtt;
+      // Delivered below data that was delivered before it, never resent: reordering. How late
+      // it came, against the RTT of the segment that overtook it, is the window that was needed.
+      if (seqLt(r.end, this.priorFack)) {
+        this.reordSeen = true;
+        const late = rtt - this.rackRtt;
+        if (late > this.reoExtent) this.reoExtent = late;
+        this.reoWndPersist = REO_WND_PERSIST;
+      }
+    }
+    if (r.xmitSeq > this.rackXmitSeq) {
+      this.rackXmitSeq = r.xmitSeq;
+      this.rackRtt = rtt;
+    }
+  };
+
+  /**
+   * One RTT sample per ACK, as Linux takes it: from the send time of the oldest newly
+   * acknowledged segment that was sent once (and not SACKed before: its ACK waited for a hole),
+   * unless the ACK also covers resent data (then the others may have waited at the peer
+   * behind the hole too), else of the oldest newly SACKed one; only else from the timestamp
+   * echo, and not when the echo predates the last retransmission of the acknowledged data (a
+   * duplicate arrived and the peer echoed an old TS.Recent: RFC 7323 §4.3 keeps TS.Recent for
+   * it). Karn's rule holds throughout: a segment sent twice gives no sample by its send time.
+   */
+  private takeRttSample(seg: Segment, advanced: boolean): void {
+    const q = this.txq;
+    if (q.ackedXmit >= 0 && q.ackedRetransXmit < 0) this.sampleRtt(this.now - q.ackedXmit);
+    else if (q.sackedXmit >= 0) this.sampleRtt(this.now - q.sackedXmit);
+    else if (advanced && this.tsOk) {
+      const ecr = seg.options.ts?.[1];
+      if (ecr === undefined || ecr === 0) return;
+      if (q.ackedRetransXmit >= 0 && seqLt(ecr, this.tsAt(q.ackedRetransXmit))) return;
+      const rtt = (this.tsNow() - ecr) >>> 0;
+      if (rtt < 0x7fffffff) this.sampleRtt(rtt);
+    }
+  }
+
+  private newAck(ack: number): void {
     const now = this.now;
     const acked = seqDiff(ack, this.sndUna);
     const dataEnd = seqAdd(this.sndBufSeq, this.sndBuf.length);
@@ -748,32 +920,26 @@ export class TcpConnection {
     }
     this.sndUna = ack;
     if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
-    this.sb.advance(ack);
-
-    // RTT: from the echoed timestamp, else from the one timed segment (Karn: never a resent one).
-    const ts = this.tsOk ? seg.options.ts : undefined;
-    if (ts !== undefined && ts[1] !== 0) {
-      const rtt = (this.tsNow() - ts[1]) >>> 0;
-      if (rtt < 0x7fffffff) this.sampleRtt(rtt);
-    } else if (this.rttTiming && seqGe(ack, this.rttSeq)) {
-      this.rttTiming = false;
-      this.sampleRtt(now - this.rttStart);
-    }
+    this.txq.ack(ack, this.sackOk ? this.onDelivered : noop);
 
     const cc = this.cc;
-    if (cc.inRecovery) {
+    if (this.sackOk) {
+      this.dupAcks = 0; // the rest is sackRecovery()'s
+    } else if (cc.inRecovery) {
       if (seqGe(ack, cc.recover)) {
         cc.onFullAck(seqDiff(this.sndMax, ack));
         this.dupAcks = 0;
       } else {
-        // Partial ACK (RFC 6582 §3.2 step 5): resend the next hole unless already resent
-        // (with SACK, the next hole the peer reported).
+        // Partial ACK (RFC 6582 §3.2 step 5): resend the next hole unless already resent.
         cc.onPartialAck(acked);
-        if (seqGe(ack, this.rtxHigh) && !this.sb.covers(ack)) {
-          const sent = this.retransmit(ack, this.mss);
-          this.rtxHigh = seqAdd(ack, sent);
+        if (seqGe(ack, this.rtxHigh)) {
+          const r = this.txq.empty ? null : this.txq.at(0);
+          if (r !== null && !(r.flags & RETRANS)) {
+            this.txq.markLost(r);
+            const sent = this.retransmitRecord(r);
+            this.rtxHigh = seqAdd(ack, sent);
+          }
         }
-        // With SACK, trySend() goes on with the other holes as the pipe allows.
       }
     } else {
       this.dupAcks = 0;
@@ -803,24 +969,214 @@ export class TcpConnection {
     this.dupAcks++;
     this.stats.dupAcksIn++;
     const cc = this.cc;
+    if (this.sackOk) {
+      // RACK decides (sackRecovery); this is only a fallback for a peer that negotiated SACK
+      // and sends no blocks: three plain duplicates mark the first segment lost.
+      if (this.dupAcks === 3 && this.txq.sacked === 0 && !this.txq.empty) this.txq.markLost(this.txq.at(0));
+      return;
+    }
     if (cc.inRecovery) {
-      cc.onDupAck(); // NewReno inflation; with SACK, trySend() resends holes by the pipe
-    } else if (this.dupAcks === 3 && cc.mayRecover(this.sndUna)) {
+      cc.onDupAck(); // NewReno inflation
+    } else if (this.dupAcks === 3 && cc.mayRecover(this.sndUna) && !this.txq.empty) {
       // Fast retransmit (RFC 5681 §3.2, RFC 6582 §3.2 step 2).
-      cc.enterRecovery(seqDiff(this.sndMax, this.sndUna), this.sndMax, this.sackOk);
-      this.rttTiming = false;
+      cc.enterRecovery(seqDiff(this.sndMax, this.sndUna), this.sndMax, false);
       this.stats.fastRetransmits++;
-      const sent = this.retransmit(this.sndUna, this.mss);
+      const r = this.txq.at(0);
+      this.txq.markLost(r);
+      const sent = this.retransmitRecord(r);
       this.rtxHigh = seqAdd(this.sndUna, sent);
       this.rtxAt = this.now + this.rto.rto;
     }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // SACK loss recovery: RACK-TLP (RFC 8985), RFC 6675 with PRR (RFC 6937), undo.
+
+  /** RACK's reordering window (RFC 8985 §6.2 step 4). */
+  private reoWnd(): number {
+    if (!this.reordSeen) {
+      // No reordering seen: be quick once recovering, or once DupThresh segments are SACKed.
+      if (this.cc.inRecovery || this.cc.inLoss) return 0;
+      if (this.txq.sacked >= 3 * this.mss) return 0;
+    }
+    // RFC 8985: min_RTT/4 more per DSACK round, at most SRTT. On a path whose minimum RTT is
+    // far below its reordering delay (a fast lane, as netem's reordering makes) that takes
+    // hundreds of rounds, and SRTT itself may be below the delay; so the reordering delay
+    // actually measured counts too, and the cap is the RTT's spread, SRTT + 4·RTTVAR (the RTO
+    // before its floor), which covers the slow lane of a bimodal path.
+    const base = this.minRtt === Infinity ? 0 : this.minRtt / 4;
+    const cap = this.rto.srtt + 4 * this.rto.rttvar;
+    return Math.min(Math.max(base * this.reoWndMult, this.reoExtent), cap);
+  }
+
+  /**
+   * RACK_detect_loss: every segment sent before the most recently delivered one, and older
+   * than its RTT plus the reordering window, is lost; the youngest of the others arms the
+   * reordering timer.
+   */
+  private rackDetectLoss(): void {
+    const q = this.txq;
+    this.reoAt = NONE;
+    if (this.rackXmitSeq === 0 || (q.sacked === 0 && q.retransOut === 0)) return;
+    const reoWnd = this.reoWnd();
+    const now = this.now;
+    const rackSeq = this.rackXmitSeq;
+    const horizon = this.rackRtt + reoWnd - now;
+    let timeout = 0;
+    for (let i = 0, n = q.length; i < n; i++) {
+      const r = q.at(i);
+      const f = r.flags;
+      if (f & SACKED || (f & (LOST | RETRANS)) === LOST) continue;
+      if (r.xmitSeq >= rackSeq) continue; // not sent before the segment known delivered
+      const remaining = r.xmitAt + horizon;
+      if (remaining < 1e-3) {
+        q.markLost(r);
+        this.stats.rackLost++;
+      } else if (remaining > timeout) timeout = remaining;
+    }
+    if (timeout > 0) this.reoAt = now + timeout;
+  }
+
+  /** After the ACK's SACK and cumulative parts were taken: loss detection and the window. */
+  private sackRecovery(advanced: boolean, dsack: boolean): void {
+    const cc = this.cc;
+    const q = this.txq;
+    const delivered = q.delivered;
+    if (this.undoMarker !== null) this.tryUndo(advanced);
+    if (this.tlpEnd !== null) this.tlpAck(advanced, dsack, delivered);
+    this.rackDetectLoss();
+    if (cc.inRecovery && seqGe(this.sndUna, cc.recover)) {
+      cc.exitPrrRecovery();
+      if (this.reoWndPersist > 0 && --this.reoWndPersist === 0) {
+        // No reordering for a while: back to the RFC's starting window.
+        this.reoWndMult = 1;
+        this.reoExtent = 0;
+      }
+    } else if (cc.inLoss && seqGe(this.sndUna, cc.recover)) cc.endLoss();
+    if (!cc.inRecovery && !cc.inLoss && q.lost > 0) this.enterRecovery();
+    // Growth (outside recovery) when SND.UNA moves, by what left the network (as Linux).
+    if (cc.inRecovery) cc.prrAck(delivered, this.pipe());
+    else if (advanced && delivered > 0) cc.onAck(delivered);
+  }
+
+  private pipe(): number {
+    return this.txq.inflight(seqDiff(this.sndMax, this.sndUna));
+  }
+
+  /** RACK found a loss: fast recovery (RFC 6675 with PRR). */
+  private enterRecovery(): void {
+    this.stats.fastRetransmits++;
+    this.tlpEnd = null;
+    this.tlpAt = NONE;
+    this.startUndo();
+    this.cc.enterPrrRecovery(seqDiff(this.sndMax, this.sndUna), this.sndMax);
+  }
+
+  private startUndo(): void {
+    if (process.env.TCPDBG && this.undoMarker !== null && this.retransStamp >= 0) console.log(`OVERWRITE pending undo: retrans=${this.undoRetrans} inRec=${this.cc.inRecovery} inLoss=${this.cc.inLoss} now=${this.now}`);
+    this.undoMarker = this.sndUna;
+    this.undoRetrans = 0;
+    this.retransStamp = -1;
+  }
+
+  /**
+   * Was the reduction spurious? Every retransmission DSACKed (RFC 3708), or an ACK whose
+   * timestamp echo predates the first retransmission (Eifel, RFC 3522): the original arrived.
+   */
+  private tryUndo(advanced: boolean): void {
+    const cc = this.cc;
+    if (this.retransStamp < 0) return; // nothing was resent (yet)
+    let spurious = this.undoRetrans === 0;
+    if (!spurious && advanced) {
+      const ecr = this.ackTsecr;
+      const delayed = ecr !== undefined && ecr !== 0 && seqLt(ecr, this.retransStamp);
+      // In recovery only once no retransmission is in flight (Linux's partial undo).
+      spurious = delayed && (cc.inLoss || this.txq.retransOut === 0);
+    }
+    if (!spurious) return;
+    this.stats.undos++;
+    this.undoMarker = null;
+    this.reordSeen = true;
+    cc.undo();
+    this.txq.unmarkLost();
+  }
+
+  /** RFC 8985 §7.4: did the tail loss probe repair a loss? */
+  private tlpAck(advanced: boolean, dsack: boolean, delivered: number): void {
+    const ack = this.sndUna;
+    const end = this.tlpEnd!;
+    if (seqLt(ack, end)) return;
+    if (!this.tlpRetrans) this.tlpEnd = null;
+    else if (seqGt(ack, end)) {
+      // The probe was needed: something was lost. One reduction, no recovery.
+      this.tlpEnd = null;
+      this.cc.reduceOnce();
+    } else if (!advanced && !dsack && delivered === 0) this.tlpEnd = null; // original and probe both arrived
+  }
+
+  /** Reordering timer: the segments it waited for are now overdue. */
+  private onReorderTimer(): void {
+    this.reoAt = NONE;
+    if (!this.canSend() || !this.sackOk) return;
+    this.rackDetectLoss();
+    const cc = this.cc;
+    if (!cc.inRecovery && !cc.inLoss && this.txq.lost > 0) this.enterRecovery();
+    if (cc.inRecovery) cc.prrAck(this.mss, this.pipe());
+    if (this.trySend(false)) this.armTlp();
+  }
+
+  /**
+   * Schedules a tail loss probe (RFC 8985 §7.2) after data went out or an ACK came in: only
+   * in the open state with data in flight, no probe outstanding and no reordering timer, and
+   * only when it would fire before the RTO.
+   */
+  private armTlp(): void {
+    this.tlpAt = NONE;
+    const cc = this.cc;
+    if (!this.sackOk || this.sndUna === this.sndMax || cc.inRecovery || cc.inLoss) return;
+    if (this.tlpEnd !== null || this.reoAt !== NONE || this.rtxAt === NONE || !this.canSend()) return;
+    let pto: number;
+    if (this.rto.hasSample) {
+      pto = 2 * this.rto.srtt;
+      pto += seqDiff(this.sndMax, this.sndUna) <= this.mss ? TLP_DELACK : 2;
+    } else pto = this.cfg.rtoInitial;
+    const at = this.now + pto;
+    if (at < this.rtxAt) this.tlpAt = at;
+  }
+
+  /** The probe: one new segment if there is one, else the last segment again. */
+  private onTlpTimer(): void {
+    this.tlpAt = NONE;
+    const cc = this.cc;
+    if (!this.canSend() || this.sndUna === this.sndMax || cc.inRecovery || cc.inLoss || this.tlpEnd !== null) return;
+    this.stats.tlpProbes++;
+    const before = this.sndMax;
+    this.trySend(false, true);
+    if (this.sndMax === before) {
+      const q = this.txq;
+      let r: TxRecord | null = null;
+      for (let i = q.length - 1; i >= 0; i--) {
+        const c = q.at(i);
+        if (!(c.flags & SACKED)) {
+          r = c;
+          break;
+        }
+      }
+      if (r === null || this.retransmitRecord(r) === 0) return;
+      this.tlpRetrans = true;
+    } else this.tlpRetrans = false;
+    this.tlpEnd = this.sndMax;
+    this.tlpAt = NONE;
+    this.rtxAt = this.now + this.rto.rto;
   }
 
   /** Data (and FIN) inside the window, after the ACK was processed. */
   private receive(seq: number, data: Buffer, fin: boolean): void {
     if (seq !== this.rcvNxt) {
       this.stats.oooSegments++;
+      const held = this.ooo.bytes;
       if (!this.ooo.insert(seq, data)) this.stats.oooDrops++;
+      else if (this.sackOk && data.length > 0 && this.ooo.bytes === held) this.dsack = [seq, seqAdd(seq, data.length)]; // a duplicate (RFC 2883 §4.1.2)
       if (fin) this.ooo.finAt = seqAdd(seq, data.length);
       this.ackNow = true; // duplicate ACK, with SACK blocks, at once
       return;
@@ -872,9 +1228,11 @@ export class TcpConnection {
   /** End of input(): acknowledgements, new data, writable notification. */
   private flush(): void {
     if (this.st === CLOSED) return;
-    if (this.ackNow && !this.ooo.empty) this.sendAck(); // pure ACK so that it carries SACK blocks
+    // A pure ACK so that it carries SACK blocks (and a DSACK).
+    if (this.ackNow && (!this.ooo.empty || this.dsack !== null)) this.sendAck();
     this.trySend(false);
     if (this.st === CLOSED) return;
+    this.armTlp(); // an ACK came: the probe timer restarts
     if (this.ackNow) this.sendAck();
     else if (this.pendingAcks > 0 && this.delackAt === NONE) this.delackAt = this.now + this.cfg.delayedAck;
     if (this.notifyWritable) {
@@ -896,52 +1254,42 @@ export class TcpConnection {
     return st === ESTABLISHED || st === CLOSE_WAIT || st === FIN_WAIT_1 || st === CLOSING || st === LAST_ACK;
   }
 
-  /** Sends what the windows allow. `force` overrides sender SWS avoidance (persist timer). */
-  private trySend(force: boolean): void {
-    if (!this.canSend()) return;
+  /**
+   * Sends what the windows allow: first the segments deemed lost (RFC 6675 NextSeg rule 1),
+   * then new data, while the pipe is below cwnd. `force` overrides sender SWS avoidance
+   * (persist timer); `probe` lets one more segment out past cwnd (a tail loss probe). Returns
+   * whether anything was sent.
+   */
+  private trySend(force: boolean, probe = false): boolean {
+    if (!this.canSend()) return false;
     const now = this.now;
-    if (this.sndUna === this.sndMax && now - this.lastSendAt > this.rto.rto) this.cc.afterIdle();
+    const q = this.txq;
+    const cc = this.cc;
+    if (this.sndUna === this.sndMax && now - this.lastSendAt > this.rto.rto) cc.afterIdle();
     let blocked = false;
-    // SACK recovery (RFC 6675 §5, simplified): `pipe` estimates the bytes in the network —
-    // those above the highest SACK plus the holes already resent; every hole below the
-    // highest SACK counts as lost. Holes go first, then new data, while pipe < cwnd.
-    const sackRecovery = this.cc.inRecovery && this.cc.sack;
-    let pipe = 0;
-    if (sackRecovery) {
-      const una = this.sndUna;
-      const high = this.sb.highest(una);
-      pipe = seqDiff(this.sndMax, high);
-      const resentTo = seqLt(this.rtxHigh, high) ? this.rtxHigh : high;
-      if (seqGt(resentTo, una)) pipe += seqDiff(resentTo, una) - this.sb.sackedBelow(resentTo);
-      while (pipe < this.cc.cwnd) {
-        const hole = this.sb.nextHole(seqMax(una, this.rtxHigh));
-        if (hole === null) break;
-        const sent = this.retransmit(hole[0], Math.min(this.mss, seqDiff(hole[1], hole[0])));
+    let sentAny = false;
+    let pipe = this.pipe();
+    if (q.lostPending > 0) {
+      for (let i = 0; i < q.length && q.lostPending > 0 && pipe < cc.cwnd; i++) {
+        const r = q.at(i);
+        if ((r.flags & (LOST | RETRANS | SACKED)) !== LOST) continue;
+        const sent = this.retransmitRecord(r);
         if (sent === 0) break;
-        this.rtxHigh = seqAdd(hole[0], sent);
         pipe += sent;
+        sentAny = true;
       }
     }
     for (;;) {
-      let limit = this.mss;
-      if (!this.sb.empty && seqLt(this.sndNxt, this.sndMax)) {
-        // Going back over sent data after a timeout: skip what the peer has SACKed.
-        const end = this.sb.coveredTo(this.sndNxt);
-        if (end !== this.sndNxt) {
-          this.sndNxt = seqLt(end, this.sndMax) ? end : this.sndMax;
-          continue;
-        }
-        const hole = this.sb.nextHole(this.sndNxt);
-        if (hole !== null) limit = Math.min(limit, seqDiff(hole[1], hole[0]));
-      }
+      const limit = this.mss;
       const off = seqDiff(this.sndNxt, this.sndBufSeq);
       const unsent = this.sndBuf.length - off;
       const inFlight = seqDiff(this.sndNxt, this.sndUna);
       const wndLeft = this.sndWnd - inFlight;
       if (unsent > 0) {
-        // Limited transmit (RFC 3042): a new segment for each of the first two duplicate ACKs.
-        const lt = !this.cc.inRecovery && this.dupAcks > 0 && this.dupAcks < 3 ? this.dupAcks * this.mss : 0;
-        const cwndLeft = this.cc.cwnd + lt - (sackRecovery ? pipe : inFlight);
+        // Limited transmit (RFC 3042; without SACK): a new segment for each of the first two
+        // duplicate ACKs. With SACK the pipe does this: SACKed data has left it.
+        const lt = !this.sackOk && !cc.inRecovery && this.dupAcks > 0 && this.dupAcks < 3 ? this.dupAcks * this.mss : 0;
+        const cwndLeft = cc.cwnd + lt + (probe ? this.mss : 0) - pipe;
         const len = Math.min(limit, unsent, wndLeft, cwndLeft);
         if (len <= 0) {
           blocked = wndLeft <= 0;
@@ -964,43 +1312,46 @@ export class TcpConnection {
         }
         const seq = this.sndNxt;
         const used = data.length + (flags & FIN ? 1 : 0);
-        const fresh = seqDiff(seqAdd(seq, data.length), this.sndMax);
-        if (fresh > 0) {
-          this.stats.bytesOut += Math.min(fresh, data.length);
-          if (!this.tsOk && !this.rttTiming && seqGe(seq, this.sndMax)) {
-            this.rttTiming = true;
-            this.rttSeq = seqAdd(seq, used);
-            this.rttStart = now;
-          }
-        } else this.stats.retransmits++;
+        this.stats.bytesOut += data.length;
         this.emitSegment(seq, flags, data, false);
         this.advance(seq, used);
         pipe += used;
+        cc.prrSent(used);
+        sentAny = true;
         force = false;
+        probe = false;
       } else if (this.finQueued && this.sndNxt === this.finSeq()) {
         if (wndLeft <= 0) {
           blocked = true;
           break;
         }
         const seq = this.sndNxt;
-        if (seqLt(seq, this.sndMax)) this.stats.retransmits++;
         this.emitSegment(seq, ACK | FIN, EMPTY_PAYLOAD, false);
         this.advance(seq, 1);
+        cc.prrSent(1);
+        sentAny = true;
       } else break;
     }
     if (blocked && this.sndUna === this.sndMax && this.persistAt === NONE) {
       this.persistAt = now + Math.min(this.cfg.rtoMax, this.rto.rto * 2 ** this.persistShift);
     }
+    if (sentAny) this.armTlp();
+    return sentAny;
   }
 
+  /** New sequence space [seq, seq + used) went out. */
   private advance(seq: number, used: number): void {
     if (this.sndUna === this.sndMax) this.unackedSince = this.now;
+    this.txq.push(seq, seqAdd(seq, used), this.now);
     this.sndNxt = seqAdd(seq, used);
     if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
     if (this.rtxAt === NONE) this.rtxAt = this.now + this.rto.rto;
   }
 
-  /** Sends again up to `max` bytes of what was sent from `seq`; returns the sequence space covered. */
+  /**
+   * Sends again up to `max` bytes of sequence space from `seq` (at most one MSS of data; a
+   * FIN only if it fits in `max`); returns the sequence space covered.
+   */
   private retransmit(seq: number, max: number): number {
     const off = seqDiff(seq, this.sndBufSeq);
     const avail = Math.min(this.sndBuf.length - off, seqDiff(this.sndMax, seq));
@@ -1011,13 +1362,31 @@ export class TcpConnection {
       data = this.sndBuf.view(off, Math.min(max, this.mss, avail));
       if (off + data.length === this.sndBuf.length) {
         flags |= PSH;
-        if (finSent) flags |= FIN;
+        if (finSent && data.length < max) flags |= FIN;
       }
     } else if (finSent && seq === this.finSeq()) flags |= FIN;
     else return 0;
     this.stats.retransmits++;
     this.emitSegment(seq, flags, data, false);
     return data.length + (flags & FIN ? 1 : 0);
+  }
+
+  /** Resends a record of the tx queue (splitting it if the send buffer gave a shorter view). */
+  private retransmitRecord(r: TxRecord): number {
+    const len = seqDiff(r.end, r.start);
+    const sent = this.retransmit(r.start, len);
+    if (sent === 0) return 0;
+    const q = this.txq;
+    if (sent < len) q.splitAt(seqAdd(r.start, sent));
+    q.setFlags(r, r.flags | RETRANS | EVER);
+    q.resent(r, this.now);
+    this.cc.prrSent(sent);
+    if (this.undoMarker !== null) {
+      this.undoRetrans++;
+      if (this.retransStamp < 0) this.retransStamp = this.tsOk ? this.tsNow() : 0;
+    }
+    if (this.rtxAt === NONE) this.rtxAt = this.now + this.rto.rto;
+    return sent;
   }
 
   /**
@@ -1032,11 +1401,11 @@ export class TcpConnection {
   /** Every non-RST segment after the handshake goes through here. */
   private emitSegment(seq: number, flags: number, payload: Buffer, withSack: boolean): void {
     let options = NO_OPTIONS;
-    const sack = withSack && this.sackOk && !this.ooo.empty;
+    const sack = withSack && this.sackOk && (!this.ooo.empty || this.dsack !== null);
     if (this.tsOk) {
       const tsv: [number, number] = [this.tsNow(), this.tsRecent];
-      options = sack ? { ts: tsv, sack: this.ooo.sackBlocks(3) } : { ts: tsv };
-    } else if (sack) options = { sack: this.ooo.sackBlocks(4) };
+      options = sack ? { ts: tsv, sack: this.sackBlocks(3) } : { ts: tsv };
+    } else if (sack) options = { sack: this.sackBlocks(4) };
     const window = this.advertiseWindow();
     this.lastAckSent = this.rcvNxt;
     this.pendingAcks = 0;
@@ -1045,6 +1414,17 @@ export class TcpConnection {
     this.lastSendAt = this.now;
     this.stats.segsOut++;
     this.emitFn({ seq, ack: this.rcvNxt, flags, window, options, payload });
+  }
+
+  /** SACK blocks for an ACK: a pending DSACK first (RFC 2883), then the out-of-order data. */
+  private sackBlocks(max: number): SackRange[] {
+    const d = this.dsack;
+    if (d === null) return this.ooo.sackBlocks(max);
+    this.dsack = null;
+    this.stats.dsacksOut++;
+    const blocks = this.ooo.sackBlocks(max - 1);
+    blocks.unshift(d);
+    return blocks;
   }
 
   private emitRaw(seq: number, ack: number, flags: number): void {
@@ -1071,7 +1451,12 @@ export class TcpConnection {
   }
 
   private tsNow(): number {
-    return (Math.floor(this.now) + this.tsOffset) >>> 0;
+    return this.tsAt(this.now);
+  }
+
+  /** The TSval sent at time `t`. */
+  private tsAt(t: number): number {
+    return (Math.floor(t) + this.tsOffset) >>> 0;
   }
 
   private sampleRtt(rtt: number): void {
@@ -1103,18 +1488,28 @@ export class TcpConnection {
       this.finish('timeout');
       return;
     }
-    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off, collapse cwnd, go back to SND.UNA.
+    // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off, collapse cwnd, resend from SND.UNA.
     this.stats.rtoTimeouts++;
-    this.cc.onTimeout(seqDiff(this.sndMax, this.sndUna), this.sndMax);
+    const flight = seqDiff(this.sndMax, this.sndUna);
+    const cc = this.cc;
+    if (this.sackOk) {
+      // RFC 8985 §6.3 / Linux: everything not SACKed is lost; slow start from one segment.
+      if (!cc.inRecovery && !cc.inLoss) this.startUndo();
+      cc.onSackTimeout(flight, this.sndMax);
+      this.tlpEnd = null;
+      this.tlpAt = NONE;
+      this.reoAt = NONE;
+    } else cc.onTimeout(flight, this.sndMax);
     this.dupAcks = 0;
-    // Keep the SACK information across one timeout (go-back-N skips SACKed data); a second
+    // Keep the SACK information across one timeout (the resending skips SACKed data); a second
     // timeout in a row suggests the peer reneged, so forget it then.
-    if (this.rto.backoffs > 0) this.sb.clear();
-    this.rttTiming = false;
+    const head = this.txq.empty ? null : this.txq.at(0);
+    this.txq.markAllLost(this.rto.backoffs > 0 || (head !== null && (head.flags & SACKED) !== 0));
     this.rto.backoff();
-    const sent = this.retransmit(this.sndUna, this.mss);
-    this.sndNxt = seqAdd(this.sndUna, sent);
-    this.rtxHigh = this.sndNxt;
+    this.rtxAt = NONE;
+    const r = this.txq.empty ? null : this.txq.at(0);
+    const sent = r === null ? 0 : this.retransmitRecord(r);
+    this.rtxHigh = seqAdd(this.sndUna, sent);
     this.rtxAt = Math.min(now + this.rto.rto, this.unackedSince + this.cfg.userTimeout);
   }
 
@@ -1186,6 +1581,8 @@ export class TcpConnection {
   private enterTimeWait(): void {
     this.st = TIME_WAIT;
     this.rtxAt = NONE;
+    this.reoAt = NONE;
+    this.tlpAt = NONE;
     this.persistAt = NONE;
     this.keepAt = NONE;
     this.stateAt = this.now + this.cfg.timeWait;
@@ -1196,6 +1593,8 @@ export class TcpConnection {
     if (this.st === CLOSED) return;
     this.st = CLOSED;
     this.rtxAt = NONE;
+    this.reoAt = NONE;
+    this.tlpAt = NONE;
     this.persistAt = NONE;
     this.keepAt = NONE;
     this.delackAt = NONE;

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "napi_util.h"
@@ -36,6 +37,10 @@ constexpr uint64_t kReconnectMs = 1000;  // re-resolve a datagram peer's path (i
 constexpr uint64_t kLinkWatchMs = 200;   // AF_PACKET interface went down: was it deleted?
 constexpr int kMaxPollErrors = 16;
 constexpr int kReadRounds = 4;  // batches per readable event at most
+constexpr uint32_t kVnetHdrLen = 10;       // sizeof(struct virtio_net_hdr)
+constexpr uint32_t kGsoMaxFrame = 65550;   // largest GSO super-frame without the vnet header
+constexpr uint32_t kMinFrame = 14;         // an Ethernet header
+constexpr napi_type_tag kFibTag = {0x6d766e6574666962ull, 0x5377697463684669ull};
 const uint8_t kZeros[kMaxTxHeader] = {0};
 
 enum TimerMode { kTimerOff, kTimerRetry, kTimerReconnect, kTimerLinkWatch };
@@ -68,6 +73,58 @@ bool IsTransientReadError(int err) {
 
 bool IsPeerGone(int err) { return err == ECONNREFUSED || err == ENOENT || err == ENOTCONN || err == EDESTADDRREQ; }
 
+inline uint64_t ReadMac(const uint8_t* p) {
+  return (static_cast<uint64_t>(p[0]) << 40) | (static_cast<uint64_t>(p[1]) << 32) |
+         (static_cast<uint64_t>(p[2]) << 24) | (static_cast<uint64_t>(p[3]) << 16) |
+         (static_cast<uint64_t>(p[4]) << 8) | static_cast<uint64_t>(p[5]);
+}
+
+// The switch's RA guard and DHCP-server guard (daemon/switch/network.ts isRogueService), on a
+// frame of `len` bytes whose Ethernet header starts at `h`.
+bool IsRogueService(const uint8_t* f, uint32_t h, uint32_t len) {
+  uint32_t type = (static_cast<uint32_t>(f[h + 12]) << 8) | f[h + 13];
+  if (type == 0x86dd) {
+    if (len < h + 14 + 41 || f[h + 14 + 6] != 58) return false;
+    uint8_t t = f[h + 14 + 40];
+    return t == 134 || t == 137;
+  }
+  if (type == 0x0800) {
+    if (len < h + 14 + 24 || f[h + 14 + 9] != 17) return false;
+    uint32_t ihl = (f[h + 14] & 0x0f) * 4u;
+    if (len < h + 14 + ihl + 2) return false;
+    return ((static_cast<uint32_t>(f[h + 14 + ihl]) << 8) | f[h + 14 + ihl + 1]) == 67;
+  }
+  return false;
+}
+
+class Device;
+
+// The switch's forwarding table mirrored for cut-through (see Device::CutThrough): unicast MAC
+// -> the member's device, valid until a deadline a little before the switch's own entry ages
+// out. One per network; the switch owns it and keeps it a subset of its MAC table.
+class Fib {
+ public:
+  static napi_value New(napi_env env, napi_callback_info info);
+  static napi_value JsSet(napi_env env, napi_callback_info info);
+  static napi_value JsDelete(napi_env env, napi_callback_info info);
+  static napi_value JsClear(napi_env env, napi_callback_info info);
+  static void Finalize(napi_env env, void* data, void* hint);
+  static Fib* Unwrap(napi_env env, napi_value v);
+
+  struct Entry {
+    Device* dev;
+    uint64_t deadline;  // uv_hrtime() ns
+  };
+
+  void Bind(Device* d) { members_.push_back(d); }
+  void Unbind(Device* d);
+
+  uint64_t gateway_mac_ = 0;
+  uint32_t max_frame_ = 0;  // the network's largest frame without vnet header
+  std::unordered_map<uint64_t, Entry> entries_;
+  std::vector<Device*> members_;
+};
+
 class Device {
  public:
   static napi_value New(napi_env env, napi_callback_info info);
@@ -77,9 +134,13 @@ class Device {
   static napi_value JsSetPeer(napi_env env, napi_callback_info info);
   static napi_value JsStats(napi_env env, napi_callback_info info);
   static napi_value JsClose(napi_env env, napi_callback_info info);
+  static napi_value JsBindSwitch(napi_env env, napi_callback_info info);
+  static napi_value JsSetSwitchMac(napi_env env, napi_callback_info info);
+  static napi_value JsUnbindSwitch(napi_env env, napi_callback_info info);
   static void Finalize(napi_env env, void* data, void* hint);
 
  private:
+  friend class Fib;
   Device() = default;
   ~Device() { FreeQueue(); }
 
@@ -98,8 +159,20 @@ class Device {
   bool PacketIfaceUp();
   void OnPacketNetDown();
   void Fail(int err, const char* what);
-  void CallJs(const char* prop, napi_value (*make_arg)(napi_env, const void*), const void* ctx);
+  void CallJs(napi_ref fn_ref, size_t argc, const napi_value* argv);
+  void CallOnRead(uint32_t count, uint32_t start);
+  uint32_t Write(const iovec* frames, size_t n);
   uint32_t Submit(const iovec* frames, size_t n);
+  // Cut-through: frames the switch would forward to a known member go out natively.
+  uint32_t CutThrough(uint32_t n);
+  Device* Route(const uint8_t* f, uint32_t len, uint64_t now) const;
+  bool TxAccepts(const uint8_t* f, uint32_t len) const;
+  void ArmForwarded();
+  void RunForwarded();
+  void DrainPeers();
+  void UnbindSwitch();
+  static void OnIdle(uv_idle_t* handle);
+  static void OnCheck(uv_check_t* handle);
   SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude);
   bool Enqueue(const iovec& frame);
   void Flush();
@@ -134,6 +207,29 @@ class Device {
   int events_ = 0;
   TimerMode timer_mode_ = kTimerOff;
   int pending_closes_ = 0;
+  napi_ref on_read_ = nullptr;   // weak: the functions are the object's own read-only properties
+  napi_ref on_error_ = nullptr;
+
+  // Cut-through (bindSwitch): the switch's table, this member's fixed source MAC and the port's
+  // frame limits (the checks DevicePort makes on receive and on send).
+  Fib* fib_ = nullptr;
+  bool sw_mac_set_ = false;
+  uint64_t sw_mac_ = 0;
+  bool sw_rx_ = false;      // frames read here may be cut through (vnet 'none' or 'pass')
+  bool sw_pass_ = false;    // vnet 'pass': frames carry a virtio_net_hdr
+  uint32_t sw_h_ = 0;       // the port's vnetHdrLen
+  uint32_t sw_min_ = 0;     // the port's smallest frame (without vnet header)
+  uint32_t sw_max_ = 0;     // the port's maxFrame
+  napi_ref fwd_cb_ = nullptr;  // strong while bound: (frames, bytes) => void
+  double fwd_frames_ = 0, fwd_bytes_ = 0;  // cut through, not yet reported
+  bool fwd_armed_ = false;
+  int fwd_skip_ = 0;
+  uv_idle_t idle_;
+  uv_check_t check_;
+  std::vector<iovec> cut_iov_;
+  static constexpr int kMaxPeers = 4;
+  Device* peers_[kMaxPeers];  // TAPs written to by cut-through since the last DrainPeers
+  int npeers_ = 0;
   int poll_errors_ = 0;
 
   bool reading_ = false;
@@ -275,6 +371,7 @@ napi_value Device::New(napi_env env, napi_callback_info info) {
   }
   d->flush_iov_.resize(kSendChunk);
   d->frames_.reserve(batch);
+  d->cut_iov_.resize(batch);
   if (is_socket && !d->dgram_) {
     sockaddr_ll sll;
     socklen_t sll_len = sizeof(sll);
@@ -291,13 +388,27 @@ napi_value Device::New(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   uv_timer_init(loop, &d->timer_);
+  uv_idle_init(loop, &d->idle_);
+  uv_check_init(loop, &d->check_);
+  // Deferred reports of cut-through frames never keep the process alive.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&d->idle_));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&d->check_));
   d->poll_.data = d;
   d->timer_.data = d;
+  d->idle_.data = d;
+  d->check_.data = d;
 
   if (napi_wrap(env, self, d, Finalize, nullptr, &d->wrapper_) != napi_ok) {
     ThrowLastError(env, "napi_wrap");
     d->finalized_ = true;
     d->fd_ = -1;  // not ours: the constructor failed
+    d->Close();
+    return nullptr;
+  }
+  // Looked up once: the callbacks are read-only, non-configurable own properties.
+  if (napi_create_reference(env, on_read, 0, &d->on_read_) != napi_ok ||
+      napi_create_reference(env, on_error, 0, &d->on_error_) != napi_ok) {
+    ThrowLastError(env, "napi_create_reference");
     d->Close();
     return nullptr;
   }
@@ -325,6 +436,10 @@ void Device::Finalize(napi_env env, void* data, void* /*hint*/) {
     napi_delete_reference(env, d->wrapper_);
     d->wrapper_ = nullptr;
   }
+  for (napi_ref* r : {&d->on_read_, &d->on_error_, &d->fwd_cb_}) {
+    if (*r) napi_delete_reference(env, *r);
+    *r = nullptr;
+  }
   d->active_ref_ = false;
   if (!d->closed_) {
     d->Close();  // deleted in OnHandleClosed
@@ -338,12 +453,15 @@ void Device::Close() {
   closed_ = true;
   reading_ = false;
   FreeQueue();
+  UnbindSwitch();
   SetActive(false);
   // uv_close() stops the poll watcher and removes the fd from epoll synchronously, so the fd can
   // be closed right away (a persistent tun/tap or a socket file is released when close() returns).
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnHandleClosed);
-  pending_closes_ = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), OnHandleClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&check_), OnHandleClosed);
+  pending_closes_ = 4;
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -445,6 +563,7 @@ void Device::OnPoll(uv_poll_t* handle, int status, int events) {
       return;
     }
     if (d->reading_) d->ReadBatch();
+    d->DrainPeers();
     if (!d->closed_ && !d->failed_) d->UpdateIo();
     return;
   }
@@ -458,6 +577,29 @@ void Device::OnPoll(uv_poll_t* handle, int status, int events) {
   for (int round = 0; round < kReadRounds && d->reading_ && !d->closed_; round++) {
     if (d->ReadBatch() < d->batch_) break;
   }
+  d->DrainPeers();
+}
+
+// A TAP's own kernel stack handles a frame inside the write() that gives it one, and may answer
+// right there (an echo reply, a TCP ACK): read the TAPs cut-through just wrote to now, rather
+// than one event-loop iteration later. One level deep: a drained TAP does not drain others.
+// Called at the end of every OnPoll that read, so peers_ never outlives the callback (a device
+// is only freed from the loop's closing phase).
+void Device::DrainPeers() {
+  static thread_local bool draining = false;
+  if (npeers_ == 0) return;
+  int n = npeers_;
+  npeers_ = 0;
+  if (draining) return;
+  draining = true;
+  Device* peers[kMaxPeers];
+  std::copy(peers_, peers_ + n, peers);
+  for (int i = 0; i < n; i++) {
+    Device* p = peers[i];
+    if (p != this && p->fib_ != nullptr && p->reading_ && !p->closed_ && !p->failed_) p->ReadBatch();
+  }
+  for (int i = 0; i < n; i++) peers[i]->npeers_ = 0;  // what they wrote while drained: not drained
+  draining = false;
 }
 
 void Device::OnTimer(uv_timer_t* handle) {
@@ -570,30 +712,38 @@ uint32_t Device::ReadBatch() {
     rx_frames_ += n;
   }
   if (n > 0) {
-    uint32_t count = n;
-    CallJs(
-        "onRead",
-        [](napi_env env, const void* ctx) -> napi_value {
-          napi_value v = nullptr;
-          napi_create_uint32(env, *static_cast<const uint32_t*>(ctx), &v);
-          return v;
-        },
-        &count);
+    // Frames the switch would forward to a known member go out here, before any JS runs; JS
+    // gets the rest of the batch (from `start`) now and a count of these later.
+    uint32_t start = fib_ != nullptr ? CutThrough(n) : 0;
+    if (start < n) CallOnRead(n, start);
   }
   if (fatal != 0 && !closed_) Fail(fatal, "read");
   return n;
 }
 
-void Device::CallJs(const char* prop, napi_value (*make_arg)(napi_env, const void*), const void* ctx) {
-  if (wrapper_ == nullptr || finalized_) return;
+void Device::CallOnRead(uint32_t count, uint32_t start) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env_, &scope) != napi_ok) return;
+  napi_value argv[2];
+  size_t argc = 1;
+  napi_create_uint32(env_, count, &argv[0]);
+  if (start > 0) {
+    napi_create_uint32(env_, start, &argv[1]);
+    argc = 2;
+  }
+  CallJs(on_read_, argc, argv);
+  napi_close_handle_scope(env_, scope);
+}
+
+// Calls fn_ref(...argv) with the device as `this`, as a callback from the event loop (so
+// process.nextTick and microtasks run after it). Needs an open handle scope.
+void Device::CallJs(napi_ref fn_ref, size_t argc, const napi_value* argv) {
+  if (wrapper_ == nullptr || finalized_ || fn_ref == nullptr) return;
   napi_value self = nullptr, fn = nullptr;
   if (napi_get_reference_value(env_, wrapper_, &self) == napi_ok && self != nullptr &&
-      napi_get_named_property(env_, self, prop, &fn) == napi_ok) {
-    napi_value arg = make_arg(env_, ctx);
+      napi_get_reference_value(env_, fn_ref, &fn) == napi_ok && fn != nullptr) {
     napi_value result;
-    napi_status st = napi_make_callback(env_, nullptr, self, fn, 1, &arg, &result);
+    napi_status st = napi_make_callback(env_, nullptr, self, fn, argc, argv, &result);
     if (st != napi_ok) {
       // An exception from the callback must not take the daemon down: count it and go on.
       bool pending = false;
@@ -605,7 +755,6 @@ void Device::CallJs(const char* prop, napi_value (*make_arg)(napi_env, const voi
       }
     }
   }
-  napi_close_handle_scope(env_, scope);
 }
 
 void Device::Fail(int err, const char* what) {
@@ -619,21 +768,170 @@ void Device::Fail(int err, const char* what) {
   if (error_reported_) return;
   error_reported_ = true;
   std::string msg = std::string(what) + ": " + std::strerror(err) + " (" + ErrnoName(err) + ")";
-  CallJs(
-      "onError",
-      [](napi_env env, const void* c) -> napi_value {
-        const std::string* s = static_cast<const std::string*>(c);
-        napi_value v = nullptr;
-        napi_create_string_utf8(env, s->data(), s->size(), &v);
-        return v;
-      },
-      &msg);
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env_, &scope) != napi_ok) return;
+  napi_value arg = nullptr;
+  napi_create_string_utf8(env_, msg.data(), msg.size(), &arg);
+  CallJs(on_error_, 1, &arg);
+  napi_close_handle_scope(env_, scope);
 }
 
 void Device::FreeQueue() {
   for (QueuedFrame& q : queue_) std::free(q.data);
   queue_.clear();
   queued_bytes_ = 0;
+}
+
+// write() and cut-through: frames of a closed or failed device, or of a datagram device
+// without a peer, are counted as dropped; the rest are submitted.
+uint32_t Device::Write(const iovec* frames, size_t n) {
+  if (n == 0) return 0;
+  if (closed_ || failed_) {
+    drop_io_ += static_cast<double>(n);
+    return 0;
+  }
+  if (dgram_ && peer_len_ == 0) {
+    drop_nopeer_ += static_cast<double>(n);
+    return 0;
+  }
+  return Submit(frames, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cut-through. The switch (daemon/switch/network.ts) binds each member's device to its network's
+// Fib with the member's source MAC and the port's limits. A batch read from a bound device is
+// then forwarded here, frame by frame, for as long as each frame is one the switch would itself
+// forward to a known member unchanged: it passes the port's receive checks, is unicast from the
+// member's own MAC to a MAC in the Fib (not the gateway, not itself), is no RA/DHCP-server
+// frame, and passes the destination port's send checks with the same vnet header length. The
+// first frame that is anything else ends cut-through for the batch: it and the rest go to JS
+// (onRead(count, start)), so per-destination order is kept. The switch's bookkeeping (counters,
+// MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_), deferred to the
+// end of the next loop iteration, so a reply the write provoked is forwarded before JS runs.
+
+bool Device::TxAccepts(const uint8_t* f, uint32_t len) const {
+  if (sw_pass_) {
+    return len >= kVnetHdrLen + sw_min_ && len <= kGsoMaxFrame + kVnetHdrLen &&
+           !(f[1] == 0 && len - kVnetHdrLen > sw_max_);
+  }
+  return len >= sw_min_ && len <= sw_max_;
+}
+
+Device* Device::Route(const uint8_t* f, uint32_t len, uint64_t now) const {
+  const uint32_t h = sw_h_;
+  // DevicePort's receive checks (runt, oversize).
+  if (sw_pass_) {
+    if (len < kVnetHdrLen + sw_min_ || len > slot_ || (f[1] == 0 && len - kVnetHdrLen > sw_max_)) return nullptr;
+  } else if (len < sw_min_ || len > sw_max_) {
+    return nullptr;
+  }
+  // The switch's own checks, in Network.input's order.
+  if (len < h + kMinFrame || (h == 0 && len > fib_->max_frame_)) return nullptr;
+  const uint8_t* eth = f + h;
+  if ((eth[6] & 1) != 0 || ReadMac(eth + 6) != sw_mac_) return nullptr;
+  if (IsRogueService(f, h, len)) return nullptr;
+  if ((eth[0] & 1) != 0) return nullptr;
+  uint64_t dmac = ReadMac(eth);
+  if (dmac == fib_->gateway_mac_) return nullptr;
+  auto it = fib_->entries_.find(dmac);
+  if (it == fib_->entries_.end() || now >= it->second.deadline) return nullptr;
+  Device* dst = it->second.dev;
+  if (dst == this || dst->fib_ != fib_ || dst->closed_ || dst->sw_h_ != h || !dst->TxAccepts(f, len)) {
+    return nullptr;
+  }
+  return dst;
+}
+
+uint32_t Device::CutThrough(uint32_t n) {
+  if (!sw_rx_ || !sw_mac_set_ || fib_->entries_.empty()) return 0;
+  const uint64_t now = uv_hrtime();
+  Device* run_dst = nullptr;
+  size_t run = 0;
+  uint32_t k = 0;
+  double bytes = 0;
+  for (; k < n; k++) {
+    uint8_t* f = buf_ + static_cast<size_t>(k) * slot_;
+    uint32_t len = lens_[k];
+    Device* dst = Route(f, len, now);
+    if (dst == nullptr) break;
+    if (dst != run_dst) {
+      if (run > 0) run_dst->Write(cut_iov_.data(), run);
+      run = 0;
+      if (!dst->is_socket_ && npeers_ < kMaxPeers && std::find(peers_, peers_ + npeers_, dst) == peers_ + npeers_) {
+        peers_[npeers_++] = dst;
+      }
+    }
+    run_dst = dst;
+    cut_iov_[run].iov_base = f;
+    cut_iov_[run].iov_len = len;
+    run++;
+    bytes += len - sw_h_;
+  }
+  if (run > 0) run_dst->Write(cut_iov_.data(), run);
+  if (k > 0) {
+    fwd_frames_ += k;
+    fwd_bytes_ += bytes;
+    ArmForwarded();
+  }
+  return k;
+}
+
+void Device::ArmForwarded() {
+  if (fwd_armed_ || closed_) return;
+  fwd_armed_ = true;
+  fwd_skip_ = 1;  // not in this iteration's check phase: the next one's
+  uv_idle_start(&idle_, OnIdle);  // keeps the next poll from blocking
+  uv_check_start(&check_, OnCheck);
+}
+
+void Device::OnIdle(uv_idle_t* /*handle*/) {}
+
+void Device::OnCheck(uv_check_t* handle) {
+  Device* d = static_cast<Device*>(handle->data);
+  if (d->fwd_skip_ > 0) {
+    d->fwd_skip_--;
+    return;
+  }
+  d->RunForwarded();
+}
+
+// Reports the frames cut through since the last report: fwd_cb_(frames, bytes).
+void Device::RunForwarded() {
+  if (fwd_armed_) {
+    fwd_armed_ = false;
+    uv_idle_stop(&idle_);
+    uv_check_stop(&check_);
+  }
+  if (fwd_frames_ == 0) return;
+  double frames = fwd_frames_, bytes = fwd_bytes_;
+  fwd_frames_ = fwd_bytes_ = 0;
+  if (fwd_cb_ == nullptr || closed_) return;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env_, &scope) != napi_ok) return;
+  napi_value argv[2];
+  napi_create_double(env_, frames, &argv[0]);
+  napi_create_double(env_, bytes, &argv[1]);
+  CallJs(fwd_cb_, 2, argv);
+  napi_close_handle_scope(env_, scope);
+}
+
+void Fib::Unbind(Device* d) {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second.dev == d) {
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  members_.erase(std::remove(members_.begin(), members_.end(), d), members_.end());
+}
+
+// Leaves the Fib (dropping its entries for this device). Pending counts stay for RunForwarded.
+void Device::UnbindSwitch() {
+  if (fib_ != nullptr) fib_->Unbind(this);
+  fib_ = nullptr;
+  sw_rx_ = false;
+  sw_mac_set_ = false;
 }
 
 uint32_t Device::Submit(const iovec* frames, size_t n) {
@@ -861,24 +1159,18 @@ napi_value Device::JsWrite(napi_env env, napi_callback_info info) {
     if (c < n) n = c > 0 ? static_cast<uint32_t>(c) : 0;
   }
   napi_value result;
-  if (n == 0) {
-    MVNET_CALL(env, napi_create_uint32(env, 0, &result));
-    return result;
-  }
-  if (d->closed_ || d->failed_) {
-    d->drop_io_ += n;
-    MVNET_CALL(env, napi_create_uint32(env, 0, &result));
-    return result;
-  }
-  if (d->dgram_ && d->peer_len_ == 0) {
-    d->drop_nopeer_ += n;
+  if (n == 0 || d->closed_ || d->failed_ || (d->dgram_ && d->peer_len_ == 0)) {
+    d->Write(nullptr, n);  // counts the drops
     MVNET_CALL(env, napi_create_uint32(env, 0, &result));
     return result;
   }
   d->frames_.resize(n);
+  napi_handle_scope scope = nullptr;
   for (uint32_t i = 0; i < n; i++) {
-    napi_handle_scope scope;
-    MVNET_CALL(env, napi_open_handle_scope(env, &scope));
+    if (i % 64 == 0) {
+      if (scope) napi_close_handle_scope(env, scope);
+      MVNET_CALL(env, napi_open_handle_scope(env, &scope));
+    }
     napi_value el;
     bool ok = napi_get_element(env, argv[0], i, &el) == napi_ok;
     void* data = nullptr;
@@ -892,15 +1184,16 @@ napi_value Device::JsWrite(napi_env env, napi_callback_info info) {
       ok = napi_get_typedarray_info(env, el, &type, &len, &data, &ab, &offset) == napi_ok &&
            (type == napi_uint8_array || type == napi_int8_array || type == napi_uint8_clamped_array);
     }
-    napi_close_handle_scope(env, scope);
     if (!ok) {
+      napi_close_handle_scope(env, scope);
       ThrowType(env, "write(frames): frames[" + std::to_string(i) + "] is not a Buffer");
       return nullptr;
     }
     d->frames_[i].iov_base = data;
     d->frames_[i].iov_len = len;
   }
-  uint32_t accepted = d->Submit(d->frames_.data(), n);
+  napi_close_handle_scope(env, scope);
+  uint32_t accepted = d->Write(d->frames_.data(), n);
   MVNET_CALL(env, napi_create_uint32(env, accepted, &result));
   return result;
 }
@@ -961,6 +1254,198 @@ napi_value Device::JsStats(napi_env env, napi_callback_info info) {
   return o;
 }
 
+// bindSwitch(fib, mode, minLen, maxFrame, mac, onForwarded): mode 0 = frames without vnet header,
+// 1 = frames with one ('pass'), 2 = reads carry one that JS normalizes (only a destination);
+// minLen/maxFrame: the port's limits; mac: the member's source MAC or -1 while unknown;
+// onForwarded(frames, bytes): frames cut through from this device (bytes without vnet headers).
+napi_value Device::JsBindSwitch(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  Device* d = Unwrap(env, info, &argc, argv);
+  if (!d) return nullptr;
+  Fib* fib = argc >= 1 ? Fib::Unwrap(env, argv[0]) : nullptr;
+  uint32_t mode = 0, min_len = 0, max_frame = 0;
+  double mac = -1;
+  napi_valuetype cb_type = napi_undefined;
+  if (argc < 6 || fib == nullptr || napi_get_value_uint32(env, argv[1], &mode) != napi_ok || mode > 2 ||
+      napi_get_value_uint32(env, argv[2], &min_len) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &max_frame) != napi_ok ||
+      napi_get_value_double(env, argv[4], &mac) != napi_ok || napi_typeof(env, argv[5], &cb_type) != napi_ok ||
+      cb_type != napi_function) {
+    if (!IsExceptionPending(env)) ThrowType(env, "bindSwitch(fib, mode, minLen, maxFrame, mac, onForwarded)");
+    return nullptr;
+  }
+  if (d->closed_) return nullptr;
+  d->UnbindSwitch();
+  if (d->fwd_cb_ != nullptr) napi_delete_reference(env, d->fwd_cb_);
+  d->fwd_cb_ = nullptr;
+  MVNET_CALL(env, napi_create_reference(env, argv[5], 1, &d->fwd_cb_));
+  d->fib_ = fib;
+  fib->Bind(d);
+  d->sw_rx_ = mode != 2;
+  d->sw_pass_ = mode == 1;
+  d->sw_h_ = mode == 1 ? kVnetHdrLen : 0;
+  d->sw_min_ = min_len;
+  d->sw_max_ = max_frame;
+  d->sw_mac_set_ = mac >= 0 && mac <= 281474976710655.0;
+  d->sw_mac_ = d->sw_mac_set_ ? static_cast<uint64_t>(mac) : 0;
+  return nullptr;
+}
+
+napi_value Device::JsSetSwitchMac(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  Device* d = Unwrap(env, info, &argc, argv);
+  if (!d) return nullptr;
+  double mac = -1;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &mac) != napi_ok) {
+    ThrowType(env, "setSwitchMac(mac: number)");
+    return nullptr;
+  }
+  d->sw_mac_set_ = d->fib_ != nullptr && mac >= 0 && mac <= 281474976710655.0;
+  d->sw_mac_ = d->sw_mac_set_ ? static_cast<uint64_t>(mac) : 0;
+  return nullptr;
+}
+
+// Leaves the switch: what was cut through and not yet reported is reported now (synchronously).
+napi_value Device::JsUnbindSwitch(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  Device* d = Unwrap(env, info, &argc, nullptr);
+  if (!d) return nullptr;
+  napi_ref cb = d->fwd_cb_;
+  d->fwd_cb_ = nullptr;
+  double frames = d->fwd_frames_, bytes = d->fwd_bytes_;
+  d->fwd_frames_ = d->fwd_bytes_ = 0;
+  if (d->fwd_armed_) {
+    d->fwd_armed_ = false;
+    uv_idle_stop(&d->idle_);
+    uv_check_stop(&d->check_);
+  }
+  napi_value fn = nullptr;
+  if (cb != nullptr && frames > 0 && napi_get_reference_value(env, cb, &fn) == napi_ok && fn != nullptr) {
+    napi_value self, argv[2], result;
+    napi_get_undefined(env, &self);
+    napi_create_double(env, frames, &argv[0]);
+    napi_create_double(env, bytes, &argv[1]);
+    napi_call_function(env, self, fn, 2, argv, &result);  // an exception propagates
+  }
+  if (cb != nullptr) napi_delete_reference(env, cb);
+  d->UnbindSwitch();
+  return nullptr;
+}
+
+Fib* Fib::Unwrap(napi_env env, napi_value v) {
+  napi_valuetype t = napi_undefined;
+  bool tagged = false;
+  void* p = nullptr;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_object ||
+      napi_check_object_type_tag(env, v, &kFibTag, &tagged) != napi_ok || !tagged ||
+      napi_unwrap(env, v, &p) != napi_ok || p == nullptr) {
+    if (!IsExceptionPending(env)) ThrowType(env, "not a switch Fib");
+    return nullptr;
+  }
+  return static_cast<Fib*>(p);
+}
+
+// new Fib(gatewayMac, maxFrame)
+napi_value Fib::New(napi_env env, napi_callback_info info) {
+  napi_value new_target;
+  MVNET_CALL(env, napi_get_new_target(env, info, &new_target));
+  if (new_target == nullptr) {
+    ThrowType(env, "Fib must be called with new");
+    return nullptr;
+  }
+  size_t argc = 2;
+  napi_value argv[2], self;
+  MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, nullptr));
+  double gw = 0;
+  uint32_t max_frame = 0;
+  if (argc < 2 || napi_get_value_double(env, argv[0], &gw) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &max_frame) != napi_ok) {
+    ThrowType(env, "new Fib(gatewayMac: number, maxFrame: number)");
+    return nullptr;
+  }
+  Fib* fib = new Fib();
+  fib->gateway_mac_ = gw >= 0 && gw <= 281474976710655.0 ? static_cast<uint64_t>(gw) : 0;
+  fib->max_frame_ = max_frame;
+  if (napi_wrap(env, self, fib, Finalize, nullptr, nullptr) != napi_ok) {
+    delete fib;
+    ThrowLastError(env, "napi_wrap");
+    return nullptr;
+  }
+  MVNET_CALL(env, napi_type_tag_object(env, self, &kFibTag));
+  return self;
+}
+
+void Fib::Finalize(napi_env /*env*/, void* data, void* /*hint*/) {
+  Fib* fib = static_cast<Fib*>(data);
+  for (Device* d : fib->members_) {
+    d->fib_ = nullptr;
+    d->sw_rx_ = false;
+    d->sw_mac_set_ = false;
+  }
+  delete fib;
+}
+
+// set(mac, device, validMs): frames to `mac` may be cut through to `device` (bound to this Fib)
+// for the next validMs milliseconds. Returns false (and sets nothing) for an unbound device.
+napi_value Fib::JsSet(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], self;
+  MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, nullptr));
+  Fib* fib = Fib::Unwrap(env, self);
+  if (!fib) return nullptr;
+  double mac = -1, valid_ms = 0;
+  void* p = nullptr;
+  if (argc < 3 || napi_get_value_double(env, argv[0], &mac) != napi_ok ||
+      napi_get_value_double(env, argv[2], &valid_ms) != napi_ok || napi_unwrap(env, argv[1], &p) != napi_ok ||
+      p == nullptr) {
+    if (IsExceptionPending(env)) {
+      napi_value exc;
+      napi_get_and_clear_last_exception(env, &exc);
+    }
+    ThrowType(env, "set(mac: number, device: Device, validMs: number)");
+    return nullptr;
+  }
+  Device* d = static_cast<Device*>(p);
+  bool ok = std::find(fib->members_.begin(), fib->members_.end(), d) != fib->members_.end() && mac >= 0 &&
+            mac <= 281474976710655.0 && valid_ms > 0;
+  uint64_t key = ok ? static_cast<uint64_t>(mac) : 0;
+  if (ok) {
+    fib->entries_[key] = {d, uv_hrtime() + static_cast<uint64_t>(valid_ms * 1e6)};
+  } else if (mac >= 0 && mac <= 281474976710655.0) {
+    fib->entries_.erase(static_cast<uint64_t>(mac));
+  }
+  napi_value result;
+  MVNET_CALL(env, napi_get_boolean(env, ok, &result));
+  return result;
+}
+
+napi_value Fib::JsDelete(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], self;
+  MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, nullptr));
+  Fib* fib = Fib::Unwrap(env, self);
+  if (!fib) return nullptr;
+  double mac = -1;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &mac) != napi_ok) {
+    ThrowType(env, "delete(mac: number)");
+    return nullptr;
+  }
+  if (mac >= 0 && mac <= 281474976710655.0) fib->entries_.erase(static_cast<uint64_t>(mac));
+  return nullptr;
+}
+
+napi_value Fib::JsClear(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  napi_value self;
+  MVNET_CALL(env, napi_get_cb_info(env, info, &argc, nullptr, &self, nullptr));
+  Fib* fib = Fib::Unwrap(env, self);
+  if (!fib) return nullptr;
+  fib->entries_.clear();
+  return nullptr;
+}
+
 napi_value Device::JsClose(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   Device* d = Unwrap(env, info, &argc, nullptr);
@@ -979,10 +1464,23 @@ napi_value DefineDeviceClass(napi_env env) {
       {"setPeer", nullptr, Device::JsSetPeer, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"stats", nullptr, Device::JsStats, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"close", nullptr, Device::JsClose, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"bindSwitch", nullptr, Device::JsBindSwitch, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"setSwitchMac", nullptr, Device::JsSetSwitchMac, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"unbindSwitch", nullptr, Device::JsUnbindSwitch, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"Fib", nullptr, nullptr, nullptr, nullptr, nullptr, napi_static, nullptr},
   };
+  napi_property_descriptor fib_methods[] = {
+      {"set", nullptr, Fib::JsSet, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"delete", nullptr, Fib::JsDelete, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"clear", nullptr, Fib::JsClear, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+  };
+  napi_value fib_cls;
+  MVNET_CALL(env, napi_define_class(env, "Fib", NAPI_AUTO_LENGTH, Fib::New, nullptr,
+                                    sizeof(fib_methods) / sizeof(fib_methods[0]), fib_methods, &fib_cls));
+  constexpr size_t kMethods = sizeof(methods) / sizeof(methods[0]);
+  methods[kMethods - 1].value = fib_cls;
   napi_value cls;
-  MVNET_CALL(env, napi_define_class(env, "Device", NAPI_AUTO_LENGTH, Device::New, nullptr,
-                                    sizeof(methods) / sizeof(methods[0]), methods, &cls));
+  MVNET_CALL(env, napi_define_class(env, "Device", NAPI_AUTO_LENGTH, Device::New, nullptr, kMethods, methods, &cls));
   return cls;
 }
 
