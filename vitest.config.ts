@@ -7,7 +7,7 @@ const unitOnly = process.env.MVNET_SKIP_PRIVILEGED === '1';
 export default defineConfig({
   test: {
     include: unitOnly ? ['test/unit/**/*.test.ts'] : ['test/**/*.test.ts'],
-    globalSetup: ['test/support/global-setup.ts'],
+    globalSetup: ['test/support/global-setup.ts', 'test/tor/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
