@@ -146,7 +146,12 @@ export class Daemon {
     if (this.torStarted) return;
     this.torStarted = true;
     this.torManager.on('ready', () => this.log.info('Tor is ready'));
-    this.torManager.on('down', (why: unknown) => this.log.warn({ why }, 'Tor is down; Tor-routed VMs fail closed'));
+    this.torManager.on('down', (why: unknown) => {
+      // Streams through a dead Tor are reset, never left to look finished.
+      let reset = 0;
+      for (const n of this.nets.values()) reset += n.router.endpoint.resetTag('tor');
+      this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
+    });
     this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
   }
 

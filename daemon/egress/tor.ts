@@ -23,11 +23,14 @@ export interface TorEgressDeps {
   /** The SOCKS endpoint while Tor is ready; null while it is not (fail closed). */
   socks(): SocksEndpoint | null;
   timeoutMs: number;
+  /** Whether Tor is still alive (asked when a stream ends, to tell an end from a crash). */
+  alive(): Promise<boolean>;
 }
 
 export function torTcp(deps: TorEgressDeps, auth: SocksAuth, host: string, port: number): StreamUpstream {
   return {
     tag: TOR_TAG,
+    confirmEnd: () => deps.alive(),
     async open(signal: AbortSignal): Promise<Duplex> {
       const ep = deps.socks();
       if (ep === null) throw new UpstreamError('refused', 'Tor is not ready');

@@ -309,6 +309,20 @@ export class Endpoint implements FlowOwner {
     return n;
   }
 
+  /** Resets every TCP flow whose upstream has `tag` (e.g. Tor went down). Returns how many. */
+  resetTag(tag: string): number {
+    let n = 0;
+    for (const flows of this.vms.values()) {
+      for (const f of [...flows.tcp.values()]) {
+        if (f.tag === tag) {
+          f.reset();
+          n++;
+        }
+      }
+    }
+    return n;
+  }
+
   /** The VM left: everything of it is reset and forgotten. */
   dropVm(vm: string): void {
     const flows = this.vms.get(vm);

@@ -86,9 +86,17 @@ export class TcpFlow implements Timed, TcpHandler {
     this.sock = sock;
     sock.on('data', (d: Buffer) => this.fromUpstream(d));
     sock.on('end', () => {
-      this.upstreamEnded = true;
-      if (this.backlog === null) this.conn.shutdown();
-      this.owner.reschedule(this);
+      const confirm = this.upstream.confirmEnd;
+      if (confirm === undefined) {
+        this.upstreamEnd();
+        return;
+      }
+      // An upstream that may die under its streams (Tor): an EOF is a clean end only if it is
+      // still alive; otherwise the VM must see a reset, never a truncated stream that looks whole.
+      confirm().then(
+        (alive) => (alive ? this.upstreamEnd() : this.upstreamFailed()),
+        () => this.upstreamFailed(),
+      );
     });
     sock.on('drain', () => {
       if (this.held > 0) {
@@ -100,8 +108,15 @@ export class TcpFlow implements Timed, TcpHandler {
     });
     sock.on('error', () => this.upstreamFailed());
     sock.on('close', () => {
-      if (!this.upstreamEnded && !this.conn.closed) this.upstreamFailed();
+      if (!this.upstreamEnded && !this.conn.closed && this.upstream.confirmEnd === undefined) this.upstreamFailed();
     });
+  }
+
+  private upstreamEnd(): void {
+    if (this.done) return;
+    this.upstreamEnded = true;
+    if (this.backlog === null) this.conn.shutdown();
+    this.owner.reschedule(this);
   }
 
   private upstreamFailed(): void {
@@ -162,8 +177,16 @@ export class TcpFlow implements Timed, TcpHandler {
     const sock = this.sock;
     if (sock !== null) {
       if (reason === 'normal') sock.end();
-      else if ('resetAndDestroy' in sock && typeof sock.resetAndDestroy === 'function') (sock as { resetAndDestroy(): void }).resetAndDestroy();
-      else sock.destroy();
+      else {
+        // A TCP host socket is reset (RST) so the far side sees what the VM did; anything else
+        // (a unix socket to Tor, an in-process stream) is just destroyed.
+        try {
+          if ('resetAndDestroy' in sock && typeof sock.resetAndDestroy === 'function') (sock as { resetAndDestroy(): void }).resetAndDestroy();
+          else sock.destroy();
+        } catch {
+          sock.destroy();
+        }
+      }
     }
     this.owner.closed(this, reason);
   }

@@ -27,6 +27,8 @@ export interface StreamUpstream {
   readonly tag: string;
   /** Resolves with a connected stream (allowHalfOpen), rejects with UpstreamError. */
   open(signal: AbortSignal): Promise<Duplex>;
+  /** When the stream ends: true if that is a clean end, false if the upstream itself died. */
+  confirmEnd?(): Promise<boolean>;
 }
 
 export interface DatagramChannel {

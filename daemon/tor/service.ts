@@ -90,7 +90,20 @@ export class TorService {
       automap: this.automap,
       resolver: this.resolver,
       timeoutMs: 60_000,
+      alive: () => this.alive(),
     };
+  }
+
+  /** A control-port round trip: a dead Tor fails it at once (its control socket is gone). */
+  async alive(): Promise<boolean> {
+    const c = this.d.manager.control();
+    if (c === null || !this.d.manager.isReady()) return false;
+    try {
+      await Promise.race([c.getInfo(['version']), new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 2000).unref())]);
+      return this.d.manager.isReady();
+    } catch {
+      return false;
+    }
   }
 
   restore(st: Partial<TorState> | undefined): void {

@@ -101,6 +101,9 @@ describe('fail closed: Tor killed during a download', () => {
     expect(exit.code, dl.tail()).not.toBe(0);
     expect(got).toBeGreaterThanOrEqual(1_000_000);
     expect(got).toBeLessThan(up.largeBytes);
+    // A stream through a dead Tor is reset, never ended as if it were complete.
+    expect(how, 'how the gateway ended the VM stream').toContain('RST');
+    expect(how).not.toContain('FIN');
   }, 60_000);
 
   it('tor status says why (down, lastError names the kill); the daemon retries with growing delays', async () => {
