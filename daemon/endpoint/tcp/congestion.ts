@@ -113,6 +113,11 @@ export class NewReno {
   // ---------------------------------------------------------------------------------------
   // SACK mode: RFC 6675 recovery with PRR, loss state after a timeout, undo.
 
+  /** FlightSize / 2, FlightSize at most cwnd + DupThresh segments (see enterPrrRecovery). */
+  private halved(flight: number): number {
+    return Math.max(Math.min(flight, this.cwnd + 3 * this.mss) >>> 1, 2 * this.mss);
+  }
+
   /** Remembers the window before a reduction so that undo() can restore it. */
   private saveForUndo(): void {
     this.priorCwnd = this.cwnd;
@@ -120,13 +125,18 @@ export class NewReno {
   }
 
   /**
-   * Loss detected (RACK): halve (RFC 5681 eq. 4) and start PRR. `flight` is SND.MAX − SND.UNA.
-   * A timeout in progress keeps its state (and its undo record).
+   * Loss detected (RACK): ssthresh = FlightSize / 2 (RFC 6675 §5 step 4.2, RFC 5681 eq. 4) and
+   * PRR starts. `flight` is SND.MAX − SND.UNA, `pipe` what the network holds (RFC 6675).
+   * FlightSize counts SACKed data too, which is fair when DupThresh detects the loss (cwnd
+   * plus three segments); RACK may detect it a reordering window later, when much more has
+   * been SACKed, and FlightSize / 2 could then exceed cwnd — no reduction at all. So the
+   * FlightSize taken is at most cwnd + DupThresh·SMSS. RecoverFS is the pipe (RFC 6937bis).
+   * `keepUndo`: the window to restore on undo stays the one saved by an earlier reduction.
    */
-  enterPrrRecovery(flight: number, sndMax: number): void {
-    this.saveForUndo();
-    this.ssthresh = Math.max(flight >>> 1, 2 * this.mss);
-    this.recoverFs = Math.max(flight, 1);
+  enterPrrRecovery(flight: number, sndMax: number, keepUndo = false, pipe = flight): void {
+    if (!keepUndo || this.priorCwnd === 0) this.saveForUndo();
+    this.ssthresh = this.halved(flight);
+    this.recoverFs = Math.max(pipe, this.mss);
     this.prrDelivered = 0;
     this.prrOut = 0;
     this.recover = sndMax;
@@ -171,10 +181,10 @@ export class NewReno {
    * window is halved only when no reduction is under way (a timeout during recovery or after
    * another timeout already had its reduction), as Linux does.
    */
-  onSackTimeout(flight: number, sndMax: number): void {
+  onSackTimeout(flight: number, sndMax: number, keepUndo = false): void {
     if (!this.inRecovery && !this.inLoss) {
-      this.saveForUndo();
-      this.ssthresh = Math.max(flight >>> 1, 2 * this.mss);
+      if (!keepUndo || this.priorCwnd === 0) this.saveForUndo();
+      this.ssthresh = this.halved(flight);
     }
     this.cwnd = this.mss;
     this.inRecovery = false;

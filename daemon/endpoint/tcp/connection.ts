@@ -62,6 +62,23 @@ const CLOSED = 10;
 
 const noop = (): void => {};
 
+/**
+ * A segment resent in an undo episode: [start, end), the copies resent (since `firstAt`), the
+ * DSACKs for it, and whether its original is known to have arrived.
+ */
+interface UndoEntry {
+  readonly start: number;
+  readonly end: number;
+  readonly firstAt: number;
+  copies: number;
+  dsacks: number;
+  /** Not needed: the original arrived (a DSACK per copy, or Eifel's timestamp check). */
+  spurious: boolean;
+}
+
+/** Retransmissions one undo episode keeps track of; beyond that it gives up on undo. */
+const UNDO_LOG_MAX = 1024;
+
 const STATE_NAMES: readonly TcpState[] = [
   'SYN-PENDING',
   'SYN-SENT',
@@ -79,6 +96,12 @@ const STATE_NAMES: readonly TcpState[] = [
 /** Bytes the timestamp option takes in every segment once negotiated (RFC 6691: MSS excludes it). */
 const TS_OPTION_LEN = 12;
 const NONE = Infinity;
+/**
+ * PAWS lets a TSval this many ticks (ms) behind TS.Recent through, as Linux does
+ * (TCP_PAWS_WINDOW): a reordered segment sent in the same or previous millisecond as one that
+ * advanced TS.Recent (e.g. a retransmission that overtook it) is no old duplicate.
+ */
+const PAWS_WINDOW = 1;
 /** RACK's reordering window multiplier stays raised for this many recoveries after a DSACK (RFC 8985 §6.2). */
 const REO_WND_PERSIST = 16;
 /** Extra tail-loss-probe delay when one segment is in flight: the peer may be delaying its ACK (RFC 8985 §7.2). */
@@ -283,11 +306,17 @@ export class TcpConnection {
   // Undo of spurious reductions (RFC 3522/3708/4015, after Linux's undo_marker/undo_retrans).
   /** SND.UNA when the reduction began; null when there is nothing to undo. */
   private undoMarker: number | null = null;
-  /** Retransmissions in this episode not yet shown spurious by a DSACK. */
-  private undoRetrans = 0;
-  /** TSval of the first retransmission in this episode; -1 before it. */
-  private retransStamp = -1;
+  /** This episode's retransmissions. */
+  private undoLog: UndoEntry[] = [];
+  /** Entries of undoLog not (yet) shown spurious. */
+  private undoUnproven = 0;
+  /** Time of the latest retransmission in this episode. */
+  private lastRetransAt = 0;
+  /** The next record this ACK acknowledges cumulatively is the one that filled the hole. */
+  private holeFiller = false;
 
+  /** The last send attempt stopped at cwnd with data waiting (cwnd may grow: RFC 7661). */
+  private cwndLimited = false;
   private inInput = false;
   private wantWritable = false;
   private notifyWritable = false;
@@ -678,11 +707,24 @@ export class TcpConnection {
     }
 
     const ts = this.tsOk ? seg.options.ts : undefined;
-    if (ts !== undefined && !(f & RST) && seqLt(ts[0], this.tsRecent)) {
-      // PAWS (RFC 7323 §5): an old duplicate.
-      this.stats.pawsDrops++;
-      this.ackNow = true;
-      return;
+    let disordered = false;
+    if (ts !== undefined && !(f & RST) && seqLt(ts[0], seqAdd(this.tsRecent, -PAWS_WINDOW))) {
+      // PAWS (RFC 7323 §5): an old duplicate, unless it is a pure ACK the network reordered.
+      disordered = this.disorderedAck(seg, ts[0]);
+      if (!disordered) {
+        this.stats.pawsDrops++;
+        this.ackNow = true;
+        // A copy of data already received (another copy overtook it): DSACK it (as Linux's
+        // tcp_send_dupack does below RCV.NXT; here also when the out-of-order queue holds it),
+        // else the sender never learns that its resend was needless.
+        const len = seg.payload.length;
+        if (this.sackOk && len > 0) {
+          const end = seqAdd(seg.seq, len);
+          if (seqLt(seg.seq, this.rcvNxt)) this.dsack = [seg.seq, seqLt(end, this.rcvNxt) ? end : this.rcvNxt];
+          else if (this.ooo.holds(seg.seq, len)) this.dsack = [seg.seq, end];
+        }
+        return;
+      }
     }
 
     // Acceptability (§3.10.7.4 first check).
@@ -725,8 +767,9 @@ export class TcpConnection {
     }
     if (!(f & ACK)) return;
 
-    // TS.Recent (RFC 7323 §4.3); PAWS above made sure TSval did not go back.
-    if (ts !== undefined && seqLe(seq, this.lastAckSent)) this.tsRecent = ts[0];
+    // TS.Recent (RFC 7323 §4.3), which never goes back (PAWS let a TSval one tick behind, or a
+    // disordered ACK, through).
+    if (ts !== undefined && !disordered && seqLe(seq, this.lastAckSent) && !seqLt(ts[0], this.tsRecent)) this.tsRecent = ts[0];
 
     // Trim to the window.
     const before = seqDiff(this.rcvNxt, seq);
@@ -766,7 +809,7 @@ export class TcpConnection {
         this.ackNow = true;
         return;
       }
-      this.processAck(seg, data.length, fin);
+      this.processAck(seg, data.length, fin, disordered);
       if (this.st === CLOSED) return;
     }
 
@@ -778,7 +821,22 @@ export class TcpConnection {
     }
   }
 
-  private processAck(seg: Segment, dataLen: number, fin: boolean): void {
+  /**
+   * A segment PAWS would drop that is only a reordered ACK (after Linux's tcp_disordered_ack):
+   * no data, at RCV.NXT, acknowledging nothing new, not extending the window's right edge
+   * (its window update is skipped anyway), and its timestamp within an RTO of TS.Recent.
+   * Dropping those would throw away the SACK (and DSACK) blocks of every ACK overtaken by a
+   * later one — a large share of them on a reordering path.
+   */
+  private disorderedAck(seg: Segment, tsval: number): boolean {
+    if (seg.flags & (SYN | FIN) || !(seg.flags & ACK) || seg.payload.length > 0) return false;
+    if (seg.seq !== this.rcvNxt || seqGt(seg.ack, this.sndUna) || seqGt(seg.seq, this.sndWl1)) return false;
+    const edge = seqAdd(seg.ack, seg.window << this.sndScale);
+    if (seqGt(edge, seqAdd(this.sndWl2, this.sndWnd))) return false;
+    return ((this.tsRecent - tsval) >>> 0) <= this.rto.rto;
+  }
+
+  private processAck(seg: Segment, dataLen: number, fin: boolean, disordered: boolean): void {
     const ack = seg.ack;
     const una = this.sndUna;
     const win = seg.window << this.sndScale;
@@ -789,6 +847,7 @@ export class TcpConnection {
     if (this.sackOk) {
       this.ackTsecr = this.tsOk ? seg.options.ts?.[1] : undefined;
       this.priorFack = this.rackFack;
+      this.holeFiller = true;
       if (sack !== undefined && sack.length > 0) dsack = this.takeSack(sack, ack);
     }
     const advanced = seqGt(ack, una);
@@ -801,8 +860,8 @@ export class TcpConnection {
       this.dupAck();
     }
     this.takeRttSample(seg, advanced);
-    // Window update (SND.WL1/WL2 rule).
-    if (seqGe(ack, una) && (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLe(this.sndWl2, ack)))) {
+    // Window update (SND.WL1/WL2 rule); a disordered ACK carries an old window.
+    if (!disordered && seqGe(ack, una) && (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLe(this.sndWl2, ack)))) {
       this.sndWnd = win;
       this.sndWl1 = seg.seq;
       this.sndWl2 = ack;
@@ -845,39 +904,41 @@ export class TcpConnection {
     if (this.dsackRound === null || seqGe(this.sndUna, this.dsackRound)) {
       this.dsackRound = this.sndMax;
       this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
+      this.reoExtent = Math.min(this.reoExtent * 1.25, this.reoCap()); // the measured extent fell short too
       this.reoWndPersist = REO_WND_PERSIST;
     }
-    // Undo (RFC 3708): a retransmission of this episode that was not needed.
-    if (this.undoMarker !== null && seqGt(e, this.undoMarker) && this.undoRetrans > 0) {
-      const below = seqLe(e, this.sndUna);
-      if (below || this.txq.anyIn(s, e, EVER)) {
-        this.undoRetrans = Math.max(0, this.undoRetrans - Math.max(1, Math.ceil(seqDiff(e, s) / this.mss)));
-      }
-    }
+    // Undo (RFC 3708): a retransmission of this episode was not needed.
+    if (this.undoMarker !== null) this.proveSpurious(s, e);
     // The tail loss probe was not needed: the original arrived too (RFC 8985 §7.4.2).
     if (this.tlpEnd !== null && this.tlpRetrans && e === this.tlpEnd) this.tlpEnd = null;
   }
 
   /** RACK_update and reordering detection for a record that left the network (bound: a callback). */
-  private readonly onDelivered = (r: TxRecord): void => {
+  private readonly onDelivered = (r: TxRecord, cum: boolean): void => {
     const rtt = this.now - r.xmitAt;
+    const filler = cum && this.holeFiller;
+    if (cum) this.holeFiller = false;
     if (seqGt(r.end, this.rackFack)) this.rackFack = r.end;
     if (r.flags & EVER) {
       // Which transmission was delivered? Not this one if the ACK echoes an older timestamp,
       // nor if it came back faster than any path allows (RFC 8985 §6.2 step 2).
       const ecr = this.ackTsecr;
-      if (ecr !== undefined && ecr !== 0 && seqLt(ecr, this.tsAt(r.xmitAt))) return;
+      if (ecr !== undefined && ecr !== 0 && seqLt(ecr, this.tsAt(r.xmitAt))) {
+        if (filler) {
+          // It filled the hole this ACK reports, so the echo is its TSval: an earlier
+          // transmission arrived (Eifel, RFC 3522), late; the retransmission was not needed,
+          // and the lateness counts as reordering (else only segments never resent, i.e. not
+          // late enough to be deemed lost, would be measured).
+          if (this.undoMarker !== null) this.originalArrived(r.start, ecr);
+          if (seqLt(r.end, this.priorFack)) this.noteReordering(this.now - r.sentAt);
+        }
+        return;
+      }
       if (rtt < this.minRtt) return;
     } else {
       if (rtt < this.minRtt) this.minRtt = rtt;
-      // Delivered below data that was delivered before it, never resent: reordering. How late
-      // it came, against the RTT of the segment that overtook it, is the window that was needed.
-      if (seqLt(r.end, this.priorFack)) {
-        this.reordSeen = true;
-        const late = rtt - this.rackRtt;
-        if (late > this.reoExtent) this.reoExtent = late;
-        this.reoWndPersist = REO_WND_PERSIST;
-      }
+      // Delivered below data that was delivered before it, never resent: reordering.
+      if (seqLt(r.end, this.priorFack)) this.noteReordering(rtt);
     }
     if (r.xmitSeq > this.rackXmitSeq) {
       this.rackXmitSeq = r.xmitSeq;
@@ -905,6 +966,17 @@ export class TcpConnection {
       const rtt = (this.tsNow() - ecr) >>> 0;
       if (rtt < 0x7fffffff) this.sampleRtt(rtt);
     }
+  }
+
+  /**
+   * Reordering was seen: a segment whose delivery took `rtt` arrived after later ones. How late
+   * it came, against the RTT of the segment that overtook it, is the window that was needed.
+   */
+  private noteReordering(rtt: number): void {
+    this.reordSeen = true;
+    const late = Math.min(rtt - this.rackRtt, this.reoCap());
+    if (late > this.reoExtent) this.reoExtent = late;
+    this.reoWndPersist = REO_WND_PERSIST;
   }
 
   private newAck(ack: number): void {
@@ -943,7 +1015,7 @@ export class TcpConnection {
       }
     } else {
       this.dupAcks = 0;
-      cc.onAck(acked);
+      if (this.cwndLimited) cc.onAck(acked);
     }
 
     if (this.finQueued && seqGt(ack, this.finSeq())) {
@@ -1005,8 +1077,11 @@ export class TcpConnection {
     // actually measured counts too, and the cap is the RTT's spread, SRTT + 4·RTTVAR (the RTO
     // before its floor), which covers the slow lane of a bimodal path.
     const base = this.minRtt === Infinity ? 0 : this.minRtt / 4;
-    const cap = this.rto.srtt + 4 * this.rto.rttvar;
-    return Math.min(Math.max(base * this.reoWndMult, this.reoExtent), cap);
+    return Math.min(Math.max(base * this.reoWndMult, this.reoExtent), this.reoCap());
+  }
+
+  private reoCap(): number {
+    return this.rto.srtt + 4 * this.rto.rttvar;
   }
 
   /**
@@ -1042,7 +1117,7 @@ export class TcpConnection {
     const cc = this.cc;
     const q = this.txq;
     const delivered = q.delivered;
-    if (this.undoMarker !== null) this.tryUndo(advanced);
+    if (this.undoMarker !== null) this.tryUndo();
     if (this.tlpEnd !== null) this.tlpAck(advanced, dsack, delivered);
     this.rackDetectLoss();
     if (cc.inRecovery && seqGe(this.sndUna, cc.recover)) {
@@ -1054,9 +1129,10 @@ export class TcpConnection {
       }
     } else if (cc.inLoss && seqGe(this.sndUna, cc.recover)) cc.endLoss();
     if (!cc.inRecovery && !cc.inLoss && q.lost > 0) this.enterRecovery();
-    // Growth (outside recovery) when SND.UNA moves, by what left the network (as Linux).
+    // Growth (outside recovery) when SND.UNA moves, by what left the network (as Linux), and
+    // only while cwnd is what limits sending (RFC 7661).
     if (cc.inRecovery) cc.prrAck(delivered, this.pipe());
-    else if (advanced && delivered > 0) cc.onAck(delivered);
+    else if (advanced && delivered > 0 && this.cwndLimited) cc.onAck(delivered);
   }
 
   private pipe(): number {
@@ -1068,32 +1144,85 @@ export class TcpConnection {
     this.stats.fastRetransmits++;
     this.tlpEnd = null;
     this.tlpAt = NONE;
-    this.startUndo();
-    this.cc.enterPrrRecovery(seqDiff(this.sndMax, this.sndUna), this.sndMax);
-  }
-
-  private startUndo(): void {
-    if (process.env.TCPDBG && this.undoMarker !== null && this.retransStamp >= 0) console.log(`OVERWRITE pending undo: retrans=${this.undoRetrans} inRec=${this.cc.inRecovery} inLoss=${this.cc.inLoss} now=${this.now}`);
-    this.undoMarker = this.sndUna;
-    this.undoRetrans = 0;
-    this.retransStamp = -1;
+    const merged = this.startUndo();
+    this.cc.enterPrrRecovery(seqDiff(this.sndMax, this.sndUna), this.sndMax, merged, this.pipe());
   }
 
   /**
-   * Was the reduction spurious? Every retransmission DSACKed (RFC 3708), or an ACK whose
-   * timestamp echo predates the first retransmission (Eifel, RFC 3522): the original arrived.
+   * A reduction begins: start an undo record, or keep the pending one (returns true) when the
+   * previous episode's retransmissions are recent enough that their DSACKs may still come:
+   * then both are one episode, undone only if every retransmission of both proves spurious,
+   * back to the window before the first.
    */
-  private tryUndo(advanced: boolean): void {
-    const cc = this.cc;
-    if (this.retransStamp < 0) return; // nothing was resent (yet)
-    let spurious = this.undoRetrans === 0;
-    if (!spurious && advanced) {
-      const ecr = this.ackTsecr;
-      const delayed = ecr !== undefined && ecr !== 0 && seqLt(ecr, this.retransStamp);
-      // In recovery only once no retransmission is in flight (Linux's partial undo).
-      spurious = delayed && (cc.inLoss || this.txq.retransOut === 0);
+  private startUndo(): boolean {
+    const pending = this.undoMarker !== null && this.undoUnproven > 0;
+    if (pending && this.now - this.lastRetransAt <= this.rto.srtt + 4 * this.rto.rttvar) return true;
+    this.undoMarker = this.sndUna;
+    this.undoLog = [];
+    this.undoUnproven = 0;
+    return false;
+  }
+
+  /** A retransmission of [start, start + len) in an undo episode. */
+  private logRetransmission(start: number, len: number): void {
+    this.lastRetransAt = this.now;
+    const log = this.undoLog;
+    for (let i = log.length - 1; i >= 0 && i >= log.length - 64; i--) {
+      const e = log[i]!;
+      if (e.start === start) {
+        e.copies++;
+        this.judge(e);
+        return;
+      }
     }
-    if (!spurious) return;
+    if (log.length >= UNDO_LOG_MAX) {
+      this.undoMarker = null; // too much to keep track of: no undo this time
+      return;
+    }
+    log.push({ start, end: seqAdd(start, len), firstAt: this.now, copies: 1, dsacks: 0, spurious: false });
+    this.undoUnproven++;
+  }
+
+  /** Re-judges an entry: spurious once the original is known to have arrived. */
+  private judge(e: UndoEntry, originalArrived = false): void {
+    const was = e.spurious;
+    // Every copy DSACKed means every transmission arrived, the original too (RFC 3708).
+    e.spurious = was || originalArrived || e.dsacks >= e.copies;
+    if (e.spurious && !was) this.undoUnproven--;
+  }
+
+  /** A DSACK for [s, e). */
+  private proveSpurious(s: number, e: number): void {
+    for (const x of this.undoLog) {
+      if (seqLt(x.start, e) && seqLt(s, x.end)) {
+        x.dsacks++;
+        this.judge(x);
+      }
+    }
+  }
+
+  /**
+   * The ACK that filled the hole at `start` echoes `ecr`: if that predates the first
+   * retransmission of it, the original filled it (Eifel, RFC 3522).
+   */
+  private originalArrived(start: number, ecr: number): void {
+    for (let i = this.undoLog.length - 1; i >= 0; i--) {
+      const x = this.undoLog[i]!;
+      if (x.start === start) {
+        if (seqLt(ecr, this.tsAt(x.firstAt))) this.judge(x, true);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Was the reduction spurious? It was when each retransmission of the episode proved
+   * unneeded: DSACKed (RFC 3708), or the hole it was for filled by the original (Eifel,
+   * RFC 3522: the ACK that filled it echoes an older timestamp).
+   */
+  private tryUndo(): void {
+    const cc = this.cc;
+    if (this.undoLog.length === 0 || this.undoUnproven > 0) return;
     this.stats.undos++;
     this.undoMarker = null;
     this.reordSeen = true;
@@ -1293,6 +1422,7 @@ export class TcpConnection {
         const len = Math.min(limit, unsent, wndLeft, cwndLeft);
         if (len <= 0) {
           blocked = wndLeft <= 0;
+          this.cwndLimited = !blocked;
           break;
         }
         if (len < limit && len < unsent && !force) {
@@ -1321,6 +1451,7 @@ export class TcpConnection {
         force = false;
         probe = false;
       } else if (this.finQueued && this.sndNxt === this.finSeq()) {
+        this.cwndLimited = false;
         if (wndLeft <= 0) {
           blocked = true;
           break;
@@ -1330,7 +1461,10 @@ export class TcpConnection {
         this.advance(seq, 1);
         cc.prrSent(1);
         sentAny = true;
-      } else break;
+      } else {
+        this.cwndLimited = false; // nothing more to send
+        break;
+      }
     }
     if (blocked && this.sndUna === this.sndMax && this.persistAt === NONE) {
       this.persistAt = now + Math.min(this.cfg.rtoMax, this.rto.rto * 2 ** this.persistShift);
@@ -1381,10 +1515,7 @@ export class TcpConnection {
     q.setFlags(r, r.flags | RETRANS | EVER);
     q.resent(r, this.now);
     this.cc.prrSent(sent);
-    if (this.undoMarker !== null) {
-      this.undoRetrans++;
-      if (this.retransStamp < 0) this.retransStamp = this.tsOk ? this.tsNow() : 0;
-    }
+    if (this.undoMarker !== null) this.logRetransmission(r.start, sent);
     if (this.rtxAt === NONE) this.rtxAt = this.now + this.rto.rto;
     return sent;
   }
@@ -1494,8 +1625,8 @@ export class TcpConnection {
     const cc = this.cc;
     if (this.sackOk) {
       // RFC 8985 §6.3 / Linux: everything not SACKed is lost; slow start from one segment.
-      if (!cc.inRecovery && !cc.inLoss) this.startUndo();
-      cc.onSackTimeout(flight, this.sndMax);
+      const merged = !cc.inRecovery && !cc.inLoss ? this.startUndo() : true;
+      cc.onSackTimeout(flight, this.sndMax, merged);
       this.tlpEnd = null;
       this.tlpAt = NONE;
       this.reoAt = NONE;

@@ -122,6 +122,20 @@ export class Reassembly {
     return out;
   }
 
+  /** Does the queue hold every byte of [seq, seq + len)? */
+  holds(seq: number, len: number): boolean {
+    let s = seq;
+    const e = seqAdd(seq, len);
+    for (let i = 0; i < this.seqs.length && seqLt(s, e); i++) {
+      const start = this.seqs[i]!;
+      const end = seqAdd(start, this.bufs[i]!.length);
+      if (seqLe(end, s)) continue;
+      if (seqGt(start, s)) return false;
+      s = end;
+    }
+    return !seqLt(s, e);
+  }
+
   clear(): void {
     this.seqs.length = 0;
     this.bufs.length = 0;

@@ -164,7 +164,9 @@ class Device {
   uint32_t Write(const iovec* frames, size_t n);
   uint32_t Submit(const iovec* frames, size_t n);
   // Cut-through: frames the switch would forward to a known member go out natively.
+  bool CanCutThrough() const;
   uint32_t CutThrough(uint32_t n);
+  void NotePeer(Device* dst);
   Device* Route(const uint8_t* f, uint32_t len, uint64_t now) const;
   bool TxAccepts(const uint8_t* f, uint32_t len) const;
   void ArmForwarded();
@@ -647,8 +649,12 @@ void Device::OnPacketNetDown() {
   UpdateIo();
 }
 
+// Reads a batch (at most batch_ frames), cuts through what it can and hands the rest to JS.
+// Returns the number of frames read.
 uint32_t Device::ReadBatch() {
-  uint32_t n = 0;
+  uint32_t n = 0;      // frames in the buffer (slots [0, n))
+  uint32_t start = 0;  // of which [0, start) were cut through: JS gets [start, n)
+  uint32_t total = 0;  // frames read
   int fatal = 0;
   if (is_socket_) {
     for (int tries = 0; tries < 8; tries++) {
@@ -682,17 +688,65 @@ uint32_t Device::ReadBatch() {
       if (dgram_) LearnPeer(raddrs_[k], rmsgs_[k].msg_hdr.msg_namelen);
     }
     rx_frames_ += n;
+    total = n;
+    // Frames the switch would forward to a known member go out here, before any JS runs; JS
+    // gets the rest of the batch (from `start`) now and a count of these later.
+    if (n > 0 && CanCutThrough()) start = CutThrough(n);
   } else {
+    // One read() per frame. While frames are cut through, each one for a TAP goes out as soon as
+    // it is read and the next is read into the same slot (cache-hot, as a plain forwarder
+    // would); those for a socket keep their slots and go out together (sendmmsg) when the
+    // destination changes. From the first frame that is not cut through on, frames stay in
+    // their slots for JS, so per-destination order is kept.
+    bool cut = CanCutThrough();
+    const uint64_t now = cut ? uv_hrtime() : 0;
+    Device* run_dst = nullptr;
+    size_t run = 0;  // frames kept for run_dst: cut_iov_[0, run)
+    uint32_t fwd = 0;
+    double fwd_bytes = 0;
     uint32_t empty = 0;
-    while (n < batch_) {
+    while (total < batch_) {
       // tun silently truncates a packet longer than the read; one spare byte behind the slot
       // tells such a packet apart (its length is then reported as slot + 1: oversize).
-      iovec v[2] = {{buf_ + static_cast<size_t>(n) * slot_, slot_}, {spare_, sizeof(spare_)}};
+      uint8_t* f = buf_ + static_cast<size_t>(n) * slot_;
+      iovec v[2] = {{f, slot_}, {spare_, sizeof(spare_)}};
       ssize_t r = readv(fd_, v, 2);
       if (r > 0) {
         if (r > static_cast<ssize_t>(slot_)) r = slot_ + 1;
-        lens_[n++] = static_cast<uint32_t>(r);
+        uint32_t len = static_cast<uint32_t>(r);
+        total++;
         rx_bytes_ += static_cast<double>(r);
+        lens_[n] = len;
+        if (cut) {
+          Device* dst = Route(f, len, now);
+          if (dst != nullptr) {
+            fwd++;
+            fwd_bytes += len - sw_h_;
+            if (dst != run_dst && run > 0) {
+              run_dst->Write(cut_iov_.data(), run);
+              run = 0;
+            }
+            if (dst->is_socket_) {
+              run_dst = dst;
+              cut_iov_[run].iov_base = f;
+              cut_iov_[run].iov_len = len;
+              run++;
+              n++;
+            } else {
+              iovec one = {f, len};
+              dst->Write(&one, 1);
+              NotePeer(dst);
+              run_dst = nullptr;
+              n = 0;  // any run went out above: every slot is free again
+            }
+            continue;
+          }
+          cut = false;
+          if (run > 0) run_dst->Write(cut_iov_.data(), run);
+          run = 0;
+          start = n;  // slots before this one were cut through
+        }
+        n++;
         continue;
       }
       if (r == 0) {
@@ -709,16 +763,18 @@ uint32_t Device::ReadBatch() {
       fatal = err;
       break;
     }
-    rx_frames_ += n;
+    if (run > 0) run_dst->Write(cut_iov_.data(), run);
+    if (cut) start = n;  // the batch ended while cutting through: nothing for JS
+    rx_frames_ += total;
+    if (fwd > 0) {
+      fwd_frames_ += fwd;
+      fwd_bytes_ += fwd_bytes;
+      ArmForwarded();
+    }
   }
-  if (n > 0) {
-    // Frames the switch would forward to a known member go out here, before any JS runs; JS
-    // gets the rest of the batch (from `start`) now and a count of these later.
-    uint32_t start = fib_ != nullptr ? CutThrough(n) : 0;
-    if (start < n) CallOnRead(n, start);
-  }
+  if (start < n) CallOnRead(n, start);
   if (fatal != 0 && !closed_) Fail(fatal, "read");
-  return n;
+  return total;
 }
 
 void Device::CallOnRead(uint32_t count, uint32_t start) {
@@ -842,8 +898,18 @@ Device* Device::Route(const uint8_t* f, uint32_t len, uint64_t now) const {
   return dst;
 }
 
+bool Device::CanCutThrough() const {
+  return fib_ != nullptr && sw_rx_ && sw_mac_set_ && !fib_->entries_.empty();
+}
+
+// DrainPeers reads the TAPs cut-through wrote to.
+void Device::NotePeer(Device* dst) {
+  if (npeers_ < kMaxPeers && std::find(peers_, peers_ + npeers_, dst) == peers_ + npeers_) peers_[npeers_++] = dst;
+}
+
+// Cuts through the leading frames of a batch read at once (recvmmsg): runs of frames for one
+// destination go out together. Returns how many.
 uint32_t Device::CutThrough(uint32_t n) {
-  if (!sw_rx_ || !sw_mac_set_ || fib_->entries_.empty()) return 0;
   const uint64_t now = uv_hrtime();
   Device* run_dst = nullptr;
   size_t run = 0;
@@ -857,9 +923,7 @@ uint32_t Device::CutThrough(uint32_t n) {
     if (dst != run_dst) {
       if (run > 0) run_dst->Write(cut_iov_.data(), run);
       run = 0;
-      if (!dst->is_socket_ && npeers_ < kMaxPeers && std::find(peers_, peers_ + npeers_, dst) == peers_ + npeers_) {
-        peers_[npeers_++] = dst;
-      }
+      if (!dst->is_socket_) NotePeer(dst);
     }
     run_dst = dst;
     cut_iov_[run].iov_base = f;
