@@ -1521,9 +1521,9 @@ export class TcpConnection {
   }
 
   /**
-   * A pure ACK carries SND.MAX, not SND.NXT: after a timeout SND.NXT goes back, and an ACK
-   * below the peer's RCV.NXT would be unacceptable to it and answered by another ACK — two
-   * ends doing that would ping-pong forever.
+   * A pure ACK carries SND.MAX (equal to SND.NXT here: retransmissions never move SND.NXT
+   * back): an ACK below the peer's RCV.NXT would be unacceptable to it and answered by another
+   * ACK — two ends doing that would ping-pong forever.
    */
   private sendAck(): void {
     this.emitSegment(this.sndMax, ACK, EMPTY_PAYLOAD, true);
