@@ -855,15 +855,18 @@ uint32_t Device::Write(const iovec* frames, size_t n) {
 
 // ---------------------------------------------------------------------------------------------
 // Cut-through. The switch (daemon/switch/network.ts) binds each member's device to its network's
-// Fib with the member's source MAC and the port's limits. A batch read from a bound device is
-// then forwarded here, frame by frame, for as long as each frame is one the switch would itself
-// forward to a known member unchanged: it passes the port's receive checks, is unicast from the
-// member's own MAC to a MAC in the Fib (not the gateway, not itself), is no RA/DHCP-server
-// frame, and passes the destination port's send checks with the same vnet header length. The
-// first frame that is anything else ends cut-through for the batch: it and the rest go to JS
-// (onRead(count, start)), so per-destination order is kept. The switch's bookkeeping (counters,
-// MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_), deferred to the
-// end of the next loop iteration, so a reply the write provoked is forwarded before JS runs.
+// Fib with the member's source MAC and the port's limits. Frames read from a bound device are
+// then forwarded by ReadBatch itself, in order, for as long as each is one the switch would
+// forward to a known member unchanged (Route): it passes the port's receive checks, is unicast
+// from the member's own MAC to a MAC in the Fib (not the gateway, not itself), is no
+// RA/DHCP-server frame, and passes the destination port's send checks with the same vnet header
+// length. The first frame that is anything else ends cut-through for the batch: it and the rest
+// go to JS (onRead(count, start)), so per-destination order is kept. The switch's bookkeeping
+// (counters, MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_),
+// deferred to the end of the next loop iteration, so a reply the write provoked is forwarded
+// before any JS runs (see also DrainPeers). The Fib is a subset of the switch's MAC table (its
+// entries expire before the table's and go with them), so nothing is cut through that the
+// switch would not have forwarded the same way.
 
 bool Device::TxAccepts(const uint8_t* f, uint32_t len) const {
   if (sw_pass_) {
