@@ -27,12 +27,13 @@
  *
  *   node dist/bench/run.js [--only veth,cfwd,mvnet] [--settings 1500,65520,tso] [--time 5] [--repeat N]
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { background, createNs, fmt, linkExists, median, nsx, onUndo, run, undoAll, undoMark, undoTo, waitFor, type RunResult } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/run.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -70,211 +71,7 @@ interface Cell {
   error?: string;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Teardown registry: async in order of need, synchronous fallback at exit/signals.
 
-interface Undo {
-  run: () => Promise<void>;
-  runSync: () => void;
-}
-const undos: Undo[] = [];
-
-function onUndo(run: () => Promise<void>, runSync: () => void): () => Promise<void> {
-  const u: Undo = { run, runSync };
-  undos.push(u);
-  return async () => {
-    const i = undos.indexOf(u);
-    if (i >= 0) {
-      undos.splice(i, 1);
-      await u.run();
-    }
-  };
-}
-
-async function undoAll(): Promise<void> {
-  while (undos.length > 0) {
-    const u = undos.pop()!;
-    try {
-      await u.run();
-    } catch {
-      u.runSync();
-    }
-  }
-}
-
-function undoAllSync(): void {
-  while (undos.length > 0) {
-    try {
-      undos.pop()!.runSync();
-    } catch {
-      // exiting anyway
-    }
-  }
-}
-
-process.on('exit', undoAllSync);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(sig, () => {
-    undoAllSync();
-    process.kill(process.pid, sig);
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string[], opts: { check?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => killTree(child, 'SIGKILL'), opts.timeoutMs ?? 60_000);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new Error(`${cmd.join(' ')}: ${e.message}`));
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const r = { code: code ?? -1, stdout, stderr };
-      if ((opts.check ?? true) && r.code !== 0) reject(new Error(`${cmd.join(' ')}: exit ${r.code}: ${stderr.trim() || stdout.trim()}`));
-      else resolve(r);
-    });
-  });
-}
-
-function killTree(child: ChildProcess, sig: NodeJS.Signals): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, sig);
-  } catch {
-    // gone
-  }
-}
-
-interface Bg {
-  child: ChildProcess;
-  lines: string[];
-  stderr: () => string;
-  waitLine(pred: (l: string) => boolean, timeoutMs: number): Promise<string>;
-  stop(): Promise<void>;
-}
-
-/** A background process in its own process group, stopped by teardown. */
-function background(cmd: string[], label: string): Bg {
-  const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  const lines: string[] = [];
-  let partial = '';
-  let err = '';
-  const listeners = new Set<(l: string) => void>();
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    const parts = (partial + d).split('\n');
-    partial = parts.pop() ?? '';
-    for (const l of parts) {
-      lines.push(l);
-      if (lines.length > 2000) lines.shift();
-      for (const f of listeners) f(l);
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err = (err + d).slice(-8000);
-  });
-  const exited = new Promise<void>((r) => child.on('close', () => r()));
-  const stop = async (): Promise<void> => {
-    killTree(child, 'SIGTERM');
-    const t = setTimeout(() => killTree(child, 'SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(t);
-  };
-  const undo = onUndo(stop, () => killTree(child, 'SIGKILL'));
-  return {
-    child,
-    lines,
-    stderr: () => err,
-    stop: undo,
-    waitLine(pred, timeoutMs) {
-      const seen = lines.find(pred);
-      if (seen !== undefined) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          listeners.delete(f);
-          reject(new Error(`${label}: expected output not seen in ${timeoutMs} ms; stderr: ${err.trim()}`));
-        }, timeoutMs);
-        const f = (l: string): void => {
-          if (pred(l)) {
-            clearTimeout(timer);
-            listeners.delete(f);
-            resolve(l);
-          }
-        };
-        listeners.add(f);
-        void exited.then(() => {
-          if (!listeners.has(f)) return;
-          clearTimeout(timer);
-          listeners.delete(f);
-          reject(new Error(`${label} exited early (${child.exitCode ?? child.signalCode}): ${err.trim()}`));
-        });
-      });
-    },
-  };
-}
-
-/** Deadline-bounded poll for kernel state that has no event to await. */
-async function waitFor(probe: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Namespaces
-
-function nsx(ns: string, cmd: string[]): string[] {
-  return ['ip', 'netns', 'exec', ns, ...cmd];
-}
-
-async function createNs(name: string): Promise<void> {
-  await run(['ip', 'netns', 'add', name]);
-  onUndo(
-    async () => {
-      const pids = (await run(['ip', 'netns', 'pids', name], { check: false })).stdout.split(/\s+/).filter(Boolean);
-      for (const p of pids) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-      await run(['ip', 'netns', 'del', name], { check: false });
-    },
-    () => {
-      const r = spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' });
-      for (const p of (r.stdout ?? '').split(/\s+/).filter(Boolean)) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-      spawnSync('ip', ['netns', 'del', name]);
-    },
-  );
-  await run(nsx(name, ['ip', 'link', 'set', 'lo', 'up']));
-  await run(nsx(name, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']));
-}
-
-async function linkExists(ns: string, ifname: string): Promise<boolean> {
-  return (await run(nsx(ns, ['ip', 'link', 'show', 'dev', ifname]), { check: false })).code === 0;
-}
 
 async function configure(ns: string, ifname: string, cidr: string, mtu: number): Promise<void> {
   await run(nsx(ns, ['ip', 'link', 'set', 'dev', ifname, 'mtu', String(mtu)]));
@@ -368,12 +165,6 @@ async function iperf(t: Topo, seconds: number): Promise<{ gbps: number; retransm
   return { gbps: bps / 1e9, retransmits: j.end?.sum_sent?.retransmits ?? 0 };
 }
 
-function median(xs: number[]): number | undefined {
-  if (xs.length === 0) return undefined;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /** Average RTT (ping's own summary) and the median of the echoes' RTTs, in ms. */
 async function ping(t: Topo): Promise<{ avg: number; p50: number | undefined }> {
@@ -397,7 +188,7 @@ async function connected(t: Topo): Promise<void> {
 async function measure(path: PathId, s: Setting, ctx: { fwdBin: string; workDir: string; seconds: number }): Promise<Cell> {
   const id = randomBytes(3).toString('hex');
   const t: Topo = { nsA: `mvb-${id}-a`, nsB: `mvb-${id}-b`, ifA: `mvb${id}a`, ifB: `mvb${id}b` };
-  const mark = undos.length;
+  const mark = undoMark();
   try {
     await createNs(t.nsA);
     await createNs(t.nsB);
@@ -412,23 +203,14 @@ async function measure(path: PathId, s: Setting, ctx: { fwdBin: string; workDir:
     return { path, setting: s.id, error: (e as Error).message.split('\n')[0] };
   } finally {
     // Tear down this cell only (newest first), leaving the run-wide entries.
-    while (undos.length > mark) {
-      const u = undos.pop()!;
-      try {
-        await u.run();
-      } catch {
-        u.runSync();
-      }
-    }
+    await undoTo(mark);
+
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Output
 
-function fmt(n: number | undefined, digits: number): string {
-  return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
-}
 
 /** One cell per path and setting: medians over the runs that succeeded (n of them). */
 function summarize(cells: Cell[]): (Cell & { n: number })[] {

@@ -57,7 +57,7 @@ import {
   waitFor,
   onUndo,
   type RunResult,
-} from './stack-util.js';
+} from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/stack.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');

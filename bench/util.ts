@@ -1,6 +1,6 @@
 /**
- * Helpers for bench/stack.ts, copied from bench/run.ts (which runs its bench on import, so it
- * cannot be imported): a teardown registry (async in order of need, synchronous fallback at
+ * Helpers shared by the benches (bench/run.ts, bench/stack.ts): a teardown registry (async in
+ * order of need, synchronous fallback at
  * exit and on signals), child processes in their own process groups, namespaces, polling.
  *
  * Importing this module installs the exit/signal handlers that run the registry.
