@@ -101,8 +101,6 @@ export class Daemon {
   private readonly nets = new Map<string, NetEntry>();
   private readonly vms = new Map<string, VmEntry>();
   private readonly routes = new Map<string, Route>();
-  /** Told when a VM's route changes, after it is saved (the router resets forbidden flows). */
-  onRouteChange: (vm: string, route: Route) => void = () => {};
   private readonly started = Date.now();
   private closing = false;
 
@@ -113,7 +111,7 @@ export class Daemon {
   private readonly torManager: TorManager;
   private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
-  private leaseSaveQueued = false;
+  private saveQueued = false;
 
   constructor(
     private readonly log: Logger,
@@ -155,8 +153,14 @@ export class Daemon {
     this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
   }
 
+  /** Coalesces saves asked for by background changes (leases, onion names) into one per tick. */
   private saveSoon(): void {
-    this.leasesChanged();
+    if (this.saveQueued) return;
+    this.saveQueued = true;
+    queueMicrotask(() => {
+      this.saveQueued = false;
+      this.save().catch((err: Error) => this.log.error({ err: err.message }, 'saving state failed'));
+    });
   }
 
   async addForward(params: unknown): Promise<ForwardInfo> {
@@ -262,7 +266,7 @@ export class Daemon {
       limits: this.cfg.limits,
       ping: this.ping,
       tor: this.tor.access(),
-      onLeases: () => this.leasesChanged(),
+      onLeases: () => this.saveSoon(),
     });
     sw.setGateway(router);
     const e = { spec, sw, router };
@@ -285,14 +289,6 @@ export class Daemon {
     return m;
   }
 
-  private leasesChanged(): void {
-    if (this.leaseSaveQueued) return;
-    this.leaseSaveQueued = true;
-    queueMicrotask(() => {
-      this.leaseSaveQueued = false;
-      this.save().catch((err: Error) => this.log.error({ err: err.message }, 'saving leases failed'));
-    });
-  }
 
   private macLearned(m: Member): void {
     const e = this.vms.get(m.vm);
@@ -342,7 +338,7 @@ export class Daemon {
     }
     entry.port = port;
     entry.error = null;
-    net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4ToNumber(spec.ip) : null, entry.member.mac);
+    net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4ToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
   }
@@ -436,7 +432,10 @@ export class Daemon {
     this.vms.delete(name);
     if (e.retry !== null) clearTimeout(e.retry);
     if (e.member !== null) this.nets.get(e.spec.net)?.sw.detach(e.member);
-    this.nets.get(e.spec.net)?.router.vmDetached(name, e.member?.mac ?? null);
+    const router = this.nets.get(e.spec.net)?.router;
+    router?.vmDetached(name, e.member?.mac ?? null);
+    // The VM is gone from this.vms: its static lease leaves the reservations with it.
+    router?.refreshReservations(this.reservations(e.spec.net));
     if (e.port !== null) {
       try {
         await e.port.close({ remove: true });
@@ -497,7 +496,6 @@ export class Daemon {
     }
     const net = this.vms.get(vm)?.spec.net;
     const reset = net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
-    this.onRouteChange(vm, route);
     this.log.info({ vm, route, reset }, 'route set');
     return this.routeInfo(vm);
   }

@@ -184,11 +184,9 @@ export class NetRouter implements GatewayHandler {
     return this.endpoint.recheck(s.ev);
   }
 
-  vmAttached(name: string, staticIp: number | null, mac: number | null): void {
+  vmAttached(name: string, staticIp: number | null): void {
     this.vms.delete(name);
     if (staticIp !== null) this.zone.setHost(name, { ipv4: staticIp });
-    this.refreshReservations();
-    void mac;
   }
 
   vmDetached(name: string, mac: number | null): void {
@@ -197,15 +195,12 @@ export class NetRouter implements GatewayHandler {
     this.vms.delete(name);
     this.zone.deleteHost(name);
     if (mac !== null) this.services.dhcp.forget(mac);
-    this.refreshReservations();
   }
 
-  /** Static leases from `vm attach --ip`, by MAC. */
-  refreshReservations(reservations?: Map<number, number>): void {
-    if (reservations !== undefined) {
-      const rejected = this.services.dhcp.setReservations(reservations);
-      if (rejected.length > 0) this.d.log.warn({ network: this.gnet.name, rejected }, 'static leases outside the pool were ignored');
-    }
+  /** Static leases from `vm attach --ip`, by MAC (the whole set: it replaces the previous one). */
+  refreshReservations(reservations: Map<number, number>): void {
+    const rejected = this.services.dhcp.setReservations(reservations);
+    if (rejected.length > 0) this.d.log.warn({ network: this.gnet.name, rejected }, 'static leases outside the pool were ignored');
   }
 
   /** The address the VM may send from: static, else its lease, else the first it used. */

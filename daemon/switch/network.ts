@@ -108,7 +108,6 @@ export class Network {
   private readonly gwOut: Buffer[] = [];
   private readonly dirty: Member[] = [];
   private readonly maxFrame: number;
-  private readonly scratch: Buffer[] = [];
   private sweepTimer: NodeJS.Timeout;
   /** Cut-through: created with the first member whose port can do it. */
   private fib: SwitchFib | null = null;
@@ -321,14 +320,14 @@ export class Network {
    */
   fromGateway(frames: readonly Buffer[]): void {
     const now = this.clock();
-    const list = this.scratch;
     for (const f of frames) {
       if (f.length < MIN_FRAME) continue;
       if (isGroupMac(f, 0)) {
         for (const m of this.members) this.enqueueFromGateway(m, f);
         continue;
       }
-      const dst = this.table.lookup(readMac(f, 0), now) ?? this.members.find((m) => m.mac === readMac(f, 0));
+      const dmac = readMac(f, 0);
+      const dst = this.table.lookup(dmac, now) ?? this.members.find((m) => m.mac === dmac);
       if (dst !== undefined) this.enqueueFromGateway(dst, f);
     }
     for (const m of this.dirty) {
@@ -336,7 +335,6 @@ export class Network {
       m.out.length = 0;
     }
     this.dirty.length = 0;
-    list.length = 0;
   }
 
   private enqueueFromGateway(dst: Member, f: Buffer): void {
