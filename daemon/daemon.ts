@@ -280,10 +280,14 @@ export class Daemon {
     return { name, mac: e.member?.mac ?? null, ip: e.spec.ip !== undefined ? ipv4ToNumber(e.spec.ip) : null };
   }
 
-  /** Static leases of a network: MAC -> address, for VMs attached with --ip. */
-  private reservations(net: string): Map<number, number> {
+  /**
+   * Static leases of a network: MAC -> address, for VMs attached with --ip. `opening` is a VM
+   * being attached that is not in `this.vms` yet (it is added only once its port is open).
+   */
+  private reservations(net: string, opening?: VmEntry): Map<number, number> {
     const m = new Map<number, number>();
-    for (const v of this.vms.values()) {
+    const entries = opening !== undefined && !this.vms.has(opening.spec.name) ? [...this.vms.values(), opening] : this.vms.values();
+    for (const v of entries) {
       if (v.spec.net === net && v.spec.ip !== undefined && v.member?.mac != null) m.set(v.member.mac, ipv4ToNumber(v.spec.ip));
     }
     return m;
@@ -307,7 +311,7 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await driverFor(portSpec.kind).open(portSpec as never, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring });
+      port = await driverFor(portSpec.kind).open(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring });
     } catch (e) {
       const msg = (e as Error).message;
       if (!restoring) throw new UserError(`cannot attach ${spec.name}: ${msg}`);
@@ -339,7 +343,7 @@ export class Daemon {
     entry.port = port;
     entry.error = null;
     net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4ToNumber(spec.ip) : null);
-    net.router.refreshReservations(this.reservations(spec.net));
+    net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
   }
 

@@ -5,14 +5,13 @@
  */
 import type { Logger } from 'pino';
 import type { Duplex } from 'node:stream';
-import { parseTcp, TCP_ACK, TCP_RST, TCP_SYN, type TcpSegment } from '../wire/tcp.js';
-import { parseUdp } from '../wire/udp.js';
-import type { IpPseudo } from '../wire/checksum.js';
+import { TCP_ACK, TCP_RST, TCP_SYN, type TcpSegment } from '../wire/tcp.js';
+import type { UdpDatagram } from '../wire/udp.js';
 import { resetFor, type CloseReason, type Segment } from './tcp/index.js';
 import { TcpFlow, type FlowOwner } from './tcp-flow.js';
 import { TimerWheel, type Timed } from './timers.js';
 import { flowKey, type FlowAddr, type IpAddr } from './addr.js';
-import { tcpFrame, udpFrame, type L2 } from './frames.js';
+import { tcpFrame, udpFrame, type L2 } from '../gateway/frames.js';
 import type { DatagramChannel, TcpDecision, UdpDecision } from './upstream.js';
 
 export interface EndpointVm {
@@ -52,7 +51,6 @@ export interface EndpointCounters {
   tcpOpened: number;
   tcpRefused: number;
   tcpLimit: number;
-  tcpBadSegments: number;
   udpOpened: number;
   udpLimit: number;
   udpDropped: number;
@@ -92,7 +90,7 @@ export class Endpoint implements FlowOwner {
   private readonly vms = new Map<string, VmFlows>();
   private readonly wheel: TimerWheel;
   private readonly limits: EndpointLimits;
-  readonly counters: EndpointCounters = { tcpOpened: 0, tcpRefused: 0, tcpLimit: 0, tcpBadSegments: 0, udpOpened: 0, udpLimit: 0, udpDropped: 0 };
+  readonly counters: EndpointCounters = { tcpOpened: 0, tcpRefused: 0, tcpLimit: 0, udpOpened: 0, udpLimit: 0, udpDropped: 0 };
   private readonly vmOf = new WeakMap<TcpFlow, EndpointVm>();
 
   constructor(private readonly opts: EndpointOptions) {
@@ -115,15 +113,11 @@ export class Endpoint implements FlowOwner {
 
   // --- TCP -------------------------------------------------------------------------------
 
-  /** A TCP segment from `vm`, `ipPayload` being the TCP header and data. `packet` is the whole IP packet (for ICMP quotes). */
-  tcpInput(vm: EndpointVm, src: IpAddr, dst: IpAddr, ipPayload: Buffer, packet: Buffer): void {
-    const pseudo: IpPseudo = src.v === 4 && dst.v === 4 ? { version: 4, src: src.n, dst: dst.n } : { version: 6, src: (src as { b: Buffer }).b, dst: (dst as { b: Buffer }).b };
-    const p = parseTcp(ipPayload, pseudo);
-    if (!p.ok) {
-      this.counters.tcpBadSegments++;
-      return;
-    }
-    const t = p.value;
+  /**
+   * A TCP segment from `vm`, already parsed and checksum-verified by the router. `packet` is
+   * the whole IP packet (for ICMP quotes); both are valid only during the call.
+   */
+  tcpInput(vm: EndpointVm, src: IpAddr, dst: IpAddr, t: TcpSegment, packet: Buffer): void {
     const addr: FlowAddr = { vmIp: src, vmPort: t.srcPort, remoteIp: dst, remotePort: t.dstPort };
     const key = flowKey(6, addr);
     const seg = toSegment(t);
@@ -232,14 +226,8 @@ export class Endpoint implements FlowOwner {
 
   // --- UDP -------------------------------------------------------------------------------
 
-  udpInput(vm: EndpointVm, src: IpAddr, dst: IpAddr, ipPayload: Buffer, packet: Buffer): void {
-    const pseudo: IpPseudo = src.v === 4 && dst.v === 4 ? { version: 4, src: src.n, dst: dst.n } : { version: 6, src: (src as { b: Buffer }).b, dst: (dst as { b: Buffer }).b };
-    const p = parseUdp(ipPayload, pseudo);
-    if (!p.ok) {
-      this.counters.udpDropped++;
-      return;
-    }
-    const u = p.value;
+  /** A UDP datagram from `vm`, parsed and verified by the router (valid only during the call). */
+  udpInput(vm: EndpointVm, src: IpAddr, dst: IpAddr, u: UdpDatagram, packet: Buffer): void {
     const addr: FlowAddr = { vmIp: src, vmPort: u.srcPort, remoteIp: dst, remotePort: u.dstPort };
     const key = flowKey(17, addr);
     const flows = this.flowsOf(vm.name);
@@ -285,23 +273,21 @@ export class Endpoint implements FlowOwner {
   // --- management ------------------------------------------------------------------------
 
   /**
-   * After a route change: every flow of `vm` whose upstream the new policy would not pick is
-   * reset (TCP) or closed (UDP). Returns how many.
+   * After a route change: every flow of `vm` that `keep` (the router's decision, asked again)
+   * no longer gives the same upstream is reset (TCP) or closed (UDP). Returns how many.
    */
-  recheck(vm: EndpointVm): number {
-    const flows = this.vms.get(vm.name);
+  recheck(vm: string, keep: (proto: 'tcp' | 'udp', addr: FlowAddr, tag: string) => boolean): number {
+    const flows = this.vms.get(vm);
     if (flows === undefined) return 0;
     let n = 0;
     for (const f of [...flows.tcp.values()]) {
-      const d = this.opts.policy.tcp(vm, f.addr.remoteIp, f.addr.remotePort);
-      if (d.kind !== 'open' || d.upstream.tag !== f.tag) {
+      if (!keep('tcp', f.addr, f.tag)) {
         f.reset();
         n++;
       }
     }
     for (const f of [...flows.udp.values()]) {
-      const d = this.opts.policy.udp(vm, f.addr.remoteIp, f.addr.remotePort);
-      if (d.kind !== 'open' || d.upstream.tag !== f.tag) {
+      if (!keep('udp', f.addr, f.tag)) {
         this.closeUdp(f);
         n++;
       }

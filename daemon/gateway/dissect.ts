@@ -1,21 +1,23 @@
 /**
- * Parses a frame the gateway received far enough to dispatch it to a service: Ethernet, then
- * ARP, or IPv4/IPv6 with UDP or ICMP on top. Checksums are verified (IPv4 header, UDP, ICMP).
- * Everything returned is a view into `frame`.
+ * The one parse of a frame the gateway received: Ethernet, then ARP, or IPv4/IPv6 with UDP,
+ * TCP or ICMP on top, each through the checked parse of wire/ with its checksum verified. The
+ * router dispatches on the result and hands the same parsed headers on (to a gateway service or
+ * to the endpoint); nothing parses the frame again. Everything returned is a view into `frame`.
  */
 import { parseArp, type ArpPacket } from '../wire/arp.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, type EthernetFrame } from '../wire/ethernet.js';
 import { parseIcmpv4, type Icmpv4Message } from '../wire/icmpv4.js';
 import { parseIcmpv6, type Icmpv6Message } from '../wire/icmpv6.js';
-import { IPPROTO_ICMP, IPPROTO_UDP, parseIpv4, type Ipv4Packet } from '../wire/ipv4.js';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, parseIpv4, type Ipv4Packet } from '../wire/ipv4.js';
+import { parseTcp, type TcpSegment } from '../wire/tcp.js';
 import { IPV6_NH_ICMPV6, parseIpv6, type Ipv6Packet } from '../wire/ipv6.js';
 import type { WireError } from '../wire/result.js';
 import { parseUdp, type UdpDatagram } from '../wire/udp.js';
 
 export type Dissected =
   | { readonly kind: 'arp'; readonly eth: EthernetFrame; readonly arp: ArpPacket }
-  | { readonly kind: 'ipv4'; readonly eth: EthernetFrame; readonly ip: Ipv4Packet; readonly udp?: UdpDatagram | undefined; readonly icmp?: Icmpv4Message | undefined }
-  | { readonly kind: 'ipv6'; readonly eth: EthernetFrame; readonly ip: Ipv6Packet; readonly udp?: UdpDatagram | undefined; readonly icmp?: Icmpv6Message | undefined }
+  | { readonly kind: 'ipv4'; readonly eth: EthernetFrame; readonly ip: Ipv4Packet; readonly udp?: UdpDatagram | undefined; readonly tcp?: TcpSegment | undefined; readonly icmp?: Icmpv4Message | undefined }
+  | { readonly kind: 'ipv6'; readonly eth: EthernetFrame; readonly ip: Ipv6Packet; readonly udp?: UdpDatagram | undefined; readonly tcp?: TcpSegment | undefined; readonly icmp?: Icmpv6Message | undefined }
   | { readonly kind: 'other'; readonly eth: EthernetFrame }
   | { readonly kind: 'invalid'; readonly error: WireError };
 
@@ -37,6 +39,10 @@ export function dissect(frame: Buffer): Dissected {
         const u = parseUdp(ip.payload, { version: 4, src: ip.src, dst: ip.dst });
         return u.ok ? { kind: 'ipv4', eth, ip, udp: u.value } : { kind: 'invalid', error: u.error };
       }
+      if (ip.protocol === IPPROTO_TCP) {
+        const t = parseTcp(ip.payload, { version: 4, src: ip.src, dst: ip.dst });
+        return t.ok ? { kind: 'ipv4', eth, ip, tcp: t.value } : { kind: 'invalid', error: t.error };
+      }
       if (ip.protocol === IPPROTO_ICMP) {
         const c = parseIcmpv4(ip.payload);
         return c.ok ? { kind: 'ipv4', eth, ip, icmp: c.value } : { kind: 'invalid', error: c.error };
@@ -52,6 +58,10 @@ export function dissect(frame: Buffer): Dissected {
       if (ip.protocol === IPPROTO_UDP) {
         const u = parseUdp(ip.payload, pseudo);
         return u.ok ? { kind: 'ipv6', eth, ip, udp: u.value } : { kind: 'invalid', error: u.error };
+      }
+      if (ip.protocol === IPPROTO_TCP) {
+        const t = parseTcp(ip.payload, pseudo);
+        return t.ok ? { kind: 'ipv6', eth, ip, tcp: t.value } : { kind: 'invalid', error: t.error };
       }
       if (ip.protocol === IPV6_NH_ICMPV6) {
         const c = parseIcmpv6(ip.payload, pseudo);

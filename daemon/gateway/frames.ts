@@ -1,22 +1,36 @@
 /**
- * Builders for the complete Ethernet frames the gateway sends, each emitted into one Buffer with
- * the wire codecs. Frames shorter than the Ethernet minimum (60 bytes without FCS) are
- * zero-padded; the IP length fields say where the packet ends.
+ * The one builder of every frame the gateway and the endpoint send to VMs, each emitted into one
+ * Buffer with the wire codecs: one IPv4 identification counter and one DF policy (DF set: we
+ * never send a packet larger than the network's MTU, and RFC 6864 atomic datagrams need no
+ * unique ID). Frames shorter than the Ethernet minimum (60 bytes without FCS) are zero-padded;
+ * the IP length fields say where the packet ends.
  */
 import { emitArp, ARP_LEN, type ArpPacket } from '../wire/arp.js';
 import { emitEthernetHeader, ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from '../wire/ethernet.js';
 import { emitIcmpv4, icmpv4Length, type Icmpv4Init } from '../wire/icmpv4.js';
 import { emitIcmpv6, icmpv6Length, type Icmpv6Init } from '../wire/icmpv6.js';
-import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN } from '../wire/ipv4.js';
+import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN } from '../wire/ipv4.js';
+import type { IpPseudo } from '../wire/checksum.js';
 import { emitIpv6Header, IPV6_HEADER_LEN, IPV6_NH_ICMPV6 } from '../wire/ipv6.js';
 import type { Mac } from '../wire/mac.js';
-import { emitUdp, UDP_HEADER_LEN } from '../wire/udp.js';
+import { emitUdp, emitUdpHeader, finishUdpChecksum, UDP_HEADER_LEN } from '../wire/udp.js';
+import { emitTcpHeader, finishTcpChecksum, tcpOptionsLength, type TcpOptions } from '../wire/tcp.js';
+import type { IpAddr } from '../endpoint/addr.js';
+import type { Segment } from '../endpoint/tcp/index.js';
 
 export const ETH_MIN_FRAME = 60;
 export const DEFAULT_TTL = 64;
 
 function alloc(length: number): Buffer {
   return Buffer.alloc(Math.max(ETH_MIN_FRAME, length));
+}
+
+/** For the data path: every byte up to `length` is written by the caller; only padding is zeroed. */
+function allocFilled(length: number): Buffer {
+  if (length >= ETH_MIN_FRAME) return Buffer.allocUnsafe(length);
+  const buf = Buffer.allocUnsafe(ETH_MIN_FRAME);
+  buf.fill(0, length);
+  return buf;
 }
 
 let ipv4Id = Math.floor(Math.random() * 0x10000);
@@ -48,7 +62,7 @@ export interface Ipv4Addresses extends L2Addresses {
 function ipv4Header(a: Ipv4Addresses, protocol: number, payloadLength: number, buf: Buffer): void {
   emitEthernetHeader({ src: a.srcMac, dst: a.dstMac, etherType: ETHERTYPE_IPV4 }, buf, 0);
   emitIpv4Header(
-    { dscp: 0, ecn: 0, id: nextIpv4Id(), dontFragment: false, moreFragments: false, fragmentOffset: 0, ttl: a.ttl ?? DEFAULT_TTL, protocol, src: a.src, dst: a.dst },
+    { dscp: 0, ecn: 0, id: nextIpv4Id(), dontFragment: true, moreFragments: false, fragmentOffset: 0, ttl: a.ttl ?? DEFAULT_TTL, protocol, src: a.src, dst: a.dst },
     payloadLength,
     buf,
     ETH_HEADER_LEN,
@@ -112,4 +126,61 @@ export const IPV6_UNSPECIFIED = Buffer.alloc(16);
 export function isIpv6Unspecified(addr: Uint8Array): boolean {
   for (let i = 0; i < 16; i++) if (addr[i] !== 0) return false;
   return true;
+}
+
+/** The two MACs of a VM's flow: frames go from the gateway to the VM. */
+export interface L2 {
+  readonly vmMac: number;
+  readonly gwMac: number;
+}
+
+/** Ethernet and IP headers for a flow's frame; returns the IP header length and the checksum pseudo-header. */
+function flowHeaders(buf: Buffer, l2: L2, src: IpAddr, dst: IpAddr, proto: number, len: number): { hl: number; pseudo: IpPseudo } {
+  if (src.v === 4 && dst.v === 4) {
+    ipv4Header({ srcMac: l2.gwMac, dstMac: l2.vmMac, src: src.n, dst: dst.n }, proto, len, buf);
+    return { hl: IPV4_MIN_HEADER_LEN, pseudo: { version: 4, src: src.n, dst: dst.n } };
+  }
+  if (src.v === 6 && dst.v === 6) {
+    ipv6Header({ srcMac: l2.gwMac, dstMac: l2.vmMac, src: src.b, dst: dst.b }, proto, len, buf);
+    return { hl: IPV6_HEADER_LEN, pseudo: { version: 6, src: src.b, dst: dst.b } };
+  }
+  throw new RangeError('mixed IP versions');
+}
+
+function tcpOptions(seg: Segment): TcpOptions | undefined {
+  const o = seg.options;
+  if (o.mss === undefined && o.wscale === undefined && o.sackPermitted === undefined && o.sack === undefined && o.ts === undefined) return undefined;
+  return {
+    mss: o.mss,
+    windowScale: o.wscale,
+    sackPermitted: o.sackPermitted,
+    sack: o.sack?.map(([left, right]) => ({ left, right })),
+    timestamp: o.ts !== undefined ? { value: o.ts[0], echo: o.ts[1] } : undefined,
+  };
+}
+
+/** A TCP segment of a VM's flow, from the flow's remote end (`src`) to the VM (`dst`). */
+export function tcpFrame(l2: L2, src: IpAddr, srcPort: number, dst: IpAddr, dstPort: number, seg: Segment): Buffer {
+  const options = tcpOptions(seg);
+  const thl = 20 + tcpOptionsLength(options);
+  const tlen = thl + seg.payload.length;
+  const off = ETH_HEADER_LEN + (src.v === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN);
+  const buf = allocFilled(off + tlen);
+  const { pseudo } = flowHeaders(buf, l2, src, dst, IPPROTO_TCP, tlen);
+  emitTcpHeader({ srcPort, dstPort, seq: seg.seq, ack: seg.ack, flags: seg.flags, window: seg.window, options }, buf, off);
+  seg.payload.copy(buf, off + thl);
+  finishTcpChecksum(buf, off, tlen, pseudo);
+  return buf;
+}
+
+/** A UDP datagram of a VM's flow, from the flow's remote end to the VM. */
+export function udpFrame(l2: L2, src: IpAddr, srcPort: number, dst: IpAddr, dstPort: number, payload: Uint8Array): Buffer {
+  const ulen = UDP_HEADER_LEN + payload.length;
+  const off = ETH_HEADER_LEN + (src.v === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN);
+  const buf = allocFilled(off + ulen);
+  const { pseudo } = flowHeaders(buf, l2, src, dst, IPPROTO_UDP, ulen);
+  emitUdpHeader(srcPort, dstPort, payload.length, buf, off);
+  buf.set(payload, off + UDP_HEADER_LEN);
+  finishUdpChecksum(buf, off, ulen, pseudo);
+  return buf;
 }

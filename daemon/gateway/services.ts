@@ -1,15 +1,15 @@
 /**
- * All the gateway's own services for one network behind one call, as a reference for wiring
- * them into the router: `input` takes a frame the switch handed to the gateway and says whether
- * a local service consumed it (ARP requests, DHCP, ICMP echo and NDP for the gateway, DNS over
- * UDP to the gateway); anything else (`handled: false`) is the router's to forward. DNS over
- * TCP goes through the router's TCP endpoint and a `DnsTcpSession` (see dns.ts).
+ * The gateway's own services for one network and the one dispatcher in front of them: the
+ * router parses a frame once (dissect.ts) and `dispatch` says whether a local service consumed
+ * it (ARP requests, DHCP, ICMP echo and NDP for the gateway, DNS over UDP to the gateway);
+ * anything else (`handled: false`) is the router's to forward. DNS over TCP goes through the
+ * router's TCP endpoint and a `DnsTcpSession` (see dns.ts).
  */
 import { DHCP_SERVER_PORT } from '../wire/dhcpv4.js';
 import { DNS_PORT } from '../wire/dns.js';
 import { ArpResponder } from './arp.js';
 import { DhcpServer, type DhcpServerOptions } from './dhcp.js';
-import { dissect } from './dissect.js';
+import { dissect, type Dissected } from './dissect.js';
 import { DnsServer, type DnsServerOptions, type Resolver } from './dns.js';
 import { IcmpService, type IcmpOptions } from './icmp.js';
 import { NdpService, type NdpOptions } from './ndp.js';
@@ -56,8 +56,34 @@ export class GatewayServices {
 
   /** One frame from member `vm` (valid only during the call). */
   input(frame: Buffer, vm: string, now: number): GatewayInputResult {
+    return this.dispatch(dissect(frame), vm, now);
+  }
+
+  /**
+   * Messages a service takes before the VM has an address of its own, so they skip the
+   * router's source-address check: ARP, DHCP client messages to the server, NDP solicitations.
+   */
+  unaddressed(d: Dissected): boolean {
+    switch (d.kind) {
+      case 'arp':
+        return true;
+      case 'ipv4':
+        return this.dhcpToServer(d.ip.dst, d.udp);
+      case 'ipv6':
+        return d.icmp !== undefined && (d.icmp.kind === 'neighbor-solicitation' || d.icmp.kind === 'router-solicitation');
+      default:
+        return false;
+    }
+  }
+
+  private dhcpToServer(dst: number, udp: { dstPort: number } | undefined): boolean {
     const net = this.net;
-    const d = dissect(frame);
+    return udp !== undefined && udp.dstPort === DHCP_SERVER_PORT && (dst === IPV4_BROADCAST || dst === net.gatewayIp || dst === net.broadcast);
+  }
+
+  /** One parsed frame from member `vm` (its views valid only during the call). */
+  dispatch(d: Dissected, vm: string, now: number): GatewayInputResult {
+    const net = this.net;
     switch (d.kind) {
       case 'arp': {
         if (d.arp.op !== 1) return notMine();
@@ -66,8 +92,7 @@ export class GatewayServices {
       }
       case 'ipv4': {
         const { eth, ip, udp, icmp } = d;
-        const toServer = ip.dst === IPV4_BROADCAST || ip.dst === net.gatewayIp || ip.dst === net.broadcast;
-        if (udp && udp.dstPort === DHCP_SERVER_PORT && toServer) {
+        if (udp && this.dhcpToServer(ip.dst, udp)) {
           const r = this.dhcp.handle(eth, ip, udp, now);
           return { handled: true, replies: r ? [r] : [] };
         }

@@ -1,8 +1,10 @@
 /**
  * The router of one network: the switch's gateway handler. Frames to the gateway MAC (and
- * broadcasts) arrive here; the gateway's own services answer what is theirs (ARP, DHCP, ICMP
- * echo, NDP, DNS) and every other flow is terminated by the userland endpoint and sent where
- * the VM's route says — or nowhere. Source addresses are checked before anything else.
+ * broadcasts) arrive here and take one path: parsed once (gateway/dissect.ts), the source
+ * address checked, the gateway's own services offered the frame (ARP, DHCP, ICMP echo, NDP,
+ * DNS), IPv4 fragments reassembled, and every other flow handed, with its parsed header, to the
+ * userland endpoint. Where a flow may go is asked of the one route decision (routes/decide.ts);
+ * this file turns the verdict into an upstream and does the counting.
  */
 import type { Logger } from 'pino';
 import type { Duplex } from 'node:stream';
@@ -11,16 +13,18 @@ import { dissect } from '../gateway/dissect.js';
 import { makeGatewayNet, inSubnet, inIpv6Prefix, isGatewayIpv6, type GatewayNet } from '../gateway/types.js';
 import { LocalZone, NoneResolver } from '../gateway/dns-local.js';
 import { LocalFirstResolver, RoutedResolver } from '../gateway/dns-route.js';
-import type { Resolver } from '../gateway/dns.js';
+import type { DnsAnswer, Resolver } from '../gateway/dns.js';
 import type { DhcpSnapshot } from '../gateway/dhcp.js';
-import { IPPROTO_TCP, IPPROTO_UDP } from '../wire/ipv4.js';
 import type { EthernetHeader } from '../wire/ethernet.js';
+import { ETH_HEADER_LEN } from '../wire/ethernet.js';
+import { Ipv4Reassembler, type ReassemblyLimits } from '../wire/ipv4-reassembly.js';
 import type { GatewayHandler, Member, Network } from '../switch/network.js';
 import { Endpoint, type EndpointLimits, type EndpointPolicy, type EndpointVm } from '../endpoint/endpoint.js';
-import { ip4, ip6, ipString, type IpAddr } from '../endpoint/addr.js';
-import type { TcpDecision, UdpDecision } from '../endpoint/upstream.js';
+import { ip4, ip6, ipString, type FlowAddr, type IpAddr } from '../endpoint/addr.js';
+import type { DatagramUpstream, StreamUpstream, TcpDecision, UdpDecision } from '../endpoint/upstream.js';
 import { directTcp, directUdp, type DirectOptions } from '../egress/direct.js';
 import { compileRoute, type CompiledRoute } from '../routes/policy.js';
+import { decide, verdictTag, type Flow, type PlaceView, type TorView, type Verdict } from '../routes/decide.js';
 import type { Route } from '../routes/route.js';
 import type { NetworkSpec } from '../model.js';
 import { localDnsTcp } from './local-dns.js';
@@ -47,6 +51,13 @@ export interface RouterVm {
   ip: number | null;
 }
 
+/** Where verdicts leave: host sockets and Tor streams (tests put in-process upstreams here). */
+export interface RouterEgress {
+  /** A host TCP connection to `dst`:`port` (`host` overrides the address, e.g. the host's loopback). */
+  tcp(dst: IpAddr, port: number, host?: string): StreamUpstream;
+  udp(dst: IpAddr, port: number, host?: string): DatagramUpstream;
+}
+
 export interface RouterDeps {
   spec: NetworkSpec;
   network: Network;
@@ -66,6 +77,12 @@ export interface RouterDeps {
   tor?: TorAccess;
   /** Leases changed: persist them. */
   onLeases(): void;
+  /** Direct egress; default: host sockets with `direct`'s options. */
+  egress?: RouterEgress;
+  /** Wall clock (leases, rate limits) and monotonic clock (TCP, reassembly); default: the real ones. */
+  clock?: { wall(): number; mono(): number };
+  /** The host's loopback and own addresses (default: router/forbidden.ts). */
+  forbidden?: (dst: IpAddr) => boolean;
 }
 
 export interface RouterCounters {
@@ -78,32 +95,48 @@ export interface RouterCounters {
   invalid: number;
   viaDropped: number;
   icmpDropped: number;
+  /** IPv4 datagrams put back together from fragments. */
+  reassembled: number;
+  /** Fragments dropped: overlapping, oversize, over the per-VM memory bound, or IPv6 fragments. */
+  fragDropped: number;
 }
+
+/** Per VM: at most this much fragment data is held, so a VM cannot exhaust the daemon's memory. */
+const REASSEMBLY_LIMITS: Partial<ReassemblyLimits> = { maxDatagrams: 16, maxBytes: 256 * 1024, maxFragments: 64, timeoutMs: 30_000 };
 
 interface VmState {
   ev: EndpointVm;
   compiled: CompiledRoute;
   /** Source address learned when the VM has neither a static address nor a lease. */
   learned4: number | null;
+  reassembler: Ipv4Reassembler | null;
 }
+
+/** Answers every question with SERVFAIL: the resolver of a Tor-routed VM while Tor is not ready. */
+const SERVFAIL: Resolver = { resolve: (): Promise<DnsAnswer> => Promise.resolve({ kind: 'servfail' }) };
 
 export class NetRouter implements GatewayHandler {
   readonly gnet: GatewayNet;
   readonly services: GatewayServices;
   readonly endpoint: Endpoint;
   readonly zone: LocalZone;
-  readonly counters: RouterCounters = { torRefused: 0, torDropped: 0, spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0 };
+  readonly counters: RouterCounters = { torRefused: 0, torDropped: 0, spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0, reassembled: 0, fragDropped: 0 };
   private readonly vms = new Map<string, VmState>();
   private readonly pingBuckets = new Map<string, TokenBucket>();
   private readonly limitLogged = new Map<string, number>();
   private readonly out: Buffer[] = [];
   private flushQueued = false;
   private timer: NodeJS.Timeout | null = null;
-  private readonly wall = (): number => Date.now();
-  private readonly mono = (): number => performance.now();
+  private readonly wall: () => number;
+  private readonly mono: () => number;
+  private readonly egress: RouterEgress;
+  private readonly place: PlaceView;
+  private readonly torView: TorView;
 
   constructor(private readonly d: RouterDeps) {
     const { spec, network } = d;
+    this.wall = d.clock !== undefined ? () => d.clock!.wall() : () => Date.now();
+    this.mono = d.clock !== undefined ? () => d.clock!.mono() : () => performance.now();
     this.gnet = makeGatewayNet({
       name: spec.name,
       subnet: spec.subnet,
@@ -112,15 +145,26 @@ export class NetRouter implements GatewayHandler {
       mtu: spec.mtu,
       ipv6: spec.ipv6,
     });
+    this.egress = d.egress ?? { tcp: (dst, port, host) => directTcp(dst, port, d.direct, host), udp: (dst, port, host) => directUdp(dst, port, d.direct, host) };
+    this.place = { forbidden: d.forbidden ?? isForbiddenDestination, isGateway: (dst) => this.isGateway(dst), hostLoopback: d.direct.hostLoopback === true };
+    const tor = d.tor;
+    this.torView = {
+      configured: tor !== undefined,
+      get ready() {
+        return tor !== undefined && tor.socks() !== null;
+      },
+      onionAt: (dst) => (tor === undefined || dst.v !== 4 || !tor.automap.contains(dst.n) ? undefined : (tor.automap.lookup(dst.n) ?? null)),
+    };
     this.zone = new LocalZone(this.gnet);
     const none = new NoneResolver(this.zone);
     const direct = new LocalFirstResolver(this.zone, d.upstreamDns);
-    const torDns = d.tor !== undefined ? new LocalFirstResolver(this.zone, d.tor.resolver) : undefined;
+    const torDns = tor !== undefined ? new LocalFirstResolver(this.zone, tor.resolver) : none;
+    const servfail = new LocalFirstResolver(this.zone, SERVFAIL);
     const resolver = new RoutedResolver((vm) => {
-      const r = d.routeOf(vm);
-      // Any Tor use resolves through Tor: a name looked up elsewhere would leak what the VM visits.
-      if (r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined)) return torDns ?? none;
-      return r.kind === 'direct' ? direct : undefined;
+      const v = this.decide(vm, { proto: 'dns' });
+      if (v.kind === 'direct') return direct;
+      if (v.kind === 'tor') return torDns;
+      return v.kind === 'refuse' && v.answer === 'servfail' ? servfail : none;
     }, none);
     this.services = new GatewayServices(this.gnet, {
       resolver,
@@ -170,18 +214,24 @@ export class NetRouter implements GatewayHandler {
     if (s === undefined) {
       const vm = this.d.vm(name);
       if (vm === undefined || vm.mac === null) return undefined;
-      s = { ev: { name, l2: { vmMac: vm.mac, gwMac: this.gnet.gatewayMac } }, compiled: compileRoute(this.d.routeOf(name)), learned4: null };
+      s = { ev: { name, l2: { vmMac: vm.mac, gwMac: this.gnet.gatewayMac } }, compiled: compileRoute(this.d.routeOf(name)), learned4: null, reassembler: null };
       this.vms.set(name, s);
     }
     return s;
   }
 
-  /** The VM's route changed: recompile and reset the flows it no longer allows. */
+  /** The one route decision for `vm`'s flow, with the route compiled for it (pure: counts nothing). */
+  decide(vm: string, flow: Flow): Verdict {
+    const compiled = this.vms.get(vm)?.compiled ?? compileRoute(this.d.routeOf(vm));
+    return decide(vm, compiled, this.torView, this.place, flow);
+  }
+
+  /** The VM's route changed: recompile and reset the flows it no longer allows. Counts no drops. */
   routeChanged(name: string): number {
     const s = this.vms.get(name);
     if (s === undefined) return 0;
     s.compiled = compileRoute(this.d.routeOf(name));
-    return this.endpoint.recheck(s.ev);
+    return this.endpoint.recheck(name, (proto: 'tcp' | 'udp', a: FlowAddr, tag: string) => verdictTag(this.decide(name, { proto, dst: a.remoteIp, port: a.remotePort })) === tag);
   }
 
   vmAttached(name: string, staticIp: number | null): void {
@@ -226,7 +276,7 @@ export class NetRouter implements GatewayHandler {
     if (!this.endpoint.openInto(s.ev, ip4(ip), port, ip4(this.gnet.gatewayIp), sock, 'forward')) throw new Error(`${name}'s connection table is full`);
   }
 
-  // --- frames -----------------------------------------------------------------------------
+  // --- frames: the one ingress path -------------------------------------------------------
 
   input(frames: readonly Buffer[], from: Member): void {
     const now = this.wall();
@@ -242,37 +292,27 @@ export class NetRouter implements GatewayHandler {
     }
     if (d.kind === 'other') return;
     const sv = this.services;
-    if (d.kind === 'arp') {
-      if (d.arp.op === 1) this.push(sv.arp.handle(d.eth, d.arp, now));
-      return;
-    }
     const vm = this.d.vm(from.vm);
     const s = this.stateOf(from.vm);
-    if (vm === undefined || s === undefined) return;
+    if (d.kind !== 'arp' && (vm === undefined || s === undefined)) return;
+    // ARP, DHCP and NDP solicitations come before the VM has an address; everything else must
+    // come from the VM's own.
+    if (d.kind !== 'arp' && !sv.unaddressed(d) && !(d.kind === 'ipv4' ? this.sourceOk4(vm!, s!, d.ip.src) : this.sourceOk6(d.ip.src))) {
+      this.counters.spoofed++;
+      return;
+    }
+    const r = sv.dispatch(d, from.vm, now);
+    if (r.handled) {
+      for (const x of r.replies) this.out.push(x);
+      if (r.later !== undefined) this.later(r.later);
+      return;
+    }
+    if (d.kind === 'arp' || vm === undefined || s === undefined) return;
     if (d.kind === 'ipv4') {
-      const { eth, ip, udp, icmp } = d;
-      // DHCP comes from 0.0.0.0 before the VM has an address.
-      if (udp !== undefined && udp.dstPort === 67) {
-        this.push(sv.dhcp.handle(eth, ip, udp, now));
-        return;
-      }
-      if (!this.sourceOk4(vm, s, ip.src)) {
-        this.counters.spoofed++;
-        return;
-      }
-      if (ip.dst === this.gnet.gatewayIp) {
-        if (icmp !== undefined) {
-          if (icmp.kind === 'echo-request') this.push(sv.icmp.echoV4(eth, ip, icmp));
-          return;
-        }
-        if (udp !== undefined && udp.dstPort === 53) {
-          this.later(sv.dns.handleUdp4(eth, ip, udp, from.vm, now));
-          return;
-        }
-      }
+      const { eth, ip, icmp } = d;
       if (ip.dst === 0xffffffff || ip.dst === this.gnet.broadcast || ip.dst >>> 28 === 0xe) return;
       if (ip.moreFragments || ip.fragmentOffset !== 0) {
-        this.counters.invalid++;
+        this.reassemble(f, d.ip, from, s, now);
         return;
       }
       if (inSubnet(ip.dst, this.gnet.subnet) && ip.dst !== this.gnet.gatewayIp) {
@@ -280,12 +320,10 @@ export class NetRouter implements GatewayHandler {
         this.counters.noRoute++;
         return;
       }
-      const src = ip4(ip.src);
-      const dst = ip4(ip.dst);
       const packet = eth.payload.subarray(0, ip.totalLength);
-      if (ip.protocol === IPPROTO_TCP) this.endpoint.tcpInput(s.ev, src, dst, ip.payload, packet);
-      else if (ip.protocol === IPPROTO_UDP) this.endpoint.udpInput(s.ev, src, dst, ip.payload, packet);
-      else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, dst, icmp.id, icmp.seq, icmp.data)) return;
+      if (d.tcp !== undefined) this.endpoint.tcpInput(s.ev, ip4(ip.src), ip4(ip.dst), d.tcp, packet);
+      else if (d.udp !== undefined) this.endpoint.udpInput(s.ev, ip4(ip.src), ip4(ip.dst), d.udp, packet);
+      else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, ip4(ip.dst), icmp.id, icmp.seq, icmp.data)) return;
       else {
         // ICMP beyond the gateway's echo (and other protocols) does not leave.
         this.counters.icmpDropped++;
@@ -294,45 +332,41 @@ export class NetRouter implements GatewayHandler {
       return;
     }
     // IPv6
-    const { eth, ip, udp, icmp } = d;
+    const { ip, icmp } = d;
     const g6 = this.gnet.ipv6;
-    if (g6 === undefined) return;
-    if (icmp !== undefined && (icmp.kind === 'neighbor-solicitation' || icmp.kind === 'router-solicitation')) {
-      this.pushAll(sv.ndp?.handle(eth, ip, icmp, now) ?? []);
+    if (g6 === undefined || ip.dst[0] === 0xff) return;
+    if (ip.fragment !== undefined) {
+      this.counters.fragDropped++;
       return;
     }
-    const linkLocal = ip.src[0] === 0xfe && (ip.src[1]! & 0xc0) === 0x80;
-    if (!linkLocal && !inIpv6Prefix(ip.src, g6.prefix, g6.length)) {
-      this.counters.spoofed++;
-      return;
-    }
-    if (isGatewayIpv6(this.gnet, ip.src)) {
-      this.counters.spoofed++;
-      return;
-    }
-    if (isGatewayIpv6(this.gnet, ip.dst)) {
-      if (icmp !== undefined) {
-        if (icmp.kind === 'echo-request') this.push(sv.icmp.echoV6(eth, ip, icmp));
-        return;
-      }
-      if (udp !== undefined && udp.dstPort === 53) {
-        this.later(sv.dns.handleUdp6(eth, ip, udp, from.vm, now));
-        return;
-      }
-    }
-    if (ip.dst[0] === 0xff || ip.fragment !== undefined) return;
-    if (linkLocal) return; // link-local sources cannot be routed
+    if (isLinkLocal6(ip.src)) return; // link-local sources cannot be routed
     if (inIpv6Prefix(ip.dst, g6.prefix, g6.length) && !isGatewayIpv6(this.gnet, ip.dst)) {
       this.counters.noRoute++;
       return;
     }
     const src = ip6(ip.src);
     const dst = ip6(ip.dst);
-    const packet = eth.payload.subarray(0, 40 + ip.payloadLength);
-    if (ip.protocol === IPPROTO_TCP) this.endpoint.tcpInput(s.ev, src, dst, ip.payload, packet);
-    else if (ip.protocol === IPPROTO_UDP) this.endpoint.udpInput(s.ev, src, dst, ip.payload, packet);
+    const packet = d.eth.payload.subarray(0, 40 + ip.payloadLength);
+    if (d.tcp !== undefined) this.endpoint.tcpInput(s.ev, src, dst, d.tcp, packet);
+    else if (d.udp !== undefined) this.endpoint.udpInput(s.ev, src, dst, d.udp, packet);
     else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, dst, icmp.id, icmp.seq, icmp.data, src)) return;
     else this.counters.icmpDropped++;
+  }
+
+  /**
+   * An IPv4 fragment: held (bounded per VM) until its datagram is whole, which then takes the
+   * ingress path as if it had come in one frame.
+   */
+  private reassemble(f: Buffer, ip: Parameters<Ipv4Reassembler['push']>[0], from: Member, s: VmState, now: number): void {
+    s.reassembler ??= new Ipv4Reassembler(REASSEMBLY_LIMITS);
+    const r = s.reassembler.push(ip, this.mono());
+    if (r.status === 'dropped') this.counters.fragDropped++;
+    if (r.status !== 'complete') return;
+    this.counters.reassembled++;
+    const whole = Buffer.allocUnsafe(ETH_HEADER_LEN + r.packet.length);
+    f.copy(whole, 0, 0, ETH_HEADER_LEN);
+    r.packet.copy(whole, ETH_HEADER_LEN);
+    this.frame(whole, from, now);
   }
 
   /**
@@ -341,9 +375,7 @@ export class NetRouter implements GatewayHandler {
    */
   private pingOut(s: VmState, vm: RouterVm, dst: IpAddr, id: number, seq: number, data: Uint8Array, src6?: IpAddr): boolean {
     const ping = this.d.ping;
-    const route = s.compiled;
-    if (ping === undefined || route.route.kind !== 'direct' || isForbiddenDestination(dst)) return false;
-    if ((dst.v === 4 ? route.egress4(dst.n, 0) : route.egress6(dst.b, 0)) !== 'direct') return false;
+    if (ping === undefined || decide(vm.name, s.compiled, this.torView, this.place, { proto: 'ping', dst }).kind !== 'direct') return false;
     if (!ping.available(dst.v)) return false;
     let bucket = this.pingBuckets.get(vm.name);
     if (bucket === undefined) {
@@ -382,85 +414,61 @@ export class NetRouter implements GatewayHandler {
     return true;
   }
 
-  // --- policy -----------------------------------------------------------------------------
+  /** An IPv6 source must be link-local or in the network's prefix, and never the gateway's. */
+  private sourceOk6(src: Uint8Array): boolean {
+    const g6 = this.gnet.ipv6;
+    if (g6 === undefined) return true; // nothing IPv6 is served: the frame goes nowhere anyway
+    if (!isLinkLocal6(src) && !inIpv6Prefix(src, g6.prefix, g6.length)) return false;
+    return !isGatewayIpv6(this.gnet, src);
+  }
+
+  // --- verdicts into upstreams ------------------------------------------------------------
 
   private isGateway(dst: IpAddr): boolean {
     return dst.v === 4 ? dst.n === this.gnet.gatewayIp : isGatewayIpv6(this.gnet, dst.b);
   }
 
-  /** `direct.hostLoopback`: a direct-routed VM reaches the host's loopback at the gateway address. */
-  private hostLoopback(vm: EndpointVm): boolean {
-    return this.d.direct.hostLoopback === true && this.vms.get(vm.name)?.compiled.route.kind === 'direct';
-  }
-
   private tcpPolicy(vm: EndpointVm, dst: IpAddr, port: number): TcpDecision {
-    if (this.isGateway(dst)) {
-      if (port === 53) return { kind: 'open', upstream: localDnsTcp(this.services.dns, vm.name, this.wall) };
-      if (this.hostLoopback(vm)) return { kind: 'open', upstream: directTcp(dst, port, this.d.direct, dst.v === 4 ? '127.0.0.1' : '::1') };
-      return { kind: 'reset', reason: 'closed port on the gateway' };
-    }
-    const s = this.vms.get(vm.name);
-    const route = s?.compiled ?? compileRoute({ kind: 'none' });
-    const r = route.route;
-    if (r.kind === 'tor' || ('torPorts' in r && r.torPorts?.includes(port) === true)) return this.torPolicy(vm, dst, port);
-    if (isForbiddenDestination(dst)) return { kind: 'prohibited', reason: 'host-local or special address' };
-    switch (r.kind) {
-      case 'none':
-        return { kind: 'prohibited', reason: 'route none' };
+    const v = this.decide(vm.name, { proto: 'tcp', dst, port });
+    switch (v.kind) {
+      case 'local':
+        if (v.service === 'dns') return { kind: 'open', upstream: localDnsTcp(this.services.dns, vm.name, this.wall) };
+        return { kind: 'open', upstream: this.egress.tcp(dst, port, dst.v === 4 ? '127.0.0.1' : '::1') };
+      case 'direct':
+        return { kind: 'open', upstream: this.egress.tcp(dst, port) };
+      case 'tor': {
+        const tor = this.d.tor!;
+        return { kind: 'open', upstream: torTcp(tor, tor.creds(v.identity), v.host, port) };
+      }
       case 'via':
         this.counters.viaDropped++;
         return { kind: 'drop', reason: 'routed via another VM' };
-      case 'direct': {
-        const ok = dst.v === 4 ? route.egress4(dst.n, port) : route.egress6(dst.b, port);
-        if (ok !== 'direct') return { kind: 'prohibited', reason: 'not in the allow-list' };
-        return { kind: 'open', upstream: directTcp(dst, port, this.d.direct) };
-      }
+      case 'refuse':
+        if (v.reason === 'tor-not-ready') this.counters.torRefused++;
+        return v.answer === 'prohibited' ? { kind: 'prohibited', reason: v.reason } : { kind: 'reset', reason: v.reason };
+      case 'drop':
+        return { kind: 'drop', reason: v.reason };
     }
-  }
-
-  /** Through Tor, or reset: never any other way (fail closed). */
-  private torPolicy(vm: EndpointVm, dst: IpAddr, port: number): TcpDecision {
-    const tor = this.d.tor;
-    if (tor === undefined) return { kind: 'reset', reason: 'Tor is not configured' };
-    if (tor.socks() === null) {
-      this.counters.torRefused++;
-      return { kind: 'reset', reason: 'Tor is not ready' };
-    }
-    let host: string;
-    if (dst.v === 4 && tor.automap.contains(dst.n)) {
-      const name = tor.automap.lookup(dst.n);
-      if (name === undefined) return { kind: 'reset', reason: 'unmapped automap address' };
-      host = name;
-    } else {
-      // Tor by IP; never towards this host's own or special addresses.
-      if (isForbiddenDestination(dst)) return { kind: 'reset', reason: 'host-local or special address' };
-      host = ipString(dst);
-    }
-    return { kind: 'open', upstream: torTcp(tor, tor.creds(vm.name), host, port) };
   }
 
   private udpPolicy(vm: EndpointVm, dst: IpAddr, port: number): UdpDecision {
-    if (this.isGateway(dst)) {
-      if (this.hostLoopback(vm)) return { kind: 'open', upstream: directUdp(dst, port, this.d.direct, dst.v === 4 ? '127.0.0.1' : '::1') };
-      return { kind: 'drop', reason: 'closed port on the gateway' };
+    const v = this.decide(vm.name, { proto: 'udp', dst, port });
+    switch (v.kind) {
+      case 'local':
+        return v.service === 'host-loopback' ? { kind: 'open', upstream: this.egress.udp(dst, port, dst.v === 4 ? '127.0.0.1' : '::1') } : { kind: 'drop', reason: 'no UDP service' };
+      case 'direct':
+        return { kind: 'open', upstream: this.egress.udp(dst, port) };
+      case 'via':
+        this.counters.viaDropped++;
+        return { kind: 'drop', reason: 'routed via another VM' };
+      case 'refuse':
+        return v.answer === 'prohibited' ? { kind: 'prohibited', reason: v.reason } : { kind: 'drop', reason: v.reason };
+      case 'drop':
+        if (v.reason === 'not-through-tor') this.counters.torDropped++;
+        return { kind: 'drop', reason: v.reason };
+      case 'tor':
+        return { kind: 'drop', reason: 'UDP does not go through Tor' };
     }
-    if (isForbiddenDestination(dst)) return { kind: 'prohibited', reason: 'host-local or special address' };
-    const s = this.vms.get(vm.name);
-    const route = s?.compiled ?? compileRoute({ kind: 'none' });
-    if (route.route.kind === 'direct') {
-      const ok = dst.v === 4 ? route.egress4(dst.n, port) : route.egress6(dst.b, port);
-      if (ok === 'direct') return { kind: 'open', upstream: directUdp(dst, port, this.d.direct) };
-      return { kind: 'prohibited', reason: 'not in the allow-list' };
-    }
-    if (route.route.kind === 'via') {
-      this.counters.viaDropped++;
-      return { kind: 'drop', reason: 'routed via another VM' };
-    }
-    if (route.route.kind === 'tor') {
-      this.counters.torDropped++;
-      return { kind: 'drop', reason: 'UDP does not go through Tor' };
-    }
-    return { kind: 'prohibited', reason: 'route none' };
   }
 
   private icmpError(vm: EndpointVm, packet: Buffer, v: 4 | 6, reason: 'admin' | 'unreachable'): void {
@@ -479,10 +487,6 @@ export class NetRouter implements GatewayHandler {
 
   private push(f: Buffer | null): void {
     if (f !== null) this.out.push(f);
-  }
-
-  private pushAll(fs: Buffer[]): void {
-    for (const f of fs) this.out.push(f);
   }
 
   private later(p: Promise<Buffer | null>): void {
@@ -519,7 +523,7 @@ export class NetRouter implements GatewayHandler {
     if (this.timer !== null) clearTimeout(this.timer);
     const delay = next === undefined ? 60_000 : Math.max(0, Math.min(60_000, next - this.wall()));
     this.timer = setTimeout(() => {
-      this.pushAll(this.services.poll(this.wall()));
+      for (const f of this.services.poll(this.wall())) this.out.push(f);
       this.flush();
       this.schedule();
     }, delay);
@@ -550,4 +554,8 @@ export class NetRouter implements GatewayHandler {
     if (this.timer !== null) clearTimeout(this.timer);
     this.endpoint.close();
   }
+}
+
+function isLinkLocal6(a: Uint8Array): boolean {
+  return a[0] === 0xfe && (a[1]! & 0xc0) === 0x80;
 }

@@ -1,12 +1,11 @@
 /**
- * The per-flow check: may this VM's flow to (address, port) leave, and how. Compiled once per
- * route change so the per-flow test is a few integer comparisons.
+ * A route compiled for the per-flow check: the direct route's allow-list as integer and prefix
+ * comparisons, built once per route change. Where a flow goes is decided in decide.ts.
  */
 import { Address4, Address6 } from 'ip-address';
 import type { Route } from './route.js';
+import type { IpAddr } from '../endpoint/addr.js';
 import { parseIpv6String } from '../wire/ipv6.js';
-
-export type Egress = 'drop' | 'direct';
 
 interface Rule4 {
   net: number;
@@ -21,9 +20,8 @@ interface Rule6 {
 
 export interface CompiledRoute {
   readonly route: Route;
-  /** Decides for an IPv4 destination (a number) or IPv6 (16-byte view). */
-  egress4(dst: number, port: number): Egress;
-  egress6(dst: Uint8Array, port: number): Egress;
+  /** The direct route lets this destination through (no allow-list: everything; other routes: nothing). */
+  allows(dst: IpAddr, port: number): boolean;
 }
 
 function portOk(ports: [number, number][] | null, port: number): boolean {
@@ -33,13 +31,8 @@ function portOk(ports: [number, number][] | null, port: number): boolean {
 }
 
 export function compileRoute(route: Route): CompiledRoute {
-  if (route.kind !== 'direct') {
-    // none, via and tor never leave directly (tor's streams are decided by the router).
-    return { route, egress4: () => 'drop', egress6: () => 'drop' };
-  }
-  if (route.allow === undefined) {
-    return { route, egress4: () => 'direct', egress6: () => 'direct' };
-  }
+  if (route.kind !== 'direct') return { route, allows: () => false };
+  if (route.allow === undefined) return { route, allows: () => true };
   const r4: Rule4[] = [];
   const r6: Rule6[] = [];
   for (const r of route.allow) {
@@ -57,13 +50,13 @@ export function compileRoute(route: Route): CompiledRoute {
   }
   return {
     route,
-    egress4(dst, port) {
-      for (const r of r4) if (((dst & r.mask) >>> 0) === r.net && portOk(r.ports, port)) return 'direct';
-      return 'drop';
-    },
-    egress6(dst, port) {
-      for (const r of r6) if (prefixMatch(dst, r.prefix, r.bits) && portOk(r.ports, port)) return 'direct';
-      return 'drop';
+    allows(dst, port) {
+      if (dst.v === 4) {
+        for (const r of r4) if (((dst.n & r.mask) >>> 0) === r.net && portOk(r.ports, port)) return true;
+        return false;
+      }
+      for (const r of r6) if (prefixMatch(dst.b, r.prefix, r.bits) && portOk(r.ports, port)) return true;
+      return false;
     },
   };
 }
