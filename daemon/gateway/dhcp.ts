@@ -38,10 +38,12 @@ import {
   type Dhcpv4Options,
 } from '../wire/dhcpv4.js';
 import type { EthernetHeader } from '../wire/ethernet.js';
-import { ipv4ToString, parseIpv4String, type Ipv4Packet } from '../wire/ipv4.js';
+import type { Ipv4Packet } from '../wire/ipv4.js';
+import { formatIpv4, parseIpv4Text } from '../wire/ip-text.js';
 import { isUnicastMac, MAC_BROADCAST, macToString, parseMacString, type Mac } from '../wire/mac.js';
 import type { UdpDatagram } from '../wire/udp.js';
-import { ipv4UdpFrame } from './frames.js';
+import { udpFrame } from './frames.js';
+import { ip4 } from '../endpoint/addr.js';
 import { inSubnet, IPV4_BROADCAST, type GatewayNet } from './types.js';
 
 export type DhcpLeaseState = 'offered' | 'bound' | 'expired';
@@ -283,10 +285,10 @@ export class DhcpServer {
     const leases: DhcpSnapshotLease[] = [];
     for (const r of this.byMac.values()) {
       if (r.state === 'offered') continue;
-      const base = { mac: macToString(r.mac), ip: ipv4ToString(r.ip), state: r.state, expiresAt: r.expiresAt };
+      const base = { mac: macToString(r.mac), ip: formatIpv4(r.ip), state: r.state, expiresAt: r.expiresAt };
       leases.push(r.hostname === undefined ? base : { ...base, hostname: r.hostname });
     }
-    const declined = [...this.declined].map(([ip, until]) => ({ ip: ipv4ToString(ip), until }));
+    const declined = [...this.declined].map(([ip, until]) => ({ ip: formatIpv4(ip), until }));
     return { version: 1, leases, declined };
   }
 
@@ -310,7 +312,7 @@ export class DhcpServer {
       const l = e as Record<string, unknown>;
       if (typeof l['mac'] !== 'string' || typeof l['ip'] !== 'string' || typeof l['expiresAt'] !== 'number' || !Number.isFinite(l['expiresAt'])) continue;
       const mac = parseMacString(l['mac']);
-      const ip = parseIpv4String(l['ip']);
+      const ip = parseIpv4Text(l['ip']);
       if (!mac.ok || !ip.ok || !isUnicastMac(mac.value) || !this.assignable(ip.value)) continue;
       if (this.byMac.has(mac.value) || this.byIp.has(ip.value)) continue;
       const expiresAt = l['expiresAt'];
@@ -326,7 +328,7 @@ export class DhcpServer {
       if (typeof e !== 'object' || e === null) continue;
       const d = e as Record<string, unknown>;
       if (typeof d['ip'] !== 'string' || typeof d['until'] !== 'number' || d['until'] <= now) continue;
-      const ip = parseIpv4String(d['ip']);
+      const ip = parseIpv4Text(d['ip']);
       if (!ip.ok) continue;
       this.declined.set(ip.value, d['until']);
       next = Math.min(next, d['until']);
@@ -602,6 +604,6 @@ export class DhcpServer {
       dstIp = yiaddr;
       dstMac = m.clientMac;
     }
-    return ipv4UdpFrame({ srcMac: net.gatewayMac, dstMac, src: net.gatewayIp, dst: dstIp }, DHCP_SERVER_PORT, DHCP_CLIENT_PORT, payload);
+    return udpFrame({ gwMac: net.gatewayMac, vmMac: dstMac }, ip4(net.gatewayIp), DHCP_SERVER_PORT, ip4(dstIp), DHCP_CLIENT_PORT, payload);
   }
 }

@@ -27,7 +27,8 @@ import {
 import type { Ipv4Packet } from '../wire/ipv4.js';
 import type { Ipv6Packet } from '../wire/ipv6.js';
 import type { UdpDatagram } from '../wire/udp.js';
-import { ipv4UdpFrame, ipv6UdpFrame } from './frames.js';
+import { udpFrame } from './frames.js';
+import { ip4, ip6, type IpAddr } from '../endpoint/addr.js';
 import { isGatewayIpv6, type GatewayNet } from './types.js';
 
 export type DnsRecords = readonly DnsRecord<Uint8Array>[];
@@ -98,31 +99,25 @@ export class DnsServer {
    * or null when the query is dropped.
    */
   async handleUdp4(eth: EthernetHeader, ip: Ipv4Packet, udp: UdpDatagram, vm: string, now: number): Promise<Buffer | null> {
-    const net = this.net;
-    if (eth.vlan !== undefined || ip.dst !== net.gatewayIp || udp.dstPort !== DNS_PORT || udp.srcPort === 0) {
-      this.stats.dropped++;
-      return null;
-    }
-    const a = { srcMac: net.gatewayMac, dstMac: eth.src, src: net.gatewayIp, dst: ip.src };
-    const port = udp.srcPort;
-    const response = await this.answer(udp.payload, vm, 'udp', now, net.mtu - 20 - 8);
-    if (response === null) return null;
-    return ipv4UdpFrame(a, DNS_PORT, port, response);
+    return this.handleUdp(eth, ip.dst === this.net.gatewayIp, ip4(ip.src), ip4(ip.dst), udp, vm, now);
   }
 
   /** The same for a UDP datagram to one of the gateway's IPv6 addresses. */
   async handleUdp6(eth: EthernetHeader, ip: Ipv6Packet, udp: UdpDatagram, vm: string, now: number): Promise<Buffer | null> {
-    const net = this.net;
-    if (eth.vlan !== undefined || !isGatewayIpv6(net, ip.dst) || udp.dstPort !== DNS_PORT || udp.srcPort === 0) {
+    // ip6() copies the addresses: the frame they point into is only valid during the caller's call.
+    return this.handleUdp(eth, isGatewayIpv6(this.net, ip.dst), ip6(ip.src), ip6(ip.dst), udp, vm, now);
+  }
+
+  private async handleUdp(eth: EthernetHeader, toGateway: boolean, src: IpAddr, dst: IpAddr, udp: UdpDatagram, vm: string, now: number): Promise<Buffer | null> {
+    if (eth.vlan !== undefined || !toGateway || udp.dstPort !== DNS_PORT || udp.srcPort === 0) {
       this.stats.dropped++;
       return null;
     }
-    // Copy the addresses now: the frame they point into is only valid during the caller's call.
-    const a = { srcMac: net.gatewayMac, dstMac: eth.src, src: Buffer.from(ip.dst), dst: Buffer.from(ip.src) };
+    const l2 = { gwMac: this.net.gatewayMac, vmMac: eth.src };
     const port = udp.srcPort;
-    const response = await this.answer(udp.payload, vm, 'udp', now, net.mtu - 40 - 8);
+    const response = await this.answer(udp.payload, vm, 'udp', now, this.net.mtu - (src.v === 4 ? 20 : 40) - 8);
     if (response === null) return null;
-    return ipv6UdpFrame(a, DNS_PORT, port, response);
+    return udpFrame(l2, dst, DNS_PORT, src, port, response);
   }
 
   /**

@@ -13,7 +13,7 @@ import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER
 import type { IpPseudo } from '../wire/checksum.js';
 import { emitIpv6Header, IPV6_HEADER_LEN, IPV6_NH_ICMPV6 } from '../wire/ipv6.js';
 import type { Mac } from '../wire/mac.js';
-import { emitUdp, emitUdpHeader, finishUdpChecksum, UDP_HEADER_LEN } from '../wire/udp.js';
+import { emitUdpHeader, finishUdpChecksum, UDP_HEADER_LEN } from '../wire/udp.js';
 import { emitTcpHeader, finishTcpChecksum, tcpOptionsLength, type TcpOptions } from '../wire/tcp.js';
 import type { IpAddr } from '../endpoint/addr.js';
 import type { Segment } from '../endpoint/tcp/index.js';
@@ -69,15 +69,6 @@ function ipv4Header(a: Ipv4Addresses, protocol: number, payloadLength: number, b
   );
 }
 
-export function ipv4UdpFrame(a: Ipv4Addresses, srcPort: number, dstPort: number, payload: Uint8Array): Buffer {
-  const udpLen = UDP_HEADER_LEN + payload.length;
-  const off = ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN;
-  const buf = alloc(off + udpLen);
-  ipv4Header(a, IPPROTO_UDP, udpLen, buf);
-  emitUdp({ srcPort, dstPort, payload }, { version: 4, src: a.src, dst: a.dst }, buf, off);
-  return buf;
-}
-
 export function ipv4IcmpFrame(a: Ipv4Addresses, m: Icmpv4Init): Buffer {
   const len = icmpv4Length(m);
   const off = ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN;
@@ -97,15 +88,6 @@ export interface Ipv6Addresses extends L2Addresses {
 function ipv6Header(a: Ipv6Addresses, nextHeader: number, payloadLength: number, buf: Buffer): void {
   emitEthernetHeader({ src: a.srcMac, dst: a.dstMac, etherType: ETHERTYPE_IPV6 }, buf, 0);
   emitIpv6Header({ trafficClass: 0, flowLabel: 0, hopLimit: a.hopLimit ?? DEFAULT_TTL, src: a.src, dst: a.dst, nextHeader }, payloadLength, buf, ETH_HEADER_LEN);
-}
-
-export function ipv6UdpFrame(a: Ipv6Addresses, srcPort: number, dstPort: number, payload: Uint8Array): Buffer {
-  const udpLen = UDP_HEADER_LEN + payload.length;
-  const off = ETH_HEADER_LEN + IPV6_HEADER_LEN;
-  const buf = alloc(off + udpLen);
-  ipv6Header(a, IPPROTO_UDP, udpLen, buf);
-  emitUdp({ srcPort, dstPort, payload }, { version: 6, src: a.src, dst: a.dst }, buf, off);
-  return buf;
 }
 
 export function ipv6IcmpFrame(a: Ipv6Addresses, m: Icmpv6Init): Buffer {
