@@ -2,11 +2,12 @@
  * Checks control-API parameters and the state file. Every rejection is a UserError whose message
  * says what is wrong in one line; accepted values come back normalised.
  */
-import { Address4, Address6 } from 'ip-address';
 import type { NetworkSpec, VmSpec } from './model.js';
 import type { PortSpec } from '../plugins/types.js';
 import { UserError } from './errors.js';
-import { parseMacString, isUnicastMac } from './switch/mac.js';
+import { isUnicastMac, parseMacString } from './wire/mac.js';
+import { formatIpv4, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, type Ipv4Cidr } from './wire/ip-text.js';
+import { formatAllowRule, type AllowRule, type Route } from './routes/route.js';
 
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -57,58 +58,47 @@ function checkNetns(v: string | undefined): string | undefined {
   return v;
 }
 
-export function parseIpv4Cidr(s: string): Address4 {
-  if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(s)) throw new UserError(`invalid subnet ${JSON.stringify(s)}: expected IPv4 CIDR like 10.0.0.0/24`);
-  let a: Address4;
-  try {
-    a = new Address4(s);
-  } catch {
-    throw new UserError(`invalid subnet ${JSON.stringify(s)}: expected IPv4 CIDR like 10.0.0.0/24`);
-  }
-  if (a.subnetMask < 8 || a.subnetMask > 30) throw new UserError(`subnet ${s}: prefix length must be between 8 and 30`);
-  return a;
+/** A network's IPv4 subnet: CIDR text with a prefix of 8 to 30 bits. */
+export function checkSubnet(s: string): Ipv4Cidr {
+  const r = parseIpv4CidrText(s);
+  if (!r.ok) throw new UserError(`invalid subnet ${JSON.stringify(s)}: expected IPv4 CIDR like 10.0.0.0/24`);
+  if (r.value.prefix < 8 || r.value.prefix > 30) throw new UserError(`subnet ${s}: prefix length must be between 8 and 30`);
+  return r.value;
 }
 
-export function parseIpv4(s: string, what: string): Address4 {
-  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(s)) throw new UserError(`invalid ${what} ${JSON.stringify(s)}: expected an IPv4 address`);
-  try {
-    return new Address4(s);
-  } catch {
-    throw new UserError(`invalid ${what} ${JSON.stringify(s)}: expected an IPv4 address`);
-  }
+/** An IPv4 address given as text, as an unsigned 32-bit number. */
+export function checkIpv4(s: string, what: string): number {
+  const r = parseIpv4Text(s);
+  if (!r.ok) throw new UserError(`invalid ${what} ${JSON.stringify(s)}: expected an IPv4 address`);
+  return r.value;
 }
 
-function hostsOf(net: Address4): { first: bigint; last: bigint } {
-  return { first: net.startAddress().bigInt() + 1n, last: net.endAddress().bigInt() - 1n };
+function hostsOf(net: Ipv4Cidr): { first: number; last: number } {
+  return { first: net.network + 1, last: ((net.network | ~ipv4Mask(net.prefix)) >>> 0) - 1 };
 }
 
 export function checkNetworkSpec(p: unknown): NetworkSpec {
   const o = asObject(p, 'params');
   const name = checkName(o.name, 'network');
   const subnetStr = str(o, 'subnet', true);
-  const net = parseIpv4Cidr(subnetStr);
-  const subnet = `${net.startAddress().address}/${net.subnetMask}`;
+  const net = checkSubnet(subnetStr);
+  const subnet = `${formatIpv4(net.network)}/${net.prefix}`;
   const range = hostsOf(net);
   let gateway: string;
   const gw = str(o, 'gateway', false);
-  if (gw === undefined) gateway = Address4.fromBigInt(range.first).address;
+  if (gw === undefined) gateway = formatIpv4(range.first);
   else {
-    const g = parseIpv4(gw, 'gateway');
-    const n = g.bigInt();
-    if (n < range.first || n > range.last) throw new UserError(`gateway ${gw} is not a host address of ${subnet}`);
-    gateway = g.address;
+    const g = checkIpv4(gw, 'gateway');
+    if (g < range.first || g > range.last) throw new UserError(`gateway ${gw} is not a host address of ${subnet}`);
+    gateway = formatIpv4(g);
   }
   let ipv6: string | undefined;
   const v6 = str(o, 'ipv6', false);
   if (v6 !== undefined) {
-    let a: Address6;
-    try {
-      a = new Address6(v6);
-    } catch {
-      throw new UserError(`invalid ipv6 prefix ${JSON.stringify(v6)}: expected CIDR like fd00:1::/64`);
-    }
-    if (!v6.includes('/') || a.subnetMask < 8 || a.subnetMask > 64) throw new UserError(`ipv6 prefix ${v6}: prefix length must be between 8 and 64`);
-    ipv6 = `${a.startAddress().correctForm()}/${a.subnetMask}`;
+    const a = parseIpv6CidrText(v6);
+    if (!a.ok) throw new UserError(`invalid ipv6 prefix ${JSON.stringify(v6)}: expected CIDR like fd00:1::/64`);
+    if (!v6.includes('/') || a.value.prefix < 8 || a.value.prefix > 64) throw new UserError(`ipv6 prefix ${v6}: prefix length must be between 8 and 64`);
+    ipv6 = `${a.value.network}/${a.value.prefix}`;
   }
   let mtu = 1500;
   if (o.mtu !== undefined) {
@@ -124,8 +114,9 @@ export function checkNetworkSpec(p: unknown): NetworkSpec {
 }
 
 function checkMac(v: string): string {
-  const m = parseMacString(v);
-  if (m === null) throw new UserError(`invalid MAC ${JSON.stringify(v)}: expected six hex pairs like 52:54:00:12:34:56`);
+  const r = parseMacString(v);
+  if (!r.ok) throw new UserError(`invalid MAC ${JSON.stringify(v)}: expected six hex pairs like 52:54:00:12:34:56`);
+  const m = r.value;
   if (!isUnicastMac(m) || m === 0) throw new UserError(`MAC ${v} is not a unicast address`);
   return v.toLowerCase();
 }
@@ -182,16 +173,92 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>):
   if (mac !== undefined) spec.mac = checkMac(mac);
   const ip = str(o, 'ip', false);
   if (ip !== undefined) {
-    const a = parseIpv4(ip, 'ip');
-    const subnet = new Address4(net.subnet);
-    const range = hostsOf(subnet);
-    const n = a.bigInt();
-    if (n < range.first || n > range.last) throw new UserError(`ip ${ip} is not a host address of ${net.name}'s subnet ${net.subnet}`);
-    if (a.address === net.gateway) throw new UserError(`ip ${ip} is the gateway address of ${net.name}`);
-    spec.ip = a.address;
+    const a = checkIpv4(ip, 'ip');
+    const range = hostsOf(checkSubnet(net.subnet));
+    if (a < range.first || a > range.last) throw new UserError(`ip ${ip} is not a host address of ${net.name}'s subnet ${net.subnet}`);
+    if (formatIpv4(a) === net.gateway) throw new UserError(`ip ${ip} is the gateway address of ${net.name}`);
+    spec.ip = formatIpv4(a);
   }
   if (port.kind === 'tun' && spec.mac !== undefined) throw new UserError('--mac does not apply to --tun (a TUN carries no Ethernet header)');
   const learned = str(o, 'learnedMac', false);
   if (learned !== undefined) spec.learnedMac = checkMac(learned);
   return spec;
+}
+
+// Routes (daemon/routes/route.ts holds the data type).
+
+function parsePorts(s: string, rule: string): [number, number][] {
+  return s.split(',').map((part) => {
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(part);
+    if (m === null) throw new UserError(`invalid ports in allow rule ${JSON.stringify(rule)}: use PORT, PORT-PORT or a comma list`);
+    const lo = Number(m[1]);
+    const hi = m[2] !== undefined ? Number(m[2]) : lo;
+    if (lo < 1 || hi > 65535 || lo > hi) throw new UserError(`invalid port range ${part} in allow rule ${JSON.stringify(rule)}`);
+    return [lo, hi];
+  });
+}
+
+/** "CIDR[:PORTS]" for IPv4, "[CIDR]:PORTS" or a bare CIDR for IPv6. */
+export function parseAllowRule(s: string): AllowRule {
+  let cidr = s;
+  let ports: string | undefined;
+  const v6 = /^\[([^\]]+)\](?::(.+))?$/.exec(s);
+  if (v6 !== null) {
+    cidr = v6[1]!;
+    ports = v6[2];
+  } else if (!s.includes('::') && s.split(':').length === 2) {
+    [cidr, ports] = s.split(':') as [string, string];
+  }
+  let norm: string;
+  const bad = (): UserError => new UserError(`invalid allow rule ${JSON.stringify(s)}: expected CIDR[:PORTS], e.g. 203.0.113.0/24:80,443`);
+  if (cidr.includes(':')) {
+    const a = parseIpv6CidrText(cidr.includes('/') ? cidr : `${cidr}/128`);
+    if (!a.ok) throw bad();
+    norm = `${a.value.network}/${a.value.prefix}`;
+  } else {
+    const a = parseIpv4CidrText(cidr.includes('/') ? cidr : `${cidr}/32`);
+    if (!a.ok) throw bad();
+    norm = `${formatIpv4(a.value.network)}/${a.value.prefix}`;
+  }
+  const rule: AllowRule = { cidr: norm };
+  if (ports !== undefined) rule.ports = parsePorts(ports, s);
+  return rule;
+}
+
+function checkTorPorts(v: unknown): number[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length === 0 || v.length > 64) throw new UserError('torPorts must be a list of 1 to 64 ports');
+  const ports = v.map((p) => {
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) throw new UserError(`invalid Tor port ${JSON.stringify(p)}: a port from 1 to 65535`);
+    return p;
+  });
+  return [...new Set(ports)].sort((a, b) => a - b);
+}
+
+/** A route from the control API or the state file, normalised. */
+export function checkRoute(v: unknown): Route {
+  const o = asObject(v, 'route');
+  switch (o.kind) {
+    case 'none': {
+      const torPorts = checkTorPorts(o.torPorts);
+      return torPorts !== undefined ? { kind: 'none', torPorts } : { kind: 'none' };
+    }
+    case 'direct': {
+      const r: Route = { kind: 'direct' };
+      const torPorts = checkTorPorts(o.torPorts);
+      if (torPorts !== undefined) r.torPorts = torPorts;
+      if (o.allow === undefined) return r;
+      if (!Array.isArray(o.allow)) throw new UserError('route.allow must be a list of CIDR[:PORTS] rules');
+      const allow = o.allow.map((x) => (typeof x === 'string' ? parseAllowRule(x) : parseAllowRule(formatAllowRule(asObject(x, 'allow rule') as unknown as AllowRule))));
+      if (allow.length > 0) r.allow = allow;
+      return r;
+    }
+    case 'via':
+      if (o.torPorts !== undefined) throw new UserError('--tor-ports does not combine with --via');
+      return { kind: 'via', vm: checkName(o.vm, 'via VM') };
+    case 'tor':
+      return { kind: 'tor' };
+    default:
+      throw new UserError(`unknown route kind ${JSON.stringify(o.kind)}: one of none, direct, via, tor`);
+  }
 }

@@ -1,6 +1,5 @@
 /** IP addresses as the endpoint keys and emits them: IPv4 as a number, IPv6 as 16 bytes. */
-import { ipv4ToString } from '../wire/ipv4.js';
-import { ipv6ToString } from '../wire/ipv6.js';
+import { formatIpv4, formatIpv6 } from '../wire/ip-text.js';
 
 export type IpAddr = { readonly v: 4; readonly n: number } | { readonly v: 6; readonly b: Buffer };
 
@@ -13,7 +12,7 @@ export function ip6(b: Uint8Array): IpAddr {
 }
 
 export function ipString(a: IpAddr): string {
-  return a.v === 4 ? ipv4ToString(a.n) : ipv6ToString(a.b);
+  return a.v === 4 ? formatIpv4(a.n) : formatIpv6(a.b);
 }
 
 /** Short map key (no allocation beyond the string itself). */

@@ -19,7 +19,7 @@ import {
   type DnsQuestion,
   type DnsRecord,
 } from '../wire/dns.js';
-import { parseIpv4String } from '../wire/ipv4.js';
+import { parseIpv4Text } from '../wire/ip-text.js';
 import type { DnsAnswer, Resolver } from './dns.js';
 import { inIpv6Prefix, inSubnet, type GatewayNet } from './types.js';
 
@@ -39,7 +39,7 @@ const ANY_CLASS = 255;
 function reverseV4(name: string): number | undefined {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.in-addr\.arpa$/.exec(name);
   if (!m) return undefined;
-  const r = parseIpv4String(`${m[4]}.${m[3]}.${m[2]}.${m[1]}`);
+  const r = parseIpv4Text(`${m[4]}.${m[3]}.${m[2]}.${m[1]}`);
   return r.ok ? r.value : undefined;
 }
 

@@ -24,7 +24,7 @@ import {
   type DnsQuestion,
   type DnsRecord,
 } from '../wire/dns.js';
-import { parseIpv6String } from '../wire/ipv6.js';
+import { parseIpv6Text } from '../wire/ip-text.js';
 import { DnsTcpFramer, frameDnsTcp, type DnsAnswer, type Resolver } from './dns.js';
 
 export interface UpstreamServer {
@@ -81,8 +81,8 @@ export function readResolvConf(path = '/etc/resolv.conf'): UpstreamServer | unde
 function sameAddress(a: string, b: string): boolean {
   if (a === b) return true;
   if (isIP(a) === 6 && isIP(b) === 6) {
-    const x = parseIpv6String(a);
-    const y = parseIpv6String(b);
+    const x = parseIpv6Text(a);
+    const y = parseIpv6Text(b);
     return x.ok && y.ok && x.value.equals(y.value);
   }
   return false;

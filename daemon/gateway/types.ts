@@ -4,8 +4,7 @@
  * DNS. IPv4 addresses are unsigned 32-bit numbers, MACs 48-bit numbers (daemon/wire/mac.ts),
  * IPv6 addresses 16-byte Buffers.
  */
-import { parseIpv4String } from '../wire/ipv4.js';
-import { parseIpv6String } from '../wire/ipv6.js';
+import { parseIpv4Text, parseIpv6Text } from '../wire/ip-text.js';
 import { isUnicastMac, type Mac } from '../wire/mac.js';
 
 export interface Ipv4Subnet {
@@ -119,7 +118,7 @@ const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]
 
 function parseCidr4(text: string): Ipv4Subnet {
   const [addr, len, extra] = text.split('/');
-  const p = parseIpv4String(addr ?? '');
+  const p = parseIpv4Text(addr ?? '');
   const prefix = Number(len);
   if (!p.ok || extra !== undefined || !/^\d{1,2}$/.test(len ?? '') || prefix > 32) throw new RangeError(`bad IPv4 subnet "${text}"`);
   return { network: p.value, prefix };
@@ -127,7 +126,7 @@ function parseCidr4(text: string): Ipv4Subnet {
 
 function parseCidr6(text: string): Ipv6PrefixSpec {
   const [addr, len, extra] = text.split('/');
-  const p = parseIpv6String(addr ?? '');
+  const p = parseIpv6Text(addr ?? '');
   const length = Number(len);
   if (!p.ok || extra !== undefined || !/^\d{1,3}$/.test(len ?? '')) throw new RangeError(`bad IPv6 prefix "${text}"`);
   return { prefix: p.value, length };
@@ -141,7 +140,7 @@ export function makeGatewayNet(init: GatewayNetInit): GatewayNet {
   if (((subnet.network & mask) >>> 0) !== subnet.network >>> 0) throw new RangeError('subnet has host bits set');
   let gatewayIp: number;
   if (typeof init.gatewayIp === 'string') {
-    const g = parseIpv4String(init.gatewayIp);
+    const g = parseIpv4Text(init.gatewayIp);
     if (!g.ok) throw new RangeError(`bad gateway address "${init.gatewayIp}"`);
     gatewayIp = g.value;
   } else {

@@ -4,7 +4,8 @@
  * unwraps Ethernet. It is a wrapper around the port, so the switch only ever sees Ethernet.
  */
 import type { FrameHandler, Port, PortStats, PortStatus } from '../../plugins/types.js';
-import { writeMac, readMac } from './mac.js';
+import { ARP_LEN, ARP_REPLY, ARP_REQUEST, emitArp, parseArp } from '../wire/arp.js';
+import { readMac, writeMac } from '../wire/mac.js';
 
 const ETH_IPV4 = 0x0800;
 const ETH_ARP = 0x0806;
@@ -22,11 +23,6 @@ export interface L3AdapterOptions {
   gatewayIp: number;
   gatewayMac: number;
   clock: () => number;
-}
-
-export function ipv4ToNumber(s: string): number {
-  const p = s.split('.').map(Number);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
 }
 
 export class L3Adapter implements Port {
@@ -138,23 +134,15 @@ export class L3Adapter implements Port {
     }
     if (e.packets.length < MAX_PENDING_PER_IP) e.packets.push(Buffer.from(p));
     else this.dropped++;
-    if (this.ip !== null) this.inject(this.arp(1, BROADCAST, 0, dst));
+    if (this.ip !== null) this.inject(this.arp(ARP_REQUEST, BROADCAST, 0, dst));
   }
 
   private arp(op: number, dmac: number, tmac: number, tip: number): Buffer {
-    const f = Buffer.alloc(42);
+    const f = Buffer.alloc(14 + ARP_LEN);
     writeMac(f, 0, dmac);
     writeMac(f, 6, this.opts.mac);
     f.writeUInt16BE(ETH_ARP, 12);
-    f.writeUInt16BE(1, 14);
-    f.writeUInt16BE(ETH_IPV4, 16);
-    f[18] = 6;
-    f[19] = 4;
-    f.writeUInt16BE(op, 20);
-    writeMac(f, 22, this.opts.mac);
-    f.writeUInt32BE(this.ip ?? 0, 28);
-    writeMac(f, 32, tmac);
-    f.writeUInt32BE(tip, 38);
+    emitArp({ op, senderMac: this.opts.mac, senderIp: this.ip ?? 0, targetMac: tmac, targetIp: tip }, f, 14);
     return f;
   }
 
@@ -182,7 +170,7 @@ export class L3Adapter implements Port {
       } else if (type === ETH_IPV6 && f.length >= 54) {
         this.neighbours6.set(f.toString('hex', 22, 38), readMac(f, 6));
         out.push(f.subarray(14));
-      } else if (type === ETH_ARP && f.length >= 42) {
+      } else if (type === ETH_ARP && f.length >= 14 + ARP_LEN) {
         this.onArp(f);
       } else {
         this.dropped++;
@@ -193,11 +181,9 @@ export class L3Adapter implements Port {
   }
 
   private onArp(f: Buffer): void {
-    if (f.readUInt16BE(16) !== ETH_IPV4 || f[18] !== 6 || f[19] !== 4) return;
-    const op = f.readUInt16BE(20);
-    const smac = readMac(f, 22);
-    const sip = f.readUInt32BE(28);
-    const tip = f.readUInt32BE(38);
+    const arp = parseArp(f.subarray(14));
+    if (!arp.ok) return;
+    const { op, senderMac: smac, senderIp: sip, targetIp: tip } = arp.value;
     if (sip !== 0 && this.onLink(sip)) {
       this.neighbours.set(sip, smac);
       const e = this.pending.get(sip);
@@ -207,8 +193,8 @@ export class L3Adapter implements Port {
         queueMicrotask(() => this.handler(out));
       }
     }
-    if (op === 1 && this.ip !== null && tip === this.ip && sip !== tip) {
-      this.inject(this.arp(2, smac, smac, sip));
+    if (op === ARP_REQUEST && this.ip !== null && tip === this.ip && sip !== tip) {
+      this.inject(this.arp(ARP_REPLY, smac, smac, sip));
     }
   }
 

@@ -1,15 +1,8 @@
-/** Switch-side MAC helpers; the codec-level ones live in daemon/wire/mac.ts. */
-export { readMac, writeMac, macToString, isUnicastMac } from '../wire/mac.js';
-import { parseMacString as parseChecked } from '../wire/mac.js';
+/** Switch-side MAC helpers; the MAC codec (numbers, text, bytes) is daemon/wire/mac.ts. */
 
 /** Group (multicast/broadcast) bit of the MAC at `off`, read straight from the frame. */
 export function isGroupMac(buf: Buffer, off: number): boolean {
   return (buf[off]! & 1) === 1;
-}
-
-export function parseMacString(s: string): number | null {
-  const r = parseChecked(s);
-  return r.ok ? r.value : null;
 }
 
 /** A stable locally administered unicast MAC derived from a name (gateway, TUN members). */

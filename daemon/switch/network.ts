@@ -6,8 +6,10 @@
 import type { Port, DropReason } from '../../plugins/types.js';
 import { MIN_FRAME, maxFrameFor } from '../../plugins/types.js';
 import { MacTable, type MacTableMirror } from './mac-table.js';
-import { readMac, isGroupMac } from './mac.js';
-import { VNET_HDR_LEN, normalizeOffload } from '../offload/gso.js';
+import { readMac } from '../wire/mac.js';
+import { isGroupMac } from './mac.js';
+import { normalizeOffload } from '../wire/gso.js';
+import { VNET_HDR_LEN } from '../wire/vnet.js';
 
 export type Clock = () => number;
 

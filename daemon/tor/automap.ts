@@ -3,7 +3,7 @@
  * the gateway's DNS answers an onion name with an address from the range, and a connection to
  * that address goes to Tor by name. Bounded: the least recently used mapping is reused.
  */
-import { Address4 } from 'ip-address';
+import { ipv4Mask, parseIpv4CidrText } from '../wire/ip-text.js';
 
 export interface Resolution {
   onion: string;
@@ -25,10 +25,11 @@ export class Automap {
     cidr: string,
     private readonly maxEntries = 16384,
   ) {
-    const a = new Address4(cidr);
-    this.mask = a.subnetMask === 0 ? 0 : (0xffffffff << (32 - a.subnetMask)) >>> 0;
-    this.network = Number(a.startAddress().bigInt()) >>> 0;
-    this.size = 2 ** (32 - a.subnetMask);
+    const a = parseIpv4CidrText(cidr);
+    if (!a.ok) throw new Error(`automap ${JSON.stringify(cidr)} is not an IPv4 CIDR`);
+    this.mask = ipv4Mask(a.value.prefix);
+    this.network = a.value.network;
+    this.size = 2 ** (32 - a.value.prefix);
   }
 
   contains(ip: number): boolean {

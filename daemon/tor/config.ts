@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { parseTorAddress } from './control.js';
+import { formatIpv4, ipv4Mask, parseIpv4Text } from '../wire/ip-text.js';
 
 export type TorMode = 'embedded' | 'external';
 
@@ -94,13 +95,14 @@ export function checkTorrcLines(lines: readonly string[]): void {
 
 /** An IPv4 CIDR with at most 16 prefix bits (tor's limit for VirtualAddrNetworkIPv4), normalised. */
 export function checkAutomap(s: string): string {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(s);
-  if (!m || net.isIPv4(m[1]!) === false) fail(`automap ${JSON.stringify(s)} is not an IPv4 CIDR like 10.192.0.0/10`);
+  const m = /^([^/]*)\/(\d{1,2})$/.exec(s);
+  const addr = m ? parseIpv4Text(m[1]!) : null;
+  if (!m || !addr?.ok) fail(`automap ${JSON.stringify(s)} is not an IPv4 CIDR like 10.192.0.0/10`);
   const bits = Number(m[2]);
   if (bits < 1 || bits > 16) fail(`automap ${s}: the prefix must be /1 to /16 (tor needs at least 16 bits of virtual addresses)`);
-  const n = m[1]!.split('.').reduce((a, o) => (a << 8) | Number(o), 0) >>> 0;
-  const base = (n & (~0 << (32 - bits))) >>> 0;
-  if (base !== n) fail(`automap ${s}: host bits are set (the network is ${[24, 16, 8, 0].map((sh) => (base >>> sh) & 255).join('.')}/${bits})`);
+  const n = addr.value;
+  const base = (n & ipv4Mask(bits)) >>> 0;
+  if (base !== n) fail(`automap ${s}: host bits are set (the network is ${formatIpv4(base)}/${bits})`);
   return s;
 }
 

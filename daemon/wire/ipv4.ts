@@ -1,6 +1,7 @@
 /** IPv4 header (RFC 791): options are kept as an opaque view, the header checksum verified. */
 import { adjustChecksum, internetChecksum, onesSum } from './checksum.js';
 import { fail, ok, type Parsed } from './result.js';
+import { parseIpv4Text } from './ip-text.js';
 
 export const IPV4_MIN_HEADER_LEN = 20;
 export const IPV4_MAX_HEADER_LEN = 60;
@@ -180,23 +181,7 @@ export function ipv4DecrementTtl(buf: Buffer, off = 0): number {
   return ttl - 1;
 }
 
-// Address text.
+// Address text lives in ip-text.ts.
 
-export function ipv4ToString(addr: number): string {
-  return `${addr >>> 24}.${(addr >>> 16) & 0xff}.${(addr >>> 8) & 0xff}.${addr & 0xff}`;
-}
-
-const DOTTED_QUAD = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/;
-
-/** Strict dotted quad: four decimal octets, no leading zeros. */
-export function parseIpv4String(text: string): Parsed<number> {
-  const m = text.length <= 15 ? DOTTED_QUAD.exec(text) : null;
-  if (!m) return fail('ipv4', 'bad-value', `"${text.slice(0, 40)}" is not a dotted quad`);
-  let addr = 0;
-  for (let i = 1; i <= 4; i++) {
-    const octet = Number(m[i]);
-    if (octet > 255) return fail('ipv4', 'bad-value', `"${text}" has an octet > 255`);
-    addr = addr * 256 + octet;
-  }
-  return ok(addr);
-}
+/** @deprecated The text parser is `parseIpv4Text` in ip-text.ts; this alias is for importers not yet moved. */
+export const parseIpv4String = parseIpv4Text;

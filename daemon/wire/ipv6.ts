@@ -4,6 +4,7 @@
  * AH/ESP and No Next Header) ends the walk and is reported as the upper-layer protocol.
  */
 import { fail, ok, type Parsed } from './result.js';
+import { parseIpv6Text } from './ip-text.js';
 
 export const IPV6_HEADER_LEN = 40;
 export const IPV6_NH_HOP_BY_HOP = 0;
@@ -232,73 +233,7 @@ export function ipv6SolicitedNode(addr: Uint8Array, off = 0): Buffer {
   return b;
 }
 
-// Address text (RFC 4291 §2.2 in, RFC 5952 out).
+// Address text lives in ip-text.ts.
 
-/** Canonical text: lower case, longest run (>= 2) of zero groups as "::", first on ties. */
-export function ipv6ToString(addr: Uint8Array, off = 0): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push((addr[off + 2 * i]! << 8) | addr[off + 2 * i + 1]!);
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (g: number): string => g.toString(16);
-  if (bestLen < 2) return groups.map(hex).join(':');
-  const head = groups.slice(0, bestStart).map(hex).join(':');
-  const tail = groups.slice(bestStart + bestLen).map(hex).join(':');
-  return `${head}::${tail}`;
-}
-
-const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
-
-/** Parses textual IPv6 (with "::" and an optional dotted-quad tail); zone ids are rejected. */
-export function parseIpv6String(text: string): Parsed<Buffer> {
-  const bad = (why: string) => fail('ipv6', 'bad-value', `"${text.slice(0, 60)}": ${why}`);
-  if (text.length < 2 || text.length > 45) return bad('wrong length');
-  const halves = text.split('::');
-  if (halves.length > 2) return bad('more than one "::"');
-  const parseHalf = (s: string, allowV4Tail: boolean): number[] | undefined => {
-    if (s === '') return [];
-    const parts = s.split(':');
-    const out: number[] = [];
-    for (let i = 0; i < parts.length; i++) {
-      const p = parts[i]!;
-      if (allowV4Tail && i === parts.length - 1 && p.includes('.')) {
-        const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(p);
-        if (!m) return undefined;
-        const o = [m[1], m[2], m[3], m[4]].map(Number);
-        if (o.some((x) => x > 255)) return undefined;
-        out.push((o[0]! << 8) | o[1]!, (o[2]! << 8) | o[3]!);
-      } else {
-        if (!HEX_GROUP.test(p)) return undefined;
-        out.push(parseInt(p, 16));
-      }
-    }
-    return out;
-  };
-  const left = parseHalf(halves[0]!, halves.length === 1);
-  const right = halves.length === 2 ? parseHalf(halves[1]!, true) : [];
-  if (!left || !right) return bad('bad group');
-  let groups: number[];
-  if (halves.length === 2) {
-    if (left.length + right.length > 7) return bad('too many groups');
-    groups = [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-  } else {
-    if (left.length !== 8) return bad('not 8 groups');
-    groups = left;
-  }
-  const b = Buffer.alloc(16);
-  for (let i = 0; i < 8; i++) b.writeUInt16BE(groups[i]!, 2 * i);
-  return ok(b);
-}
+/** @deprecated The text parser is `parseIpv6Text` in ip-text.ts; this alias is for importers not yet moved. */
+export const parseIpv6String = parseIpv6Text;

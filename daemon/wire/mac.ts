@@ -77,6 +77,12 @@ export function isMacString(text: string): boolean {
   return parseMacString(text).ok;
 }
 
+/** The MAC `text` names, or null when it names none (for text checked before, or optional). */
+export function parseMacOrNull(text: string): Mac | null {
+  const r = parseMacString(text);
+  return r.ok ? r.value : null;
+}
+
 /** 6-byte Buffer copy of the address. */
 export function macToBuffer(mac: Mac): Buffer {
   const b = Buffer.allocUnsafe(6);

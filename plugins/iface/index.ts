@@ -6,10 +6,10 @@
  *
  * Veths and TAPs hand AF_PACKET sockets GSO super-frames and frames whose checksum is left to
  * "hardware". The socket is therefore opened with PACKET_VNET_HDR, so each read says what it
- * is, and daemon/offload/gso.ts turns such frames into plain, checksummed Ethernet frames.
+ * is, and daemon/wire/gso.ts turns such frames into plain, checksummed Ethernet frames.
  * Writes carry an all-zero virtio_net_hdr (prepended by the device): plain frames, no offload.
  */
-import { normalizeOffload } from '../../daemon/offload/gso.js';
+import { normalizeOffload } from '../../daemon/wire/gso.js';
 import { DevicePort, deviceLabel } from '../native/device-port.js';
 import { native, netnsPath } from '../native/index.js';
 import type { PortContext, PortDriver, PortSpec } from '../types.js';

@@ -14,6 +14,8 @@
  * runs afterwards (see device.cc).
  */
 import type { Logger } from 'pino';
+import { isMulticastMac, macToBuffer, parseMacString } from '../../daemon/wire/mac.js';
+import { VNET_HDR_LEN } from '../../daemon/wire/vnet.js';
 import { Counters } from '../common/counters.js';
 import type { FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
 import { MIN_FRAME } from '../types.js';
@@ -65,8 +67,6 @@ export class DeviceSwitchFib {
   }
 }
 
-/** sizeof(struct virtio_net_hdr). */
-export const VNET_HDR_LEN = 10;
 /** Largest GSO super-frame (without the vnet header) a TAP or AF_PACKET socket may carry. */
 export const GSO_MAX_FRAME = 65550;
 /** Smallest IPv4 header; anything shorter on an L3 port is a runt. */
@@ -407,12 +407,12 @@ export abstract class DevicePort implements Port {
   protected afterClose(_remove: boolean): void {}
 }
 
-/** "aa:bb:cc:dd:ee:ff" → 6 bytes, for a unicast address. */
-export function parseMac(mac: string): Buffer {
-  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new Error(`invalid MAC address ${JSON.stringify(mac)} (want aa:bb:cc:dd:ee:ff)`);
-  const b = Buffer.from(mac.split(':').map((h) => parseInt(h, 16)));
-  if ((b[0]! & 1) !== 0) throw new Error(`MAC address ${mac} is a multicast address; a device needs a unicast one`);
-  return b;
+/** MAC text (daemon/wire/mac.ts reads it) → 6 bytes, for a device's own, unicast, address. */
+export function deviceMacBytes(mac: string): Buffer {
+  const r = parseMacString(mac);
+  if (!r.ok) throw new Error(`invalid MAC address ${JSON.stringify(mac)} (want aa:bb:cc:dd:ee:ff)`);
+  if (isMulticastMac(r.value)) throw new Error(`MAC address ${mac} is a multicast address; a device needs a unicast one`);
+  return macToBuffer(r.value);
 }
 
 /** "name" or "name@netns" for people. */

@@ -8,7 +8,7 @@
  * With `vnetHdr`, every frame in both directions starts with a 10-byte virtio_net_hdr and the
  * kernel may hand us TSO super-frames and frames with partial checksums (TUNSETOFFLOAD).
  */
-import { parseMac } from '../native/device-port.js';
+import { deviceMacBytes } from '../native/device-port.js';
 import { netnsPath } from '../native/index.js';
 import { PersistentTunPort, openPersistentTun } from '../native/tun-port.js';
 import type { PortContext, PortDriver, PortSpec } from '../types.js';
@@ -26,7 +26,7 @@ export const tapDriver: PortDriver<Spec> = {
   kind: 'tap',
   async open(spec, ctx) {
     const netns = spec.netns !== undefined ? netnsPath(spec.netns) : undefined;
-    const mac = spec.mac !== undefined ? parseMac(spec.mac) : undefined;
+    const mac = spec.mac !== undefined ? deviceMacBytes(spec.mac) : undefined;
     const vnetHdr = spec.vnetHdr ?? false;
     return openPersistentTun(
       { name: spec.ifname, tap: true, vnetHdr, multiQueue: spec.multiQueue ?? false, netns },

@@ -18,13 +18,14 @@ import {
   type Dhcpv4Options,
 } from '../../daemon/wire/dhcpv4.js';
 import { encodeEthernet, ETHERTYPE_IPV4 } from '../../daemon/wire/ethernet.js';
-import { encodeIpv4, ipv4ToString, parseIpv4String } from '../../daemon/wire/ipv4.js';
+import { encodeIpv4 } from '../../daemon/wire/ipv4.js';
+import { formatIpv4, parseIpv4Text } from '../../daemon/wire/ip-text.js';
 import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
 import { encodeUdp } from '../../daemon/wire/udp.js';
 
 const GW_MAC = 0x0200_0000_00fe;
 const ip = (s: string): number => {
-  const r = parseIpv4String(s);
+  const r = parseIpv4Text(s);
   if (!r.ok) throw new Error(s);
   return r.value;
 };
@@ -120,7 +121,7 @@ describe('gateway DHCP server', () => {
     const s = new DhcpServer(net, { reservations: new Map([[mac, ip('192.168.0.10')]]) });
     const offer = decode(send(s, frameOf(WIRESHARK_DISCOVER, { mac }), 1000));
     expect(offer.msg.options.messageType).toBe(DHCPOFFER);
-    expect(ipv4ToString(offer.msg.yiaddr)).toBe('192.168.0.10');
+    expect(formatIpv4(offer.msg.yiaddr)).toBe('192.168.0.10');
     expect(offer.msg.xid).toBe(0x3d1d);
     expect(offer.msg.clientMac).toBe(mac);
     // No broadcast bit, no ciaddr: unicast to yiaddr at chaddr, from the server port to the client port.
@@ -144,7 +145,7 @@ describe('gateway DHCP server', () => {
     const ack = decode(send(s, frameOf(WIRESHARK_REQUEST, { mac }), 2000));
     expect(ack.msg.options.messageType).toBe(DHCPACK);
     expect(ack.msg.xid).toBe(0x3d1e);
-    expect(ipv4ToString(ack.msg.yiaddr)).toBe('192.168.0.10');
+    expect(formatIpv4(ack.msg.yiaddr)).toBe('192.168.0.10');
     expect(s.leaseFor(mac)).toMatchObject({ ip: ip('192.168.0.10'), state: 'bound', expiresAt: 2000 + 3600_000 });
   });
 
@@ -153,7 +154,7 @@ describe('gateway DHCP server', () => {
     const s = new DhcpServer(net);
     const mac = 0x5254_0012_3456;
     const offer = decode(send(s, frameOf(DHCLIENT_DISCOVER, { mac }), 0));
-    expect(ipv4ToString(offer.msg.yiaddr)).toBe('10.0.2.15');
+    expect(formatIpv4(offer.msg.yiaddr)).toBe('10.0.2.15');
     expect(offer.msg.xid).toBe(0x5c9a7b21);
     expect(offer.msg.options.domainName).toBe('qemu.mvnet');
     expect(offer.msg.options.interfaceMtu).toBe(1400);
@@ -165,7 +166,7 @@ describe('gateway DHCP server', () => {
     const offer = decode(send(s, msg(A, DHCPDISCOVER, {}, { broadcast: true }), 0));
     expect(offer).toMatchObject({ ethDst: MAC_BROADCAST, ipDst: 0xffffffff });
     expect(offer.msg.broadcast).toBe(true);
-    expect(ipv4ToString(offer.msg.yiaddr)).toBe('10.1.0.2');
+    expect(formatIpv4(offer.msg.yiaddr)).toBe('10.1.0.2');
     const ack = decode(send(s, msg(A, DHCPREQUEST, { serverId: ip('10.1.0.1'), requestedIp: offer.msg.yiaddr }, { broadcast: true }), 10));
     expect(ack).toMatchObject({ ethDst: MAC_BROADCAST, ipDst: 0xffffffff });
     expect(ack.msg.yiaddr).toBe(offer.msg.yiaddr);
@@ -234,7 +235,7 @@ describe('gateway DHCP server', () => {
     // /30: .0 network, .1 gateway, .2 the only pool address, .3 broadcast.
     const s = new DhcpServer(lan({ subnet: '10.1.0.0/30' }));
     const a = dora(s, A, 0);
-    expect(ipv4ToString(a)).toBe('10.1.0.2');
+    expect(formatIpv4(a)).toBe('10.1.0.2');
     expect(send(s, msg(B, DHCPDISCOVER), 1)).toBeNull();
     expect(s.stats.poolExhausted).toBe(1);
 
@@ -286,11 +287,11 @@ describe('gateway DHCP server', () => {
     expect(s.rejectedReservations).toEqual([0x5254_0000_00cc, 0x5254_0000_00dd]);
     // B asks for A's reserved address; it gets the next free one instead.
     const offerB = decode(send(s, msg(B, DHCPDISCOVER, { requestedIp: ip('10.1.0.2') }), 0));
-    expect(ipv4ToString(offerB.msg.yiaddr)).toBe('10.1.0.3');
+    expect(formatIpv4(offerB.msg.yiaddr)).toBe('10.1.0.3');
     expect(decode(send(s, msg(B, DHCPREQUEST, { requestedIp: ip('10.1.0.2') }), 0)).msg.options.messageType).toBe(DHCPNAK);
     // A asks for something else; it is offered its reservation, and NAKed for anything else.
     const offerA = decode(send(s, msg(A, DHCPDISCOVER, { requestedIp: ip('10.1.0.50') }), 0));
-    expect(ipv4ToString(offerA.msg.yiaddr)).toBe('10.1.0.2');
+    expect(formatIpv4(offerA.msg.yiaddr)).toBe('10.1.0.2');
     expect(decode(send(s, msg(A, DHCPREQUEST, { requestedIp: ip('10.1.0.50') }), 0)).msg.options.messageType).toBe(DHCPNAK);
     expect(dora(s, A, 1)).toBe(ip('10.1.0.2'));
   });
@@ -421,7 +422,7 @@ describe('gateway DHCP server', () => {
     const got: string[] = [];
     for (let i = 0; i < 8; i++) {
       const f = send(s, msg({ mac: 0x5254_0000_0100 + i }, DHCPDISCOVER), 0);
-      if (f) got.push(ipv4ToString(decode(f).msg.yiaddr));
+      if (f) got.push(formatIpv4(decode(f).msg.yiaddr));
     }
     expect(got).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3', '10.1.0.4', '10.1.0.5']);
   });

@@ -19,7 +19,8 @@ import {
 } from '../../daemon/wire/dns.js';
 import { encodeEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from '../../daemon/wire/ethernet.js';
 import { encodeIpv4 } from '../../daemon/wire/ipv4.js';
-import { encodeIpv6, parseIpv6String } from '../../daemon/wire/ipv6.js';
+import { encodeIpv6 } from '../../daemon/wire/ipv6.js';
+import { parseIpv6Text } from '../../daemon/wire/ip-text.js';
 import { encodeUdp } from '../../daemon/wire/udp.js';
 
 const GW_MAC = 0x5254_0000_00fe;
@@ -27,7 +28,7 @@ const MAC1 = 0x5254_0000_0001;
 const GW = 0x0a01_0001;
 const VM1 = 0x0a01_0002;
 const v6 = (s: string): Buffer => {
-  const r = parseIpv6String(s);
+  const r = parseIpv6Text(s);
   if (!r.ok) throw new Error(s);
   return r.value;
 };

@@ -6,7 +6,8 @@ import { encodeEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6, type EthernetFrame } fr
 import { encodeIcmpv4, type Icmpv4Init } from '../../daemon/wire/icmpv4.js';
 import { encodeIcmpv6, type Icmpv6Init } from '../../daemon/wire/icmpv6.js';
 import { encodeIpv4 } from '../../daemon/wire/ipv4.js';
-import { encodeIpv6, parseIpv6String } from '../../daemon/wire/ipv6.js';
+import { encodeIpv6 } from '../../daemon/wire/ipv6.js';
+import { parseIpv6Text } from '../../daemon/wire/ip-text.js';
 import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
 import { encodeUdp } from '../../daemon/wire/udp.js';
 
@@ -16,7 +17,7 @@ const GW = 0x0a01_0001;
 const VM1 = 0x0a01_0002;
 const net = makeGatewayNet({ name: 'lan', subnet: '10.1.0.0/24', gatewayIp: GW, gatewayMac: GW_MAC, ipv6: 'fd00:1::/64', mtu: 1500 });
 const v6 = (s: string): Buffer => {
-  const r = parseIpv6String(s);
+  const r = parseIpv6Text(s);
   if (!r.ok) throw new Error(s);
   return r.value;
 };

@@ -4,12 +4,13 @@ import { NdpService, NDP_OPT_DNSSL } from '../../daemon/gateway/ndp.js';
 import { makeGatewayNet } from '../../daemon/gateway/types.js';
 import { encodeEthernet, ETHERTYPE_IPV6 } from '../../daemon/wire/ethernet.js';
 import { encodeIcmpv6, findNdpOption, type Icmpv6Init, type Icmpv6Message } from '../../daemon/wire/icmpv6.js';
-import { encodeIpv6, ipv6MulticastMac, ipv6SolicitedNode, parseIpv6String, type Ipv6Packet } from '../../daemon/wire/ipv6.js';
+import { encodeIpv6, ipv6MulticastMac, ipv6SolicitedNode, type Ipv6Packet } from '../../daemon/wire/ipv6.js';
+import { parseIpv6Text } from '../../daemon/wire/ip-text.js';
 
 const GW_MAC = 0x5254_0000_00fe;
 const MAC1 = 0x5254_0000_0001;
 const v6 = (s: string): Buffer => {
-  const r = parseIpv6String(s);
+  const r = parseIpv6Text(s);
   if (!r.ok) throw new Error(s);
   return r.value;
 };

@@ -10,7 +10,8 @@ import { encodeEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from '.
 import { encodeIcmpv4 } from '../../daemon/wire/icmpv4.js';
 import { encodeIcmpv6 } from '../../daemon/wire/icmpv6.js';
 import { encodeIpv4 } from '../../daemon/wire/ipv4.js';
-import { encodeIpv6, ipv6SolicitedNode, ipv6ToString, parseIpv6String } from '../../daemon/wire/ipv6.js';
+import { encodeIpv6, ipv6SolicitedNode } from '../../daemon/wire/ipv6.js';
+import { formatIpv6, parseIpv6Text } from '../../daemon/wire/ip-text.js';
 import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
 import { encodeUdp } from '../../daemon/wire/udp.js';
 
@@ -23,9 +24,9 @@ describe('makeGatewayNet', () => {
   it('derives mask, broadcast, EUI-64 link-local and prefix::1, default domain and lease time', () => {
     const n = makeGatewayNet({ name: 'lan', subnet: '10.1.0.0/24', gatewayIp: '10.1.0.1', gatewayMac: GW_MAC, ipv6: 'fd00:1:2:3:ffff::/64' });
     expect(n).toMatchObject({ mask: 0xffffff00, broadcast: 0x0a01_00ff, gatewayIp: GW, mtu: 1500, domain: 'lan.mvnet', leaseTime: 3600 });
-    expect(ipv6ToString(n.ipv6!.linkLocal)).toBe('fe80::5054:ff:fe12:3456');
-    expect(ipv6ToString(n.ipv6!.prefix)).toBe('fd00:1:2:3::');
-    expect(ipv6ToString(n.ipv6!.global)).toBe('fd00:1:2:3::1');
+    expect(formatIpv6(n.ipv6!.linkLocal)).toBe('fe80::5054:ff:fe12:3456');
+    expect(formatIpv6(n.ipv6!.prefix)).toBe('fd00:1:2:3::');
+    expect(formatIpv6(n.ipv6!.global)).toBe('fd00:1:2:3::1');
     expect(isGatewayIpv6(n, n.ipv6!.global)).toBe(true);
     expect(isGatewayIpv6(n, eui64LinkLocal(MAC1))).toBe(false);
     expect(prefixMask(0)).toBe(0);
@@ -92,7 +93,7 @@ describe('GatewayServices', () => {
   it('answers NDP for the gateway and schedules RAs and lease expiry', () => {
     const g = make();
     const v6 = (s: string): Buffer => {
-      const r = parseIpv6String(s);
+      const r = parseIpv6Text(s);
       if (!r.ok) throw new Error(s);
       return r.value;
     };

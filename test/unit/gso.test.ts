@@ -1,17 +1,19 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MAX_GSO_SEGMENTS, normalizeOffload, prependVnetHdr, VNET_HDR_LEN } from '../../daemon/offload/gso.js';
+import { MAX_GSO_SEGMENTS, normalizeOffload } from '../../daemon/wire/gso.js';
 import {
   emitVnetHdr,
   parseVnetHdr,
+  prependVnetHdr,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN,
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_GSO_UDP,
+  VNET_HDR_LEN,
   type VirtioNetHdr,
-} from '../../daemon/offload/vnet.js';
+} from '../../daemon/wire/vnet.js';
 import { Ipv4Reassembler } from '../../daemon/wire/ipv4-reassembly.js';
 import { parseIpv4 } from '../../daemon/wire/ipv4.js';
 

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeEach } from 'vitest';
 import { Network } from '../../daemon/switch/network.js';
 import type { FrameHandler, Port, PortStats, PortStatus } from '../../plugins/types.js';
-import { writeMac } from '../../daemon/switch/mac.js';
+import { writeMac } from '../../daemon/wire/mac.js';
 
 /** An in-memory port: what the switch sends is recorded; `inject` plays the VM. */
 class MemPort implements Port {

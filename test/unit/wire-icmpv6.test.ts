@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { IpPseudo } from '../../daemon/wire/checksum.js';
 import { encodeIcmpv6, findNdpOption, parseIcmpv6, type Icmpv6Init, type NdpOptionInit } from '../../daemon/wire/icmpv6.js';
-import { parseIpv6String } from '../../daemon/wire/ipv6.js';
+import { parseIpv6Text } from '../../daemon/wire/ip-text.js';
 import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
 
 const bytes = (max: number) => fc.uint8Array({ maxLength: max }).map((b) => Buffer.from(b));
@@ -59,7 +59,7 @@ const message: fc.Arbitrary<Icmpv6Init> = fc.oneof(
 const pseudo: fc.Arbitrary<IpPseudo> = fc.record({ version: fc.constant(6 as const), src: addr, dst: addr });
 
 function ip6(text: string): Buffer {
-  const r = parseIpv6String(text);
+  const r = parseIpv6Text(text);
   if (!r.ok) throw new Error(text);
   return r.value;
 }

@@ -9,13 +9,12 @@ import {
   ipv4IsFragment,
   ipv4Protocol,
   ipv4Src,
-  ipv4ToString,
   ipv4TotalLen,
   ipv4Ttl,
   parseIpv4,
-  parseIpv4String,
   type Ipv4Fields,
 } from '../../daemon/wire/ipv4.js';
+import { formatIpv4, parseIpv4Text } from '../../daemon/wire/ip-text.js';
 import type { Parsed } from '../../daemon/wire/result.js';
 
 function typed(r: Parsed<unknown>): void {
@@ -61,7 +60,7 @@ describe('ipv4', () => {
       checksum: 0xb861,
     });
     expect(r.value.payload.length).toBe(0x73 - 20);
-    expect(ipv4ToString(r.value.dst)).toBe('192.168.0.199');
+    expect(formatIpv4(r.value.dst)).toBe('192.168.0.199');
   });
 
   it('emit then parse gives the same value', () => {
@@ -161,14 +160,14 @@ describe('ipv4', () => {
   });
 
   it('address text', () => {
-    expect(parseIpv4String('10.0.2.15')).toEqual({ ok: true, value: 0x0a00020f });
-    expect(parseIpv4String('255.255.255.255')).toEqual({ ok: true, value: 0xffffffff });
+    expect(parseIpv4Text('10.0.2.15')).toEqual({ ok: true, value: 0x0a00020f });
+    expect(parseIpv4Text('255.255.255.255')).toEqual({ ok: true, value: 0xffffffff });
     for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '01.2.3.4', '1.2.3.4 ', 'a.b.c.d', '1..2.3']) {
-      expect(parseIpv4String(bad).ok).toBe(false);
+      expect(parseIpv4Text(bad).ok).toBe(false);
     }
     fc.assert(
       fc.property(fc.nat(0xffffffff), (a) => {
-        expect(parseIpv4String(ipv4ToString(a))).toEqual({ ok: true, value: a });
+        expect(parseIpv4Text(formatIpv4(a))).toEqual({ ok: true, value: a });
       }),
     );
   });

@@ -9,11 +9,10 @@ import {
   ipv6NextHeader,
   ipv6PayloadLen,
   ipv6SolicitedNode,
-  ipv6ToString,
   parseIpv6,
-  parseIpv6String,
   type Ipv6ExtensionInit,
 } from '../../daemon/wire/ipv6.js';
+import { formatIpv6, parseIpv6Text } from '../../daemon/wire/ip-text.js';
 import type { Parsed } from '../../daemon/wire/result.js';
 
 function typed(r: Parsed<unknown>): void {
@@ -34,8 +33,8 @@ const upper = fc.constantFrom(6, 17, 58, 59, 50, 51);
 
 describe('ipv6', () => {
   it('parses a known ICMPv6 echo with a hop-by-hop header', () => {
-    const src = parseIpv6String('fe80::1');
-    const dst = parseIpv6String('ff02::1');
+    const src = parseIpv6Text('fe80::1');
+    const dst = parseIpv6Text('ff02::1');
     if (!src.ok || !dst.ok) throw new Error('address');
     const pkt = encodeIpv6({
       trafficClass: 0,
@@ -53,7 +52,7 @@ describe('ipv6', () => {
     expect(r.ok).toBe(true);
     if (!r.ok) return;
     expect(r.value).toMatchObject({ nextHeader: 0, protocol: 58, upperOffset: 48, payloadLength: 16, flowLabel: 0x12345 });
-    expect(ipv6ToString(r.value.src)).toBe('fe80::1');
+    expect(formatIpv6(r.value.src)).toBe('fe80::1');
     expect([ipv6NextHeader(pkt), ipv6PayloadLen(pkt), ipv6HopLimit(pkt)]).toEqual([0, 16, 1]);
     expect(ipv6DecrementHopLimit(pkt)).toBe(0);
     expect(ipv6DecrementHopLimit(pkt)).toBe(0);
@@ -159,12 +158,12 @@ describe('ipv6', () => {
       ['1:2:3:4:5:6:7::', '1:2:3:4:5:6:7:0'],
     ];
     for (const [input, canon] of cases) {
-      const r = parseIpv6String(input);
+      const r = parseIpv6Text(input);
       expect(r.ok).toBe(true);
-      if (r.ok) expect(ipv6ToString(r.value)).toBe(canon);
+      if (r.ok) expect(formatIpv6(r.value)).toBe(canon);
     }
     for (const bad of ['', ':', ':::', '1::2::3', '1:2:3:4:5:6:7:8:9', '12345::', 'g::', '::1%eth0', '1:2:3:4:5:6:7', '::256.1.1.1', '1.2.3.4']) {
-      expect(parseIpv6String(bad).ok).toBe(false);
+      expect(parseIpv6Text(bad).ok).toBe(false);
     }
     fc.assert(
       fc.property(
@@ -172,26 +171,26 @@ describe('ipv6', () => {
         (groups) => {
           const b = Buffer.alloc(16);
           groups.forEach((g, i) => b.writeUInt16BE(g, i * 2));
-          const text = ipv6ToString(b);
+          const text = formatIpv6(b);
           // The WHATWG URL serializer implements the same canonical form.
           expect(`[${text}]`).toBe(new URL(`http://[${groups.map((g) => g.toString(16)).join(':')}]/`).hostname);
-          expect(parseIpv6String(text)).toEqual({ ok: true, value: b });
+          expect(parseIpv6Text(text)).toEqual({ ok: true, value: b });
         },
       ),
     );
     fc.assert(
       fc.property(fc.string({ maxLength: 45 }), (s) => {
-        const r = parseIpv6String(s);
+        const r = parseIpv6Text(s);
         if (!r.ok) expect(r.error.protocol).toBe('ipv6');
       }),
     );
   });
 
   it('multicast helpers', () => {
-    const a = parseIpv6String('2001:db8::aabb:ccdd');
+    const a = parseIpv6Text('2001:db8::aabb:ccdd');
     if (!a.ok) throw new Error('address');
     const sn = ipv6SolicitedNode(a.value);
-    expect(ipv6ToString(sn)).toBe('ff02::1:ffbb:ccdd');
+    expect(formatIpv6(sn)).toBe('ff02::1:ffbb:ccdd');
     expect(ipv6MulticastMac(sn)).toBe(0x3333_ffbb_ccdd);
   });
 });

@@ -31,7 +31,7 @@
  * unparseable or fragmented IP/TCP/UDP headers, a segment that would not fit in an IPv4 total
  * length, or more than MAX_GSO_SEGMENTS segments.
  */
-import { finishChecksum, internetChecksum, onesSum, pseudoHeaderSumV4At, pseudoHeaderSumV6At } from '../wire/checksum.js';
+import { finishChecksum, internetChecksum, onesSum, pseudoHeaderSumV4At, pseudoHeaderSumV6At } from './checksum.js';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN,
@@ -41,8 +41,6 @@ import {
   VIRTIO_NET_HDR_GSO_UDP,
   VNET_HDR_LEN,
 } from './vnet.js';
-
-export { VNET_HDR_LEN, prependVnetHdr } from './vnet.js';
 
 /** A guard against a tiny gso_size turning one frame into tens of thousands of allocations. */
 export const MAX_GSO_SEGMENTS = 2048;

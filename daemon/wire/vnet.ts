@@ -3,7 +3,7 @@
  * TAP devices with IFF_VNET_HDR and AF_PACKET with PACKET_VNET_HDR put before each frame.
  * Fields are little-endian, as Linux uses them on little-endian hosts (and for virtio 1.0).
  */
-import { fail, ok, type Parsed } from '../wire/result.js';
+import { fail, ok, type Parsed } from './result.js';
 
 export const VNET_HDR_LEN = 10;
 
