@@ -88,6 +88,14 @@ export function usesTor(route: CompiledRoute): boolean {
   return r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined);
 }
 
+/**
+ * `direct.hostLoopback`: the gateway address stands for the host's loopback, for a direct route
+ * only and within its allow-list ("only those destinations"; no list: every port).
+ */
+function hostLoopback(route: CompiledRoute, place: PlaceView, dst: IpAddr, port: number): boolean {
+  return place.hostLoopback && route.route.kind === 'direct' && route.allows(dst, port);
+}
+
 function torStream(vm: string, tor: TorView, dst: IpAddr, place: PlaceView): Verdict {
   if (!tor.configured) return refuse('tor-not-configured', 'reset');
   if (!tor.ready) return refuse('tor-not-ready', 'reset');
@@ -125,32 +133,28 @@ export function decide(vm: string, route: CompiledRoute, tor: TorView, place: Pl
       const { dst, port } = flow;
       if (place.isGateway(dst)) {
         if (port === 53) return { kind: 'local', service: 'dns' };
-        if (place.hostLoopback && r.kind === 'direct') return { kind: 'local', service: 'host-loopback' };
+        if (hostLoopback(route, place, dst, port)) return { kind: 'local', service: 'host-loopback' };
         return refuse('gateway-port-closed', 'reset');
       }
+      // The mvnet gateway drops a via VM's outside traffic, whatever its destination (as ping).
+      if (r.kind === 'via') return { kind: 'via', vm: r.vm };
       if (torTcpPort(route, port)) return torStream(vm, tor, dst, place);
       if (place.forbidden(dst)) return refuse('forbidden-destination', 'prohibited');
-      if (r.kind === 'via') return { kind: 'via', vm: r.vm };
       if (r.kind !== 'direct') return refuse('route-none', 'prohibited');
       return route.allows(dst, port) ? { kind: 'direct' } : refuse('not-allowed', 'prohibited');
     }
     case 'udp': {
       const { dst, port } = flow;
       if (place.isGateway(dst)) {
-        if (place.hostLoopback && r.kind === 'direct') return { kind: 'local', service: 'host-loopback' };
+        if (hostLoopback(route, place, dst, port)) return { kind: 'local', service: 'host-loopback' };
         return closedGateway;
       }
+      // via: the mvnet gateway drops it; all-tor: UDP is dropped (and counted), never answered.
+      if (r.kind === 'via') return { kind: 'via', vm: r.vm };
+      if (r.kind === 'tor') return { kind: 'drop', reason: 'not-through-tor' };
       if (place.forbidden(dst)) return refuse('forbidden-destination', 'prohibited');
-      switch (r.kind) {
-        case 'direct':
-          return route.allows(dst, port) ? { kind: 'direct' } : refuse('not-allowed', 'prohibited');
-        case 'via':
-          return { kind: 'via', vm: r.vm };
-        case 'tor':
-          return { kind: 'drop', reason: 'not-through-tor' };
-        case 'none':
-          return refuse('route-none', 'prohibited');
-      }
+      if (r.kind === 'none') return refuse('route-none', 'prohibited');
+      return route.allows(dst, port) ? { kind: 'direct' } : refuse('not-allowed', 'prohibited');
     }
   }
 }
