@@ -11,7 +11,7 @@ import { resetFor, type CloseReason, type Segment } from './tcp/index.js';
 import { TcpFlow, type FlowOwner } from './tcp-flow.js';
 import { TimerWheel, type Timed } from './timers.js';
 import { flowKey, type FlowAddr, type IpAddr } from './addr.js';
-import { tcpFrame, udpFrame, type L2 } from '../gateway/frames.js';
+import { tcpFrame, udpFrames, type L2 } from '../gateway/frames.js';
 import type { DatagramChannel, TcpDecision, UdpDecision } from './upstream.js';
 
 export interface EndpointVm {
@@ -42,6 +42,8 @@ export interface EndpointOptions {
   prohibited(vm: EndpointVm, packet: Buffer, v: 4 | 6, reason: 'admin' | 'unreachable'): void;
   mss4: number;
   mss6: number;
+  /** The network's MTU: UDP datagrams to a VM larger than this are fragmented. */
+  mtu: number;
   /** A VM hit a per-VM table limit (for a rate-limited log line). */
   onLimit?(vm: EndpointVm, table: 'tcp' | 'udp', limit: number): void;
   limits?: Partial<EndpointLimits>;
@@ -249,7 +251,7 @@ export class Endpoint implements FlowOwner {
       const f = new UdpFlow(vm, key, addr, d.upstream.tag, (x) => this.closeUdp(x));
       f.channel = d.upstream.open(
         (payload) => {
-          this.opts.send(udpFrame(vm.l2, addr.remoteIp, addr.remotePort, addr.vmIp, addr.vmPort, payload));
+          for (const f of udpFrames(vm.l2, addr.remoteIp, addr.remotePort, addr.vmIp, addr.vmPort, payload, this.opts.mtu)) this.opts.send(f);
           this.wheel.schedule(f, this.now() + this.limits.udpIdleMs);
         },
         () => this.closeUdp(f),

@@ -1,8 +1,8 @@
 /**
  * The one builder of every frame the gateway and the endpoint send to VMs, each emitted into one
- * Buffer with the wire codecs: one IPv4 identification counter and one DF policy (DF set: we
- * never send a packet larger than the network's MTU, and RFC 6864 atomic datagrams need no
- * unique ID). Frames shorter than the Ethernet minimum (60 bytes without FCS) are zero-padded;
+ * Buffer with the wire codecs: one IPv4 identification counter and one DF policy (DF set on
+ * every packet that fits the network's MTU; a UDP datagram that does not, e.g. a large answer
+ * from an outside resolver, is fragmented as a host would: `udpFrames`). Frames shorter than the Ethernet minimum (60 bytes without FCS) are zero-padded;
  * the IP length fields say where the packet ends.
  */
 import { emitArp, ARP_LEN, type ArpPacket } from '../wire/arp.js';
@@ -11,7 +11,7 @@ import { emitIcmpv4, icmpv4Length, type Icmpv4Init } from '../wire/icmpv4.js';
 import { emitIcmpv6, icmpv6Length, type Icmpv6Init } from '../wire/icmpv6.js';
 import { emitIpv4Header, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN } from '../wire/ipv4.js';
 import type { IpPseudo } from '../wire/checksum.js';
-import { emitIpv6Header, IPV6_HEADER_LEN, IPV6_NH_ICMPV6 } from '../wire/ipv6.js';
+import { emitIpv6Header, IPV6_HEADER_LEN, IPV6_NH_FRAGMENT, IPV6_NH_ICMPV6 } from '../wire/ipv6.js';
 import type { Mac } from '../wire/mac.js';
 import { emitUdpHeader, finishUdpChecksum, UDP_HEADER_LEN } from '../wire/udp.js';
 import { emitTcpHeader, finishTcpChecksum, tcpOptionsLength, type TcpOptions } from '../wire/tcp.js';
@@ -59,10 +59,21 @@ export interface Ipv4Addresses extends L2Addresses {
   readonly ttl?: number | undefined;
 }
 
-function ipv4Header(a: Ipv4Addresses, protocol: number, payloadLength: number, buf: Buffer): void {
+function ipv4Header(a: Ipv4Addresses, protocol: number, payloadLength: number, buf: Buffer, frag?: { id: number; offset: number; more: boolean }): void {
   emitEthernetHeader({ src: a.srcMac, dst: a.dstMac, etherType: ETHERTYPE_IPV4 }, buf, 0);
   emitIpv4Header(
-    { dscp: 0, ecn: 0, id: nextIpv4Id(), dontFragment: true, moreFragments: false, fragmentOffset: 0, ttl: a.ttl ?? DEFAULT_TTL, protocol, src: a.src, dst: a.dst },
+    {
+      dscp: 0,
+      ecn: 0,
+      id: frag?.id ?? nextIpv4Id(),
+      dontFragment: frag === undefined,
+      moreFragments: frag?.more ?? false,
+      fragmentOffset: frag?.offset ?? 0,
+      ttl: a.ttl ?? DEFAULT_TTL,
+      protocol,
+      src: a.src,
+      dst: a.dst,
+    },
     payloadLength,
     buf,
     ETH_HEADER_LEN,
@@ -165,4 +176,57 @@ export function udpFrame(l2: L2, src: IpAddr, srcPort: number, dst: IpAddr, dstP
   buf.set(payload, off + UDP_HEADER_LEN);
   finishUdpChecksum(buf, off, ulen, pseudo);
   return buf;
+}
+
+/**
+ * A UDP datagram to the VM as frames no larger than `mtu` (the IP packet size): one frame when
+ * it fits, else IPv4 fragments (RFC 791) or IPv6 Fragment headers (RFC 8200 §4.5). The checksum
+ * covers the whole datagram, computed once before it is cut.
+ */
+export function udpFrames(l2: L2, src: IpAddr, srcPort: number, dst: IpAddr, dstPort: number, payload: Uint8Array, mtu: number): Buffer[] {
+  const ihl = src.v === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN;
+  if (ihl + UDP_HEADER_LEN + payload.length <= mtu) return [udpFrame(l2, src, srcPort, dst, dstPort, payload)];
+  const whole = udpFrame(l2, src, srcPort, dst, dstPort, payload);
+  const datagram = whole.subarray(ETH_HEADER_LEN + ihl);
+  const out: Buffer[] = [];
+  if (src.v === 4 && dst.v === 4) {
+    const a = { srcMac: l2.gwMac, dstMac: l2.vmMac, src: src.n, dst: dst.n };
+    const step = (mtu - IPV4_MIN_HEADER_LEN) & ~7;
+    const id = nextIpv4Id();
+    for (let off = 0; off < datagram.length; off += step) {
+      const part = datagram.subarray(off, Math.min(off + step, datagram.length));
+      const buf = allocFilled(ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN + part.length);
+      ipv4Header(a, IPPROTO_UDP, part.length, buf, { id, offset: off, more: off + part.length < datagram.length });
+      part.copy(buf, ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN);
+      out.push(buf);
+    }
+    return out;
+  }
+  if (src.v === 6 && dst.v === 6) {
+    const a = { srcMac: l2.gwMac, dstMac: l2.vmMac, src: src.b, dst: dst.b };
+    const step = (mtu - IPV6_HEADER_LEN - FRAGMENT_HEADER_LEN) & ~7;
+    const id = nextIpv6FragmentId();
+    for (let off = 0; off < datagram.length; off += step) {
+      const part = datagram.subarray(off, Math.min(off + step, datagram.length));
+      const hdr = ETH_HEADER_LEN + IPV6_HEADER_LEN;
+      const buf = allocFilled(hdr + FRAGMENT_HEADER_LEN + part.length);
+      ipv6Header(a, IPV6_NH_FRAGMENT, FRAGMENT_HEADER_LEN + part.length, buf);
+      buf[hdr] = IPPROTO_UDP;
+      buf[hdr + 1] = 0;
+      buf.writeUInt16BE(off | (off + part.length < datagram.length ? 1 : 0), hdr + 2);
+      buf.writeUInt32BE(id, hdr + 4);
+      part.copy(buf, hdr + FRAGMENT_HEADER_LEN);
+      out.push(buf);
+    }
+    return out;
+  }
+  throw new RangeError('mixed IP versions');
+}
+
+const FRAGMENT_HEADER_LEN = 8;
+let ipv6FragmentId = Math.floor(Math.random() * 0x1_0000_0000);
+
+function nextIpv6FragmentId(): number {
+  ipv6FragmentId = (ipv6FragmentId + 1) >>> 0;
+  return ipv6FragmentId;
 }

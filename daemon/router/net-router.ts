@@ -97,7 +97,10 @@ export interface RouterCounters {
   icmpDropped: number;
   /** IPv4 datagrams put back together from fragments. */
   reassembled: number;
-  /** Fragments dropped: overlapping, oversize, over the per-VM memory bound, or IPv6 fragments. */
+  /**
+   * Fragments dropped: overlapping, oversize, over the per-VM memory bound, or IPv6 fragments;
+   * and incomplete datagrams given up (evicted by the per-VM bound, or timed out), one each.
+   */
   fragDropped: number;
 }
 
@@ -122,6 +125,8 @@ export class NetRouter implements GatewayHandler {
   readonly zone: LocalZone;
   readonly counters: RouterCounters = { torRefused: 0, torDropped: 0, spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0, reassembled: 0, fragDropped: 0 };
   private readonly vms = new Map<string, VmState>();
+  /** Static addresses of attached VMs (`vm attach --ip`), also of those not heard from yet. */
+  private readonly statics = new Map<string, number>();
   private readonly pingBuckets = new Map<string, TokenBucket>();
   private readonly limitLogged = new Map<string, number>();
   private readonly out: Buffer[] = [];
@@ -202,6 +207,7 @@ export class NetRouter implements GatewayHandler {
       },
       mss4: spec.mtu - 40,
       mss6: spec.mtu - 60,
+      mtu: spec.mtu,
       limits: d.limits,
     });
     this.schedule();
@@ -236,13 +242,17 @@ export class NetRouter implements GatewayHandler {
 
   vmAttached(name: string, staticIp: number | null): void {
     this.vms.delete(name);
-    if (staticIp !== null) this.zone.setHost(name, { ipv4: staticIp });
+    if (staticIp !== null) {
+      this.statics.set(name, staticIp);
+      this.zone.setHost(name, { ipv4: staticIp });
+    } else this.statics.delete(name);
   }
 
   vmDetached(name: string, mac: number | null): void {
     this.endpoint.dropVm(name);
     this.pingBuckets.delete(name);
     this.vms.delete(name);
+    this.statics.delete(name);
     this.zone.deleteHost(name);
     if (mac !== null) this.services.dhcp.forget(mac);
   }
@@ -359,7 +369,11 @@ export class NetRouter implements GatewayHandler {
    */
   private reassemble(f: Buffer, ip: Parameters<Ipv4Reassembler['push']>[0], from: Member, s: VmState, now: number): void {
     s.reassembler ??= new Ipv4Reassembler(REASSEMBLY_LIMITS);
+    // Datagrams given up to make room (the per-VM bound) or timed out are drops too.
+    const st = s.reassembler.stats;
+    const given = st.evicted + st.timedOut;
     const r = s.reassembler.push(ip, this.mono());
+    this.counters.fragDropped += st.evicted + st.timedOut - given;
     if (r.status === 'dropped') this.counters.fragDropped++;
     if (r.status !== 'complete') return;
     this.counters.reassembled++;
@@ -410,6 +424,10 @@ export class NetRouter implements GatewayHandler {
     // No static address and no lease: accept the first plausible source, then hold to it.
     if (!inSubnet(src, this.gnet.subnet) || src === this.gnet.gatewayIp || src === this.gnet.broadcast || src === this.gnet.subnet.network) return false;
     for (const [name, other] of this.vms) if (name !== vm.name && other.learned4 === src) return false;
+    // Nor another VM's static address or DHCP lease (or offer), whether or not it has spoken yet.
+    for (const [name, ip] of this.statics) if (name !== vm.name && ip === src) return false;
+    const now = this.wall();
+    for (const l of this.services.dhcp.leases()) if (l.ip === src && l.mac !== vm.mac && l.state !== 'expired' && l.expiresAt > now) return false;
     s.learned4 = src;
     return true;
   }

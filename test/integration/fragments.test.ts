@@ -9,10 +9,9 @@
  *
  * Both show up in the network's router counters (`reassembled`) in `mvnet net list --json`.
  *
- * Known bug, kept as an expected failure (`it.fails`) until the daemon is fixed: a UDP reply
- * larger than the network's MTU (the server echoing the 4000 bytes) never reaches the VM. The
- * endpoint builds one 4042-byte frame (gateway/frames.ts sets DF and does not fragment) and the
- * VM's TAP port refuses to send it (its drop counter `oversize` grows).
+ * The other way too: a UDP reply larger than the network's MTU (the server echoing the 4000
+ * bytes) is fragmented by the endpoint (gateway/frames.ts udpFrames) and reassembled by the VM's
+ * kernel.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -244,9 +243,8 @@ describe('router: IPv4 fragments from a VM are reassembled', () => {
     expect((await counters()).reassembled).toBe(before.reassembled + 1);
   });
 
-  // Expected to fail until the daemon fragments (or otherwise delivers) UDP replies larger than
-  // the network MTU: today the 4042-byte echo frame is dropped by the VM's port as `oversize`.
-  it.fails('KNOWN BUG: the 4000-byte echo comes back to the VM', () => {
+  // Before udpFrames, the 4042-byte echo frame was dropped by the VM's port as `oversize`.
+  it('the 4000-byte echo comes back to the VM, fragmented to the MTU', () => {
     expect(echoed, 'the previous test did not run').toBeDefined();
     expect(echoed!.reply).toMatchObject({ ok: true, bytes: 4000, sha256: sha256(echoed!.sent) });
   });
