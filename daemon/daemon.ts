@@ -7,7 +7,7 @@ import { Address4 } from 'ip-address';
 import type { Logger } from 'pino';
 import type { Port, PortSpec, PortStats, PortStatus } from '../plugins/types.js';
 import { driverFor } from '../plugins/registry.js';
-import { Network, type Member, type NetworkStats } from './switch/network.js';
+import { Network, type Member } from './switch/network.js';
 import { L3Adapter } from './switch/l3-adapter.js';
 import { derivedMac } from './switch/mac.js';
 import { macToString, parseMacOrNull as parseMacString } from './wire/mac.js';
@@ -25,7 +25,8 @@ import { PingEgress } from './egress/ping.js';
 import type { Duplex } from 'node:stream';
 import { TorManager } from './tor/manager.js';
 import { TorService, type TorState } from './tor/service.js';
-import { Forwards, checkForwardSpec, type ForwardInfo, type ForwardSpec } from './forwards.js';
+import { Forwards, checkForwardSpec } from './forwards.js';
+import type { ForwardInfo, ForwardSpec, NetInfo, RouteInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -41,31 +42,6 @@ interface VmEntry {
   error: string | null;
   retry: NodeJS.Timeout | null;
   retryMs: number;
-}
-
-export interface VmInfo {
-  name: string;
-  net: string;
-  mac: string | null;
-  /** Static address, DHCP lease, or the address it was seen using. */
-  ip: string | null;
-  route: string;
-  /** Open flows and per-VM limit/refusal counters of the endpoint. */
-  flows: { tcp: number; udp: number; tcpLimit: number; udpLimit: number; tcpRefused: number; udpDropped: number } | null;
-  port: PortSpec & { state: PortStatus['state']; detail: string; stats: PortStats };
-}
-
-export interface RouteInfo {
-  vm: string;
-  attached: boolean;
-  route: Route;
-  description: string;
-}
-
-export interface NetInfo extends NetworkSpec {
-  vms: string[];
-  stats: NetworkStats;
-  router: Record<string, number>;
 }
 
 const RESTORE_RETRY_MAX_MS = 30_000;

@@ -8,19 +8,7 @@ import type { Logger } from 'pino';
 import { UserError } from './errors.js';
 import { asObject, checkName } from './validate.js';
 import { parseHostPort } from './config.js';
-
-export interface ForwardSpec {
-  vm: string;
-  host: string;
-  port: number;
-  guestPort: number;
-}
-
-export interface ForwardInfo extends ForwardSpec {
-  listening: boolean;
-  connections: number;
-  failures: number;
-}
+import type { ForwardInfo, ForwardSpec } from './control/api.js';
 
 interface Entry {
   spec: ForwardSpec;

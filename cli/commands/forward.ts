@@ -2,18 +2,9 @@ import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { parseIntArg } from './net.js';
+import type { ForwardInfo, ForwardSpec } from '../../daemon/control/api.js';
 
-interface ForwardView {
-  vm: string;
-  host: string;
-  port: number;
-  guestPort: number;
-  listening?: boolean;
-  connections?: number;
-  failures?: number;
-}
-
-const hostPort = (f: ForwardView): string => (f.host.includes(':') ? `[${f.host}]:${f.port}` : `${f.host}:${f.port}`);
+const hostPort = (f: ForwardSpec): string => (f.host.includes(':') ? `[${f.host}]:${f.port}` : `${f.host}:${f.port}`);
 
 export function forwardCommand(ctx: Ctx): Command {
   const fwd = new Command('forward').description('port forwards from a host address into a VM');
@@ -23,14 +14,14 @@ export function forwardCommand(ctx: Ctx): Command {
     .requiredOption('--host <addr:port>', 'host listener, e.g. 127.0.0.1:8080')
     .requiredOption('--guest <port>', "the VM's port", parseIntArg('--guest', 1, 65535))
     .action(async (vm: string, o: { host: string; guest: number }) => {
-      const f = await ctx.call<ForwardView>('forward.add', { vm, host: o.host, guestPort: o.guest });
+      const f = await ctx.call<ForwardInfo>('forward.add', { vm, host: o.host, guestPort: o.guest });
       print(ctx.json(), f, () => `forwarding ${hostPort(f)} to ${f.vm}:${f.guestPort}`);
     });
   fwd
     .command('list')
     .description('list port forwards')
     .action(async () => {
-      const fs = await ctx.call<ForwardView[]>('forward.list');
+      const fs = await ctx.call<ForwardInfo[]>('forward.list');
       print(ctx.json(), fs, () =>
         fs.length === 0
           ? 'no forwards'
@@ -45,7 +36,7 @@ export function forwardCommand(ctx: Ctx): Command {
     .description('remove a port forward')
     .requiredOption('--host <addr:port>', 'the host listener to remove')
     .action(async (vm: string, o: { host: string }) => {
-      const f = await ctx.call<ForwardView>('forward.remove', { vm, host: o.host });
+      const f = await ctx.call<ForwardSpec>('forward.remove', { vm, host: o.host });
       print(ctx.json(), f, () => `removed forward ${hostPort(f)} to ${f.vm}:${f.guestPort}`);
     });
   return fwd;

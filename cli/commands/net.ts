@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table, drops } from '../output.js';
-import type { NetView } from '../types.js';
+import type { NetDeleteResult, NetInfo } from '../../daemon/control/api.js';
 
 export function parseIntArg(what: string, min: number, max: number) {
   return (v: string): number => {
@@ -22,14 +22,14 @@ export function netCommand(ctx: Ctx): Command {
     .option('--ipv6 <prefix>', 'IPv6 prefix, e.g. fd00:10::/64')
     .option('--mtu <n>', 'MTU (576-65520, default 1500)', parseIntArg('--mtu', 576, 65520))
     .action(async (name: string, o: { subnet: string; gateway?: string; ipv6?: string; mtu?: number }) => {
-      const n = await ctx.call<NetView>('net.create', { name, ...o });
+      const n = await ctx.call<NetInfo>('net.create', { name, ...o });
       print(ctx.json(), n, () => `created network ${n.name}: ${n.subnet} gateway ${n.gateway}${n.ipv6 ? ` ipv6 ${n.ipv6}` : ''} mtu ${n.mtu}`);
     });
   net
     .command('list')
     .description('list networks')
     .action(async () => {
-      const nets = await ctx.call<NetView[]>('net.list');
+      const nets = await ctx.call<NetInfo[]>('net.list');
       print(ctx.json(), nets, () =>
         nets.length === 0
           ? 'no networks'
@@ -44,7 +44,7 @@ export function netCommand(ctx: Ctx): Command {
     .description('delete a network (refuses while VMs are attached unless --force)')
     .option('--force', 'detach its VMs first')
     .action(async (name: string, o: { force?: boolean }) => {
-      const r = await ctx.call<{ deleted: string; detached: string[] }>('net.delete', { name, force: o.force === true });
+      const r = await ctx.call<NetDeleteResult>('net.delete', { name, force: o.force === true });
       print(ctx.json(), r, () => `deleted network ${r.deleted}${r.detached.length > 0 ? ` (detached ${r.detached.join(', ')})` : ''}`);
     });
   return net;

@@ -2,13 +2,7 @@ import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { CliError } from '../client.js';
-
-interface RouteView {
-  vm: string;
-  attached: boolean;
-  route: { kind: string };
-  description: string;
-}
+import type { RouteInfo } from '../../daemon/control/api.js';
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
@@ -39,10 +33,10 @@ export function routeCommand(ctx: Ctx): Command {
       const tp = torPorts !== undefined ? { torPorts } : {};
       if (kinds === 0) {
         // --tor-ports alone: those ports through Tor, the rest by the VM's current route.
-        const [cur] = await ctx.call<RouteView[]>('route.show', { vm }).catch(() => [{ route: { kind: 'none' } } as RouteView]);
+        const [cur] = await ctx.call<RouteInfo[]>('route.show', { vm }).catch(() => [{ route: { kind: 'none' } } as RouteInfo]);
         const base = cur!.route as { kind: string; allow?: unknown };
         if (base.kind !== 'none' && base.kind !== 'direct') throw new CliError(`--tor-ports goes with --none or --direct; ${vm}'s route is ${base.kind}`);
-        const res = await ctx.call<RouteView>('route.set', { vm, route: { ...base, torPorts } });
+        const res = await ctx.call<RouteInfo>('route.set', { vm, route: { ...base, torPorts } });
         print(ctx.json(), res, () => `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`);
         return;
       }
@@ -53,14 +47,14 @@ export function routeCommand(ctx: Ctx): Command {
           : o.direct
             ? { kind: 'direct', ...(o.allow ? { allow: o.allow } : {}), ...tp }
             : { kind: 'none', ...tp };
-      const res = await ctx.call<RouteView>('route.set', { vm, route: r });
+      const res = await ctx.call<RouteInfo>('route.set', { vm, route: r });
       print(ctx.json(), res, () => `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`);
     });
   route
     .command('show [vm]')
     .description('show routes (every VM, or one)')
     .action(async (vm: string | undefined) => {
-      const rs = await ctx.call<RouteView[]>('route.show', vm !== undefined ? { vm } : {});
+      const rs = await ctx.call<RouteInfo[]>('route.show', vm !== undefined ? { vm } : {});
       print(ctx.json(), rs, () => (rs.length === 0 ? 'no VMs' : table(['VM', 'ROUTE', 'ATTACHED'], rs.map((r) => [r.vm, r.description, r.attached ? 'yes' : 'no']))));
     });
   return route;

@@ -1,12 +1,12 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table, drops } from '../output.js';
-import type { StatusView } from '../types.js';
+import type { StatusInfo } from '../../daemon/control/api.js';
 import { describePort } from './vm.js';
 
 export function statusCommand(ctx: Ctx): Command {
   return new Command('status').description('daemon, networks and ports with counters').action(async () => {
-    const s = await ctx.call<StatusView>('daemon.status');
+    const s = await ctx.call<StatusInfo>('daemon.status');
     print(ctx.json(), s, () => {
       const lines = [`mvnet ${s.daemon.version}, pid ${s.daemon.pid}, up ${s.daemon.uptimeSec}s, socket ${s.daemon.socket}, state ${s.daemon.stateDir}`, ''];
       lines.push(

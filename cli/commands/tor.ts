@@ -3,27 +3,16 @@ import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
-
-interface TorStatusView {
-  mode: string;
-  phase: string;
-  progress: number;
-  summary: string;
-  version?: string;
-  lastError?: string;
-  restarts: number;
-  circuits: number | null;
-  vms: string[];
-  published: number;
-  aliases: number;
-}
-
-interface OnionView {
-  address: string;
-  source: string;
-  detail: string;
-  at?: string;
-}
+import type {
+  OnionAliasInfo,
+  OnionAliasRemoved,
+  OnionDiscovery,
+  OnionEndpoint,
+  OnionExposeInfo,
+  OnionUnexposeResult,
+  TorNewnymResult,
+  TorStatus,
+} from '../../daemon/control/api.js';
 
 export function torCommand(ctx: Ctx): Command {
   const tor = new Command('tor').description('the Tor that Tor-routed VMs use');
@@ -31,7 +20,7 @@ export function torCommand(ctx: Ctx): Command {
     .command('status')
     .description('bootstrap, version, circuits, and which VMs use Tor')
     .action(async () => {
-      const s = await ctx.call<TorStatusView>('tor.status');
+      const s = await ctx.call<TorStatus>('tor.status');
       print(ctx.json(), s, () =>
         [
           `Tor (${s.mode})${s.version ? ` ${s.version}` : ''}: ${s.phase}, bootstrap ${s.progress}%${s.summary ? ` (${s.summary})` : ''}`,
@@ -47,7 +36,7 @@ export function torCommand(ctx: Ctx): Command {
     .option('--all', 'every Tor-routed VM (and SIGNAL NEWNYM)')
     .action(async (vm: string | undefined, o: { all?: boolean }) => {
       if ((vm === undefined) === (o.all !== true)) throw new CliError('give a VM or --all');
-      const r = await ctx.call<{ vms: string[] }>('tor.newnym', o.all ? { all: true } : { vm });
+      const r = await ctx.call<TorNewnymResult>('tor.newnym', o.all ? { all: true } : { vm });
       print(ctx.json(), r, () => (r.vms.length > 0 ? `new circuits for ${r.vms.join(', ')}` : 'no Tor-routed VMs'));
     });
   return tor;
@@ -55,34 +44,34 @@ export function torCommand(ctx: Ctx): Command {
 
 export function onionCommand(ctx: Ctx): Command {
   const onion = new Command('onion').description('onion endpoints: discover, name, publish');
-  const show = (list: OnionView[]): string =>
+  const show = (list: OnionEndpoint[]): string =>
     list.length === 0 ? 'no onion endpoints' : table(['ADDRESS', 'SOURCE', 'DETAIL', 'WHEN'], list.map((e) => [e.address, e.source, e.detail, e.at ?? '-']));
   onion
     .command('list')
     .description("onion endpoints available: Tor's services, HiddenServiceDirs, named, published, resolved by VMs")
     .action(async () => {
-      const list = await ctx.call<OnionView[]>('onion.list');
+      const list = await ctx.call<OnionEndpoint[]>('onion.list');
       print(ctx.json(), list, () => show(list));
     });
   onion
     .command('discover')
     .description('refresh every source now and report what changed')
     .action(async () => {
-      const r = await ctx.call<{ added: OnionView[]; removed: OnionView[]; total: number }>('onion.discover');
+      const r = await ctx.call<OnionDiscovery>('onion.discover');
       print(ctx.json(), r, () => [`${r.total} endpoints; ${r.added.length} new, ${r.removed.length} gone`, ...(r.added.length ? ['new:', show(r.added)] : []), ...(r.removed.length ? ['gone:', show(r.removed)] : [])].join('\n'));
     });
   onion
     .command('add <name> <address>')
     .description('name an onion: Tor-routed VMs reach it as NAME.onion.mvnet')
     .action(async (name: string, address: string) => {
-      const r = await ctx.call<{ name: string; address: string; resolvesAs: string }>('onion.add', { name, address });
+      const r = await ctx.call<OnionAliasInfo>('onion.add', { name, address });
       print(ctx.json(), r, () => `${r.resolvesAs} -> ${r.address}`);
     });
   onion
     .command('remove <name>')
     .description('forget a named onion')
     .action(async (name: string) => {
-      const r = await ctx.call<{ name: string }>('onion.remove', { name });
+      const r = await ctx.call<OnionAliasRemoved>('onion.remove', { name });
       print(ctx.json(), r, () => `removed ${r.name}`);
     });
   onion
@@ -92,14 +81,14 @@ export function onionCommand(ctx: Ctx): Command {
     .option('--persist', 'keep the key in the state so the address survives restarts')
     .action(async (vm: string, port: string, o: { onionPort?: number; persist?: boolean }) => {
       const p = parseIntArg('port', 1, 65535)(port);
-      const r = await ctx.call<{ address: string; onionPort: number }>('onion.expose', { vm, port: p, ...(o.onionPort !== undefined ? { onionPort: o.onionPort } : {}), persist: o.persist === true });
+      const r = await ctx.call<OnionExposeInfo>('onion.expose', { vm, port: p, ...(o.onionPort !== undefined ? { onionPort: o.onionPort } : {}), persist: o.persist === true });
       print(ctx.json(), r, () => `${vm}:${p} is published as ${r.address}:${r.onionPort}`);
     });
   onion
     .command('unexpose <vm> [port]')
     .description("stop publishing the VM's onion service(s)")
     .action(async (vm: string, port: string | undefined) => {
-      const r = await ctx.call<{ removed: string[] }>('onion.unexpose', { vm, ...(port !== undefined ? { port: parseIntArg('port', 1, 65535)(port) } : {}) });
+      const r = await ctx.call<OnionUnexposeResult>('onion.unexpose', { vm, ...(port !== undefined ? { port: parseIntArg('port', 1, 65535)(port) } : {}) });
       print(ctx.json(), r, () => `removed ${r.removed.join(', ')}`);
     });
   return onion;

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
-import type { VmView } from '../types.js';
+import type { VmDetachResult, VmInfo } from '../../daemon/control/api.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
 
@@ -61,9 +61,10 @@ function portParams(o: AttachOpts): Record<string, unknown> {
   }
 }
 
-export function describePort(p: VmView['port']): string {
-  const where = p.ifname ?? p.path ?? (p.fd !== undefined ? `fd ${p.fd}` : `${p.rx}:${p.tx}`);
-  return `${p.kind} ${where}${p.netns !== undefined ? ` (netns ${p.netns})` : ''}`;
+export function describePort(p: VmInfo['port']): string {
+  const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.fd !== undefined ? `fd ${p.fd}` : `${p.rx}:${p.tx}`;
+  const netns = 'netns' in p ? p.netns : undefined;
+  return `${p.kind} ${where}${netns !== undefined ? ` (netns ${netns})` : ''}`;
 }
 
 export function vmCommand(ctx: Ctx): Command {
@@ -89,19 +90,19 @@ export function vmCommand(ctx: Ctx): Command {
       const params: Record<string, unknown> = { name, net: o.net, port: portParams(o) };
       if (o.mac !== undefined) params.mac = o.mac;
       if (o.ip !== undefined) params.ip = o.ip;
-      const v = await ctx.call<VmView>('vm.attach', params);
+      const v = await ctx.call<VmInfo>('vm.attach', params);
       print(ctx.json(), v, () => `attached ${v.name} to ${v.net} by ${describePort(v.port)}: ${v.port.state} (${v.port.detail})`);
     });
   vm.command('detach <vm>')
     .description('detach a VM (removes devices and sockets mvnet created for it)')
     .action(async (name: string) => {
-      const r = await ctx.call<{ detached: string }>('vm.detach', { name });
+      const r = await ctx.call<VmDetachResult>('vm.detach', { name });
       print(ctx.json(), r, () => `detached ${r.detached}`);
     });
   vm.command('list')
     .description('list attached VMs')
     .action(async () => {
-      const vms = await ctx.call<VmView[]>('vm.list');
+      const vms = await ctx.call<VmInfo[]>('vm.list');
       print(ctx.json(), vms, () =>
         vms.length === 0
           ? 'no VMs attached'

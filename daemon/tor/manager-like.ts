@@ -1,12 +1,13 @@
 /** What TorService needs of the Tor manager (embedded or external). */
 import type { TorControl } from './control.js';
+import type { TorState } from './manager.js';
 import type { SocksEndpoint } from './socks-endpoint.js';
 
 export interface TorManagerLike {
   isReady(): boolean;
   socks(): SocksEndpoint | null;
   control(): TorControl | null;
-  state(): object;
+  state(): TorState;
   on(event: 'ready' | 'down', listener: () => void): unknown;
   stop(): Promise<void>;
 }

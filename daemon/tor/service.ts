@@ -14,9 +14,10 @@ import { Isolation } from './isolation.js';
 import { TorResolver } from './resolver.js';
 import type { SocksEndpoint } from './socks-endpoint.js';
 import type { TorConfig } from './config.js';
-import type { TorAccess } from '../router/net-router.js';
+import type { TorAccess } from './access.js';
 import { ONION_ID_RE } from './control.js';
 import type { TorManagerLike } from './manager-like.js';
+import type { TorState as TorManagerState } from './manager.js';
 
 const ONION_NAME_RE = /^[a-z2-7]{56}\.onion$/;
 const ALIAS_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -44,6 +45,54 @@ export interface OnionEndpoint {
   /** Alias name, HiddenServiceDir path, publishing VM, or resolving VM. */
   detail: string;
   at?: string;
+}
+
+// Answers of the control API's tor.* and onion.* methods (daemon/control/api.ts re-exports them).
+
+/** `tor.status`: the manager's state, circuits built, and what mvnet uses Tor for. */
+export interface TorStatus extends TorManagerState {
+  circuits: number | null;
+  vms: string[];
+  published: number;
+  aliases: number;
+}
+
+/** `tor.newnym`: the VMs that get new circuits. */
+export interface TorNewnymResult {
+  vms: string[];
+}
+
+/** `onion.add`. */
+export interface OnionAliasInfo {
+  name: string;
+  address: string;
+  resolvesAs: string;
+}
+
+/** `onion.remove`. */
+export interface OnionAliasRemoved {
+  name: string;
+}
+
+/** `onion.expose`. */
+export interface OnionExposeInfo {
+  vm: string;
+  port: number;
+  onionPort: number;
+  address: string;
+  persist: boolean;
+}
+
+/** `onion.unexpose`: the onion addresses no longer published. */
+export interface OnionUnexposeResult {
+  removed: string[];
+}
+
+/** `onion.discover`: what changed since the last discovery. */
+export interface OnionDiscovery {
+  added: OnionEndpoint[];
+  removed: OnionEndpoint[];
+  total: number;
 }
 
 export interface TorServiceDeps {
@@ -121,7 +170,7 @@ export class TorService {
     };
   }
 
-  async status(): Promise<Record<string, unknown>> {
+  async status(): Promise<TorStatus> {
     const st = this.d.manager.state();
     let circuits: number | null = null;
     const c = this.d.manager.control();
@@ -136,7 +185,7 @@ export class TorService {
     return { ...st, circuits, vms: this.d.torVms(), published: this.published.size, aliases: this.aliases.size };
   }
 
-  newnym(vm: string | null, all: boolean): { vms: string[] } {
+  newnym(vm: string | null, all: boolean): TorNewnymResult {
     const vms = all ? this.d.torVms() : vm !== null ? [vm] : [];
     for (const v of vms) this.isolation.newnym(v);
     if (all) {
@@ -148,7 +197,7 @@ export class TorService {
 
   // --- named endpoints --------------------------------------------------------------------
 
-  addAlias(name: unknown, address: unknown): { name: string; address: string; resolvesAs: string } {
+  addAlias(name: unknown, address: unknown): OnionAliasInfo {
     if (typeof name !== 'string' || !ALIAS_RE.test(name)) throw new UserError(`invalid onion name ${JSON.stringify(name)}: one DNS label (a-z, 0-9, '-')`);
     const a = typeof address === 'string' ? address.toLowerCase() : '';
     if (!ONION_NAME_RE.test(a)) throw new UserError(`invalid onion address ${JSON.stringify(address)}: expected 56 base32 characters followed by .onion`);
@@ -157,7 +206,7 @@ export class TorService {
     return { name, address: a, resolvesAs: `${name}.onion.mvnet` };
   }
 
-  removeAlias(name: unknown): { name: string } {
+  removeAlias(name: unknown): OnionAliasRemoved {
     if (typeof name !== 'string' || !this.aliases.delete(name)) throw new UserError(`no onion named ${JSON.stringify(name)}`);
     this.d.save();
     return { name };
@@ -191,7 +240,7 @@ export class TorService {
     p.server = server;
   }
 
-  async expose(vm: string, port: number, onionPort: number, persist: boolean): Promise<{ vm: string; port: number; onionPort: number; address: string; persist: boolean }> {
+  async expose(vm: string, port: number, onionPort: number, persist: boolean): Promise<OnionExposeInfo> {
     const c = this.d.manager.control();
     if (c === null || !this.d.manager.isReady()) throw new UserError('Tor is not ready; see mvnet tor status');
     for (const p of this.published.values()) {
@@ -215,7 +264,7 @@ export class TorService {
     return { vm, port, onionPort, address: `${res.serviceId}.onion`, persist };
   }
 
-  async unexpose(vm: string, port: number | undefined): Promise<{ removed: string[] }> {
+  async unexpose(vm: string, port: number | undefined): Promise<OnionUnexposeResult> {
     const removed: string[] = [];
     for (const [id, p] of [...this.published]) {
       if (p.vm !== vm || (port !== undefined && p.port !== port)) continue;
@@ -288,7 +337,7 @@ export class TorService {
     return [...(await this.collect()).values()];
   }
 
-  async discover(): Promise<{ added: OnionEndpoint[]; removed: OnionEndpoint[]; total: number }> {
+  async discover(): Promise<OnionDiscovery> {
     const now = await this.collect();
     const added = [...now].filter(([k]) => !this.lastDiscovery.has(k)).map(([, v]) => v);
     const removed = [...this.lastDiscovery].filter(([k]) => !now.has(k)).map(([, v]) => v);

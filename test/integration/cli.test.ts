@@ -5,7 +5,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_JS, REPO_ROOT, runCli, startDaemon, type CliResult, type Daemon, type NetworkStatusJson, type VmStatusJson } from '../support/daemon.js';
+import { CLI_JS, REPO_ROOT, runCli, startDaemon, type CliResult, type Daemon } from '../support/daemon.js';
+import type { NetDeleteResult, NetInfo, VmInfo } from '../../daemon/control/api.js';
 import { randomMac } from '../support/frames.js';
 import { cleanupAll, createNetns, makeTempDir, run, type Netns } from '../support/netns.js';
 
@@ -33,7 +34,7 @@ describe('mvnet CLI', () => {
 
   describe('net', () => {
     it('creates a network with defaults (--json)', async () => {
-      const n = await d.cliJson<NetworkStatusJson>(['net', 'create', 'A', '--subnet', '10.77.6.0/24']);
+      const n = await d.cliJson<NetInfo>(['net', 'create', 'A', '--subnet', '10.77.6.0/24']);
       expect(n).toMatchObject({ name: 'A', subnet: '10.77.6.0/24', gateway: '10.77.6.1', mtu: 1500 });
       expect(n.ipv6 ?? undefined).toBeUndefined();
     });
@@ -41,7 +42,7 @@ describe('mvnet CLI', () => {
     it('creates a network with every option (text)', async () => {
       const out = await d.cliOk(['net', 'create', 'B', '--subnet', '10.77.7.0/24', '--gateway', '10.77.7.254', '--ipv6', 'fd00:77::/64', '--mtu', '9000']);
       expect(out).toContain('B');
-      const list = await d.cliJson<NetworkStatusJson[]>(['net', 'list']);
+      const list = await d.cliJson<NetInfo[]>(['net', 'list']);
       expect(list.find((n) => n.name === 'B')).toMatchObject({
         subnet: '10.77.7.0/24',
         gateway: '10.77.7.254',
@@ -52,7 +53,7 @@ describe('mvnet CLI', () => {
     });
 
     it('lists networks (text and --json)', async () => {
-      const list = await d.cliJson<NetworkStatusJson[]>(['net', 'list']);
+      const list = await d.cliJson<NetInfo[]>(['net', 'list']);
       expect(list.map((n) => n.name).sort()).toEqual(['A', 'B']);
       for (const n of list) expect(n.stats).toMatchObject({ forwarded: 0, flooded: 0 });
       const text = await d.cliOk(['net', 'list']);
@@ -64,7 +65,7 @@ describe('mvnet CLI', () => {
     it('normalises a subnet given with host bits, or refuses it', async () => {
       const r = await d.cli(['--json', 'net', 'create', 'H', '--subnet', '10.77.10.5/24']);
       if (r.code === 0) {
-        expect((JSON.parse(r.stdout) as NetworkStatusJson).subnet).toBe('10.77.10.0/24');
+        expect((JSON.parse(r.stdout) as NetInfo).subnet).toBe('10.77.10.0/24');
         await d.cliOk(['net', 'delete', 'H']);
       } else {
         failed(r);
@@ -83,7 +84,7 @@ describe('mvnet CLI', () => {
     ] as const) {
       it(`refuses ${what}`, async () => {
         failed(await d.cli(['net', 'create', 'X', ...args]));
-        const list = await d.cliJson<NetworkStatusJson[]>(['net', 'list']);
+        const list = await d.cliJson<NetInfo[]>(['net', 'list']);
         expect(list.map((n) => n.name)).not.toContain('X');
       });
     }
@@ -102,7 +103,7 @@ describe('mvnet CLI', () => {
     const mac = randomMac();
 
     it('attaches a socket VM with --mac and --ip (--json)', async () => {
-      const v = await d.cliJson<VmStatusJson>([
+      const v = await d.cliJson<VmInfo>([
         'vm', 'attach', 'v1', '--net', 'A', '--unix-listen', join(dir, 'v1.sock'), '--mac', mac, '--ip', '10.77.6.5',
       ]);
       expect(v).toMatchObject({ name: 'v1', net: 'A', mac, ip: '10.77.6.5' });
@@ -118,7 +119,7 @@ describe('mvnet CLI', () => {
     });
 
     it('lists VMs (text and --json)', async () => {
-      const vms = await d.cliJson<VmStatusJson[]>(['vm', 'list']);
+      const vms = await d.cliJson<VmInfo[]>(['vm', 'list']);
       expect(vms.map((v) => v.name).sort()).toEqual(['v1', 'v2']);
       expect(vms.find((v) => v.name === 'v2')?.port.kind).toBe('tap');
       const text = await d.cliOk(['vm', 'list']);
@@ -141,7 +142,7 @@ describe('mvnet CLI', () => {
       failed(await d.cli(['vm', 'attach', 'v9', '--net', 'A', '--unix', join(dir, 'a.sock'), '--unix-listen', join(dir, 'b.sock')]));
       failed(await d.cli(['vm', 'attach', 'v9', '--net', 'A', '--unix-listen', join(dir, 'v9.sock'), '--mac', 'zz:00:00:00:00:01']));
       failed(await d.cli(['vm', 'attach', 'v9', '--net', 'A', '--unix-listen', join(dir, 'v9.sock'), '--mac', mac]));
-      const vms = await d.cliJson<VmStatusJson[]>(['vm', 'list']);
+      const vms = await d.cliJson<VmInfo[]>(['vm', 'list']);
       expect(vms.map((v) => v.name)).not.toContain('v9');
     });
 
@@ -182,7 +183,7 @@ describe('mvnet CLI', () => {
     });
 
     it('detaches and deletes with --force (--json)', async () => {
-      const r = await d.cliJson<{ deleted: string; detached: string[] }>(['net', 'delete', 'A', '--force']);
+      const r = await d.cliJson<NetDeleteResult>(['net', 'delete', 'A', '--force']);
       expect(r.deleted).toBe('A');
       expect([...r.detached].sort()).toEqual(['v1', 'v2']);
       const s = await d.status();
@@ -215,11 +216,11 @@ describe('mvnet CLI', () => {
         ['kiface', 'iface', ['--iface', 'kveth0', '--netns', ns.name]],
       ];
       for (const [vm, kind, args] of kinds) {
-        const v = await d.cliJson<VmStatusJson>(['vm', 'attach', vm, '--net', 'K', ...args]);
+        const v = await d.cliJson<VmInfo>(['vm', 'attach', vm, '--net', 'K', ...args]);
         expect(v.port.kind, vm).toBe(kind);
         expect(['up', 'waiting'], `${vm}: ${v.port.state} ${v.port.detail}`).toContain(v.port.state);
       }
-      const listed = await d.cliJson<VmStatusJson[]>(['vm', 'list']);
+      const listed = await d.cliJson<VmInfo[]>(['vm', 'list']);
       expect(listed.map((v) => v.name).sort()).toEqual(kinds.map(([vm]) => vm).sort());
       expect((await d.network('K')).vms.sort()).toEqual(kinds.map(([vm]) => vm).sort());
       // A port that needs a peer says so; a device port is up.

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll, type ManagedProcess } from '../support/netns.js';
 import { sh, startTopology, type StackVm, type Topology } from '../support/stack-topology.js';
+import type { ForwardInfo } from '../../daemon/control/api.js';
 
 afterAll(cleanupAll);
 
@@ -15,14 +16,6 @@ const HOST_PORT = 18080;
 const GUEST_PORT = 8080;
 const VM_IP = '10.215.0.20';
 
-interface ForwardJson {
-  vm: string;
-  host: string;
-  port: number;
-  guestPort: number;
-  listening?: boolean;
-  connections?: number;
-}
 
 describe('stack: port forward into a VM', () => {
   let t: Topology;
@@ -68,7 +61,7 @@ describe('stack: port forward into a VM', () => {
   }, 120_000);
 
   it('forward list shows it', async () => {
-    const list = JSON.parse(await t.daemon.cliOk(['--json', 'forward', 'list'])) as ForwardJson[];
+    const list = JSON.parse(await t.daemon.cliOk(['--json', 'forward', 'list'])) as ForwardInfo[];
     expect(list).toHaveLength(1);
     expect(list[0]).toMatchObject({ vm: 'w', host: '127.0.0.1', port: HOST_PORT, guestPort: GUEST_PORT });
   });
@@ -78,7 +71,7 @@ describe('stack: port forward into a VM', () => {
     expect(r.code, r.stderr).toBe(0);
     const after = await sh(t.router, `curl -q --noproxy '*' -sS --max-time 5 http://127.0.0.1:${HOST_PORT}/hello`);
     expect(after.code).toBe(7); // connection refused: nothing listens any more
-    const list = JSON.parse(await t.daemon.cliOk(['--json', 'forward', 'list'])) as ForwardJson[];
+    const list = JSON.parse(await t.daemon.cliOk(['--json', 'forward', 'list'])) as ForwardInfo[];
     expect(list).toEqual([]);
   });
 });

@@ -9,7 +9,8 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDaemon, type Daemon, type StatusJson } from '../support/daemon.js';
+import { startDaemon, type Daemon } from '../support/daemon.js';
+import type { StatusInfo } from '../../daemon/control/api.js';
 import { parseL4, randomMac, TCP_SYN } from '../support/frames.js';
 import { cleanupAll, makeTempDir } from '../support/netns.js';
 import { actAsHost, QemuStreamServer } from '../support/qemu-peer.js';
@@ -17,7 +18,7 @@ import { attachTapVm, tcpConnectAttempt, tcpSend, tcpSink, udpSend, type TapVm }
 
 const MB10 = 10 * 1024 * 1024;
 
-function txOf(s: StatusJson, vm: string): number {
+function txOf(s: StatusInfo, vm: string): number {
   const v = s.vms.find((x) => x.name === vm);
   if (!v) throw new Error(`no VM ${vm} in status`);
   return v.port.stats.txFrames;

@@ -13,58 +13,12 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, run, spawnProcess, type ExitInfo, type ManagedProcess, type Netns } from './netns.js';
+import type { NetInfo, StatusInfo, VmInfo } from '../../daemon/control/api.js';
 
 /** Repository root (this file is test/support/daemon.ts). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The compiled CLI entry point. */
 export const CLI_JS = join(REPO_ROOT, 'dist', 'cli', 'main.js');
-
-// ---------------------------------------------------------------------------------------------
-// `mvnet status --json` (the contract)
-
-export type DropCounts = Record<string, number>;
-
-export interface PortStatsJson {
-  rxFrames: number;
-  rxBytes: number;
-  txFrames: number;
-  txBytes: number;
-  drops: DropCounts;
-}
-
-export interface VmStatusJson {
-  name: string;
-  net: string;
-  mac?: string | null;
-  ip?: string | null;
-  port: {
-    kind: string;
-    /** Device or socket for people (the contract's field); the CLI also shows ifname/path/netns. */
-    name?: string;
-    ifname?: string;
-    path?: string;
-    netns?: string;
-    state: 'up' | 'waiting' | 'down';
-    detail: string;
-    stats: PortStatsJson;
-  };
-}
-
-export interface NetworkStatusJson {
-  name: string;
-  subnet: string;
-  gateway: string;
-  ipv6?: string;
-  mtu: number;
-  vms: string[];
-  stats: { forwarded: number; flooded: number; toGateway?: number; drops: DropCounts };
-}
-
-export interface StatusJson {
-  daemon: { pid: number; version: string; socket: string; stateDir: string; uptimeSec: number };
-  networks: NetworkStatusJson[];
-  vms: VmStatusJson[];
-}
 
 /** One parsed log line. Non-JSON stdout lines are kept as `{ msg, raw: true }`. */
 export interface LogLine {
@@ -211,12 +165,12 @@ export class Daemon {
   }
 
   /** `mvnet status --json`. */
-  status(): Promise<StatusJson> {
-    return this.cliJson<StatusJson>(['status']);
+  status(): Promise<StatusInfo> {
+    return this.cliJson<StatusInfo>(['status']);
   }
 
   /** One VM's entry in `status --json` (throws when absent). */
-  async vm(name: string): Promise<VmStatusJson> {
+  async vm(name: string): Promise<VmInfo> {
     const s = await this.status();
     const vm = s.vms.find((v) => v.name === name);
     if (!vm) throw new Error(`VM ${name} not in status: ${JSON.stringify(s.vms.map((v) => v.name))}`);
@@ -224,7 +178,7 @@ export class Daemon {
   }
 
   /** One network's entry in `status --json` (throws when absent). */
-  async network(name: string): Promise<NetworkStatusJson> {
+  async network(name: string): Promise<NetInfo> {
     const s = await this.status();
     const n = s.networks.find((x) => x.name === name);
     if (!n) throw new Error(`network ${name} not in status`);
@@ -265,6 +219,6 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
 }
 
 /** Sum of a drop counter map for one reason (0 when absent). */
-export function drops(d: DropCounts | undefined, reason: string): number {
+export function drops(d: Readonly<Record<string, number | undefined>> | undefined, reason: string): number {
   return d?.[reason] ?? 0;
 }

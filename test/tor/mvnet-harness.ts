@@ -31,6 +31,7 @@ import { writePrograms, type ProgramPaths } from '../support/stack-programs.js';
 import { TorControl, type ControlEvent } from '../support/tor-control.js';
 import { privateTor } from './context.js';
 import type { PrivateTorHandle, RouterLink } from './private-network.js';
+import type { OnionEndpoint, TorStatus } from '../../daemon/control/api.js';
 
 /** The daemon's resolver for direct routes: TEST-NET-1, exists nowhere (sink or no route). */
 export const DIRECT_DNS_UPSTREAM = '192.0.2.53';
@@ -41,29 +42,6 @@ export const SINK_ROUTER_IP6 = 'fd00:5e::1';
 export const SINK_IP6 = 'fd00:5e::2';
 
 export type TorMode = 'embedded' | 'external';
-
-/** `mvnet tor status --json`. */
-export interface TorStatus {
-  mode: TorMode;
-  phase: 'starting' | 'bootstrapping' | 'ready' | 'down';
-  progress: number;
-  summary: string;
-  version?: string;
-  lastError?: string;
-  restarts: number;
-  circuits: number | null;
-  vms: string[];
-  published: number;
-  aliases: number;
-}
-
-/** One entry of `mvnet onion list --json`. */
-export interface OnionEntry {
-  address: string;
-  source: 'tor' | 'hidden-service-dir' | 'alias' | 'published' | 'resolved';
-  detail: string;
-  at?: string;
-}
 
 export interface DhcpLease {
   event: string;
@@ -252,8 +230,8 @@ export class TorRouter {
     };
   }
 
-  onionList(): Promise<OnionEntry[]> {
-    return this.cliJson<OnionEntry[]>(['onion', 'list']);
+  onionList(): Promise<OnionEndpoint[]> {
+    return this.cliJson<OnionEndpoint[]>(['onion', 'list']);
   }
 
   /** Polls `tor status` (no event to await across the CLI) until `pred`; quotes the last status. */

@@ -20,20 +20,13 @@ import { cleanupAll, waitFor } from '../support/netns.js';
 import { TorControl } from '../support/tor-control.js';
 import { SocksError, httpGetViaSocks } from '../support/tor-socks.js';
 import { privateTor } from './context.js';
-import { TorRouter, type OnionEntry, type TorVm } from './mvnet-harness.js';
+import { TorRouter, type TorVm } from './mvnet-harness.js';
+import type { OnionDiscovery, OnionEndpoint, OnionExposeInfo, OnionUnexposeResult } from '../../daemon/control/api.js';
 
 const tor = privateTor();
 const HELLO = 'hello from vmx behind an onion';
 
 afterAll(cleanupAll);
-
-interface Exposed {
-  vm: string;
-  port: number;
-  onionPort: number;
-  address: string;
-  persist: boolean;
-}
 
 let attempt = 0;
 
@@ -97,8 +90,8 @@ describe('onion services published for a VM, and onion discovery', () => {
   let r: TorRouter;
   let vmx: TorVm;
   let hs: HsDescWatch;
-  let plain: Exposed;
-  let persisted: Exposed;
+  let plain: OnionExposeInfo;
+  let persisted: OnionExposeInfo;
 
   beforeAll(async () => {
     r = await TorRouter.create({ prefix: 'ton', mode: 'embedded', tor: { hiddenServiceDirs: [tor.client.dataDir] } });
@@ -119,7 +112,7 @@ describe('onion services published for a VM, and onion discovery', () => {
   afterAll(() => hs?.close());
 
   it("onion expose vmx 80: the private network's client reaches the VM's server by the new onion", async () => {
-    plain = await r.cliJson<Exposed>(['onion', 'expose', 'vmx', '80']);
+    plain = await r.cliJson<OnionExposeInfo>(['onion', 'expose', 'vmx', '80']);
     expect(plain).toMatchObject({ vm: 'vmx', port: 80, onionPort: 80, persist: false });
     expect(plain.address).toMatch(/^[a-z2-7]{56}\.onion$/);
     await hs.uploaded(plain.address);
@@ -128,7 +121,7 @@ describe('onion services published for a VM, and onion discovery', () => {
     console.log(`[onion] ${plain.address} answered through the private client in ${Date.now() - t0} ms (${got.attempts} attempts) ${got.errors.join('; ')}`);
     expect(got.body).toBe(`${HELLO}\n`);
     // Exposing the same again is idempotent.
-    expect(await r.cliJson<Exposed>(['onion', 'expose', 'vmx', '80'])).toMatchObject({ address: plain.address });
+    expect(await r.cliJson<OnionExposeInfo>(['onion', 'expose', 'vmx', '80'])).toMatchObject({ address: plain.address });
   }, 90_000);
 
   it('onion list --json shows hidden-service-dir, alias, published, tor and resolved entries', async () => {
@@ -138,7 +131,7 @@ describe('onion services published for a VM, and onion discovery', () => {
     expect(g.code, g.stderr).toBe(0);
     const list = await r.onionList();
     const msg = JSON.stringify(list, null, 1);
-    const find = (source: OnionEntry['source'], address: string): OnionEntry | undefined => list.find((e) => e.source === source && e.address === address);
+    const find = (source: OnionEndpoint['source'], address: string): OnionEndpoint | undefined => list.find((e) => e.source === source && e.address === address);
     expect(find('hidden-service-dir', tor.onion.hostname)?.detail, msg).toBe(join(tor.client.dataDir, 'hs'));
     expect(find('alias', tor.onion.hostname)?.detail, msg).toBe('fixture.onion.mvnet');
     expect(find('published', plain.address)?.detail, msg).toMatch(/^vmx:80/);
@@ -147,14 +140,14 @@ describe('onion services published for a VM, and onion discovery', () => {
     expect(resolved?.detail, msg).toBe('vmx');
     expect(Date.parse(resolved!.at!)).toBeGreaterThan(Date.now() - 120_000);
     // discover: a first call reports everything as new, a second one nothing.
-    const d1 = await r.cliJson<{ added: OnionEntry[]; removed: OnionEntry[]; total: number }>(['onion', 'discover']);
+    const d1 = await r.cliJson<OnionDiscovery>(['onion', 'discover']);
     expect(d1.total).toBe(list.length);
-    const d2 = await r.cliJson<{ added: OnionEntry[]; removed: OnionEntry[]; total: number }>(['onion', 'discover']);
+    const d2 = await r.cliJson<OnionDiscovery>(['onion', 'discover']);
     expect(d2).toMatchObject({ added: [], removed: [], total: list.length });
   });
 
   it('--persist: the same address after kill -9 and restart on the same state dir, and it answers', async () => {
-    persisted = await r.cliJson<Exposed>(['onion', 'expose', 'vmx', '80', '--onion-port', '81', '--persist']);
+    persisted = await r.cliJson<OnionExposeInfo>(['onion', 'expose', 'vmx', '80', '--onion-port', '81', '--persist']);
     expect(persisted).toMatchObject({ vm: 'vmx', port: 80, onionPort: 81, persist: true });
     await hs.uploaded(persisted.address);
     expect((await fetchViaClient(`http://${persisted.address}:81/`, 45_000)).body).toBe(`${HELLO}\n`);
@@ -189,7 +182,7 @@ describe('onion services published for a VM, and onion discovery', () => {
   }, 180_000);
 
   it('onion unexpose vmx removes the service from the list and from tor', async () => {
-    const res = await r.cliJson<{ removed: string[] }>(['onion', 'unexpose', 'vmx']);
+    const res = await r.cliJson<OnionUnexposeResult>(['onion', 'unexpose', 'vmx']);
     expect(res.removed).toEqual([persisted.address]);
     const list = await r.onionList();
     expect(list.filter((e) => e.address === persisted.address), JSON.stringify(list)).toEqual([]);

@@ -21,7 +21,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll, uniqueName, waitFor, type ManagedProcess } from '../support/netns.js';
 import { privateTor, torUpstream } from './context.js';
-import { NsCapture, TorRouter, classifyLeaks, flows, patternSha256, type TorStatus, type TorVm } from './mvnet-harness.js';
+import { NsCapture, TorRouter, classifyLeaks, flows, patternSha256, type TorVm } from './mvnet-harness.js';
+import type { TorStatus } from '../../daemon/control/api.js';
 
 const tor = privateTor();
 const up = torUpstream();

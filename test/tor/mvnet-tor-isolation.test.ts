@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll, waitFor } from '../support/netns.js';
 import { torUpstream } from './context.js';
 import { TorEvents, TorRouter, type StreamEv, type TorVm } from './mvnet-harness.js';
+import type { TorNewnymResult } from '../../daemon/control/api.js';
 
 const up = torUpstream();
 
@@ -94,7 +95,7 @@ describe('per-VM isolation on Tor circuits', () => {
   }, 90_000);
 
   it("tor newnym vm1 moves vm1's next streams to a new circuit; vm2 stays on its own", async () => {
-    const res = await r.cliJson<{ vms: string[] }>(['tor', 'newnym', 'vm1']);
+    const res = await r.cliJson<TorNewnymResult>(['tor', 'newnym', 'vm1']);
     expect(res).toEqual({ vms: ['vm1'] });
     const from = ev.streams.length;
     await fetchAs(vm1, 'mvnet-vm1-1', from);
@@ -123,7 +124,7 @@ describe('per-VM isolation on Tor circuits', () => {
   it('tor newnym --all moves both VMs to new circuits', async () => {
     const before2 = new Set([...ev.circuitsOf('mvnet-vm2-0')]);
     const before1 = ev.circuitsOf('mvnet-vm1-1');
-    const res = await r.cliJson<{ vms: string[] }>(['tor', 'newnym', '--all']);
+    const res = await r.cliJson<TorNewnymResult>(['tor', 'newnym', '--all']);
     expect(res.vms.sort()).toEqual(['vm1', 'vm2']);
     const from = ev.streams.length;
     await fetchAs(vm1, 'mvnet-vm1-2', from);

@@ -18,6 +18,7 @@ import { cleanupAll } from '../support/netns.js';
 import { privateTor, torUpstream } from './context.js';
 import { TorRouter, flows, type DhcpLease, type NsCapture, type TorVm } from './mvnet-harness.js';
 import { ONION_HELLO } from './private-network.js';
+import type { OnionAliasInfo, RouteInfo } from '../../daemon/control/api.js';
 
 const tor = privateTor();
 const up = torUpstream();
@@ -53,7 +54,7 @@ describe.each(['embedded', 'external'] as const)('all-tor VM through %s Tor', (m
     const s = await r.torStatus();
     expect(s).toMatchObject({ mode, phase: 'ready', progress: 100, vms: ['vm1'] });
     expect(s.version).toMatch(/^\d+\.\d+\.\d+/);
-    const route = await r.cliJson<{ vm: string; route: { kind: string } }[]>(['route', 'show', 'vm1']);
+    const route = await r.cliJson<RouteInfo[]>(['route', 'show', 'vm1']);
     expect(route[0]!.route.kind).toBe('tor');
   });
 
@@ -92,7 +93,7 @@ describe.each(['embedded', 'external'] as const)('all-tor VM through %s Tor', (m
   });
 
   it('a named onion (mvnet onion add NAME X.onion) is reachable as NAME.onion.mvnet', async () => {
-    const added = await r.cliJson<{ name: string; address: string; resolvesAs: string }>(['onion', 'add', 'hello', tor.onion.hostname]);
+    const added = await r.cliJson<OnionAliasInfo>(['onion', 'add', 'hello', tor.onion.hostname]);
     expect(added).toEqual({ name: 'hello', address: tor.onion.hostname, resolvesAs: 'hello.onion.mvnet' });
     const res = await vm.curl(['--max-time', '45', 'http://hello.onion.mvnet/'], 60_000);
     expect(res.stderr, r.logTail()).toBe('');
@@ -128,7 +129,7 @@ describe.each(['embedded', 'external'] as const)('all-tor VM through %s Tor', (m
   if (mode === 'embedded') {
     it('--tor-ports 80 (on --none): port 80 through Tor, other ports refused, DNS through Tor', async () => {
       const vm2 = await r.addVm('vm2', 'lan');
-      const shown = await r.cliJson<{ route: { kind: string; torPorts?: number[] } }>(['route', '--tor-ports', '80', 'vm2']);
+      const shown = await r.cliJson<RouteInfo>(['route', '--tor-ports', '80', 'vm2']);
       expect(shown.route).toEqual({ kind: 'none', torPorts: [80] });
       await vm2.configure();
       const res = await vm2.curl(['--max-time', '30', `${up.nameUrl}whoami`]);

@@ -1,0 +1,86 @@
+/**
+ * The control API's answers: the JSON shapes the daemon sends for each JSON-RPC method, as the
+ * daemon (daemon.ts, forwards.ts, tor/service.ts), the CLI (cli/) and the tests read them.
+ * Types only. The shapes produced below the daemon's top layer (Tor's) are declared where they
+ * are produced and re-exported here, so this stays the one file to import them from.
+ *
+ * Requests are not typed here: every method takes `unknown` params and checks them
+ * (validate.ts, forwards.ts, control/methods.ts).
+ */
+import type { PortSpec, PortStats, PortStatus } from '../../plugins/types.js';
+import type { NetworkSpec } from '../model.js';
+import type { Route } from '../routes/route.js';
+import type { NetworkStats } from '../switch/network.js';
+
+export type {
+  OnionAliasInfo,
+  OnionAliasRemoved,
+  OnionDiscovery,
+  OnionEndpoint,
+  OnionExposeInfo,
+  OnionSource,
+  OnionUnexposeResult,
+  TorNewnymResult,
+  TorStatus,
+} from '../tor/service.js';
+
+/** `vm.attach` (one), `vm.list` (all), and each VM in `daemon.status`. */
+export interface VmInfo {
+  name: string;
+  net: string;
+  mac: string | null;
+  /** Static address, DHCP lease, or the address it was seen using. */
+  ip: string | null;
+  route: string;
+  /** Open flows and per-VM limit/refusal counters of the endpoint. */
+  flows: { tcp: number; udp: number; tcpLimit: number; udpLimit: number; tcpRefused: number; udpDropped: number } | null;
+  port: PortSpec & { state: PortStatus['state']; detail: string; stats: PortStats };
+}
+
+/** `vm.detach`. */
+export interface VmDetachResult {
+  detached: string;
+}
+
+/** `route.set` (one) and `route.show` (a list). */
+export interface RouteInfo {
+  vm: string;
+  attached: boolean;
+  route: Route;
+  description: string;
+}
+
+/** `net.create` (one), `net.list` (all), and each network in `daemon.status`. */
+export interface NetInfo extends NetworkSpec {
+  vms: string[];
+  stats: NetworkStats;
+  router: Record<string, number>;
+}
+
+/** `net.delete`. */
+export interface NetDeleteResult {
+  deleted: string;
+  detached: string[];
+}
+
+/** `daemon.status`. */
+export interface StatusInfo {
+  daemon: { pid: number; version: string; socket: string; stateDir: string; uptimeSec: number };
+  networks: NetInfo[];
+  vms: VmInfo[];
+}
+
+/** A port forward as `forward.add` takes it (checked) and `forward.remove` answers it. */
+export interface ForwardSpec {
+  vm: string;
+  host: string;
+  port: number;
+  guestPort: number;
+}
+
+/** `forward.add` (one) and `forward.list` (all). */
+export interface ForwardInfo extends ForwardSpec {
+  listening: boolean;
+  connections: number;
+  failures: number;
+}
