@@ -6,7 +6,7 @@
 import { Address4 } from 'ip-address';
 import type { Logger } from 'pino';
 import type { Port, PortSpec, PortStats, PortStatus } from '../plugins/types.js';
-import { driverFor } from '../plugins/registry.js';
+import { openPort } from '../plugins/registry.js';
 import { Network, type Member } from './switch/network.js';
 import { L3Adapter } from './switch/l3-adapter.js';
 import { derivedMac } from './switch/mac.js';
@@ -289,7 +289,7 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await driverFor(portSpec.kind).open(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring });
+      port = await openPort(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring });
     } catch (e) {
       const msg = (e as Error).message;
       if (!restoring) throw new UserError(`cannot attach ${spec.name}: ${msg}`);

@@ -1,5 +1,5 @@
 /** Port drivers by kind. A new kind of VM device is one driver and one line here. */
-import type { PortDriver, PortKind, PortSpec } from './types.js';
+import type { Port, PortContext, PortDriver, PortSpec } from './types.js';
 import { tapDriver } from './tap/index.js';
 import { tunDriver } from './tun/index.js';
 import { unixConnectDriver, unixListenDriver } from './unix-stream/index.js';
@@ -7,7 +7,10 @@ import { dgramDriver } from './unix-dgram/index.js';
 import { fdDriver } from './fd/index.js';
 import { ifaceDriver } from './iface/index.js';
 
-const drivers: { [K in PortKind]: PortDriver<Extract<PortSpec, { kind: K }>> } = {
+/** Each kind's spec, by kind. */
+type SpecOf = { [S in PortSpec as S['kind']]: S };
+
+const drivers: { [K in keyof SpecOf]: PortDriver<SpecOf[K]> } = {
   tap: tapDriver,
   tun: tunDriver,
   unix: unixConnectDriver,
@@ -17,6 +20,12 @@ const drivers: { [K in PortKind]: PortDriver<Extract<PortSpec, { kind: K }>> } =
   iface: ifaceDriver,
 };
 
-export function driverFor<K extends PortKind>(kind: K): PortDriver<Extract<PortSpec, { kind: K }>> {
-  return drivers[kind];
+/** `kind` picks the driver and types `spec` for it: the driver gets the spec of its own kind. */
+function openWith<K extends keyof SpecOf>(kind: K, spec: SpecOf[K], ctx: PortContext): Promise<Port> {
+  return drivers[kind].open(spec, ctx);
+}
+
+/** Opens the port `spec` describes with the driver of its kind. */
+export function openPort(spec: PortSpec, ctx: PortContext): Promise<Port> {
+  return openWith(spec.kind, spec, ctx);
 }
