@@ -4,7 +4,6 @@ import { rfc6528Isn } from '../../daemon/endpoint/tcp/isn.js';
 import { scaleFor } from '../../daemon/endpoint/tcp/options.js';
 import { Reassembly } from '../../daemon/endpoint/tcp/reassembly.js';
 import { RtoEstimator } from '../../daemon/endpoint/tcp/rto.js';
-import { SackScoreboard } from '../../daemon/endpoint/tcp/scoreboard.js';
 import { ACK, RST, SYN, resetFor } from '../../daemon/endpoint/tcp/segment.js';
 import { ChunkPool, SendBuffer } from '../../daemon/endpoint/tcp/send-buffer.js';
 import { seqAdd, seqDiff, seqGt, seqInWindow, seqLt, seqMax } from '../../daemon/endpoint/tcp/seq.js';
@@ -89,26 +88,6 @@ describe('SendBuffer', () => {
     b.consume(20);
     expect(b.length).toBe(0);
     expect(pool.idle).toBeGreaterThanOrEqual(3);
-  });
-});
-
-describe('SackScoreboard', () => {
-  it('merges blocks, finds holes, prunes below SND.UNA', () => {
-    const s = new SackScoreboard();
-    s.add([[300, 400], [100, 200]], 0, 1000);
-    s.add([[200, 250]], 0, 1000);
-    s.add([[5000, 6000]], 0, 1000); // beyond SND.MAX: ignored
-    expect(s.ranges).toBe(2);
-    expect(s.nextHole(0)).toEqual([0, 100]);
-    expect(s.nextHole(120)).toEqual([250, 300]);
-    expect(s.nextHole(400)).toBeNull();
-    expect(s.sackedBelow(350)).toBe(200);
-    expect(s.highest(0)).toBe(400);
-    s.advance(320);
-    expect(s.covers(330)).toBe(true);
-    expect(s.coveredTo(330)).toBe(400);
-    expect(s.coveredTo(410)).toBe(410);
-    expect(s.sackedBelow(1000)).toBe(80);
   });
 });
 
