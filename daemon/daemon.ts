@@ -3,20 +3,19 @@
  * then saved, then acknowledged, so a caller that got an answer knows the change is live and
  * durable. Control handlers call in here; nothing here knows about JSON-RPC.
  */
-import { Address4 } from 'ip-address';
 import type { Logger } from 'pino';
 import type { Port, PortSpec, PortStats, PortStatus } from '../plugins/types.js';
 import { openPort } from '../plugins/registry.js';
 import { Network, type Member } from './switch/network.js';
 import { L3Adapter } from './switch/l3-adapter.js';
 import { derivedMac } from './switch/mac.js';
-import { macToString, parseMacOrNull as parseMacString } from './wire/mac.js';
-import { ipv4TextToNumber as ipv4ToNumber } from './wire/ip-text.js';
-import type { NetworkSpec, StateFile, VmSpec } from './model.js';
-import { STATE_VERSION } from './model.js';
-import { StateStore } from './state.js';
+import { macToString, parseMacOrNull } from './wire/mac.js';
+import { ipv4TextToNumber, parseIpv4CidrText } from './wire/ip-text.js';
+import type { NetworkSpec, StateFile, VmSpec } from './state/model.js';
+import { STATE_VERSION } from './state/model.js';
+import { StateStore } from './state/store.js';
 import { UserError } from './errors.js';
-import { checkNetworkSpec, checkVmSpec, checkName, asObject, checkRoute } from './validate.js';
+import { checkNetworkSpec, checkVmSpec, checkName, asObject, checkRoute } from './state/validate.js';
 import { describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
@@ -25,8 +24,8 @@ import { PingEgress } from './egress/ping.js';
 import type { Duplex } from 'node:stream';
 import { TorManager } from './tor/manager.js';
 import { TorService, type TorState } from './tor/service.js';
-import { Forwards, checkForwardSpec } from './forwards.js';
-import type { ForwardInfo, ForwardSpec, NetInfo, RouteInfo, VmInfo } from './control/api.js';
+import { Forwards, checkForwardSpec } from './forwards/forwards.js';
+import type { ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -255,7 +254,7 @@ export class Daemon {
   private routerVm(name: string, net: string): RouterVm | undefined {
     const e = this.vms.get(name);
     if (e === undefined || e.spec.net !== net) return undefined;
-    return { name, mac: e.member?.mac ?? null, ip: e.spec.ip !== undefined ? ipv4ToNumber(e.spec.ip) : null };
+    return { name, mac: e.member?.mac ?? null, ip: e.spec.ip !== undefined ? ipv4TextToNumber(e.spec.ip) : null };
   }
 
   /**
@@ -266,7 +265,7 @@ export class Daemon {
     const m = new Map<number, number>();
     const entries = opening !== undefined && !this.vms.has(opening.spec.name) ? [...this.vms.values(), opening] : this.vms.values();
     for (const v of entries) {
-      if (v.spec.net === net && v.spec.ip !== undefined && v.member?.mac != null) m.set(v.member.mac, ipv4ToNumber(v.spec.ip));
+      if (v.spec.net === net && v.spec.ip !== undefined && v.member?.mac != null) m.set(v.member.mac, ipv4TextToNumber(v.spec.ip));
     }
     return m;
   }
@@ -299,18 +298,19 @@ export class Daemon {
       return;
     }
     if (port.layer === 3) {
-      const subnet = new Address4(net.spec.subnet);
+      const subnet = parseIpv4CidrText(net.spec.subnet);
+      if (!subnet.ok) throw new UserError(`network ${net.spec.name} has an invalid subnet ${net.spec.subnet}`);
       port = new L3Adapter(port, {
         mac: derivedMac(`tun/${spec.net}/${spec.name}`),
-        ip: spec.ip !== undefined ? ipv4ToNumber(spec.ip) : null,
-        subnet: { network: ipv4ToNumber(subnet.startAddress().address), prefix: subnet.subnetMask },
-        gatewayIp: ipv4ToNumber(net.spec.gateway),
+        ip: spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null,
+        subnet: { network: subnet.value.network, prefix: subnet.value.prefix },
+        gatewayIp: ipv4TextToNumber(net.spec.gateway),
         gatewayMac: net.sw.gatewayMac,
         clock: () => performance.now(),
       });
     }
     const fixed = spec.mac ?? spec.learnedMac;
-    let mac = fixed !== undefined ? parseMacString(fixed) : null;
+    let mac = fixed !== undefined ? parseMacOrNull(fixed) : null;
     if (port instanceof L3Adapter) mac = port.mac;
     try {
       entry.member = net.sw.attach(spec.name, port, mac);
@@ -320,7 +320,7 @@ export class Daemon {
     }
     entry.port = port;
     entry.error = null;
-    net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4ToNumber(spec.ip) : null);
+    net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
   }
@@ -519,7 +519,7 @@ export class Daemon {
     return [...this.vms.values()].map((e) => this.vmInfo(e));
   }
 
-  status(extra: { socket: string; stateDir: string; version: string }): unknown {
+  status(extra: { socket: string; stateDir: string; version: string }): StatusInfo {
     return {
       daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round((Date.now() - this.started) / 1000) },
       networks: this.listNetworks(),

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { loadConfig, type DaemonConfig } from './config.js';
 import { createLogger } from './log.js';
-import { StateStore } from './state.js';
+import { StateStore } from './state/store.js';
 import { Daemon } from './daemon.js';
 import { ControlServer } from './control/server.js';
 import { methods } from './control/methods.js';

@@ -9,7 +9,7 @@
 // daemon/ layers, lowest first; a module may import only from its own layer or a lower one:
 //   0 daemon/wire, and daemon/errors.ts (UserError: imports nothing, thrown by the checks of
 //     user input in any layer; checked below to stay without imports)
-//   1 daemon/offload, daemon/switch
+//   1 daemon/switch
 //   2 daemon/gateway, daemon/endpoint, daemon/routes
 //   3 daemon/egress, daemon/tor
 //   4 daemon/router
@@ -33,7 +33,7 @@ const TREES = ['daemon', 'plugins', 'cli'];
 
 const DAEMON_LAYERS = [
   ['daemon/wire/', 'daemon/errors.ts'],
-  ['daemon/offload/', 'daemon/switch/'],
+  ['daemon/switch/'],
   ['daemon/gateway/', 'daemon/endpoint/', 'daemon/routes/'],
   ['daemon/egress/', 'daemon/tor/'],
   ['daemon/router/'],

@@ -8,7 +8,7 @@
  * (validate.ts, forwards.ts, control/methods.ts).
  */
 import type { PortSpec, PortStats, PortStatus } from '../../plugins/types.js';
-import type { NetworkSpec } from '../model.js';
+import type { NetworkSpec } from '../state/model.js';
 import type { Route } from '../routes/route.js';
 import type { NetworkStats } from '../switch/network.js';
 

@@ -1,6 +1,6 @@
 /** The control API's method table: one group per area; the daemon core does the work. */
 import type { Daemon } from '../daemon.js';
-import { asObject, checkName } from '../validate.js';
+import { asObject, checkName } from '../state/validate.js';
 import { UserError } from '../errors.js';
 
 function checkPort(v: unknown, what: string): number {

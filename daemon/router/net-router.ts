@@ -26,21 +26,22 @@ import { directTcp, directUdp, type DirectOptions } from '../egress/direct.js';
 import { compileRoute, type CompiledRoute } from '../routes/policy.js';
 import { decide, verdictTag, type Flow, type PlaceView, type TorView, type Verdict } from '../routes/decide.js';
 import type { Route } from '../routes/route.js';
-import type { NetworkSpec } from '../model.js';
-import { localDnsTcp } from './local-dns.js';
-import { isForbiddenDestination } from './forbidden.js';
+import { localDnsTcp } from '../gateway/dns-stream.js';
+import { isForbiddenDestination } from '../egress/forbidden.js';
 import type { PingEgress } from '../egress/ping.js';
 import { TokenBucket } from '../gateway/icmp.js';
 import { ipv4IcmpFrame, ipv6IcmpFrame } from '../gateway/frames.js';
-import { torTcp, type TorEgressDeps } from '../egress/tor.js';
-import type { SocksAuth } from '../tor/socks-resolve.js';
-import type { Automap } from '../tor/automap.js';
+import { torTcp } from '../egress/tor.js';
+import type { TorAccess } from '../tor/access.js';
 
-/** What the router needs of Tor: the SOCKS port while ready, per-VM credentials, the automap. */
-export interface TorAccess extends TorEgressDeps {
-  creds(vm: string): SocksAuth;
-  automap: Automap;
-  resolver: Resolver;
+/** The network the router serves, as the daemon's state describes it. */
+export interface RouterNetSpec {
+  readonly name: string;
+  /** IPv4 CIDR, host bits zero. */
+  readonly subnet: string;
+  readonly gateway: string;
+  readonly ipv6?: string | undefined;
+  readonly mtu: number;
 }
 
 export interface RouterVm {
@@ -59,7 +60,7 @@ export interface RouterEgress {
 }
 
 export interface RouterDeps {
-  spec: NetworkSpec;
+  spec: RouterNetSpec;
   network: Network;
   log: Logger;
   vm(name: string): RouterVm | undefined;
@@ -296,7 +297,8 @@ export class NetRouter implements GatewayHandler {
 
   private frame(f: Buffer, from: Member, now: number): void {
     const d = dissect(f);
-    if (d.kind === 'invalid') {
+    // The gateway speaks untagged Ethernet only: a VLAN tag would be read past, not honoured.
+    if (d.kind === 'invalid' || d.eth.vlan !== undefined) {
       this.counters.invalid++;
       return;
     }

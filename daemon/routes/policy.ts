@@ -2,10 +2,9 @@
  * A route compiled for the per-flow check: the direct route's allow-list as integer and prefix
  * comparisons, built once per route change. Where a flow goes is decided in decide.ts.
  */
-import { Address4, Address6 } from 'ip-address';
 import type { Route } from './route.js';
 import type { IpAddr } from '../endpoint/addr.js';
-import { parseIpv6String } from '../wire/ipv6.js';
+import { ipv4Mask, parseIpv4CidrText, parseIpv6CidrText, parseIpv6Text } from '../wire/ip-text.js';
 
 interface Rule4 {
   net: number;
@@ -38,14 +37,14 @@ export function compileRoute(route: Route): CompiledRoute {
   for (const r of route.allow) {
     const ports = r.ports ?? null;
     if (r.cidr.includes(':')) {
-      const a = new Address6(r.cidr);
-      const bytes = parseIpv6String(a.startAddress().correctForm());
-      if (!bytes.ok) continue;
-      r6.push({ prefix: bytes.value, bits: a.subnetMask, ports });
+      const c = parseIpv6CidrText(r.cidr);
+      const bytes = c.ok ? parseIpv6Text(c.value.network) : c;
+      if (!c.ok || !bytes.ok) continue; // rules are checked when set: unreachable
+      r6.push({ prefix: bytes.value, bits: c.value.prefix, ports });
     } else {
-      const a = new Address4(r.cidr);
-      const mask = a.subnetMask === 0 ? 0 : (0xffffffff << (32 - a.subnetMask)) >>> 0;
-      r4.push({ net: Number(a.startAddress().bigInt()) >>> 0, mask, ports });
+      const c = parseIpv4CidrText(r.cidr.includes('/') ? r.cidr : `${r.cidr}/32`);
+      if (!c.ok) continue;
+      r4.push({ net: c.value.network, mask: ipv4Mask(c.value.prefix), ports });
     }
   }
   return {

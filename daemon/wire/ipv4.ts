@@ -1,7 +1,6 @@
 /** IPv4 header (RFC 791): options are kept as an opaque view, the header checksum verified. */
 import { adjustChecksum, internetChecksum, onesSum } from './checksum.js';
 import { fail, ok, type Parsed } from './result.js';
-import { parseIpv4Text } from './ip-text.js';
 
 export const IPV4_MIN_HEADER_LEN = 20;
 export const IPV4_MAX_HEADER_LEN = 60;
@@ -183,5 +182,3 @@ export function ipv4DecrementTtl(buf: Buffer, off = 0): number {
 
 // Address text lives in ip-text.ts.
 
-/** @deprecated The text parser is `parseIpv4Text` in ip-text.ts; this alias is for importers not yet moved. */
-export const parseIpv4String = parseIpv4Text;

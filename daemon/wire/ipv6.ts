@@ -4,7 +4,6 @@
  * AH/ESP and No Next Header) ends the walk and is reported as the upper-layer protocol.
  */
 import { fail, ok, type Parsed } from './result.js';
-import { parseIpv6Text } from './ip-text.js';
 
 export const IPV6_HEADER_LEN = 40;
 export const IPV6_NH_HOP_BY_HOP = 0;
@@ -235,5 +234,3 @@ export function ipv6SolicitedNode(addr: Uint8Array, off = 0): Buffer {
 
 // Address text lives in ip-text.ts.
 
-/** @deprecated The text parser is `parseIpv6Text` in ip-text.ts; this alias is for importers not yet moved. */
-export const parseIpv6String = parseIpv6Text;

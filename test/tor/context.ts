@@ -1,7 +1,7 @@
 /**
  * What test/tor/global-setup.ts provides to test files, and how they get it:
  *
- *   import { privateTor, torUpstream } from '../tor/context.js';
+ *   import { privateTor, torUpstream } from './context.js';
  *   const tor = privateTor();            // PrivateTorHandle: info + routerLink() + torrcForClient()
  *   const up = torUpstream();            // the upstream host the exit reaches
  *

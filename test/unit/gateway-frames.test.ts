@@ -14,7 +14,7 @@ const DST4 = 0x0a00_0002;
 
 function eth(f: Buffer): Buffer {
   const e = parseEthernet(f);
-  if (!e.ok) throw new Error(e.error.message);
+  if (!e.ok) throw new Error(e.error.detail);
   return e.value.payload;
 }
 
@@ -36,14 +36,14 @@ describe('udpFrames', () => {
       const ip = eth(f);
       expect(ip.length).toBeLessThanOrEqual(1500);
       const p = parseIpv4(ip);
-      if (!p.ok) throw new Error(p.error.message);
+      if (!p.ok) throw new Error(p.error.detail);
       expect(p.value.dontFragment).toBe(false);
       const res = r.push(p.value, 0);
       if (res.status === 'complete') whole = res.packet;
     }
     expect(whole).toBeDefined();
     const p = parseIpv4(whole!);
-    if (!p.ok) throw new Error(p.error.message);
+    if (!p.ok) throw new Error(p.error.detail);
     const u = parseUdp(p.value.payload, { version: 4, src: SRC4, dst: DST4 });
     expect(u.ok && Buffer.from(u.value.payload).equals(payload)).toBe(true);
   });
@@ -59,7 +59,7 @@ describe('udpFrames', () => {
       const ip = eth(f);
       expect(ip.length).toBeLessThanOrEqual(1280);
       const p = parseIpv6(ip);
-      if (!p.ok) throw new Error(p.error.message);
+      if (!p.ok) throw new Error(p.error.detail);
       const frag = p.value.fragment!;
       parts.push({ offset: frag.offset, more: frag.moreFragments, id: frag.id, data: Buffer.from(ip.subarray(48)) });
     }

@@ -17,7 +17,7 @@ import { UpstreamError, type DatagramUpstream, type StreamUpstream } from '../..
 import type { DnsAnswer, Resolver } from '../../daemon/gateway/dns.js';
 import { dissect } from '../../daemon/gateway/dissect.js';
 import type { Route } from '../../daemon/routes/route.js';
-import type { NetworkSpec } from '../../daemon/model.js';
+import type { NetworkSpec } from '../../daemon/state/model.js';
 import { ARP_REPLY, ARP_REQUEST, encodeArp } from '../../daemon/wire/arp.js';
 import { BOOTREQUEST, DHCPACK, DHCPDISCOVER, DHCPOFFER, DHCPREQUEST, encodeDhcpv4, parseDhcpv4, type Dhcpv4Message, type Dhcpv4Options } from '../../daemon/wire/dhcpv4.js';
 import {

@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { StateStore } from '../../daemon/state.js';
+import { StateStore } from '../../daemon/state/store.js';
 import { loadConfig } from '../../daemon/config.js';
 
 function tmp(): string {

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { checkNetworkSpec, checkVmSpec } from '../../daemon/validate.js';
+import { checkNetworkSpec, checkVmSpec } from '../../daemon/state/validate.js';
 import { UserError } from '../../daemon/errors.js';
 
 const nets = new Map([['a', { name: 'a', subnet: '10.1.0.0/24', gateway: '10.1.0.1', mtu: 1500 }]]);

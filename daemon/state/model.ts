@@ -1,6 +1,6 @@
 /** What the daemon persists and what the control API takes: plain data, validated in validate.ts. */
-import type { PortSpec } from '../plugins/types.js';
-import type { Route } from './routes/route.js';
+import type { PortSpec } from '../../plugins/types.js';
+import type { Route } from '../routes/route.js';
 
 export interface NetworkSpec {
   name: string;

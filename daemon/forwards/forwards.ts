@@ -5,10 +5,10 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { UserError } from './errors.js';
-import { asObject, checkName } from './validate.js';
-import { parseHostPort } from './config.js';
-import type { ForwardInfo, ForwardSpec } from './control/api.js';
+import { UserError } from '../errors.js';
+import { asObject, checkName } from '../state/validate.js';
+import { parseHostPort } from '../config.js';
+import type { ForwardInfo, ForwardSpec } from '../control/api.js';
 
 interface Entry {
   spec: ForwardSpec;

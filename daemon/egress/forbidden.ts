@@ -5,8 +5,7 @@
  */
 import os from 'node:os';
 import type { IpAddr } from '../endpoint/addr.js';
-import { parseIpv4String } from '../wire/ipv4.js';
-import { parseIpv6String } from '../wire/ipv6.js';
+import { parseIpv4Text, parseIpv6Text } from '../wire/ip-text.js';
 
 let hostAddrs: { at: number; v4: Set<number>; v6: Set<string> } | null = null;
 
@@ -18,10 +17,10 @@ function hostAddresses(): { v4: Set<number>; v6: Set<string> } {
   for (const list of Object.values(os.networkInterfaces())) {
     for (const a of list ?? []) {
       if (a.family === 'IPv4') {
-        const p = parseIpv4String(a.address);
+        const p = parseIpv4Text(a.address);
         if (p.ok) v4.add(p.value);
       } else {
-        const p = parseIpv6String(a.address.split('%')[0]!);
+        const p = parseIpv6Text(a.address.split('%')[0]!);
         if (p.ok) v6.add(p.value.toString('hex'));
       }
     }

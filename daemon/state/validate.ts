@@ -3,11 +3,11 @@
  * says what is wrong in one line; accepted values come back normalised.
  */
 import type { NetworkSpec, VmSpec } from './model.js';
-import type { PortSpec } from '../plugins/types.js';
-import { UserError } from './errors.js';
-import { isUnicastMac, parseMacString } from './wire/mac.js';
-import { formatIpv4, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, type Ipv4Cidr } from './wire/ip-text.js';
-import { formatAllowRule, type AllowRule, type Route } from './routes/route.js';
+import type { PortSpec } from '../../plugins/types.js';
+import { UserError } from '../errors.js';
+import { isUnicastMac, parseMacString } from '../wire/mac.js';
+import { formatIpv4, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, type Ipv4Cidr } from '../wire/ip-text.js';
+import { formatAllowRule, type AllowRule, type Route } from '../routes/route.js';
 
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;

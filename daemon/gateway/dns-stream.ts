@@ -1,6 +1,6 @@
 /** DNS over TCP to the gateway, as an in-process stream the TCP endpoint can bridge to. */
 import { Duplex } from 'node:stream';
-import { DnsTcpSession, type DnsServer } from '../gateway/dns.js';
+import { DnsTcpSession, type DnsServer } from './dns.js';
 import type { StreamUpstream } from '../endpoint/upstream.js';
 
 export const LOCAL_TAG = 'local';
