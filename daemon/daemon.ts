@@ -14,7 +14,7 @@ import { ipv4TextToNumber, parseIpv4CidrText } from './wire/ip-text.js';
 import type { NetworkSpec, StateFile, VmSpec } from './state/model.js';
 import { STATE_VERSION } from './state/model.js';
 import { StateStore } from './state/store.js';
-import { UserError } from './errors.js';
+import { UserError, faults } from './errors.js';
 import { checkNetworkSpec, checkVmSpec, checkName, asObject, checkRoute } from './state/validate.js';
 import { describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
@@ -25,7 +25,7 @@ import type { Duplex } from 'node:stream';
 import { TorManager } from './tor/manager.js';
 import { TorService, type TorState } from './tor/service.js';
 import { Forwards, checkForwardSpec } from './forwards/forwards.js';
-import type { ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
+import type { DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -519,9 +519,24 @@ export class Daemon {
     return [...this.vms.values()].map((e) => this.vmInfo(e));
   }
 
+  /** Caught exceptions (bugs): the process's counts, and the attached ports' and ping sockets'. */
+  errors(): DaemonErrors {
+    let dataPath = faults.dataPath;
+    let native = 0;
+    for (const v of this.vms.values()) {
+      const e = v.port?.stats().errors;
+      if (e === undefined) continue;
+      native += e.native;
+      dataPath += e.handler;
+    }
+    const p = this.ping.stats();
+    native += (p.v4?.callbackErrors ?? 0) + (p.v6?.callbackErrors ?? 0);
+    return { dataPath, native, uncaught: faults.uncaught };
+  }
+
   status(extra: { socket: string; stateDir: string; version: string }): StatusInfo {
     return {
-      daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round((Date.now() - this.started) / 1000) },
+      daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round((Date.now() - this.started) / 1000), errors: this.errors() },
       networks: this.listNetworks(),
       vms: this.listVms(),
     };

@@ -10,6 +10,7 @@ import { Daemon } from './daemon.js';
 import { ControlServer } from './control/server.js';
 import { methods } from './control/methods.js';
 import { packageVersion } from './version.js';
+import { faults, setFaultReporter } from './errors.js';
 
 export interface DaemonFlags {
   stateDir?: string;
@@ -24,6 +25,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   const log = createLogger(cfg.logLevel);
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   const version = packageVersion();
+  setFaultReporter((where, err, context) => log.error({ ...context, where, err }, 'data path exception (a bug); the frame or event is dropped'));
   const daemon = new Daemon(log, new StateStore(cfg.stateDir), cfg);
   await daemon.restore();
   const control = new ControlServer({
@@ -56,6 +58,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('uncaughtException', (err) => {
     // A bug must not take every VM's network down silently; log it loudly and keep routing.
+    faults.uncaught++;
     log.fatal({ err }, 'uncaught exception');
   });
   log.info({ socket: cfg.socket, stateDir: cfg.stateDir, version }, 'ready');

@@ -26,6 +26,11 @@ export interface PortStats {
   txFrames: number;
   txBytes: number;
   drops: Partial<Record<DropReason, number>>;
+  /**
+   * Exceptions caught in the port's callbacks, each a bug: `native`, thrown into the native
+   * addon's read/error callbacks (its callbackErrors); `handler`, thrown by the frame handler.
+   */
+  errors?: { native: number; handler: number };
 }
 
 export type PortState = 'up' | 'waiting' | 'down';

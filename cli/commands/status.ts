@@ -8,7 +8,11 @@ export function statusCommand(ctx: Ctx): Command {
   return new Command('status').description('daemon, networks and ports with counters').action(async () => {
     const s = await ctx.call<StatusInfo>('daemon.status');
     print(ctx.json(), s, () => {
-      const lines = [`mvnet ${s.daemon.version}, pid ${s.daemon.pid}, up ${s.daemon.uptimeSec}s, socket ${s.daemon.socket}, state ${s.daemon.stateDir}`, ''];
+      const lines = [`mvnet ${s.daemon.version}, pid ${s.daemon.pid}, up ${s.daemon.uptimeSec}s, socket ${s.daemon.socket}, state ${s.daemon.stateDir}`];
+      const e = s.daemon.errors;
+      // Every caught exception is a bug: say so where an admin looks.
+      if (e.dataPath + e.native + e.uncaught > 0) lines.push(`caught exceptions (bugs, see the log): data path ${e.dataPath}, native callbacks ${e.native}, uncaught ${e.uncaught}`);
+      lines.push('');
       lines.push(
         s.networks.length === 0
           ? 'no networks'

@@ -64,8 +64,18 @@ export interface NetDeleteResult {
 }
 
 /** `daemon.status`. */
+/** Exceptions caught since the daemon started; every one is a bug (each is logged at error level). */
+export interface DaemonErrors {
+  /** At data-path boundaries: a port's batch, a router frame, a timer, an upstream callback. */
+  dataPath: number;
+  /** Thrown into the native addon's callbacks (devices' and ping sockets' callbackErrors). */
+  native: number;
+  /** That reached the process's uncaughtException handler. */
+  uncaught: number;
+}
+
 export interface StatusInfo {
-  daemon: { pid: number; version: string; socket: string; stateDir: string; uptimeSec: number };
+  daemon: { pid: number; version: string; socket: string; stateDir: string; uptimeSec: number; errors: DaemonErrors };
   networks: NetInfo[];
   vms: VmInfo[];
 }

@@ -14,6 +14,7 @@
  * one bounded table in deadline order (insertion order, one fixed timeout), expired by a single
  * timer armed per sweep rather than one per echo.
  */
+import { dataPathFault } from '../errors.js';
 import { closeSync } from 'node:fs';
 import { ipKey, type IpAddr } from '../endpoint/addr.js';
 import { loadNative } from '../../plugins/native/index.js';
@@ -322,8 +323,9 @@ export class PingEgress {
       this.counters.replies++;
       try {
         entry.onReply(sock.buffer.subarray(off + ICMP_HEADER, off + len));
-      } catch {
+      } catch (e) {
         this.counters.callbackErrors++;
+        dataPathFault('ping reply', e);
       }
       if (this.closed || this.fams.get(fam.v) !== fam) return; // closed from the callback
     }

@@ -13,6 +13,7 @@ import { TimerWheel, type Timed } from './timers.js';
 import { flowKey, type FlowAddr, type IpAddr } from './addr.js';
 import { tcpFrame, udpFrames, type L2 } from '../gateway/frames.js';
 import type { DatagramChannel, TcpDecision, UdpDecision } from './upstream.js';
+import { dataPathFault } from '../errors.js';
 
 export interface EndpointVm {
   readonly name: string;
@@ -251,10 +252,20 @@ export class Endpoint implements FlowOwner {
       const f = new UdpFlow(vm, key, addr, d.upstream.tag, (x) => this.closeUdp(x));
       f.channel = d.upstream.open(
         (payload) => {
-          for (const f of udpFrames(vm.l2, addr.remoteIp, addr.remotePort, addr.vmIp, addr.vmPort, payload, this.opts.mtu)) this.opts.send(f);
-          this.wheel.schedule(f, this.now() + this.limits.udpIdleMs);
+          try {
+            for (const f of udpFrames(vm.l2, addr.remoteIp, addr.remotePort, addr.vmIp, addr.vmPort, payload, this.opts.mtu)) this.opts.send(f);
+            this.wheel.schedule(f, this.now() + this.limits.udpIdleMs);
+          } catch (e) {
+            dataPathFault('udp upstream datagram', e, { vm: vm.name, tag: f.tag });
+          }
         },
-        () => this.closeUdp(f),
+        () => {
+          try {
+            this.closeUdp(f);
+          } catch (e) {
+            dataPathFault('udp upstream error', e, { vm: vm.name, tag: f.tag });
+          }
+        },
       );
       flows.udp.set(key, f);
       this.counters.udpOpened++;

@@ -8,6 +8,7 @@ import { TcpConnection, type CloseReason, type Segment, type TcpConnectionOption
 import type { Timed } from './timers.js';
 import type { FlowAddr } from './addr.js';
 import { UpstreamError, type StreamUpstream } from './upstream.js';
+import { dataPathFault } from '../errors.js';
 
 /** What a flow needs from the endpoint that owns it. */
 export interface FlowOwner {
@@ -46,7 +47,7 @@ export class TcpFlow implements Timed, TcpHandler {
     const full: TcpConnectionOptions = { ...opts, emit: (s) => owner.emit(this, s), handler: this, clock: () => owner.now() };
     if ('syn' in init) {
       this.conn = TcpConnection.fromSyn(init.syn, full, owner.now());
-      void this.open();
+      this.open().catch((e: unknown) => dataPathFault('tcp upstream open', e, { tag: this.upstream.tag }));
     } else {
       // An active open into the VM (a port forward): the host side is already connected.
       this.conn = TcpConnection.connect(full, owner.now());
@@ -84,32 +85,51 @@ export class TcpFlow implements Timed, TcpHandler {
 
   private attachUpstream(sock: Duplex): void {
     this.sock = sock;
-    sock.on('data', (d: Buffer) => this.fromUpstream(d));
-    sock.on('end', () => {
-      const confirm = this.upstream.confirmEnd;
-      if (confirm === undefined) {
-        this.upstreamEnd();
-        return;
-      }
-      // An upstream that may die under its streams (Tor): an EOF is a clean end only if it is
-      // still alive; otherwise the VM must see a reset, never a truncated stream that looks whole.
-      confirm().then(
-        (alive) => (alive ? this.upstreamEnd() : this.upstreamFailed()),
-        () => this.upstreamFailed(),
-      );
-    });
-    sock.on('drain', () => {
-      if (this.held > 0) {
-        const n = this.held;
-        this.held = 0;
-        this.conn.consume(n);
-        this.owner.reschedule(this);
-      }
-    });
-    sock.on('error', () => this.upstreamFailed());
-    sock.on('close', () => {
-      if (!this.upstreamEnded && !this.conn.closed && this.upstream.confirmEnd === undefined) this.upstreamFailed();
-    });
+    // Socket callbacks are a batch boundary: a bug in one is counted, never an uncaught throw.
+    const guard =
+      <A extends unknown[]>(what: string, fn: (...a: A) => void) =>
+      (...a: A): void => {
+        try {
+          fn(...a);
+        } catch (e) {
+          dataPathFault(`tcp upstream ${what}`, e, { tag: this.upstream.tag });
+        }
+      };
+    sock.on('data', guard('data', (d: Buffer) => this.fromUpstream(d)));
+    sock.on(
+      'end',
+      guard('end', () => {
+        const confirm = this.upstream.confirmEnd;
+        if (confirm === undefined) {
+          this.upstreamEnd();
+          return;
+        }
+        // An upstream that may die under its streams (Tor): an EOF is a clean end only if it is
+        // still alive; otherwise the VM must see a reset, never a truncated stream that looks whole.
+        confirm().then(
+          guard('end', (alive: boolean) => (alive ? this.upstreamEnd() : this.upstreamFailed())),
+          guard('end', () => this.upstreamFailed()),
+        );
+      }),
+    );
+    sock.on(
+      'drain',
+      guard('drain', () => {
+        if (this.held > 0) {
+          const n = this.held;
+          this.held = 0;
+          this.conn.consume(n);
+          this.owner.reschedule(this);
+        }
+      }),
+    );
+    sock.on('error', guard('error', () => this.upstreamFailed()));
+    sock.on(
+      'close',
+      guard('close', () => {
+        if (!this.upstreamEnded && !this.conn.closed && this.upstream.confirmEnd === undefined) this.upstreamFailed();
+      }),
+    );
   }
 
   private upstreamEnd(): void {

@@ -4,6 +4,7 @@
  * re-queues the item at its current deadline), so a connection that moves its keepalive on
  * every segment does not fill the heap.
  */
+import { dataPathFault } from '../errors.js';
 export interface Timed {
   /** Managed by the wheel: the wanted deadline, or null. */
   deadline: number | null;
@@ -96,7 +97,12 @@ export class TimerWheel {
         continue;
       }
       item.deadline = null;
-      item.fire(now);
+      try {
+        item.fire(now);
+      } catch (e) {
+        // A bug in one flow's timer: the other flows' timers still run.
+        dataPathFault('endpoint timer', e);
+      }
     }
   }
 

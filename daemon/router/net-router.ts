@@ -33,6 +33,7 @@ import { TokenBucket } from '../gateway/icmp.js';
 import { ipv4IcmpFrame, ipv6IcmpFrame } from '../gateway/frames.js';
 import { torTcp } from '../egress/tor.js';
 import type { TorAccess } from '../tor/access.js';
+import { dataPathFault } from '../errors.js';
 
 /** The network the router serves, as the daemon's state describes it. */
 export interface RouterNetSpec {
@@ -291,7 +292,14 @@ export class NetRouter implements GatewayHandler {
 
   input(frames: readonly Buffer[], from: Member): void {
     const now = this.wall();
-    for (const f of frames) this.frame(f, from, now);
+    for (const f of frames) {
+      try {
+        this.frame(f, from, now);
+      } catch (e) {
+        // A bug: this frame is lost, the rest of the batch and the daemon go on.
+        dataPathFault('router input', e, { network: this.gnet.name, vm: from.vm, length: f.length, head: f.subarray(0, 64).toString('hex') });
+      }
+    }
     this.flush();
   }
 
@@ -512,7 +520,11 @@ export class NetRouter implements GatewayHandler {
   private later(p: Promise<Buffer | null>): void {
     p.then(
       (f) => {
-        if (f !== null) this.send(f);
+        try {
+          if (f !== null) this.send(f);
+        } catch (e) {
+          dataPathFault('router DNS answer', e, { network: this.gnet.name });
+        }
       },
       (e: Error) => this.d.log.warn({ err: e.message }, 'DNS answer failed'),
     );
@@ -534,7 +546,11 @@ export class NetRouter implements GatewayHandler {
     this.flushQueued = false;
     if (this.out.length === 0) return;
     const batch = this.out.splice(0);
-    this.d.network.fromGateway(batch);
+    try {
+      this.d.network.fromGateway(batch);
+    } catch (e) {
+      dataPathFault('router output', e, { network: this.gnet.name, frames: batch.length });
+    }
   }
 
   /** Periodic gateway work (router advertisements, lease expiry). */
@@ -543,8 +559,12 @@ export class NetRouter implements GatewayHandler {
     if (this.timer !== null) clearTimeout(this.timer);
     const delay = next === undefined ? 60_000 : Math.max(0, Math.min(60_000, next - this.wall()));
     this.timer = setTimeout(() => {
-      for (const f of this.services.poll(this.wall())) this.out.push(f);
-      this.flush();
+      try {
+        for (const f of this.services.poll(this.wall())) this.out.push(f);
+        this.flush();
+      } catch (e) {
+        dataPathFault('router timer', e, { network: this.gnet.name });
+      }
       this.schedule();
     }, delay);
     this.timer.unref();

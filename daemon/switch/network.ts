@@ -10,6 +10,7 @@ import { readMac } from '../wire/mac.js';
 import { isGroupMac } from './mac.js';
 import { normalizeOffload } from '../wire/gso.js';
 import { VNET_HDR_LEN } from '../wire/vnet.js';
+import { dataPathFault } from '../errors.js';
 
 export type Clock = () => number;
 
@@ -165,7 +166,15 @@ export class Network {
     if (mac !== null && this.members.some((m) => m.mac === mac)) throw new Error(`MAC already in use on network ${this.name}`);
     const member: Member = { vm, port, mac, drops: {}, out: [] };
     this.members.push(member);
-    port.onFrames((frames) => this.input(member, frames));
+    port.onFrames((frames) => {
+      try {
+        this.input(member, frames);
+      } catch (e) {
+        // A bug, not the VM's fault: count it, forget the half-built batch, keep switching.
+        this.forgetBatch();
+        dataPathFault('switch input', e, { network: this.name, vm, port: port.name, frames: frames.length });
+      }
+    });
     if (isCutThroughPort(port)) {
       this.fib ??= port.newSwitchFib(this.gatewayMac, this.maxFrame);
       if (port.bindSwitch(this.fib, mac, (n) => this.onCutThrough(member, n))) this.cutThrough.add(member);
@@ -313,6 +322,13 @@ export class Network {
     if (this.gwOut.length > 0 && this.gateway !== null) {
       this.gateway.input(this.gwOut, src);
     }
+    this.gwOut.length = 0;
+  }
+
+  /** Drops whatever a batch that threw left queued (views into a buffer the port reuses). */
+  private forgetBatch(): void {
+    for (const m of this.dirty) m.out.length = 0;
+    this.dirty.length = 0;
     this.gwOut.length = 0;
   }
 

@@ -379,6 +379,7 @@ export abstract class DevicePort implements Port {
     add('queue-full', d.dropQueueFull);
     add('io-error', d.dropIoError);
     add('no-peer', d.dropNoPeer);
+    s.errors = { native: d.callbackErrors, handler: this.handlerErrors };
     return s;
   }
 
