@@ -6,13 +6,20 @@
  * logs `"msg":"ready"` — no sleeps. It is stopped (SIGTERM, then SIGKILL) by `cleanupAll()` or at
  * process exit, and its state dir is removed after it.
  *
+ * A daemon that logs at error level (pino level >= 50) fails the test that was running (an
+ * afterEach hook this module installs), or the file's cleanup for lines logged while it stops,
+ * unless the test expects it: `expectErrors: true` (any), or a list of message patterns, given
+ * at start or later with `daemon.expectErrors(...)`. An error line is a bug or a failure the
+ * test must have asked for.
+ *
  * The CLI always runs in the root namespace: the control socket is a filesystem path, reachable
  * from anywhere, even when the daemon itself runs inside a namespace.
  */
 import { existsSync } from 'node:fs';
+import { afterEach } from 'vitest';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeTempDir, run, spawnProcess, type ExitInfo, type ManagedProcess, type Netns } from './netns.js';
+import { makeTempDir, registerCleanup, run, spawnProcess, type ExitInfo, type ManagedProcess, type Netns } from './netns.js';
 import type { NetInfo, StatusInfo, VmInfo } from '../../daemon/control/api.js';
 
 /** Repository root (this file is test/support/daemon.ts). */
@@ -50,7 +57,25 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** How long to wait for the "ready" line (default 20 s). */
   readyTimeoutMs?: number;
+  /**
+   * Error-level log lines this test provokes on purpose: true for any, or patterns matched
+   * against the line's `msg` (a string: contained in it). Any other error line fails the test.
+   */
+  expectErrors?: ErrorPattern[] | true;
 }
+
+export type ErrorPattern = string | RegExp;
+
+/** pino's "error"; "fatal" is 60. */
+const LEVEL_ERROR = 50;
+
+/** Daemons of this test file whose logs the afterEach hook checks. */
+const watched = new Set<Daemon>();
+
+afterEach(() => {
+  const problems = [...watched].flatMap((d) => d.unexpectedErrors());
+  if (problems.length > 0) throw new Error(`the daemon logged at error level, and the test did not expect it:\n${problems.join('\n')}`);
+});
 
 function parseLog(line: string): LogLine {
   try {
@@ -88,11 +113,40 @@ export class Daemon {
   readonly allLogs: LogLine[] = [];
   private proc: ManagedProcess | undefined;
   private runs = 0;
+  private expected: ErrorPattern[] | true;
+  /** allLogs before this index were checked for error lines. */
+  private checked = 0;
 
   constructor(private readonly opts: DaemonOptions = {}) {
     this.stateDir = opts.stateDir ?? makeTempDir('d');
     this.socket = opts.socket ?? join(this.stateDir, 'mvnet.sock');
     this.netns = typeof opts.netns === 'string' ? opts.netns : opts.netns?.name;
+    this.expected = opts.expectErrors === true ? true : [...(opts.expectErrors ?? [])];
+    watched.add(this);
+    // Registered before the process (cleanup runs newest first): checks what it logged while stopping.
+    registerCleanup(`daemon log of ${this.stateDir}`, async () => {
+      watched.delete(this);
+      const problems = this.unexpectedErrors();
+      if (problems.length > 0) throw new Error(`the daemon logged at error level, and the test did not expect it:\n${problems.join('\n')}`);
+    });
+  }
+
+  /** From now on, error lines whose msg matches one of `patterns` are expected (no pattern: any). */
+  expectErrors(...patterns: ErrorPattern[]): void {
+    if (patterns.length === 0) this.expected = true;
+    else if (this.expected !== true) this.expected.push(...patterns);
+  }
+
+  /** Error-level lines logged since the last check that nobody expected (and marks them checked). */
+  unexpectedErrors(): string[] {
+    const lines = this.allLogs.slice(this.checked);
+    this.checked = this.allLogs.length;
+    const expected = this.expected;
+    if (expected === true) return [];
+    return lines
+      .filter((l) => typeof l.level === 'number' && l.level >= LEVEL_ERROR)
+      .filter((l) => !expected.some((p) => (typeof p === 'string' ? (l.msg ?? '').includes(p) : p.test(l.msg ?? ''))))
+      .map((l) => JSON.stringify(l));
   }
 
   /** The daemon's pid (of the current run). */
