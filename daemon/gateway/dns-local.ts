@@ -34,6 +34,12 @@ export interface LocalZoneOptions {
 }
 
 const LABEL_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** True when `name` can be a host's name in a zone (one DNS label, not "gateway"). */
+export function isHostLabel(name: string): boolean {
+  const n = name.toLowerCase();
+  return LABEL_RE.test(n) && n !== 'gateway';
+}
 const ANY_CLASS = 255;
 
 function reverseV4(name: string): number | undefined {
@@ -65,7 +71,7 @@ export class LocalZone {
   /** Registers `<name>.<domain>`; `name` is one DNS label (a VM name), case-insensitive. */
   setHost(name: string, host: LocalHost): void {
     const n = name.toLowerCase();
-    if (!LABEL_RE.test(n) || n === 'gateway') throw new RangeError(`"${name}" cannot be a host name in ${this.net.domain}`);
+    if (!isHostLabel(n)) throw new RangeError(`"${name}" cannot be a host name in ${this.net.domain}`);
     this.hosts.set(n, { ipv4: host.ipv4, ipv6: host.ipv6?.map((a) => Buffer.from(a)) });
     this.serial++;
   }

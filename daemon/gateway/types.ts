@@ -116,6 +116,11 @@ export function inIpv6Prefix(addr: Uint8Array, prefix: Uint8Array, length: numbe
 
 const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
+/** True for a DNS domain the gateway can serve (lower case, no trailing dot). */
+export function isDnsDomain(domain: string): boolean {
+  return DOMAIN_RE.test(domain);
+}
+
 function parseCidr4(text: string): Ipv4Subnet {
   const [addr, len, extra] = text.split('/');
   const p = parseIpv4Text(addr ?? '');

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { GatewayServices } from '../gateway/services.js';
 import { dissect } from '../gateway/dissect.js';
 import { makeGatewayNet, inSubnet, inIpv6Prefix, isGatewayIpv6, type GatewayNet } from '../gateway/types.js';
-import { LocalZone, NoneResolver } from '../gateway/dns-local.js';
+import { LocalZone, NoneResolver, isHostLabel } from '../gateway/dns-local.js';
 import { LocalFirstResolver, RoutedResolver } from '../gateway/dns-route.js';
 import type { DnsAnswer, Resolver } from '../gateway/dns.js';
 import type { DhcpSnapshot } from '../gateway/dhcp.js';
@@ -186,7 +186,7 @@ export class NetRouter implements GatewayHandler {
         onLease: (e) => {
           const vm = d.vmByMac(e.lease.mac);
           if (vm !== undefined) {
-            if (e.type === 'bound' || e.type === 'renewed') this.zone.setHost(vm.name, { ipv4: e.lease.ip });
+            if (e.type === 'bound' || e.type === 'renewed') this.nameHost(vm.name, e.lease.ip);
             else this.zone.deleteHost(vm.name);
           }
           d.onLeases();
@@ -242,11 +242,19 @@ export class NetRouter implements GatewayHandler {
     return this.endpoint.recheck(name, (proto: 'tcp' | 'udp', a: FlowAddr, tag: string) => verdictTag(this.decide(name, { proto, dst: a.remoteIp, port: a.remotePort })) === tag);
   }
 
+  /**
+   * `<vm>.<domain>` for the VM's address. VM names may hold '_' or '.', which a DNS label may
+   * not: such a VM has no name in the zone (its address and everything else still work).
+   */
+  private nameHost(name: string, ipv4: number): void {
+    if (isHostLabel(name)) this.zone.setHost(name, { ipv4 });
+  }
+
   vmAttached(name: string, staticIp: number | null): void {
     this.vms.delete(name);
     if (staticIp !== null) {
       this.statics.set(name, staticIp);
-      this.zone.setHost(name, { ipv4: staticIp });
+      this.nameHost(name, staticIp);
     } else this.statics.delete(name);
   }
 
@@ -586,7 +594,7 @@ export class NetRouter implements GatewayHandler {
     this.services.dhcp.restore(snap, this.wall());
     for (const l of this.services.dhcp.leases()) {
       const vm = this.d.vmByMac(l.mac);
-      if (vm !== undefined && l.state === 'bound') this.zone.setHost(vm.name, { ipv4: l.ip });
+      if (vm !== undefined && l.state === 'bound') this.nameHost(vm.name, l.ip);
     }
   }
 

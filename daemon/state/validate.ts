@@ -2,6 +2,7 @@
  * Checks control-API parameters and the state file. Every rejection is a UserError whose message
  * says what is wrong in one line; accepted values come back normalised.
  */
+import { isDnsDomain } from '../gateway/types.js';
 import type { NetworkSpec, VmSpec } from './model.js';
 import type { PortSpec } from '../../plugins/types.js';
 import { UserError } from '../errors.js';
@@ -80,6 +81,8 @@ function hostsOf(net: Ipv4Cidr): { first: number; last: number } {
 export function checkNetworkSpec(p: unknown): NetworkSpec {
   const o = asObject(p, 'params');
   const name = checkName(o.name, 'network');
+  // The network's DNS domain is <name>.mvnet: a name that cannot be one would fail in the router.
+  if (!isDnsDomain(`${name.toLowerCase()}.mvnet`)) throw new UserError(`invalid network name ${JSON.stringify(name)}: it names the DNS domain ${name.toLowerCase()}.mvnet, so use letters, digits and '-' (labels separated by '.', none starting or ending with '-')`);
   const subnetStr = str(o, 'subnet', true);
   const net = checkSubnet(subnetStr);
   const subnet = `${formatIpv4(net.network)}/${net.prefix}`;

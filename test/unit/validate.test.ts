@@ -22,6 +22,10 @@ describe('network validation', () => {
     [{ name: 'a', subnet: '10.0.0.0/24', mtu: 1000, ipv6: 'fd00::/64' }, /1280/],
     [{ name: 'a', subnet: '10.0.0.0/24', ipv6: 'nope' }, /invalid ipv6/],
     [{ subnet: '10.0.0.0/24' }, /invalid network name/],
+    // Names checkName takes but a DNS domain (<name>.mvnet) cannot hold: found by the control fuzzer.
+    [{ name: 'A_b.c', subnet: '10.0.0.0/24' }, /invalid network name "A_b.c": it names the DNS domain a_b.c.mvnet/],
+    [{ name: 'a-', subnet: '10.0.0.0/24' }, /DNS domain a-\.mvnet/],
+    [{ name: 'a..b', subnet: '10.0.0.0/24' }, /DNS domain/],
   ])('rejects %j', (p, re) => {
     expect(() => checkNetworkSpec(p)).toThrow(UserError);
     expect(() => checkNetworkSpec(p)).toThrow(re);
