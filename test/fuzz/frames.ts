@@ -15,6 +15,7 @@ import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
 import { encodeTcp, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../../daemon/wire/tcp.js';
 import { encodeUdp } from '../../daemon/wire/udp.js';
 import { prependVnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP } from '../../daemon/wire/vnet.js';
+import { internetChecksum, pseudoHeaderSumV4At, pseudoHeaderSumV6At } from '../../daemon/wire/checksum.js';
 import type { Rng } from './rng.js';
 
 export interface FrameContext {
@@ -193,4 +194,42 @@ export function offloadFrame(rng: Rng, c: FrameContext): Buffer {
     csumStart: rng.bool(0.8) ? l4off : rng.int(0x10000),
     csumOffset: rng.bool(0.8) ? (tcp ? 16 : 6) : rng.int(0x10000),
   });
+}
+
+/** Offset of the checksum field in each upper layer. */
+const CSUM_AT: Record<number, number> = { 6: 16, 17: 6, 1: 2, 58: 2 };
+
+/**
+ * Makes the checksums of a (mutated) untagged IPv4 or IPv6 frame right again, where its headers
+ * still say where they are, so that a mutation gets past the checksum checks to the parsers and
+ * state machines behind them. Frames it cannot read are returned as they are.
+ */
+export function fixChecksums(f: Buffer): Buffer {
+  if (f.length < 14) return f;
+  const et = f.readUInt16BE(12);
+  if (et === ETHERTYPE_IPV4 && f.length >= 34) {
+    const ihl = (f[14]! & 0x0f) * 4;
+    const total = Math.min(f.readUInt16BE(16), f.length - 14);
+    if (ihl < 20 || 14 + ihl > f.length) return f;
+    f.writeUInt16BE(0, 24);
+    f.writeUInt16BE(internetChecksum(f, 14, 14 + ihl), 24);
+    const proto = f[23]!;
+    const at = CSUM_AT[proto];
+    const l4 = 14 + ihl;
+    const end = 14 + total;
+    if (at === undefined || (f.readUInt16BE(20) & 0x3fff) !== 0 || end < l4 + at + 2) return f;
+    f.writeUInt16BE(0, l4 + at);
+    const pseudo = proto === IPPROTO_ICMP ? 0 : pseudoHeaderSumV4At(f, 14, proto, end - l4);
+    f.writeUInt16BE(internetChecksum(f, l4, end, pseudo), l4 + at);
+    return f;
+  }
+  if (et === ETHERTYPE_IPV6 && f.length >= 54) {
+    const proto = f[20]!;
+    const at = CSUM_AT[proto];
+    const end = Math.min(54 + f.readUInt16BE(18), f.length);
+    if (at === undefined || proto === IPPROTO_ICMP || end < 54 + at + 2) return f;
+    f.writeUInt16BE(0, 54 + at);
+    f.writeUInt16BE(internetChecksum(f, 54, end, pseudoHeaderSumV6At(f, 14, proto, end - 54)), 54 + at);
+  }
+  return f;
 }

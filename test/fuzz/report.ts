@@ -4,7 +4,7 @@ export interface Crash {
   seed: number;
   where: string;
   error: string;
-  /** The input, hex (frames) or text (requests), cut to 512 characters. */
+  /** The input: hex (wire), "vm<i> hex hex..." (ingress) or the request line (control); whole, for seeds.json. */
   input: string;
 }
 
@@ -14,6 +14,8 @@ export interface FuzzReport {
   crashed: number;
   crashes: Crash[];
   ms: number;
+  /** Counters showing how deep the inputs went (ingress). */
+  coverage?: Record<string, number>;
 }
 
 /** Crashes kept in a report (the count goes on). */
@@ -27,5 +29,6 @@ export function errorText(e: unknown): string {
 export function summary(r: FuzzReport): string {
   const rate = r.ms > 0 ? Math.round((r.ran * 1000) / r.ms) : 0;
   const head = `fuzz ${r.target}: ${r.ran} inputs, ${r.crashed} crashed, ${(r.ms / 1000).toFixed(1)} s, ${rate} inputs/s`;
-  return [head, ...r.crashes.map((c) => `  seed ${c.seed}: ${c.where}: ${c.error}\n    input ${c.input}`)].join('\n');
+  const cov = r.coverage !== undefined ? [`  reached: ${Object.entries(r.coverage).filter(([, v]) => typeof v === 'number' && v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}`] : [];
+  return [head, ...cov, ...r.crashes.map((c) => `  seed ${c.seed}: ${c.where}: ${c.error}\n    input ${c.input.length > 600 ? `${c.input.slice(0, 600)}...` : c.input}`)].join('\n');
 }

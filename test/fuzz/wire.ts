@@ -138,8 +138,8 @@ function parseAll(x: Buffer, rng: Rng, step: (where: string) => void): void {
 }
 
 /** Runs input `seed`; returns the crash (where and what) or null. */
-export function wireOne(seed: number): { where: string; error: string; input: Buffer } | null {
-  const x = wireInput(seed);
+export function wireOne(seed: number, input?: Buffer): { where: string; error: string; input: Buffer } | null {
+  const x = input ?? wireInput(seed);
   let where = '';
   try {
     parseAll(x, new Rng(seed ^ 0x5a5a5a5a), (w) => {
@@ -160,7 +160,7 @@ export function fuzzWire(count: number, seed: number): FuzzReport {
     r.ran++;
     if (c !== null) {
       r.crashed++;
-      if (r.crashes.length < KEEP_CRASHES) r.crashes.push({ seed: s, where: c.where, error: c.error, input: c.input.toString('hex').slice(0, 512) });
+      if (r.crashes.length < KEEP_CRASHES) r.crashes.push({ seed: s, where: c.where, error: c.error, input: c.input.toString('hex') });
     }
   }
   r.ms = performance.now() - t0;

@@ -239,11 +239,16 @@ export interface LabVm {
 export interface RouterLabOptions {
   /** The router's logger (default: silent). */
   log?: Logger;
+  /** The network (default SPEC). */
+  spec?: NetworkSpec;
+  /** The router's way out (default: the lab's FakeEgress, which keeps what it is sent). */
+  egress?: RouterEgress;
 }
 
 export class RouterLab {
   readonly clock = new FakeClock();
   readonly egress = new FakeEgress();
+  readonly spec: NetworkSpec;
   readonly dns = new FakeResolver();
   readonly routes = new Map<string, Route>();
   readonly vms = new Map<string, LabVm>();
@@ -252,15 +257,16 @@ export class RouterLab {
   leaseSaves = 0;
 
   constructor(opts: RouterLabOptions = {}) {
+    this.spec = opts.spec ?? SPEC;
     this.sw = new Network({
-      name: SPEC.name,
-      mtu: SPEC.mtu,
+      name: this.spec.name,
+      mtu: this.spec.mtu,
       gatewayMac: GW_MAC,
       clock: () => this.clock.mono(),
       onMacLearned: () => this.router.refreshReservations(this.reservations()),
     });
     this.router = new NetRouter({
-      spec: SPEC,
+      spec: this.spec,
       network: this.sw,
       log: opts.log ?? silent,
       vm: (name) => this.routerVm(name),
@@ -283,7 +289,7 @@ export class RouterLab {
       onLeases: () => {
         this.leaseSaves++;
       },
-      egress: this.egress,
+      egress: opts.egress ?? this.egress,
       clock: { wall: () => this.clock.wall(), mono: () => this.clock.mono() },
       forbidden: () => false,
     });
@@ -303,7 +309,7 @@ export class RouterLab {
 
   /** `vm attach`: a port on the switch, the router told, reservations refreshed. */
   attachPort(name: string, o: { mac: number; fixedMac?: boolean; ip?: string; route?: Route }): LabVm {
-    const port = new MemPort(`mem:${name}`, { mtu: SPEC.mtu });
+    const port = new MemPort(`mem:${name}`, { mtu: this.spec.mtu });
     const member = this.sw.attach(name, port, o.fixedMac === false ? null : o.mac);
     const staticIp = o.ip !== undefined ? ip(o.ip) : null;
     this.vms.set(name, { name, port, member, staticIp });

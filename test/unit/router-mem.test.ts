@@ -717,7 +717,7 @@ function ipText(n: number): string {
   return [n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff].join('.');
 }
 
-describe('router in memory: VM names that are not DNS labels (found by the control fuzzer)', () => {
+describe('router in memory: VM names that are not DNS labels (found while fixing the network names the control fuzzer crashed on)', () => {
   it('a VM named vm_1 leases an address and attaches with --ip; it only has no name in the zone', async () => {
     const vm = lab.attach('vm_1', { mac: MAC1, fixedMac: false });
     const { ack } = await vm.dora();

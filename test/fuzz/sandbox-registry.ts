@@ -1,0 +1,13 @@
+/**
+ * Stands in for plugins/registry.ts in the control fuzzer (vi.mock): random requests must not
+ * create TAP devices, bind sockets at random paths or open random fds on the host, as the real
+ * drivers would for root. Every port is an in-memory one; a spec naming "missing" fails as a
+ * device that cannot be opened does. The daemon's checks of the spec all run before this.
+ */
+import type { Port, PortContext, PortSpec } from '../../plugins/types.js';
+import { MemPort } from '../support/mem-port.js';
+
+export function openPort(spec: PortSpec, ctx: PortContext): Promise<Port> {
+  if (JSON.stringify(spec).includes('missing')) return Promise.reject(new Error('no such device (sandbox)'));
+  return Promise.resolve(new MemPort(`sandbox:${spec.kind}`, { mtu: ctx.mtu }));
+}
