@@ -238,6 +238,16 @@ function checkTorPorts(v: unknown): number[] | undefined {
   return [...new Set(ports)].sort((a, b) => a - b);
 }
 
+/** An allow rule given as an object ({cidr, ports: [[from, to], ...]}): its shape, before its values are parsed. */
+function checkAllowRuleShape(x: unknown): AllowRule {
+  const o = asObject(x, 'allow rule');
+  const isPair = (p: unknown): boolean => Array.isArray(p) && p.length === 2 && p.every((n) => Number.isInteger(n));
+  if (typeof o.cidr !== 'string' || (o.ports !== undefined && !(Array.isArray(o.ports) && o.ports.every(isPair)))) {
+    throw new UserError(`invalid allow rule ${JSON.stringify(x)}: expected {"cidr": "203.0.113.0/24", "ports": [[80, 80], [8000, 8080]]} or "CIDR[:PORTS]"`);
+  }
+  return o.ports === undefined ? { cidr: o.cidr } : { cidr: o.cidr, ports: o.ports as [number, number][] };
+}
+
 /** A route from the control API or the state file, normalised. */
 export function checkRoute(v: unknown): Route {
   const o = asObject(v, 'route');
@@ -252,7 +262,7 @@ export function checkRoute(v: unknown): Route {
       if (torPorts !== undefined) r.torPorts = torPorts;
       if (o.allow === undefined) return r;
       if (!Array.isArray(o.allow)) throw new UserError('route.allow must be a list of CIDR[:PORTS] rules');
-      const allow = o.allow.map((x) => (typeof x === 'string' ? parseAllowRule(x) : parseAllowRule(formatAllowRule(asObject(x, 'allow rule') as unknown as AllowRule))));
+      const allow = o.allow.map((x) => (typeof x === 'string' ? parseAllowRule(x) : parseAllowRule(formatAllowRule(checkAllowRuleShape(x)))));
       if (allow.length > 0) r.allow = allow;
       return r;
     }

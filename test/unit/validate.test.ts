@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { checkNetworkSpec, checkVmSpec } from '../../daemon/state/validate.js';
+import { checkNetworkSpec, checkRoute, checkVmSpec } from '../../daemon/state/validate.js';
 import { UserError } from '../../daemon/errors.js';
 
 const nets = new Map([['a', { name: 'a', subnet: '10.1.0.0/24', gateway: '10.1.0.1', mtu: 1500 }]]);
@@ -58,5 +58,31 @@ describe('attachment validation', () => {
     [{ name: 'v', net: 'a', port: { kind: 'unix', path: '/x', netns: 'n' } }, /--netns applies/],
   ])('rejects %j', (p, re) => {
     expect(() => checkVmSpec(p, nets)).toThrow(re);
+  });
+});
+
+describe('route validation', () => {
+  it('takes allow rules as text or as objects, normalised', () => {
+    expect(checkRoute({ kind: 'direct', allow: ['10.0.0.0/8:80', { cidr: '192.0.2.1', ports: [[443, 443]] }] })).toEqual({
+      kind: 'direct',
+      allow: [
+        { cidr: '10.0.0.0/8', ports: [[80, 80]] },
+        { cidr: '192.0.2.1/32', ports: [[443, 443]] },
+      ],
+    });
+  });
+
+  // Found by the control fuzzer: a rule that is null, or an object without a text cidr, threw a
+  // TypeError (an internal error) instead of a UserError.
+  it.each([
+    [[null], /invalid allow rule|allow rule must be/],
+    [[{ __proto__: null }], /invalid allow rule/],
+    [[{ cidr: 5 }], /invalid allow rule/],
+    [[{ cidr: '10.0.0.0/8', ports: 'x' }], /invalid allow rule/],
+    [[{ cidr: '10.0.0.0/8', ports: [[1]] }], /invalid allow rule/],
+    [[7], /allow rule must be|invalid allow rule/],
+  ])('refuses allow %j with a UserError', (allow, re) => {
+    expect(() => checkRoute({ kind: 'direct', allow })).toThrow(UserError);
+    expect(() => checkRoute({ kind: 'direct', allow })).toThrow(re);
   });
 });
