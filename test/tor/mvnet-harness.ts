@@ -25,7 +25,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startDaemon, type Daemon, type LogLine } from '../support/daemon.js';
+import { startDaemon, type Daemon, type ErrorPattern, type LogLine } from '../support/daemon.js';
 import { createNetns, makeTempDir, registerCleanup, run, uniqueName, waitFor, type ManagedProcess, type Netns, type RunResult } from '../support/netns.js';
 import { writePrograms, type ProgramPaths } from '../support/stack-programs.js';
 import { TorControl, type ControlEvent } from '../support/tor-control.js';
@@ -73,6 +73,8 @@ export interface TorRouterOptions {
    * without touching the network. The wrapper execs tor: same pid, argv[0] "tor".
    */
   torWrapper?: boolean;
+  /** Error-level daemon log lines the test provokes (see DaemonOptions.expectErrors). */
+  expectErrors?: ErrorPattern[] | true;
 }
 
 /** The router namespace, its links and the daemon inside it. */
@@ -134,7 +136,12 @@ export class TorRouter {
   }
 
   async startDaemon(): Promise<void> {
-    this.daemon = await startDaemon({ netns: this.ns, config: this.configFile, ...(this.opts.stateDir ? { stateDir: this.opts.stateDir } : {}) });
+    this.daemon = await startDaemon({
+      netns: this.ns,
+      config: this.configFile,
+      ...(this.opts.stateDir ? { stateDir: this.opts.stateDir } : {}),
+      ...(this.opts.expectErrors !== undefined ? { expectErrors: this.opts.expectErrors } : {}),
+    });
   }
 
   /** With `torWrapper`: make every later start of tor fail (true) or work again (false). */

@@ -57,7 +57,15 @@ describe('fail closed: Tor killed during a download', () => {
   let watch: ReturnType<TorRouter['watchTorStatus']>;
 
   beforeAll(async () => {
-    r = await TorRouter.create({ prefix: 'tfc', mode: 'embedded', sink: true, deferDaemon: true, torWrapper: true });
+    r = await TorRouter.create({
+      prefix: 'tfc',
+      mode: 'embedded',
+      sink: true,
+      deferDaemon: true,
+      torWrapper: true,
+      // Tor is killed and held down on purpose: the daemon says so at error level.
+      expectErrors: ['tor', 'killing tor to start it again', 'Tor did not start'],
+    });
     cap = await r.capture();
     await r.startDaemon();
     await r.cli(['net', 'create', 'lan', '--subnet', '10.233.0.0/24']);
