@@ -78,7 +78,6 @@ export class Daemon {
   private readonly nets = new Map<string, NetEntry>();
   private readonly vms = new Map<string, VmEntry>();
   private readonly routes = new Map<string, Route>();
-  private readonly started = Date.now();
   private closing = false;
 
   private readonly upstreamDns: UpstreamResolver;
@@ -536,7 +535,7 @@ export class Daemon {
 
   status(extra: { socket: string; stateDir: string; version: string }): StatusInfo {
     return {
-      daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round((Date.now() - this.started) / 1000), errors: this.errors() },
+      daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round(process.uptime()), errors: this.errors() },
       networks: this.listNetworks(),
       vms: this.listVms(),
     };

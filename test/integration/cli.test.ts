@@ -170,8 +170,8 @@ describe('mvnet CLI', () => {
       expect(s.daemon.stateDir).toBe(d.stateDir);
       const pkg = JSON.parse((await run(['cat', join(REPO_ROOT, 'package.json')])).stdout) as { version: string };
       expect(s.daemon.version).toBe(pkg.version);
-      // The daemon's uptime is the age of its process (so it is counted from the start and grows).
-      expect(Math.abs(s.daemon.uptimeSec - processAgeSec(d.pid)), `uptimeSec ${s.daemon.uptimeSec}`).toBeLessThanOrEqual(1.5);
+      // The daemon's uptime is the age of its process, as the kernel counts it (rounded to a second).
+      expect(Math.abs(s.daemon.uptimeSec - processAgeSec(d.pid)), `uptimeSec ${s.daemon.uptimeSec}`).toBeLessThanOrEqual(1);
       // No caught exceptions (bugs) so far.
       expect(s.daemon.errors).toEqual({ dataPath: 0, native: 0, uncaught: 0 });
       expect(s.networks.find((n) => n.name === 'A')?.vms.sort()).toEqual(['v1', 'v2']);
