@@ -15,7 +15,7 @@ import type { NetworkSpec, StateFile, VmSpec } from './state/model.js';
 import { STATE_VERSION } from './state/model.js';
 import { StateStore } from './state/store.js';
 import { UserError } from './errors.js';
-import { checkNetworkSpec, checkVmSpec, checkName, asObject, checkRoute } from './state/validate.js';
+import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkRoute } from './state/validate.js';
 import { describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
@@ -164,7 +164,7 @@ export class Daemon {
     const st = this.store.load();
     for (const [vm, raw] of Object.entries(st.routes)) {
       try {
-        this.routes.set(checkName(vm, 'VM'), checkRoute(raw));
+        this.routes.set(checkVmName(vm), checkRoute(raw));
       } catch (e) {
         // Fail closed: an unreadable route is no route.
         this.log.error({ err: (e as Error).message, vm }, 'invalid route in the state file; using none');
@@ -396,6 +396,11 @@ export class Daemon {
         if (v.spec.net === spec.net && (v.spec.mac ?? v.spec.learnedMac) === spec.mac) throw new UserError(`MAC ${spec.mac} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
       }
     }
+    if (spec.ip !== undefined) {
+      for (const v of this.vms.values()) {
+        if (v.spec.net === spec.net && v.spec.ip === spec.ip) throw new UserError(`ip ${spec.ip} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
+      }
+    }
     const entry: VmEntry = { spec, port: null, member: null, error: null, retry: null, retryMs: 1000 };
     await this.open(entry, false);
     this.vms.set(spec.name, entry);
@@ -429,7 +434,7 @@ export class Daemon {
   }
 
   async detach(name: unknown): Promise<{ detached: string }> {
-    const n = checkName(name, 'VM');
+    const n = checkVmName(name);
     if (!this.vms.has(n)) throw new UserError(`no VM named ${n} is attached`);
     await this.detachEntry(n);
     await this.save();
@@ -448,8 +453,11 @@ export class Daemon {
   /** Sets a VM's route; returns once it is saved and live. */
   async setRoute(params: unknown): Promise<RouteInfo> {
     const o = asObject(params, 'params');
-    const vm = checkName(o.vm, 'VM');
+    const vm = checkVmName(o.vm);
     const route = checkRoute(o.route);
+    // A route for a name nobody knows is most likely a typo, and would wait for whichever VM
+    // later gets that name: only with an explicit create.
+    if (!this.knowsVm(vm) && o.create !== true) throw new UserError(`no VM named ${vm} is attached or has a route; use --create to set a route for a VM not attached yet`);
     if (route.kind === 'via') {
       if (route.vm === vm) throw new UserError(`${vm} cannot route via itself`);
       const me = this.vms.get(vm);
@@ -467,8 +475,16 @@ export class Daemon {
       }
     }
     if (usesTor(route)) this.ensureTor();
+    const reset = await this.replaceRoute(vm, route);
+    this.log.info({ vm, route, reset }, 'route set');
+    return this.routeInfo(vm);
+  }
+
+  /** Saves the VM's new route (undefined: none kept) and resets the flows it forbids. */
+  private async replaceRoute(vm: string, route: Route | undefined): Promise<number> {
     const before = this.routes.get(vm);
-    this.routes.set(vm, route);
+    if (route === undefined) this.routes.delete(vm);
+    else this.routes.set(vm, route);
     try {
       await this.save();
     } catch (e) {
@@ -477,8 +493,15 @@ export class Daemon {
       throw e;
     }
     const net = this.vms.get(vm)?.spec.net;
-    const reset = net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
-    this.log.info({ vm, route, reset }, 'route set');
+    return net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
+  }
+
+  /** Forgets the VM's route (back to the default, none); the only way to drop a detached VM's route. */
+  async clearRoute(params: unknown): Promise<RouteInfo> {
+    const vm = checkVmName(asObject(params, 'params').vm);
+    if (!this.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached or has a route`);
+    const reset = await this.replaceRoute(vm, undefined);
+    this.log.info({ vm, reset }, 'route cleared');
     return this.routeInfo(vm);
   }
 
@@ -490,7 +513,7 @@ export class Daemon {
   showRoutes(params: unknown): RouteInfo[] {
     const o = asObject(params, 'params');
     if (o.vm !== undefined) {
-      const vm = checkName(o.vm, 'VM');
+      const vm = checkVmName(o.vm);
       if (!this.vms.has(vm) && !this.routes.has(vm)) throw new UserError(`no VM named ${vm}`);
       return [this.routeInfo(vm)];
     }

@@ -1,6 +1,6 @@
 /** The control API's method table: one group per area; the daemon core does the work. */
 import type { Daemon } from '../daemon.js';
-import { asObject, checkName } from '../state/validate.js';
+import { asObject, checkVmName } from '../state/validate.js';
 import { UserError } from '../errors.js';
 
 function checkPort(v: unknown, what: string): number {
@@ -29,11 +29,12 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'vm.list': async () => d.listVms(),
     'route.set': (p) => d.setRoute(p),
     'route.show': async (p) => d.showRoutes(p),
+    'route.clear': (p) => d.clearRoute(p),
     'tor.status': () => d.tor.status(),
     'tor.newnym': async (p) => {
       const o = asObject(p, 'params');
       if (o.all === true) return d.tor.newnym(null, true);
-      const vm = checkName(o.vm, 'VM');
+      const vm = checkVmName(o.vm);
       if (!d.routeOf(vm) || !d.knowsVm(vm)) throw new UserError(`no VM named ${vm}`);
       return d.tor.newnym(vm, false);
     },
@@ -46,7 +47,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'onion.remove': async (p) => d.tor.removeAlias(asObject(p, 'params').name),
     'onion.expose': async (p) => {
       const o = asObject(p, 'params');
-      const vm = checkName(o.vm, 'VM');
+      const vm = checkVmName(o.vm);
       if (!d.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached`);
       const port = checkPort(o.port, 'port');
       const onionPort = o.onionPort === undefined ? port : checkPort(o.onionPort, 'onion port');
@@ -54,7 +55,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     },
     'onion.unexpose': async (p) => {
       const o = asObject(p, 'params');
-      return d.tor.unexpose(checkName(o.vm, 'VM'), o.port === undefined ? undefined : checkPort(o.port, 'port'));
+      return d.tor.unexpose(checkVmName(o.vm), o.port === undefined ? undefined : checkPort(o.port, 'port'));
     },
     'forward.add': (p) => d.addForward(p),
     'forward.list': async () => d.forwards.list(),
