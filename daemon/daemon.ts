@@ -182,7 +182,7 @@ export class Daemon {
     for (const raw of st.vms) {
       let spec: VmSpec;
       try {
-        spec = checkVmSpec(raw, specs);
+        spec = checkVmSpec(raw, specs, true);
       } catch (e) {
         this.log.error({ err: (e as Error).message, vm: raw }, 'skipping an invalid attachment in the state file');
         continue;
@@ -288,7 +288,7 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await openPort(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring });
+      port = await openPort(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring, ...(spec.device !== undefined ? { owned: spec.device } : {}) });
     } catch (e) {
       const msg = (e as Error).message;
       if (!restoring) throw new UserError(`cannot attach ${spec.name}: ${msg}`);
@@ -297,6 +297,7 @@ export class Daemon {
       this.scheduleRetry(entry);
       return;
     }
+    const owned = port.owned;
     if (port.layer === 3) {
       const subnet = parseIpv4CidrText(net.spec.subnet);
       if (!subnet.ok) throw new UserError(`network ${net.spec.name} has an invalid subnet ${net.spec.subnet}`);
@@ -320,6 +321,11 @@ export class Daemon {
     }
     entry.port = port;
     entry.error = null;
+    // Saved with the attachment so a detach after restarts still knows whose device it is.
+    if (owned !== undefined && JSON.stringify(owned) !== JSON.stringify(spec.device)) {
+      spec.device = owned;
+      if (restoring) this.saveSoon();
+    }
     net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');

@@ -3,7 +3,7 @@
  * says what is wrong in one line; accepted values come back normalised.
  */
 import type { NetworkSpec, VmSpec } from './model.js';
-import type { PortSpec } from '../../plugins/types.js';
+import type { DeviceRecord, PortSpec } from '../../plugins/types.js';
 import { UserError } from '../errors.js';
 import { isUnicastMac, parseMacString } from '../wire/mac.js';
 import { formatIpv4, formatIpv6, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, parseIpv6Text, type Ipv4Cidr } from '../wire/ip-text.js';
@@ -221,7 +221,35 @@ export function checkPortSpec(p: unknown): PortSpec {
   }
 }
 
-export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>): VmSpec {
+/** The state file's record of what mvnet did to a TAP/TUN (see VmSpec.device). */
+function checkDeviceRecord(v: unknown): DeviceRecord {
+  const o = asObject(v, 'device');
+  if (typeof o.created !== 'boolean') throw new UserError('device.created must be true or false');
+  if (o.created || o.was === undefined) return { created: o.created };
+  const w = asObject(o.was, 'device.was');
+  const was: NonNullable<DeviceRecord['was']> = {};
+  if (w.mtu !== undefined) {
+    if (typeof w.mtu !== 'number' || !Number.isInteger(w.mtu) || w.mtu < 68 || w.mtu > 65536) throw new UserError(`invalid device.was.mtu ${JSON.stringify(w.mtu)}`);
+    was.mtu = w.mtu;
+  }
+  if (w.mac !== undefined) {
+    if (typeof w.mac !== 'string' || !parseMacString(w.mac).ok) throw new UserError(`invalid device.was.mac ${JSON.stringify(w.mac)}`);
+    was.mac = w.mac.toLowerCase();
+  }
+  for (const k of ['up', 'persistent'] as const) {
+    if (w[k] === undefined) continue;
+    if (typeof w[k] !== 'boolean') throw new UserError(`device.was.${k} must be true or false`);
+    was[k] = w[k];
+  }
+  return { created: false, was };
+}
+
+/**
+ * An attachment. `fromState`: read from the state file, whose `device` record says whether
+ * mvnet created the device; from a control caller that field is ignored (else a caller could
+ * have the admin's TAP deleted at detach).
+ */
+export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, fromState = false): VmSpec {
   const o = asObject(p, 'params');
   const name = checkVmName(o.name);
   const netName = checkName(o.net, 'network');
@@ -244,6 +272,7 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>):
   if (port.kind === 'tun' && spec.mac !== undefined) throw new UserError('--mac does not apply to --tun (a TUN carries no Ethernet header)');
   const learned = str(o, 'learnedMac', false);
   if (learned !== undefined) spec.learnedMac = checkMac(learned);
+  if (fromState && o.device !== undefined && (port.kind === 'tap' || port.kind === 'tun')) spec.device = checkDeviceRecord(o.device);
   return spec;
 }
 
