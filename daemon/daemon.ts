@@ -288,7 +288,7 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await openPort(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring, ...(spec.device !== undefined ? { owned: spec.device } : {}) });
+      port = await openPort(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring, ...(restoring && spec.device !== undefined ? { owned: spec.device } : {}) });
     } catch (e) {
       const msg = (e as Error).message;
       if (!restoring) throw new UserError(`cannot attach ${spec.name}: ${msg}`);
