@@ -164,7 +164,7 @@ export class Daemon {
     const st = this.store.load();
     for (const [vm, raw] of Object.entries(st.routes)) {
       try {
-        this.routes.set(checkVmName(vm), checkRoute(raw));
+        this.routes.set(checkName(vm, 'VM'), checkRoute(raw));
       } catch (e) {
         // Fail closed: an unreadable route is no route.
         this.log.error({ err: (e as Error).message, vm }, 'invalid route in the state file; using none');
@@ -172,7 +172,12 @@ export class Daemon {
     }
     for (const raw of st.networks) {
       try {
-        const spec = checkNetworkSpec(raw);
+        const spec = checkNetworkSpec(raw, true);
+        try {
+          checkNetworkSpec(raw);
+        } catch (e) {
+          this.log.warn({ network: spec.name, err: (e as Error).message }, 'a saved network would be refused today; kept as it was');
+        }
         this.addNetwork(spec);
       } catch (e) {
         this.log.error({ err: (e as Error).message, network: raw }, 'skipping an invalid network in the state file');
@@ -440,7 +445,7 @@ export class Daemon {
   }
 
   async detach(name: unknown): Promise<{ detached: string }> {
-    const n = checkVmName(name);
+    const n = checkName(name, 'VM');
     if (!this.vms.has(n)) throw new UserError(`no VM named ${n} is attached`);
     await this.detachEntry(n);
     await this.save();
@@ -459,10 +464,11 @@ export class Daemon {
   /** Sets a VM's route; returns once it is saved and live. */
   async setRoute(params: unknown): Promise<RouteInfo> {
     const o = asObject(params, 'params');
-    const vm = checkVmName(o.vm);
+    const vm = checkName(o.vm, 'VM');
     const route = checkRoute(o.route);
     // A route for a name nobody knows is most likely a typo, and would wait for whichever VM
-    // later gets that name: only with an explicit create.
+    // later gets that name: only with an explicit create, and never for a reserved name.
+    if (!this.knowsVm(vm)) checkVmName(vm);
     if (!this.knowsVm(vm) && o.create !== true) throw new UserError(`no VM named ${vm} is attached or has a route; use --create to set a route for a VM not attached yet`);
     if (route.kind === 'via') {
       if (route.vm === vm) throw new UserError(`${vm} cannot route via itself`);
@@ -504,7 +510,7 @@ export class Daemon {
 
   /** Forgets the VM's route (back to the default, none); the only way to drop a detached VM's route. */
   async clearRoute(params: unknown): Promise<RouteInfo> {
-    const vm = checkVmName(asObject(params, 'params').vm);
+    const vm = checkName(asObject(params, 'params').vm, 'VM');
     if (!this.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached or has a route`);
     const reset = await this.replaceRoute(vm, undefined);
     this.log.info({ vm, reset }, 'route cleared');
@@ -519,7 +525,7 @@ export class Daemon {
   showRoutes(params: unknown): RouteInfo[] {
     const o = asObject(params, 'params');
     if (o.vm !== undefined) {
-      const vm = checkVmName(o.vm);
+      const vm = checkName(o.vm, 'VM');
       if (!this.vms.has(vm) && !this.routes.has(vm)) throw new UserError(`no VM named ${vm}`);
       return [this.routeInfo(vm)];
     }

@@ -1,6 +1,6 @@
 /** The control API's method table: one group per area; the daemon core does the work. */
 import type { Daemon } from '../daemon.js';
-import { asObject, checkVmName } from '../state/validate.js';
+import { asObject, checkName } from '../state/validate.js';
 import { UserError } from '../errors.js';
 
 function checkPort(v: unknown, what: string): number {
@@ -34,7 +34,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'tor.newnym': async (p) => {
       const o = asObject(p, 'params');
       if (o.all === true) return d.tor.newnym(null, true);
-      const vm = checkVmName(o.vm);
+      const vm = checkName(o.vm, 'VM');
       if (!d.routeOf(vm) || !d.knowsVm(vm)) throw new UserError(`no VM named ${vm}`);
       return d.tor.newnym(vm, false);
     },
@@ -47,7 +47,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'onion.remove': async (p) => d.tor.removeAlias(asObject(p, 'params').name),
     'onion.expose': async (p) => {
       const o = asObject(p, 'params');
-      const vm = checkVmName(o.vm);
+      const vm = checkName(o.vm, 'VM');
       if (!d.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached`);
       const port = checkPort(o.port, 'port');
       const onionPort = o.onionPort === undefined ? port : checkPort(o.onionPort, 'onion port');
@@ -55,7 +55,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     },
     'onion.unexpose': async (p) => {
       const o = asObject(p, 'params');
-      return d.tor.unexpose(checkVmName(o.vm), o.port === undefined ? undefined : checkPort(o.port, 'port'));
+      return d.tor.unexpose(checkName(o.vm, 'VM'), o.port === undefined ? undefined : checkPort(o.port, 'port'));
     },
     'forward.add': (p) => d.addForward(p),
     'forward.list': async () => d.forwards.list(),

@@ -6,7 +6,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { UserError } from '../errors.js';
-import { asObject, checkVmName } from '../state/validate.js';
+import { asObject, checkName } from '../state/validate.js';
 import { parseHostPort } from '../config.js';
 import type { ForwardInfo, ForwardSpec } from '../control/api.js';
 
@@ -19,7 +19,7 @@ interface Entry {
 
 export function checkForwardSpec(p: unknown): ForwardSpec {
   const o = asObject(p, 'params');
-  const vm = checkVmName(o.vm);
+  const vm = checkName(o.vm, 'VM');
   if (typeof o.host !== 'string') throw new UserError('missing host: --host ADDR:PORT');
   const hp = parseHostPort(o.host, 0);
   if (hp === null || hp.port === 0) throw new UserError(`invalid --host ${JSON.stringify(o.host)}: expected ADDR:PORT such as 127.0.0.1:8080`);

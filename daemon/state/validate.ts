@@ -93,12 +93,14 @@ function overlaps(a: { network: number; prefix: number }, b: { network: number; 
 /**
  * A network's IPv4 subnet: CIDR text with a prefix of 8 to 30 bits, written as its network
  * address (host bits set are refused, not cleared: 10.0.0.5/24 is more likely a typo for an
- * address than a request for 10.0.0.0/24), and outside the blocks above.
+ * address than a request for 10.0.0.0/24), and outside the blocks above. `strict: false` (a
+ * network saved before these refusals, or one already checked) checks the form only.
  */
-export function checkSubnet(s: string): Ipv4Cidr {
+export function checkSubnet(s: string, strict = true): Ipv4Cidr {
   const r = parseIpv4CidrText(s);
   if (!r.ok) throw new UserError(`invalid subnet ${JSON.stringify(s)}: expected IPv4 CIDR like 10.0.0.0/24`);
   if (r.value.prefix < 8 || r.value.prefix > 30) throw new UserError(`subnet ${s}: prefix length must be between 8 and 30`);
+  if (!strict) return r.value;
   const norm = `${formatIpv4(r.value.network)}/${r.value.prefix}`;
   if (r.value.addr !== r.value.network) throw new UserError(`subnet ${s} has host bits set; the network is ${norm}`);
   for (const f of FORBIDDEN_V4) if (overlaps(r.value, f)) throw new UserError(`subnet ${s} overlaps ${f.why}, which cannot be a VM network`);
@@ -109,15 +111,20 @@ export function checkSubnet(s: string): Ipv4Cidr {
  * A network's IPv6 prefix: exactly /64 (SLAAC forms addresses from a 64-bit interface id, so
  * any other length leaves the VMs without an address), written as its network, and a global or
  * unique-local unicast prefix (not ::/8 with loopback and mapped addresses, link-local fe80::/10,
- * multicast ff00::/8).
+ * multicast ff00::/8). `strict: false`: any prefix of 8 to 64 bits, normalised (as saved before).
  */
-export function checkIpv6Prefix(s: string): string {
+export function checkIpv6Prefix(s: string, strict = true): string {
   const slash = s.indexOf('/');
   const a = slash > 0 ? parseIpv6Text(s.slice(0, slash)) : null;
   if (a === null || !a.ok || !/^\d{1,3}$/.test(s.slice(slash + 1)) || !parseIpv6CidrText(s).ok) {
     throw new UserError(`invalid ipv6 prefix ${JSON.stringify(s)}: expected CIDR like fd00:1::/64`);
   }
   const prefix = Number(s.slice(slash + 1));
+  if (!strict) {
+    const c = parseIpv6CidrText(s);
+    if (!c.ok || prefix < 8 || prefix > 64) throw new UserError(`ipv6 prefix ${s}: prefix length must be between 8 and 64`);
+    return `${c.value.network}/${c.value.prefix}`;
+  }
   const b = a.value;
   if (prefix !== 64) throw new UserError(`ipv6 prefix ${s}: must be a /64 (SLAAC gives VMs addresses only in a /64)`);
   const norm = `${formatIpv6(Buffer.concat([b.subarray(0, 8), Buffer.alloc(8)]))}/64`;
@@ -139,11 +146,15 @@ function hostsOf(net: Ipv4Cidr): { first: number; last: number } {
   return { first: net.network + 1, last: ((net.network | ~ipv4Mask(net.prefix)) >>> 0) - 1 };
 }
 
-export function checkNetworkSpec(p: unknown): NetworkSpec {
+/**
+ * A network. `fromState`: a saved network is taken as long as its form is right, so that one
+ * created before today's refusals (a non-/64 IPv6 prefix…) is not dropped with its VMs.
+ */
+export function checkNetworkSpec(p: unknown, fromState = false): NetworkSpec {
   const o = asObject(p, 'params');
   const name = checkName(o.name, 'network');
   const subnetStr = str(o, 'subnet', true);
-  const net = checkSubnet(subnetStr);
+  const net = checkSubnet(subnetStr, !fromState);
   const subnet = `${formatIpv4(net.network)}/${net.prefix}`;
   const range = hostsOf(net);
   let gateway: string;
@@ -155,7 +166,7 @@ export function checkNetworkSpec(p: unknown): NetworkSpec {
     gateway = formatIpv4(g);
   }
   const v6 = str(o, 'ipv6', false);
-  const ipv6 = v6 !== undefined ? checkIpv6Prefix(v6) : undefined;
+  const ipv6 = v6 !== undefined ? checkIpv6Prefix(v6, !fromState) : undefined;
   let mtu = 1500;
   if (o.mtu !== undefined) {
     if (typeof o.mtu !== 'number' || !Number.isInteger(o.mtu) || o.mtu < MIN_MTU || o.mtu > MAX_MTU) {
@@ -251,7 +262,8 @@ function checkDeviceRecord(v: unknown): DeviceRecord {
  */
 export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, fromState = false): VmSpec {
   const o = asObject(p, 'params');
-  const name = checkVmName(o.name);
+  // A VM saved before names were reserved is kept (and can be detached), never refused at restore.
+  const name = fromState ? checkName(o.name, 'VM') : checkVmName(o.name);
   const netName = checkName(o.net, 'network');
   const net = nets.get(netName);
   if (net === undefined) throw new UserError(`no network named ${netName}`);
@@ -262,7 +274,7 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, 
   const ip = str(o, 'ip', false);
   if (ip !== undefined) {
     const a = checkIpv4(ip, 'ip');
-    const range = hostsOf(checkSubnet(net.subnet));
+    const range = hostsOf(checkSubnet(net.subnet, false));
     if (a === range.first - 1) throw new UserError(`ip ${ip} is the network address of ${net.name}'s subnet ${net.subnet}`);
     if (a === range.last + 1) throw new UserError(`ip ${ip} is the broadcast address of ${net.name}'s subnet ${net.subnet}`);
     if (a < range.first || a > range.last) throw new UserError(`ip ${ip} is not a host address of ${net.name}'s subnet ${net.subnet}`);
@@ -346,7 +358,7 @@ export function checkRoute(v: unknown): Route {
     }
     case 'via':
       if (o.torPorts !== undefined) throw new UserError('--tor-ports does not combine with --via');
-      return { kind: 'via', vm: checkVmName(o.vm, 'via VM') };
+      return { kind: 'via', vm: checkName(o.vm, 'via VM') };
     case 'tor':
       return { kind: 'tor' };
     default:

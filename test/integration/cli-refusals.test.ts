@@ -5,6 +5,7 @@
  * name), VM names that are CLI words, and routes for VMs nobody attached (unless --create).
  * The daemon refuses the same when a caller talks JSON-RPC to it directly.
  */
+import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -207,12 +208,32 @@ describe('refusals', () => {
         expect((await rpc(d.socket, 'vm.attach', { name: vm, net: 'A', port: { kind: 'unix-listen', path: sock('rpc') } })).error?.message).toMatch(/reserved/);
       }
       expect((await rpc(d.socket, 'route.set', { vm: 'ghost', route: { kind: 'direct' } })).error?.message).toMatch(/--create/);
-      expect((await rpc(d.socket, 'route.set', { vm: 'a1', route: { kind: 'via', vm: 'show' } })).error?.message).toMatch(/reserved/);
+      expect((await rpc(d.socket, 'route.set', { vm: 'a1', route: { kind: 'via', vm: 'show' } })).error?.message).toMatch(/no VM named show/);
       expect((await rpc(d.socket, 'route.clear', { vm: 'ghost' })).error?.message).toMatch(/no VM named ghost/);
       expect((await rpc(d.socket, 'vm.attach', { name: 'a3', net: 'A', port: { kind: 'iface', ifname: 'lo' } })).error?.message).toMatch(/loopback/);
       expect((await rpc(d.socket, 'net.create', { name: 'X', subnet: '127.1.0.0/16' })).error?.message).toMatch(/loopback/);
       const routes = await d.cliJson<RouteInfo[]>(['route', 'show']);
       expect(routes.map((r) => r.vm).sort()).toEqual(['a1', 'b1']);
     });
+  });
+});
+
+describe('a state saved before these refusals', () => {
+  it('keeps its networks and VMs; a VM with a now reserved name can still be detached', async () => {
+    const stateDir = makeTempDir('refst');
+    const state = {
+      version: 1,
+      networks: [{ name: 'old', subnet: '10.77.43.0/24', gateway: '10.77.43.1', ipv6: 'fd00:43::/48', mtu: 1500 }],
+      vms: [{ name: 'show', net: 'old', port: { kind: 'unix-listen', path: join(stateDir, 'show.sock') } }],
+      routes: { show: { kind: 'direct' } },
+    };
+    writeFileSync(join(stateDir, 'state.json'), JSON.stringify(state));
+    const d = await startDaemon({ stateDir });
+    const nets = await d.cliJson<NetInfo[]>(['net', 'list']);
+    expect(nets).toMatchObject([{ name: 'old', ipv6: 'fd00:43::/48', vms: ['show'] }]);
+    expect(d.logs.some((l) => l.msg === 'a saved network would be refused today; kept as it was')).toBe(true);
+    expect((await d.cliJson<VmInfo[]>(['vm', 'list'])).map((v) => v.name)).toEqual(['show']);
+    expect(await d.cliOk(['vm', 'detach', 'show'])).toContain('show');
+    expect(await d.cliJson<VmInfo[]>(['vm', 'list'])).toEqual([]);
   });
 });
