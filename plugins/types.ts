@@ -81,6 +81,8 @@ export interface PortContext {
   mtu: number;
   /** A device created by a previous run of the daemon (state restore): re-open, don't fail. */
   restoring: boolean;
+  /** The socket group (config `socketGroup`): may own VM sockets and write their directories. */
+  socketGid?: number;
 }
 
 export interface PortDriver<S extends PortSpec = PortSpec> {
