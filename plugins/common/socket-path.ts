@@ -7,9 +7,9 @@
  *   its parents too, except sticky ones such as /tmp (their entries cannot be swapped by others).
  * - Nothing at the path is followed (lstat); only a socket nobody accepts on (a stale one) is
  *   replaced.
- * - The socket is bound, chmod'ed and chown'ed inside a private directory made next to the path
- *   and then renamed into place, so no chmod/chown can be redirected by a symlink and the
- *   replacement of a stale socket is atomic.
+ * - The socket is bound inside a private directory made next to the path, chmod'ed and chown'ed
+ *   through an O_PATH|O_NOFOLLOW descriptor (never through a symlink), and renamed into place, so
+ *   the replacement of a stale socket is atomic.
  * - Only the file we made (same device and inode) is removed at detach.
  */
 import fs from 'node:fs';
@@ -102,6 +102,27 @@ export interface MadeSocket<T> {
   id: FileId;
 }
 
+/** Longest path a unix socket can be bound at. */
+const SUN_PATH_MAX = 107;
+
+/**
+ * Gives the socket file at `p` mode 0660 (and group `gid`) without ever following a symlink:
+ * the file is pinned with O_PATH|O_NOFOLLOW, checked to be a socket, and changed through
+ * /proc/self/fd (as fchmodat(AT_SYMLINK_NOFOLLOW) does). Returns its identity.
+ */
+function setSocketMode(p: string, gid: number | undefined): FileId {
+  const pinned = fs.openSync(p, O_PATH | fs.constants.O_NOFOLLOW);
+  try {
+    const st = fs.fstatSync(pinned);
+    if (!st.isSocket()) throw new Error(`${p} is not the socket just bound`);
+    fs.chmodSync(`/proc/self/fd/${pinned}`, 0o660);
+    if (gid !== undefined) fs.chownSync(`/proc/self/fd/${pinned}`, euid(), gid);
+    return { dev: st.dev, ino: st.ino };
+  } finally {
+    fs.closeSync(pinned);
+  }
+}
+
 /**
  * Creates a socket at `target`: checks the directory, refuses a symlink, a non-socket or a live
  * socket there, has `bind` create it at a path inside a private directory next to `target`, gives
@@ -114,20 +135,20 @@ export async function createSocketAt<T>(target: string, gid: number | undefined,
   if (lstatTarget(real, target) !== null && (await isLiveSocket(real))) {
     throw new Error(`${target} is a live socket (something accepts connections on it); refusing to replace it`);
   }
-  const tmpDir = fs.mkdtempSync(path.join(dir, '.mvnet-'));
+  // ".mvXXXXXX/s": the private name is at most 12 bytes longer than the directory.
+  if (Buffer.byteLength(dir) + 12 > SUN_PATH_MAX) throw new Error(`socket directory ${dir} is too long for a unix socket path (at most ${SUN_PATH_MAX - 12} bytes)`);
+  const tmpDir = fs.mkdtempSync(path.join(dir, '.mv'));
   const tmpPath = path.join(tmpDir, 's');
   let made: { v: T } | null = null;
   try {
     made = { v: await bind(tmpPath) };
-    // Inside our 0700 directory nobody can swap the file between these calls.
-    fs.chmodSync(tmpPath, 0o660);
-    if (gid !== undefined) fs.chownSync(tmpPath, euid(), gid);
-    const st = fs.lstatSync(tmpPath);
-    if (!st.isSocket()) throw new Error(`${tmpPath} is not the socket just bound`);
+    const id = setSocketMode(tmpPath, gid);
     // Checked again right before the atomic replace: the bind took time.
     lstatTarget(real, target);
     fs.renameSync(tmpPath, real);
-    return { value: made.v, path: real, id: { dev: st.dev, ino: st.ino } };
+    const st = fs.lstatSync(real);
+    if (st.dev !== id.dev || st.ino !== id.ino) throw new Error(`${target} was replaced while mvnet made it`);
+    return { value: made.v, path: real, id };
   } catch (e) {
     if (made !== null) undo(made.v);
     throw e;

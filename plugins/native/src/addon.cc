@@ -489,7 +489,8 @@ napi_value OpenUnixDgram(napi_env env, napi_callback_info info) {
     ThrowErrno(env, errno, "bind", path);
     return nullptr;
   }
-  chmod(path.c_str(), 0660);
+  // No chmod here: chmod(path) would follow a symlink swapped in after bind. The caller sets the
+  // mode through a descriptor that pins the file (plugins/common/socket-path.ts).
   napi_value r = MakeFdResult(env, fd.get());
   if (r) fd.release();
   return r;
