@@ -36,7 +36,7 @@ function octal(mode: number): string {
  * group `gid` could write to; checks its parents up to `/` as well. Returns the directory's real
  * path (symlinks resolved), where the socket is then made.
  */
-export function checkSocketDir(dir: string, gid: number | undefined): string {
+export function checkSocketDir(dir: string, gid: number | undefined, hint = ', or a bare name (made in the VM socket directory)'): string {
   let real: string;
   try {
     real = fs.realpathSync(dir);
@@ -54,7 +54,7 @@ export function checkSocketDir(dir: string, gid: number | undefined): string {
     }
     // A sticky parent (like /tmp) is fine: others cannot rename or remove the root-owned entry below it.
     if ((st.mode & 0o002) !== 0 && (own || (st.mode & 0o1000) === 0)) {
-      throw new Error(`${where} is writable by everyone (mode ${octal(st.mode)}); use a directory only root and the socket group can write, or a relative name`);
+      throw new Error(`${where} is writable by everyone (mode ${octal(st.mode)}); use a directory only root and the socket group can write${hint}`);
     }
     const up = path.dirname(p);
     if (up === p) break;
@@ -207,20 +207,25 @@ export function openFifo(p: string): number {
 }
 
 /**
- * The VM socket directory: created mode 0750 (group `gid` when set) with its parent 0755, and
- * then held to the same rule as any socket directory.
+ * The VM socket directory: created mode 0750 (group `gid` when set) with its parent 0755. One
+ * that exists already is not changed (it may be a directory the admin chose), except that a
+ * directory that looks like ours (0750 or 0700) is given the socket group. Either way it is then
+ * held to the rule of every socket directory.
  */
 export function prepareVmSocketDir(dir: string, gid: number | undefined): void {
   fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+  let created = true;
   try {
     fs.mkdirSync(dir, { mode: 0o750 });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    created = false;
   }
   const st = fs.lstatSync(dir);
   if (!st.isDirectory()) throw new Error(`VM socket directory ${dir} is not a directory`);
   if (st.uid !== euid()) throw new Error(`VM socket directory ${dir} is owned by uid ${st.uid}, not by the daemon's user`);
-  fs.chmodSync(dir, 0o750);
-  if (gid !== undefined) fs.chownSync(dir, euid(), gid);
-  checkSocketDir(dir, gid);
+  const ours = created || (st.mode & 0o7777) === 0o750 || (st.mode & 0o7777) === 0o700;
+  if (created) fs.chmodSync(dir, 0o750); // mkdir's mode passed through the umask
+  if (ours && gid !== undefined && st.gid !== gid) fs.chownSync(dir, euid(), gid);
+  checkSocketDir(dir, gid, ' (config vmSocketDir)');
 }

@@ -6,6 +6,7 @@
  * here is removed at detach.
  */
 import net from 'node:net';
+import { native } from '../native/index.js';
 import { StreamPort, duplexEnds } from '../common/stream-port.js';
 import type { PortContext, PortDriver, PortSpec } from '../types.js';
 import { maxFrameFor } from '../types.js';
@@ -44,12 +45,18 @@ class UnixListenPort extends StreamPort {
   }
 }
 
+/**
+ * Bound natively and adopted by fd: a server Node binds itself unlinks its path when closed,
+ * and by then that path may name someone else's file.
+ */
 function listen(path: string): Promise<net.Server> {
+  const { fd } = native.openUnixListener({ path });
   const server = net.createServer();
   return new Promise<net.Server>((resolve, reject) => {
+    // On an error Node has closed the handle it made for the fd (or never took it): not closed twice here.
     server.once('error', reject);
-    server.listen({ path }, () => {
-      server.off('error', reject);
+    server.listen({ fd }, () => {
+      server.removeAllListeners('error');
       resolve(server);
     });
   });

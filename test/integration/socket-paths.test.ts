@@ -369,6 +369,35 @@ describe('with a socket group', () => {
   });
 });
 
+describe('a daemon stop and restart with a socket someone else put at the path', () => {
+  afterAll(cleanupAll);
+
+  it('stop leaves it, restart refuses to replace it while it is live, and takes the path back once it is gone', async () => {
+    const d = await startDaemon();
+    const dir = makeTempDir('pathsr');
+    await d.cliOk(['net', 'create', 'R', '--subnet', '10.77.11.0/24']);
+    const p = join(dir, 'r.sock');
+    await d.cliOk(['vm', 'attach', 'r1', '--net', 'R', '--unix-listen', p]);
+    fs.rmSync(p);
+    const theirs = await listenAt(p);
+    const before = snapshot(p);
+    await d.stop();
+    expect(snapshot(p)).toEqual(before);
+    await d.start();
+    const v = await d.vm('r1');
+    expect(v.port.state).toBe('down');
+    expect(v.port.detail).toMatch(/live socket/);
+    expect(snapshot(p)).toEqual(before);
+    expect(await accepts(p)).toBe(true);
+    // Gone (a server Node bound itself unlinks its path on close): the retry makes the VM's socket again.
+    await new Promise<void>((r) => theirs.close(() => r()));
+    await waitFor(async () => (await d.vm('r1')).port.state === 'waiting', { what: 'r1 to listen again', timeoutMs: 15_000 });
+    const peer = await QemuStreamClient.connect(p);
+    await waitFor(async () => (await d.vm('r1')).port.state === 'up', { what: 'r1 up' });
+    await peer.close();
+  });
+});
+
 describe('the race between bind and chmod (injected where the socket is bound)', () => {
   afterAll(cleanupAll);
 
