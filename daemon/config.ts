@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { UserError } from './errors.js';
 import { checkTorConfig, type TorConfig } from './tor/config.js';
 
@@ -12,8 +13,10 @@ export interface DaemonConfig {
   socket: string;
   /** pino level. */
   logLevel: string;
-  /** Group allowed to use the control socket (its mode is 0660). */
+  /** Group allowed to use the control socket (its mode is 0660) and the VM sockets. */
   socketGroup?: string;
+  /** Where `--unix-listen`/`--dgram` sockets given as a bare name (or none) are made; default `vms/` next to the control socket. */
+  vmSocketDir: string;
   dns: {
     /** Upstream resolver for direct routes, "HOST:PORT" or "HOST"; default the first nameserver in /etc/resolv.conf. */
     upstream?: string;
@@ -39,6 +42,7 @@ export interface DaemonConfig {
 export const DEFAULTS: DaemonConfig = {
   stateDir: '/var/lib/mvnet',
   socket: '/run/mvnet/mvnet.sock',
+  vmSocketDir: '/run/mvnet/vms',
   logLevel: 'info',
   dns: {},
   direct: { hostLoopback: false, connectTimeoutMs: 60_000 },
@@ -56,6 +60,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   socket: 'string',
   logLevel: 'string',
   socketGroup: 'string',
+  vmSocketDir: 'string',
   dns: { upstream: 'hostport' },
   direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', connectTimeoutMs: 'int' },
   limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int' },
@@ -160,6 +165,24 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
   if (flags.hostLoopback === true) cfg.direct.hostLoopback = true;
   if (!LEVELS.has(cfg.logLevel)) throw new UserError(`logLevel must be one of ${[...LEVELS].join(', ')}`);
   if (!cfg.socket.startsWith('/')) throw new UserError(`socket must be an absolute path, got ${cfg.socket}`);
+  // Derived from the control socket (after --socket) unless the file names it.
+  if (fromFile.vmSocketDir === undefined) cfg.vmSocketDir = path.join(path.dirname(cfg.socket), 'vms');
+  if (!cfg.vmSocketDir.startsWith('/')) throw new UserError(`vmSocketDir must be an absolute path, got ${cfg.vmSocketDir}`);
   if (!cfg.stateDir.startsWith('/')) throw new UserError(`stateDir must be an absolute path, got ${cfg.stateDir}`);
   return cfg;
+}
+
+/** The gid of config `socketGroup` (a name from /etc/group or a number), or undefined. */
+export function socketGroupId(group: string | undefined): number | undefined {
+  if (group === undefined) return undefined;
+  if (/^\d+$/.test(group)) return Number(group);
+  let text: string;
+  try {
+    text = fs.readFileSync('/etc/group', 'utf8');
+  } catch {
+    throw new UserError(`cannot read /etc/group to look up socketGroup ${group}`);
+  }
+  const line = text.split('\n').find((l) => l.split(':')[0] === group);
+  if (line === undefined) throw new UserError(`no such group ${group} (socketGroup)`);
+  return Number(line.split(':')[2]);
 }

@@ -19,7 +19,7 @@ import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkR
 import { describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
-import { DEFAULTS, parseHostPort, type DaemonConfig } from './config.js';
+import { DEFAULTS, parseHostPort, socketGroupId, type DaemonConfig } from './config.js';
 import { PingEgress } from './egress/ping.js';
 import type { Duplex } from 'node:stream';
 import { TorManager } from './tor/manager.js';
@@ -89,12 +89,15 @@ export class Daemon {
   private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
   private saveQueued = false;
+  /** Group of the control socket; VM sockets get it too. */
+  private readonly socketGid: number | undefined;
 
   constructor(
     private readonly log: Logger,
     private readonly store: StateStore,
     private readonly cfg: DaemonConfig = DEFAULTS,
   ) {
+    this.socketGid = socketGroupId(cfg.socketGroup);
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
     this.forwards = new Forwards(log, (vm, port, sock) => this.openInto(vm, port, sock));
@@ -187,7 +190,7 @@ export class Daemon {
     for (const raw of st.vms) {
       let spec: VmSpec;
       try {
-        spec = checkVmSpec(raw, specs, true);
+        spec = checkVmSpec(raw, specs, { fromState: true });
       } catch (e) {
         this.log.error({ err: (e as Error).message, vm: raw }, 'skipping an invalid attachment in the state file');
         continue;
@@ -293,7 +296,13 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await openPort(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring, ...(restoring && spec.device !== undefined ? { owned: spec.device } : {}) });
+      port = await openPort(portSpec, {
+        log: this.log.child({ vm: spec.name }),
+        mtu: net.spec.mtu,
+        restoring,
+        ...(restoring && spec.device !== undefined ? { owned: spec.device } : {}),
+        ...(this.socketGid !== undefined ? { socketGid: this.socketGid } : {}),
+      });
     } catch (e) {
       const msg = (e as Error).message;
       if (!restoring) throw new UserError(`cannot attach ${spec.name}: ${msg}`);
@@ -396,7 +405,7 @@ export class Daemon {
   }
 
   async attach(params: unknown): Promise<VmInfo> {
-    const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])));
+    const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])), this.cfg.vmSocketDir !== undefined ? { vmSocketDir: this.cfg.vmSocketDir } : {});
     if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
     const key = portKey(spec.port);
     for (const v of this.vms.values()) {

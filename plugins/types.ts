@@ -102,6 +102,8 @@ export interface PortContext {
   restoring: boolean;
   /** The record saved when the device was first attached (state restore of a TAP/TUN). */
   owned?: DeviceRecord;
+  /** The socket group (config `socketGroup`): may own VM sockets and write their directories. */
+  socketGid?: number;
 }
 
 export interface PortDriver<S extends PortSpec = PortSpec> {

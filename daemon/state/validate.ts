@@ -64,6 +64,21 @@ function checkPath(v: string, what: string): string {
   return v;
 }
 
+const SOCKET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+/**
+ * A socket mvnet creates (`--unix-listen`, `--dgram`): an absolute path, or a bare file name (or
+ * nothing: `VM.sock`) placed in the VM socket directory `dir`.
+ */
+function checkOwnSocketPath(v: string | undefined, dir: string | undefined, vm: string | undefined): string {
+  if (v !== undefined && v.startsWith('/')) return checkPath(v, 'socket path');
+  const name = v ?? (vm !== undefined ? `${vm}.sock` : undefined);
+  if (name === undefined) throw new UserError('missing path');
+  if (!SOCKET_NAME_RE.test(name)) throw new UserError(`socket name ${JSON.stringify(name)} must be an absolute path or a plain file name (letters, digits, '.', '_', '-') for the VM socket directory`);
+  if (dir === undefined) throw new UserError(`socket path must be an absolute path, got ${JSON.stringify(name)}`);
+  return checkPath(`${dir}/${name}`, 'socket path');
+}
+
 function checkNetns(v: string | undefined): string | undefined {
   if (v === undefined) return undefined;
   if (v.startsWith('/')) return v;
@@ -188,7 +203,14 @@ function checkMac(v: string): string {
   return v.toLowerCase();
 }
 
-export function checkPortSpec(p: unknown): PortSpec {
+export interface PortSpecOptions {
+  /** Where relative or omitted `--unix-listen`/`--dgram` sockets go (config `vmSocketDir`). */
+  vmSocketDir?: string;
+  /** The VM's name, for the default socket name. */
+  vm?: string;
+}
+
+export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec {
   const o = asObject(p, 'port');
   const kind = o.kind;
   const netns = checkNetns(str(o, 'netns', false));
@@ -209,12 +231,14 @@ export function checkPortSpec(p: unknown): PortSpec {
       return withNs({ kind: 'iface' as const, ifname });
     }
     case 'unix':
-    case 'unix-listen':
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
       return { kind, path: checkPath(str(o, 'path', true), 'socket path') };
+    case 'unix-listen':
+      if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
+      return { kind, path: checkOwnSocketPath(str(o, 'path', false), opts.vmSocketDir, opts.vm) };
     case 'dgram': {
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
-      const spec: PortSpec = { kind: 'dgram', path: checkPath(str(o, 'path', true), 'socket path') };
+      const spec: PortSpec = { kind: 'dgram', path: checkOwnSocketPath(str(o, 'path', false), opts.vmSocketDir, opts.vm) };
       const peer = str(o, 'peer', false);
       if (peer !== undefined) spec.peer = checkPath(peer, 'dgram peer path');
       return spec;
@@ -258,16 +282,18 @@ function checkDeviceRecord(v: unknown): DeviceRecord {
 /**
  * An attachment. `fromState`: read from the state file, whose `device` record says whether
  * mvnet created the device; from a control caller that field is ignored (else a caller could
- * have the admin's TAP deleted at detach).
+ * have the admin's TAP deleted at detach). `vmSocketDir`: where relative or omitted socket
+ * paths go (absent: they are refused, as in the state file).
  */
-export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, fromState = false): VmSpec {
+export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, opts: { fromState?: boolean; vmSocketDir?: string } = {}): VmSpec {
+  const { fromState = false, vmSocketDir } = opts;
   const o = asObject(p, 'params');
   // A VM saved before names were reserved is kept (and can be detached), never refused at restore.
   const name = fromState ? checkName(o.name, 'VM') : checkVmName(o.name);
   const netName = checkName(o.net, 'network');
   const net = nets.get(netName);
   if (net === undefined) throw new UserError(`no network named ${netName}`);
-  const port = checkPortSpec(o.port);
+  const port = checkPortSpec(o.port, vmSocketDir !== undefined ? { vmSocketDir, vm: name } : { vm: name });
   const spec: VmSpec = { name, net: netName, port };
   const mac = str(o, 'mac', false);
   if (mac !== undefined) spec.mac = checkMac(mac);

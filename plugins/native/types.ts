@@ -192,6 +192,8 @@ export interface NativeAddon {
   openPacket(opts: { ifname: string; netns?: string; vnetHdr?: boolean }): { fd: number };
   /** Non-blocking unix datagram socket bound to `path` (a stale socket file is replaced). */
   openUnixDgram(opts: { path: string }): { fd: number };
+  /** Non-blocking listening unix stream socket bound at `path` (which must not exist); closing it unlinks nothing. */
+  openUnixListener(opts: { path: string }): { fd: number };
   Device: new (opts: DeviceOptions) => NativeDevice;
   /**
    * An unprivileged ICMP echo socket (SOCK_DGRAM + IPPROTO_ICMP, or IPPROTO_ICMPV6 when v6),

@@ -41,6 +41,16 @@ describe('config', () => {
     expect(loadConfig(undefined, {})).toMatchObject({ stateDir: '/var/lib/mvnet', socket: '/run/mvnet/mvnet.sock' });
     expect(loadConfig(f, { socket: '/s.sock' })).toMatchObject({ stateDir: '/x', logLevel: 'debug', socket: '/s.sock' });
   });
+  it('puts VM sockets next to the control socket unless vmSocketDir says otherwise', () => {
+    const dir = tmp();
+    const f = path.join(dir, 'c.json');
+    expect(loadConfig(undefined, {}).vmSocketDir).toBe('/run/mvnet/vms');
+    expect(loadConfig(undefined, { socket: '/srv/m/ctl.sock' }).vmSocketDir).toBe('/srv/m/vms');
+    fs.writeFileSync(f, JSON.stringify({ vmSocketDir: '/srv/vmsock' }));
+    expect(loadConfig(f, { socket: '/srv/m/ctl.sock' }).vmSocketDir).toBe('/srv/vmsock');
+    fs.writeFileSync(f, JSON.stringify({ vmSocketDir: 'rel' }));
+    expect(() => loadConfig(f, {})).toThrow(/vmSocketDir must be an absolute path/);
+  });
   it('rejects unknown keys and bad files in one line', () => {
     const dir = tmp();
     const f = path.join(dir, 'c.json');

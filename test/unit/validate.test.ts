@@ -95,17 +95,33 @@ describe('attachment validation', () => {
   ])('rejects %j', (p, re) => {
     expect(() => checkVmSpec(p, nets)).toThrow(re);
   });
+
+  it('puts a bare or omitted --unix-listen/--dgram name in the VM socket directory', () => {
+    const at = (port: object): unknown => checkVmSpec({ name: 'vm1', net: 'a', port }, nets, { vmSocketDir: '/run/mvnet/vms' }).port;
+    expect(at({ kind: 'unix-listen', path: 'q.sock' })).toEqual({ kind: 'unix-listen', path: '/run/mvnet/vms/q.sock' });
+    expect(at({ kind: 'unix-listen' })).toEqual({ kind: 'unix-listen', path: '/run/mvnet/vms/vm1.sock' });
+    expect(at({ kind: 'dgram', peer: '/q/peer.sock' })).toEqual({ kind: 'dgram', path: '/run/mvnet/vms/vm1.sock', peer: '/q/peer.sock' });
+    expect(at({ kind: 'dgram', path: '/srv/vm/d.sock' })).toEqual({ kind: 'dgram', path: '/srv/vm/d.sock' });
+    for (const bad of ['../x.sock', 'a/b.sock', '.x', '..', 'a b']) {
+      expect(() => at({ kind: 'unix-listen', path: bad })).toThrow(/plain file name/);
+    }
+    expect(() => at({ kind: 'unix-listen', path: 'x'.repeat(100) })).toThrow(/longer than/);
+    // The connecting mode names QEMU's socket: never made by mvnet, never relative.
+    expect(() => at({ kind: 'unix', path: 'q.sock' })).toThrow(/absolute path/);
+    // Without a directory (the state file), a bare name is refused.
+    expect(() => checkVmSpec({ name: 'v', net: 'a', port: { kind: 'unix-listen', path: 'q.sock' } }, nets)).toThrow(/absolute path/);
+  });
 });
 
 describe('device records', () => {
   const tap = { name: 'v', net: 'a', port: { kind: 'tap', ifname: 't' } };
   const rec = { created: false, was: { mtu: 1400, mac: '02:00:00:00:00:01', up: false, persistent: false } };
   it('are read from the state file only', () => {
-    expect(checkVmSpec({ ...tap, device: rec }, nets, true).device).toEqual(rec);
+    expect(checkVmSpec({ ...tap, device: rec }, nets, { fromState: true }).device).toEqual(rec);
     expect(checkVmSpec({ ...tap, device: { created: true } }, nets).device).toBeUndefined();
-    expect(checkVmSpec({ ...tap, port: { kind: 'unix', path: '/x' }, device: rec }, nets, true).device).toBeUndefined();
+    expect(checkVmSpec({ ...tap, port: { kind: 'unix', path: '/x' }, device: rec }, nets, { fromState: true }).device).toBeUndefined();
   });
   it.each([{ created: 'yes' }, { created: false, was: { mtu: 5 } }, { created: false, was: { mac: 'zz' } }, { created: false, was: { up: 1 } }])('rejects %j', (device) => {
-    expect(() => checkVmSpec({ ...tap, device }, nets, true)).toThrow(UserError);
+    expect(() => checkVmSpec({ ...tap, device }, nets, { fromState: true })).toThrow(UserError);
   });
 });

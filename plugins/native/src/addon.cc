@@ -548,7 +548,44 @@ napi_value OpenUnixDgram(napi_env env, napi_callback_info info) {
     ThrowErrno(env, errno, "bind", path);
     return nullptr;
   }
-  chmod(path.c_str(), 0660);
+  // No chmod here: chmod(path) would follow a symlink swapped in after bind. The caller sets the
+  // mode through a descriptor that pins the file (plugins/common/socket-path.ts).
+  napi_value r = MakeFdResult(env, fd.get());
+  if (r) fd.release();
+  return r;
+}
+
+// openUnixListener({ path }) -> { fd }: a non-blocking listening unix stream socket bound at
+// path (which must not exist). Node adopts it with server.listen({ fd }); unlike a socket Node
+// binds itself, closing it never unlinks a path (which may by then name someone else's file).
+napi_value OpenUnixListener(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc;
+  if (!GetArgs(env, info, 1, argv, &argc) || !GetOptionsObject(env, argv[0])) return nullptr;
+  std::string path;
+  if (!GetStringProp(env, argv[0], "path", true, &path)) return nullptr;
+  struct sockaddr_un sun;
+  if (path.empty() || path.size() >= sizeof(sun.sun_path) || path.find('\0') != std::string::npos) {
+    ThrowType(env, "socket path must be 1-107 bytes: '" + path + "'");
+    return nullptr;
+  }
+  std::memset(&sun, 0, sizeof(sun));
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path, path.data(), path.size());
+  socklen_t sun_len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size() + 1);
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) {
+    ThrowErrno(env, errno, "socket(AF_UNIX)", "");
+    return nullptr;
+  }
+  if (bind(fd.get(), reinterpret_cast<struct sockaddr*>(&sun), sun_len) != 0) {
+    ThrowErrno(env, errno, "bind", path);
+    return nullptr;
+  }
+  if (listen(fd.get(), 128) != 0) {
+    ThrowErrno(env, errno, "listen", path);
+    return nullptr;
+  }
   napi_value r = MakeFdResult(env, fd.get());
   if (r) fd.release();
   return r;
@@ -564,6 +601,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"linkInfo", nullptr, LinkInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openPacket", nullptr, OpenPacket, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openUnixDgram", nullptr, OpenUnixDgram, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"openUnixListener", nullptr, OpenUnixListener, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   MVNET_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
   napi_value device_class = DefineDeviceClass(env);
