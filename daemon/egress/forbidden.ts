@@ -209,10 +209,22 @@ function refresh(l: Live): void {
   l.reads++;
 }
 
+/** Whether a notification came since the last look; true when the watch is gone (read again). */
+function changed(l: Live): boolean {
+  if (l.watch === null) return true;
+  try {
+    return l.watch.drain() > 0;
+  } catch {
+    // The watch gave up: nothing tells of changes any more, so read at every decision.
+    l.watch = null;
+    return true;
+  }
+}
+
 /** The host's addresses now. */
 export function hostAddresses(): HostAddresses {
   if (live === null) live = start();
-  if (live.watch === null || live.watch.drain() > 0) refresh(live);
+  if (changed(live)) refresh(live);
   return live.current;
 }
 

@@ -188,6 +188,7 @@ export interface NativeAddrWatch {
    * Reads whatever notifications are queued now, without blocking and without calling
    * onChange; returns how many. The kernel queues a notification before the change's own
    * syscall returns, so draining before a decision never decides on a stale address set.
+   * Throws once the watch is closed (by close(), or given up after repeated socket errors).
    */
   drain(): number;
   stats(): AddrWatchStats;

@@ -13,7 +13,8 @@
 //
 // new AddrWatch({ onChange }) opens the socket and polls it with uv_poll (the pattern of
 // device.cc and ping.cc); each readable event drains the socket and calls onChange(count) once.
-// drain() does the same synchronously and returns the count without calling back: the kernel
+// drain() does the same synchronously and returns the count without calling back (it throws
+// once the watch is closed, or given up after repeated poll errors): the kernel
 // queues the notification before `ip addr add` returns, so a caller that drains before each
 // decision never decides on a stale set. The poll handle is unref'd: the watch never keeps the
 // process alive. close() is idempotent.
@@ -37,6 +38,9 @@ namespace mvnet {
 namespace {
 
 constexpr int kNetlinkRcvBuf = 1024 * 1024;
+// Poll errors in a row with nothing to read: the socket is broken, give it up (drain() then
+// throws, and the caller falls back to reading the addresses at every decision).
+constexpr int kMaxPollErrors = 16;
 
 class AddrWatch {
  public:
@@ -61,6 +65,7 @@ class AddrWatch {
   bool closed_ = false;
   bool finalized_ = false;
   bool handle_open_ = false;
+  int poll_errors_ = 0;
   double events_ = 0, overruns_ = 0, cb_errors_ = 0;
 };
 
@@ -184,8 +189,14 @@ void AddrWatch::OnPoll(uv_poll_t* handle, int status, int /*events*/) {
   // An error on the socket (ENOBUFS is reported this way too) is a change of unknown content.
   uint32_t n = w->Drain();
   if (status < 0) {
+    if (n == 0 && ++w->poll_errors_ > kMaxPollErrors) {
+      w->Close();
+      return;
+    }
     n++;
     uv_poll_start(&w->poll_, UV_READABLE, OnPoll);
+  } else {
+    w->poll_errors_ = 0;
   }
   if (n == 0 || w->wrapper_ == nullptr || w->finalized_) return;
   napi_env env = w->env_;
@@ -246,6 +257,10 @@ void AddrWatch::Finalize(napi_env env, void* data, void* /*hint*/) {
 napi_value AddrWatch::JsDrain(napi_env env, napi_callback_info info) {
   AddrWatch* w = Unwrap(env, info);
   if (!w) return nullptr;
+  if (w->closed_) {
+    ThrowPlain(env, "AddrWatch is closed: address changes are no longer seen");
+    return nullptr;
+  }
   napi_value r;
   MVNET_CALL(env, napi_create_uint32(env, w->Drain(), &r));
   return r;
