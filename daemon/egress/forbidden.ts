@@ -7,7 +7,8 @@
  * 224/4, the limited broadcast 255.255.255.255 and the rest of 240/4; the host's own addresses
  * and the directed broadcasts (and network addresses) of the host's networks.
  *
- * IPv6: :: and ::1, link-local fe80::/10, multicast ff00::/8, the host's own addresses, and the
+ * IPv6: :: and ::1, link-local fe80::/10, multicast ff00::/8, the host's own addresses and the
+ * subnet-router anycast addresses of its networks (a forwarding host answers there), and the
  * prefixes that carry an IPv4 address inside, each decided by what a relay or the kernel would
  * do with it:
  * - IPv4-mapped ::ffff:0:0/96: the whole class. A dual-stack socket sends it as IPv4 to the
@@ -45,6 +46,8 @@ export interface HostAddresses {
   readonly bcast4: ReadonlySet<number>;
   /** 16-byte addresses as hex. */
   readonly v6: ReadonlySet<string>;
+  /** Subnet-router anycast addresses (prefix::) of the host's IPv6 networks, as hex. */
+  readonly anycast6: ReadonlySet<string>;
 }
 
 /** Why a destination is refused (for tests and logs); null: it is not. */
@@ -57,6 +60,7 @@ export type ForbiddenClass =
   | 'reserved'
   | 'host-address'
   | 'directed-broadcast'
+  | 'subnet-anycast'
   | 'unspecified'
   | 'ipv4-mapped'
   | 'ipv4-compatible'
@@ -73,8 +77,14 @@ export interface HostNet4 {
   broadcast?: number;
 }
 
+/** One IPv6 address of the host and its prefix length (unknown: 128). */
+export interface HostNet6 {
+  addr: Buffer;
+  prefixLen: number;
+}
+
 /** Builds the set from the host's networks (from the kernel, or os.networkInterfaces()). */
-export function hostAddressesFrom(v4nets: readonly HostNet4[], v6: readonly Buffer[]): HostAddresses {
+export function hostAddressesFrom(v4nets: readonly HostNet4[], v6nets: readonly HostNet6[]): HostAddresses {
   const a4 = new Set<number>();
   const b4 = new Set<number>();
   for (const n of v4nets) {
@@ -87,7 +97,15 @@ export function hostAddressesFrom(v4nets: readonly HostNet4[], v6: readonly Buff
       b4.add((n.addr & mask) >>> 0);
     }
   }
-  return { v4: a4, bcast4: b4, v6: new Set(v6.map((b) => b.toString('hex'))) };
+  const any6 = new Set<string>();
+  for (const n of v6nets) {
+    // A forwarding host answers on prefix:: itself (RFC 4291 §2.6.1); /127 and /128 have none (RFC 6164).
+    if (n.prefixLen >= 127) continue;
+    const b = Buffer.from(n.addr);
+    for (let bit = n.prefixLen; bit < 128; bit++) b[bit >> 3]! &= ~(0x80 >> (bit & 7));
+    any6.add(b.toString('hex'));
+  }
+  return { v4: a4, bcast4: b4, v6: new Set(v6nets.map((n) => n.addr.toString('hex'))), anycast6: any6 };
 }
 
 function prefixOfNetmask(mask: string): number {
@@ -101,7 +119,7 @@ function prefixOfNetmask(mask: string): number {
 /** The fallback source: libuv's list (UP and RUNNING interfaces only). */
 export function hostAddressesFromInterfaces(ifaces: NodeJS.Dict<os.NetworkInterfaceInfo[]>): HostAddresses {
   const v4: HostNet4[] = [];
-  const v6: Buffer[] = [];
+  const v6: HostNet6[] = [];
   for (const list of Object.values(ifaces)) {
     for (const a of list ?? []) {
       if (a.family === 'IPv4') {
@@ -109,7 +127,8 @@ export function hostAddressesFromInterfaces(ifaces: NodeJS.Dict<os.NetworkInterf
         if (p.ok) v4.push({ addr: p.value, prefixLen: prefixOfNetmask(a.netmask) });
       } else {
         const p = parseIpv6Text(a.address.split('%')[0]!);
-        if (p.ok) v6.push(p.value);
+        const m = /\/(\d+)$/.exec(a.cidr ?? '');
+        if (p.ok) v6.push({ addr: p.value, prefixLen: m ? Number(m[1]) : 128 });
       }
     }
   }
@@ -118,10 +137,10 @@ export function hostAddressesFromInterfaces(ifaces: NodeJS.Dict<os.NetworkInterf
 
 export function hostAddressesFromKernel(list: readonly KernelAddr[]): HostAddresses {
   const v4: HostNet4[] = [];
-  const v6: Buffer[] = [];
+  const v6: HostNet6[] = [];
   for (const a of list) {
     if (a.family === 4) v4.push({ addr: a.address.readUInt32BE(0), prefixLen: a.prefixLen, ...(a.broadcast ? { broadcast: a.broadcast.readUInt32BE(0) } : {}) });
-    else v6.push(a.address);
+    else v6.push({ addr: a.address, prefixLen: a.prefixLen });
   }
   return hostAddressesFrom(v4, v6);
 }
@@ -166,7 +185,9 @@ export function forbiddenClass(a: IpAddr, host: HostAddresses): ForbiddenClass |
   if (w0 === 0x2001 && b.readUInt16BE(2) === 0) {
     if (classify4(b.readUInt32BE(4), host) !== null || classify4(~b.readUInt32BE(12) >>> 0, host) !== null) return 'teredo';
   }
-  if (host.v6.has(b.toString('hex'))) return 'host-address';
+  const hex = b.toString('hex');
+  if (host.v6.has(hex)) return 'host-address';
+  if (host.anycast6.has(hex)) return 'subnet-anycast';
   return null;
 }
 
@@ -187,17 +208,18 @@ function start(): Live {
   let watch: NativeAddrWatch | null = null;
   try {
     const n = loadNative();
-    const dump = (): HostAddresses => hostAddressesFromKernel(n.dumpAddrs());
-    dump();
-    read = dump;
-    // Opened before the first read, so no change between the two goes unseen.
+    // The watch opens before the first read, so no change between the two goes unseen.
     watch = new n.AddrWatch({
       onChange: () => {
         if (live !== null) refresh(live);
       },
     });
+    const dump = (): HostAddresses => hostAddressesFromKernel(n.dumpAddrs());
+    dump();
+    read = dump;
   } catch {
     // Without the addon (or netlink) nothing tells of changes: read at every decision instead.
+    watch?.close();
     watch = null;
   }
   const l: Live = { watch, read, current: read(), reads: 1 };

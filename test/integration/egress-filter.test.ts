@@ -231,6 +231,7 @@ describe('direct route: the egress filter against a hostile VM', () => {
       '::1',
       ROUTER_IP,
       ROUTER_IP6,
+      'fd00:200::', // the subnet-router anycast of the router's IPv6 network
       '0.0.0.0',
       '255.255.255.255',
       '10.200.0.255', // the directed broadcast of the router's upstream network

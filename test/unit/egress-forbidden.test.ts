@@ -41,7 +41,7 @@ const HOST: HostAddresses = hostAddressesFrom(
     { addr: n4('203.0.113.5'), prefixLen: 31 },
     { addr: n4('100.64.9.9'), prefixLen: 16, broadcast: n4('100.64.200.200') },
   ],
-  [b6('2001:db8::5')],
+  [{ addr: b6('2001:db8::5'), prefixLen: 64 }, { addr: b6('2001:db8:1::1'), prefixLen: 127 }],
 );
 
 const cls = (a: IpAddr): ForbiddenClass | null => forbiddenClass(a, HOST);
@@ -138,6 +138,9 @@ describe('IPv6 classes', () => {
     ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'multicast'],
     ['2001:db8::5', 'host-address'],
     ['2001:db8::6', null],
+    ['2001:db8::', 'subnet-anycast'], // its network's subnet-router anycast
+    ['2001:db8:0:1::', null],
+    ['2001:db8:1::', null], // a /127 has no anycast address (RFC 6164)
     ['2606:4700::1111', null],
   ])('%s → %s', (addr, want) => {
     expect(cls(a6(addr))).toBe(want);
@@ -203,6 +206,7 @@ describe("the host's addresses", () => {
       { family: 4, address: Buffer.from([10, 1, 2, 3]), prefixLen: 16, broadcast: Buffer.from([10, 1, 255, 255]) },
       { family: 4, address: Buffer.from([10, 9, 0, 1]), prefixLen: 32 },
       { family: 6, address: b6('fd00::7'), prefixLen: 64 },
+      { family: 6, address: b6('fd00:0:0:5:abcd::9'), prefixLen: 80 },
     ]);
     expect(forbiddenClass(a4('10.1.2.3'), h)).toBe('host-address');
     expect(forbiddenClass(a4('10.1.255.255'), h)).toBe('directed-broadcast');
@@ -211,6 +215,9 @@ describe("the host's addresses", () => {
     expect(forbiddenClass(a4('10.9.0.0'), h)).toBe(null); // a /32 has no network or broadcast address
     expect(forbiddenClass(a6('fd00::7'), h)).toBe('host-address');
     expect(forbiddenClass(a6('fd00::8'), h)).toBe(null);
+    expect(forbiddenClass(a6('fd00::'), h)).toBe('subnet-anycast');
+    expect(forbiddenClass(a6('fd00:0:0:5:abcd::'), h)).toBe('subnet-anycast');
+    expect(forbiddenClass(a6('fd00:0:0:5::'), h)).toBe(null);
   });
 
   it('from os.networkInterfaces(): netmasks give the directed broadcasts', () => {
@@ -226,6 +233,7 @@ describe("the host's addresses", () => {
     expect(forbiddenClass(a4('172.20.0.0'), h)).toBe('directed-broadcast');
     expect(forbiddenClass(a4('172.20.2.255'), h)).toBe(null);
     expect(forbiddenClass(a6('fd00:1::4'), h)).toBe('host-address');
+    expect(forbiddenClass(a6('fd00:1::'), h)).toBe('subnet-anycast');
   });
 
   it('the live set comes from netlink (the addon is built) and holds this namespace\'s loopback', () => {
