@@ -6,6 +6,7 @@
         "plugins/native/src/addon.cc",
         "plugins/native/src/device.cc",
         "plugins/native/src/napi_util.cc",
+        "plugins/native/src/netlink.cc",
         "plugins/native/src/netns.cc",
         "plugins/native/src/ping.cc"
       ],

@@ -18,7 +18,8 @@ export interface DaemonFlags {
   socket?: string;
   config?: string;
   logLevel?: string;
-  hostLoopback?: boolean;
+  /** `--host-loopback PORTS`. */
+  hostLoopback?: string;
 }
 
 export async function runDaemon(flags: DaemonFlags): Promise<void> {

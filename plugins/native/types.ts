@@ -176,6 +176,48 @@ export interface NativePingSocket {
   close(): void;
 }
 
+export interface AddrWatchOptions {
+  /**
+   * Called (from the event loop) with how many address or link notifications were read since
+   * the last drain; an overrun of the socket's buffer counts as one. Exceptions are counted.
+   */
+  onChange: (count: number) => void;
+}
+
+export interface AddrWatchStats {
+  /** Notifications read (by the poll and by drain()). */
+  events: number;
+  /** ENOBUFS: the kernel dropped notifications (each counts as a change). */
+  overruns: number;
+  /** Exceptions thrown by onChange (caught so the process survives). */
+  callbackErrors: number;
+  closed: boolean;
+}
+
+/** A NETLINK_ROUTE socket on the address and link groups of the creating thread's namespace. */
+export interface NativeAddrWatch {
+  /**
+   * Reads whatever notifications are queued now, without blocking and without calling
+   * onChange; returns how many. The kernel queues a notification before the change's own
+   * syscall returns, so draining before a decision never decides on a stale address set.
+   * Throws once the watch is closed (by close(), or given up after repeated socket errors).
+   */
+  drain(): number;
+  stats(): AddrWatchStats;
+  /** Closes the socket. Idempotent. */
+  close(): void;
+}
+
+/** One address of the namespace, as the kernel lists it (RTM_GETADDR), on any interface in any state. */
+export interface KernelAddr {
+  family: 4 | 6;
+  /** The host's own end (IFA_LOCAL, else IFA_ADDRESS): 4 or 16 bytes. */
+  address: Buffer;
+  prefixLen: number;
+  /** IPv4: the interface's broadcast address, when it has one. */
+  broadcast?: Buffer;
+}
+
 export interface NativeAddon {
   openTun(opts: OpenTunOptions): OpenTunResult;
   /** TUNSETPERSIST: a persistent device outlives its fd (kept across daemon restarts). */
@@ -203,4 +245,8 @@ export interface NativeAddon {
    */
   openPing(opts: { v6: boolean }): OpenPingResult;
   PingSocket: new (opts: PingSocketOptions) => NativePingSocket;
+  /** Address and link changes (RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR), polled unref'd. */
+  AddrWatch: new (opts: AddrWatchOptions) => NativeAddrWatch;
+  /** Every address of the calling thread's namespace (netlink dump), also on down or carrier-less links. */
+  dumpAddrs(): KernelAddr[];
 }

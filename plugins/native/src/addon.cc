@@ -29,6 +29,8 @@ namespace mvnet {
 
 // ping.cc: openPing and the PingSocket class.
 napi_value DefinePingExports(napi_env env, napi_value exports);
+// netlink.cc: the AddrWatch class (host address changes).
+napi_value DefineNetlinkExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -608,6 +610,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!device_class) return nullptr;
   MVNET_CALL(env, napi_set_named_property(env, exports, "Device", device_class));
   if (!DefinePingExports(env, exports)) return nullptr;
+  if (!DefineNetlinkExports(env, exports)) return nullptr;
   return exports;
 }
 
