@@ -187,4 +187,10 @@ export interface NativeAddon {
    */
   openPing(opts: { v6: boolean }): OpenPingResult;
   PingSocket: new (opts: PingSocketOptions) => NativePingSocket;
+  /**
+   * Takes flock(LOCK_EX|LOCK_NB) on `path` (created 0600, never through a symlink) and writes
+   * this process's pid into it: `{ fd }` (keep it open; the kernel releases the lock when the
+   * process dies), or `{ holder }` (what the holder wrote, its pid) when another process has it.
+   */
+  lockFile(path: string): { fd: number } | { holder: string };
 }

@@ -29,6 +29,8 @@ namespace mvnet {
 
 // ping.cc: openPing and the PingSocket class.
 napi_value DefinePingExports(napi_env env, napi_value exports);
+// lock.cc: lockFile.
+napi_value DefineLockExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -510,6 +512,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!device_class) return nullptr;
   MVNET_CALL(env, napi_set_named_property(env, exports, "Device", device_class));
   if (!DefinePingExports(env, exports)) return nullptr;
+  if (!DefineLockExports(env, exports)) return nullptr;
   return exports;
 }
 
