@@ -256,6 +256,30 @@ describe('control server', () => {
     gate.resolve();
   });
 
+  it('refuses connections over maxClients with one error line, and takes new ones once others leave', async () => {
+    const socket = await serve(basic, { maxClients: 2 });
+    const a = new Client(socket);
+    const b = new Client(socket);
+    expect(await a.call('status')).toMatchObject({ result: { ok: true } });
+    expect(await b.call('status')).toMatchObject({ result: { ok: true } });
+    const c = new Client(socket);
+    expect((await c.next()).error?.message).toMatch(/too many control connections/);
+    await c.closed;
+    a.sock.destroy();
+    await a.closed;
+    // The server sees a's end after the client does: retry until the slot is free.
+    for (;;) {
+      const d = new Client(socket);
+      d.send('status');
+      const r = await d.next();
+      if (r.error === undefined) {
+        expect(r).toMatchObject({ result: { ok: true } });
+        break;
+      }
+      await d.closed;
+    }
+  });
+
   it('answers a client that sends its request and then EOF', async () => {
     const socket = await serve(basic);
     const c = new Client(socket);
