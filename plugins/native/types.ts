@@ -23,6 +23,18 @@ export interface OpenTunResult {
   name: string;
   /** false when the device already existed (persistent, left by an earlier run) and was attached. */
   created: boolean;
+  /** IFF_PERSIST was set before this open (someone made the device to outlive its fds). */
+  persistent: boolean;
+}
+
+/** A link's settings that configureLink changes, read by linkInfo. */
+export interface LinkInfo {
+  mtu: number;
+  /** 6 bytes. */
+  mac: Buffer;
+  up: boolean;
+  /** IFF_LOOPBACK: the host's own loopback (`lo`, or any other interface flagged so). */
+  loopback: boolean;
 }
 
 export interface LinkConfig {
@@ -170,6 +182,8 @@ export interface NativeAddon {
   setPersist(fd: number, persist: boolean): void;
   /** MTU, MAC and IFF_UP through ioctls, inside `netns` when given. */
   configureLink(cfg: LinkConfig): void;
+  /** MTU, MAC, IFF_UP and IFF_LOOPBACK of an interface, inside `netns` when given. */
+  linkInfo(name: string, netns?: string): LinkInfo;
   /** if_nametoindex inside `netns`; 0 when there is no such interface. */
   ifIndex(name: string, netns?: string): number;
   /** Deletes a tun/tap device by attaching, clearing persist and closing. No-op if absent. */

@@ -175,7 +175,7 @@ napi_value OpenTun(napi_env env, napi_callback_info info) {
   if (mq) flags |= IFF_MULTI_QUEUE;
 
   std::string kernel_name;
-  bool created = false;
+  bool created = false, persistent = false;
   int out_fd = -1;
   {
     NetnsScope ns;
@@ -206,6 +206,16 @@ napi_value OpenTun(napi_env env, napi_callback_info info) {
         }
       }
     }
+    // Whether someone made the device persistent before us: it is theirs to keep so.
+    struct ifreq got;
+    std::memset(&got, 0, sizeof(got));
+    if (ioctl(attached.get(), TUNGETIFF, &got) != 0) {
+      int err = errno;
+      ns.Leave();
+      ThrowErrno(env, err, "TUNGETIFF", name);
+      return nullptr;
+    }
+    persistent = (got.ifr_flags & IFF_PERSIST) != 0;
     out_fd = attached.release();
   }
   Fd fd(out_fd);
@@ -213,7 +223,7 @@ napi_value OpenTun(napi_env env, napi_callback_info info) {
   napi_value obj;
   MVNET_CALL(env, napi_create_object(env, &obj));
   if (!SetNumber(env, obj, "fd", fd.get()) || !SetString(env, obj, "name", kernel_name) ||
-      !SetBool(env, obj, "created", created)) {
+      !SetBool(env, obj, "created", created) || !SetBool(env, obj, "persistent", persistent)) {
     return nullptr;
   }
   fd.release();
@@ -321,6 +331,10 @@ napi_value ConfigureLink(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// linkInfo(name, netns?) -> { mtu, mac, up, loopback }: what configureLink would change, read
+// first so that a device mvnet did not create can be given back as it was.
+napi_value LinkInfo(napi_env env, napi_callback_info info);
+
 bool GetNameAndNs(napi_env env, napi_value* argv, size_t name_idx, size_t ns_idx, std::string* name,
                   std::string* netns) {
   if (!GetStringArg(env, argv[name_idx], "name", name) || !CheckIfName(env, *name)) return false;
@@ -343,6 +357,51 @@ napi_value IfIndex(napi_env env, napi_callback_info info) {
   napi_value r;
   MVNET_CALL(env, napi_create_uint32(env, idx, &r));
   return r;
+}
+
+napi_value LinkInfo(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc;
+  std::string name, netns;
+  if (!GetArgs(env, info, 2, argv, &argc) || !GetNameAndNs(env, argv, 0, 1, &name, &netns)) return nullptr;
+  int mtu = 0;
+  short flags = 0;
+  unsigned char mac[6] = {0, 0, 0, 0, 0, 0};
+  {
+    NetnsScope ns;
+    if (!EnterNs(env, &ns, netns)) return nullptr;
+    Fd sock(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    struct ifreq ifr;
+    auto reset = [&]() {
+      std::memset(&ifr, 0, sizeof(ifr));
+      std::memcpy(ifr.ifr_name, name.data(), name.size());
+    };
+    auto fail = [&](int err, const char* what) {
+      ns.Leave();
+      ThrowErrno(env, err, what, name + InNs(netns));
+      return nullptr;
+    };
+    if (sock.get() < 0) return fail(errno, "socket");
+    reset();
+    if (ioctl(sock.get(), SIOCGIFMTU, &ifr) != 0) return fail(errno, "SIOCGIFMTU");
+    mtu = ifr.ifr_mtu;
+    reset();
+    if (ioctl(sock.get(), SIOCGIFFLAGS, &ifr) != 0) return fail(errno, "SIOCGIFFLAGS");
+    flags = ifr.ifr_flags;
+    reset();
+    if (ioctl(sock.get(), SIOCGIFHWADDR, &ifr) != 0) return fail(errno, "SIOCGIFHWADDR");
+    std::memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+  }
+  napi_value obj, buf;
+  void* data = nullptr;
+  MVNET_CALL(env, napi_create_object(env, &obj));
+  MVNET_CALL(env, napi_create_buffer_copy(env, 6, mac, &data, &buf));
+  MVNET_CALL(env, napi_set_named_property(env, obj, "mac", buf));
+  if (!SetNumber(env, obj, "mtu", mtu) || !SetBool(env, obj, "up", (flags & IFF_UP) != 0) ||
+      !SetBool(env, obj, "loopback", (flags & IFF_LOOPBACK) != 0)) {
+    return nullptr;
+  }
+  return obj;
 }
 
 // removeTun(name, tap, netns?)
@@ -504,6 +563,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"configureLink", nullptr, ConfigureLink, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"ifIndex", nullptr, IfIndex, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"removeTun", nullptr, RemoveTun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"linkInfo", nullptr, LinkInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openPacket", nullptr, OpenPacket, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openUnixDgram", nullptr, OpenUnixDgram, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
