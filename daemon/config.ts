@@ -273,3 +273,38 @@ export function socketGroupId(group: string | undefined): number | undefined {
   if (line === undefined) throw new UserError(`no such group ${group} (socketGroup)`);
   return Number(line.split(':')[2]);
 }
+
+/**
+ * Keys SIGHUP applies to the running daemon. Everything else (stateDir, socket, socketGroup,
+ * direct.*, tor) needs a restart: they name resources already open (the state lock, the
+ * listening socket, its owner, Tor's ports), or they change what open flows were allowed to do.
+ */
+export const RELOADABLE: ReadonlySet<string> = new Set(['logLevel', 'limits.tcpPerVm', 'limits.udpPerVm', 'limits.udpIdleMs', 'dns.upstream']);
+
+export interface ConfigChange {
+  key: string;
+  from: unknown;
+  to: unknown;
+}
+
+/** What differs between two configs, as dotted keys (the tor section as one key). */
+export function configChanges(a: DaemonConfig, b: DaemonConfig): ConfigChange[] {
+  const out: ConfigChange[] = [];
+  const flat = (c: DaemonConfig): Map<string, unknown> => {
+    const m = new Map<string, unknown>();
+    for (const [k, v] of Object.entries(c)) {
+      if (k === 'torConfigured') continue;
+      if (k !== 'tor' && typeof v === 'object' && v !== null) for (const [k2, v2] of Object.entries(v)) m.set(`${k}.${k2}`, v2);
+      else m.set(k, v);
+    }
+    return m;
+  };
+  const fa = flat(a);
+  const fb = flat(b);
+  for (const key of new Set([...fa.keys(), ...fb.keys()])) {
+    const from = fa.get(key);
+    const to = fb.get(key);
+    if (JSON.stringify(from) !== JSON.stringify(to)) out.push({ key, from, to });
+  }
+  return out;
+}

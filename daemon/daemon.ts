@@ -95,7 +95,7 @@ export class Daemon {
   constructor(
     private readonly log: Logger,
     private readonly store: StateStore,
-    private readonly cfg: DaemonConfig = DEFAULTS,
+    private cfg: DaemonConfig = DEFAULTS,
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
@@ -569,6 +569,14 @@ export class Daemon {
       networks: this.listNetworks(),
       vms: this.listVms(),
     };
+  }
+
+  /** Config reload (SIGHUP): new limits for new flows on every network, and the DNS upstream of direct routes. */
+  reloadConfig(next: DaemonConfig): void {
+    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns } };
+    for (const n of this.nets.values()) n.router.endpoint.setLimits(this.cfg.limits);
+    const up = next.dns.upstream !== undefined ? parseHostPort(next.dns.upstream, 53) : null;
+    this.upstreamDns.setServer(up ?? undefined);
   }
 
   /** Graceful stop: ports are closed but devices kept, so a restart re-attaches them. */

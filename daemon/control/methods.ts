@@ -62,3 +62,9 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'forward.remove': (p) => d.removeForward(p),
   };
 }
+
+/**
+ * Methods that only read: the control server runs them without waiting for the change lock, so
+ * `status` answers even while a slow change (one waiting on Tor) is applied.
+ */
+export const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['daemon.status', 'net.list', 'vm.list', 'route.show', 'forward.list', 'tor.status', 'onion.list']);

@@ -249,4 +249,10 @@ export interface NativeAddon {
   AddrWatch: new (opts: AddrWatchOptions) => NativeAddrWatch;
   /** Every address of the calling thread's namespace (netlink dump), also on down or carrier-less links. */
   dumpAddrs(): KernelAddr[];
+  /**
+   * Takes flock(LOCK_EX|LOCK_NB) on `path` (created 0600, never through a symlink) and writes
+   * this process's pid into it: `{ fd }` (keep it open; the kernel releases the lock when the
+   * process dies), or `{ holder }` (what the holder wrote, its pid) when another process has it.
+   */
+  lockFile(path: string): { fd: number } | { holder: string };
 }

@@ -31,6 +31,8 @@ namespace mvnet {
 napi_value DefinePingExports(napi_env env, napi_value exports);
 // netlink.cc: the AddrWatch class (host address changes).
 napi_value DefineNetlinkExports(napi_env env, napi_value exports);
+// lock.cc: lockFile.
+napi_value DefineLockExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -611,6 +613,7 @@ napi_value Init(napi_env env, napi_value exports) {
   MVNET_CALL(env, napi_set_named_property(env, exports, "Device", device_class));
   if (!DefinePingExports(env, exports)) return nullptr;
   if (!DefineNetlinkExports(env, exports)) return nullptr;
+  if (!DefineLockExports(env, exports)) return nullptr;
   return exports;
 }
 
