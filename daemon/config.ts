@@ -30,6 +30,8 @@ export interface DaemonConfig {
     tcpPerVm: number;
     udpPerVm: number;
     udpIdleMs: number;
+    /** How long a descriptor passed for `vm attach --fd` waits to be claimed before it is closed. */
+    fdTokenMs: number;
   };
   /** Tor; `torConfigured` says whether the file had a tor section (then Tor starts with the daemon). */
   tor: TorConfig;
@@ -42,7 +44,7 @@ export const DEFAULTS: DaemonConfig = {
   logLevel: 'info',
   dns: {},
   direct: { hostLoopback: false, connectTimeoutMs: 60_000 },
-  limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000 },
+  limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000, fdTokenMs: 10_000 },
   tor: checkTorConfig(undefined),
   torConfigured: false,
 };
@@ -58,7 +60,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   socketGroup: 'string',
   dns: { upstream: 'hostport' },
   direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', connectTimeoutMs: 'int' },
-  limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int' },
+  limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
 };
 
 function checkValue(where: string, kind: Kind, v: unknown): void {

@@ -10,6 +10,7 @@ import { Daemon } from './daemon.js';
 import { ControlServer } from './control/server.js';
 import { methods } from './control/methods.js';
 import { packageVersion } from './version.js';
+import { fdSocketPath } from '../plugins/fd/pass.js';
 
 export interface DaemonFlags {
   stateDir?: string;
@@ -34,7 +35,10 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   });
   try {
     await control.listen();
+    // Next to the control socket, once it is ours: same owner and mode (plugins/fd/pass.ts).
+    daemon.fdInbox.listen(fdSocketPath(cfg.socket), cfg.socket);
   } catch (e) {
+    await control.close();
     await daemon.shutdown();
     throw e;
   }

@@ -72,7 +72,7 @@ export type PortSpec =
   | { kind: 'unix'; path: string }
   | { kind: 'unix-listen'; path: string }
   | { kind: 'dgram'; path: string; peer?: string }
-  | { kind: 'fd'; fd?: number; rx?: string; tx?: string }
+  | { kind: 'fd'; token?: string; rx?: string; tx?: string }
   | { kind: 'iface'; ifname: string; netns?: string };
 
 export interface PortContext {
@@ -81,6 +81,8 @@ export interface PortContext {
   mtu: number;
   /** A device created by a previous run of the daemon (state restore): re-open, don't fail. */
   restoring: boolean;
+  /** The descriptor a caller passed under `token` (see plugins/fd/inbox.ts), now the port's; throws when there is none. */
+  takeFd?: (token: string) => number;
 }
 
 export interface PortDriver<S extends PortSpec = PortSpec> {

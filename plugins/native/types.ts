@@ -164,6 +164,16 @@ export interface NativePingSocket {
   close(): void;
 }
 
+/** One message drained from an FdInbox: a usable descriptor, or why the one sent was refused (already closed). */
+export type ReceivedFd = { token: string; fd: number; kind: 'unix-stream' | 'fifo' } | { token: string; fd: -1; refused: string };
+
+export interface NativeFdInbox {
+  /** Reads up to `max` queued messages without blocking; the descriptors returned are the caller's to close. */
+  receive(max?: number): ReceivedFd[];
+  /** Stops polling and closes the socket (queued descriptors are released by the kernel). Idempotent. */
+  close(): void;
+}
+
 export interface NativeAddon {
   openTun(opts: OpenTunOptions): OpenTunResult;
   /** TUNSETPERSIST: a persistent device outlives its fd (kept across daemon restarts). */
@@ -187,4 +197,15 @@ export interface NativeAddon {
    */
   openPing(opts: { v6: boolean }): OpenPingResult;
   PingSocket: new (opts: PingSocketOptions) => NativePingSocket;
+  /**
+   * Sends descriptor `fd` with `token` (32 lowercase hex digits) as one datagram with SCM_RIGHTS
+   * to the unix datagram socket at `path`. Never blocks: throws an Error with `code` (EAGAIN when
+   * the receiver's queue is full, ENOENT/ECONNREFUSED when nobody is bound there, EBADF for `fd`).
+   */
+  sendFd(path: string, token: string, fd: number): void;
+  /**
+   * A unix datagram socket bound at `path` (which must not exist; the caller sets the umask),
+   * polled: `onReadable` runs when messages are queued (false on a poll error).
+   */
+  FdInbox: new (opts: { path: string; onReadable: (ok: boolean) => void }) => NativeFdInbox;
 }
