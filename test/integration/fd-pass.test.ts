@@ -281,6 +281,69 @@ describe('--fd: the daemon uses only descriptors its caller passed (SCM_RIGHTS)'
     });
   });
 
+  describe('raw senders (Python, not the CLI)', () => {
+    // Each kept end `k` reads EOF once the daemon closed the last copy of its partner `g`.
+    const MALFORMED = `
+import json, socket, sys
+path, two, none = sys.argv[1:4]
+def pair():
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(path)
+k1, g1 = pair(); k2, g2 = pair(); k3, g3 = pair()
+socket.send_fds(s, [two.encode()], [g1.fileno(), g2.fileno()])
+socket.send_fds(s, [b"not a token at all"], [g3.fileno()])
+s.send(none.encode())
+for g in (g1, g2, g3):
+    g.close()
+out = {}
+for name, k in (("two-a", k1), ("two-b", k2), ("bad-token", k3)):
+    k.settimeout(5)
+    try:
+        out[name] = "eof" if k.recv(1) == b"" else "data"
+    except socket.timeout:
+        out[name] = "open"
+print(json.dumps(out))
+`;
+
+    it('closes every descriptor of a message that is not one token with one descriptor, and says why at attach', async () => {
+      const two = token();
+      const none = token();
+      const r = await run(['python3', '-c', MALFORMED, fdSocketPath(d.socket), two, none]);
+      expect(JSON.parse(r.stdout)).toEqual({ 'two-a': 'eof', 'two-b': 'eof', 'bad-token': 'eof' });
+      const a = await rpc(d.socket, 'vm.attach', { name: 'two', net: 'F', port: { kind: 'fd', token: two } });
+      expect(a.error?.message).toMatch(/more than one descriptor came with the token/);
+      const b = await rpc(d.socket, 'vm.attach', { name: 'none', net: 'F', port: { kind: 'fd', token: none } });
+      expect(b.error?.message).toMatch(/no descriptor came with the token/);
+    });
+
+    const FLOOD = `
+import json, os, socket, sys
+path, n = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(path)
+kept = []
+for i in range(n):
+    k, g = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    socket.send_fds(s, [os.urandom(16).hex().encode()], [g.fileno()])
+    g.close()
+    kept.append(k)
+def state(k, t):
+    k.settimeout(t)
+    try:
+        return "eof" if k.recv(1) == b"" else "data"
+    except socket.timeout:
+        return "open"
+print(json.dumps({"oldest": state(kept[0], 5), "newest": state(kept[-1], 0.5)}))
+`;
+
+    it('holds at most 64 unclaimed descriptors: a flood closes the oldest, not the daemon', async () => {
+      const r = await run(['python3', '-c', FLOOD, fdSocketPath(d.socket), '80']);
+      expect(JSON.parse(r.stdout)).toEqual({ oldest: 'eof', newest: 'open' });
+      expect((await rpc(d.socket, 'daemon.status', {})).result).toBeDefined();
+    });
+  });
+
   it('a passed descriptor does not survive a restart: the VM is listed down, saying so', async () => {
     await d.restart();
     const v = await d.vm('f1');
