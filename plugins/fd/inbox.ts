@@ -38,25 +38,20 @@ export class FdInbox {
   constructor(private readonly opts: FdInboxOptions) {}
 
   /**
-   * Binds the fd socket at `path` with the owner, group and mode of `like` (the control socket),
-   * which this daemon holds: whatever is at `path` is stale and is replaced if it is a socket.
+   * Binds the fd socket at `path` with the owner, group and mode of `like` (the control socket,
+   * which this daemon holds). A dead socket at `path` is replaced; a live one or a file is not.
    */
   listen(path: string, like: string): void {
     const ref = fs.statSync(like);
-    let old: fs.Stats | undefined;
-    try {
-      old = fs.lstatSync(path);
-    } catch {
-      old = undefined;
-    }
-    if (old !== undefined) {
-      if (!old.isSocket()) throw new Error(`${path} exists and is not a socket`);
-      fs.rmSync(path);
-    }
     // Created under a umask, so the socket is never more open than 0660, even for a moment.
     const mask = process.umask(0o117);
     try {
       this.inbox = new native.FdInbox({ path, onReadable: (ok) => this.onReadable(ok) });
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      if (code === 'EADDRINUSE') throw new Error(`${path} is a live socket (another daemon's?); not replacing it`);
+      if (code === 'EEXIST') throw new Error(`${path} exists and is not a socket; not replacing it`);
+      throw e;
     } finally {
       process.umask(mask);
     }

@@ -204,7 +204,8 @@ export interface NativeAddon {
    */
   sendFd(path: string, token: string, fd: number): void;
   /**
-   * A unix datagram socket bound at `path` (which must not exist; the caller sets the umask),
+   * A unix datagram socket bound at `path` (a dead socket there is replaced; a live one or any
+   * other file is refused with EADDRINUSE / EEXIST; the caller sets the umask),
    * polled: `onReadable` runs when messages are queued (false on a poll error).
    */
   FdInbox: new (opts: { path: string; onReadable: (ok: boolean) => void }) => NativeFdInbox;

@@ -375,6 +375,55 @@ describe('--fd: an unclaimed descriptor expires and is closed', () => {
   });
 });
 
+describe("the fd socket's path: a dead socket is replaced, a live socket or a file never", () => {
+  afterAll(cleanupAll);
+
+  const daemonArgs = (dir: string): string[] => ['node', CLI_JS, 'daemon', '--state-dir', join(dir, 'st'), '--socket', join(dir, 'mvnet.sock')];
+
+  it('refuses to start when a live socket is at <control>.fd, and leaves that socket working', async () => {
+    const dir = makeTempDir('fdl');
+    const path = fdSocketPath(join(dir, 'mvnet.sock'));
+    const server = net.createServer((c) => c.end('still here'));
+    await new Promise<void>((r) => server.listen(path, r));
+    try {
+      const r = await run(daemonArgs(dir), { check: false, timeoutMs: 20_000 });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.trim()).toBe(`mvnet: ${path} is a live socket (another daemon's?); not replacing it`);
+      const c = net.createConnection({ path });
+      const got = await withTimeout(new Promise<string>((res) => c.setEncoding('utf8').once('data', res)), 5_000, 'the live socket to answer');
+      expect(got).toBe('still here');
+      c.destroy();
+    } finally {
+      server.close();
+    }
+  });
+
+  it('refuses to start when a file is at <control>.fd, and leaves it', async () => {
+    const dir = makeTempDir('fdf');
+    const path = fdSocketPath(join(dir, 'mvnet.sock'));
+    fs.writeFileSync(path, 'keep me');
+    const r = await run(daemonArgs(dir), { check: false, timeoutMs: 20_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim()).toBe(`mvnet: ${path} exists and is not a socket; not replacing it`);
+    expect(fs.readFileSync(path, 'utf8')).toBe('keep me');
+  });
+
+  it('replaces a dead socket left by a killed daemon', async () => {
+    const dir = makeTempDir('fdd');
+    const socket = join(dir, 'mvnet.sock');
+    const d = await startDaemon({ stateDir: join(dir, 'st'), socket });
+    await d.kill('SIGKILL');
+    expect(fs.lstatSync(fdSocketPath(socket)).isSocket()).toBe(true);
+    // Binding over a file fails, so a start that works and takes a descriptor replaced it.
+    await d.start();
+    await d.cliOk(['net', 'create', 'D', '--subnet', '10.77.12.0/24']);
+    const { child, done } = cliWithFds(socket, ['vm', 'attach', 'd1', '--net', 'D', '--fd', '3'], ['pipe']);
+    const r = await done;
+    expect(r.code, r.stderr).toBe(0);
+    (child.stdio[3] as net.Socket).destroy();
+  });
+});
+
 describe('--netns: only a network namespace file, opened without ever blocking', () => {
   let d: Daemon;
   let dir: string;

@@ -9,7 +9,7 @@
 // when the request arrives and never races the poll.
 //
 // sendFd(path, token, fd)                      caller side; never blocks (EAGAIN when full)
-// new FdInbox({ path, onReadable })            binds `path` (must not exist), polls it
+// new FdInbox({ path, onReadable })            binds `path` (a dead socket there is replaced), polls it
 //   inbox.receive(max) -> [{ token, fd, kind } | { token, fd: -1, refused }]
 //   inbox.close()
 // Every descriptor that is not handed to JS (bad payload, several descriptors, wrong type) is
@@ -206,12 +206,38 @@ napi_value FdInbox::New(napi_env env, napi_callback_info info) {
     ThrowType(env, "socket path must be 1-107 bytes: '" + path + "'");
     return nullptr;
   }
+  // A socket file left by an earlier run is replaced; a live one (anything but "connection
+  // refused" to a datagram connect: a bound datagram socket, a listening stream socket) is not,
+  // and nothing that is not a socket is ever removed.
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      ThrowErrno(env, EEXIST, "FdInbox", "'" + path + "' exists and is not a socket");
+      return nullptr;
+    }
+    int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+      ThrowErrno(env, errno, "socket(AF_UNIX)", "");
+      return nullptr;
+    }
+    bool live = true;
+    if (connect(probe, reinterpret_cast<sockaddr*>(&sun), sun_len) != 0) live = errno != ECONNREFUSED && errno != ENOENT;
+    close(probe);
+    if (live) {
+      ThrowErrno(env, EADDRINUSE, "FdInbox", "'" + path + "' is a live socket");
+      return nullptr;
+    }
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+      ThrowErrno(env, errno, "unlink", path);
+      return nullptr;
+    }
+  }
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ThrowErrno(env, errno, "socket(AF_UNIX)", "");
     return nullptr;
   }
-  // The caller prepared the path (nothing there) and the umask; bind never replaces a file.
+  // The caller set the umask, so the socket is created with its final mode.
   if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sun_len) != 0) {
     int err = errno;
     close(fd);
