@@ -7,6 +7,7 @@
         "plugins/native/src/device.cc",
         "plugins/native/src/fdpass.cc",
         "plugins/native/src/napi_util.cc",
+        "plugins/native/src/netlink.cc",
         "plugins/native/src/netns.cc",
         "plugins/native/src/ping.cc"
       ],

@@ -3,7 +3,9 @@
  * on stdout; SIGTERM/SIGINT stop it gracefully (devices are kept for the next start).
  */
 import fs from 'node:fs';
-import { loadConfig, type DaemonConfig } from './config.js';
+import { loadConfig, socketGroupId, type DaemonConfig } from './config.js';
+import { prepareVmSocketDir } from '../plugins/common/socket-path.js';
+import { UserError } from './errors.js';
 import { createLogger } from './log.js';
 import { StateStore } from './state/store.js';
 import { Daemon } from './daemon.js';
@@ -17,13 +19,19 @@ export interface DaemonFlags {
   socket?: string;
   config?: string;
   logLevel?: string;
-  hostLoopback?: boolean;
+  /** `--host-loopback PORTS`. */
+  hostLoopback?: string;
 }
 
 export async function runDaemon(flags: DaemonFlags): Promise<void> {
   const cfg: DaemonConfig = loadConfig(flags.config, { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback });
   const log = createLogger(cfg.logLevel);
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  try {
+    prepareVmSocketDir(cfg.vmSocketDir, socketGroupId(cfg.socketGroup));
+  } catch (e) {
+    throw e instanceof UserError ? e : new UserError((e as Error).message);
+  }
   const version = packageVersion();
   const daemon = new Daemon(log, new StateStore(cfg.stateDir), cfg);
   await daemon.restore();

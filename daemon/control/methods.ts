@@ -29,6 +29,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'vm.list': async () => d.listVms(),
     'route.set': (p) => d.setRoute(p),
     'route.show': async (p) => d.showRoutes(p),
+    'route.clear': (p) => d.clearRoute(p),
     'tor.status': () => d.tor.status(),
     'tor.newnym': async (p) => {
       const o = asObject(p, 'params');
