@@ -311,9 +311,9 @@ print(json.dumps(out))
       const none = token();
       const r = await run(['python3', '-c', MALFORMED, fdSocketPath(d.socket), two, none]);
       expect(JSON.parse(r.stdout)).toEqual({ 'two-a': 'eof', 'two-b': 'eof', 'bad-token': 'eof' });
-      const a = await rpc(d.socket, 'vm.attach', { name: 'two', net: 'F', port: { kind: 'fd', token: two } });
+      const a = await rpc(d.socket, 'vm.attach', { name: 'r-two', net: 'F', port: { kind: 'fd', token: two } });
       expect(a.error?.message).toMatch(/more than one descriptor came with the token/);
-      const b = await rpc(d.socket, 'vm.attach', { name: 'none', net: 'F', port: { kind: 'fd', token: none } });
+      const b = await rpc(d.socket, 'vm.attach', { name: 'r-none', net: 'F', port: { kind: 'fd', token: none } });
       expect(b.error?.message).toMatch(/no descriptor came with the token/);
     });
 
