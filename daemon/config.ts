@@ -35,6 +35,8 @@ export interface DaemonConfig {
     tcpPerVm: number;
     udpPerVm: number;
     udpIdleMs: number;
+    /** How long a descriptor passed for `vm attach --fd` waits to be claimed before it is closed. */
+    fdTokenMs: number;
   };
   /** Tor; `torConfigured` says whether the file had a tor section (then Tor starts with the daemon). */
   tor: TorConfig;
@@ -51,7 +53,7 @@ export const DEFAULTS: DaemonConfig = {
   logLevel: 'info',
   dns: {},
   direct: { hostLoopback: false, hostLoopbackPorts: [], connectTimeoutMs: 60_000 },
-  limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000 },
+  limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000, fdTokenMs: 10_000 },
   tor: checkTorConfig(undefined),
   torConfigured: false,
 };
@@ -68,7 +70,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   vmSocketDir: 'string',
   dns: { upstream: 'hostport' },
   direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', hostLoopbackPorts: 'ports', connectTimeoutMs: 'int' },
-  limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int' },
+  limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
 };
 
 function checkValue(where: string, kind: Kind, v: unknown): void {

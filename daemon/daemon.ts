@@ -25,6 +25,7 @@ import type { Duplex } from 'node:stream';
 import { TorManager } from './tor/manager.js';
 import { TorService, type TorState } from './tor/service.js';
 import { Forwards, checkForwardSpec } from './forwards/forwards.js';
+import { FdInbox } from '../plugins/fd/inbox.js';
 import type { ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
@@ -70,7 +71,7 @@ function portKey(p: PortSpec): string {
     case 'dgram':
       return `path:${p.path}`;
     case 'fd':
-      return p.fd !== undefined ? `fd:${p.fd}` : `path:${p.rx}`;
+      return p.token !== undefined ? `fd:${p.token}` : `path:${p.rx}`;
   }
 }
 
@@ -84,6 +85,8 @@ export class Daemon {
   private readonly upstreamDns: UpstreamResolver;
   readonly forwards: Forwards;
   private readonly ping = new PingEgress({});
+  /** Descriptors passed by callers for `vm attach --fd`; main.ts binds its socket. */
+  readonly fdInbox: FdInbox;
   readonly tor: TorService;
   private readonly torManager: TorManager;
   private torStarted = false;
@@ -100,6 +103,7 @@ export class Daemon {
     this.socketGid = socketGroupId(cfg.socketGroup);
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
+    this.fdInbox = new FdInbox({ log, ttlMs: cfg.limits.fdTokenMs });
     this.forwards = new Forwards(log, (vm, port, sock) => this.openInto(vm, port, sock));
     this.torManager = new TorManager({ config: cfg.tor, stateDir: store.dir, logger: log });
     this.tor = new TorService({
@@ -302,6 +306,7 @@ export class Daemon {
         restoring,
         ...(restoring && spec.device !== undefined ? { owned: spec.device } : {}),
         ...(this.socketGid !== undefined ? { socketGid: this.socketGid } : {}),
+        takeFd: (t) => this.fdInbox.take(t),
       });
     } catch (e) {
       const msg = (e as Error).message;
@@ -405,6 +410,17 @@ export class Daemon {
   }
 
   async attach(params: unknown): Promise<VmInfo> {
+    try {
+      return await this.attachVm(params);
+    } catch (e) {
+      // A refused attach must not leave the caller's passed descriptor open until it expires.
+      const port = (params as { port?: { token?: unknown } } | null)?.port;
+      if (typeof port?.token === 'string') this.fdInbox.discard(port.token);
+      throw e;
+    }
+  }
+
+  private async attachVm(params: unknown): Promise<VmInfo> {
     const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])), this.cfg.vmSocketDir !== undefined ? { vmSocketDir: this.cfg.vmSocketDir } : {});
     if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
     const key = portKey(spec.port);
@@ -597,6 +613,7 @@ export class Daemon {
     }
     this.upstreamDns.close();
     this.ping.close();
+    this.fdInbox.close();
     await this.forwards.close();
     await this.tor.close();
   }

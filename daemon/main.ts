@@ -13,6 +13,7 @@ import { Daemon } from './daemon.js';
 import { checkSocketFree, ControlServer } from './control/server.js';
 import { methods, READ_ONLY_METHODS } from './control/methods.js';
 import { packageVersion } from './version.js';
+import { fdSocketPath } from '../plugins/fd/pass.js';
 
 export interface DaemonFlags {
   stateDir?: string;
@@ -53,7 +54,10 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   });
   try {
     await control.listen();
+    // Next to the control socket, once it is ours: same owner and mode (plugins/fd/pass.ts).
+    daemon.fdInbox.listen(fdSocketPath(cfg.socket), cfg.socket);
   } catch (e) {
+    await control.close();
     await daemon.shutdown();
     throw e;
   }

@@ -91,7 +91,7 @@ export type PortSpec =
   | { kind: 'unix'; path: string }
   | { kind: 'unix-listen'; path: string }
   | { kind: 'dgram'; path: string; peer?: string }
-  | { kind: 'fd'; fd?: number; rx?: string; tx?: string }
+  | { kind: 'fd'; token?: string; rx?: string; tx?: string }
   | { kind: 'iface'; ifname: string; netns?: string };
 
 export interface PortContext {
@@ -104,6 +104,8 @@ export interface PortContext {
   owned?: DeviceRecord;
   /** The socket group (config `socketGroup`): may own VM sockets and write their directories. */
   socketGid?: number;
+  /** The descriptor a caller passed under `token` (see plugins/fd/inbox.ts), now the port's; throws when there is none. */
+  takeFd?: (token: string) => number;
 }
 
 export interface PortDriver<S extends PortSpec = PortSpec> {

@@ -8,6 +8,7 @@ import { UserError } from '../errors.js';
 import { isUnicastMac, parseMacString } from '../wire/mac.js';
 import { formatIpv4, formatIpv6, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, parseIpv6Text, type Ipv4Cidr } from '../wire/ip-text.js';
 import { formatAllowRule, type AllowRule, type Route } from '../routes/route.js';
+import { FD_TOKEN_RE } from '../../plugins/fd/pass.js';
 
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -245,9 +246,11 @@ export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec 
     }
     case 'fd': {
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
-      if (o.fd !== undefined) {
-        if (typeof o.fd !== 'number' || !Number.isInteger(o.fd) || o.fd < 3) throw new UserError(`invalid fd ${JSON.stringify(o.fd)}: an open descriptor number of 3 or more`);
-        return { kind: 'fd', fd: o.fd };
+      // A descriptor number would name one of the daemon's own fds: only passed ones are used.
+      if (o.fd !== undefined) throw new UserError('port.fd is not accepted: pass the descriptor itself (mvnet vm attach --fd N sends the caller\'s fd N) and give its port.token');
+      if (o.token !== undefined) {
+        if (typeof o.token !== 'string' || !FD_TOKEN_RE.test(o.token)) throw new UserError('invalid port.token: 32 lowercase hex digits, as sent with the descriptor');
+        return { kind: 'fd', token: o.token };
       }
       return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     }

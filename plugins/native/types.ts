@@ -176,6 +176,16 @@ export interface NativePingSocket {
   close(): void;
 }
 
+/** One message drained from an FdInbox: a usable descriptor, or why the one sent was refused (already closed). */
+export type ReceivedFd = { token: string; fd: number; kind: 'unix-stream' | 'fifo' } | { token: string; fd: -1; refused: string };
+
+export interface NativeFdInbox {
+  /** Reads up to `max` queued messages without blocking; the descriptors returned are the caller's to close. */
+  receive(max?: number): ReceivedFd[];
+  /** Stops polling and closes the socket (queued descriptors are released by the kernel). Idempotent. */
+  close(): void;
+}
+
 export interface AddrWatchOptions {
   /**
    * Called (from the event loop) with how many address or link notifications were read since
@@ -245,6 +255,18 @@ export interface NativeAddon {
    */
   openPing(opts: { v6: boolean }): OpenPingResult;
   PingSocket: new (opts: PingSocketOptions) => NativePingSocket;
+  /**
+   * Sends descriptor `fd` with `token` (32 lowercase hex digits) as one datagram with SCM_RIGHTS
+   * to the unix datagram socket at `path`. Never blocks: throws an Error with `code` (EAGAIN when
+   * the receiver's queue is full, ENOENT/ECONNREFUSED when nobody is bound there, EBADF for `fd`).
+   */
+  sendFd(path: string, token: string, fd: number): void;
+  /**
+   * A unix datagram socket bound at `path` (a dead socket there is replaced; a live one or any
+   * other file is refused with EADDRINUSE / EEXIST; the caller sets the umask),
+   * polled: `onReadable` runs when messages are queued (false on a poll error).
+   */
+  FdInbox: new (opts: { path: string; onReadable: (ok: boolean) => void }) => NativeFdInbox;
   /** Address and link changes (RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR), polled unref'd. */
   AddrWatch: new (opts: AddrWatchOptions) => NativeAddrWatch;
   /** Every address of the calling thread's namespace (netlink dump), also on down or carrier-less links. */

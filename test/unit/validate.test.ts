@@ -73,9 +73,11 @@ describe('attachment validation', () => {
     });
     expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'unix', path: '/run/x.sock' } }, nets).port).toEqual({ kind: 'unix', path: '/run/x.sock' });
     expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'fd', rx: '/a', tx: '/b' } }, nets).port).toEqual({ kind: 'fd', rx: '/a', tx: '/b' });
+    const token = '0123456789abcdef0123456789abcdef';
+    expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'fd', token } }, nets).port).toEqual({ kind: 'fd', token });
     expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'dgram', path: '/a', peer: '/b' } }, nets).port).toEqual({ kind: 'dgram', path: '/a', peer: '/b' });
   });
-  it.each([
+  it.each<[unknown, RegExp]>([
     [{ name: 'v', net: 'zz', port: { kind: 'tap', ifname: 't' } }, /no network named zz/],
     [{ name: 'v', net: 'a', port: { kind: 'tap', ifname: 'waytoolonginterfacename' } }, /interface name/],
     [{ name: 'v', net: 'a', port: { kind: 'bogus' } }, /unknown port kind/],
@@ -85,7 +87,15 @@ describe('attachment validation', () => {
     [{ name: 'v', net: 'a', port: { kind: 'tap', ifname: 't' }, mac: 'zz' }, /invalid MAC/],
     [{ name: 'v', net: 'a', port: { kind: 'tap', ifname: 't' }, ip: '10.9.0.5' }, /not a host address/],
     [{ name: 'v', net: 'a', port: { kind: 'tap', ifname: 't' }, ip: '10.1.0.1' }, /gateway address/],
-    [{ name: 'v', net: 'a', port: { kind: 'fd', fd: 1 } }, /invalid fd/],
+    // A descriptor number would name one of the daemon's own fds: never accepted, whatever the number.
+    ...[0, 1, 2, 3, 7, 20, 1023].map((fd) => [{ name: 'v', net: 'a', port: { kind: 'fd', fd } }, /port\.fd is not accepted/] as [unknown, RegExp]),
+    [{ name: 'v', net: 'a', port: { kind: 'fd', fd: 5, token: '0123456789abcdef0123456789abcdef' } }, /port\.fd is not accepted/],
+    [{ name: 'v', net: 'a', port: { kind: 'fd', token: '0123456789ABCDEF0123456789ABCDEF' } }, /invalid port\.token/],
+    [{ name: 'v', net: 'a', port: { kind: 'fd', token: '../../etc/passwd' } }, /invalid port\.token/],
+    [{ name: 'v', net: 'a', port: { kind: 'fd', token: 5 } }, /invalid port\.token/],
+    [{ name: 'v', net: 'a', port: { kind: 'fd', token: '0123456789abcdef0123456789abcdef', netns: 'n' } }, /--netns applies/],
+    // An `ip netns` name is a file name under /run/netns: no path tricks in it.
+    ...['../x', 'a/b', '..', '.', '-x', 'x y', ''].map((netns) => [{ name: 'v', net: 'a', port: { kind: 'tap', ifname: 't', netns } }, /netns/] as [unknown, RegExp]),
     [{ name: 'v', net: 'a', port: { kind: 'unix', path: '/x', netns: 'n' } }, /--netns applies/],
     [{ name: 'v', net: 'a', port: { kind: 'tap', ifname: 't' }, ip: '10.1.0.0' }, /network address/],
     [{ name: 'v', net: 'a', port: { kind: 'tap', ifname: 't' }, ip: '10.1.0.255' }, /broadcast address/],

@@ -29,6 +29,8 @@ namespace mvnet {
 
 // ping.cc: openPing and the PingSocket class.
 napi_value DefinePingExports(napi_env env, napi_value exports);
+// fdpass.cc: sendFd and the FdInbox class.
+napi_value DefineFdPassExports(napi_env env, napi_value exports);
 // netlink.cc: the AddrWatch class (host address changes).
 napi_value DefineNetlinkExports(napi_env env, napi_value exports);
 // lock.cc: lockFile.
@@ -81,9 +83,14 @@ std::string InNs(const std::string& netns) { return netns.empty() ? "" : " in " 
 // Enters `netns` or throws.
 bool EnterNs(napi_env env, NetnsScope* scope, const std::string& netns) {
   const char* what = "";
-  int err = scope->Enter(netns, &what);
+  std::string why;
+  int err = scope->Enter(netns, &what, &why);
   if (err != 0) {
-    ThrowErrno(env, err, what, netns);
+    if (!why.empty()) {
+      ThrowPlain(env, why);
+    } else {
+      ThrowErrno(env, err, what, netns);
+    }
     return false;
   }
   return true;
@@ -612,6 +619,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!device_class) return nullptr;
   MVNET_CALL(env, napi_set_named_property(env, exports, "Device", device_class));
   if (!DefinePingExports(env, exports)) return nullptr;
+  if (!DefineFdPassExports(env, exports)) return nullptr;
   if (!DefineNetlinkExports(env, exports)) return nullptr;
   if (!DefineLockExports(env, exports)) return nullptr;
   return exports;
