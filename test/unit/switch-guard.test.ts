@@ -314,7 +314,7 @@ describe('native cut-through classification vs the guard', () => {
 
   it('classifies ordinary TCP, UDP and ARP as plain (so cut-through still forwards them)', () => {
     for (const [what, f] of LEGIT) {
-      const plainExpected = /TCP|DNS|IPv6 UDP|ARP/.test(what) && !/VLAN/.test(what);
+      const plainExpected = /TCP|DNS|IPv6 UDP|ARP|^ICMPv[46] echo/.test(what) && !/VLAN/.test(what);
       expect(native.isPlainFrame(f, 0), what).toBe(plainExpected);
     }
     for (const [what, f] of HOSTILE) expect(native.isPlainFrame(f, 0), what).toBe(false);

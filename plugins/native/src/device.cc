@@ -85,9 +85,10 @@ inline uint64_t ReadMac(const uint8_t* p) {
 // the switch's rogue-router/DHCP guard looks at (daemon/switch/guard.ts): only such frames are
 // cut through; everything else goes to the switch, which runs the guard. So the guard has one
 // implementation, and this is a conservative subset of "passes the guard" (checked by a
-// differential test, test/unit/switch-guard.test.ts). Plain: ARP; unfragmented IPv4 TCP, and
-// UDP with no port in 67/68; IPv6 with TCP, or UDP with no port in 546/547, right after the
-// fixed header (any extension header, ICMP, VLAN tag or other EtherType is not plain).
+// differential test, test/unit/switch-guard.test.ts). Plain: ARP; unfragmented IPv4 TCP, UDP
+// with no port in 67/68, and ICMP but redirect and router advertisement; IPv6 with TCP, UDP with
+// no port in 546/547, or ICMPv6 echo request/reply right after the fixed header (any extension
+// header, other ICMPv6, VLAN tag or other EtherType is not plain).
 bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len) {
   if (len < h + 14) return false;
   const uint8_t* e = f + h;
@@ -101,9 +102,10 @@ bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len) {
     if (ihl < 20 || n < ihl) return false;
     if ((((static_cast<uint32_t>(ip[6]) << 8) | ip[7]) & 0x3fffu) != 0) return false;  // MF or offset
     if (ip[9] == 6) return true;
-    if (ip[9] != 17) return false;
+    if (ip[9] != 17 && ip[9] != 1) return false;
     const uint32_t total = (static_cast<uint32_t>(ip[2]) << 8) | ip[3];
     if (total < ihl + 8 || total > n) return false;
+    if (ip[9] == 1) return ip[ihl] != 5 && ip[ihl] != 9;  // ICMP but redirect, router advertisement
     const uint32_t sport = (static_cast<uint32_t>(ip[ihl]) << 8) | ip[ihl + 1];
     const uint32_t dport = (static_cast<uint32_t>(ip[ihl + 2]) << 8) | ip[ihl + 3];
     return sport != 67 && sport != 68 && dport != 67 && dport != 68;
@@ -111,9 +113,10 @@ bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len) {
   if (type == 0x86dd) {
     if (n < 40 || (ip[0] >> 4) != 6) return false;
     if (ip[6] == 6) return true;
-    if (ip[6] != 17) return false;
+    if (ip[6] != 17 && ip[6] != 58) return false;
     const uint32_t plen = (static_cast<uint32_t>(ip[4]) << 8) | ip[5];
     if (plen < 8 || plen > n - 40) return false;
+    if (ip[6] == 58) return ip[40] == 128 || ip[40] == 129;  // echo request, reply
     const uint32_t sport = (static_cast<uint32_t>(ip[40]) << 8) | ip[41];
     const uint32_t dport = (static_cast<uint32_t>(ip[42]) << 8) | ip[43];
     return sport != 546 && sport != 547 && dport != 546 && dport != 547;
