@@ -34,8 +34,11 @@ describe('IP source spoofing toward the gateway', () => {
     t = await startTopology({ prefix: 'ssp', ipv6: true });
     await t.cli(['net', 'create', 'lan', '--subnet', '10.213.0.0/24', '--ipv6', 'fd00:78::/64']);
     a = await t.addVm('a', 'lan', { ipv6: true, ip: '10.213.0.10' });
-    // The victim whose address is borrowed: a static address the router knows as b's.
-    await t.addVm('b', 'lan', { ip: '10.213.0.20' });
+    // The victim whose addresses are borrowed: a static IPv4 address the router knows as b's,
+    // and an IPv6 address b has used (IPv6 sources are held first come, first served).
+    const b = await t.addVm('b', 'lan', { ipv6: true, ip: '10.213.0.20' });
+    await b.exec(['ip', '-6', 'addr', 'add', 'fd00:78::b/64', 'dev', b.ifname, 'nodad']);
+    expect(await b.ns.ping('fd00:78::1', { count: 1, waitS: 5 })).toBe(true);
     await t.cli(['route', '--direct', 'a']);
     const ok = async (cmd: string[]): Promise<void> => {
       const r = await a.exec(cmd);
@@ -44,11 +47,13 @@ describe('IP source spoofing toward the gateway', () => {
     await ok(['ip', 'addr', 'add', '10.213.0.10/24', 'dev', a.ifname]);
     await ok(['ip', 'route', 'replace', 'default', 'via', '10.213.0.1']);
     await ok(['ip', '-6', 'addr', 'add', 'fd00:78::a/64', 'dev', a.ifname, 'nodad']);
-    // The foreign addresses, as a hostile VM would add them.
+    // The foreign addresses, as a hostile VM would add them (IPv6 ones deprecated, so only an
+    // explicit bind uses them and the VM's own address stays its default source).
     await ok(['ip', 'addr', 'add', '10.213.0.20/32', 'dev', a.ifname]); // b's
     await ok(['ip', 'addr', 'add', '10.99.0.5/32', 'dev', a.ifname]); // outside the subnet
-    await ok(['ip', '-6', 'addr', 'add', 'fd99::5/128', 'dev', a.ifname, 'nodad']); // outside the prefix
-    await ok(['ip', '-6', 'addr', 'add', '2001:db8:78::5/128', 'dev', a.ifname, 'nodad']);
+    await ok(['ip', '-6', 'addr', 'add', 'fd00:78::b/128', 'dev', a.ifname, 'nodad', 'preferred_lft', '0']); // b's
+    await ok(['ip', '-6', 'addr', 'add', 'fd99::5/128', 'dev', a.ifname, 'nodad', 'preferred_lft', '0']); // outside the prefix
+    await ok(['ip', '-6', 'addr', 'add', '2001:db8:78::5/128', 'dev', a.ifname, 'nodad', 'preferred_lft', '0']);
     // IPv6 default route via the gateway's link-local address from its RA (or the prefix's ::1).
     await waitFor(
       async () => {
@@ -90,7 +95,7 @@ describe('IP source spoofing toward the gateway', () => {
     await tryFrom(4, ['10.213.0.20', '10.99.0.5'], UPSTREAM_IP);
   });
 
-  it('IPv6: addresses outside the network’s prefix are dropped and counted', async () => {
-    await tryFrom(6, ['fd99::5', '2001:db8:78::5'], UPSTREAM_IP6);
+  it('IPv6: another VM’s address and ones outside the network’s prefix are dropped and counted', async () => {
+    await tryFrom(6, ['fd00:78::b', 'fd99::5', '2001:db8:78::5'], UPSTREAM_IP6);
   });
 });
