@@ -161,6 +161,8 @@ export class NetRouter implements GatewayHandler {
       mtu: spec.mtu,
       ipv6: spec.ipv6,
     });
+    // The switch keeps VMs from claiming these in ARP and neighbour discovery.
+    network.setGatewayAddresses({ ip4: this.gnet.gatewayIp, ip6: this.gnet.ipv6 === undefined ? [] : [this.gnet.ipv6.linkLocal, this.gnet.ipv6.global] });
     this.egress = d.egress ?? { tcp: (dst, port, host) => directTcp(dst, port, d.direct, host), udp: (dst, port, host) => directUdp(dst, port, d.direct, host) };
     this.place = { forbidden: d.forbidden ?? isForbiddenDestination, isGateway: (dst) => this.isGateway(dst), hostLoopback: d.direct.hostLoopback === true };
     const tor = d.tor;

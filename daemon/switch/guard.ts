@@ -15,6 +15,9 @@
  *    header's type or ports can be read (RFC 7112): what the guard cannot see, it does not pass;
  *  - DHCPv4 server traffic: UDP from port 67 or to port 68 (a client sends 68 → 67);
  *  - DHCPv6 server traffic: UDP from port 547 or to port 546 (a client sends 546 → 547);
+ *  - ARP with the gateway's IPv4 address as sender, and ND messages from one of the gateway's
+ *    IPv6 addresses or advertising one (cache poisoning: the neighbours' traffic for the
+ *    gateway would go to the VM);
  *  - all of the above inside up to two VLAN tags, and frames with more tags than that.
  * Non-first fragments pass: the first fragment carries the headers and is judged, and hosts
  * drop overlapping fragments (RFC 5722), so a datagram whose first fragment was dropped is lost.
@@ -28,10 +31,19 @@ export type GuardReason =
   | 'dhcp4-server'
   | 'dhcp6-server'
   | 'unreadable' // header chain too long, or cut before the upper-layer header could be judged
-  | 'vlan-depth'; // more VLAN tags than the guard looks through
+  | 'vlan-depth' // more VLAN tags than the guard looks through
+  | 'gateway-claim'; // ARP or neighbour discovery claiming one of the gateway's addresses
+
+/** The gateway's own addresses, which no VM may claim in ARP or neighbour discovery. */
+export interface GatewayAddrs {
+  readonly ip4: number | null;
+  /** 16 bytes each (link-local and global). */
+  readonly ip6: readonly Buffer[];
+}
 
 const ETH_IPV4 = 0x0800;
 const ETH_IPV6 = 0x86dd;
+const ETH_ARP = 0x0806;
 const VLAN_TPIDS = new Set([0x8100, 0x88a8, 0x9100]);
 const MAX_VLAN_TAGS = 2;
 /** Extension headers walked before the upper layer; a longer chain is not judged but dropped. */
@@ -46,7 +58,7 @@ function isNd(t: number): boolean {
  * Why a frame from a VM must not be forwarded (Ethernet header at `h`: after any vnet header),
  * or null when the guard has nothing against it.
  */
-export function rogueService(f: Buffer, h: number): GuardReason | null {
+export function rogueService(f: Buffer, h: number, gw?: GatewayAddrs): GuardReason | null {
   let off = h + 12;
   if (f.length < off + 2) return null;
   let type = f.readUInt16BE(off);
@@ -57,9 +69,19 @@ export function rogueService(f: Buffer, h: number): GuardReason | null {
     type = f.readUInt16BE(off);
   }
   off += 2;
-  if (type === ETH_IPV6) return ipv6(f, off);
+  if (type === ETH_IPV6) return ipv6(f, off, gw);
   if (type === ETH_IPV4) return ipv4(f, off);
+  if (type === ETH_ARP && gw !== undefined && gw.ip4 !== null && f.length >= off + 18) {
+    // The sender protocol address: what every receiver's cache learns.
+    return f.readUInt32BE(off + 14) === gw.ip4 ? 'gateway-claim' : null;
+  }
   return null;
+}
+
+function isGatewayIp6(f: Buffer, at: number, gw: GatewayAddrs | undefined): boolean {
+  if (gw === undefined || at + 16 > f.length) return false;
+  for (const a of gw.ip6) if (f.compare(a, 0, 16, at, at + 16) === 0) return true;
+  return false;
 }
 
 function ipv4(f: Buffer, off: number): GuardReason | null {
@@ -89,7 +111,7 @@ function ipv4(f: Buffer, off: number): GuardReason | null {
   return null;
 }
 
-function ipv6(f: Buffer, off: number): GuardReason | null {
+function ipv6(f: Buffer, off: number, gw: GatewayAddrs | undefined): GuardReason | null {
   if (f.length < off + 40 || f[off]! >> 4 !== 6) return null;
   const plen = f.readUInt16BE(off + 4);
   // Payload length 0 is a jumbogram (its length is in a hop-by-hop option): judge the frame.
@@ -130,7 +152,11 @@ function ipv6(f: Buffer, off: number): GuardReason | null {
         const t = f[p]!;
         if (t === 134) return 'ra';
         if (t === 137) return 'redirect';
-        return fragmented && isNd(t) ? 'nd-fragment' : null;
+        if (!isNd(t)) return null;
+        if (fragmented) return 'nd-fragment';
+        // From the gateway's address, or a neighbour advertisement for it (target at 8).
+        if (isGatewayIp6(f, off + 8, gw) || (t === 136 && p + 24 <= end && isGatewayIp6(f, p + 8, gw))) return 'gateway-claim';
+        return null;
       }
       case 17: {
         if (p + 4 > end) return 'unreadable';

@@ -10,7 +10,7 @@ import { readMac } from '../wire/mac.js';
 import { isGroupMac } from './mac.js';
 import { normalizeOffload } from '../wire/gso.js';
 import { VNET_HDR_LEN } from '../wire/vnet.js';
-import { rogueService } from './guard.js';
+import { rogueService, type GatewayAddrs } from './guard.js';
 
 export type Clock = () => number;
 
@@ -87,6 +87,7 @@ export class Network {
   private readonly clock: Clock;
   private readonly onMacLearned: (m: Member) => void;
   private gateway: GatewayHandler | null = null;
+  private gatewayAddrs: GatewayAddrs | undefined;
   private readonly gwOut: Buffer[] = [];
   private readonly dirty: Member[] = [];
   private readonly maxFrame: number;
@@ -137,6 +138,11 @@ export class Network {
 
   setGateway(handler: GatewayHandler | null): void {
     this.gateway = handler;
+  }
+
+  /** The gateway's IP addresses, which the guard keeps VMs from claiming in ARP and ND. */
+  setGatewayAddresses(a: GatewayAddrs): void {
+    this.gatewayAddrs = a;
   }
 
   /** Adds a port to the switch. `mac`: fixed source MAC, or null to learn from the first frame. */
@@ -202,7 +208,7 @@ export class Network {
         }
       }
       // Rogue router / DHCP server (guard.ts): the one check, for the native cut-through path too.
-      if (rogueService(f, h) !== null) {
+      if (rogueService(f, h, this.gatewayAddrs) !== null) {
         count(src.drops, 'filtered');
         count(this.stats.drops, 'filtered');
         continue;

@@ -1,7 +1,7 @@
 /**
  * The rogue-router/DHCP guard end to end: a hostile VM sends a forged router advertisement
  * behind a Destination Options header (RFC 7113's RA-Guard evasion) and other rogue-service
- * frames, by hand-built bytes, to another VM whose namespace kernel takes RAs (accept_ra=1,
+ * frames (DHCP server messages, an ARP reply claiming the gateway's address), by hand-built bytes, to another VM whose namespace kernel takes RAs (accept_ra=1,
  * forwarding=0). Nothing of it may reach the victim: a raw socket in the victim's namespace
  * sees only the marker sent after it, the victim's routes show no rogue prefix, and `mvnet
  * status` counts the drops as 'filtered'. Once from a TAP namespace whose frames unicast to
@@ -127,6 +127,21 @@ function dhcp6Advertise(srcMac: Buffer, dstMac: Buffer): Buffer {
   return Buffer.concat([dstMac, srcMac, Buffer.from([0x86, 0xdd]), ip, udp]);
 }
 
+/** An ARP reply "10.77.21.1 (the gateway) is at `srcMac`": neighbour cache poisoning. */
+function arpClaimGateway(srcMac: Buffer, dstMac: Buffer): Buffer {
+  const a = Buffer.alloc(28);
+  a.writeUInt16BE(1, 0);
+  a.writeUInt16BE(0x0800, 2);
+  a[4] = 6;
+  a[5] = 4;
+  a.writeUInt16BE(2, 6);
+  srcMac.copy(a, 8);
+  a.writeUInt32BE(0x0a4d1501, 14); // 10.77.21.1
+  dstMac.copy(a, 18);
+  a.writeUInt32BE(0x0a4d150a, 24); // 10.77.21.10
+  return Buffer.concat([dstMac, srcMac, Buffer.from([0x08, 0x06]), a]);
+}
+
 const DSTOPT = 60;
 const HBH = 0;
 
@@ -225,6 +240,7 @@ describe('rogue router/DHCP guard, end to end', () => {
       forgedRa(mac, victimMac, [HBH, DSTOPT, DSTOPT], base + 1),
       udp4(mac, victimMac, 4000, 68), // a DHCP "server" that does not use port 67
       dhcp6Advertise(mac, victimMac),
+      arpClaimGateway(mac, victimMac),
       forgedRa(mac, victimMac, [], base + 2),
       udp4(mac, victimMac, 67, 68),
       forgedRa(mac, ALL_NODES_MAC, [DSTOPT], base + 3),
@@ -244,6 +260,8 @@ describe('rogue router/DHCP guard, end to end', () => {
     expect(before.filter((h) => badHex.has(h))).toEqual([]);
     // The victim's kernel configured nothing from a rogue RA (its prefix route would be there at once).
     const routes = await victimNs.exec(['ip', '-6', 'route', 'show']);
+    const neigh = await victimNs.exec(['ip', '-4', 'neigh', 'show', '10.77.21.1']);
+    expect(neigh.stdout).not.toContain([...mac].map((b) => b.toString(16).padStart(2, '0')).join(':'));
     for (let i = 0; i < 4; i++) expect(routes.stdout).not.toContain(`2001:db8:bad:${(base + i).toString(16)}::`);
     // Counted where `mvnet status` shows drops.
     await waitFor(async () => drops((await d.vm(vm)).port.stats.drops, 'filtered') - vm0 === bad.length, { what: `${vm} filtered +${bad.length}` });

@@ -6,7 +6,7 @@
  * same random and mutated frames: whatever native code would forward, the guard lets pass.
  */
 import { describe, expect, it } from 'vitest';
-import { rogueService, type GuardReason } from '../../daemon/switch/guard.js';
+import { rogueService, type GatewayAddrs, type GuardReason } from '../../daemon/switch/guard.js';
 import { Network } from '../../daemon/switch/network.js';
 import { writeMac } from '../../daemon/wire/mac.js';
 import { loadNative } from '../../plugins/native/index.js';
@@ -160,7 +160,64 @@ const LEGIT: [string, Buffer][] = [
   ['IPv6 TCP in a VLAN tag', eth(IP6, v6(6, Buffer.alloc(20)), [0x8100])],
 ];
 
+// The gateway's addresses, which no VM may claim.
+const GW4 = 0x0a000001;
+const GW_LL = Buffer.from('fe8000000000000002aaaafffeaaaaaa', 'hex');
+const GW_GLOBAL = Buffer.from('fd000001000000000000000000000001', 'hex');
+const GW: GatewayAddrs = { ip4: GW4, ip6: [GW_LL, GW_GLOBAL] };
+const VM_IP4 = 0x0a00000a;
+
+function arp(op: number, spa: number, tpa: number): Buffer {
+  const a = Buffer.alloc(28);
+  a.writeUInt16BE(1, 0);
+  a.writeUInt16BE(0x0800, 2);
+  a[4] = 6;
+  a[5] = 4;
+  a.writeUInt16BE(op, 6);
+  VM_MAC.copy(a, 8);
+  a.writeUInt32BE(spa, 14);
+  a.writeUInt32BE(tpa, 24);
+  return eth(0x0806, a, [], Buffer.from('ffffffffffff', 'hex'));
+}
+
+/** Neighbour solicitation/advertisement from `src` about `target`. */
+function nd(type: number, src: Buffer, target: Buffer): Buffer {
+  const body = Buffer.alloc(24);
+  body[0] = type;
+  target.copy(body, 8);
+  const f = eth(IP6, v6(58, body));
+  src.copy(f, 14 + 8);
+  return f;
+}
+
+/** Claims of the gateway's addresses (with the gateway's addresses known to the guard). */
+const CLAIMS: [string, Buffer][] = [
+  ['ARP reply from the gateway address', arp(2, GW4, VM_IP4)],
+  ['gratuitous ARP for the gateway address', arp(1, GW4, GW4)],
+  ['neighbour advertisement for the gateway global address', nd(NA, LL_SRC, GW_GLOBAL)],
+  ['neighbour advertisement for the gateway link-local address', nd(NA, LL_SRC, GW_LL)],
+  ['neighbour solicitation from the gateway link-local address', nd(NS, GW_LL, LL_SRC)],
+];
+const NOT_CLAIMS: [string, Buffer][] = [
+  ['ARP request for the gateway', arp(1, VM_IP4, GW4)],
+  ['ARP reply for the VM itself', arp(2, VM_IP4, GW4)],
+  ['neighbour solicitation for the gateway', nd(NS, LL_SRC, GW_GLOBAL)],
+  ['neighbour advertisement for the VM itself', nd(NA, LL_SRC, LL_SRC)],
+];
+
 describe('rogue router/DHCP guard', () => {
+  for (const [what, f] of CLAIMS) {
+    it(`drops ${what} (gateway-claim)`, () => {
+      expect(rogueService(f, 0, GW)).toBe('gateway-claim');
+      expect(rogueService(f, 0)).toBeNull(); // only the gateway's own addresses are protected
+    });
+  }
+  for (const [what, f] of NOT_CLAIMS) {
+    it(`passes ${what}`, () => {
+      expect(rogueService(f, 0, GW)).toBeNull();
+    });
+  }
+
   for (const [what, f, reason] of HOSTILE) {
     it(`drops ${what} (${reason})`, () => {
       expect(rogueService(f, 0)).toBe(reason);
@@ -238,6 +295,16 @@ describe('the guard in the switch', () => {
     a.inject(legit);
     expect(b.sent).toHaveLength(legit.length);
     expect(ma.drops.filtered).toBe(hostile.length);
+    // Claims of the gateway's addresses, once the router has told the switch what they are.
+    b.sent = [];
+    a.inject(CLAIMS.map(([, f]) => f));
+    expect(b.sent).toHaveLength(CLAIMS.length);
+    n.setGatewayAddresses(GW);
+    a.inject(CLAIMS.map(([, f]) => f));
+    expect(b.sent).toHaveLength(CLAIMS.length);
+    expect(ma.drops.filtered).toBe(hostile.length + CLAIMS.length);
+    a.inject(NOT_CLAIMS.map(([, f]) => f));
+    expect(b.sent).toHaveLength(CLAIMS.length + NOT_CLAIMS.length);
     n.close();
   });
 });
@@ -267,7 +334,7 @@ function makeFrame(r: () => number): Buffer {
   const kind = r();
   let f: Buffer;
   if (kind < 0.45) {
-    f = Buffer.from(pick([...HOSTILE.map((x) => x[1]), ...LEGIT.map((x) => x[1])]));
+    f = Buffer.from(pick([...HOSTILE, ...LEGIT, ...CLAIMS, ...NOT_CLAIMS].map((x) => x[1])));
   } else if (kind < 0.8) {
     // Built from parts: a random chain of extension headers, then an upper layer.
     const chain: number[] = [];
@@ -314,10 +381,10 @@ describe('native cut-through classification vs the guard', () => {
 
   it('classifies ordinary TCP, UDP and ARP as plain (so cut-through still forwards them)', () => {
     for (const [what, f] of LEGIT) {
-      const plainExpected = /TCP|DNS|IPv6 UDP|ARP|^ICMPv[46] echo/.test(what) && !/VLAN/.test(what);
+      const plainExpected = /TCP|DNS|IPv6 UDP|^ICMPv[46] echo/.test(what) && !/VLAN/.test(what);
       expect(native.isPlainFrame(f, 0), what).toBe(plainExpected);
     }
-    for (const [what, f] of HOSTILE) expect(native.isPlainFrame(f, 0), what).toBe(false);
+    for (const [what, f] of [...HOSTILE, ...CLAIMS]) expect(native.isPlainFrame(f, 0), what).toBe(false);
   });
 
   it('never calls plain a frame the guard drops (random and mutated frames, with and without a vnet header)', () => {
@@ -332,7 +399,7 @@ describe('native cut-through classification vs the guard', () => {
       const h = r() < 0.3 ? 10 : 0;
       const f = h === 0 ? f0 : Buffer.concat([Buffer.alloc(10, 0xff), f0]);
       const isPlain = native.isPlainFrame(f, h);
-      const reason = rogueService(f, h);
+      const reason = rogueService(f, h, GW);
       if (isPlain) plain++;
       if (reason !== null) dropped++;
       if (isPlain && reason !== null && bad.length < 5) bad.push(`${reason}: ${f.toString('hex')} (h=${h})`);

@@ -85,17 +85,16 @@ inline uint64_t ReadMac(const uint8_t* p) {
 // the switch's rogue-router/DHCP guard looks at (daemon/switch/guard.ts): only such frames are
 // cut through; everything else goes to the switch, which runs the guard. So the guard has one
 // implementation, and this is a conservative subset of "passes the guard" (checked by a
-// differential test, test/unit/switch-guard.test.ts). Plain: ARP; unfragmented IPv4 TCP, UDP
+// differential test, test/unit/switch-guard.test.ts). Plain: unfragmented IPv4 TCP, UDP
 // with no port in 67/68, and ICMP but redirect and router advertisement; IPv6 with TCP, UDP with
 // no port in 546/547, or ICMPv6 echo request/reply right after the fixed header (any extension
-// header, other ICMPv6, VLAN tag or other EtherType is not plain).
+// header, other ICMPv6, ARP, VLAN tag or other EtherType is not plain).
 bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len) {
   if (len < h + 14) return false;
   const uint8_t* e = f + h;
   const uint32_t n = len - h - 14;  // bytes after the Ethernet header
   const uint32_t type = (static_cast<uint32_t>(e[12]) << 8) | e[13];
   const uint8_t* ip = e + 14;
-  if (type == 0x0806) return true;
   if (type == 0x0800) {
     if (n < 20 || (ip[0] >> 4) != 4) return false;
     const uint32_t ihl = (ip[0] & 0x0fu) * 4u;
