@@ -3,7 +3,7 @@
  * DHCP server (only the gateway does that), towards other VMs or the gateway. This is the one
  * implementation of the check. The native cut-through path (plugins/native/src/device.cc
  * IsPlainFrame) does not copy it: it forwards only frames it can classify as plain (TCP, UDP
- * away from the DHCP ports, ARP) and hands everything else to the switch, which runs this; a
+ * away from the DHCP ports, ICMP echo) and hands everything else to the switch, which runs this; a
  * differential test (test/unit/switch-guard.test.ts) checks that plain ⊆ what this lets pass.
  *
  * Dropped, from a VM:
