@@ -10,8 +10,9 @@ interface AttachOpts {
   tap?: string;
   tun?: string;
   unix?: string;
-  unixListen?: string;
-  dgram?: string;
+  /** true: the option without a path (the daemon names the socket after the VM). */
+  unixListen?: string | true;
+  dgram?: string | true;
   dgramPeer?: string;
   fd?: number;
   fifo?: string;
@@ -26,6 +27,11 @@ interface AttachOpts {
 /** Absolute paths: the daemon resolves nothing relative to the CLI's directory. */
 function abs(p: string): string {
   return p.startsWith('/') ? p : `${process.cwd()}/${p}`;
+}
+
+/** A socket the daemon makes: a bare name (or none) goes to the daemon's VM socket directory. */
+function ownSocket(p: string | true): { path?: string } {
+  return p === true ? {} : { path: p };
 }
 
 function portParams(o: AttachOpts): Record<string, unknown> {
@@ -46,9 +52,9 @@ function portParams(o: AttachOpts): Record<string, unknown> {
     case 'unix':
       return { kind: 'unix', path: abs(o.unix!), ...ns };
     case 'unixListen':
-      return { kind: 'unix-listen', path: abs(o.unixListen!), ...ns };
+      return { kind: 'unix-listen', ...ownSocket(o.unixListen!), ...ns };
     case 'dgram':
-      return { kind: 'dgram', path: abs(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
+      return { kind: 'dgram', ...ownSocket(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
     case 'fd':
       return { kind: 'fd', fd: o.fd, ...ns };
     case 'fifo': {
@@ -75,8 +81,8 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--tap <ifname>', 'a TAP device (created if missing; removed at detach if created)')
     .option('--tun <ifname>', 'a TUN device (IP packets; mvnet answers ARP for it)')
     .option('--unix <path>', "connect to QEMU's -netdev stream server=on socket (reconnects)")
-    .option('--unix-listen <path>', 'listen for QEMU -netdev stream server=off to connect')
-    .option('--dgram <path>', 'bind this unix datagram socket for QEMU -netdev dgram')
+    .option('--unix-listen [path]', 'listen for QEMU -netdev stream server=off to connect (a bare name or none: in the VM socket directory)')
+    .option('--dgram [path]', 'bind this unix datagram socket for QEMU -netdev dgram (a bare name or none: in the VM socket directory)')
     .option('--dgram-peer <path>', "QEMU's own datagram socket path (else learned from its first datagram)")
     .option('--fd <n>', 'an fd the daemon inherited, stream framing', parseIntArg('--fd', 3, 65535))
     .option('--fifo <rx:tx>', 'two FIFOs (daemon reads rx, writes tx), stream framing')

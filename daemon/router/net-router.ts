@@ -164,7 +164,7 @@ export class NetRouter implements GatewayHandler {
     // The switch keeps VMs from claiming these in ARP and neighbour discovery.
     network.setGatewayAddresses({ ip4: this.gnet.gatewayIp, ip6: this.gnet.ipv6 === undefined ? [] : [this.gnet.ipv6.linkLocal, this.gnet.ipv6.global] });
     this.egress = d.egress ?? { tcp: (dst, port, host) => directTcp(dst, port, d.direct, host), udp: (dst, port, host) => directUdp(dst, port, d.direct, host) };
-    this.place = { forbidden: d.forbidden ?? isForbiddenDestination, isGateway: (dst) => this.isGateway(dst), hostLoopback: d.direct.hostLoopback === true };
+    this.place = { forbidden: d.forbidden ?? isForbiddenDestination, isGateway: (dst) => this.isGateway(dst), hostLoopback: (port) => this.hostLoopbackPort(port) };
     const tor = d.tor;
     this.torView = {
       configured: tor !== undefined,
@@ -480,6 +480,17 @@ export class NetRouter implements GatewayHandler {
   }
 
   // --- verdicts into upstreams ------------------------------------------------------------
+
+  /**
+   * A listed `direct.hostLoopbackPorts` port, and never the port Tor's SOCKS listens on now (the
+   * config refuses the known ones at load; an "auto" port is known only once Tor runs).
+   */
+  private hostLoopbackPort(port: number): boolean {
+    const o = this.d.direct;
+    if (o.hostLoopback !== true || !(o.hostLoopbackPorts ?? []).some(([lo, hi]) => port >= lo && port <= hi)) return false;
+    const socks = this.d.tor?.socks() ?? null;
+    return socks === null || !('port' in socks) || socks.port !== port;
+  }
 
   private isGateway(dst: IpAddr): boolean {
     return dst.v === 4 ? dst.n === this.gnet.gatewayIp : isGatewayIpv6(this.gnet, dst.b);

@@ -9,6 +9,8 @@ import net from 'node:net';
 import { StreamPort, duplexEnds, type StreamEnds } from '../common/stream-port.js';
 import type { PortContext, PortDriver, PortSpec } from '../types.js';
 import { maxFrameFor } from '../types.js';
+// FIFOs: never through a symlink, only FIFOs, O_RDWR|O_NONBLOCK (see there).
+import { openFifo } from '../common/socket-path.js';
 
 type Spec = Extract<PortSpec, { kind: 'fd' }>;
 
@@ -24,12 +26,6 @@ class FdPort extends StreamPort {
   }
 
   protected async shutdown(): Promise<void> {}
-}
-
-function openFifo(path: string): number {
-  const st = fs.statSync(path);
-  if (!st.isFIFO()) throw new Error(`${path} is not a FIFO`);
-  return fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
 }
 
 export const fdDriver: PortDriver<Spec> = {
