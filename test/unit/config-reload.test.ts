@@ -15,8 +15,8 @@ describe('config reload', () => {
   it('lists changed keys as dotted paths, and nothing when nothing changed', () => {
     const a = loadConfig(file({ logLevel: 'info' }), {});
     expect(configChanges(a, loadConfig(file({ logLevel: 'info' }), {}))).toEqual([]);
-    const b = loadConfig(file({ logLevel: 'debug', limits: { udpPerVm: 9 }, dns: { upstream: '127.0.0.1:5353' }, direct: { hostLoopback: true }, tor: { mode: 'external', socks: '127.0.0.1:9050', control: '127.0.0.1:9051' } }), {});
-    expect(configChanges(a, b).map((c) => c.key).sort()).toEqual(['direct.hostLoopback', 'dns.upstream', 'limits.udpPerVm', 'logLevel', 'tor']);
+    const b = loadConfig(file({ logLevel: 'debug', limits: { udpPerVm: 9 }, dns: { upstream: '127.0.0.1:5353' }, direct: { hostLoopback: true, hostLoopbackPorts: [8080] }, tor: { mode: 'external', socks: '127.0.0.1:9050', control: '127.0.0.1:9051' } }), {});
+    expect(configChanges(a, b).map((c) => c.key).sort()).toEqual(['direct.hostLoopback', 'direct.hostLoopbackPorts', 'dns.upstream', 'limits.udpPerVm', 'logLevel', 'tor']);
     expect(configChanges(a, b).find((c) => c.key === 'limits.udpPerVm')).toEqual({ key: 'limits.udpPerVm', from: 256, to: 9 });
   });
 
