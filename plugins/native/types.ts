@@ -248,6 +248,12 @@ export interface NativeAddon {
   openUnixListener(opts: { path: string }): { fd: number };
   Device: new (opts: DeviceOptions) => NativeDevice;
   /**
+   * Whether cut-through may forward `frame` (Ethernet header at `vnetHdrLen`) as far as the
+   * switch's rogue-router/DHCP guard is concerned: plainly nothing it looks at. Anything else is
+   * left to the switch. Exposed for the differential test against daemon/switch/guard.ts.
+   */
+  isPlainFrame(frame: Buffer, vnetHdrLen: number): boolean;
+  /**
    * An unprivileged ICMP echo socket (SOCK_DGRAM + IPPROTO_ICMP, or IPPROTO_ICMPV6 when v6),
    * non-blocking, bound so its ident is allocated. Throws an Error with `code` 'EACCES' (or
    * 'EPERM') when the process's group is outside net.ipv4.ping_group_range of its namespace

@@ -602,6 +602,27 @@ napi_value OpenUnixListener(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// isPlainFrame(frame: Buffer, vnetHdrLen: number): boolean — cut-through's classification.
+napi_value IsPlainFrameJs(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc;
+  if (!GetArgs(env, info, 2, argv, &argc)) return nullptr;
+  bool is_buf = false;
+  MVNET_CALL(env, napi_is_buffer(env, argv[0], &is_buf));
+  uint32_t h = 0;
+  if (!is_buf || napi_get_value_uint32(env, argv[1], &h) != napi_ok || h > 64) {
+    ThrowType(env, "isPlainFrame(frame: Buffer, vnetHdrLen: 0..64)");
+    return nullptr;
+  }
+  void* data = nullptr;
+  size_t len = 0;
+  MVNET_CALL(env, napi_get_buffer_info(env, argv[0], &data, &len));
+  bool plain = len <= UINT32_MAX && IsPlainFrame(static_cast<const uint8_t*>(data), h, static_cast<uint32_t>(len));
+  napi_value r;
+  MVNET_CALL(env, napi_get_boolean(env, plain, &r));
+  return r;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openTun", nullptr, OpenTun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
@@ -613,6 +634,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"openPacket", nullptr, OpenPacket, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openUnixDgram", nullptr, OpenUnixDgram, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openUnixListener", nullptr, OpenUnixListener, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"isPlainFrame", nullptr, IsPlainFrameJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   MVNET_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
   napi_value device_class = DefineDeviceClass(env);
