@@ -5,9 +5,12 @@
       "sources": [
         "plugins/native/src/addon.cc",
         "plugins/native/src/device.cc",
+        "plugins/native/src/fdpass.cc",
         "plugins/native/src/napi_util.cc",
+        "plugins/native/src/netlink.cc",
         "plugins/native/src/netns.cc",
-        "plugins/native/src/ping.cc"
+        "plugins/native/src/ping.cc",
+        "plugins/native/src/lock.cc"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]

@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { UserError } from './errors.js';
 import { checkTorConfig, type TorConfig } from './tor/config.js';
 
@@ -12,8 +13,10 @@ export interface DaemonConfig {
   socket: string;
   /** pino level. */
   logLevel: string;
-  /** Group allowed to use the control socket (its mode is 0660). */
+  /** Group allowed to use the control socket (its mode is 0660) and the VM sockets. */
   socketGroup?: string;
+  /** Where `--unix-listen`/`--dgram` sockets given as a bare name (or none) are made; default `vms/` next to the control socket. */
+  vmSocketDir: string;
   dns: {
     /** Upstream resolver for direct routes, "HOST:PORT" or "HOST"; default the first nameserver in /etc/resolv.conf. */
     upstream?: string;
@@ -22,43 +25,52 @@ export interface DaemonConfig {
     /** Host addresses outbound sockets bind to. */
     bind4?: string;
     bind6?: string;
-    /** Map the gateway address to the host's loopback for direct-routed VMs (as passt does). */
+    /** Map the gateway address to the host's loopback for direct-routed VMs (as passt does)... */
     hostLoopback: boolean;
+    /** ...on these ports only, inclusive ranges (the file says `[8080, "9000-9010"]`). */
+    hostLoopbackPorts: readonly PortRange[];
     connectTimeoutMs: number;
   };
   limits: {
     tcpPerVm: number;
     udpPerVm: number;
     udpIdleMs: number;
+    /** How long a descriptor passed for `vm attach --fd` waits to be claimed before it is closed. */
+    fdTokenMs: number;
   };
   /** Tor; `torConfigured` says whether the file had a tor section (then Tor starts with the daemon). */
   tor: TorConfig;
   torConfigured: boolean;
 }
 
+/** An inclusive port range. */
+export type PortRange = readonly [number, number];
+
 export const DEFAULTS: DaemonConfig = {
   stateDir: '/var/lib/mvnet',
   socket: '/run/mvnet/mvnet.sock',
+  vmSocketDir: '/run/mvnet/vms',
   logLevel: 'info',
   dns: {},
-  direct: { hostLoopback: false, connectTimeoutMs: 60_000 },
-  limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000 },
+  direct: { hostLoopback: false, hostLoopbackPorts: [], connectTimeoutMs: 60_000 },
+  limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000, fdTokenMs: 10_000 },
   tor: checkTorConfig(undefined),
   torConfigured: false,
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
-type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip';
+type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports';
 /** Every key the file may hold, with its type: one table, one checker. */
 const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   stateDir: 'string',
   socket: 'string',
   logLevel: 'string',
   socketGroup: 'string',
+  vmSocketDir: 'string',
   dns: { upstream: 'hostport' },
-  direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', connectTimeoutMs: 'int' },
-  limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int' },
+  direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', hostLoopbackPorts: 'ports', connectTimeoutMs: 'int' },
+  limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
 };
 
 function checkValue(where: string, kind: Kind, v: unknown): void {
@@ -78,9 +90,85 @@ function checkValue(where: string, kind: Kind, v: unknown): void {
     case 'ip':
       if (typeof v !== 'string' || net.isIP(v) === 0) bad('an IP address');
       break;
+    case 'ports':
+      if (!Array.isArray(v)) bad('a list of ports and "LOW-HIGH" ranges, e.g. [8080, "9000-9010"]');
+      for (const p of v as unknown[]) {
+        const r = parsePortItem(p);
+        if (typeof r === 'string') throw new UserError(`${where}: ${r}`);
+      }
+      break;
     case 'hostport':
       if (typeof v !== 'string' || parseHostPort(v, 53) === null) bad('HOST or HOST:PORT (IPv6 as [ADDR]:PORT)');
       break;
+  }
+}
+
+/** One item of a port list: a port number or "LOW-HIGH"; the range, or what is wrong with it. */
+export function parsePortItem(p: unknown): PortRange | string {
+  if (typeof p === 'number') return Number.isInteger(p) && p >= 1 && p <= 65535 ? [p, p] : `${JSON.stringify(p)} is not a port (1-65535)`;
+  if (typeof p !== 'string') return `${JSON.stringify(p)} is not a port or a "LOW-HIGH" range`;
+  const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(p);
+  const lo = m ? Number(m[1]) : 0;
+  const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
+  if (!m || lo < 1 || hi > 65535 || lo > hi) return `${JSON.stringify(p)} is not a port or a "LOW-HIGH" range (1-65535, LOW <= HIGH)`;
+  return [lo, hi];
+}
+
+/** A port list as `--host-loopback` takes it: "8080,9000-9010". */
+export function parsePortList(text: string): PortRange[] {
+  const out: PortRange[] = [];
+  for (const item of text.split(',')) {
+    const r = parsePortItem(/^\d+$/.test(item) ? Number(item) : item);
+    if (typeof r === 'string') throw new UserError(`--host-loopback: ${r}`);
+    out.push(r);
+  }
+  return out;
+}
+
+export function inPortRanges(ranges: readonly PortRange[], port: number): boolean {
+  return ranges.some(([lo, hi]) => port >= lo && port <= hi);
+}
+
+/** Tor's well-known SOCKS and control ports (a system tor, Tor Browser): never host-loopback ports. */
+const TOR_WELL_KNOWN = [9050, 9051, 9150, 9151];
+
+/** The kernel's ephemeral port range, where a "127.0.0.1:auto" SOCKS port lands. */
+function ephemeralRange(): PortRange {
+  try {
+    const [lo, hi] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (lo !== undefined && hi !== undefined && lo >= 1 && hi <= 65535 && lo <= hi) return [lo, hi];
+  } catch {
+    // not Linux's /proc: assume the default
+  }
+  return [32768, 60999];
+}
+
+/**
+ * `direct.hostLoopbackPorts` may never expose Tor's SOCKS or control port: a VM would use the
+ * host's Tor unisolated (or control it). Checked for the configured ports, the well-known ones,
+ * and an embedded "auto" SOCKS port (any port the kernel may pick for it).
+ */
+function checkHostLoopbackPorts(cfg: DaemonConfig): void {
+  const ports = cfg.direct.hostLoopbackPorts;
+  if (!cfg.direct.hostLoopback) return;
+  if (ports.length === 0) {
+    throw new UserError('direct.hostLoopback exposes only the ports in direct.hostLoopbackPorts (or --host-loopback PORTS), and none are listed: list them, e.g. [8080, "9000-9010"]');
+  }
+  const named: [string, number][] = TOR_WELL_KNOWN.map((p) => [`Tor's well-known port ${p}`, p]);
+  if (cfg.torConfigured) {
+    for (const [what, addr] of [['tor.socks', cfg.tor.socks], ['tor.control', cfg.tor.control]] as const) {
+      const m = addr !== undefined && !addr.startsWith('unix:') ? /:(\d{1,5}|auto)$/.exec(addr) : null;
+      if (m === null) continue;
+      if (m[1] === 'auto') {
+        const [lo, hi] = ephemeralRange();
+        if (ports.some(([a, b]) => a <= hi && b >= lo)) {
+          throw new UserError(`direct.hostLoopbackPorts overlaps ${lo}-${hi}, where ${what} "${addr}" may listen: list ports outside it or give tor.socks a fixed port`);
+        }
+      } else named.push([`${what} (${addr})`, Number(m[1])]);
+    }
+  }
+  for (const [what, port] of named) {
+    if (inPortRanges(ports, port)) throw new UserError(`direct.hostLoopbackPorts includes ${port}, ${what}: a VM must never reach Tor's SOCKS or control port`);
   }
 }
 
@@ -125,7 +213,8 @@ export interface ConfigFlags {
   stateDir?: string;
   socket?: string;
   logLevel?: string;
-  hostLoopback?: boolean;
+  /** `--host-loopback PORTS`: turns direct.hostLoopback on with these ports ("8080,9000-9010"). */
+  hostLoopback?: string;
 }
 
 export function loadConfig(file: string | undefined, flags: ConfigFlags): DaemonConfig {
@@ -149,7 +238,11 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
     ...DEFAULTS,
     ...fromFile,
     dns: { ...DEFAULTS.dns, ...fromFile.dns },
-    direct: { ...DEFAULTS.direct, ...fromFile.direct },
+    direct: {
+      ...DEFAULTS.direct,
+      ...fromFile.direct,
+      hostLoopbackPorts: ((fromFile.direct as { hostLoopbackPorts?: unknown[] } | undefined)?.hostLoopbackPorts ?? []).map((p) => parsePortItem(p) as PortRange),
+    },
     limits: { ...DEFAULTS.limits, ...fromFile.limits },
     tor: checkTorConfig((fromFile as { tor?: unknown }).tor),
     torConfigured: (fromFile as { tor?: unknown }).tor !== undefined,
@@ -157,9 +250,63 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
   if (flags.stateDir !== undefined) cfg.stateDir = flags.stateDir;
   if (flags.socket !== undefined) cfg.socket = flags.socket;
   if (flags.logLevel !== undefined) cfg.logLevel = flags.logLevel;
-  if (flags.hostLoopback === true) cfg.direct.hostLoopback = true;
+  if (flags.hostLoopback !== undefined) cfg.direct = { ...cfg.direct, hostLoopback: true, hostLoopbackPorts: parsePortList(flags.hostLoopback) };
+  checkHostLoopbackPorts(cfg);
   if (!LEVELS.has(cfg.logLevel)) throw new UserError(`logLevel must be one of ${[...LEVELS].join(', ')}`);
   if (!cfg.socket.startsWith('/')) throw new UserError(`socket must be an absolute path, got ${cfg.socket}`);
+  // Derived from the control socket (after --socket) unless the file names it.
+  if (fromFile.vmSocketDir === undefined) cfg.vmSocketDir = path.join(path.dirname(cfg.socket), 'vms');
+  if (!cfg.vmSocketDir.startsWith('/')) throw new UserError(`vmSocketDir must be an absolute path, got ${cfg.vmSocketDir}`);
   if (!cfg.stateDir.startsWith('/')) throw new UserError(`stateDir must be an absolute path, got ${cfg.stateDir}`);
   return cfg;
+}
+
+/** The gid of config `socketGroup` (a name from /etc/group or a number), or undefined. */
+export function socketGroupId(group: string | undefined): number | undefined {
+  if (group === undefined) return undefined;
+  if (/^\d+$/.test(group)) return Number(group);
+  let text: string;
+  try {
+    text = fs.readFileSync('/etc/group', 'utf8');
+  } catch {
+    throw new UserError(`cannot read /etc/group to look up socketGroup ${group}`);
+  }
+  const line = text.split('\n').find((l) => l.split(':')[0] === group);
+  if (line === undefined) throw new UserError(`no such group ${group} (socketGroup)`);
+  return Number(line.split(':')[2]);
+}
+
+/**
+ * Keys SIGHUP applies to the running daemon. Everything else (stateDir, socket, socketGroup,
+ * direct.*, tor) needs a restart: they name resources already open (the state lock, the
+ * listening socket, its owner, Tor's ports), or they change what open flows were allowed to do.
+ */
+export const RELOADABLE: ReadonlySet<string> = new Set(['logLevel', 'limits.tcpPerVm', 'limits.udpPerVm', 'limits.udpIdleMs', 'dns.upstream']);
+
+export interface ConfigChange {
+  key: string;
+  from: unknown;
+  to: unknown;
+}
+
+/** What differs between two configs, as dotted keys (the tor section as one key). */
+export function configChanges(a: DaemonConfig, b: DaemonConfig): ConfigChange[] {
+  const out: ConfigChange[] = [];
+  const flat = (c: DaemonConfig): Map<string, unknown> => {
+    const m = new Map<string, unknown>();
+    for (const [k, v] of Object.entries(c)) {
+      if (k === 'torConfigured') continue;
+      if (k !== 'tor' && typeof v === 'object' && v !== null) for (const [k2, v2] of Object.entries(v)) m.set(`${k}.${k2}`, v2);
+      else m.set(k, v);
+    }
+    return m;
+  };
+  const fa = flat(a);
+  const fb = flat(b);
+  for (const key of new Set([...fa.keys(), ...fb.keys()])) {
+    const from = fa.get(key);
+    const to = fb.get(key);
+    if (JSON.stringify(from) !== JSON.stringify(to)) out.push({ key, from, to });
+  }
+  return out;
 }

@@ -15,16 +15,17 @@ import type { NetworkSpec, StateFile, VmSpec } from './state/model.js';
 import { STATE_VERSION } from './state/model.js';
 import { StateStore } from './state/store.js';
 import { UserError, faults } from './errors.js';
-import { checkNetworkSpec, checkVmSpec, checkName, asObject, checkRoute } from './state/validate.js';
+import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkRoute } from './state/validate.js';
 import { describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
-import { DEFAULTS, parseHostPort, type DaemonConfig } from './config.js';
+import { DEFAULTS, parseHostPort, socketGroupId, type DaemonConfig } from './config.js';
 import { PingEgress } from './egress/ping.js';
 import type { Duplex } from 'node:stream';
 import { TorManager } from './tor/manager.js';
 import { TorService, type TorState } from './tor/service.js';
 import { Forwards, checkForwardSpec } from './forwards/forwards.js';
+import { FdInbox } from '../plugins/fd/inbox.js';
 import type { DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
@@ -70,7 +71,7 @@ function portKey(p: PortSpec): string {
     case 'dgram':
       return `path:${p.path}`;
     case 'fd':
-      return p.fd !== undefined ? `fd:${p.fd}` : `path:${p.rx}`;
+      return p.token !== undefined ? `fd:${p.token}` : `path:${p.rx}`;
   }
 }
 
@@ -83,19 +84,25 @@ export class Daemon {
   private readonly upstreamDns: UpstreamResolver;
   readonly forwards: Forwards;
   private readonly ping = new PingEgress({});
+  /** Descriptors passed by callers for `vm attach --fd`; main.ts binds its socket. */
+  readonly fdInbox: FdInbox;
   readonly tor: TorService;
   private readonly torManager: TorManager;
   private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
   private saveQueued = false;
+  /** Group of the control socket; VM sockets get it too. */
+  private readonly socketGid: number | undefined;
 
   constructor(
     private readonly log: Logger,
     private readonly store: StateStore,
-    private readonly cfg: DaemonConfig = DEFAULTS,
+    private cfg: DaemonConfig = DEFAULTS,
   ) {
+    this.socketGid = socketGroupId(cfg.socketGroup);
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
+    this.fdInbox = new FdInbox({ log, ttlMs: cfg.limits.fdTokenMs });
     this.forwards = new Forwards(log, (vm, port, sock) => this.openInto(vm, port, sock));
     this.torManager = new TorManager({ config: cfg.tor, stateDir: store.dir, logger: log });
     this.tor = new TorService({
@@ -171,7 +178,12 @@ export class Daemon {
     }
     for (const raw of st.networks) {
       try {
-        const spec = checkNetworkSpec(raw);
+        const spec = checkNetworkSpec(raw, true);
+        try {
+          checkNetworkSpec(raw);
+        } catch (e) {
+          this.log.warn({ network: spec.name, err: (e as Error).message }, 'a saved network would be refused today; kept as it was');
+        }
         this.addNetwork(spec);
       } catch (e) {
         this.log.error({ err: (e as Error).message, network: raw }, 'skipping an invalid network in the state file');
@@ -181,7 +193,7 @@ export class Daemon {
     for (const raw of st.vms) {
       let spec: VmSpec;
       try {
-        spec = checkVmSpec(raw, specs);
+        spec = checkVmSpec(raw, specs, { fromState: true });
       } catch (e) {
         this.log.error({ err: (e as Error).message, vm: raw }, 'skipping an invalid attachment in the state file');
         continue;
@@ -287,7 +299,14 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await openPort(portSpec, { log: this.log.child({ vm: spec.name }), mtu: net.spec.mtu, restoring });
+      port = await openPort(portSpec, {
+        log: this.log.child({ vm: spec.name }),
+        mtu: net.spec.mtu,
+        restoring,
+        ...(restoring && spec.device !== undefined ? { owned: spec.device } : {}),
+        ...(this.socketGid !== undefined ? { socketGid: this.socketGid } : {}),
+        takeFd: (t) => this.fdInbox.take(t),
+      });
     } catch (e) {
       const msg = (e as Error).message;
       if (!restoring) throw new UserError(`cannot attach ${spec.name}: ${msg}`);
@@ -296,6 +315,7 @@ export class Daemon {
       this.scheduleRetry(entry);
       return;
     }
+    const owned = port.owned;
     if (port.layer === 3) {
       const subnet = parseIpv4CidrText(net.spec.subnet);
       if (!subnet.ok) throw new UserError(`network ${net.spec.name} has an invalid subnet ${net.spec.subnet}`);
@@ -319,6 +339,11 @@ export class Daemon {
     }
     entry.port = port;
     entry.error = null;
+    // Saved with the attachment so a detach after restarts still knows whose device it is.
+    if (owned !== undefined && JSON.stringify(owned) !== JSON.stringify(spec.device)) {
+      spec.device = owned;
+      if (restoring) this.saveSoon();
+    }
     net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
@@ -384,7 +409,18 @@ export class Daemon {
   }
 
   async attach(params: unknown): Promise<VmInfo> {
-    const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])));
+    try {
+      return await this.attachVm(params);
+    } catch (e) {
+      // A refused attach must not leave the caller's passed descriptor open until it expires.
+      const port = (params as { port?: { token?: unknown } } | null)?.port;
+      if (typeof port?.token === 'string') this.fdInbox.discard(port.token);
+      throw e;
+    }
+  }
+
+  private async attachVm(params: unknown): Promise<VmInfo> {
+    const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])), this.cfg.vmSocketDir !== undefined ? { vmSocketDir: this.cfg.vmSocketDir } : {});
     if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
     const key = portKey(spec.port);
     for (const v of this.vms.values()) {
@@ -393,6 +429,11 @@ export class Daemon {
     if (spec.mac !== undefined) {
       for (const v of this.vms.values()) {
         if (v.spec.net === spec.net && (v.spec.mac ?? v.spec.learnedMac) === spec.mac) throw new UserError(`MAC ${spec.mac} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
+      }
+    }
+    if (spec.ip !== undefined) {
+      for (const v of this.vms.values()) {
+        if (v.spec.net === spec.net && v.spec.ip === spec.ip) throw new UserError(`ip ${spec.ip} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
       }
     }
     const entry: VmEntry = { spec, port: null, member: null, error: null, retry: null, retryMs: 1000 };
@@ -449,6 +490,10 @@ export class Daemon {
     const o = asObject(params, 'params');
     const vm = checkName(o.vm, 'VM');
     const route = checkRoute(o.route);
+    // A route for a name nobody knows is most likely a typo, and would wait for whichever VM
+    // later gets that name: only with an explicit create, and never for a reserved name.
+    if (!this.knowsVm(vm)) checkVmName(vm);
+    if (!this.knowsVm(vm) && o.create !== true) throw new UserError(`no VM named ${vm} is attached or has a route; use --create to set a route for a VM not attached yet`);
     if (route.kind === 'via') {
       if (route.vm === vm) throw new UserError(`${vm} cannot route via itself`);
       const me = this.vms.get(vm);
@@ -466,8 +511,16 @@ export class Daemon {
       }
     }
     if (usesTor(route)) this.ensureTor();
+    const reset = await this.replaceRoute(vm, route);
+    this.log.info({ vm, route, reset }, 'route set');
+    return this.routeInfo(vm);
+  }
+
+  /** Saves the VM's new route (undefined: none kept) and resets the flows it forbids. */
+  private async replaceRoute(vm: string, route: Route | undefined): Promise<number> {
     const before = this.routes.get(vm);
-    this.routes.set(vm, route);
+    if (route === undefined) this.routes.delete(vm);
+    else this.routes.set(vm, route);
     try {
       await this.save();
     } catch (e) {
@@ -476,8 +529,15 @@ export class Daemon {
       throw e;
     }
     const net = this.vms.get(vm)?.spec.net;
-    const reset = net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
-    this.log.info({ vm, route, reset }, 'route set');
+    return net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
+  }
+
+  /** Forgets the VM's route (back to the default, none); the only way to drop a detached VM's route. */
+  async clearRoute(params: unknown): Promise<RouteInfo> {
+    const vm = checkName(asObject(params, 'params').vm, 'VM');
+    if (!this.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached or has a route`);
+    const reset = await this.replaceRoute(vm, undefined);
+    this.log.info({ vm, reset }, 'route cleared');
     return this.routeInfo(vm);
   }
 
@@ -541,6 +601,14 @@ export class Daemon {
     };
   }
 
+  /** Config reload (SIGHUP): new limits for new flows on every network, and the DNS upstream of direct routes. */
+  reloadConfig(next: DaemonConfig): void {
+    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns } };
+    for (const n of this.nets.values()) n.router.endpoint.setLimits(this.cfg.limits);
+    const up = next.dns.upstream !== undefined ? parseHostPort(next.dns.upstream, 53) : null;
+    this.upstreamDns.setServer(up ?? undefined);
+  }
+
   /** Graceful stop: ports are closed but devices kept, so a restart re-attaches them. */
   async shutdown(): Promise<void> {
     this.closing = true;
@@ -559,6 +627,7 @@ export class Daemon {
     }
     this.upstreamDns.close();
     this.ping.close();
+    this.fdInbox.close();
     await this.forwards.close();
     await this.tor.close();
   }

@@ -1,42 +1,65 @@
 /**
- * `mvnet daemon`: config → state → ports → control socket. Runs in the foreground with JSON logs
- * on stdout; SIGTERM/SIGINT stop it gracefully (devices are kept for the next start).
+ * `mvnet daemon`: config → state lock → state → ports → control socket. Runs in the foreground
+ * with JSON logs on stdout; SIGTERM/SIGINT stop it gracefully (devices are kept for the next
+ * start); SIGHUP reloads the config file (the keys in config.ts RELOADABLE) and never stops it.
  */
 import fs from 'node:fs';
-import { loadConfig, type DaemonConfig } from './config.js';
-import { createLogger } from './log.js';
+import { configChanges, loadConfig, RELOADABLE, socketGroupId, type ConfigFlags, type DaemonConfig } from './config.js';
+import { prepareVmSocketDir } from '../plugins/common/socket-path.js';
+import { UserError } from './errors.js';
+import { createLogger, LogSink } from './log.js';
 import { StateStore } from './state/store.js';
 import { Daemon } from './daemon.js';
-import { ControlServer } from './control/server.js';
-import { methods } from './control/methods.js';
+import { checkSocketFree, ControlServer } from './control/server.js';
+import { methods, READ_ONLY_METHODS } from './control/methods.js';
 import { packageVersion } from './version.js';
 import { faults, setFaultReporter } from './errors.js';
+import { fdSocketPath } from '../plugins/fd/pass.js';
 
 export interface DaemonFlags {
   stateDir?: string;
   socket?: string;
   config?: string;
   logLevel?: string;
-  hostLoopback?: boolean;
+  /** `--host-loopback PORTS`. */
+  hostLoopback?: string;
 }
 
 export async function runDaemon(flags: DaemonFlags): Promise<void> {
-  const cfg: DaemonConfig = loadConfig(flags.config, { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback });
-  const log = createLogger(cfg.logLevel);
+  const cfgFlags: ConfigFlags = { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback };
+  let cfg: DaemonConfig = loadConfig(flags.config, cfgFlags);
+  // Until a handler is installed SIGHUP would kill the process (`mvnet daemon &` dying with its terminal).
+  let onHup: () => void = () => {};
+  process.on('SIGHUP', () => onHup());
+  const sink = new LogSink();
+  const log = createLogger(cfg.logLevel, sink);
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  const store = new StateStore(cfg.stateDir);
+  // Before anything is touched: a second daemon on this state, or on this socket, must change nothing.
+  store.lock();
+  await checkSocketFree(cfg.socket);
+  try {
+    prepareVmSocketDir(cfg.vmSocketDir, socketGroupId(cfg.socketGroup));
+  } catch (e) {
+    throw e instanceof UserError ? e : new UserError((e as Error).message);
+  }
   const version = packageVersion();
   setFaultReporter((where, err, context) => log.error({ ...context, where, err }, 'data path exception (a bug); the frame or event is dropped'));
-  const daemon = new Daemon(log, new StateStore(cfg.stateDir), cfg);
+  const daemon = new Daemon(log, store, cfg);
   await daemon.restore();
   const control = new ControlServer({
     socket: cfg.socket,
     group: cfg.socketGroup,
     log,
     methods: methods(daemon, { socket: cfg.socket, stateDir: cfg.stateDir, version }),
+    readOnly: READ_ONLY_METHODS,
   });
   try {
     await control.listen();
+    // Next to the control socket, once it is ours: same owner and mode (plugins/fd/pass.ts).
+    daemon.fdInbox.listen(fdSocketPath(cfg.socket), cfg.socket);
   } catch (e) {
+    await control.close();
     await daemon.shutdown();
     throw e;
   }
@@ -46,16 +69,55 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping');
     void (async () => {
-      await control.close();
-      await daemon.shutdown();
-      fs.rmSync(cfg.socket, { force: true });
+      // Each step runs even when an earlier one failed: a stop that hangs halfway leaves VMs without a daemon and no socket.
+      const step = async (what: string, fn: () => unknown): Promise<void> => {
+        try {
+          await fn();
+        } catch (err) {
+          log.warn({ err: (err as Error).message }, `stopping: ${what} failed`);
+        }
+      };
+      await step('closing the control socket', () => control.close());
+      await step('closing the ports', () => daemon.shutdown());
+      await step('removing the control socket', () => fs.rmSync(cfg.socket, { force: true }));
       log.info('stopped');
-      log.flush();
+      await sink.drain();
       process.exit(0);
     })();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  onHup = () => {
+    if (flags.config === undefined) {
+      log.info({ signal: 'SIGHUP' }, 'no config file to reload (started without --config)');
+      return;
+    }
+    let next: DaemonConfig;
+    try {
+      next = loadConfig(flags.config, cfgFlags);
+    } catch (e) {
+      log.warn({ signal: 'SIGHUP', err: (e as Error).message }, 'config not reloaded; the running one is kept');
+      return;
+    }
+    const changes = configChanges(cfg, next);
+    const applied = changes.filter((c) => RELOADABLE.has(c.key));
+    const needRestart = changes.filter((c) => !RELOADABLE.has(c.key)).map((c) => c.key);
+    try {
+      daemon.reloadConfig(next);
+    } catch (e) {
+      log.warn({ signal: 'SIGHUP', err: (e as Error).message }, 'config not reloaded; the running one is kept');
+      return;
+    }
+    // Logged at whichever of the old and new levels shows it (info -> warn still tells what changed).
+    const report = (): void => log.info({ signal: 'SIGHUP', changed: applied, ...(needRestart.length > 0 ? { needRestart } : {}) }, 'config reloaded');
+    const before = log.isLevelEnabled('info');
+    if (before) report();
+    log.level = next.logLevel;
+    if (!before) report();
+    // What is not applied stays as it runs, so the next reload reports it again.
+    cfg = { ...cfg, logLevel: next.logLevel, limits: next.limits, dns: next.dns };
+    if (needRestart.length > 0) log.warn({ keys: needRestart }, 'these config changes take effect only after a restart');
+  };
   process.on('uncaughtException', (err) => {
     // A bug must not take every VM's network down silently; log it loudly and keep routing.
     faults.uncaught++;

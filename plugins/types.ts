@@ -65,8 +65,27 @@ export interface Port {
   send(frames: readonly Buffer[]): void;
   stats(): PortStats;
   status(): PortStatus;
-  /** Stop I/O and release the device. `remove` deletes devices/sockets the port created. */
+  /**
+   * Stop I/O and release the device. `remove` (detach) deletes devices/sockets the port created
+   * and gives a device it did not create back as it found it (see `owned`).
+   */
   close(opts?: { remove?: boolean }): Promise<void>;
+  /** TAP/TUN: whether mvnet created the device, and what it changed on one it did not. */
+  readonly owned?: DeviceRecord;
+}
+
+/**
+ * What mvnet did to a TAP/TUN device at attach. Saved with the attachment, so that a detach
+ * after a daemon restart still deletes only a device mvnet created and restores the rest.
+ */
+export interface DeviceRecord {
+  /** mvnet created the device: detach deletes it. */
+  created: boolean;
+  /**
+   * A device that was there before (the admin's `ip tuntap add ... persist on`): the settings
+   * attaching changed, as they were before. Detach puts them back and leaves the device.
+   */
+  was?: { mtu?: number; mac?: string; up?: boolean; persistent?: boolean };
 }
 
 export type PortKind = 'tap' | 'tun' | 'unix' | 'unix-listen' | 'dgram' | 'fd' | 'iface';
@@ -77,7 +96,7 @@ export type PortSpec =
   | { kind: 'unix'; path: string }
   | { kind: 'unix-listen'; path: string }
   | { kind: 'dgram'; path: string; peer?: string }
-  | { kind: 'fd'; fd?: number; rx?: string; tx?: string }
+  | { kind: 'fd'; token?: string; rx?: string; tx?: string }
   | { kind: 'iface'; ifname: string; netns?: string };
 
 export interface PortContext {
@@ -86,6 +105,12 @@ export interface PortContext {
   mtu: number;
   /** A device created by a previous run of the daemon (state restore): re-open, don't fail. */
   restoring: boolean;
+  /** The record saved when the device was first attached (state restore of a TAP/TUN). */
+  owned?: DeviceRecord;
+  /** The socket group (config `socketGroup`): may own VM sockets and write their directories. */
+  socketGid?: number;
+  /** The descriptor a caller passed under `token` (see plugins/fd/inbox.ts), now the port's; throws when there is none. */
+  takeFd?: (token: string) => number;
 }
 
 export interface PortDriver<S extends PortSpec = PortSpec> {

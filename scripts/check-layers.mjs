@@ -16,10 +16,11 @@
 //   5 everything else in daemon/ (daemon.ts, control/, config, state, main, …)
 // plugins/** may import only plugins/** and daemon/wire/**; so plugins sit between layers 0 and
 // 1: daemon/wire may not import them, every other daemon layer may (the Port contract).
-// cli/** may import only cli/** and these daemon modules:
+// cli/** may import only cli/** and these modules:
 //   daemon/control/api.ts  the control API's answer types, with `import type` only;
 //   daemon/version.ts      the package version (imports nothing but node:fs);
-//   daemon/main.ts         runDaemon: `mvnet daemon` is the daemon, the CLI binary its entry point.
+//   daemon/main.ts         runDaemon: `mvnet daemon` is the daemon, the CLI binary its entry point;
+//   plugins/fd/pass.ts     passFd: `vm attach --fd N` sends the CLI's own fd N with SCM_RIGHTS.
 // daemon/** must not import cli/**.
 //
 // Usage: node scripts/check-layers.mjs [--graph]   (--graph also prints every edge)
@@ -41,11 +42,12 @@ const DAEMON_LAYERS = [
 const TOP_LAYER = DAEMON_LAYERS.length;
 /** Modules placed in a layer below their directory's: they must import nothing of ours. */
 const LEAVES = new Set(['daemon/errors.ts']);
-/** Modules from daemon/ that cli/ may import, and whether only with `import type`. */
+/** Modules outside cli/ that cli/ may import, and whether only with `import type`. */
 const CLI_MAY_IMPORT = new Map([
   ['daemon/control/api.ts', { typeOnly: true }],
   ['daemon/version.ts', { typeOnly: false }],
   ['daemon/main.ts', { typeOnly: false }],
+  ['plugins/fd/pass.ts', { typeOnly: false }],
 ]);
 
 function listTs(dir) {

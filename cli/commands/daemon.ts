@@ -8,8 +8,8 @@ export function daemonCommand(): Command {
     .option('--socket <path>', 'control socket (default /run/mvnet/mvnet.sock)')
     .option('--config <file>', 'JSON config file')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace')
-    .option('--host-loopback', "map the gateway address to the host's loopback for direct-routed VMs")
-    .action(async (o: { stateDir?: string; socket?: string; config?: string; logLevel?: string; hostLoopback?: boolean }, cmd: Command) => {
+    .option('--host-loopback <ports>', "map the gateway address to the host's loopback for direct-routed VMs, on these ports only (e.g. 8080,9000-9010)")
+    .action(async (o: { stateDir?: string; socket?: string; config?: string; logLevel?: string; hostLoopback?: string }, cmd: Command) => {
       // The global --socket (before the subcommand) counts too.
       const parent = cmd.parent?.opts<{ socket?: string }>() ?? {};
       await runDaemon({ ...o, socket: o.socket ?? parent.socket ?? process.env.MVNET_SOCKET });

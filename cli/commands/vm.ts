@@ -4,14 +4,16 @@ import { print, table } from '../output.js';
 import type { VmDetachResult, VmInfo } from '../../daemon/control/api.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
+import { passFd } from '../../plugins/fd/pass.js';
 
 interface AttachOpts {
   net: string;
   tap?: string;
   tun?: string;
   unix?: string;
-  unixListen?: string;
-  dgram?: string;
+  /** true: the option without a path (the daemon names the socket after the VM). */
+  unixListen?: string | true;
+  dgram?: string | true;
   dgramPeer?: string;
   fd?: number;
   fifo?: string;
@@ -28,7 +30,12 @@ function abs(p: string): string {
   return p.startsWith('/') ? p : `${process.cwd()}/${p}`;
 }
 
-function portParams(o: AttachOpts): Record<string, unknown> {
+/** A socket the daemon makes: a bare name (or none) goes to the daemon's VM socket directory. */
+function ownSocket(p: string | true): { path?: string } {
+  return p === true ? {} : { path: p };
+}
+
+function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
   const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface'] as const).filter((k) => o[k] !== undefined);
   if (chosen.length !== 1) {
     throw new CliError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface');
@@ -46,11 +53,16 @@ function portParams(o: AttachOpts): Record<string, unknown> {
     case 'unix':
       return { kind: 'unix', path: abs(o.unix!), ...ns };
     case 'unixListen':
-      return { kind: 'unix-listen', path: abs(o.unixListen!), ...ns };
+      return { kind: 'unix-listen', ...ownSocket(o.unixListen!), ...ns };
     case 'dgram':
-      return { kind: 'dgram', path: abs(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
+      return { kind: 'dgram', ...ownSocket(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
     case 'fd':
-      return { kind: 'fd', fd: o.fd, ...ns };
+      // The daemon never takes a descriptor number: this process sends its own fd N (SCM_RIGHTS).
+      try {
+        return { kind: 'fd', token: passFd(socket, o.fd!), ...ns };
+      } catch (e) {
+        throw new CliError(`--fd ${o.fd}: ${(e as Error).message}`);
+      }
     case 'fifo': {
       const parts = o.fifo!.split(':');
       if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new CliError('--fifo takes RX_PATH:TX_PATH');
@@ -62,7 +74,7 @@ function portParams(o: AttachOpts): Record<string, unknown> {
 }
 
 export function describePort(p: VmInfo['port']): string {
-  const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.fd !== undefined ? `fd ${p.fd}` : `${p.rx}:${p.tx}`;
+  const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.token !== undefined ? '(passed)' : `${p.rx}:${p.tx}`;
   const netns = 'netns' in p ? p.netns : undefined;
   return `${p.kind} ${where}${netns !== undefined ? ` (netns ${netns})` : ''}`;
 }
@@ -75,10 +87,10 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--tap <ifname>', 'a TAP device (created if missing; removed at detach if created)')
     .option('--tun <ifname>', 'a TUN device (IP packets; mvnet answers ARP for it)')
     .option('--unix <path>', "connect to QEMU's -netdev stream server=on socket (reconnects)")
-    .option('--unix-listen <path>', 'listen for QEMU -netdev stream server=off to connect')
-    .option('--dgram <path>', 'bind this unix datagram socket for QEMU -netdev dgram')
+    .option('--unix-listen [path]', 'listen for QEMU -netdev stream server=off to connect (a bare name or none: in the VM socket directory)')
+    .option('--dgram [path]', 'bind this unix datagram socket for QEMU -netdev dgram (a bare name or none: in the VM socket directory)')
     .option('--dgram-peer <path>', "QEMU's own datagram socket path (else learned from its first datagram)")
-    .option('--fd <n>', 'an fd the daemon inherited, stream framing', parseIntArg('--fd', 3, 65535))
+    .option('--fd <n>', "this command's own fd N (e.g. a socketpair end shared with QEMU), passed to the daemon; stream framing", parseIntArg('--fd', 0, 65535))
     .option('--fifo <rx:tx>', 'two FIFOs (daemon reads rx, writes tx), stream framing')
     .option('--iface <ifname>', 'an existing interface, through an AF_PACKET socket')
     .option('--netns <name|path>', 'create/open the device inside this network namespace')
@@ -87,7 +99,7 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--vnet-hdr', 'TAP with virtio-net header offloads (TSO, checksum)')
     .option('--multi-queue', 'TAP with IFF_MULTI_QUEUE')
     .action(async (name: string, o: AttachOpts) => {
-      const params: Record<string, unknown> = { name, net: o.net, port: portParams(o) };
+      const params: Record<string, unknown> = { name, net: o.net, port: portParams(o, ctx.socket()) };
       if (o.mac !== undefined) params.mac = o.mac;
       if (o.ip !== undefined) params.ip = o.ip;
       const v = await ctx.call<VmInfo>('vm.attach', params);

@@ -29,6 +29,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'vm.list': async () => d.listVms(),
     'route.set': (p) => d.setRoute(p),
     'route.show': async (p) => d.showRoutes(p),
+    'route.clear': (p) => d.clearRoute(p),
     'tor.status': () => d.tor.status(),
     'tor.newnym': async (p) => {
       const o = asObject(p, 'params');
@@ -61,3 +62,9 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'forward.remove': (p) => d.removeForward(p),
   };
 }
+
+/**
+ * Methods that only read: the control server runs them without waiting for the change lock, so
+ * `status` answers even while a slow change (one waiting on Tor) is applied.
+ */
+export const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['daemon.status', 'net.list', 'vm.list', 'route.show', 'forward.list', 'tor.status', 'onion.list']);

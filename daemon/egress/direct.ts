@@ -14,8 +14,10 @@ export interface DirectOptions {
   bind6?: string;
   /** Give up on a host connect after this long: the VM's SYN then simply times out. */
   connectTimeoutMs: number;
-  /** Gateway address → host loopback for direct-routed VMs. */
+  /** Gateway address → host loopback for direct-routed VMs... */
   hostLoopback?: boolean;
+  /** ...on these ports only (inclusive ranges); none listed: no port. */
+  hostLoopbackPorts?: readonly (readonly [number, number])[];
 }
 
 export const DIRECT_TAG = 'direct';

@@ -92,7 +92,7 @@ interface VmFlows {
 export class Endpoint implements FlowOwner {
   private readonly vms = new Map<string, VmFlows>();
   private readonly wheel: TimerWheel;
-  private readonly limits: EndpointLimits;
+  private limits: EndpointLimits;
   readonly counters: EndpointCounters = { tcpOpened: 0, tcpRefused: 0, tcpLimit: 0, udpOpened: 0, udpLimit: 0, udpDropped: 0 };
   private readonly vmOf = new WeakMap<TcpFlow, EndpointVm>();
 
@@ -103,6 +103,11 @@ export class Endpoint implements FlowOwner {
 
   now(): number {
     return this.opts.clock();
+  }
+
+  /** New limits for new flows (config reload); flows already open stay. */
+  setLimits(limits: Partial<EndpointLimits>): void {
+    this.limits = { ...this.limits, ...limits };
   }
 
   private flowsOf(vm: string): VmFlows {

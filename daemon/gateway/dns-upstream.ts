@@ -150,9 +150,16 @@ function expandRecords(message: Buffer, records: readonly DnsRecord[]): DnsRecor
   return out;
 }
 
+function checkServer(server: UpstreamServer | undefined): UpstreamServer | undefined {
+  if (server && (isIP(server.host) === 0 || !Number.isInteger(server.port) || server.port < 1 || server.port > 65535)) {
+    throw new RangeError(`upstream DNS server must be an IP literal and a port: ${server.host}:${server.port}`);
+  }
+  return server;
+}
+
 export class UpstreamResolver implements Resolver {
   readonly stats: UpstreamStats = { queries: 0, answers: 0, timeouts: 0, spoofed: 0, tcpFallbacks: 0, errors: 0, overloaded: 0 };
-  readonly server: UpstreamServer | undefined;
+  server: UpstreamServer | undefined;
   private readonly timeoutMs: number;
   private readonly attempts: number;
   private readonly tcpFallback: boolean;
@@ -163,16 +170,17 @@ export class UpstreamResolver implements Resolver {
   private closed = false;
 
   constructor(opts: UpstreamOptions = {}) {
-    const server = opts.server ?? readResolvConf(opts.resolvConf);
-    if (server && (isIP(server.host) === 0 || !Number.isInteger(server.port) || server.port < 1 || server.port > 65535)) {
-      throw new RangeError(`upstream DNS server must be an IP literal and a port: ${server.host}:${server.port}`);
-    }
-    this.server = server;
+    this.server = checkServer(opts.server ?? readResolvConf(opts.resolvConf));
     this.timeoutMs = opts.timeoutMs ?? 2000;
     this.attempts = Math.max(1, opts.attempts ?? 2);
     this.tcpFallback = opts.tcpFallback ?? true;
     this.maxInFlight = opts.maxInFlight ?? 256;
     this.ednsSize = opts.ednsSize ?? 1232;
+  }
+
+  /** Another upstream for queries from now on (config reload); none given: /etc/resolv.conf's. Queries in flight finish with the old one. */
+  setServer(server: UpstreamServer | undefined): void {
+    this.server = checkServer(server ?? readResolvConf());
   }
 
   recursionAvailable(): boolean {

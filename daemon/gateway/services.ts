@@ -27,13 +27,16 @@ export interface GatewayInputResult {
   /** A local service consumed the frame (even if it had nothing to answer). */
   readonly handled: boolean;
   /** Frames to send into the network now. */
-  readonly replies: Buffer[];
+  readonly replies: readonly Buffer[];
   /** A DNS response still being resolved; send it when it settles (null: nothing to send). */
   readonly later?: Promise<Buffer | null> | undefined;
 }
 
+/** One shared answer for the common case (every data frame), so dispatching allocates nothing. */
+const NOT_MINE: GatewayInputResult = Object.freeze({ handled: false, replies: Object.freeze([]) });
+
 function notMine(): GatewayInputResult {
-  return { handled: false, replies: [] };
+  return NOT_MINE;
 }
 
 export class GatewayServices {

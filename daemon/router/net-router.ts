@@ -115,7 +115,12 @@ interface VmState {
   /** Source address learned when the VM has neither a static address nor a lease. */
   learned4: number | null;
   reassembler: Ipv4Reassembler | null;
+  /** IPv6 sources bound to this VM (keys of NetRouter.bound6), oldest first; at most MAX_SOURCES6. */
+  sources6: string[];
 }
+
+/** IPv6 source addresses one VM may hold at once (SLAAC, privacy addresses, link-local). */
+const MAX_SOURCES6 = 32;
 
 /** Answers every question with SERVFAIL: the resolver of a Tor-routed VM while Tor is not ready. */
 const SERVFAIL: Resolver = { resolve: (): Promise<DnsAnswer> => Promise.resolve({ kind: 'servfail' }) };
@@ -129,6 +134,11 @@ export class NetRouter implements GatewayHandler {
   private readonly vms = new Map<string, VmState>();
   /** Static addresses of attached VMs (`vm attach --ip`), also of those not heard from yet. */
   private readonly statics = new Map<string, number>();
+  /**
+   * IPv6 sources in use, first come first served (the idea of RFC 6620): address (hex) → the VM
+   * that used it first. Held until that VM detaches or binds MAX_SOURCES6 newer ones.
+   */
+  private readonly bound6 = new Map<string, string>();
   private readonly pingBuckets = new Map<string, TokenBucket>();
   private readonly limitLogged = new Map<string, number>();
   private readonly out: Buffer[] = [];
@@ -152,8 +162,10 @@ export class NetRouter implements GatewayHandler {
       mtu: spec.mtu,
       ipv6: spec.ipv6,
     });
+    // The switch keeps VMs from claiming these in ARP and neighbour discovery.
+    network.setGatewayAddresses({ ip4: this.gnet.gatewayIp, ip6: this.gnet.ipv6 === undefined ? [] : [this.gnet.ipv6.linkLocal, this.gnet.ipv6.global] });
     this.egress = d.egress ?? { tcp: (dst, port, host) => directTcp(dst, port, d.direct, host), udp: (dst, port, host) => directUdp(dst, port, d.direct, host) };
-    this.place = { forbidden: d.forbidden ?? isForbiddenDestination, isGateway: (dst) => this.isGateway(dst), hostLoopback: d.direct.hostLoopback === true };
+    this.place = { forbidden: d.forbidden ?? isForbiddenDestination, isGateway: (dst) => this.isGateway(dst), hostLoopback: (port) => this.hostLoopbackPort(port) };
     const tor = d.tor;
     this.torView = {
       configured: tor !== undefined,
@@ -222,7 +234,7 @@ export class NetRouter implements GatewayHandler {
     if (s === undefined) {
       const vm = this.d.vm(name);
       if (vm === undefined || vm.mac === null) return undefined;
-      s = { ev: { name, l2: { vmMac: vm.mac, gwMac: this.gnet.gatewayMac } }, compiled: compileRoute(this.d.routeOf(name)), learned4: null, reassembler: null };
+      s = { ev: { name, l2: { vmMac: vm.mac, gwMac: this.gnet.gatewayMac } }, compiled: compileRoute(this.d.routeOf(name)), learned4: null, reassembler: null, sources6: [] };
       this.vms.set(name, s);
     }
     return s;
@@ -252,6 +264,7 @@ export class NetRouter implements GatewayHandler {
 
   vmAttached(name: string, staticIp: number | null): void {
     this.vms.delete(name);
+    this.unbind6(name);
     if (staticIp !== null) {
       this.statics.set(name, staticIp);
       this.nameHost(name, staticIp);
@@ -262,6 +275,7 @@ export class NetRouter implements GatewayHandler {
     this.endpoint.dropVm(name);
     this.pingBuckets.delete(name);
     this.vms.delete(name);
+    this.unbind6(name);
     this.statics.delete(name);
     this.zone.deleteHost(name);
     if (mac !== null) this.services.dhcp.forget(mac);
@@ -325,7 +339,7 @@ export class NetRouter implements GatewayHandler {
     if (d.kind !== 'arp' && (vm === undefined || s === undefined)) return;
     // ARP, DHCP and NDP solicitations come before the VM has an address; everything else must
     // come from the VM's own.
-    if (d.kind !== 'arp' && !sv.unaddressed(d) && !(d.kind === 'ipv4' ? this.sourceOk4(vm!, s!, d.ip.src) : this.sourceOk6(d.ip.src))) {
+    if (d.kind !== 'arp' && !sv.unaddressed(d) && !(d.kind === 'ipv4' ? this.sourceOk4(vm!, s!, d.ip.src) : this.sourceOk6(vm!, s!, d.ip.src))) {
       this.counters.spoofed++;
       return;
     }
@@ -450,15 +464,49 @@ export class NetRouter implements GatewayHandler {
     return true;
   }
 
-  /** An IPv6 source must be link-local or in the network's prefix, and never the gateway's. */
-  private sourceOk6(src: Uint8Array): boolean {
+  /**
+   * An IPv6 source must be link-local or in the network's prefix, never the gateway's, and not
+   * one another VM uses (bound6) or will form by SLAAC from its MAC (EUI-64), unless that VM
+   * routes via this one (a firewall VM forwards its clients' packets).
+   */
+  private sourceOk6(vm: RouterVm, s: VmState, src: Uint8Array): boolean {
     const g6 = this.gnet.ipv6;
     if (g6 === undefined) return true; // nothing IPv6 is served: the frame goes nowhere anyway
     if (!isLinkLocal6(src) && !inIpv6Prefix(src, g6.prefix, g6.length)) return false;
-    return !isGatewayIpv6(this.gnet, src);
+    if (isGatewayIpv6(this.gnet, src)) return false;
+    const key = Buffer.from(src.buffer, src.byteOffset, 16).toString('hex');
+    const owner = this.bound6.get(key);
+    if (owner === vm.name) return true;
+    const isClient = (name: string): boolean => this.d.viaClientsOf(vm.name).some((c) => c.name === name);
+    if (owner !== undefined) return isClient(owner);
+    const euiOwner = eui64Mac(src);
+    const other = euiOwner === null ? undefined : this.d.vmByMac(euiOwner);
+    if (other !== undefined && other.name !== vm.name) return isClient(other.name);
+    this.bound6.set(key, vm.name);
+    s.sources6.push(key);
+    if (s.sources6.length > MAX_SOURCES6) {
+      const old = s.sources6.shift()!;
+      if (this.bound6.get(old) === vm.name) this.bound6.delete(old);
+    }
+    return true;
+  }
+
+  private unbind6(name: string): void {
+    for (const [k, v] of this.bound6) if (v === name) this.bound6.delete(k);
   }
 
   // --- verdicts into upstreams ------------------------------------------------------------
+
+  /**
+   * A listed `direct.hostLoopbackPorts` port, and never the port Tor's SOCKS listens on now (the
+   * config refuses the known ones at load; an "auto" port is known only once Tor runs).
+   */
+  private hostLoopbackPort(port: number): boolean {
+    const o = this.d.direct;
+    if (o.hostLoopback !== true || !(o.hostLoopbackPorts ?? []).some(([lo, hi]) => port >= lo && port <= hi)) return false;
+    const socks = this.d.tor?.socks() ?? null;
+    return socks === null || !('port' in socks) || socks.port !== port;
+  }
 
   private isGateway(dst: IpAddr): boolean {
     return dst.v === 4 ? dst.n === this.gnet.gatewayIp : isGatewayIpv6(this.gnet, dst.b);
@@ -602,6 +650,13 @@ export class NetRouter implements GatewayHandler {
     if (this.timer !== null) clearTimeout(this.timer);
     this.endpoint.close();
   }
+}
+
+/** The MAC an EUI-64 interface identifier (…:xxff:fexx:…) was formed from, or null. */
+function eui64Mac(a: Uint8Array): number | null {
+  if (a[11] !== 0xff || a[12] !== 0xfe) return null;
+  const low = ((a[10]! << 24) | (a[13]! << 16) | (a[14]! << 8) | a[15]!) >>> 0;
+  return (a[8]! ^ 0x02) * 2 ** 40 + a[9]! * 2 ** 32 + low;
 }
 
 function isLinkLocal6(a: Uint8Array): boolean {

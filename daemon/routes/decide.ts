@@ -26,8 +26,11 @@ export interface PlaceView {
   forbidden(dst: IpAddr): boolean;
   /** The gateway's own address (IPv4 or either IPv6 one). */
   isGateway(dst: IpAddr): boolean;
-  /** `direct.hostLoopback`: a direct-routed VM reaches the host's loopback at the gateway address. */
-  readonly hostLoopback: boolean;
+  /**
+   * `direct.hostLoopback`: whether a direct-routed VM reaches the host's loopback `port` at the
+   * gateway address (the port is listed in `direct.hostLoopbackPorts` and is not Tor's).
+   */
+  hostLoopback(port: number): boolean;
 }
 
 export type Flow =
@@ -90,10 +93,11 @@ export function usesTor(route: CompiledRoute): boolean {
 
 /**
  * `direct.hostLoopback`: the gateway address stands for the host's loopback, for a direct route
- * only and within its allow-list ("only those destinations"; no list: every port).
+ * only, on the listed ports only, and within the route's allow-list ("only those destinations";
+ * no list: every listed port).
  */
 function hostLoopback(route: CompiledRoute, place: PlaceView, dst: IpAddr, port: number): boolean {
-  return place.hostLoopback && route.route.kind === 'direct' && route.allows(dst, port);
+  return route.route.kind === 'direct' && place.hostLoopback(port) && route.allows(dst, port);
 }
 
 function torStream(vm: string, tor: TorView, dst: IpAddr, place: PlaceView): Verdict {

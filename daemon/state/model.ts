@@ -1,5 +1,5 @@
 /** What the daemon persists and what the control API takes: plain data, validated in validate.ts. */
-import type { PortSpec } from '../../plugins/types.js';
+import type { DeviceRecord, PortSpec } from '../../plugins/types.js';
 import type { Route } from '../routes/route.js';
 
 export interface NetworkSpec {
@@ -23,6 +23,12 @@ export interface VmSpec {
   learnedMac?: string;
   /** IPv4 address (static lease later; the TUN member's address now). */
   ip?: string;
+  /**
+   * TAP/TUN: whether mvnet created the device and what it changed on one it did not, recorded
+   * at attach; detach (even after restarts) deletes or restores by it. Only from the state file:
+   * a control caller cannot claim a device was mvnet's.
+   */
+  device?: DeviceRecord;
 }
 
 export const STATE_VERSION = 1;

@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { STATE_VERSION, type StateFile } from './model.js';
+import { native } from '../../plugins/native/index.js';
+import { UserError } from '../errors.js';
 
 export class StateStore {
   readonly file: string;
@@ -13,6 +15,22 @@ export class StateStore {
 
   constructor(readonly dir: string) {
     this.file = path.join(dir, 'state.json');
+  }
+
+  /**
+   * Takes the state directory for this process (flock on STATE/lock) or throws naming the
+   * daemon that has it. Called before anything else is touched, so a second daemon changes
+   * nothing; the kernel releases the lock when this process exits, however it exits.
+   */
+  lock(): void {
+    const file = path.join(this.dir, 'lock');
+    let r: { fd: number } | { holder: string };
+    try {
+      r = native.lockFile(file);
+    } catch (e) {
+      throw new UserError(`cannot lock ${file}: ${(e as Error).message}`);
+    }
+    if ('holder' in r) throw new UserError(`state directory ${this.dir} is in use by another mvnet daemon (pid ${r.holder !== '' ? r.holder : 'unknown'}); stop it first`);
   }
 
   load(): StateFile {

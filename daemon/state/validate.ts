@@ -4,11 +4,12 @@
  */
 import { isDnsDomain } from '../gateway/types.js';
 import type { NetworkSpec, VmSpec } from './model.js';
-import type { PortSpec } from '../../plugins/types.js';
+import type { DeviceRecord, PortSpec } from '../../plugins/types.js';
 import { UserError } from '../errors.js';
 import { isUnicastMac, parseMacString } from '../wire/mac.js';
-import { formatIpv4, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, type Ipv4Cidr } from '../wire/ip-text.js';
+import { formatIpv4, formatIpv6, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, parseIpv6Text, type Ipv4Cidr } from '../wire/ip-text.js';
 import { formatAllowRule, type AllowRule, type Route } from '../routes/route.js';
+import { FD_TOKEN_RE } from '../../plugins/fd/pass.js';
 
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -41,6 +42,19 @@ export function checkName(v: unknown, what: string): string {
   return v;
 }
 
+/**
+ * Words the CLI reads as commands (`route show`, `route --direct help`): a VM with such a name
+ * could not be told apart from the command, so no VM may have one.
+ */
+const RESERVED_VM_NAMES = new Set(['show', 'help', 'list', 'clear', 'create', 'delete', 'remove', 'add', 'set', 'all', 'none']);
+
+/** A VM name: a name that is not a reserved word. */
+export function checkVmName(v: unknown, what = 'VM'): string {
+  const name = checkName(v, what);
+  if (RESERVED_VM_NAMES.has(name.toLowerCase())) throw new UserError(`${what} name ${JSON.stringify(name)} is reserved (a CLI word: ${[...RESERVED_VM_NAMES].join(', ')}); choose another`);
+  return name;
+}
+
 function checkIfname(v: string, what: string): string {
   if (!IFNAME_RE.test(v)) throw new UserError(`invalid ${what} interface name ${JSON.stringify(v)}: 1-15 letters, digits, '.', '_' or '-'`);
   return v;
@@ -52,6 +66,21 @@ function checkPath(v: string, what: string): string {
   return v;
 }
 
+const SOCKET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+/**
+ * A socket mvnet creates (`--unix-listen`, `--dgram`): an absolute path, or a bare file name (or
+ * nothing: `VM.sock`) placed in the VM socket directory `dir`.
+ */
+function checkOwnSocketPath(v: string | undefined, dir: string | undefined, vm: string | undefined): string {
+  if (v !== undefined && v.startsWith('/')) return checkPath(v, 'socket path');
+  const name = v ?? (vm !== undefined ? `${vm}.sock` : undefined);
+  if (name === undefined) throw new UserError('missing path');
+  if (!SOCKET_NAME_RE.test(name)) throw new UserError(`socket name ${JSON.stringify(name)} must be an absolute path or a plain file name (letters, digits, '.', '_', '-') for the VM socket directory`);
+  if (dir === undefined) throw new UserError(`socket path must be an absolute path, got ${JSON.stringify(name)}`);
+  return checkPath(`${dir}/${name}`, 'socket path');
+}
+
 function checkNetns(v: string | undefined): string | undefined {
   if (v === undefined) return undefined;
   if (v.startsWith('/')) return v;
@@ -59,12 +88,68 @@ function checkNetns(v: string | undefined): string | undefined {
   return v;
 }
 
-/** A network's IPv4 subnet: CIDR text with a prefix of 8 to 30 bits. */
-export function checkSubnet(s: string): Ipv4Cidr {
+/**
+ * IPv4 blocks a VM network must not overlap: the host would route them elsewhere (loopback,
+ * link-local), they are not unicast (multicast, reserved, "this network"), or a VM holding
+ * them would look like the host itself to programs that trust them.
+ */
+const FORBIDDEN_V4: readonly { network: number; prefix: number; why: string }[] = [
+  { network: 0x00000000, prefix: 8, why: '"this network" (0.0.0.0/8)' },
+  { network: 0x7f000000, prefix: 8, why: 'loopback (127.0.0.0/8)' },
+  { network: 0xa9fe0000, prefix: 16, why: 'link-local (169.254.0.0/16)' },
+  { network: 0xe0000000, prefix: 4, why: 'multicast (224.0.0.0/4)' },
+  { network: 0xf0000000, prefix: 4, why: 'reserved (240.0.0.0/4)' },
+];
+
+/** Two CIDR blocks overlap when the shorter one contains the other's network address. */
+function overlaps(a: { network: number; prefix: number }, b: { network: number; prefix: number }): boolean {
+  const p = Math.min(a.prefix, b.prefix);
+  return ((a.network ^ b.network) & ipv4Mask(p)) >>> 0 === 0;
+}
+
+/**
+ * A network's IPv4 subnet: CIDR text with a prefix of 8 to 30 bits, written as its network
+ * address (host bits set are refused, not cleared: 10.0.0.5/24 is more likely a typo for an
+ * address than a request for 10.0.0.0/24), and outside the blocks above. `strict: false` (a
+ * network saved before these refusals, or one already checked) checks the form only.
+ */
+export function checkSubnet(s: string, strict = true): Ipv4Cidr {
   const r = parseIpv4CidrText(s);
   if (!r.ok) throw new UserError(`invalid subnet ${JSON.stringify(s)}: expected IPv4 CIDR like 10.0.0.0/24`);
   if (r.value.prefix < 8 || r.value.prefix > 30) throw new UserError(`subnet ${s}: prefix length must be between 8 and 30`);
+  if (!strict) return r.value;
+  const norm = `${formatIpv4(r.value.network)}/${r.value.prefix}`;
+  if (r.value.addr !== r.value.network) throw new UserError(`subnet ${s} has host bits set; the network is ${norm}`);
+  for (const f of FORBIDDEN_V4) if (overlaps(r.value, f)) throw new UserError(`subnet ${s} overlaps ${f.why}, which cannot be a VM network`);
   return r.value;
+}
+
+/**
+ * A network's IPv6 prefix: exactly /64 (SLAAC forms addresses from a 64-bit interface id, so
+ * any other length leaves the VMs without an address), written as its network, and a global or
+ * unique-local unicast prefix (not ::/8 with loopback and mapped addresses, link-local fe80::/10,
+ * multicast ff00::/8). `strict: false`: any prefix of 8 to 64 bits, normalised (as saved before).
+ */
+export function checkIpv6Prefix(s: string, strict = true): string {
+  const slash = s.indexOf('/');
+  const a = slash > 0 ? parseIpv6Text(s.slice(0, slash)) : null;
+  if (a === null || !a.ok || !/^\d{1,3}$/.test(s.slice(slash + 1)) || !parseIpv6CidrText(s).ok) {
+    throw new UserError(`invalid ipv6 prefix ${JSON.stringify(s)}: expected CIDR like fd00:1::/64`);
+  }
+  const prefix = Number(s.slice(slash + 1));
+  if (!strict) {
+    const c = parseIpv6CidrText(s);
+    if (!c.ok || prefix < 8 || prefix > 64) throw new UserError(`ipv6 prefix ${s}: prefix length must be between 8 and 64`);
+    return `${c.value.network}/${c.value.prefix}`;
+  }
+  const b = a.value;
+  if (prefix !== 64) throw new UserError(`ipv6 prefix ${s}: must be a /64 (SLAAC gives VMs addresses only in a /64)`);
+  const norm = `${formatIpv6(Buffer.concat([b.subarray(0, 8), Buffer.alloc(8)]))}/64`;
+  if (!b.subarray(8).equals(Buffer.alloc(8))) throw new UserError(`ipv6 prefix ${s} has host bits set; the prefix is ${norm}`);
+  if (b[0] === 0) throw new UserError(`ipv6 prefix ${s} is in ::/8 (loopback, unspecified, IPv4-mapped); use a global or fd00::/8 prefix`);
+  if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) throw new UserError(`ipv6 prefix ${s} is link-local (fe80::/10); use a global or fd00::/8 prefix`);
+  if (b[0] === 0xff) throw new UserError(`ipv6 prefix ${s} is multicast (ff00::/8); use a global or fd00::/8 prefix`);
+  return norm;
 }
 
 /** An IPv4 address given as text, as an unsigned 32-bit number. */
@@ -78,13 +163,17 @@ function hostsOf(net: Ipv4Cidr): { first: number; last: number } {
   return { first: net.network + 1, last: ((net.network | ~ipv4Mask(net.prefix)) >>> 0) - 1 };
 }
 
-export function checkNetworkSpec(p: unknown): NetworkSpec {
+/**
+ * A network. `fromState`: a saved network is taken as long as its form is right, so that one
+ * created before today's refusals (a non-/64 IPv6 prefix…) is not dropped with its VMs.
+ */
+export function checkNetworkSpec(p: unknown, fromState = false): NetworkSpec {
   const o = asObject(p, 'params');
   const name = checkName(o.name, 'network');
   // The network's DNS domain is <name>.mvnet: a name that cannot be one would fail in the router.
   if (!isDnsDomain(`${name.toLowerCase()}.mvnet`)) throw new UserError(`invalid network name ${JSON.stringify(name)}: it names the DNS domain ${name.toLowerCase()}.mvnet, so use letters, digits and '-' (labels separated by '.', none starting or ending with '-')`);
   const subnetStr = str(o, 'subnet', true);
-  const net = checkSubnet(subnetStr);
+  const net = checkSubnet(subnetStr, !fromState);
   const subnet = `${formatIpv4(net.network)}/${net.prefix}`;
   const range = hostsOf(net);
   let gateway: string;
@@ -95,14 +184,8 @@ export function checkNetworkSpec(p: unknown): NetworkSpec {
     if (g < range.first || g > range.last) throw new UserError(`gateway ${gw} is not a host address of ${subnet}`);
     gateway = formatIpv4(g);
   }
-  let ipv6: string | undefined;
   const v6 = str(o, 'ipv6', false);
-  if (v6 !== undefined) {
-    const a = parseIpv6CidrText(v6);
-    if (!a.ok) throw new UserError(`invalid ipv6 prefix ${JSON.stringify(v6)}: expected CIDR like fd00:1::/64`);
-    if (!v6.includes('/') || a.value.prefix < 8 || a.value.prefix > 64) throw new UserError(`ipv6 prefix ${v6}: prefix length must be between 8 and 64`);
-    ipv6 = `${a.value.network}/${a.value.prefix}`;
-  }
+  const ipv6 = v6 !== undefined ? checkIpv6Prefix(v6, !fromState) : undefined;
   let mtu = 1500;
   if (o.mtu !== undefined) {
     if (typeof o.mtu !== 'number' || !Number.isInteger(o.mtu) || o.mtu < MIN_MTU || o.mtu > MAX_MTU) {
@@ -124,7 +207,14 @@ function checkMac(v: string): string {
   return v.toLowerCase();
 }
 
-export function checkPortSpec(p: unknown): PortSpec {
+export interface PortSpecOptions {
+  /** Where relative or omitted `--unix-listen`/`--dgram` sockets go (config `vmSocketDir`). */
+  vmSocketDir?: string;
+  /** The VM's name, for the default socket name. */
+  vm?: string;
+}
+
+export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec {
   const o = asObject(p, 'port');
   const kind = o.kind;
   const netns = checkNetns(str(o, 'netns', false));
@@ -138,24 +228,32 @@ export function checkPortSpec(p: unknown): PortSpec {
     }
     case 'tun':
       return withNs({ kind: 'tun' as const, ifname: checkIfname(str(o, 'ifname', true), 'tun') });
-    case 'iface':
-      return withNs({ kind: 'iface' as const, ifname: checkIfname(str(o, 'ifname', true), 'iface') });
+    case 'iface': {
+      const ifname = checkIfname(str(o, 'ifname', true), 'iface');
+      // The driver also refuses any interface flagged IFF_LOOPBACK, whatever its name.
+      if (ifname === 'lo') throw new UserError('--iface lo is the loopback interface: it carries the host\'s own traffic and cannot be a VM');
+      return withNs({ kind: 'iface' as const, ifname });
+    }
     case 'unix':
-    case 'unix-listen':
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
       return { kind, path: checkPath(str(o, 'path', true), 'socket path') };
+    case 'unix-listen':
+      if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
+      return { kind, path: checkOwnSocketPath(str(o, 'path', false), opts.vmSocketDir, opts.vm) };
     case 'dgram': {
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
-      const spec: PortSpec = { kind: 'dgram', path: checkPath(str(o, 'path', true), 'socket path') };
+      const spec: PortSpec = { kind: 'dgram', path: checkOwnSocketPath(str(o, 'path', false), opts.vmSocketDir, opts.vm) };
       const peer = str(o, 'peer', false);
       if (peer !== undefined) spec.peer = checkPath(peer, 'dgram peer path');
       return spec;
     }
     case 'fd': {
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
-      if (o.fd !== undefined) {
-        if (typeof o.fd !== 'number' || !Number.isInteger(o.fd) || o.fd < 3) throw new UserError(`invalid fd ${JSON.stringify(o.fd)}: an open descriptor number of 3 or more`);
-        return { kind: 'fd', fd: o.fd };
+      // A descriptor number would name one of the daemon's own fds: only passed ones are used.
+      if (o.fd !== undefined) throw new UserError('port.fd is not accepted: pass the descriptor itself (mvnet vm attach --fd N sends the caller\'s fd N) and give its port.token');
+      if (o.token !== undefined) {
+        if (typeof o.token !== 'string' || !FD_TOKEN_RE.test(o.token)) throw new UserError('invalid port.token: 32 lowercase hex digits, as sent with the descriptor');
+        return { kind: 'fd', token: o.token };
       }
       return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     }
@@ -164,20 +262,53 @@ export function checkPortSpec(p: unknown): PortSpec {
   }
 }
 
-export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>): VmSpec {
+/** The state file's record of what mvnet did to a TAP/TUN (see VmSpec.device). */
+function checkDeviceRecord(v: unknown): DeviceRecord {
+  const o = asObject(v, 'device');
+  if (typeof o.created !== 'boolean') throw new UserError('device.created must be true or false');
+  if (o.created || o.was === undefined) return { created: o.created };
+  const w = asObject(o.was, 'device.was');
+  const was: NonNullable<DeviceRecord['was']> = {};
+  if (w.mtu !== undefined) {
+    if (typeof w.mtu !== 'number' || !Number.isInteger(w.mtu) || w.mtu < 68 || w.mtu > 65536) throw new UserError(`invalid device.was.mtu ${JSON.stringify(w.mtu)}`);
+    was.mtu = w.mtu;
+  }
+  if (w.mac !== undefined) {
+    if (typeof w.mac !== 'string' || !parseMacString(w.mac).ok) throw new UserError(`invalid device.was.mac ${JSON.stringify(w.mac)}`);
+    was.mac = w.mac.toLowerCase();
+  }
+  for (const k of ['up', 'persistent'] as const) {
+    if (w[k] === undefined) continue;
+    if (typeof w[k] !== 'boolean') throw new UserError(`device.was.${k} must be true or false`);
+    was[k] = w[k];
+  }
+  return { created: false, was };
+}
+
+/**
+ * An attachment. `fromState`: read from the state file, whose `device` record says whether
+ * mvnet created the device; from a control caller that field is ignored (else a caller could
+ * have the admin's TAP deleted at detach). `vmSocketDir`: where relative or omitted socket
+ * paths go (absent: they are refused, as in the state file).
+ */
+export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, opts: { fromState?: boolean; vmSocketDir?: string } = {}): VmSpec {
+  const { fromState = false, vmSocketDir } = opts;
   const o = asObject(p, 'params');
-  const name = checkName(o.name, 'VM');
+  // A VM saved before names were reserved is kept (and can be detached), never refused at restore.
+  const name = fromState ? checkName(o.name, 'VM') : checkVmName(o.name);
   const netName = checkName(o.net, 'network');
   const net = nets.get(netName);
   if (net === undefined) throw new UserError(`no network named ${netName}`);
-  const port = checkPortSpec(o.port);
+  const port = checkPortSpec(o.port, vmSocketDir !== undefined ? { vmSocketDir, vm: name } : { vm: name });
   const spec: VmSpec = { name, net: netName, port };
   const mac = str(o, 'mac', false);
   if (mac !== undefined) spec.mac = checkMac(mac);
   const ip = str(o, 'ip', false);
   if (ip !== undefined) {
     const a = checkIpv4(ip, 'ip');
-    const range = hostsOf(checkSubnet(net.subnet));
+    const range = hostsOf(checkSubnet(net.subnet, false));
+    if (a === range.first - 1) throw new UserError(`ip ${ip} is the network address of ${net.name}'s subnet ${net.subnet}`);
+    if (a === range.last + 1) throw new UserError(`ip ${ip} is the broadcast address of ${net.name}'s subnet ${net.subnet}`);
     if (a < range.first || a > range.last) throw new UserError(`ip ${ip} is not a host address of ${net.name}'s subnet ${net.subnet}`);
     if (formatIpv4(a) === net.gateway) throw new UserError(`ip ${ip} is the gateway address of ${net.name}`);
     spec.ip = formatIpv4(a);
@@ -185,6 +316,7 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>):
   if (port.kind === 'tun' && spec.mac !== undefined) throw new UserError('--mac does not apply to --tun (a TUN carries no Ethernet header)');
   const learned = str(o, 'learnedMac', false);
   if (learned !== undefined) spec.learnedMac = checkMac(learned);
+  if (fromState && o.device !== undefined && (port.kind === 'tap' || port.kind === 'tun')) spec.device = checkDeviceRecord(o.device);
   return spec;
 }
 

@@ -11,6 +11,7 @@ import { isGroupMac } from './mac.js';
 import { normalizeOffload } from '../wire/gso.js';
 import { VNET_HDR_LEN } from '../wire/vnet.js';
 import { dataPathFault } from '../errors.js';
+import { rogueService, type GatewayAddrs } from './guard.js';
 
 export type Clock = () => number;
 
@@ -78,27 +79,6 @@ function count(d: DropCounts, r: DropReason, n = 1): void {
   d[r] = (d[r] ?? 0) + n;
 }
 
-/**
- * RA guard and DHCP-server guard: a VM may not advertise itself as a router (ICMPv6 router
- * advertisement, redirect) or answer DHCP (UDP from port 67): only the gateway does that.
- */
-function isRogueService(f: Buffer, h: number): boolean {
-  const type = f.readUInt16BE(h + 12);
-  if (type === 0x86dd) {
-    // Next header ICMPv6 directly after the fixed header (extension headers are for the router to judge).
-    if (f.length < h + 14 + 41 || f[h + 14 + 6] !== 58) return false;
-    const t = f[h + 14 + 40]!;
-    return t === 134 || t === 137;
-  }
-  if (type === 0x0800) {
-    if (f.length < h + 14 + 24 || f[h + 14 + 9] !== 17) return false;
-    const ihl = (f[h + 14]! & 0x0f) * 4;
-    if (f.length < h + 14 + ihl + 2) return false;
-    return f.readUInt16BE(h + 14 + ihl) === 67;
-  }
-  return false;
-}
-
 export class Network {
   readonly name: string;
   readonly mtu: number;
@@ -108,6 +88,7 @@ export class Network {
   private readonly clock: Clock;
   private readonly onMacLearned: (m: Member) => void;
   private gateway: GatewayHandler | null = null;
+  private gatewayAddrs: GatewayAddrs | undefined;
   private readonly gwOut: Buffer[] = [];
   private readonly dirty: Member[] = [];
   private readonly maxFrame: number;
@@ -158,6 +139,11 @@ export class Network {
 
   setGateway(handler: GatewayHandler | null): void {
     this.gateway = handler;
+  }
+
+  /** The gateway's IP addresses, which the guard keeps VMs from claiming in ARP and ND. */
+  setGatewayAddresses(a: GatewayAddrs): void {
+    this.gatewayAddrs = a;
   }
 
   /** Adds a port to the switch. `mac`: fixed source MAC, or null to learn from the first frame. */
@@ -230,7 +216,8 @@ export class Network {
           continue;
         }
       }
-      if (isRogueService(f, h)) {
+      // Rogue router / DHCP server (guard.ts): the one check, for the native cut-through path too.
+      if (rogueService(f, h, this.gatewayAddrs) !== null) {
         count(src.drops, 'filtered');
         count(this.stats.drops, 'filtered');
         continue;

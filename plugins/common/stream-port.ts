@@ -1,5 +1,5 @@
 /**
- * A port over a byte stream with QEMU's framing: unix sockets in either direction, inherited
+ * A port over a byte stream with QEMU's framing: unix sockets in either direction, passed
  * fds and FIFO pairs. The subclass owns the connection lifecycle (connect/retry, listen/accept,
  * fd); this class owns framing, counters, backpressure and the "broken framing" rule: a stream
  * whose length prefix cannot be right is closed and the port waits for the VM to come back.

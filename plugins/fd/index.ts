@@ -1,14 +1,17 @@
 /**
- * `--fd N` (a stream fd the daemon inherited, e.g. a socketpair end from a hypervisor that
- * spawned it) and `--fifo RX:TX` (two FIFOs, for pipes), both with QEMU's stream framing.
- * FIFOs are opened O_RDWR so that open() does not block and the port survives the writer
- * going away; an inherited fd cannot come back after a restart.
+ * `--fd N` (the caller's descriptor N, e.g. a socketpair end shared with QEMU, passed to the
+ * daemon with SCM_RIGHTS and claimed by token: see pass.ts and inbox.ts) and `--fifo RX:TX`
+ * (two FIFOs, for pipes), both with QEMU's stream framing. FIFOs are opened O_RDWR so that
+ * open() does not block and the port survives the writer going away; a passed descriptor
+ * cannot come back after a restart.
  */
 import fs from 'node:fs';
 import net from 'node:net';
 import { StreamPort, duplexEnds, type StreamEnds } from '../common/stream-port.js';
 import type { PortContext, PortDriver, PortSpec } from '../types.js';
 import { maxFrameFor } from '../types.js';
+// FIFOs: never through a symlink, only FIFOs, O_RDWR|O_NONBLOCK (see there).
+import { openFifo } from '../common/socket-path.js';
 
 type Spec = Extract<PortSpec, { kind: 'fd' }>;
 
@@ -26,28 +29,23 @@ class FdPort extends StreamPort {
   protected async shutdown(): Promise<void> {}
 }
 
-function openFifo(path: string): number {
-  const st = fs.statSync(path);
-  if (!st.isFIFO()) throw new Error(`${path} is not a FIFO`);
-  return fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-}
-
 export const fdDriver: PortDriver<Spec> = {
   kind: 'fd',
   async open(spec, ctx) {
-    if (ctx.restoring && spec.fd !== undefined) {
-      throw new Error(`inherited fd ${spec.fd} does not survive a daemon restart`);
-    }
-    if (spec.fd !== undefined) {
+    if (spec.token !== undefined) {
+      if (ctx.restoring) throw new Error('a passed descriptor does not survive a daemon restart; detach and attach again with --fd');
+      if (ctx.takeFd === undefined) throw new Error('this daemon takes no passed descriptors');
+      const fd = ctx.takeFd(spec.token);
+      let sock: net.Socket;
       try {
-        fs.fstatSync(spec.fd);
-      } catch {
-        throw new Error(`fd ${spec.fd} is not open in the daemon`);
+        sock = new net.Socket({ fd, readable: true, writable: true });
+      } catch (e) {
+        fs.closeSync(fd);
+        throw e;
       }
-      const sock = new net.Socket({ fd: spec.fd, readable: true, writable: true });
-      return new FdPort(`fd:${spec.fd}`, duplexEnds(sock), ctx);
+      return new FdPort(`fd:${spec.token.slice(0, 8)}`, duplexEnds(sock), ctx);
     }
-    if (spec.rx === undefined || spec.tx === undefined) throw new Error('fd port needs an fd or an rx and tx FIFO');
+    if (spec.rx === undefined || spec.tx === undefined) throw new Error('fd port needs a passed descriptor or an rx and tx FIFO');
     const rxFd = openFifo(spec.rx);
     let txFd: number;
     try {

@@ -45,6 +45,8 @@ export const ifaceDriver: PortDriver<Spec> = {
     if (native.ifIndex(spec.ifname, netns) === 0) {
       throw new Error(`interface ${spec.ifname} does not exist${netns ? ` in ${netns}` : ''}; an iface port joins an existing interface`);
     }
+    // The host's own traffic (127.0.0.1, its services) would become a VM's network.
+    if (native.linkInfo(spec.ifname, netns).loopback) throw new Error(`interface ${spec.ifname} is a loopback interface; it cannot be a VM's device`);
     const { fd } = native.openPacket({ ifname: spec.ifname, netns, vnetHdr: true });
     const port = new IfacePort(label, fd, ctx);
     ctx.log.info({ port: label }, 'joined interface');

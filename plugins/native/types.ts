@@ -23,6 +23,18 @@ export interface OpenTunResult {
   name: string;
   /** false when the device already existed (persistent, left by an earlier run) and was attached. */
   created: boolean;
+  /** IFF_PERSIST was set before this open (someone made the device to outlive its fds). */
+  persistent: boolean;
+}
+
+/** A link's settings that configureLink changes, read by linkInfo. */
+export interface LinkInfo {
+  mtu: number;
+  /** 6 bytes. */
+  mac: Buffer;
+  up: boolean;
+  /** IFF_LOOPBACK: the host's own loopback (`lo`, or any other interface flagged so). */
+  loopback: boolean;
 }
 
 export interface LinkConfig {
@@ -164,12 +176,66 @@ export interface NativePingSocket {
   close(): void;
 }
 
+/** One message drained from an FdInbox: a usable descriptor, or why the one sent was refused (already closed). */
+export type ReceivedFd = { token: string; fd: number; kind: 'unix-stream' | 'fifo' } | { token: string; fd: -1; refused: string };
+
+export interface NativeFdInbox {
+  /** Reads up to `max` queued messages without blocking; the descriptors returned are the caller's to close. */
+  receive(max?: number): ReceivedFd[];
+  /** Stops polling and closes the socket (queued descriptors are released by the kernel). Idempotent. */
+  close(): void;
+}
+
+export interface AddrWatchOptions {
+  /**
+   * Called (from the event loop) with how many address or link notifications were read since
+   * the last drain; an overrun of the socket's buffer counts as one. Exceptions are counted.
+   */
+  onChange: (count: number) => void;
+}
+
+export interface AddrWatchStats {
+  /** Notifications read (by the poll and by drain()). */
+  events: number;
+  /** ENOBUFS: the kernel dropped notifications (each counts as a change). */
+  overruns: number;
+  /** Exceptions thrown by onChange (caught so the process survives). */
+  callbackErrors: number;
+  closed: boolean;
+}
+
+/** A NETLINK_ROUTE socket on the address and link groups of the creating thread's namespace. */
+export interface NativeAddrWatch {
+  /**
+   * Reads whatever notifications are queued now, without blocking and without calling
+   * onChange; returns how many. The kernel queues a notification before the change's own
+   * syscall returns, so draining before a decision never decides on a stale address set.
+   * Throws once the watch is closed (by close(), or given up after repeated socket errors).
+   */
+  drain(): number;
+  stats(): AddrWatchStats;
+  /** Closes the socket. Idempotent. */
+  close(): void;
+}
+
+/** One address of the namespace, as the kernel lists it (RTM_GETADDR), on any interface in any state. */
+export interface KernelAddr {
+  family: 4 | 6;
+  /** The host's own end (IFA_LOCAL, else IFA_ADDRESS): 4 or 16 bytes. */
+  address: Buffer;
+  prefixLen: number;
+  /** IPv4: the interface's broadcast address, when it has one. */
+  broadcast?: Buffer;
+}
+
 export interface NativeAddon {
   openTun(opts: OpenTunOptions): OpenTunResult;
   /** TUNSETPERSIST: a persistent device outlives its fd (kept across daemon restarts). */
   setPersist(fd: number, persist: boolean): void;
   /** MTU, MAC and IFF_UP through ioctls, inside `netns` when given. */
   configureLink(cfg: LinkConfig): void;
+  /** MTU, MAC, IFF_UP and IFF_LOOPBACK of an interface, inside `netns` when given. */
+  linkInfo(name: string, netns?: string): LinkInfo;
   /** if_nametoindex inside `netns`; 0 when there is no such interface. */
   ifIndex(name: string, netns?: string): number;
   /** Deletes a tun/tap device by attaching, clearing persist and closing. No-op if absent. */
@@ -178,7 +244,15 @@ export interface NativeAddon {
   openPacket(opts: { ifname: string; netns?: string; vnetHdr?: boolean }): { fd: number };
   /** Non-blocking unix datagram socket bound to `path` (a stale socket file is replaced). */
   openUnixDgram(opts: { path: string }): { fd: number };
+  /** Non-blocking listening unix stream socket bound at `path` (which must not exist); closing it unlinks nothing. */
+  openUnixListener(opts: { path: string }): { fd: number };
   Device: new (opts: DeviceOptions) => NativeDevice;
+  /**
+   * Whether cut-through may forward `frame` (Ethernet header at `vnetHdrLen`) as far as the
+   * switch's rogue-router/DHCP guard is concerned: plainly nothing it looks at. Anything else is
+   * left to the switch. Exposed for the differential test against daemon/switch/guard.ts.
+   */
+  isPlainFrame(frame: Buffer, vnetHdrLen: number): boolean;
   /**
    * An unprivileged ICMP echo socket (SOCK_DGRAM + IPPROTO_ICMP, or IPPROTO_ICMPV6 when v6),
    * non-blocking, bound so its ident is allocated. Throws an Error with `code` 'EACCES' (or
@@ -187,4 +261,26 @@ export interface NativeAddon {
    */
   openPing(opts: { v6: boolean }): OpenPingResult;
   PingSocket: new (opts: PingSocketOptions) => NativePingSocket;
+  /**
+   * Sends descriptor `fd` with `token` (32 lowercase hex digits) as one datagram with SCM_RIGHTS
+   * to the unix datagram socket at `path`. Never blocks: throws an Error with `code` (EAGAIN when
+   * the receiver's queue is full, ENOENT/ECONNREFUSED when nobody is bound there, EBADF for `fd`).
+   */
+  sendFd(path: string, token: string, fd: number): void;
+  /**
+   * A unix datagram socket bound at `path` (a dead socket there is replaced; a live one or any
+   * other file is refused with EADDRINUSE / EEXIST; the caller sets the umask),
+   * polled: `onReadable` runs when messages are queued (false on a poll error).
+   */
+  FdInbox: new (opts: { path: string; onReadable: (ok: boolean) => void }) => NativeFdInbox;
+  /** Address and link changes (RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR), polled unref'd. */
+  AddrWatch: new (opts: AddrWatchOptions) => NativeAddrWatch;
+  /** Every address of the calling thread's namespace (netlink dump), also on down or carrier-less links. */
+  dumpAddrs(): KernelAddr[];
+  /**
+   * Takes flock(LOCK_EX|LOCK_NB) on `path` (created 0600, never through a symlink) and writes
+   * this process's pid into it: `{ fd }` (keep it open; the kernel releases the lock when the
+   * process dies), or `{ holder }` (what the holder wrote, its pid) when another process has it.
+   */
+  lockFile(path: string): { fd: number } | { holder: string };
 }

@@ -3,7 +3,7 @@
  * re-attaches to), inside the VM's namespace when one is given. The device is made persistent
  * so that it outlives the daemon: a restarted daemon re-attaches to the same device and the VM
  * (or whatever holds the other side) keeps its link. Only `close({ remove: true })` — detach —
- * deletes it.
+ * deletes it, and only if mvnet created it (a TAP that was there before is given back as it was).
  *
  * With `vnetHdr`, every frame in both directions starts with a 10-byte virtio_net_hdr and the
  * kernel may hand us TSO super-frames and frames with partial checksums (TUNSETOFFLOAD).
@@ -11,14 +11,14 @@
 import { deviceMacBytes } from '../native/device-port.js';
 import { netnsPath } from '../native/index.js';
 import { PersistentTunPort, openPersistentTun } from '../native/tun-port.js';
-import type { PortContext, PortDriver, PortSpec } from '../types.js';
+import type { DeviceRecord, PortContext, PortDriver, PortSpec } from '../types.js';
 import { maxFrameFor } from '../types.js';
 
 type Spec = Extract<PortSpec, { kind: 'tap' }>;
 
 class TapPort extends PersistentTunPort {
-  constructor(ifname: string, netns: string | undefined, fd: number, vnetHdr: boolean, ctx: PortContext) {
-    super(ifname, netns, fd, true, { kind: 'tap', layer: 2, maxFrame: maxFrameFor(ctx.mtu), vnet: vnetHdr ? 'pass' : 'none', log: ctx.log });
+  constructor(ifname: string, netns: string | undefined, fd: number, device: DeviceRecord, vnetHdr: boolean, ctx: PortContext) {
+    super(ifname, netns, fd, true, device, { kind: 'tap', layer: 2, maxFrame: maxFrameFor(ctx.mtu), vnet: vnetHdr ? 'pass' : 'none', log: ctx.log });
   }
 }
 
@@ -32,7 +32,7 @@ export const tapDriver: PortDriver<Spec> = {
       { name: spec.ifname, tap: true, vnetHdr, multiQueue: spec.multiQueue ?? false, netns },
       ctx,
       mac,
-      (name, fd) => new TapPort(name, netns, fd, vnetHdr, ctx),
+      (name, fd, device) => new TapPort(name, netns, fd, device, vnetHdr, ctx),
       { vnetHdr },
     );
   },

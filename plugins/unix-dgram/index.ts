@@ -3,19 +3,23 @@
  * per datagram — QEMU's `-netdev dgram,local.type=unix,local.path=PEER,remote.type=unix,
  * remote.path=PATH`. Frames go to PEER when given, otherwise to whoever sent us the last
  * datagram (QEMU sends from its bound local path), so the port waits for the VM's first
- * datagram before it can send.
+ * datagram before it can send. PATH is made by common/socket-path.ts (never over a live socket
+ * or through a symlink; only that file is removed at detach); PEER must be a socket if it exists.
  */
 import fs from 'node:fs';
 import { DevicePort } from '../native/device-port.js';
 import { native } from '../native/index.js';
 import type { PortContext, PortDriver, PortSpec, PortStatus } from '../types.js';
 import { maxFrameFor } from '../types.js';
+import { checkPeerSocket, createSocketAt, removeOwnSocket, type FileId } from '../common/socket-path.js';
 
 type Spec = Extract<PortSpec, { kind: 'dgram' }>;
 
 class DgramPort extends DevicePort {
   constructor(
-    private readonly path: string,
+    path: string,
+    /** Where the socket was made (its directory's real path) and which file it is. */
+    private readonly made: { path: string; id: FileId },
     fd: number,
     ctx: PortContext,
   ) {
@@ -53,25 +57,26 @@ class DgramPort extends DevicePort {
   }
 
   protected override afterClose(remove: boolean): void {
-    if (!remove) return;
-    try {
-      if (fs.lstatSync(this.path).isSocket()) fs.rmSync(this.path, { force: true });
-    } catch {
-      // already gone
-    }
+    if (remove) removeOwnSocket(this.made.path, this.made.id);
   }
 }
 
 export const dgramDriver: PortDriver<Spec> = {
   kind: 'dgram',
   async open(spec, ctx) {
-    const { fd } = native.openUnixDgram({ path: spec.path });
+    if (spec.peer !== undefined) checkPeerSocket(spec.peer);
+    const made = await createSocketAt(
+      spec.path,
+      ctx.socketGid,
+      (tmp) => native.openUnixDgram({ path: tmp }).fd,
+      (fd) => fs.closeSync(fd),
+    );
     let port: DgramPort;
     try {
-      port = new DgramPort(spec.path, fd, ctx);
+      port = new DgramPort(spec.path, { path: made.path, id: made.id }, made.value, ctx);
     } catch (err) {
-      fs.closeSync(fd);
-      fs.rmSync(spec.path, { force: true });
+      fs.closeSync(made.value);
+      removeOwnSocket(made.path, made.id);
       throw err;
     }
     if (spec.peer !== undefined) port.setPeer(spec.peer);

@@ -252,7 +252,9 @@ describe('native tun/tap', () => {
     expect(port.status().state).toBe('down');
     expect(await ns.link(name)).toBeDefined(); // persistent: kept for a restarted daemon
 
-    const restored = await tapDriver.open(spec, ctx(1400, true));
+    // The daemon hands a restored port the record saved at attach: mvnet created this one.
+    expect(port.owned).toEqual({ created: true });
+    const restored = await tapDriver.open(spec, { ...ctx(1400, true), owned: port.owned! });
     expect(restored.status().state).toBe('up');
     await restored.close({ remove: true });
     expect(await ns.link(name)).toBeUndefined();
@@ -331,8 +333,54 @@ describe('native tun', () => {
 
     await port.close();
     expect(await ns.link(name)).toBeDefined();
-    const restored = await tunDriver.open(spec, ctx(1400, true));
+    expect(port.owned).toEqual({ created: true });
+    const restored = await tunDriver.open(spec, { ...ctx(1400, true), owned: port.owned! });
     await restored.close({ remove: true });
     expect(await ns.link(name)).toBeUndefined();
+  });
+});
+
+describe('devices mvnet did not create', () => {
+  it('tap driver: a foreign persistent TAP is configured for the network and given back as it was at detach', async () => {
+    const ns = await makeNs('tapf');
+    const name = uniqueName('mvnaf');
+    await ns.exec(['ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap']);
+    await ns.exec(['ip', 'link', 'set', 'dev', name, 'mtu', '1300', 'address', VM_MAC]);
+    const port = await tapDriver.open({ kind: 'tap', ifname: name, netns: ns.name, mac: TAP_MAC }, ctx(1400));
+    expect(port.owned).toEqual({ created: false, was: { mtu: 1300, mac: VM_MAC, up: false } });
+    const link = await ns.link(name);
+    expect(link).toMatchObject({ mtu: 1400, address: TAP_MAC });
+    expect(link?.flags).toContain('UP');
+    await port.close({ remove: true });
+    const after = await ns.link(name);
+    expect(after).toMatchObject({ mtu: 1300, address: VM_MAC });
+    expect(after?.flags).not.toContain('UP');
+  });
+
+  it('tun driver: a foreign TUN keeps existing with its MTU; one that was up stays up', async () => {
+    const ns = await makeNs('tunf');
+    const name = uniqueName('mvnaf');
+    await ns.exec(['ip', 'tuntap', 'add', 'dev', name, 'mode', 'tun']);
+    await ns.exec(['ip', 'link', 'set', 'dev', name, 'mtu', '1280', 'up']);
+    const port = await tunDriver.open({ kind: 'tun', ifname: name, netns: ns.name }, ctx(1400));
+    expect(port.owned).toEqual({ created: false, was: { mtu: 1280 } });
+    expect((await ns.link(name))?.mtu).toBe(1400);
+    await port.close({ remove: true });
+    const after = await ns.link(name);
+    expect(after?.mtu).toBe(1280);
+    expect(after?.flags).toContain('UP');
+  });
+
+  it('linkInfo reads MTU, MAC, up and loopback', async () => {
+    const ns = await makeNs('li');
+    const lo = native.linkInfo('lo', ns.path);
+    expect(lo).toMatchObject({ loopback: true, up: true });
+    const name = uniqueName('mvnaf');
+    await ns.exec(['ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap']);
+    await ns.exec(['ip', 'link', 'set', 'dev', name, 'mtu', '1234', 'address', VM_MAC]);
+    const info = native.linkInfo(name, ns.path);
+    expect(info).toMatchObject({ mtu: 1234, up: false, loopback: false });
+    expect(macBytes(VM_MAC).equals(info.mac)).toBe(true);
+    expect(() => native.linkInfo('nosuchlink0', ns.path)).toThrow(/SIOCGIFMTU/);
   });
 });

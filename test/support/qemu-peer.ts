@@ -398,6 +398,38 @@ export class QemuStreamClient extends StreamPeer {
   }
 }
 
+/**
+ * QEMU `-netdev stream,addr.type=fd,addr.str=N` (or `-netdev socket,fd=N`): one end of a
+ * connected stream (a socketpair) whose other end the daemon holds (`mvnet vm attach --fd N`).
+ */
+export class QemuFdPeer extends StreamPeer {
+  private readonly unregister: () => Promise<void>;
+
+  private constructor(sock: net.Socket) {
+    super();
+    this.adopt(sock);
+    this.unregister = registerCleanup(
+      'qemu fd peer',
+      async () => this.closeNow(),
+      () => this.closeNow(),
+    );
+  }
+
+  /** Takes over `sock`, our end of the pair. */
+  static adopt(sock: net.Socket): QemuFdPeer {
+    return new QemuFdPeer(sock);
+  }
+
+  async close(): Promise<void> {
+    await this.unregister();
+  }
+
+  private closeNow(): void {
+    this.sock?.destroy();
+    this.frames.end();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Datagram peer (native addon)
 

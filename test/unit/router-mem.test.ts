@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dissect } from '../../daemon/gateway/dissect.js';
 import type { Route } from '../../daemon/routes/route.js';
+import type { NetworkSpec } from '../../daemon/state/model.js';
 import { ARP_REPLY, ARP_REQUEST, encodeArp } from '../../daemon/wire/arp.js';
 import { BOOTREQUEST, DHCPACK, DHCPDISCOVER, DHCPOFFER, DHCPREQUEST, encodeDhcpv4, parseDhcpv4, type Dhcpv4Message, type Dhcpv4Options } from '../../daemon/wire/dhcpv4.js';
 import {
@@ -23,9 +24,11 @@ import {
   type DnsMessage,
   type DnsRecord,
 } from '../../daemon/wire/dns.js';
-import { encodeEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../daemon/wire/ethernet.js';
+import { encodeEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from '../../daemon/wire/ethernet.js';
 import { encodeIcmpv4 } from '../../daemon/wire/icmpv4.js';
-import { encodeIpv4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, type Ipv4Packet } from '../../daemon/wire/ipv4.js';
+import { encodeIcmpv6 } from '../../daemon/wire/icmpv6.js';
+import { encodeIpv6 } from '../../daemon/wire/ipv6.js';
+import { encodeIpv4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, type Ipv4Packet } from '../../daemon/wire/ipv4.js';
 import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
 import { encodeTcp, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpOptions, type TcpSegment } from '../../daemon/wire/tcp.js';
 import { encodeUdp, type UdpDatagram } from '../../daemon/wire/udp.js';
@@ -34,6 +37,10 @@ import { faults, setFaultReporter } from '../../daemon/errors.js';
 import { GW, GW_MAC, OUT, OUT2, RouterLab, SPEC, UPSTREAM_ANSWER, ip, type ServerEnd } from '../support/router-lab.js';
 
 class Lab extends RouterLab {
+  constructor(spec: NetworkSpec = SPEC) {
+    super({ spec });
+  }
+
   /** `vm attach`: a port on the switch, the router told, reservations refreshed. */
   attach(name: string, o: { mac: number; fixedMac?: boolean; ip?: string; route?: Route }): Vm {
     const v = this.attachPort(name, o);
@@ -578,6 +585,68 @@ describe('router in memory: source addresses', () => {
     vm3.send(vm3.ping(GW, 9, { src: ip('10.1.0.31') }));
     await vm3.barrier();
     expect(lab.router.counters.spoofed - before).toBe(1);
+  });
+});
+
+describe('router in memory: IPv6 source addresses', () => {
+  const GW6 = Buffer.from('fd000001000000000000000000000001', 'hex'); // fd00:1::1
+  const a6 = (iid: string): Buffer => Buffer.from(`fd00000100000000${iid}`, 'hex');
+  /** fd00:1:: with the EUI-64 identifier of `mac`. */
+  const eui64 = (mac: number): Buffer => {
+    const m = Buffer.alloc(6);
+    m.writeUIntBE(mac, 0, 6);
+    return a6(Buffer.from([m[0]! ^ 2, m[1]!, m[2]!, 0xff, 0xfe, m[3]!, m[4]!, m[5]!]).toString('hex'));
+  };
+  const ping6 = (vm: Vm, src: Buffer, seq: number): Buffer => {
+    const icmp = encodeIcmpv6({ kind: 'echo-request', id: 0x4d56, seq, data: Buffer.from('mem6') }, { version: 6, src, dst: GW6 });
+    return vm.eth(GW_MAC, ETHERTYPE_IPV6, encodeIpv6({ trafficClass: 0, flowLabel: 0, hopLimit: 64, src, dst: GW6, protocol: IPPROTO_ICMPV6, payload: icmp }));
+  };
+  const isEchoReply6 = (f: Buffer): boolean => f.readUInt16BE(12) === ETHERTYPE_IPV6 && f[14 + 6] === IPPROTO_ICMPV6 && f[14 + 40] === 129;
+
+  /** Sends an echo request from `src`; true when the gateway answered, false when it counted a spoofed packet. */
+  async function tryFrom(vm: Vm, src: Buffer, seq: number): Promise<boolean> {
+    const before = lab.router.counters.spoofed;
+    vm.send(ping6(vm, src, seq));
+    await vm.barrier();
+    const answered = vm.port.take(isEchoReply6).length > 0;
+    expect(answered !== (lab.router.counters.spoofed > before), `answered ${answered}, spoofed ${lab.router.counters.spoofed - before}`).toBe(true);
+    return answered;
+  }
+
+  it('holds each IPv6 source to the VM that used it first, and a VM\'s SLAAC address to it before it speaks', async () => {
+    lab.close();
+    lab = new Lab({ ...SPEC, ipv6: 'fd00:1::/64' });
+    const vm1 = lab.attach('vm1', { mac: MAC1 });
+    const vm2 = lab.attach('vm2', { mac: MAC2 });
+    const vm3 = lab.attach('vm3', { mac: MAC3 });
+    expect(await tryFrom(vm1, a6('0000000000000010'), 1)).toBe(true);
+    // Another VM's address in use, and one outside the prefix.
+    expect(await tryFrom(vm2, a6('0000000000000010'), 2)).toBe(false);
+    expect(await tryFrom(vm2, Buffer.from('fd990000000000000000000000000005', 'hex'), 3)).toBe(false);
+    // vm3's SLAAC address, although vm3 has not sent from it yet; then vm3 itself may.
+    expect(await tryFrom(vm2, eui64(MAC3), 4)).toBe(false);
+    expect(await tryFrom(vm3, eui64(MAC3), 5)).toBe(true);
+    // vm2's own (a privacy address, then its SLAAC one) work, and keep working for vm1.
+    expect(await tryFrom(vm2, a6('00000000000000a2'), 6)).toBe(true);
+    expect(await tryFrom(vm2, eui64(MAC2), 7)).toBe(true);
+    expect(await tryFrom(vm1, a6('0000000000000010'), 8)).toBe(true);
+    // Once vm1 is gone, its address is free.
+    lab.router.vmDetached('vm1', MAC1);
+    expect(await tryFrom(vm2, a6('0000000000000010'), 9)).toBe(true);
+  });
+
+  it('a VM holds at most 32 IPv6 sources: a flood of new ones frees its own oldest, never another VM\'s', async () => {
+    lab.close();
+    lab = new Lab({ ...SPEC, ipv6: 'fd00:1::/64' });
+    const vm1 = lab.attach('vm1', { mac: MAC1 });
+    const vm2 = lab.attach('vm2', { mac: MAC2 });
+    expect(await tryFrom(vm1, a6('0000000000000011'), 1)).toBe(true);
+    for (let i = 0; i < 40; i++) vm2.send(ping6(vm2, a6(`00000000000100${i.toString(16).padStart(2, '0')}`), 100 + i));
+    await vm2.barrier();
+    vm2.port.take(isEchoReply6);
+    expect(await tryFrom(vm2, a6('0000000000000011'), 2)).toBe(false);
+    // vm2's first sources were released: vm1 may take one now.
+    expect(await tryFrom(vm1, a6('0000000000010000'), 3)).toBe(true);
   });
 });
 

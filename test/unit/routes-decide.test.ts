@@ -69,7 +69,8 @@ function placeView(hostLoopback: boolean): PlaceView {
   return {
     forbidden: (dst) => same(dst, LOOP4) || same(dst, LOOP6),
     isGateway: (dst) => same(dst, GW4) || same(dst, GW6),
-    hostLoopback,
+    // Every port listed: which ports are is asked below ("hostLoopback: only the listed ports").
+    hostLoopback: () => hostLoopback,
   };
 }
 
@@ -394,6 +395,29 @@ describe('decide: README promises, read across the table', () => {
 
   it('Tor isolation: every Tor verdict carries the VM as its identity', () => {
     for (const c of verdicts) if (c.v.kind === 'tor') expect(c.v.identity).toBe(VM);
+  });
+});
+
+describe('decide: hostLoopback exposes only the listed ports', () => {
+  const only22: PlaceView = { ...placeView(true), hostLoopback: (port) => port === 22 };
+  const at = (route: RouteName, flow: Flow): Verdict => decide(VM, COMPILED[route], TORS.ready, only22, flow);
+
+  it('a listed port reaches the host loopback, another is a closed gateway port (TCP and UDP, IPv4 and IPv6)', () => {
+    for (const route of ['direct', 'direct+tor'] as const) {
+      expect(at(route, tcp(GW4, 22))).toStrictEqual(HOST_LO);
+      expect(at(route, tcp(GW6, 22))).toStrictEqual(HOST_LO);
+      expect(at(route, udp(GW4, 22))).toStrictEqual(HOST_LO);
+      expect(at(route, tcp(GW4, 23))).toStrictEqual(GW_CLOSED);
+      expect(at(route, tcp(GW6, 9050))).toStrictEqual(GW_CLOSED);
+      expect(at(route, udp(GW4, 123))).toStrictEqual(GW_DROP);
+    }
+    // The allow-list still applies on top (it names 10.0.0.1:22 only).
+    expect(at('direct+allow', tcp(GW4, 22))).toStrictEqual(HOST_LO);
+    expect(at('direct+allow', tcp(GW6, 22))).toStrictEqual(GW_CLOSED);
+  });
+
+  it('DNS on the gateway is not a host-loopback port', () => {
+    expect(at('direct', tcp(GW4, 53))).toStrictEqual(LOCAL_DNS);
   });
 });
 

@@ -29,6 +29,12 @@ namespace mvnet {
 
 // ping.cc: openPing and the PingSocket class.
 napi_value DefinePingExports(napi_env env, napi_value exports);
+// fdpass.cc: sendFd and the FdInbox class.
+napi_value DefineFdPassExports(napi_env env, napi_value exports);
+// netlink.cc: the AddrWatch class (host address changes).
+napi_value DefineNetlinkExports(napi_env env, napi_value exports);
+// lock.cc: lockFile.
+napi_value DefineLockExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -77,9 +83,14 @@ std::string InNs(const std::string& netns) { return netns.empty() ? "" : " in " 
 // Enters `netns` or throws.
 bool EnterNs(napi_env env, NetnsScope* scope, const std::string& netns) {
   const char* what = "";
-  int err = scope->Enter(netns, &what);
+  std::string why;
+  int err = scope->Enter(netns, &what, &why);
   if (err != 0) {
-    ThrowErrno(env, err, what, netns);
+    if (!why.empty()) {
+      ThrowPlain(env, why);
+    } else {
+      ThrowErrno(env, err, what, netns);
+    }
     return false;
   }
   return true;
@@ -173,7 +184,7 @@ napi_value OpenTun(napi_env env, napi_callback_info info) {
   if (mq) flags |= IFF_MULTI_QUEUE;
 
   std::string kernel_name;
-  bool created = false;
+  bool created = false, persistent = false;
   int out_fd = -1;
   {
     NetnsScope ns;
@@ -204,6 +215,16 @@ napi_value OpenTun(napi_env env, napi_callback_info info) {
         }
       }
     }
+    // Whether someone made the device persistent before us: it is theirs to keep so.
+    struct ifreq got;
+    std::memset(&got, 0, sizeof(got));
+    if (ioctl(attached.get(), TUNGETIFF, &got) != 0) {
+      int err = errno;
+      ns.Leave();
+      ThrowErrno(env, err, "TUNGETIFF", name);
+      return nullptr;
+    }
+    persistent = (got.ifr_flags & IFF_PERSIST) != 0;
     out_fd = attached.release();
   }
   Fd fd(out_fd);
@@ -211,7 +232,7 @@ napi_value OpenTun(napi_env env, napi_callback_info info) {
   napi_value obj;
   MVNET_CALL(env, napi_create_object(env, &obj));
   if (!SetNumber(env, obj, "fd", fd.get()) || !SetString(env, obj, "name", kernel_name) ||
-      !SetBool(env, obj, "created", created)) {
+      !SetBool(env, obj, "created", created) || !SetBool(env, obj, "persistent", persistent)) {
     return nullptr;
   }
   fd.release();
@@ -319,6 +340,10 @@ napi_value ConfigureLink(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// linkInfo(name, netns?) -> { mtu, mac, up, loopback }: what configureLink would change, read
+// first so that a device mvnet did not create can be given back as it was.
+napi_value LinkInfo(napi_env env, napi_callback_info info);
+
 bool GetNameAndNs(napi_env env, napi_value* argv, size_t name_idx, size_t ns_idx, std::string* name,
                   std::string* netns) {
   if (!GetStringArg(env, argv[name_idx], "name", name) || !CheckIfName(env, *name)) return false;
@@ -341,6 +366,51 @@ napi_value IfIndex(napi_env env, napi_callback_info info) {
   napi_value r;
   MVNET_CALL(env, napi_create_uint32(env, idx, &r));
   return r;
+}
+
+napi_value LinkInfo(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc;
+  std::string name, netns;
+  if (!GetArgs(env, info, 2, argv, &argc) || !GetNameAndNs(env, argv, 0, 1, &name, &netns)) return nullptr;
+  int mtu = 0;
+  short flags = 0;
+  unsigned char mac[6] = {0, 0, 0, 0, 0, 0};
+  {
+    NetnsScope ns;
+    if (!EnterNs(env, &ns, netns)) return nullptr;
+    Fd sock(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    struct ifreq ifr;
+    auto reset = [&]() {
+      std::memset(&ifr, 0, sizeof(ifr));
+      std::memcpy(ifr.ifr_name, name.data(), name.size());
+    };
+    auto fail = [&](int err, const char* what) {
+      ns.Leave();
+      ThrowErrno(env, err, what, name + InNs(netns));
+      return nullptr;
+    };
+    if (sock.get() < 0) return fail(errno, "socket");
+    reset();
+    if (ioctl(sock.get(), SIOCGIFMTU, &ifr) != 0) return fail(errno, "SIOCGIFMTU");
+    mtu = ifr.ifr_mtu;
+    reset();
+    if (ioctl(sock.get(), SIOCGIFFLAGS, &ifr) != 0) return fail(errno, "SIOCGIFFLAGS");
+    flags = ifr.ifr_flags;
+    reset();
+    if (ioctl(sock.get(), SIOCGIFHWADDR, &ifr) != 0) return fail(errno, "SIOCGIFHWADDR");
+    std::memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+  }
+  napi_value obj, buf;
+  void* data = nullptr;
+  MVNET_CALL(env, napi_create_object(env, &obj));
+  MVNET_CALL(env, napi_create_buffer_copy(env, 6, mac, &data, &buf));
+  MVNET_CALL(env, napi_set_named_property(env, obj, "mac", buf));
+  if (!SetNumber(env, obj, "mtu", mtu) || !SetBool(env, obj, "up", (flags & IFF_UP) != 0) ||
+      !SetBool(env, obj, "loopback", (flags & IFF_LOOPBACK) != 0)) {
+    return nullptr;
+  }
+  return obj;
 }
 
 // removeTun(name, tap, netns?)
@@ -489,9 +559,67 @@ napi_value OpenUnixDgram(napi_env env, napi_callback_info info) {
     ThrowErrno(env, errno, "bind", path);
     return nullptr;
   }
-  chmod(path.c_str(), 0660);
+  // No chmod here: chmod(path) would follow a symlink swapped in after bind. The caller sets the
+  // mode through a descriptor that pins the file (plugins/common/socket-path.ts).
   napi_value r = MakeFdResult(env, fd.get());
   if (r) fd.release();
+  return r;
+}
+
+// openUnixListener({ path }) -> { fd }: a non-blocking listening unix stream socket bound at
+// path (which must not exist). Node adopts it with server.listen({ fd }); unlike a socket Node
+// binds itself, closing it never unlinks a path (which may by then name someone else's file).
+napi_value OpenUnixListener(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc;
+  if (!GetArgs(env, info, 1, argv, &argc) || !GetOptionsObject(env, argv[0])) return nullptr;
+  std::string path;
+  if (!GetStringProp(env, argv[0], "path", true, &path)) return nullptr;
+  struct sockaddr_un sun;
+  if (path.empty() || path.size() >= sizeof(sun.sun_path) || path.find('\0') != std::string::npos) {
+    ThrowType(env, "socket path must be 1-107 bytes: '" + path + "'");
+    return nullptr;
+  }
+  std::memset(&sun, 0, sizeof(sun));
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path, path.data(), path.size());
+  socklen_t sun_len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size() + 1);
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) {
+    ThrowErrno(env, errno, "socket(AF_UNIX)", "");
+    return nullptr;
+  }
+  if (bind(fd.get(), reinterpret_cast<struct sockaddr*>(&sun), sun_len) != 0) {
+    ThrowErrno(env, errno, "bind", path);
+    return nullptr;
+  }
+  if (listen(fd.get(), 128) != 0) {
+    ThrowErrno(env, errno, "listen", path);
+    return nullptr;
+  }
+  napi_value r = MakeFdResult(env, fd.get());
+  if (r) fd.release();
+  return r;
+}
+
+// isPlainFrame(frame: Buffer, vnetHdrLen: number): boolean — cut-through's classification.
+napi_value IsPlainFrameJs(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc;
+  if (!GetArgs(env, info, 2, argv, &argc)) return nullptr;
+  bool is_buf = false;
+  MVNET_CALL(env, napi_is_buffer(env, argv[0], &is_buf));
+  uint32_t h = 0;
+  if (!is_buf || napi_get_value_uint32(env, argv[1], &h) != napi_ok || h > 64) {
+    ThrowType(env, "isPlainFrame(frame: Buffer, vnetHdrLen: 0..64)");
+    return nullptr;
+  }
+  void* data = nullptr;
+  size_t len = 0;
+  MVNET_CALL(env, napi_get_buffer_info(env, argv[0], &data, &len));
+  bool plain = len <= UINT32_MAX && IsPlainFrame(static_cast<const uint8_t*>(data), h, static_cast<uint32_t>(len));
+  napi_value r;
+  MVNET_CALL(env, napi_get_boolean(env, plain, &r));
   return r;
 }
 
@@ -502,14 +630,20 @@ napi_value Init(napi_env env, napi_value exports) {
       {"configureLink", nullptr, ConfigureLink, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"ifIndex", nullptr, IfIndex, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"removeTun", nullptr, RemoveTun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"linkInfo", nullptr, LinkInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openPacket", nullptr, OpenPacket, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openUnixDgram", nullptr, OpenUnixDgram, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"openUnixListener", nullptr, OpenUnixListener, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"isPlainFrame", nullptr, IsPlainFrameJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   MVNET_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
   napi_value device_class = DefineDeviceClass(env);
   if (!device_class) return nullptr;
   MVNET_CALL(env, napi_set_named_property(env, exports, "Device", device_class));
   if (!DefinePingExports(env, exports)) return nullptr;
+  if (!DefineFdPassExports(env, exports)) return nullptr;
+  if (!DefineNetlinkExports(env, exports)) return nullptr;
+  if (!DefineLockExports(env, exports)) return nullptr;
   return exports;
 }
 

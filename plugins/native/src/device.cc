@@ -79,23 +79,51 @@ inline uint64_t ReadMac(const uint8_t* p) {
          (static_cast<uint64_t>(p[4]) << 8) | static_cast<uint64_t>(p[5]);
 }
 
-// The switch's RA guard and DHCP-server guard (daemon/switch/network.ts isRogueService), on a
-// frame of `len` bytes whose Ethernet header starts at `h`.
-bool IsRogueService(const uint8_t* f, uint32_t h, uint32_t len) {
-  uint32_t type = (static_cast<uint32_t>(f[h + 12]) << 8) | f[h + 13];
-  if (type == 0x86dd) {
-    if (len < h + 14 + 41 || f[h + 14 + 6] != 58) return false;
-    uint8_t t = f[h + 14 + 40];
-    return t == 134 || t == 137;
-  }
+}  // namespace
+
+// Whether a frame (Ethernet header at `h`, `len` bytes in all) is plainly none of the frames
+// the switch's rogue-router/DHCP guard looks at (daemon/switch/guard.ts): only such frames are
+// cut through; everything else goes to the switch, which runs the guard. So the guard has one
+// implementation, and this is a conservative subset of "passes the guard" (checked by a
+// differential test, test/unit/switch-guard.test.ts). Plain: unfragmented IPv4 TCP, UDP
+// with no port in 67/68, and ICMP but redirect and router advertisement; IPv6 with TCP, UDP with
+// no port in 546/547, or ICMPv6 echo request/reply right after the fixed header (any extension
+// header, other ICMPv6, ARP, VLAN tag or other EtherType is not plain).
+bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len) {
+  if (len < h + 14) return false;
+  const uint8_t* e = f + h;
+  const uint32_t n = len - h - 14;  // bytes after the Ethernet header
+  const uint32_t type = (static_cast<uint32_t>(e[12]) << 8) | e[13];
+  const uint8_t* ip = e + 14;
   if (type == 0x0800) {
-    if (len < h + 14 + 24 || f[h + 14 + 9] != 17) return false;
-    uint32_t ihl = (f[h + 14] & 0x0f) * 4u;
-    if (len < h + 14 + ihl + 2) return false;
-    return ((static_cast<uint32_t>(f[h + 14 + ihl]) << 8) | f[h + 14 + ihl + 1]) == 67;
+    if (n < 20 || (ip[0] >> 4) != 4) return false;
+    const uint32_t ihl = (ip[0] & 0x0fu) * 4u;
+    if (ihl < 20 || n < ihl) return false;
+    if ((((static_cast<uint32_t>(ip[6]) << 8) | ip[7]) & 0x3fffu) != 0) return false;  // MF or offset
+    if (ip[9] == 6) return true;
+    if (ip[9] != 17 && ip[9] != 1) return false;
+    const uint32_t total = (static_cast<uint32_t>(ip[2]) << 8) | ip[3];
+    if (total < ihl + 8 || total > n) return false;
+    if (ip[9] == 1) return ip[ihl] != 5 && ip[ihl] != 9;  // ICMP but redirect, router advertisement
+    const uint32_t sport = (static_cast<uint32_t>(ip[ihl]) << 8) | ip[ihl + 1];
+    const uint32_t dport = (static_cast<uint32_t>(ip[ihl + 2]) << 8) | ip[ihl + 3];
+    return sport != 67 && sport != 68 && dport != 67 && dport != 68;
+  }
+  if (type == 0x86dd) {
+    if (n < 40 || (ip[0] >> 4) != 6) return false;
+    if (ip[6] == 6) return true;
+    if (ip[6] != 17 && ip[6] != 58) return false;
+    const uint32_t plen = (static_cast<uint32_t>(ip[4]) << 8) | ip[5];
+    if (plen < 8 || plen > n - 40) return false;
+    if (ip[6] == 58) return ip[40] == 128 || ip[40] == 129;  // echo request, reply
+    const uint32_t sport = (static_cast<uint32_t>(ip[40]) << 8) | ip[41];
+    const uint32_t dport = (static_cast<uint32_t>(ip[42]) << 8) | ip[43];
+    return sport != 546 && sport != 547 && dport != 546 && dport != 547;
   }
   return false;
 }
+
+namespace {
 
 class Device;
 
@@ -859,7 +887,7 @@ uint32_t Device::Write(const iovec* frames, size_t n) {
 // then forwarded by ReadBatch itself, in order, for as long as each is one the switch would
 // forward to a known member unchanged (Route): it passes the port's receive checks, is unicast
 // from the member's own MAC to a MAC in the Fib (not the gateway, not itself), is no
-// RA/DHCP-server frame, and passes the destination port's send checks with the same vnet header
+// plain frame (IsPlainFrame: nothing the switch's guard looks at), and passes the destination port's send checks with the same vnet header
 // length. The first frame that is anything else ends cut-through for the batch: it and the rest
 // go to JS (onRead(count, start)), so per-destination order is kept. The switch's bookkeeping
 // (counters, MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_),
@@ -888,7 +916,7 @@ Device* Device::Route(const uint8_t* f, uint32_t len, uint64_t now) const {
   if (len < h + kMinFrame || (h == 0 && len > fib_->max_frame_)) return nullptr;
   const uint8_t* eth = f + h;
   if ((eth[6] & 1) != 0 || ReadMac(eth + 6) != sw_mac_) return nullptr;
-  if (IsRogueService(f, h, len)) return nullptr;
+  if (!IsPlainFrame(f, h, len)) return nullptr;  // the switch's guard judges it
   if ((eth[0] & 1) != 0) return nullptr;
   uint64_t dmac = ReadMac(eth);
   if (dmac == fib_->gateway_mac_) return nullptr;

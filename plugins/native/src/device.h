@@ -7,9 +7,15 @@
 
 #include <node_api.h>
 
+#include <cstdint>
+
 namespace mvnet {
 
 // Returns the constructor, or nullptr with a pending exception.
 napi_value DefineDeviceClass(napi_env env);
+
+// Whether cut-through may forward the frame as far as the switch's guard is concerned (see
+// device.cc). Exported to JS as isPlainFrame for the differential test against the guard.
+bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len);
 
 }  // namespace mvnet
