@@ -31,7 +31,7 @@ const NETS = ['a', 'b', 'lan', 'a', 'b', 'lan', 'A_b.c', 'x'.repeat(63), ''];
 const SUBNETS = ['10.9.0.0/24', '10.9.1.0/24', '10.9.0.0/16', '192.168.77.0/24', '10.9.0.5/24', '127.0.0.0/8', '224.0.0.0/4', '0.0.0.0/0', '10.9.0.0/31', '10.9.0.0/33', 'x'];
 const KINDS = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface', 'bogus'];
 const ROUTE_KINDS = ['none', 'direct', 'via', 'tor', 'bogus'];
-const METHODS = ['daemon.status', 'net.create', 'net.list', 'net.delete', 'vm.attach', 'vm.detach', 'vm.list', 'route.set', 'route.show', 'tor.status', 'tor.newnym', 'onion.list', 'onion.add', 'onion.remove', 'onion.expose', 'onion.unexpose', 'forward.add', 'forward.list', 'forward.remove', 'nope', '__proto__', 'constructor', 'toString'];
+const METHODS = ['daemon.status', 'net.create', 'net.list', 'net.delete', 'vm.attach', 'vm.detach', 'vm.list', 'route.set', 'route.show', 'route.clear', 'tor.status', 'tor.newnym', 'onion.list', 'onion.add', 'onion.remove', 'onion.expose', 'onion.unexpose', 'forward.add', 'forward.list', 'forward.remove', 'nope', '__proto__', 'constructor', 'toString'];
 
 /** Odd values for any field: wrong types, edges, huge and nested. */
 function oddValue(rng: Rng, depth = 0): unknown {
@@ -100,7 +100,9 @@ function params(rng: Rng, method: string): unknown {
     case 'route.show':
       return { name: maybe(rng, name), vm: maybe(rng, name) };
     case 'route.set':
-      return { vm: maybe(rng, name), route: maybe(rng, route(rng)) };
+      return { vm: maybe(rng, name), route: maybe(rng, route(rng)), create: rng.bool(0.5) ? maybe(rng, true) : undefined };
+    case 'route.clear':
+      return { vm: maybe(rng, name) };
     case 'tor.newnym':
       return rng.bool(0.3) ? { all: true } : { vm: maybe(rng, name) };
     case 'onion.add':
