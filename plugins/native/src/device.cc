@@ -291,22 +291,8 @@ class Device {
 };
 
 napi_value Device::New(napi_env env, napi_callback_info info) {
-  napi_value new_target;
-  MVNET_CALL(env, napi_get_new_target(env, info, &new_target));
-  if (new_target == nullptr) {
-    ThrowType(env, "Device must be called with new");
-    return nullptr;
-  }
-  size_t argc = 1;
-  napi_value argv[1], self;
-  MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, nullptr));
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) MVNET_CALL(env, napi_typeof(env, argv[0], &t));
-  if (t != napi_object) {
-    ThrowType(env, "new Device(options): options must be an object");
-    return nullptr;
-  }
-  napi_value opts = argv[0];
+  napi_value self, opts;
+  if (!ConstructorWithOptions(env, info, "Device", &self, &opts)) return nullptr;
   int32_t fd = -1;
   std::string mode;
   uint32_t slot = 0, batch = 0, qframes = 0, qbytes = 0, tx_hdr = 0;

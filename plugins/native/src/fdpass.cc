@@ -180,24 +180,11 @@ class FdInbox {
 };
 
 napi_value FdInbox::New(napi_env env, napi_callback_info info) {
-  napi_value new_target;
-  MVNET_CALL(env, napi_get_new_target(env, info, &new_target));
-  if (new_target == nullptr) {
-    ThrowType(env, "FdInbox must be called with new");
-    return nullptr;
-  }
-  size_t argc = 1;
-  napi_value argv[1], self;
-  MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, nullptr));
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) MVNET_CALL(env, napi_typeof(env, argv[0], &t));
-  if (t != napi_object) {
-    ThrowType(env, "new FdInbox(options): options must be an object");
-    return nullptr;
-  }
+  napi_value self, opts;
+  if (!ConstructorWithOptions(env, info, "FdInbox", &self, &opts)) return nullptr;
   std::string path;
   napi_value on_readable;
-  if (!GetStringProp(env, argv[0], "path", true, &path) || !GetFunctionProp(env, argv[0], "onReadable", &on_readable)) {
+  if (!GetStringProp(env, opts, "path", true, &path) || !GetFunctionProp(env, opts, "onReadable", &on_readable)) {
     return nullptr;
   }
   sockaddr_un sun;

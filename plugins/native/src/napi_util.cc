@@ -203,4 +203,24 @@ bool SetBool(napi_env env, napi_value obj, const char* key, bool v) {
   return true;
 }
 
+bool ConstructorWithOptions(napi_env env, napi_callback_info info, const char* cls, napi_value* self, napi_value* opts) {
+  napi_value new_target;
+  MVNET_CALL_B(env, napi_get_new_target(env, info, &new_target));
+  if (new_target == nullptr) {
+    ThrowType(env, std::string(cls) + " must be called with new");
+    return false;
+  }
+  size_t argc = 1;
+  napi_value argv[1];
+  MVNET_CALL_B(env, napi_get_cb_info(env, info, &argc, argv, self, nullptr));
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) MVNET_CALL_B(env, napi_typeof(env, argv[0], &t));
+  if (t != napi_object) {
+    ThrowType(env, std::string("new ") + cls + "(options): options must be an object");
+    return false;
+  }
+  *opts = argv[0];
+  return true;
+}
+
 }  // namespace mvnet

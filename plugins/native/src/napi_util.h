@@ -31,6 +31,10 @@ void ThrowLastError(napi_env env, const char* what);
 // Throws an Error with .code = "EXXX", .errno = -err, .syscall = syscall and a readable message.
 void ThrowErrno(napi_env env, int err, const std::string& syscall, const std::string& detail);
 void ThrowType(napi_env env, const std::string& message);
+
+// The start of every `new Class(options)` constructor: `this` and the options object. False
+// with a TypeError pending when called without `new` or without an options object.
+bool ConstructorWithOptions(napi_env env, napi_callback_info info, const char* cls, napi_value* self, napi_value* opts);
 void ThrowPlain(napi_env env, const std::string& message);
 bool IsExceptionPending(napi_env env);
 

@@ -70,23 +70,10 @@ class AddrWatch {
 };
 
 napi_value AddrWatch::New(napi_env env, napi_callback_info info) {
-  napi_value new_target;
-  MVNET_CALL(env, napi_get_new_target(env, info, &new_target));
-  if (new_target == nullptr) {
-    ThrowType(env, "AddrWatch must be called with new");
-    return nullptr;
-  }
-  size_t argc = 1;
-  napi_value argv[1], self;
-  MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, nullptr));
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) MVNET_CALL(env, napi_typeof(env, argv[0], &t));
-  if (t != napi_object) {
-    ThrowType(env, "new AddrWatch(options): options must be an object");
-    return nullptr;
-  }
+  napi_value self, opts;
+  if (!ConstructorWithOptions(env, info, "AddrWatch", &self, &opts)) return nullptr;
   napi_value on_change;
-  if (!GetFunctionProp(env, argv[0], "onChange", &on_change)) return nullptr;
+  if (!GetFunctionProp(env, opts, "onChange", &on_change)) return nullptr;
 
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (fd < 0) {
