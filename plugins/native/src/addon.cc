@@ -504,22 +504,30 @@ napi_value OpenPacket(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// openUnixDgram({ path }) -> { fd }
-napi_value OpenUnixDgram(napi_env env, napi_callback_info info) {
+// The `{ path }` option of the unix socket openers, as a bound address. False with a TypeError
+// pending when it is missing or does not fit sun_path.
+bool UnixPathOption(napi_env env, napi_callback_info info, std::string* path, struct sockaddr_un* sun, socklen_t* len) {
   napi_value argv[1];
   size_t argc;
-  if (!GetArgs(env, info, 1, argv, &argc) || !GetOptionsObject(env, argv[0])) return nullptr;
-  std::string path;
-  if (!GetStringProp(env, argv[0], "path", true, &path)) return nullptr;
-  struct sockaddr_un sun;
-  if (path.empty() || path.size() >= sizeof(sun.sun_path) || path.find('\0') != std::string::npos) {
-    ThrowType(env, "socket path must be 1-107 bytes: '" + path + "'");
-    return nullptr;
+  if (!GetArgs(env, info, 1, argv, &argc) || !GetOptionsObject(env, argv[0])) return false;
+  if (!GetStringProp(env, argv[0], "path", true, path)) return false;
+  if (path->empty() || path->size() >= sizeof(sun->sun_path) || path->find('\0') != std::string::npos) {
+    ThrowType(env, "socket path must be 1-107 bytes: '" + *path + "'");
+    return false;
   }
-  std::memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  std::memcpy(sun.sun_path, path.data(), path.size());
-  socklen_t sun_len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size() + 1);
+  std::memset(sun, 0, sizeof(*sun));
+  sun->sun_family = AF_UNIX;
+  std::memcpy(sun->sun_path, path->data(), path->size());
+  *len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path->size() + 1);
+  return true;
+}
+
+// openUnixDgram({ path }) -> { fd }
+napi_value OpenUnixDgram(napi_env env, napi_callback_info info) {
+  std::string path;
+  struct sockaddr_un sun;
+  socklen_t sun_len;
+  if (!UnixPathOption(env, info, &path, &sun, &sun_len)) return nullptr;
 
   // A socket file left by an earlier run is replaced; a live one (someone answers) is not.
   struct stat st;
@@ -570,20 +578,10 @@ napi_value OpenUnixDgram(napi_env env, napi_callback_info info) {
 // path (which must not exist). Node adopts it with server.listen({ fd }); unlike a socket Node
 // binds itself, closing it never unlinks a path (which may by then name someone else's file).
 napi_value OpenUnixListener(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  size_t argc;
-  if (!GetArgs(env, info, 1, argv, &argc) || !GetOptionsObject(env, argv[0])) return nullptr;
   std::string path;
-  if (!GetStringProp(env, argv[0], "path", true, &path)) return nullptr;
   struct sockaddr_un sun;
-  if (path.empty() || path.size() >= sizeof(sun.sun_path) || path.find('\0') != std::string::npos) {
-    ThrowType(env, "socket path must be 1-107 bytes: '" + path + "'");
-    return nullptr;
-  }
-  std::memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  std::memcpy(sun.sun_path, path.data(), path.size());
-  socklen_t sun_len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size() + 1);
+  socklen_t sun_len;
+  if (!UnixPathOption(env, info, &path, &sun, &sun_len)) return nullptr;
   Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) {
     ThrowErrno(env, errno, "socket(AF_UNIX)", "");
