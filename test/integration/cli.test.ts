@@ -46,6 +46,12 @@ describe('mvnet CLI', () => {
 
   afterAll(cleanupAll);
 
+  it('runs as a program on its own, as the README links it into PATH (run bit and shebang)', () => {
+    // Not through `node`: exactly what `ln -s dist/cli/main.js /usr/local/bin/mvnet` gives a user.
+    const out = execFileSync(CLI_JS, ['--socket', d.socket, '--json', 'net', 'list'], { encoding: 'utf8' });
+    expect(Array.isArray(JSON.parse(out))).toBe(true);
+  });
+
   describe('net', () => {
     it('creates a network with defaults (--json)', async () => {
       const n = await d.cliJson<NetInfo>(['net', 'create', 'A', '--subnet', '10.77.6.0/24']);
