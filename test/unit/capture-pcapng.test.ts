@@ -230,7 +230,7 @@ describe('pcapng files read by tshark and tcpdump', () => {
     expect(rows[2]!.slice(3, 5)).toEqual(['228', '228']);
   });
 
-  it('tshark decodes the raw-IP interface as IP and sees the section and interface headers', () => {
+  it('tshark decodes the raw-IP interface as IP', () => {
     requireTool('tshark');
     const file = writeMixed();
     const text = execFileSync('tshark', ['-n', '-r', file, '-Y', 'frame.interface_name == "tun1"', '-T', 'fields', '-E', 'separator=|', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'icmp.type', '-e', 'tcp.flags.syn'], {
@@ -238,6 +238,22 @@ describe('pcapng files read by tshark and tcpdump', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     expect(text.trimEnd().split('\n')).toEqual(['10.0.0.2|192.0.2.7|8|', '192.0.2.7|10.0.0.2|0|', '10.0.0.2|192.0.2.7||1']);
+  });
+
+  it('capinfos (with tshark, in wireshark-common) sees the section options, both interfaces and the statistics', () => {
+    requireTool('capinfos');
+    const file = writeMixed();
+    const text = execFileSync('capinfos', ['-M', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(text).toMatch(/Capture application: +mvnet 0\.0\.0-test\n/);
+    expect(text).toMatch(/Capture oper-sys: +Linux\n/);
+    expect(text).toMatch(/Number of packets: +8\n/);
+    expect(text).toMatch(/Strict time order: +True\n/);
+    const ifaces = text.split(/Interface #\d+ info:/).slice(1);
+    expect(ifaces).toHaveLength(2);
+    expect(ifaces[0]).toMatch(/Name = vm1\n\s+Description = port vm1\n\s+Encapsulation = Ethernet \(1 - ether\)\n\s+Capture length = 96\n\s+Time precision = nanoseconds \(9\)/);
+    expect(ifaces[0]).toMatch(/Number of stat entries = 1\n/);
+    expect(ifaces[1]).toMatch(/Name = tun1\n\s+Encapsulation = Raw IP \(7 - rawip\)\n\s+Capture length = 65535\n\s+Time precision = nanoseconds \(9\)/);
+    expect(ifaces[1]).toMatch(/Number of stat entries = 0\n/);
   });
 
   it('tcpdump reads an Ethernet capture with two interfaces', () => {
