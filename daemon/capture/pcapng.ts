@@ -84,32 +84,38 @@ function writeEndOfOpt(buf: Buffer, off: number): number {
   return off + 4;
 }
 
-/** Splits a 64-bit unsigned value into its high and low 32-bit halves. */
-function u64Halves(value: bigint | number, what: string): [hi: number, lo: number] {
+/** The high 32 bits of a 64-bit unsigned value, range-checked. Written as two scalar helpers
+ *  (not a tuple) so that the number path allocates nothing per packet. */
+function u64High(value: bigint | number, what: string): number {
   if (typeof value === 'bigint') {
     if (value < 0n || value >= 1n << 64n) throw new RangeError(`${what} out of range: ${value}`);
-    return [Number(value >> 32n), Number(value & 0xffff_ffffn)];
+    return Number(value >> 32n);
   }
-  // A number above 2^53 is still an exact integer; the division and remainder below stay exact.
+  // A number above 2^53 is still an exact integer; this division and the subtraction in u64Low
+  // stay exact.
   if (!Number.isInteger(value) || value < 0 || value >= 2 ** 64) {
     throw new RangeError(`${what} must be a non-negative integer below 2^64: ${value}`);
   }
-  const hi = Math.floor(value / TWO_32);
-  return [hi, value - hi * TWO_32];
+  return Math.floor(value / TWO_32);
+}
+
+/** The low 32 bits; call after u64High (which checked the range). */
+function u64Low(value: bigint | number, hi: number): number {
+  return typeof value === 'bigint' ? Number(value & 0xffff_ffffn) : value - hi * TWO_32;
 }
 
 /** An 8-byte unsigned value in the section's (little-endian) order. */
 function writeU64(buf: Buffer, off: number, value: bigint | number): void {
-  const [hi, lo] = u64Halves(value, 'counter');
-  buf.writeUInt32LE(lo, off);
+  const hi = u64High(value, 'counter');
+  buf.writeUInt32LE(u64Low(value, hi), off);
   buf.writeUInt32LE(hi, off + 4);
 }
 
 /** Timestamp fields: upper 32 bits first, then lower, each in the section's order. */
 function writeTimestamp(buf: Buffer, off: number, ns: bigint | number): void {
-  const [hi, lo] = u64Halves(ns, 'timestamp');
+  const hi = u64High(ns, 'timestamp');
   buf.writeUInt32LE(hi, off);
-  buf.writeUInt32LE(lo, off + 4);
+  buf.writeUInt32LE(u64Low(ns, hi), off + 4);
 }
 
 function startBlock(buf: Buffer, type: number, total: number): void {
@@ -223,14 +229,15 @@ export function epbLength(capLen: number, o?: PacketOptions): number {
 
 /**
  * Writes an Enhanced Packet Block for `data` (cut to `snaplen`) at `buf[off]`; returns the bytes
- * written (= epbLength). No allocation: the comment is encoded straight into `buf`.
+ * written (= epbLength). Allocates nothing when the timestamp is a number: the comment is encoded
+ * straight into `buf` (a bigint timestamp costs the bigint arithmetic's temporaries).
  */
 export function encodeEpbInto(
   buf: Buffer,
   off: number,
   interfaceId: number,
   timestampNs: bigint | number,
-  data: Uint8Array,
+  data: Buffer,
   snaplen: number,
   o?: PacketOptions,
 ): number {
@@ -247,7 +254,7 @@ export function encodeEpbInto(
   writeTimestamp(buf, off + 12, timestampNs);
   buf.writeUInt32LE(capLen, off + 20);
   buf.writeUInt32LE(origLen, off + 24);
-  buf.set(capLen === data.length ? data : data.subarray(0, capLen), off + 28);
+  data.copy(buf, off + 28, 0, capLen); // no view object, unlike subarray
   let p = off + 28 + capLen;
   const dataEnd = off + 28 + pad4(capLen);
   buf.fill(0, p, dataEnd);
@@ -269,7 +276,7 @@ export function encodeEpbInto(
 export function encodeEpb(
   interfaceId: number,
   timestampNs: bigint | number,
-  data: Uint8Array,
+  data: Buffer,
   snaplen: number,
   o?: PacketOptions,
 ): Buffer {
@@ -386,7 +393,7 @@ export class PcapngWriter {
     return epbLength(capturedLength(dataLength, this.#iface(interfaceId).snaplen), o);
   }
 
-  packet(interfaceId: number, timestampNs: bigint | number, data: Uint8Array, o?: PacketOptions): Buffer {
+  packet(interfaceId: number, timestampNs: bigint | number, data: Buffer, o?: PacketOptions): Buffer {
     return encodeEpb(interfaceId, timestampNs, data, this.#iface(interfaceId).snaplen, o);
   }
 
@@ -395,7 +402,7 @@ export class PcapngWriter {
     off: number,
     interfaceId: number,
     timestampNs: bigint | number,
-    data: Uint8Array,
+    data: Buffer,
     o?: PacketOptions,
   ): number {
     return encodeEpbInto(buf, off, interfaceId, timestampNs, data, this.#iface(interfaceId).snaplen, o);
