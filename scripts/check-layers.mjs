@@ -9,7 +9,7 @@
 // daemon/ layers, lowest first; a module may import only from its own layer or a lower one:
 //   0 daemon/wire, and daemon/errors.ts (UserError: imports nothing, thrown by the checks of
 //     user input in any layer; checked below to stay without imports)
-//   1 daemon/switch
+//   1 daemon/switch, daemon/capture (pure capture helpers: filters, pcapng; import only daemon/wire)
 //   2 daemon/gateway, daemon/endpoint, daemon/routes
 //   3 daemon/egress, daemon/tor
 //   4 daemon/router
@@ -34,7 +34,7 @@ const TREES = ['daemon', 'plugins', 'cli'];
 
 const DAEMON_LAYERS = [
   ['daemon/wire/', 'daemon/errors.ts'],
-  ['daemon/switch/'],
+  ['daemon/switch/', 'daemon/capture/'],
   ['daemon/gateway/', 'daemon/endpoint/', 'daemon/routes/'],
   ['daemon/egress/', 'daemon/tor/'],
   ['daemon/router/'],
