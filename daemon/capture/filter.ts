@@ -486,7 +486,7 @@ class Compiler {
       const l = u16(ctx.buf, o + 4);
       return h < 0 || l < 0 ? -1 : h === hi && l === lo ? 1 : 0;
     };
-    return () => (ctx.raw ? 0 : dirTest(dir, () => at(6), () => at(0)));
+    return () => (ctx.raw ? 0 : dirTest(dir, at, 6, 0));
   }
 
   private ip4Addr(addr: number, mask: number, dir: Dir, proto: QProto): Node {
@@ -502,7 +502,7 @@ class Compiler {
         const a = is();
         if (a !== 1) return a;
         const o = pl();
-        return dirTest(dir, () => cmp(o + srcOff), () => cmp(o + dstOff));
+        return dirTest(dir, cmp, o + srcOff, o + dstOff);
       };
     };
     const ip = over(ETHERTYPE_IP, 12, 16);
@@ -526,7 +526,7 @@ class Compiler {
       const a = is6();
       if (a !== 1) return a;
       const o = pl();
-      return dirTest(dir, () => cmp(o + 8), () => cmp(o + 24));
+      return dirTest(dir, cmp, o + 8, o + 24);
     };
   }
 
@@ -547,7 +547,7 @@ class Compiler {
       const nh = u8(ctx.buf, o + 6);
       if (nh < 0) return -1;
       if (!protos.includes(nh)) return 0;
-      return dirTest(dir, () => cmp(o + 40), () => cmp(o + 42));
+      return dirTest(dir, cmp, o + 40, o + 42);
     };
     const v4: Node = () => {
       const a = is4();
@@ -562,7 +562,7 @@ class Compiler {
       const ihl = u8(ctx.buf, o);
       if (ihl < 0) return -1;
       const l4 = o + 4 * (ihl & 0xf);
-      return dirTest(dir, () => cmp(l4), () => cmp(l4 + 2));
+      return dirTest(dir, cmp, l4, l4 + 2);
     };
     return or(v6, v4);
   }
@@ -575,12 +575,13 @@ function or(l: Node, r: Node): Node {
   };
 }
 
-function dirTest(dir: Dir, src: () => Verdict, dst: () => Verdict): Verdict {
-  if (dir === 'src') return src();
-  if (dir === 'dst') return dst();
-  const a = src();
-  if (dir === 'both') return a !== 1 ? a : dst();
-  return a !== 0 ? a : dst();
+/** Applies a direction to a field test at the source and destination offsets (no closure per packet). */
+function dirTest(dir: Dir, cmp: (o: number) => Verdict, srcOff: number, dstOff: number): Verdict {
+  if (dir === 'src') return cmp(srcOff);
+  if (dir === 'dst') return cmp(dstOff);
+  const a = cmp(srcOff);
+  if (dir === 'both') return a !== 1 ? a : cmp(dstOff);
+  return a !== 0 ? a : cmp(dstOff);
 }
 
 /** Parses and compiles a filter; an empty filter matches everything (as tcpdump with no expression). */

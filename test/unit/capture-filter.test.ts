@@ -63,6 +63,25 @@ function vlanFrame(vid: number, etherType: number, payload: Buffer): Buffer {
 const eth4 = (p: Buffer, src = MAC_A, dst = MAC_B): Buffer => ethernet(dst, src, ETHERTYPE_IPV4, p);
 const eth6 = (p: Buffer, src = MAC_A, dst = MAC_B): Buffer => ethernet(dst, src, ETHERTYPE_IPV6, p);
 
+/** IPv4 with 4 bytes of options (IHL 6): ports sit after the options. */
+function ip4opts(src: string, dst: string, protocol: number, payload: Buffer): Buffer {
+  const p = ipv4Packet({ src, dst, protocol, payload });
+  const q = Buffer.concat([p.subarray(0, 20), Buffer.from([1, 1, 1, 0]), p.subarray(20)]);
+  q[0] = 0x46;
+  q.writeUInt16BE(q.length, 2);
+  return q;
+}
+/** 802.1ad outer tag then 802.1Q inner tag (QinQ). */
+function qinqFrame(outer: number, inner: number, etherType: number, payload: Buffer): Buffer {
+  const b = Buffer.alloc(8 + payload.length);
+  b.writeUInt16BE(outer, 0);
+  b.writeUInt16BE(0x8100, 2);
+  b.writeUInt16BE(inner, 4);
+  b.writeUInt16BE(etherType, 6);
+  payload.copy(b, 8);
+  return ethernet(MAC_B, MAC_A, 0x88a8, b);
+}
+
 /** The IP packets: also written bare to the raw-IP file. */
 const IP_PACKETS: Buffer[] = [
   ipv4Packet({ src: '10.0.0.1', dst: '10.0.0.2', protocol: 6, payload: tcp(1234, 80) }),
@@ -82,6 +101,8 @@ const IP_PACKETS: Buffer[] = [
   ip6('fd00::2', 'fd00::1', 44, Buffer.concat([Buffer.from([17, 0, 0, 1, 0, 0, 0, 7]), udp(53, 9999)])),
   ipv4Packet({ src: '172.16.5.5', dst: '10.1.2.3', protocol: 6, payload: tcp(8080, 8081) }),
   ipv4Packet({ src: '10.1.2.3', dst: '172.16.5.5', protocol: 17, payload: udp(8081, 1023) }),
+  ip4opts('10.0.0.4', '10.0.0.1', 6, tcp(22, 80)),
+  ipv4Packet({ src: '10.0.0.5', dst: '10.0.0.6', protocol: 17, payload: udp(53, 53) }),
 ];
 
 const ETHER_FRAMES: Buffer[] = [
@@ -90,6 +111,7 @@ const ETHER_FRAMES: Buffer[] = [
   ...IP_PACKETS.map((p, i) => ((p[0] as number) >> 4 === 4 ? eth4(p, i % 2 ? MAC_B : MAC_A) : eth6(p, i % 2 ? MAC_A : MAC_B, '33:33:00:00:00:01'))),
   vlanFrame(100, ETHERTYPE_IPV4, ipv4Packet({ src: '10.0.0.1', dst: '10.0.0.9', protocol: 6, payload: tcp(1234, 80) })),
   vlanFrame(200, ETHERTYPE_IPV6, ip6('fd00::9', 'fd00::1', 17, udp(53, 53))),
+  qinqFrame(300, 400, ETHERTYPE_IPV4, ipv4Packet({ src: '10.0.0.7', dst: '10.0.0.8', protocol: 17, payload: udp(53, 123) })),
   vlanFrame(100, 0x0806, arpRequest({ srcMac: MAC_A, srcIp: '10.0.0.9', targetIp: '10.0.0.1' }).subarray(14)),
 ];
 
@@ -253,6 +275,15 @@ const EXPRS = [
   'not host 10.0.0.1 and not net fd00::/16',
   'udp && !port 53 || icmp',
   '(tcp or udp) and not (src net 10.0.0.0/8)',
+  'src and dst port 53',
+  'dst port 80 and src port 22',
+  'host 10.0.0.1 or fd00::2',
+  'host 10.0.0.1 and not 10.0.0.2',
+  'vlan and not vlan 100',
+  'port 80 and vlan',
+  'vlan 300 and vlan 400 and udp port 53',
+  'vlan and vlan and host 10.0.0.8',
+  'icmp or icmp6 or arp',
 ];
 
 const tcpdump = spawnSync('tcpdump', ['--version'], { encoding: 'utf8' });
@@ -262,7 +293,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 /** Packet indices tcpdump selects, or undefined when tcpdump refuses the expression for this link type. */
 function tcpdumpSelect(file: string, expr: string): number[] | undefined {
   const r = spawnSync('tcpdump', ['-nn', '-q', '-tt', '-r', file, expr], { encoding: 'utf8' });
-  if (r.status !== 0) return undefined;
+  // pcap's optimizer refuses an expression it proves matches nothing (`ip and vlan`): that selects [].
+  if (r.status !== 0) return /rejects all packets/.test(r.stderr) ? [] : undefined;
   return r.stdout
     .split('\n')
     .map((l) => /^(\d+)\.\d{6} /.exec(l))
@@ -286,7 +318,7 @@ describe('capture filter: same packets as tcpdump', () => {
       for (const expr of EXPRS) {
         const want = tcpdumpSelect(file, expr);
         if (want === undefined) {
-          // tcpdump refuses ether/vlan/arp on raw IP; on Ethernet every expression must run.
+          // tcpdump refuses ether and vlan on raw IP; on Ethernet every expression must run.
           expect(lt, `tcpdump refused '${expr}' on ${name}`).toBe('raw');
           continue;
         }
