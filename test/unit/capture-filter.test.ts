@@ -312,6 +312,7 @@ describe('capture filter: same packets as tcpdump', () => {
     ['raw IP', IP_PACKETS, 101, 'raw'],
   ] as const) {
     it(`selects the same ${name} packets as tcpdump for each expression`, () => {
+      expect(tcpdump.error, 'tcpdump is missing: apt-get install tcpdump').toBeUndefined();
       const file = join(dir, `${lt}.pcap`);
       writeFileSync(file, pcapFile([...frames], linkType));
       let compared = 0;
