@@ -9,7 +9,7 @@
 // daemon/ layers, lowest first; a module may import only from its own layer or a lower one:
 //   0 daemon/wire, and daemon/errors.ts (UserError: imports nothing, thrown by the checks of
 //     user input in any layer; checked below to stay without imports)
-//   1 daemon/switch, daemon/capture (pcapng encoding and capture plumbing: imports only daemon/wire,
+//   1 daemon/switch, daemon/capture (pcapng encoding and capture filters: imports only daemon/wire,
 //     so every layer above, switch to router, can tee packets into it)
 //   2 daemon/gateway, daemon/endpoint, daemon/routes
 //   3 daemon/egress, daemon/tor
