@@ -16,7 +16,7 @@ import { STATE_VERSION } from './state/model.js';
 import { StateStore } from './state/store.js';
 import { UserError, faults } from './errors.js';
 import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkRoute } from './state/validate.js';
-import { describeRoute, DEFAULT_ROUTE, type Route } from './routes/route.js';
+import { describeRoute, DEFAULT_ROUTE, usesTor, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
 import { DEFAULTS, parseHostPort, socketGroupId, type DaemonConfig } from './config.js';
@@ -45,10 +45,6 @@ interface VmEntry {
 }
 
 const RESTORE_RETRY_MAX_MS = 30_000;
-
-function usesTor(r: Route): boolean {
-  return r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined);
-}
 
 function mergeDrops(a: PortStats, b: Member | null): PortStats {
   if (b === null) return a;

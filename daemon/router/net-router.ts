@@ -421,7 +421,7 @@ export class NetRouter implements GatewayHandler {
    */
   private pingOut(s: VmState, vm: RouterVm, dst: IpAddr, id: number, seq: number, data: Uint8Array, src6?: IpAddr): boolean {
     const ping = this.d.ping;
-    if (ping === undefined || decide(vm.name, s.compiled, this.torView, this.place, { proto: 'ping', dst }).kind !== 'direct') return false;
+    if (ping === undefined || this.decide(vm.name, { proto: 'ping', dst }).kind !== 'direct') return false;
     if (!ping.available(dst.v)) return false;
     let bucket = this.pingBuckets.get(vm.name);
     if (bucket === undefined) {

@@ -6,6 +6,7 @@
  */
 import { ipString, type IpAddr } from '../endpoint/addr.js';
 import type { CompiledRoute } from './policy.js';
+import { usesTor } from './route.js';
 
 /** What the decision needs to know of Tor, sampled by the caller. */
 export interface TorView {
@@ -85,11 +86,6 @@ function torTcpPort(route: CompiledRoute, port: number): boolean {
   return r.kind === 'tor' || ('torPorts' in r && r.torPorts?.includes(port) === true);
 }
 
-/** Any Tor use means every name is resolved through Tor: a lookup elsewhere would leak. */
-export function usesTor(route: CompiledRoute): boolean {
-  const r = route.route;
-  return r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined);
-}
 
 /**
  * `direct.hostLoopback`: the gateway address stands for the host's loopback, for a direct route
@@ -117,7 +113,8 @@ export function decide(vm: string, route: CompiledRoute, tor: TorView, place: Pl
   switch (flow.proto) {
     case 'dns': {
       // The network's own names were answered before asking.
-      if (usesTor(route)) {
+      // Any Tor use means every name is resolved through Tor: a lookup elsewhere would leak.
+      if (usesTor(route.route)) {
         if (!tor.configured) return refuse('tor-not-configured', 'refused');
         if (!tor.ready) return refuse('tor-not-ready', 'servfail');
         return { kind: 'tor', identity: vm, host: '' };

@@ -29,6 +29,11 @@ export type Route =
 
 export const DEFAULT_ROUTE: Route = { kind: 'none' };
 
+/** The route sends something through Tor (all-tor, or Tor ports): Tor must run, and every name is resolved through it. */
+export function usesTor(r: Route): boolean {
+  return r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined);
+}
+
 export function formatAllowRule(r: AllowRule): string {
   const ports = r.ports?.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',');
   if (ports === undefined) return r.cidr;

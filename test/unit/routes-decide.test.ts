@@ -6,9 +6,9 @@
  */
 import { describe, it, expect } from 'vitest';
 import { Address6 } from 'ip-address';
-import { decide, verdictTag, usesTor, type Flow, type PlaceView, type TorView, type Verdict, type Reason, type Answer } from '../../daemon/routes/decide.js';
+import { decide, verdictTag, type Flow, type PlaceView, type TorView, type Verdict, type Reason, type Answer } from '../../daemon/routes/decide.js';
 import { compileRoute, type CompiledRoute } from '../../daemon/routes/policy.js';
-import type { AllowRule, Route } from '../../daemon/routes/route.js';
+import { usesTor, type AllowRule, type Route } from '../../daemon/routes/route.js';
 import type { IpAddr } from '../../daemon/endpoint/addr.js';
 
 // --- addresses ------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ describe('decide: README promises, read across the table', () => {
   });
 
   it('Tor down: nothing of a Tor-using route goes any other way', () => {
-    for (const c of verdicts.filter((x) => x.tor !== 'ready' && usesTor(COMPILED[x.route]))) {
+    for (const c of verdicts.filter((x) => x.tor !== 'ready' && usesTor(COMPILED[x.route].route))) {
       const f = FLOWS[c.flow];
       const r: Route = ROUTES[c.route];
       const torTcp = f.proto === 'tcp' && !c.flow.startsWith('tcp gw') && (r.kind === 'tor' || ('torPorts' in r && r.torPorts?.includes(f.port) === true));
