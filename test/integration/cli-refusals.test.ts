@@ -6,10 +6,9 @@
  * The daemon refuses the same when a caller talks JSON-RPC to it directly.
  */
 import { writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDaemon, type CliResult, type Daemon } from '../support/daemon.js';
+import { rawRpc, startDaemon, type CliResult, type Daemon } from '../support/daemon.js';
 import { cleanupAll, createNetns, makeTempDir, type Netns } from '../support/netns.js';
 import type { NetInfo, RouteInfo, VmInfo } from '../../daemon/control/api.js';
 
@@ -24,23 +23,6 @@ function refused(r: CliResult, reason: string | RegExp): string {
   if (typeof reason === 'string') expect(lines[0]).toContain(reason);
   else expect(lines[0]).toMatch(reason);
   return lines[0]!;
-}
-
-/** One JSON-RPC request on the control socket, bypassing the CLI's own checks. */
-function rpc(socket: string, method: string, params: unknown): Promise<{ result?: unknown; error?: { message: string } }> {
-  return new Promise((resolve, reject) => {
-    const c = connect(socket);
-    let buf = '';
-    c.on('data', (d) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      c.end();
-      resolve(JSON.parse(buf.slice(0, nl)) as { result?: unknown; error?: { message: string } });
-    });
-    c.on('error', reject);
-    c.write(`${JSON.stringify({ jsonrpc: '2.0', id: 1, method, params })}\n`);
-  });
 }
 
 describe('refusals', () => {
@@ -204,14 +186,14 @@ describe('refusals', () => {
   describe('the daemon checks the same without the CLI', () => {
     it('refuses reserved VM names and unknown VMs over JSON-RPC', async () => {
       for (const vm of ['show', 'help']) {
-        expect((await rpc(d.socket, 'route.set', { vm, route: { kind: 'direct' }, create: true })).error?.message).toMatch(/reserved/);
-        expect((await rpc(d.socket, 'vm.attach', { name: vm, net: 'A', port: { kind: 'unix-listen', path: sock('rpc') } })).error?.message).toMatch(/reserved/);
+        expect((await rawRpc(d.socket, 'route.set', { vm, route: { kind: 'direct' }, create: true })).error?.message).toMatch(/reserved/);
+        expect((await rawRpc(d.socket, 'vm.attach', { name: vm, net: 'A', port: { kind: 'unix-listen', path: sock('rpc') } })).error?.message).toMatch(/reserved/);
       }
-      expect((await rpc(d.socket, 'route.set', { vm: 'ghost', route: { kind: 'direct' } })).error?.message).toMatch(/--create/);
-      expect((await rpc(d.socket, 'route.set', { vm: 'a1', route: { kind: 'via', vm: 'show' } })).error?.message).toMatch(/no VM named show/);
-      expect((await rpc(d.socket, 'route.clear', { vm: 'ghost' })).error?.message).toMatch(/no VM named ghost/);
-      expect((await rpc(d.socket, 'vm.attach', { name: 'a3', net: 'A', port: { kind: 'iface', ifname: 'lo' } })).error?.message).toMatch(/loopback/);
-      expect((await rpc(d.socket, 'net.create', { name: 'X', subnet: '127.1.0.0/16' })).error?.message).toMatch(/loopback/);
+      expect((await rawRpc(d.socket, 'route.set', { vm: 'ghost', route: { kind: 'direct' } })).error?.message).toMatch(/--create/);
+      expect((await rawRpc(d.socket, 'route.set', { vm: 'a1', route: { kind: 'via', vm: 'show' } })).error?.message).toMatch(/no VM named show/);
+      expect((await rawRpc(d.socket, 'route.clear', { vm: 'ghost' })).error?.message).toMatch(/no VM named ghost/);
+      expect((await rawRpc(d.socket, 'vm.attach', { name: 'a3', net: 'A', port: { kind: 'iface', ifname: 'lo' } })).error?.message).toMatch(/loopback/);
+      expect((await rawRpc(d.socket, 'net.create', { name: 'X', subnet: '127.1.0.0/16' })).error?.message).toMatch(/loopback/);
       const routes = await d.cliJson<RouteInfo[]>(['route', 'show']);
       expect(routes.map((r) => r.vm).sort()).toEqual(['a1', 'b1']);
     });

@@ -5,32 +5,14 @@
  * between, and also when a control caller claims in its request that mvnet created it. A TAP
  * mvnet created is deleted at detach, across a restart too.
  */
-import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDaemon, type Daemon } from '../support/daemon.js';
+import { rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
 import { cleanupAll, createNetns, uniqueName, type Netns } from '../support/netns.js';
 
 afterAll(cleanupAll);
 
 const ADMIN_MAC = '02:ad:00:00:00:07';
 const VM_MAC = '52:54:00:ad:00:01';
-
-/** One JSON-RPC request on the control socket, as any caller of the socket can send it. */
-function rpc(socket: string, method: string, params: unknown): Promise<{ result?: unknown; error?: { message: string } }> {
-  return new Promise((resolve, reject) => {
-    const c = connect(socket);
-    let buf = '';
-    c.on('data', (d) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      c.end();
-      resolve(JSON.parse(buf.slice(0, nl)) as { result?: unknown; error?: { message: string } });
-    });
-    c.on('error', reject);
-    c.write(`${JSON.stringify({ jsonrpc: '2.0', id: 1, method, params })}\n`);
-  });
-}
 
 describe('devices mvnet did not create are left as they were', () => {
   let d: Daemon;
@@ -91,7 +73,7 @@ describe('devices mvnet did not create are left as they were', () => {
 
   it('a caller cannot claim in its request that mvnet created the device', async () => {
     const name = await adminDevice('tap');
-    const r = await rpc(d.socket, 'vm.attach', { name: 'o4', net: 'O', port: { kind: 'tap', ifname: name, netns: ns.name }, device: { created: true } });
+    const r = await rawRpc(d.socket, 'vm.attach', { name: 'o4', net: 'O', port: { kind: 'tap', ifname: name, netns: ns.name }, device: { created: true } });
     expect(r.error).toBeUndefined();
     await d.restart();
     await d.cliOk(['vm', 'detach', 'o4']);

@@ -12,40 +12,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_JS, startDaemon, type CliResult, type Daemon } from '../support/daemon.js';
+import { CLI_JS, rawRpc, startDaemon, type CliResult, type Daemon } from '../support/daemon.js';
 import { arpReplyFor, arpRequest, icmpEchoRequestFrame, isEchoReply, randomMac } from '../support/frames.js';
 import { cleanupAll, createNetns, makeTempDir, run, uniqueName, withTimeout } from '../support/netns.js';
 import { actAsHost, QemuFdPeer, type FramePeer } from '../support/qemu-peer.js';
 import { attachTapVm, type TapVm } from '../support/vms.js';
 import { loadNative } from '../../plugins/native/index.js';
 import { fdSocketPath } from '../../plugins/fd/pass.js';
-
-interface RpcReply {
-  result?: unknown;
-  error?: { code: number; message: string };
-}
-
-/** One raw JSON-RPC request on the control socket, as any caller could send it. */
-function rpc(socket: string, method: string, params: unknown): Promise<RpcReply> {
-  return withTimeout(
-    new Promise<RpcReply>((resolve, reject) => {
-      const c = net.createConnection({ path: socket });
-      let buf = '';
-      c.setEncoding('utf8');
-      c.on('connect', () => c.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) + '\n'));
-      c.on('data', (s: string) => {
-        buf += s;
-        const nl = buf.indexOf('\n');
-        if (nl < 0) return;
-        c.destroy();
-        resolve(JSON.parse(buf.slice(0, nl)) as RpcReply);
-      });
-      c.on('error', reject);
-    }),
-    10_000,
-    `an answer to ${method}`,
-  );
-}
 
 /** Runs the CLI with extra descriptors: `stdio[3..]` as given (a number is one of ours, shared). */
 function cliWithFds(socket: string, args: readonly string[], extra: Array<'pipe' | number>): { child: ChildProcess; done: Promise<CliResult> } {
@@ -180,18 +153,18 @@ describe('--fd: the daemon uses only descriptors its caller passed (SCM_RIGHTS)'
     const listener = [...fds].find(([, link]) => link === `socket:[${ctlInode}]`)?.[0];
     expect(listener, 'the control listener among the daemon fds').toBeTypeOf('number');
     for (const fd of new Set([...Array.from({ length: 21 }, (_, i) => i), listener!])) {
-      const r = await rpc(d.socket, 'vm.attach', { name: `raw${fd}`, net: 'F', port: { kind: 'fd', fd } });
+      const r = await rawRpc(d.socket, 'vm.attach', { name: `raw${fd}`, net: 'F', port: { kind: 'fd', fd } });
       expect(r.error?.message, `fd ${fd}`).toMatch(/^port\.fd is not accepted: pass the descriptor itself/);
     }
     const names = (await d.status()).vms.map((v) => v.name);
     expect(names.filter((n) => n.startsWith('raw'))).toEqual([]);
     // The listener is still the daemon's and still answers.
     expect(daemonFds(d.pid).get(listener!)).toBe(fds.get(listener!));
-    expect((await rpc(d.socket, 'daemon.status', {})).result).toBeDefined();
+    expect((await rawRpc(d.socket, 'daemon.status', {})).result).toBeDefined();
   });
 
   it('refuses a token that was never sent', async () => {
-    const r = await rpc(d.socket, 'vm.attach', { name: 'guess', net: 'F', port: { kind: 'fd', token: token() } });
+    const r = await rawRpc(d.socket, 'vm.attach', { name: 'guess', net: 'F', port: { kind: 'fd', token: token() } });
     expect(r.error?.message).toMatch(/no descriptor is waiting under that token/);
   });
 
@@ -199,11 +172,11 @@ describe('--fd: the daemon uses only descriptors its caller passed (SCM_RIGHTS)'
     const pair = await streamPair(dir);
     const t = token();
     native.sendFd(fdSocketPath(d.socket), t, fdOf(pair.b));
-    const first = await rpc(d.socket, 'vm.attach', { name: 'once', net: 'F', port: { kind: 'fd', token: t } });
+    const first = await rawRpc(d.socket, 'vm.attach', { name: 'once', net: 'F', port: { kind: 'fd', token: t } });
     expect(first.error, JSON.stringify(first.error)).toBeUndefined();
     // Replayed once the first VM is gone, so nothing else stands in the way.
     await d.cliOk(['vm', 'detach', 'once']);
-    const again = await rpc(d.socket, 'vm.attach', { name: 'twice', net: 'F', port: { kind: 'fd', token: t } });
+    const again = await rawRpc(d.socket, 'vm.attach', { name: 'twice', net: 'F', port: { kind: 'fd', token: t } });
     expect(again.error?.message).toMatch(/no descriptor is waiting under that token/);
     expect((await d.status()).vms.map((v) => v.name)).not.toContain('twice');
     pair.close();
@@ -311,9 +284,9 @@ print(json.dumps(out))
       const none = token();
       const r = await run(['python3', '-c', MALFORMED, fdSocketPath(d.socket), two, none]);
       expect(JSON.parse(r.stdout)).toEqual({ 'two-a': 'eof', 'two-b': 'eof', 'bad-token': 'eof' });
-      const a = await rpc(d.socket, 'vm.attach', { name: 'r-two', net: 'F', port: { kind: 'fd', token: two } });
+      const a = await rawRpc(d.socket, 'vm.attach', { name: 'r-two', net: 'F', port: { kind: 'fd', token: two } });
       expect(a.error?.message).toMatch(/more than one descriptor came with the token/);
-      const b = await rpc(d.socket, 'vm.attach', { name: 'r-none', net: 'F', port: { kind: 'fd', token: none } });
+      const b = await rawRpc(d.socket, 'vm.attach', { name: 'r-none', net: 'F', port: { kind: 'fd', token: none } });
       expect(b.error?.message).toMatch(/no descriptor came with the token/);
     });
 
@@ -340,7 +313,7 @@ print(json.dumps({"oldest": state(kept[0], 5), "newest": state(kept[-1], 0.5)}))
     it('holds at most 64 unclaimed descriptors: a flood closes the oldest, not the daemon', async () => {
       const r = await run(['python3', '-c', FLOOD, fdSocketPath(d.socket), '80']);
       expect(JSON.parse(r.stdout)).toEqual({ oldest: 'eof', newest: 'open' });
-      expect((await rpc(d.socket, 'daemon.status', {})).result).toBeDefined();
+      expect((await rawRpc(d.socket, 'daemon.status', {})).result).toBeDefined();
     });
   });
 
@@ -369,7 +342,7 @@ describe('--fd: an unclaimed descriptor expires and is closed', () => {
     pair.b.destroy();
     await d.waitForLog((l) => l.msg === 'a passed descriptor was not claimed in time; closed it', 10_000);
     await withTimeout(ended, 5_000, 'EOF once the daemon closed the expired descriptor');
-    const r = await rpc(d.socket, 'vm.attach', { name: 'late', net: 'X', port: { kind: 'fd', token: t } });
+    const r = await rawRpc(d.socket, 'vm.attach', { name: 'late', net: 'X', port: { kind: 'fd', token: t } });
     expect(r.error?.message).toMatch(/no descriptor is waiting under that token/);
     pair.close();
   });

@@ -16,10 +16,11 @@
  * from anywhere, even when the daemon itself runs inside a namespace.
  */
 import { existsSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { afterEach } from 'vitest';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeTempDir, registerCleanup, run, spawnProcess, type ExitInfo, type ManagedProcess, type Netns } from './netns.js';
+import { makeTempDir, registerCleanup, run, spawnProcess, withTimeout, type ExitInfo, type ManagedProcess, type Netns } from './netns.js';
 import type { NetInfo, StatusInfo, VmInfo } from '../../daemon/control/api.js';
 
 /** Repository root (this file is test/support/daemon.ts). */
@@ -275,4 +276,31 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
 /** Sum of a drop counter map for one reason (0 when absent). */
 export function drops(d: Readonly<Record<string, number | undefined>> | undefined, reason: string): number {
   return d?.[reason] ?? 0;
+}
+
+export interface RpcReply {
+  result?: unknown;
+  error?: { code: number; message: string };
+}
+
+/** One raw JSON-RPC request on the control socket, bypassing the CLI's checks, as any caller could send it. */
+export function rawRpc(socket: string, method: string, params: unknown, timeoutMs = 10_000): Promise<RpcReply> {
+  return withTimeout(
+    new Promise<RpcReply>((resolve, reject) => {
+      const c = createConnection({ path: socket });
+      let buf = '';
+      c.setEncoding('utf8');
+      c.on('connect', () => c.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) + '\n'));
+      c.on('data', (s: string) => {
+        buf += s;
+        const nl = buf.indexOf('\n');
+        if (nl < 0) return;
+        c.destroy();
+        resolve(JSON.parse(buf.slice(0, nl)) as RpcReply);
+      });
+      c.on('error', reject);
+    }),
+    timeoutMs,
+    `an answer to ${method}`,
+  );
 }
