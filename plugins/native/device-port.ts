@@ -264,7 +264,9 @@ export abstract class DevicePort implements Port {
 
   private onDeviceError(message: string): void {
     this.failure = message;
-    this.log.error({ port: this.name, error: message }, 'device failed; port is down');
+    // Warn, not error: the device went away or broke outside the daemon (an interface deleted,
+    // its namespace gone); status shows the port down with this reason. Error level is for bugs.
+    this.log.warn({ port: this.name, error: message }, 'device failed; port is down');
   }
 
   /** 0 when the frame may be sent, else counts why not and returns 1. */
