@@ -5,6 +5,20 @@ export class CliError extends Error {}
 
 let nextId = 1;
 
+/** The next JSON-RPC request id of this process. */
+export function requestId(): number {
+  return nextId++;
+}
+
+/** Why the control socket could not be reached, in one line. */
+export function reachError(socket: string, e: NodeJS.ErrnoException): CliError {
+  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+    return new CliError(`the mvnet daemon is not running (no daemon listening on ${socket}); start it with 'mvnet daemon' or set --socket/MVNET_SOCKET`);
+  }
+  if (e.code === 'EACCES') return new CliError(`permission denied on ${socket}: run as root or as a member of the socket's group`);
+  return new CliError(`cannot reach the daemon on ${socket}: ${e.message}`);
+}
+
 export async function call<T>(socket: string, method: string, params: unknown = {}): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const c = net.createConnection({ path: socket });
@@ -17,7 +31,7 @@ export async function call<T>(socket: string, method: string, params: unknown = 
       f();
     };
     c.setEncoding('utf8');
-    c.once('connect', () => c.write(JSON.stringify({ jsonrpc: '2.0', id: nextId++, method, params }) + '\n'));
+    c.once('connect', () => c.write(JSON.stringify({ jsonrpc: '2.0', id: requestId(), method, params }) + '\n'));
     c.on('data', (chunk: string) => {
       buf += chunk;
       const nl = buf.indexOf('\n');
@@ -32,13 +46,7 @@ export async function call<T>(socket: string, method: string, params: unknown = 
       if (res.error !== undefined) finish(() => reject(new CliError(res.error!.message)));
       else finish(() => resolve(res.result as T));
     });
-    c.on('error', (e: NodeJS.ErrnoException) => {
-      let msg: string;
-      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') msg = `the mvnet daemon is not running (no daemon listening on ${socket}); start it with 'mvnet daemon' or set --socket/MVNET_SOCKET`;
-      else if (e.code === 'EACCES') msg = `permission denied on ${socket}: run as root or as a member of the socket's group`;
-      else msg = `cannot reach the daemon on ${socket}: ${e.message}`;
-      finish(() => reject(new CliError(msg)));
-    });
+    c.on('error', (e: NodeJS.ErrnoException) => finish(() => reject(reachError(socket, e))));
     c.on('close', () => finish(() => reject(new CliError(`the daemon on ${socket} closed the connection without answering`))));
   });
 }
