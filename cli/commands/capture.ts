@@ -23,16 +23,18 @@ function collect(v: string, prev: string[]): string[] {
  * reader that stops reading stalls only the capture (backpressure to the daemon, which counts
  * drops), never the signal handling; a file or terminal keeps Node's blocking stdout.
  */
-function stdoutSink(): Writable {
+function stdoutSink(): { stream: Writable; own: boolean } {
   const st = fstatSync(1);
-  if (st.isFIFO() || st.isSocket()) return new net.Socket({ fd: 1, readable: false, writable: true });
-  return process.stdout;
+  // process.stdout must then never be touched: it would open fd 1 a second time (EEXIST).
+  if (st.isFIFO() || st.isSocket()) return { stream: new net.Socket({ fd: 1, readable: false, writable: true }), own: true };
+  return { stream: process.stdout, own: false };
 }
 
 /** Runs one capture to its end; resolves with the exit code. */
 async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
   const files = plan.write !== undefined && plan.write !== '-' ? new CaptureFiles(plan.write, plan.ring) : undefined;
-  const out = files ? undefined : stdoutSink();
+  const sink = files ? undefined : stdoutSink();
+  const out = sink?.stream;
   const pcapOut = plan.write === '-';
   const json = ctx.json();
 
@@ -188,7 +190,7 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
           resolve(1);
         } else resolve(0);
       };
-      if (!out || outGone || out === process.stdout) {
+      if (!out || outGone || !sink?.own) {
         report();
         return;
       }
