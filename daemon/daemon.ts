@@ -27,7 +27,8 @@ import { TorService, type TorState } from './tor/service.js';
 import { Forwards, checkForwardSpec } from './forwards/forwards.js';
 import { FdInbox } from '../plugins/fd/inbox.js';
 import { CaptureHub } from './capture/hub.js';
-import { JsRing, jsTee } from './capture/fallback-tee.js';
+import { TeeRing } from '../plugins/common/tee-ring.js';
+import { withTee } from '../plugins/common/tee-port.js';
 import { packageVersion } from './version.js';
 import type { CaptureInfo, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
@@ -101,7 +102,7 @@ export class Daemon {
     private cfg: DaemonConfig = DEFAULTS,
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
-    this.capture = new CaptureHub({ log, userappl: `mvnet ${packageVersion()}`, newRing: (bytes, snaplen) => new JsRing(bytes, snaplen) });
+    this.capture = new CaptureHub({ log, userappl: `mvnet ${packageVersion()}`, newRing: (bytes, snaplen) => new TeeRing(bytes, snaplen) });
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
     this.fdInbox = new FdInbox({ log, ttlMs: cfg.limits.fdTokenMs });
@@ -319,7 +320,7 @@ export class Daemon {
       return;
     }
     // Every port can be captured: teed in native code where it can, else around send()/onFrames().
-    port = jsTee(port);
+    port = withTee(port);
     const teed = port;
     const owned = port.owned;
     if (port.layer === 3) {

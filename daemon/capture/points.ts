@@ -20,9 +20,7 @@ export const DROPS_POINT = 'drops';
 export const NET_PREFIX = 'net:';
 export const EXIT_PREFIX = 'exit:';
 
-/** Same values as plugins/common/tee-ring.ts TEE_IN / TEE_OUT. */
-export const DIR_IN = 1;
-export const DIR_OUT = 2;
+export { TEE_IN as DIR_IN, TEE_OUT as DIR_OUT } from '../../plugins/common/tee-ring.js';
 
 export interface PointDesc {
   name: string;

@@ -1,29 +1,14 @@
 /**
- * What the hub needs of a tee ring (plugins/common/tee-ring.ts TeeRing has this shape) and of a
- * port that can tee into one (Port.tee). Kept as interfaces so the hub works with the native ring,
- * the JS fallback and test doubles alike.
+ * What the hub needs of a port's tee: the ring (plugins/common/tee-ring.ts) and a port that can
+ * tee into one (Port.tee; the daemon wraps every port with withTee, so each has one).
  */
-export interface RingRecord {
-  frame: Buffer;
-  origLen: number;
-  dir: 1 | 2;
-  gsoType: number;
-  gsoSize: number;
-  tsSec: number;
-  tsNsec: number;
-}
+import type { TeeRecord, TeeRing } from '../../plugins/common/tee-ring.js';
 
-export interface CaptureRing {
-  readonly snaplen: number;
-  drain(fn: (r: RingRecord) => void): number;
-  readonly dropped: number;
-  readonly written: number;
-}
-
-export type RingFactory = (bytes: number, snaplen: number) => CaptureRing;
+export type CaptureRing = TeeRing;
+export type RingRecord = TeeRecord;
+export type RingFactory = (bytes: number, snaplen: number) => TeeRing;
 
 export interface TeeablePort {
   readonly layer: 2 | 3;
-  readonly vnetHdrLen: number;
-  tee?(ring: CaptureRing | null, dirs: number): void;
+  tee?(ring: TeeRing | null, dirs: number): void;
 }
