@@ -26,7 +26,11 @@ import { TorManager } from './tor/manager.js';
 import { TorService, type TorState } from './tor/service.js';
 import { Forwards, checkForwardSpec } from './forwards/forwards.js';
 import { FdInbox } from '../plugins/fd/inbox.js';
-import type { DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
+import { CaptureHub } from './capture/hub.js';
+import { TeeRing } from '../plugins/common/tee-ring.js';
+import { withTee } from '../plugins/common/tee-port.js';
+import { packageVersion } from './version.js';
+import type { CaptureInfo, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -84,6 +88,8 @@ export class Daemon {
   readonly fdInbox: FdInbox;
   readonly tor: TorService;
   private readonly torManager: TorManager;
+  /** Captures and tees: every port, network and router is registered with it. */
+  readonly capture: CaptureHub;
   private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
   private saveQueued = false;
@@ -96,6 +102,7 @@ export class Daemon {
     private cfg: DaemonConfig = DEFAULTS,
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
+    this.capture = new CaptureHub({ log, userappl: `mvnet ${packageVersion()}`, newRing: (bytes, snaplen) => new TeeRing(bytes, snaplen) });
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
     this.fdInbox = new FdInbox({ log, ttlMs: cfg.limits.fdTokenMs });
@@ -255,6 +262,7 @@ export class Daemon {
     sw.setGateway(router);
     const e = { spec, sw, router };
     this.nets.set(spec.name, e);
+    this.capture.netAdded(spec.name, sw, router);
     return e;
   }
 
@@ -311,6 +319,9 @@ export class Daemon {
       this.scheduleRetry(entry);
       return;
     }
+    // Every port can be captured: teed in native code where it can, else around send()/onFrames().
+    port = withTee(port);
+    const teed = port;
     const owned = port.owned;
     if (port.layer === 3) {
       const subnet = parseIpv4CidrText(net.spec.subnet);
@@ -340,6 +351,7 @@ export class Daemon {
       spec.device = owned;
       if (restoring) this.saveSoon();
     }
+    this.capture.portAdded(spec.name, spec.net, teed);
     net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
@@ -396,6 +408,7 @@ export class Daemon {
       throw new UserError(`network ${n} has attached VMs (${attached.join(', ')}); detach them or use --force`, -32001);
     }
     for (const vm of attached) await this.detachEntry(vm);
+    this.capture.netRemoved(n);
     this.nets.delete(n);
     e.sw.close();
     e.router.close();
@@ -449,6 +462,7 @@ export class Daemon {
     if (e === undefined) return;
     this.vms.delete(name);
     if (e.retry !== null) clearTimeout(e.retry);
+    this.capture.portRemoved(name);
     if (e.member !== null) this.nets.get(e.spec.net)?.sw.detach(e.member);
     const router = this.nets.get(e.spec.net)?.router;
     router?.vmDetached(name, e.member?.mac ?? null);
@@ -594,7 +608,20 @@ export class Daemon {
       daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round(process.uptime()), errors: this.errors() },
       networks: this.listNetworks(),
       vms: this.listVms(),
+      captures: this.listCaptures(),
     };
+  }
+
+  listCaptures(): CaptureInfo[] {
+    return this.capture.list().map((s) => ({
+      id: s.id,
+      kind: s.kind,
+      ...(s.name !== undefined ? { name: s.name } : {}),
+      points: s.points.map((p) => p.name),
+      filter: s.filterText,
+      snaplen: s.snaplen,
+      counters: { ...s.counters },
+    }));
   }
 
   /** Config reload (SIGHUP): new limits for new flows on every network, and the DNS upstream of direct routes. */
@@ -608,6 +635,7 @@ export class Daemon {
   /** Graceful stop: ports are closed but devices kept, so a restart re-attaches them. */
   async shutdown(): Promise<void> {
     this.closing = true;
+    this.capture.close();
     for (const e of this.vms.values()) {
       if (e.retry !== null) clearTimeout(e.retry);
       if (e.member !== null) this.nets.get(e.spec.net)?.sw.detach(e.member);

@@ -77,6 +77,8 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
           log.warn({ err: (err as Error).message }, `stopping: ${what} failed`);
         }
       };
+      // Captures first: each writes its statistics and ends its connection, which control.close() lets out.
+      await step('ending the captures', () => daemon.capture.close());
       await step('closing the control socket', () => control.close());
       await step('closing the ports', () => daemon.shutdown());
       await step('removing the control socket', () => fs.rmSync(cfg.socket, { force: true }));

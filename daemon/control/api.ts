@@ -78,6 +78,77 @@ export interface StatusInfo {
   daemon: { pid: number; version: string; socket: string; stateDir: string; uptimeSec: number; errors: DaemonErrors };
   networks: NetInfo[];
   vms: VmInfo[];
+  /** Running captures: live ones (`capture.start`) and active tees. */
+  captures: CaptureInfo[];
+}
+
+/** Per capture (and per tee, summed over its runs since the daemon started). */
+export interface CaptureCounters {
+  /** Packets that crossed the capture's points. */
+  seen: number;
+  /** Of those, not matched by the filter. */
+  filteredOut: number;
+  /** Written to the capture's output. */
+  captured: number;
+  /** Lost by the capture (its queue or the port's tee ring was full); never a forwarding drop. */
+  dropped: number;
+  /** Bytes of pcapng written for captured packets. */
+  bytes: number;
+}
+
+/** `capture.points`: what can be captured. */
+export interface CapturePointInfo {
+  /** What `--point` takes, and the pcapng interface name. */
+  name: string;
+  kind: 'port' | 'net' | 'exit' | 'drops';
+  /** Ethernet frames, or bare IP packets (a TUN port, the route exits). */
+  link: 'ether' | 'raw';
+  description: string;
+}
+
+/** What a capture or tee reads: exactly one of vm, net, point. */
+export interface CaptureSource {
+  vm?: string;
+  net?: string;
+  point?: string[];
+}
+
+/** Each capture in `daemon.status`. */
+export interface CaptureInfo {
+  id: string;
+  kind: 'live' | 'tee';
+  /** The tee's name. */
+  name?: string;
+  points: string[];
+  filter: string;
+  snaplen: number;
+  counters: CaptureCounters;
+}
+
+/** `capture.start`'s reply line, before the pcapng stream on the same connection. */
+export interface CaptureStarted {
+  id: string;
+  points: string[];
+}
+
+/** `tee.add` (one) and `tee.list` (all). */
+export interface TeeInfo {
+  name: string;
+  from: CaptureSource;
+  /** A path under the capture directory, or `unix:PATH`. */
+  to: string;
+  filter: string;
+  snaplen: number;
+  ring?: { files: number; sizeMb: number };
+  /** waiting: its VM or network is not there (yet); error: its output failed (detail says why). */
+  state: 'active' | 'waiting' | 'error';
+  detail: string;
+  counters: CaptureCounters;
+}
+
+/** `tee.remove`. */
+export interface TeeRemoved {
+  removed: string;
 }
 
 /** A port forward as `forward.add` takes it (checked) and `forward.remove` answers it. */

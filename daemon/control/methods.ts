@@ -7,7 +7,10 @@ function checkPort(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new UserError(`invalid ${what} ${JSON.stringify(v)}: a port from 1 to 65535`);
   return v;
 }
-import type { MethodTable } from './rpc.js';
+import { TakeOver, type MethodTable } from './rpc.js';
+import { checkCaptureParams } from '../capture/params.js';
+import { StreamSink } from '../capture/sink-stream.js';
+import type { CapturePointInfo, CaptureStarted } from './api.js';
 
 export interface DaemonInfo {
   socket: string;
@@ -60,6 +63,16 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'forward.add': (p) => d.addForward(p),
     'forward.list': async () => d.forwards.list(),
     'forward.remove': (p) => d.removeForward(p),
+    'capture.points': async (): Promise<CapturePointInfo[]> => d.capture.points(),
+    'capture.start': async (p) => {
+      const prep = d.capture.prepare(checkCaptureParams(p));
+      const started: CaptureStarted = { id: prep.id, points: prep.points.map((x) => x.name) };
+      // The reply line first, then the connection carries the pcapng stream (server.ts TakeOver).
+      return new TakeOver(started, (sock, clientEnded) => {
+        const s = d.capture.open(prep, new StreamSink(sock));
+        if (clientEnded) s.stop('the client ended its side');
+      });
+    },
   };
 }
 
@@ -67,4 +80,16 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
  * Methods that only read: the control server runs them without waiting for the change lock, so
  * `status` answers even while a slow change (one waiting on Tor) is applied.
  */
-export const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['daemon.status', 'net.list', 'vm.list', 'route.show', 'forward.list', 'tor.status', 'onion.list']);
+export const READ_ONLY_METHODS: ReadonlySet<string> = new Set([
+  'daemon.status',
+  'net.list',
+  'vm.list',
+  'route.show',
+  'forward.list',
+  'tor.status',
+  'onion.list',
+  'capture.points',
+  // Changes no state: a capture (which then streams for as long as it runs) never waits behind a slow change.
+  'capture.start',
+  'tee.list',
+]);

@@ -25,3 +25,17 @@ export const CONFLICT = -32001;
 
 export type Handler = (params: unknown) => Promise<unknown>;
 export type MethodTable = Record<string, Handler>;
+
+/**
+ * A method's answer after which the method takes the connection over (a capture streams pcapng on
+ * it): the server writes `result` as the reply line, stops reading requests from the connection
+ * (whatever the client pipelined after this request is discarded) and hands the socket to `take`.
+ * `clientEnded`: the client had already half-closed its side. Not taken (the client went away
+ * first): nothing is called.
+ */
+export class TakeOver {
+  constructor(
+    readonly result: unknown,
+    readonly take: (sock: import('node:net').Socket, clientEnded: boolean) => void,
+  ) {}
+}

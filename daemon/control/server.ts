@@ -10,6 +10,12 @@
  *   `maxPendingBytes` of them: one error reply and the client is closed;
  * - a line that is begun and not finished within `lineTimeoutMs` closes the client;
  * - a client that does not read its answers (more than `maxOutput` bytes queued for it) is dropped.
+ *
+ * A method may answer with a TakeOver (rpc.ts): after its reply line the connection is the
+ * method's (a capture's pcapng stream). The server stops reading requests from it, the lock is not
+ * held (the method returned), and it still counts against `maxClients`; the method bounds what
+ * it queues for a slow reader itself. close() gives taken connections a moment to finish (a
+ * capture writes its statistics and ends the connection) before destroying them.
  */
 import net from 'node:net';
 import fs from 'node:fs';
@@ -18,7 +24,7 @@ import type { Logger } from 'pino';
 import { socketGroupId } from '../config.js';
 import { UserError } from '../errors.js';
 import type { MethodTable, RpcResponse } from './rpc.js';
-import { INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR } from './rpc.js';
+import { INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, TakeOver } from './rpc.js';
 
 export const CONTROL_LIMITS = {
   /** Longest request line, in bytes. */
@@ -104,6 +110,8 @@ interface Client {
   closing: boolean;
   /** The client sent EOF: answer what it sent, then close. */
   ended: boolean;
+  /** A method took the connection over (TakeOver): no more requests are read from it. */
+  taken: boolean;
 }
 
 function rpcError(id: number | string | null, code: number, message: string): RpcResponse {
@@ -162,7 +170,7 @@ export class ControlServer {
       setTimeout(() => sock.destroy(), 1000).unref();
       return;
     }
-    const c: Client = { sock, partial: [], partialLen: 0, lineTimer: null, queue: [], queueBytes: 0, busy: false, closing: false, ended: false };
+    const c: Client = { sock, partial: [], partialLen: 0, lineTimer: null, queue: [], queueBytes: 0, busy: false, closing: false, ended: false, taken: false };
     this.clients.add(c);
     sock.on('close', () => {
       this.clients.delete(c);
@@ -301,6 +309,10 @@ export class ControlServer {
     try {
       // A client dropped while it waited for the lock gets nothing applied.
       const result = this.opts.readOnly?.has(method) === true ? await run() : await this.exclusive(() => (c.closing ? Promise.resolve(undefined) : run()));
+      if (result instanceof TakeOver) {
+        this.takeOver(c, id, result);
+        return;
+      }
       this.reply(c, { jsonrpc: '2.0', id, result: result ?? null });
     } catch (e) {
       if (e instanceof UserError) {
@@ -310,6 +322,23 @@ export class ControlServer {
         this.reply(c, rpcError(id, INTERNAL_ERROR, `internal error: ${(e as Error).message}`));
       }
     }
+  }
+
+  /** Replies, then hands the connection to the method (see TakeOver). */
+  private takeOver(c: Client, id: number | string | null, t: TakeOver): void {
+    if (c.sock.destroyed || c.closing) return;
+    this.reply(c, { jsonrpc: '2.0', id, result: t.result ?? null });
+    if (c.closing) return;
+    c.taken = true;
+    c.closing = true;
+    c.queue.length = 0;
+    c.queueBytes = 0;
+    c.partial = [];
+    c.partialLen = 0;
+    this.clearLineTimer(c);
+    c.sock.removeAllListeners('data');
+    c.sock.removeAllListeners('end');
+    t.take(c.sock, c.ended);
   }
 
   private reply(c: Client, res: RpcResponse): void {
@@ -322,7 +351,25 @@ export class ControlServer {
   }
 
   async close(): Promise<void> {
-    for (const c of this.clients) this.drop(c);
+    const taken = [...this.clients].filter((c) => c.taken && !c.sock.destroyed);
+    for (const c of this.clients) if (!c.taken) this.drop(c);
+    // Taken connections (captures) were ended by their owner before this: let their last bytes out.
+    await Promise.all(
+      taken.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.sock.closed) return resolve();
+            const t = setTimeout(() => {
+              c.sock.destroy();
+              resolve();
+            }, 2000);
+            c.sock.once('close', () => {
+              clearTimeout(t);
+              resolve();
+            });
+          }),
+      ),
+    );
     if (this.server !== null) {
       const s = this.server;
       this.server = null;

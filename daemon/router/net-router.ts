@@ -34,6 +34,9 @@ import { ipv4IcmpFrame, ipv6IcmpFrame } from '../gateway/frames.js';
 import { torTcp } from '../egress/tor.js';
 import type { TorAccess } from '../tor/access.js';
 import { dataPathFault } from '../errors.js';
+import type { RouterTap } from '../capture/taps.js';
+import { exitOf, verdictComment } from './verdict-text.js';
+import { readMac } from '../wire/mac.js';
 
 /** The network the router serves, as the daemon's state describes it. */
 export interface RouterNetSpec {
@@ -131,6 +134,8 @@ export class NetRouter implements GatewayHandler {
   readonly endpoint: Endpoint;
   readonly zone: LocalZone;
   readonly counters: RouterCounters = { torRefused: 0, torDropped: 0, spoofed: 0, noRoute: 0, invalid: 0, viaDropped: 0, icmpDropped: 0, reassembled: 0, fragDropped: 0 };
+  /** Set by the capture hub while a capture needs the route exits or the drops; else null. */
+  capture: RouterTap | null = null;
   private readonly vms = new Map<string, VmState>();
   /** Static addresses of attached VMs (`vm attach --ip`), also of those not heard from yet. */
   private readonly statics = new Map<string, number>();
@@ -330,6 +335,7 @@ export class NetRouter implements GatewayHandler {
     // The gateway speaks untagged Ethernet only: a VLAN tag would be read past, not honoured.
     if (d.kind === 'invalid' || d.eth.vlan !== undefined) {
       this.counters.invalid++;
+      if (this.capture !== null) this.capture.dropped(f, d.kind === 'invalid' ? 'dropped: invalid frame' : 'dropped: VLAN-tagged frame to the gateway', from.vm);
       return;
     }
     if (d.kind === 'other') return;
@@ -341,6 +347,7 @@ export class NetRouter implements GatewayHandler {
     // come from the VM's own.
     if (d.kind !== 'arp' && !sv.unaddressed(d) && !(d.kind === 'ipv4' ? this.sourceOk4(vm!, s!, d.ip.src) : this.sourceOk6(vm!, s!, d.ip.src))) {
       this.counters.spoofed++;
+      if (this.capture !== null) this.capture.dropped(f, 'dropped: spoofed source address', from.vm);
       return;
     }
     const r = sv.dispatch(d, from.vm, now);
@@ -360,15 +367,18 @@ export class NetRouter implements GatewayHandler {
       if (inSubnet(ip.dst, this.gnet.subnet) && ip.dst !== this.gnet.gatewayIp) {
         // Another VM's address sent to the gateway MAC: the VM should use the switch.
         this.counters.noRoute++;
+        if (this.capture !== null) this.capture.dropped(f, "dropped: no route (another VM's address sent to the gateway)", from.vm);
         return;
       }
       const packet = eth.payload.subarray(0, ip.totalLength);
+      if (this.capture !== null) this.tapOut(vm.name, f, packet, d.tcp, d.udp, icmp?.kind === 'echo-request', ip4(ip.dst));
       if (d.tcp !== undefined) this.endpoint.tcpInput(s.ev, ip4(ip.src), ip4(ip.dst), d.tcp, packet);
       else if (d.udp !== undefined) this.endpoint.udpInput(s.ev, ip4(ip.src), ip4(ip.dst), d.udp, packet);
       else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, ip4(ip.dst), icmp.id, icmp.seq, icmp.data)) return;
       else {
         // ICMP beyond the gateway's echo (and other protocols) does not leave.
         this.counters.icmpDropped++;
+        if (this.capture !== null) this.capture.dropped(f, 'dropped: ICMP (other than echo) or another protocol does not leave the gateway', from.vm);
         if (ip.dst === this.gnet.gatewayIp && icmp === undefined) this.push(sv.icmp.errorV4(eth, packet, 'protocol-unreachable', now));
       }
       return;
@@ -379,20 +389,26 @@ export class NetRouter implements GatewayHandler {
     if (g6 === undefined || ip.dst[0] === 0xff) return;
     if (ip.fragment !== undefined) {
       this.counters.fragDropped++;
+      if (this.capture !== null) this.capture.dropped(f, 'dropped: IPv6 fragment', from.vm);
       return;
     }
     if (isLinkLocal6(ip.src)) return; // link-local sources cannot be routed
     if (inIpv6Prefix(ip.dst, g6.prefix, g6.length) && !isGatewayIpv6(this.gnet, ip.dst)) {
       this.counters.noRoute++;
+      if (this.capture !== null) this.capture.dropped(f, "dropped: no route (another VM's address sent to the gateway)", from.vm);
       return;
     }
     const src = ip6(ip.src);
     const dst = ip6(ip.dst);
     const packet = d.eth.payload.subarray(0, 40 + ip.payloadLength);
+    if (this.capture !== null) this.tapOut(vm.name, f, packet, d.tcp, d.udp, icmp?.kind === 'echo-request', dst);
     if (d.tcp !== undefined) this.endpoint.tcpInput(s.ev, src, dst, d.tcp, packet);
     else if (d.udp !== undefined) this.endpoint.udpInput(s.ev, src, dst, d.udp, packet);
     else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, dst, icmp.id, icmp.seq, icmp.data, src)) return;
-    else this.counters.icmpDropped++;
+    else {
+      this.counters.icmpDropped++;
+      if (this.capture !== null) this.capture.dropped(f, 'dropped: ICMPv6 (other than echo) or another protocol does not leave the gateway', from.vm);
+    }
   }
 
   /**
@@ -406,7 +422,10 @@ export class NetRouter implements GatewayHandler {
     const given = st.evicted + st.timedOut;
     const r = s.reassembler.push(ip, this.mono());
     this.counters.fragDropped += st.evicted + st.timedOut - given;
-    if (r.status === 'dropped') this.counters.fragDropped++;
+    if (r.status === 'dropped') {
+      this.counters.fragDropped++;
+      if (this.capture !== null) this.capture.dropped(f, 'dropped: fragment (overlapping, oversize or over the per-VM limit)', from.vm);
+    }
     if (r.status !== 'complete') return;
     this.counters.reassembled++;
     const whole = Buffer.allocUnsafe(ETH_HEADER_LEN + r.packet.length);
@@ -586,8 +605,41 @@ export class NetRouter implements GatewayHandler {
     );
   }
 
+  // --- capture: route exits (only while the hub set this.capture) ----------------------------
+
+  /** A VM's packet handed to the endpoint or the ping egress: its flow's decision, at its exit. */
+  private tapOut(vm: string, f: Buffer, packet: Buffer, tcp: { dstPort: number } | undefined, udp: { dstPort: number } | undefined, echo: boolean, dst: IpAddr): void {
+    const flow: Flow | null = tcp !== undefined ? { proto: 'tcp', dst, port: tcp.dstPort } : udp !== undefined ? { proto: 'udp', dst, port: udp.dstPort } : echo ? { proto: 'ping', dst } : null;
+    if (flow === null) return;
+    const tap = this.capture!;
+    const v = this.decide(vm, flow);
+    const text = verdictComment(v);
+    if (tap.exits) tap.exit(exitOf(v, this.d.routeOf(vm)), packet, 'out', text);
+    if (v.kind === 'refuse' || v.kind === 'drop') tap.dropped(f, text, vm);
+  }
+
+  /** A frame the endpoint or the ping egress hands back to a VM: the reply from its flow's exit. */
+  private tapIn(f: Buffer): void {
+    const d = dissect(f);
+    if (d.kind !== 'ipv4' && d.kind !== 'ipv6') return;
+    const vm = this.d.vmByMac(readMac(f, 0));
+    if (vm === undefined) return;
+    const src = d.kind === 'ipv4' ? ip4(d.ip.src) : ip6(d.ip.src);
+    const flow: Flow | null =
+      d.tcp !== undefined ? { proto: 'tcp', dst: src, port: d.tcp.srcPort } : d.udp !== undefined ? { proto: 'udp', dst: src, port: d.udp.srcPort } : d.icmp?.kind === 'echo-reply' ? { proto: 'ping', dst: src } : null;
+    if (flow === null) return;
+    // Answers of the gateway's own UDP services (DNS) did not come from an exit.
+    if (flow.proto === 'udp' && this.isGateway(src)) return;
+    const v = this.decide(vm.name, flow);
+    // RSTs and ICMP errors for refused flows are the gateway's, not an exit's.
+    if (v.kind === 'refuse' || v.kind === 'drop') return;
+    const len = d.kind === 'ipv4' ? d.ip.totalLength : 40 + d.ip.payloadLength;
+    this.capture!.exit(exitOf(v, this.d.routeOf(vm.name)), d.eth.payload.subarray(0, len), 'in', verdictComment(v));
+  }
+
   /** Frames produced outside an input batch (host sockets, timers) go out at the end of the tick. */
   private send(f: Buffer): void {
+    if (this.capture !== null && this.capture.exits) this.tapIn(f);
     this.out.push(f);
     this.flushSoon();
   }

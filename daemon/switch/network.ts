@@ -11,7 +11,21 @@ import { isGroupMac } from './mac.js';
 import { normalizeOffload } from '../wire/gso.js';
 import { VNET_HDR_LEN } from '../wire/vnet.js';
 import { dataPathFault } from '../errors.js';
-import { rogueService, type GatewayAddrs } from './guard.js';
+import { rogueService, type GatewayAddrs, type GuardReason } from './guard.js';
+import type { SwitchTap } from '../capture/taps.js';
+
+/** A rogue-service verdict as a capture's drop comment says it. */
+const ROGUE_TEXT: Record<GuardReason, string> = {
+  ra: 'rogue RA',
+  redirect: 'rogue ICMPv6 redirect',
+  'nd-fragment': 'neighbour discovery in a fragment',
+  'icmp4-router': 'rogue ICMPv4 redirect or router advertisement',
+  'dhcp4-server': 'rogue DHCP server',
+  'dhcp6-server': 'rogue DHCPv6 server',
+  unreadable: 'unreadable header chain',
+  'vlan-depth': 'too many VLAN tags',
+  'gateway-claim': "claims the gateway's address",
+};
 
 export type Clock = () => number;
 
@@ -98,6 +112,8 @@ export class Network {
   /** Members whose port is bound to `fib`. */
   private readonly cutThrough = new Set<Member>();
   readonly stats: NetworkStats = { forwarded: 0, flooded: 0, toGateway: 0, drops: {} };
+  /** Set by the capture hub while a capture needs this network's frames or drops; else null. */
+  capture: SwitchTap | null = null;
 
   constructor(opts: NetworkOptions) {
     this.name = opts.name;
@@ -196,16 +212,19 @@ export class Network {
       const len = f.length - h;
       if (len < MIN_FRAME) {
         count(src.drops, 'runt');
+        if (this.capture !== null) this.capture.dropped(f, h, 'runt frame', src.vm);
         continue;
       }
       // A vnet-header frame may be a TSO super-frame; its size was checked by the port.
       if (h === 0 && len > this.maxFrame) {
         count(src.drops, 'oversize');
+        if (this.capture !== null) this.capture.dropped(f, h, 'oversize frame', src.vm);
         continue;
       }
       if (isGroupMac(f, h + 6)) {
         count(src.drops, 'spoofed');
         count(this.stats.drops, 'spoofed');
+        if (this.capture !== null) this.capture.dropped(f, h, 'group source MAC', src.vm);
         continue;
       }
       const smac = readMac(f, h + 6);
@@ -213,13 +232,16 @@ export class Network {
         if (src.mac !== null || !this.claimMac(src, smac)) {
           count(src.drops, 'spoofed');
           count(this.stats.drops, 'spoofed');
+          if (this.capture !== null) this.capture.dropped(f, h, 'spoofed source MAC', src.vm);
           continue;
         }
       }
       // Rogue router / DHCP server (guard.ts): the one check, for the native cut-through path too.
-      if (rogueService(f, h, this.gatewayAddrs) !== null) {
+      const rogue = rogueService(f, h, this.gatewayAddrs);
+      if (rogue !== null) {
         count(src.drops, 'filtered');
         count(this.stats.drops, 'filtered');
+        if (this.capture !== null) this.capture.dropped(f, h, ROGUE_TEXT[rogue], src.vm);
         continue;
       }
       // Every frame of a batch has the member's one MAC: learn once per batch.
@@ -248,6 +270,7 @@ export class Network {
         this.flood(src, f);
       } else if (dst === src) {
         count(src.drops, 'no-route');
+        if (this.capture !== null) this.capture.dropped(f, h, 'addressed to its own port', src.vm);
       } else {
         this.stats.forwarded++;
         this.enqueue(src, dst, f);
@@ -274,12 +297,18 @@ export class Network {
   private toGateway(src: Member, f: Buffer): void {
     if (this.gateway === null) {
       // Broadcasts reach the gateway too; only unicast to it counts as a drop.
-      if (!isGroupMac(f, src.port.vnetHdrLen)) count(src.drops, 'no-route');
+      if (!isGroupMac(f, src.port.vnetHdrLen)) {
+        count(src.drops, 'no-route');
+        if (this.capture !== null) this.capture.dropped(f, src.port.vnetHdrLen, 'no gateway', src.vm);
+      }
       return;
     }
     this.stats.toGateway++;
     if (src.port.vnetHdrLen === 0) this.gwOut.push(f);
-    else if (normalizeOffload(f, this.gwOut) < 0) count(src.drops, 'bad-offload');
+    else if (normalizeOffload(f, this.gwOut) < 0) {
+      count(src.drops, 'bad-offload');
+      if (this.capture !== null) this.capture.dropped(f, src.port.vnetHdrLen, 'bad offload header', src.vm);
+    }
   }
 
   private enqueue(src: Member, dst: Member, f: Buffer): void {
@@ -289,7 +318,10 @@ export class Network {
     if (sh === dh) dst.out.push(f);
     else if (sh === VNET_HDR_LEN && dh === 0) {
       // Offloaded frame to a port without offloads (a QEMU socket): segment in software.
-      if (normalizeOffload(f, dst.out) < 0) count(src.drops, 'bad-offload');
+      if (normalizeOffload(f, dst.out) < 0) {
+        count(src.drops, 'bad-offload');
+        if (this.capture !== null) this.capture.dropped(f, sh, 'bad offload header', src.vm);
+      }
     } else {
       const g = Buffer.allocUnsafe(dh + f.length);
       g.fill(0, 0, dh);
@@ -324,6 +356,7 @@ export class Network {
    * member owning the destination MAC; group or unknown destinations flood.
    */
   fromGateway(frames: readonly Buffer[]): void {
+    if (this.capture !== null) this.capture.fromGateway(frames);
     const now = this.clock();
     for (const f of frames) {
       if (f.length < MIN_FRAME) continue;

@@ -1,0 +1,384 @@
+/**
+ * The capture hub: knows every capture point (ports, networks, route exits, drops), runs the
+ * sessions, and turns producers on only while a session needs them: a port is teed into a ring
+ * (one per port, shared by the sessions on it) and the switch's and router's hooks are set. The
+ * rings are drained on a timer while any is in use, before every hook packet (so one capture's
+ * packets stay in order across its points), and when a session stops.
+ */
+import type { Logger } from 'pino';
+import type { Direction } from './pcapng.js';
+import { checkFilter, Session, type Counters, type Iface } from './session.js';
+import type { Sink } from './sink.js';
+import type { CaptureParams, SourceSpec } from './params.js';
+import type { CaptureRing, RingFactory, RingRecord, TeeablePort } from './ring.js';
+import type { RouterTap, SwitchTap } from './taps.js';
+import { DIR_IN, DIR_OUT, DROPS_POINT, EXIT_PREFIX, EXITS, NET_PREFIX, dropsPoint, exitPoint, netPoint, portPoint, tsoComment, type ExitName, type PointDesc, type PointLink } from './points.js';
+import { UserError } from '../errors.js';
+
+export interface HubOptions {
+  log: Logger;
+  /** shb_userappl: "mvnet VERSION". */
+  userappl: string;
+  newRing: RingFactory;
+  /** Realtime clock in nanoseconds (tests pass a fake one). */
+  now?: () => number;
+  /** Bytes of each port's tee ring. */
+  ringBytes?: number;
+  drainMs?: number;
+}
+
+export interface SwitchHooks {
+  capture: SwitchTap | null;
+}
+export interface RouterHooks {
+  capture: RouterTap | null;
+}
+
+interface Consumer {
+  session: Session;
+  iface: Iface;
+  /** DIR_IN | DIR_OUT: the ring directions this consumer takes. */
+  mask: number;
+  /** The port carries bare IP and the point is Ethernet: add a synthetic header. */
+  wrap: boolean;
+}
+
+interface PortEntry {
+  vm: string;
+  net: string;
+  port: TeeablePort;
+  link: PointLink;
+  ring: CaptureRing | null;
+  dirs: number;
+  lastDropped: number;
+  consumers: Consumer[];
+}
+
+interface NetEntry {
+  name: string;
+  sw: SwitchHooks;
+  router: RouterHooks | null;
+  swTap: SwitchTap;
+  routerTap: RouterTap & { exits: boolean };
+}
+
+interface Target {
+  session: Session;
+  iface: Iface;
+}
+
+/** What a prepared capture will read; checked before the control API answers. */
+export interface Prepared {
+  id: string;
+  points: PointDesc[];
+  params: CaptureParams;
+}
+
+const DEFAULT_RING_BYTES = 4 << 20;
+
+function realNowNs(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1e6);
+}
+
+/** A bare IP packet in an Ethernet frame with zero MACs, for Ethernet points and QEMU peers. */
+export function withEther(packet: Buffer): Buffer {
+  const f = Buffer.allocUnsafe(14 + packet.length);
+  f.fill(0, 0, 12);
+  f.writeUInt16BE(packet.length > 0 && packet[0]! >> 4 === 6 ? 0x86dd : 0x0800, 12);
+  packet.copy(f, 14);
+  return f;
+}
+
+export class CaptureHub {
+  private readonly ports = new Map<string, PortEntry>();
+  private readonly nets = new Map<string, NetEntry>();
+  private readonly sessions = new Set<Session>();
+  private netTargets = new Map<string, Target[]>();
+  private dropTargets: Target[] = [];
+  private exitTargets = new Map<ExitName, Target[]>();
+  private timer: NodeJS.Timeout | null = null;
+  private draining = false;
+  private rebuildQueued = false;
+  private nextId = 1;
+  readonly now: () => number;
+  private readonly ringBytes: number;
+  private readonly drainMs: number;
+  /** Told when points come and go (tees wait for theirs). */
+  onPointsChanged: (() => void) | null = null;
+
+  constructor(private readonly o: HubOptions) {
+    this.now = o.now ?? realNowNs;
+    this.ringBytes = o.ringBytes ?? DEFAULT_RING_BYTES;
+    this.drainMs = o.drainMs ?? 5;
+  }
+
+  // --- points -----------------------------------------------------------------------------
+
+  points(): PointDesc[] {
+    const out: PointDesc[] = [];
+    for (const p of [...this.ports.values()].sort((a, b) => a.vm.localeCompare(b.vm))) out.push(portPoint(p.vm, p.net, p.link));
+    for (const n of [...this.nets.keys()].sort()) out.push(netPoint(n));
+    for (const e of EXITS) out.push(exitPoint(e));
+    out.push(dropsPoint());
+    return out;
+  }
+
+  private point(name: string): PointDesc | undefined {
+    if (name === DROPS_POINT) return dropsPoint();
+    if (name.startsWith(EXIT_PREFIX)) {
+      const e = name.slice(EXIT_PREFIX.length);
+      return (EXITS as readonly string[]).includes(e) ? exitPoint(e as ExitName) : undefined;
+    }
+    if (name.startsWith(NET_PREFIX)) {
+      const n = name.slice(NET_PREFIX.length);
+      return this.nets.has(n) ? netPoint(n) : undefined;
+    }
+    const p = this.ports.get(name);
+    return p === undefined ? undefined : portPoint(p.vm, p.net, p.link);
+  }
+
+  /** The points of a source, or why not (a VM not attached, a network that does not exist). */
+  resolve(from: SourceSpec, drops: boolean): PointDesc[] {
+    const names = from.vm !== undefined ? [from.vm] : from.net !== undefined ? [NET_PREFIX + from.net] : (from.point ?? []);
+    if (drops && !names.includes(DROPS_POINT)) names.push(DROPS_POINT);
+    return names.map((n) => {
+      const p = this.point(n);
+      if (p !== undefined) return p;
+      if (from.vm !== undefined) throw new UserError(`no VM named ${n} is attached`);
+      if (from.net !== undefined) throw new UserError(`no network named ${from.net}`);
+      throw new UserError(`no capture point named ${n} (mvnet capture --list shows them)`);
+    });
+  }
+
+  prepare(params: CaptureParams): Prepared {
+    checkFilter(params.filter);
+    return { id: `c${this.nextId++}`, points: this.resolve(params.from, params.drops), params };
+  }
+
+  /** Starts a prepared capture into `sink`. Points gone since prepare(): it ends at once, cleanly. */
+  open(prep: Prepared, sink: Sink, opts: { kind: 'live' | 'tee'; name?: string; counters?: Counters } = { kind: 'live' }): Session {
+    const { params } = prep;
+    const s = new Session({
+      id: opts.kind === 'tee' ? `tee:${opts.name ?? ''}` : prep.id,
+      kind: opts.kind,
+      ...(opts.name !== undefined ? { name: opts.name } : {}),
+      points: prep.points,
+      filter: params.filter,
+      snaplen: params.snaplen,
+      ...(params.count !== undefined ? { count: params.count } : {}),
+      ...(params.durationSec !== undefined ? { durationSec: params.durationSec } : {}),
+      userappl: this.o.userappl,
+      sink,
+      now: this.now,
+      ...(opts.counters !== undefined ? { counters: opts.counters } : {}),
+    });
+    s.onEnd = (x, why) => this.ended(x, why);
+    this.sessions.add(s);
+    this.o.log.info({ capture: s.id, points: prep.points.map((p) => p.name), filter: params.filter }, 'capture started');
+    if (prep.points.some((p) => this.point(p.name) === undefined)) s.stop('a capture point is gone');
+    else this.rebuild();
+    return s;
+  }
+
+  list(): Session[] {
+    return [...this.sessions];
+  }
+
+  private ended(s: Session, why: string): void {
+    if (!this.sessions.has(s)) return;
+    if (!this.draining) this.drainAll();
+    this.sessions.delete(s);
+    this.o.log.info({ capture: s.id, why, ...s.counters }, 'capture ended');
+    // Not now: a session can end inside a drain callback (count reached).
+    if (!this.rebuildQueued) {
+      this.rebuildQueued = true;
+      queueMicrotask(() => {
+        this.rebuildQueued = false;
+        this.rebuild();
+      });
+    }
+  }
+
+  // --- producers come and go --------------------------------------------------------------
+
+  portAdded(vm: string, net: string, port: TeeablePort): void {
+    this.portRemoved(vm);
+    this.ports.set(vm, { vm, net, port, link: port.layer === 3 ? 'raw' : 'ether', ring: null, dirs: 0, lastDropped: 0, consumers: [] });
+    this.rebuild();
+    this.onPointsChanged?.();
+  }
+
+  /** The VM's port is going away: its captures end (cleanly), a net capture stops teeing it. */
+  portRemoved(vm: string): void {
+    const e = this.ports.get(vm);
+    if (e === undefined) return;
+    this.drainAll();
+    for (const s of [...this.sessions]) if (s.iface(vm) !== undefined && s.points.some((p) => p.kind === 'port' && p.name === vm)) s.stop(`VM ${vm} detached`);
+    this.setRing(e, null, 0);
+    this.ports.delete(vm);
+    this.rebuild();
+    this.onPointsChanged?.();
+  }
+
+  netAdded(name: string, sw: SwitchHooks, router: RouterHooks | null): void {
+    const swTap: SwitchTap = {
+      fromGateway: (frames) => this.fromGateway(name, frames),
+      dropped: (frame, hdrLen, reason, vm) => this.dropped(hdrLen > 0 ? frame.subarray(hdrLen) : frame, `dropped: ${reason} (from ${vm} on ${name})`),
+    };
+    const routerTap: RouterTap & { exits: boolean } = {
+      exits: false,
+      exit: (exit, packet, dir, comment) => this.exit(exit, packet, dir, comment),
+      dropped: (frame, comment, vm) => this.dropped(frame, `${comment} (from ${vm} on ${name})`),
+    };
+    this.nets.set(name, { name, sw, router, swTap, routerTap });
+    this.rebuild();
+    this.onPointsChanged?.();
+  }
+
+  netRemoved(name: string): void {
+    const e = this.nets.get(name);
+    if (e === undefined) return;
+    this.drainAll();
+    for (const s of [...this.sessions]) if (s.iface(NET_PREFIX + name) !== undefined) s.stop(`network ${name} deleted`);
+    e.sw.capture = null;
+    if (e.router !== null) e.router.capture = null;
+    this.nets.delete(name);
+    this.rebuild();
+    this.onPointsChanged?.();
+  }
+
+  /** Ends every capture cleanly (daemon stopping). */
+  close(why = 'the daemon is stopping'): void {
+    for (const s of [...this.sessions]) s.stop(why);
+    this.rebuild();
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  // --- wiring -----------------------------------------------------------------------------
+
+  /** Works out who consumes what, and turns producers on and off to match. */
+  private rebuild(): void {
+    const sessions = [...this.sessions].filter((s) => !s.ended);
+    for (const pe of this.ports.values()) {
+      const cons: Consumer[] = [];
+      for (const s of sessions) {
+        const own = s.points.some((p) => p.kind === 'port' && p.name === pe.vm) ? s.iface(pe.vm) : undefined;
+        if (own !== undefined) cons.push({ session: s, iface: own, mask: DIR_IN | DIR_OUT, wrap: false });
+        const net = s.iface(NET_PREFIX + pe.net);
+        if (net !== undefined) cons.push({ session: s, iface: net, mask: DIR_IN, wrap: pe.link === 'raw' });
+      }
+      const dirs = cons.reduce((m, c) => m | c.mask, 0);
+      // One ring per port: as long as the longest snaplen asked for.
+      const snap = cons.reduce((m, c) => Math.max(m, c.session.snaplen), 0);
+      pe.consumers = cons;
+      if (cons.length === 0) this.setRing(pe, null, 0);
+      else if (pe.ring === null || (pe.ring.snaplen !== 0 && pe.ring.snaplen < snap)) this.setRing(pe, this.o.newRing(this.ringBytes, snap), dirs);
+      else if (pe.dirs !== dirs) this.setRing(pe, pe.ring, dirs);
+    }
+    const targets = (name: string): Target[] => {
+      const out: Target[] = [];
+      for (const s of sessions) {
+        const i = s.iface(name);
+        if (i !== undefined && s.points.some((p) => p.name === name && p.kind !== 'port')) out.push({ session: s, iface: i });
+      }
+      return out;
+    };
+    this.dropTargets = targets(DROPS_POINT);
+    this.exitTargets = new Map(EXITS.map((e) => [e, targets(EXIT_PREFIX + e)]));
+    const anyExit = [...this.exitTargets.values()].some((t) => t.length > 0);
+    const drops = this.dropTargets.length > 0;
+    this.netTargets = new Map();
+    for (const n of this.nets.values()) {
+      const t = targets(NET_PREFIX + n.name);
+      this.netTargets.set(n.name, t);
+      n.sw.capture = t.length > 0 || drops ? n.swTap : null;
+      n.routerTap.exits = anyExit;
+      if (n.router !== null) n.router.capture = anyExit || drops ? n.routerTap : null;
+    }
+    const rings = [...this.ports.values()].some((p) => p.ring !== null);
+    if (rings && this.timer === null) {
+      this.timer = setInterval(() => this.drainAll(), this.drainMs);
+      this.timer.unref();
+    } else if (!rings && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private setRing(pe: PortEntry, ring: CaptureRing | null, dirs: number): void {
+    if (pe.ring !== null && pe.ring !== ring) this.drainPort(pe);
+    const fresh = pe.ring !== ring;
+    pe.ring = ring;
+    pe.dirs = dirs;
+    if (fresh) pe.lastDropped = ring?.dropped ?? 0;
+    try {
+      pe.port.tee?.(ring, dirs);
+    } catch (e) {
+      this.o.log.warn({ vm: pe.vm, err: (e as Error).message }, 'could not tee the port');
+    }
+  }
+
+  // --- packets ----------------------------------------------------------------------------
+
+  /** Hands every record waiting in the ports' rings to their sessions. */
+  drainAll(): void {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (const pe of this.ports.values()) if (pe.ring !== null) this.drainPort(pe);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private drainPort(pe: PortEntry): void {
+    const ring = pe.ring!;
+    const cons = pe.consumers;
+    ring.drain((r: RingRecord) => {
+      const ts = r.tsSec * 1e9 + r.tsNsec;
+      const comment = r.gsoType !== 0 ? tsoComment(r.gsoType, r.gsoSize) : undefined;
+      const dir: Direction = r.dir === DIR_IN ? 'in' : 'out';
+      let wrapped: Buffer | null = null;
+      for (let i = 0; i < cons.length; i++) {
+        const c = cons[i]!;
+        if ((c.mask & r.dir) === 0) continue;
+        let f = r.frame;
+        if (c.wrap) f = wrapped ??= withEther(r.frame);
+        c.session.deliver(c.iface, ts, f, r.origLen + (c.wrap ? 14 : 0), dir, comment);
+      }
+    });
+    const lost = ring.dropped - pe.lastDropped;
+    if (lost > 0) {
+      pe.lastDropped = ring.dropped;
+      for (const c of cons) c.session.lost(c.iface, lost);
+    }
+  }
+
+  private deliver(targets: readonly Target[] | undefined, frame: Buffer, dir: Direction, comment: string | undefined): void {
+    if (targets === undefined || targets.length === 0) return;
+    const ts = this.now();
+    for (const t of targets) t.session.deliver(t.iface, ts, frame, frame.length, dir, comment);
+  }
+
+  private fromGateway(net: string, frames: readonly Buffer[]): void {
+    const t = this.netTargets.get(net);
+    if (t === undefined || t.length === 0) return;
+    this.drainAll();
+    for (const f of frames) this.deliver(t, f, 'out', undefined);
+  }
+
+  private dropped(frame: Buffer, comment: string): void {
+    if (this.dropTargets.length === 0) return;
+    this.drainAll();
+    this.deliver(this.dropTargets, frame, 'in', comment);
+  }
+
+  private exit(exit: ExitName | null, packet: Buffer, dir: 'in' | 'out', comment: string): void {
+    if (exit === null) return;
+    const t = this.exitTargets.get(exit);
+    if (t === undefined || t.length === 0) return;
+    this.drainAll();
+    this.deliver(t, packet, dir, comment);
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * One capture: its points (pcapng interfaces), filter, snaplen, count and duration, counters, and
+ * its sink. The hub hands it every packet of its points; the session filters, encodes and offers
+ * the block to the sink, and counts. Ending writes one ISB per interface and ends the sink.
+ */
+import { compileFilter, type CompiledFilter } from './filter.js';
+import { PcapngWriter, type Direction } from './pcapng.js';
+import { linkTypeOf, type PointDesc, type PointLink } from './points.js';
+import type { Sink } from './sink.js';
+import { UserError } from '../errors.js';
+
+export interface Counters {
+  seen: number;
+  filteredOut: number;
+  captured: number;
+  dropped: number;
+  bytes: number;
+}
+
+export function zeroCounters(): Counters {
+  return { seen: 0, filteredOut: 0, captured: 0, dropped: 0, bytes: 0 };
+}
+
+/** Snaplen when none is given (tcpdump's): big enough for a 64 KiB TSO super-frame. */
+export const DEFAULT_SNAPLEN = 262_144;
+
+export interface SessionOptions {
+  id: string;
+  kind: 'live' | 'tee';
+  name?: string;
+  points: readonly PointDesc[];
+  filter: string;
+  snaplen: number;
+  count?: number;
+  durationSec?: number;
+  userappl: string;
+  sink: Sink;
+  /** Realtime clock, nanoseconds. */
+  now: () => number;
+  /** Counters to add to (a tee keeps counting across its runs). */
+  counters?: Counters;
+}
+
+export interface Iface {
+  id: number;
+  link: PointLink;
+  seen: number;
+  filteredOut: number;
+  dropped: number;
+}
+
+/** Compiles a filter or throws the UserError the control API answers with. */
+export function checkFilter(text: string): CompiledFilter & { ok: true } {
+  const f = compileFilter(text);
+  if (!f.ok) throw new UserError(`bad filter: ${f.error} (at column ${f.at + 1}: ${JSON.stringify(text.slice(f.at, f.at + 20))})`);
+  return f;
+}
+
+export class Session {
+  readonly id: string;
+  readonly kind: 'live' | 'tee';
+  readonly name: string | undefined;
+  readonly points: readonly PointDesc[];
+  readonly filterText: string;
+  readonly snaplen: number;
+  readonly counters: Counters;
+  readonly sink: Sink;
+  private readonly filter: CompiledFilter & { ok: true };
+  private readonly matchAll: boolean;
+  private readonly writer: PcapngWriter;
+  private readonly ifaces = new Map<string, Iface>();
+  private readonly count: number;
+  private readonly now: () => number;
+  private readonly startNs: number;
+  private timer: NodeJS.Timeout | null = null;
+  ended = false;
+  /** Called once when the session ends, whatever ended it (the hub forgets it). */
+  onEnd: ((s: Session, why: string) => void) | null = null;
+
+  constructor(o: SessionOptions) {
+    this.id = o.id;
+    this.kind = o.kind;
+    this.name = o.name;
+    this.points = o.points;
+    this.filterText = o.filter;
+    this.filter = checkFilter(o.filter);
+    this.matchAll = o.filter.trim() === '';
+    this.snaplen = o.snaplen;
+    this.counters = o.counters ?? zeroCounters();
+    this.sink = o.sink;
+    this.count = o.count ?? 0;
+    this.now = o.now;
+    this.startNs = o.now();
+    this.writer = new PcapngWriter({ userappl: o.userappl, os: `${process.platform}` });
+    for (const p of o.points) {
+      const { id } = this.writer.addInterface({ linkType: linkTypeOf(p.link), snaplen: o.snaplen, name: p.name, description: p.description });
+      this.ifaces.set(p.name, { id, link: p.link, seen: 0, filteredOut: 0, dropped: 0 });
+    }
+    if (o.sink.format === 'pcapng') o.sink.begin(this.writer.preamble());
+    o.sink.onGone = (why) => this.stop(why, false);
+    if (o.durationSec !== undefined && o.durationSec > 0) {
+      this.timer = setTimeout(() => this.stop('duration over'), o.durationSec * 1000);
+      this.timer.unref();
+    }
+  }
+
+  /** The interface of `point` in this session, or undefined. */
+  iface(point: string): Iface | undefined {
+    return this.ifaces.get(point);
+  }
+
+  /**
+   * One packet at one of the session's points. `frame` is valid only during the call; it matches
+   * the interface's link type (the hub adds a synthetic Ethernet header where needed).
+   */
+  deliver(i: Iface, tsNs: number, frame: Buffer, origLen: number, dir: Direction, comment: string | undefined): void {
+    if (this.ended) return;
+    i.seen++;
+    this.counters.seen++;
+    if (!this.matchAll && !this.filter.match(frame, i.link)) {
+      i.filteredOut++;
+      this.counters.filteredOut++;
+      return;
+    }
+    let ok: boolean;
+    let bytes: number;
+    if (this.sink.format === 'frames') {
+      ok = this.sink.write(frame);
+      bytes = frame.length;
+    } else {
+      const block = this.writer.packet(i.id, tsNs, frame, { direction: dir, comment, originalLength: Math.max(origLen, frame.length) });
+      ok = this.sink.write(block);
+      bytes = block.length;
+    }
+    if (!ok) {
+      i.dropped++;
+      this.counters.dropped++;
+      return;
+    }
+    this.counters.captured++;
+    this.counters.bytes += bytes;
+    if (this.count > 0 && this.counters.captured >= this.count) this.stop('count reached');
+  }
+
+  /** Packets of `point` lost before the session saw them (the port's tee ring was full). */
+  lost(i: Iface, n: number): void {
+    i.dropped += n;
+    this.counters.dropped += n;
+  }
+
+  /** Ends the session: ISBs and end of the output (`clean`), or just closes it. Idempotent. */
+  stop(why: string, clean = true): void {
+    if (this.ended) return;
+    // The hub drains the rings first so the packets before the stop are in.
+    this.onEnd?.(this, why);
+    this.ended = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (!clean) {
+      this.sink.abort();
+      return;
+    }
+    let tail: Buffer | null = null;
+    if (this.sink.format === 'pcapng') {
+      const t = this.now();
+      tail = Buffer.concat(
+        [...this.ifaces.values()].map((i) =>
+          this.writer.stats(i.id, t, { startNs: this.startNs, endNs: t, ifRecv: i.seen, filterAccept: i.seen - i.filteredOut, osDrop: i.dropped }),
+        ),
+      );
+    }
+    this.sink.finish(tail);
+  }
+}

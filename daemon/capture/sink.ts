@@ -1,0 +1,22 @@
+/**
+ * Where a capture's output goes. A sink never blocks the caller: what does not fit in its bounded
+ * queue is refused (write() returns false) and the session counts it as dropped.
+ */
+export interface Sink {
+  /** pcapng: write() takes pcapng blocks; frames: write() takes Ethernet frames (QEMU stream framing). */
+  readonly format: 'pcapng' | 'frames';
+  /** pcapng sinks: the section header and interfaces, written first (and again on each new file). */
+  begin(preamble: Buffer): void;
+  write(block: Buffer): boolean;
+  /** Writes `tail` (the ISBs; pcapng only), then ends the output. */
+  finish(tail: Buffer | null): void;
+  /** Ends without a tail (the reader is gone, or the daemon stops hard). */
+  abort(): void;
+  /** Set by the session: the reader went away or the output failed. */
+  onGone: ((why: string) => void) | null;
+  /** For tee.list: 'active' or why not. */
+  state(): { state: 'active' | 'waiting' | 'error'; detail: string };
+}
+
+/** A pcapng sink's queue bound: past this many bytes waiting, packets are dropped. */
+export const SINK_QUEUE_BYTES = 8 << 20;
