@@ -4,7 +4,7 @@
  */
 import { InvalidArgumentError } from 'commander';
 import { CliError } from '../client.js';
-import type { CaptureSource } from './api-types.js';
+import type { CaptureSource } from '../../daemon/control/api.js';
 import { MB } from './ring-files.js';
 
 /** Words (and leading characters) a capture filter can start with: a first argument that is one is

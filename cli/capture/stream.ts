@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { CliError, reachError, requestId } from '../client.js';
-import type { CaptureStarted } from './api-types.js';
+import type { CaptureStarted } from '../../daemon/control/api.js';
 
 /** A reply line longer than this is not a reply. */
 const MAX_REPLY = 1024 * 1024;

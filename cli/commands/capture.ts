@@ -6,7 +6,7 @@ import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
-import type { CapturePointInfo } from '../capture/api-types.js';
+import type { CapturePointInfo } from '../../daemon/control/api.js';
 import { capturePlan, parsePositive, type CaptureOpts, type CapturePlan } from '../capture/args.js';
 import { openCapture } from '../capture/stream.js';
 import { BlockSplitter, PcapngStreamError, timestampNs, type Block } from '../capture/pcapng-reader.js';
@@ -222,7 +222,7 @@ export function captureCommand(ctx: Ctx): Command {
     .option('--list', 'list the capture points')
     .option('-w, --write <file>', "write pcapng to FILE ('-': stdout), by this process")
     .option('-c, --count <n>', 'stop after N packets', parseIntArg('-c', 1, 2 ** 31 - 1))
-    .option('--duration <s>', 'stop after S seconds', parsePositive('--duration', 31_536_000))
+    .option('--duration <s>', 'stop after S seconds', parseIntArg('--duration', 1, 31_536_000))
     .option('--snaplen <n>', 'bytes kept of each packet (0: all)', parseIntArg('--snaplen', 0, 262_144))
     .option('--ring <n>', 'with -w FILE and --size: keep N files FILE.0, FILE.1, … (the newest N)', parseIntArg('--ring', 1, 100_000))
     .option('--size <mb>', 'with --ring: begin the next file before one would exceed MB (10^6 bytes)', parsePositive('--size', 1_000_000))

@@ -43,6 +43,16 @@ export function statusCommand(ctx: Ctx): Command {
               ]),
             ),
       );
+      const caps = s.captures ?? [];
+      if (caps.length > 0) {
+        lines.push('');
+        lines.push(
+          table(
+            ['CAPTURE', 'KIND', 'POINTS', 'FILTER', 'SEEN', 'CAPTURED', 'FILTERED OUT', 'DROPPED'],
+            caps.map((c) => [c.name ?? c.id, c.kind, c.points.join(','), c.filter || '-', c.counters.seen, c.counters.captured, c.counters.filteredOut, c.counters.dropped]),
+          ),
+        );
+      }
       return lines.join('\n');
     });
   });

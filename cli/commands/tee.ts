@@ -3,7 +3,7 @@ import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
-import type { CaptureSource, TeeInfo, TeeRemoved } from '../capture/api-types.js';
+import type { CaptureSource, TeeInfo, TeeRemoved } from '../../daemon/control/api.js';
 import { captureSource, parsePositive, ringArg } from '../capture/args.js';
 
 function collect(v: string, prev: string[]): string[] {

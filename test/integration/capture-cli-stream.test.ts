@@ -191,7 +191,7 @@ describe('mvnet capture against a scripted control socket', () => {
       [['capture', 'vm1', '-w', join(dir, 'f'), '--ring', '2'], /--ring needs --size MB/],
       [['capture', 'vm1', '-w', join(dir, 'sub')], /cannot write .*sub: is a directory/],
       [['capture', 'vm1', '--net', 'n1'], /give a VM \(vm1\) or --net, not both/],
-      [['capture', '--duration', '0', 'vm1'], /--duration must be a number above 0/],
+      [['capture', '--duration', '0', 'vm1'], /--duration must be an integer from 1/],
       [['capture'], /give what to capture/],
     ] as const) {
       const e = await run(['node', CLI_JS, '--socket', ok.socket, ...args], { check: false });
