@@ -21,7 +21,8 @@ export interface OpenCapture {
 /** Sends capture.start; resolves once the daemon accepted it, rejects with its error line otherwise. */
 export function openCapture(socket: string, params: unknown): Promise<OpenCapture> {
   return new Promise<OpenCapture>((resolve, reject) => {
-    const conn = net.createConnection({ path: socket });
+    // allowHalfOpen: after the daemon's end, nothing is written back automatically before 'end' is handled.
+    const conn = net.createConnection({ path: socket, allowHalfOpen: true });
     let buf: Buffer = Buffer.alloc(0);
     let done = false;
     const fail = (e: Error): void => {

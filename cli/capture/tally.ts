@@ -2,6 +2,7 @@
  * What the CLI learns from the stream: interface names and link types (IDBs), the packets (EPBs)
  * and, at the end, the daemon's counters (one ISB per interface), for the summary line.
  */
+import type { CaptureCounters } from '../../daemon/control/api.js';
 import { BLOCK_EPB, BLOCK_IDB, BLOCK_ISB, BLOCK_SHB, parseEpb, parseIdb, parseIsb, type Block, type Interface, type Packet, type Stats } from './pcapng-reader.js';
 
 export interface PointSummary {
@@ -20,6 +21,8 @@ export interface CaptureSummary {
   seen: number;
   /** Whether the daemon sent its statistics (it does whenever it ends a capture itself). */
   complete: boolean;
+  /** Without them: the counters came from `daemon.status` taken when the CLI stopped the capture. */
+  countersFromStatus?: boolean;
   points: PointSummary[];
 }
 
@@ -57,8 +60,11 @@ export class CaptureTally {
     return this.interfaces[id]?.name ?? `if${id}`;
   }
 
-  /** `localDrops`: packets received but not written (the output was gone or stuck at the end). */
-  summary(localDrops = 0): CaptureSummary {
+  /**
+   * `localDrops`: packets received but not written (the output was gone or stuck at the end).
+   * `fallback`: the capture's counters from `daemon.status`, used when no ISB came.
+   */
+  summary(localDrops = 0, fallback?: CaptureCounters): CaptureSummary {
     const points: PointSummary[] = this.interfaces.map((i, id) => {
       const s = this.stats.get(id);
       const seen = Number(s?.ifRecv ?? 0n);
@@ -66,12 +72,16 @@ export class CaptureTally {
       return { name: i.name ?? `if${id}`, seen, filteredOut: Math.max(0, seen - accepted), dropped: Number((s?.osDrop ?? 0n) + (s?.ifDrop ?? 0n)) };
     });
     const sum = (f: (p: PointSummary) => number): number => points.reduce((n, p) => n + f(p), 0);
+    const complete = this.interfaces.length > 0 && this.interfaces.every((_, id) => this.stats.has(id));
+    if (!complete && fallback !== undefined) {
+      return { captured: this.packets - localDrops, filteredOut: fallback.filteredOut, dropped: fallback.dropped + localDrops, seen: fallback.seen, complete: false, countersFromStatus: true, points };
+    }
     return {
       captured: this.packets - localDrops,
       filteredOut: sum((p) => p.filteredOut),
       dropped: sum((p) => p.dropped) + localDrops,
       seen: sum((p) => p.seen),
-      complete: this.interfaces.length > 0 && this.interfaces.every((_, id) => this.stats.has(id)),
+      complete,
       points,
     };
   }

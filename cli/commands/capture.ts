@@ -6,7 +6,7 @@ import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
-import type { CapturePointInfo } from '../../daemon/control/api.js';
+import type { CaptureCounters, CapturePointInfo, StatusInfo } from '../../daemon/control/api.js';
 import { capturePlan, parsePositive, type CaptureOpts, type CapturePlan } from '../capture/args.js';
 import { openCapture } from '../capture/stream.js';
 import { BlockSplitter, PcapngStreamError, timestampNs, type Block } from '../capture/pcapng-reader.js';
@@ -49,13 +49,24 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
   let localDrops = 0;
   let streamError: Error | undefined;
 
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
+  /** The capture's counters just before the CLI stopped it, in case no statistics block comes. */
+  let lastCounters: CaptureCounters | undefined;
+  let captureId: string | undefined = undefined;
+  const halfClose = (): void => {
     // Half-close: the daemon ends the capture, sends its statistics and closes its side.
     conn?.end();
     // Read on whatever the output does, so the statistics get through.
     if (attached) conn?.resume();
+  };
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    if (captureId === undefined) return halfClose();
+    ctx
+      .call<StatusInfo>('daemon.status')
+      .then((s) => (lastCounters = s.captures?.find((c) => c.id === captureId)?.counters))
+      .catch(() => undefined)
+      .finally(halfClose);
   };
   const onSignal = (): void => {
     signals++;
@@ -80,8 +91,11 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
     throw e;
   });
   conn = opened.conn;
+  captureId = opened.reply.id;
   // A signal while the daemon was still answering.
   if (stopping) conn.end();
+  // Like tcpdump's 'listening on': the capture runs from here on.
+  if (!json) process.stderr.write(`capturing on ${opened.reply.points.join(', ')}\n`);
 
   const tally = new CaptureTally();
   const splitter = new BlockSplitter();
@@ -175,7 +189,7 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       files?.close();
-      const summary = tally.summary(localDrops);
+      const summary = tally.summary(localDrops, lastCounters);
       const report = (): void => {
         process.stderr.write(
           json
@@ -185,7 +199,7 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
         if (streamError) {
           process.stderr.write(`mvnet: ${streamError.message}\n`);
           resolve(1);
-        } else if (!summary.complete) {
+        } else if (!summary.complete && !summary.countersFromStatus) {
           process.stderr.write('mvnet: the capture ended without the daemon\'s statistics (the connection broke)\n');
           resolve(1);
         } else resolve(0);
