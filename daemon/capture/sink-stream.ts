@@ -10,6 +10,7 @@ import { SINK_QUEUE_BYTES, type Sink } from './sink.js';
 export class StreamSink implements Sink {
   readonly format = 'pcapng';
   onGone: ((why: string) => void) | null = null;
+  readonly idle = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushQueued = false;
