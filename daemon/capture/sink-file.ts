@@ -92,6 +92,7 @@ export class FileSink implements Sink {
   private closeWhenDone = false;
   private closed = false;
   private readonly maxQueue: number;
+  private drainWaiters: (() => void)[] = [];
 
   /** Throws a UserError when the file cannot be opened as asked. */
   constructor(private readonly o: FileSinkOptions) {
@@ -148,6 +149,7 @@ export class FileSink implements Sink {
     if (this.pending.length === 0 || this.error !== null) {
       this.writing = false;
       if (this.closeWhenDone) this.closeNow();
+      for (const w of this.drainWaiters.splice(0)) w();
       return;
     }
     this.writing = true;
@@ -211,6 +213,7 @@ export class FileSink implements Sink {
   private fail(why: string): void {
     this.error = why;
     this.writing = false;
+    for (const w of this.drainWaiters.splice(0)) w();
     this.pending = [];
     this.pendingBytes = 0;
     this.onGone?.(`writing ${this.o.rel} failed: ${why}`);
@@ -222,6 +225,12 @@ export class FileSink implements Sink {
 
   abort(): void {
     // A tee's file outlives a capture run: nothing to do until close().
+  }
+
+  /** Resolves when everything queued so far is written (or failed). */
+  drained(): Promise<void> {
+    if (!this.writing) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
   /** Writes what is queued, then closes the file. */
