@@ -97,7 +97,7 @@ export class Session {
       this.ifaces.set(p.name, { id, link: p.link, seen: 0, filteredOut: 0, dropped: 0 });
     }
     if (o.sink.format === 'pcapng') o.sink.begin(this.writer.preamble());
-    o.sink.onGone = (why) => this.stop(why, false);
+    o.sink.onGone = (why, clean) => this.stop(why, clean);
     if (o.durationSec !== undefined && o.durationSec > 0) {
       this.timer = setTimeout(() => this.stop('duration over'), o.durationSec * 1000);
       this.timer.unref();

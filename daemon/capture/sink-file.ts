@@ -78,7 +78,7 @@ export interface FileSinkOptions {
 export class FileSink implements Sink {
   readonly format = 'pcapng';
   readonly idle = false;
-  onGone: ((why: string) => void) | null = null;
+  onGone: ((why: string, clean: boolean) => void) | null = null;
   private readonly dirFd: number;
   private readonly name: string;
   private fd: number;
@@ -216,7 +216,7 @@ export class FileSink implements Sink {
     for (const w of this.drainWaiters.splice(0)) w();
     this.pending = [];
     this.pendingBytes = 0;
-    this.onGone?.(`writing ${this.o.rel} failed: ${why}`);
+    this.onGone?.(`writing ${this.o.rel} failed: ${why}`, false);
   }
 
   finish(tail: Buffer | null): void {

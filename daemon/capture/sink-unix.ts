@@ -28,7 +28,7 @@ function listen(path: string): Promise<net.Server> {
 
 export class UnixSink implements Sink {
   readonly format = 'frames';
-  onGone: ((why: string) => void) | null = null;
+  onGone: ((why: string, clean: boolean) => void) | null = null;
   private readonly peers = new Set<net.Socket>();
   private closed = false;
 

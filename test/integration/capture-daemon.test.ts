@@ -14,6 +14,7 @@ import { QemuStreamClient } from '../support/qemu-peer.js';
 import type { TeeInfo } from '../../daemon/control/api.js';
 import { attachTapVm, tcpConnectAttempt, type TapVm } from '../support/vms.js';
 import { saveTo, startCapture, tsharkFields } from '../support/capture-client.js';
+import { readPcapng } from '../support/pcapng-read.js';
 
 afterAll(cleanupAll);
 
@@ -50,15 +51,20 @@ describe('capture: live stream on the control connection', () => {
     const st = await d.status();
     expect(st.captures.map((x) => x.points)).toEqual([['vm1']]);
     c.end();
-    const file = saveTo(join(dir, 'ping.pcapng'), await c.done);
+    const stream = await c.done;
+    const file = saveTo(join(dir, 'ping.pcapng'), stream);
     const rows = await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type']);
     expect(rows).toEqual([
       ['vm1', '0x00000001', '8'],
       ['vm1', '0x00000002', '0'],
     ]);
-    // One ISB: the counters (capinfos reads them; tshark -z would too).
-    const stats = await tsharkFields(file, ['frame.number']);
-    expect(stats.length).toBe(2);
+    // After the half-close: one ISB with the counters, then the daemon ended the connection.
+    const isbs = readPcapng(stream).isbs;
+    expect(isbs.length).toBe(1);
+    expect(isbs[0]).toMatchObject({ iface: 0, filterAccept: 2n, osDrop: 0n });
+    expect(isbs[0]!.ifRecv).toBeGreaterThanOrEqual(2n);
+    const info = await run(['capinfos', file]);
+    expect(info.stdout).toMatch(/Capture application:\s+mvnet \d/);
     expect((await d.status()).captures).toEqual([]);
   });
 
@@ -111,7 +117,9 @@ describe('capture: live stream on the control connection', () => {
     await attachTapVm(d, { vm: 'vm9', net: 'A', cidr: '10.78.1.19/24', prefix: 'cap-vm9' });
     const c = await startCapture(d.socket, { from: { vm: 'vm9' } });
     await d.cliOk(['vm', 'detach', 'vm9']);
-    const file = saveTo(join(dir, 'detach.pcapng'), await c.done);
+    const stream = await c.done;
+    expect(readPcapng(stream).isbs.length).toBe(1);
+    const file = saveTo(join(dir, 'detach.pcapng'), stream);
     // A whole pcapng (SHB, IDB, ISB) that tshark reads without complaint.
     expect(await tsharkFields(file, ['frame.number'])).toBeInstanceOf(Array);
     const r = await run(['capinfos', '-T', '-r', file], { check: false });

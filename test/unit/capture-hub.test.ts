@@ -39,7 +39,7 @@ const IP2 = ip('10.1.0.6');
 class MemSink implements Sink {
   readonly format = 'pcapng';
   readonly idle = false;
-  onGone: ((why: string) => void) | null = null;
+  onGone: ((why: string, clean: boolean) => void) | null = null;
   readonly blocks: Buffer[] = [];
   finished = false;
   constructor(private room = Infinity) {}
