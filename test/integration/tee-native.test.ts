@@ -16,6 +16,7 @@ import { native } from '../../plugins/native/index.js';
 import type { NativeDevice } from '../../plugins/native/types.js';
 import { tapDriver } from '../../plugins/tap/index.js';
 import type { FrameHandler, Port } from '../../plugins/types.js';
+import { dgramDriver } from '../../plugins/unix-dgram/index.js';
 import { cleanupAll, createNetns, makeTempDir, uniqueName, waitFor, type Netns } from '../support/netns.js';
 import { tcpSend, tcpSink } from '../support/vms.js';
 
@@ -259,6 +260,65 @@ describe('native tee: the record layout', () => {
     expect(ring.dropped).toBe(1);
     d.close();
     closeSync(p.r);
+  });
+});
+
+describe('native tee on a datagram socket port (recvmmsg/sendmmsg)', () => {
+  it('captures every datagram read (runts and oversize ones too) and every frame accepted, queued ones included', async () => {
+    const dir = makeTempDir('tee-dg');
+    // The port sends to vm.sock, which only reads (an unconnected receiver: the kernel bounds
+    // its queue, so the port's queue fills); src.sock sends to the port.
+    const port = await dgramDriver.open({ kind: 'dgram', path: join(dir, 'port.sock'), peer: join(dir, 'vm.sock') }, { log, mtu: 1500, restoring: false });
+    let vmReads = 0;
+    const dev = (name: string, onRead: (n: number) => void): NativeDevice =>
+      new native.Device({ fd: native.openUnixDgram({ path: join(dir, name) }).fd, mode: 'dgram', maxFrame: 1518, batch: 16, queueFrames: 16, queueBytes: 1 << 20, onRead, onError: () => {} });
+    const vmDev = dev('vm.sock', (n) => (vmReads += n));
+    const srcDev = dev('src.sock', () => {});
+    const got: number[] = [];
+    port.onFrames((fs) => fs.forEach((f) => got.push(f.readUInt32BE(14))));
+    const ring = new TeeRing(8 << 20, 0);
+    port.tee!(ring, TEE_IN | TEE_OUT);
+    const frame = (n: number, len = 64): Buffer => {
+      const f = Buffer.alloc(len, 0x5a);
+      f.writeUInt32BE(n, 14);
+      return f;
+    };
+    try {
+      srcDev.setPeer(join(dir, 'port.sock'));
+      srcDev.write([frame(1), Buffer.alloc(5, 1), frame(2, 1600), frame(3)], 4);
+      await waitFor(() => got.length === 2 && (port.stats().drops.oversize ?? 0) === 1, { what: 'frames from the vm' });
+      const recs: Rec[] = [];
+      ring.drain((r) => recs.push(copy(r)));
+      expect(recs.map((r) => [r.dir, r.origLen, r.frame.length])).toEqual([
+        [TEE_IN, 64, 64],
+        [TEE_IN, 5, 5], // a runt the port drops: captured as it was read
+        [TEE_IN, 1600, 1518], // too big for the slot: what was read, with its true length
+        [TEE_IN, 64, 64],
+      ]);
+      // The VM does not read: its socket fills, then the port's queue, then frames are dropped.
+      const N = 3000;
+      for (let i = 0; i < N; i += 100) port.send(Array.from({ length: 100 }, (_, k) => frame(100 + i + k)));
+      const st = port.stats();
+      const refused = st.drops['queue-full'] ?? 0;
+      expect(refused).toBeGreaterThan(0);
+      const out: number[] = [];
+      ring.drain((r) => {
+        expect(r.dir).toBe(TEE_OUT);
+        out.push(r.frame.readUInt32BE(14));
+      });
+      expect(out).toHaveLength(N - refused); // written now or queued: accepted, in order
+      expect(out).toEqual([...out].sort((x, y) => x - y));
+      expect(out.length).toBeGreaterThan(st.txFrames); // some only queued so far
+      // The queue drains once the VM reads; nothing more is teed for it (teed when queued).
+      vmDev.start();
+      await waitFor(() => port.stats().txFrames === N - refused, { what: 'queue to drain' });
+      expect(ring.drain(() => {})).toBe(0);
+      expect(vmReads).toBe(N - refused);
+    } finally {
+      vmDev.close();
+      srcDev.close();
+      await port.close({ remove: true });
+    }
   });
 });
 
