@@ -17,6 +17,8 @@ export interface DaemonConfig {
   socketGroup?: string;
   /** Where `--unix-listen`/`--dgram` sockets given as a bare name (or none) are made; default `vms/` next to the control socket. */
   vmSocketDir: string;
+  /** Where tees write their files (`tee add --to NAME`); default `<stateDir>/captures`, made 0700. Nothing outside it is written. */
+  captureDir: string;
   dns: {
     /** Upstream resolver for direct routes, "HOST:PORT" or "HOST"; default the first nameserver in /etc/resolv.conf. */
     upstream?: string;
@@ -50,6 +52,7 @@ export const DEFAULTS: DaemonConfig = {
   stateDir: '/var/lib/mvnet',
   socket: '/run/mvnet/mvnet.sock',
   vmSocketDir: '/run/mvnet/vms',
+  captureDir: '/var/lib/mvnet/captures',
   logLevel: 'info',
   dns: {},
   direct: { hostLoopback: false, hostLoopbackPorts: [], connectTimeoutMs: 60_000 },
@@ -68,6 +71,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   logLevel: 'string',
   socketGroup: 'string',
   vmSocketDir: 'string',
+  captureDir: 'string',
   dns: { upstream: 'hostport' },
   direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', hostLoopbackPorts: 'ports', connectTimeoutMs: 'int' },
   limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
@@ -258,6 +262,10 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
   if (fromFile.vmSocketDir === undefined) cfg.vmSocketDir = path.join(path.dirname(cfg.socket), 'vms');
   if (!cfg.vmSocketDir.startsWith('/')) throw new UserError(`vmSocketDir must be an absolute path, got ${cfg.vmSocketDir}`);
   if (!cfg.stateDir.startsWith('/')) throw new UserError(`stateDir must be an absolute path, got ${cfg.stateDir}`);
+  // Derived from the state directory (after --state-dir) unless the file names it.
+  if (fromFile.captureDir === undefined) cfg.captureDir = path.join(cfg.stateDir, 'captures');
+  if (!cfg.captureDir.startsWith('/')) throw new UserError(`captureDir must be an absolute path, got ${cfg.captureDir}`);
+  cfg.captureDir = path.normalize(cfg.captureDir);
   return cfg;
 }
 

@@ -15,7 +15,7 @@ import type { NetworkSpec, StateFile, VmSpec } from './state/model.js';
 import { STATE_VERSION } from './state/model.js';
 import { StateStore } from './state/store.js';
 import { UserError, faults } from './errors.js';
-import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkRoute } from './state/validate.js';
+import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkRoute, checkTeeSpec } from './state/validate.js';
 import { describeRoute, DEFAULT_ROUTE, usesTor, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
 import { UpstreamResolver } from './gateway/dns-upstream.js';
@@ -27,10 +27,11 @@ import { TorService, type TorState } from './tor/service.js';
 import { Forwards, checkForwardSpec } from './forwards/forwards.js';
 import { FdInbox } from '../plugins/fd/inbox.js';
 import { CaptureHub } from './capture/hub.js';
+import { Tees, type TeeStatus } from './capture/tees.js';
 import { TeeRing } from '../plugins/common/tee-ring.js';
 import { withTee } from '../plugins/common/tee-port.js';
 import { packageVersion } from './version.js';
-import type { CaptureInfo, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
+import type { CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -90,8 +91,11 @@ export class Daemon {
   private readonly torManager: TorManager;
   /** Captures and tees: every port, network and router is registered with it. */
   readonly capture: CaptureHub;
+  readonly tees: Tees;
   private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
+  /** Saved tees that could not be restored: kept in the state file as they were. */
+  private failedTees: unknown[] = [];
   private saveQueued = false;
   /** Group of the control socket; VM sockets get it too. */
   private readonly socketGid: number | undefined;
@@ -103,6 +107,7 @@ export class Daemon {
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
     this.capture = new CaptureHub({ log, userappl: `mvnet ${packageVersion()}`, newRing: (bytes, snaplen) => new TeeRing(bytes, snaplen) });
+    this.tees = new Tees(this.capture, { log, captureDir: cfg.captureDir, socketGid: this.socketGid });
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
     this.upstreamDns = new UpstreamResolver(up !== null ? { server: up } : {});
     this.fdInbox = new FdInbox({ log, ttlMs: cfg.limits.fdTokenMs });
@@ -210,6 +215,15 @@ export class Daemon {
         await this.forwards.add(checkForwardSpec(raw), true);
       } catch (e) {
         this.log.error({ err: (e as Error).message, forward: raw }, 'skipping an invalid forward in the state file');
+      }
+    }
+    for (const raw of st.tees ?? []) {
+      try {
+        await this.tees.add(checkTeeSpec(raw, { captureDir: this.cfg.captureDir, vmSocketDir: this.cfg.vmSocketDir }));
+      } catch (e) {
+        // Kept in the state file: a tee whose output cannot be opened now (a path that became a symlink) is not forgotten.
+        this.failedTees.push(raw);
+        this.log.warn({ err: (e as Error).message, tee: raw }, 'a saved tee could not be restored');
       }
     }
     this.tor.restore(st.tor as Partial<TorState> | undefined);
@@ -377,6 +391,7 @@ export class Daemon {
       leases: Object.fromEntries([...this.nets].map(([n, e]) => [n, e.router.leases()])),
       forwards: this.forwards.specs(),
       tor: this.tor.snapshot(),
+      tees: [...this.tees.specs(), ...this.failedTees],
     };
   }
 
@@ -612,6 +627,39 @@ export class Daemon {
     };
   }
 
+  private teeInfo(t: TeeStatus): TeeInfo {
+    const { spec } = t;
+    return { name: spec.name, from: spec.from, to: spec.to, filter: spec.filter, snaplen: spec.snaplen, ...(spec.ring !== undefined ? { ring: spec.ring } : {}), state: t.state, detail: t.detail, counters: t.counters };
+  }
+
+  async addTee(params: unknown): Promise<TeeInfo> {
+    const spec = checkTeeSpec(params, { captureDir: this.cfg.captureDir, vmSocketDir: this.cfg.vmSocketDir });
+    if (this.failedTees.some((r) => (r as { name?: unknown } | null)?.name === spec.name)) throw new UserError(`a tee named ${spec.name} is saved (and could not be restored); remove it first`, -32001);
+    const st = await this.tees.add(spec);
+    try {
+      await this.save();
+    } catch (e) {
+      await this.tees.remove(spec.name);
+      throw e;
+    }
+    this.log.info({ tee: spec.name, from: spec.from, to: spec.to }, 'tee added');
+    return this.teeInfo(st);
+  }
+
+  async removeTee(params: unknown): Promise<TeeRemoved> {
+    const name = checkName(asObject(params, 'params').name, 'tee');
+    const failed = this.failedTees.findIndex((r) => (r as { name?: unknown } | null)?.name === name);
+    if (failed >= 0) this.failedTees.splice(failed, 1);
+    else await this.tees.remove(name);
+    await this.save();
+    this.log.info({ tee: name }, 'tee removed');
+    return { removed: name };
+  }
+
+  listTees(): TeeInfo[] {
+    return this.tees.list().map((t) => this.teeInfo(t));
+  }
+
   listCaptures(): CaptureInfo[] {
     return this.capture.list().map((s) => ({
       id: s.id,
@@ -636,6 +684,7 @@ export class Daemon {
   async shutdown(): Promise<void> {
     this.closing = true;
     this.capture.close();
+    await this.tees.close();
     for (const e of this.vms.values()) {
       if (e.retry !== null) clearTimeout(e.retry);
       if (e.member !== null) this.nets.get(e.spec.net)?.sw.detach(e.member);

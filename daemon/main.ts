@@ -38,6 +38,8 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   // Before anything is touched: a second daemon on this state, or on this socket, must change nothing.
   store.lock();
   await checkSocketFree(cfg.socket);
+  // Tee files go here and nowhere else; the daemon's own, like the state.
+  fs.mkdirSync(cfg.captureDir, { recursive: true, mode: 0o700 });
   try {
     prepareVmSocketDir(cfg.vmSocketDir, socketGroupId(cfg.socketGroup));
   } catch (e) {

@@ -12,7 +12,7 @@ import type { Sink } from './sink.js';
 import type { CaptureParams, SourceSpec } from './params.js';
 import type { CaptureRing, RingFactory, RingRecord, TeeablePort } from './ring.js';
 import type { RouterTap, SwitchTap } from './taps.js';
-import { DIR_IN, DIR_OUT, DROPS_POINT, EXIT_PREFIX, EXITS, NET_PREFIX, dropsPoint, exitPoint, netPoint, portPoint, tsoComment, type ExitName, type PointDesc, type PointLink } from './points.js';
+import { withEther, DIR_IN, DIR_OUT, DROPS_POINT, EXIT_PREFIX, EXITS, NET_PREFIX, dropsPoint, exitPoint, netPoint, portPoint, tsoComment, type ExitName, type PointDesc, type PointLink } from './points.js';
 import { UserError } from '../errors.js';
 
 export interface HubOptions {
@@ -78,15 +78,6 @@ const DEFAULT_RING_BYTES = 4 << 20;
 
 function realNowNs(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1e6);
-}
-
-/** A bare IP packet in an Ethernet frame with zero MACs, for Ethernet points and QEMU peers. */
-export function withEther(packet: Buffer): Buffer {
-  const f = Buffer.allocUnsafe(14 + packet.length);
-  f.fill(0, 0, 12);
-  f.writeUInt16BE(packet.length > 0 && packet[0]! >> 4 === 6 ? 0x86dd : 0x0800, 12);
-  packet.copy(f, 14);
-  return f;
 }
 
 export class CaptureHub {

@@ -73,3 +73,12 @@ export function gsoName(t: number): string {
 export function tsoComment(gsoType: number, gsoSize: number): string {
   return `TSO super-frame (gso ${gsoName(gsoType)}${gsoType & 0x80 ? ' ecn' : ''}, mss ${gsoSize}) as it crossed the port`;
 }
+
+/** A bare IP packet in an Ethernet frame with zero MACs, for Ethernet points and QEMU peers. */
+export function withEther(packet: Buffer): Buffer {
+  const f = Buffer.allocUnsafe(14 + packet.length);
+  f.fill(0, 0, 12);
+  f.writeUInt16BE(packet.length > 0 && packet[0]! >> 4 === 6 ? 0x86dd : 0x0800, 12);
+  packet.copy(f, 14);
+  return f;
+}

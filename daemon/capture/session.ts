@@ -5,7 +5,7 @@
  */
 import { compileFilter, type CompiledFilter } from './filter.js';
 import { PcapngWriter, type Direction } from './pcapng.js';
-import { linkTypeOf, type PointDesc, type PointLink } from './points.js';
+import { linkTypeOf, withEther, type PointDesc, type PointLink } from './points.js';
 import type { Sink } from './sink.js';
 import { UserError } from '../errors.js';
 
@@ -97,7 +97,7 @@ export class Session {
       this.ifaces.set(p.name, { id, link: p.link, seen: 0, filteredOut: 0, dropped: 0 });
     }
     if (o.sink.format === 'pcapng') o.sink.begin(this.writer.preamble());
-    o.sink.onGone = (why) => this.stop(why, false);
+    o.sink.onGone = (why, clean) => this.stop(why, clean);
     if (o.durationSec !== undefined && o.durationSec > 0) {
       this.timer = setTimeout(() => this.stop('duration over'), o.durationSec * 1000);
       this.timer.unref();
@@ -122,11 +122,13 @@ export class Session {
       this.counters.filteredOut++;
       return;
     }
+    if (this.sink.idle) return;
     let ok: boolean;
     let bytes: number;
     if (this.sink.format === 'frames') {
-      ok = this.sink.write(frame);
-      bytes = frame.length;
+      const f = i.link === 'raw' ? withEther(frame) : frame;
+      ok = this.sink.write(f);
+      bytes = f.length;
     } else {
       const block = this.writer.packet(i.id, tsNs, frame, { direction: dir, comment, originalLength: Math.max(origLen, frame.length) });
       ok = this.sink.write(block);

@@ -9,7 +9,8 @@ import { SINK_QUEUE_BYTES, type Sink } from './sink.js';
 
 export class StreamSink implements Sink {
   readonly format = 'pcapng';
-  onGone: ((why: string) => void) | null = null;
+  onGone: ((why: string, clean: boolean) => void) | null = null;
+  readonly idle = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushQueued = false;
@@ -20,10 +21,10 @@ export class StreamSink implements Sink {
     private readonly maxQueue = SINK_QUEUE_BYTES,
   ) {
     sock.on('data', () => {});
-    sock.on('end', () => this.onGone?.('the client ended its side'));
+    sock.on('end', () => this.onGone?.('the client ended its side', true));
     sock.on('close', () => {
       this.done = true;
-      this.onGone?.('the connection closed');
+      this.onGone?.('the connection closed', false);
     });
     sock.on('error', () => sock.destroy());
     sock.resume();

@@ -8,12 +8,17 @@ export interface Sink {
   /** pcapng sinks: the section header and interfaces, written first (and again on each new file). */
   begin(preamble: Buffer): void;
   write(block: Buffer): boolean;
-  /** Writes `tail` (the ISBs; pcapng only), then ends the output. */
+  /** Writes `tail` (the ISBs; pcapng only), then ends this capture's output (a tee's file stays open for its next section). */
   finish(tail: Buffer | null): void;
   /** Ends without a tail (the reader is gone, or the daemon stops hard). */
   abort(): void;
-  /** Set by the session: the reader went away or the output failed. */
-  onGone: ((why: string) => void) | null;
+  /**
+   * Set by the session: the capture must end. `clean`: the reader asked to stop (a half-close)
+   * and still reads the ISBs; not clean: it is gone, or the output failed.
+   */
+  onGone: ((why: string, clean: boolean) => void) | null;
+  /** Nobody reads now (a unix tee without a peer): packets are not offered, nor counted as captured. */
+  readonly idle: boolean;
   /** For tee.list: 'active' or why not. */
   state(): { state: 'active' | 'waiting' | 'error'; detail: string };
 }

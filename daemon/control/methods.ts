@@ -63,6 +63,9 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'forward.add': (p) => d.addForward(p),
     'forward.list': async () => d.forwards.list(),
     'forward.remove': (p) => d.removeForward(p),
+    'tee.add': (p) => d.addTee(p),
+    'tee.list': async () => d.listTees(),
+    'tee.remove': (p) => d.removeTee(p),
     'capture.points': async (): Promise<CapturePointInfo[]> => d.capture.points(),
     'capture.start': async (p) => {
       const prep = d.capture.prepare(checkCaptureParams(p));

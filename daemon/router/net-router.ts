@@ -371,14 +371,14 @@ export class NetRouter implements GatewayHandler {
         return;
       }
       const packet = eth.payload.subarray(0, ip.totalLength);
-      if (this.capture !== null) this.tapOut(vm.name, f, packet, d.tcp, d.udp, icmp?.kind === 'echo-request', ip4(ip.dst));
+      const tapped = this.capture !== null && this.tapOut(vm.name, f, packet, d.tcp, d.udp, icmp?.kind === 'echo-request', ip4(ip.dst));
       if (d.tcp !== undefined) this.endpoint.tcpInput(s.ev, ip4(ip.src), ip4(ip.dst), d.tcp, packet);
       else if (d.udp !== undefined) this.endpoint.udpInput(s.ev, ip4(ip.src), ip4(ip.dst), d.udp, packet);
       else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, ip4(ip.dst), icmp.id, icmp.seq, icmp.data)) return;
       else {
         // ICMP beyond the gateway's echo (and other protocols) does not leave.
         this.counters.icmpDropped++;
-        if (this.capture !== null) this.capture.dropped(f, 'dropped: ICMP (other than echo) or another protocol does not leave the gateway', from.vm);
+        if (this.capture !== null && !tapped) this.capture.dropped(f, icmp?.kind === 'echo-request' ? 'dropped: echo not sent (no ping socket, or the rate limit)' : 'dropped: ICMP other than echo, or another protocol, does not leave the gateway', from.vm);
         if (ip.dst === this.gnet.gatewayIp && icmp === undefined) this.push(sv.icmp.errorV4(eth, packet, 'protocol-unreachable', now));
       }
       return;
@@ -401,13 +401,13 @@ export class NetRouter implements GatewayHandler {
     const src = ip6(ip.src);
     const dst = ip6(ip.dst);
     const packet = d.eth.payload.subarray(0, 40 + ip.payloadLength);
-    if (this.capture !== null) this.tapOut(vm.name, f, packet, d.tcp, d.udp, icmp?.kind === 'echo-request', dst);
+    const tapped = this.capture !== null && this.tapOut(vm.name, f, packet, d.tcp, d.udp, icmp?.kind === 'echo-request', dst);
     if (d.tcp !== undefined) this.endpoint.tcpInput(s.ev, src, dst, d.tcp, packet);
     else if (d.udp !== undefined) this.endpoint.udpInput(s.ev, src, dst, d.udp, packet);
     else if (icmp?.kind === 'echo-request' && this.pingOut(s, vm, dst, icmp.id, icmp.seq, icmp.data, src)) return;
     else {
       this.counters.icmpDropped++;
-      if (this.capture !== null) this.capture.dropped(f, 'dropped: ICMPv6 (other than echo) or another protocol does not leave the gateway', from.vm);
+      if (this.capture !== null && !tapped) this.capture.dropped(f, icmp?.kind === 'echo-request' ? 'dropped: echo not sent (no ping socket, or the rate limit)' : 'dropped: ICMPv6 other than echo, or another protocol, does not leave the gateway', from.vm);
     }
   }
 
@@ -607,15 +607,20 @@ export class NetRouter implements GatewayHandler {
 
   // --- capture: route exits (only while the hub set this.capture) ----------------------------
 
-  /** A VM's packet handed to the endpoint or the ping egress: its flow's decision, at its exit. */
-  private tapOut(vm: string, f: Buffer, packet: Buffer, tcp: { dstPort: number } | undefined, udp: { dstPort: number } | undefined, echo: boolean, dst: IpAddr): void {
+  /**
+   * A VM's packet handed to the endpoint or the ping egress: its flow's decision, at its exit.
+   * Returns whether it was reported as a drop (refused or dropped by the decision).
+   */
+  private tapOut(vm: string, f: Buffer, packet: Buffer, tcp: { dstPort: number } | undefined, udp: { dstPort: number } | undefined, echo: boolean, dst: IpAddr): boolean {
     const flow: Flow | null = tcp !== undefined ? { proto: 'tcp', dst, port: tcp.dstPort } : udp !== undefined ? { proto: 'udp', dst, port: udp.dstPort } : echo ? { proto: 'ping', dst } : null;
-    if (flow === null) return;
+    if (flow === null) return false;
     const tap = this.capture!;
     const v = this.decide(vm, flow);
     const text = verdictComment(v);
     if (tap.exits) tap.exit(exitOf(v, this.d.routeOf(vm)), packet, 'out', text);
-    if (v.kind === 'refuse' || v.kind === 'drop') tap.dropped(f, text, vm);
+    if (v.kind !== 'refuse' && v.kind !== 'drop') return false;
+    tap.dropped(f, text, vm);
+    return true;
   }
 
   /** A frame the endpoint or the ping egress hands back to a VM: the reply from its flow's exit. */

@@ -45,4 +45,6 @@ export interface StateFile {
   forwards?: unknown[];
   /** Onion names and published onion services (keys of --persist services: this file is 0600). */
   tor?: unknown;
+  /** Tees (capture/tees.ts TeeSpec), checked by validate.ts checkTeeSpec at restore. */
+  tees?: unknown[];
 }

@@ -10,6 +10,10 @@ import { isUnicastMac, parseMacString } from '../wire/mac.js';
 import { formatIpv4, formatIpv6, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, parseIpv6Text, type Ipv4Cidr } from '../wire/ip-text.js';
 import { formatAllowRule, type AllowRule, type Route } from '../routes/route.js';
 import { FD_TOKEN_RE } from '../../plugins/fd/pass.js';
+import { UNIX_PREFIX, type TeeSpec } from '../capture/tees.js';
+import { checkFilterText, checkSnaplen, checkSource } from '../capture/params.js';
+import { checkFilter } from '../capture/session.js';
+import { captureRelPath } from '../capture/sink-file.js';
 
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -406,4 +410,35 @@ export function checkRoute(v: unknown): Route {
     default:
       throw new UserError(`unknown route kind ${JSON.stringify(o.kind)}: one of none, direct, via, tor`);
   }
+}
+
+/**
+ * `tee.add` params and the state file's tees. `to`: a file under the capture directory (stored
+ * relative to it; see capture/sink-file.ts captureRelPath) or `unix:PATH` (a socket path as VM
+ * sockets take it: absolute, or a bare name made in the VM socket directory).
+ */
+export function checkTeeSpec(p: unknown, opts: { captureDir: string; vmSocketDir?: string | undefined }): TeeSpec {
+  const o = asObject(p, 'params');
+  for (const k of Object.keys(o)) if (!['name', 'from', 'to', 'filter', 'snaplen', 'ring'].includes(k)) throw new UserError(`unknown tee key ${k}`);
+  const name = checkName(o.name, 'tee');
+  const from = checkSource(o.from);
+  if (typeof o.to !== 'string' || o.to.length === 0) throw new UserError('tee needs --to FILE or --to unix:PATH');
+  let to: string;
+  if (o.to.startsWith(UNIX_PREFIX)) {
+    const sock = o.to.slice(UNIX_PREFIX.length);
+    to = UNIX_PREFIX + checkOwnSocketPath(sock.length > 0 ? sock : undefined, opts.vmSocketDir, undefined);
+  } else to = captureRelPath(o.to, opts.captureDir);
+  const filter = checkFilterText(o.filter);
+  checkFilter(filter);
+  const spec: TeeSpec = { name, from, to, filter, snaplen: checkSnaplen(o.snaplen) };
+  if (o.ring !== undefined && o.ring !== null) {
+    if (to.startsWith(UNIX_PREFIX)) throw new UserError('--ring applies to a tee to a file');
+    const r = asObject(o.ring, 'ring');
+    const files = r.files;
+    const sizeMb = r.sizeMb;
+    if (typeof files !== 'number' || !Number.isInteger(files) || files < 1 || files > 1000) throw new UserError(`invalid ring file count ${JSON.stringify(files)}: 1 to 1000`);
+    if (typeof sizeMb !== 'number' || !Number.isInteger(sizeMb) || sizeMb < 1 || sizeMb > 1 << 20) throw new UserError(`invalid ring file size ${JSON.stringify(sizeMb)}: 1 to 1048576 MB`);
+    spec.ring = { files, sizeMb };
+  }
+  return spec;
 }

@@ -5,12 +5,16 @@
  * by a peer framing as QEMU does), kept across a restart; tee paths that must be refused are.
  * Traffic stays inside the namespaces created here.
  */
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
-import { cleanupAll, makeTempDir } from '../support/netns.js';
-import { attachTapVm, type TapVm } from '../support/vms.js';
+import { cleanupAll, makeTempDir, run, waitFor } from '../support/netns.js';
+import { QemuStreamClient } from '../support/qemu-peer.js';
+import type { TeeInfo } from '../../daemon/control/api.js';
+import { attachTapVm, tcpConnectAttempt, type TapVm } from '../support/vms.js';
 import { saveTo, startCapture, tsharkFields } from '../support/capture-client.js';
+import { readPcapng } from '../support/pcapng-read.js';
 
 afterAll(cleanupAll);
 
@@ -47,15 +51,146 @@ describe('capture: live stream on the control connection', () => {
     const st = await d.status();
     expect(st.captures.map((x) => x.points)).toEqual([['vm1']]);
     c.end();
-    const file = saveTo(join(dir, 'ping.pcapng'), await c.done);
+    const stream = await c.done;
+    const file = saveTo(join(dir, 'ping.pcapng'), stream);
     const rows = await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type']);
     expect(rows).toEqual([
       ['vm1', '0x00000001', '8'],
       ['vm1', '0x00000002', '0'],
     ]);
-    // One ISB: the counters (capinfos reads them; tshark -z would too).
-    const stats = await tsharkFields(file, ['frame.number']);
-    expect(stats.length).toBe(2);
+    // After the half-close: one ISB with the counters, then the daemon ended the connection.
+    const isbs = readPcapng(stream).isbs;
+    expect(isbs.length).toBe(1);
+    expect(isbs[0]).toMatchObject({ iface: 0, filterAccept: 2n, osDrop: 0n });
+    expect(isbs[0]!.ifRecv).toBeGreaterThanOrEqual(2n);
+    const info = await run(['capinfos', file]);
+    expect(info.stdout).toMatch(/Capture application:\s+mvnet \d/);
     expect((await d.status()).captures).toEqual([]);
+  });
+
+  it('net:NAME shows each frame once: what VMs sent inbound, what the gateway sent outbound', async () => {
+    const c = await startCapture(d.socket, { from: { net: 'A' }, filter: 'icmp' });
+    expect((c.reply.result as { points: string[] }).points).toEqual(['net:A']);
+    expect(await vm1.ns.ping('10.78.1.1', { count: 1, waitS: 2 })).toBe(true);
+    c.end();
+    const file = saveTo(join(dir, 'net.pcapng'), await c.done);
+    expect(await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type'])).toEqual([
+      ['net:A', '0x00000001', '8'],
+      ['net:A', '0x00000002', '0'],
+    ]);
+  });
+
+  it('a refused flow shows at its route exit with the decision, and in drops with the reason', async () => {
+    const set = await rawRpc(d.socket, 'route.set', { vm: 'vm1', route: { kind: 'direct', allow: [{ cidr: '192.0.2.0/24' }] } });
+    expect(set.error).toBeUndefined();
+    try {
+      await vm1.ns.exec(['ip', 'route', 'replace', 'default', 'via', '10.78.1.1']);
+      const c = await startCapture(d.socket, { from: { point: ['exit:direct'] }, drops: true, filter: 'host 198.51.100.1' });
+      expect((c.reply.result as { points: string[] }).points).toEqual(['exit:direct', 'drops']);
+      // 198.51.100.1 is outside the allow-list: nothing leaves the host. The echo is dropped, the
+      // TCP connection refused (the VM gets an RST, which the gateway makes: no exit's reply).
+      expect(await vm1.ns.ping('198.51.100.1', { count: 1, waitS: 1 })).toBe(false);
+      const tcp = tcpConnectAttempt(vm1.ns, '198.51.100.1', 80);
+      await tcp.exited;
+      c.end();
+      const file = saveTo(join(dir, 'exit.pcapng'), await c.done);
+      const rows = await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'frame.comment', 'ip.proto']);
+      expect(rows).toEqual([
+        ['exit:direct', '0x00000002', 'dropped: not in allow-list', '1'],
+        ['drops', '0x00000001', 'dropped: not in allow-list (from vm1 on A)', '1'],
+        ['exit:direct', '0x00000002', 'refused: not in allow-list', '6'],
+        ['drops', '0x00000001', 'refused: not in allow-list (from vm1 on A)', '6'],
+      ]);
+    } finally {
+      await rawRpc(d.socket, 'route.clear', { vm: 'vm1' });
+    }
+  });
+
+  it('count ends the capture by itself; status counts it while it runs', async () => {
+    const c = await startCapture(d.socket, { from: { vm: 'vm1' }, filter: 'icmp', count: 1 });
+    expect(await vm1.ns.ping('10.78.1.1', { count: 1, waitS: 2 })).toBe(true);
+    const file = saveTo(join(dir, 'count.pcapng'), await c.done);
+    expect(await tsharkFields(file, ['icmp.type'])).toEqual([['8']]);
+  });
+
+  it('a capture of a VM that detaches ends cleanly', async () => {
+    await attachTapVm(d, { vm: 'vm9', net: 'A', cidr: '10.78.1.19/24', prefix: 'cap-vm9' });
+    const c = await startCapture(d.socket, { from: { vm: 'vm9' } });
+    await d.cliOk(['vm', 'detach', 'vm9']);
+    const stream = await c.done;
+    expect(readPcapng(stream).isbs.length).toBe(1);
+    const file = saveTo(join(dir, 'detach.pcapng'), stream);
+    // A whole pcapng (SHB, IDB, ISB) that tshark reads without complaint.
+    expect(await tsharkFields(file, ['frame.number'])).toBeInstanceOf(Array);
+    const r = await run(['capinfos', '-T', '-r', file], { check: false });
+    expect(r.code, r.stderr).toBe(0);
+  });
+
+  it('tees to a file under captureDir and to a unix socket read as QEMU reads; both survive a restart', async () => {
+    const sock = join(makeTempDir('capu'), 'tee.sock');
+    const add1 = await rawRpc(d.socket, 'tee.add', { name: 'f1', from: { vm: 'vm1' }, to: 'f1.pcapng', filter: 'icmp' });
+    expect(add1.error).toBeUndefined();
+    expect((add1.result as TeeInfo).state).toBe('active');
+    const add2 = await rawRpc(d.socket, 'tee.add', { name: 'u1', from: { vm: 'vm1' }, to: `unix:${sock}`, filter: 'icmp' });
+    expect(add2.error).toBeUndefined();
+    expect((add2.result as TeeInfo).state).toBe('waiting');
+    const peer = await QemuStreamClient.connect(sock);
+    const tee = async (name: string): Promise<TeeInfo> => ((await rawRpc(d.socket, 'tee.list', {})).result as TeeInfo[]).find((t) => t.name === name)!;
+    await waitFor(async () => (await tee('u1')).state === 'active', { what: 'the unix tee to see its reader' });
+
+    expect(await vm1.ns.ping('10.78.1.1', { count: 1, waitS: 2 })).toBe(true);
+    const req = await peer.nextFrame((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 8, 5000);
+    expect(req.length).toBeGreaterThanOrEqual(14 + 20 + 8);
+    await peer.nextFrame((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0, 5000);
+    await waitFor(async () => (await tee('f1')).counters.captured >= 2, { what: 'the file tee to capture the ping' });
+    const st = await d.status();
+    expect(st.captures.filter((x) => x.kind === 'tee').map((x) => x.name).sort()).toEqual(['f1', 'u1']);
+
+    await d.restart();
+    const after = ((await rawRpc(d.socket, 'tee.list', {})).result as TeeInfo[]).map((t) => t.name);
+    expect(after).toEqual(['f1', 'u1']);
+    await waitFor(async () => (await tee('f1')).state === 'active', { what: 'the file tee to run again after the restart' });
+    expect(await vm1.ns.ping('10.78.1.1', { count: 1, waitS: 2 })).toBe(true);
+    await waitFor(async () => (await tee('f1')).counters.captured >= 2, { what: 'the restored file tee to capture' });
+    await peer.close();
+    expect((await rawRpc(d.socket, 'tee.remove', { name: 'f1' })).result).toEqual({ removed: 'f1' });
+    expect((await rawRpc(d.socket, 'tee.remove', { name: 'u1' })).result).toEqual({ removed: 'u1' });
+    // Two sections (one per run), two pings: tshark reads them in order.
+    const file = join(d.stateDir, 'captures', 'f1.pcapng');
+    await waitFor(async () => (await tsharkFields(file, ['icmp.type'])).length === 4, { what: 'both runs in the file' });
+    const rows = await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type']);
+    expect(rows).toEqual([
+      ['vm1', '0x00000001', '8'],
+      ['vm1', '0x00000002', '0'],
+      ['vm1', '0x00000001', '8'],
+      ['vm1', '0x00000002', '0'],
+    ]);
+  });
+
+  it('refuses tee paths outside captureDir, with .., or through a symlink', async () => {
+    const cap = join(d.stateDir, 'captures');
+    const outside = makeTempDir('capo');
+    symlinkSync(join(outside, 'x.pcapng'), join(cap, 'link.pcapng'));
+    symlinkSync(outside, join(cap, 'linkdir'));
+    mkdirSync(join(cap, 'sub'));
+    writeFileSync(join(outside, 'keep'), 'keep');
+    const tries: [string, RegExp][] = [
+      ['/etc/mvnet-tee-test.pcapng', /outside the capture directory/],
+      ['../x.pcapng', /\.\./],
+      ['sub/../../x.pcapng', /\.\./],
+      ['link.pcapng', /symlink/],
+      ['linkdir/x.pcapng', /symlink/],
+      [`${outside}/keep`, /outside the capture directory/],
+    ];
+    for (const [to, why] of tries) {
+      const r = await rawRpc(d.socket, 'tee.add', { name: 'bad', from: { vm: 'vm1' }, to });
+      expect(r.error?.message, to).toMatch(why);
+    }
+    expect((await rawRpc(d.socket, 'tee.list', {})).result).toEqual([]);
+    // A path under it is fine.
+    const ok = await rawRpc(d.socket, 'tee.add', { name: 'sub', from: { vm: 'vm1' }, to: `${cap}/sub/ok.pcapng` });
+    expect(ok.error).toBeUndefined();
+    expect((ok.result as TeeInfo).to).toBe('sub/ok.pcapng');
+    await rawRpc(d.socket, 'tee.remove', { name: 'sub' });
   });
 });

@@ -16,7 +16,7 @@ describe('state store', () => {
     expect(s.load()).toEqual({ version: 1, networks: [], vms: [], routes: {} });
     const st = { version: 1, networks: [{ name: 'a', subnet: '10.0.0.0/24', gateway: '10.0.0.1', mtu: 1500 }], vms: [], routes: {} };
     await s.save(st);
-    expect(new StateStore(dir).load()).toEqual({ ...st, leases: {}, forwards: [] });
+    expect(new StateStore(dir).load()).toEqual({ ...st, leases: {}, forwards: [], tees: [] });
     expect(fs.readdirSync(dir)).toEqual(['state.json']); // no temp file left behind
   });
   it('keeps saves in order', async () => {

@@ -1,0 +1,363 @@
+/**
+ * The capture hub in memory: the real switch and router (router-lab), ports teed through withTee
+ * and the real TeeRing, sessions into in-memory sinks read back by a pcapng reader. Counters,
+ * filters, count and duration, a slow sink and a full ring (capture drops counted, forwarding
+ * untouched), the net point's "each frame once", exit comments per route decision, drop reasons,
+ * and the producers switched off when nothing captures.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { CaptureHub } from '../../daemon/capture/hub.js';
+import { checkCaptureParams } from '../../daemon/capture/params.js';
+import type { Session } from '../../daemon/capture/session.js';
+import type { Sink } from '../../daemon/capture/sink.js';
+import { FileSink, captureRelPath } from '../../daemon/capture/sink-file.js';
+import { UnixSink } from '../../daemon/capture/sink-unix.js';
+import { Network } from '../../daemon/switch/network.js';
+import { encodeEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../daemon/wire/ethernet.js';
+import { encodeIcmpv4 } from '../../daemon/wire/icmpv4.js';
+import { encodeIpv4, IPPROTO_ICMP, IPPROTO_TCP } from '../../daemon/wire/ipv4.js';
+import { encodeTcp, TCP_ACK, TCP_SYN } from '../../daemon/wire/tcp.js';
+import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
+import { TeeRing } from '../../plugins/common/tee-ring.js';
+import { withTee } from '../../plugins/common/tee-port.js';
+import type { Port } from '../../plugins/types.js';
+import { MemPort } from '../support/mem-port.js';
+import { readPcapng } from '../support/pcapng-read.js';
+import { GW, GW_MAC, OUT, RouterLab, ip } from '../support/router-lab.js';
+import { QemuStreamClient } from '../support/qemu-peer.js';
+
+const silent = pino({ level: 'silent' });
+const MAC1 = 0x0200_0000_0001;
+const MAC2 = 0x0200_0000_0002;
+const IP1 = ip('10.1.0.5');
+const IP2 = ip('10.1.0.6');
+
+class MemSink implements Sink {
+  readonly format = 'pcapng';
+  readonly idle = false;
+  onGone: ((why: string, clean: boolean) => void) | null = null;
+  readonly blocks: Buffer[] = [];
+  finished = false;
+  constructor(private room = Infinity) {}
+  begin(p: Buffer): void {
+    this.blocks.push(Buffer.from(p));
+  }
+  write(b: Buffer): boolean {
+    if (this.room <= 0) return false;
+    this.room--;
+    this.blocks.push(Buffer.from(b));
+    return true;
+  }
+  finish(t: Buffer | null): void {
+    if (t !== null) this.blocks.push(Buffer.from(t));
+    this.finished = true;
+  }
+  abort(): void {
+    this.finished = true;
+  }
+  state(): { state: 'active'; detail: string } {
+    return { state: 'active', detail: '' };
+  }
+  read(): ReturnType<typeof readPcapng> {
+    return readPcapng(Buffer.concat(this.blocks));
+  }
+}
+
+function ipv4(src: number, dst: number, protocol: number, payload: Uint8Array): Buffer {
+  return encodeIpv4({ dscp: 0, ecn: 0, id: 1, dontFragment: false, moreFragments: false, fragmentOffset: 0, ttl: 64, protocol, src, dst, payload });
+}
+function echo(srcMac: number, dstMac: number, src: number, dst: number, kind: 'echo-request' | 'echo-reply', seq = 1): Buffer {
+  return encodeEthernet({ dst: dstMac, src: srcMac, etherType: ETHERTYPE_IPV4, payload: ipv4(src, dst, IPPROTO_ICMP, encodeIcmpv4({ kind, id: 7, seq, data: Buffer.from('cap') })) });
+}
+function arpish(srcMac: number): Buffer {
+  return encodeEthernet({ dst: MAC_BROADCAST, src: srcMac, etherType: ETHERTYPE_ARP, payload: Buffer.alloc(28) });
+}
+function syn(srcMac: number, src: number, dst: number, dport: number, sport = 40000): Buffer {
+  const seg = encodeTcp({ srcPort: sport, dstPort: dport, seq: 1000, ack: 0, flags: TCP_SYN, window: 65535, options: { mss: 1460 }, payload: Buffer.alloc(0) }, { version: 4, src, dst });
+  return encodeEthernet({ dst: GW_MAC, src: srcMac, etherType: ETHERTYPE_IPV4, payload: ipv4(src, dst, IPPROTO_TCP, seg) });
+}
+
+let nowNs = 1_700_000_000_000_000_000;
+function newHub(o: { ringBytes?: number } = {}): CaptureHub {
+  return new CaptureHub({ log: silent, userappl: 'mvnet test', newRing: (b, s) => new TeeRing(b, s), now: () => (nowNs += 1000), drainMs: 60_000, ...o });
+}
+
+function start(hub: CaptureHub, params: unknown, sink: Sink = new MemSink()): Session {
+  return hub.open(hub.prepare(checkCaptureParams(params)), sink);
+}
+
+describe('capture hub: ports and the switch', () => {
+  let hub: CaptureHub;
+  let sw: Network;
+  let p1: MemPort;
+  let p2: MemPort;
+  let t1: Port;
+
+  beforeEach(() => {
+    hub = newHub();
+    sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
+    p1 = new MemPort('mem:vm1');
+    p2 = new MemPort('mem:vm2');
+    t1 = withTee(p1);
+    const t2 = withTee(p2);
+    sw.attach('vm1', t1, MAC1);
+    sw.attach('vm2', t2, MAC2);
+    hub.netAdded('lan', sw, null);
+    hub.portAdded('vm1', 'lan', t1);
+    hub.portAdded('vm2', 'lan', t2);
+  });
+  afterEach(() => {
+    hub.close();
+    sw.close();
+  });
+
+  it('counts seen, filtered out and captured; directions as seen from the port; ISBs at the end', () => {
+    const sink = new MemSink();
+    const s = start(hub, { from: { vm: 'vm1' }, filter: 'icmp' }, sink);
+    p1.inject(echo(MAC1, MAC2, IP1, IP2, 'echo-request'), arpish(MAC1));
+    p2.inject(echo(MAC2, MAC1, IP2, IP1, 'echo-reply'));
+    hub.drainAll();
+    expect(s.counters).toEqual({ seen: 3, filteredOut: 1, captured: 2, dropped: 0, bytes: expect.any(Number) as number });
+    s.stop('test');
+    const r = sink.read();
+    expect(r.ifaces).toEqual([{ name: 'vm1', linkType: 1, snaplen: 262144 }]);
+    expect(r.packets.map((p) => [p.ifName, p.dir, p.data[34]])).toEqual([
+      ['vm1', 'in', 8],
+      ['vm1', 'out', 0],
+    ]);
+    expect(r.isbs).toEqual([{ iface: 0, ifRecv: 3n, filterAccept: 2n, osDrop: 0n }]);
+    expect(sink.finished).toBe(true);
+  });
+
+  it('snaplen cuts the packets and keeps their true length', () => {
+    const sink = new MemSink();
+    start(hub, { from: { vm: 'vm1' }, snaplen: 20 }, sink);
+    p1.inject(echo(MAC1, MAC2, IP1, IP2, 'echo-request'));
+    hub.drainAll();
+    const [p] = sink.read().packets;
+    expect(p!.capLen).toBe(20);
+    expect(p!.origLen).toBe(echo(MAC1, MAC2, IP1, IP2, 'echo-request').length);
+  });
+
+  it('count ends the capture; then nothing is teed or hooked any more', async () => {
+    const tee = vi.spyOn(t1, 'tee');
+    const sink = new MemSink();
+    const s = start(hub, { from: { vm: 'vm1' }, count: 2 }, sink);
+    expect(tee).toHaveBeenLastCalledWith(expect.any(TeeRing), 3);
+    p1.inject(arpish(MAC1), arpish(MAC1), arpish(MAC1));
+    hub.drainAll();
+    expect(s.ended).toBe(true);
+    expect(s.counters.captured).toBe(2);
+    expect(sink.finished).toBe(true);
+    await Promise.resolve();
+    expect(tee).toHaveBeenLastCalledWith(null, 0);
+    expect(hub.list()).toEqual([]);
+    expect(sw.capture).toBeNull();
+  });
+
+  it('duration ends the capture', () => {
+    vi.useFakeTimers();
+    try {
+      const sink = new MemSink();
+      const s = start(hub, { from: { vm: 'vm1' }, durationSec: 2 }, sink);
+      vi.advanceTimersByTime(1999);
+      expect(s.ended).toBe(false);
+      vi.advanceTimersByTime(1);
+      expect(s.ended).toBe(true);
+      expect(sink.read().isbs.length).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a sink that cannot keep up loses capture packets, counted; forwarding is untouched', () => {
+    const s = start(hub, { from: { vm: 'vm1' } }, new MemSink(2));
+    const frames = Array.from({ length: 10 }, (_, i) => echo(MAC1, MAC2, IP1, IP2, 'echo-request', i));
+    p1.inject(...frames);
+    hub.drainAll();
+    expect(p2.sent.length).toBe(10);
+    expect(s.counters).toMatchObject({ seen: 10, captured: 2, dropped: 8 });
+  });
+
+  it("a full tee ring drops copies, counted as the session's drops; forwarding is untouched", () => {
+    hub.close();
+    hub = newHub({ ringBytes: 1024 });
+    hub.portAdded('vm1', 'lan', t1);
+    const sink = new MemSink();
+    const s = start(hub, { from: { vm: 'vm1' } }, sink);
+    const frames = Array.from({ length: 50 }, (_, i) => echo(MAC1, MAC2, IP1, IP2, 'echo-request', i));
+    p1.inject(...frames);
+    hub.drainAll();
+    expect(p2.sent.length).toBe(50);
+    expect(s.counters.dropped).toBeGreaterThan(0);
+    expect(s.counters.captured + s.counters.dropped).toBe(50);
+    s.stop('test');
+    expect(sink.read().isbs[0]!.osDrop).toBe(BigInt(s.counters.dropped));
+  });
+
+  it('net:NAME has each frame once: sent by a VM inbound, sent by the gateway outbound', () => {
+    const sink = new MemSink();
+    start(hub, { from: { net: 'lan' } }, sink);
+    p1.inject(echo(MAC1, MAC2, IP1, IP2, 'echo-request'));
+    sw.fromGateway([echo(GW_MAC, MAC1, GW, IP1, 'echo-reply')]);
+    hub.drainAll();
+    const r = sink.read();
+    expect(r.packets.map((p) => [p.ifName, p.dir, p.data[34]])).toEqual([
+      ['net:lan', 'in', 8],
+      ['net:lan', 'out', 0],
+    ]);
+  });
+
+  it('drops carry their reason; hooks are null whenever nothing captures them', () => {
+    expect(sw.capture).toBeNull();
+    const sink = new MemSink();
+    const s = start(hub, { from: { point: ['drops'] } }, sink);
+    expect(sw.capture).not.toBeNull();
+    p1.inject(echo(0x0200_0000_0099, MAC2, IP1, IP2, 'echo-request'), Buffer.alloc(10));
+    s.stop('test');
+    expect(sink.read().packets.map((p) => p.comment)).toEqual(['dropped: spoofed source MAC (from vm1 on lan)', 'dropped: runt frame (from vm1 on lan)']);
+    return Promise.resolve().then(() => expect(sw.capture).toBeNull());
+  });
+
+  it('refuses unknown points and bad filters with a clear message', () => {
+    expect(() => hub.prepare(checkCaptureParams({ from: { vm: 'nope' } }))).toThrow(/no VM named nope/);
+    expect(() => hub.prepare(checkCaptureParams({ from: { point: ['exit:moon'] } }))).toThrow(/no capture point named exit:moon/);
+    expect(() => hub.prepare(checkCaptureParams({ from: { vm: 'vm1' }, filter: 'port 99999' }))).toThrow(/bad filter/);
+    expect(() => checkCaptureParams({ from: { vm: 'vm1', net: 'lan' } })).toThrow(/exactly one/);
+  });
+
+  it('a VM that goes away ends its capture cleanly', () => {
+    const sink = new MemSink();
+    const s = start(hub, { from: { vm: 'vm2' } }, sink);
+    hub.portRemoved('vm2');
+    expect(s.ended).toBe(true);
+    expect(sink.read().isbs.length).toBe(1);
+  });
+});
+
+describe('capture hub: route exits', () => {
+  let lab: RouterLab;
+  let hub: CaptureHub;
+
+  beforeEach(() => {
+    lab = new RouterLab();
+    hub = newHub();
+    hub.netAdded('lan', lab.sw, lab.router);
+  });
+  afterEach(() => {
+    hub.close();
+    lab.close();
+  });
+
+  it('each packet at an exit carries its flow decision; the exit reply comes back inbound', async () => {
+    const vm = lab.attachPort('vm1', { mac: MAC1, ip: '10.1.0.5', route: { kind: 'direct' } });
+    lab.attachPort('vm2', { mac: MAC2, ip: '10.1.0.6', route: { kind: 'tor' } });
+    expect(lab.router.capture).toBeNull();
+    const sink = new MemSink();
+    start(hub, { from: { point: ['exit:direct', 'exit:local', 'exit:tor'] }, drops: true }, sink);
+    expect(lab.router.capture).not.toBeNull();
+    const up = lab.egress.nextTcp();
+    vm.port.inject(syn(MAC1, IP1, OUT, 80));
+    (await up).accept();
+    await vm.port.next((f) => f.length > 47 && f[23] === IPPROTO_TCP && (f[47]! & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK));
+    vm.port.inject(syn(MAC1, IP1, GW, 53, 40001));
+    lab.vms.get('vm2')!.port.inject(syn(MAC2, IP2, OUT, 443, 40002));
+    // A source address that is not the VM's.
+    vm.port.inject(echo(MAC1, GW_MAC, ip('10.1.0.77'), OUT, 'echo-request'));
+    const r = sink.read();
+    expect(r.ifaces.map((i) => [i.name, i.linkType])).toEqual([
+      ['exit:direct', 101],
+      ['exit:local', 101],
+      ['exit:tor', 101],
+      ['drops', 1],
+    ]);
+    const rows = r.packets.map((p) => [p.ifName, p.dir, p.comment]);
+    expect(rows).toEqual([
+      ['exit:direct', 'out', 'direct'],
+      ['exit:direct', 'in', 'direct'],
+      ['exit:local', 'out', 'local dns'],
+      ['exit:tor', 'out', 'refused: Tor not configured'],
+      ['drops', 'in', 'refused: Tor not configured (from vm2 on lan)'],
+      ['drops', 'in', 'dropped: spoofed source address (from vm1 on lan)'],
+    ]);
+    // Raw IP at the exits: the first byte is the IP version.
+    expect(r.packets[0]!.data[0]! >> 4).toBe(4);
+  });
+});
+
+describe('capture sinks', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvcap-'));
+  afterEach(() => undefined);
+
+  it('unix: each frame in QEMU stream framing, raw IP with a synthetic Ethernet header; what the peer sends is discarded', async () => {
+    const lab = new RouterLab();
+    const hub = newHub();
+    hub.netAdded('lan', lab.sw, lab.router);
+    const sockPath = path.join(dir, 'u.sock');
+    const sink = await UnixSink.listen(sockPath, undefined);
+    const peer = await QemuStreamClient.connect(sockPath);
+    try {
+      await vi.waitFor(() => expect(sink.idle).toBe(false));
+      peer.send(Buffer.alloc(60, 0x11));
+      const vm = lab.attachPort('vm1', { mac: MAC1, ip: '10.1.0.5', route: { kind: 'direct' } });
+      const s = hub.open(hub.prepare(checkCaptureParams({ from: { point: ['exit:direct'] } })), sink, { kind: 'tee', name: 'u' });
+      const packet = syn(MAC1, IP1, OUT, 80).subarray(14);
+      vm.port.inject(syn(MAC1, IP1, OUT, 80));
+      const f = await peer.nextFrame(undefined, 5000);
+      expect(f.readUInt16BE(12)).toBe(0x0800);
+      expect(f.subarray(14)).toEqual(packet);
+      expect(s.counters.captured).toBe(1);
+    } finally {
+      await peer.close();
+      await sink.close(true);
+      hub.close();
+      lab.close();
+    }
+    expect(fs.existsSync(sockPath)).toBe(false);
+  });
+
+  it('file: confined paths; rotation at the size into complete pcapng files', async () => {
+    expect(() => captureRelPath('/etc/passwd', dir)).toThrow(/outside/);
+    expect(() => captureRelPath('a/../b', dir)).toThrow(/\.\./);
+    expect(() => captureRelPath('.hidden', dir)).toThrow(/plain name/);
+    expect(captureRelPath(`${dir}/x/y.pcapng`, dir)).toBe('x/y.pcapng');
+    fs.symlinkSync('/etc/hostname', path.join(dir, 'ln'));
+    expect(() => new FileSink({ captureDir: dir, rel: 'ln' })).toThrow(/symlink/);
+
+    const sink = new FileSink({ captureDir: dir, rel: 'r.pcapng', ring: { files: 3, sizeMb: 1 } });
+    const hub = newHub();
+    const sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
+    const p = new MemPort('mem:vm1');
+    const t = withTee(p);
+    sw.attach('vm1', t, MAC1);
+    hub.portAdded('vm1', 'lan', t);
+    const s = hub.open(hub.prepare(checkCaptureParams({ from: { vm: 'vm1' } })), sink, { kind: 'tee', name: 'r' });
+    const big = encodeEthernet({ dst: MAC_BROADCAST, src: MAC1, etherType: ETHERTYPE_IPV4, payload: Buffer.alloc(1400) });
+    // About 4.3 MB of blocks: rotates at 1 MB; three files are kept.
+    for (let i = 0; i < 30; i++) {
+      p.inject(...Array.from({ length: 100 }, () => big));
+      hub.drainAll();
+      await sink.drained();
+    }
+    expect(s.counters.dropped).toBe(0);
+    s.stop('test');
+    sink.close();
+    await sink.drained();
+    const names = fs.readdirSync(dir).filter((n) => n.startsWith('r.pcapng')).sort();
+    expect(names).toEqual(['r.pcapng', 'r.pcapng.1', 'r.pcapng.2']);
+    for (const n of names) {
+      const b = fs.readFileSync(path.join(dir, n));
+      expect(b.length).toBeLessThanOrEqual(1024 * 1024);
+      const r = readPcapng(b);
+      expect(r.sections, n).toBe(1);
+      expect(r.ifaces.map((i) => i.name)).toEqual(['vm1']);
+      if (n !== 'r.pcapng') expect(b.length).toBeGreaterThan(1024 * 1024 - 2000);
+    }
+    hub.close();
+    sw.close();
+  });
+});
