@@ -1,20 +1,21 @@
 /**
  * Where `mvnet capture -w FILE` puts the pcapng blocks: one file, or with `--ring N --size MB`
- * files FILE.0, FILE.1, FILE.2, … numbered in the order written, each a complete pcapng (the
- * section header and every interface block so far repeated at its start), a new one begun before
- * a block would take the current one past the size, and only the newest N kept (the oldest is
- * removed when file N+1 is begun). A file holds at least one block after its preamble, so a
- * packet larger than the size still gets written (that file is then larger than the size).
+ * N files named as a tee's ring files are (daemon/capture/sink-file.ts): FILE is the one being
+ * written, FILE.1 the one before, … FILE.(N-1) the oldest. Before a block would take FILE past
+ * the size, FILE.(N-1) is removed, FILE.k becomes FILE.(k+1), FILE becomes FILE.1 and a new FILE
+ * begins with the section header and every interface block so far, so each file is a complete
+ * pcapng. A file holds at least one block after its preamble, so a packet larger than the size
+ * still gets written (that file is then larger than the size).
  *
  * Written synchronously by the CLI process (the user's permissions): the CLI does nothing else
  * meanwhile, and a slow disk shows up at the daemon as a slow reader (capture drops), never as
  * reordering.
  */
-import { closeSync, openSync, unlinkSync, writevSync } from 'node:fs';
+import { closeSync, openSync, renameSync, unlinkSync, writevSync } from 'node:fs';
 import { BLOCK_IDB, BLOCK_SHB } from './pcapng-reader.js';
 
-/** MB as tcpdump -C counts it. */
-export const MB = 1_000_000;
+/** MB as tee rings count it (sink-file.ts): 2^20 bytes. */
+export const MB = 1024 * 1024;
 
 export interface RingOptions {
   readonly files: number;
@@ -62,30 +63,27 @@ export class CaptureFiles {
   readonly #base: string;
   readonly #ring: RingOptions | undefined;
   #fd: number;
-  #seq = 0;
+  /** Files of this run: 1 + rotations, at most ring.files. */
+  #kept = 1;
   #size = 0;
   /** Blocks written to the current file after its preamble. */
   #blocks = 0;
   /** SHB + IDBs of the current section, repeated at the start of each ring file. */
   #preamble: Buffer[] = [];
-  readonly #written: string[] = [];
 
-  /** Opens the first file at once, so a bad path fails before the capture starts. */
+  /** Opens the file at once, so a bad path fails before the capture starts. */
   constructor(base: string, ring?: RingOptions) {
     this.#base = base;
     this.#ring = ring;
-    const first = this.#name(0);
-    this.#fd = openOutput(first);
-    this.#written.push(first);
+    this.#fd = openOutput(base);
   }
 
-  /** Every file written so far, oldest first (removed ones excluded). */
-  get files(): readonly string[] {
-    return this.#written;
-  }
-
-  #name(seq: number): string {
-    return this.#ring ? `${this.#base}.${seq}` : this.#base;
+  /** The files this run wrote and kept, oldest first (FILE.(k) … FILE.1, FILE). */
+  get files(): string[] {
+    const out: string[] = [];
+    for (let k = this.#kept - 1; k >= 1; k--) out.push(`${this.#base}.${k}`);
+    out.push(this.#base);
+    return out;
   }
 
   /** Writes whole blocks, in one system call per file (types given so the preamble is kept for the next ring file). */
@@ -107,20 +105,26 @@ export class CaptureFiles {
   }
 
   #rotate(): void {
-    const ring = this.#ring!;
+    const files = this.#ring!.files;
     closeSync(this.#fd);
-    this.#seq++;
-    const name = this.#name(this.#seq);
-    this.#fd = openOutput(name);
-    this.#written.push(name);
-    while (this.#written.length > ring.files) {
-      const old = this.#written.shift()!;
+    // FILE.(N-2) → FILE.(N-1) (replacing the oldest) … FILE → FILE.1; with N = 1 FILE just starts over.
+    for (let i = files - 1; i >= 1; i--) {
+      const from = i === 1 ? this.#base : `${this.#base}.${i - 1}`;
       try {
-        unlinkSync(old);
-      } catch {
-        // already gone (removed by the user): nothing to keep track of
+        renameSync(from, `${this.#base}.${i}`);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
     }
+    if (files <= 1) {
+      try {
+        unlinkSync(this.#base);
+      } catch {
+        // removed meanwhile: nothing to replace
+      }
+    }
+    this.#kept = Math.min(this.#kept + 1, files);
+    this.#fd = openOutput(this.#base);
     this.#size = 0;
     this.#blocks = 0;
     writeAll(this.#fd, this.#preamble);

@@ -238,8 +238,8 @@ export function captureCommand(ctx: Ctx): Command {
     .option('-c, --count <n>', 'stop after N packets', parseIntArg('-c', 1, 2 ** 31 - 1))
     .option('--duration <s>', 'stop after S seconds', parseIntArg('--duration', 1, 31_536_000))
     .option('--snaplen <n>', 'bytes kept of each packet (0: all)', parseIntArg('--snaplen', 0, 262_144))
-    .option('--ring <n>', 'with -w FILE and --size: keep N files FILE.0, FILE.1, … (the newest N)', parseIntArg('--ring', 1, 100_000))
-    .option('--size <mb>', 'with --ring: begin the next file before one would exceed MB (10^6 bytes)', parsePositive('--size', 1_000_000))
+    .option('--ring <n>', 'with -w FILE and --size: keep N files, FILE the newest, then FILE.1 … FILE.(N-1)', parseIntArg('--ring', 1, 100_000))
+    .option('--size <mb>', 'with --ring: begin the next file before one would exceed MB (2^20 bytes)', parsePositive('--size', 1_000_000))
     .option('--drops', "add the 'drops' point: frames the switch and the gateway dropped, with the reason")
     .action(async (args: string[], o: CaptureOpts) => {
       if (o.list === true) {

@@ -117,7 +117,7 @@ describe('capture arguments', () => {
     expect(capturePlan(['vm1'], { ring: 3, size: 0.5, write: 'f', count: 5, duration: 2, snaplen: 96, drops: true })).toEqual({
       params: { from: { vm: 'vm1' }, count: 5, durationSec: 2, snaplen: 96, drops: true },
       write: 'f',
-      ring: { files: 3, sizeBytes: 500_000 },
+      ring: { files: 3, sizeBytes: 524_288 },
     });
   });
 });

@@ -1,6 +1,6 @@
 /** `mvnet capture -w FILE [--ring N --size MB]`: what lands on disk, read back by tshark. */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -41,22 +41,20 @@ describe('CaptureFiles', () => {
     expect(seqs(join(dir, 'one.pcapng'))).toEqual([...Array(20).keys()]);
   });
 
-  it('ring: rotates before a file would pass the size, keeps the newest N, each file a complete pcapng', () => {
+  it('ring: rotates before a file would pass the size, keeps the newest N (FILE, FILE.1, FILE.2), each a complete pcapng', () => {
     const b = blocks(100, 958); // about 1 KB per packet block
     const base = join(dir, 'ring.pcapng');
     const size = 10_000;
     const f = new CaptureFiles(base, { files: 3, sizeBytes: size });
+    expect(f.files).toEqual([base]);
     // Blocks arrive in chunks of any size.
     for (let i = 0; i < b.length; i += 7) f.write(b.slice(i, i + 7));
     f.close();
-    const kept = f.files;
-    expect(kept.length).toBe(3);
-    const nums = kept.map((p) => Number(p.slice(base.length + 1)));
-    // Names FILE.0, FILE.1, … in the order written; the older ones are gone.
-    expect(nums).toEqual([nums[0]!, nums[0]! + 1, nums[0]! + 2]);
-    for (let k = 0; k < nums[0]!; k++) expect(existsSync(`${base}.${k}`)).toBe(false);
+    // Oldest first; nothing else of this name.
+    expect(f.files).toEqual([`${base}.2`, `${base}.1`, base]);
+    expect(readdirSync(dir).filter((n) => n.startsWith('ring.pcapng')).sort()).toEqual(['ring.pcapng', 'ring.pcapng.1', 'ring.pcapng.2']);
     const all: number[] = [];
-    for (const p of kept) {
+    for (const p of f.files) {
       expect(statSync(p).size).toBeLessThanOrEqual(size);
       const inFile = new BlockSplitter().push(readFileSync(p));
       expect(inFile.slice(0, 2).map((x) => x.type)).toEqual([BLOCK_SHB, BLOCK_IDB]);
@@ -65,8 +63,20 @@ describe('CaptureFiles', () => {
     }
     // The newest packets, in order, none twice or missing across the kept files.
     expect(all).toEqual([...Array(100).keys()].slice(100 - all.length));
-    // Every full file was filled to within one packet of the size.
-    for (const p of kept.slice(0, -1)) expect(statSync(p).size).toBeGreaterThan(size - 1100);
+    // The two full files were filled to within one packet of the size.
+    for (const p of f.files.slice(0, -1)) expect(statSync(p).size).toBeGreaterThan(size - 1100);
+  });
+
+  it('ring of one file: it starts over', () => {
+    const b = blocks(30, 958);
+    const base = join(dir, 'one-ring');
+    const f = new CaptureFiles(base, { files: 1, sizeBytes: 5000 });
+    f.write(b);
+    f.close();
+    expect(f.files).toEqual([base]);
+    expect(existsSync(`${base}.1`)).toBe(false);
+    expect(seqs(base).at(-1)).toBe(29);
+    expect(statSync(base).size).toBeLessThanOrEqual(5000);
   });
 
   it('ring: a packet larger than the size still gets a file of its own', () => {
