@@ -4,7 +4,7 @@ import { print, table } from '../output.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
 import type { CaptureSource, TeeInfo, TeeRemoved } from '../../daemon/control/api.js';
-import { captureSource, parsePositive, ringArg } from '../capture/args.js';
+import { captureSource, ringArg } from '../capture/args.js';
 
 function collect(v: string, prev: string[]): string[] {
   return [...prev, v];
@@ -37,7 +37,7 @@ export function teeCommand(ctx: Ctx): Command {
     .requiredOption('--to <file|unix:path>', "a file under the daemon's capture directory, or unix:PATH: a socket an analysis VM connects to (QEMU stream framing)")
     .option('--snaplen <n>', 'bytes kept of each packet (0: all)', parseIntArg('--snaplen', 0, 262_144))
     .option('--ring <n>', 'a file tee: keep N files', parseIntArg('--ring', 1, 100_000))
-    .option('--size <mb>', 'with --ring: begin the next file at MB (2^20 bytes)', parsePositive('--size', 1_000_000))
+    .option('--size <mb>', 'with --ring: begin the next file at MB (2^20 bytes)', parseIntArg('--size', 1, 1_048_576))
     .action(async (name: string, filterWords: string[], o: AddOpts) => {
       const from = captureSource({ vm: o.from, net: o.fromNet, point: o.fromPoint }, { vm: '--from VM', net: '--from-net NAME', point: '--from-point NAME' });
       const ring = ringArg(o.ring, o.size);
