@@ -11,7 +11,8 @@
  * meanwhile, and a slow disk shows up at the daemon as a slow reader (capture drops), never as
  * reordering.
  */
-import { closeSync, openSync, renameSync, unlinkSync, writevSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, renameSync, statSync, unlinkSync, writevSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { BLOCK_IDB, BLOCK_SHB } from './pcapng-reader.js';
 
 /** MB as tee rings count it (sink-file.ts): 2^20 bytes. */
@@ -41,21 +42,38 @@ function writeAll(fd: number, bufs: Buffer[]): void {
   }
 }
 
+function reason(err: NodeJS.ErrnoException): string {
+  if (err.code === 'EISDIR') return 'is a directory';
+  if (err.code === 'ENOENT') return 'its directory does not exist';
+  if (err.code === 'EACCES' || err.code === 'EPERM' || err.code === 'EROFS') return 'permission denied';
+  return err.message;
+}
+
+/**
+ * Whether FILE can be written, without touching it: checked before the capture is asked for, so
+ * that a capture the daemon refuses leaves an existing file as it was.
+ */
+export function checkOutput(path: string): void {
+  try {
+    let exists = true;
+    try {
+      if (statSync(path).isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      exists = false;
+    }
+    accessSync(exists ? path : dirname(path), constants.W_OK);
+  } catch (e) {
+    throw new Error(`cannot write ${path}: ${reason(e as NodeJS.ErrnoException)}`);
+  }
+}
+
 /** Opens FILE for writing (truncated, created with the umask), with a one-line reason on failure. */
 export function openOutput(path: string): number {
   try {
     return openSync(path, 'w', 0o666);
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const why =
-      err.code === 'EISDIR'
-        ? 'is a directory'
-        : err.code === 'ENOENT'
-          ? 'its directory does not exist'
-          : err.code === 'EACCES' || err.code === 'EPERM'
-            ? 'permission denied'
-            : err.message;
-    throw new Error(`cannot write ${path}: ${why}`);
+    throw new Error(`cannot write ${path}: ${reason(e as NodeJS.ErrnoException)}`);
   }
 }
 

@@ -10,7 +10,7 @@ import type { CaptureCounters, CapturePointInfo, StatusInfo } from '../../daemon
 import { capturePlan, parsePositive, type CaptureOpts, type CapturePlan } from '../capture/args.js';
 import { openCapture } from '../capture/stream.js';
 import { BlockSplitter, PcapngStreamError, timestampNs, type Block } from '../capture/pcapng-reader.js';
-import { CaptureFiles } from '../capture/ring-files.js';
+import { CaptureFiles, checkOutput } from '../capture/ring-files.js';
 import { CaptureTally, summaryLine } from '../capture/tally.js';
 import { describeFrame, packetLine } from '../capture/decode.js';
 
@@ -32,8 +32,16 @@ function stdoutSink(): { stream: Writable; own: boolean } {
 
 /** Runs one capture to its end; resolves with the exit code. */
 async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
-  const files = plan.write !== undefined && plan.write !== '-' ? new CaptureFiles(plan.write, plan.ring) : undefined;
-  const sink = files ? undefined : stdoutSink();
+  const toFile = plan.write !== undefined && plan.write !== '-' ? plan.write : undefined;
+  if (toFile !== undefined) {
+    try {
+      checkOutput(toFile);
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+  }
+  let files: CaptureFiles | undefined = undefined;
+  const sink = toFile !== undefined ? undefined : stdoutSink();
   const out = sink?.stream;
   const pcapOut = plan.write === '-';
   const json = ctx.json();
@@ -62,11 +70,17 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
     if (stopping) return;
     stopping = true;
     if (captureId === undefined) return halfClose();
-    ctx
-      .call<StatusInfo>('daemon.status')
-      .then((s) => (lastCounters = s.captures?.find((c) => c.id === captureId)?.counters))
+    // Bounded: a daemon that does not answer must not keep the capture from stopping.
+    let t: NodeJS.Timeout | undefined;
+    Promise.race([ctx.call<StatusInfo>('daemon.status'), new Promise<undefined>((r) => (t = setTimeout(() => r(undefined), 1000)))])
+      .then((s) => {
+        if (s !== undefined) lastCounters = s.captures?.find((c) => c.id === captureId)?.counters;
+      })
       .catch(() => undefined)
-      .finally(halfClose);
+      .finally(() => {
+        clearTimeout(t);
+        halfClose();
+      });
   };
   const onSignal = (): void => {
     signals++;
@@ -86,10 +100,16 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
     stop();
   });
 
-  const opened = await openCapture(ctx.socket(), plan.params).catch((e: unknown) => {
-    files?.close();
-    throw e;
-  });
+  const opened = await openCapture(ctx.socket(), plan.params);
+  // The file is opened (truncated) only once the daemon accepted the capture.
+  if (toFile !== undefined) {
+    try {
+      files = new CaptureFiles(toFile, plan.ring);
+    } catch (e) {
+      opened.conn.destroy();
+      throw new CliError((e as Error).message);
+    }
+  }
   conn = opened.conn;
   captureId = opened.reply.id;
   // A signal while the daemon was still answering.

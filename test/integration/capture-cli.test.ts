@@ -5,7 +5,7 @@
  * namespaces this file creates.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_JS, rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
@@ -318,6 +318,11 @@ describe('mvnet capture: two TAP VMs on one network', () => {
       expect(r.stderr, args.join(' ')).toMatch(msg);
       expect(r.stderr.trim().split('\n').length, r.stderr).toBe(1);
     }
+    // A capture the daemon refuses leaves an existing -w file as it was.
+    const keep = join(dir, 'keep.pcapng');
+    writeFileSync(keep, 'precious');
+    expect((await d.cli(['capture', 'nope', '-w', keep])).code).not.toBe(0);
+    expect(readFileSync(keep, 'utf8')).toBe('precious');
     expect((await d.status()).captures).toEqual([]);
   });
 
