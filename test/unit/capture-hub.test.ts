@@ -239,6 +239,71 @@ describe('capture hub: ports and the switch', () => {
   });
 });
 
+describe('capture hub: what the port tee records', () => {
+  /** A port with its own tee (as DevicePort): the test writes into the ring the hub gave it. */
+  class TeePort {
+    ring: TeeRing | null = null;
+    dirs = 0;
+    constructor(readonly layer: 2 | 3) {}
+    tee(ring: TeeRing | null, dirs: number): void {
+      this.ring = ring;
+      this.dirs = dirs;
+    }
+  }
+
+  it('a TSO super-frame is written as it crossed the port, with its true length and a comment', () => {
+    const hub = newHub();
+    const port = new TeePort(2);
+    hub.portAdded('vm1', 'lan', port);
+    const sink = new MemSink();
+    start(hub, { from: { vm: 'vm1' } }, sink);
+    const frame = echo(MAC1, MAC2, IP1, IP2, 'echo-request');
+    // virtio_net_hdr: flags, gso_type tcpv4, hdr_len, gso_size 1448, csum_start, csum_offset.
+    const hdr = Buffer.alloc(10);
+    hdr[1] = 1;
+    hdr.writeUInt16LE(1448, 4);
+    port.ring!.write(Buffer.concat([hdr, frame]), 10, 1);
+    hub.drainAll();
+    const [p] = sink.read().packets;
+    expect(p!.comment).toBe('TSO super-frame (gso tcpv4, mss 1448) as it crossed the port');
+    expect(p!.origLen).toBe(frame.length);
+    expect(p!.data).toEqual(frame);
+    hub.close();
+    expect(port.ring).toBeNull();
+  });
+
+  it("a TUN port is raw IP at its own point, and gets a synthetic Ethernet header in its network's", () => {
+    const hub = newHub();
+    const sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
+    hub.netAdded('lan', sw, null);
+    const port = new TeePort(3);
+    hub.portAdded('tun1', 'lan', port);
+    const own = new MemSink();
+    const net = new MemSink();
+    start(hub, { from: { vm: 'tun1' } }, own);
+    start(hub, { from: { net: 'lan' } }, net);
+    expect(port.dirs).toBe(3);
+    const packet = ipv4(IP1, IP2, IPPROTO_ICMP, encodeIcmpv4({ kind: 'echo-request', id: 1, seq: 1, data: Buffer.alloc(4) }));
+    port.ring!.write(packet, 0, 1);
+    port.ring!.write(packet, 0, 2);
+    hub.drainAll();
+    const o = own.read();
+    expect(o.ifaces[0]!.linkType).toBe(101);
+    expect(o.packets.map((p) => [p.dir, p.data.equals(packet)])).toEqual([
+      ['in', true],
+      ['out', true],
+    ]);
+    const n = net.read();
+    expect(n.ifaces[0]!.linkType).toBe(1);
+    // Only what the VM sent: what it was given entered the network elsewhere.
+    expect(n.packets.length).toBe(1);
+    expect(n.packets[0]!.data.readUInt16BE(12)).toBe(0x0800);
+    expect(n.packets[0]!.data.subarray(14).equals(packet)).toBe(true);
+    hub.close();
+    sw.close();
+  });
+});
+
 describe('capture hub: route exits', () => {
   let lab: RouterLab;
   let hub: CaptureHub;
