@@ -146,12 +146,18 @@ describe('capture: live stream on the control connection', () => {
     const st = await d.status();
     expect(st.captures.filter((x) => x.kind === 'tee').map((x) => x.name).sort()).toEqual(['f1', 'u1']);
 
+    // A live capture running when the daemon stops gets its ISBs and the end of its stream.
+    const live = await startCapture(d.socket, { from: { vm: 'vm1' } });
     await d.restart();
+    expect(readPcapng(await live.done).isbs.length).toBe(1);
     const after = ((await rawRpc(d.socket, 'tee.list', {})).result as TeeInfo[]).map((t) => t.name);
     expect(after).toEqual(['f1', 'u1']);
     await waitFor(async () => (await tee('f1')).state === 'active', { what: 'the file tee to run again after the restart' });
+    await peer.reconnect();
+    await waitFor(async () => (await tee('u1')).state === 'active', { what: 'the unix tee to see its reader again' });
     expect(await vm1.ns.ping('10.78.1.1', { count: 1, waitS: 2 })).toBe(true);
     await waitFor(async () => (await tee('f1')).counters.captured >= 2, { what: 'the restored file tee to capture' });
+    await peer.nextFrame((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0, 5000);
     await peer.close();
     expect((await rawRpc(d.socket, 'tee.remove', { name: 'f1' })).result).toEqual({ removed: 'f1' });
     expect((await rawRpc(d.socket, 'tee.remove', { name: 'u1' })).result).toEqual({ removed: 'u1' });
