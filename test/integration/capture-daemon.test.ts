@@ -5,7 +5,7 @@
  * by a peer framing as QEMU does), kept across a restart; tee paths that must be refused are.
  * Traffic stays inside the namespaces created here.
  */
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
@@ -198,6 +198,23 @@ describe('capture: live stream on the control connection', () => {
     expect(ok.error).toBeUndefined();
     expect((ok.result as TeeInfo).to).toBe('sub/ok.pcapng');
     await rawRpc(d.socket, 'tee.remove', { name: 'sub' });
+  });
+
+  it('a saved tee whose file became a symlink while the daemon was down stays listed, in error, and writes nothing', async () => {
+    const cap = join(d.stateDir, 'captures');
+    expect((await rawRpc(d.socket, 'tee.add', { name: 'later', from: { vm: 'vm1' }, to: 'later.pcapng' })).error).toBeUndefined();
+    await d.stop();
+    const outside = makeTempDir('capl');
+    rmSync(join(cap, 'later.pcapng'));
+    symlinkSync(join(outside, 'target'), join(cap, 'later.pcapng'));
+    await d.start();
+    const list = (await rawRpc(d.socket, 'tee.list', {})).result as TeeInfo[];
+    expect(list.map((t) => [t.name, t.state])).toEqual([['later', 'error']]);
+    expect(list[0]!.detail).toMatch(/symlink/);
+    expect(existsSync(join(outside, 'target'))).toBe(false);
+    expect((await rawRpc(d.socket, 'tee.remove', { name: 'later' })).result).toEqual({ removed: 'later' });
+    await d.restart();
+    expect((await rawRpc(d.socket, 'tee.list', {})).result).toEqual([]);
   });
 
   it('VM-to-VM TCP in the native cut-through path is captured whole and in order', async () => {
