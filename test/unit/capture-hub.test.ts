@@ -272,6 +272,40 @@ describe('capture hub: what the port tee records', () => {
     expect(port.ring).toBeNull();
   });
 
+  it("several ports' records are merged in time order; a capture never goes back in time", () => {
+    /** A ring whose records the test writes with chosen timestamps. */
+    class ScriptedRing extends TeeRing {
+      readonly recs: { frame: Buffer; dir: 1 | 2; ns: number }[] = [];
+      override drain(fn: Parameters<TeeRing['drain']>[0]): number {
+        const n = this.recs.length;
+        for (const r of this.recs.splice(0)) fn({ frame: r.frame, origLen: r.frame.length, dir: r.dir, gsoType: 0, gsoSize: 0, tsSec: Math.floor(r.ns / 1e9), tsNsec: r.ns % 1e9 });
+        return n;
+      }
+    }
+    const hub = new CaptureHub({ log: silent, userappl: 'mvnet test', newRing: (b, sl) => new ScriptedRing(b, sl), now: () => 5_000_000_000, drainMs: 60_000 });
+    const sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
+    hub.netAdded('lan', sw, null);
+    const a = new TeePort(2);
+    const b = new TeePort(2);
+    hub.portAdded('a', 'lan', a);
+    hub.portAdded('b', 'lan', b);
+    const sink = new MemSink();
+    start(hub, { from: { net: 'lan' } }, sink);
+    const f = (seq: number): Buffer => echo(MAC1, MAC2, IP1, IP2, 'echo-request', seq);
+    (a.ring as ScriptedRing).recs.push({ frame: f(2), dir: 1, ns: 2_000_000_000 }, { frame: f(4), dir: 1, ns: 4_000_000_000 });
+    (b.ring as ScriptedRing).recs.push({ frame: f(1), dir: 1, ns: 1_000_000_000 }, { frame: f(3), dir: 1, ns: 3_000_000_000 });
+    hub.drainAll();
+    // A gateway frame stamped (by another clock) before the last tee record: written after it, not before.
+    (b.ring as ScriptedRing).recs.push({ frame: f(5), dir: 1, ns: 6_000_000_000 });
+    sw.fromGateway([echo(GW_MAC, MAC1, GW, IP1, 'echo-reply', 6)]);
+    const r = sink.read();
+    expect(r.packets.map((p) => p.data.readUInt16BE(14 + 20 + 6))).toEqual([1, 2, 3, 4, 5, 6]);
+    const ts = r.packets.map((p) => p.tsNs);
+    expect([...ts].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0))).toEqual(ts);
+    hub.close();
+    sw.close();
+  });
+
   it("a TUN port is raw IP at its own point, and gets a synthetic Ethernet header in its network's", () => {
     const hub = newHub();
     const sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
