@@ -5,6 +5,7 @@
  * untouched), the net point's "each frame once", exit comments per route decision, drop reasons,
  * and the producers switched off when nothing captures.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -426,6 +427,11 @@ describe('capture sinks', () => {
     expect(captureRelPath(`${dir}/x/y.pcapng`, dir)).toBe('x/y.pcapng');
     fs.symlinkSync('/etc/hostname', path.join(dir, 'ln'));
     expect(() => new FileSink({ captureDir: dir, rel: 'ln' })).toThrow(/symlink/);
+    // A FIFO would block an open for writing, or take the capture elsewhere: refused at once.
+    execFileSync('mkfifo', [path.join(dir, 'fifo')]);
+    expect(() => new FileSink({ captureDir: dir, rel: 'fifo' })).toThrow(/tee file fifo/);
+    fs.mkdirSync(path.join(dir, 'd'));
+    expect(() => new FileSink({ captureDir: dir, rel: 'd' })).toThrow(/not a regular file|EISDIR/);
 
     const sink = new FileSink({ captureDir: dir, rel: 'r.pcapng', ring: { files: 3, sizeMb: 1 } });
     const hub = newHub();
