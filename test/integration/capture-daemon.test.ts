@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, run, waitFor } from '../support/netns.js';
-import { QemuStreamClient } from '../support/qemu-peer.js';
+import { actAsHost, QemuStreamClient, QemuStreamServer } from '../support/qemu-peer.js';
+import { randomMac } from '../support/frames.js';
 import type { TeeInfo } from '../../daemon/control/api.js';
 import { attachTapVm, tcpConnectAttempt, tcpSend, tcpSink, type TapVm } from '../support/vms.js';
 import { saveTo, startCapture, tsharkFields } from '../support/capture-client.js';
@@ -235,5 +236,22 @@ describe('capture: live stream on the control connection', () => {
     const toVm2 = rows.filter((r) => r[0] === '0x00000002');
     expect(toVm2.reduce((n, r) => n + Number(r[1] || 0), 0)).toBe(size);
     expect(rows.filter((r) => r.slice(2).some((x) => x !== ''))).toEqual([]);
+  });
+
+  it('a socket VM (teed in JS around its port) is captured both ways', async () => {
+    const peer = await QemuStreamServer.listen(join(makeTempDir('capq'), 'q.sock'));
+    actAsHost(peer, { mac: randomMac(), ip: '10.78.1.31' });
+    await d.cliOk(['vm', 'attach', 'q1', '--net', 'A', '--unix', peer.path]);
+    await peer.waitConnected();
+    const c = await startCapture(d.socket, { from: { vm: 'q1' }, filter: 'icmp' });
+    expect(await vm1.ns.ping('10.78.1.31', { count: 1, waitS: 2 })).toBe(true);
+    c.end();
+    const file = saveTo(join(dir, 'q1.pcapng'), await c.done);
+    expect(await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type'])).toEqual([
+      ['q1', '0x00000002', '8'],
+      ['q1', '0x00000001', '0'],
+    ]);
+    await d.cliOk(['vm', 'detach', 'q1']);
+    await peer.close();
   });
 });
