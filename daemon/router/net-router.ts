@@ -618,6 +618,11 @@ export class NetRouter implements GatewayHandler {
     const v = this.decide(vm, flow);
     const text = verdictComment(v);
     if (tap.exits) tap.exit(exitOf(v, this.d.routeOf(vm)), packet, 'out', text);
+    if (v.kind === 'via') {
+      // The mvnet gateway does not carry it: the VM should have sent it to its gateway VM.
+      tap.dropped(f, `dropped: routed via ${v.vm}, not through the gateway`, vm);
+      return true;
+    }
     if (v.kind !== 'refuse' && v.kind !== 'drop') return false;
     tap.dropped(f, text, vm);
     return true;

@@ -356,9 +356,11 @@ describe('capture hub: route exits', () => {
   it('each packet at an exit carries its flow decision; the exit reply comes back inbound', async () => {
     const vm = lab.attachPort('vm1', { mac: MAC1, ip: '10.1.0.5', route: { kind: 'direct' } });
     lab.attachPort('vm2', { mac: MAC2, ip: '10.1.0.6', route: { kind: 'tor' } });
+    const MAC3 = 0x0200_0000_0003;
+    lab.attachPort('vm3', { mac: MAC3, ip: '10.1.0.7', route: { kind: 'via', vm: 'vm1' } });
     expect(lab.router.capture).toBeNull();
     const sink = new MemSink();
-    start(hub, { from: { point: ['exit:direct', 'exit:local', 'exit:tor'] }, drops: true }, sink);
+    start(hub, { from: { point: ['exit:direct', 'exit:local', 'exit:tor', 'exit:via'] }, drops: true }, sink);
     expect(lab.router.capture).not.toBeNull();
     const up = lab.egress.nextTcp();
     vm.port.inject(syn(MAC1, IP1, OUT, 80));
@@ -366,6 +368,7 @@ describe('capture hub: route exits', () => {
     await vm.port.next((f) => f.length > 47 && f[23] === IPPROTO_TCP && (f[47]! & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK));
     vm.port.inject(syn(MAC1, IP1, GW, 53, 40001));
     lab.vms.get('vm2')!.port.inject(syn(MAC2, IP2, OUT, 443, 40002));
+    lab.vms.get('vm3')!.port.inject(syn(MAC3, ip('10.1.0.7'), OUT, 80, 40003));
     // A source address that is not the VM's.
     vm.port.inject(echo(MAC1, GW_MAC, ip('10.1.0.77'), OUT, 'echo-request'));
     const r = sink.read();
@@ -373,6 +376,7 @@ describe('capture hub: route exits', () => {
       ['exit:direct', 101],
       ['exit:local', 101],
       ['exit:tor', 101],
+      ['exit:via', 101],
       ['drops', 1],
     ]);
     const rows = r.packets.map((p) => [p.ifName, p.dir, p.comment]);
@@ -382,6 +386,8 @@ describe('capture hub: route exits', () => {
       ['exit:local', 'out', 'local dns'],
       ['exit:tor', 'out', 'refused: Tor not configured'],
       ['drops', 'in', 'refused: Tor not configured (from vm2 on lan)'],
+      ['exit:via', 'out', 'via vm1'],
+      ['drops', 'in', 'dropped: routed via vm1, not through the gateway (from vm3 on lan)'],
       ['drops', 'in', 'dropped: spoofed source address (from vm1 on lan)'],
     ]);
     // Raw IP at the exits: the first byte is the IP version.
