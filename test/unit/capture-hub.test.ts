@@ -30,6 +30,8 @@ import { MemPort } from '../support/mem-port.js';
 import { readPcapng } from '../support/pcapng-read.js';
 import { GW, GW_MAC, OUT, RouterLab, ip } from '../support/router-lab.js';
 import { QemuStreamClient } from '../support/qemu-peer.js';
+import { Automap } from '../../daemon/tor/automap.js';
+import type { TorAccess } from '../../daemon/tor/access.js';
 
 const silent = pino({ level: 'silent' });
 const MAC1 = 0x0200_0000_0001;
@@ -392,6 +394,32 @@ describe('capture hub: route exits', () => {
     ]);
     // Raw IP at the exits: the first byte is the IP version.
     expect(r.packets[0]!.data[0]! >> 4).toBe(4);
+  });
+});
+
+describe('capture hub: the Tor exit', () => {
+  it("a Tor-routed flow's packets carry its circuit identity (VM and credentials generation)", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvcap-tor-'));
+    // Ready (a SOCKS endpoint is known) but nothing listens there: the stream fails, no traffic leaves.
+    const tor: TorAccess = {
+      socks: () => ({ path: path.join(dir, 'no-socks.sock') }),
+      timeoutMs: 1000,
+      alive: () => Promise.resolve(true),
+      creds: (vm) => ({ user: `mvnet-${vm}-3`, pass: 'p' }),
+      automap: new Automap('10.192.0.0/10'),
+      resolver: { resolve: () => Promise.resolve({ kind: 'servfail' }) },
+    };
+    const lab = new RouterLab({ tor });
+    const hub = newHub();
+    hub.netAdded('lan', lab.sw, lab.router);
+    const vm = lab.attachPort('vm1', { mac: MAC1, ip: '10.1.0.5', route: { kind: 'tor' } });
+    const sink = new MemSink();
+    const s = start(hub, { from: { point: ['exit:tor'] } }, sink);
+    vm.port.inject(syn(MAC1, IP1, OUT, 443));
+    s.stop('test');
+    expect(sink.read().packets.map((p) => [p.ifName, p.dir, p.comment])).toEqual([['exit:tor', 'out', 'tor circuit-identity vm1/3']]);
+    hub.close();
+    lab.close();
   });
 });
 
