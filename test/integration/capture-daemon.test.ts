@@ -43,6 +43,14 @@ describe('capture: live stream on the control connection', () => {
     expect(none.error?.message).toMatch(/no VM named nope/);
   });
 
+  it('a client that half-closes right after its request gets the reply, an empty capture with its ISB, and the end', async () => {
+    const c = await startCapture(d.socket, { from: { vm: 'vm1' } }, 10_000, true);
+    expect(c.reply.error).toBeUndefined();
+    const r = readPcapng(await c.done);
+    expect(r.ifaces.map((i) => i.name)).toEqual(['vm1']);
+    expect(r.isbs.length).toBe(1);
+  });
+
   it('streams a ping with interface name and direction; half-close brings the ISBs and the end', async () => {
     const c = await startCapture(d.socket, { from: { vm: 'vm1' }, filter: 'icmp' });
     expect(c.reply.error).toBeUndefined();
