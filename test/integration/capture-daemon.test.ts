@@ -22,6 +22,11 @@ afterAll(cleanupAll);
 describe('capture: live stream on the control connection', () => {
   let d: Daemon;
   let vm1: TapVm;
+  let vm2: TapVm | undefined;
+  const vm2Of = (): TapVm['ns'] => {
+    if (vm2 === undefined) throw new Error('vm2 is attached by the cut-through test, which runs first');
+    return vm2.ns;
+  };
   const dir = makeTempDir('capd');
 
   beforeAll(async () => {
@@ -227,7 +232,7 @@ describe('capture: live stream on the control connection', () => {
   });
 
   it('VM-to-VM TCP in the native cut-through path is captured whole and in order', async () => {
-    const vm2 = await attachTapVm(d, { vm: 'vm2', net: 'A', cidr: '10.78.1.12/24', prefix: 'cap-vm2' });
+    vm2 = await attachTapVm(d, { vm: 'vm2', net: 'A', cidr: '10.78.1.12/24', prefix: 'cap-vm2' });
     const size = 1 << 20;
     const sink = await tcpSink(vm2.ns, vm2.ip, 5003);
     const c = await startCapture(d.socket, { from: { vm: 'vm2' }, filter: 'tcp port 5003' });
@@ -244,6 +249,22 @@ describe('capture: live stream on the control connection', () => {
     const toVm2 = rows.filter((r) => r[0] === '0x00000002');
     expect(toVm2.reduce((n, r) => n + Number(r[1] || 0), 0)).toBe(size);
     expect(rows.filter((r) => r.slice(2).some((x) => x !== ''))).toEqual([]);
+  });
+
+  it('a reader that never reads loses capture packets (counted), never forwarding ones', async () => {
+    const size = 24 << 20;
+    const sink = await tcpSink(vm1.ns, vm1.ip, 5004);
+    const c = await startCapture(d.socket, { from: { vm: 'vm1' } });
+    c.sock.pause();
+    const sent = await tcpSend(vm2Of(), vm1.ip, 5004, size, 60_000);
+    expect(sent.ok, sent.error).toBe(true);
+    const got = await sink.result();
+    expect(got.bytes).toBe(size);
+    expect(got.sha256).toBe(sent.sha256);
+    const cap = (await d.status()).captures.find((x) => x.id === (c.reply.result as { id: string }).id)!;
+    expect(cap.counters.dropped).toBeGreaterThan(0);
+    expect(cap.counters.captured).toBeGreaterThan(0);
+    c.sock.destroy();
   });
 
   it('a socket VM (teed in JS around its port) is captured both ways', async () => {
