@@ -94,7 +94,7 @@ export class Daemon {
   readonly tees: Tees;
   private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
-  /** Saved tees that could not be restored: kept in the state file as they were. */
+  /** Saved tees that are not valid: kept in the state file as they were. */
   private failedTees: unknown[] = [];
   private saveQueued = false;
   /** Group of the control socket; VM sockets get it too. */
@@ -219,11 +219,12 @@ export class Daemon {
     }
     for (const raw of st.tees ?? []) {
       try {
-        await this.tees.add(checkTeeSpec(raw, { captureDir: this.cfg.captureDir, vmSocketDir: this.cfg.vmSocketDir }));
+        // A tee whose output cannot be opened now (a path that became a symlink) is kept, in the error state.
+        await this.tees.add(checkTeeSpec(raw, { captureDir: this.cfg.captureDir, vmSocketDir: this.cfg.vmSocketDir }), true);
       } catch (e) {
-        // Kept in the state file: a tee whose output cannot be opened now (a path that became a symlink) is not forgotten.
+        // Not a tee this daemon understands: kept in the state file as it was, and said so.
         this.failedTees.push(raw);
-        this.log.warn({ err: (e as Error).message, tee: raw }, 'a saved tee could not be restored');
+        this.log.error({ err: (e as Error).message, tee: raw }, 'skipping an invalid tee in the state file');
       }
     }
     this.tor.restore(st.tor as Partial<TorState> | undefined);
@@ -634,7 +635,7 @@ export class Daemon {
 
   async addTee(params: unknown): Promise<TeeInfo> {
     const spec = checkTeeSpec(params, { captureDir: this.cfg.captureDir, vmSocketDir: this.cfg.vmSocketDir });
-    if (this.failedTees.some((r) => (r as { name?: unknown } | null)?.name === spec.name)) throw new UserError(`a tee named ${spec.name} is saved (and could not be restored); remove it first`, -32001);
+    if (this.failedTees.some((r) => (r as { name?: unknown } | null)?.name === spec.name)) throw new UserError(`an invalid tee named ${spec.name} is in the state file; remove it first`, -32001);
     const st = await this.tees.add(spec);
     try {
       await this.save();

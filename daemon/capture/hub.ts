@@ -312,37 +312,65 @@ export class CaptureHub {
 
   // --- packets ----------------------------------------------------------------------------
 
-  /** Hands every record waiting in the ports' rings to their sessions. */
+  /**
+   * Hands every record waiting in the ports' rings to their sessions. With more than one ring
+   * in use the records are merged by timestamp first (copied: a record is valid only inside its
+   * ring's drain), so a capture of several ports (a network) is in time order.
+   */
   drainAll(): void {
     if (this.draining) return;
     this.draining = true;
     try {
-      for (const pe of this.ports.values()) if (pe.ring !== null) this.drainPort(pe);
+      let active = 0;
+      for (const pe of this.ports.values()) if (pe.ring !== null) active++;
+      if (active === 1) {
+        for (const pe of this.ports.values()) if (pe.ring !== null) this.drainPort(pe);
+      } else if (active > 1) this.drainMerged();
     } finally {
       this.draining = false;
     }
   }
 
+  private drainMerged(): void {
+    const all: { ts: number; seq: number; pe: PortEntry; r: RingRecord }[] = [];
+    for (const pe of this.ports.values()) {
+      if (pe.ring === null) continue;
+      pe.ring.drain((r) => {
+        all.push({ ts: r.tsSec * 1e9 + r.tsNsec, seq: all.length, pe, r: { ...r, frame: Buffer.from(r.frame) } });
+      });
+    }
+    all.sort((a, b) => a.ts - b.ts || a.seq - b.seq);
+    for (const x of all) this.dispatch(x.pe, x.r);
+    for (const pe of this.ports.values()) if (pe.ring !== null) this.countLost(pe);
+  }
+
   private drainPort(pe: PortEntry): void {
-    const ring = pe.ring!;
+    pe.ring!.drain((r: RingRecord) => this.dispatch(pe, r));
+    this.countLost(pe);
+  }
+
+  private dispatch(pe: PortEntry, r: RingRecord): void {
     const cons = pe.consumers;
-    ring.drain((r: RingRecord) => {
-      const ts = r.tsSec * 1e9 + r.tsNsec;
-      const comment = r.gsoType !== 0 ? tsoComment(r.gsoType, r.gsoSize) : undefined;
-      const dir: Direction = r.dir === DIR_IN ? 'in' : 'out';
-      let wrapped: Buffer | null = null;
-      for (let i = 0; i < cons.length; i++) {
-        const c = cons[i]!;
-        if ((c.mask & r.dir) === 0) continue;
-        let f = r.frame;
-        if (c.wrap) f = wrapped ??= withEther(r.frame);
-        c.session.deliver(c.iface, ts, f, r.origLen + (c.wrap ? 14 : 0), dir, comment);
-      }
-    });
+    const ts = r.tsSec * 1e9 + r.tsNsec;
+    const comment = r.gsoType !== 0 ? tsoComment(r.gsoType, r.gsoSize) : undefined;
+    const dir: Direction = r.dir === DIR_IN ? 'in' : 'out';
+    let wrapped: Buffer | null = null;
+    for (let i = 0; i < cons.length; i++) {
+      const c = cons[i]!;
+      if ((c.mask & r.dir) === 0) continue;
+      let f = r.frame;
+      if (c.wrap) f = wrapped ??= withEther(r.frame);
+      c.session.deliver(c.iface, ts, f, r.origLen + (c.wrap ? 14 : 0), dir, comment);
+    }
+  }
+
+  /** Copies the ring refused since the last look: each consumer's session lost them. */
+  private countLost(pe: PortEntry): void {
+    const ring = pe.ring!;
     const lost = ring.dropped - pe.lastDropped;
     if (lost > 0) {
       pe.lastDropped = ring.dropped;
-      for (const c of cons) c.session.lost(c.iface, lost);
+      for (const c of pe.consumers) c.session.lost(c.iface, lost);
     }
   }
 

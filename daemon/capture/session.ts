@@ -73,6 +73,8 @@ export class Session {
   private readonly now: () => number;
   private readonly startNs: number;
   private timer: NodeJS.Timeout | null = null;
+  /** Timestamp of the last packet written: packets from hooks and port tees read different clocks. */
+  private lastTs = 0;
   ended = false;
   /** Called once when the session ends, whatever ended it (the hub forgets it). */
   onEnd: ((s: Session, why: string) => void) | null = null;
@@ -123,6 +125,9 @@ export class Session {
       return;
     }
     if (this.sink.idle) return;
+    // Never back in time within one capture (a hook's clock and a tee's may differ by a fraction of a millisecond).
+    if (tsNs < this.lastTs) tsNs = this.lastTs;
+    else this.lastTs = tsNs;
     let ok: boolean;
     let bytes: number;
     if (this.sink.format === 'frames') {

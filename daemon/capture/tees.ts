@@ -35,7 +35,9 @@ export const UNIX_PREFIX = 'unix:';
 
 interface Tee {
   spec: TeeSpec;
-  sink: FileSink | UnixSink;
+  /** null: the output could not be opened at restore (`failed` says why); kept so tee.list shows it. */
+  sink: FileSink | UnixSink | null;
+  failed: string;
   session: Session | null;
   counters: Counters;
   /** Why the source is not captured now. */
@@ -56,31 +58,41 @@ export class Tees {
     return this.tees.has(name);
   }
 
-  /** Opens the tee's output (throws a UserError when it cannot) and starts it if its source is there. */
-  async add(spec: TeeSpec): Promise<TeeStatus> {
+  /**
+   * Opens the tee's output and starts it if its source is there. When the output cannot be
+   * opened: throws a UserError, or with `restoring` keeps the tee in the error state (logged).
+   */
+  async add(spec: TeeSpec, restoring = false): Promise<TeeStatus> {
     if (this.tees.has(spec.name)) throw new UserError(`a tee named ${spec.name} already exists`, -32001);
-    let sink: FileSink | UnixSink;
-    if (spec.to.startsWith(UNIX_PREFIX)) {
-      const path = spec.to.slice(UNIX_PREFIX.length);
-      for (const t of this.tees.values()) if (t.spec.to === spec.to) throw new UserError(`tee ${t.spec.name} already listens at ${path}`, -32001);
-      try {
-        sink = await UnixSink.listen(path, this.o.socketGid);
-      } catch (e) {
-        throw e instanceof UserError ? e : new UserError(`cannot listen at ${path}: ${(e as Error).message}`);
-      }
-    } else {
-      for (const t of this.tees.values()) if (t.spec.to === spec.to) throw new UserError(`tee ${t.spec.name} already writes ${spec.to}`, -32001);
-      sink = new FileSink({ captureDir: this.o.captureDir, rel: spec.to, ...(spec.ring !== undefined ? { ring: spec.ring } : {}) });
+    for (const t of this.tees.values()) if (t.spec.to === spec.to) throw new UserError(`tee ${t.spec.name} already ${spec.to.startsWith(UNIX_PREFIX) ? 'listens at' : 'writes'} ${spec.to}`, -32001);
+    let sink: FileSink | UnixSink | null = null;
+    let failed = '';
+    try {
+      sink = await this.open(spec);
+    } catch (e) {
+      if (!restoring) throw e;
+      failed = (e as Error).message;
+      this.o.log.warn({ tee: spec.name, err: failed }, 'a saved tee could not open its output; it stays in the error state until removed');
     }
-    const t: Tee = { spec, sink, session: null, counters: zeroCounters(), waiting: '' };
+    const t: Tee = { spec, sink, failed, session: null, counters: zeroCounters(), waiting: '' };
     this.tees.set(spec.name, t);
     this.run(t);
     return this.status(t);
   }
 
+  private async open(spec: TeeSpec): Promise<FileSink | UnixSink> {
+    if (!spec.to.startsWith(UNIX_PREFIX)) return new FileSink({ captureDir: this.o.captureDir, rel: spec.to, ...(spec.ring !== undefined ? { ring: spec.ring } : {}) });
+    const path = spec.to.slice(UNIX_PREFIX.length);
+    try {
+      return await UnixSink.listen(path, this.o.socketGid);
+    } catch (e) {
+      throw e instanceof UserError ? e : new UserError(`cannot listen at ${path}: ${(e as Error).message}`);
+    }
+  }
+
   /** Starts the tee's capture when its source is there. */
   private run(t: Tee): void {
-    if (t.session !== null || t.sink.state().state === 'error') return;
+    if (t.session !== null || t.sink === null || t.sink.state().state === 'error') return;
     let prep;
     try {
       prep = this.hub.prepare({ from: t.spec.from, filter: t.spec.filter, snaplen: t.spec.snaplen, drops: false });
@@ -117,7 +129,7 @@ export class Tees {
     t.session?.stop(remove ? 'tee removed' : 'the daemon is stopping');
     t.session = null;
     if (t.sink instanceof UnixSink) await t.sink.close(remove);
-    else t.sink.close();
+    else t.sink?.close();
   }
 
   specs(): TeeSpec[] {
@@ -125,6 +137,7 @@ export class Tees {
   }
 
   private status(t: Tee): TeeStatus {
+    if (t.sink === null) return { spec: t.spec, state: 'error', detail: t.failed, counters: { ...t.counters } };
     const st = t.sink.state();
     if (st.state === 'error') return { spec: t.spec, state: 'error', detail: st.detail, counters: { ...t.counters } };
     if (t.session === null) return { spec: t.spec, state: 'waiting', detail: t.waiting !== '' ? `waiting: ${t.waiting}` : 'waiting for its source', counters: { ...t.counters } };

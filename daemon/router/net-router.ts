@@ -607,6 +607,13 @@ export class NetRouter implements GatewayHandler {
 
   // --- capture: route exits (only while the hub set this.capture) ----------------------------
 
+  /** `vm1/3`: the Tor isolation identity and the generation of its SOCKS credentials (tor newnym moves it on). */
+  private readonly circuit = (identity: string): string => {
+    const user = this.d.tor?.creds(identity).user;
+    const gen = user !== undefined ? /-(\d+)$/.exec(user)?.[1] : undefined;
+    return gen !== undefined ? `${identity}/${gen}` : identity;
+  };
+
   /**
    * A VM's packet handed to the endpoint or the ping egress: its flow's decision, at its exit.
    * Returns whether it was reported as a drop (refused or dropped by the decision).
@@ -616,8 +623,13 @@ export class NetRouter implements GatewayHandler {
     if (flow === null) return false;
     const tap = this.capture!;
     const v = this.decide(vm, flow);
-    const text = verdictComment(v);
+    const text = verdictComment(v, this.circuit);
     if (tap.exits) tap.exit(exitOf(v, this.d.routeOf(vm)), packet, 'out', text);
+    if (v.kind === 'via') {
+      // The mvnet gateway does not carry it: the VM should have sent it to its gateway VM.
+      tap.dropped(f, `dropped: routed via ${v.vm}, not through the gateway`, vm);
+      return true;
+    }
     if (v.kind !== 'refuse' && v.kind !== 'drop') return false;
     tap.dropped(f, text, vm);
     return true;
@@ -639,7 +651,7 @@ export class NetRouter implements GatewayHandler {
     // RSTs and ICMP errors for refused flows are the gateway's, not an exit's.
     if (v.kind === 'refuse' || v.kind === 'drop') return;
     const len = d.kind === 'ipv4' ? d.ip.totalLength : 40 + d.ip.payloadLength;
-    this.capture!.exit(exitOf(v, this.d.routeOf(vm.name)), d.eth.payload.subarray(0, len), 'in', verdictComment(v));
+    this.capture!.exit(exitOf(v, this.d.routeOf(vm.name)), d.eth.payload.subarray(0, len), 'in', verdictComment(v, this.circuit));
   }
 
   /** Frames produced outside an input batch (host sockets, timers) go out at the end of the tick. */

@@ -15,12 +15,16 @@ const REASON_TEXT: Record<Reason, string> = {
   'via-dns': 'DNS of a VM routed via another VM',
 };
 
-export function verdictComment(v: Verdict): string {
+/**
+ * `circuit`: the identity's current circuit name (`vm1/3`: its SOCKS credentials' generation,
+ * which `tor newnym` moves on); without it the bare identity.
+ */
+export function verdictComment(v: Verdict, circuit?: (identity: string) => string): string {
   switch (v.kind) {
     case 'direct':
       return 'direct';
     case 'tor':
-      return `tor circuit-identity ${v.identity}`;
+      return `tor circuit-identity ${circuit !== undefined ? circuit(v.identity) : v.identity}${v.host.endsWith('.onion') ? ` to ${v.host}` : ''}`;
     case 'local':
       return `local ${v.service}`;
     case 'via':

@@ -5,14 +5,15 @@
  * by a peer framing as QEMU does), kept across a restart; tee paths that must be refused are.
  * Traffic stays inside the namespaces created here.
  */
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, run, waitFor } from '../support/netns.js';
-import { QemuStreamClient } from '../support/qemu-peer.js';
+import { actAsHost, QemuStreamClient, QemuStreamServer } from '../support/qemu-peer.js';
+import { randomMac } from '../support/frames.js';
 import type { TeeInfo } from '../../daemon/control/api.js';
-import { attachTapVm, tcpConnectAttempt, type TapVm } from '../support/vms.js';
+import { attachTapVm, tcpConnectAttempt, tcpSend, tcpSink, type TapVm } from '../support/vms.js';
 import { saveTo, startCapture, tsharkFields } from '../support/capture-client.js';
 import { readPcapng } from '../support/pcapng-read.js';
 
@@ -21,6 +22,11 @@ afterAll(cleanupAll);
 describe('capture: live stream on the control connection', () => {
   let d: Daemon;
   let vm1: TapVm;
+  let vm2: TapVm | undefined;
+  const vm2Of = (): TapVm['ns'] => {
+    if (vm2 === undefined) throw new Error('vm2 is attached by the cut-through test, which runs first');
+    return vm2.ns;
+  };
   const dir = makeTempDir('capd');
 
   beforeAll(async () => {
@@ -40,6 +46,14 @@ describe('capture: live stream on the control connection', () => {
     expect(bad.error?.message).toMatch(/bad filter/);
     const none = await rawRpc(d.socket, 'capture.start', { from: { vm: 'nope' } });
     expect(none.error?.message).toMatch(/no VM named nope/);
+  });
+
+  it('a client that half-closes right after its request gets the reply, an empty capture with its ISB, and the end', async () => {
+    const c = await startCapture(d.socket, { from: { vm: 'vm1' } }, 10_000, true);
+    expect(c.reply.error).toBeUndefined();
+    const r = readPcapng(await c.done);
+    expect(r.ifaces.map((i) => i.name)).toEqual(['vm1']);
+    expect(r.isbs.length).toBe(1);
   });
 
   it('streams a ping with interface name and direction; half-close brings the ISBs and the end', async () => {
@@ -146,12 +160,18 @@ describe('capture: live stream on the control connection', () => {
     const st = await d.status();
     expect(st.captures.filter((x) => x.kind === 'tee').map((x) => x.name).sort()).toEqual(['f1', 'u1']);
 
+    // A live capture running when the daemon stops gets its ISBs and the end of its stream.
+    const live = await startCapture(d.socket, { from: { vm: 'vm1' } });
     await d.restart();
+    expect(readPcapng(await live.done).isbs.length).toBe(1);
     const after = ((await rawRpc(d.socket, 'tee.list', {})).result as TeeInfo[]).map((t) => t.name);
     expect(after).toEqual(['f1', 'u1']);
     await waitFor(async () => (await tee('f1')).state === 'active', { what: 'the file tee to run again after the restart' });
+    await peer.reconnect();
+    await waitFor(async () => (await tee('u1')).state === 'active', { what: 'the unix tee to see its reader again' });
     expect(await vm1.ns.ping('10.78.1.1', { count: 1, waitS: 2 })).toBe(true);
     await waitFor(async () => (await tee('f1')).counters.captured >= 2, { what: 'the restored file tee to capture' });
+    await peer.nextFrame((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0, 5000);
     await peer.close();
     expect((await rawRpc(d.socket, 'tee.remove', { name: 'f1' })).result).toEqual({ removed: 'f1' });
     expect((await rawRpc(d.socket, 'tee.remove', { name: 'u1' })).result).toEqual({ removed: 'u1' });
@@ -192,5 +212,75 @@ describe('capture: live stream on the control connection', () => {
     expect(ok.error).toBeUndefined();
     expect((ok.result as TeeInfo).to).toBe('sub/ok.pcapng');
     await rawRpc(d.socket, 'tee.remove', { name: 'sub' });
+  });
+
+  it('a saved tee whose file became a symlink while the daemon was down stays listed, in error, and writes nothing', async () => {
+    const cap = join(d.stateDir, 'captures');
+    expect((await rawRpc(d.socket, 'tee.add', { name: 'later', from: { vm: 'vm1' }, to: 'later.pcapng' })).error).toBeUndefined();
+    await d.stop();
+    const outside = makeTempDir('capl');
+    rmSync(join(cap, 'later.pcapng'));
+    symlinkSync(join(outside, 'target'), join(cap, 'later.pcapng'));
+    await d.start();
+    const list = (await rawRpc(d.socket, 'tee.list', {})).result as TeeInfo[];
+    expect(list.map((t) => [t.name, t.state])).toEqual([['later', 'error']]);
+    expect(list[0]!.detail).toMatch(/symlink/);
+    expect(existsSync(join(outside, 'target'))).toBe(false);
+    expect((await rawRpc(d.socket, 'tee.remove', { name: 'later' })).result).toEqual({ removed: 'later' });
+    await d.restart();
+    expect((await rawRpc(d.socket, 'tee.list', {})).result).toEqual([]);
+  });
+
+  it('VM-to-VM TCP in the native cut-through path is captured whole and in order', async () => {
+    vm2 = await attachTapVm(d, { vm: 'vm2', net: 'A', cidr: '10.78.1.12/24', prefix: 'cap-vm2' });
+    const size = 1 << 20;
+    const sink = await tcpSink(vm2.ns, vm2.ip, 5003);
+    const c = await startCapture(d.socket, { from: { vm: 'vm2' }, filter: 'tcp port 5003' });
+    const sent = await tcpSend(vm1.ns, vm2.ip, 5003, size, 30_000);
+    expect(sent.ok, sent.error).toBe(true);
+    expect((await sink.result()).bytes).toBe(size);
+    c.end();
+    const stream = await c.done;
+    const isb = readPcapng(stream).isbs[0]!;
+    expect(isb.osDrop).toBe(0n);
+    const file = saveTo(join(dir, 'tcp.pcapng'), stream);
+    const rows = await tsharkFields(file, ['frame.packet_flags_direction', 'tcp.len', 'tcp.analysis.lost_segment', 'tcp.analysis.out_of_order', 'tcp.analysis.ack_lost_segment']);
+    // What vm2 was given (outbound at its port): every byte of the stream, nothing lost or reordered.
+    const toVm2 = rows.filter((r) => r[0] === '0x00000002');
+    expect(toVm2.reduce((n, r) => n + Number(r[1] || 0), 0)).toBe(size);
+    expect(rows.filter((r) => r.slice(2).some((x) => x !== ''))).toEqual([]);
+  });
+
+  it('a reader that never reads loses capture packets (counted), never forwarding ones', async () => {
+    const size = 24 << 20;
+    const sink = await tcpSink(vm1.ns, vm1.ip, 5004);
+    const c = await startCapture(d.socket, { from: { vm: 'vm1' } });
+    c.sock.pause();
+    const sent = await tcpSend(vm2Of(), vm1.ip, 5004, size, 60_000);
+    expect(sent.ok, sent.error).toBe(true);
+    const got = await sink.result();
+    expect(got.bytes).toBe(size);
+    expect(got.sha256).toBe(sent.sha256);
+    const cap = (await d.status()).captures.find((x) => x.id === (c.reply.result as { id: string }).id)!;
+    expect(cap.counters.dropped).toBeGreaterThan(0);
+    expect(cap.counters.captured).toBeGreaterThan(0);
+    c.sock.destroy();
+  });
+
+  it('a socket VM (teed in JS around its port) is captured both ways', async () => {
+    const peer = await QemuStreamServer.listen(join(makeTempDir('capq'), 'q.sock'));
+    actAsHost(peer, { mac: randomMac(), ip: '10.78.1.31' });
+    await d.cliOk(['vm', 'attach', 'q1', '--net', 'A', '--unix', peer.path]);
+    await peer.waitConnected();
+    const c = await startCapture(d.socket, { from: { vm: 'q1' }, filter: 'icmp' });
+    expect(await vm1.ns.ping('10.78.1.31', { count: 1, waitS: 2 })).toBe(true);
+    c.end();
+    const file = saveTo(join(dir, 'q1.pcapng'), await c.done);
+    expect(await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type'])).toEqual([
+      ['q1', '0x00000002', '8'],
+      ['q1', '0x00000001', '0'],
+    ]);
+    await d.cliOk(['vm', 'detach', 'q1']);
+    await peer.close();
   });
 });

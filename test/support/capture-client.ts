@@ -20,7 +20,8 @@ export interface LiveCapture {
   end(): void;
 }
 
-export async function startCapture(socket: string, params: unknown, timeoutMs = 10_000): Promise<LiveCapture> {
+/** `endAtOnce`: half-close right after the request (before the reply). */
+export async function startCapture(socket: string, params: unknown, timeoutMs = 10_000, endAtOnce = false): Promise<LiveCapture> {
   const sock = createConnection({ path: socket, allowHalfOpen: true });
   const chunks: Buffer[] = [];
   let head = Buffer.alloc(0);
@@ -49,7 +50,10 @@ export async function startCapture(socket: string, params: unknown, timeoutMs = 
     resolveReply(JSON.parse(head.subarray(0, nl).toString('utf8')) as RpcReply);
     if (nl + 1 < head.length) chunks.push(head.subarray(nl + 1));
   });
-  sock.on('connect', () => sock.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'capture.start', params }) + '\n'));
+  sock.on('connect', () => {
+    sock.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'capture.start', params }) + '\n');
+    if (endAtOnce) sock.end();
+  });
   const r = await withTimeout(reply, timeoutMs, 'the capture.start reply');
   return { reply: r, sock, bytes: () => Buffer.concat(chunks), done, end: () => sock.end() };
 }

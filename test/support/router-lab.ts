@@ -16,6 +16,7 @@ import type { Route } from '../../daemon/routes/route.js';
 import type { NetworkSpec } from '../../daemon/state/model.js';
 import { DNS_CLASS_IN, DNS_TYPE_A, type DnsQuestion, type DnsRecord } from '../../daemon/wire/dns.js';
 import { MemPort } from './mem-port.js';
+import type { TorAccess } from '../../daemon/tor/access.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -243,6 +244,8 @@ export interface RouterLabOptions {
   spec?: NetworkSpec;
   /** The router's way out (default: the lab's FakeEgress, which keeps what it is sent). */
   egress?: RouterEgress;
+  /** Tor access (default: none configured). */
+  tor?: TorAccess;
 }
 
 export class RouterLab {
@@ -290,6 +293,7 @@ export class RouterLab {
         this.leaseSaves++;
       },
       egress: opts.egress ?? this.egress,
+      ...(opts.tor !== undefined ? { tor: opts.tor } : {}),
       clock: { wall: () => this.clock.wall(), mono: () => this.clock.mono() },
       forbidden: () => false,
     });

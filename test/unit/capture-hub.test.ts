@@ -5,6 +5,7 @@
  * untouched), the net point's "each frame once", exit comments per route decision, drop reasons,
  * and the producers switched off when nothing captures.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,6 +30,8 @@ import { MemPort } from '../support/mem-port.js';
 import { readPcapng } from '../support/pcapng-read.js';
 import { GW, GW_MAC, OUT, RouterLab, ip } from '../support/router-lab.js';
 import { QemuStreamClient } from '../support/qemu-peer.js';
+import { Automap } from '../../daemon/tor/automap.js';
+import type { TorAccess } from '../../daemon/tor/access.js';
 
 const silent = pino({ level: 'silent' });
 const MAC1 = 0x0200_0000_0001;
@@ -239,6 +242,105 @@ describe('capture hub: ports and the switch', () => {
   });
 });
 
+describe('capture hub: what the port tee records', () => {
+  /** A port with its own tee (as DevicePort): the test writes into the ring the hub gave it. */
+  class TeePort {
+    ring: TeeRing | null = null;
+    dirs = 0;
+    constructor(readonly layer: 2 | 3) {}
+    tee(ring: TeeRing | null, dirs: number): void {
+      this.ring = ring;
+      this.dirs = dirs;
+    }
+  }
+
+  it('a TSO super-frame is written as it crossed the port, with its true length and a comment', () => {
+    const hub = newHub();
+    const port = new TeePort(2);
+    hub.portAdded('vm1', 'lan', port);
+    const sink = new MemSink();
+    start(hub, { from: { vm: 'vm1' } }, sink);
+    const frame = echo(MAC1, MAC2, IP1, IP2, 'echo-request');
+    // virtio_net_hdr: flags, gso_type tcpv4, hdr_len, gso_size 1448, csum_start, csum_offset.
+    const hdr = Buffer.alloc(10);
+    hdr[1] = 1;
+    hdr.writeUInt16LE(1448, 4);
+    port.ring!.write(Buffer.concat([hdr, frame]), 10, 1);
+    hub.drainAll();
+    const [p] = sink.read().packets;
+    expect(p!.comment).toBe('TSO super-frame (gso tcpv4, mss 1448) as it crossed the port');
+    expect(p!.origLen).toBe(frame.length);
+    expect(p!.data).toEqual(frame);
+    hub.close();
+    expect(port.ring).toBeNull();
+  });
+
+  it("several ports' records are merged in time order; a capture never goes back in time", () => {
+    /** A ring whose records the test writes with chosen timestamps. */
+    class ScriptedRing extends TeeRing {
+      readonly recs: { frame: Buffer; dir: 1 | 2; ns: number }[] = [];
+      override drain(fn: Parameters<TeeRing['drain']>[0]): number {
+        const n = this.recs.length;
+        for (const r of this.recs.splice(0)) fn({ frame: r.frame, origLen: r.frame.length, dir: r.dir, gsoType: 0, gsoSize: 0, tsSec: Math.floor(r.ns / 1e9), tsNsec: r.ns % 1e9 });
+        return n;
+      }
+    }
+    const hub = new CaptureHub({ log: silent, userappl: 'mvnet test', newRing: (b, sl) => new ScriptedRing(b, sl), now: () => 5_000_000_000, drainMs: 60_000 });
+    const sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
+    hub.netAdded('lan', sw, null);
+    const a = new TeePort(2);
+    const b = new TeePort(2);
+    hub.portAdded('a', 'lan', a);
+    hub.portAdded('b', 'lan', b);
+    const sink = new MemSink();
+    start(hub, { from: { net: 'lan' } }, sink);
+    const f = (seq: number): Buffer => echo(MAC1, MAC2, IP1, IP2, 'echo-request', seq);
+    (a.ring as ScriptedRing).recs.push({ frame: f(2), dir: 1, ns: 2_000_000_000 }, { frame: f(4), dir: 1, ns: 4_000_000_000 });
+    (b.ring as ScriptedRing).recs.push({ frame: f(1), dir: 1, ns: 1_000_000_000 }, { frame: f(3), dir: 1, ns: 3_000_000_000 });
+    hub.drainAll();
+    // A gateway frame stamped (by another clock) before the last tee record: written after it, not before.
+    (b.ring as ScriptedRing).recs.push({ frame: f(5), dir: 1, ns: 6_000_000_000 });
+    sw.fromGateway([echo(GW_MAC, MAC1, GW, IP1, 'echo-reply', 6)]);
+    const r = sink.read();
+    expect(r.packets.map((p) => p.data.readUInt16BE(14 + 20 + 6))).toEqual([1, 2, 3, 4, 5, 6]);
+    const ts = r.packets.map((p) => p.tsNs);
+    expect([...ts].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0))).toEqual(ts);
+    hub.close();
+    sw.close();
+  });
+
+  it("a TUN port is raw IP at its own point, and gets a synthetic Ethernet header in its network's", () => {
+    const hub = newHub();
+    const sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
+    hub.netAdded('lan', sw, null);
+    const port = new TeePort(3);
+    hub.portAdded('tun1', 'lan', port);
+    const own = new MemSink();
+    const net = new MemSink();
+    start(hub, { from: { vm: 'tun1' } }, own);
+    start(hub, { from: { net: 'lan' } }, net);
+    expect(port.dirs).toBe(3);
+    const packet = ipv4(IP1, IP2, IPPROTO_ICMP, encodeIcmpv4({ kind: 'echo-request', id: 1, seq: 1, data: Buffer.alloc(4) }));
+    port.ring!.write(packet, 0, 1);
+    port.ring!.write(packet, 0, 2);
+    hub.drainAll();
+    const o = own.read();
+    expect(o.ifaces[0]!.linkType).toBe(101);
+    expect(o.packets.map((p) => [p.dir, p.data.equals(packet)])).toEqual([
+      ['in', true],
+      ['out', true],
+    ]);
+    const n = net.read();
+    expect(n.ifaces[0]!.linkType).toBe(1);
+    // Only what the VM sent: what it was given entered the network elsewhere.
+    expect(n.packets.length).toBe(1);
+    expect(n.packets[0]!.data.readUInt16BE(12)).toBe(0x0800);
+    expect(n.packets[0]!.data.subarray(14).equals(packet)).toBe(true);
+    hub.close();
+    sw.close();
+  });
+});
+
 describe('capture hub: route exits', () => {
   let lab: RouterLab;
   let hub: CaptureHub;
@@ -256,9 +358,11 @@ describe('capture hub: route exits', () => {
   it('each packet at an exit carries its flow decision; the exit reply comes back inbound', async () => {
     const vm = lab.attachPort('vm1', { mac: MAC1, ip: '10.1.0.5', route: { kind: 'direct' } });
     lab.attachPort('vm2', { mac: MAC2, ip: '10.1.0.6', route: { kind: 'tor' } });
+    const MAC3 = 0x0200_0000_0003;
+    lab.attachPort('vm3', { mac: MAC3, ip: '10.1.0.7', route: { kind: 'via', vm: 'vm1' } });
     expect(lab.router.capture).toBeNull();
     const sink = new MemSink();
-    start(hub, { from: { point: ['exit:direct', 'exit:local', 'exit:tor'] }, drops: true }, sink);
+    start(hub, { from: { point: ['exit:direct', 'exit:local', 'exit:tor', 'exit:via'] }, drops: true }, sink);
     expect(lab.router.capture).not.toBeNull();
     const up = lab.egress.nextTcp();
     vm.port.inject(syn(MAC1, IP1, OUT, 80));
@@ -266,6 +370,7 @@ describe('capture hub: route exits', () => {
     await vm.port.next((f) => f.length > 47 && f[23] === IPPROTO_TCP && (f[47]! & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK));
     vm.port.inject(syn(MAC1, IP1, GW, 53, 40001));
     lab.vms.get('vm2')!.port.inject(syn(MAC2, IP2, OUT, 443, 40002));
+    lab.vms.get('vm3')!.port.inject(syn(MAC3, ip('10.1.0.7'), OUT, 80, 40003));
     // A source address that is not the VM's.
     vm.port.inject(echo(MAC1, GW_MAC, ip('10.1.0.77'), OUT, 'echo-request'));
     const r = sink.read();
@@ -273,6 +378,7 @@ describe('capture hub: route exits', () => {
       ['exit:direct', 101],
       ['exit:local', 101],
       ['exit:tor', 101],
+      ['exit:via', 101],
       ['drops', 1],
     ]);
     const rows = r.packets.map((p) => [p.ifName, p.dir, p.comment]);
@@ -282,10 +388,38 @@ describe('capture hub: route exits', () => {
       ['exit:local', 'out', 'local dns'],
       ['exit:tor', 'out', 'refused: Tor not configured'],
       ['drops', 'in', 'refused: Tor not configured (from vm2 on lan)'],
+      ['exit:via', 'out', 'via vm1'],
+      ['drops', 'in', 'dropped: routed via vm1, not through the gateway (from vm3 on lan)'],
       ['drops', 'in', 'dropped: spoofed source address (from vm1 on lan)'],
     ]);
     // Raw IP at the exits: the first byte is the IP version.
     expect(r.packets[0]!.data[0]! >> 4).toBe(4);
+  });
+});
+
+describe('capture hub: the Tor exit', () => {
+  it("a Tor-routed flow's packets carry its circuit identity (VM and credentials generation)", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvcap-tor-'));
+    // Ready (a SOCKS endpoint is known) but nothing listens there: the stream fails, no traffic leaves.
+    const tor: TorAccess = {
+      socks: () => ({ path: path.join(dir, 'no-socks.sock') }),
+      timeoutMs: 1000,
+      alive: () => Promise.resolve(true),
+      creds: (vm) => ({ user: `mvnet-${vm}-3`, pass: 'p' }),
+      automap: new Automap('10.192.0.0/10'),
+      resolver: { resolve: () => Promise.resolve({ kind: 'servfail' }) },
+    };
+    const lab = new RouterLab({ tor });
+    const hub = newHub();
+    hub.netAdded('lan', lab.sw, lab.router);
+    const vm = lab.attachPort('vm1', { mac: MAC1, ip: '10.1.0.5', route: { kind: 'tor' } });
+    const sink = new MemSink();
+    const s = start(hub, { from: { point: ['exit:tor'] } }, sink);
+    vm.port.inject(syn(MAC1, IP1, OUT, 443));
+    s.stop('test');
+    expect(sink.read().packets.map((p) => [p.ifName, p.dir, p.comment])).toEqual([['exit:tor', 'out', 'tor circuit-identity vm1/3']]);
+    hub.close();
+    lab.close();
   });
 });
 
@@ -327,6 +461,11 @@ describe('capture sinks', () => {
     expect(captureRelPath(`${dir}/x/y.pcapng`, dir)).toBe('x/y.pcapng');
     fs.symlinkSync('/etc/hostname', path.join(dir, 'ln'));
     expect(() => new FileSink({ captureDir: dir, rel: 'ln' })).toThrow(/symlink/);
+    // A FIFO would block an open for writing, or take the capture elsewhere: refused at once.
+    execFileSync('mkfifo', [path.join(dir, 'fifo')]);
+    expect(() => new FileSink({ captureDir: dir, rel: 'fifo' })).toThrow(/tee file fifo/);
+    fs.mkdirSync(path.join(dir, 'd'));
+    expect(() => new FileSink({ captureDir: dir, rel: 'd' })).toThrow(/not a regular file|EISDIR/);
 
     const sink = new FileSink({ captureDir: dir, rel: 'r.pcapng', ring: { files: 3, sizeMb: 1 } });
     const hub = newHub();

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ControlServer, type ControlLimits } from '../../daemon/control/server.js';
-import type { MethodTable } from '../../daemon/control/rpc.js';
+import { TakeOver, type MethodTable } from '../../daemon/control/rpc.js';
 
 /** The server's log lines, so a test can await what it did to a client that does not read. */
 const logged: { msg: string }[] = [];
@@ -286,5 +286,52 @@ describe('control server', () => {
     c.sock.end(JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'echo', params: { y: 2 } }));
     expect(await c.next()).toMatchObject({ id: 5, result: { y: 2 } });
     await c.closed;
+  });
+
+  it('a method may take its connection over after its reply; pipelined requests are dropped, the lock is free', async () => {
+    const taken: net.Socket[] = [];
+    const socket = await serve({
+      ...basic,
+      stream: async () =>
+        new TakeOver({ streaming: true }, (sock, ended) => {
+          taken.push(sock);
+          expect(ended).toBe(false);
+          sock.write('STREAM');
+          sock.on('data', () => {});
+          sock.on('end', () => sock.end('BYE'));
+        }),
+    });
+    const raw = net.createConnection({ path: socket, allowHalfOpen: true });
+    sockets.push(raw);
+    let got = '';
+    raw.setEncoding('utf8');
+    raw.on('data', (d: string) => (got += d));
+    const ended = new Promise<void>((r) => raw.on('end', () => r()));
+    raw.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'stream' }) + '\n' + JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'echo', params: { x: 1 } }) + '\n');
+    await new Promise<void>((r) => raw.on('data', () => got.includes('STREAM') && r()));
+    // The stream holds no lock: another client's change goes through while it runs.
+    const other = new Client(socket);
+    expect(await other.call('work', 7)).toMatchObject({ id: 7, result: 'done' });
+    raw.write('{"jsonrpc":"2.0","id":3,"method":"echo"}\n');
+    raw.end();
+    await ended;
+    expect(got).toBe(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { streaming: true } }) + '\nSTREAMBYE');
+    expect(taken.length).toBe(1);
+  });
+
+  it("close() lets a taken connection's owner finish before the server is gone", async () => {
+    let owned: net.Socket | null = null;
+    const socket = await serve({ ...basic, stream: async () => new TakeOver(null, (sock) => (owned = sock)) }, {}, ['stream']);
+    const c = new Client(socket);
+    expect((await c.call('stream', 1)).result).toBeNull();
+    let got = '';
+    c.sock.on('data', (d: string) => (got += d));
+    const server = servers.pop()!;
+    const closing = server.close();
+    // The owner writes its last bytes and ends the connection; close() waited for that.
+    owned!.end('LAST');
+    await closing;
+    await c.closed;
+    expect(got).toBe('LAST');
   });
 });

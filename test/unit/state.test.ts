@@ -51,6 +51,16 @@ describe('config', () => {
     fs.writeFileSync(f, JSON.stringify({ vmSocketDir: 'rel' }));
     expect(() => loadConfig(f, {})).toThrow(/vmSocketDir must be an absolute path/);
   });
+  it('puts tee files under <stateDir>/captures unless captureDir says otherwise', () => {
+    const dir = tmp();
+    const f = path.join(dir, 'c.json');
+    expect(loadConfig(undefined, {}).captureDir).toBe('/var/lib/mvnet/captures');
+    expect(loadConfig(undefined, { stateDir: '/srv/st' }).captureDir).toBe('/srv/st/captures');
+    fs.writeFileSync(f, JSON.stringify({ captureDir: '/srv/cap/' }));
+    expect(loadConfig(f, { stateDir: '/srv/st' }).captureDir).toBe('/srv/cap/');
+    fs.writeFileSync(f, JSON.stringify({ captureDir: 'cap' }));
+    expect(() => loadConfig(f, {})).toThrow(/captureDir must be an absolute path/);
+  });
   it('rejects unknown keys and bad files in one line', () => {
     const dir = tmp();
     const f = path.join(dir, 'c.json');
