@@ -419,6 +419,33 @@ describe('mvnet capture: two TAP VMs on one network', () => {
   });
 });
 
+describe('mvnet capture: TAPs with virtio-net offloads', () => {
+  it('TSO super-frames are written as they crossed the port: true length, and a comment saying so', async () => {
+    const d = await startDaemon();
+    await d.cliOk(['net', 'create', 'O', '--subnet', '10.84.0.0/24']);
+    const a = await attachTapVm(d, { vm: 'oa', net: 'O', cidr: '10.84.0.11/24', prefix: 'cc-oa', vnetHdr: true });
+    const b = await attachTapVm(d, { vm: 'ob', net: 'O', cidr: '10.84.0.12/24', prefix: 'cc-ob', vnetHdr: true });
+    const f = join(makeTempDir('cctso'), 'tso.pcapng');
+    const c = await capture(d, ['oa', '--snaplen', '200', '-w', f, 'tcp', 'port', '5020']);
+    const lines = await capture(d, ['oa', '-c', '50', 'tcp', 'port', '5020', 'and', 'src', 'host', a.ip]);
+    const sink = await tcpSink(b.ns, b.ip, 5020);
+    const sent = await tcpSend(a.ns, b.ip, 5020, 4 * 1024 * 1024);
+    expect(sent.ok).toBe(true);
+    expect((await sink.result()).sha256).toBe(sent.sha256);
+    expect(await c.interrupt(), c.stderr()).toBe(0);
+    await withTimeout(lines.exit, 10_000, 'the line capture to end at -c 50');
+    const rows = await tsharkFields(f, ['frame.len', 'frame.cap_len', 'frame.comment'], `ip.src == ${a.ip} and frame.len > 1514`);
+    expect(rows.length, 'super-frames from the VM').toBeGreaterThan(0);
+    for (const [len, capLen, comment] of rows) {
+      expect(Number(capLen)).toBe(200);
+      expect(Number(len)).toBeGreaterThan(1514);
+      expect(comment).toMatch(/^TSO super-frame \(gso tcpv4, mss \d+\) as it crossed the port$/);
+    }
+    // The one-line form shows the true length and the comment too.
+    expect(lines.stdout().toString()).toMatch(/ oa in \d{4,5} .*TCP .*\[TSO super-frame \(gso tcpv4, mss \d+\) as it crossed the port\]$/m);
+  });
+});
+
 describe('mvnet capture: a DHCP exchange (udhcpc in a namespace)', () => {
   it('DISCOVER, OFFER, REQUEST, ACK at the VM and on the network, directions and names right', async () => {
     const d = await startDaemon();
