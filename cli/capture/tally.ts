@@ -33,8 +33,8 @@ export class CaptureTally {
   /** The last ISB per interface id. */
   readonly stats = new Map<number, Stats>();
 
-  /** Takes in one block; returns the packet when it is an EPB. */
-  onBlock(b: Block): Packet | undefined {
+  /** Takes in one block; returns the packet when it is an EPB and `decode` (else only counts it). */
+  onBlock(b: Block, decode = true): Packet | undefined {
     switch (b.type) {
       case BLOCK_SHB:
         this.interfaces = [];
@@ -44,7 +44,7 @@ export class CaptureTally {
         return undefined;
       case BLOCK_EPB: {
         this.packets++;
-        return parseEpb(b);
+        return decode ? parseEpb(b) : undefined;
       }
       case BLOCK_ISB: {
         const s = parseIsb(b);

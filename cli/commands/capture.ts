@@ -9,7 +9,7 @@ import { parseIntArg } from './net.js';
 import type { CaptureCounters, CapturePointInfo, StatusInfo } from '../../daemon/control/api.js';
 import { capturePlan, parsePositive, type CaptureOpts, type CapturePlan } from '../capture/args.js';
 import { openCapture } from '../capture/stream.js';
-import { BlockSplitter, PcapngStreamError, timestampNs, type Block } from '../capture/pcapng-reader.js';
+import { BLOCK_EPB, BlockSplitter, PcapngStreamError, timestampNs, type Block } from '../capture/pcapng-reader.js';
 import { CaptureFiles, checkOutput } from '../capture/ring-files.js';
 import { CaptureTally, summaryLine } from '../capture/tally.js';
 import { describeFrame, packetLine } from '../capture/decode.js';
@@ -164,7 +164,7 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
     }
     if (blocks.length === 0) return;
     if (files) {
-      for (const b of blocks) tally.onBlock(b);
+      for (const b of blocks) tally.onBlock(b, false);
       try {
         files.write(blocks);
       } catch (e) {
@@ -175,11 +175,14 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
       // Once stopping, a stuck reader must not hold back the daemon's statistics: what cannot
       // be written is counted as dropped.
       if (outGone || (stopping && out.writableNeedDrain)) {
-        for (const b of blocks) if (tally.onBlock(b) !== undefined) localDrops++;
+        for (const b of blocks) {
+          tally.onBlock(b, false);
+          if (b.type === BLOCK_EPB) localDrops++;
+        }
       } else {
         let ok: boolean;
         if (pcapOut) {
-          for (const b of blocks) tally.onBlock(b);
+          for (const b of blocks) tally.onBlock(b, false);
           ok = out.write(blocks.length === 1 ? blocks[0]!.bytes : Buffer.concat(blocks.map((b) => b.bytes)));
         } else {
           const text = humanLines(blocks);
