@@ -113,6 +113,11 @@ describe('mvnet capture: two TAP VMs on one network', () => {
     const sink = await tcpSink(vm2.ns, vm2.ip, 5001);
     expect((await tcpSend(vm1.ns, vm2.ip, 5001, 1000)).ok).toBe(true);
     expect((await sink.result()).bytes).toBe(1000);
+    // mvnet status lists the running captures with their counters.
+    const st = await d.cliOk(['status']);
+    expect(st).toMatch(/^CAPTURE\s+KIND\s+POINTS\s+FILTER\s+SEEN\s+CAPTURED\s+FILTERED OUT\s+DROPPED$/m);
+    expect(st).toMatch(/^c\d+\s+live\s+vm1\s+icmp or tcp\s+\d+\s+\d+\s+\d+\s+0$/m);
+    expect(st).toMatch(/^c\d+\s+live\s+vm1,vm2\s+icmp\s/m);
     for (const c of [c1, c2, cBoth]) expect(await c.interrupt(), c.stderr()).toBe(0);
 
     // vm1's port: inbound = what the VM sent, outbound = what it was given.
