@@ -3,6 +3,7 @@
  * its sink. The hub hands it every packet of its points; the session filters, encodes and offers
  * the block to the sink, and counts. Ending writes one ISB per interface and ends the sink.
  */
+import os from 'node:os';
 import { compileFilter, type CompiledFilter } from './filter.js';
 import { PcapngWriter, type Direction } from './pcapng.js';
 import { linkTypeOf, withEther, type PointDesc, type PointLink } from './points.js';
@@ -20,6 +21,8 @@ export interface Counters {
 export function zeroCounters(): Counters {
   return { seen: 0, filteredOut: 0, captured: 0, dropped: 0, bytes: 0 };
 }
+
+const OS_NAME = `${os.type()} ${os.release()}`;
 
 /** Snaplen when none is given (tcpdump's): big enough for a 64 KiB TSO super-frame. */
 export const DEFAULT_SNAPLEN = 262_144;
@@ -93,7 +96,7 @@ export class Session {
     this.count = o.count ?? 0;
     this.now = o.now;
     this.startNs = o.now();
-    this.writer = new PcapngWriter({ userappl: o.userappl, os: `${process.platform}` });
+    this.writer = new PcapngWriter({ userappl: o.userappl, os: OS_NAME });
     for (const p of o.points) {
       const { id } = this.writer.addInterface({ linkType: linkTypeOf(p.link), snaplen: o.snaplen, name: p.name, description: p.description });
       this.ifaces.set(p.name, { id, link: p.link, seen: 0, filteredOut: 0, dropped: 0 });

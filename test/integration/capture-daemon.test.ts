@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
-import { cleanupAll, makeTempDir, run, waitFor } from '../support/netns.js';
+import { cleanupAll, createNetns, makeTempDir, run, uniqueName, waitFor } from '../support/netns.js';
+import { UDHCPC_SCRIPT } from '../support/stack-programs.js';
 import { actAsHost, QemuStreamClient, QemuStreamServer } from '../support/qemu-peer.js';
 import { randomMac } from '../support/frames.js';
 import type { TeeInfo } from '../../daemon/control/api.js';
@@ -249,6 +250,8 @@ describe('capture: live stream on the control connection', () => {
     const toVm2 = rows.filter((r) => r[0] === '0x00000002');
     expect(toVm2.reduce((n, r) => n + Number(r[1] || 0), 0)).toBe(size);
     expect(rows.filter((r) => r.slice(2).some((x) => x !== ''))).toEqual([]);
+    const times = (await tsharkFields(file, ['frame.time_epoch'])).map((x) => Number(x[0]));
+    expect([...times].sort((a, b) => a - b)).toEqual(times);
   });
 
   it('a reader that never reads loses capture packets (counted), never forwarding ones', async () => {
@@ -265,6 +268,30 @@ describe('capture: live stream on the control connection', () => {
     expect(cap.counters.dropped).toBeGreaterThan(0);
     expect(cap.counters.captured).toBeGreaterThan(0);
     c.sock.destroy();
+  });
+
+  it('a DHCP exchange on the network point: discover and request inbound, offer and ack outbound', async () => {
+    const ns = await createNetns('cap-dhcp');
+    const ifname = uniqueName('mvt');
+    await d.cliOk(['vm', 'attach', 'vmd', '--net', 'A', '--tap', ifname, '--netns', ns.name]);
+    await ns.waitForLink(ifname);
+    const script = join(makeTempDir('capdh'), 'udhcpc.sh');
+    writeFileSync(script, UDHCPC_SCRIPT, { mode: 0o755 });
+    const c = await startCapture(d.socket, { from: { net: 'A' }, filter: 'udp port 67 or udp port 68' });
+    const r = await ns.exec(['udhcpc', '-q', '-n', '-f', '-i', ifname, '-s', script, '-t', '5', '-T', '1']);
+    expect(r.stdout).toMatch(/"event":"bound"/);
+    c.end();
+    const file = saveTo(join(dir, 'dhcp.pcapng'), await c.done);
+    const rows = await tsharkFields(file, ['frame.packet_flags_direction', 'dhcp.option.dhcp']);
+    expect(rows).toEqual([
+      ['0x00000001', '1'],
+      ['0x00000002', '2'],
+      ['0x00000001', '3'],
+      ['0x00000002', '5'],
+    ]);
+    const times = (await tsharkFields(file, ['frame.time_epoch'])).map((x) => Number(x[0]));
+    expect([...times].sort((a, b) => a - b)).toEqual(times);
+    await d.cliOk(['vm', 'detach', 'vmd']);
   });
 
   it('a socket VM (teed in JS around its port) is captured both ways', async () => {

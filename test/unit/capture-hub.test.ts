@@ -1,97 +1,28 @@
 /**
  * The capture hub in memory: the real switch and router (router-lab), ports teed through withTee
  * and the real TeeRing, sessions into in-memory sinks read back by a pcapng reader. Counters,
- * filters, count and duration, a slow sink and a full ring (capture drops counted, forwarding
- * untouched), the net point's "each frame once", exit comments per route decision, drop reasons,
- * and the producers switched off when nothing captures.
+ * filters, snaplen, count and duration, a slow sink and a full ring (capture drops counted,
+ * forwarding untouched), the net point's "each frame once" and time order, exit comments per route
+ * decision, drop reasons, and the producers switched off when nothing captures.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CaptureHub } from '../../daemon/capture/hub.js';
-import { checkCaptureParams } from '../../daemon/capture/params.js';
-import type { Session } from '../../daemon/capture/session.js';
-import type { Sink } from '../../daemon/capture/sink.js';
-import { FileSink, captureRelPath } from '../../daemon/capture/sink-file.js';
-import { UnixSink } from '../../daemon/capture/sink-unix.js';
 import { Network } from '../../daemon/switch/network.js';
-import { encodeEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../daemon/wire/ethernet.js';
+import { checkCaptureParams } from '../../daemon/capture/params.js';
 import { encodeIcmpv4 } from '../../daemon/wire/icmpv4.js';
-import { encodeIpv4, IPPROTO_ICMP, IPPROTO_TCP } from '../../daemon/wire/ipv4.js';
-import { encodeTcp, TCP_ACK, TCP_SYN } from '../../daemon/wire/tcp.js';
-import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
+import { IPPROTO_ICMP, IPPROTO_TCP } from '../../daemon/wire/ipv4.js';
+import { TCP_ACK, TCP_SYN } from '../../daemon/wire/tcp.js';
 import { TeeRing } from '../../plugins/common/tee-ring.js';
 import { withTee } from '../../plugins/common/tee-port.js';
 import type { Port } from '../../plugins/types.js';
-import { MemPort } from '../support/mem-port.js';
-import { readPcapng } from '../support/pcapng-read.js';
-import { GW, GW_MAC, OUT, RouterLab, ip } from '../support/router-lab.js';
-import { QemuStreamClient } from '../support/qemu-peer.js';
 import { Automap } from '../../daemon/tor/automap.js';
 import type { TorAccess } from '../../daemon/tor/access.js';
-
-const silent = pino({ level: 'silent' });
-const MAC1 = 0x0200_0000_0001;
-const MAC2 = 0x0200_0000_0002;
-const IP1 = ip('10.1.0.5');
-const IP2 = ip('10.1.0.6');
-
-class MemSink implements Sink {
-  readonly format = 'pcapng';
-  readonly idle = false;
-  onGone: ((why: string, clean: boolean) => void) | null = null;
-  readonly blocks: Buffer[] = [];
-  finished = false;
-  constructor(private room = Infinity) {}
-  begin(p: Buffer): void {
-    this.blocks.push(Buffer.from(p));
-  }
-  write(b: Buffer): boolean {
-    if (this.room <= 0) return false;
-    this.room--;
-    this.blocks.push(Buffer.from(b));
-    return true;
-  }
-  finish(t: Buffer | null): void {
-    if (t !== null) this.blocks.push(Buffer.from(t));
-    this.finished = true;
-  }
-  abort(): void {
-    this.finished = true;
-  }
-  state(): { state: 'active'; detail: string } {
-    return { state: 'active', detail: '' };
-  }
-  read(): ReturnType<typeof readPcapng> {
-    return readPcapng(Buffer.concat(this.blocks));
-  }
-}
-
-function ipv4(src: number, dst: number, protocol: number, payload: Uint8Array): Buffer {
-  return encodeIpv4({ dscp: 0, ecn: 0, id: 1, dontFragment: false, moreFragments: false, fragmentOffset: 0, ttl: 64, protocol, src, dst, payload });
-}
-function echo(srcMac: number, dstMac: number, src: number, dst: number, kind: 'echo-request' | 'echo-reply', seq = 1): Buffer {
-  return encodeEthernet({ dst: dstMac, src: srcMac, etherType: ETHERTYPE_IPV4, payload: ipv4(src, dst, IPPROTO_ICMP, encodeIcmpv4({ kind, id: 7, seq, data: Buffer.from('cap') })) });
-}
-function arpish(srcMac: number): Buffer {
-  return encodeEthernet({ dst: MAC_BROADCAST, src: srcMac, etherType: ETHERTYPE_ARP, payload: Buffer.alloc(28) });
-}
-function syn(srcMac: number, src: number, dst: number, dport: number, sport = 40000): Buffer {
-  const seg = encodeTcp({ srcPort: sport, dstPort: dport, seq: 1000, ack: 0, flags: TCP_SYN, window: 65535, options: { mss: 1460 }, payload: Buffer.alloc(0) }, { version: 4, src, dst });
-  return encodeEthernet({ dst: GW_MAC, src: srcMac, etherType: ETHERTYPE_IPV4, payload: ipv4(src, dst, IPPROTO_TCP, seg) });
-}
-
-let nowNs = 1_700_000_000_000_000_000;
-function newHub(o: { ringBytes?: number } = {}): CaptureHub {
-  return new CaptureHub({ log: silent, userappl: 'mvnet test', newRing: (b, s) => new TeeRing(b, s), now: () => (nowNs += 1000), drainMs: 60_000, ...o });
-}
-
-function start(hub: CaptureHub, params: unknown, sink: Sink = new MemSink()): Session {
-  return hub.open(hub.prepare(checkCaptureParams(params)), sink);
-}
+import { MemPort } from '../support/mem-port.js';
+import { GW, GW_MAC, OUT, RouterLab, ip } from '../support/router-lab.js';
+import { arpish, echo, IP1, IP2, ipv4, MAC1, MAC2, MemSink, newHub, silent, start, syn } from '../support/capture-lab.js';
 
 describe('capture hub: ports and the switch', () => {
   let hub: CaptureHub;
@@ -420,83 +351,5 @@ describe('capture hub: the Tor exit', () => {
     expect(sink.read().packets.map((p) => [p.ifName, p.dir, p.comment])).toEqual([['exit:tor', 'out', 'tor circuit-identity vm1/3']]);
     hub.close();
     lab.close();
-  });
-});
-
-describe('capture sinks', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvcap-'));
-  afterEach(() => undefined);
-
-  it('unix: each frame in QEMU stream framing, raw IP with a synthetic Ethernet header; what the peer sends is discarded', async () => {
-    const lab = new RouterLab();
-    const hub = newHub();
-    hub.netAdded('lan', lab.sw, lab.router);
-    const sockPath = path.join(dir, 'u.sock');
-    const sink = await UnixSink.listen(sockPath, undefined);
-    const peer = await QemuStreamClient.connect(sockPath);
-    try {
-      await vi.waitFor(() => expect(sink.idle).toBe(false));
-      peer.send(Buffer.alloc(60, 0x11));
-      const vm = lab.attachPort('vm1', { mac: MAC1, ip: '10.1.0.5', route: { kind: 'direct' } });
-      const s = hub.open(hub.prepare(checkCaptureParams({ from: { point: ['exit:direct'] } })), sink, { kind: 'tee', name: 'u' });
-      const packet = syn(MAC1, IP1, OUT, 80).subarray(14);
-      vm.port.inject(syn(MAC1, IP1, OUT, 80));
-      const f = await peer.nextFrame(undefined, 5000);
-      expect(f.readUInt16BE(12)).toBe(0x0800);
-      expect(f.subarray(14)).toEqual(packet);
-      expect(s.counters.captured).toBe(1);
-    } finally {
-      await peer.close();
-      await sink.close(true);
-      hub.close();
-      lab.close();
-    }
-    expect(fs.existsSync(sockPath)).toBe(false);
-  });
-
-  it('file: confined paths; rotation at the size into complete pcapng files', async () => {
-    expect(() => captureRelPath('/etc/passwd', dir)).toThrow(/outside/);
-    expect(() => captureRelPath('a/../b', dir)).toThrow(/\.\./);
-    expect(() => captureRelPath('.hidden', dir)).toThrow(/plain name/);
-    expect(captureRelPath(`${dir}/x/y.pcapng`, dir)).toBe('x/y.pcapng');
-    fs.symlinkSync('/etc/hostname', path.join(dir, 'ln'));
-    expect(() => new FileSink({ captureDir: dir, rel: 'ln' })).toThrow(/symlink/);
-    // A FIFO would block an open for writing, or take the capture elsewhere: refused at once.
-    execFileSync('mkfifo', [path.join(dir, 'fifo')]);
-    expect(() => new FileSink({ captureDir: dir, rel: 'fifo' })).toThrow(/tee file fifo/);
-    fs.mkdirSync(path.join(dir, 'd'));
-    expect(() => new FileSink({ captureDir: dir, rel: 'd' })).toThrow(/not a regular file|EISDIR/);
-
-    const sink = new FileSink({ captureDir: dir, rel: 'r.pcapng', ring: { files: 3, sizeMb: 1 } });
-    const hub = newHub();
-    const sw = new Network({ name: 'lan', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
-    const p = new MemPort('mem:vm1');
-    const t = withTee(p);
-    sw.attach('vm1', t, MAC1);
-    hub.portAdded('vm1', 'lan', t);
-    const s = hub.open(hub.prepare(checkCaptureParams({ from: { vm: 'vm1' } })), sink, { kind: 'tee', name: 'r' });
-    const big = encodeEthernet({ dst: MAC_BROADCAST, src: MAC1, etherType: ETHERTYPE_IPV4, payload: Buffer.alloc(1400) });
-    // About 4.3 MB of blocks: rotates at 1 MB; three files are kept.
-    for (let i = 0; i < 30; i++) {
-      p.inject(...Array.from({ length: 100 }, () => big));
-      hub.drainAll();
-      await sink.drained();
-    }
-    expect(s.counters.dropped).toBe(0);
-    s.stop('test');
-    sink.close();
-    await sink.drained();
-    const names = fs.readdirSync(dir).filter((n) => n.startsWith('r.pcapng')).sort();
-    expect(names).toEqual(['r.pcapng', 'r.pcapng.1', 'r.pcapng.2']);
-    for (const n of names) {
-      const b = fs.readFileSync(path.join(dir, n));
-      expect(b.length).toBeLessThanOrEqual(1024 * 1024);
-      const r = readPcapng(b);
-      expect(r.sections, n).toBe(1);
-      expect(r.ifaces.map((i) => i.name)).toEqual(['vm1']);
-      if (n !== 'r.pcapng') expect(b.length).toBeGreaterThan(1024 * 1024 - 2000);
-    }
-    hub.close();
-    sw.close();
   });
 });

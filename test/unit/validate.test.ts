@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { checkNetworkSpec, checkRoute, checkVmSpec } from '../../daemon/state/validate.js';
+import { checkNetworkSpec, checkRoute, checkTeeSpec, checkVmSpec } from '../../daemon/state/validate.js';
 import { UserError } from '../../daemon/errors.js';
 
 const nets = new Map([['a', { name: 'a', subnet: '10.1.0.0/24', gateway: '10.1.0.1', mtu: 1500 }]]);
@@ -163,5 +163,38 @@ describe('route validation', () => {
   ])('refuses allow %j with a UserError', (allow, re) => {
     expect(() => checkRoute({ kind: 'direct', allow })).toThrow(UserError);
     expect(() => checkRoute({ kind: 'direct', allow })).toThrow(re);
+  });
+});
+
+describe('tee specs', () => {
+  const opts = { captureDir: '/var/lib/mvnet/captures', vmSocketDir: '/run/mvnet/vms' };
+  it('takes a name or a path under captureDir (kept relative), or unix:PATH as VM sockets take it', () => {
+    expect(checkTeeSpec({ name: 't', from: { vm: 'vm1' }, to: 'a.pcapng' }, opts)).toEqual({ name: 't', from: { vm: 'vm1' }, to: 'a.pcapng', filter: '', snaplen: 262144 });
+    expect(checkTeeSpec({ name: 't', from: { net: 'n' }, to: '/var/lib/mvnet/captures/d/a.pcapng', filter: 'tcp', snaplen: 96, ring: { files: 3, sizeMb: 5 } }, opts)).toEqual({
+      name: 't',
+      from: { net: 'n' },
+      to: 'd/a.pcapng',
+      filter: 'tcp',
+      snaplen: 96,
+      ring: { files: 3, sizeMb: 5 },
+    });
+    expect(checkTeeSpec({ name: 't', from: { point: ['exit:tor', 'drops'] }, to: 'unix:ids.sock' }, opts).to).toBe('unix:/run/mvnet/vms/ids.sock');
+    expect(checkTeeSpec({ name: 't', from: { vm: 'vm1' }, to: 'unix:/tmp/x/ids.sock' }, opts).to).toBe('unix:/tmp/x/ids.sock');
+  });
+  it('refuses what it must, saying why', () => {
+    const bad = (p: Record<string, unknown>, re: RegExp): void => {
+      expect(() => checkTeeSpec({ name: 't', from: { vm: 'vm1' }, to: 'a', ...p }, opts)).toThrow(re);
+    };
+    bad({ to: '/etc/passwd' }, /outside the capture directory/);
+    bad({ to: '../a' }, /\.\./);
+    bad({ to: 'a/./b' }, /plain name/);
+    bad({ to: '' }, /--to/);
+    bad({ to: 'unix:' }, /missing path/);
+    bad({ to: 'unix:a.sock', ring: { files: 2, sizeMb: 1 } }, /--ring applies to a tee to a file/);
+    bad({ ring: { files: 0, sizeMb: 1 } }, /ring file count/);
+    bad({ filter: 'host' }, /bad filter/);
+    bad({ from: { vm: 'a', net: 'b' } }, /exactly one/);
+    bad({ snaplen: -1 }, /snaplen/);
+    bad({ extra: 1 }, /unknown tee key extra/);
   });
 });
