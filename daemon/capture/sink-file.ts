@@ -233,10 +233,11 @@ export class FileSink implements Sink {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
-  /** Writes what is queued, then closes the file. */
-  close(): void {
+  /** Writes what is queued, then closes the file; resolves when it is written (the daemon may exit right after). */
+  async close(): Promise<void> {
     this.closeWhenDone = true;
     if (!this.writing) this.closeNow();
+    else await this.drained();
   }
 
   private closeNow(): void {

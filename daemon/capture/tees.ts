@@ -129,7 +129,7 @@ export class Tees {
     t.session?.stop(remove ? 'tee removed' : 'the daemon is stopping');
     t.session = null;
     if (t.sink instanceof UnixSink) await t.sink.close(remove);
-    else t.sink?.close();
+    else await t.sink?.close();
   }
 
   specs(): TeeSpec[] {

@@ -81,8 +81,7 @@ describe('capture sinks', () => {
     }
     expect(s.counters.dropped).toBe(0);
     s.stop('test');
-    sink.close();
-    await sink.drained();
+    await sink.close();
     const names = fs.readdirSync(dir).filter((n) => n.startsWith('r.pcapng')).sort();
     expect(names).toEqual(['r.pcapng', 'r.pcapng.1', 'r.pcapng.2']);
     for (const n of names) {
