@@ -645,8 +645,8 @@ export class NetRouter implements GatewayHandler {
     const flow: Flow | null =
       d.tcp !== undefined ? { proto: 'tcp', dst: src, port: d.tcp.srcPort } : d.udp !== undefined ? { proto: 'udp', dst: src, port: d.udp.srcPort } : d.icmp?.kind === 'echo-reply' ? { proto: 'ping', dst: src } : null;
     if (flow === null) return;
-    // Answers of the gateway's own UDP services (DNS) did not come from an exit.
-    if (flow.proto === 'udp' && this.isGateway(src)) return;
+    // The gateway's own DNS answers over UDP did not come from an exit (host-loopback UDP did).
+    if (flow.proto === 'udp' && flow.port === 53 && this.isGateway(src)) return;
     const v = this.decide(vm.name, flow);
     // RSTs and ICMP errors for refused flows are the gateway's, not an exit's.
     if (v.kind === 'refuse' || v.kind === 'drop') return;
