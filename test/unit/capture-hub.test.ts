@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CaptureHub } from '../../daemon/capture/hub.js';
+import { CaptureHub, MAX_LIVE_CAPTURES } from '../../daemon/capture/hub.js';
 import { Network } from '../../daemon/switch/network.js';
 import { checkCaptureParams } from '../../daemon/capture/params.js';
 import { encodeIcmpv4 } from '../../daemon/wire/icmpv4.js';
@@ -155,6 +155,13 @@ describe('capture hub: ports and the switch', () => {
     s.stop('test');
     expect(sink.read().packets.map((p) => p.comment)).toEqual(['dropped: spoofed source MAC (from vm1 on lan)', 'dropped: runt frame (from vm1 on lan)']);
     return Promise.resolve().then(() => expect(sw.capture).toBeNull());
+  });
+
+  it('refuses more live captures than MAX_LIVE_CAPTURES (each may hold a full queue)', () => {
+    for (let i = 0; i < MAX_LIVE_CAPTURES; i++) hub.open(hub.prepare(checkCaptureParams({ from: { point: ['drops'] } }), true), new MemSink());
+    expect(() => hub.prepare(checkCaptureParams({ from: { point: ['drops'] } }), true)).toThrow(/captures are running already/);
+    hub.list()[0]!.stop('test');
+    expect(() => hub.prepare(checkCaptureParams({ from: { point: ['drops'] } }), true)).not.toThrow();
   });
 
   it('refuses unknown points and bad filters with a clear message', () => {
