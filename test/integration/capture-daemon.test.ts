@@ -68,10 +68,6 @@ describe('capture: live stream on the control connection', () => {
     c.end();
     const stream = await c.done;
     const file = saveTo(join(dir, 'ping.pcapng'), stream);
-    // Each run ended with its statistics: the first at the daemon's stop, the second at tee.remove.
-    const read = readPcapng(readFileSync(file));
-    expect(read.sections).toBe(2);
-    expect(read.isbs.length).toBe(2);
     const rows = await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type']);
     expect(rows).toEqual([
       ['vm1', '0x00000001', '8'],
