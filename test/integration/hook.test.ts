@@ -113,8 +113,13 @@ describe('mvnet hook', () => {
     expect(add.code, JSON.stringify(add.json)).toBe(0);
     expect(add.json.ipv4).toEqual({ address: '10.231.0.77/24', gateway: GATEWAY });
     expect((await hook(d.socket, ['CHECK'], { vm: 'hk2', network: 'lan', route: 'direct', allow: ['203.0.113.0/24:80,443'] })).code).toBe(0);
+    // A QEMU killed without cleaning up leaves its server socket: DEL removes it (nobody accepts on it).
+    const sock = (add.json.device as { socket: string }).socket;
+    await run(['python3', '-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', sock]);
+    expect(existsSync(sock)).toBe(true);
     const del = await hook(d.socket, ['DEL'], { vm: 'hk2' });
-    expect(del.json).toMatchObject({ detached: true, routeCleared: true });
+    expect(del.json).toMatchObject({ detached: true, routeCleared: true, removed: sock });
+    expect(existsSync(sock)).toBe(false);
     expect(await vms()).toEqual([]);
     expect(await routes()).toEqual([]);
   });
