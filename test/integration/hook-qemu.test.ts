@@ -37,8 +37,8 @@ describe('a QEMU VM wired by mvnet hook', () => {
   let assets: VmAssets;
   let vmDir: string;
 
-  async function hook(cmd: string, cfg: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const r = await run(['node', CLI_JS, '--socket', t.daemon.socket, 'hook', cmd], { input: JSON.stringify(cfg), check: false });
+  async function hook(cmd: string, cfg: Record<string, unknown>, netns?: string): Promise<Record<string, unknown>> {
+    const r = await run(['node', CLI_JS, '--socket', t.daemon.socket, 'hook', cmd], { input: JSON.stringify(cfg), check: false, ...(netns !== undefined ? { netns } : {}) });
     const out = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(r.code, r.stdout).toBe(0);
     return out;
@@ -106,5 +106,31 @@ describe('a QEMU VM wired by mvnet hook', () => {
     const del = await hook('DEL', { vm: 'qvm-dgram', device: 'qemu-dgram' });
     expect(del).toMatchObject({ detached: true });
     expect(await leftovers('qvm-dgram')).toEqual({ vms: [], routes: [], files: [] });
+  });
+
+  it('a TAP for QEMU -netdev tap (made by the hook in the daemon\'s namespace), direct route; DEL deletes the TAP', { timeout: BOOT_MS + 30_000 }, async () => {
+    // The hook runs where the daemon runs: it makes the TAP there and mvnet reads its other side.
+    const ns = t.router.name;
+    const add = (await hook('ADD', { vm: 'qvm-tap', network: 'lan', device: 'tap', route: 'direct' }, ns)) as unknown as AddResult & { device: { ifname: string } };
+    const ifname = add.device.ifname;
+    expect(add.qemuArgs[1]).toBe(`tap,id=net0,ifname=${ifname},script=no,downscript=no`);
+    expect((await t.router.exec(['ip', '-d', 'link', 'show', 'dev', ifname])).stdout).toContain('tun type tap');
+    const dir = makeTempDir('hq-vm');
+    const initrd = buildInitramfs(dir, assets, [
+      { name: 'ping', sh: `ping -c 1 -W 10 ${GATEWAY}` },
+      { name: 'http', sh: `timeout 20 wget -q -O - http://${UPSTREAM_IP}/hello` },
+    ]);
+    const qemu = bootVm(assets, initrd, add.qemuArgs, 'qemu tap', ns);
+    await qemu.waitForLine((l) => l.startsWith('MVT-DONE'), { timeoutMs: BOOT_MS });
+    expect((await qemu.exited).code).toBe(0);
+    const lines = vmLines(qemu);
+    expect(lines.find((l) => l.startsWith('MVT-LEASE ')), lines.join('\n')).toContain(`ip=${add.ipv4.address.split('/')[0]} mask=24 router=${GATEWAY}`);
+    expect(commandOutput(qemu, 'ping')?.rc).toBe(0);
+    expect(commandOutput(qemu, 'http')).toEqual({ out: 'hello', rc: 0 });
+
+    const del = await hook('DEL', { vm: 'qvm-tap', device: 'tap' }, ns);
+    expect(del).toMatchObject({ detached: true, routeCleared: true, removed: ifname });
+    expect((await t.router.exec(['ip', 'link', 'show', 'dev', ifname], { check: false })).code).not.toBe(0);
+    expect(await leftovers('qvm-tap')).toEqual({ vms: [], routes: [], files: [] });
   });
 });

@@ -136,7 +136,7 @@ export function buildInitramfs(dir: string, assets: VmAssets, commands: VmComman
 }
 
 /** Boots the VM with QEMU's network arguments; the serial console is the process's stdout. */
-export function bootVm(assets: VmAssets, initrd: string, netArgs: readonly string[], label: string): ManagedProcess {
+export function bootVm(assets: VmAssets, initrd: string, netArgs: readonly string[], label: string, netns?: string): ManagedProcess {
   if (!existsSync('/usr/bin/qemu-system-x86_64')) throw new Error('qemu-system-x86_64 is missing: install qemu-system-x86 (scripts/deps.sh)');
   return spawnProcess(
     [
@@ -153,7 +153,7 @@ export function bootVm(assets: VmAssets, initrd: string, netArgs: readonly strin
       '-append', 'console=ttyS0 quiet panic=-1 net.ifnames=0',
       ...netArgs,
     ],
-    { label },
+    { label, ...(netns !== undefined ? { netns } : {}) },
   );
 }
 
