@@ -123,8 +123,10 @@ function prefixOf(p: Placed): string {
 
 function cniResult(inv: Invocation, p: Placed, mac: string, v6: boolean): Obj {
   const domain = `${p.net.name.toLowerCase()}.mvnet`;
-  const ips: Obj[] = [{ address: `${p.vm.ip}/${prefixOf(p)}`, gateway: p.net.gateway, interface: 0 }];
-  if (v6 && p.net.ipv6 !== undefined) ips.push({ address: `${slaacAddress(p.net.ipv6, mac)}/64`, gateway: gateway6(p.net.ipv6), interface: 0 });
+  // 0.4.0 results name each address's IP version; 1.0.0 dropped the field.
+  const ver = (v: '4' | '6'): Obj => (inv.cniVersion === '0.4.0' ? { version: v } : {});
+  const ips: Obj[] = [{ ...ver('4'), address: `${p.vm.ip}/${prefixOf(p)}`, gateway: p.net.gateway, interface: 0 }];
+  if (v6 && p.net.ipv6 !== undefined) ips.push({ ...ver('6'), address: `${slaacAddress(p.net.ipv6, mac)}/64`, gateway: gateway6(p.net.ipv6), interface: 0 });
   return {
     cniVersion: inv.cniVersion,
     interfaces: [{ name: inv.ifname, mac, sandbox: inv.netns }],

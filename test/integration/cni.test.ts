@@ -187,6 +187,14 @@ describe('mvnet-cni', () => {
     expect((await cni('DEL', conf(), { CNI_NETNS: undefined })).code).toBe(0);
   });
 
+  it('a 0.4.0 config gets a 0.4.0 result (ips name their version)', async () => {
+    const o = await cni('ADD', conf({}, { cniVersion: '0.4.0' }));
+    expect(o.code, o.stdout).toBe(0);
+    expect(o.json).toMatchObject({ cniVersion: '0.4.0', ips: [{ version: '4', address: '10.233.0.254/24', gateway: GATEWAY, interface: 0 }] });
+    expect((await cni('DEL', conf({}, { cniVersion: '0.4.0' }))).code).toBe(0);
+    expect(await vms()).toEqual([]);
+  });
+
   it('CNI_ARGS IP= gives a static address; IgnoreUnknown lets other keys pass', async () => {
     const o = await cni('ADD', conf(), { CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.233.0.33' });
     expect(o.code, o.stdout).toBe(0);
@@ -199,7 +207,9 @@ describe('mvnet-cni', () => {
   it('errors: the spec codes on stdout, a non-zero exit, nothing left behind', async () => {
     failed(await cni('ADD', '{"cniVersion":'), 6, /not JSON/);
     const old = await cni('ADD', conf({}, { cniVersion: '0.3.1' }));
+    expect(old.code).not.toBe(0);
     expect(old.json).toMatchObject({ code: 1 });
+    expect(old.json!.msg).toMatch(/cniVersion "0.3.1" is not supported/);
     failed(await cni('ADD', conf(), { CNI_CONTAINERID: undefined }), 4, /CNI_CONTAINERID is not set/);
     failed(await cni('ADD', conf(), { CNI_IFNAME: 'a/b' }), 4, /CNI_IFNAME/);
     failed(await cni('FROB', conf()), 4, /unknown CNI_COMMAND/);

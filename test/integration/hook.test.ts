@@ -84,7 +84,10 @@ describe('mvnet hook', () => {
     expect(v.port).toMatchObject({ kind: 'unix', path: sock });
     expect(v.mac).toBe(r.mac);
     expect(v.ip).toBe('10.231.0.254');
-    // The same id always gives the same MAC (a second ADD of another id gives another).
+    // `vm attach --ip auto` (what the hook asks for) skips addresses VMs hold: the next is .253.
+    const auto = await runCli(d.socket, ['vm', 'attach', 'auto1', '--net', 'lan', '--unix', `${status.daemon.vmSocketDir}/auto1.sock`, '--ip', 'auto'], { json: true });
+    expect((JSON.parse(auto.stdout) as VmInfo).ip).toBe('10.231.0.253');
+    expect((await runCli(d.socket, ['vm', 'detach', 'auto1'])).code).toBe(0);
     const again = await hook(d.socket, ['ADD'], { vm: 'hk1', network: 'lan' });
     failedWith(again, 100, /already attached/);
   });
