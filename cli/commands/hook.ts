@@ -246,11 +246,13 @@ async function add(cfg: HookConfig, d: Daemon): Promise<Obj> {
   const qemuTap = cfg.device === 'tap' && cfg.netns === undefined;
   if (cfg.device === 'tap' && cfg.netns !== undefined && !existsSync(netnsPath(cfg.netns))) throw new HookError(CODES.unknownContainer, `no network namespace at ${netnsPath(cfg.netns)}`);
   if (qemuTap) await makeQemuTap(parts.result.ifname as string, vm);
+  // A namespace with IPv6 disabled gets no IPv6 address: the result then says none.
+  let v6 = true;
   try {
     const placed = await place(d, vm, w, parts.port, mac, async (p) => {
       if (cfg.device !== 'tap' || cfg.netns === undefined || p.vm.ip === null) return;
       const prefix = p.net.subnet.split('/')[1]!;
-      await configureIface(cfg.netns, {
+      v6 = await configureIface(cfg.netns, {
         ifname: parts.result.ifname as string,
         address4: `${p.vm.ip}/${prefix}`,
         gateway4: p.net.gateway,
@@ -258,7 +260,9 @@ async function add(cfg: HookConfig, d: Daemon): Promise<Obj> {
         ...(p.net.ipv6 !== undefined ? { address6: `${slaacAddress(p.net.ipv6, mac)}/64` } : {}),
       });
     });
-    return result(cfg, vm, parts, placed, mac);
+    const out = result(cfg, vm, parts, placed, mac);
+    if (!v6) out.ipv6 = null;
+    return out;
   } catch (e) {
     if (qemuTap) await deleteQemuTap(parts.result.ifname as string, vm);
     throw e;

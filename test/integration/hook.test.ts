@@ -181,6 +181,8 @@ describe('mvnet hook', () => {
     expect(add.code, JSON.stringify(add.json)).toBe(0);
     expect(add.json.qemuArgs).toEqual([]);
     expect(add.json.device).toEqual({ kind: 'tap', ifname: 'eth0', netns: ns.name });
+    // The namespace has IPv6 disabled (createNetns): no IPv6 address is claimed.
+    expect(add.json.ipv6).toBeNull();
     const addr = (await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).stdout;
     expect(addr).toContain('10.231.0.254/24');
     expect((await ns.exec(['ip', 'route', 'show', 'default'])).stdout).toContain(`default via ${GATEWAY} dev eth0`);
