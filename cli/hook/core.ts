@@ -333,8 +333,9 @@ export function runProgram(cmd: string, args: readonly string[]): Promise<string
 }
 
 /**
- * Removes a stale unix socket at `path` (a socket nobody accepts on: a QEMU that exited leaves
- * its `server=on` socket behind, and a new QEMU cannot bind over it). Anything else is left.
+ * Removes a stale unix socket at `path` (a socket nobody is bound to: a QEMU killed without
+ * cleaning up leaves its socket behind, and a new QEMU cannot bind over it). Anything else is
+ * left, a live socket of any type included.
  */
 export async function removeStaleSocket(path: string): Promise<boolean> {
   let st;
@@ -350,7 +351,8 @@ export async function removeStaleSocket(path: string): Promise<boolean> {
       c.destroy();
       resolve(true);
     });
-    c.once('error', () => resolve(false));
+    // Only "refused" means nobody is bound; EPROTOTYPE is a live socket of another type (QEMU's datagram one).
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code !== 'ECONNREFUSED'));
   });
   if (live) return false;
   try {

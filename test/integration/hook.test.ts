@@ -6,10 +6,10 @@
  * closed (all-tor without Tor configured, a missing network) leaving nothing behind. A TAP in a
  * namespace made by the test (the container case) is configured and reaches its gateway.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_JS, runCli, startDaemon, type Daemon } from '../support/daemon.js';
-import { cleanupAll, createNetns, run, type Netns } from '../support/netns.js';
+import { cleanupAll, createNetns, run, spawnProcess, type Netns } from '../support/netns.js';
 import type { RouteInfo, StatusInfo, VmInfo } from '../../daemon/control/api.js';
 
 const SUBNET = '10.231.0.0/24';
@@ -169,9 +169,15 @@ describe('mvnet hook', () => {
     expect((await vms()).map((v) => [v.name, v.port.kind])).toEqual([[vm, 'dgram']]);
     expect((await hook(d.socket, ['CHECK'], { ...state, status: 'running' })).code).toBe(0);
     failedWith(await hook(d.socket, [], { ...state, annotations: { 'mvnet.colour': 'red' } }), 2, /unknown annotation mvnet.colour/);
+    // A QEMU still bound to its datagram socket: DEL leaves that socket alone (it is live).
+    const qemu = spawnProcess(['python3', '-c', 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); print("bound", flush=True); sys.stdin.read()', dev.socket], { stdin: true, label: 'fake QEMU dgram' });
+    await qemu.waitForLine((l) => l === 'bound');
     const del = await hook(d.socket, [], { ...state, status: 'stopped' });
     expect(del.code, JSON.stringify(del.json)).toBe(0);
-    expect(del.json).toMatchObject({ vm, detached: true, routeCleared: true });
+    expect(del.json).toMatchObject({ vm, detached: true, routeCleared: true, removed: null });
+    expect(existsSync(dev.socket)).toBe(true);
+    await qemu.stop();
+    rmSync(dev.socket, { force: true });
     expect(existsSync(dev.mvnetSocket)).toBe(false);
     expect(await vms()).toEqual([]);
   });

@@ -150,7 +150,7 @@ export function bootVm(assets: VmAssets, initrd: string, netArgs: readonly strin
       '-serial', 'stdio',
       '-kernel', assets.kernel,
       '-initrd', initrd,
-      '-append', 'console=ttyS0 quiet panic=-1 net.ifnames=0',
+      '-append', 'console=ttyS0 loglevel=1 panic=-1 net.ifnames=0',
       ...netArgs,
     ],
     { label, ...(netns !== undefined ? { netns } : {}) },
