@@ -84,15 +84,22 @@ describe('a QEMU VM wired by mvnet hook', () => {
     expect(await leftovers('qvm-stream')).toEqual({ vms: [], routes: [], files: [] });
   });
 
-  it('datagram socket, default route none: DHCP lease and the gateway, nothing beyond; DEL leaves nothing', { timeout: BOOT_MS + 30_000 }, async () => {
+  it('datagram socket, default route none: DHCP lease and the gateway, nothing beyond until the route changes live (CHECK while it runs); DEL leaves nothing', { timeout: BOOT_MS + 30_000 }, async () => {
     const add = (await hook('ADD', { vm: 'qvm-dgram', network: 'lan', device: 'qemu-dgram' })) as unknown as AddResult;
     expect(add.qemuArgs[1]).toBe(`dgram,id=net0,local.type=unix,local.path=${add.device.socket},remote.type=unix,remote.path=${add.device.mvnetSocket}`);
     const dir = makeTempDir('hq-vm');
     const initrd = buildInitramfs(dir, assets, [
       { name: 'ping', sh: `ping -c 1 -W 10 ${GATEWAY}` },
       { name: 'http', sh: `timeout 10 wget -q -O - http://${UPSTREAM_IP}/hello` },
+      // Waits (inside the VM) until the host has changed the route: then the fetch works.
+      { name: 'wait-route', sh: `echo MVT-UP; i=0; until timeout 5 wget -q -O - http://${UPSTREAM_IP}/hello; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.3; done` },
     ]);
     const qemu = bootVm(assets, initrd, add.qemuArgs, 'qemu dgram');
+    await qemu.waitForLine((l) => l.startsWith('MVT-UP'), { timeoutMs: BOOT_MS });
+    // While the VM runs: CHECK sees its device up, then the route changes live, without touching the VM.
+    const check = await hook('CHECK', { vm: 'qvm-dgram', network: 'lan', device: 'qemu-dgram' });
+    expect(check).toMatchObject({ ok: true, state: 'up' });
+    await t.cli(['route', '--direct', 'qvm-dgram']);
     await qemu.waitForLine((l) => l.startsWith('MVT-DONE'), { timeoutMs: BOOT_MS });
     expect((await qemu.exited).code).toBe(0);
     const lines = vmLines(qemu);
@@ -102,6 +109,8 @@ describe('a QEMU VM wired by mvnet hook', () => {
     const http = commandOutput(qemu, 'http');
     expect(http?.rc).not.toBe(0);
     expect(http?.out).not.toContain('hello');
+    expect(commandOutput(qemu, 'wait-route')?.rc).toBe(0);
+    expect(commandOutput(qemu, 'wait-route')?.out).toContain('hello');
 
     const del = await hook('DEL', { vm: 'qvm-dgram', device: 'qemu-dgram' });
     expect(del).toMatchObject({ detached: true });
