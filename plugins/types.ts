@@ -5,6 +5,7 @@
  * dropped and counted by reason.
  */
 import type { Logger } from 'pino';
+import type { TeeRing } from './common/tee-ring.js';
 
 /** Why a frame was dropped. Counted per port (and per network for switch decisions). */
 export type DropReason =
@@ -72,6 +73,10 @@ export interface Port {
   close(opts?: { remove?: boolean }): Promise<void>;
   /** TAP/TUN: whether mvnet created the device, and what it changed on one it did not. */
   readonly owned?: DeviceRecord;
+  /** Capture: copy every frame crossing the port in the directions `dirs` (TEE_IN|TEE_OUT bits)
+   *  into `ring`, cut-through frames included; null stops. Never slows forwarding: when the ring
+   *  is full the copy is dropped and counted in the ring. */
+  tee?(ring: TeeRing | null, dirs: number): void;
 }
 
 /**

@@ -12,11 +12,15 @@
  * forward unchanged to a known member, straight from its read buffer; onRead only sees the rest
  * of a batch, and the switch's bookkeeping for the frames cut through (counters, MAC ageing)
  * runs afterwards (see device.cc).
+ *
+ * Capture (tee): the device itself copies every frame it reads and every frame it accepts for
+ * writing into a TeeRing, so frames cut through are captured like the rest, at no cost to JS.
  */
 import type { Logger } from 'pino';
 import { isMulticastMac, macToBuffer, parseMacString } from '../../daemon/wire/mac.js';
 import { VNET_HDR_LEN } from '../../daemon/wire/vnet.js';
 import { Counters } from '../common/counters.js';
+import { TEE_IN, TEE_OUT, type TeeRing } from '../common/tee-ring.js';
 import type { FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
 import { MIN_FRAME } from '../types.js';
 import { native } from './index.js';
@@ -358,6 +362,22 @@ export abstract class DevicePort implements Port {
     if (this.switchFib === null) return;
     this.switchFib = null;
     (this.device as SwitchDevice).unbindSwitch();
+  }
+
+  /**
+   * Capture: every frame the device reads (TEE_IN: all of them, cut through or not, also those
+   * dropped here as runts) and every frame it accepts for writing (TEE_OUT: from send() and from
+   * other devices' cut-through) is copied into `ring` by the device, without its virtio-net
+   * header; null stops. Reads carry a header for 'pass' and 'normalize', writes only for 'pass'.
+   */
+  tee(ring: TeeRing | null, dirs: number): void {
+    if (this.closed || ring === null || (dirs & (TEE_IN | TEE_OUT)) === 0) {
+      if (!this.closed) this.device.setTee(null);
+      return;
+    }
+    const rxSkip = this.vnet === 'none' ? 0 : VNET_HDR_LEN;
+    const txSkip = this.vnet === 'pass' ? VNET_HDR_LEN : 0;
+    this.device.setTee(ring.buffer, ring.ctl, dirs & (TEE_IN | TEE_OUT), ring.snaplen, rxSkip, txSkip);
   }
 
   /** @internal DeviceSwitchFib.set: the port's device, when bound to `fib`. */

@@ -102,6 +102,16 @@ export interface NativeDevice {
   /** dgram mode: the socket path frames are sent to (otherwise learned from the last sender). */
   setPeer(path: string): void;
   stats(): DeviceStats;
+  /**
+   * Capture (plugins/common/tee-ring.ts has the ring's layout, which the device writes): from
+   * now on every frame read is copied into `ring` as TEE_IN (dirs bit 1) — cut-through ones and
+   * ones JS will drop included — and every frame accepted for writing (by write() or by another
+   * device's cut-through; queued ones when queued) as TEE_OUT (bit 2), the first `rxSkip` /
+   * `txSkip` bytes (a virtio_net_hdr: its gso_type and gso_size are recorded) left out and the
+   * rest cut to `snaplen` (0: whole). A full ring refuses the copy and counts it in `ctl`.
+   * The device holds references to both until setTee(null) or close(). `setTee(null)` stops.
+   */
+  setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number): void;
   /** Stops polling and closes the fd. Idempotent. */
   close(): void;
 }
@@ -172,6 +182,16 @@ export interface NativePingSocket {
    */
   send(dst: Uint8Array, icmp: Uint8Array): number;
   stats(): PingSocketStats;
+  /**
+   * Capture (plugins/common/tee-ring.ts has the ring's layout, which the device writes): from
+   * now on every frame read is copied into `ring` as TEE_IN (dirs bit 1) — cut-through ones and
+   * ones JS will drop included — and every frame accepted for writing (by write() or by another
+   * device's cut-through; queued ones when queued) as TEE_OUT (bit 2), the first `rxSkip` /
+   * `txSkip` bytes (a virtio_net_hdr: its gso_type and gso_size are recorded) left out and the
+   * rest cut to `snaplen` (0: whole). A full ring refuses the copy and counts it in `ctl`.
+   * The device holds references to both until setTee(null) or close(). `setTee(null)` stops.
+   */
+  setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number): void;
   /** Stops polling and closes the fd. Idempotent. */
   close(): void;
 }

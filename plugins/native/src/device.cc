@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -40,6 +41,14 @@ constexpr int kReadRounds = 4;  // batches per readable event at most
 constexpr uint32_t kVnetHdrLen = 10;       // sizeof(struct virtio_net_hdr)
 constexpr uint32_t kGsoMaxFrame = 65550;   // largest GSO super-frame without the vnet header
 constexpr uint32_t kMinFrame = 14;         // an Ethernet header
+// The tee ring (plugins/common/tee-ring.ts documents the layout; TeeWrite follows it).
+constexpr uint32_t kTeeIn = 1;
+constexpr uint32_t kTeeOut = 2;
+constexpr uint32_t kTeeRecHdr = 24;
+constexpr uint32_t kTeeCtlWords = 8;
+constexpr int kCtlHead = 0, kCtlTail = 1, kCtlWritten = 2, kCtlDropped = 4;
+constexpr uint32_t kTeeMaxSkip = 64;
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the tee ring's records are little-endian");
 constexpr napi_type_tag kFibTag = {0x6d766e6574666962ull, 0x5377697463684669ull};
 const uint8_t kZeros[kMaxTxHeader] = {0};
 
@@ -48,6 +57,19 @@ enum TimerMode { kTimerOff, kTimerRetry, kTimerReconnect, kTimerLinkWatch };
 struct QueuedFrame {
   uint8_t* data;
   uint32_t len;  // including the tx header
+};
+
+// CLOCK_REALTIME, read once when first needed: a ring that refuses every copy never reads it.
+struct TeeClock {
+  timespec ts;
+  bool have = false;
+  const timespec& Get() {
+    if (!have) {
+      clock_gettime(CLOCK_REALTIME, &ts);
+      have = true;
+    }
+    return ts;
+  }
 };
 
 struct SendResult {
@@ -165,6 +187,7 @@ class Device {
   static napi_value JsBindSwitch(napi_env env, napi_callback_info info);
   static napi_value JsSetSwitchMac(napi_env env, napi_callback_info info);
   static napi_value JsUnbindSwitch(napi_env env, napi_callback_info info);
+  static napi_value JsSetTee(napi_env env, napi_callback_info info);
   static void Finalize(napi_env env, void* data, void* hint);
 
  private:
@@ -203,7 +226,18 @@ class Device {
   void UnbindSwitch();
   static void OnIdle(uv_idle_t* handle);
   static void OnCheck(uv_check_t* handle);
-  SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude);
+  SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude, TeeClock* tee);
+  // Capture (setTee): copies of frames read (TEE_IN) and accepted for writing (TEE_OUT).
+  void TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir, TeeClock& clock);
+  void TeeIn(const uint8_t* f, uint32_t len) {
+    TeeClock clock;
+    TeeWrite(f, len, std::min(len, slot_), tee_rx_skip_, kTeeIn, clock);
+  }
+  void TeeOut(const iovec& v, TeeClock& clock) {
+    const uint32_t len = static_cast<uint32_t>(v.iov_len);
+    TeeWrite(static_cast<const uint8_t*>(v.iov_base), len, len, tee_tx_skip_, kTeeOut, clock);
+  }
+  void ClearTee();
   bool Enqueue(const iovec& frame);
   void Flush();
   void FreeQueue();
@@ -267,6 +301,19 @@ class Device {
   bool failed_ = false;
   bool finalized_ = false;
   bool error_reported_ = false;
+
+  // Capture (setTee): the ring's records and control words, held by strong references until
+  // cleared or closed. tee_in_/tee_out_ are all the data path looks at while no tee is set.
+  bool tee_in_ = false;
+  bool tee_out_ = false;
+  uint8_t* tee_buf_ = nullptr;
+  uint32_t tee_size_ = 0;
+  uint32_t* tee_ctl_ = nullptr;
+  uint32_t tee_snap_ = 0;
+  uint32_t tee_rx_skip_ = 0;
+  uint32_t tee_tx_skip_ = 0;
+  napi_ref tee_buf_ref_ = nullptr;
+  napi_ref tee_ctl_ref_ = nullptr;
 
   std::vector<mmsghdr> rmsgs_;
   std::vector<iovec> riov_;
@@ -452,6 +499,7 @@ void Device::Finalize(napi_env env, void* data, void* /*hint*/) {
     napi_delete_reference(env, d->wrapper_);
     d->wrapper_ = nullptr;
   }
+  d->ClearTee();
   for (napi_ref* r : {&d->on_read_, &d->on_error_, &d->fwd_cb_}) {
     if (*r) napi_delete_reference(env, *r);
     *r = nullptr;
@@ -469,6 +517,7 @@ void Device::Close() {
   closed_ = true;
   reading_ = false;
   FreeQueue();
+  ClearTee();
   UnbindSwitch();
   SetActive(false);
   // uv_close() stops the poll watcher and removes the fd from epoll synchronously, so the fd can
@@ -703,6 +752,12 @@ uint32_t Device::ReadBatch() {
     }
     rx_frames_ += n;
     total = n;
+    if (tee_in_ && n > 0) {
+      TeeClock clock;  // one time for the batch: recvmmsg took it at once
+      for (uint32_t k = 0; k < n; k++) {
+        TeeWrite(buf_ + static_cast<size_t>(k) * slot_, lens_[k], std::min(lens_[k], slot_), tee_rx_skip_, kTeeIn, clock);
+      }
+    }
     // Frames the switch would forward to a known member go out here, before any JS runs; JS
     // gets the rest of the batch (from `start`) now and a count of these later.
     if (n > 0 && CanCutThrough()) start = CutThrough(n);
@@ -731,6 +786,7 @@ uint32_t Device::ReadBatch() {
         total++;
         rx_bytes_ += static_cast<double>(r);
         lens_[n] = len;
+        if (tee_in_) TeeIn(f, len);  // before cut-through may reuse the slot
         if (cut) {
           Device* dst = Route(f, len, now);
           if (dst != nullptr) {
@@ -1015,11 +1071,92 @@ void Device::UnbindSwitch() {
   sw_mac_set_ = false;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Capture. The ring is plugins/common/tee-ring.ts's TeeRing, drained by JS on the same thread:
+// records go in at ctl[head] (ours), JS frees them by moving ctl[tail] (its). The room is
+// checked before anything is copied, so a full ring costs a few compares and a counter.
+
+namespace {
+inline void TeeCount(uint32_t* ctl, int i) {
+  if (++ctl[i] == 0) ++ctl[i + 1];
+}
+inline void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+}  // namespace
+
+void Device::TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir,
+                      TeeClock& clock) {
+  uint32_t* ctl = tee_ctl_;
+  const uint32_t orig = len > skip ? len - skip : 0;
+  uint32_t cap = tee_snap_ != 0 && orig > tee_snap_ ? tee_snap_ : orig;
+  if (cap > (avail > skip ? avail - skip : 0)) cap = avail > skip ? avail - skip : 0;  // a truncated read
+  const uint64_t need = kTeeRecHdr + ((static_cast<uint64_t>(cap) + 7) & ~7ull);
+  const uint32_t size = tee_size_;
+  const uint32_t head = ctl[kCtlHead], tail = ctl[kCtlTail];
+  uint32_t off;
+  // TeeRing.reserve: one piece, never completely full (head == tail is empty). Offsets JS
+  // could have spoiled make the ring look full rather than send us outside it.
+  if (head >= size || tail >= size || ((head | tail) & 7) != 0) {
+    TeeCount(ctl, kCtlDropped);
+    return;
+  }
+  if (head >= tail) {
+    const uint64_t end = head + need;
+    if (end < size || (end == size && tail != 0)) {
+      off = head;
+      ctl[kCtlHead] = end == size ? 0 : static_cast<uint32_t>(end);
+    } else if (need < tail) {
+      Put32(tee_buf_ + head, 0);  // wrap marker
+      off = 0;
+      ctl[kCtlHead] = static_cast<uint32_t>(need);
+    } else {
+      TeeCount(ctl, kCtlDropped);
+      return;
+    }
+  } else if (head + need < tail) {
+    off = head;
+    ctl[kCtlHead] = static_cast<uint32_t>(head + need);
+  } else {
+    TeeCount(ctl, kCtlDropped);
+    return;
+  }
+  const timespec& ts = clock.Get();
+  uint8_t* r = tee_buf_ + off;
+  Put32(r, static_cast<uint32_t>(need));
+  Put32(r + 4, cap);
+  Put32(r + 8, orig);
+  r[12] = static_cast<uint8_t>(dir);
+  if (skip >= kVnetHdrLen && len >= kVnetHdrLen) {
+    r[13] = f[1];  // virtio_net_hdr gso_type
+    r[14] = f[4];  // gso_size, little-endian
+    r[15] = f[5];
+  } else {
+    r[13] = r[14] = r[15] = 0;
+  }
+  Put32(r + 16, static_cast<uint32_t>(ts.tv_sec));
+  Put32(r + 20, static_cast<uint32_t>(ts.tv_nsec));
+  if (cap > 0) std::memcpy(r + kTeeRecHdr, f + skip, cap);
+  TeeCount(ctl, kCtlWritten);
+}
+
+void Device::ClearTee() {
+  tee_in_ = tee_out_ = false;
+  tee_buf_ = nullptr;
+  tee_ctl_ = nullptr;
+  tee_size_ = 0;
+  for (napi_ref* r : {&tee_buf_ref_, &tee_ctl_ref_}) {
+    if (*r != nullptr) napi_delete_reference(env_, *r);
+    *r = nullptr;
+  }
+}
+
+// Frames written now or queued are accepted, and teed as TEE_OUT when they are (in order).
 uint32_t Device::Submit(const iovec* frames, size_t n) {
   size_t i = 0;
   uint32_t accepted = 0;
+  TeeClock clock;
+  TeeClock* tee = tee_out_ ? &clock : nullptr;
   if (queue_.empty()) {
-    SendResult r = TrySend(frames, n, tx_hdr_, 0);
+    SendResult r = TrySend(frames, n, tx_hdr_, 0, tee);
     i = r.consumed;
     accepted += static_cast<uint32_t>(r.written);
   }
@@ -1028,6 +1165,7 @@ uint32_t Device::Submit(const iovec* frames, size_t n) {
     if (Enqueue(frames[i])) {
       accepted++;
       queued = true;
+      if (tee != nullptr) TeeOut(frames[i], *tee);
     }
   }
   if (queued) UpdateIo();
@@ -1036,7 +1174,8 @@ uint32_t Device::Submit(const iovec* frames, size_t n) {
 
 // Sends frames in order until one would block. `prefix` zero bytes are sent before each frame;
 // `exclude` bytes of each frame are not counted in txBytes (a header already in the copy).
-SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t exclude) {
+// `tee`: tee the frames written (Submit; Flush's were teed when queued).
+SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t exclude, TeeClock* tee) {
   size_t i = 0, written = 0;
   while (i < n) {
     if (closed_ || failed_) {
@@ -1070,6 +1209,9 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
       int r = sendmmsg(fd_, smsgs_.data(), static_cast<unsigned int>(m), MSG_DONTWAIT | MSG_NOSIGNAL);
       if (r > 0) {
         for (int k = 0; k < r; k++) tx_bytes_ += static_cast<double>(f[i + k].iov_len - exclude);
+        if (tee != nullptr) {
+          for (int k = 0; k < r; k++) TeeOut(f[i + k], *tee);
+        }
         tx_frames_ += r;
         written += r;
         i += r;
@@ -1090,6 +1232,7 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
         r = write(fd_, f[i].iov_base, f[i].iov_len);
       }
       if (r >= 0) {
+        if (tee != nullptr) TeeOut(f[i], *tee);
         tx_bytes_ += static_cast<double>(f[i].iov_len - exclude);
         tx_frames_++;
         written++;
@@ -1131,7 +1274,7 @@ void Device::Flush() {
       flush_iov_[k].iov_base = queue_[k].data;
       flush_iov_[k].iov_len = queue_[k].len;
     }
-    SendResult r = TrySend(flush_iov_.data(), m, 0, tx_hdr_);
+    SendResult r = TrySend(flush_iov_.data(), m, 0, tx_hdr_, nullptr);
     for (size_t k = 0; k < r.consumed && !queue_.empty(); k++) {
       queued_bytes_ -= queue_.front().len;
       std::free(queue_.front().data);
@@ -1527,6 +1670,51 @@ napi_value Fib::JsClear(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// setTee(ring: Buffer, ctl: Uint32Array, dirs, snaplen, rxSkip, txSkip), or setTee(null) to stop.
+napi_value Device::JsSetTee(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  Device* d = Unwrap(env, info, &argc, argv);
+  if (!d) return nullptr;
+  d->ClearTee();
+  if (argc < 1 || IsNullish(env, argv[0])) return nullptr;
+  bool is_buffer = false, is_ta = false;
+  void* data = nullptr;
+  size_t size = 0;
+  void* ctl = nullptr;
+  size_t ctl_len = 0;
+  napi_typedarray_type type = napi_int8_array;
+  uint32_t dirs = 0, snap = 0, rx_skip = 0, tx_skip = 0;
+  napi_value ab;
+  size_t ab_off;
+  if (argc < 6 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &data, &size) != napi_ok ||
+      napi_is_typedarray(env, argv[1], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[1], &type, &ctl_len, &ctl, &ab, &ab_off) != napi_ok ||
+      type != napi_uint32_array || ctl_len < kTeeCtlWords || napi_get_value_uint32(env, argv[2], &dirs) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &snap) != napi_ok ||
+      napi_get_value_uint32(env, argv[4], &rx_skip) != napi_ok ||
+      napi_get_value_uint32(env, argv[5], &tx_skip) != napi_ok || rx_skip > kTeeMaxSkip || tx_skip > kTeeMaxSkip ||
+      size < 2 * kTeeRecHdr || size > 0xfffffff8u || (reinterpret_cast<uintptr_t>(data) & 3) != 0) {
+    if (!IsExceptionPending(env)) {
+      ThrowType(env, "setTee(ring: Buffer, ctl: Uint32Array(8), dirs, snaplen, rxSkip, txSkip) or setTee(null)");
+    }
+    return nullptr;
+  }
+  if (d->closed_ || (dirs & (kTeeIn | kTeeOut)) == 0) return nullptr;
+  MVNET_CALL(env, napi_create_reference(env, argv[0], 1, &d->tee_buf_ref_));
+  MVNET_CALL(env, napi_create_reference(env, argv[1], 1, &d->tee_ctl_ref_));
+  d->tee_buf_ = static_cast<uint8_t*>(data);
+  d->tee_size_ = static_cast<uint32_t>(size & ~static_cast<size_t>(7));
+  d->tee_ctl_ = static_cast<uint32_t*>(ctl);
+  d->tee_snap_ = snap;
+  d->tee_rx_skip_ = rx_skip;
+  d->tee_tx_skip_ = tx_skip;
+  d->tee_in_ = (dirs & kTeeIn) != 0;
+  d->tee_out_ = (dirs & kTeeOut) != 0;
+  return nullptr;
+}
+
 napi_value Device::JsClose(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   Device* d = Unwrap(env, info, &argc, nullptr);
@@ -1548,6 +1736,7 @@ napi_value DefineDeviceClass(napi_env env) {
       {"bindSwitch", nullptr, Device::JsBindSwitch, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"setSwitchMac", nullptr, Device::JsSetSwitchMac, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"unbindSwitch", nullptr, Device::JsUnbindSwitch, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"setTee", nullptr, Device::JsSetTee, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"Fib", nullptr, nullptr, nullptr, nullptr, nullptr, napi_static, nullptr},
   };
   napi_property_descriptor fib_methods[] = {
