@@ -703,6 +703,18 @@ export class NetRouter implements GatewayHandler {
     return { ip: ip !== null ? ipString(ip4(ip)) : null, flows: this.endpoint.flowCount(name) };
   }
 
+  /**
+   * Whether a VM holds `ip`: a static address, a live DHCP lease or offer, or the address a VM
+   * without either was seen using. For choosing a free address (`vm attach --ip auto`).
+   */
+  holds(ip: number): boolean {
+    for (const a of this.statics.values()) if (a === ip) return true;
+    const now = this.wall();
+    for (const l of this.services.dhcp.leases()) if (l.ip === ip && l.state !== 'expired' && l.expiresAt > now) return true;
+    for (const s of this.vms.values()) if (s.learned4 === ip) return true;
+    return false;
+  }
+
   leases(): DhcpSnapshot {
     return this.services.dhcp.snapshot();
   }
