@@ -6,7 +6,10 @@
  *   - kernel veth: a veth pair, one end in each namespace (the ceiling);
  *   - C forwarder: bench/c-forwarder/fwd.c, a plain epoll read()/write() loop between two TAPs
  *     (compiled with `cc -O2` into a temp dir), each TAP moved into its namespace;
- *   - mvnet: a daemon with one network and two VMs attached by `--tap IF --netns NS`.
+ *   - mvnet: a daemon with one network and two VMs attached by `--tap IF --netns NS`;
+ *   - mvnet with a capture running (`mvnet capture a`, both directions of VM a's port): to a file
+ *     (rotating, 2 x 256 MB), and with a filter that matches none of the traffic (`udp port 9`);
+ *     the table's "x mvnet" column is their throughput over mvnet's without a capture.
  * each at three settings: MTU 1500, MTU 65520, and MTU 1500 with TSO (`--vnet-hdr` on both
  * mvnet attaches, `-v` for the C forwarder, the default offloads for veth; in the other two
  * settings TSO is switched off on the veth so it segments like a TAP without vnet header does).
@@ -25,7 +28,7 @@
  * removed at the end, on error, and on SIGINT/SIGTERM. Needs root, iperf3, ping, cc, and a
  * built tree (`npm run bench` builds first). Results also go to bench/out/*.json.
  *
- *   node dist/bench/run.js [--only veth,cfwd,mvnet] [--settings 1500,65520,tso] [--time 5] [--repeat N]
+ *   node dist/bench/run.js [--only veth,cfwd,mvnet,mvnet-cap,mvnet-nomatch] [--settings 1500,65520,tso] [--time 5] [--repeat N]
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -43,7 +46,10 @@ const IP_A = '10.77.0.11';
 const IP_B = '10.77.0.12';
 const SUBNET = '10.77.0.0/24';
 
-type PathId = 'veth' | 'cfwd' | 'mvnet';
+type PathId = 'veth' | 'cfwd' | 'mvnet' | 'mvnet-cap' | 'mvnet-nomatch';
+const ALL_PATHS: PathId[] = ['veth', 'cfwd', 'mvnet', 'mvnet-cap', 'mvnet-nomatch'];
+/** A capture of VM a that matches nothing of the iperf3/ping traffic (it runs in the daemon all the same). */
+const NO_MATCH_FILTER = ['udp', 'port', '9'];
 type SettingId = '1500' | '65520' | 'tso';
 
 interface Setting {
@@ -59,7 +65,13 @@ const SETTINGS: Setting[] = [
   { id: 'tso', mtu: 1500, tso: true, label: '1500+TSO' },
 ];
 
-const PATH_LABEL: Record<PathId, string> = { veth: 'kernel veth', cfwd: 'C forwarder', mvnet: 'mvnet' };
+const PATH_LABEL: Record<PathId, string> = {
+  veth: 'kernel veth',
+  cfwd: 'C forwarder',
+  mvnet: 'mvnet',
+  'mvnet-cap': 'mvnet, capture to file',
+  'mvnet-nomatch': 'mvnet, capture matching nothing',
+};
 
 interface Cell {
   path: PathId;
@@ -68,6 +80,9 @@ interface Cell {
   pingAvgMs?: number;
   pingP50Ms?: number;
   retransmits?: number;
+  /** Capture paths: what `mvnet capture` reported at the end. */
+  captured?: number;
+  captureDropped?: number;
   error?: string;
 }
 
@@ -115,7 +130,12 @@ async function setupCfwd(t: Topo, s: Setting, fwdBin: string): Promise<void> {
   await configure(t.nsB, t.ifB, `${IP_B}/24`, s.mtu);
 }
 
-async function setupMvnet(t: Topo, s: Setting, workDir: string): Promise<void> {
+interface CaptureRun {
+  /** Stops the capture (SIGTERM: the CLI ends it cleanly) and returns its summary. */
+  finish(): Promise<{ captured: number; dropped: number }>;
+}
+
+async function setupMvnet(t: Topo, s: Setting, workDir: string, capture: 'none' | 'file' | 'nomatch'): Promise<CaptureRun | null> {
   const stateDir = join(workDir, `state-${randomBytes(3).toString('hex')}`);
   mkdirSync(stateDir);
   const socket = join(stateDir, 'mvnet.sock');
@@ -132,6 +152,31 @@ async function setupMvnet(t: Topo, s: Setting, workDir: string): Promise<void> {
   }
   await configure(t.nsA, t.ifA, `${IP_A}/24`, s.mtu);
   await configure(t.nsB, t.ifB, `${IP_B}/24`, s.mtu);
+  if (capture === 'none') return null;
+  // Both directions of VM a's port; to a file kept small by rotation (a 5 s run at 65520 would
+  // write gigabytes): two files of 256 MB, as a long-running capture would be set up.
+  const file = join(stateDir, 'bench.pcapng');
+  const cap = background(
+    ['node', CLI, '--socket', socket, '--json', 'capture', 'a', '-w', capture === 'file' ? file : '/dev/null', ...(capture === 'file' ? ['--ring', '2', '--size', '256'] : NO_MATCH_FILTER)],
+    'mvnet capture',
+  );
+  // The capture runs once the daemon lists it (no event reaches this process for that).
+  await waitFor(async () => {
+    const st = JSON.parse((await cli(['--json', 'status'])).stdout) as { captures?: unknown[] };
+    return (st.captures?.length ?? 0) > 0;
+  }, 'the capture to start');
+  return {
+    async finish() {
+      await cap.stop();
+      const last = cap.stderr().trim().split('\n').pop() ?? '';
+      try {
+        const j = JSON.parse(last) as { captured?: number; dropped?: number };
+        return { captured: j.captured ?? NaN, dropped: j.dropped ?? NaN };
+      } catch {
+        throw new Error(`mvnet capture: no JSON summary on stderr: ${last}`);
+      }
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,13 +237,15 @@ async function measure(path: PathId, s: Setting, ctx: { fwdBin: string; workDir:
   try {
     await createNs(t.nsA);
     await createNs(t.nsB);
+    let cap: CaptureRun | null = null;
     if (path === 'veth') await setupVeth(t, s);
     else if (path === 'cfwd') await setupCfwd(t, s, ctx.fwdBin);
-    else await setupMvnet(t, s, ctx.workDir);
+    else cap = await setupMvnet(t, s, ctx.workDir, path === 'mvnet-cap' ? 'file' : path === 'mvnet-nomatch' ? 'nomatch' : 'none');
     await connected(t);
     const p = await ping(t);
     const ip = await iperf(t, ctx.seconds);
-    return { path, setting: s.id, gbps: ip.gbps, retransmits: ip.retransmits, pingAvgMs: p.avg, pingP50Ms: p.p50 };
+    const c = cap === null ? undefined : await cap.finish();
+    return { path, setting: s.id, gbps: ip.gbps, retransmits: ip.retransmits, pingAvgMs: p.avg, pingP50Ms: p.p50, captured: c?.captured, captureDropped: c?.dropped };
   } catch (e) {
     return { path, setting: s.id, error: (e as Error).message.split('\n')[0] };
   } finally {
@@ -231,6 +278,8 @@ function summarize(cells: Cell[]): (Cell & { n: number })[] {
       pingAvgMs: med((x) => x.pingAvgMs),
       pingP50Ms: med((x) => x.pingP50Ms),
       retransmits: med((x) => x.retransmits),
+      captured: med((x) => x.captured),
+      captureDropped: med((x) => x.captureDropped),
       n: ok.length,
     });
   }
@@ -239,7 +288,7 @@ function summarize(cells: Cell[]): (Cell & { n: number })[] {
 
 function renderTable(cells: Cell[], settings: Setting[], paths: PathId[], repeat: number): string {
   const summary = summarize(cells);
-  const header = ['path', 'MTU', ...(repeat > 1 ? ['runs'] : []), 'Gbit/s', 'x veth', 'x C fwd', 'ping avg ms', 'ping p50 ms', '+us/hop', '+us/hop p50'];
+  const header = ['path', 'MTU', ...(repeat > 1 ? ['runs'] : []), 'Gbit/s', 'x veth', 'x C fwd', 'x mvnet', 'ping avg ms', 'ping p50 ms', '+us/hop', '+us/hop p50', 'captured/dropped'];
   const rows: string[][] = [];
   const perHop = (c: number | undefined, base: number | undefined): number | undefined =>
     c === undefined || base === undefined ? undefined : ((c - base) / 2) * 1000;
@@ -247,12 +296,13 @@ function renderTable(cells: Cell[], settings: Setting[], paths: PathId[], repeat
     const get = (p: PathId): (Cell & { n: number }) | undefined => summary.find((c) => c.path === p && c.setting === s.id);
     const veth = get('veth');
     const cfwd = get('cfwd');
+    const plain = get('mvnet');
     for (const p of paths) {
       const c = get(p);
       if (!c) continue;
       const runs = repeat > 1 ? [`${c.n}/${repeat}`] : [];
       if (c.n === 0) {
-        rows.push([PATH_LABEL[p], s.label, ...runs, 'error', '', '', '', '', '', c.error ?? '']);
+        rows.push([PATH_LABEL[p], s.label, ...runs, 'error', '', '', '', '', '', '', '', c.error ?? '']);
         continue;
       }
       rows.push([
@@ -262,10 +312,12 @@ function renderTable(cells: Cell[], settings: Setting[], paths: PathId[], repeat
         fmt(c.gbps, 2),
         veth?.gbps && c.gbps !== undefined ? fmt(c.gbps / veth.gbps, 2) : '-',
         cfwd?.gbps && c.gbps !== undefined ? fmt(c.gbps / cfwd.gbps, 2) : '-',
+        p.startsWith('mvnet-') && plain?.gbps && c.gbps !== undefined ? fmt(c.gbps / plain.gbps, 2) : '-',
         fmt(c.pingAvgMs, 3),
         fmt(c.pingP50Ms, 3),
         p === 'veth' ? '(base)' : fmt(perHop(c.pingAvgMs, veth?.pingAvgMs), 1),
         p === 'veth' ? '(base)' : fmt(perHop(c.pingP50Ms, veth?.pingP50Ms), 1),
+        c.captured !== undefined ? `${fmt(c.captured, 0)}/${fmt(c.captureDropped, 0)}` : '',
       ]);
     }
   }
@@ -277,7 +329,7 @@ function renderTable(cells: Cell[], settings: Setting[], paths: PathId[], repeat
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seconds: number; repeat: number } {
-  let paths: PathId[] = ['veth', 'cfwd', 'mvnet'];
+  let paths: PathId[] = ALL_PATHS;
   let settings = SETTINGS;
   let seconds = 5;
   let repeat = 1;
@@ -285,7 +337,7 @@ function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seco
     const a = argv[i]!;
     const v = argv[i + 1];
     if (a === '--only' && v) {
-      paths = v.split(',').filter((p): p is PathId => p === 'veth' || p === 'cfwd' || p === 'mvnet');
+      paths = v.split(',').filter((p): p is PathId => (ALL_PATHS as string[]).includes(p));
       i++;
     } else if (a === '--settings' && v) {
       const want = v.split(',');
@@ -298,7 +350,7 @@ function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seco
       repeat = Math.max(1, Math.min(20, Math.floor(Number(v)) || 1));
       i++;
     } else {
-      throw new Error(`unknown argument ${a} (use --only veth,cfwd,mvnet --settings 1500,65520,tso --time N --repeat N)`);
+      throw new Error(`unknown argument ${a} (use --only veth,cfwd,mvnet,mvnet-cap,mvnet-nomatch --settings 1500,65520,tso --time N --repeat N)`);
     }
   }
   return { paths, settings, seconds, repeat };
@@ -311,7 +363,7 @@ function preflight(paths: PathId[]): void {
   for (const tool of ['iperf3', 'ping', 'ss', 'ethtool', ...(paths.includes('cfwd') ? ['cc'] : [])]) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) problems.push(`${tool} is not installed (bash scripts/deps.sh)`);
   }
-  if (paths.includes('mvnet') && !existsSync(CLI)) problems.push(`${CLI} is missing (npm run build)`);
+  if (paths.some((p) => p.startsWith('mvnet')) && !existsSync(CLI)) problems.push(`${CLI} is missing (npm run build)`);
   if (problems.length > 0) throw new Error(`bench: cannot run:\n  - ${problems.join('\n  - ')}`);
 }
 
@@ -349,6 +401,7 @@ async function main(): Promise<void> {
   );
   console.log(table);
   console.log('\n+us/hop = (ping RTT - veth ping RTT) / 2: latency the forwarder adds each way (from the averages; p50: from the medians).');
+  console.log('x mvnet: throughput with a capture of VM a running, over mvnet without one in the same run (capture to file: both directions, ring of 2 x 256 MB; matching nothing: `udp port 9`).');
 
   const outDir = join(ROOT, 'bench', 'out');
   mkdirSync(outDir, { recursive: true });

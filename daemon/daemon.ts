@@ -445,7 +445,10 @@ export class Daemon {
   }
 
   private async attachVm(params: unknown): Promise<VmInfo> {
-    const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])), this.cfg.vmSocketDir !== undefined ? { vmSocketDir: this.cfg.vmSocketDir } : {});
+    const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])), {
+      ...(this.cfg.vmSocketDir !== undefined ? { vmSocketDir: this.cfg.vmSocketDir } : {}),
+      freeIp: (net, first, last) => this.freeIp(net, first, last),
+    });
     if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
     const key = portKey(spec.port);
     for (const v of this.vms.values()) {
@@ -471,6 +474,17 @@ export class Daemon {
       throw err;
     }
     return this.vmInfo(entry);
+  }
+
+  /** The highest host address of `net` that neither the gateway nor any VM holds (DHCP's pool fills from the bottom). */
+  private freeIp(net: NetworkSpec, first: number, last: number): number | undefined {
+    const gateway = ipv4TextToNumber(net.gateway);
+    const router = this.nets.get(net.name)?.router;
+    const statics = new Set([...this.vms.values()].filter((v) => v.spec.net === net.name && v.spec.ip !== undefined).map((v) => ipv4TextToNumber(v.spec.ip!)));
+    for (let a = last; a >= first; a--) {
+      if (a !== gateway && !statics.has(a) && router?.holds(a) !== true) return a;
+    }
+    return undefined;
   }
 
   private async detachEntry(name: string): Promise<void> {
@@ -621,7 +635,16 @@ export class Daemon {
 
   status(extra: { socket: string; stateDir: string; version: string }): StatusInfo {
     return {
-      daemon: { pid: process.pid, version: extra.version, socket: extra.socket, stateDir: extra.stateDir, uptimeSec: Math.round(process.uptime()), errors: this.errors() },
+      daemon: {
+        pid: process.pid,
+        version: extra.version,
+        socket: extra.socket,
+        stateDir: extra.stateDir,
+        vmSocketDir: this.cfg.vmSocketDir,
+        torConfigured: this.cfg.torConfigured,
+        uptimeSec: Math.round(process.uptime()),
+        errors: this.errors(),
+      },
       networks: this.listNetworks(),
       vms: this.listVms(),
       captures: this.listCaptures(),

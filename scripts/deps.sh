@@ -22,6 +22,7 @@ REQUIRED=(
   busybox udhcpc  # DHCP client / tiny servers inside namespaces
   dnsmasq-base    # DHCP/DNS reference server
   curl socat      # HTTP probes, socket plumbing
+  qemu-system-x86 # the real-VM tests (hook-qemu.test.ts), -accel tcg
 )
 # Wanted by later features (DHCP client alternative, Tor routing, passt, QEMU end-to-end);
 # installed when the archive has them, reported when it does not.
@@ -29,8 +30,15 @@ OPTIONAL=(
   isc-dhcp-client
   tor
   passt
-  qemu-system-x86
 )
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# The real-VM tests' kernel and static busybox: downloaded and unpacked into a cache directory
+# (scripts/vm-assets.sh; nothing installed), once; a no-op when cached.
+vm_assets() {
+  echo "deps.sh: VM test assets in $(bash "$here/vm-assets.sh" | tail -1)"
+}
 
 if [ "${1:-}" = "--list" ]; then
   printf '%s\n' "${REQUIRED[@]}" "${OPTIONAL[@]}"
@@ -56,6 +64,7 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 if [ "${#missing[@]}" = 0 ]; then
   echo "deps.sh: all ${#REQUIRED[@]} required and ${#OPTIONAL[@]} optional packages already installed"
+  vm_assets
   exit 0
 fi
 
@@ -121,4 +130,5 @@ fi
 for p in "${REQUIRED[@]}"; do
   installed "$p" || { echo "deps.sh: $p did not install" >&2; exit 1; }
 done
+vm_assets
 echo "deps.sh: done"

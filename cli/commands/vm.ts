@@ -95,7 +95,7 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--iface <ifname>', 'an existing interface, through an AF_PACKET socket')
     .option('--netns <name|path>', 'create/open the device inside this network namespace')
     .option('--mac <mac>', "the VM's MAC: the only source MAC it may use (else learned from its first frame)")
-    .option('--ip <ip>', "the VM's IPv4 address")
+    .option('--ip <ip>', "the VM's IPv4 address, or 'auto' (the daemon picks a free one)")
     .option('--vnet-hdr', 'TAP with virtio-net header offloads (TSO, checksum)')
     .option('--multi-queue', 'TAP with IFF_MULTI_QUEUE')
     .action(async (name: string, o: AttachOpts) => {

@@ -75,6 +75,8 @@ export interface Prepared {
 }
 
 const DEFAULT_RING_BYTES = 4 << 20;
+/** Live captures at once: each may hold SINK_QUEUE_BYTES for a reader that does not read. */
+export const MAX_LIVE_CAPTURES = 64;
 
 function realNowNs(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1e6);
@@ -141,7 +143,9 @@ export class CaptureHub {
     });
   }
 
-  prepare(params: CaptureParams): Prepared {
+  /** `live`: a capture.start, refused past MAX_LIVE_CAPTURES running (tees are bounded by the state). */
+  prepare(params: CaptureParams, live = false): Prepared {
+    if (live && [...this.sessions].filter((s) => s.kind === 'live').length >= MAX_LIVE_CAPTURES) throw new UserError(`${MAX_LIVE_CAPTURES} captures are running already; stop one first`, -32001);
     checkFilter(params.filter);
     return { id: `c${this.nextId++}`, points: this.resolve(params.from, params.drops), params };
   }

@@ -160,8 +160,11 @@ export class FileSink implements Sink {
       // Full (and holding more than a section header): the next file starts with one.
       if (this.size > this.preamble.length && this.size + this.pending[0]!.length > limit) {
         if (!this.rotate()) return;
-        this.pending.unshift(this.preamble);
-        this.pendingBytes += this.preamble.length;
+        // The new file starts with the section header (unless the next block is that already).
+        if (this.pending[0] !== this.preamble) {
+          this.pending.unshift(this.preamble);
+          this.pendingBytes += this.preamble.length;
+        }
       }
       const take: Buffer[] = [this.pending.shift()!];
       let n = take[0]!.length;
@@ -233,10 +236,11 @@ export class FileSink implements Sink {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
-  /** Writes what is queued, then closes the file. */
-  close(): void {
+  /** Writes what is queued, then closes the file; resolves when it is written (the daemon may exit right after). */
+  async close(): Promise<void> {
     this.closeWhenDone = true;
     if (!this.writing) this.closeNow();
+    else await this.drained();
   }
 
   private closeNow(): void {

@@ -32,6 +32,8 @@ export interface TeeStatus {
 }
 
 export const UNIX_PREFIX = 'unix:';
+/** Tees at once (each holds an output, and a queue while it runs). */
+export const MAX_TEES = 64;
 
 interface Tee {
   spec: TeeSpec;
@@ -64,6 +66,7 @@ export class Tees {
    */
   async add(spec: TeeSpec, restoring = false): Promise<TeeStatus> {
     if (this.tees.has(spec.name)) throw new UserError(`a tee named ${spec.name} already exists`, -32001);
+    if (!restoring && this.tees.size >= MAX_TEES) throw new UserError(`there are ${MAX_TEES} tees already; remove one first`, -32001);
     for (const t of this.tees.values()) if (t.spec.to === spec.to) throw new UserError(`tee ${t.spec.name} already ${spec.to.startsWith(UNIX_PREFIX) ? 'listens at' : 'writes'} ${spec.to}`, -32001);
     let sink: FileSink | UnixSink | null = null;
     let failed = '';
@@ -129,7 +132,7 @@ export class Tees {
     t.session?.stop(remove ? 'tee removed' : 'the daemon is stopping');
     t.session = null;
     if (t.sink instanceof UnixSink) await t.sink.close(remove);
-    else t.sink?.close();
+    else await t.sink?.close();
   }
 
   specs(): TeeSpec[] {

@@ -75,7 +75,18 @@ export interface DaemonErrors {
 }
 
 export interface StatusInfo {
-  daemon: { pid: number; version: string; socket: string; stateDir: string; uptimeSec: number; errors: DaemonErrors };
+  daemon: {
+    pid: number;
+    version: string;
+    socket: string;
+    stateDir: string;
+    /** Where sockets named by a bare file name go (`vmSocketDir`). */
+    vmSocketDir: string;
+    /** The config has a `tor` section (else Tor would only be started on demand, unconfigured). */
+    torConfigured: boolean;
+    uptimeSec: number;
+    errors: DaemonErrors;
+  };
   networks: NetInfo[];
   vms: VmInfo[];
   /** Running captures: live ones (`capture.start`) and active tees. */

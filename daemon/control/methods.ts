@@ -68,7 +68,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'tee.remove': (p) => d.removeTee(p),
     'capture.points': async (): Promise<CapturePointInfo[]> => d.capture.points(),
     'capture.start': async (p) => {
-      const prep = d.capture.prepare(checkCaptureParams(p));
+      const prep = d.capture.prepare(checkCaptureParams(p), true);
       const started: CaptureStarted = { id: prep.id, points: prep.points.map((x) => x.name) };
       // The reply line first, then the connection carries the pcapng stream (server.ts TakeOver).
       return new TakeOver(started, (sock, clientEnded) => {

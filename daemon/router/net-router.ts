@@ -645,8 +645,8 @@ export class NetRouter implements GatewayHandler {
     const flow: Flow | null =
       d.tcp !== undefined ? { proto: 'tcp', dst: src, port: d.tcp.srcPort } : d.udp !== undefined ? { proto: 'udp', dst: src, port: d.udp.srcPort } : d.icmp?.kind === 'echo-reply' ? { proto: 'ping', dst: src } : null;
     if (flow === null) return;
-    // Answers of the gateway's own UDP services (DNS) did not come from an exit.
-    if (flow.proto === 'udp' && this.isGateway(src)) return;
+    // The gateway's own DNS answers over UDP did not come from an exit (host-loopback UDP did).
+    if (flow.proto === 'udp' && flow.port === 53 && this.isGateway(src)) return;
     const v = this.decide(vm.name, flow);
     // RSTs and ICMP errors for refused flows are the gateway's, not an exit's.
     if (v.kind === 'refuse' || v.kind === 'drop') return;
@@ -701,6 +701,18 @@ export class NetRouter implements GatewayHandler {
     const s = this.vms.get(name);
     const ip = vm !== undefined && s !== undefined ? this.ownIp4(vm, s) : (vm?.ip ?? null);
     return { ip: ip !== null ? ipString(ip4(ip)) : null, flows: this.endpoint.flowCount(name) };
+  }
+
+  /**
+   * Whether a VM holds `ip`: a static address, a live DHCP lease or offer, or the address a VM
+   * without either was seen using. For choosing a free address (`vm attach --ip auto`).
+   */
+  holds(ip: number): boolean {
+    for (const a of this.statics.values()) if (a === ip) return true;
+    const now = this.wall();
+    for (const l of this.services.dhcp.leases()) if (l.ip === ip && l.state !== 'expired' && l.expiresAt > now) return true;
+    for (const s of this.vms.values()) if (s.learned4 === ip) return true;
+    return false;
   }
 
   leases(): DhcpSnapshot {

@@ -290,12 +290,19 @@ function checkDeviceRecord(v: unknown): DeviceRecord {
 }
 
 /**
+ * Chooses a free host address of `net` in [first, last] for `ip: "auto"`, or undefined when none
+ * is left (the daemon knows which addresses VMs and DHCP leases hold).
+ */
+export type FreeIp = (net: NetworkSpec, first: number, last: number) => number | undefined;
+
+/**
  * An attachment. `fromState`: read from the state file, whose `device` record says whether
  * mvnet created the device; from a control caller that field is ignored (else a caller could
  * have the admin's TAP deleted at detach). `vmSocketDir`: where relative or omitted socket
- * paths go (absent: they are refused, as in the state file).
+ * paths go (absent: they are refused, as in the state file). `ip: "auto"` (from a control caller)
+ * asks `freeIp` for the address.
  */
-export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, opts: { fromState?: boolean; vmSocketDir?: string } = {}): VmSpec {
+export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, opts: { fromState?: boolean; vmSocketDir?: string; freeIp?: FreeIp } = {}): VmSpec {
   const { fromState = false, vmSocketDir } = opts;
   const o = asObject(p, 'params');
   // A VM saved before names were reserved is kept (and can be detached), never refused at restore.
@@ -308,7 +315,13 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, 
   const mac = str(o, 'mac', false);
   if (mac !== undefined) spec.mac = checkMac(mac);
   const ip = str(o, 'ip', false);
-  if (ip !== undefined) {
+  if (ip === 'auto' && !fromState) {
+    // The daemon chooses: a free host address, which becomes the VM's static address (and DHCP reservation).
+    const range = hostsOf(checkSubnet(net.subnet, false));
+    const a = opts.freeIp?.(net, range.first, range.last);
+    if (a === undefined) throw new UserError(`no free address left on ${net.name} (${net.subnet})`, -32001);
+    spec.ip = formatIpv4(a);
+  } else if (ip !== undefined) {
     const a = checkIpv4(ip, 'ip');
     const range = hostsOf(checkSubnet(net.subnet, false));
     if (a === range.first - 1) throw new UserError(`ip ${ip} is the network address of ${net.name}'s subnet ${net.subnet}`);

@@ -5,7 +5,13 @@
  * the capture hub (`drain`). Producer and consumer run on the same thread, so no atomics.
  *
  * A full ring never slows the port: the copy is refused before anything is copied and counted
- * in `dropped`. The size is checked first, so a refused frame costs a few compares.
+ * in `dropped`. The size is checked first, so a refused frame costs a few compares. Producers
+ * keep no state of their own (head is re-read from `ctl` every time), so several ports, native
+ * and JS, may write into one ring.
+ *
+ * The producer never waits for the consumer; drain often enough (a timer) or records are lost
+ * (counted). `drain` empties the ring and starts it over at offset 0; `drain(fn, max)` leaves
+ * the rest, and later records then wrap around.
  *
  * ## Layout (the one place it is written down; device.cc's TeeWrite follows it)
  *

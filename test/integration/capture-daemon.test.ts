@@ -5,7 +5,7 @@
  * by a peer framing as QEMU does), kept across a restart; tee paths that must be refused are.
  * Traffic stays inside the namespaces created here.
  */
-import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRpc, startDaemon, type Daemon } from '../support/daemon.js';
@@ -179,6 +179,10 @@ describe('capture: live stream on the control connection', () => {
     // Two sections (one per run), two pings: tshark reads them in order.
     const file = join(d.stateDir, 'captures', 'f1.pcapng');
     await waitFor(async () => (await tsharkFields(file, ['icmp.type'])).length === 4, { what: 'both runs in the file' });
+    // Each run ended with its statistics: the first at the daemon's stop, the second at tee.remove.
+    const read = readPcapng(readFileSync(file));
+    expect(read.sections).toBe(2);
+    expect(read.isbs.length).toBe(2);
     const rows = await tsharkFields(file, ['frame.interface_name', 'frame.packet_flags_direction', 'icmp.type']);
     expect(rows).toEqual([
       ['vm1', '0x00000001', '8'],

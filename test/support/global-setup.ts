@@ -9,7 +9,7 @@
  *   the whole run — with one clear paragraph when something is missing. Never a silent skip.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -47,6 +47,8 @@ function build(): void {
   );
   if (!existsSync(main) || statSync(main).mtimeMs < srcNewest) {
     sh(join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json'], 'TypeScript build');
+    // As `npm run prepare` does: the package's bins run as programs (tsc makes new files 0644).
+    for (const bin of ['main.js', 'cni.js']) chmodSync(join(ROOT, 'dist', 'cli', bin), 0o755);
   }
   if (!existsSync(ADDON)) {
     // The root package's own `install` script is `node-gyp rebuild`; `npm run` puts npm's bundled

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CaptureHub } from '../../daemon/capture/hub.js';
+import { CaptureHub, MAX_LIVE_CAPTURES } from '../../daemon/capture/hub.js';
 import { Network } from '../../daemon/switch/network.js';
 import { checkCaptureParams } from '../../daemon/capture/params.js';
 import { encodeIcmpv4 } from '../../daemon/wire/icmpv4.js';
@@ -151,10 +151,29 @@ describe('capture hub: ports and the switch', () => {
     const sink = new MemSink();
     const s = start(hub, { from: { point: ['drops'] } }, sink);
     expect(sw.capture).not.toBeNull();
-    p1.inject(echo(0x0200_0000_0099, MAC2, IP1, IP2, 'echo-request'), Buffer.alloc(10));
+    // A router advertisement from a VM (ICMPv6 type 134 from fe80::1 to ff02::1).
+    const ra = Buffer.alloc(14 + 40 + 16);
+    Buffer.from('333300000001', 'hex').copy(ra, 0);
+    ra.writeUIntBE(MAC1, 6, 6);
+    ra.writeUInt16BE(0x86dd, 12);
+    ra[14] = 0x60;
+    ra.writeUInt16BE(16, 18);
+    ra[20] = 58;
+    ra[21] = 255;
+    Buffer.from('fe800000000000000000000000000001', 'hex').copy(ra, 22);
+    Buffer.from('ff020000000000000000000000000001', 'hex').copy(ra, 38);
+    ra[54] = 134;
+    p1.inject(echo(0x0200_0000_0099, MAC2, IP1, IP2, 'echo-request'), Buffer.alloc(10), ra);
     s.stop('test');
-    expect(sink.read().packets.map((p) => p.comment)).toEqual(['dropped: spoofed source MAC (from vm1 on lan)', 'dropped: runt frame (from vm1 on lan)']);
+    expect(sink.read().packets.map((p) => p.comment)).toEqual(['dropped: spoofed source MAC (from vm1 on lan)', 'dropped: runt frame (from vm1 on lan)', 'dropped: rogue RA (from vm1 on lan)']);
     return Promise.resolve().then(() => expect(sw.capture).toBeNull());
+  });
+
+  it('refuses more live captures than MAX_LIVE_CAPTURES (each may hold a full queue)', () => {
+    for (let i = 0; i < MAX_LIVE_CAPTURES; i++) hub.open(hub.prepare(checkCaptureParams({ from: { point: ['drops'] } }), true), new MemSink());
+    expect(() => hub.prepare(checkCaptureParams({ from: { point: ['drops'] } }), true)).toThrow(/captures are running already/);
+    hub.list()[0]!.stop('test');
+    expect(() => hub.prepare(checkCaptureParams({ from: { point: ['drops'] } }), true)).not.toThrow();
   });
 
   it('refuses unknown points and bad filters with a clear message', () => {

@@ -81,8 +81,7 @@ describe('capture sinks', () => {
     }
     expect(s.counters.dropped).toBe(0);
     s.stop('test');
-    sink.close();
-    await sink.drained();
+    await sink.close();
     const names = fs.readdirSync(dir).filter((n) => n.startsWith('r.pcapng')).sort();
     expect(names).toEqual(['r.pcapng', 'r.pcapng.1', 'r.pcapng.2']);
     for (const n of names) {
@@ -95,5 +94,20 @@ describe('capture sinks', () => {
     }
     hub.close();
     sw.close();
+  });
+
+  it('file: a restarted rotating tee whose file is already full starts a new file with one section header', async () => {
+    const d2 = fs.mkdtempSync(path.join(os.tmpdir(), 'mvcap-full-'));
+    fs.writeFileSync(path.join(d2, 'f'), Buffer.alloc(1024 * 1024 + 10));
+    const sink = new FileSink({ captureDir: d2, rel: 'f', ring: { files: 2, sizeMb: 1 } });
+    const hub = newHub();
+    const s = hub.open(hub.prepare(checkCaptureParams({ from: { point: ['drops'] } })), sink, { kind: 'tee', name: 'f' });
+    s.stop('test');
+    await sink.close();
+    expect(fs.readFileSync(path.join(d2, 'f.1')).length).toBe(1024 * 1024 + 10);
+    const r = readPcapng(fs.readFileSync(path.join(d2, 'f')));
+    expect(r.sections).toBe(1);
+    expect(r.isbs.length).toBe(1);
+    hub.close();
   });
 });

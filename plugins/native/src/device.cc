@@ -7,8 +7,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -57,6 +57,19 @@ enum TimerMode { kTimerOff, kTimerRetry, kTimerReconnect, kTimerLinkWatch };
 struct QueuedFrame {
   uint8_t* data;
   uint32_t len;  // including the tx header
+};
+
+// CLOCK_REALTIME, read once when first needed: a ring that refuses every copy never reads it.
+struct TeeClock {
+  timespec ts;
+  bool have = false;
+  const timespec& Get() {
+    if (!have) {
+      clock_gettime(CLOCK_REALTIME, &ts);
+      have = true;
+    }
+    return ts;
+  }
 };
 
 struct SendResult {
@@ -213,17 +226,16 @@ class Device {
   void UnbindSwitch();
   static void OnIdle(uv_idle_t* handle);
   static void OnCheck(uv_check_t* handle);
-  SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude, const timespec* tee_ts);
+  SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude, TeeClock* tee);
   // Capture (setTee): copies of frames read (TEE_IN) and accepted for writing (TEE_OUT).
-  void TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir, const timespec& ts);
+  void TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir, TeeClock& clock);
   void TeeIn(const uint8_t* f, uint32_t len) {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    TeeWrite(f, len, std::min(len, slot_), tee_rx_skip_, kTeeIn, ts);
+    TeeClock clock;
+    TeeWrite(f, len, std::min(len, slot_), tee_rx_skip_, kTeeIn, clock);
   }
-  void TeeOut(const iovec& v, const timespec& ts) {
+  void TeeOut(const iovec& v, TeeClock& clock) {
     const uint32_t len = static_cast<uint32_t>(v.iov_len);
-    TeeWrite(static_cast<const uint8_t*>(v.iov_base), len, len, tee_tx_skip_, kTeeOut, ts);
+    TeeWrite(static_cast<const uint8_t*>(v.iov_base), len, len, tee_tx_skip_, kTeeOut, clock);
   }
   void ClearTee();
   bool Enqueue(const iovec& frame);
@@ -741,10 +753,9 @@ uint32_t Device::ReadBatch() {
     rx_frames_ += n;
     total = n;
     if (tee_in_ && n > 0) {
-      timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);  // one time for the batch: recvmmsg took it at once
+      TeeClock clock;  // one time for the batch: recvmmsg took it at once
       for (uint32_t k = 0; k < n; k++) {
-        TeeWrite(buf_ + static_cast<size_t>(k) * slot_, lens_[k], std::min(lens_[k], slot_), tee_rx_skip_, kTeeIn, ts);
+        TeeWrite(buf_ + static_cast<size_t>(k) * slot_, lens_[k], std::min(lens_[k], slot_), tee_rx_skip_, kTeeIn, clock);
       }
     }
     // Frames the switch would forward to a known member go out here, before any JS runs; JS
@@ -1073,7 +1084,7 @@ inline void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 }  // namespace
 
 void Device::TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir,
-                      const timespec& ts) {
+                      TeeClock& clock) {
   uint32_t* ctl = tee_ctl_;
   const uint32_t orig = len > skip ? len - skip : 0;
   uint32_t cap = tee_snap_ != 0 && orig > tee_snap_ ? tee_snap_ : orig;
@@ -1108,6 +1119,7 @@ void Device::TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t s
     TeeCount(ctl, kCtlDropped);
     return;
   }
+  const timespec& ts = clock.Get();
   uint8_t* r = tee_buf_ + off;
   Put32(r, static_cast<uint32_t>(need));
   Put32(r + 4, cap);
@@ -1141,14 +1153,10 @@ void Device::ClearTee() {
 uint32_t Device::Submit(const iovec* frames, size_t n) {
   size_t i = 0;
   uint32_t accepted = 0;
-  timespec ts;
-  const timespec* tee_ts = nullptr;
-  if (tee_out_) {
-    clock_gettime(CLOCK_REALTIME, &ts);
-    tee_ts = &ts;
-  }
+  TeeClock clock;
+  TeeClock* tee = tee_out_ ? &clock : nullptr;
   if (queue_.empty()) {
-    SendResult r = TrySend(frames, n, tx_hdr_, 0, tee_ts);
+    SendResult r = TrySend(frames, n, tx_hdr_, 0, tee);
     i = r.consumed;
     accepted += static_cast<uint32_t>(r.written);
   }
@@ -1157,7 +1165,7 @@ uint32_t Device::Submit(const iovec* frames, size_t n) {
     if (Enqueue(frames[i])) {
       accepted++;
       queued = true;
-      if (tee_ts != nullptr) TeeOut(frames[i], *tee_ts);
+      if (tee != nullptr) TeeOut(frames[i], *tee);
     }
   }
   if (queued) UpdateIo();
@@ -1166,8 +1174,8 @@ uint32_t Device::Submit(const iovec* frames, size_t n) {
 
 // Sends frames in order until one would block. `prefix` zero bytes are sent before each frame;
 // `exclude` bytes of each frame are not counted in txBytes (a header already in the copy).
-// `tee_ts`: tee the frames written (Submit; Flush's were teed when queued).
-SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t exclude, const timespec* tee_ts) {
+// `tee`: tee the frames written (Submit; Flush's were teed when queued).
+SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t exclude, TeeClock* tee) {
   size_t i = 0, written = 0;
   while (i < n) {
     if (closed_ || failed_) {
@@ -1201,8 +1209,8 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
       int r = sendmmsg(fd_, smsgs_.data(), static_cast<unsigned int>(m), MSG_DONTWAIT | MSG_NOSIGNAL);
       if (r > 0) {
         for (int k = 0; k < r; k++) tx_bytes_ += static_cast<double>(f[i + k].iov_len - exclude);
-        if (tee_ts != nullptr) {
-          for (int k = 0; k < r; k++) TeeOut(f[i + k], *tee_ts);
+        if (tee != nullptr) {
+          for (int k = 0; k < r; k++) TeeOut(f[i + k], *tee);
         }
         tx_frames_ += r;
         written += r;
@@ -1224,7 +1232,7 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
         r = write(fd_, f[i].iov_base, f[i].iov_len);
       }
       if (r >= 0) {
-        if (tee_ts != nullptr) TeeOut(f[i], *tee_ts);
+        if (tee != nullptr) TeeOut(f[i], *tee);
         tx_bytes_ += static_cast<double>(f[i].iov_len - exclude);
         tx_frames_++;
         written++;
