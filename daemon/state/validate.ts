@@ -47,10 +47,11 @@ export function checkName(v: unknown, what: string): string {
 }
 
 /**
- * Words the CLI reads as commands (`route show`, `route --direct help`): a VM with such a name
- * could not be told apart from the command, so no VM may have one.
+ * Words the CLI reads as commands (`route show`, `route --direct help`) and capture point names
+ * (`mvnet capture --point drops`): a VM with such a name could not be told apart from them, so
+ * no VM may have one.
  */
-const RESERVED_VM_NAMES = new Set(['show', 'help', 'list', 'clear', 'create', 'delete', 'remove', 'add', 'set', 'all', 'none']);
+const RESERVED_VM_NAMES = new Set(['show', 'help', 'list', 'clear', 'create', 'delete', 'remove', 'add', 'set', 'all', 'none', 'drops']);
 
 /** A VM name: a name that is not a reserved word. */
 export function checkVmName(v: unknown, what = 'VM'): string {
