@@ -79,7 +79,7 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
         try {
           options = JSON.parse(o.options);
         } catch (e) {
-          throw new CliError(`--options is not JSON: ${(e as Error).message}`);
+          throw new CliError(`--options is not JSON: ${e instanceof Error ? e.message : String(e)}`);
         }
       }
       return { kind: 'plugin', driver: o.kind, options };
