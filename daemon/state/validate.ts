@@ -214,6 +214,12 @@ export interface PortSpecOptions {
   vm?: string;
   /** The plugin port drivers loaded (the daemon's Registry); without it `kind: "plugin"` is refused. */
   plugins?: PluginDrivers;
+  /**
+   * Read from the state file: an attachment of a plugin kind that is not loaded (the package was
+   * taken out of `plugins`) is kept as it was saved, so it is listed down with the reason and can
+   * be detached, instead of being forgotten.
+   */
+  fromState?: boolean;
 }
 
 /** What validation needs of the registry: a plugin kind's own validate(). */
@@ -248,10 +254,13 @@ function toJsonObject(v: object, where: string, depth: number): JsonObject {
 }
 
 /** `{kind: "plugin", driver, options}`: the driver must be loaded; its own validate() checks the options. */
-function checkPluginPort(o: Record<string, unknown>, plugins: PluginDrivers | undefined): PortSpec {
+function checkPluginPort(o: Record<string, unknown>, plugins: PluginDrivers | undefined, fromState: boolean): PortSpec {
   for (const k of Object.keys(o)) if (k !== 'kind' && k !== 'driver' && k !== 'options') throw new UserError(`port.${k} does not apply to kind plugin (driver, options)`);
   const driver = str(o, 'driver', true);
   const d = plugins?.pluginDriver(driver);
+  if (d === undefined && fromState && typeof o.options === 'object' && o.options !== null && !Array.isArray(o.options)) {
+    return { kind: 'plugin', driver, options: toJsonObject(o.options, 'port.options', 0) };
+  }
   if (d === undefined) {
     const loaded = plugins?.pluginKinds() ?? [];
     throw new UserError(`no port driver ${JSON.stringify(driver)} is loaded (${loaded.length > 0 ? `plugin kinds: ${loaded.join(', ')}` : 'no plugin kinds loaded; see the config key plugins'})`);
@@ -272,7 +281,7 @@ function checkPluginPort(o: Record<string, unknown>, plugins: PluginDrivers | un
 export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec {
   const o = asObject(p, 'port');
   const kind = o.kind;
-  if (kind === 'plugin') return checkPluginPort(o, opts.plugins);
+  if (kind === 'plugin') return checkPluginPort(o, opts.plugins, opts.fromState === true);
   const netns = checkNetns(str(o, 'netns', false));
   const withNs = <T extends object>(s: T): T => (netns !== undefined ? { ...s, netns } : s);
   switch (kind) {
@@ -362,7 +371,7 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, 
   const netName = checkName(o.net, 'network');
   const net = nets.get(netName);
   if (net === undefined) throw new UserError(`no network named ${netName}`);
-  const port = checkPortSpec(o.port, { ...(vmSocketDir !== undefined ? { vmSocketDir } : {}), vm: name, ...(opts.plugins !== undefined ? { plugins: opts.plugins } : {}) });
+  const port = checkPortSpec(o.port, { ...(vmSocketDir !== undefined ? { vmSocketDir } : {}), vm: name, fromState, ...(opts.plugins !== undefined ? { plugins: opts.plugins } : {}) });
   const spec: VmSpec = { name, net: netName, port };
   const mac = str(o, 'mac', false);
   if (mac !== undefined) spec.mac = checkMac(mac);

@@ -10,7 +10,7 @@
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_JS, REPO_ROOT, rawRpc, runCli, startDaemon, type Daemon } from '../support/daemon.js';
+import { CLI_JS, Daemon, REPO_ROOT, rawRpc, runCli, startDaemon } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, run } from '../support/netns.js';
 import type { StatusInfo, VmInfo } from '../../daemon/control/api.js';
 
@@ -115,6 +115,26 @@ describe('a plugin package', () => {
     const v = await d.vm('r1');
     expect(v.port).toMatchObject({ kind: 'plugin', driver: 'null', options: { label: 'r1' }, state: 'up' });
     await d.cliOk(['vm', 'detach', 'r1']);
+  });
+
+  it('a restart without the package keeps its attachment, listed down with the reason, and detach works', async () => {
+    await d.cliOk(['vm', 'attach', 'r2', '--net', 'A', '--kind', 'null', '--options', '{"label":"r2"}']);
+    await d.stop();
+    const bare = new Daemon({ stateDir: d.stateDir, socket: d.socket });
+    await bare.start();
+    try {
+      const v = await bare.vm('r2');
+      expect(v.port).toMatchObject({ kind: 'plugin', driver: 'null', options: { label: 'r2' }, state: 'down' });
+      expect(v.port.detail).toContain('no port driver null is loaded');
+      // Nothing else can take its place: a plugin kind that is not loaded cannot be attached.
+      const r = await bare.cli(['vm', 'attach', 'r3', '--net', 'A', '--kind', 'null', '--options', '{"label":"r3"}']);
+      expect(r.stderr.trim()).toBe('mvnet: no port driver "null" is loaded (no plugin kinds loaded; see the config key plugins)');
+      await bare.cliOk(['vm', 'detach', 'r2']);
+    } finally {
+      await bare.stop();
+    }
+    await d.start();
+    expect((await d.status()).vms.map((v) => v.name)).not.toContain('r2');
   });
 
   it('registers a hook adapter: mvnet hook --plugin PATH --adapter echo', async () => {
