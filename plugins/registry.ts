@@ -77,7 +77,7 @@ function erase<O extends JsonObject>(d: PluginPortDriver<O>, source: string): Re
     source,
     validate: (options) => d.validate(options),
     key: (options) => (key !== undefined ? key.call(d, d.validate(options)) : undefined),
-    open: (options, ctx) => d.open(d.validate(options), ctx),
+    open: async (options, ctx) => d.open(d.validate(options), ctx),
   };
 }
 

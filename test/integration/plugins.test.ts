@@ -59,6 +59,7 @@ describe('a plugin package', () => {
     expect(s.daemon.plugins).toEqual([{ source: 'mvnet-plugin-null', portDrivers: ['null'], hookAdapters: ['echo'] }]);
     const ready = d.logs.find((l) => l.msg === 'ready');
     expect(ready?.plugins).toEqual(s.daemon.plugins);
+    expect(await d.cliOk(['status'])).toContain('plugin mvnet-plugin-null: port kinds null; hook adapters echo');
   });
 
   it('attaches a VM with its kind (CLI --kind), frames flow both ways, detach closes it', async () => {
