@@ -181,6 +181,12 @@ describe('mvnet graph of a known topology', () => {
       expect(Number(m![1])).toBeGreaterThanOrEqual(1);
     });
 
+    it('stops on SIGTERM, at once and cleanly', async () => {
+      const exit = await srv.stop('SIGTERM', 3_000);
+      expect(exit).toEqual({ code: 0, signal: null });
+      await expect(get(url)).rejects.toThrow(/ECONNREFUSED/);
+    });
+
     it('refuses 0.0.0.0, :: and names, before listening', async () => {
       for (const [addr, reason] of [
         ['0.0.0.0:0', '0.0.0.0 is not a loopback address'],
