@@ -21,7 +21,10 @@
 //   daemon/control/api.ts  the control API's answer types, with `import type` only;
 //   daemon/version.ts      the package version (imports nothing but node:fs);
 //   daemon/main.ts         runDaemon: `mvnet daemon` is the daemon, the CLI binary its entry point;
-//   plugins/fd/pass.ts     passFd: `vm attach --fd N` sends the CLI's own fd N with SCM_RIGHTS.
+//   plugins/fd/pass.ts     passFd: `vm attach --fd N` sends the CLI's own fd N with SCM_RIGHTS;
+//   plugins/types.ts       the plugin contract (HookAdapter, HookIo), with `import type` only;
+//   plugins/registry.ts    Registry and loadPlugins: `mvnet hook --adapter/--plugin` (imports
+//                          only plugins/types.ts and node:, never a driver).
 // daemon/** must not import cli/**.
 //
 // Usage: node scripts/check-layers.mjs [--graph]   (--graph also prints every edge)
@@ -49,6 +52,8 @@ const CLI_MAY_IMPORT = new Map([
   ['daemon/version.ts', { typeOnly: false }],
   ['daemon/main.ts', { typeOnly: false }],
   ['plugins/fd/pass.ts', { typeOnly: false }],
+  ['plugins/types.ts', { typeOnly: true }],
+  ['plugins/registry.ts', { typeOnly: false }],
 ]);
 
 function listTs(dir) {
@@ -110,6 +115,7 @@ function layerName(mod) {
 
 /** Why `from` may not import `to` (`typeOnly`: by `import type` only), or null when it may. */
 function violation(from, to, typeOnly) {
+  if (from === 'plugins/registry.ts' && to !== 'plugins/types.ts') return 'plugins/registry.ts may import only plugins/types.ts (the CLI loads it: no driver, no native addon)';
   if (from.startsWith('plugins/')) {
     if (to.startsWith('plugins/') || to.startsWith('daemon/wire/')) return null;
     return 'plugins/ may import only plugins/ and daemon/wire/';
