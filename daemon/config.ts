@@ -7,6 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { UserError } from './errors.js';
 import { checkTorConfig, type TorConfig } from './tor/config.js';
+import { NPM_NAME_RE } from '../plugins/registry.js';
 
 export interface DaemonConfig {
   stateDir: string;
@@ -43,6 +44,12 @@ export interface DaemonConfig {
   /** Tor; `torConfigured` says whether the file had a tor section (then Tor starts with the daemon). */
   tor: TorConfig;
   torConfigured: boolean;
+  /**
+   * npm packages (names, or absolute paths to package directories) the daemon loads at start,
+   * each registering port drivers or hook adapters (plugins/registry.ts). A package that cannot
+   * be loaded stops the start.
+   */
+  plugins: readonly string[];
 }
 
 /** An inclusive port range. */
@@ -59,11 +66,12 @@ export const DEFAULTS: DaemonConfig = {
   limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000, fdTokenMs: 10_000 },
   tor: checkTorConfig(undefined),
   torConfigured: false,
+  plugins: [],
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
-type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports';
+type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports' | 'packages';
 /** Every key the file may hold, with its type: one table, one checker. */
 const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   stateDir: 'string',
@@ -72,6 +80,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   socketGroup: 'string',
   vmSocketDir: 'string',
   captureDir: 'string',
+  plugins: 'packages',
   dns: { upstream: 'hostport' },
   direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', hostLoopbackPorts: 'ports', connectTimeoutMs: 'int' },
   limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
@@ -101,6 +110,18 @@ function checkValue(where: string, kind: Kind, v: unknown): void {
         if (typeof r === 'string') throw new UserError(`${where}: ${r}`);
       }
       break;
+    case 'packages': {
+      const list: unknown[] = Array.isArray(v) ? v : bad('a list of npm package names or absolute paths to package directories');
+      const seen = new Set<string>();
+      for (const p of list) {
+        if (typeof p !== 'string' || !(NPM_NAME_RE.test(p) || (path.isAbsolute(p) && !p.includes('\0')))) {
+          throw new UserError(`${where}: ${JSON.stringify(p)} is not an npm package name or an absolute path`);
+        }
+        if (seen.has(p)) throw new UserError(`${where}: ${p} is listed twice`);
+        seen.add(p);
+      }
+      break;
+    }
     case 'hostport':
       if (typeof v !== 'string' || parseHostPort(v, 53) === null) bad('HOST or HOST:PORT (IPv6 as [ADDR]:PORT)');
       break;
@@ -304,7 +325,7 @@ export function configChanges(a: DaemonConfig, b: DaemonConfig): ConfigChange[] 
     const m = new Map<string, unknown>();
     for (const [k, v] of Object.entries(c)) {
       if (k === 'torConfigured') continue;
-      if (k !== 'tor' && typeof v === 'object' && v !== null) for (const [k2, v2] of Object.entries(v)) m.set(`${k}.${k2}`, v2);
+      if (k !== 'tor' && typeof v === 'object' && v !== null && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v)) m.set(`${k}.${k2}`, v2);
       else m.set(k, v);
     }
     return m;

@@ -5,7 +5,8 @@
  */
 import type { Logger } from 'pino';
 import type { Port, PortSpec, PortStats, PortStatus } from '../plugins/types.js';
-import { openPort } from '../plugins/registry.js';
+import { Registry } from '../plugins/registry.js';
+import { builtinDrivers } from '../plugins/builtin.js';
 import { Network, type Member } from './switch/network.js';
 import { L3Adapter } from './switch/l3-adapter.js';
 import { derivedMac } from './switch/mac.js';
@@ -60,9 +61,13 @@ function mergeDrops(a: PortStats, b: Member | null): PortStats {
 
 const ZERO_STATS: PortStats = { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} };
 
-/** Two attachments must never share a device or a socket path. */
-function portKey(p: PortSpec): string {
+/** Two attachments must never share a device or a socket path (a plugin's: what its driver's key() says). */
+function portKey(p: PortSpec, registry: Registry): string | undefined {
   switch (p.kind) {
+    case 'plugin': {
+      const k = registry.pluginDriver(p.driver)?.key(p.options);
+      return k !== undefined ? `plugin:${p.driver}:${k}` : undefined;
+    }
     case 'tap':
     case 'tun':
     case 'iface':
@@ -104,6 +109,8 @@ export class Daemon {
     private readonly log: Logger,
     private readonly store: StateStore,
     private cfg: DaemonConfig = DEFAULTS,
+    /** Port drivers (built-in and the config's plugins); main.ts loads the plugins into it. */
+    readonly registry: Registry = new Registry(builtinDrivers),
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
     this.capture = new CaptureHub({ log, userappl: `mvnet ${packageVersion()}`, newRing: (bytes, snaplen) => new TeeRing(bytes, snaplen) });
@@ -201,7 +208,7 @@ export class Daemon {
     for (const raw of st.vms) {
       let spec: VmSpec;
       try {
-        spec = checkVmSpec(raw, specs, { fromState: true });
+        spec = checkVmSpec(raw, specs, { fromState: true, plugins: this.registry });
       } catch (e) {
         this.log.error({ err: (e as Error).message, vm: raw }, 'skipping an invalid attachment in the state file');
         continue;
@@ -318,7 +325,7 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await openPort(portSpec, {
+      port = await this.registry.openPort(portSpec, {
         log: this.log.child({ vm: spec.name }),
         mtu: net.spec.mtu,
         restoring,
@@ -448,11 +455,12 @@ export class Daemon {
     const spec = checkVmSpec(params, new Map([...this.nets].map(([k, v]) => [k, v.spec])), {
       ...(this.cfg.vmSocketDir !== undefined ? { vmSocketDir: this.cfg.vmSocketDir } : {}),
       freeIp: (net, first, last) => this.freeIp(net, first, last),
+      plugins: this.registry,
     });
     if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
-    const key = portKey(spec.port);
+    const key = portKey(spec.port, this.registry);
     for (const v of this.vms.values()) {
-      if (portKey(v.spec.port) === key) throw new UserError(`that device or socket is already used by VM ${v.spec.name}`, -32001);
+      if (key !== undefined && portKey(v.spec.port, this.registry) === key) throw new UserError(`that device or socket is already used by VM ${v.spec.name}`, -32001);
     }
     if (spec.mac !== undefined) {
       for (const v of this.vms.values()) {
@@ -644,6 +652,7 @@ export class Daemon {
         torConfigured: this.cfg.torConfigured,
         uptimeSec: Math.round(process.uptime()),
         errors: this.errors(),
+        plugins: this.registry.plugins(),
       },
       networks: this.listNetworks(),
       vms: this.listVms(),

@@ -4,6 +4,9 @@
  * start); SIGHUP reloads the config file (the keys in config.ts RELOADABLE) and never stops it.
  */
 import fs from 'node:fs';
+import path from 'node:path';
+import { Registry, loadPlugins } from '../plugins/registry.js';
+import { builtinDrivers } from '../plugins/builtin.js';
 import { configChanges, loadConfig, RELOADABLE, socketGroupId, type ConfigFlags, type DaemonConfig } from './config.js';
 import { prepareVmSocketDir } from '../plugins/common/socket-path.js';
 import { UserError } from './errors.js';
@@ -31,6 +34,13 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   // Until a handler is installed SIGHUP would kill the process (`mvnet daemon &` dying with its terminal).
   let onHup: () => void = () => {};
   process.on('SIGHUP', () => onHup());
+  // Plugins load before anything is touched: one that cannot be loaded stops the start (fail closed).
+  const registry = new Registry(builtinDrivers);
+  try {
+    await loadPlugins(registry, cfg.plugins, flags.config !== undefined ? { searchFrom: [path.dirname(path.resolve(flags.config))] } : {});
+  } catch (e) {
+    throw new UserError(e instanceof Error ? e.message : String(e));
+  }
   const sink = new LogSink();
   const log = createLogger(cfg.logLevel, sink);
   fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
@@ -47,7 +57,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   }
   const version = packageVersion();
   setFaultReporter((where, err, context) => log.error({ ...context, where, err }, 'data path exception (a bug); the frame or event is dropped'));
-  const daemon = new Daemon(log, store, cfg);
+  const daemon = new Daemon(log, store, cfg, registry);
   await daemon.restore();
   const control = new ControlServer({
     socket: cfg.socket,
@@ -127,5 +137,5 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     faults.uncaught++;
     log.fatal({ err }, 'uncaught exception');
   });
-  log.info({ socket: cfg.socket, stateDir: cfg.stateDir, version }, 'ready');
+  log.info({ socket: cfg.socket, stateDir: cfg.stateDir, version, plugins: registry.plugins() }, 'ready');
 }

@@ -93,9 +93,8 @@ export interface DeviceRecord {
   was?: { mtu?: number; mac?: string; up?: boolean; persistent?: boolean };
 }
 
-export type PortKind = 'tap' | 'tun' | 'unix' | 'unix-listen' | 'dgram' | 'fd' | 'iface';
-
-export type PortSpec =
+/** The built-in kinds of device, each with a strict spec checked by daemon/state/validate.ts. */
+export type BuiltinPortSpec =
   | { kind: 'tap'; ifname: string; netns?: string; mac?: string; vnetHdr?: boolean; multiQueue?: boolean }
   | { kind: 'tun'; ifname: string; netns?: string }
   | { kind: 'unix'; path: string }
@@ -103,6 +102,26 @@ export type PortSpec =
   | { kind: 'dgram'; path: string; peer?: string }
   | { kind: 'fd'; token?: string; rx?: string; tx?: string }
   | { kind: 'iface'; ifname: string; netns?: string };
+
+export type BuiltinPortKind = BuiltinPortSpec['kind'];
+export const BUILTIN_PORT_KINDS: readonly BuiltinPortKind[] = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface'];
+
+/** JSON values: what a plugin port's options may hold (they are saved in the state file). */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+/**
+ * A device of a kind a plugin registered (`PluginPortDriver`): `driver` names the kind and
+ * `options` are what the driver's own `validate` returned.
+ */
+export interface PluginPortSpec {
+  kind: 'plugin';
+  driver: string;
+  options: JsonObject;
+}
+
+export type PortKind = BuiltinPortKind | 'plugin';
+export type PortSpec = BuiltinPortSpec | PluginPortSpec;
 
 export interface PortContext {
   log: Logger;
@@ -118,10 +137,79 @@ export interface PortContext {
   takeFd?: (token: string) => number;
 }
 
-export interface PortDriver<S extends PortSpec = PortSpec> {
+/** A built-in driver: opens the spec of its own kind (checked before by daemon/state/validate.ts). */
+export interface PortDriver<S extends BuiltinPortSpec = BuiltinPortSpec> {
   readonly kind: S['kind'];
   open(spec: S, ctx: PortContext): Promise<Port>;
 }
+
+/**
+ * A port driver a plugin registers: a new kind of VM device. Attached with
+ * `vm.attach {port: {kind: "plugin", driver: KIND, options: {...}}}` (`mvnet vm attach VM --net N
+ * --kind KIND [--options JSON]`). The daemon never interprets `options`: `validate` checks them
+ * (they come from any control client, and from the state file at restore) and returns what is
+ * kept; `open` gets only what `validate` returned.
+ */
+export interface PluginPortDriver<O extends JsonObject = JsonObject> {
+  /** The kind's name: lowercase letters, digits and `-`, 1-32, not a built-in kind nor `plugin`. */
+  readonly kind: string;
+  /** One line for people (`mvnet status` lists plugins with it). */
+  readonly description?: string;
+  /** Checks options from a request or the state file; throws an Error with a one-line reason. */
+  validate(options: JsonObject): O;
+  /**
+   * What the device is (a path, an interface name): two attachments with the same key are
+   * refused. Without it, any number of this kind may be attached.
+   */
+  key?(options: O): string;
+  /** Opens the device. `ctx.restoring`: the daemon is re-attaching it from its state. */
+  open(options: O, ctx: PortContext): Promise<Port>;
+}
+
+/**
+ * How a builder integration is run: its arguments, environment and stdin, and where its one
+ * JSON answer goes. A hook adapter talks to the daemon over the control socket like the rest of
+ * the CLI (cli/hook/core.ts has the shared client and `place()`).
+ */
+export interface HookIo {
+  /** Arguments after the adapter's selection (`mvnet hook ADD` gives ["ADD"]). */
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** The control socket the CLI was told (`--socket`, MVNET_SOCKET, the default). */
+  readonly socket: string;
+  readStdin(): Promise<string>;
+  /** Writes to stdout. */
+  write(text: string): void;
+}
+
+/**
+ * A builder integration (OCI hooks, CNI, an image builder's own protocol): maps its caller's
+ * input onto the control API and answers in the caller's format. Run by `mvnet hook --adapter
+ * NAME` (`mvnet hook` is the `mvnet` adapter; the `mvnet-cni` bin runs `cni`).
+ */
+export interface HookAdapter {
+  /** lowercase letters, digits and `-`, 1-32. */
+  readonly name: string;
+  readonly description: string;
+  /** Runs one invocation; resolves to the process exit code. Errors are answered, not thrown. */
+  run(io: HookIo): Promise<number>;
+}
+
+/** What a plugin's `register` gets: the only way in. */
+export interface PluginApi {
+  /** 1 for this contract; a plugin that needs more checks it. */
+  readonly apiVersion: 1;
+  /** The package name (or path) being loaded. */
+  readonly source: string;
+  portDriver<O extends JsonObject>(driver: PluginPortDriver<O>): void;
+  hookAdapter(adapter: HookAdapter): void;
+}
+
+/**
+ * An npm package's ESM entry point exports `register(api)` (named, or as a property of its
+ * default export). It runs once per process at load; a throw refuses the package.
+ */
+export type RegisterFn = (api: PluginApi) => void | Promise<void>;
 
 /** Frame size limits derived from an MTU. */
 export function maxFrameFor(mtu: number): number {

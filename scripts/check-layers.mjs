@@ -22,6 +22,9 @@
 //   daemon/version.ts      the package version (imports nothing but node:fs);
 //   daemon/main.ts         runDaemon: `mvnet daemon` is the daemon, the CLI binary its entry point;
 //   plugins/fd/pass.ts     passFd: `vm attach --fd N` sends the CLI's own fd N with SCM_RIGHTS;
+//   plugins/types.ts       the plugin contract (HookAdapter, HookIo), with `import type` only;
+//   plugins/registry.ts    Registry and loadPlugins: `mvnet hook --adapter/--plugin` (imports
+//                          only plugins/types.ts and node:, never a driver);
 //   daemon/capture/pcapng.ts  pcapng block constants: `mvnet capture` reads the daemon's stream
 //                          (imports nothing; checked below to stay so).
 // daemon/** must not import cli/**.
@@ -51,6 +54,8 @@ const CLI_MAY_IMPORT = new Map([
   ['daemon/version.ts', { typeOnly: false }],
   ['daemon/main.ts', { typeOnly: false }],
   ['plugins/fd/pass.ts', { typeOnly: false }],
+  ['plugins/types.ts', { typeOnly: true }],
+  ['plugins/registry.ts', { typeOnly: false }],
   ['daemon/capture/pcapng.ts', { typeOnly: false }],
 ]);
 /** Of those, the ones that must import nothing of ours (so the CLI pulls in no daemon code through them). */
@@ -115,6 +120,7 @@ function layerName(mod) {
 
 /** Why `from` may not import `to` (`typeOnly`: by `import type` only), or null when it may. */
 function violation(from, to, typeOnly) {
+  if (from === 'plugins/registry.ts' && to !== 'plugins/types.ts') return 'plugins/registry.ts may import only plugins/types.ts (the CLI loads it: no driver, no native addon)';
   if (from.startsWith('plugins/')) {
     if (to.startsWith('plugins/') || to.startsWith('daemon/wire/')) return null;
     return 'plugins/ may import only plugins/ and daemon/wire/';

@@ -23,6 +23,8 @@ REQUIRED=(
   dnsmasq-base    # DHCP/DNS reference server
   curl socat      # HTTP probes, socket plumbing
   qemu-system-x86 # the real-VM tests (hook-qemu.test.ts), -accel tcg
+  graphviz        # `dot -Tsvg` renders `mvnet graph` output (graph.test.ts)
+  chromium fonts-liberation   # headless Chromium opens the HTML topology page (graph.test.ts); fonts for its labels
 )
 # Wanted by later features (DHCP client alternative, Tor routing, passt, QEMU end-to-end);
 # installed when the archive has them, reported when it does not.

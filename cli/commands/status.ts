@@ -12,6 +12,9 @@ export function statusCommand(ctx: Ctx): Command {
       const e = s.daemon.errors;
       // Every caught exception is a bug: say so where an admin looks.
       if (e.dataPath + e.native + e.uncaught > 0) lines.push(`caught exceptions (bugs, see the log): data path ${e.dataPath}, native callbacks ${e.native}, uncaught ${e.uncaught}`);
+      for (const p of s.daemon.plugins) {
+        lines.push(`plugin ${p.source}: port kinds ${p.portDrivers.join(', ') || '-'}; hook adapters ${p.hookAdapters.join(', ') || '-'}`);
+      }
       lines.push('');
       lines.push(
         s.networks.length === 0

@@ -23,6 +23,9 @@ interface AttachOpts {
   ip?: string;
   vnetHdr?: boolean;
   multiQueue?: boolean;
+  /** A kind a plugin registered, and its options (JSON). */
+  kind?: string;
+  options?: string;
 }
 
 /** Absolute paths: the daemon resolves nothing relative to the CLI's directory. */
@@ -36,10 +39,11 @@ function ownSocket(p: string | true): { path?: string } {
 }
 
 function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
-  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface'] as const).filter((k) => o[k] !== undefined);
+  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface', 'kind'] as const).filter((k) => o[k] !== undefined);
   if (chosen.length !== 1) {
-    throw new CliError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface');
+    throw new CliError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind');
   }
+  if (o.options !== undefined && o.kind === undefined) throw new CliError('--options goes with --kind');
   const ns = o.netns !== undefined ? { netns: o.netns } : {};
   if (o.dgramPeer !== undefined && o.dgram === undefined) throw new CliError('--dgram-peer needs --dgram');
   if (o.vnetHdr === true && o.tap === undefined) throw new CliError('--vnet-hdr applies to --tap only');
@@ -68,12 +72,25 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
       if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new CliError('--fifo takes RX_PATH:TX_PATH');
       return { kind: 'fd', rx: abs(parts[0]!), tx: abs(parts[1]!), ...ns };
     }
+    case 'kind': {
+      if (o.netns !== undefined) throw new CliError('--netns applies to --tap, --tun and --iface only');
+      let options: unknown = {};
+      if (o.options !== undefined) {
+        try {
+          options = JSON.parse(o.options);
+        } catch (e) {
+          throw new CliError(`--options is not JSON: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+      return { kind: 'plugin', driver: o.kind, options };
+    }
     default:
       throw new CliError('no device given');
   }
 }
 
 export function describePort(p: VmInfo['port']): string {
+  if (p.kind === 'plugin') return `${p.driver} ${JSON.stringify(p.options)}`;
   const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.token !== undefined ? '(passed)' : `${p.rx}:${p.tx}`;
   const netns = 'netns' in p ? p.netns : undefined;
   return `${p.kind} ${where}${netns !== undefined ? ` (netns ${netns})` : ''}`;
@@ -93,6 +110,8 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--fd <n>', "this command's own fd N (e.g. a socketpair end shared with QEMU), passed to the daemon; stream framing", parseIntArg('--fd', 0, 65535))
     .option('--fifo <rx:tx>', 'two FIFOs (daemon reads rx, writes tx), stream framing')
     .option('--iface <ifname>', 'an existing interface, through an AF_PACKET socket')
+    .option('--kind <kind>', 'a kind of device a plugin registered (see the config key plugins)')
+    .option('--options <json>', 'with --kind: its options, a JSON object the plugin checks')
     .option('--netns <name|path>', 'create/open the device inside this network namespace')
     .option('--mac <mac>', "the VM's MAC: the only source MAC it may use (else learned from its first frame)")
     .option('--ip <ip>', "the VM's IPv4 address, or 'auto' (the daemon picks a free one)")

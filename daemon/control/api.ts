@@ -8,10 +8,12 @@
  * (validate.ts, forwards.ts, control/methods.ts).
  */
 import type { PortSpec, PortStats, PortStatus } from '../../plugins/types.js';
+import type { PluginInfo } from '../../plugins/registry.js';
 import type { NetworkSpec } from '../state/model.js';
 import type { Route } from '../routes/route.js';
 import type { NetworkStats } from '../switch/network.js';
 
+export type { PluginInfo } from '../../plugins/registry.js';
 export type {
   OnionAliasInfo,
   OnionAliasRemoved,
@@ -86,6 +88,8 @@ export interface StatusInfo {
     torConfigured: boolean;
     uptimeSec: number;
     errors: DaemonErrors;
+    /** The packages loaded from the config's `plugins`, and the port kinds and hook adapters each added. */
+    plugins: PluginInfo[];
   };
   networks: NetInfo[];
   vms: VmInfo[];

@@ -4,7 +4,7 @@
  */
 import { isDnsDomain } from '../gateway/types.js';
 import type { NetworkSpec, VmSpec } from './model.js';
-import type { DeviceRecord, PortSpec } from '../../plugins/types.js';
+import type { DeviceRecord, JsonObject, JsonValue, PortSpec } from '../../plugins/types.js';
 import { UserError } from '../errors.js';
 import { isUnicastMac, parseMacString } from '../wire/mac.js';
 import { formatIpv4, formatIpv6, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, parseIpv6Text, type Ipv4Cidr } from '../wire/ip-text.js';
@@ -47,10 +47,11 @@ export function checkName(v: unknown, what: string): string {
 }
 
 /**
- * Words the CLI reads as commands (`route show`, `route --direct help`): a VM with such a name
- * could not be told apart from the command, so no VM may have one.
+ * Words the CLI reads as commands (`route show`, `route --direct help`) and capture point names
+ * (`mvnet capture --point drops`): a VM with such a name could not be told apart from them, so
+ * no VM may have one.
  */
-const RESERVED_VM_NAMES = new Set(['show', 'help', 'list', 'clear', 'create', 'delete', 'remove', 'add', 'set', 'all', 'none']);
+const RESERVED_VM_NAMES = new Set(['show', 'help', 'list', 'clear', 'create', 'delete', 'remove', 'add', 'set', 'all', 'none', 'drops']);
 
 /** A VM name: a name that is not a reserved word. */
 export function checkVmName(v: unknown, what = 'VM'): string {
@@ -216,11 +217,76 @@ export interface PortSpecOptions {
   vmSocketDir?: string;
   /** The VM's name, for the default socket name. */
   vm?: string;
+  /** The plugin port drivers loaded (the daemon's Registry); without it `kind: "plugin"` is refused. */
+  plugins?: PluginDrivers;
+  /**
+   * Read from the state file: an attachment of a plugin kind that is not loaded (the package was
+   * taken out of `plugins`) is kept as it was saved, so it is listed down with the reason and can
+   * be detached, instead of being forgotten.
+   */
+  fromState?: boolean;
+}
+
+/** What validation needs of the registry: a plugin kind's own validate(). */
+export interface PluginDrivers {
+  pluginDriver(kind: string): { validate(options: JsonObject): JsonObject } | undefined;
+  pluginKinds(): string[];
+}
+
+const JSON_MAX_DEPTH = 8;
+const JSON_MAX_BYTES = 16 * 1024;
+
+/** Copies an untrusted value into plain JSON (no prototypes, bounded depth), or throws. */
+function toJson(v: unknown, where: string, depth: number): JsonValue {
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return v;
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) throw new UserError(`${where} is not a finite number`);
+    return v;
+  }
+  if (depth >= JSON_MAX_DEPTH) throw new UserError(`${where} is nested deeper than ${JSON_MAX_DEPTH}`);
+  if (Array.isArray(v)) return v.map((x: unknown, i) => toJson(x, `${where}[${i}]`, depth + 1));
+  if (typeof v === 'object') return toJsonObject(v, where, depth);
+  throw new UserError(`${where} is not JSON`);
+}
+
+function toJsonObject(v: object, where: string, depth: number): JsonObject {
+  const out: JsonObject = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (k === '__proto__' || k === 'constructor' || k === 'prototype') throw new UserError(`${where}.${k} is not allowed`);
+    out[k] = toJson(x, `${where}.${k}`, depth + 1);
+  }
+  return out;
+}
+
+/** `{kind: "plugin", driver, options}`: the driver must be loaded; its own validate() checks the options. */
+function checkPluginPort(o: Record<string, unknown>, plugins: PluginDrivers | undefined, fromState: boolean): PortSpec {
+  for (const k of Object.keys(o)) if (k !== 'kind' && k !== 'driver' && k !== 'options') throw new UserError(`port.${k} does not apply to kind plugin (driver, options)`);
+  const driver = str(o, 'driver', true);
+  const d = plugins?.pluginDriver(driver);
+  if (d === undefined && fromState && typeof o.options === 'object' && o.options !== null && !Array.isArray(o.options)) {
+    return { kind: 'plugin', driver, options: toJsonObject(o.options, 'port.options', 0) };
+  }
+  if (d === undefined) {
+    const loaded = plugins?.pluginKinds() ?? [];
+    throw new UserError(`no port driver ${JSON.stringify(driver)} is loaded (${loaded.length > 0 ? `plugin kinds: ${loaded.join(', ')}` : 'no plugin kinds loaded; see the config key plugins'})`);
+  }
+  const raw = o.options ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError('port.options must be a JSON object');
+  const options = toJsonObject(raw, 'port.options', 0);
+  if (JSON.stringify(options).length > JSON_MAX_BYTES) throw new UserError(`port.options is longer than ${JSON_MAX_BYTES} bytes`);
+  let checked: JsonObject;
+  try {
+    checked = toJsonObject(d.validate(options), 'options', 0);
+  } catch (e) {
+    throw new UserError(`${driver}: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`);
+  }
+  return { kind: 'plugin', driver, options: checked };
 }
 
 export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec {
   const o = asObject(p, 'port');
   const kind = o.kind;
+  if (kind === 'plugin') return checkPluginPort(o, opts.plugins, opts.fromState === true);
   const netns = checkNetns(str(o, 'netns', false));
   const withNs = <T extends object>(s: T): T => (netns !== undefined ? { ...s, netns } : s);
   switch (kind) {
@@ -262,7 +328,7 @@ export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec 
       return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     }
     default:
-      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, iface`);
+      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, iface, or plugin (a kind a plugin registered)`);
   }
 }
 
@@ -302,7 +368,7 @@ export type FreeIp = (net: NetworkSpec, first: number, last: number) => number |
  * paths go (absent: they are refused, as in the state file). `ip: "auto"` (from a control caller)
  * asks `freeIp` for the address.
  */
-export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, opts: { fromState?: boolean; vmSocketDir?: string; freeIp?: FreeIp } = {}): VmSpec {
+export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, opts: { fromState?: boolean; vmSocketDir?: string; freeIp?: FreeIp; plugins?: PluginDrivers } = {}): VmSpec {
   const { fromState = false, vmSocketDir } = opts;
   const o = asObject(p, 'params');
   // A VM saved before names were reserved is kept (and can be detached), never refused at restore.
@@ -310,7 +376,7 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, 
   const netName = checkName(o.net, 'network');
   const net = nets.get(netName);
   if (net === undefined) throw new UserError(`no network named ${netName}`);
-  const port = checkPortSpec(o.port, vmSocketDir !== undefined ? { vmSocketDir, vm: name } : { vm: name });
+  const port = checkPortSpec(o.port, { ...(vmSocketDir !== undefined ? { vmSocketDir } : {}), vm: name, fromState, ...(opts.plugins !== undefined ? { plugins: opts.plugins } : {}) });
   const spec: VmSpec = { name, net: netName, port };
   const mac = str(o, 'mac', false);
   if (mac !== undefined) spec.mac = checkMac(mac);

@@ -1,7 +1,7 @@
 /**
  * Fuzzes the control API: random and mutated JSON-RPC requests, as lines of text, into an
  * in-process Daemon's method table (control/methods.ts) with a temp state dir. The test files
- * that use this replace the port drivers with sandbox-registry.ts (vi.mock), so no request
+ * that use this replace the port drivers with sandbox-builtin.ts (vi.mock), so no request
  * touches a host device; everything before the driver (the checks of every parameter, the
  * state, the routes, the forwards, the saves) is the daemon's own.
  *

@@ -7,8 +7,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { fuzz, type Target } from './targets.js';
 import { summary } from './report.js';
 
-// Random requests must not open host devices: ports are in-memory (see sandbox-registry.ts).
-vi.mock('../../plugins/registry.js', () => import('./sandbox-registry.js'));
+// Random requests must not open host devices: ports are in-memory (see sandbox-builtin.ts).
+vi.mock('../../plugins/builtin.js', () => import('./sandbox-builtin.js'));
 
 const INPUTS = Number(process.env.FUZZ_INPUTS ?? 1_000_000);
 const SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) : (Date.now() ^ (process.pid << 16)) >>> 0;

@@ -20,7 +20,7 @@ export function regressionSeeds(): RegressionSeed[] {
   return f.seeds;
 }
 
-/** Runs `count` inputs of `target` from `seed`. The control target needs sandbox-registry.ts mocked in. */
+/** Runs `count` inputs of `target` from `seed`. The control target needs sandbox-builtin.ts mocked in. */
 export function fuzz(target: Target, count: number, seed: number): Promise<FuzzReport> {
   switch (target) {
     case 'wire':

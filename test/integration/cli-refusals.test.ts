@@ -123,7 +123,7 @@ describe('refusals', () => {
       refused(await d.cli(['vm', 'attach', 'a2', '--net', 'A', '--iface', 'lb0', '--netns', other.name]), 'lb0 is a loopback interface');
     });
 
-    for (const name of ['show', 'help', 'list', 'clear', 'Show']) {
+    for (const name of ['show', 'help', 'list', 'clear', 'Show', 'drops']) {
       it(`refuses the VM name ${name}`, async () => {
         refused(await d.cli(['vm', 'attach', name, '--net', 'A', '--unix-listen', sock('r')]), `name "${name}" is reserved`);
       });

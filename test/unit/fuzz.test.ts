@@ -6,8 +6,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { fuzz, regressionSeeds, replay, type Target } from '../fuzz/targets.js';
 import { summary } from '../fuzz/report.js';
 
-// Random requests must not open host devices: ports are in-memory (see sandbox-registry.ts).
-vi.mock('../../plugins/registry.js', () => import('../fuzz/sandbox-registry.js'));
+// Random requests must not open host devices: ports are in-memory (see sandbox-builtin.ts).
+vi.mock('../../plugins/builtin.js', () => import('../fuzz/sandbox-builtin.js'));
 
 const SLICE = 10_000;
 
