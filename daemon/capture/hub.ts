@@ -181,7 +181,8 @@ export class CaptureHub {
 
   private ended(s: Session, why: string): void {
     if (!this.sessions.has(s)) return;
-    if (!this.draining) this.drainAll();
+    // Everything its ports hold goes in (or is counted) before its statistics are written.
+    if (!this.draining) this.drainAll(true);
     this.sessions.delete(s);
     this.o.log.info({ capture: s.id, why, ...s.counters }, 'capture ended');
     // Not now: a session can end inside a drain callback (count reached).
@@ -207,7 +208,7 @@ export class CaptureHub {
   portRemoved(vm: string): void {
     const e = this.ports.get(vm);
     if (e === undefined) return;
-    this.drainAll();
+    this.drainAll(true);
     for (const s of [...this.sessions]) if (s.iface(vm) !== undefined && s.points.some((p) => p.kind === 'port' && p.name === vm)) s.stop(`VM ${vm} detached`);
     this.setRing(e, null, 0);
     this.ports.delete(vm);
@@ -233,7 +234,7 @@ export class CaptureHub {
   netRemoved(name: string): void {
     const e = this.nets.get(name);
     if (e === undefined) return;
-    this.drainAll();
+    this.drainAll(true);
     for (const s of [...this.sessions]) if (s.iface(NET_PREFIX + name) !== undefined) s.stop(`network ${name} deleted`);
     e.sw.capture = null;
     if (e.router !== null) e.router.capture = null;
@@ -321,24 +322,33 @@ export class CaptureHub {
    * in use the records are merged by timestamp first (copied: a record is valid only inside its
    * ring's drain), so a capture of several ports (a network) is in time order.
    */
-  drainAll(): void {
+  drainAll(force = false): void {
     if (this.draining) return;
     this.draining = true;
     try {
       let active = 0;
-      for (const pe of this.ports.values()) if (pe.ring !== null) active++;
+      for (const pe of this.ports.values()) if (pe.ring !== null && (force || !this.blocked(pe))) active++;
       if (active === 1) {
-        for (const pe of this.ports.values()) if (pe.ring !== null) this.drainPort(pe);
-      } else if (active > 1) this.drainMerged();
+        for (const pe of this.ports.values()) if (pe.ring !== null && (force || !this.blocked(pe))) this.drainPort(pe);
+      } else if (active > 1) this.drainMerged(force);
+      // A blocked port's ring is left full; what it refuses meanwhile is counted as lost.
+      for (const pe of this.ports.values()) if (pe.ring !== null) this.countLost(pe);
     } finally {
       this.draining = false;
     }
   }
 
-  private drainMerged(): void {
+  /** Every consumer of the port's ring has an output that cannot take packets now. */
+  private blocked(pe: PortEntry): boolean {
+    const cons = pe.consumers;
+    for (let i = 0; i < cons.length; i++) if (!cons[i]!.session.blocked()) return false;
+    return cons.length > 0;
+  }
+
+  private drainMerged(force: boolean): void {
     const all: { ts: number; seq: number; pe: PortEntry; r: RingRecord }[] = [];
     for (const pe of this.ports.values()) {
-      if (pe.ring === null) continue;
+      if (pe.ring === null || (!force && this.blocked(pe))) continue;
       pe.ring.drain((r) => {
         all.push({ ts: r.tsSec * 1e9 + r.tsNsec, seq: all.length, pe, r: { ...r, frame: Buffer.from(r.frame) } });
       });

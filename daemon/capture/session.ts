@@ -6,6 +6,11 @@
 import os from 'node:os';
 import { compileFilter, type CompiledFilter } from './filter.js';
 import { PcapngWriter, type Direction } from './pcapng.js';
+
+/** Packets are encoded into slabs of this size (one allocation per slab, not per packet). */
+const SLAB_BYTES = 1 << 20;
+/** A session whose sink cannot take a block this big is blocked (see Session.blocked). */
+const BLOCKED_BYTES = 2048;
 import { linkTypeOf, withEther, type PointDesc, type PointLink } from './points.js';
 import type { Sink } from './sink.js';
 import { UserError } from '../errors.js';
@@ -78,6 +83,11 @@ export class Session {
   private timer: NodeJS.Timeout | null = null;
   /** Timestamp of the last packet written: packets from hooks and port tees read different clocks. */
   private lastTs = 0;
+  /** Where packet blocks are encoded; sinks keep views into it until written, so a slab is never reused. */
+  private slab: Buffer = Buffer.alloc(0);
+  private slabOff = 0;
+  /** One options object for every packet (the encoder reads it during the call only). */
+  private readonly opts: { direction: Direction; comment: string | undefined; originalLength: number } = { direction: 'in', comment: undefined, originalLength: 0 };
   ended = false;
   /** Called once when the session ends, whatever ended it (the hub forgets it). */
   onEnd: ((s: Session, why: string) => void) | null = null;
@@ -138,9 +148,22 @@ export class Session {
       ok = this.sink.write(f);
       bytes = f.length;
     } else {
-      const block = this.writer.packet(i.id, tsNs, frame, { direction: dir, comment, originalLength: Math.max(origLen, frame.length) });
-      ok = this.sink.write(block);
-      bytes = block.length;
+      const o = this.opts;
+      o.direction = dir;
+      o.comment = comment;
+      o.originalLength = Math.max(origLen, frame.length);
+      bytes = this.writer.packetLength(i.id, frame.length, o);
+      // A reader that does not keep up: drop before any encoding.
+      ok = this.sink.room(bytes);
+      if (ok) {
+        if (this.slabOff + bytes > this.slab.length) {
+          this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, bytes));
+          this.slabOff = 0;
+        }
+        const n = this.writer.packetInto(this.slab, this.slabOff, i.id, tsNs, frame, o);
+        ok = this.sink.write(this.slab.subarray(this.slabOff, this.slabOff + n));
+        this.slabOff += n;
+      }
     }
     if (!ok) {
       i.dropped++;
@@ -150,6 +173,15 @@ export class Session {
     this.counters.captured++;
     this.counters.bytes += bytes;
     if (this.count > 0 && this.counters.captured >= this.count) this.stop('count reached');
+  }
+
+  /**
+   * The output cannot take even a small packet now: the hub then leaves the port rings alone,
+   * so the native side refuses the copies (counted there, nearly free) instead of JS draining
+   * and dropping them one by one.
+   */
+  blocked(): boolean {
+    return this.ended || this.sink.idle || !this.sink.room(BLOCKED_BYTES);
   }
 
   /** Packets of `point` lost before the session saw them (the port's tee ring was full). */

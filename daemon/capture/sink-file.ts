@@ -132,9 +132,12 @@ export class FileSink implements Sink {
     this.enqueue(preamble);
   }
 
+  room(bytes: number): boolean {
+    return this.error === null && !this.closed && this.pendingBytes + this.inflight + bytes <= this.maxQueue;
+  }
+
   write(block: Buffer): boolean {
-    if (this.error !== null || this.closed) return false;
-    if (this.pendingBytes + this.inflight + block.length > this.maxQueue) return false;
+    if (!this.room(block.length)) return false;
     this.enqueue(block);
     return true;
   }

@@ -34,9 +34,12 @@ export class StreamSink implements Sink {
     this.push(preamble);
   }
 
+  room(bytes: number): boolean {
+    return !this.done && this.pendingBytes + this.sock.writableLength + bytes <= this.maxQueue;
+  }
+
   write(block: Buffer): boolean {
-    if (this.done) return false;
-    if (this.pendingBytes + this.sock.writableLength + block.length > this.maxQueue) return false;
+    if (!this.room(block.length)) return false;
     this.push(block);
     return true;
   }

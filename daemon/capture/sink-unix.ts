@@ -63,6 +63,11 @@ export class UnixSink implements Sink {
 
   begin(): void {}
 
+  room(bytes: number): boolean {
+    for (const p of this.peers) if (p.writableLength + bytes + 4 <= this.maxQueue) return true;
+    return false;
+  }
+
   write(frame: Buffer): boolean {
     let sent = false;
     for (const p of this.peers) {

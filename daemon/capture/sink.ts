@@ -8,6 +8,11 @@ export interface Sink {
   /** pcapng sinks: the section header and interfaces, written first (and again on each new file). */
   begin(preamble: Buffer): void;
   write(block: Buffer): boolean;
+  /**
+   * Whether write() would take `bytes` now. Asked before a packet is encoded, so a reader that
+   * does not read costs no encoding; and by the hub before it drains a port's ring at all.
+   */
+  room(bytes: number): boolean;
   /** Writes `tail` (the ISBs; pcapng only), then ends this capture's output (a tee's file stays open for its next section). */
   finish(tail: Buffer | null): void;
   /** Ends without a tail (the reader is gone, or the daemon stops hard). */

@@ -28,13 +28,17 @@ export class MemSink implements Sink {
   onGone: ((why: string, clean: boolean) => void) | null = null;
   readonly blocks: Buffer[] = [];
   finished = false;
-  constructor(private room = Infinity) {}
+  /** Packets it will still take (a reader that stops reading: 0). */
+  constructor(public left = Infinity) {}
   begin(p: Buffer): void {
     this.blocks.push(Buffer.from(p));
   }
+  room(): boolean {
+    return this.left > 0;
+  }
   write(b: Buffer): boolean {
-    if (this.room <= 0) return false;
-    this.room--;
+    if (this.left <= 0) return false;
+    this.left--;
     this.blocks.push(Buffer.from(b));
     return true;
   }

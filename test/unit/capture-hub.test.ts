@@ -117,6 +117,30 @@ describe('capture hub: ports and the switch', () => {
     expect(s.counters).toMatchObject({ seen: 10, captured: 2, dropped: 8 });
   });
 
+  it('an output that cannot take packets leaves the ring alone: the ring refuses the copies, counted; they come again once it reads', () => {
+    hub.close();
+    hub = newHub({ ringBytes: 4096 });
+    hub.portAdded('vm1', 'lan', t1);
+    const sink = new MemSink(0);
+    const s = start(hub, { from: { vm: 'vm1' } }, sink);
+    const frames = Array.from({ length: 100 }, (_, i) => echo(MAC1, MAC2, IP1, IP2, 'echo-request', i));
+    p1.inject(...frames);
+    hub.drainAll();
+    // Nothing was drained: no packet was seen (filtered or encoded), the ring's refusals are the drops.
+    expect(p2.sent.length).toBe(100);
+    expect(s.counters.seen).toBe(0);
+    expect(s.counters.dropped).toBeGreaterThan(0);
+    const lost = s.counters.dropped;
+    // The reader reads again: what the ring held is delivered, newer frames too.
+    sink.left = Infinity;
+    hub.drainAll();
+    expect(s.counters.captured).toBe(100 - lost);
+    p1.inject(echo(MAC1, MAC2, IP1, IP2, 'echo-request', 100));
+    hub.drainAll();
+    expect(s.counters.captured + s.counters.dropped).toBe(101);
+    expect(s.counters.dropped).toBe(lost);
+  });
+
   it("a full tee ring drops copies, counted as the session's drops; forwarding is untouched", () => {
     hub.close();
     hub = newHub({ ringBytes: 1024 });
