@@ -14,6 +14,7 @@ import { forwardCommand } from './commands/forward.js';
 import { torCommand, onionCommand } from './commands/tor.js';
 import { hookCommand } from './commands/hook.js';
 import { graphCommand } from './commands/graph.js';
+import { keyCommand } from './commands/key.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
@@ -25,7 +26,7 @@ const program = new Command('mvnet')
   .exitOverride();
 
 const ctx = makeCtx(program);
-for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx)]) program.addCommand(c);
+for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx)]) program.addCommand(c);
 
 // Subcommands inherit the exit override and the one-line error style.
 function quiet(cmd: Command): void {
