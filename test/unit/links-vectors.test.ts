@@ -23,7 +23,7 @@ export const VECTOR_INPUTS = {
   initiatorIndex: 0x11223344,
   responderIndex: 0x55667788,
   wallMs: Date.UTC(2026, 0, 1),
-  // An Ethernet frame: broadcast, from 02:00:00:00:00:01, EtherType 0x88b5 (local experimental), 21 bytes of text.
+  // An Ethernet frame: broadcast, from 02:00:00:00:00:01, EtherType 0x88b5 (local experimental), 22 bytes of text (36 in all).
   frame: Buffer.concat([Buffer.from('ffffffffffff020000000001' + '88b5', 'hex'), Buffer.from('mvnet link test vector')]),
   cookieSource: '198.51.100.7:51820',
   cookieSecret: Buffer.alloc(32, 0xc5),
