@@ -15,8 +15,22 @@ export const CONSTRUCTION = 'Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s';
 /** Noise's prologue, mixed into h: any other value (WireGuard's included) makes every AEAD fail. */
 export const IDENTIFIER = 'mvnet link protocol v1';
 
-export const INITIAL_CK = hash(Buffer.from(CONSTRUCTION));
-const INITIAL_H = hash(INITIAL_CK, Buffer.from(IDENTIFIER));
+/** Noise's initial chaining key and hash for a protocol identifier (the prologue). */
+export interface ProtocolStart {
+  ck: Buffer;
+  h: Buffer;
+}
+
+export function protocolStart(identifier: string): ProtocolStart {
+  const ck = hash(Buffer.from(CONSTRUCTION));
+  return { ck, h: hash(ck, Buffer.from(identifier)) };
+}
+
+/**
+ * mvnet's. Another start is only for checking this construction against WireGuard itself (same
+ * steps, WireGuard's identifier): see docs/links-protocol.md "Checked against WireGuard".
+ */
+export const MVNET_START = protocolStart(IDENTIFIER);
 const EMPTY = Buffer.alloc(0);
 const ZERO_PSK = Buffer.alloc(32);
 
@@ -26,8 +40,8 @@ export type Dh = (priv: KeyObject, pub: Buffer) => Buffer | null;
 export type HandshakeFailure = 'bad-key' | 'bad-mac' | 'unknown-peer';
 
 /** h after mixing in the responder's static key: per local key, computed once. */
-export function initialHash(responderStatic: Buffer): Buffer {
-  return hash(INITIAL_H, responderStatic);
+export function initialHash(responderStatic: Buffer, start = MVNET_START): Buffer {
+  return hash(start.h, responderStatic);
 }
 
 /** 12-byte TAI64N of a wall-clock time in ms, rounded down to 2^24 ns (WireGuard's whitening: it tells no fine time). */
@@ -64,9 +78,11 @@ export function createInitiation(a: {
   timestamp: Buffer;
   sender: number;
   dh: Dh;
+  start?: ProtocolStart;
 }): { message: Buffer; state: InitiatorState } | null {
-  let h = initialHash(a.remoteStatic);
-  let ck = kdf1(INITIAL_CK, a.ephemeral.publicKey);
+  const start = a.start ?? MVNET_START;
+  let h = initialHash(a.remoteStatic, start);
+  let ck = kdf1(start.ck, a.ephemeral.publicKey);
   h = hash(h, a.ephemeral.publicKey);
   const es = a.dh(a.ephemeral.privateKey, a.remoteStatic);
   if (es === null) return null;
@@ -103,7 +119,7 @@ export function consumeInitiation<P>(a: {
   lookup: (remoteStatic: Buffer) => { peer: P; ss: Buffer } | null;
 }): { ok: true; value: ConsumedInitiation<P> } | { ok: false; reason: HandshakeFailure } {
   const e = a.msg.ephemeral;
-  let ck = kdf1(INITIAL_CK, e);
+  let ck = kdf1(MVNET_START.ck, e);
   let h = hash(a.localHash, e);
   const es = a.dh(a.local.privateKey, e);
   if (es === null) return { ok: false, reason: 'bad-key' };
