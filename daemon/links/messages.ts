@@ -17,8 +17,8 @@ export const COOKIE_REPLY_LEN = 64;
 /** Header (16) + the tag (16): an empty transport message, which is a keepalive. */
 export const TRANSPORT_MIN_LEN = 32;
 export const TRANSPORT_HEADER_LEN = 16;
-/** Largest transport message accepted: a 64 KiB frame, its padding and the overhead. */
-export const TRANSPORT_MAX_LEN = TRANSPORT_HEADER_LEN + 65536 + 16 + 16;
+/** Largest transport message: a 65 535-byte frame and its trailer (65 536, no padding left), header and tag. */
+export const TRANSPORT_MAX_LEN = TRANSPORT_HEADER_LEN + 65536 + 16;
 
 /** Where mac1 and mac2 sit in the two handshake messages (each MAC covers everything before it). */
 export const INITIATION_MAC1 = 116;

@@ -224,6 +224,19 @@ describe('links: cookies under a flood', () => {
     roundTrip(l, REKEY_TIMEOUT_MS + 400);
   });
 
+  it('under load a response without mac2 gets a cookie reply too, with no DH', () => {
+    const l = lab();
+    const init = l.ab.handshakeInit(0)!;
+    const resp = l.b.receive(init, 0, 'a-addr');
+    l.a.underLoad = true;
+    const dh0 = l.a.counters.dh;
+    const c = l.a.receive(resp.kind === 'reply' ? resp.packets[0]! : Buffer.alloc(0), 0, 'b-addr');
+    expect(c.kind === 'reply' && c.peer === null && c.packets[0]![0]).toBe(3);
+    expect(l.a.counters.dh).toBe(dh0);
+    // b keeps the cookie for its next response to a.
+    expect(l.b.receive(c.kind === 'reply' ? c.packets[0]! : Buffer.alloc(0), 0, 'a-addr').kind).toBe('cookie');
+  });
+
   it('an established session keeps working while the responder is under load', () => {
     const l = lab();
     handshake(l, 0);
@@ -327,6 +340,25 @@ describe('links: timers', () => {
     expect(l.a.counters.drops['gave-up']).toBe(2);
     // Nothing more is sent until there is something to send.
     expect(l.ab.tick(300_000).filter((a) => a.kind === 'send')).toEqual([]);
+  });
+
+  it('persistent keepalive: one after each interval without sending', () => {
+    const keysA = fixedKeyPair('lab a');
+    const keysB = fixedKeyPair('lab b');
+    const a = new Device({ privateKey: keysA.privateKey, entropy: fixedEntropy('a') });
+    const b = new Device({ privateKey: keysB.privateKey, entropy: fixedEntropy('b') });
+    const ab = a.addPeer({ publicKey: keysB.publicKey, persistentKeepaliveMs: 25_000 });
+    b.addPeer({ publicKey: keysA.publicKey });
+    const r = b.receive(ab.handshakeInit(0)!, 0, 'a');
+    const done = a.receive(r.kind === 'reply' ? r.packets[0]! : Buffer.alloc(0), 0, 'b');
+    expect(done.kind).toBe('reply'); // sent the confirming keepalive at 0
+    expect(ab.tick(24_999).filter((x) => x.kind === 'send')).toEqual([]);
+    const k = ab.tick(25_000).filter((x) => x.kind === 'send');
+    expect(k.map((x) => x.kind === 'send' && x.why)).toEqual(['persistent-keepalive']);
+    expect(b.receive(k[0]!.kind === 'send' ? k[0]!.packets[0]! : Buffer.alloc(0), 25_000, 'a').kind).toBe('keepalive');
+    // Sending re-arms it: the next is due 25 s after the last thing sent.
+    expect(ab.tick(49_999).filter((x) => x.kind === 'send')).toEqual([]);
+    expect(ab.tick(50_000).map((x) => x.kind === 'send' && x.why)).toEqual(['persistent-keepalive']);
   });
 
   it('erases the session keys after 3 × REJECT without a new handshake', () => {
