@@ -151,7 +151,7 @@ export class Peer {
   readonly counters: PeerCounters = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, keepalivesRx: 0, keepalivesTx: 0, handshakes: 0, drops: noDrops() };
   readonly timers: PeerTimers;
 
-  /** @internal the device's state of this peer; only device.ts touches it. */
+  /** @internal the device's state of this peer: device.ts's (tests read it). */
   readonly s: {
     psk: Buffer | null;
     ss: Buffer | null;

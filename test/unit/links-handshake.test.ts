@@ -96,6 +96,23 @@ describe('links: handshake and data', () => {
     roundTrip(l, 1);
   });
 
+  it('a pre-shared key: the same on both sides completes; different ones fail at the initiator', () => {
+    const pair = (pskA: Buffer, pskB: Buffer): { a: Device; b: Device; ab: Peer } => {
+      const a = new Device({ privateKey: fixedKeyPair('psk a').privateKey, entropy: fixedEntropy('pa') });
+      const b = new Device({ privateKey: fixedKeyPair('psk b').privateKey, entropy: fixedEntropy('pb') });
+      const ab = a.addPeer({ publicKey: b.publicKey, presharedKey: pskA });
+      b.addPeer({ publicKey: a.publicKey, presharedKey: pskB });
+      return { a, b, ab };
+    };
+    const same = pair(Buffer.alloc(32, 1), Buffer.alloc(32, 1));
+    const r = same.b.receive(same.ab.handshakeInit(0)!, 0, 'a');
+    expect(same.a.receive(r.kind === 'reply' ? r.packets[0]! : Buffer.alloc(0), 0, 'b').kind).toBe('reply');
+    const diff = pair(Buffer.alloc(32, 1), Buffer.alloc(32, 2));
+    const r2 = diff.b.receive(diff.ab.handshakeInit(0)!, 0, 'a');
+    expect(r2.kind).toBe('reply'); // the PSK is mixed in after the responder's checks: only the initiator can tell
+    expect(reason(diff.a.receive(r2.kind === 'reply' ? r2.packets[0]! : Buffer.alloc(0), 0, 'b'))).toBe('bad-mac');
+  });
+
   it('refuses a low-order ephemeral key without answering', () => {
     const l = lab();
     const msg = encodeInitiation({ sender: 1, ephemeral: Buffer.alloc(32), encryptedStatic: Buffer.alloc(48), encryptedTimestamp: Buffer.alloc(28) });
