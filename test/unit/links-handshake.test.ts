@@ -220,8 +220,12 @@ describe('links: cookies under a flood', () => {
       const r = l.b.receive(init, 0, `flood-${i}`);
       expect(r.kind === 'reply' && r.peer === null && r.packets[0]![0]).toBe(3);
     }
+    // And distinct initiations (new ephemerals, valid mac1) from a stranger who knows b's public key.
+    const stranger = new Device({ privateKey: fixedKeyPair('flooder').privateKey, entropy: fixedEntropy('f') });
+    const sp = stranger.addPeer({ publicKey: l.keysB.publicKey });
+    for (let i = 0; i < 100; i++) expect(l.b.receive(sp.handshakeInit(i * REKEY_TIMEOUT_MS)!, 0, `flood-${i}`).kind).toBe('reply');
     expect(l.b.counters.dh).toBe(dh0);
-    expect(l.b.counters.drops.cookie).toBe(1000);
+    expect(l.b.counters.drops.cookie).toBe(1100);
     const c = l.b.receive(init, 0, 'a-addr');
     expect(l.a.receive(c.kind === 'reply' ? c.packets[0]! : Buffer.alloc(0), 0, 'b-addr').kind).toBe('cookie');
     // The retry waits for the retransmit timer, then carries mac2.
@@ -231,7 +235,7 @@ describe('links: cookies under a flood', () => {
     const retry = acts[0]!.kind === 'send' ? acts[0]!.packets[0]! : Buffer.alloc(0);
     expect(retry.subarray(INITIATION_MAC2).equals(Buffer.alloc(16))).toBe(false);
     // mac2 is bound to the source: from elsewhere it gets another cookie.
-    expect(l.b.receive(retry, REKEY_TIMEOUT_MS + 400, 'elsewhere').kind === 'reply' && l.b.counters.drops.cookie).toBe(1002);
+    expect(l.b.receive(retry, REKEY_TIMEOUT_MS + 400, 'elsewhere').kind === 'reply' && l.b.counters.drops.cookie).toBe(1102);
     const resp = l.b.receive(retry, REKEY_TIMEOUT_MS + 400, 'a-addr');
     expect(resp.kind === 'reply' && resp.peer).toBe(l.ba);
     expect(l.b.counters.dh - dh0).toBe(3); // es, ee, se: the one accepted initiation
