@@ -10,7 +10,9 @@
 //   0 daemon/wire, and daemon/errors.ts (UserError: imports nothing, thrown by the checks of
 //     user input in any layer; checked below to stay without imports)
 //   1 daemon/switch, daemon/capture (pcapng encoding and capture filters: imports only daemon/wire,
-//     so every layer above, switch to router, can tee packets into it)
+//     so every layer above, switch to router, can tee packets into it), daemon/links (the encrypted
+//     link protocol, pure: may import only daemon/links and daemon/wire, and of node's modules only
+//     node:crypto, and node:fs in keys.ts, which the CLI imports and so imports nothing of ours)
 //   2 daemon/gateway, daemon/endpoint, daemon/routes
 //   3 daemon/egress, daemon/tor
 //   4 daemon/router
@@ -27,6 +29,8 @@
 //                          only plugins/types.ts and node:, never a driver);
 //   daemon/capture/pcapng.ts  pcapng block constants: `mvnet capture` reads the daemon's stream
 //                          (imports nothing; checked below to stay so).
+//   daemon/links/keys.ts   X25519 keys and key files: `mvnet key generate/show` (imports only
+//                          node:crypto and node:fs, checked below).
 // daemon/** must not import cli/**.
 //
 // Usage: node scripts/check-layers.mjs [--graph]   (--graph also prints every edge)
@@ -40,14 +44,19 @@ const TREES = ['daemon', 'plugins', 'cli'];
 
 const DAEMON_LAYERS = [
   ['daemon/wire/', 'daemon/errors.ts'],
-  ['daemon/switch/', 'daemon/capture/'],
+  ['daemon/switch/', 'daemon/capture/', 'daemon/links/'],
   ['daemon/gateway/', 'daemon/endpoint/', 'daemon/routes/'],
   ['daemon/egress/', 'daemon/tor/'],
   ['daemon/router/'],
 ];
 const TOP_LAYER = DAEMON_LAYERS.length;
 /** Modules placed in a layer below their directory's: they must import nothing of ours. */
-const LEAVES = new Set(['daemon/errors.ts']);
+const LEAVES = new Set(['daemon/errors.ts', 'daemon/links/keys.ts']);
+/** Directories whose modules may import only these packages (node: built-ins included); per file where it differs. */
+const BARE_ALLOWED = [
+  { prefix: 'daemon/links/keys.ts', allowed: new Set(['node:crypto', 'node:fs']) },
+  { prefix: 'daemon/links/', allowed: new Set(['node:crypto']) },
+];
 /** Modules outside cli/ that cli/ may import, and whether only with `import type`. */
 const CLI_MAY_IMPORT = new Map([
   ['daemon/control/api.ts', { typeOnly: true }],
@@ -57,6 +66,7 @@ const CLI_MAY_IMPORT = new Map([
   ['plugins/types.ts', { typeOnly: true }],
   ['plugins/registry.ts', { typeOnly: false }],
   ['daemon/capture/pcapng.ts', { typeOnly: false }],
+  ['daemon/links/keys.ts', { typeOnly: false }],
 ]);
 /** Of those, the ones that must import nothing of ours (so the CLI pulls in no daemon code through them). */
 const CLI_LEAVES = new Set(['daemon/capture/pcapng.ts']);
@@ -136,6 +146,7 @@ function violation(from, to, typeOnly) {
     if (to.startsWith('cli/')) return 'daemon/ must not import cli/';
     if (CLI_LEAVES.has(from)) return `${from} is imported by cli/: it may import nothing of ours`;
     if (LEAVES.has(from)) return `${from} is placed in daemon layer ${daemonLayer(from)} as a leaf: it may import nothing of ours`;
+    if (from.startsWith('daemon/links/') && !to.startsWith('daemon/links/') && !to.startsWith('daemon/wire/')) return 'daemon/links/ may import only daemon/links/ and daemon/wire/';
     if (to.startsWith('plugins/')) return daemonLayer(from) === 0 ? 'daemon layer 0 (wire) may not import plugins/' : null;
     const lf = daemonLayer(from);
     const lt = daemonLayer(to);
@@ -154,8 +165,12 @@ const typeOnlyEdges = new Map();
 const problems = [];
 for (const f of files) {
   const deps = new Map();
+  const bare = BARE_ALLOWED.find((b) => f.startsWith(b.prefix));
   for (const [spec, typeOnly] of specifiers(readFileSync(join(root, f), 'utf8'))) {
-    if (!spec.startsWith('.')) continue;
+    if (!spec.startsWith('.')) {
+      if (bare !== undefined && !bare.allowed.has(spec)) problems.push(`layer: ${f} imports '${spec}' (${bare.prefix} may import only ${[...bare.allowed].join(', ')} outside the repository)`);
+      continue;
+    }
     const to = resolveRelative(f, spec);
     if (to === null) {
       problems.push(`unresolved: ${f} imports '${spec}'`);

@@ -25,6 +25,7 @@ REQUIRED=(
   qemu-system-x86 # the real-VM tests (hook-qemu.test.ts), -accel tcg
   graphviz        # `dot -Tsvg` renders `mvnet graph` output (graph.test.ts)
   chromium fonts-liberation   # headless Chromium opens the HTML topology page (graph.test.ts); fonts for its labels
+  wireguard-go wireguard-tools  # the link protocol's construction checked against WireGuard (links-wireguard.test.ts); the links bench's yardstick
 )
 # Wanted by later features (DHCP client alternative, Tor routing, passt, QEMU end-to-end);
 # installed when the archive has them, reported when it does not.

@@ -23,7 +23,9 @@ export type WireProtocol =
   | 'tcp'
   | 'dhcpv4'
   | 'dns'
-  | 'vnet';
+  | 'vnet'
+  /** The encrypted link protocol's messages (daemon/links/messages.ts). */
+  | 'link';
 
 export type WireErrorReason =
   /** Fewer bytes than the header or a length field needs. */

@@ -4,8 +4,9 @@ import { controlHarness, controlInput, controlOne, fuzzControl } from './control
 import { fuzzIngress, replayIngress } from './ingress.js';
 import type { FuzzReport } from './report.js';
 import { fuzzWire, wireOne } from './wire.js';
+import { fuzzLinks, linksHarness, linksOne } from './links.js';
 
-export type Target = 'wire' | 'ingress' | 'control';
+export type Target = 'wire' | 'ingress' | 'control' | 'links';
 
 export interface RegressionSeed {
   target: Target;
@@ -29,6 +30,8 @@ export function fuzz(target: Target, count: number, seed: number): Promise<FuzzR
       return fuzzIngress(count, seed);
     case 'control':
       return fuzzControl(count, seed);
+    case 'links':
+      return Promise.resolve(fuzzLinks(count, seed));
   }
 }
 
@@ -49,6 +52,10 @@ export async function replay(s: RegressionSeed): Promise<string[]> {
       } finally {
         await h.close();
       }
+    }
+    case 'links': {
+      const c = linksOne(linksHarness(), s.seed, s.input !== undefined ? Buffer.from(s.input, 'hex') : undefined);
+      return c === null ? [] : [`${c.where}: ${c.error}`];
     }
   }
 }

@@ -1,0 +1,43 @@
+import { Command } from 'commander';
+import type { Ctx } from '../context.js';
+import { print } from '../output.js';
+import { generateKeyPair, keyPairFromPrivate, keyToBase64, readPrivateKeyFile, writePrivateKeyFile } from '../../daemon/links/keys.js';
+
+export const DEFAULT_KEY_FILE = 'mvnet.key';
+
+/** The errno code of a failed fs call, if it has one. */
+function code(e: unknown): string | undefined {
+  return e instanceof Error && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
+}
+
+/**
+ * `mvnet key`: link keys (X25519, base64 as WireGuard's). The private key goes only to a new
+ * file of mode 0600; only public keys are ever printed. Local: no daemon involved.
+ */
+export function keyCommand(ctx: Ctx): Command {
+  const key = new Command('key').description('X25519 keys for encrypted links (private keys stay in files, mode 0600)');
+  key
+    .command('generate')
+    .description('write a new private key to a new file (mode 0600) and print its public key')
+    .option('--out <file>', `the private key file; never overwritten (default ./${DEFAULT_KEY_FILE})`)
+    .action((o: { out?: string }) => {
+      const file = o.out ?? DEFAULT_KEY_FILE;
+      const k = generateKeyPair();
+      try {
+        writePrivateKeyFile(file, k.privateKey);
+      } catch (e) {
+        if (code(e) === 'EEXIST' || code(e) === 'ELOOP') throw new Error(`${file} exists: refusing to overwrite it (a key file is never replaced)`);
+        throw e;
+      }
+      const pub = keyToBase64(k.publicKey);
+      print(ctx.json(), { publicKey: pub, file }, () => pub);
+    });
+  key
+    .command('show <file>')
+    .description('print the public key of a private key file (the key to give to peers)')
+    .action((file: string) => {
+      const pub = keyToBase64(keyPairFromPrivate(readPrivateKeyFile(file)).publicKey);
+      print(ctx.json(), { publicKey: pub, file }, () => pub);
+    });
+  return key;
+}

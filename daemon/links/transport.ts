@@ -1,0 +1,98 @@
+/**
+ * One session's data keys: the send counter, the receive window, sealing and opening transport
+ * messages. The plaintext of a non-empty message is the payload, zero padding and one trailer
+ * byte (high nibble: payload type, 0 = an Ethernet frame; low nibble: padding length), a
+ * multiple of 16 bytes, so lengths show only to 16 bytes. An empty plaintext is a keepalive.
+ */
+import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
+import { counterNonce, TAG_LEN } from './primitives.js';
+import { encodeTransportHeader, type Transport } from './messages.js';
+import { REJECT_AFTER_MESSAGES, ReplayWindow } from './replay.js';
+import type { TransportKeys } from './noise.js';
+
+/** A session that has sent this many messages is replaced by a new handshake (the initiator starts it). */
+export const REKEY_AFTER_MESSAGES = 2n ** 60n;
+export const PAYLOAD_ETHERNET = 0;
+/** Largest payload: a 64 KiB frame (an offloaded super-frame and its virtio-net header). */
+export const MAX_PAYLOAD = 65535;
+
+export type OpenFailure = 'replay' | 'bad-mac' | 'malformed';
+
+export class Keypair {
+  private readonly sendKey: KeyObject;
+  private readonly recvKey: KeyObject;
+  /** The counter of the next message sent. */
+  sendCounter = 0n;
+  readonly replay = new ReplayWindow();
+
+  constructor(
+    keys: TransportKeys,
+    /** Our index: the receiver field of messages the peer sends on this session. */
+    readonly localIndex: number,
+    /** The peer's index, written in the messages we send. */
+    readonly remoteIndex: number,
+    readonly isInitiator: boolean,
+    /** When the handshake completed (the caller's clock, ms). */
+    readonly created: number,
+  ) {
+    // KeyObjects: imported once, not on every packet.
+    this.sendKey = createSecretKey(keys.send);
+    this.recvKey = createSecretKey(keys.recv);
+  }
+
+  /** Whether another message may be sent: the counter is below REJECT_AFTER_MESSAGES. */
+  canSend(): boolean {
+    return this.sendCounter < REJECT_AFTER_MESSAGES;
+  }
+
+  /** The transport message carrying `payload` (empty: a keepalive). Call only when canSend(). */
+  seal(payload: Buffer, type = PAYLOAD_ETHERNET): Buffer {
+    if (payload.length > MAX_PAYLOAD) throw new RangeError(`payload of ${payload.length} bytes > ${MAX_PAYLOAD}`);
+    const counter = this.sendCounter++;
+    const c = createCipheriv('chacha20-poly1305', this.sendKey, counterNonce(counter), { authTagLength: TAG_LEN });
+    const parts = [encodeTransportHeader(this.remoteIndex, counter)];
+    if (payload.length > 0) {
+      const pad = (16 - ((payload.length + 1) % 16)) % 16;
+      parts.push(c.update(payload));
+      const tail = Buffer.alloc(pad + 1);
+      tail[pad] = (type << 4) | pad;
+      parts.push(c.update(tail));
+    }
+    c.final();
+    parts.push(c.getAuthTag());
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * The payload of `msg` (an empty one: a keepalive), once it is authenticated and its counter
+   * not seen before; the window moves only then.
+   */
+  open(msg: Transport): { ok: true; payload: Buffer; type: number } | { ok: false; reason: OpenFailure } {
+    if (!this.replay.check(msg.counter)) return { ok: false, reason: 'replay' };
+    const body = msg.sealed.subarray(0, msg.sealed.length - TAG_LEN);
+    const d = createDecipheriv('chacha20-poly1305', this.recvKey, counterNonce(msg.counter), { authTagLength: TAG_LEN });
+    d.setAuthTag(msg.sealed.subarray(msg.sealed.length - TAG_LEN));
+    const plain = d.update(body);
+    try {
+      d.final();
+    } catch {
+      return { ok: false, reason: 'bad-mac' };
+    }
+    if (!this.replay.update(msg.counter)) return { ok: false, reason: 'replay' };
+    if (plain.length === 0) return { ok: true, payload: plain, type: PAYLOAD_ETHERNET };
+    const trailer = plain[plain.length - 1]!;
+    const pad = trailer & 0x0f;
+    const type = trailer >> 4;
+    // Authentic but not what a sender of this protocol makes: a bug or another version at the far end.
+    if (pad + 1 > plain.length || type !== PAYLOAD_ETHERNET) return { ok: false, reason: 'malformed' };
+    for (let i = plain.length - 1 - pad; i < plain.length - 1; i++) if (plain[i] !== 0) return { ok: false, reason: 'malformed' };
+    return { ok: true, payload: plain.subarray(0, plain.length - 1 - pad), type };
+  }
+}
+
+/** Test hook: moves the send counter (counter exhaustion tests start near 2^60 or 2^64). */
+export function setSendCounterForTest(k: Keypair, counter: bigint): void {
+  k.sendCounter = counter;
+}
+
+export { REJECT_AFTER_MESSAGES };
