@@ -22,7 +22,7 @@ export interface HubOptions {
   newRing: RingFactory;
   /** Realtime clock in nanoseconds (tests pass a fake one). */
   now?: () => number;
-  /** Bytes of each port's tee ring. */
+  /** Bytes of each port's tee ring (default: sized by the port's largest frame, 4 to 32 MiB). */
   ringBytes?: number;
   drainMs?: number;
 }
@@ -74,7 +74,23 @@ export interface Prepared {
   params: CaptureParams;
 }
 
-const DEFAULT_RING_BYTES = 4 << 20;
+/**
+ * A port's ring holds RING_FRAMES of its largest frames (its snaplen's, if smaller) between two
+ * drains, within these bounds: at 64 KiB frames and 20 Gbit/s, 5 ms is about 200 frames.
+ */
+const RING_FRAMES = 256;
+const MIN_RING_BYTES = 4 << 20;
+const MAX_RING_BYTES = 32 << 20;
+/** A TSO super-frame's largest size (a port with a vnet header may carry them whatever its MTU). */
+const GSO_MAX_FRAME = 65550;
+/** Bytes of a ring record's header (plugins/common/tee-ring.ts REC_HDR). */
+const RING_RECORD_OVERHEAD = 24 + 8;
+
+function ringBytesFor(port: TeeablePort, snaplen: number): number {
+  let frame = (port.vnetHdrLen ?? 0) > 0 ? GSO_MAX_FRAME : (port.maxFrame ?? GSO_MAX_FRAME);
+  if (snaplen > 0 && snaplen < frame) frame = snaplen;
+  return Math.min(MAX_RING_BYTES, Math.max(MIN_RING_BYTES, RING_FRAMES * (frame + RING_RECORD_OVERHEAD)));
+}
 /** Live captures at once: each may hold SINK_QUEUE_BYTES for a reader that does not read. */
 export const MAX_LIVE_CAPTURES = 64;
 
@@ -94,14 +110,15 @@ export class CaptureHub {
   private rebuildQueued = false;
   private nextId = 1;
   readonly now: () => number;
-  private readonly ringBytes: number;
+  /** A fixed ring size (tests); else ringBytesFor each port. */
+  private readonly ringBytes: number | undefined;
   private readonly drainMs: number;
   /** Told when points come and go (tees wait for theirs). */
   onPointsChanged: (() => void) | null = null;
 
   constructor(private readonly o: HubOptions) {
     this.now = o.now ?? realNowNs;
-    this.ringBytes = o.ringBytes ?? DEFAULT_RING_BYTES;
+    this.ringBytes = o.ringBytes;
     this.drainMs = o.drainMs ?? 5;
   }
 
@@ -269,7 +286,7 @@ export class CaptureHub {
       const snap = cons.reduce((m, c) => Math.max(m, c.session.snaplen), 0);
       pe.consumers = cons;
       if (cons.length === 0) this.setRing(pe, null, 0);
-      else if (pe.ring === null || (pe.ring.snaplen !== 0 && pe.ring.snaplen < snap)) this.setRing(pe, this.o.newRing(this.ringBytes, snap), dirs);
+      else if (pe.ring === null || (pe.ring.snaplen !== 0 && pe.ring.snaplen < snap)) this.setRing(pe, this.o.newRing(this.ringBytes ?? ringBytesFor(pe.port, snap), snap), dirs);
       else if (pe.dirs !== dirs) this.setRing(pe, pe.ring, dirs);
     }
     const targets = (name: string): Target[] => {

@@ -10,5 +10,8 @@ export type RingFactory = (bytes: number, snaplen: number) => TeeRing;
 
 export interface TeeablePort {
   readonly layer: 2 | 3;
+  /** Largest frame without vnet header; with a vnet header (vnetHdrLen > 0) TSO super-frames may be larger. */
+  readonly maxFrame?: number;
+  readonly vnetHdrLen?: number;
   tee?(ring: TeeRing | null, dirs: number): void;
 }
