@@ -143,7 +143,8 @@ function u32(b: Buffer, o: number): number {
   return o >= 0 && o + 4 <= b.length ? b.readUInt32BE(o) : -1;
 }
 
-class Compiler {
+/** The parser: calls its back end for each primitive and operator, in parse order. */
+class Compiler<N> {
   private readonly toks: Token[];
   private pos = 0;
   /** VLAN tags seen so far in parse order: each shifts the following primitives by 4 bytes. */
@@ -152,13 +153,13 @@ class Compiler {
 
   constructor(
     private readonly text: string,
-    private readonly ctx: Ctx,
+    private readonly b: Backend<N>,
   ) {
     this.toks = tokenize(text);
   }
 
-  compile(): Node {
-    if (this.toks.length === 0) return () => 1;
+  compile(): N {
+    if (this.toks.length === 0) return this.b.all();
     const n = this.expr();
     const t = this.peek();
     if (t !== undefined) {
@@ -186,7 +187,7 @@ class Compiler {
   }
 
   // expr := unary ((and|or) unary)*  — one precedence level, left-associative, as in pcap-filter.
-  private expr(): Node {
+  private expr(): N {
     let left = this.unary();
     for (;;) {
       const t = this.peek();
@@ -196,28 +197,15 @@ class Compiler {
       this.pos++;
       const l = left;
       const r = this.unary();
-      left =
-        op === 'and' || op === '&&'
-          ? () => {
-              const a = l();
-              return a !== 1 ? a : r();
-            }
-          : () => {
-              const a = l();
-              return a !== 0 ? a : r();
-            };
+      left = op === 'and' || op === '&&' ? this.b.and(l, r) : this.b.or(l, r);
     }
   }
 
-  private unary(): Node {
+  private unary(): N {
     const t = this.peek();
     if (this.isWord(t, 'not') || t?.text === '!') {
       this.pos++;
-      const x = this.unary();
-      return () => {
-        const a = x();
-        return a === -1 ? -1 : a === 1 ? 0 : 1;
-      };
+      return this.b.not(this.unary());
     }
     if (t?.text === '(') {
       this.pos++;
@@ -231,7 +219,7 @@ class Compiler {
     return this.primitive();
   }
 
-  private primitive(): Node {
+  private primitive(): N {
     const t = this.next();
     if (t === undefined) this.fail(`expected a primitive (host, net, port, tcp, …) at the end (column ${this.text.length + 1})`, t);
     const w = t.text.toLowerCase();
@@ -251,7 +239,7 @@ class Compiler {
         return this.qualified(w as QProto, t);
       }
       this.lastQual = undefined;
-      return this.protoPrimitive(w);
+      return this.b.proto(w, this.vlans);
     }
     if (TYPE_WORDS.has(w) || w === 'src' || w === 'dst') {
       this.pos--;
@@ -268,7 +256,7 @@ class Compiler {
   }
 
   /** [proto] [dir] [type] value, with the proto word (if any) already consumed. */
-  private qualified(proto: QProto, protoTok: Token): Node {
+  private qualified(proto: QProto, protoTok: Token): N {
     let dir: Dir = 'any';
     let t = this.peek();
     if (this.isWord(t, 'src', 'dst')) {
@@ -316,13 +304,13 @@ class Compiler {
   }
 
   /** Compiles `q value`, and remembers q for a following bare value (`host a or b`). */
-  private value(q: Qual, v: Token): Node {
+  private value(q: Qual, v: Token): N {
     this.lastQual = q;
     const bad = (): never => this.fail(`expected ${this.expectWhat(q)} at ${describe(v, this.text.length)}`, v);
     if (q.proto === 'ether') {
       const m = parseMacString(v.text);
       if (!m.ok) bad();
-      return this.etherHost(m.ok ? m.value : 0, q.dir);
+      return this.b.etherHost(m.ok ? m.value : 0, q.dir);
     }
     if (q.type === 'port' || q.type === 'portrange') {
       let lo: number;
@@ -340,7 +328,7 @@ class Compiler {
         hi = Math.max(a, b);
       }
       const protos = q.proto === 'tcp' ? [PROTO_TCP] : q.proto === 'udp' ? [PROTO_UDP] : [PROTO_SCTP, PROTO_TCP, PROTO_UDP];
-      return this.port(protos, lo, hi, q.dir);
+      return this.b.port(protos, lo, hi, q.dir, this.vlans);
     }
     // host or net
     let addrText = v.text;
@@ -366,7 +354,7 @@ class Compiler {
       for (let i = 0; i < 16; i++) {
         if (((addr[i] as number) & ~(mask[i] as number)) !== 0) this.fail(`non-network bits set in ${v.text} (column ${v.at + 1})`, v);
       }
-      return this.ip6Addr(addr, mask, q.dir);
+      return this.b.ip6Addr(addr, mask, q.dir, this.vlans);
     }
     // pcap also accepts shortened IPv4 nets (`net 10`); we ask for the full form rather than guess.
     if (!/^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$/.test(addrText)) bad();
@@ -386,15 +374,69 @@ class Compiler {
     }
     const addr = (a.ok ? a.value : 0) >>> 0;
     if ((addr & ~mask) >>> 0 !== 0) this.fail(`non-network bits set in ${v.text} (column ${v.at + 1})`, v);
-    return this.ip4Addr(addr, mask, q.dir, q.proto);
+    return this.b.ip4Addr(addr, mask, q.dir, q.proto, this.vlans);
   }
 
-  // ---- code generation: each primitive captures the link offsets current when it was parsed ----
+  /** `vlan [id]`: the primitives parsed after it look one tag deeper. */
+  private vlan(): N {
+    let id = -1;
+    const n = this.peek();
+    if (n !== undefined && /^[0-9]/.test(n.text)) {
+      if (!/^[0-9]{1,4}$/.test(n.text) || Number(n.text) > 4095) this.fail(`expected a VLAN id 0-4095 at ${describe(n, this.text.length)}`, n);
+      id = Number(n.text);
+      this.pos++;
+    }
+    const node = this.b.vlan(this.vlans, id);
+    this.vlans++;
+    this.lastQual = undefined;
+    return node;
+  }
+}
 
-  /** The ethertype (or, on raw IP, the version) test at the current VLAN depth. */
-  private linkType(et: number): Node {
+/** What the parser hands a back end: one call per primitive, with the VLAN depth it was parsed at. */
+interface Backend<N> {
+  all(): N;
+  and(l: N, r: N): N;
+  or(l: N, r: N): N;
+  not(x: N): N;
+  /** `vlan [id]` (id -1: any) at VLAN depth `vlans` (the tags before it). */
+  vlan(vlans: number, id: number): N;
+  /** ip ip6 arp icmp icmp6 tcp udp. */
+  proto(w: string, vlans: number): N;
+  etherHost(mac: number, dir: Dir): N;
+  ip4Addr(addr: number, mask: number, dir: Dir, proto: QProto, vlans: number): N;
+  ip6Addr(addr: Buffer, mask: Buffer, dir: Dir, vlans: number): N;
+  port(protos: readonly number[], lo: number, hi: number, dir: Dir, vlans: number): N;
+}
+
+// ---- the closure back end (compileFilter): each primitive captures the link offsets of its VLAN depth ----
+
+class ClosureGen implements Backend<Node> {
+  constructor(private readonly ctx: Ctx) {}
+
+  all(): Node {
+    return () => 1;
+  }
+  and(l: Node, r: Node): Node {
+    return () => {
+      const a = l();
+      return a !== 1 ? a : r();
+    };
+  }
+  or(l: Node, r: Node): Node {
+    return or(l, r);
+  }
+  not(x: Node): Node {
+    return () => {
+      const a = x();
+      return a === -1 ? -1 : a === 1 ? 0 : 1;
+    };
+  }
+
+  /** The ethertype (or, on raw IP, the version) test at a VLAN depth. */
+  private linkType(et: number, vlans: number): Node {
     const ctx = this.ctx;
-    const off = 12 + 4 * this.vlans;
+    const off = 12 + 4 * vlans;
     const version = et === ETHERTYPE_IP ? 0x40 : et === ETHERTYPE_IPV6 ? 0x60 : -1;
     return () => {
       if (ctx.raw) {
@@ -407,25 +449,16 @@ class Compiler {
     };
   }
 
-  /** Offset of the link-layer payload (the IP header) at the current VLAN depth. */
-  private payloadOffset(): () => number {
+  /** Offset of the link-layer payload (the IP header) at a VLAN depth. */
+  private payloadOffset(vlans: number): () => number {
     const ctx = this.ctx;
-    const off = 14 + 4 * this.vlans;
+    const off = 14 + 4 * vlans;
     return () => (ctx.raw ? 0 : off);
   }
 
-  private vlan(): Node {
+  vlan(vlans: number, id: number): Node {
     const ctx = this.ctx;
-    const off = 12 + 4 * this.vlans;
-    let id = -1;
-    const n = this.peek();
-    if (n !== undefined && /^[0-9]/.test(n.text)) {
-      if (!/^[0-9]{1,4}$/.test(n.text) || Number(n.text) > 4095) this.fail(`expected a VLAN id 0-4095 at ${describe(n, this.text.length)}`, n);
-      id = Number(n.text);
-      this.pos++;
-    }
-    this.vlans++;
-    this.lastQual = undefined;
+    const off = 12 + 4 * vlans;
     return () => {
       if (ctx.raw) return 0;
       const t = u16(ctx.buf, off);
@@ -437,20 +470,20 @@ class Compiler {
     };
   }
 
-  private protoPrimitive(w: string): Node {
-    if (w === 'ip') return this.linkType(ETHERTYPE_IP);
-    if (w === 'ip6') return this.linkType(ETHERTYPE_IPV6);
-    if (w === 'arp') return this.linkType(ETHERTYPE_ARP);
-    if (w === 'icmp') return this.ip4Proto(PROTO_ICMP);
-    if (w === 'icmp6') return this.ip6Proto(PROTO_ICMPV6);
+  proto(w: string, vlans: number): Node {
+    if (w === 'ip') return this.linkType(ETHERTYPE_IP, vlans);
+    if (w === 'ip6') return this.linkType(ETHERTYPE_IPV6, vlans);
+    if (w === 'arp') return this.linkType(ETHERTYPE_ARP, vlans);
+    if (w === 'icmp') return this.ip4Proto(PROTO_ICMP, vlans);
+    if (w === 'icmp6') return this.ip6Proto(PROTO_ICMPV6, vlans);
     const p = w === 'tcp' ? PROTO_TCP : PROTO_UDP;
-    return or(this.ip4Proto(p), this.ip6Proto(p));
+    return or(this.ip4Proto(p, vlans), this.ip6Proto(p, vlans));
   }
 
-  private ip4Proto(p: number): Node {
+  private ip4Proto(p: number, vlans: number): Node {
     const ctx = this.ctx;
-    const is4 = this.linkType(ETHERTYPE_IP);
-    const pl = this.payloadOffset();
+    const is4 = this.linkType(ETHERTYPE_IP, vlans);
+    const pl = this.payloadOffset(vlans);
     return () => {
       const a = is4();
       if (a !== 1) return a;
@@ -460,10 +493,10 @@ class Compiler {
   }
 
   /** pcap's `ip6 proto p`: the fixed header's next header, or a Fragment header then p. */
-  private ip6Proto(p: number): Node {
+  private ip6Proto(p: number, vlans: number): Node {
     const ctx = this.ctx;
-    const is6 = this.linkType(ETHERTYPE_IPV6);
-    const pl = this.payloadOffset();
+    const is6 = this.linkType(ETHERTYPE_IPV6, vlans);
+    const pl = this.payloadOffset(vlans);
     return () => {
       const a = is6();
       if (a !== 1) return a;
@@ -477,7 +510,7 @@ class Compiler {
     };
   }
 
-  private etherHost(mac: number, dir: Dir): Node {
+  etherHost(mac: number, dir: Dir): Node {
     const ctx = this.ctx;
     const hi = Math.floor(mac / 0x10000) >>> 0;
     const lo = mac % 0x10000;
@@ -489,15 +522,15 @@ class Compiler {
     return () => (ctx.raw ? 0 : dirTest(dir, at, 6, 0));
   }
 
-  private ip4Addr(addr: number, mask: number, dir: Dir, proto: QProto): Node {
+  ip4Addr(addr: number, mask: number, dir: Dir, proto: QProto, vlans: number): Node {
     const ctx = this.ctx;
-    const pl = this.payloadOffset();
+    const pl = this.payloadOffset(vlans);
     const cmp = (o: number): Verdict => {
       const v = u32(ctx.buf, o);
       return v < 0 ? -1 : ((v & mask) >>> 0) === addr ? 1 : 0;
     };
     const over = (et: number, srcOff: number, dstOff: number): Node => {
-      const is = this.linkType(et);
+      const is = this.linkType(et, vlans);
       return () => {
         const a = is();
         if (a !== 1) return a;
@@ -513,10 +546,10 @@ class Compiler {
     return or(or(ip, arp), over(ETHERTYPE_RARP, 14, 24));
   }
 
-  private ip6Addr(addr: Buffer, mask: Buffer, dir: Dir): Node {
+  ip6Addr(addr: Buffer, mask: Buffer, dir: Dir, vlans: number): Node {
     const ctx = this.ctx;
-    const is6 = this.linkType(ETHERTYPE_IPV6);
-    const pl = this.payloadOffset();
+    const is6 = this.linkType(ETHERTYPE_IPV6, vlans);
+    const pl = this.payloadOffset(vlans);
     const cmp = (o: number): Verdict => {
       if (o + 16 > ctx.buf.length) return -1;
       for (let i = 0; i < 16; i++) if ((((ctx.buf[o + i] as number) & (mask[i] as number)) as number) !== addr[i]) return 0;
@@ -530,11 +563,11 @@ class Compiler {
     };
   }
 
-  private port(protos: number[], lo: number, hi: number, dir: Dir): Node {
+  port(protos: readonly number[], lo: number, hi: number, dir: Dir, vlans: number): Node {
     const ctx = this.ctx;
-    const is4 = this.linkType(ETHERTYPE_IP);
-    const is6 = this.linkType(ETHERTYPE_IPV6);
-    const pl = this.payloadOffset();
+    const is4 = this.linkType(ETHERTYPE_IP, vlans);
+    const is6 = this.linkType(ETHERTYPE_IPV6, vlans);
+    const pl = this.payloadOffset(vlans);
     const cmp = (o: number): Verdict => {
       const v = u16(ctx.buf, o);
       return v < 0 ? -1 : v >= lo && v <= hi ? 1 : 0;
@@ -584,12 +617,161 @@ function dirTest(dir: Dir, cmp: (o: number) => Verdict, srcOff: number, dstOff: 
   return a !== 0 ? a : cmp(dstOff);
 }
 
+// ---- the program back end (compileFilterProgram): the same tree as words for device.cc's interpreter ----
+
+/**
+ * A filter program, run by the native tee (device.cc TeeFilter) on each frame before it is
+ * copied, so a frame the capture would filter out costs no copy. Prefix-encoded tree of
+ * three-valued nodes (1 match, 0 no match, -1 a read past the end: the packet is rejected),
+ * evaluated exactly as the closures above. Each node starts with a header word
+ *   op (bits 0-7) | size (bits 8-15, PROG_CMP*: 1, 2 or 4 bytes) | words (bits 16-31: the whole
+ *   node's length, children included, so a short-circuit skips a child in one step)
+ * then its operands:
+ *   PROG_TRUE, PROG_FALSE           —
+ *   PROG_AND, PROG_OR               left node, right node (and: a != 1 ? a : right; or: a != 0 ? a : right)
+ *   PROG_NOT                        node (-1 stays -1)
+ *   PROG_NEED  off n                1 when bytes [off, off+n) are in the frame, else -1
+ *   PROG_CMP   off mask lo hi       the big-endian value v at off: -1 past the end, else lo <= (v & mask) <= hi
+ *   PROG_CMP_L4 net off mask lo hi  as CMP at off + net + 4 * (frame[net] & 15) (IPv4 header length)
+ * Offsets are from the start of the captured bytes (the link type and VLAN depth are resolved
+ * when compiling). The device checks a program once (device.cc ValidateFilter) against the limits below.
+ */
+export const PROG_TRUE = 1;
+export const PROG_FALSE = 2;
+export const PROG_AND = 3;
+export const PROG_OR = 4;
+export const PROG_NOT = 5;
+export const PROG_NEED = 6;
+export const PROG_CMP = 7;
+export const PROG_CMP_L4 = 8;
+/** Limits the device enforces (device.cc kFilterMaxWords, kFilterMaxDepth, kFilterMaxOffset). */
+export const PROG_MAX_WORDS = 4096;
+export const PROG_MAX_DEPTH = 128;
+export const PROG_MAX_OFFSET = 0xffff;
+
+type Prog = number[];
+
+function node(op: number, size: number, ...rest: Prog[]): Prog {
+  const words = 1 + rest.reduce((n, r) => n + r.length, 0);
+  return [op | (size << 8) | (words << 16), ...rest.flat()];
+}
+
+class ProgramGen implements Backend<Prog> {
+  constructor(private readonly raw: boolean) {}
+
+  all(): Prog {
+    return node(PROG_TRUE, 0);
+  }
+  and(l: Prog, r: Prog): Prog {
+    return node(PROG_AND, 0, l, r);
+  }
+  or(l: Prog, r: Prog): Prog {
+    return node(PROG_OR, 0, l, r);
+  }
+  not(x: Prog): Prog {
+    return node(PROG_NOT, 0, x);
+  }
+  private none(): Prog {
+    return node(PROG_FALSE, 0);
+  }
+  private cmp(size: number, off: number, mask: number, lo: number, hi: number = lo): Prog {
+    return node(PROG_CMP, size, [off, mask >>> 0, lo >>> 0, hi >>> 0]);
+  }
+  private need(off: number, n: number): Prog {
+    return node(PROG_NEED, 0, [off, n]);
+  }
+  private dir(d: Dir, src: Prog, dst: Prog): Prog {
+    if (d === 'src') return src;
+    if (d === 'dst') return dst;
+    return d === 'both' ? this.and(src, dst) : this.or(src, dst);
+  }
+
+  private linkType(et: number, vlans: number): Prog {
+    if (this.raw) {
+      const version = et === ETHERTYPE_IP ? 0x40 : et === ETHERTYPE_IPV6 ? 0x60 : -1;
+      return version < 0 ? this.none() : this.cmp(1, 0, 0xf0, version);
+    }
+    return this.cmp(2, 12 + 4 * vlans, 0xffff, et);
+  }
+  private pl(vlans: number): number {
+    return this.raw ? 0 : 14 + 4 * vlans;
+  }
+
+  vlan(vlans: number, id: number): Prog {
+    if (this.raw) return this.none();
+    const off = 12 + 4 * vlans;
+    const tag = this.or(this.cmp(2, off, 0xffff, 0x8100), this.or(this.cmp(2, off, 0xffff, 0x88a8), this.cmp(2, off, 0xffff, 0x9100)));
+    return id < 0 ? tag : this.and(tag, this.cmp(2, off + 2, 0xfff, id));
+  }
+
+  proto(w: string, vlans: number): Prog {
+    if (w === 'ip') return this.linkType(ETHERTYPE_IP, vlans);
+    if (w === 'ip6') return this.linkType(ETHERTYPE_IPV6, vlans);
+    if (w === 'arp') return this.linkType(ETHERTYPE_ARP, vlans);
+    if (w === 'icmp') return this.ip4Proto(PROTO_ICMP, vlans);
+    if (w === 'icmp6') return this.ip6Proto(PROTO_ICMPV6, vlans);
+    const p = w === 'tcp' ? PROTO_TCP : PROTO_UDP;
+    return this.or(this.ip4Proto(p, vlans), this.ip6Proto(p, vlans));
+  }
+
+  private ip4Proto(p: number, vlans: number): Prog {
+    return this.and(this.linkType(ETHERTYPE_IP, vlans), this.cmp(1, this.pl(vlans) + 9, 0xff, p));
+  }
+
+  private ip6Proto(p: number, vlans: number): Prog {
+    const o = this.pl(vlans);
+    const nh = this.or(this.cmp(1, o + 6, 0xff, p), this.and(this.cmp(1, o + 6, 0xff, PROTO_FRAGMENT), this.cmp(1, o + 40, 0xff, p)));
+    return this.and(this.linkType(ETHERTYPE_IPV6, vlans), nh);
+  }
+
+  etherHost(mac: number, dir: Dir): Prog {
+    if (this.raw) return this.none();
+    const hi = Math.floor(mac / 0x10000) >>> 0;
+    const lo = mac % 0x10000;
+    // Both reads are checked before either compares, as in the closure.
+    const at = (o: number): Prog => this.and(this.need(o, 6), this.and(this.cmp(4, o, 0xffffffff, hi), this.cmp(2, o + 4, 0xffff, lo)));
+    return this.dir(dir, at(6), at(0));
+  }
+
+  ip4Addr(addr: number, mask: number, dir: Dir, proto: QProto, vlans: number): Prog {
+    const o = this.pl(vlans);
+    const over = (et: number, srcOff: number, dstOff: number): Prog =>
+      this.and(this.linkType(et, vlans), this.dir(dir, this.cmp(4, o + srcOff, mask, addr), this.cmp(4, o + dstOff, mask, addr)));
+    const ip = over(ETHERTYPE_IP, 12, 16);
+    if (proto === 'ip') return ip;
+    const arp = over(ETHERTYPE_ARP, 14, 24);
+    if (proto === 'arp') return arp;
+    return this.or(this.or(ip, arp), over(ETHERTYPE_RARP, 14, 24));
+  }
+
+  ip6Addr(addr: Buffer, mask: Buffer, dir: Dir, vlans: number): Prog {
+    const o = this.pl(vlans);
+    // All 16 bytes are checked before any compares, as in the closure.
+    const at = (off: number): Prog => {
+      let words = this.cmp(4, off + 12, mask.readUInt32BE(12), addr.readUInt32BE(12));
+      for (let i = 2; i >= 0; i--) words = this.and(this.cmp(4, off + 4 * i, mask.readUInt32BE(4 * i), addr.readUInt32BE(4 * i)), words);
+      return this.and(this.need(off, 16), words);
+    };
+    return this.and(this.linkType(ETHERTYPE_IPV6, vlans), this.dir(dir, at(o + 8), at(o + 24)));
+  }
+
+  port(protos: readonly number[], lo: number, hi: number, dir: Dir, vlans: number): Prog {
+    const o = this.pl(vlans);
+    const anyOf = (off: number): Prog => protos.map((p) => this.cmp(1, off, 0xff, p)).reduceRight((r, l) => this.or(l, r));
+    const v6 = this.and(this.linkType(ETHERTYPE_IPV6, vlans), this.and(anyOf(o + 6), this.dir(dir, this.cmp(2, o + 40, 0xffff, lo, hi), this.cmp(2, o + 42, 0xffff, lo, hi))));
+    const l4 = (off: number): Prog => node(PROG_CMP_L4, 2, [o, off, 0xffff, lo, hi]);
+    const notFragment = this.cmp(2, o + 6, 0x1fff, 0);
+    const v4 = this.and(this.linkType(ETHERTYPE_IP, vlans), this.and(anyOf(o + 9), this.and(notFragment, this.dir(dir, l4(0), l4(2)))));
+    return this.or(v6, v4);
+  }
+}
+
 /** Parses and compiles a filter; an empty filter matches everything (as tcpdump with no expression). */
 export function compileFilter(text: string): CompiledFilter {
   const ctx: Ctx = { buf: Buffer.alloc(0), raw: false };
   let root: Node;
   try {
-    root = new Compiler(text, ctx).compile();
+    root = new Compiler(text, new ClosureGen(ctx)).compile();
   } catch (e) {
     if (e instanceof FilterError) return { ok: false, error: e.message, at: e.at };
     throw e;
@@ -605,4 +787,32 @@ export function compileFilter(text: string): CompiledFilter {
       return v === 1;
     },
   };
+}
+
+/**
+ * The same filter as a program for the native tee (see PROG_TRUE), for one link type: null when
+ * the filter does not compile or its program is past the device's limits (then JS filters alone).
+ */
+export function compileFilterProgram(text: string, link: LinkType): Uint32Array | null {
+  let prog: Prog;
+  try {
+    prog = new Compiler(text, new ProgramGen(link === 'raw')).compile();
+  } catch (e) {
+    if (e instanceof FilterError) return null;
+    throw e;
+  }
+  if (prog.length > PROG_MAX_WORDS || depth(prog, 0) > PROG_MAX_DEPTH) return null;
+  return Uint32Array.from(prog);
+}
+
+/** Nesting depth of the node at `at` (the device refuses a program deeper than PROG_MAX_DEPTH). */
+function depth(prog: Prog, at: number): number {
+  const op = (prog[at] as number) & 0xff;
+  if (op === PROG_AND || op === PROG_OR) {
+    const left = at + 1;
+    const right = left + ((prog[left] as number) >>> 16);
+    return 1 + Math.max(depth(prog, left), depth(prog, right));
+  }
+  if (op === PROG_NOT) return 1 + depth(prog, at + 1);
+  return 1;
 }
