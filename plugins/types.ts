@@ -75,8 +75,10 @@ export interface Port {
   readonly owned?: DeviceRecord;
   /** Capture: copy every frame crossing the port in the directions `dirs` (TEE_IN|TEE_OUT bits)
    *  into `ring`, cut-through frames included; null stops. Never slows forwarding: when the ring
-   *  is full the copy is dropped and counted in the ring. */
-  tee?(ring: TeeRing | null, dirs: number): void;
+   *  is full the copy is dropped and counted in the ring. `program` (daemon/capture/filter.ts
+   *  compileFilterProgram) is a prefilter a port may run before the copy (counting what it
+   *  rejects in the ring's `filtered`) or ignore: the capture filters again what it drains. */
+  tee?(ring: TeeRing | null, dirs: number, program?: Uint32Array | null): void;
 }
 
 /**

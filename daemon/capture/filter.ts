@@ -620,7 +620,7 @@ function dirTest(dir: Dir, cmp: (o: number) => Verdict, srcOff: number, dstOff: 
 // ---- the program back end (compileFilterProgram): the same tree as words for device.cc's interpreter ----
 
 /**
- * A filter program, run by the native tee (device.cc TeeFilter) on each frame before it is
+ * A filter program, run by the native tee (device.cc TeeWrite, tee-filter.cc) on each frame before it is
  * copied, so a frame the capture would filter out costs no copy. Prefix-encoded tree of
  * three-valued nodes (1 match, 0 no match, -1 a read past the end: the packet is rejected),
  * evaluated exactly as the closures above. Each node starts with a header word
@@ -634,7 +634,7 @@ function dirTest(dir: Dir, cmp: (o: number) => Verdict, srcOff: number, dstOff: 
  *   PROG_CMP   off mask lo hi       the big-endian value v at off: -1 past the end, else lo <= (v & mask) <= hi
  *   PROG_CMP_L4 net off mask lo hi  as CMP at off + net + 4 * (frame[net] & 15) (IPv4 header length)
  * Offsets are from the start of the captured bytes (the link type and VLAN depth are resolved
- * when compiling). The device checks a program once (device.cc ValidateFilter) against the limits below.
+ * when compiling). The device checks a program once (tee-filter.cc ValidateFilter) against the limits below.
  */
 export const PROG_TRUE = 1;
 export const PROG_FALSE = 2;
@@ -644,7 +644,7 @@ export const PROG_NOT = 5;
 export const PROG_NEED = 6;
 export const PROG_CMP = 7;
 export const PROG_CMP_L4 = 8;
-/** Limits the device enforces (device.cc kFilterMaxWords, kFilterMaxDepth, kFilterMaxOffset). */
+/** Limits the device enforces (tee-filter.h kFilterMaxWords, kFilterMaxDepth, kFilterMaxOffset). */
 export const PROG_MAX_WORDS = 4096;
 export const PROG_MAX_DEPTH = 128;
 export const PROG_MAX_OFFSET = 0xffff;

@@ -4,8 +4,14 @@
  * (one per port, shared by the sessions on it) and the switch's and router's hooks are set. The
  * rings are drained on a timer while any is in use, before every hook packet (so one capture's
  * packets stay in order across its points), and when a session stops.
+ *
+ * When every session on a port's ring has the same filter (and takes the frames as they are),
+ * the port is given that filter as a program too: the native tee runs it before the copy, so
+ * what the capture would filter out is never copied, only counted (the ring's `filtered`),
+ * and the sessions count it as seen and filtered out. JS filters what arrives all the same.
  */
 import type { Logger } from 'pino';
+import { compileFilterProgram } from './filter.js';
 import type { Direction } from './pcapng.js';
 import { checkFilter, Session, type Counters, type Iface } from './session.js';
 import type { Sink } from './sink.js';
@@ -50,7 +56,10 @@ interface PortEntry {
   link: PointLink;
   ring: CaptureRing | null;
   dirs: number;
+  /** The filter the port runs before the copy (null: none). */
+  prefilter: string | null;
   lastDropped: number;
+  lastFiltered: number;
   consumers: Consumer[];
 }
 
@@ -91,6 +100,21 @@ function ringBytesFor(port: TeeablePort, snaplen: number): number {
   if (snaplen > 0 && snaplen < frame) frame = snaplen;
   return Math.min(MAX_RING_BYTES, Math.max(MIN_RING_BYTES, RING_FRAMES * (frame + RING_RECORD_OVERHEAD)));
 }
+/**
+ * The filter a port may run before the copy: only when every consumer would filter each frame
+ * the ring carries the same way (same non-empty filter, every direction of the ring, the port's
+ * own link type, no synthetic header), so a frame rejected natively is one each of them rejects.
+ */
+function prefilterOf(pe: PortEntry, cons: readonly Consumer[], dirs: number): string | null {
+  if (cons.length === 0) return null;
+  const text = cons[0]!.session.filterText;
+  if (text.trim() === '') return null;
+  for (const c of cons) {
+    if (c.session.filterText !== text || c.wrap || c.mask !== dirs || c.iface.link !== pe.link) return null;
+  }
+  return text;
+}
+
 /** Live captures at once: each may hold SINK_QUEUE_BYTES for a reader that does not read. */
 export const MAX_LIVE_CAPTURES = 64;
 
@@ -216,7 +240,7 @@ export class CaptureHub {
 
   portAdded(vm: string, net: string, port: TeeablePort): void {
     this.portRemoved(vm);
-    this.ports.set(vm, { vm, net, port, link: port.layer === 3 ? 'raw' : 'ether', ring: null, dirs: 0, lastDropped: 0, consumers: [] });
+    this.ports.set(vm, { vm, net, port, link: port.layer === 3 ? 'raw' : 'ether', ring: null, dirs: 0, prefilter: null, lastDropped: 0, lastFiltered: 0, consumers: [] });
     this.rebuild();
     this.onPointsChanged?.();
   }
@@ -227,7 +251,7 @@ export class CaptureHub {
     if (e === undefined) return;
     this.drainAll(true);
     for (const s of [...this.sessions]) if (s.iface(vm) !== undefined && s.points.some((p) => p.kind === 'port' && p.name === vm)) s.stop(`VM ${vm} detached`);
-    this.setRing(e, null, 0);
+    this.setRing(e, null, 0, null);
     this.ports.delete(vm);
     this.rebuild();
     this.onPointsChanged?.();
@@ -284,10 +308,13 @@ export class CaptureHub {
       const dirs = cons.reduce((m, c) => m | c.mask, 0);
       // One ring per port: as long as the longest snaplen asked for.
       const snap = cons.reduce((m, c) => Math.max(m, c.session.snaplen), 0);
+      // What the ring refused or filtered so far is the current consumers' loss, not the next ones'.
+      if (pe.ring !== null) this.countLost(pe);
       pe.consumers = cons;
-      if (cons.length === 0) this.setRing(pe, null, 0);
-      else if (pe.ring === null || (pe.ring.snaplen !== 0 && pe.ring.snaplen < snap)) this.setRing(pe, this.o.newRing(this.ringBytes ?? ringBytesFor(pe.port, snap), snap), dirs);
-      else if (pe.dirs !== dirs) this.setRing(pe, pe.ring, dirs);
+      const pre = prefilterOf(pe, cons, dirs);
+      if (cons.length === 0) this.setRing(pe, null, 0, null);
+      else if (pe.ring === null || (pe.ring.snaplen !== 0 && pe.ring.snaplen < snap)) this.setRing(pe, this.o.newRing(this.ringBytes ?? ringBytesFor(pe.port, snap), snap), dirs, pre);
+      else if (pe.dirs !== dirs || pe.prefilter !== pre) this.setRing(pe, pe.ring, dirs, pre);
     }
     const targets = (name: string): Target[] => {
       const out: Target[] = [];
@@ -319,14 +346,21 @@ export class CaptureHub {
     }
   }
 
-  private setRing(pe: PortEntry, ring: CaptureRing | null, dirs: number): void {
+  private setRing(pe: PortEntry, ring: CaptureRing | null, dirs: number, prefilter: string | null): void {
     if (pe.ring !== null && pe.ring !== ring) this.drainPort(pe);
     const fresh = pe.ring !== ring;
     pe.ring = ring;
     pe.dirs = dirs;
-    if (fresh) pe.lastDropped = ring?.dropped ?? 0;
+    if (fresh) {
+      pe.lastDropped = ring?.dropped ?? 0;
+      pe.lastFiltered = ring?.filtered ?? 0;
+    }
+    const program = prefilter !== null ? compileFilterProgram(prefilter, pe.link) : null;
+    pe.prefilter = program !== null ? prefilter : null;
     try {
-      pe.port.tee?.(ring, dirs);
+      // No program: the two-argument call (a port that has none to drop needs no third).
+      if (program !== null) pe.port.tee?.(ring, dirs, program);
+      else pe.port.tee?.(ring, dirs);
     } catch (e) {
       this.o.log.warn({ vm: pe.vm, err: (e as Error).message }, 'could not tee the port');
     }
@@ -395,13 +429,21 @@ export class CaptureHub {
     }
   }
 
-  /** Copies the ring refused since the last look: each consumer's session lost them. */
+  /**
+   * Copies the ring refused since the last look: each consumer's session lost them; and frames
+   * the port's prefilter rejected: each consumer saw and filtered them out.
+   */
   private countLost(pe: PortEntry): void {
     const ring = pe.ring!;
     const lost = ring.dropped - pe.lastDropped;
     if (lost > 0) {
       pe.lastDropped = ring.dropped;
       for (const c of pe.consumers) c.session.lost(c.iface, lost);
+    }
+    const filtered = ring.filtered - pe.lastFiltered;
+    if (filtered > 0) {
+      pe.lastFiltered = ring.filtered;
+      for (const c of pe.consumers) c.session.filtered(c.iface, filtered);
     }
   }
 

@@ -13,5 +13,5 @@ export interface TeeablePort {
   /** Largest frame without vnet header; with a vnet header (vnetHdrLen > 0) TSO super-frames may be larger. */
   readonly maxFrame?: number;
   readonly vnetHdrLen?: number;
-  tee?(ring: TeeRing | null, dirs: number): void;
+  tee?(ring: TeeRing | null, dirs: number, program?: Uint32Array | null): void;
 }

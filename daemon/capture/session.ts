@@ -190,6 +190,15 @@ export class Session {
     this.counters.dropped += n;
   }
 
+  /** Packets of `point` the port's prefilter rejected before the copy: seen and filtered out. */
+  filtered(i: Iface, n: number): void {
+    if (this.ended) return;
+    i.seen += n;
+    this.counters.seen += n;
+    i.filteredOut += n;
+    this.counters.filteredOut += n;
+  }
+
   /** Ends the session: ISBs and end of the output (`clean`), or just closes it. Idempotent. */
   stop(why: string, clean = true): void {
     if (this.ended) return;

@@ -4,6 +4,9 @@
  * TeeRing. Ports with their own tee (DevicePort: cut-through frames never reach JS) are returned
  * as they are, so the switch still sees them as cut-through ports.
  *
+ * A filter program passed to tee() is ignored: it is a prefilter, and the capture applies its
+ * own filter to every record it drains, so the result is the same (only the copy is not saved).
+ *
  * While no tee is set the wrapper costs one null check per send() and nothing on receive: the
  * port's handler is the network's own, swapped for a copying one only while a tee runs.
  */

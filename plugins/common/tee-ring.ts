@@ -19,7 +19,9 @@
  *   [0] head: byte offset where the producer writes the next record (producer only);
  *   [1] tail: byte offset of the oldest record not yet drained (consumer only);
  *   [2],[3] records written since creation, low and high 32 bits (producer);
- *   [4],[5] frames dropped because the ring was full, low and high 32 bits (producer).
+ *   [4],[5] frames dropped because the ring was full, low and high 32 bits (producer);
+ *   [6],[7] frames not copied because the capture's filter program rejected them (native
+ *           producer with a program, see device.cc TeeWrite), low and high 32 bits.
  * head == tail means empty; a producer never fills the ring completely (that would look empty).
  *
  * `buffer` holds records, each starting at an 8-byte aligned offset (the buffer's size is a
@@ -61,6 +63,7 @@ export const CTL_HEAD = 0;
 export const CTL_TAIL = 1;
 export const CTL_WRITTEN = 2;
 export const CTL_DROPPED = 4;
+export const CTL_FILTERED = 6;
 /** Bytes of a record's header. */
 export const REC_HDR = 24;
 /** Bytes of a virtio_net_hdr: a skip at least this long carries gso_type at 1 and gso_size at 4. */
@@ -119,6 +122,11 @@ export class TeeRing {
   /** Frames not copied because the ring was full (since creation). */
   get dropped(): number {
     return this.ctl[CTL_DROPPED]! + this.ctl[CTL_DROPPED + 1]! * TWO32;
+  }
+
+  /** Frames the producer's filter program rejected, so not copied (since creation). */
+  get filtered(): number {
+    return this.ctl[CTL_FILTERED]! + this.ctl[CTL_FILTERED + 1]! * TWO32;
   }
 
   /** Frames copied (since creation). */

@@ -369,15 +369,16 @@ export abstract class DevicePort implements Port {
    * dropped here as runts) and every frame it accepts for writing (TEE_OUT: from send() and from
    * other devices' cut-through) is copied into `ring` by the device, without its virtio-net
    * header; null stops. Reads carry a header for 'pass' and 'normalize', writes only for 'pass'.
+   * `program`: a frame it rejects is not copied, only counted in the ring's `filtered`.
    */
-  tee(ring: TeeRing | null, dirs: number): void {
+  tee(ring: TeeRing | null, dirs: number, program?: Uint32Array | null): void {
     if (this.closed || ring === null || (dirs & (TEE_IN | TEE_OUT)) === 0) {
       if (!this.closed) this.device.setTee(null);
       return;
     }
     const rxSkip = this.vnet === 'none' ? 0 : VNET_HDR_LEN;
     const txSkip = this.vnet === 'pass' ? VNET_HDR_LEN : 0;
-    this.device.setTee(ring.buffer, ring.ctl, dirs & (TEE_IN | TEE_OUT), ring.snaplen, rxSkip, txSkip);
+    this.device.setTee(ring.buffer, ring.ctl, dirs & (TEE_IN | TEE_OUT), ring.snaplen, rxSkip, txSkip, program ?? null);
   }
 
   /** @internal DeviceSwitchFib.set: the port's device, when bound to `fib`. */

@@ -110,8 +110,11 @@ export interface NativeDevice {
    * `txSkip` bytes (a virtio_net_hdr: its gso_type and gso_size are recorded) left out and the
    * rest cut to `snaplen` (0: whole). A full ring refuses the copy and counts it in `ctl`.
    * The device holds references to both until setTee(null) or close(). `setTee(null)` stops.
+   * `program` (daemon/capture/filter.ts compileFilterProgram) runs on the bytes a record would
+   * hold before they are copied: a frame it rejects is not copied, only counted in `ctl`
+   * ("filtered"). Checked here once: a malformed program throws TypeError.
    */
-  setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number): void;
+  setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number, program?: Uint32Array | null): void;
   /** Stops polling and closes the fd. Idempotent. */
   close(): void;
 }
@@ -249,6 +252,8 @@ export interface KernelAddr {
 }
 
 export interface NativeAddon {
+  /** The tee's filter interpreter alone (tests): whether `program` accepts `frame`; TypeError when malformed. */
+  teeFilterMatch(program: Uint32Array, frame: Uint8Array): boolean;
   openTun(opts: OpenTunOptions): OpenTunResult;
   /** TUNSETPERSIST: a persistent device outlives its fd (kept across daemon restarts). */
   setPersist(fd: number, persist: boolean): void;

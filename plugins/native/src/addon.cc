@@ -18,6 +18,7 @@
 #include <cstring>
 #include <string>
 
+#include "tee-filter.h"
 #include "device.h"
 #include "napi_util.h"
 #include "netns.h"
@@ -633,6 +634,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"openUnixDgram", nullptr, OpenUnixDgram, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"openUnixListener", nullptr, OpenUnixListener, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"isPlainFrame", nullptr, IsPlainFrameJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"teeFilterMatch", nullptr, TeeFilterMatchJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   MVNET_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
   napi_value device_class = DefineDeviceClass(env);

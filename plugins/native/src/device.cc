@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "napi_util.h"
+#include "tee-filter.h"
 
 namespace mvnet {
 namespace {
@@ -46,7 +47,7 @@ constexpr uint32_t kTeeIn = 1;
 constexpr uint32_t kTeeOut = 2;
 constexpr uint32_t kTeeRecHdr = 24;
 constexpr uint32_t kTeeCtlWords = 8;
-constexpr int kCtlHead = 0, kCtlTail = 1, kCtlWritten = 2, kCtlDropped = 4;
+constexpr int kCtlHead = 0, kCtlTail = 1, kCtlWritten = 2, kCtlDropped = 4, kCtlFiltered = 6;
 constexpr uint32_t kTeeMaxSkip = 64;
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the tee ring's records are little-endian");
 constexpr napi_type_tag kFibTag = {0x6d766e6574666962ull, 0x5377697463684669ull};
@@ -314,6 +315,8 @@ class Device {
   uint32_t tee_tx_skip_ = 0;
   napi_ref tee_buf_ref_ = nullptr;
   napi_ref tee_ctl_ref_ = nullptr;
+  // The capture's filter program (empty: none), run before the copy (tee-filter.h).
+  std::vector<uint32_t> tee_prog_;
 
   std::vector<mmsghdr> rmsgs_;
   std::vector<iovec> riov_;
@@ -1089,6 +1092,12 @@ void Device::TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t s
   const uint32_t orig = len > skip ? len - skip : 0;
   uint32_t cap = tee_snap_ != 0 && orig > tee_snap_ ? tee_snap_ : orig;
   if (cap > (avail > skip ? avail - skip : 0)) cap = avail > skip ? avail - skip : 0;  // a truncated read
+  // On the bytes the record would hold, as the JS filter would see them: a frame filtered
+  // out is not copied at all.
+  if (!tee_prog_.empty() && RunFilter(tee_prog_.data(), cap > 0 ? f + skip : f, cap) != 1) {
+    TeeCount(ctl, kCtlFiltered);
+    return;
+  }
   const uint64_t need = kTeeRecHdr + ((static_cast<uint64_t>(cap) + 7) & ~7ull);
   const uint32_t size = tee_size_;
   const uint32_t head = ctl[kCtlHead], tail = ctl[kCtlTail];
@@ -1143,6 +1152,7 @@ void Device::ClearTee() {
   tee_buf_ = nullptr;
   tee_ctl_ = nullptr;
   tee_size_ = 0;
+  tee_prog_.clear();
   for (napi_ref* r : {&tee_buf_ref_, &tee_ctl_ref_}) {
     if (*r != nullptr) napi_delete_reference(env_, *r);
     *r = nullptr;
@@ -1670,10 +1680,10 @@ napi_value Fib::JsClear(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// setTee(ring: Buffer, ctl: Uint32Array, dirs, snaplen, rxSkip, txSkip), or setTee(null) to stop.
+// setTee(ring: Buffer, ctl: Uint32Array, dirs, snaplen, rxSkip, txSkip, program?), or setTee(null) to stop.
 napi_value Device::JsSetTee(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   Device* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
   d->ClearTee();
@@ -1701,7 +1711,10 @@ napi_value Device::JsSetTee(napi_env env, napi_callback_info info) {
     }
     return nullptr;
   }
+  std::vector<uint32_t> prog;
+  if (argc >= 7 && !IsNullish(env, argv[6]) && !ReadFilterProgram(env, argv[6], &prog)) return nullptr;
   if (d->closed_ || (dirs & (kTeeIn | kTeeOut)) == 0) return nullptr;
+  d->tee_prog_ = std::move(prog);
   MVNET_CALL(env, napi_create_reference(env, argv[0], 1, &d->tee_buf_ref_));
   MVNET_CALL(env, napi_create_reference(env, argv[1], 1, &d->tee_ctl_ref_));
   d->tee_buf_ = static_cast<uint8_t*>(data);
