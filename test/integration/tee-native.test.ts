@@ -10,6 +10,7 @@ import { closeSync, constants, openSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { compileFilterProgram } from '../../daemon/capture/filter.js';
 import { Network } from '../../daemon/switch/network.js';
 import { TEE_IN, TEE_OUT, TeeRing, type TeeRecord } from '../../plugins/common/tee-ring.js';
 import { native } from '../../plugins/native/index.js';
@@ -260,6 +261,55 @@ describe('native tee: the record layout', () => {
     expect(ring.dropped).toBe(1);
     d.close();
     closeSync(p.r);
+  });
+
+  it('a filter program runs before the copy: what it rejects is counted in filtered, never copied', async () => {
+    const p = fifo();
+    const ring = new TeeRing(1 << 16, 0);
+    const hdr = Buffer.alloc(10);
+    const eth = (etherType: number, n: number): Buffer => {
+      const f = Buffer.alloc(n);
+      f.writeUInt16BE(etherType, 12);
+      return f;
+    };
+    // After the 10-byte header: an ARP frame, an IPv4 one, and one too short to hold the ethertype.
+    const frames = [eth(0x0806, 60), eth(0x0800, 60), Buffer.alloc(8)].map((f) => Buffer.concat([hdr, f]));
+    const out = device(p.w, () => {});
+    out.setTee(ring.buffer, ring.ctl, TEE_OUT, 0, 0, 10, compileFilterProgram('arp', 'ether'));
+    let reads = 0;
+    let wake: () => void = () => {};
+    const inp = device(p.r, () => {
+      reads++;
+      wake();
+    });
+    inp.setTee(ring.buffer, ring.ctl, TEE_IN, 0, 10, 0, compileFilterProgram('not arp', 'ether'));
+    inp.start();
+    for (const f of frames) {
+      expect(out.write([f], 1)).toBe(1);
+      const n = reads;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        if (reads > n) resolve();
+      });
+    }
+    // TEE_OUT kept the ARP frame; TEE_IN ('not arp') the IPv4 one. The short frame: a read past
+    // the end rejects the packet for both, as BPF does (even under 'not').
+    const got: [number, number][] = [];
+    ring.drain((r) => got.push([r.dir, r.frame.length > 13 ? r.frame.readUInt16BE(12) : -1]));
+    expect(got).toEqual([
+      [TEE_OUT, 0x0806],
+      [TEE_IN, 0x0800],
+    ]);
+    expect(ring.written).toBe(2);
+    expect(ring.filtered).toBe(4);
+    expect(ring.dropped).toBe(0);
+    // A malformed program is refused; setTee(null) and a later tee without one copy everything.
+    expect(() => out.setTee(ring.buffer, ring.ctl, TEE_OUT, 0, 0, 10, new Uint32Array([0xffff]))).toThrow(TypeError);
+    out.setTee(ring.buffer, ring.ctl, TEE_OUT, 0, 0, 10);
+    expect(out.write([frames[2]!], 1)).toBe(1);
+    expect(ring.written).toBe(3);
+    out.close();
+    inp.close();
   });
 });
 
