@@ -101,7 +101,7 @@ export class TeeRing {
   readonly snaplen: number;
   /** @internal The records (see the layout above); handed to the native tee. */
   readonly buffer: Buffer;
-  /** @internal head, tail, written, dropped (see the layout above); handed to the native tee. */
+  /** @internal head, tail, written, dropped, filtered (see the layout above); handed to the native tee. */
   readonly ctl: Uint32Array;
   /** The ring's size in bytes (a multiple of 8). */
   readonly size: number;
