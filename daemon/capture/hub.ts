@@ -56,7 +56,7 @@ interface PortEntry {
   link: PointLink;
   ring: CaptureRing | null;
   dirs: number;
-  /** The filter the port runs before the copy (null: none). */
+  /** The filter the port was asked to run before the copy (null: none). */
   prefilter: string | null;
   lastDropped: number;
   lastFiltered: number;
@@ -356,7 +356,7 @@ export class CaptureHub {
       pe.lastFiltered = ring?.filtered ?? 0;
     }
     const program = prefilter !== null ? compileFilterProgram(prefilter, pe.link) : null;
-    pe.prefilter = program !== null ? prefilter : null;
+    pe.prefilter = prefilter; // asked for, even when past the device's limits (no program then)
     try {
       // No program: the two-argument call (a port that has none to drop needs no third).
       if (program !== null) pe.port.tee?.(ring, dirs, program);
