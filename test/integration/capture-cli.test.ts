@@ -338,18 +338,27 @@ describe('mvnet capture: two TAP VMs on one network', () => {
     const c1 = await capture(d, ['vm1', '--snaplen', '128', '-w', f1, 'tcp', 'port', '5010']);
     const c2 = await capture(d, ['vm2', '--snaplen', '128', '-w', f2, 'tcp', 'port', '5010']);
     const sink = await tcpSink(vm2.ns, vm2.ip, 5010);
+    const dropsBefore = await d.portDrops();
     const sent = await tcpSend(vm1.ns, vm2.ip, 5010, size, 60_000);
     expect(sent.ok).toBe(true);
     expect((await sink.result()).sha256).toBe(sent.sha256);
+    // Segments the switch itself could not deliver (a full TAP queue under load) are real gaps in
+    // the stream, which tshark flags; each explains at most a few flags. Without them, none.
+    const fwdDropped = (await d.portDrops()) - dropsBefore;
     for (const c of [c1, c2]) expect(await c.interrupt(), c.stderr()).toBe(0);
     for (const [f, c] of [
       [f1, c1],
       [f2, c2],
     ] as const) {
       expect(summary(c.stderr()).dropped, f).toBe(0);
-      expect(await tsharkFields(f, ['frame.number'], 'tcp.analysis.lost_segment or tcp.analysis.out_of_order or tcp.analysis.ack_lost_segment'), f).toEqual([]);
+      const flagged = await tsharkFields(f, ['frame.number'], 'tcp.analysis.lost_segment or tcp.analysis.out_of_order or tcp.analysis.ack_lost_segment');
+      if (fwdDropped === 0) expect(flagged, f).toEqual([]);
+      else expect(flagged.length, `${f}: ${fwdDropped} frames dropped by forwarding`).toBeLessThanOrEqual(3 * fwdDropped);
       const data = await tsharkFields(f, ['tcp.len'], `ip.src == ${vm1.ip} and not tcp.analysis.retransmission`);
-      expect(data.reduce((n, r) => n + Number(r[0]), 0), f).toBe(size);
+      const bytes = data.reduce((n, r) => n + Number(r[0]), 0);
+      // A retransmission that fills a forwarding gap may be flagged and left out of the sum.
+      if (fwdDropped === 0) expect(bytes, f).toBe(size);
+      else expect(size - bytes, f).toBeLessThanOrEqual(fwdDropped * 65536);
       const ts = (await tsharkFields(f, ['frame.time_epoch'])).map((r) => Number(r[0]));
       expect(ordered(ts), f).toBe(true);
     }

@@ -241,9 +241,13 @@ describe('capture: live stream on the control connection', () => {
     const size = 1 << 20;
     const sink = await tcpSink(vm2.ns, vm2.ip, 5003);
     const c = await startCapture(d.socket, { from: { vm: 'vm2' }, filter: 'tcp port 5003' });
+    const dropsBefore = await d.portDrops();
     const sent = await tcpSend(vm1.ns, vm2.ip, 5003, size, 30_000);
     expect(sent.ok, sent.error).toBe(true);
     expect((await sink.result()).bytes).toBe(size);
+    // A segment the switch could not deliver (a full TAP queue under load) is a real gap, which
+    // the capture shows faithfully and tshark flags; without one, no flag at all.
+    const fwdDropped = (await d.portDrops()) - dropsBefore;
     c.end();
     const stream = await c.done;
     const isb = readPcapng(stream).isbs[0]!;
@@ -253,8 +257,12 @@ describe('capture: live stream on the control connection', () => {
     // What vm2 was given (outbound at its port): every byte of the stream (a retransmission, which
     // the kernel's TCP may make on a loaded machine, counted once), nothing lost or reordered.
     const toVm2 = rows.filter((r) => r[0] === '0x00000002' && r[2] === '');
-    expect(toVm2.reduce((n, r) => n + Number(r[1] || 0), 0)).toBe(size);
-    expect(rows.filter((r) => r.slice(3).some((x) => x !== ''))).toEqual([]);
+    const bytes = toVm2.reduce((n, r) => n + Number(r[1] || 0), 0);
+    if (fwdDropped === 0) expect(bytes).toBe(size);
+    else expect(size - bytes).toBeLessThanOrEqual(fwdDropped * 65536);
+    const flagged = rows.filter((r) => r.slice(3).some((x) => x !== ''));
+    if (fwdDropped === 0) expect(flagged).toEqual([]);
+    else expect(flagged.length).toBeLessThanOrEqual(3 * fwdDropped);
     const times = (await tsharkFields(file, ['frame.time_epoch'])).map((x) => Number(x[0]));
     expect([...times].sort((a, b) => a - b)).toEqual(times);
   });

@@ -224,6 +224,17 @@ export class Daemon {
     return this.cliJson<StatusInfo>(['status']);
   }
 
+  /**
+   * Frames the VMs' ports dropped (every reason: a full TAP queue on a loaded machine, …): a
+   * capture shows such a gap in a stream faithfully, so tests that read a stream's analysis
+   * flags allow what these explain.
+   */
+  async portDrops(): Promise<number> {
+    let n = 0;
+    for (const v of (await this.status()).vms) for (const c of Object.values(v.port.stats.drops)) n += c ?? 0;
+    return n;
+  }
+
   /** One VM's entry in `status --json` (throws when absent). */
   async vm(name: string): Promise<VmInfo> {
     const s = await this.status();
