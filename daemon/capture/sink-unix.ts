@@ -26,6 +26,9 @@ function listen(path: string): Promise<net.Server> {
   });
 }
 
+/** Readers of one tee socket at once. */
+export const MAX_READERS = 4;
+
 export class UnixSink implements Sink {
   readonly format = 'frames';
   onGone: ((why: string, clean: boolean) => void) | null = null;
@@ -39,7 +42,8 @@ export class UnixSink implements Sink {
     private readonly maxQueue: number,
   ) {
     server.on('connection', (sock) => {
-      if (this.closed) {
+      // Each reader may hold a full queue: a few at once, and never to whoever connects first.
+      if (this.closed || this.peers.size >= MAX_READERS) {
         sock.destroy();
         return;
       }
@@ -71,6 +75,7 @@ export class UnixSink implements Sink {
   write(frame: Buffer): boolean {
     let sent = false;
     for (const p of this.peers) {
+      // A slow reader loses frames, not its connection: QEMU, as a client, never reconnects.
       if (p.writableLength + frame.length + 4 > this.maxQueue) continue;
       const b = Buffer.allocUnsafe(4 + frame.length);
       b.writeUInt32BE(frame.length, 0);

@@ -169,6 +169,10 @@ describe('mvnet hook', () => {
     expect((await vms()).map((v) => [v.name, v.port.kind])).toEqual([[vm, 'dgram']]);
     expect((await hook(d.socket, ['CHECK'], { ...state, status: 'running' })).code).toBe(0);
     failedWith(await hook(d.socket, [], { ...state, annotations: { 'mvnet.colour': 'red' } }), 2, /unknown annotation mvnet.colour/);
+    // The container's author may not say where on the host the (root) hook acts.
+    for (const [k, v] of [['netns', '/proc/1/ns/net'], ['socket', '/tmp/evil.sock'], ['path', '/etc/x.sock'], ['ifname', 'eth0']]) {
+      failedWith(await hook(d.socket, [], { ...state, annotations: { 'mvnet.network': 'lan', 'mvnet.device': 'tap', [`mvnet.${k}`]: v } }), 2, new RegExp(`annotation mvnet.${k} is refused`));
+    }
     // A QEMU still bound to its datagram socket: DEL leaves that socket alone (it is live).
     const qemu = spawnProcess(['python3', '-c', 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); print("bound", flush=True); sys.stdin.read()', dev.socket], { stdin: true, label: 'fake QEMU dgram' });
     await qemu.waitForLine((l) => l === 'bound');

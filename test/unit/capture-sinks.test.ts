@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { checkCaptureParams } from '../../daemon/capture/params.js';
 import { FileSink, captureRelPath } from '../../daemon/capture/sink-file.js';
-import { UnixSink } from '../../daemon/capture/sink-unix.js';
+import { MAX_READERS, UnixSink } from '../../daemon/capture/sink-unix.js';
 import { Network } from '../../daemon/switch/network.js';
 import { encodeEthernet, ETHERTYPE_IPV4 } from '../../daemon/wire/ethernet.js';
 import { MAC_BROADCAST } from '../../daemon/wire/mac.js';
@@ -49,6 +49,29 @@ describe('capture sinks', () => {
       lab.close();
     }
     expect(fs.existsSync(sockPath)).toBe(false);
+  });
+
+  it('unix: at most MAX_READERS readers at once (each may hold a full queue); one more is closed at once', async () => {
+    const sockPath = path.join(dir, 'cap.sock');
+    const sink = await UnixSink.listen(sockPath, undefined);
+    const peers: QemuStreamClient[] = [];
+    try {
+      for (let i = 0; i < MAX_READERS; i++) peers.push(await QemuStreamClient.connect(sockPath));
+      await vi.waitFor(() => expect(sink.state().detail).toContain(`${MAX_READERS} reader(s)`));
+      const extra = await QemuStreamClient.connect(sockPath);
+      peers.push(extra);
+      // The daemon side closes it at once.
+      await extra.waitDisconnected(5000);
+      expect(sink.state().detail).toContain(`${MAX_READERS} reader(s)`);
+      // Once a reader leaves, a new one is taken.
+      await peers[0]!.close();
+      await vi.waitFor(() => expect(sink.state().detail).toContain(`${MAX_READERS - 1} reader(s)`));
+      peers.push(await QemuStreamClient.connect(sockPath));
+      await vi.waitFor(() => expect(sink.state().detail).toContain(`${MAX_READERS} reader(s)`));
+    } finally {
+      for (const p of peers) await p.close();
+      await sink.close(true);
+    }
   });
 
   it('file: confined paths; rotation at the size into complete pcapng files', async () => {

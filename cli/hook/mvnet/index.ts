@@ -72,6 +72,12 @@ function parseCommand(arg: string | undefined, environ: Env): HookCommand | unde
   return c as HookCommand;
 }
 
+/**
+ * Keys that say where on the host the hook acts (a namespace, a socket, a path, an interface
+ * name): an OCI state's annotations come from the container's author, so they may not set them.
+ */
+const HOST_KEYS: ReadonlySet<string> = new Set(['netns', 'socket', 'path', 'ifname']);
+
 /** The hook's keys from an OCI state's annotations (`mvnet.network` …). */
 function fromOci(state: Obj): { id: string; keys: Obj; status: string; pid?: number } {
   if (typeof state.id !== 'string' || state.id === '') throw new HookError(CODES.invalidConfig, 'the OCI state has no id');
@@ -81,7 +87,9 @@ function fromOci(state: Obj): { id: string; keys: Obj; status: string; pid?: num
   for (const [k, v] of Object.entries(ann)) {
     if (!k.startsWith('mvnet.')) continue;
     const key = k.slice('mvnet.'.length);
-    if (!KEYS.includes(key) || key === 'vm') throw new HookError(CODES.unsupportedField, `unknown annotation ${k}: mvnet.${KEYS.filter((x) => x !== 'vm').join(', mvnet.')}`);
+    if (!KEYS.includes(key) || key === 'vm') throw new HookError(CODES.unsupportedField, `unknown annotation ${k}: mvnet.${KEYS.filter((x) => x !== 'vm' && !HOST_KEYS.has(x)).join(', mvnet.')}`);
+    // Annotations are the container author's; where the hook (root) acts on the host is not.
+    if (HOST_KEYS.has(key)) throw new HookError(CODES.unsupportedField, `annotation ${k} is refused: a container cannot choose ${key} (the hook uses the container's own namespace and the daemon's socket)`);
     keys[key] = v;
   }
   const out: { id: string; keys: Obj; status: string; pid?: number } = { id: state.id, keys, status: typeof state.status === 'string' ? state.status : '' };
