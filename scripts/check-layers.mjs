@@ -29,6 +29,8 @@
 //                          only plugins/types.ts and node:, never a driver);
 //   daemon/capture/pcapng.ts  pcapng block constants: `mvnet capture` reads the daemon's stream
 //                          (imports nothing; checked below to stay so).
+//   daemon/wire/ip-text.ts IP address text in and out (RFC 5952): `mvnet hook` states the
+//                          addresses a VM will have exactly as the daemon prints them.
 //   daemon/links/keys.ts   X25519 keys and key files: `mvnet key generate/show` (imports only
 //                          node:crypto and node:fs, checked below).
 // daemon/** must not import cli/**.
@@ -66,6 +68,7 @@ const CLI_MAY_IMPORT = new Map([
   ['plugins/types.ts', { typeOnly: true }],
   ['plugins/registry.ts', { typeOnly: false }],
   ['daemon/capture/pcapng.ts', { typeOnly: false }],
+  ['daemon/wire/ip-text.ts', { typeOnly: false }],
   ['daemon/links/keys.ts', { typeOnly: false }],
 ]);
 /** Of those, the ones that must import nothing of ours (so the CLI pulls in no daemon code through them). */

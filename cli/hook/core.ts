@@ -12,6 +12,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { call, CliError } from '../client.js';
 import type { NetInfo, RouteInfo, StatusInfo, VmInfo } from '../../daemon/control/api.js';
+import { formatIpv6, parseIpv6Text } from '../../daemon/wire/ip-text.js';
 
 export const CODES = {
   /** Incompatible CNI version. */
@@ -101,48 +102,27 @@ export function ifnameFor(prefix: string, vm: string): string {
   return `${prefix}${sha256(`mvnet-if/${vm}`).toString('hex').slice(0, 15 - prefix.length)}`;
 }
 
-function expandIpv6(a: string): number[] {
-  const [head, tail] = a.includes('::') ? (a.split('::') as [string, string]) : [a, undefined];
-  const h = head === '' ? [] : head.split(':');
-  const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const zeros = tail === undefined ? [] : new Array<string>(8 - h.length - t.length).fill('0');
-  return [...h, ...zeros, ...t].map((g) => parseInt(g, 16));
-}
-
-function formatIpv6(groups: number[]): string {
-  // RFC 5952: the longest run of two or more zero groups becomes "::".
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+/** The /64 network part of `prefix` ("fd00:1::/64", as the daemon reports it), as 16 bytes. */
+function prefix64(prefix: string): Buffer {
+  const r = parseIpv6Text(prefix.split('/')[0]!);
+  if (!r.ok) throw new Error(`not an IPv6 prefix: ${JSON.stringify(prefix)}`);
+  r.value.fill(0, 8);
+  return r.value;
 }
 
 /** The SLAAC (EUI-64) address a VM with `mac` forms in the /64 `prefix` ("fd00:1::/64"). */
 export function slaacAddress(prefix: string, mac: string): string {
-  const p = expandIpv6(prefix.split('/')[0]!);
+  const a = prefix64(prefix);
   const m = mac.split(':').map((b) => parseInt(b, 16));
-  const iid = [((m[0]! ^ 0x02) << 8) | m[1]!, (m[2]! << 8) | 0xff, 0xfe00 | m[3]!, (m[4]! << 8) | m[5]!];
-  return formatIpv6([...p.slice(0, 4), ...iid]);
+  a.set([m[0]! ^ 0x02, m[1]!, m[2]!, 0xff, 0xfe, m[3]!, m[4]!, m[5]!], 8);
+  return formatIpv6(a);
 }
 
 /** The gateway's global IPv6 address, prefix::1 (the DNS server it advertises). */
 export function gateway6(prefix: string): string {
-  const p = expandIpv6(prefix.split('/')[0]!);
-  return formatIpv6([...p.slice(0, 4), 0, 0, 0, 1]);
+  const a = prefix64(prefix);
+  a[15] = 1;
+  return formatIpv6(a);
 }
 
 /** What the caller wants, from the hook's JSON, an OCI state's annotations or a CNI config's `mvnet` section. */

@@ -9,22 +9,9 @@
  * a peer, frames are dropped for it (counted when no peer took the frame).
  */
 import net from 'node:net';
-import { native } from '../../plugins/native/index.js';
+import { listenAdopted } from '../../plugins/unix-stream/listen.js';
 import { createSocketAt, removeOwnSocket, type FileId } from '../../plugins/common/socket-path.js';
 import { SINK_QUEUE_BYTES, type Sink } from './sink.js';
-
-/** Bound natively and adopted by fd (as plugins/unix-stream/listen.ts): Node would unlink the path on close. */
-function listen(path: string): Promise<net.Server> {
-  const { fd } = native.openUnixListener({ path });
-  const server = net.createServer();
-  return new Promise<net.Server>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ fd }, () => {
-      server.removeAllListeners('error');
-      resolve(server);
-    });
-  });
-}
 
 /** Readers of one tee socket at once. */
 export const MAX_READERS = 4;
@@ -57,7 +44,7 @@ export class UnixSink implements Sink {
 
   /** Listens at `path`; throws (a plain Error) when the socket cannot be made there. */
   static async listen(path: string, gid: number | undefined, maxQueue = SINK_QUEUE_BYTES): Promise<UnixSink> {
-    const made = await createSocketAt(path, gid, listen, (s) => s.close());
+    const made = await createSocketAt(path, gid, listenAdopted, (s) => s.close());
     return new UnixSink(path, made.value, { path: made.path, id: made.id }, maxQueue);
   }
 

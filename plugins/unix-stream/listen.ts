@@ -49,7 +49,7 @@ class UnixListenPort extends StreamPort {
  * Bound natively and adopted by fd: a server Node binds itself unlinks its path when closed,
  * and by then that path may name someone else's file.
  */
-function listen(path: string): Promise<net.Server> {
+export function listenAdopted(path: string): Promise<net.Server> {
   const { fd } = native.openUnixListener({ path });
   const server = net.createServer();
   return new Promise<net.Server>((resolve, reject) => {
@@ -65,7 +65,7 @@ function listen(path: string): Promise<net.Server> {
 export const unixListenDriver: PortDriver<Spec> = {
   kind: 'unix-listen',
   async open(spec, ctx) {
-    const made = await createSocketAt(spec.path, ctx.socketGid, listen, (s) => s.close());
+    const made = await createSocketAt(spec.path, ctx.socketGid, listenAdopted, (s) => s.close());
     const server = made.value;
     server.on('error', (e) => ctx.log.error({ err: e, path: spec.path }, 'listening socket failed'));
     return new UnixListenPort(spec.path, made, server, ctx);
