@@ -377,12 +377,12 @@ export class CaptureHub {
     if (this.draining) return;
     this.draining = true;
     try {
-      let active = 0;
-      for (const pe of this.ports.values()) if (pe.ring !== null && (force || !this.blocked(pe))) active++;
-      if (active === 1) {
-        for (const pe of this.ports.values()) if (pe.ring !== null && (force || !this.blocked(pe))) this.drainPort(pe);
-      } else if (active > 1) this.drainMerged(force);
-      // A blocked port's ring is left full; what it refuses meanwhile is counted as lost.
+      // A blocked port's ring is left full: the addon refuses its copies meanwhile.
+      const ready: PortEntry[] = [];
+      for (const pe of this.ports.values()) if (pe.ring !== null && (force || !this.blocked(pe))) ready.push(pe);
+      if (ready.length === 1) ready[0]!.ring!.drain((r: RingRecord) => this.dispatch(ready[0]!, r));
+      else if (ready.length > 1) this.drainMerged(ready);
+      // What every ring refused or filtered since the last look, drained or not.
       for (const pe of this.ports.values()) if (pe.ring !== null) this.countLost(pe);
     } finally {
       this.draining = false;
@@ -396,19 +396,18 @@ export class CaptureHub {
     return cons.length > 0;
   }
 
-  private drainMerged(force: boolean): void {
+  private drainMerged(ready: readonly PortEntry[]): void {
     const all: { ts: number; seq: number; pe: PortEntry; r: RingRecord }[] = [];
-    for (const pe of this.ports.values()) {
-      if (pe.ring === null || (!force && this.blocked(pe))) continue;
-      pe.ring.drain((r) => {
+    for (const pe of ready) {
+      pe.ring!.drain((r) => {
         all.push({ ts: r.tsSec * 1e9 + r.tsNsec, seq: all.length, pe, r: { ...r, frame: Buffer.from(r.frame) } });
       });
     }
     all.sort((a, b) => a.ts - b.ts || a.seq - b.seq);
     for (const x of all) this.dispatch(x.pe, x.r);
-    for (const pe of this.ports.values()) if (pe.ring !== null) this.countLost(pe);
   }
 
+  /** One port's ring, before it is replaced or let go. */
   private drainPort(pe: PortEntry): void {
     pe.ring!.drain((r: RingRecord) => this.dispatch(pe, r));
     this.countLost(pe);
