@@ -14,7 +14,7 @@
 //     link protocol, pure: may import only daemon/links and daemon/wire, and of node's modules only
 //     node:crypto, and node:fs in keys.ts, which the CLI imports and so imports nothing of ours)
 //   2 daemon/gateway, daemon/endpoint, daemon/routes
-//   3 daemon/egress, daemon/tor
+//   3 daemon/egress, daemon/tor, daemon/carriers (how link messages travel: UDP, streams, Tor)
 //   4 daemon/router
 //   5 everything else in daemon/ (daemon.ts, control/, config, state, main, …)
 // plugins/** may import only plugins/** and daemon/wire/**; so plugins sit between layers 0 and
@@ -48,7 +48,7 @@ const DAEMON_LAYERS = [
   ['daemon/wire/', 'daemon/errors.ts'],
   ['daemon/switch/', 'daemon/capture/', 'daemon/links/'],
   ['daemon/gateway/', 'daemon/endpoint/', 'daemon/routes/'],
-  ['daemon/egress/', 'daemon/tor/'],
+  ['daemon/egress/', 'daemon/tor/', 'daemon/carriers/'],
   ['daemon/router/'],
 ];
 const TOP_LAYER = DAEMON_LAYERS.length;

@@ -1,0 +1,74 @@
+/**
+ * A carrier moves whole link-protocol messages (daemon/links) between this daemon and others:
+ * UDP datagrams, or length-prefixed messages on a TCP, unix or Tor stream. It knows nothing of
+ * keys or peers: the engine (daemon/mesh) hands received messages to the Device with their
+ * source string and sends the Device's output to the source the Device last authenticated.
+ */
+import type { Endpoint } from './endpoint.js';
+
+export type CarrierDrop = 'no-connection' | 'queue-full' | 'io-error' | 'framing' | 'oversize';
+
+export interface CarrierStats {
+  rxMessages: number;
+  rxBytes: number;
+  txMessages: number;
+  txBytes: number;
+  drops: Partial<Record<CarrierDrop, number>>;
+}
+
+/** Largest protocol message any carrier takes (a 65535-byte frame + 32 + slack). */
+export const MAX_MESSAGE = 65_600;
+
+/** Moves whole protocol messages. Never throws on the data path. */
+export interface Carrier {
+  /** Unique per engine, given by the creator. */
+  readonly id: string;
+  readonly kind: 'udp' | 'tcp' | 'unix' | 'onion';
+  /**
+   * Each received message with its source: a carrier-local address string (udp
+   * "10.0.0.2:51820", "[fe80::1%veth0]:5"; stream listeners "c<N>" per connection; dialers
+   * "remote"). `msg` is valid only during the call.
+   */
+  onMessage(h: (msg: Buffer, from: string) => void): void;
+  /**
+   * Sends to a `from` seen earlier, or to an address from `resolve`. false (and counted) when it
+   * cannot. The buffers must not be changed afterwards: UDP hands them to the kernel later when
+   * the socket's send buffer is full (streams copy them at once).
+   */
+  send(to: string, msgs: readonly Buffer[]): boolean;
+  /** Turns an Endpoint into a `to` string (udp: DNS lookup; dialers: "remote"). Rejects with a one-line Error. */
+  resolve(e: Endpoint): Promise<string>;
+  stats(): CarrierStats;
+  /** For people: "udp [::]:51820", "tcp → 10.0.0.2:443 connected", "tcp → ... reconnecting in 4 s (ECONNREFUSED)". */
+  status(): string;
+  /** Whether `send(to)` can deliver now (dialers: connected; listeners: the connection `to` is open; udp: true). */
+  reachable(to: string): boolean;
+  close(): Promise<void>;
+}
+
+/** Counters shared by the implementations. */
+export class StatsCounter implements CarrierStats {
+  rxMessages = 0;
+  rxBytes = 0;
+  txMessages = 0;
+  txBytes = 0;
+  drops: Partial<Record<CarrierDrop, number>> = {};
+
+  drop(why: CarrierDrop, n = 1): void {
+    this.drops[why] = (this.drops[why] ?? 0) + n;
+  }
+
+  snapshot(): CarrierStats {
+    return { rxMessages: this.rxMessages, rxBytes: this.rxBytes, txMessages: this.txMessages, txBytes: this.txBytes, drops: { ...this.drops } };
+  }
+}
+
+/** A message handler until one is set: messages are counted and dropped. */
+export const ignoreMessage = (_msg: Buffer, _from: string): void => {};
+
+/** The short reason of an error for logs and status lines: its errno code, else its message. */
+export function reasonOf(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (typeof code === 'string') return code;
+  return e instanceof Error ? e.message : String(e);
+}
