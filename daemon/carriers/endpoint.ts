@@ -152,7 +152,11 @@ function ipAndPort(parts: Part[], text: string): { host: string; kind: 'udp' | '
     if (ip === null || ip.includes(':') !== (a.name === 'ip6')) throw new Bad(`${show(text)}: bad /${a.name} address`);
     return { host: ip, kind, port: p };
   }
-  if (a.name === 'dns' || a.name === 'dns4' || a.name === 'dns6') return { host: dnsName(a.value ?? ''), kind, port: p };
+  if (a.name === 'dns' || a.name === 'dns4' || a.name === 'dns6') {
+    // An onion name in DNS would go to the resolver (a leak) and fail there.
+    if (/\.onion\.?$/i.test(a.value ?? '')) throw new Bad(`${show(text)}: write an onion service as /onion3/ADDR:PORT`);
+    return { host: dnsName(a.value ?? ''), kind, port: p };
+  }
   return null;
 }
 

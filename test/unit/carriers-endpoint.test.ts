@@ -104,6 +104,7 @@ describe('parseEndpoint', () => {
     ['/ip4/10.0.0.2/udp/5/quic', /expected \/ip4/],
     ['/nonsense/1', /not a multiaddr/],
     [`/onion3/${DDG_TYPO}:80`, /checksum/],
+    [`/dns/${DDG}.onion/tcp/80`, /\/onion3\/ADDR:PORT/],
   ];
   it.each(bad)('refuses %j', (text, why) => {
     let err: unknown;
