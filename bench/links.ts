@@ -36,7 +36,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +56,8 @@ import { cpuSeconds, fmt, machineTicks, median, table } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/links.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+/** Names this run's profiles (a --prof directory may hold older ones). */
+const RUN_ID = randomBytes(3).toString('hex');
 
 type PathId = 'mvnet' | 'wg';
 const PATH_LABEL: Record<PathId, string> = { mvnet: 'mvnet link', wg: 'wireguard-go' };
@@ -106,7 +108,7 @@ class BenchDaemon implements RouterDaemon {
   static async start(netns: Netns, label: string, profDir: string | undefined): Promise<BenchDaemon> {
     const stateDir = makeTempDir('lbd');
     const socket = join(stateDir, 'mvnet.sock');
-    const node = profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `links-daemon-${label}-${randomBytes(3).toString('hex')}.cpuprofile`] : ['node'];
+    const node = profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `links-daemon-${RUN_ID}-${label}.cpuprofile`] : ['node'];
     const proc = netns.spawn([...node, CLI, 'daemon', '--state-dir', stateDir, '--socket', socket], { label: `mvnet daemon ${label} in ${netns.name}` });
     await proc.waitForLine((l) => l.includes('"msg":"ready"'), { timeoutMs: 20_000 });
     return new BenchDaemon(proc, socket);
@@ -146,7 +148,7 @@ async function setupMvnet(r: Routers, s: Setting, prefix: string, profDir: strin
     prefix,
     routers: r,
     mtu: s.mtu,
-    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, side, profDir),
+    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, `mtu${s.mtu}-${side}`, profDir),
   });
   await topo.waitConnected('a', 30_000);
   return { env: { client: topo.a.vm.ns, server: topo.b.vm.ns, serverIp: VM_B_IP, pidA: topo.a.daemon.pid, pidB: topo.b.daemon.pid }, topo };
@@ -283,6 +285,37 @@ async function measureSetting(s: Setting, o: Opts): Promise<Sample[]> {
     await cleanupAll();
   }
   return samples;
+}
+
+// ---------------------------------------------------------------------------------------------
+// --prof: where each daemon spent its time (self time per function, from the .cpuprofile)
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  samples?: number[];
+  timeDeltas?: number[];
+}
+
+/** The `top` functions by self time of one profile, with their share of the non-idle time. */
+function profileTop(file: string, top = 15): string {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byId = new Map(p.nodes.map((n) => [n.id, n.callFrame]));
+  const self = new Map<string, number>();
+  const samples = p.samples ?? [];
+  const deltas = p.timeDeltas ?? [];
+  for (let i = 0; i < samples.length; i++) {
+    const f = byId.get(samples[i]!);
+    if (!f) continue;
+    const where = f.url ? ` ${f.url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/^node:/, '')}:${f.lineNumber + 1}` : '';
+    const key = `${f.functionName || '(anonymous)'}${where}`;
+    self.set(key, (self.get(key) ?? 0) + (deltas[i] ?? 0));
+  }
+  const busy = [...self].filter(([k]) => k !== '(idle)').reduce((a, [, v]) => a + v, 0);
+  const rows = [...self].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, top);
+  return [
+    `${file}: ${(busy / 1e6).toFixed(1)} s busy`,
+    ...rows.map(([k, v]) => `  ${((v / busy) * 100).toFixed(1).padStart(5)}%  ${(v / 1e6).toFixed(2).padStart(6)} s  ${k}`),
+  ].join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +471,16 @@ async function main(): Promise<void> {
     JSON.stringify({ started: started.toISOString(), mvnet: treeState(), wireguardGo: version('wireguard-go'), cpus: cpuCount(), loadavg: { start: load0, end: load1 }, options: o, summary: sum, samples }, null, 2) + '\n',
   );
   console.log(`results: ${file}`);
-  if (o.profDir) console.log(`daemon CPU profiles: ${o.profDir}`);
+  if (o.profDir) {
+    console.log(`\ndaemon CPU profiles (self time, busiest functions first): ${o.profDir}`);
+    for (const f of readdirSync(o.profDir).filter((x) => x.startsWith(`links-daemon-${RUN_ID}-`) && x.endsWith('.cpuprofile')).sort()) {
+      try {
+        console.log(profileTop(join(o.profDir, f)));
+      } catch (err) {
+        console.log(`${f}: ${(err as Error).message}`);
+      }
+    }
+  }
   if (sum.some((x) => x.errors.length > 0 || x.gbps === undefined)) process.exitCode = 1;
 }
 
