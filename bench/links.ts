@@ -36,11 +36,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { addVeth, cleanupAll, createNetns, makeTempDir, run, uniqueName, waitFor, type ManagedProcess, type Netns } from '../test/support/netns.js';
+import { addVeth, cleanupAll, createNetns, makeTempDir, registerCleanup, run, uniqueName, waitFor, type ManagedProcess, type Netns } from '../test/support/netns.js';
 import {
   ROUTER_A_IP,
   ROUTER_B_IP,
@@ -177,6 +177,9 @@ async function setupWireguard(r: Routers, s: Setting, prefix: string): Promise<P
     const other = side === 'a' ? 'b' : 'a';
     // Unique names: wireguard-go's control socket is /var/run/wireguard/IF.sock, shared by all namespaces.
     const wgIf = uniqueName('lbwg');
+    // Registered before the process (cleanup runs newest first): a killed wireguard-go leaves its socket.
+    const sock = `/var/run/wireguard/${wgIf}.sock`;
+    registerCleanup(`${sock}`, async () => rmSync(sock, { force: true }), () => rmSync(sock, { force: true }));
     const proc = router.spawn(['wireguard-go', '-f', wgIf], {
       env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' },
       label: `wireguard-go ${side}`,
