@@ -246,7 +246,10 @@ export class Network {
     return member;
   }
 
-  /** MACs currently learned on a trunk (0 for any other member). */
+  /**
+   * MACs learned on a trunk (0 for any other member). One that aged out counts until the table
+   * next sweeps it (within a minute, or at once when the trunk is full).
+   */
   trunkMacs(m: Member): number {
     return this.trunks.get(m)?.macs ?? 0;
   }
