@@ -21,9 +21,10 @@ export function netCommand(ctx: Ctx): Command {
     .option('--gateway <ip>', "gateway address (default: the subnet's first host)")
     .option('--ipv6 <prefix>', 'IPv6 prefix, e.g. fd00:10::/64')
     .option('--mtu <n>', 'MTU (576-65520, default 1500)', parseIntArg('--mtu', 576, 65520))
-    .action(async (name: string, o: { subnet: string; gateway?: string; ipv6?: string; mtu?: number }) => {
+    .option('--dhcp-range <first-last>', 'addresses DHCP hands out, e.g. 10.10.0.100-10.10.0.149 (default: the whole subnet)')
+    .action(async (name: string, o: { subnet: string; gateway?: string; ipv6?: string; mtu?: number; dhcpRange?: string }) => {
       const n = await ctx.call<NetInfo>('net.create', { name, ...o });
-      print(ctx.json(), n, () => `created network ${n.name}: ${n.subnet} gateway ${n.gateway}${n.ipv6 ? ` ipv6 ${n.ipv6}` : ''} mtu ${n.mtu}`);
+      print(ctx.json(), n, () => `created network ${n.name}: ${n.subnet} gateway ${n.gateway}${n.ipv6 ? ` ipv6 ${n.ipv6}` : ''} mtu ${n.mtu}${n.dhcpRange ? ` dhcp ${n.dhcpRange}` : ''}`);
     });
   net
     .command('list')
@@ -34,8 +35,8 @@ export function netCommand(ctx: Ctx): Command {
         nets.length === 0
           ? 'no networks'
           : table(
-              ['NAME', 'SUBNET', 'GATEWAY', 'IPV6', 'MTU', 'VMS', 'DROPS'],
-              nets.map((n) => [n.name, n.subnet, n.gateway, n.ipv6 ?? '-', n.mtu, n.vms.join(',') || '-', drops(n.stats.drops)]),
+              ['NAME', 'SUBNET', 'GATEWAY', 'DHCP', 'IPV6', 'MTU', 'VMS', 'DROPS'],
+              nets.map((n) => [n.name, n.subnet, n.gateway, n.dhcpRange ?? '-', n.ipv6 ?? '-', n.mtu, n.vms.join(',') || '-', drops(n.stats.drops)]),
             ),
       );
     });

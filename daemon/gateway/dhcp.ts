@@ -9,7 +9,9 @@
  *
  * Pool: the subnet's host addresses minus the gateway, the network and broadcast addresses
  * (for prefixes up to /30), statically reserved addresses (for anyone but their owner) and
- * addresses quarantined after a DECLINE. Expired and released bindings are remembered so that a
+ * addresses quarantined after a DECLINE; with a range (`mvnet net create --dhcp-range`), only
+ * the addresses inside it, so routers sharing a segment over a link can hand out disjoint
+ * ones. Reservations may lie outside the range: static addresses are the administrator's. Expired and released bindings are remembered so that a
  * returning client gets its old address back; they are reused (oldest first) only when no never
  * used address is left.
  *
@@ -66,7 +68,33 @@ export interface DhcpLeaseEvent {
   readonly lease: DhcpLease;
 }
 
+/** First and last address of a DHCP range, both included. */
+export interface DhcpRange {
+  readonly first: number;
+  readonly last: number;
+}
+
+/** "10.1.0.100-10.1.0.149" (dotted quads, first <= last), or undefined when it is not that. */
+export function parseDhcpRange(text: string): DhcpRange | undefined {
+  const parts = text.split('-');
+  if (parts.length !== 2) return undefined;
+  const first = parseIpv4Text(parts[0]!);
+  const last = parseIpv4Text(parts[1]!);
+  if (!first.ok || !last.ok || first.value > last.value) return undefined;
+  return { first: first.value, last: last.value };
+}
+
+/** The canonical text of a range, as `parseDhcpRange` reads it. */
+export function dhcpRangeText(r: DhcpRange): string {
+  return `${formatIpv4(r.first)}-${formatIpv4(r.last)}`;
+}
+
 export interface DhcpServerOptions {
+  /**
+   * Dynamic addresses only from here (clipped to the subnet's host addresses); default the
+   * whole subnet. Reservations are not bound by it.
+   */
+  readonly range?: DhcpRange | undefined;
   /** Static leases: MAC -> IPv4 (from `vm attach --ip`). Replace later with `setReservations`. */
   readonly reservations?: ReadonlyMap<Mac, number> | undefined;
   /**
@@ -169,6 +197,9 @@ export class DhcpServer {
   /** First and last assignable host address. */
   private readonly first: number;
   private readonly last: number;
+  /** First and last address handed out dynamically (the range, or first..last). */
+  private readonly poolFirst: number;
+  private readonly poolLast: number;
 
   constructor(
     private readonly net: GatewayNet,
@@ -181,6 +212,8 @@ export class DhcpServer {
     const small = net.subnet.prefix > 30;
     this.first = small ? net.subnet.network : net.subnet.network + 1;
     this.last = small ? net.broadcast : net.broadcast - 1;
+    this.poolFirst = Math.max(this.first, (opts.range?.first ?? this.first) >>> 0);
+    this.poolLast = Math.min(this.last, (opts.range?.last ?? this.last) >>> 0);
     if (opts.reservations) this.setReservations(opts.reservations);
   }
 
@@ -486,7 +519,9 @@ export class DhcpServer {
   private available(ip: number, mac: Mac, now: number): boolean {
     if (!this.assignable(ip)) return false;
     const reserved = this.reservations.get(mac);
-    if (reserved !== undefined && reserved !== ip) return false;
+    if (reserved !== undefined) {
+      if (reserved !== ip) return false;
+    } else if (ip >>> 0 < this.poolFirst || ip >>> 0 > this.poolLast) return false;
     const owner = this.reservedIps.get(ip);
     if (owner !== undefined && owner !== mac) return false;
     const until = this.declined.get(ip);
@@ -504,7 +539,7 @@ export class DhcpServer {
     if (requested !== undefined && requested !== 0 && this.available(requested, mac, now)) return requested;
     // A never used address. Every address skipped is the gateway, reserved, quarantined or in
     // the lease table, so the scan ends after at most that many steps past the first free one.
-    for (let a = this.first; a <= this.last; a++) {
+    for (let a = this.poolFirst; a <= this.poolLast; a++) {
       if (a === this.net.gatewayIp || this.byIp.has(a) || this.reservedIps.has(a) || this.declined.has(a)) continue;
       return a;
     }

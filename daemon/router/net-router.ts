@@ -14,7 +14,7 @@ import { makeGatewayNet, inSubnet, inIpv6Prefix, isGatewayIpv6, type GatewayNet 
 import { LocalZone, NoneResolver, isHostLabel } from '../gateway/dns-local.js';
 import { LocalFirstResolver, RoutedResolver } from '../gateway/dns-route.js';
 import type { DnsAnswer, Resolver } from '../gateway/dns.js';
-import type { DhcpSnapshot } from '../gateway/dhcp.js';
+import { parseDhcpRange, type DhcpSnapshot } from '../gateway/dhcp.js';
 import type { EthernetHeader } from '../wire/ethernet.js';
 import { ETH_HEADER_LEN } from '../wire/ethernet.js';
 import { Ipv4Reassembler, type ReassemblyLimits } from '../wire/ipv4-reassembly.js';
@@ -46,6 +46,8 @@ export interface RouterNetSpec {
   readonly gateway: string;
   readonly ipv6?: string | undefined;
   readonly mtu: number;
+  /** "FIRST-LAST": where DHCP hands out dynamic addresses (default: the whole subnet). */
+  readonly dhcpRange?: string | undefined;
 }
 
 export interface RouterVm {
@@ -190,9 +192,13 @@ export class NetRouter implements GatewayHandler {
       if (v.kind === 'tor') return torDns;
       return v.kind === 'refuse' && v.answer === 'servfail' ? servfail : none;
     }, none);
+    // Validated with the spec (state/validate.ts); a range that does not parse here is a bug.
+    const range = spec.dhcpRange !== undefined ? parseDhcpRange(spec.dhcpRange) : undefined;
+    if (spec.dhcpRange !== undefined && range === undefined) throw new Error(`network ${spec.name}: unreadable DHCP range ${spec.dhcpRange}`);
     this.services = new GatewayServices(this.gnet, {
       resolver,
       dhcp: {
+        range,
         routerFor: (mac) => {
           const vm = d.vmByMac(mac);
           if (vm === undefined) return undefined;

@@ -11,6 +11,11 @@ export interface NetworkSpec {
   /** Optional IPv6 prefix in CIDR form. */
   ipv6?: string;
   mtu: number;
+  /**
+   * "FIRST-LAST": the addresses DHCP hands out dynamically (default: the whole subnet). Routers
+   * sharing the segment over a link give theirs disjoint ranges.
+   */
+  dhcpRange?: string;
 }
 
 export interface VmSpec {

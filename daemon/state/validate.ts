@@ -3,6 +3,7 @@
  * says what is wrong in one line; accepted values come back normalised.
  */
 import { isDnsDomain } from '../gateway/types.js';
+import { dhcpRangeText } from '../gateway/dhcp.js';
 import type { NetworkSpec, VmSpec } from './model.js';
 import type { DeviceRecord, JsonObject, JsonValue, PortSpec } from '../../plugins/types.js';
 import { UserError } from '../errors.js';
@@ -182,13 +183,17 @@ export function checkNetworkSpec(p: unknown, fromState = false): NetworkSpec {
   const subnet = `${formatIpv4(net.network)}/${net.prefix}`;
   const range = hostsOf(net);
   let gateway: string;
+  let gwIp = range.first;
   const gw = str(o, 'gateway', false);
   if (gw === undefined) gateway = formatIpv4(range.first);
   else {
     const g = checkIpv4(gw, 'gateway');
     if (g < range.first || g > range.last) throw new UserError(`gateway ${gw} is not a host address of ${subnet}`);
     gateway = formatIpv4(g);
+    gwIp = g;
   }
+  const dr = str(o, 'dhcpRange', false);
+  const dhcpRange = dr !== undefined ? checkDhcpRange(dr, subnet, range, gwIp) : undefined;
   const v6 = str(o, 'ipv6', false);
   const ipv6 = v6 !== undefined ? checkIpv6Prefix(v6, !fromState) : undefined;
   let mtu = 1500;
@@ -201,7 +206,20 @@ export function checkNetworkSpec(p: unknown, fromState = false): NetworkSpec {
   if (ipv6 !== undefined && mtu < 1280) throw new UserError(`mtu ${mtu} is below IPv6's minimum of 1280`);
   const spec: NetworkSpec = { name, subnet, gateway, mtu };
   if (ipv6 !== undefined) spec.ipv6 = ipv6;
+  if (dhcpRange !== undefined) spec.dhcpRange = dhcpRange;
   return spec;
+}
+
+/** "FIRST-LAST": host addresses of the subnet, first <= last, the gateway outside; canonical text. */
+function checkDhcpRange(text: string, subnet: string, hosts: { first: number; last: number }, gateway: number): string {
+  const parts = text.split('-');
+  if (parts.length !== 2) throw new UserError(`invalid DHCP range ${JSON.stringify(text)}: expected FIRST-LAST, e.g. ${formatIpv4(hosts.first + 1)}-${formatIpv4(hosts.last)}`);
+  const first = checkIpv4(parts[0]!, 'DHCP range start');
+  const last = checkIpv4(parts[1]!, 'DHCP range end');
+  if (first > last) throw new UserError(`DHCP range ${text}: its first address comes after its last`);
+  if (first < hosts.first || last > hosts.last) throw new UserError(`DHCP range ${text} is not inside the host addresses of ${subnet} (${formatIpv4(hosts.first)} to ${formatIpv4(hosts.last)})`);
+  if (gateway >= first && gateway <= last) throw new UserError(`DHCP range ${text} contains the gateway ${formatIpv4(gateway)}`);
+  return dhcpRangeText({ first, last });
 }
 
 function checkMac(v: string): string {

@@ -2,6 +2,12 @@
  * One isolated L2 segment: a learning switch over its members' ports. Frames never leave the
  * network except through its gateway handler (the router, added by the stack issue). Each member
  * may only send from its own MAC: given at attach, or learned from its first frame and then fixed.
+ *
+ * A trunk member (attachTrunk: an encrypted link to another router's switch) carries the frames
+ * of many remote VMs instead, and follows its own rules (inputTrunk): its source MACs are learned
+ * per frame, never a local member's or the gateway's, at most `maxMacs` at a time; its frames
+ * never go out on another trunk (split horizon: no loops across links) and never reach this
+ * router's gateway, which serves only its own VMs (so never sends to a trunk either).
  */
 import type { Port, DropReason } from '../../plugins/types.js';
 import { MIN_FRAME, maxFrameFor } from '../../plugins/types.js';
@@ -37,6 +43,7 @@ export interface GatewayHandler {
 export type DropCounts = Partial<Record<DropReason, number>>;
 
 export interface Member {
+  /** The VM's name, or the link's for a trunk. */
   readonly vm: string;
   readonly port: Port;
   /** The only source MAC this member may use; null until learned from its first frame. */
@@ -44,7 +51,23 @@ export interface Member {
   readonly drops: DropCounts;
   /** Output accumulated during one input batch, flushed as one send. */
   readonly out: Buffer[];
+  /** A link's port carrying many remote MACs (attachTrunk); `mac` stays null. */
+  readonly trunk: boolean;
 }
+
+/** What the switch keeps per trunk. */
+interface TrunkState {
+  readonly member: Member;
+  readonly maxMacs: number;
+  /** MACs the MAC table holds for this trunk (aged ones until swept or looked up). */
+  macs: number;
+  /** When a full trunk last swept aged MACs out of the table. */
+  swept: number;
+}
+
+export const DEFAULT_TRUNK_MAX_MACS = 1024;
+/** A full trunk sweeps the table for aged MACs at most this often (a sweep walks the table). */
+const TRUNK_SWEEP_MS = 1000;
 
 /**
  * The native cut-through table of a network (plugins/native DeviceSwitchFib): unicast MAC → the
@@ -111,6 +134,11 @@ export class Network {
   private fib: SwitchFib | null = null;
   /** Members whose port is bound to `fib`. */
   private readonly cutThrough = new Set<Member>();
+  /** Local (non-trunk) members' MACs, fixed or learned: a trunk may never send from one. */
+  private readonly localMacs = new Map<number, Member>();
+  private readonly trunks = new Map<Member, TrunkState>();
+  /** Which trunk each trunk-learned MAC in the table belongs to, for the per-trunk counts. */
+  private readonly trunkOf = new Map<number, TrunkState>();
   readonly stats: NetworkStats = { forwarded: 0, flooded: 0, toGateway: 0, drops: {} };
   /** Set by the capture hub while a capture needs this network's frames or drops; else null. */
   capture: SwitchTap | null = null;
@@ -138,12 +166,31 @@ export class Network {
     return {
       refreshMs: Math.min(1000, ageMs / 10),
       set: (mac, member) => {
+        this.countTrunkMac(mac, member);
         if (this.fib === null) return;
         if (this.cutThrough.has(member)) this.fib.set(mac, member.port, validMs);
         else this.fib.delete(mac);
       },
-      delete: (mac) => this.fib?.delete(mac),
+      delete: (mac) => {
+        this.countTrunkMac(mac, null);
+        this.fib?.delete(mac);
+      },
     };
+  }
+
+  /** Keeps each trunk's MAC count in step with the table: `mac` is now `member`'s (null: gone). */
+  private countTrunkMac(mac: number, member: Member | null): void {
+    const was = this.trunkOf.get(mac);
+    if (was !== undefined) {
+      if (was.member === member) return;
+      was.macs--;
+      this.trunkOf.delete(mac);
+    }
+    if (member === null || !member.trunk) return;
+    const t = this.trunks.get(member);
+    if (t === undefined) return;
+    t.macs++;
+    this.trunkOf.set(mac, t);
   }
 
   /** Bookkeeping for frames a member's port forwarded in native code (Network.input's, for them). */
@@ -166,22 +213,58 @@ export class Network {
   attach(vm: string, port: Port, mac: number | null): Member {
     if (port.layer !== 2) throw new Error(`port ${port.name} is not an Ethernet port`);
     if (mac !== null && this.members.some((m) => m.mac === mac)) throw new Error(`MAC already in use on network ${this.name}`);
-    const member: Member = { vm, port, mac, drops: {}, out: [] };
+    const member: Member = { vm, port, mac, drops: {}, out: [], trunk: false };
     this.members.push(member);
-    port.onFrames((frames) => {
-      try {
-        this.input(member, frames);
-      } catch (e) {
-        // A bug, not the VM's fault: count it, forget the half-built batch, keep switching.
-        this.forgetBatch();
-        dataPathFault('switch input', e, { network: this.name, vm, port: port.name, frames: frames.length });
-      }
-    });
+    if (mac !== null) {
+      this.localMacs.set(mac, member);
+      // A VM's own MAC wins over a remote VM using it now: frames to it go to the VM from here on.
+      const now = this.clock();
+      if (this.table.lookup(mac, now)?.trunk === true) this.table.learn(mac, member, now);
+    }
+    this.listen(member, (frames) => this.input(member, frames));
     if (isCutThroughPort(port)) {
       this.fib ??= port.newSwitchFib(this.gatewayMac, this.maxFrame);
       if (port.bindSwitch(this.fib, mac, (n) => this.onCutThrough(member, n))) this.cutThrough.add(member);
     }
     return member;
+  }
+
+  /**
+   * Adds a link's port (a trunk): it carries the frames of many MACs (remote VMs), learned per
+   * frame, at most `maxMacs` at a time. Never a cut-through member: its frames need the trunk
+   * rules, which only the switch here applies.
+   */
+  attachTrunk(name: string, port: Port, opts: { maxMacs?: number } = {}): Member {
+    if (port.layer !== 2) throw new Error(`port ${port.name} is not an Ethernet port`);
+    const maxMacs = opts.maxMacs ?? DEFAULT_TRUNK_MAX_MACS;
+    if (!Number.isInteger(maxMacs) || maxMacs < 1) throw new Error(`maxMacs must be a positive integer, not ${maxMacs}`);
+    const member: Member = { vm: name, port, mac: null, drops: {}, out: [], trunk: true };
+    const t: TrunkState = { member, maxMacs, macs: 0, swept: -Infinity };
+    this.members.push(member);
+    this.trunks.set(member, t);
+    this.listen(member, (frames) => this.inputTrunk(t, frames));
+    return member;
+  }
+
+  /**
+   * MACs learned on a trunk (0 for any other member). One that aged out counts until the table
+   * next sweeps it (within a minute, or at once when the trunk is full).
+   */
+  trunkMacs(m: Member): number {
+    return this.trunks.get(m)?.macs ?? 0;
+  }
+
+  private listen(member: Member, input: (frames: readonly Buffer[]) => void): void {
+    const port = member.port;
+    port.onFrames((frames) => {
+      try {
+        input(frames);
+      } catch (e) {
+        // A bug, not the VM's fault: count it, forget the half-built batch, keep switching.
+        this.forgetBatch();
+        dataPathFault('switch input', e, { network: this.name, vm: member.vm, port: port.name, frames: frames.length });
+      }
+    });
   }
 
   detach(member: Member): void {
@@ -192,7 +275,9 @@ export class Network {
     }
     const i = this.members.indexOf(member);
     if (i >= 0) this.members.splice(i, 1);
+    if (member.mac !== null && this.localMacs.get(member.mac) === member) this.localMacs.delete(member.mac);
     this.table.forget(member);
+    this.trunks.delete(member);
     member.port.onFrames(() => {});
   }
 
@@ -279,19 +364,136 @@ export class Network {
     this.flush(src);
   }
 
+  /**
+   * The switch for a batch from a trunk. As `input`, but each frame's source MAC is checked and
+   * learned on its own, and frames go only to local members (never another trunk, never the
+   * gateway).
+   */
+  private inputTrunk(t: TrunkState, frames: readonly Buffer[]): void {
+    const src = t.member;
+    const now = this.clock();
+    const h = src.port.vnetHdrLen;
+    // The last source MAC that passed (and was learned), and the last destination looked up.
+    let lastSmac = -1;
+    let lastMac = -1;
+    let lastDst: Member | undefined;
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i]!;
+      const len = f.length - h;
+      if (len < MIN_FRAME) {
+        count(src.drops, 'runt');
+        if (this.capture !== null) this.capture.dropped(f, h, 'runt frame', src.vm);
+        continue;
+      }
+      if (h === 0 && len > this.maxFrame) {
+        count(src.drops, 'oversize');
+        if (this.capture !== null) this.capture.dropped(f, h, 'oversize frame', src.vm);
+        continue;
+      }
+      const smac = readMac(f, h + 6);
+      if (smac !== lastSmac) {
+        const refused = this.trunkSourceRefused(t, f, h, smac, now);
+        if (refused !== null) {
+          count(src.drops, refused);
+          count(this.stats.drops, refused);
+          continue;
+        }
+      }
+      const rogue = rogueService(f, h, this.gatewayAddrs);
+      if (rogue !== null) {
+        count(src.drops, 'filtered');
+        count(this.stats.drops, 'filtered');
+        if (this.capture !== null) this.capture.dropped(f, h, ROGUE_TEXT[rogue], src.vm);
+        continue;
+      }
+      // Per frame: a trunk carries many sources (a batch of the same one learns it once).
+      if (smac !== lastSmac) {
+        this.table.learn(smac, src, now);
+        lastSmac = smac;
+      }
+      if (isGroupMac(f, h)) {
+        this.floodFromTrunk(src, f);
+        continue;
+      }
+      const dmac = readMac(f, h);
+      if (dmac === this.gatewayMac) {
+        // This router's gateway serves its own VMs only; the far router's serves the far ones.
+        count(src.drops, 'no-route');
+        if (this.capture !== null) this.capture.dropped(f, h, 'addressed to the gateway from a link', src.vm);
+        continue;
+      }
+      let dst: Member | undefined;
+      if (dmac === lastMac) dst = lastDst;
+      else {
+        dst = this.table.lookup(dmac, now);
+        lastMac = dmac;
+        lastDst = dst;
+      }
+      if (dst === undefined) {
+        this.floodFromTrunk(src, f);
+      } else if (dst === src) {
+        count(src.drops, 'no-route');
+        if (this.capture !== null) this.capture.dropped(f, h, 'addressed to its own port', src.vm);
+      } else if (dst.trunk) {
+        // Split horizon: what came over one link never goes out on another (no loops).
+        count(src.drops, 'no-route');
+        if (this.capture !== null) this.capture.dropped(f, h, 'from a link to another link', src.vm);
+      } else {
+        this.stats.forwarded++;
+        this.enqueue(src, dst, f);
+      }
+    }
+    this.flush(src);
+  }
+
+  /**
+   * Why a trunk may not send from `smac` now (the drop reason, the capture told why), or null
+   * when it may: then `smac` is already this trunk's or there is room to learn it.
+   */
+  private trunkSourceRefused(t: TrunkState, f: Buffer, h: number, smac: number, now: number): DropReason | null {
+    const src = t.member;
+    let why: string | null = null;
+    if (isGroupMac(f, h + 6)) why = 'group source MAC';
+    else if (smac === this.gatewayMac) why = "the gateway's MAC as source";
+    else if (this.localMacs.has(smac)) why = "a local port's MAC as source";
+    if (why !== null) {
+      if (this.capture !== null) this.capture.dropped(f, h, why, src.vm);
+      return 'spoofed';
+    }
+    if (this.trunkOf.get(smac) === t || t.macs < t.maxMacs) return null;
+    // Full: MACs that aged out may still be counted until swept; sweep, but not per frame.
+    if (now - t.swept >= TRUNK_SWEEP_MS) {
+      t.swept = now;
+      this.table.sweep(now);
+      if (t.macs < t.maxMacs) return null;
+    }
+    if (this.capture !== null) this.capture.dropped(f, h, 'too many MACs on the link', src.vm);
+    return 'filtered';
+  }
+
   private claimMac(src: Member, smac: number): boolean {
     if (smac === this.gatewayMac) return false;
     for (const m of this.members) if (m !== src && m.mac === smac) return false;
+    // A remote VM's MAC (learned on a link, not aged out) is in use on this segment.
+    if (this.table.lookup(smac, this.clock())?.trunk === true) return false;
     src.mac = smac;
+    this.localMacs.set(smac, src);
     if (this.cutThrough.has(src)) (src.port as CutThroughPort).setSwitchMac(smac);
     this.onMacLearned(src);
     return true;
   }
 
+  /** From a local member: every other member, trunks included, and the gateway. */
   private flood(src: Member, f: Buffer): void {
     this.stats.flooded++;
     for (const m of this.members) if (m !== src) this.enqueue(src, m, f);
     this.toGateway(src, f);
+  }
+
+  /** From a trunk: local members only (split horizon; the gateway serves its own VMs only). */
+  private floodFromTrunk(src: Member, f: Buffer): void {
+    this.stats.flooded++;
+    for (const m of this.members) if (!m.trunk) this.enqueue(src, m, f);
   }
 
   private toGateway(src: Member, f: Buffer): void {
@@ -353,7 +555,8 @@ export class Network {
 
   /**
    * Frames from the gateway into the network (replies from the router). Unicast goes to the
-   * member owning the destination MAC; group or unknown destinations flood.
+   * member owning the destination MAC; group or unknown destinations flood. Never to a trunk:
+   * each router's gateway serves only its own VMs.
    */
   fromGateway(frames: readonly Buffer[]): void {
     if (this.capture !== null) this.capture.fromGateway(frames);
@@ -361,12 +564,12 @@ export class Network {
     for (const f of frames) {
       if (f.length < MIN_FRAME) continue;
       if (isGroupMac(f, 0)) {
-        for (const m of this.members) this.enqueueFromGateway(m, f);
+        for (const m of this.members) if (!m.trunk) this.enqueueFromGateway(m, f);
         continue;
       }
       const dmac = readMac(f, 0);
-      const dst = this.table.lookup(dmac, now) ?? this.members.find((m) => m.mac === dmac);
-      if (dst !== undefined) this.enqueueFromGateway(dst, f);
+      const dst = this.table.lookup(dmac, now) ?? this.localMacs.get(dmac);
+      if (dst !== undefined && !dst.trunk) this.enqueueFromGateway(dst, f);
     }
     for (const m of this.dirty) {
       if (m.out.length > 0) m.port.send(m.out);
