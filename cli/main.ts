@@ -17,6 +17,8 @@ import { teeCommand } from './commands/tee.js';
 import { hookCommand } from './commands/hook.js';
 import { graphCommand } from './commands/graph.js';
 import { keyCommand } from './commands/key.js';
+import { linkCommand } from './commands/link.js';
+import { agentCommand } from './commands/agent.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
@@ -28,7 +30,7 @@ const program = new Command('mvnet')
   .exitOverride();
 
 const ctx = makeCtx(program);
-for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx)]) program.addCommand(c);
+for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand()]) program.addCommand(c);
 
 // Subcommands inherit the exit override and the one-line error style.
 function quiet(cmd: Command): void {

@@ -32,7 +32,8 @@ import { Tees, type TeeStatus } from './capture/tees.js';
 import { TeeRing } from '../plugins/common/tee-ring.js';
 import { withTee } from '../plugins/common/tee-port.js';
 import { packageVersion } from './version.js';
-import type { CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
+import { Links } from './mesh/links.js';
+import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -78,6 +79,8 @@ function portKey(p: PortSpec, registry: Registry): string | undefined {
       return `path:${p.path}`;
     case 'fd':
       return p.token !== undefined ? `fd:${p.token}` : `path:${p.rx}`;
+    case 'agent':
+      return `agent:${p.peer}`;
   }
 }
 
@@ -97,6 +100,8 @@ export class Daemon {
   /** Captures and tees: every port, network and router is registered with it. */
   readonly capture: CaptureHub;
   readonly tees: Tees;
+  /** Encrypted links to other routers and agents (daemon/mesh). */
+  readonly links: Links;
   private torStarted = false;
   private savedLeases: Record<string, unknown> = {};
   /** Saved tees that are not valid: kept in the state file as they were. */
@@ -128,6 +133,30 @@ export class Daemon {
       openInto: (vm, port, sock) => this.openInto(vm, port, sock),
       torVms: () => [...this.routes].filter(([, r]) => usesTor(r)).map(([vm]) => vm),
       save: () => this.saveSoon(),
+    });
+    this.links = new Links({
+      log,
+      stateDir: store.dir,
+      save: () => this.saveSoon(),
+      network: (name) => {
+        const n = this.nets.get(name);
+        return n !== undefined ? { sw: n.sw, mtu: n.spec.mtu } : undefined;
+      },
+      capture: { portAdded: (name, net, port) => this.capture.portAdded(name, net, port), portRemoved: (name) => this.capture.portRemoved(name) },
+      tor: {
+        ensure: () => this.ensureTor(),
+        socks: () => this.torManager.socks(),
+        connected: () => this.torManager.control() !== null,
+        publish: async (unixPath, virtPort, key) => {
+          const serviceId = await this.torManager.addOnion({ ports: [{ virt: virtPort, target: `unix:${unixPath}` }], ...(key !== undefined ? { key: key as `ED25519-V3:${string}` } : {}) });
+          const k = this.torManager.onionKey(serviceId);
+          if (k === undefined) throw new Error('tor kept no key for the onion service');
+          return { serviceId, key: k };
+        },
+        unpublish: (id) => this.torManager.delOnion(id),
+        onConnected: (cb) => this.torManager.on('ready', cb),
+      },
+      ...(this.socketGid !== undefined ? { socketGid: this.socketGid } : {}),
     });
   }
 
@@ -204,6 +233,8 @@ export class Daemon {
         this.log.error({ err: (e as Error).message, network: raw }, 'skipping an invalid network in the state file');
       }
     }
+    // Links before VMs: agent ports share their listeners, and onion keys must be known first.
+    await this.links.restore(st.links);
     const specs = new Map([...this.nets].map(([k, v]) => [k, v.spec]));
     for (const raw of st.vms) {
       let spec: VmSpec;
@@ -325,7 +356,7 @@ export class Daemon {
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
-      port = await this.registry.openPort(portSpec, {
+      port = portSpec.kind === 'agent' ? await this.links.openAgent(spec.name, portSpec, net.spec.mtu) : await this.registry.openPort(portSpec, {
         log: this.log.child({ vm: spec.name }),
         mtu: net.spec.mtu,
         restoring,
@@ -400,6 +431,7 @@ export class Daemon {
       forwards: this.forwards.specs(),
       tor: this.tor.snapshot(),
       tees: [...this.tees.specs(), ...this.failedTees],
+      links: this.links.snapshot(),
     };
   }
 
@@ -430,7 +462,10 @@ export class Daemon {
     if (attached.length > 0 && !force) {
       throw new UserError(`network ${n} has attached VMs (${attached.join(', ')}); detach them or use --force`, -32001);
     }
+    const links = this.links.onNetwork(n);
+    if (links.length > 0 && !force) throw new UserError(`network ${n} has links (${links.join(', ')}); remove them or use --force`, -32001);
     for (const vm of attached) await this.detachEntry(vm);
+    for (const l of links) await this.links.remove(l);
     this.capture.netRemoved(n);
     this.nets.delete(n);
     e.sw.close();
@@ -689,6 +724,26 @@ export class Daemon {
     return { removed: name };
   }
 
+  linkKey(): { publicKey: string; file: string } {
+    return { publicKey: this.links.publicKey(), file: this.links.keyFile };
+  }
+
+  async addLink(params: unknown): Promise<LinkInfo> {
+    const info = await this.links.add(params);
+    await this.save();
+    return info;
+  }
+
+  async removeLink(name: unknown): Promise<{ removed: string }> {
+    const r = await this.links.remove(name);
+    await this.save();
+    return r;
+  }
+
+  listLinks(): LinksInfo {
+    return this.links.list();
+  }
+
   listTees(): TeeInfo[] {
     return this.tees.list().map((t) => this.teeInfo(t));
   }
@@ -727,6 +782,7 @@ export class Daemon {
         this.log.warn({ vm: e.spec.name, err: (err as Error).message }, 'closing the port failed');
       }
     }
+    await this.links.close();
     for (const n of this.nets.values()) {
       n.sw.close();
       n.router.close();

@@ -136,6 +136,7 @@ export class Registry {
       if (d === undefined) return Promise.reject(new Error(`no port driver ${spec.driver} is loaded`));
       return d.open(spec.options, ctx);
     }
+    if (spec.kind === 'agent') return Promise.reject(new Error('agent ports are opened by the daemon (daemon/mesh), not by a driver'));
     if (this.builtins === undefined) return Promise.reject(new Error('this registry has no built-in port drivers'));
     return openWith(this.builtins, spec.kind, spec, ctx);
   }

@@ -122,8 +122,21 @@ export interface PluginPortSpec {
   options: JsonObject;
 }
 
-export type PortKind = BuiltinPortKind | 'plugin';
-export type PortSpec = BuiltinPortSpec | PluginPortSpec;
+/**
+ * A VM whose device is elsewhere, behind `mvnet agent`: an encrypted link from the agent's key
+ * `peer`, listening on `listen` (daemon/mesh). Opened by the daemon itself, not by a driver.
+ */
+export interface AgentPortSpec {
+  kind: 'agent';
+  peer: string;
+  listen?: string;
+  /** 3: the agent carries a TUN's IP packets (else Ethernet frames). */
+  layer?: 3;
+}
+
+/** `link`: a link between routers as a switch port (daemon/mesh), never a VM's. */
+export type PortKind = BuiltinPortKind | 'plugin' | 'agent' | 'link';
+export type PortSpec = BuiltinPortSpec | PluginPortSpec | AgentPortSpec;
 
 export interface PortContext {
   log: Logger;

@@ -23,6 +23,7 @@
 //   daemon/control/api.ts  the control API's answer types, with `import type` only;
 //   daemon/version.ts      the package version (imports nothing but node:fs);
 //   daemon/main.ts         runDaemon: `mvnet daemon` is the daemon, the CLI binary its entry point;
+//   daemon/agent.ts        runAgent: `mvnet agent`, the small mode that carries a device to a router;
 //   plugins/fd/pass.ts     passFd: `vm attach --fd N` sends the CLI's own fd N with SCM_RIGHTS;
 //   plugins/types.ts       the plugin contract (HookAdapter, HookIo), with `import type` only;
 //   plugins/registry.ts    Registry and loadPlugins: `mvnet hook --adapter/--plugin` (imports
@@ -64,6 +65,7 @@ const CLI_MAY_IMPORT = new Map([
   ['daemon/control/api.ts', { typeOnly: true }],
   ['daemon/version.ts', { typeOnly: false }],
   ['daemon/main.ts', { typeOnly: false }],
+  ['daemon/agent.ts', { typeOnly: false }],
   ['plugins/fd/pass.ts', { typeOnly: false }],
   ['plugins/types.ts', { typeOnly: true }],
   ['plugins/registry.ts', { typeOnly: false }],

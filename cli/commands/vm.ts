@@ -26,6 +26,10 @@ interface AttachOpts {
   /** A kind a plugin registered, and its options (JSON). */
   kind?: string;
   options?: string;
+  /** A device behind `mvnet agent`: the agent's public key, where it connects, and whether it carries a TUN. */
+  agent?: string;
+  listen?: string;
+  agentTun?: boolean;
 }
 
 /** Absolute paths: the daemon resolves nothing relative to the CLI's directory. */
@@ -39,10 +43,11 @@ function ownSocket(p: string | true): { path?: string } {
 }
 
 function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
-  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface', 'kind'] as const).filter((k) => o[k] !== undefined);
+  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface', 'kind', 'agent'] as const).filter((k) => o[k] !== undefined);
   if (chosen.length !== 1) {
-    throw new CliError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind');
+    throw new CliError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind, --agent');
   }
+  if ((o.listen !== undefined || o.agentTun === true) && o.agent === undefined) throw new CliError('--listen and --agent-tun go with --agent');
   if (o.options !== undefined && o.kind === undefined) throw new CliError('--options goes with --kind');
   const ns = o.netns !== undefined ? { netns: o.netns } : {};
   if (o.dgramPeer !== undefined && o.dgram === undefined) throw new CliError('--dgram-peer needs --dgram');
@@ -84,6 +89,10 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
       }
       return { kind: 'plugin', driver: o.kind, options };
     }
+    case 'agent':
+      if (o.netns !== undefined) throw new CliError('--netns does not apply to --agent (the device is where the agent runs)');
+      if (o.listen === undefined) throw new CliError('--agent needs --listen: where the agent connects (udp:PORT, tcp:PORT, unix:PATH, onion)');
+      return { kind: 'agent', peer: o.agent, listen: o.listen, ...(o.agentTun === true ? { layer: 3 } : {}) };
     default:
       throw new CliError('no device given');
   }
@@ -91,6 +100,7 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
 
 export function describePort(p: VmInfo['port']): string {
   if (p.kind === 'plugin') return `${p.driver} ${JSON.stringify(p.options)}`;
+  if (p.kind === 'agent') return `agent ${p.peer} on ${p.listen ?? '?'}${p.layer === 3 ? ' (TUN)' : ''}`;
   const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.token !== undefined ? '(passed)' : `${p.rx}:${p.tx}`;
   const netns = 'netns' in p ? p.netns : undefined;
   return `${p.kind} ${where}${netns !== undefined ? ` (netns ${netns})` : ''}`;
@@ -117,6 +127,9 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--ip <ip>', "the VM's IPv4 address, or 'auto' (the daemon picks a free one)")
     .option('--vnet-hdr', 'TAP with virtio-net header offloads (TSO, checksum)')
     .option('--multi-queue', 'TAP with IFF_MULTI_QUEUE')
+    .option('--agent <pubkey>', 'a device behind `mvnet agent` on another host or VM: the agent key (mvnet key show), over an encrypted link')
+    .option('--listen <spec>', 'with --agent: where the agent connects: udp:PORT, tcp:PORT, unix:PATH, onion[:PORT] (shared with links that name it)')
+    .option('--agent-tun', 'with --agent: the agent carries a TUN (IP packets) rather than Ethernet frames; give --ip')
     .action(async (name: string, o: AttachOpts) => {
       const params: Record<string, unknown> = { name, net: o.net, port: portParams(o, ctx.socket()) };
       if (o.mac !== undefined) params.mac = o.mac;

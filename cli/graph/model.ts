@@ -103,6 +103,8 @@ function describeDevice(p: VmInfo['port']): string {
       return p.token !== undefined ? 'fd (passed)' : `fifo ${p.rx ?? ''}:${p.tx ?? ''}`;
     case 'plugin':
       return `${p.driver} (plugin)`;
+    case 'agent':
+      return `agent ${p.peer.slice(0, 8)}… on ${p.listen ?? '?'}`;
   }
 }
 

@@ -180,3 +180,56 @@ export interface ForwardInfo extends ForwardSpec {
   connections: number;
   failures: number;
 }
+
+/** One encrypted link (`link list`): a trunk of a network, or a VM port reached through `mvnet agent`. */
+export interface LinkInfo {
+  /** The link's name; for an agent, the VM's. */
+  name: string;
+  /** The network a link extends ('' for an agent: see `vm list`). */
+  net: string;
+  kind: 'link' | 'agent';
+  /** The peer's static public key (base64). */
+  peer: string;
+  /** established: a session is up; handshaking: trying; waiting: for the peer to reach us. */
+  state: 'established' | 'handshaking' | 'waiting';
+  /** Where packets go now, as a multiaddr: the peer's latest authenticated address, else the configured one. */
+  endpoint: string | null;
+  /** The endpoint given at `link add` (multiaddr), null when the link only listens. */
+  configuredEndpoint: string | null;
+  /** Where the peer reaches us (multiaddr; an onion listener as /onion3/ADDR:PORT once published). */
+  listen: string | null;
+  /** ISO time of the last completed handshake. */
+  lastHandshake: string | null;
+  handshakes: number;
+  rx: { packets: number; bytes: number };
+  tx: { packets: number; bytes: number };
+  /** By reason: bad-mac, replay, stale, unknown-index, malformed, queue-full, gave-up, unsent (no carrier could take it). */
+  drops: Record<string, number>;
+  /** Remote MACs learned on the link (links only). */
+  macs: number;
+}
+
+export interface LinkListenerInfo {
+  /** Multiaddr; an onion listener's once published. */
+  listen: string | null;
+  /** As given: udp:51820, onion:51820. */
+  text: string;
+  status: string;
+  /** ADDR.onion:PORT of an onion listener. */
+  onion: string | null;
+  error: string | null;
+  /** Links and agents using it: link:NAME, agent:VM. */
+  users: string[];
+}
+
+export interface LinksInfo {
+  /** This daemon's link public key (null until the first link or `link key`). */
+  publicKey: string | null;
+  listeners: LinkListenerInfo[];
+  /** Drops no peer can be blamed for (unknown-peer, malformed, bad-mac of handshakes, cookie). */
+  drops: Record<string, number>;
+  /** Cookie replies sent (a handshake flood makes them). */
+  cookieReplies: number;
+  underLoad: boolean;
+  links: LinkInfo[];
+}

@@ -28,6 +28,10 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
       return d.deleteNetwork(o.name, o.force === true);
     },
     'vm.attach': (p) => d.attach(p),
+    'link.key': async () => d.linkKey(),
+    'link.add': (p) => d.addLink(p),
+    'link.list': async () => d.listLinks(),
+    'link.remove': async (p) => d.removeLink(asObject(p, 'params').name),
     'vm.detach': async (p) => d.detach(asObject(p, 'params').name),
     'vm.list': async () => d.listVms(),
     'route.set': (p) => d.setRoute(p),
@@ -87,6 +91,7 @@ export const READ_ONLY_METHODS: ReadonlySet<string> = new Set([
   'daemon.status',
   'net.list',
   'vm.list',
+  'link.list',
   'route.show',
   'forward.list',
   'tor.status',

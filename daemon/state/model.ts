@@ -52,4 +52,6 @@ export interface StateFile {
   tor?: unknown;
   /** Tees (capture/tees.ts TeeSpec), checked by validate.ts checkTeeSpec at restore. */
   tees?: unknown[];
+  /** Encrypted links (daemon/mesh/links.ts LinksState), checked at restore. */
+  links?: unknown;
 }

@@ -5,7 +5,9 @@
 import { isDnsDomain } from '../gateway/types.js';
 import { dhcpRangeText } from '../gateway/dhcp.js';
 import type { NetworkSpec, VmSpec } from './model.js';
-import type { DeviceRecord, JsonObject, JsonValue, PortSpec } from '../../plugins/types.js';
+import type { AgentPortSpec, DeviceRecord, JsonObject, JsonValue, PortSpec } from '../../plugins/types.js';
+import { keyFromBase64, keyToBase64 } from '../links/keys.js';
+import { listenText, parseListen } from '../carriers/endpoint.js';
 import { UserError } from '../errors.js';
 import { isUnicastMac, parseMacString } from '../wire/mac.js';
 import { formatIpv4, formatIpv6, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, parseIpv6Text, type Ipv4Cidr } from '../wire/ip-text.js';
@@ -301,10 +303,25 @@ function checkPluginPort(o: Record<string, unknown>, plugins: PluginDrivers | un
   return { kind: 'plugin', driver, options: checked };
 }
 
+/** `{kind: "agent", peer, listen, layer?}`: a VM's device behind `mvnet agent` (daemon/mesh). */
+function checkAgentPort(o: Record<string, unknown>): AgentPortSpec {
+  for (const k of Object.keys(o)) if (!['kind', 'peer', 'listen', 'layer'].includes(k)) throw new UserError(`port.${k} does not apply to kind agent (peer, listen, layer)`);
+  const key = typeof o.peer === 'string' ? keyFromBase64(o.peer) : null;
+  if (key === null) throw new UserError(`invalid agent key ${JSON.stringify(o.peer)}: a base64 X25519 public key (44 characters, as \`mvnet key show\` prints)`);
+  if (typeof o.listen !== 'string') throw new UserError('an agent port needs --listen (where the agent connects), e.g. udp:51820');
+  const spec: AgentPortSpec = { kind: 'agent', peer: keyToBase64(key), listen: listenText(parseListen(o.listen)) };
+  if (o.layer !== undefined) {
+    if (o.layer !== 3) throw new UserError('port.layer must be 3 (a TUN agent) or absent (Ethernet)');
+    spec.layer = 3;
+  }
+  return spec;
+}
+
 export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec {
   const o = asObject(p, 'port');
   const kind = o.kind;
   if (kind === 'plugin') return checkPluginPort(o, opts.plugins, opts.fromState === true);
+  if (kind === 'agent') return checkAgentPort(o);
   const netns = checkNetns(str(o, 'netns', false));
   const withNs = <T extends object>(s: T): T => (netns !== undefined ? { ...s, netns } : s);
   switch (kind) {

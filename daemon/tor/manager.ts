@@ -352,6 +352,11 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     return r.serviceId;
   }
 
+  /** The key of an onion service added by addOnion (a secret: for the state file, never logs). */
+  onionKey(serviceId: string): Ed25519OnionKey | undefined {
+    return this.onions.get(serviceId.replace(/\.onion$/, ''))?.key;
+  }
+
   /** Removes an onion service added by addOnion (from tor too, when connected). */
   async delOnion(serviceId: string): Promise<void> {
     const id = serviceId.replace(/\.onion$/, '');

@@ -1,0 +1,161 @@
+/**
+ * Encrypted links between two daemons, each in its own namespace, joined by a veth (the "host
+ * pipe"): VMs on both sides share one network; what crosses the veth is ciphertext only; a
+ * restart re-handshakes by itself; a peer that changes address is followed; the link also runs
+ * over TCP and unix sockets; `mvnet agent` in a namespace brings its TAP onto a remote router's
+ * network.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startDaemon, CLI_JS, type Daemon } from '../support/daemon.js';
+import { cleanupAll, makeTempDir, spawnProcess, waitFor, withTimeout, type Netns } from '../support/netns.js';
+import { ROUTER_A_IP, ROUTER_B_IP, VM_A_IP, VM_B_IP, LINK_PORT, startLinkTopology, type LinkTopology } from '../support/link-topology.js';
+import type { LinksInfo, VmInfo } from '../../daemon/control/api.js';
+
+afterAll(cleanupAll);
+
+const MARKER = 'MVNET-PLAINTEXT-MARKER-7f3a9c';
+
+async function links(d: Daemon): Promise<LinksInfo> {
+  return d.cliJson<LinksInfo>(['link', 'list']);
+}
+
+/** Sends `file` from `from` to `to` (nc), returning the sha256 of what arrived. */
+async function transfer(from: Netns, to: Netns, toIp: string, file: string, port: number, out: string): Promise<string> {
+  const server = spawnProcess(['ip', 'netns', 'exec', to.name, 'sh', '-c', `nc -l -p ${port} -q 1 > ${out}`]);
+  await waitFor(async () => (await to.exec(['ss', '-Htln', `sport = :${port}`], { check: false })).stdout.includes(String(port)), { timeoutMs: 5000, intervalMs: 50, what: 'nc to listen' });
+  await from.exec(['sh', '-c', `nc -q 1 ${toIp} ${port} < ${file}`], { timeoutMs: 120_000 });
+  await withTimeout(server.exited, 30_000, 'nc to finish');
+  return createHash('sha256').update(readFileSync(out)).digest('hex');
+}
+
+describe('a network extended over an encrypted UDP link', () => {
+  let t: LinkTopology<Daemon>;
+  const dir = makeTempDir('links');
+
+  beforeAll(async () => {
+    t = await startLinkTopology<Daemon>({ prefix: 'lnk', startDaemon: ({ netns }) => startDaemon({ netns }) });
+    await t.waitConnected('a');
+  }, 60_000);
+
+  it('VMs on both routers share the network: ping both ways, 50 MB over TCP intact, and the veth carries no plaintext', async () => {
+    const ab = await t.ping('a', { count: 3 });
+    expect(ab.stdout, ab.stderr).toMatch(/3 packets transmitted, 3 received/);
+    const ba = await t.ping('b', { count: 3 });
+    expect(ba.stdout, ba.stderr).toMatch(/3 packets transmitted, 3 received/);
+
+    // 50 MB whose every 4 KiB carries the marker; captured on the veth while it crosses.
+    const file = join(dir, 'payload.bin');
+    const chunk = Buffer.concat([Buffer.from(MARKER), randomBytes(4096 - MARKER.length)]);
+    writeFileSync(file, Buffer.concat(Array.from({ length: (50 << 20) / 4096 }, () => chunk)));
+    const want = createHash('sha256').update(readFileSync(file)).digest('hex');
+    const pcap = join(dir, 'veth.pcap');
+    const cap = spawnProcess(['ip', 'netns', 'exec', t.routers.rA.name, 'tcpdump', '-i', t.routers.vethA, '-w', pcap, '-U', '-s', '0']);
+    await waitFor(async () => cap.stderr.includes('listening on'), { timeoutMs: 5000, intervalMs: 20, what: 'tcpdump to start' });
+    // A marker in ICMP too.
+    await t.a.vm.ns.exec(['ping', '-n', '-c', '2', '-i', '0.2', '-p', Buffer.from(MARKER.slice(0, 16)).toString('hex'), VM_B_IP]);
+    const got = await transfer(t.a.vm.ns, t.b.vm.ns, VM_B_IP, file, 5001, join(dir, 'received.bin'));
+    expect(got).toBe(want);
+    await cap.stop('SIGINT');
+    const bytes = readFileSync(pcap);
+    // The capture saw the transfer (as UDP to the link port), so its silence about the marker means something.
+    expect(bytes.length).toBeGreaterThan(50 << 20);
+    expect(bytes.includes(Buffer.from(MARKER))).toBe(false);
+    expect(bytes.includes(Buffer.from(MARKER.slice(0, 16)))).toBe(false);
+    const l = await links(t.a.daemon);
+    const link = l.links.find((x) => x.name === 'to-b')!;
+    expect(link.state).toBe('established');
+    expect(link.rx.bytes).toBeGreaterThan(1 << 20);
+    expect(link.macs).toBeGreaterThanOrEqual(1);
+  }, 180_000);
+
+  it("a capture of the link's port sees its plaintext side", async () => {
+    const cap = t.a.daemon.cli(['capture', '--point', 'link:to-b', '-c', '2', '-w', '-', 'icmp'], { timeoutMs: 20_000 });
+    await waitFor(async () => (await t.a.daemon.status()).captures.length > 0, { timeoutMs: 5000, intervalMs: 20, what: 'the capture to start' });
+    await t.a.vm.ns.exec(['ping', '-n', '-c', '2', '-i', '0.2', '-p', Buffer.from(MARKER.slice(0, 16)).toString('hex'), VM_B_IP]);
+    const r = await cap;
+    expect(r.code, r.stderr).toBe(0);
+    expect(Buffer.from(r.stdout, 'latin1').includes(Buffer.from(MARKER.slice(0, 16)))).toBe(true);
+  }, 30_000);
+
+  it('follows a peer whose address changes (roaming)', async () => {
+    // B's router moves to another address on the veth; B's keepalives and traffic now come from there.
+    await t.routers.rB.exec(['ip', 'addr', 'add', '10.99.0.6/24', 'dev', t.routers.vethB]);
+    await t.routers.rA.exec(['ip', 'addr', 'add', '10.99.0.5/24', 'dev', t.routers.vethA]);
+    await t.routers.rB.exec(['ip', 'addr', 'del', `${ROUTER_B_IP}/30`, 'dev', t.routers.vethB]);
+    // B still dials A's old address, which A also still holds; A must answer B at B's new address.
+    const r = await t.ping('b', { count: 3 });
+    expect(r.stdout, r.stderr).toMatch(/3 packets transmitted, 3 received/);
+    const l = await links(t.a.daemon);
+    expect(l.links.find((x) => x.name === 'to-b')!.endpoint).toMatch(/^\/ip4\/10\.99\.0\.6\/udp\//);
+    const r2 = await t.ping('a', { count: 3 });
+    expect(r2.stdout, r2.stderr).toMatch(/3 packets transmitted, 3 received/);
+  }, 60_000);
+
+  it('re-handshakes by itself after one side restarts (kill -9), and traffic resumes', async () => {
+    const before = (await links(t.b.daemon)).links.find((x) => x.name === 'to-a')!.handshakes;
+    expect(before).toBeGreaterThan(0);
+    t.b.daemon.expectErrors();
+    await t.b.daemon.kill('SIGKILL');
+    await t.b.daemon.start();
+    await t.waitConnected('a', 30_000);
+    const l = (await links(t.b.daemon)).links.find((x) => x.name === 'to-a')!;
+    expect(l.state).toBe('established');
+    const r = await t.ping('b', { count: 3 });
+    expect(r.stdout, r.stderr).toMatch(/3 packets transmitted, 3 received/);
+  }, 60_000);
+});
+
+describe('links over TCP and unix sockets', () => {
+  for (const kind of ['tcp', 'unix'] as const) {
+    it(`carries the network over ${kind}`, async () => {
+      const dir = makeTempDir(`lk${kind}`);
+      const t = await startLinkTopology<Daemon>({ prefix: `lk${kind[0]}`, link: false, startDaemon: ({ netns }) => startDaemon({ netns }) });
+      const listen = kind === 'tcp' ? `tcp:${LINK_PORT + 1}` : `unix:${join(dir, 'link.sock')}`;
+      const endpoint = kind === 'tcp' ? ['--endpoint', `tcp:${ROUTER_A_IP}:${LINK_PORT + 1}`] : ['--unix', join(dir, 'link.sock')];
+      await t.a.daemon.cliOk(['link', 'add', 'to-b', '--net', 'lan', '--peer', t.b.publicKey, '--listen', listen]);
+      await t.b.daemon.cliOk(['link', 'add', 'to-a', '--net', 'lan', '--peer', t.a.publicKey, ...endpoint]);
+      await t.waitConnected('a');
+      const r = await t.ping('b', { count: 3, size: 1472 });
+      expect(r.stdout, r.stderr).toMatch(/3 packets transmitted, 3 received/);
+      const l = await links(t.b.daemon);
+      expect(l.links[0]!.configuredEndpoint).toMatch(kind === 'tcp' ? /^\/ip4\/10\.99\.0\.1\/tcp\// : /^\/unix\//);
+      expect(l.links[0]!.state).toBe('established');
+      // The listener's side restarts: the dialler reconnects and the link comes back.
+      await t.a.daemon.restart();
+      await t.waitConnected('b', 40_000);
+    }, 90_000);
+  }
+});
+
+describe('mvnet agent', () => {
+  it("brings a TAP in another namespace onto a remote router's network", async () => {
+    const dir = makeTempDir('agent');
+    const t = await startLinkTopology<Daemon>({ prefix: 'lka', link: false, startDaemon: ({ netns }) => startDaemon({ netns }) });
+    const keyFile = join(dir, 'agent.key');
+    const gen = await t.a.daemon.cliJson<{ publicKey: string }>(['key', 'generate', '--out', keyFile]);
+    // Router A expects the agent's key on its UDP listener; the agent runs in router B's namespace (another "host").
+    const vm = await t.a.daemon.cliJson<VmInfo>(['vm', 'attach', 'vmc', '--net', 'lan', '--agent', gen.publicKey, '--listen', `udp:${LINK_PORT}`, '--ip', '10.98.0.13']);
+    expect(vm.port.kind).toBe('agent');
+    const agent = spawnProcess(['ip', 'netns', 'exec', t.routers.rB.name, process.execPath, CLI_JS, 'agent', '--router', `${ROUTER_A_IP}:${LINK_PORT}`, '--peer', t.a.publicKey, '--tap', 'agt0', '--key', keyFile]);
+    await t.routers.rB.waitForLink('agt0');
+    await t.routers.rB.addAddr('agt0', '10.98.0.13/24');
+    await waitFor(async () => (await t.routers.rB.exec(['ping', '-n', '-c', '1', '-W', '1', VM_A_IP], { check: false })).code === 0, { timeoutMs: 20_000, intervalMs: 100, what: 'the agent VM to reach VM A' });
+    const r = await t.routers.rB.exec(['ping', '-n', '-c', '3', '-i', '0.2', VM_A_IP], { check: false });
+    expect(r.stdout, r.stderr).toMatch(/3 packets transmitted, 3 received/);
+    // On router A it is a VM like any other: its port is up, and its traffic is counted.
+    const info = await t.a.daemon.vm('vmc');
+    expect(info.port.state).toBe('up');
+    expect(info.port.stats.rxFrames).toBeGreaterThan(0);
+    const l = await links(t.a.daemon);
+    expect(l.links.find((x) => x.kind === 'agent' && x.name === 'vmc')!.state).toBe('established');
+    // Its gateway answers it too (the agent's port is an ordinary member of lan).
+    const g = await t.routers.rB.exec(['ping', '-n', '-c', '1', '-W', '2', '10.98.0.1'], { check: false });
+    expect(g.stdout, g.stderr).toMatch(/1 received/);
+    const ex = await agent.stop('SIGTERM', 10_000);
+    expect(ex.code, agent.stderr).toBe(0);
+    void ROUTER_B_IP;
+  }, 90_000);
+});
