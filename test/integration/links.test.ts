@@ -163,6 +163,22 @@ describe('mvnet agent', () => {
     expect(g.stdout, g.stderr).toMatch(/1 received/);
     const ex = await agent.stop('SIGTERM', 10_000);
     expect(ex.code, agent.stderr).toBe(0);
-    void ROUTER_B_IP;
+  }, 90_000);
+
+  it('carries a TUN (IP packets) when the router attaches it with --agent-tun', async () => {
+    const dir = makeTempDir('agtun');
+    const t = await startLinkTopology<Daemon>({ prefix: 'lku', link: false, startDaemon: ({ netns }) => startDaemon({ netns }) });
+    const keyFile = join(dir, 'agent.key');
+    const gen = await t.a.daemon.cliJson<{ publicKey: string }>(['key', 'generate', '--out', keyFile]);
+    await t.a.daemon.cliOk(['vm', 'attach', 'vmt', '--net', 'lan', '--agent', gen.publicKey, '--listen', `tcp:${LINK_PORT}`, '--agent-tun', '--ip', '10.98.0.14']);
+    const agent = spawnProcess(['ip', 'netns', 'exec', t.routers.rB.name, process.execPath, CLI_JS, 'agent', '--router', `tcp:${ROUTER_A_IP}:${LINK_PORT}`, '--peer', t.a.publicKey, '--tun', 'agtun0', '--key', keyFile]);
+    await t.routers.rB.waitForLink('agtun0');
+    await t.routers.rB.addAddr('agtun0', '10.98.0.14/24');
+    await waitFor(async () => (await t.routers.rB.exec(['ping', '-n', '-c', '1', '-W', '1', VM_A_IP], { check: false })).code === 0, { timeoutMs: 20_000, intervalMs: 100, what: 'the TUN agent to reach VM A' });
+    const info = await t.a.daemon.vm('vmt');
+    expect(info.port.kind).toBe('agent');
+    expect(info.port.state).toBe('up');
+    const ex = await agent.stop('SIGTERM', 10_000);
+    expect(ex.code, agent.stderr).toBe(0);
   }, 90_000);
 });
