@@ -13,6 +13,8 @@ import { startDaemon, CLI_JS, type Daemon } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, spawnProcess, waitFor, withTimeout, type Netns } from '../support/netns.js';
 import { ROUTER_A_IP, ROUTER_B_IP, VM_A_IP, VM_B_IP, LINK_PORT, startLinkTopology, type LinkTopology } from '../support/link-topology.js';
 import type { LinksInfo, VmInfo } from '../../daemon/control/api.js';
+import { QemuStreamClient } from '../support/qemu-peer.js';
+import { arpRequest, macBytes, randomMac, ETHERTYPE_ARP } from '../support/frames.js';
 
 afterAll(cleanupAll);
 
@@ -161,6 +163,31 @@ describe('mvnet agent', () => {
     // Its gateway answers it too (the agent's port is an ordinary member of lan).
     const g = await t.routers.rB.exec(['ping', '-n', '-c', '1', '-W', '2', '10.98.0.1'], { check: false });
     expect(g.stdout, g.stderr).toMatch(/1 received/);
+    const ex = await agent.stop('SIGTERM', 10_000);
+    expect(ex.code, agent.stderr).toBe(0);
+  }, 90_000);
+
+  it("carries a QEMU stream socket (--unix): the VM's ARP reaches router A's gateway and is answered", async () => {
+    const dir = makeTempDir('agunix');
+    const t = await startLinkTopology<Daemon>({ prefix: 'lkq', link: false, startDaemon: ({ netns }) => startDaemon({ netns }) });
+    const keyFile = join(dir, 'agent.key');
+    const gen = await t.a.daemon.cliJson<{ publicKey: string }>(['key', 'generate', '--out', keyFile]);
+    await t.a.daemon.cliOk(['vm', 'attach', 'vmq', '--net', 'lan', '--agent', gen.publicKey, '--listen', `udp:${LINK_PORT}`, '--ip', '10.98.0.15']);
+    const sock = join(dir, 'vm.sock');
+    const agent = spawnProcess(['ip', 'netns', 'exec', t.routers.rB.name, process.execPath, CLI_JS, 'agent', '--router', `${ROUTER_A_IP}:${LINK_PORT}`, '--peer', t.a.publicKey, '--unix', sock, '--key', keyFile]);
+    // As QEMU with -netdev stream,server=off: connect to the agent's socket, then speak frames.
+    const vm = await QemuStreamClient.connect(sock, 20_000);
+    const mac = randomMac();
+    const isReply = (f: Buffer): boolean => f.readUInt16BE(12) === ETHERTYPE_ARP && f.readUInt16BE(20) === 2;
+    const reply = await waitFor(
+      async () => {
+        vm.send(arpRequest({ srcMac: mac, srcIp: '10.98.0.15', targetIp: '10.98.0.1' }));
+        return vm.nextFrame(isReply, 500).catch(() => undefined);
+      },
+      { timeoutMs: 20_000, intervalMs: 10, what: "the gateway's ARP reply through the agent" },
+    );
+    expect(reply.subarray(0, 6).equals(macBytes(mac))).toBe(true);
+    expect((await t.a.daemon.vm('vmq')).port.state).toBe('up');
     const ex = await agent.stop('SIGTERM', 10_000);
     expect(ex.code, agent.stderr).toBe(0);
   }, 90_000);
