@@ -4,6 +4,7 @@
       "target_name": "mvnet_native",
       "sources": [
         "plugins/native/src/addon.cc",
+        "plugins/native/src/aead.cc",
         "plugins/native/src/device.cc",
         "plugins/native/src/fdpass.cc",
         "plugins/native/src/napi_util.cc",

@@ -26,7 +26,7 @@ import {
   RESPONSE_MAC2,
 } from './messages.js';
 import { consumeInitiation, consumeResponse, createInitiation, createResponse, initialHash, tai64n, type Dh, type InitiatorState } from './noise.js';
-import { Keypair, MAX_PAYLOAD, REKEY_AFTER_MESSAGES } from './transport.js';
+import { Keypair, MAX_PAYLOAD, nodeTransportAead, REKEY_AFTER_MESSAGES, type TransportAead } from './transport.js';
 import {
   INITIATION_MIN_INTERVAL_MS,
   PeerTimers,
@@ -92,6 +92,8 @@ export interface DeviceOptions {
   maxQueue?: number;
   /** The X25519 used (tests wrap it); every call is counted in `counters.dh`. */
   dh?: Dh;
+  /** The transport messages' ChaCha20-Poly1305 (default node:crypto's; the daemon passes the native addon's). */
+  aead?: TransportAead;
 }
 
 export interface PeerOptions {
@@ -233,6 +235,7 @@ export class Device {
   private readonly wallClock: () => number;
   private readonly maxQueue: number;
   private readonly rawDh: Dh;
+  private readonly aead: TransportAead;
   private readonly dh: Dh;
   private readonly peers = new Map<string, Peer>();
   private readonly indices = new Map<number, IndexEntry>();
@@ -246,6 +249,7 @@ export class Device {
     this.wallClock = o.wallClock ?? Date.now;
     this.maxQueue = o.maxQueue ?? 256;
     this.rawDh = o.dh ?? x25519;
+    this.aead = o.aead ?? nodeTransportAead;
     this.dh = (priv, pub) => {
       this.counters.dh++;
       return this.rawDh(priv, pub);
@@ -454,7 +458,7 @@ export class Device {
     }
     p.s.lastTimestamp = c.value.timestamp;
     p.s.lastInitiationAccepted = now;
-    const k = new Keypair(r.keys, localIndex, c.value.sender, false, now);
+    const k = new Keypair(r.keys, localIndex, c.value.sender, false, now, this.aead);
     this.indices.set(localIndex, { peer: p, keypair: k });
     this.install(p, k, now);
     p.s.cookies.addMacs(r.message, RESPONSE_MAC1, now);
@@ -480,7 +484,7 @@ export class Device {
     if (!c.ok) return this.drop(c.reason, p);
     const localIndex = p.s.handshake.localIndex;
     p.s.handshake = null;
-    const k = new Keypair(c.keys, localIndex, m.value.sender, true, now);
+    const k = new Keypair(c.keys, localIndex, m.value.sender, true, now, this.aead);
     this.indices.set(localIndex, { peer: p, keypair: k });
     this.install(p, k, now);
     p.timers.handshakeComplete();

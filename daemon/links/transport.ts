@@ -18,9 +18,61 @@ export const MAX_PAYLOAD = 65535;
 
 export type OpenFailure = 'replay' | 'bad-mac' | 'malformed';
 
+/**
+ * The AEAD of transport messages: ChaCha20-Poly1305 (RFC 8439) with the counter as the nonce (4
+ * zero bytes, then the counter little-endian), no associated data. Injected through
+ * DeviceOptions.aead so that a faster implementation (the native addon's, which keeps one cipher
+ * context per key) can replace node:crypto's; every implementation makes the same bytes.
+ * `K` is the implementation's key handle, opaque to the caller.
+ */
+export interface TransportAead<K = unknown> {
+  /** Makes a key handle from 32 raw key bytes (which the caller may then overwrite). */
+  importKey(raw: Buffer): K;
+  /** One buffer: `header` ‖ encrypt(`payload` ‖ `trailer`) ‖ tag. */
+  seal(key: K, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer): Buffer;
+  /** The plaintext of `sealed` (ciphertext ‖ tag), or null when the tag does not verify or `sealed` is shorter than a tag. */
+  open(key: K, counter: bigint, sealed: Buffer): Buffer | null;
+}
+
+/** The default TransportAead: node:crypto, a cipher object per message; keys as KeyObjects, imported once. */
+export const nodeTransportAead: TransportAead<KeyObject> = {
+  importKey: (raw) => createSecretKey(raw),
+  seal(key, counter, payload, trailer, header) {
+    const c = createCipheriv('chacha20-poly1305', key, counterNonce(counter), { authTagLength: TAG_LEN });
+    const parts = [header];
+    if (payload.length > 0) parts.push(c.update(payload));
+    if (trailer.length > 0) parts.push(c.update(trailer));
+    c.final();
+    parts.push(c.getAuthTag());
+    return Buffer.concat(parts);
+  },
+  open(key, counter, sealed) {
+    if (sealed.length < TAG_LEN) return null;
+    const d = createDecipheriv('chacha20-poly1305', key, counterNonce(counter), { authTagLength: TAG_LEN });
+    d.setAuthTag(sealed.subarray(sealed.length - TAG_LEN));
+    const plain = d.update(sealed.subarray(0, sealed.length - TAG_LEN));
+    try {
+      d.final();
+    } catch {
+      return null;
+    }
+    return plain;
+  },
+};
+
+/** The trailers of a payload of type 0 (an Ethernet frame), by padding length: made once, not per message. */
+const ETHERNET_TRAILERS: readonly Buffer[] = Array.from({ length: 16 }, (_, pad) => {
+  const t = Buffer.alloc(pad + 1);
+  t[pad] = (PAYLOAD_ETHERNET << 4) | pad;
+  return t;
+});
+const EMPTY = Buffer.alloc(0);
+
 export class Keypair {
-  private readonly sendKey: KeyObject;
-  private readonly recvKey: KeyObject;
+  private readonly sendKey: unknown;
+  private readonly recvKey: unknown;
+  /** The header of the next message, rewritten per message (the AEAD copies it into the message). */
+  private readonly header: Buffer;
   /** The counter of the next message sent. */
   sendCounter = 0n;
   readonly replay = new ReplayWindow();
@@ -34,10 +86,12 @@ export class Keypair {
     readonly isInitiator: boolean,
     /** When the handshake completed (the caller's clock, ms). */
     readonly created: number,
+    private readonly aead: TransportAead = nodeTransportAead,
   ) {
-    // KeyObjects: imported once, not on every packet.
-    this.sendKey = createSecretKey(keys.send);
-    this.recvKey = createSecretKey(keys.recv);
+    // Key handles: imported once, not on every packet.
+    this.sendKey = aead.importKey(keys.send);
+    this.recvKey = aead.importKey(keys.recv);
+    this.header = encodeTransportHeader(remoteIndex, 0n);
   }
 
   /** Whether another message may be sent: the counter is below REJECT_AFTER_MESSAGES. */
@@ -49,18 +103,18 @@ export class Keypair {
   seal(payload: Buffer, type = PAYLOAD_ETHERNET): Buffer {
     if (payload.length > MAX_PAYLOAD) throw new RangeError(`payload of ${payload.length} bytes > ${MAX_PAYLOAD}`);
     const counter = this.sendCounter++;
-    const c = createCipheriv('chacha20-poly1305', this.sendKey, counterNonce(counter), { authTagLength: TAG_LEN });
-    const parts = [encodeTransportHeader(this.remoteIndex, counter)];
+    this.header.writeBigUInt64LE(counter, 8);
+    let trailer: Buffer = EMPTY;
     if (payload.length > 0) {
       const pad = (16 - ((payload.length + 1) % 16)) % 16;
-      parts.push(c.update(payload));
-      const tail = Buffer.alloc(pad + 1);
-      tail[pad] = (type << 4) | pad;
-      parts.push(c.update(tail));
+      if (type === PAYLOAD_ETHERNET) {
+        trailer = ETHERNET_TRAILERS[pad]!;
+      } else {
+        trailer = Buffer.alloc(pad + 1);
+        trailer[pad] = (type << 4) | pad;
+      }
     }
-    c.final();
-    parts.push(c.getAuthTag());
-    return Buffer.concat(parts);
+    return this.aead.seal(this.sendKey, counter, payload, trailer, this.header);
   }
 
   /**
@@ -69,15 +123,8 @@ export class Keypair {
    */
   open(msg: Transport): { ok: true; payload: Buffer; type: number } | { ok: false; reason: OpenFailure } {
     if (!this.replay.check(msg.counter)) return { ok: false, reason: 'replay' };
-    const body = msg.sealed.subarray(0, msg.sealed.length - TAG_LEN);
-    const d = createDecipheriv('chacha20-poly1305', this.recvKey, counterNonce(msg.counter), { authTagLength: TAG_LEN });
-    d.setAuthTag(msg.sealed.subarray(msg.sealed.length - TAG_LEN));
-    const plain = d.update(body);
-    try {
-      d.final();
-    } catch {
-      return { ok: false, reason: 'bad-mac' };
-    }
+    const plain = this.aead.open(this.recvKey, msg.counter, msg.sealed);
+    if (plain === null) return { ok: false, reason: 'bad-mac' };
     if (!this.replay.update(msg.counter)) return { ok: false, reason: 'replay' };
     if (plain.length === 0) return { ok: true, payload: plain, type: PAYLOAD_ETHERNET };
     const trailer = plain[plain.length - 1]!;

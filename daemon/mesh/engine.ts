@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { Device, type Peer, type Received, type TickAction, type DropReason } from '../links/device.js';
 import { keyToBase64 } from '../links/keys.js';
 import { REKEY_TIMEOUT_MS } from '../links/timers.js';
+import { nativeTransportAead } from '../../plugins/native/index.js';
 import type { Carrier } from '../carriers/types.js';
 import type { Endpoint } from '../carriers/endpoint.js';
 
@@ -127,7 +128,7 @@ export class LinkEngine {
     this.log = o.log;
     this.now = o.clock ?? (() => performance.now());
     this.loadThreshold = o.loadThreshold ?? LOAD_THRESHOLD_PER_S;
-    this.device = new Device({ privateKey: o.privateKey });
+    this.device = new Device({ privateKey: o.privateKey, aead: nativeTransportAead() ?? undefined });
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
   }

@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { NativeAddon } from './types.js';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import type { NativeAddon, NativeAeadKey } from './types.js';
 
 export type * from './types.js';
 
@@ -79,4 +80,50 @@ export function netnsPath(nameOrPath: string): string {
     );
   }
   return `/run/netns/${nameOrPath}`;
+}
+
+/**
+ * The addon's ChaCha20-Poly1305 for the link transport (daemon/links TransportAead, which this
+ * matches structurally: plugins do not import daemon/links): one cipher context per key, the
+ * message written into one Buffer. Null when the addon is missing, was built without it, or
+ * fails a self-test against node:crypto (checked once).
+ */
+export interface NativeTransportAead {
+  importKey(raw: Buffer): NativeAeadKey;
+  seal(key: NativeAeadKey, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer): Buffer;
+  open(key: NativeAeadKey, counter: bigint, sealed: Buffer): Buffer | null;
+}
+
+let aead: NativeTransportAead | null | undefined;
+
+export function nativeTransportAead(): NativeTransportAead | null {
+  if (aead !== undefined) return aead;
+  aead = null;
+  let n: NativeAddon;
+  try {
+    n = loadNative();
+  } catch {
+    return null;
+  }
+  const { aeadImportKey, aeadSeal, aeadOpen } = n;
+  if (aeadImportKey === undefined || aeadSeal === undefined || aeadOpen === undefined) return null;
+  // The native functions themselves: no JS frame between the caller and the addon.
+  const impl: NativeTransportAead = { importKey: aeadImportKey, seal: aeadSeal, open: aeadOpen };
+  try {
+    const raw = randomBytes(32);
+    const counter = 0x0102030405060708n;
+    const payload = randomBytes(100);
+    const header = Buffer.from('header');
+    const nonce = Buffer.alloc(12);
+    nonce.writeBigUInt64LE(counter, 4);
+    const c = createCipheriv('chacha20-poly1305', raw, nonce, { authTagLength: 16 });
+    const want = Buffer.concat([header, c.update(payload), c.final(), c.getAuthTag()]);
+    const key = impl.importKey(raw);
+    const got = impl.seal(key, counter, payload, Buffer.alloc(0), header);
+    const back = impl.open(key, counter, got.subarray(header.length));
+    if (got.equals(want) && back !== null && back.equals(payload)) aead = impl;
+  } catch {
+    // Unusable (an OpenSSL without ChaCha20-Poly1305, FIPS mode): node:crypto it is.
+  }
+  return aead;
 }

@@ -251,6 +251,11 @@ export interface KernelAddr {
   broadcast?: Buffer;
 }
 
+/** A key handle of the addon's ChaCha20-Poly1305: an external owning an EVP_CIPHER_CTX, freed (key zeroed) by its finalizer. */
+export interface NativeAeadKey {
+  readonly __nativeAeadKey: never;
+}
+
 export interface NativeAddon {
   /** The tee's filter interpreter alone (tests): whether `program` accepts `frame`; TypeError when malformed. */
   teeFilterMatch(program: Uint32Array, frame: Uint8Array): boolean;
@@ -308,4 +313,16 @@ export interface NativeAddon {
    * process dies), or `{ holder }` (what the holder wrote, its pid) when another process has it.
    */
   lockFile(path: string): { fd: number } | { holder: string };
+  /**
+   * The link transport's ChaCha20-Poly1305 (aead.cc; absent when the addon was built without
+   * the OpenSSL headers). Nonce: 4 zero bytes and `counter` (0 to 2^64-1) little-endian; no
+   * associated data. TypeError on a malformed argument.
+   */
+  aeadImportKey?: (raw: Buffer) => NativeAeadKey;
+  /** `header` ‖ encrypt(`payload` ‖ `trailer`) ‖ tag, in one new Buffer. */
+  aeadSeal?: (key: NativeAeadKey, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer) => Buffer;
+  /** The plaintext of `sealed` (ciphertext ‖ tag), or null when the tag does not verify or it is shorter than a tag. */
+  aeadOpen?: (key: NativeAeadKey, counter: bigint, sealed: Buffer) => Buffer | null;
+  /** Frees the key's context now (zeroing the key); the handle then throws a TypeError. */
+  aeadFreeKey?: (key: NativeAeadKey) => void;
 }

@@ -11,6 +11,8 @@ import { CookieChecker } from '../../daemon/links/cookie.js';
 import { decodeCookieReply, INITIATION_MAC1 } from '../../daemon/links/messages.js';
 import { CookieGenerator } from '../../daemon/links/cookie.js';
 import { tai64n } from '../../daemon/links/noise.js';
+import type { TransportAead } from '../../daemon/links/transport.js';
+import { nativeTransportAead } from '../../plugins/native/index.js';
 
 const seq = (start: number): Buffer => Buffer.from(Array.from({ length: 32 }, (_, i) => start + i));
 const kp = (raw: Buffer): KeyPair => keyPairFromPrivate(privateKeyFromRaw(raw));
@@ -30,14 +32,17 @@ export const VECTOR_INPUTS = {
   cookieNonce: Buffer.from(Array.from({ length: 24 }, (_, i) => 0x80 + i)),
 };
 
-function run(): Record<string, string> {
+/** The vectors, made by two Devices whose transport AEAD is `aead` (default: node:crypto's). */
+function run(aead?: TransportAead): Record<string, string> {
   const v = VECTOR_INPUTS;
   const i = new Device({
+    aead,
     privateKey: privateKeyFromRaw(v.initiatorStatic),
     wallClock: () => v.wallMs,
     entropy: { ephemeral: () => kp(v.initiatorEphemeral), index: () => v.initiatorIndex, jitter: () => 0 },
   });
   const r = new Device({
+    aead,
     privateKey: privateKeyFromRaw(v.responderStatic),
     wallClock: () => v.wallMs,
     entropy: { ephemeral: () => kp(v.responderEphemeral), index: () => v.responderIndex, jitter: () => 0 },
@@ -98,6 +103,12 @@ describe('links: test vectors (docs/links-protocol.md)', () => {
     const got = run();
     if (process.env.LINKS_VECTORS_PRINT === '1') console.log(JSON.stringify(got, null, 2));
     expect(got).toEqual(EXPECTED);
+  });
+
+  it('reproduces every vector with the native addon\'s transport AEAD (the one the daemon uses)', () => {
+    const aead = nativeTransportAead();
+    expect(aead, 'the addon has no aeadSeal (built without the OpenSSL headers?)').not.toBeNull();
+    expect(run(aead!)).toEqual(EXPECTED);
   });
 
   it('the cookie of the vector opens at the initiator and gives mac2', () => {
