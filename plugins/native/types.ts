@@ -319,10 +319,23 @@ export interface NativeAddon {
    * associated data. TypeError on a malformed argument.
    */
   aeadImportKey?: (raw: Buffer) => NativeAeadKey;
-  /** `header` ‖ encrypt(`payload` ‖ `trailer`) ‖ tag, in one new Buffer. */
-  aeadSeal?: (key: NativeAeadKey, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer) => Buffer;
-  /** The plaintext of `sealed` (ciphertext ‖ tag), or null when the tag does not verify or it is shorter than a tag. */
-  aeadOpen?: (key: NativeAeadKey, counter: bigint, sealed: Buffer) => Buffer | null;
+  /**
+   * `header` ‖ encrypt(`payload` ‖ `trailer`) ‖ tag, in one new Buffer, or into `out` (exactly
+   * that long, overlapping no input; TypeError otherwise).
+   */
+  aeadSeal?: {
+    (key: NativeAeadKey, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer): Buffer;
+    (key: NativeAeadKey, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer, out: Buffer): undefined;
+  };
+  /**
+   * The plaintext of `sealed` (ciphertext ‖ tag), or null when the tag does not verify or it is
+   * shorter than a tag. With `out` (exactly `sealed.length - 16` bytes; it may be `sealed` itself,
+   * decrypting in place): true with the plaintext in `out`, or false with `out` zeroed.
+   */
+  aeadOpen?: {
+    (key: NativeAeadKey, counter: bigint, sealed: Buffer): Buffer | null;
+    (key: NativeAeadKey, counter: bigint, sealed: Buffer, out: Buffer): boolean;
+  };
   /** Frees the key's context now (zeroing the key); the handle then throws a TypeError. */
   aeadFreeKey?: (key: NativeAeadKey) => void;
 }

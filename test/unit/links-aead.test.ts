@@ -140,6 +140,48 @@ describe('links: the native transport AEAD', () => {
     }
   });
 
+  it('seals and opens into a given buffer: exact lengths only, no overlap, in place allowed, zeroed on failure', () => {
+    const n = native;
+    const k = n.aeadImportKey!(randomBytes(32));
+    const r = rng(5);
+    for (let i = 0; i < 3000; i++) {
+      const p = bytes(r, Math.floor(r() * 3000));
+      const t = bytes(r, Math.floor(r() * 17));
+      const h = bytes(r, Math.floor(r() * 20));
+      const total = h.length + p.length + t.length + 16;
+      const wrong = Math.floor(r() * (total + 64));
+      if (wrong !== total) expect(() => n.aeadSeal!(k, 9n, p, t, h, Buffer.alloc(wrong))).toThrow(TypeError);
+      const out = Buffer.alloc(total);
+      expect(n.aeadSeal!(k, 9n, p, t, h, out)).toBeUndefined();
+      expect(out.equals(n.aeadSeal!(k, 9n, p, t, h))).toBe(true);
+      const sealed = out.subarray(h.length);
+      const wrongOpen = Math.floor(r() * (sealed.length + 64));
+      if (wrongOpen !== sealed.length - 16) expect(() => n.aeadOpen!(k, 9n, sealed, Buffer.alloc(wrongOpen))).toThrow(TypeError);
+      const plain = Buffer.alloc(sealed.length - 16);
+      expect(n.aeadOpen!(k, 9n, sealed, plain)).toBe(true);
+      expect(plain.equals(Buffer.concat([p, t]))).toBe(true);
+      // A tag that does not verify: false, and nothing of the unauthenticated plaintext is left.
+      const bad = Buffer.from(sealed);
+      bad[bad.length - 1]! ^= 1;
+      const junk = Buffer.alloc(bad.length - 16, 0xaa);
+      expect(n.aeadOpen!(k, 9n, bad, junk)).toBe(false);
+      expect(junk.every((b) => b === 0)).toBe(true);
+      // In place: the plaintext over the ciphertext.
+      const copy = Buffer.from(sealed);
+      expect(n.aeadOpen!(k, 9n, copy, copy.subarray(0, copy.length - 16))).toBe(true);
+      expect(copy.subarray(0, copy.length - 16).equals(plain)).toBe(true);
+    }
+    // Overlaps refused: output over an input, shifted in-place open.
+    const big = Buffer.alloc(4096);
+    expect(() => n.aeadSeal!(k, 0n, big.subarray(0, 100), Buffer.alloc(0), Buffer.alloc(0), big.subarray(50, 166))).toThrow(/overlaps/);
+    expect(() => n.aeadSeal!(k, 0n, Buffer.alloc(100), Buffer.alloc(0), big.subarray(0, 16), big.subarray(10, 142))).toThrow(/overlaps/);
+    const s = n.aeadSeal!(k, 0n, Buffer.alloc(100), Buffer.alloc(0), Buffer.alloc(0));
+    s.copy(big, 1000);
+    expect(() => n.aeadOpen!(k, 0n, big.subarray(1000, 1116), big.subarray(1001, 1101))).toThrow(/overlaps/);
+    expect(() => n.aeadOpen!(k, 0n, Buffer.alloc(8), Buffer.alloc(0))).not.toThrow();
+    expect(n.aeadOpen!(k, 0n, Buffer.alloc(8), Buffer.alloc(0))).toBe(false);
+  });
+
   it('a freed key throws instead of touching freed memory', () => {
     const n = native;
     const k = n.aeadImportKey!(randomBytes(32));

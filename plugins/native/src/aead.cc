@@ -165,13 +165,14 @@ napi_value FreeKeyJs(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// aeadSeal(key, counter, payload, trailer, header)
+// aeadSeal(key, counter, payload, trailer, header[, out]): into `out` when given (exactly
+// header + payload + trailer + 16 bytes long; returns undefined), else into a new Buffer.
 napi_value Seal(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   if (argc < 5) {
-    ThrowType(env, "aeadSeal(key, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer)");
+    ThrowType(env, "aeadSeal(key, counter: bigint, payload: Buffer, trailer: Buffer, header: Buffer, out?: Buffer)");
     return nullptr;
   }
   uint8_t nonce[kNonceLen];
@@ -186,10 +187,31 @@ napi_value Seal(napi_env env, napi_callback_info info) {
   }
   // Each is at most kMaxLen (2^28): the sum fits an int.
   const size_t total = hlen + plen + tlen + kTagLen;
-  napi_value result;
-  void* out_v = nullptr;
-  MVNET_CALL(env, napi_create_buffer(env, total, &out_v, &result));
-  auto* out = static_cast<uint8_t*>(out_v);
+  napi_value result = nullptr;
+  uint8_t* out = nullptr;
+  if (argc >= 6) {
+    const uint8_t* o = nullptr;
+    size_t olen = 0;
+    if (!GetBytes(env, argv[5], "aeadSeal", "out", &o, &olen)) return nullptr;
+    if (olen != total) {
+      ThrowType(env, "aeadSeal: out is " + std::to_string(olen) + " bytes, not " + std::to_string(total));
+      return nullptr;
+    }
+    // No overlap with an input: the cipher reads what it has not yet written, but the header copy would not.
+    const uint8_t* ins[3] = {payload, trailer, header};
+    const size_t lens[3] = {plen, tlen, hlen};
+    for (int i = 0; i < 3; i++) {
+      if (lens[i] > 0 && ins[i] < o + olen && o < ins[i] + lens[i]) {
+        ThrowType(env, "aeadSeal: out overlaps an input");
+        return nullptr;
+      }
+    }
+    out = const_cast<uint8_t*>(o);
+  } else {
+    void* out_v = nullptr;
+    MVNET_CALL(env, napi_create_buffer(env, total, &out_v, &result));
+    out = static_cast<uint8_t*>(out_v);
+  }
   if (hlen > 0) std::memcpy(out, header, hlen);
   uint8_t* p = out + hlen;
   int n = 0;
@@ -213,10 +235,11 @@ napi_value Seal(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// aeadOpen(key, counter, sealed) -> plaintext | null
+// aeadOpen(key, counter, sealed[, out]) -> plaintext | null; with `out` (exactly sealed - 16
+// bytes long) -> true | false, the plaintext in `out` (zeroed when false).
 napi_value Open(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   MVNET_CALL(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   if (argc < 3) {
     ThrowType(env, "aeadOpen(key, counter: bigint, sealed: Buffer)");
@@ -230,23 +253,49 @@ napi_value Open(napi_env env, napi_callback_info info) {
       !GetBytes(env, argv[2], "aeadOpen", "the sealed message", &sealed, &slen)) {
     return nullptr;
   }
+  const bool into = argc >= 4;
+  uint8_t* out = nullptr;
+  size_t olen = 0;
+  if (into) {
+    const uint8_t* o = nullptr;
+    if (!GetBytes(env, argv[3], "aeadOpen", "out", &o, &olen)) return nullptr;
+    if (slen >= kTagLen && olen != slen - kTagLen) {
+      ThrowType(env, "aeadOpen: out is " + std::to_string(olen) + " bytes, not " + std::to_string(slen - kTagLen));
+      return nullptr;
+    }
+    // In place (out == sealed) is fine for the cipher; a shifted overlap is not.
+    if (olen > 0 && o != sealed && o < sealed + slen && sealed < o + olen) {
+      ThrowType(env, "aeadOpen: out overlaps the sealed message");
+      return nullptr;
+    }
+    out = const_cast<uint8_t*>(o);
+  }
   napi_value nul;
-  MVNET_CALL(env, napi_get_null(env, &nul));
+  if (into) {
+    MVNET_CALL(env, napi_get_boolean(env, false, &nul));
+  } else {
+    MVNET_CALL(env, napi_get_null(env, &nul));
+  }
   if (slen < kTagLen) return nul;
   const size_t len = slen - kTagLen;
   napi_value result;
-  void* out_v = nullptr;
-  MVNET_CALL(env, napi_create_buffer(env, len, &out_v, &result));
-  auto* out = static_cast<uint8_t*>(out_v);
+  if (into) {
+    MVNET_CALL(env, napi_get_boolean(env, true, &result));
+  } else {
+    void* out_v = nullptr;
+    MVNET_CALL(env, napi_create_buffer(env, len, &out_v, &result));
+    out = static_cast<uint8_t*>(out_v);
+  }
+  // A copy of the tag: the ctrl wants a mutable pointer, and `sealed` is the caller's.
+  uint8_t tag[kTagLen];
+  std::memcpy(tag, sealed + len, kTagLen);
   int n = 0;
   if (EVP_CipherInit_ex(k->ctx, nullptr, nullptr, nullptr, nonce, 0) != 1) return Fail(env, "EVP_CipherInit_ex");
   if (len > 0 &&
       (EVP_CipherUpdate(k->ctx, out, &n, sealed, static_cast<int>(len)) != 1 || n != static_cast<int>(len))) {
     return Fail(env, "EVP_CipherUpdate");
   }
-  // OpenSSL copies the tag; the cast only satisfies the ctrl signature.
-  if (EVP_CIPHER_CTX_ctrl(k->ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kTagLen),
-                          const_cast<uint8_t*>(sealed + len)) != 1) {
+  if (EVP_CIPHER_CTX_ctrl(k->ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kTagLen), tag) != 1) {
     return Fail(env, "EVP_CTRL_AEAD_SET_TAG");
   }
   uint8_t scratch[16];
