@@ -24,6 +24,7 @@
 #if defined(__has_include)
 #if __has_include(<openssl/evp.h>)
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
 #if OPENSSL_VERSION_MAJOR >= 3
@@ -50,7 +51,11 @@ struct AeadKey {
   EVP_CIPHER_CTX* ctx;
 };
 
-EVP_CIPHER* cipher = nullptr;
+// Fetched once per process (a static local: thread-safe when the addon is loaded in workers too).
+EVP_CIPHER* Cipher() {
+  static EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr);
+  return cipher;
+}
 
 void FreeKey(AeadKey* k) {
   // Frees the provider context with OPENSSL_clear_free: the key schedule is zeroed.
@@ -111,7 +116,10 @@ bool GetCounter(napi_env env, napi_value v, const char* fn, uint8_t nonce[kNonce
   return true;
 }
 
+// An OpenSSL call failed (not expected after a key imported): the error queue is cleared, so
+// that node:crypto's next call does not find our errors.
 napi_value Fail(napi_env env, const char* what) {
+  ERR_clear_error();
   ThrowPlain(env, std::string("chacha20-poly1305: ") + what + " failed");
   return nullptr;
 }
@@ -130,10 +138,8 @@ napi_value ImportKey(napi_env env, napi_callback_info info) {
     ThrowType(env, "aeadImportKey: a key is 32 bytes, not " + std::to_string(len));
     return nullptr;
   }
-  if (cipher == nullptr) {
-    cipher = EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr);
-    if (cipher == nullptr) return Fail(env, "EVP_CIPHER_fetch (not available in this OpenSSL, FIPS mode?)");
-  }
+  EVP_CIPHER* cipher = Cipher();
+  if (cipher == nullptr) return Fail(env, "EVP_CIPHER_fetch (not available in this OpenSSL, FIPS mode?)");
   auto* k = new AeadKey{EVP_CIPHER_CTX_new()};
   if (k->ctx == nullptr || EVP_CipherInit_ex(k->ctx, cipher, nullptr, raw, nullptr, 1) != 1) {
     FreeKey(k);
@@ -197,7 +203,7 @@ napi_value Seal(napi_env env, napi_callback_info info) {
       ThrowType(env, "aeadSeal: out is " + std::to_string(olen) + " bytes, not " + std::to_string(total));
       return nullptr;
     }
-    // No overlap with an input: the cipher reads what it has not yet written, but the header copy would not.
+    // No overlap with an input: the header is copied first and the cipher writes ahead of its reads.
     const uint8_t* ins[3] = {payload, trailer, header};
     const size_t lens[3] = {plen, tlen, hlen};
     for (int i = 0; i < 3; i++) {
@@ -289,19 +295,26 @@ napi_value Open(napi_env env, napi_callback_info info) {
   // A copy of the tag: the ctrl wants a mutable pointer, and `sealed` is the caller's.
   uint8_t tag[kTagLen];
   std::memcpy(tag, sealed + len, kTagLen);
+  // Unauthenticated plaintext goes nowhere, and is not left lying in memory either.
+  auto wipe = [&]() {
+    if (len > 0) OPENSSL_cleanse(out, len);
+  };
   int n = 0;
   if (EVP_CipherInit_ex(k->ctx, nullptr, nullptr, nullptr, nonce, 0) != 1) return Fail(env, "EVP_CipherInit_ex");
   if (len > 0 &&
       (EVP_CipherUpdate(k->ctx, out, &n, sealed, static_cast<int>(len)) != 1 || n != static_cast<int>(len))) {
+    wipe();
     return Fail(env, "EVP_CipherUpdate");
   }
   if (EVP_CIPHER_CTX_ctrl(k->ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kTagLen), tag) != 1) {
+    wipe();
     return Fail(env, "EVP_CTRL_AEAD_SET_TAG");
   }
   uint8_t scratch[16];
   if (EVP_CipherFinal_ex(k->ctx, scratch, &n) != 1) {
-    // Unauthenticated plaintext goes nowhere, and is not left lying in memory either.
-    if (len > 0) OPENSSL_cleanse(out, len);
+    wipe();
+    // A forged message may have left an error on the queue; it is not ours to leave there.
+    ERR_clear_error();
     return nul;
   }
   return result;
