@@ -7,7 +7,8 @@
  * Both daemons have the same network (subnet, gateway); the link makes one Ethernet segment of
  * the two, so VM A (10.98.0.11) and VM B (10.98.0.12) are neighbours. Daemon A listens on
  * udp:51820; daemon B dials 10.99.0.1:51820 and listens too. VMs get static addresses (`vm
- * attach --ip`), set inside their namespaces as the kernel's own.
+ * attach --ip`), set inside their namespaces as the kernel's own; each side's DHCP range is its
+ * own (DHCP_RANGE_A/B), for tests that add DHCP clients.
  *
  * Used by the link tests (with test/support/daemon.ts startDaemon, whose error-line checks need
  * vitest) and by bench/links.ts (which runs outside vitest): so the caller passes the function
@@ -28,6 +29,9 @@ export const LAN_SUBNET = '10.98.0.0/24';
 export const LAN_GATEWAY = '10.98.0.1';
 export const VM_A_IP = '10.98.0.11';
 export const VM_B_IP = '10.98.0.12';
+/** Each side's DHCP hands out only its own range (one segment, two DHCP servers); the VMs' static addresses lie outside both. */
+export const DHCP_RANGE_A = '10.98.0.100-10.98.0.149';
+export const DHCP_RANGE_B = '10.98.0.150-10.98.0.199';
 export const LINK_PORT = 51820;
 
 /** What this module needs of a daemon: test/support/daemon.ts Daemon has it, as does the bench's. */
@@ -124,7 +128,12 @@ export async function startLinkTopology<D extends RouterDaemon>(o: LinkTopologyO
   const mtu = o.mtu ?? 1500;
   const routers = o.routers ?? (await createRouters(o.prefix, o.underlayMtu ?? 1500));
   const [dA, dB] = await Promise.all([o.startDaemon({ side: 'a', netns: routers.rA }), o.startDaemon({ side: 'b', netns: routers.rB })]);
-  for (const d of [dA, dB]) await d.cliOk(['net', 'create', 'lan', '--subnet', LAN_SUBNET, '--gateway', LAN_GATEWAY, '--mtu', String(mtu)]);
+  for (const [d, range] of [
+    [dA, DHCP_RANGE_A],
+    [dB, DHCP_RANGE_B],
+  ] as const) {
+    await d.cliOk(['net', 'create', 'lan', '--subnet', LAN_SUBNET, '--gateway', LAN_GATEWAY, '--mtu', String(mtu), '--dhcp-range', range]);
+  }
   const [keyA, keyB] = await Promise.all([dA.cliJson<{ publicKey: string }>(['link', 'key']), dB.cliJson<{ publicKey: string }>(['link', 'key'])]);
   const linkArgs = (side: Side): string[] => {
     const keepalive = o.keepalive !== undefined ? ['--keepalive', String(o.keepalive)] : [];
