@@ -24,7 +24,9 @@
  * machine's load hits both alike): `iperf3 -t T -O 1` (TCP, one stream, the first second not
  * counted), then a ping RTT (median of 20 echoes, -i 0.01). The table shows medians with the
  * min-max, the CPU of each side's forwarder (the mvnet daemon, wireguard-go; /proc, all threads,
- * 100% = one core), the machine's CPU (all processes and the kernel), and mvnet/wg ratios.
+ * 100% = one core), Gbit/s per core of the two forwarders together (their cost per byte: on a
+ * machine that other work or the iperf3 ends saturate, a steadier figure than Gbit/s), the
+ * machine's CPU (all processes and the kernel), and mvnet/wg ratios.
  *
  *   node dist/bench/links.js [--mtu 1420,65000] [--time 5] [--reps 3] [--only mvnet,wg] [--prof DIR]
  *
@@ -93,6 +95,8 @@ interface Sample {
   cpuB?: number;
   /** The machine's busy CPU % (100 = one core) during the run. */
   machine?: number;
+  /** Gbit/s per core the two forwarders used together: their cost per byte, less sensitive to other load. */
+  perCore?: number;
   error?: string;
 }
 
@@ -242,6 +246,7 @@ async function sampleOnce(e: PathEnv, path: PathId, mtu: number, rep: number, se
     s.retransmits = ip.retransmits;
     if (a0 !== undefined && a1 !== undefined) s.cpuA = ((a1 - a0) / ip.wallS) * 100;
     if (b0 !== undefined && b1 !== undefined) s.cpuB = ((b1 - b0) / ip.wallS) * 100;
+    if (s.cpuA !== undefined && s.cpuB !== undefined && s.cpuA + s.cpuB > 0) s.perCore = ip.gbps / ((s.cpuA + s.cpuB) / 100);
     if (m1.total > m0.total) s.machine = ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * cpuCount();
     s.rttMs = await rtt(e);
   } catch (err) {
@@ -336,6 +341,7 @@ interface Summary {
   cpuA?: number;
   cpuB?: number;
   machine?: number;
+  perCore?: number;
   errors: string[];
 }
 
@@ -358,6 +364,7 @@ function summarize(samples: Sample[], o: Opts): Summary[] {
         cpuA: med((x) => x.cpuA),
         cpuB: med((x) => x.cpuB),
         machine: med((x) => x.machine),
+        perCore: med((x) => x.perCore),
         errors: all.flatMap((x) => (x.error ? [x.error] : [])),
       });
     }
@@ -370,7 +377,7 @@ function ratio(a: number | undefined, b: number | undefined): string {
 }
 
 function render(sum: Summary[], o: Opts): string {
-  const header = ['path', 'MTU', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A', 'cpu% B', 'machine cpu%'];
+  const header = ['path', 'MTU', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A', 'cpu% B', 'Gbit/s per fwd core', 'machine cpu%'];
   const rows: string[][] = [];
   for (const mtu of o.mtus) {
     const get = (p: PathId): Summary | undefined => sum.find((x) => x.mtu === mtu && x.path === p);
@@ -387,12 +394,13 @@ function render(sum: Summary[], o: Opts): string {
         fmt(x.rttMs, 3),
         fmt(x.cpuA, 0),
         fmt(x.cpuB, 0),
+        fmt(x.perCore, 2),
         fmt(x.machine, 0),
       ]);
     }
     const m = get('mvnet');
     const w = get('wg');
-    if (m && w) rows.push(['mvnet/wg', String(mtu), '', ratio(m.gbps, w.gbps), '', '', ratio(m.rttMs, w.rttMs), ratio(m.cpuA, w.cpuA), ratio(m.cpuB, w.cpuB), ratio(m.machine, w.machine)]);
+    if (m && w) rows.push(['mvnet/wg', String(mtu), '', ratio(m.gbps, w.gbps), '', '', ratio(m.rttMs, w.rttMs), ratio(m.cpuA, w.cpuA), ratio(m.cpuB, w.cpuB), ratio(m.perCore, w.perCore), ratio(m.machine, w.machine)]);
   }
   return table(header, rows);
 }
@@ -462,6 +470,7 @@ async function main(): Promise<void> {
   );
   console.log(render(sum, o));
   console.log('\ncpu% A/B = the forwarder of router A/B (mvnet daemon, wireguard-go), all threads, during the iperf3 run; 100% = one core.');
+  console.log('Gbit/s per fwd core = Gbit/s / (cpu% A + cpu% B) / 100: what a byte costs the two forwarders (less moved by other load than Gbit/s).');
   console.log('machine cpu% = every process and the kernel (iperf3 both ends, the VMs\' and routers\' stacks, the forwarders).');
   console.log(`MTU 1420: veth 1500; MTU 65000: veth 65535. Load average (1 min) at start ${load0[0]!.toFixed(2)}, at end ${load1[0]!.toFixed(2)}.`);
   for (const x of sum.filter((y) => y.errors.length > 0)) console.log(`${PATH_LABEL[x.path]} MTU ${x.mtu}: ${x.errors.join('; ')}`);
