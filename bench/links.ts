@@ -28,7 +28,7 @@
  * machine that other work or the iperf3 ends saturate, a steadier figure than Gbit/s), the
  * machine's CPU (all processes and the kernel), and mvnet/wg ratios.
  *
- *   node dist/bench/links.js [--mtu 1420,65000] [--time 5] [--reps 3] [--only mvnet,wg] [--prof DIR]
+ *   node dist/bench/links.js [--settings 1420,65000,1420tso] [--time 5] [--reps 3] [--only mvnet,wg] [--prof DIR]
  *
  * --prof DIR runs the daemons with `node --cpu-prof` (a .cpuprofile per daemon, written when it
  * stops). Needs root, iperf3, ss, ethtool, wireguard-go and wg (scripts/deps.sh), and a built
@@ -65,18 +65,22 @@ type PathId = 'mvnet' | 'wg';
 const PATH_LABEL: Record<PathId, string> = { mvnet: 'mvnet link', wg: 'wireguard-go' };
 
 interface Setting {
+  id: string;
   /** Tunnel MTU: mvnet's network MTU, wg's interface MTU, the VMs' MTU. */
   mtu: number;
   /** The router↔router veth. */
   underlay: number;
+  /** The VMs' TSO: mvnet TAPs with --vnet-hdr, wg VMs' veths with TSO on (default: off for both). */
+  tso: boolean;
 }
-const SETTINGS: Record<number, Setting> = {
-  1420: { mtu: 1420, underlay: 1500 },
-  65000: { mtu: 65000, underlay: 65535 },
+const SETTINGS: Record<string, Setting> = {
+  '1420': { id: '1420', mtu: 1420, underlay: 1500, tso: false },
+  '65000': { id: '65000', mtu: 65000, underlay: 65535, tso: false },
+  '1420tso': { id: '1420tso', mtu: 1420, underlay: 1500, tso: true },
 };
 
 interface Opts {
-  mtus: number[];
+  settings: string[];
   seconds: number;
   reps: number;
   paths: PathId[];
@@ -85,7 +89,7 @@ interface Opts {
 
 interface Sample {
   path: PathId;
-  mtu: number;
+  setting: string;
   rep: number;
   gbps?: number;
   retransmits?: number;
@@ -152,7 +156,8 @@ async function setupMvnet(r: Routers, s: Setting, prefix: string, profDir: strin
     prefix,
     routers: r,
     mtu: s.mtu,
-    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, `mtu${s.mtu}-${side}`, profDir),
+    vnetHdr: s.tso,
+    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, `${s.id}-${side}`, profDir),
   });
   await topo.waitConnected('a', 30_000);
   return { env: { client: topo.a.vm.ns, server: topo.b.vm.ns, serverIp: VM_B_IP, pidA: topo.a.daemon.pid, pidB: topo.b.daemon.pid }, topo };
@@ -208,8 +213,8 @@ async function setupWireguard(r: Routers, s: Setting, prefix: string): Promise<P
     await router.addAddr(rIf, `${WG_SIDES[side].gw}/24`);
     await vm.addAddr(vmIf, `${WG_SIDES[side].vmIp}/24`);
     await vm.exec(['ip', 'route', 'add', 'default', 'via', WG_SIDES[side].gw]);
-    // No TSO on the VM's link: the VM kernel segments at the MTU, as behind mvnet's TAP.
-    await vm.exec(['ethtool', '-K', vmIf, 'tso', 'off']);
+    // No TSO on the VM's link: the VM kernel segments at the MTU, as behind mvnet's TAP without vnet header.
+    if (!s.tso) await vm.exec(['ethtool', '-K', vmIf, 'tso', 'off']);
   }
   const client = vms.a!;
   await waitFor(async () => (await client.exec(['ping', '-n', '-c', '1', '-W', '1', WG_SIDES.b.vmIp], { check: false })).code === 0, {
@@ -232,8 +237,8 @@ async function rtt(e: PathEnv): Promise<number | undefined> {
   return median([...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1])));
 }
 
-async function sampleOnce(e: PathEnv, path: PathId, mtu: number, rep: number, seconds: number): Promise<Sample> {
-  const s: Sample = { path, mtu, rep };
+async function sampleOnce(e: PathEnv, path: PathId, setting: string, rep: number, seconds: number): Promise<Sample> {
+  const s: Sample = { path, setting, rep };
   try {
     const a0 = cpuSeconds(e.pidA);
     const b0 = cpuSeconds(e.pidB);
@@ -267,16 +272,16 @@ async function measureSetting(s: Setting, o: Opts): Promise<Sample[]> {
         envs[p] = p === 'mvnet' ? (await setupMvnet(routers, s, prefix, o.profDir)).env : await setupWireguard(routers, s, prefix);
       } catch (err) {
         const msg = `setup: ${(err as Error).message}`;
-        process.stderr.write(`links: ${PATH_LABEL[p]} at MTU ${s.mtu}: ${msg}\n`);
-        samples.push({ path: p, mtu: s.mtu, rep: 0, error: msg.split('\n')[0] });
+        process.stderr.write(`links: ${PATH_LABEL[p]} at ${s.id}: ${msg}\n`);
+        samples.push({ path: p, setting: s.id, rep: 0, error: msg.split('\n')[0] });
       }
     }
     const ready = o.paths.filter((p) => envs[p] !== undefined);
     for (let rep = 1; rep <= o.reps; rep++) {
       const order = rep % 2 === 1 ? ready : [...ready].reverse();
       for (const p of order) {
-        process.stderr.write(`links: MTU ${s.mtu} ${PATH_LABEL[p]} rep ${rep}/${o.reps} ... `);
-        const x = await sampleOnce(envs[p]!, p, s.mtu, rep, o.seconds);
+        process.stderr.write(`links: ${s.id} ${PATH_LABEL[p]} rep ${rep}/${o.reps} ... `);
+        const x = await sampleOnce(envs[p]!, p, s.id, rep, o.seconds);
         samples.push(x);
         process.stderr.write(
           x.error
@@ -286,8 +291,8 @@ async function measureSetting(s: Setting, o: Opts): Promise<Sample[]> {
       }
     }
   } catch (err) {
-    samples.push({ path: o.paths[0]!, mtu: s.mtu, rep: 0, error: `topology: ${(err as Error).message.split('\n')[0]}` });
-    process.stderr.write(`links: MTU ${s.mtu}: ${(err as Error).message}\n`);
+    samples.push({ path: o.paths[0]!, setting: s.id, rep: 0, error: `topology: ${(err as Error).message.split('\n')[0]}` });
+    process.stderr.write(`links: ${s.id}: ${(err as Error).message}\n`);
   } finally {
     // Everything of this setting (daemons stop with SIGTERM, so --cpu-prof writes its profile).
     await cleanupAll();
@@ -331,7 +336,7 @@ function profileTop(file: string, top = 15): string {
 
 interface Summary {
   path: PathId;
-  mtu: number;
+  setting: string;
   n: number;
   gbps?: number;
   min?: number;
@@ -347,15 +352,15 @@ interface Summary {
 
 function summarize(samples: Sample[], o: Opts): Summary[] {
   const out: Summary[] = [];
-  for (const mtu of o.mtus) {
+  for (const setting of o.settings) {
     for (const path of o.paths) {
-      const all = samples.filter((x) => x.mtu === mtu && x.path === path);
+      const all = samples.filter((x) => x.setting === setting && x.path === path);
       const ok = all.filter((x) => x.error === undefined);
       const med = (f: (x: Sample) => number | undefined): number | undefined => median(ok.map(f).filter((v): v is number => v !== undefined));
       const g = ok.map((x) => x.gbps).filter((v): v is number => v !== undefined);
       out.push({
         path,
-        mtu,
+        setting,
         n: ok.length,
         gbps: med((x) => x.gbps),
         ...(g.length > 0 ? { min: Math.min(...g), max: Math.max(...g) } : {}),
@@ -377,16 +382,16 @@ function ratio(a: number | undefined, b: number | undefined): string {
 }
 
 function render(sum: Summary[], o: Opts): string {
-  const header = ['path', 'MTU', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A', 'cpu% B', 'Gbit/s per fwd core', 'machine cpu%'];
+  const header = ['path', 'setting', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A', 'cpu% B', 'Gbit/s per fwd core', 'machine cpu%'];
   const rows: string[][] = [];
-  for (const mtu of o.mtus) {
-    const get = (p: PathId): Summary | undefined => sum.find((x) => x.mtu === mtu && x.path === p);
+  for (const setting of o.settings) {
+    const get = (p: PathId): Summary | undefined => sum.find((x) => x.setting === setting && x.path === p);
     for (const p of o.paths) {
       const x = get(p);
       if (!x) continue;
       rows.push([
         PATH_LABEL[p],
-        String(mtu),
+        setting,
         `${x.n}/${o.reps}`,
         fmt(x.gbps, 2),
         x.min !== undefined ? `${fmt(x.min, 2)}-${fmt(x.max, 2)}` : '-',
@@ -400,7 +405,7 @@ function render(sum: Summary[], o: Opts): string {
     }
     const m = get('mvnet');
     const w = get('wg');
-    if (m && w) rows.push(['mvnet/wg', String(mtu), '', ratio(m.gbps, w.gbps), '', '', ratio(m.rttMs, w.rttMs), ratio(m.cpuA, w.cpuA), ratio(m.cpuB, w.cpuB), ratio(m.perCore, w.perCore), ratio(m.machine, w.machine)]);
+    if (m && w) rows.push(['mvnet/wg', setting, '', ratio(m.gbps, w.gbps), '', '', ratio(m.rttMs, w.rttMs), ratio(m.cpuA, w.cpuA), ratio(m.cpuB, w.cpuB), ratio(m.perCore, w.perCore), ratio(m.machine, w.machine)]);
   }
   return table(header, rows);
 }
@@ -408,23 +413,23 @@ function render(sum: Summary[], o: Opts): string {
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { mtus: [1420, 65000], seconds: 5, reps: 3, paths: ['mvnet', 'wg'] };
+  const o: Opts = { settings: ['1420', '65000'], seconds: 5, reps: 3, paths: ['mvnet', 'wg'] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value`);
     i++;
-    if (a === '--mtu') {
-      o.mtus = v.split(',').map(Number);
-      const bad = o.mtus.filter((m) => SETTINGS[m] === undefined);
-      if (bad.length > 0) throw new Error(`--mtu: ${Object.keys(SETTINGS).join(' and/or ')}, got ${v}`);
+    if (a === '--settings') {
+      o.settings = v.split(',');
+      const bad = o.settings.filter((m) => SETTINGS[m] === undefined);
+      if (bad.length > 0) throw new Error(`--settings: some of ${Object.keys(SETTINGS).join(',')}, got ${v}`);
     } else if (a === '--time') o.seconds = Math.max(1, Math.min(60, Number(v) || 5));
     else if (a === '--reps') o.reps = Math.max(1, Math.min(20, Math.floor(Number(v)) || 3));
     else if (a === '--only') {
       o.paths = v.split(',').filter((p): p is PathId => p === 'mvnet' || p === 'wg');
       if (o.paths.length === 0) throw new Error('--only: mvnet and/or wg');
     } else if (a === '--prof') o.profDir = resolve(v);
-    else throw new Error(`unknown argument ${a} (use --mtu 1420,65000 --time N --reps N --only mvnet,wg --prof DIR)`);
+    else throw new Error(`unknown argument ${a} (use --settings 1420,65000,1420tso --time N --reps N --only mvnet,wg --prof DIR)`);
   }
   return o;
 }
@@ -460,7 +465,7 @@ async function main(): Promise<void> {
   const started = new Date();
   const load0 = loadavg();
   const samples: Sample[] = [];
-  for (const mtu of o.mtus) samples.push(...(await measureSetting(SETTINGS[mtu]!, o)));
+  for (const id of o.settings) samples.push(...(await measureSetting(SETTINGS[id]!, o)));
   const load1 = loadavg();
   const sum = summarize(samples, o);
 
@@ -473,7 +478,7 @@ async function main(): Promise<void> {
   console.log('Gbit/s per fwd core = Gbit/s / (cpu% A + cpu% B) / 100: what a byte costs the two forwarders (less moved by other load than Gbit/s).');
   console.log('machine cpu% = every process and the kernel (iperf3 both ends, the VMs\' and routers\' stacks, the forwarders).');
   console.log(`MTU 1420: veth 1500; MTU 65000: veth 65535. Load average (1 min) at start ${load0[0]!.toFixed(2)}, at end ${load1[0]!.toFixed(2)}.`);
-  for (const x of sum.filter((y) => y.errors.length > 0)) console.log(`${PATH_LABEL[x.path]} MTU ${x.mtu}: ${x.errors.join('; ')}`);
+  for (const x of sum.filter((y) => y.errors.length > 0)) console.log(`${PATH_LABEL[x.path]} ${x.setting}: ${x.errors.join('; ')}`);
 
   const outDir = join(ROOT, 'bench', 'out');
   mkdirSync(outDir, { recursive: true });

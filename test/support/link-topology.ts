@@ -92,6 +92,8 @@ export interface LinkTopologyOptions<D extends RouterDaemon> {
   mtu?: number;
   /** MTU of the router↔router veth (default 1500). */
   underlayMtu?: number;
+  /** The VMs' TAPs with a virtio-net header (`vm attach --vnet-hdr`): TSO super-frames. */
+  vnetHdr?: boolean;
   /** Reuse these routers (e.g. a bench that also runs wireguard-go across them). */
   routers?: Routers;
   /** Add the links (default true); false leaves that to the test. */
@@ -112,11 +114,11 @@ export interface LinkTopology<D extends RouterDaemon> {
   ping(from: Side, opts?: { count?: number; waitS?: number; intervalS?: number; size?: number }): Promise<RunResult>;
 }
 
-async function attachVm<D extends RouterDaemon>(d: D, side: Side, prefix: string, ip: string, mtu: number): Promise<LinkSide<D>['vm']> {
+async function attachVm<D extends RouterDaemon>(d: D, side: Side, prefix: string, ip: string, mtu: number, vnetHdr: boolean): Promise<LinkSide<D>['vm']> {
   const ns = await createNetns(`${prefix}-v${side}`);
   const ifname = uniqueName('lkt');
   const name = `vm${side}`;
-  await d.cliOk(['vm', 'attach', name, '--net', 'lan', '--tap', ifname, '--netns', ns.name, '--ip', ip]);
+  await d.cliOk(['vm', 'attach', name, '--net', 'lan', '--tap', ifname, '--netns', ns.name, '--ip', ip, ...(vnetHdr ? ['--vnet-hdr'] : [])]);
   await ns.waitForLink(ifname);
   await ns.exec(['ip', 'link', 'set', 'dev', ifname, 'mtu', String(mtu)]);
   await ns.addAddr(ifname, `${ip}/24`);
@@ -146,8 +148,8 @@ export async function startLinkTopology<D extends RouterDaemon>(o: LinkTopologyO
     await dA.cliOk(linkArgs('a'));
     await dB.cliOk(linkArgs('b'));
   }
-  const vmA = await attachVm(dA, 'a', o.prefix, VM_A_IP, mtu);
-  const vmB = await attachVm(dB, 'b', o.prefix, VM_B_IP, mtu);
+  const vmA = await attachVm(dA, 'a', o.prefix, VM_A_IP, mtu, o.vnetHdr ?? false);
+  const vmB = await attachVm(dB, 'b', o.prefix, VM_B_IP, mtu, o.vnetHdr ?? false);
   const a: LinkSide<D> = { side: 'a', router: routers.rA, daemon: dA, publicKey: keyA.publicKey, linkName: withLink ? 'to-b' : undefined, vm: vmA };
   const b: LinkSide<D> = { side: 'b', router: routers.rB, daemon: dB, publicKey: keyB.publicKey, linkName: withLink ? 'to-a' : undefined, vm: vmB };
   const other = (s: Side): LinkSide<D> => (s === 'a' ? b : a);
