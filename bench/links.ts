@@ -19,6 +19,9 @@
  *   - 65000: large frames, the veth at 65535, network and wg MTU 65000 on both: the largest round
  *     number whose encrypted message (65000 + 14 + 32 + padding) fits one IPv4 UDP datagram
  *     (65507 bytes of payload) for both.
+ *   - 1420tso (not run by default): 1420 with the VMs' TSO on (mvnet TAPs with --vnet-hdr; wg
+ *     VMs' veths keep TSO). Neither tunnel carries super-frames: mvnet's link port has no vnet
+ *     header (the switch segments them), this wireguard-go (2022) reads its TUN without offloads.
  *
  * Per setting, --reps samples of each path, interleaved (the order alternates, so drift in the
  * machine's load hits both alike): `iperf3 -t T -O 1` (TCP, one stream, the first second not
@@ -29,6 +32,7 @@
  * machine's CPU (all processes and the kernel), and mvnet/wg ratios.
  *
  *   node dist/bench/links.js [--settings 1420,65000,1420tso] [--time 5] [--reps 3] [--only mvnet,wg] [--prof DIR]
+ *                            [--node-args 'NODE OPTIONS FOR THE DAEMONS']
  *
  * --prof DIR runs the daemons with `node --cpu-prof` (a .cpuprofile per daemon, written when it
  * stops). Needs root, iperf3, ss, ethtool, wireguard-go and wg (scripts/deps.sh), and a built
@@ -85,6 +89,8 @@ interface Opts {
   reps: number;
   paths: PathId[];
   profDir?: string;
+  /** More `node` options for the daemons (experiments: e.g. --max-semi-space-size=64). */
+  nodeArgs: string[];
 }
 
 interface Sample {
@@ -113,10 +119,11 @@ class BenchDaemon implements RouterDaemon {
     readonly socket: string,
   ) {}
 
-  static async start(netns: Netns, label: string, profDir: string | undefined): Promise<BenchDaemon> {
+  static async start(netns: Netns, label: string, o: Pick<Opts, 'profDir' | 'nodeArgs'>): Promise<BenchDaemon> {
     const stateDir = makeTempDir('lbd');
     const socket = join(stateDir, 'mvnet.sock');
-    const node = profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `links-daemon-${RUN_ID}-${label}.cpuprofile`] : ['node'];
+    const prof = o.profDir ? ['--cpu-prof', '--cpu-prof-dir', o.profDir, '--cpu-prof-name', `links-daemon-${RUN_ID}-${label}.cpuprofile`] : [];
+    const node = ['node', ...prof, ...o.nodeArgs];
     const proc = netns.spawn([...node, CLI, 'daemon', '--state-dir', stateDir, '--socket', socket], { label: `mvnet daemon ${label} in ${netns.name}` });
     await proc.waitForLine((l) => l.includes('"msg":"ready"'), { timeoutMs: 20_000 });
     return new BenchDaemon(proc, socket);
@@ -151,13 +158,13 @@ interface PathEnv {
   pidB: number;
 }
 
-async function setupMvnet(r: Routers, s: Setting, prefix: string, profDir: string | undefined): Promise<{ env: PathEnv; topo: LinkTopology<BenchDaemon> }> {
+async function setupMvnet(r: Routers, s: Setting, prefix: string, o: Opts): Promise<{ env: PathEnv; topo: LinkTopology<BenchDaemon> }> {
   const topo = await startLinkTopology<BenchDaemon>({
     prefix,
     routers: r,
     mtu: s.mtu,
     vnetHdr: s.tso,
-    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, `${s.id}-${side}`, profDir),
+    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, `${s.id}-${side}`, o),
   });
   await topo.waitConnected('a', 30_000);
   return { env: { client: topo.a.vm.ns, server: topo.b.vm.ns, serverIp: VM_B_IP, pidA: topo.a.daemon.pid, pidB: topo.b.daemon.pid }, topo };
@@ -269,7 +276,7 @@ async function measureSetting(s: Setting, o: Opts): Promise<Sample[]> {
     const envs: Partial<Record<PathId, PathEnv>> = {};
     for (const p of o.paths) {
       try {
-        envs[p] = p === 'mvnet' ? (await setupMvnet(routers, s, prefix, o.profDir)).env : await setupWireguard(routers, s, prefix);
+        envs[p] = p === 'mvnet' ? (await setupMvnet(routers, s, prefix, o)).env : await setupWireguard(routers, s, prefix);
       } catch (err) {
         const msg = `setup: ${(err as Error).message}`;
         process.stderr.write(`links: ${PATH_LABEL[p]} at ${s.id}: ${msg}\n`);
@@ -413,7 +420,7 @@ function render(sum: Summary[], o: Opts): string {
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { settings: ['1420', '65000'], seconds: 5, reps: 3, paths: ['mvnet', 'wg'] };
+  const o: Opts = { settings: ['1420', '65000'], seconds: 5, reps: 3, paths: ['mvnet', 'wg'], nodeArgs: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
@@ -429,7 +436,8 @@ function parseArgs(argv: string[]): Opts {
       o.paths = v.split(',').filter((p): p is PathId => p === 'mvnet' || p === 'wg');
       if (o.paths.length === 0) throw new Error('--only: mvnet and/or wg');
     } else if (a === '--prof') o.profDir = resolve(v);
-    else throw new Error(`unknown argument ${a} (use --settings 1420,65000,1420tso --time N --reps N --only mvnet,wg --prof DIR)`);
+    else if (a === '--node-args') o.nodeArgs = v.split(/\s+/).filter(Boolean);
+    else throw new Error(`unknown argument ${a} (use --settings 1420,65000,1420tso --time N --reps N --only mvnet,wg --prof DIR --node-args 'ARGS')`);
   }
   return o;
 }
@@ -471,7 +479,7 @@ async function main(): Promise<void> {
 
   console.log(
     `\nmvnet links bench: VM A -> router A -> encrypted UDP over a veth -> router B -> VM B; iperf3 -t ${o.seconds} -O 1, ` +
-      `median of ${o.reps} interleaved; mvnet ${treeState()}; ${version('wireguard-go')}; ${cpuCount()} CPUs (${started.toISOString()})\n`,
+      `median of ${o.reps} interleaved; mvnet ${treeState()}${o.nodeArgs.length ? ` (daemons: node ${o.nodeArgs.join(' ')})` : ''}; ${version('wireguard-go')}; ${cpuCount()} CPUs (${started.toISOString()})\n`,
   );
   console.log(render(sum, o));
   console.log('\ncpu% A/B = the forwarder of router A/B (mvnet daemon, wireguard-go), all threads, during the iperf3 run; 100% = one core.');
