@@ -316,25 +316,45 @@ interface CpuProfile {
   timeDeltas?: number[];
 }
 
-/** The `top` functions by self time of one profile, with their share of the non-idle time. */
+/** What a function's self time counts as, for the per-kind summary of a profile. */
+function kindOf(fn: string, url: string): string {
+  if (url.includes('crypto/cipher')) return 'crypto (node:crypto, a cipher per message)';
+  if (url === 'node:dgram' || url.includes('dgram')) return 'udp send (dgram, one sendmsg per message)';
+  if (url.includes('device-port')) return 'tap read/write (native device port)';
+  if (fn === '(garbage collector)') return 'gc';
+  if (url.includes('internal/buffer') || url === 'node:buffer') return 'buffer alloc/copy';
+  if (url.includes('/daemon/links/')) return 'link protocol (js)';
+  if (url.includes('/daemon/mesh/') || url.includes('/daemon/carriers/')) return 'engine and carrier (js)';
+  if (url.includes('/daemon/switch/')) return 'switch (js)';
+  if (fn === '(program)') return '(program: native outside js, e.g. udp receive in libuv)';
+  return 'other';
+}
+
+/** Self time of one profile by kind, then its `top` functions, with their share of the busy (non-idle) time. */
 function profileTop(file: string, top = 15): string {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n.callFrame]));
   const self = new Map<string, number>();
+  const kinds = new Map<string, number>();
   const samples = p.samples ?? [];
   const deltas = p.timeDeltas ?? [];
   for (let i = 0; i < samples.length; i++) {
     const f = byId.get(samples[i]!);
-    if (!f) continue;
+    if (!f || f.functionName === '(idle)') continue;
+    const d = deltas[i] ?? 0;
     const where = f.url ? ` ${f.url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/^node:/, '')}:${f.lineNumber + 1}` : '';
     const key = `${f.functionName || '(anonymous)'}${where}`;
-    self.set(key, (self.get(key) ?? 0) + (deltas[i] ?? 0));
+    self.set(key, (self.get(key) ?? 0) + d);
+    const kind = kindOf(f.functionName, f.url);
+    kinds.set(kind, (kinds.get(kind) ?? 0) + d);
   }
-  const busy = [...self].filter(([k]) => k !== '(idle)').reduce((a, [, v]) => a + v, 0);
-  const rows = [...self].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, top);
+  const busy = [...self.values()].reduce((a, v) => a + v, 0);
+  const pct = (v: number): string => `${((v / busy) * 100).toFixed(1).padStart(5)}%`;
   return [
     `${file}: ${(busy / 1e6).toFixed(1)} s busy`,
-    ...rows.map(([k, v]) => `  ${((v / busy) * 100).toFixed(1).padStart(5)}%  ${(v / 1e6).toFixed(2).padStart(6)} s  ${k}`),
+    ...[...kinds].sort((a, b) => b[1] - a[1]).map(([k, v]) => `  ${pct(v)}  ${k}`),
+    '  busiest functions:',
+    ...[...self].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => `  ${pct(v)}  ${(v / 1e6).toFixed(2).padStart(6)} s  ${k}`),
   ].join('\n');
 }
 
