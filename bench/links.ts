@@ -58,7 +58,7 @@ import {
   type RouterDaemon,
   type Routers,
 } from '../test/support/link-topology.js';
-import { cpuSeconds, fmt, machineTicks, median, table } from './util.js';
+import { fmt, machineTicks, median, table } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/links.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -103,6 +103,9 @@ interface Sample {
   /** CPU % of side A's and side B's forwarder during the iperf3 run. */
   cpuA?: number;
   cpuB?: number;
+  /** Of which in the kernel (system time: syscalls, and the network stack work they do). */
+  sysA?: number;
+  sysB?: number;
   /** The machine's busy CPU % (100 = one core) during the run. */
   machine?: number;
   /** Gbit/s per core the two forwarders used together: their cost per byte, less sensitive to other load. */
@@ -239,6 +242,18 @@ function cpuCount(): number {
   return availableParallelism();
 }
 
+/** User and system CPU seconds of a process so far (all threads), or undefined when it is gone. */
+function procCpu(pid: number): { user: number; sys: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After "(comm)", which may hold spaces: utime and stime are fields 14 and 15, in clock ticks (100/s).
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { user: Number(rest[11]) / 100, sys: Number(rest[12]) / 100 };
+  } catch {
+    return undefined;
+  }
+}
+
 async function rtt(e: PathEnv): Promise<number | undefined> {
   const r = await e.client.exec(['ping', '-n', '-c', '20', '-i', '0.01', '-W', '1', e.serverIp], { check: false, timeoutMs: 30_000 });
   return median([...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1])));
@@ -247,17 +262,18 @@ async function rtt(e: PathEnv): Promise<number | undefined> {
 async function sampleOnce(e: PathEnv, path: PathId, setting: string, rep: number, seconds: number): Promise<Sample> {
   const s: Sample = { path, setting, rep };
   try {
-    const a0 = cpuSeconds(e.pidA);
-    const b0 = cpuSeconds(e.pidB);
+    const a0 = procCpu(e.pidA);
+    const b0 = procCpu(e.pidB);
     const m0 = machineTicks();
     const ip = await iperf3({ client: e.client, server: e.server, serverIp: e.serverIp, seconds, omit: 1 });
-    const a1 = cpuSeconds(e.pidA);
-    const b1 = cpuSeconds(e.pidB);
+    const a1 = procCpu(e.pidA);
+    const b1 = procCpu(e.pidB);
     const m1 = machineTicks();
     s.gbps = ip.gbps;
     s.retransmits = ip.retransmits;
-    if (a0 !== undefined && a1 !== undefined) s.cpuA = ((a1 - a0) / ip.wallS) * 100;
-    if (b0 !== undefined && b1 !== undefined) s.cpuB = ((b1 - b0) / ip.wallS) * 100;
+    const pct = (x: number): number => (x / ip.wallS) * 100;
+    if (a0 && a1) [s.cpuA, s.sysA] = [pct(a1.user + a1.sys - a0.user - a0.sys), pct(a1.sys - a0.sys)];
+    if (b0 && b1) [s.cpuB, s.sysB] = [pct(b1.user + b1.sys - b0.user - b0.sys), pct(b1.sys - b0.sys)];
     if (s.cpuA !== undefined && s.cpuB !== undefined && s.cpuA + s.cpuB > 0) s.perCore = ip.gbps / ((s.cpuA + s.cpuB) / 100);
     if (m1.total > m0.total) s.machine = ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * cpuCount();
     s.rttMs = await rtt(e);
@@ -372,6 +388,8 @@ interface Summary {
   rttMs?: number;
   cpuA?: number;
   cpuB?: number;
+  sysA?: number;
+  sysB?: number;
   machine?: number;
   perCore?: number;
   errors: string[];
@@ -395,6 +413,8 @@ function summarize(samples: Sample[], o: Opts): Summary[] {
         rttMs: med((x) => x.rttMs),
         cpuA: med((x) => x.cpuA),
         cpuB: med((x) => x.cpuB),
+        sysA: med((x) => x.sysA),
+        sysB: med((x) => x.sysB),
         machine: med((x) => x.machine),
         perCore: med((x) => x.perCore),
         errors: all.flatMap((x) => (x.error ? [x.error] : [])),
@@ -409,7 +429,7 @@ function ratio(a: number | undefined, b: number | undefined): string {
 }
 
 function render(sum: Summary[], o: Opts): string {
-  const header = ['path', 'setting', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A', 'cpu% B', 'Gbit/s per fwd core', 'machine cpu%'];
+  const header = ['path', 'setting', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A (sys)', 'cpu% B (sys)', 'Gbit/s per fwd core', 'machine cpu%'];
   const rows: string[][] = [];
   for (const setting of o.settings) {
     const get = (p: PathId): Summary | undefined => sum.find((x) => x.setting === setting && x.path === p);
@@ -424,8 +444,8 @@ function render(sum: Summary[], o: Opts): string {
         x.min !== undefined ? `${fmt(x.min, 2)}-${fmt(x.max, 2)}` : '-',
         fmt(x.retransmits, 0),
         fmt(x.rttMs, 3),
-        fmt(x.cpuA, 0),
-        fmt(x.cpuB, 0),
+        `${fmt(x.cpuA, 0)} (${fmt(x.sysA, 0)})`,
+        `${fmt(x.cpuB, 0)} (${fmt(x.sysB, 0)})`,
         fmt(x.perCore, 2),
         fmt(x.machine, 0),
       ]);
@@ -502,7 +522,7 @@ async function main(): Promise<void> {
       `median of ${o.reps} interleaved; mvnet ${treeState()}${o.nodeArgs.length ? ` (daemons: node ${o.nodeArgs.join(' ')})` : ''}; ${version('wireguard-go')}; ${cpuCount()} CPUs (${started.toISOString()})\n`,
   );
   console.log(render(sum, o));
-  console.log('\ncpu% A/B = the forwarder of router A/B (mvnet daemon, wireguard-go), all threads, during the iperf3 run; 100% = one core.');
+  console.log('\ncpu% A/B = the forwarder of router A/B (mvnet daemon, wireguard-go), all threads, during the iperf3 run; 100% = one core; (sys) = of which in the kernel.');
   console.log('Gbit/s per fwd core = Gbit/s / (cpu% A + cpu% B) / 100: what a byte costs the two forwarders (less moved by other load than Gbit/s).');
   console.log('machine cpu% = every process and the kernel (iperf3 both ends, the VMs\' and routers\' stacks, the forwarders).');
   console.log(`MTU 1420: veth 1500; MTU 65000: veth 65535. Load average (1 min) at start ${load0[0]!.toFixed(2)}, at end ${load1[0]!.toFixed(2)}.`);
