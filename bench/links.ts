@@ -27,7 +27,7 @@
  * machine's load hits both alike): `iperf3 -t T -O 1` (TCP, one stream, the first second not
  * counted), then a ping RTT (median of 20 echoes, -i 0.01). The table shows medians with the
  * min-max, the CPU of each side's forwarder (the mvnet daemon, wireguard-go; /proc, all threads,
- * 100% = one core), Gbit/s per core of the two forwarders together (their cost per byte: on a
+ * 100% = one core) and the kernel's share of it (system time), Gbit/s per core of the two forwarders together (their cost per byte: on a
  * machine that other work or the iperf3 ends saturate, a steadier figure than Gbit/s), the
  * machine's CPU (all processes and the kernel), and mvnet/wg ratios.
  *
