@@ -6,7 +6,7 @@
  */
 import { Command, Option } from 'commander';
 import type { Ctx } from '../context.js';
-import type { RouteInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
+import type { LinksInfo, RouteInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
 import { CliError } from '../client.js';
 import { buildGraph, toDot, type Graph } from '../graph/model.js';
 import { toHtml } from '../graph/html.js';
@@ -17,7 +17,8 @@ export async function loadGraph(ctx: Ctx): Promise<Graph> {
   const [status, routes] = await Promise.all([ctx.call<StatusInfo>('daemon.status'), ctx.call<RouteInfo[]>('route.show', {})]);
   const usesTor = routes.some((r) => r.route.kind === 'tor' || ('torPorts' in r.route && r.route.torPorts !== undefined));
   const tor = status.daemon.torConfigured || usesTor ? await ctx.call<TorStatus>('tor.status') : null;
-  return buildGraph({ status, routes, tor });
+  const links = await ctx.call<LinksInfo>('link.list');
+  return buildGraph({ status, routes, tor, links });
 }
 
 interface GraphOpts {

@@ -69,6 +69,10 @@ const PAGE_JS = `
       base.shape = 'database';
       base.color = { background: '#fff3d6', border: colours.direct };
       base.title = 'host sockets: where direct routes go';
+    } else if (n.type === 'peer') {
+      base.shape = 'box';
+      base.color = { background: '#e8f5e9', border: '#2e7d32' };
+      base.title = 'peer router ' + n.publicKey + (n.endpoint ? ' at ' + n.endpoint : '');
     } else {
       base.shape = 'hexagon';
       base.color = { background: '#eadcf7', border: colours.tor };
@@ -88,7 +92,9 @@ const PAGE_JS = `
       base.arrows = 'to';
       base.width = 2;
     } else {
-      base.dashes = [2, 4];
+      base.color = { color: '#2e7d32' };
+      base.width = 2;
+      base.dashes = e.state !== 'established';
     }
     return base;
   }

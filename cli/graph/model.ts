@@ -1,10 +1,10 @@
 /**
  * The topology as a graph, built from what the daemon reports (`daemon.status`, `route.show`,
- * and `tor.status` when Tor is in use): networks, VMs, routes, links (none yet: encrypted links
- * between hosts come later) and Tor. Pure functions, so the DOT and JSON forms are unit-tested
+ * `link.list`, and `tor.status` when Tor is in use): networks, VMs, routes, encrypted links to
+ * peer routers, and Tor. Pure functions, so the DOT and JSON forms are unit-tested
  * without a daemon; `mvnet graph` prints them and the HTML page (html.ts) draws the JSON.
  */
-import type { RouteInfo, StatusInfo, TorStatus, VmInfo } from '../../daemon/control/api.js';
+import type { LinksInfo, RouteInfo, StatusInfo, TorStatus, VmInfo } from '../../daemon/control/api.js';
 
 /** How a VM's traffic leaves: the colour of its node and of its route edge. */
 export type RouteClass = 'none' | 'direct' | 'via' | 'tor' | 'tor-ports';
@@ -26,7 +26,9 @@ export type GraphNode =
       routeDescription: string;
     }
   | { id: string; type: 'host'; label: string }
-  | { id: string; type: 'tor'; label: string; phase: string; progress: number; configured: boolean };
+  | { id: string; type: 'tor'; label: string; phase: string; progress: number; configured: boolean }
+  /** A peer router at the far end of a link (by its public key). */
+  | { id: string; type: 'peer'; label: string; publicKey: string; endpoint: string | null };
 
 export interface Counters {
   rxFrames: number;
@@ -40,16 +42,27 @@ export type GraphEdge =
   | { id: string; type: 'attachment'; from: string; to: string; label: string; counters: Counters; state: 'up' | 'waiting' | 'down' }
   /** Where a VM's flows go beyond the gateway. */
   | { id: string; type: 'route'; from: string; to: string; label: string; route: RouteClass }
-  /** Between networks on different hosts (none yet). */
-  | { id: string; type: 'link'; from: string; to: string; label: string };
+  /** A network extended over an encrypted link to a peer router. */
+  | { id: string; type: 'link'; from: string; to: string; label: string; state: 'established' | 'handshaking' | 'waiting' };
 
 export interface Graph {
   version: 1;
   daemon: { version: string; pid: number; uptimeSec: number; torConfigured: boolean };
   nodes: GraphNode[];
   edges: GraphEdge[];
-  /** Encrypted links between hosts: not implemented yet, always empty. */
-  links: [];
+  /** Encrypted links (`link list`): links between routers and agent ports. */
+  links: GraphLink[];
+}
+
+export interface GraphLink {
+  name: string;
+  kind: 'link' | 'agent';
+  net: string;
+  peer: string;
+  state: 'established' | 'handshaking' | 'waiting';
+  endpoint: string | null;
+  listen: string | null;
+  lastHandshake: string | null;
 }
 
 export interface GraphInput {
@@ -57,6 +70,8 @@ export interface GraphInput {
   routes: RouteInfo[];
   /** `tor.status`, when Tor is configured or a route uses it (else null). */
   tor: TorStatus | null;
+  /** `link.list` (null or absent: no links shown). */
+  links?: LinksInfo | null;
 }
 
 export const ROUTE_COLOURS: Readonly<Record<RouteClass, string>> = {
@@ -198,12 +213,20 @@ export function buildGraph(input: GraphInput): Graph {
     const progress = tor?.progress ?? 0;
     nodes.push({ id: TOR_ID, type: 'tor', label: `Tor\n${phase}${tor !== null ? ` ${progress}%` : ''}${status.daemon.torConfigured ? '' : '\n(not configured)'}`, phase, progress, configured: status.daemon.torConfigured });
   }
+  const links: GraphLink[] = [];
+  for (const l of input.links?.links ?? []) {
+    links.push({ name: l.name, kind: l.kind, net: l.net, peer: l.peer, state: l.state, endpoint: l.endpoint, listen: l.listen, lastHandshake: l.lastHandshake });
+    if (l.kind !== 'link') continue;
+    const id = `peer:${l.peer}`;
+    if (!nodes.some((n) => n.id === id)) nodes.push({ id, type: 'peer', label: `router ${l.peer.slice(0, 8)}…${l.endpoint !== null ? `\n${l.endpoint}` : ''}`, publicKey: l.peer, endpoint: l.endpoint });
+    edges.push({ id: `link:${l.name}`, type: 'link', from: `net:${l.net}`, to: id, label: `link ${l.name}\n${l.state}`, state: l.state });
+  }
   return {
     version: 1,
     daemon: { version: status.daemon.version, pid: status.daemon.pid, uptimeSec: status.daemon.uptimeSec, torConfigured: status.daemon.torConfigured },
     nodes,
     edges,
-    links: [],
+    links,
   };
 }
 
@@ -219,6 +242,7 @@ const NODE_STYLE: Record<GraphNode['type'], Attrs> = {
   vm: { shape: 'ellipse', style: 'filled', fontcolor: '#ffffff' },
   host: { shape: 'cylinder', style: 'filled', fillcolor: '#fff3d6', color: '#e69f00' },
   tor: { shape: 'doubleoctagon', style: 'filled', fillcolor: '#eadcf7', color: '#7e3fbf' },
+  peer: { shape: 'box3d', style: 'filled', fillcolor: '#e8f5e9', color: '#2e7d32' },
 };
 
 function attrList(a: Attrs): string {
@@ -244,7 +268,7 @@ export function toDot(g: Graph): string {
     const a: Attrs = { label: e.label };
     if (e.type === 'attachment') Object.assign(a, { dir: 'none', color: '#1f4e79' }, e.state !== 'up' ? { style: 'dashed' } : {});
     else if (e.type === 'route') Object.assign(a, { color: ROUTE_COLOURS[e.route], style: 'bold' });
-    else a.style = 'dotted';
+    else Object.assign(a, { dir: 'none', color: '#2e7d32', penwidth: '2' }, e.state !== 'established' ? { style: 'dashed' } : {});
     out.push(`  ${dotString(e.from)} -> ${dotString(e.to)} [${attrList(a)}];`);
   }
   out.push('}');

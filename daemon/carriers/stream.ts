@@ -171,6 +171,7 @@ class StreamDialer implements Carrier {
   private state: DialState = { s: 'connecting' };
   private delayMs: number;
   private timer: NodeJS.Timeout | null = null;
+  private connectedHandler: () => void = () => {};
   private readonly events: ConnEvents = {
     deliver: (msg, from) => this.handler(msg, from),
     closed: (conn, why) => this.lost(conn, why),
@@ -206,6 +207,7 @@ class StreamDialer implements Carrier {
         if (this.kind === 'tcp') tuneTcp(sock);
         this.state = { s: 'connected', conn: new FramedConnection(sock, 'remote', this.counters, this.events) };
         this.log.info({ carrier: this.id, to: this.describe }, 'link stream connected');
+        this.connectedHandler();
       },
       (e: unknown) => {
         if (this.state.s !== 'closed') this.retry(reasonOf(e));
@@ -232,6 +234,10 @@ class StreamDialer implements Carrier {
     this.state = { s: 'waiting', until: Date.now() + delay, why };
     this.log.debug({ carrier: this.id, to: this.describe, why, delayMs: delay }, 'link stream dial failed; retrying');
     this.timer = setTimeout(() => this.dial(), delay);
+  }
+
+  onConnected(h: () => void): void {
+    this.connectedHandler = h;
   }
 
   onMessage(h: (msg: Buffer, from: string) => void): void {

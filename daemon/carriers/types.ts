@@ -30,6 +30,8 @@ export interface Carrier {
    * "remote"). `msg` is valid only during the call.
    */
   onMessage(h: (msg: Buffer, from: string) => void): void;
+  /** Dialers: called after each (re)connection, so the engine can handshake at once (what was sent before went nowhere). */
+  onConnected?(h: () => void): void;
   /**
    * Sends to a `from` seen earlier, or to an address from `resolve`. false (and counted) when it
    * cannot. The buffers must not be changed afterwards: UDP hands them to the kernel later when

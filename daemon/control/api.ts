@@ -95,6 +95,8 @@ export interface StatusInfo {
   vms: VmInfo[];
   /** Running captures: live ones (`capture.start`) and active tees. */
   captures: CaptureInfo[];
+  /** Encrypted links and agent ports (as `link list`). */
+  links: LinkInfo[];
 }
 
 /** Per capture (and per tee, summed over its runs since the daemon started). */

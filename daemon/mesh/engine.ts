@@ -11,6 +11,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Device, type Peer, type Received, type TickAction, type DropReason } from '../links/device.js';
 import { keyToBase64 } from '../links/keys.js';
+import { REKEY_TIMEOUT_MS } from '../links/timers.js';
 import type { Carrier } from '../carriers/types.js';
 import type { Endpoint } from '../carriers/endpoint.js';
 
@@ -50,7 +51,8 @@ export class LinkPeer {
   private rxScheduled = false;
   /** Messages no carrier could take (no connection, no endpoint): counted here, per peer. */
   unsent = 0;
-  lastError: string | null = null;
+  /** The last initiation sent: re-sent when a stream carrier (re)connects while it waits for a response. */
+  lastInit: Buffer | null = null;
 
   constructor(
     private readonly engine: LinkEngine,
@@ -138,6 +140,29 @@ export class LinkEngine {
     if (this.carriers.has(c.id)) throw new Error(`carrier ${c.id} exists`);
     this.carriers.set(c.id, c);
     c.onMessage((msg, from) => this.onMessage(c, msg, from));
+    c.onConnected?.(() => this.connected(c));
+  }
+
+  /**
+   * A stream to a peer (re)connected: whatever went before went nowhere, and the far end may have
+   * restarted without our session. Handshake now rather than after the retry timers.
+   */
+  private connected(c: Carrier): void {
+    const now = this.now();
+    for (const lp of this.peers.values()) {
+      if (lp.cfg.endpoint?.carrier !== c) continue;
+      const init = lp.peer.handshakeInit(now) ?? (lp.peer.established(now) ? null : lp.lastInit);
+      if (init !== null) this.toPeer(lp, [init]);
+      else {
+        // An initiation went out less than REKEY_TIMEOUT ago (the protocol's rate limit): handshake once that has passed.
+        const t = setTimeout(() => {
+          if (this.peers.get(lp.peer) !== lp) return;
+          const i = lp.peer.handshakeInit(this.now());
+          if (i !== null) this.toPeer(lp, [i]);
+        }, REKEY_TIMEOUT_MS + 50);
+        t.unref();
+      }
+    }
   }
 
   carrier(id: string): Carrier | undefined {
@@ -195,6 +220,8 @@ export class LinkEngine {
   }
 
   private toPeer(lp: LinkPeer, packets: Buffer[]): void {
+    const first = packets[0]!;
+    if (first.length === 148 && first[0] === 1) lp.lastInit = first;
     let ep = lp.peer.endpoint;
     // A stream connection the peer last used may be gone: fall back to dialling.
     if (ep !== null && !this.reachable(ep) && lp.cfg.endpoint !== undefined) ep = null;

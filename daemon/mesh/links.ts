@@ -23,6 +23,7 @@ import { connectTcp, connectUnix, connectSocks } from '../carriers/connect.js';
 import { endpointMultiaddr, endpointText, listenMultiaddr, listenText, parseEndpoint, parseListen, type Endpoint, type Listen } from '../carriers/endpoint.js';
 import { LinkEngine, type LinkPeer, type PeerConfig } from './engine.js';
 import { LinkPort } from './link-port.js';
+import { withTee } from '../../plugins/common/tee-port.js';
 import type { LinkInfo, LinksInfo, LinkListenerInfo } from '../control/api.js';
 
 /** The largest frame a UDP link carries: its message (16 + padded frame + trailer + 16) in one IPv4 datagram. */
@@ -393,15 +394,17 @@ export class Links {
       waitingText: () => `waiting for the peer on ${spec.listen ?? '?'}`,
       onClose: async () => {},
     });
+    // Captures see the link's plaintext side, as any port's.
+    const teed = withTee(port);
     let member: Member;
     try {
-      member = net.sw.attachTrunk(owner, port);
+      member = net.sw.attachTrunk(owner, teed);
     } catch (e) {
       await this.closePeer(owner, peer, dial, spec.listen);
       throw new UserError(`cannot add link ${spec.name}: ${(e as Error).message}`);
     }
     this.links.set(spec.name, { spec, peer, port, member, dial });
-    this.d.capture.portAdded(owner, spec.net, port);
+    this.d.capture.portAdded(owner, spec.net, teed);
     if (!restoring) this.d.save();
     this.d.log.info({ link: spec.name, net: spec.net, peer: spec.peer, endpoint: spec.endpoint, listen: spec.listen }, restoring ? 'link restored' : 'link added');
     return this.info(this.links.get(spec.name)!);

@@ -52,7 +52,7 @@ export class StateStore {
     if (o.version > STATE_VERSION) throw new Error(`state file ${this.file} is version ${o.version}; this mvnet understands up to ${STATE_VERSION}`);
     const routes = typeof o.routes === 'object' && o.routes !== null && !Array.isArray(o.routes) ? o.routes : {};
     const leases = typeof o.leases === 'object' && o.leases !== null && !Array.isArray(o.leases) ? o.leases : {};
-    return { version: STATE_VERSION, networks: Array.isArray(o.networks) ? o.networks : [], vms: Array.isArray(o.vms) ? o.vms : [], routes, leases, forwards: Array.isArray(o.forwards) ? o.forwards : [], tor: o.tor, tees: Array.isArray(o.tees) ? o.tees : [] };
+    return { version: STATE_VERSION, networks: Array.isArray(o.networks) ? o.networks : [], vms: Array.isArray(o.vms) ? o.vms : [], routes, leases, forwards: Array.isArray(o.forwards) ? o.forwards : [], tor: o.tor, tees: Array.isArray(o.tees) ? o.tees : [], links: o.links };
   }
 
   /** Saves in order; resolves once the new state is durable. */

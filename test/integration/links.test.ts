@@ -13,6 +13,8 @@ import { startDaemon, CLI_JS, type Daemon } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, spawnProcess, waitFor, withTimeout, type Netns } from '../support/netns.js';
 import { ROUTER_A_IP, ROUTER_B_IP, VM_A_IP, VM_B_IP, LINK_PORT, startLinkTopology, type LinkTopology } from '../support/link-topology.js';
 import type { LinksInfo, VmInfo } from '../../daemon/control/api.js';
+import { QemuStreamClient } from '../support/qemu-peer.js';
+import { arpRequest, macBytes, randomMac, ETHERTYPE_ARP } from '../support/frames.js';
 
 afterAll(cleanupAll);
 
@@ -22,12 +24,12 @@ async function links(d: Daemon): Promise<LinksInfo> {
   return d.cliJson<LinksInfo>(['link', 'list']);
 }
 
-/** Sends `file` from `from` to `to` (nc), returning the sha256 of what arrived. */
+/** Sends `file` from `from` to `to` over TCP (socat), returning the sha256 of what arrived. */
 async function transfer(from: Netns, to: Netns, toIp: string, file: string, port: number, out: string): Promise<string> {
-  const server = spawnProcess(['ip', 'netns', 'exec', to.name, 'sh', '-c', `nc -l -p ${port} -q 1 > ${out}`]);
-  await waitFor(async () => (await to.exec(['ss', '-Htln', `sport = :${port}`], { check: false })).stdout.includes(String(port)), { timeoutMs: 5000, intervalMs: 50, what: 'nc to listen' });
-  await from.exec(['sh', '-c', `nc -q 1 ${toIp} ${port} < ${file}`], { timeoutMs: 120_000 });
-  await withTimeout(server.exited, 30_000, 'nc to finish');
+  const server = spawnProcess(['ip', 'netns', 'exec', to.name, 'socat', '-u', `TCP-LISTEN:${port},reuseaddr`, `CREATE:${out}`]);
+  await waitFor(async () => (await to.exec(['ss', '-Htln', `sport = :${port}`], { check: false })).stdout.includes(String(port)), { timeoutMs: 5000, intervalMs: 50, what: 'socat to listen' });
+  await from.exec(['socat', '-u', `OPEN:${file}`, `TCP:${toIp}:${port}`], { timeoutMs: 120_000 });
+  await withTimeout(server.exited, 30_000, 'socat to finish');
   return createHash('sha256').update(readFileSync(out)).digest('hex');
 }
 
@@ -67,7 +69,7 @@ describe('a network extended over an encrypted UDP link', () => {
     const l = await links(t.a.daemon);
     const link = l.links.find((x) => x.name === 'to-b')!;
     expect(link.state).toBe('established');
-    expect(link.rx.bytes).toBeGreaterThan(1 << 20);
+    expect(link.tx.bytes).toBeGreaterThan(50 << 20);
     expect(link.macs).toBeGreaterThanOrEqual(1);
   }, 180_000);
 
@@ -125,7 +127,14 @@ describe('links over TCP and unix sockets', () => {
       expect(l.links[0]!.state).toBe('established');
       // The listener's side restarts: the dialler reconnects and the link comes back.
       await t.a.daemon.restart();
-      await t.waitConnected('b', 40_000);
+      try {
+        await t.waitConnected('b', 15_000);
+      } catch (e) {
+        console.log(JSON.stringify(await links(t.a.daemon), null, 1), JSON.stringify(await links(t.b.daemon), null, 1));
+        console.log(t.b.daemon.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n'));
+        console.log(t.a.daemon.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n'));
+        throw e;
+      }
     }, 90_000);
   }
 });
@@ -156,6 +165,47 @@ describe('mvnet agent', () => {
     expect(g.stdout, g.stderr).toMatch(/1 received/);
     const ex = await agent.stop('SIGTERM', 10_000);
     expect(ex.code, agent.stderr).toBe(0);
-    void ROUTER_B_IP;
+  }, 90_000);
+
+  it("carries a QEMU stream socket (--unix): the VM's ARP reaches router A's gateway and is answered", async () => {
+    const dir = makeTempDir('agunix');
+    const t = await startLinkTopology<Daemon>({ prefix: 'lkq', link: false, startDaemon: ({ netns }) => startDaemon({ netns }) });
+    const keyFile = join(dir, 'agent.key');
+    const gen = await t.a.daemon.cliJson<{ publicKey: string }>(['key', 'generate', '--out', keyFile]);
+    await t.a.daemon.cliOk(['vm', 'attach', 'vmq', '--net', 'lan', '--agent', gen.publicKey, '--listen', `udp:${LINK_PORT}`, '--ip', '10.98.0.15']);
+    const sock = join(dir, 'vm.sock');
+    const agent = spawnProcess(['ip', 'netns', 'exec', t.routers.rB.name, process.execPath, CLI_JS, 'agent', '--router', `${ROUTER_A_IP}:${LINK_PORT}`, '--peer', t.a.publicKey, '--unix', sock, '--key', keyFile]);
+    // As QEMU with -netdev stream,server=off: connect to the agent's socket, then speak frames.
+    const vm = await QemuStreamClient.connect(sock, 20_000);
+    const mac = randomMac();
+    const isReply = (f: Buffer): boolean => f.readUInt16BE(12) === ETHERTYPE_ARP && f.readUInt16BE(20) === 2;
+    const reply = await waitFor(
+      async () => {
+        vm.send(arpRequest({ srcMac: mac, srcIp: '10.98.0.15', targetIp: '10.98.0.1' }));
+        return vm.nextFrame(isReply, 500).catch(() => undefined);
+      },
+      { timeoutMs: 20_000, intervalMs: 10, what: "the gateway's ARP reply through the agent" },
+    );
+    expect(reply.subarray(0, 6).equals(macBytes(mac))).toBe(true);
+    expect((await t.a.daemon.vm('vmq')).port.state).toBe('up');
+    const ex = await agent.stop('SIGTERM', 10_000);
+    expect(ex.code, agent.stderr).toBe(0);
+  }, 90_000);
+
+  it('carries a TUN (IP packets) when the router attaches it with --agent-tun', async () => {
+    const dir = makeTempDir('agtun');
+    const t = await startLinkTopology<Daemon>({ prefix: 'lku', link: false, startDaemon: ({ netns }) => startDaemon({ netns }) });
+    const keyFile = join(dir, 'agent.key');
+    const gen = await t.a.daemon.cliJson<{ publicKey: string }>(['key', 'generate', '--out', keyFile]);
+    await t.a.daemon.cliOk(['vm', 'attach', 'vmt', '--net', 'lan', '--agent', gen.publicKey, '--listen', `tcp:${LINK_PORT}`, '--agent-tun', '--ip', '10.98.0.14']);
+    const agent = spawnProcess(['ip', 'netns', 'exec', t.routers.rB.name, process.execPath, CLI_JS, 'agent', '--router', `tcp:${ROUTER_A_IP}:${LINK_PORT}`, '--peer', t.a.publicKey, '--tun', 'agtun0', '--key', keyFile]);
+    await t.routers.rB.waitForLink('agtun0');
+    await t.routers.rB.addAddr('agtun0', '10.98.0.14/24');
+    await waitFor(async () => (await t.routers.rB.exec(['ping', '-n', '-c', '1', '-W', '1', VM_A_IP], { check: false })).code === 0, { timeoutMs: 20_000, intervalMs: 100, what: 'the TUN agent to reach VM A' });
+    const info = await t.a.daemon.vm('vmt');
+    expect(info.port.kind).toBe('agent');
+    expect(info.port.state).toBe('up');
+    const ex = await agent.stop('SIGTERM', 10_000);
+    expect(ex.code, agent.stderr).toBe(0);
   }, 90_000);
 });

@@ -33,6 +33,7 @@ function status(nets: NetInfo[], vms: VmInfo[], torConfigured = false): StatusIn
     networks: nets,
     vms,
     captures: [],
+    links: [],
   };
 }
 
@@ -173,6 +174,45 @@ describe('toHtml', () => {
   it('served: polls the endpoint', () => {
     const html = toHtml(known(), { endpoint: '/graph.json', refreshMs: 500 });
     expect(html).toContain('"endpoint":"/graph.json","refreshMs":500');
+  });
+});
+
+describe('links in the graph', () => {
+  const link = (name: string, peer: string, state: 'established' | 'handshaking' | 'waiting', kind: 'link' | 'agent' = 'link') => ({
+    name,
+    net: kind === 'link' ? 'A' : '',
+    kind,
+    peer,
+    state,
+    endpoint: state === 'waiting' ? null : '/ip4/10.99.0.2/udp/51820',
+    configuredEndpoint: null,
+    listen: '/ip6/::/udp/51820',
+    lastHandshake: null,
+    handshakes: 0,
+    rx: { packets: 0, bytes: 0 },
+    tx: { packets: 0, bytes: 0 },
+    drops: {},
+    macs: 0,
+  });
+  const PEER = 'pdWrGh+nSZCJBR7u3xezPcOQ3OW/zKqtMwStv5tXUEY=';
+
+  it('draws a peer router per link key and a link edge from the network, dashed unless established', () => {
+    const g = buildGraph({
+      status: status([net('A', '10.1.0.0/24')], [vm('a1', 'A', '10.1.0.5', 'up')], false),
+      routes: [],
+      tor: null,
+      links: { publicKey: 'x', listeners: [], drops: {}, cookieReplies: 0, underLoad: false, links: [link('to-b', PEER, 'established'), link('to-b2', PEER, 'waiting'), link('vmc', 'k', 'established', 'agent')] },
+    });
+    expect(g.nodes.filter((n) => n.type === 'peer').map((n) => n.id)).toEqual([`peer:${PEER}`]);
+    expect(g.edges.filter((e) => e.type === 'link').map((e) => `${e.from} -> ${e.to}`)).toEqual([`net:A -> peer:${PEER}`, `net:A -> peer:${PEER}`]);
+    expect(g.links.map((l) => [l.name, l.kind, l.state])).toEqual([
+      ['to-b', 'link', 'established'],
+      ['to-b2', 'link', 'waiting'],
+      ['vmc', 'agent', 'established'],
+    ]);
+    const dot = toDot(g);
+    expect(dot).toContain(`"net:A" -> "peer:${PEER}" [label="link to-b\\nestablished", dir="none", color="#2e7d32", penwidth="2"]`);
+    expect(dot).toContain(`"net:A" -> "peer:${PEER}" [label="link to-b2\\nwaiting", dir="none", color="#2e7d32", penwidth="2", style="dashed"]`);
   });
 });
 
