@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import dgram from 'node:dgram';
 import pino from 'pino';
-import { LinkEngine, type LinkPeer } from '../../daemon/mesh/engine.js';
+import { LinkEngine, udpRateKey, type LinkPeer } from '../../daemon/mesh/engine.js';
 import { openUdp } from '../../daemon/carriers/udp.js';
 import type { Carrier } from '../../daemon/carriers/types.js';
 import { parseEndpoint } from '../../daemon/carriers/endpoint.js';
@@ -119,6 +119,17 @@ async function established(p: LinkPeer): Promise<void> {
   for (let i = 0; i < 200 && p.state() !== 'established'; i++) await new Promise((r) => setTimeout(r, 10));
   expect(p.state()).toBe('established');
 }
+
+describe('handshake rate-limit key', () => {
+  it('is the IPv4 address or the IPv6 /64 of a UDP sender, whatever its port', () => {
+    expect(udpRateKey('198.51.100.7:51820')).toBe('198.51.100.7');
+    expect(udpRateKey('[2001:db8:1:2:3::4]:5')).toBe('2001:db8:1:2::/64');
+    expect(udpRateKey('[2001:db8:1:2:ffff::9]:6')).toBe('2001:db8:1:2::/64');
+    expect(udpRateKey('[2001:db8::1]:7')).toBe('2001:db8:0:0::/64');
+    expect(udpRateKey('[::1]:7')).toBe('0:0:0:0::/64');
+    expect(udpRateKey('[fe80::1%veth0]:7')).toBe('fe80:0:0:0::/64');
+  });
+});
 
 describe('link engine over UDP', () => {
   it('carries frames both ways, intact and in order', async () => {
