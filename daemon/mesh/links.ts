@@ -138,7 +138,8 @@ export class Links {
   private readonly agents = new Map<string, AgentEntry>();
   private onionKeys: LinksState['onions'] = {};
   private endpoints: LinksState['endpoints'] = {};
-  private failed: unknown[] = [];
+  /** Links of the state file that could not be restored: kept (saved, listed as failed) until removed. */
+  private failed: { raw: unknown; name: string | null; error: string }[] = [];
   private torHooked = false;
 
   constructor(private readonly d: LinksDeps) {}
@@ -379,6 +380,8 @@ export class Links {
   async add(params: unknown, restoring = false): Promise<LinkInfo> {
     const spec = checkLinkSpec(params);
     if (this.links.has(spec.name)) throw new UserError(`link ${spec.name} already exists`);
+    const failed = this.failed.find((f) => f.name === spec.name);
+    if (failed !== undefined) throw new UserError(`link ${spec.name} is in the state file but could not be restored (${failed.error}); remove it first`);
     const net = this.d.network(spec.net);
     if (net === undefined) throw new UserError(`no network named ${spec.net}`);
     const netMax = maxFrameFor(net.mtu);
@@ -413,7 +416,14 @@ export class Links {
   async remove(name: unknown): Promise<{ removed: string }> {
     const n = checkName(name, 'link');
     const e = this.links.get(n);
-    if (e === undefined) throw new UserError(`no link named ${n}`);
+    if (e === undefined) {
+      const f = this.failed.findIndex((x) => x.name === n);
+      if (f < 0) throw new UserError(`no link named ${n}`);
+      this.failed.splice(f, 1);
+      this.d.save();
+      this.d.log.info({ link: n }, 'link removed (it had failed to restore)');
+      return { removed: n };
+    }
     this.links.delete(n);
     const owner = `link:${n}`;
     this.d.capture.portRemoved(owner);
@@ -484,8 +494,9 @@ export class Links {
       try {
         await this.add(s, true);
       } catch (e) {
-        // Kept as it was in the state file, and said: the admin fixes the cause (a port taken, a network gone).
-        this.failed.push(s);
+        // Kept as it was in the state file, listed as failed, and said: the admin fixes the cause (a port taken, a network gone) and removes it.
+        const name = s !== null && typeof s === 'object' && typeof (s as { name?: unknown }).name === 'string' ? (s as { name: string }).name : null;
+        this.failed.push({ raw: s, name, error: (e as Error).message });
         this.d.log.error({ err: (e as Error).message, link: s }, 'could not restore a link');
       }
     }
@@ -494,7 +505,7 @@ export class Links {
   snapshot(): LinksState {
     for (const l of this.links.values()) this.rememberEndpointQuiet(l.peer);
     for (const a of this.agents.values()) this.rememberEndpointQuiet(a.peer);
-    return { specs: [...[...this.links.values()].map((l) => l.spec), ...(this.failed as LinkSpec[])], onions: this.onionKeys, endpoints: this.endpoints };
+    return { specs: [...[...this.links.values()].map((l) => l.spec), ...(this.failed.map((f) => f.raw) as LinkSpec[])], onions: this.onionKeys, endpoints: this.endpoints };
   }
 
   private rememberEndpointQuiet(peer: LinkPeer): void {
@@ -564,10 +575,46 @@ export class Links {
     };
   }
 
+  /** A link that could not be restored, as far as its saved spec says. */
+  private failedInfo(f: Links['failed'][number]): LinkInfo {
+    const o = (f.raw !== null && typeof f.raw === 'object' ? f.raw : {}) as Record<string, unknown>;
+    const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+    let configuredEndpoint: string | null = null;
+    let listen: string | null = null;
+    try {
+      if (typeof o.endpoint === 'string') configuredEndpoint = endpointMultiaddr(parseEndpoint(o.endpoint));
+    } catch {
+      configuredEndpoint = null;
+    }
+    try {
+      if (typeof o.listen === 'string') listen = listenMultiaddr(parseListen(o.listen));
+    } catch {
+      listen = null;
+    }
+    return {
+      name: f.name ?? '?',
+      net: text(o.net) ?? '',
+      kind: 'link',
+      peer: text(o.peer) ?? '',
+      state: 'failed',
+      error: f.error,
+      endpoint: null,
+      configuredEndpoint,
+      listen,
+      lastHandshake: null,
+      handshakes: 0,
+      rx: { packets: 0, bytes: 0 },
+      tx: { packets: 0, bytes: 0 },
+      drops: {},
+      macs: 0,
+    };
+  }
+
   list(): LinksInfo {
     const engine = this.engine;
     const links: LinkInfo[] = [...this.links.values()].map((l) => this.info(l));
     for (const a of this.agents.values()) links.push({ name: a.vm, net: '', kind: 'agent', ...this.peerInfo(a.peer), listen: this.listenInfo(a.spec.listen), macs: 0 });
+    for (const f of this.failed) links.push(this.failedInfo(f));
     const listeners: LinkListenerInfo[] = [...this.listeners.values()].map((e) => ({
       listen: this.listenInfo(e.text),
       text: e.text,

@@ -1,0 +1,71 @@
+/**
+ * A saved link whose listener cannot be opened at start (its port taken): the daemon starts
+ * anyway, the link stays in the state file, `link list` shows it as failed with the reason, a
+ * new link of that name is refused until it is removed, and `link remove` removes it.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { Links, type LinkTor } from '../../daemon/mesh/links.js';
+import type { Network } from '../../daemon/switch/network.js';
+import { fixedKeyPair } from '../support/links-lab.js';
+import { keyToBase64 } from '../../daemon/links/keys.js';
+
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+const tor: LinkTor = {
+  ensure: () => {},
+  socks: () => null,
+  connected: () => false,
+  publish: () => Promise.reject(new Error('no tor')),
+  unpublish: () => Promise.resolve(),
+  onConnected: () => {},
+};
+
+describe('links: a saved link that cannot be restored', () => {
+  it('is listed as failed with its reason, blocks its name, and can be removed', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-restore-'));
+    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    // The port the saved link listens on is taken.
+    const squatter = dgram.createSocket('udp4');
+    await new Promise<void>((r) => squatter.bind(0, '127.0.0.1', () => r()));
+    cleanup.push(() => new Promise<void>((r) => squatter.close(() => r())));
+    const port = squatter.address().port;
+    let saves = 0;
+    const links = new Links({
+      log: pino({ level: 'silent' }),
+      stateDir: dir,
+      tor,
+      save: () => saves++,
+      network: (n) => (n === 'lan' ? { sw: {} as Network, mtu: 1500 } : undefined),
+      capture: { portAdded: () => {}, portRemoved: () => {} },
+    });
+    cleanup.push(() => links.close());
+    const peer = keyToBase64(fixedKeyPair('restore peer').publicKey);
+    const spec = { name: 'l1', net: 'lan', peer, listen: `udp:127.0.0.1:${port}` };
+    await links.restore({ specs: [spec], onions: {}, endpoints: {} });
+
+    const listed = links.list().links;
+    expect(listed).toHaveLength(1);
+    expect(listed[0]).toMatchObject({ name: 'l1', net: 'lan', peer, state: 'failed', listen: `/ip4/127.0.0.1/udp/${port}` });
+    expect(listed[0]!.error).toMatch(/cannot listen/);
+    // Still saved, so a restart once the cause is fixed brings it back.
+    expect(links.snapshot().specs).toEqual([spec]);
+    // Its name is not free: a second spec of that name would be saved beside it.
+    await expect(links.add(spec)).rejects.toThrow(/could not be restored.*remove it first/);
+    expect(links.snapshot().specs).toHaveLength(1);
+
+    const s0 = saves;
+    await expect(links.remove('l1')).resolves.toEqual({ removed: 'l1' });
+    expect(saves).toBeGreaterThan(s0);
+    expect(links.list().links).toEqual([]);
+    expect(links.snapshot().specs).toEqual([]);
+    await expect(links.remove('l1')).rejects.toThrow(/no link named l1/);
+  });
+});
