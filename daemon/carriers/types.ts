@@ -43,6 +43,12 @@ export interface Carrier {
   stats(): CarrierStats;
   /** For people: "udp [::]:51820", "tcp → 10.0.0.2:443 connected", "tcp → ... reconnecting in 4 s (ECONNREFUSED)". */
   status(): string;
+  /**
+   * The engine authenticated a message from `from` (a peer's handshake or transport message).
+   * Stream listeners keep such connections over strangers': a stranger's connection is the first
+   * shed, gets a small write queue, and is closed if nothing from it authenticates in time.
+   */
+  vouch?(from: string): void;
   /** Whether `send(to)` can deliver now (dialers: connected; listeners: the connection `to` is open; udp: true). */
   reachable(to: string): boolean;
   close(): Promise<void>;

@@ -283,6 +283,8 @@ export class LinkEngine {
       this.log.error({ carrier: c.id, err: (e as Error).message }, 'link device threw on a message');
       return;
     }
+    // Authenticated: a listener keeps this connection over strangers'.
+    if (r.kind === 'data' || r.kind === 'keepalive' || (r.kind === 'reply' && r.peer !== null)) c.vouch?.(from);
     switch (r.kind) {
       case 'data': {
         const lp = this.peers.get(r.peer);

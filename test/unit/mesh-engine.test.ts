@@ -4,11 +4,14 @@
  * and a router would. Attacks: tampered, replayed (inside and behind the window), unknown key,
  * a handshake flood; and roaming (the peer's address changes and the link follows).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import dgram from 'node:dgram';
 import pino from 'pino';
 import { LinkEngine, udpRateKey, type LinkPeer } from '../../daemon/mesh/engine.js';
 import { openUdp } from '../../daemon/carriers/udp.js';
+import { dialStream, listenStream } from '../../daemon/carriers/stream.js';
+import { connectTcp } from '../../daemon/carriers/connect.js';
+import net from 'node:net';
 import type { Carrier } from '../../daemon/carriers/types.js';
 import { parseEndpoint } from '../../daemon/carriers/endpoint.js';
 import { fixedKeyPair } from '../support/links-lab.js';
@@ -128,6 +131,36 @@ describe('handshake rate-limit key', () => {
     expect(udpRateKey('[2001:db8::1]:7')).toBe('2001:db8:0:0::/64');
     expect(udpRateKey('[::1]:7')).toBe('0:0:0:0::/64');
     expect(udpRateKey('[fe80::1%veth0]:7')).toBe('fe80:0:0:0::/64');
+  });
+});
+
+describe('link engine over a TCP listener', () => {
+  it('a connection a peer authenticated on outlives the stranger deadline; a stranger\'s does not', async () => {
+    const ka = fixedKeyPair('tcp-a');
+    const kb = fixedKeyPair('tcp-b');
+    const ea = new LinkEngine({ privateKey: ka.privateKey, log });
+    const eb = new LinkEngine({ privateKey: kb.privateKey, log });
+    cleanups.push(() => ea.close(), () => eb.close());
+    const l = await listenStream({ id: 'listen', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, log, strangerDeadlineMs: 400 });
+    eb.addCarrier(l);
+    const port = (l as { localPort?: number }).localPort!;
+    const got: Buffer[] = [];
+    const bPeer = eb.addPeer({ name: 'a', publicKey: ka.publicKey }, { frames: (b) => got.push(...b.map((f) => Buffer.from(f))) });
+    const d = dialStream({ id: 'dial', kind: 'tcp', connect: () => connectTcp('127.0.0.1', port, 2000), describe: 'b', log, backoff: { firstMs: 50, maxMs: 100 } });
+    ea.addCarrier(d);
+    const ep = parseEndpoint(`tcp:127.0.0.1:${port}`);
+    const aPeer = ea.addPeer({ name: 'b', publicKey: kb.publicKey, endpoint: { carrier: d, to: await d.resolve(ep), text: ep } }, { frames: () => {} });
+    await established(aPeer);
+    const stranger = net.createConnection({ host: '127.0.0.1', port });
+    cleanups.push(() => void stranger.destroy());
+    await new Promise((r) => setTimeout(r, 700));
+    expect(stranger.destroyed || stranger.readableEnded).toBe(true);
+    expect(l.status()).toMatch('listening, 1 connection');
+    aPeer.send([frame(1)]);
+    await vi.waitFor(() => expect(got).toHaveLength(1), { timeout: 2000, interval: 10 });
+    expect(bPeer.state()).toBe('established');
+    // Still the first connection: it was never closed and re-dialled.
+    expect(bPeer.peer.endpoint).toBe('listen c1');
   });
 });
 
