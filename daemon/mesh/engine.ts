@@ -52,6 +52,12 @@ export interface PeerConfig {
   presharedKey?: Buffer;
   /** Where to dial; absent: wait for the peer to reach us. */
   endpoint?: { carrier: Carrier; to: string; text: Endpoint };
+  /**
+   * Where the peer was last seen (a roamed address kept across restarts), on the endpoint's
+   * carrier: tried first, but handshakes go to the configured endpoint too until one completes,
+   * so a stale or planted address never cuts the link off.
+   */
+  lastSeen?: string;
   persistentKeepaliveMs?: number;
 }
 
@@ -216,6 +222,7 @@ export class LinkEngine {
     });
     const lp = new LinkPeer(this, peer, cfg, sink);
     this.peers.set(peer, lp);
+    if (cfg.lastSeen !== undefined && cfg.endpoint !== undefined) peer.endpoint = `${cfg.endpoint.carrier.id} ${cfg.lastSeen}`;
     // A dialling side starts at once: the link is up before the first frame, and a restarted
     // side re-handshakes by itself.
     if (cfg.endpoint !== undefined) {
@@ -256,6 +263,13 @@ export class LinkEngine {
     if (ep !== null && !this.reachable(ep) && lp.cfg.endpoint !== undefined) ep = null;
     if (ep === null) ep = lp.currentEndpoint();
     if (ep === null || !this.sendTo(ep, packets)) lp.unsent += packets.length;
+    // An initiation while no session is up also goes where we were told the peer is: the address
+    // it was last seen at may be stale, or set by a replayed initiation (after our restart).
+    const cfg = lp.cfg.endpoint;
+    if (cfg !== undefined && first.length === 148 && first[0] === 1 && !lp.peer.established(this.now())) {
+      const configured = `${cfg.carrier.id} ${cfg.to}`;
+      if (configured !== ep) this.sendTo(configured, [first]);
+    }
   }
 
   private reachable(source: string): boolean {

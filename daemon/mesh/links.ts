@@ -3,7 +3,7 @@
  * and agent that names the same one), the links (a peer as a trunk port of a network) and agent
  * ports (a peer as a VM's port). State is what `link add` was given, the onion keys of onion
  * listeners, and each peer's last authenticated UDP endpoint, so a restarted daemon dials back a
- * peer that had roamed.
+ * peer that had roamed (first; its handshakes go to the configured endpoint too until one completes).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -327,12 +327,19 @@ export class Links {
     this.checkPeerFree(spec.peer, owner);
     let listener: ListenerEntry | null = null;
     let dial: { carrier: Carrier; to: string; own: boolean } | null = null;
+    let lastSeen: string | undefined;
     try {
       if (spec.listen !== undefined) listener = await this.listen(spec.listen, owner);
-      // Dial where the peer was last seen (it roamed), else where we were told.
+      if (spec.endpoint !== undefined) dial = await this.dialer(owner, parseEndpoint(spec.endpoint), listener);
+      // Where the peer was last seen (it roamed) is tried first; the configured endpoint too, until a handshake completes.
       const remembered = this.endpoints[spec.peer];
-      const epText = spec.endpoint !== undefined && remembered !== undefined && parseEndpoint(spec.endpoint).kind === 'udp' ? remembered : spec.endpoint;
-      if (epText !== undefined) dial = await this.dialer(owner, parseEndpoint(epText), listener);
+      if (dial !== null && remembered !== undefined && dial.carrier.kind === 'udp') {
+        try {
+          lastSeen = await dial.carrier.resolve(parseEndpoint(remembered, 'udp'));
+        } catch {
+          lastSeen = undefined;
+        }
+      }
     } catch (e) {
       if (dial?.own === true) await engine.removeCarrier(dial.carrier);
       await this.unlisten(spec.listen, owner);
@@ -344,6 +351,7 @@ export class Links {
       publicKey: keyFromBase64(spec.peer)!,
       ...(keepalive > 0 ? { persistentKeepaliveMs: keepalive * 1000 } : {}),
       ...(dial !== null && spec.endpoint !== undefined ? { endpoint: { carrier: dial.carrier, to: dial.to, text: parseEndpoint(spec.endpoint) } } : {}),
+      ...(lastSeen !== undefined && lastSeen !== dial?.to ? { lastSeen } : {}),
     };
     const peer = engine.addPeer(cfg, { frames: () => {} });
     return { peer, dial: dial?.own === true ? dial.carrier : null };

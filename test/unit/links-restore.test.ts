@@ -12,7 +12,11 @@ import pino from 'pino';
 import { Links, type LinkTor } from '../../daemon/mesh/links.js';
 import type { Network } from '../../daemon/switch/network.js';
 import { fixedKeyPair } from '../support/links-lab.js';
-import { keyToBase64 } from '../../daemon/links/keys.js';
+import { keyToBase64, keyFromBase64 } from '../../daemon/links/keys.js';
+import { LinkEngine } from '../../daemon/mesh/engine.js';
+import { openUdp } from '../../daemon/carriers/udp.js';
+import type { Member } from '../../daemon/switch/network.js';
+import { vi } from 'vitest';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -67,5 +71,42 @@ describe('links: a saved link that cannot be restored', () => {
     expect(links.list().links).toEqual([]);
     expect(links.snapshot().specs).toEqual([]);
     await expect(links.remove('l1')).rejects.toThrow(/no link named l1/);
+  });
+});
+
+describe('links: a remembered (roamed) endpoint', () => {
+  it('does not replace the configured one: a stale or planted address cannot cut the link off', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-roamed-'));
+    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const log = pino({ level: 'silent' });
+    // A black hole: a bound UDP socket that never answers.
+    const hole = dgram.createSocket('udp4');
+    await new Promise<void>((r) => hole.bind(0, '127.0.0.1', () => r()));
+    cleanup.push(() => new Promise<void>((r) => hole.close(() => r())));
+    const sw = { attachTrunk: () => ({}) as Member, detach: () => {}, trunkMacs: () => 0 } as unknown as Network;
+    const links = new Links({
+      log,
+      stateDir: dir,
+      tor,
+      save: () => {},
+      network: (n) => (n === 'lan' ? { sw, mtu: 1500 } : undefined),
+      capture: { portAdded: () => {}, portRemoved: () => {} },
+    });
+    cleanup.push(() => links.close());
+    // The far side only listens: it never dials us, so only our initiations can bring the link up.
+    const far = fixedKeyPair('roamed far');
+    const engine = new LinkEngine({ privateKey: far.privateKey, log });
+    cleanup.push(() => engine.close());
+    const c = await openUdp({ id: 'far', host: '127.0.0.1', port: 0, log });
+    engine.addCarrier(c);
+    engine.addPeer({ name: 'near', publicKey: keyFromBase64(links.publicKey())! }, { frames: () => {} });
+    const peer = keyToBase64(far.publicKey);
+    await links.restore({
+      specs: [{ name: 'l1', net: 'lan', peer, endpoint: `udp:127.0.0.1:${c.localPort}` }],
+      onions: {},
+      endpoints: { [peer]: `udp:127.0.0.1:${hole.address().port}` },
+    });
+    await vi.waitFor(() => expect(links.list().links[0]?.state).toBe('established'), { timeout: 3000, interval: 20 });
+    expect(links.list().links[0]?.endpoint).toBe(`/ip4/127.0.0.1/udp/${c.localPort}`);
   });
 });
