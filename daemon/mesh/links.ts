@@ -134,6 +134,8 @@ export class Links {
   private engine: LinkEngine | null = null;
   private readonly listeners = new Map<string, ListenerEntry>();
   private udpOut: Promise<Carrier> | null = null;
+  /** Links and agents that dial from the shared udp-out socket: it is closed when the last goes. */
+  private readonly udpOutUsers = new Set<string>();
   private readonly links = new Map<string, LinkEntry>();
   private readonly agents = new Map<string, AgentEntry>();
   private onionKeys: LinksState['onions'] = {};
@@ -273,11 +275,16 @@ export class Links {
       case 'udp': {
         // From the link's own UDP listener when it has one: the peer sees one address for us.
         if (listen !== null && listen.listen.kind === 'udp' && listen.carrier !== null) return { carrier: listen.carrier, to: await listen.carrier.resolve(ep), own: false };
-        this.udpOut ??= openUdp({ id: 'udp-out', host: '', port: 0, log: engine.log }).then((c) => {
+        this.udpOutUsers.add(owner);
+        const opening = (this.udpOut ??= openUdp({ id: 'udp-out', host: '', port: 0, log: engine.log }).then((c) => {
           engine.addCarrier(c);
           return c;
+        }));
+        // A failure is not kept: the next link tries again.
+        const c = await opening.catch((e: unknown) => {
+          if (this.udpOut === opening) this.udpOut = null;
+          throw e;
         });
-        const c = await this.udpOut;
         return { carrier: c, to: await c.resolve(ep), own: false };
       }
       case 'tcp': {
@@ -342,6 +349,7 @@ export class Links {
       }
     } catch (e) {
       if (dial?.own === true) await engine.removeCarrier(dial.carrier);
+      await this.releaseUdpOut(owner);
       await this.unlisten(spec.listen, owner);
       throw e instanceof UserError ? e : new UserError((e as Error).message);
     }
@@ -357,10 +365,20 @@ export class Links {
     return { peer, dial: dial?.own === true ? dial.carrier : null };
   }
 
+  /** The owner no longer dials from udp-out; the socket is closed when nobody does. */
+  private async releaseUdpOut(owner: string): Promise<void> {
+    if (!this.udpOutUsers.delete(owner) || this.udpOutUsers.size > 0 || this.udpOut === null) return;
+    const opening = this.udpOut;
+    this.udpOut = null;
+    const c = await opening.catch(() => null);
+    if (c !== null) await this.engine?.removeCarrier(c);
+  }
+
   private async closePeer(owner: string, peer: LinkPeer, dial: Carrier | null, listen: string | undefined): Promise<void> {
     this.rememberEndpoint(peer);
     peer.remove();
     if (dial !== null) await this.engine?.removeCarrier(dial);
+    await this.releaseUdpOut(owner);
     await this.unlisten(listen, owner);
   }
 

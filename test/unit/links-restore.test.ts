@@ -110,3 +110,31 @@ describe('links: a remembered (roamed) endpoint', () => {
     expect(links.list().links[0]?.endpoint).toBe(`/ip4/127.0.0.1/udp/${c.localPort}`);
   });
 });
+
+describe('links: the shared UDP socket links dial from', () => {
+  it('is closed once the last link using it is removed', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-udpout-'));
+    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const sw = { attachTrunk: () => ({}) as Member, detach: () => {}, trunkMacs: () => 0 } as unknown as Network;
+    const links = new Links({
+      log: pino({ level: 'silent' }),
+      stateDir: dir,
+      tor,
+      save: () => {},
+      network: (n) => (n === 'lan' ? { sw, mtu: 1500 } : undefined),
+      capture: { portAdded: () => {}, portRemoved: () => {} },
+    });
+    cleanup.push(() => links.close());
+    const carriers = (): string[] => (links as unknown as { engine: LinkEngine }).engine.allCarriers().map((c) => c.id);
+    await links.add({ name: 'l1', net: 'lan', peer: keyToBase64(fixedKeyPair('udp-out 1').publicKey), endpoint: 'udp:127.0.0.1:9' });
+    await links.add({ name: 'l2', net: 'lan', peer: keyToBase64(fixedKeyPair('udp-out 2').publicKey), endpoint: 'udp:127.0.0.1:9' });
+    expect(carriers()).toEqual(['udp-out']);
+    await links.remove('l1');
+    expect(carriers()).toEqual(['udp-out']);
+    await links.remove('l2');
+    expect(carriers()).toEqual([]);
+    // And opened again for the next one.
+    await links.add({ name: 'l3', net: 'lan', peer: keyToBase64(fixedKeyPair('udp-out 3').publicKey), endpoint: 'udp:127.0.0.1:9' });
+    expect(carriers()).toEqual(['udp-out']);
+  });
+});
