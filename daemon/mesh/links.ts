@@ -456,6 +456,8 @@ export class Links {
     this.d.network(e.spec.net)?.sw.detach(e.member);
     await e.port.close();
     await this.closePeer(owner, e.peer, e.dial, e.spec.listen);
+    // Where a removed peer was last seen is nothing to keep (nor to dial if it is added again).
+    delete this.endpoints[e.spec.peer];
     this.d.save();
     this.d.log.info({ link: n }, 'link removed');
     return { removed: n };

@@ -108,6 +108,10 @@ describe('links: a remembered (roamed) endpoint', () => {
     });
     await vi.waitFor(() => expect(links.list().links[0]?.state).toBe('established'), { timeout: 3000, interval: 20 });
     expect(links.list().links[0]?.endpoint).toBe(`/ip4/127.0.0.1/udp/${c.localPort}`);
+    expect(links.snapshot().endpoints).toEqual({ [peer]: `udp:127.0.0.1:${c.localPort}` });
+    // A removed link's peer address is not kept in the state.
+    await links.remove('l1');
+    expect(links.snapshot().endpoints).toEqual({});
   });
 });
 
