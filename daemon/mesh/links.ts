@@ -326,6 +326,11 @@ export class Links {
     if (this.engine !== null && peer === this.engine.publicKey) throw new UserError('the peer key is this daemon’s own link key');
     for (const l of this.links.values()) if (l.spec.peer === peer && `link:${l.spec.name}` !== owner) throw new UserError(`peer ${peer} is already the peer of link ${l.spec.name}`);
     for (const a of this.agents.values()) if (a.spec.peer === peer && `agent:${a.vm}` !== owner) throw new UserError(`peer ${peer} is already the agent of VM ${a.vm}`);
+    for (const f of this.failed) {
+      const p = (f.raw as { peer?: unknown } | null)?.peer;
+      const k = typeof p === 'string' ? keyFromBase64(p) : null;
+      if (k !== null && keyToBase64(k) === peer && `link:${f.name}` !== owner) throw new UserError(`peer ${peer} is already the peer of link ${f.name} (which could not be restored; remove it first)`);
+    }
   }
 
   /** Opens the carriers and the peer of one owner; undoes what it did when something fails. */

@@ -64,6 +64,9 @@ describe('links: a saved link that cannot be restored', () => {
     // Its name is not free: a second spec of that name would be saved beside it.
     await expect(links.add(spec)).rejects.toThrow(/could not be restored.*remove it first/);
     expect(links.snapshot().specs).toHaveLength(1);
+    // Nor is its peer: two saved links with one peer key would fight at the next start.
+    await expect(links.add({ ...spec, name: 'l2', listen: undefined, endpoint: 'udp:127.0.0.1:9' })).rejects.toThrow(/already the peer of link l1/);
+    expect(links.snapshot().specs).toHaveLength(1);
 
     const s0 = saves;
     await expect(links.remove('l1')).resolves.toEqual({ removed: 'l1' });
