@@ -254,15 +254,18 @@ export class Links {
     });
   }
 
-  private async unlisten(text: string | undefined, owner: string): Promise<void> {
+  /** `keep`: the daemon is stopping: an onion listener keeps its service key for the restart. */
+  private async unlisten(text: string | undefined, owner: string, keep = false): Promise<void> {
     if (text === undefined) return;
     const e = this.listeners.get(text);
     if (e === undefined) return;
     e.owners.delete(owner);
     if (e.owners.size > 0) return;
     this.listeners.delete(text);
-    if (e.onion !== null) await this.d.tor.unpublish(e.onion).catch(() => undefined);
-    delete this.onionKeys[text];
+    if (!keep) {
+      if (e.onion !== null) await this.d.tor.unpublish(e.onion).catch(() => undefined);
+      delete this.onionKeys[text];
+    }
     if (e.carrier !== null) await this.engine?.removeCarrier(e.carrier);
   }
 
@@ -379,12 +382,12 @@ export class Links {
     if (c !== null) await this.engine?.removeCarrier(c);
   }
 
-  private async closePeer(owner: string, peer: LinkPeer, dial: Carrier | null, listen: string | undefined): Promise<void> {
+  private async closePeer(owner: string, peer: LinkPeer, dial: Carrier | null, listen: string | undefined, keep = false): Promise<void> {
     this.rememberEndpoint(peer);
     peer.remove();
     if (dial !== null) await this.engine?.removeCarrier(dial);
     await this.releaseUdpOut(owner);
-    await this.unlisten(listen, owner);
+    await this.unlisten(listen, owner, keep);
   }
 
   /** Keeps a roamed UDP endpoint of a peer for the next start. */
@@ -490,10 +493,10 @@ export class Links {
       layer: spec.layer ?? 2,
       maxFrame: spec.layer === 3 ? mtu : netMax,
       waitingText: () => `waiting for mvnet agent ${spec.peer.slice(0, 8)}… on ${spec.listen}`,
-      onClose: async () => {
+      onClose: async (remove) => {
         if (this.agents.get(vm) !== entry) return;
         this.agents.delete(vm);
-        await this.closePeer(owner, peer, dial, spec.listen);
+        await this.closePeer(owner, peer, dial, spec.listen, !remove);
       },
     });
   }

@@ -145,3 +145,42 @@ describe('links: the shared UDP socket links dial from', () => {
     expect(carriers()).toEqual(['udp-out']);
   });
 });
+
+describe('links: an agent on an onion listener', () => {
+  it('keeps its onion key when the daemon stops (the agent dials that address), drops it when detached', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-onion-'));
+    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const unpublished: string[] = [];
+    const onionTor: LinkTor = {
+      ...tor,
+      connected: () => true,
+      publish: () => Promise.resolve({ serviceId: 'a'.repeat(56), key: 'ED25519-V3:secret' }),
+      unpublish: (id) => {
+        unpublished.push(id);
+        return Promise.resolve();
+      },
+    };
+    const links = new Links({
+      log: pino({ level: 'silent' }),
+      stateDir: dir,
+      tor: onionTor,
+      save: () => {},
+      network: () => undefined,
+      capture: { portAdded: () => {}, portRemoved: () => {} },
+    });
+    cleanup.push(() => links.close());
+    const spec = { kind: 'agent' as const, peer: keyToBase64(fixedKeyPair('onion agent').publicKey), listen: 'onion:7000' };
+    const saved = { 'onion:7000': { serviceId: 'a'.repeat(56), key: 'ED25519-V3:secret' } };
+    // The daemon stopping closes every VM's port with remove: false.
+    const p1 = await links.openAgent('vm1', spec, 1500);
+    expect(links.snapshot().onions).toEqual(saved);
+    await p1.close({ remove: false });
+    expect(links.snapshot().onions).toEqual(saved);
+    expect(unpublished).toEqual([]);
+    // Detached: the service and its key go.
+    const p2 = await links.openAgent('vm1', spec, 1500);
+    await p2.close({ remove: true });
+    expect(links.snapshot().onions).toEqual({});
+    expect(unpublished).toEqual(['a'.repeat(56)]);
+  });
+});
