@@ -15,7 +15,7 @@ import { REKEY_TIMEOUT_MS } from '../links/timers.js';
 import type { Carrier } from '../carriers/types.js';
 import type { Endpoint } from '../carriers/endpoint.js';
 
-/** Initiations per second above which the device asks for cookies (mac2) before any DH. */
+/** Handshake messages (initiations and responses) per second above which the device asks for cookies (mac2) before any DH. */
 export const LOAD_THRESHOLD_PER_S = 64;
 /** How often timers are looked at; the protocol's timers are seconds long. */
 const TICK_MS = 100;
@@ -287,8 +287,9 @@ export class LinkEngine {
 
   private onMessage(c: Carrier, msg: Buffer, from: string): void {
     const now = this.now();
-    // Initiations are the one message that costs DH before anything is known: watch their rate.
-    if (msg.length === 148 && msg[0] === 1) this.countInitiation(now);
+    // Handshake messages cost DH before they authenticate (an initiation before its sender is
+    // known, a response to one of our pending indices, which the path sees): watch their rate.
+    if ((msg.length === 148 && msg[0] === 1) || (msg.length === 92 && msg[0] === 2)) this.countHandshake(now);
     let r: Received;
     try {
       r = this.device.receive(msg, now, `${c.id} ${from}`);
@@ -335,7 +336,7 @@ export class LinkEngine {
     if ((n & (n - 1)) === 0) this.log.info({ reason, carrier: c.id, from, count: n }, 'link message dropped');
   }
 
-  private countInitiation(now: number): void {
+  private countHandshake(now: number): void {
     if (now - this.windowStart >= 1000) {
       this.windowStart = now;
       this.windowInitiations = 0;

@@ -15,6 +15,8 @@ import net from 'node:net';
 import type { Carrier } from '../../daemon/carriers/types.js';
 import { parseEndpoint } from '../../daemon/carriers/endpoint.js';
 import { fixedKeyPair } from '../support/links-lab.js';
+import { CookieGenerator } from '../../daemon/links/cookie.js';
+import { encodeResponse, RESPONSE_MAC1 } from '../../daemon/links/messages.js';
 
 const log = pino({ level: 'silent' });
 
@@ -260,6 +262,33 @@ describe('link engine over UDP', () => {
     await waitFrames(b, 2);
     // Until the load was seen, each initiation cost the responder DH; after, none did.
     expect(b.engine.device.counters.dh - dhBefore).toBeLessThan(2 * 60);
+  });
+
+  it('counts forged responses toward the load too: an on-path sender cannot make it spend DH on each', async () => {
+    // A dials a silent address (a socket we hold: the host pipe sees A's initiation and its index).
+    const a = await side('mesh-resp-a', { loadThreshold: 20 });
+    const pipe = dgram.createSocket('udp4');
+    await new Promise<void>((res) => pipe.bind(0, '127.0.0.1', () => res()));
+    cleanups.push(() => void pipe.close());
+    const got = new Promise<Buffer>((res) => pipe.once('message', (m) => res(Buffer.from(m))));
+    const ep = parseEndpoint(`127.0.0.1:${pipe.address().port}`);
+    a.engine.addPeer({ name: 'b', publicKey: fixedKeyPair('mesh-resp-b').publicKey, endpoint: { carrier: a.carrier, to: await a.carrier.resolve(ep), text: ep } }, { frames: () => {} });
+    const init = await got;
+    const index = init.readUInt32LE(4);
+    // Forged responses to that index: valid mac1 (A's key is public), a fresh ephemeral, a bogus tag.
+    const gen = new CookieGenerator(a.engine.device.publicKey);
+    const forged = (i: number): Buffer => {
+      const m = encodeResponse({ sender: i, receiver: index, ephemeral: fixedKeyPair(`forged ${i % 8}`).publicKey, encryptedNothing: Buffer.alloc(16, i) });
+      gen.addMacs(m, RESPONSE_MAC1, 0);
+      return m;
+    };
+    const dhBefore = a.engine.device.counters.dh;
+    for (let i = 0; i < 1000; i++) pipe.send(forged(i), a.carrier.localPort, '127.0.0.1');
+    await vi.waitFor(() => expect(a.carrier.stats().rxMessages).toBe(1000), { timeout: 5000, interval: 10 });
+    expect(a.engine.device.counters.drops['bad-mac']).toBeGreaterThan(0);
+    // Each response that reached the handshake cost 2 DH; past the threshold they need a cookie first.
+    expect(a.engine.device.counters.dh - dhBefore).toBeLessThan(2 * 60);
+    expect(a.engine.device.counters.cookieRepliesSent).toBeGreaterThan(0);
   });
 
   it('follows a roaming peer: replies go to its latest authenticated address', async () => {
