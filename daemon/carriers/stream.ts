@@ -10,7 +10,7 @@ import { createSocketAt, removeOwnSocket, type FileId } from '../../plugins/comm
 import { listenAdopted } from '../../plugins/unix-stream/listen.js';
 import type { Endpoint } from './endpoint.js';
 import { FramedConnection, type ConnEvents } from './stream-conn.js';
-import { StatsCounter, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
+import { StatsCounter, addressRateKey, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
 
 /**
  * Connections a listener holds at once. Anyone who can reach it may connect before any key is
@@ -106,6 +106,15 @@ class StreamListener implements Carrier {
 
   onMessage(h: (msg: Buffer, from: string) => void): void {
     this.handler = h;
+  }
+
+  /** TCP: the remote's address (its connections share one allowance); unix: each connection. */
+  rateKey(from: string): string {
+    const c = this.conns.get(from);
+    const a = this.kind === 'tcp' ? c?.sock.remoteAddress : undefined;
+    if (a === undefined) return from;
+    const plain = a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
+    return addressRateKey(plain.includes(':') ? `[${plain}]:0` : `${plain}:0`);
   }
 
   vouch(from: string): void {

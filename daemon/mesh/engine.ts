@@ -22,24 +22,6 @@ const TICK_MS = 100;
 /** Frames handed to a sink at once, at most. */
 const RX_BATCH = 64;
 
-/** "198.51.100.7:5" → "198.51.100.7"; "[2001:db8:1:2:3::4]:5" → "2001:db8:1:2::/64"; anything else as it is. */
-export function udpRateKey(from: string): string {
-  if (!from.startsWith('[')) {
-    const colon = from.lastIndexOf(':');
-    return colon > 0 ? from.slice(0, colon) : from;
-  }
-  const addr = from.slice(1, from.indexOf(']')).replace(/%.*$/, '');
-  const halves = addr.split('::');
-  if (halves.length > 2) return addr;
-  const head = halves[0] !== '' ? halves[0]!.split(':') : [];
-  const tail = halves.length === 2 && halves[1] !== '' ? halves[1]!.split(':') : [];
-  const groups = halves.length === 2 ? [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail] : head;
-  return `${groups
-    .slice(0, 4)
-    .map((g) => (parseInt(g, 16) || 0).toString(16))
-    .join(':')}::/64`;
-}
-
 export interface PeerSink {
   /** Decrypted frames of one peer, in order; the buffers are the sink's to keep. */
   frames(batch: readonly Buffer[]): void;
@@ -157,14 +139,15 @@ export class LinkEngine {
   }
 
   /**
-   * What the handshake rate limit counts by (under load): a UDP sender's IPv4 address or IPv6 /64
-   * (as WireGuard's), whatever its port, so one host cannot multiply its allowance by ports; a
-   * stream connection by itself (their number is capped by the listener).
+   * What the handshake rate limit counts by (under load): what the carrier says (a UDP or TCP
+   * sender's IPv4 address or IPv6 /64, as WireGuard's, whatever its port or connection, so one
+   * host cannot multiply its allowance by ports or connections), else the source itself.
    */
   private rateKey(source: string): string {
     const sp = source.indexOf(' ');
-    if (this.carriers.get(source.slice(0, sp))?.kind !== 'udp') return source;
-    return udpRateKey(source.slice(sp + 1));
+    const c = this.carriers.get(source.slice(0, sp));
+    const k = c?.rateKey?.(source.slice(sp + 1));
+    return k !== undefined ? `${c!.id} ${k}` : source;
   }
 
   get publicKey(): string {

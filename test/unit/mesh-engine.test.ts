@@ -7,7 +7,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import dgram from 'node:dgram';
 import pino from 'pino';
-import { LinkEngine, udpRateKey, type LinkPeer } from '../../daemon/mesh/engine.js';
+import { LinkEngine, type LinkPeer } from '../../daemon/mesh/engine.js';
+import { addressRateKey as udpRateKey } from '../../daemon/carriers/types.js';
 import { openUdp } from '../../daemon/carriers/udp.js';
 import { dialStream, listenStream } from '../../daemon/carriers/stream.js';
 import { connectTcp } from '../../daemon/carriers/connect.js';
@@ -16,6 +17,8 @@ import type { Carrier } from '../../daemon/carriers/types.js';
 import { parseEndpoint } from '../../daemon/carriers/endpoint.js';
 import { fixedKeyPair } from '../support/links-lab.js';
 import { CookieGenerator } from '../../daemon/links/cookie.js';
+import { Device } from '../../daemon/links/device.js';
+import { StreamFramer, encodeStreamBatch } from '../../plugins/common/stream-framer.js';
 import { encodeResponse, RESPONSE_MAC1 } from '../../daemon/links/messages.js';
 
 const log = pino({ level: 'silent' });
@@ -163,6 +166,40 @@ describe('link engine over a TCP listener', () => {
     expect(bPeer.state()).toBe('established');
     // Still the first connection: it was never closed and re-dialled.
     expect(bPeer.peer.endpoint).toBe('listen c1');
+  });
+});
+
+describe('link engine over a TCP listener, under load', () => {
+  it('holds all connections from one address to one handshake allowance', async () => {
+    const kb = fixedKeyPair('tcp-load-b');
+    const eb = new LinkEngine({ privateKey: kb.privateKey, log, loadThreshold: 1 });
+    cleanups.push(() => eb.close());
+    const l = await listenStream({ id: 'listen', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, log });
+    eb.addCarrier(l);
+    const port = (l as { localPort?: number }).localPort!;
+    // Ten connections, each a stranger who knows B's public key and fetches a cookie for it.
+    const conns = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const sock = await connectTcp('127.0.0.1', port, 2000);
+        cleanups.push(() => void sock.destroy());
+        const dev = new Device({ privateKey: fixedKeyPair(`tcp-load stranger ${i}`).privateKey });
+        const peer = dev.addPeer({ publicKey: kb.publicKey });
+        const framer = new StreamFramer(1, 70_000);
+        const replies: Buffer[] = [];
+        sock.on('data', (c: Buffer) => framer.push(c, (fs) => fs.forEach((f) => replies.push(Buffer.from(f)))));
+        return { sock, dev, peer, replies };
+      }),
+    );
+    // Past the threshold: every initiation without mac2 gets a cookie reply.
+    for (const c of conns) for (let k = 0; k < 2; k++) c.sock.write(encodeStreamBatch([c.peer.handshakeInit(k * 6000)!], 1));
+    await vi.waitFor(() => expect(conns.every((c) => c.replies.some((r) => r[0] === 3))).toBe(true), { timeout: 3000, interval: 10 });
+    for (const c of conns) for (const r of c.replies) if (r[0] === 3) c.dev.receive(r, 12_000, 'b');
+    const dh0 = eb.device.counters.dh;
+    // Then ten initiations with a valid mac2 on each connection.
+    for (const c of conns) for (let k = 0; k < 10; k++) c.sock.write(encodeStreamBatch([c.peer.handshakeInit(18_000 + k * 6000)!], 1));
+    await vi.waitFor(() => expect(eb.device.counters.drops['unknown-peer'] + eb.device.counters.drops['rate-limit']).toBeGreaterThanOrEqual(100), { timeout: 3000, interval: 10 });
+    // One address: one burst (5) and 20 a second, not ten of each.
+    expect(eb.device.counters.dh - dh0).toBeLessThan(15);
   });
 });
 
