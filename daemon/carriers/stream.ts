@@ -15,7 +15,7 @@ import { StatsCounter, addressRateKey, ignoreMessage, reasonOf, type Carrier, ty
 /**
  * Connections a listener holds at once. Anyone who can reach it may connect before any key is
  * checked, so past this a connection is shed: the stranger's (nothing authenticated on it yet,
- * see Carrier.vouch) silent longest, and only when every one is a peer's, the peer's silent
+ * see Carrier.vouch) connected longest, and only when every one is a peer's, the peer's silent
  * longest (a live link's dialer re-dials if it was the one shed).
  */
 export const MAX_CONNECTIONS = 256;
@@ -80,8 +80,11 @@ class StreamListener implements Carrier {
     if (this.conns.size >= MAX_CONNECTIONS) {
       let quietest: FramedConnection | null = null;
       for (const c of this.conns.values()) {
-        // A stranger's before any peer's; among equals, the one silent longest.
-        if (quietest === null || (quietest.vouched && !c.vouched) || (quietest.vouched === c.vouched && c.lastRx < quietest.lastRx)) quietest = c;
+        // A stranger's before any peer's: the stranger connected longest (nearest its deadline;
+        // talking does not keep a stranger's connection, or a flood of chatty ones would shed a
+        // peer's new connection before its handshake completes); among peers, the one silent longest.
+        if (quietest === null || (quietest.vouched && !c.vouched)) quietest = c;
+        else if (quietest.vouched === c.vouched && (c.vouched ? c.lastRx < quietest.lastRx : c.openedAt < quietest.openedAt)) quietest = c;
       }
       if (quietest !== null) {
         this.conns.delete(quietest.from);

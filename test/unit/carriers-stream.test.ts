@@ -276,6 +276,25 @@ describe('stream carriers: strangers (nothing authenticated yet)', () => {
     expect(l.reachable('c1')).toBe(true);
   });
 
+  it('sheds the stranger connected longest: chatty strangers cannot shed a new connection mid-handshake', async () => {
+    const l = await tcpListener();
+    const inL = new Inbox(l);
+    const strangers: net.Socket[] = [];
+    for (let i = 0; i < MAX_CONNECTIONS - 1; i++) strangers.push(await rawClient({ host: '127.0.0.1', port: l.localPort! }));
+    // A peer's dialer connects and sends its initiation; its handshake is not done yet.
+    const newcomer = await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    newcomer.write(encodeStreamBatch([numbered(0)], 1));
+    await inL.count(1);
+    await new Promise((r) => setTimeout(r, 10));
+    // The strangers talk (more recently than the newcomer), and one more connects.
+    strangers.forEach((c, i) => c.write(encodeStreamBatch([numbered(i + 1)], 1)));
+    await inL.count(MAX_CONNECTIONS);
+    await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    await closed(strangers[0]!);
+    expect(newcomer.destroyed).toBe(false);
+    expect(l.reachable(`c${MAX_CONNECTIONS}`)).toBe(true);
+  });
+
   it('closes a connection on which nothing authenticates in time, and keeps a peer\'s', async () => {
     const l = track(await listenStream({ id: 'l', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, log, strangerDeadlineMs: 300 }));
     const stranger = await rawClient({ host: '127.0.0.1', port: l.localPort! });
