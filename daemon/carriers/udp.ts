@@ -9,7 +9,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { dataPathFault } from '../errors.js';
 import type { Endpoint } from './endpoint.js';
-import { MAX_MESSAGE, StatsCounter, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
+import { MAX_MESSAGE, StatsCounter, addressRateKey, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
 
 /** Socket buffers asked for; the kernel may cap them (net.core.rmem_max), which is fine. */
 const SOCKET_BUFFER = 4 << 20;
@@ -164,6 +164,10 @@ class UdpCarrier implements Carrier {
 
   reachable(_to: string): boolean {
     return !this.closed;
+  }
+
+  rateKey(from: string): string {
+    return addressRateKey(from);
   }
 
   close(): Promise<void> {
