@@ -142,6 +142,10 @@ export class Links {
   private endpoints: LinksState['endpoints'] = {};
   /** Links of the state file that could not be restored: kept (saved, listed as failed) until removed. */
   private failed: { raw: unknown; name: string | null; error: string }[] = [];
+  /** Failed links are tried again (a port that was taken at boot, a network made later), 5 s doubling to 60 s. */
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryMs = 5000;
+  private closed = false;
   private torHooked = false;
 
   constructor(private readonly d: LinksDeps) {}
@@ -411,11 +415,11 @@ export class Links {
 
   // --- links ---------------------------------------------------------------------------------
 
-  async add(params: unknown, restoring = false): Promise<LinkInfo> {
+  async add(params: unknown, restoring = false, retry = false): Promise<LinkInfo> {
     const spec = checkLinkSpec(params);
     if (this.links.has(spec.name)) throw new UserError(`link ${spec.name} already exists`);
     const failed = this.failed.find((f) => f.name === spec.name);
-    if (failed !== undefined) throw new UserError(`link ${spec.name} is in the state file but could not be restored (${failed.error}); remove it first`);
+    if (failed !== undefined && !retry) throw new UserError(`link ${spec.name} is in the state file but could not be restored (${failed.error}); remove it first`);
     const net = this.d.network(spec.net);
     if (net === undefined) throw new UserError(`no network named ${spec.net}`);
     const netMax = maxFrameFor(net.mtu);
@@ -536,12 +540,42 @@ export class Links {
         this.d.log.error({ err: (e as Error).message, link: s }, 'could not restore a link');
       }
     }
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer !== null || this.closed || !this.failed.some((f) => f.name !== null)) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.retryFailed();
+    }, this.retryMs);
+    this.retryTimer.unref();
+    this.retryMs = Math.min(this.retryMs * 2, 60_000);
+  }
+
+  private async retryFailed(): Promise<void> {
+    for (const f of [...this.failed]) {
+      if (this.closed) return;
+      if (f.name === null || !this.failed.includes(f)) continue;
+      try {
+        await this.add(f.raw, true, true);
+        const i = this.failed.indexOf(f);
+        if (i >= 0) this.failed.splice(i, 1);
+        this.d.log.info({ link: f.name }, 'a link that could not be restored is up now');
+        this.d.save();
+      } catch (e) {
+        f.error = (e as Error).message;
+      }
+    }
+    this.scheduleRetry();
   }
 
   snapshot(): LinksState {
     for (const l of this.links.values()) this.rememberEndpointQuiet(l.peer);
     for (const a of this.agents.values()) this.rememberEndpointQuiet(a.peer);
-    return { specs: [...[...this.links.values()].map((l) => l.spec), ...(this.failed.map((f) => f.raw) as LinkSpec[])], onions: this.onionKeys, endpoints: this.endpoints };
+    // A failed link being retried may be up already: listed once.
+    const failed = this.failed.filter((f) => f.name === null || !this.links.has(f.name));
+    return { specs: [...[...this.links.values()].map((l) => l.spec), ...(failed.map((f) => f.raw) as LinkSpec[])], onions: this.onionKeys, endpoints: this.endpoints };
   }
 
   private rememberEndpointQuiet(peer: LinkPeer): void {
@@ -650,7 +684,7 @@ export class Links {
     const engine = this.engine;
     const links: LinkInfo[] = [...this.links.values()].map((l) => this.info(l));
     for (const a of this.agents.values()) links.push({ name: a.vm, net: '', kind: 'agent', ...this.peerInfo(a.peer), listen: this.listenInfo(a.spec.listen), macs: 0 });
-    for (const f of this.failed) links.push(this.failedInfo(f));
+    for (const f of this.failed) if (f.name === null || !this.links.has(f.name)) links.push(this.failedInfo(f));
     const listeners: LinkListenerInfo[] = [...this.listeners.values()].map((e) => ({
       listen: this.listenInfo(e.text),
       text: e.text,
@@ -672,6 +706,8 @@ export class Links {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     for (const l of this.links.values()) {
       this.rememberEndpointQuiet(l.peer);
       await l.port.close();

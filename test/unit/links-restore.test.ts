@@ -77,6 +77,41 @@ describe('links: a saved link that cannot be restored', () => {
   });
 });
 
+describe('links: a saved link whose cause of failure goes away', () => {
+  it('is tried again by itself and comes up', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    cleanup.push(() => void vi.useRealTimers());
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-retry-'));
+    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const squatter = dgram.createSocket('udp4');
+    await new Promise<void>((r) => squatter.bind(0, '127.0.0.1', () => r()));
+    const port = squatter.address().port;
+    const sw = { attachTrunk: () => ({}) as Member, detach: () => {}, trunkMacs: () => 0 } as unknown as Network;
+    let saves = 0;
+    const links = new Links({
+      log: pino({ level: 'silent' }),
+      stateDir: dir,
+      tor,
+      save: () => saves++,
+      network: (n) => (n === 'lan' ? { sw, mtu: 1500 } : undefined),
+      capture: { portAdded: () => {}, portRemoved: () => {} },
+    });
+    cleanup.push(() => links.close());
+    const spec = { name: 'l1', net: 'lan', peer: keyToBase64(fixedKeyPair('retry peer').publicKey), listen: `udp:127.0.0.1:${port}` };
+    await links.restore({ specs: [spec], onions: {}, endpoints: {} });
+    expect(links.list().links[0]!.state).toBe('failed');
+    // Still taken at the first retry: still failed.
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(links.list().links[0]!.state).toBe('failed');
+    await new Promise<void>((r) => squatter.close(() => r()));
+    await vi.advanceTimersByTimeAsync(10_000);
+    await vi.waitFor(() => expect(links.list().links[0]!.state).toBe('waiting'));
+    expect(links.list().links).toHaveLength(1);
+    expect(links.snapshot().specs).toEqual([spec]);
+    expect(saves).toBeGreaterThan(0);
+  });
+});
+
 describe('links: a remembered (roamed) endpoint', () => {
   it('does not replace the configured one: a stale or planted address cannot cut the link off', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-roamed-'));
