@@ -628,7 +628,9 @@ napi_value UdpSocket::JsTarget(napi_env env, napi_callback_info info) {
 // of kUdpBatch. Fills txInfo with [sent, sentBytes, queueFull, ioError]: a send that would block
 // drops the unsent rest as queueFull; any other error drops the one datagram (or, for a
 // malformed element or a closed socket, the element) as ioError. Never blocks, never queues.
-// Throws TypeError only for a malformed `sockaddr` or a `msgs` that is not an array.
+// Throws TypeError only for a malformed `sockaddr` or a `msgs` that is not an array. `msgs` is
+// meant to be a plain array of Buffers (the carrier's): one whose element getters detach an
+// earlier element's ArrayBuffer while it is read is not defended against.
 napi_value UdpSocket::JsSend(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -689,6 +691,11 @@ napi_value UdpSocket::JsSend(napi_env env, napi_callback_info info) {
         msgs[m].msg_hdr.msg_iov = &iov[m];
         msgs[m].msg_hdr.msg_iovlen = 1;
         m++;
+      }
+      // Reading an element may run JS (a getter, a Proxy) that closed the socket meanwhile.
+      if (p->closed_ || p->failed_ || p->fd_ < 0) {
+        io_error += m;
+        continue;
       }
       uint32_t done = 0;
       while (done < m) {
