@@ -274,6 +274,10 @@ export interface UdpSocketStats {
   /** Exceptions thrown by onRead/onError (caught so the process survives). */
   callbackErrors: number;
   lastRxError?: string;
+  /** Runs of equal-sized datagrams sent as one UDP GSO message (UDP_SEGMENT). */
+  txGso: number;
+  /** Whether GSO is still used (off for good after the kernel or the path refused it). */
+  gso: boolean;
 }
 
 /**
@@ -306,7 +310,10 @@ export interface NativeUdpSocket {
    * of a v6 socket as "::ffff:a.b.c.d") and a port 1..65535, or null.
    */
   target(address: string, port: number): Buffer | null;
-  /** sendmmsg of `msgs` to a sockaddr from target(); results in txInfo. Never blocks or queues. */
+  /**
+   * sendmmsg of `msgs` to a sockaddr from target(), runs of equal-sized ones (the last may be
+   * shorter) as one UDP GSO message each; results in txInfo. Never blocks or queues.
+   */
   send(sockaddr: Buffer, msgs: readonly Uint8Array[]): void;
   stats(): UdpSocketStats;
   /** Stops polling and closes the fd. Idempotent; send() afterwards counts everything as ioError. */

@@ -9,6 +9,7 @@
 // queues, never blocks); other errors drop the datagram they concern.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <node_api.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -33,6 +34,8 @@ constexpr int kUdpReadRounds = 4;
 constexpr int kUdpReadTries = 8;
 constexpr int kUdpMaxPollErrors = 16;
 constexpr int kUdpSocketBuf = 4 << 20;
+constexpr uint32_t kGsoMaxSegments = 64;   // the kernel's UDP_MAX_SEGMENTS
+constexpr size_t kGsoMaxBytes = 65507;      // one IPv4 UDP payload at most
 static_assert(kUdpSources >= kUdpBatch, "a batch must never evict a source it already uses");
 static_assert(kUdpSources <= 256, "source indices are bytes");
 
@@ -131,6 +134,8 @@ class UdpSocket {
   void Fail(int err, const char* what);
   void CallJs(const char* prop, size_t argc, napi_value* argv);
   void Close();
+  void SendGathered(iovec* iov, uint32_t m, sockaddr_storage* to, socklen_t to_len, double* sent, double* sent_bytes,
+                    double* queue_full, double* io_error, bool* blocked);
 
   napi_env env_ = nullptr;
   napi_ref wrapper_ = nullptr;  // weak; strong while polling so a live socket isn't collected
@@ -164,6 +169,12 @@ class UdpSocket {
   uint32_t gen_ = 0;
   uint32_t last_ = 0;
   uint32_t next_ = 0;
+
+  // UDP GSO (UDP_SEGMENT): off for good after an error that says the path or kernel cannot do
+  // it; segment sizes from gso_fail_size_ up are sent plainly (larger than the path's MTU).
+  bool gso_off_ = false;
+  uint32_t gso_fail_size_ = UINT32_MAX;
+  double tx_gso_ = 0;
 
   double rx_errors_ = 0, cb_errors_ = 0, rx_truncated_ = 0;
   int last_rx_error_ = 0;
@@ -661,7 +672,6 @@ napi_value UdpSocket::JsSend(napi_env env, napi_callback_info info) {
   if (p->closed_ || p->failed_ || p->fd_ < 0) {
     io_error = total;
   } else {
-    mmsghdr msgs[kUdpBatch];
     iovec iov[kUdpBatch];
     uint32_t i = 0;
     bool blocked = false;
@@ -685,11 +695,6 @@ napi_value UdpSocket::JsSend(napi_env env, napi_callback_info info) {
         }
         iov[m].iov_base = d;
         iov[m].iov_len = len;
-        std::memset(&msgs[m], 0, sizeof(msgs[m]));
-        msgs[m].msg_hdr.msg_name = &ss;
-        msgs[m].msg_hdr.msg_namelen = static_cast<socklen_t>(sa_len);
-        msgs[m].msg_hdr.msg_iov = &iov[m];
-        msgs[m].msg_hdr.msg_iovlen = 1;
         m++;
       }
       // Reading an element may run JS (a getter, a Proxy) that closed the socket meanwhile.
@@ -697,26 +702,7 @@ napi_value UdpSocket::JsSend(napi_env env, napi_callback_info info) {
         io_error += m;
         continue;
       }
-      uint32_t done = 0;
-      while (done < m) {
-        int r = sendmmsg(p->fd_, msgs + done, m - done, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (r > 0) {
-          uint32_t k = static_cast<uint32_t>(r) <= m - done ? static_cast<uint32_t>(r) : m - done;
-          for (uint32_t j = 0; j < k; j++) sent_bytes += static_cast<double>(iov[done + j].iov_len);
-          sent += k;
-          done += k;
-          continue;
-        }
-        int err = r == 0 ? EIO : errno;
-        if (err == EINTR) continue;
-        if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
-          blocked = true;
-          queue_full += m - done;
-          break;
-        }
-        io_error++;  // this datagram (EMSGSIZE, unreachable…): skip it, try the rest
-        done++;
-      }
+      p->SendGathered(iov, m, &ss, static_cast<socklen_t>(sa_len), &sent, &sent_bytes, &queue_full, &io_error, &blocked);
     }
     if (blocked) queue_full += total - i;  // the rest of the batch, never gathered
   }
@@ -727,6 +713,126 @@ napi_value UdpSocket::JsSend(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// Sends iov[0..m) (one datagram each) to `to`: runs of equal-sized datagrams (the last of a run
+// may be shorter) go as one UDP GSO message (UDP_SEGMENT: the kernel makes the datagrams, one
+// pass through the stack), the rest one mmsghdr each, all in sendmmsg calls. Would block: the
+// unsent rest is queue_full and *blocked set. Another error drops the datagram (or GSO run) it
+// concerns, unless it says GSO cannot be used: then the run is resent one datagram at a time.
+void UdpSocket::SendGathered(iovec* iov, uint32_t m, sockaddr_storage* to, socklen_t to_len, double* sent,
+                             double* sent_bytes, double* queue_full, double* io_error, bool* blocked) {
+  mmsghdr gm[kUdpBatch];
+  uint32_t first[kUdpBatch], count[kUdpBatch];
+  size_t bytes[kUdpBatch];
+  uint16_t seg[kUdpBatch];
+  alignas(cmsghdr) char ctrl[kUdpBatch][CMSG_SPACE(sizeof(uint16_t))];
+  uint32_t ng = 0;
+  for (uint32_t j = 0; j < m && ng < kUdpBatch;) {
+    size_t len = iov[j].iov_len;
+    uint32_t cnt = 1;
+    size_t total = len;
+    if (!gso_off_ && len > 0 && len < gso_fail_size_ && len <= 0xffff) {
+      while (j + cnt < m && cnt < kGsoMaxSegments) {
+        size_t lk = iov[j + cnt].iov_len;
+        if (lk == 0 || lk > len || total + lk > kGsoMaxBytes) break;
+        cnt++;
+        total += lk;
+        if (lk < len) break;
+      }
+    }
+    mmsghdr& h = gm[ng];
+    std::memset(&h, 0, sizeof(h));
+    h.msg_hdr.msg_name = to;
+    h.msg_hdr.msg_namelen = to_len;
+    h.msg_hdr.msg_iov = &iov[j];
+    h.msg_hdr.msg_iovlen = cnt;
+    if (cnt > 1) {
+      std::memset(ctrl[ng], 0, sizeof(ctrl[ng]));
+      h.msg_hdr.msg_control = ctrl[ng];
+      h.msg_hdr.msg_controllen = sizeof(ctrl[ng]);
+      cmsghdr* c = CMSG_FIRSTHDR(&h.msg_hdr);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gso = static_cast<uint16_t>(len);
+      std::memcpy(CMSG_DATA(c), &gso, sizeof(gso));
+    }
+    first[ng] = j;
+    count[ng] = cnt;
+    bytes[ng] = total;
+    seg[ng] = static_cast<uint16_t>(len <= 0xffff ? len : 0);
+    ng++;
+    j += cnt;
+  }
+  auto rest = [&](uint32_t from_group) {
+    double n = 0;
+    for (uint32_t g = from_group; g < ng; g++) n += count[g];
+    return n;
+  };
+  uint32_t done = 0;
+  while (done < ng) {
+    int r = sendmmsg(fd_, gm + done, ng - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r > 0) {
+      uint32_t k = static_cast<uint32_t>(r) <= ng - done ? static_cast<uint32_t>(r) : ng - done;
+      for (uint32_t g = done; g < done + k; g++) {
+        *sent += count[g];
+        *sent_bytes += static_cast<double>(bytes[g]);
+        if (count[g] > 1) tx_gso_++;
+      }
+      done += k;
+      continue;
+    }
+    int err = r == 0 ? EIO : errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+      *blocked = true;
+      *queue_full += rest(done);
+      return;
+    }
+    if (count[done] == 1) {
+      (*io_error)++;  // this datagram (EMSGSIZE, unreachable…): skip it, try the rest
+      done++;
+      continue;
+    }
+    // A GSO run refused. EIO (no checksum offload on the way, xfrm), ENOPROTOOPT/EOPNOTSUPP (no
+    // UDP GSO): never again. EINVAL/EMSGSIZE (segments larger than the path MTU): not at this
+    // size again. Anything else concerns the destination: drop the run.
+    if (err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP) {
+      gso_off_ = true;
+    } else if (err == EINVAL || err == EMSGSIZE) {
+      if (seg[done] < gso_fail_size_) gso_fail_size_ = seg[done];
+    } else {
+      *io_error += count[done];
+      done++;
+      continue;
+    }
+    for (uint32_t k = 0; k < count[done]; k++) {
+      mmsghdr one;
+      std::memset(&one, 0, sizeof(one));
+      one.msg_hdr.msg_name = to;
+      one.msg_hdr.msg_namelen = to_len;
+      one.msg_hdr.msg_iov = &iov[first[done] + k];
+      one.msg_hdr.msg_iovlen = 1;
+      int r1;
+      do {
+        r1 = sendmmsg(fd_, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+      } while (r1 < 0 && errno == EINTR);
+      if (r1 == 1) {
+        (*sent)++;
+        *sent_bytes += static_cast<double>(iov[first[done] + k].iov_len);
+        continue;
+      }
+      int e1 = r1 < 0 ? errno : EIO;
+      if (e1 == EAGAIN || e1 == EWOULDBLOCK || e1 == ENOBUFS) {
+        *blocked = true;
+        *queue_full += (count[done] - k) + rest(done + 1);
+        return;
+      }
+      (*io_error)++;
+    }
+    done++;
+  }
+}
+
 napi_value UdpSocket::JsStats(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   UdpSocket* p = Unwrap(env, info, &argc, nullptr);
@@ -734,7 +840,8 @@ napi_value UdpSocket::JsStats(napi_env env, napi_callback_info info) {
   napi_value o;
   MVNET_CALL(env, napi_create_object(env, &o));
   if (!SetNumber(env, o, "rxErrors", p->rx_errors_) || !SetNumber(env, o, "rxTruncated", p->rx_truncated_) ||
-      !SetNumber(env, o, "callbackErrors", p->cb_errors_)) {
+      !SetNumber(env, o, "callbackErrors", p->cb_errors_) || !SetNumber(env, o, "txGso", p->tx_gso_) ||
+      !SetBool(env, o, "gso", !p->gso_off_)) {
     return nullptr;
   }
   if (p->last_rx_error_ != 0 && !SetString(env, o, "lastRxError", ErrnoName(p->last_rx_error_))) return nullptr;
