@@ -34,8 +34,9 @@ export interface Carrier {
   onConnected?(h: () => void): void;
   /**
    * Sends to a `from` seen earlier, or to an address from `resolve`. false (and counted) when it
-   * cannot. The buffers must not be changed afterwards: UDP hands them to the kernel later when
-   * the socket's send buffer is full (streams copy them at once).
+   * cannot. UDP hands the buffers to the kernel during the call (a full send buffer drops the
+   * rest, counted queue-full); streams copy them at once. Still, do not change them afterwards:
+   * a carrier may queue.
    */
   send(to: string, msgs: readonly Buffer[]): boolean;
   /** Turns an Endpoint into a `to` string (udp: DNS lookup; dialers: "remote"). Rejects with a one-line Error. */

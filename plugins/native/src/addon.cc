@@ -36,6 +36,7 @@ napi_value DefineFdPassExports(napi_env env, napi_value exports);
 napi_value DefineNetlinkExports(napi_env env, napi_value exports);
 // lock.cc: lockFile.
 napi_value DefineLockExports(napi_env env, napi_value exports);
+napi_value DefineUdpExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -644,6 +645,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!DefineFdPassExports(env, exports)) return nullptr;
   if (!DefineNetlinkExports(env, exports)) return nullptr;
   if (!DefineLockExports(env, exports)) return nullptr;
+  if (!DefineUdpExports(env, exports)) return nullptr;
   return exports;
 }
 
