@@ -12,7 +12,8 @@
         "plugins/native/src/netns.cc",
         "plugins/native/src/ping.cc",
         "plugins/native/src/lock.cc",
-        "plugins/native/src/tee-filter.cc"
+        "plugins/native/src/tee-filter.cc",
+        "plugins/native/src/udp.cc"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]

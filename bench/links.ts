@@ -19,14 +19,20 @@
  *   - 65000: large frames, the veth at 65535, network and wg MTU 65000 on both: the largest round
  *     number whose encrypted message (65000 + 14 + 32 + padding) fits one IPv4 UDP datagram
  *     (65507 bytes of payload) for both.
+ *   - 1420tso (not run by default): 1420 with the VMs' TSO on (mvnet TAPs with --vnet-hdr; wg
+ *     VMs' veths keep TSO). Neither tunnel carries super-frames: mvnet's link port has no vnet
+ *     header (the switch segments them), this wireguard-go (2022) reads its TUN without offloads.
  *
  * Per setting, --reps samples of each path, interleaved (the order alternates, so drift in the
  * machine's load hits both alike): `iperf3 -t T -O 1` (TCP, one stream, the first second not
  * counted), then a ping RTT (median of 20 echoes, -i 0.01). The table shows medians with the
  * min-max, the CPU of each side's forwarder (the mvnet daemon, wireguard-go; /proc, all threads,
- * 100% = one core), the machine's CPU (all processes and the kernel), and mvnet/wg ratios.
+ * 100% = one core) and the kernel's share of it (system time), Gbit/s per core of the two forwarders together (their cost per byte: on a
+ * machine that other work or the iperf3 ends saturate, a steadier figure than Gbit/s), the
+ * machine's CPU (all processes and the kernel), and mvnet/wg ratios.
  *
- *   node dist/bench/links.js [--mtu 1420,65000] [--time 5] [--reps 3] [--only mvnet,wg] [--prof DIR]
+ *   node dist/bench/links.js [--settings 1420,65000,1420tso] [--time 5] [--reps 3] [--only mvnet,wg] [--prof DIR]
+ *                            [--node-args 'NODE OPTIONS FOR THE DAEMONS']
  *
  * --prof DIR runs the daemons with `node --cpu-prof` (a .cpuprofile per daemon, written when it
  * stops). Needs root, iperf3, ss, ethtool, wireguard-go and wg (scripts/deps.sh), and a built
@@ -52,7 +58,7 @@ import {
   type RouterDaemon,
   type Routers,
 } from '../test/support/link-topology.js';
-import { cpuSeconds, fmt, machineTicks, median, table } from './util.js';
+import { fmt, machineTicks, median, table } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/links.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -63,27 +69,33 @@ type PathId = 'mvnet' | 'wg';
 const PATH_LABEL: Record<PathId, string> = { mvnet: 'mvnet link', wg: 'wireguard-go' };
 
 interface Setting {
+  id: string;
   /** Tunnel MTU: mvnet's network MTU, wg's interface MTU, the VMs' MTU. */
   mtu: number;
   /** The router↔router veth. */
   underlay: number;
+  /** The VMs' TSO: mvnet TAPs with --vnet-hdr, wg VMs' veths with TSO on (default: off for both). */
+  tso: boolean;
 }
-const SETTINGS: Record<number, Setting> = {
-  1420: { mtu: 1420, underlay: 1500 },
-  65000: { mtu: 65000, underlay: 65535 },
+const SETTINGS: Record<string, Setting> = {
+  '1420': { id: '1420', mtu: 1420, underlay: 1500, tso: false },
+  '65000': { id: '65000', mtu: 65000, underlay: 65535, tso: false },
+  '1420tso': { id: '1420tso', mtu: 1420, underlay: 1500, tso: true },
 };
 
 interface Opts {
-  mtus: number[];
+  settings: string[];
   seconds: number;
   reps: number;
   paths: PathId[];
   profDir?: string;
+  /** More `node` options for the daemons (experiments: e.g. --max-semi-space-size=64). */
+  nodeArgs: string[];
 }
 
 interface Sample {
   path: PathId;
-  mtu: number;
+  setting: string;
   rep: number;
   gbps?: number;
   retransmits?: number;
@@ -91,8 +103,13 @@ interface Sample {
   /** CPU % of side A's and side B's forwarder during the iperf3 run. */
   cpuA?: number;
   cpuB?: number;
+  /** Of which in the kernel (system time: syscalls, and the network stack work they do). */
+  sysA?: number;
+  sysB?: number;
   /** The machine's busy CPU % (100 = one core) during the run. */
   machine?: number;
+  /** Gbit/s per core the two forwarders used together: their cost per byte, less sensitive to other load. */
+  perCore?: number;
   error?: string;
 }
 
@@ -105,10 +122,11 @@ class BenchDaemon implements RouterDaemon {
     readonly socket: string,
   ) {}
 
-  static async start(netns: Netns, label: string, profDir: string | undefined): Promise<BenchDaemon> {
+  static async start(netns: Netns, label: string, o: Pick<Opts, 'profDir' | 'nodeArgs'>): Promise<BenchDaemon> {
     const stateDir = makeTempDir('lbd');
     const socket = join(stateDir, 'mvnet.sock');
-    const node = profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `links-daemon-${RUN_ID}-${label}.cpuprofile`] : ['node'];
+    const prof = o.profDir ? ['--cpu-prof', '--cpu-prof-dir', o.profDir, '--cpu-prof-name', `links-daemon-${RUN_ID}-${label}.cpuprofile`] : [];
+    const node = ['node', ...prof, ...o.nodeArgs];
     const proc = netns.spawn([...node, CLI, 'daemon', '--state-dir', stateDir, '--socket', socket], { label: `mvnet daemon ${label} in ${netns.name}` });
     await proc.waitForLine((l) => l.includes('"msg":"ready"'), { timeoutMs: 20_000 });
     return new BenchDaemon(proc, socket);
@@ -143,12 +161,13 @@ interface PathEnv {
   pidB: number;
 }
 
-async function setupMvnet(r: Routers, s: Setting, prefix: string, profDir: string | undefined): Promise<{ env: PathEnv; topo: LinkTopology<BenchDaemon> }> {
+async function setupMvnet(r: Routers, s: Setting, prefix: string, o: Opts): Promise<{ env: PathEnv; topo: LinkTopology<BenchDaemon> }> {
   const topo = await startLinkTopology<BenchDaemon>({
     prefix,
     routers: r,
     mtu: s.mtu,
-    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, `mtu${s.mtu}-${side}`, profDir),
+    vnetHdr: s.tso,
+    startDaemon: ({ side, netns }) => BenchDaemon.start(netns, `${s.id}-${side}`, o),
   });
   await topo.waitConnected('a', 30_000);
   return { env: { client: topo.a.vm.ns, server: topo.b.vm.ns, serverIp: VM_B_IP, pidA: topo.a.daemon.pid, pidB: topo.b.daemon.pid }, topo };
@@ -204,8 +223,8 @@ async function setupWireguard(r: Routers, s: Setting, prefix: string): Promise<P
     await router.addAddr(rIf, `${WG_SIDES[side].gw}/24`);
     await vm.addAddr(vmIf, `${WG_SIDES[side].vmIp}/24`);
     await vm.exec(['ip', 'route', 'add', 'default', 'via', WG_SIDES[side].gw]);
-    // No TSO on the VM's link: the VM kernel segments at the MTU, as behind mvnet's TAP.
-    await vm.exec(['ethtool', '-K', vmIf, 'tso', 'off']);
+    // No TSO on the VM's link: the VM kernel segments at the MTU, as behind mvnet's TAP without vnet header.
+    if (!s.tso) await vm.exec(['ethtool', '-K', vmIf, 'tso', 'off']);
   }
   const client = vms.a!;
   await waitFor(async () => (await client.exec(['ping', '-n', '-c', '1', '-W', '1', WG_SIDES.b.vmIp], { check: false })).code === 0, {
@@ -223,25 +242,39 @@ function cpuCount(): number {
   return availableParallelism();
 }
 
+/** User and system CPU seconds of a process so far (all threads), or undefined when it is gone. */
+function procCpu(pid: number): { user: number; sys: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After "(comm)", which may hold spaces: utime and stime are fields 14 and 15, in clock ticks (100/s).
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { user: Number(rest[11]) / 100, sys: Number(rest[12]) / 100 };
+  } catch {
+    return undefined;
+  }
+}
+
 async function rtt(e: PathEnv): Promise<number | undefined> {
   const r = await e.client.exec(['ping', '-n', '-c', '20', '-i', '0.01', '-W', '1', e.serverIp], { check: false, timeoutMs: 30_000 });
   return median([...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1])));
 }
 
-async function sampleOnce(e: PathEnv, path: PathId, mtu: number, rep: number, seconds: number): Promise<Sample> {
-  const s: Sample = { path, mtu, rep };
+async function sampleOnce(e: PathEnv, path: PathId, setting: string, rep: number, seconds: number): Promise<Sample> {
+  const s: Sample = { path, setting, rep };
   try {
-    const a0 = cpuSeconds(e.pidA);
-    const b0 = cpuSeconds(e.pidB);
+    const a0 = procCpu(e.pidA);
+    const b0 = procCpu(e.pidB);
     const m0 = machineTicks();
     const ip = await iperf3({ client: e.client, server: e.server, serverIp: e.serverIp, seconds, omit: 1 });
-    const a1 = cpuSeconds(e.pidA);
-    const b1 = cpuSeconds(e.pidB);
+    const a1 = procCpu(e.pidA);
+    const b1 = procCpu(e.pidB);
     const m1 = machineTicks();
     s.gbps = ip.gbps;
     s.retransmits = ip.retransmits;
-    if (a0 !== undefined && a1 !== undefined) s.cpuA = ((a1 - a0) / ip.wallS) * 100;
-    if (b0 !== undefined && b1 !== undefined) s.cpuB = ((b1 - b0) / ip.wallS) * 100;
+    const pct = (x: number): number => (x / ip.wallS) * 100;
+    if (a0 && a1) [s.cpuA, s.sysA] = [pct(a1.user + a1.sys - a0.user - a0.sys), pct(a1.sys - a0.sys)];
+    if (b0 && b1) [s.cpuB, s.sysB] = [pct(b1.user + b1.sys - b0.user - b0.sys), pct(b1.sys - b0.sys)];
+    if (s.cpuA !== undefined && s.cpuB !== undefined && s.cpuA + s.cpuB > 0) s.perCore = ip.gbps / ((s.cpuA + s.cpuB) / 100);
     if (m1.total > m0.total) s.machine = ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * cpuCount();
     s.rttMs = await rtt(e);
   } catch (err) {
@@ -259,19 +292,19 @@ async function measureSetting(s: Setting, o: Opts): Promise<Sample[]> {
     const envs: Partial<Record<PathId, PathEnv>> = {};
     for (const p of o.paths) {
       try {
-        envs[p] = p === 'mvnet' ? (await setupMvnet(routers, s, prefix, o.profDir)).env : await setupWireguard(routers, s, prefix);
+        envs[p] = p === 'mvnet' ? (await setupMvnet(routers, s, prefix, o)).env : await setupWireguard(routers, s, prefix);
       } catch (err) {
         const msg = `setup: ${(err as Error).message}`;
-        process.stderr.write(`links: ${PATH_LABEL[p]} at MTU ${s.mtu}: ${msg}\n`);
-        samples.push({ path: p, mtu: s.mtu, rep: 0, error: msg.split('\n')[0] });
+        process.stderr.write(`links: ${PATH_LABEL[p]} at ${s.id}: ${msg}\n`);
+        samples.push({ path: p, setting: s.id, rep: 0, error: msg.split('\n')[0] });
       }
     }
     const ready = o.paths.filter((p) => envs[p] !== undefined);
     for (let rep = 1; rep <= o.reps; rep++) {
       const order = rep % 2 === 1 ? ready : [...ready].reverse();
       for (const p of order) {
-        process.stderr.write(`links: MTU ${s.mtu} ${PATH_LABEL[p]} rep ${rep}/${o.reps} ... `);
-        const x = await sampleOnce(envs[p]!, p, s.mtu, rep, o.seconds);
+        process.stderr.write(`links: ${s.id} ${PATH_LABEL[p]} rep ${rep}/${o.reps} ... `);
+        const x = await sampleOnce(envs[p]!, p, s.id, rep, o.seconds);
         samples.push(x);
         process.stderr.write(
           x.error
@@ -281,8 +314,8 @@ async function measureSetting(s: Setting, o: Opts): Promise<Sample[]> {
       }
     }
   } catch (err) {
-    samples.push({ path: o.paths[0]!, mtu: s.mtu, rep: 0, error: `topology: ${(err as Error).message.split('\n')[0]}` });
-    process.stderr.write(`links: MTU ${s.mtu}: ${(err as Error).message}\n`);
+    samples.push({ path: o.paths[0]!, setting: s.id, rep: 0, error: `topology: ${(err as Error).message.split('\n')[0]}` });
+    process.stderr.write(`links: ${s.id}: ${(err as Error).message}\n`);
   } finally {
     // Everything of this setting (daemons stop with SIGTERM, so --cpu-prof writes its profile).
     await cleanupAll();
@@ -299,25 +332,45 @@ interface CpuProfile {
   timeDeltas?: number[];
 }
 
-/** The `top` functions by self time of one profile, with their share of the non-idle time. */
+/** What a function's self time counts as, for the per-kind summary of a profile. */
+function kindOf(fn: string, url: string): string {
+  if (url.includes('crypto/cipher')) return 'crypto (node:crypto, a cipher per message)';
+  if (url === 'node:dgram' || url.includes('dgram')) return 'udp send (dgram, one sendmsg per message)';
+  if (url.includes('device-port')) return 'tap read/write (native device port)';
+  if (fn === '(garbage collector)') return 'gc';
+  if (url.includes('internal/buffer') || url === 'node:buffer') return 'buffer alloc/copy';
+  if (url.includes('/daemon/links/')) return 'link protocol (js)';
+  if (url.includes('/daemon/mesh/') || url.includes('/daemon/carriers/')) return 'engine and carrier (js)';
+  if (url.includes('/daemon/switch/')) return 'switch (js)';
+  if (fn === '(program)') return '(program: native outside js, e.g. udp receive in libuv)';
+  return 'other';
+}
+
+/** Self time of one profile by kind, then its `top` functions, with their share of the busy (non-idle) time. */
 function profileTop(file: string, top = 15): string {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n.callFrame]));
   const self = new Map<string, number>();
+  const kinds = new Map<string, number>();
   const samples = p.samples ?? [];
   const deltas = p.timeDeltas ?? [];
   for (let i = 0; i < samples.length; i++) {
     const f = byId.get(samples[i]!);
-    if (!f) continue;
+    if (!f || f.functionName === '(idle)') continue;
+    const d = deltas[i] ?? 0;
     const where = f.url ? ` ${f.url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/^node:/, '')}:${f.lineNumber + 1}` : '';
     const key = `${f.functionName || '(anonymous)'}${where}`;
-    self.set(key, (self.get(key) ?? 0) + (deltas[i] ?? 0));
+    self.set(key, (self.get(key) ?? 0) + d);
+    const kind = kindOf(f.functionName, f.url);
+    kinds.set(kind, (kinds.get(kind) ?? 0) + d);
   }
-  const busy = [...self].filter(([k]) => k !== '(idle)').reduce((a, [, v]) => a + v, 0);
-  const rows = [...self].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, top);
+  const busy = [...self.values()].reduce((a, v) => a + v, 0);
+  const pct = (v: number): string => `${((v / busy) * 100).toFixed(1).padStart(5)}%`;
   return [
     `${file}: ${(busy / 1e6).toFixed(1)} s busy`,
-    ...rows.map(([k, v]) => `  ${((v / busy) * 100).toFixed(1).padStart(5)}%  ${(v / 1e6).toFixed(2).padStart(6)} s  ${k}`),
+    ...[...kinds].sort((a, b) => b[1] - a[1]).map(([k, v]) => `  ${pct(v)}  ${k}`),
+    '  busiest functions:',
+    ...[...self].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => `  ${pct(v)}  ${(v / 1e6).toFixed(2).padStart(6)} s  ${k}`),
   ].join('\n');
 }
 
@@ -326,7 +379,7 @@ function profileTop(file: string, top = 15): string {
 
 interface Summary {
   path: PathId;
-  mtu: number;
+  setting: string;
   n: number;
   gbps?: number;
   min?: number;
@@ -335,21 +388,24 @@ interface Summary {
   rttMs?: number;
   cpuA?: number;
   cpuB?: number;
+  sysA?: number;
+  sysB?: number;
   machine?: number;
+  perCore?: number;
   errors: string[];
 }
 
 function summarize(samples: Sample[], o: Opts): Summary[] {
   const out: Summary[] = [];
-  for (const mtu of o.mtus) {
+  for (const setting of o.settings) {
     for (const path of o.paths) {
-      const all = samples.filter((x) => x.mtu === mtu && x.path === path);
+      const all = samples.filter((x) => x.setting === setting && x.path === path);
       const ok = all.filter((x) => x.error === undefined);
       const med = (f: (x: Sample) => number | undefined): number | undefined => median(ok.map(f).filter((v): v is number => v !== undefined));
       const g = ok.map((x) => x.gbps).filter((v): v is number => v !== undefined);
       out.push({
         path,
-        mtu,
+        setting,
         n: ok.length,
         gbps: med((x) => x.gbps),
         ...(g.length > 0 ? { min: Math.min(...g), max: Math.max(...g) } : {}),
@@ -357,7 +413,10 @@ function summarize(samples: Sample[], o: Opts): Summary[] {
         rttMs: med((x) => x.rttMs),
         cpuA: med((x) => x.cpuA),
         cpuB: med((x) => x.cpuB),
+        sysA: med((x) => x.sysA),
+        sysB: med((x) => x.sysB),
         machine: med((x) => x.machine),
+        perCore: med((x) => x.perCore),
         errors: all.flatMap((x) => (x.error ? [x.error] : [])),
       });
     }
@@ -370,29 +429,30 @@ function ratio(a: number | undefined, b: number | undefined): string {
 }
 
 function render(sum: Summary[], o: Opts): string {
-  const header = ['path', 'MTU', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A', 'cpu% B', 'machine cpu%'];
+  const header = ['path', 'setting', 'runs', 'Gbit/s', 'min-max', 'retr', 'rtt p50 ms', 'cpu% A (sys)', 'cpu% B (sys)', 'Gbit/s per fwd core', 'machine cpu%'];
   const rows: string[][] = [];
-  for (const mtu of o.mtus) {
-    const get = (p: PathId): Summary | undefined => sum.find((x) => x.mtu === mtu && x.path === p);
+  for (const setting of o.settings) {
+    const get = (p: PathId): Summary | undefined => sum.find((x) => x.setting === setting && x.path === p);
     for (const p of o.paths) {
       const x = get(p);
       if (!x) continue;
       rows.push([
         PATH_LABEL[p],
-        String(mtu),
+        setting,
         `${x.n}/${o.reps}`,
         fmt(x.gbps, 2),
         x.min !== undefined ? `${fmt(x.min, 2)}-${fmt(x.max, 2)}` : '-',
         fmt(x.retransmits, 0),
         fmt(x.rttMs, 3),
-        fmt(x.cpuA, 0),
-        fmt(x.cpuB, 0),
+        `${fmt(x.cpuA, 0)} (${fmt(x.sysA, 0)})`,
+        `${fmt(x.cpuB, 0)} (${fmt(x.sysB, 0)})`,
+        fmt(x.perCore, 2),
         fmt(x.machine, 0),
       ]);
     }
     const m = get('mvnet');
     const w = get('wg');
-    if (m && w) rows.push(['mvnet/wg', String(mtu), '', ratio(m.gbps, w.gbps), '', '', ratio(m.rttMs, w.rttMs), ratio(m.cpuA, w.cpuA), ratio(m.cpuB, w.cpuB), ratio(m.machine, w.machine)]);
+    if (m && w) rows.push(['mvnet/wg', setting, '', ratio(m.gbps, w.gbps), '', '', ratio(m.rttMs, w.rttMs), ratio(m.cpuA, w.cpuA), ratio(m.cpuB, w.cpuB), ratio(m.perCore, w.perCore), ratio(m.machine, w.machine)]);
   }
   return table(header, rows);
 }
@@ -400,23 +460,24 @@ function render(sum: Summary[], o: Opts): string {
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { mtus: [1420, 65000], seconds: 5, reps: 3, paths: ['mvnet', 'wg'] };
+  const o: Opts = { settings: ['1420', '65000'], seconds: 5, reps: 3, paths: ['mvnet', 'wg'], nodeArgs: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value`);
     i++;
-    if (a === '--mtu') {
-      o.mtus = v.split(',').map(Number);
-      const bad = o.mtus.filter((m) => SETTINGS[m] === undefined);
-      if (bad.length > 0) throw new Error(`--mtu: ${Object.keys(SETTINGS).join(' and/or ')}, got ${v}`);
+    if (a === '--settings') {
+      o.settings = v.split(',');
+      const bad = o.settings.filter((m) => SETTINGS[m] === undefined);
+      if (bad.length > 0) throw new Error(`--settings: some of ${Object.keys(SETTINGS).join(',')}, got ${v}`);
     } else if (a === '--time') o.seconds = Math.max(1, Math.min(60, Number(v) || 5));
     else if (a === '--reps') o.reps = Math.max(1, Math.min(20, Math.floor(Number(v)) || 3));
     else if (a === '--only') {
       o.paths = v.split(',').filter((p): p is PathId => p === 'mvnet' || p === 'wg');
       if (o.paths.length === 0) throw new Error('--only: mvnet and/or wg');
     } else if (a === '--prof') o.profDir = resolve(v);
-    else throw new Error(`unknown argument ${a} (use --mtu 1420,65000 --time N --reps N --only mvnet,wg --prof DIR)`);
+    else if (a === '--node-args') o.nodeArgs = v.split(/\s+/).filter(Boolean);
+    else throw new Error(`unknown argument ${a} (use --settings 1420,65000,1420tso --time N --reps N --only mvnet,wg --prof DIR --node-args 'ARGS')`);
   }
   return o;
 }
@@ -452,19 +513,20 @@ async function main(): Promise<void> {
   const started = new Date();
   const load0 = loadavg();
   const samples: Sample[] = [];
-  for (const mtu of o.mtus) samples.push(...(await measureSetting(SETTINGS[mtu]!, o)));
+  for (const id of o.settings) samples.push(...(await measureSetting(SETTINGS[id]!, o)));
   const load1 = loadavg();
   const sum = summarize(samples, o);
 
   console.log(
     `\nmvnet links bench: VM A -> router A -> encrypted UDP over a veth -> router B -> VM B; iperf3 -t ${o.seconds} -O 1, ` +
-      `median of ${o.reps} interleaved; mvnet ${treeState()}; ${version('wireguard-go')}; ${cpuCount()} CPUs (${started.toISOString()})\n`,
+      `median of ${o.reps} interleaved; mvnet ${treeState()}${o.nodeArgs.length ? ` (daemons: node ${o.nodeArgs.join(' ')})` : ''}; ${version('wireguard-go')}; ${cpuCount()} CPUs (${started.toISOString()})\n`,
   );
   console.log(render(sum, o));
-  console.log('\ncpu% A/B = the forwarder of router A/B (mvnet daemon, wireguard-go), all threads, during the iperf3 run; 100% = one core.');
+  console.log('\ncpu% A/B = the forwarder of router A/B (mvnet daemon, wireguard-go), all threads, during the iperf3 run; 100% = one core; (sys) = of which in the kernel.');
+  console.log('Gbit/s per fwd core = Gbit/s / (cpu% A + cpu% B) / 100: what a byte costs the two forwarders (less moved by other load than Gbit/s).');
   console.log('machine cpu% = every process and the kernel (iperf3 both ends, the VMs\' and routers\' stacks, the forwarders).');
   console.log(`MTU 1420: veth 1500; MTU 65000: veth 65535. Load average (1 min) at start ${load0[0]!.toFixed(2)}, at end ${load1[0]!.toFixed(2)}.`);
-  for (const x of sum.filter((y) => y.errors.length > 0)) console.log(`${PATH_LABEL[x.path]} MTU ${x.mtu}: ${x.errors.join('; ')}`);
+  for (const x of sum.filter((y) => y.errors.length > 0)) console.log(`${PATH_LABEL[x.path]} ${x.setting}: ${x.errors.join('; ')}`);
 
   const outDir = join(ROOT, 'bench', 'out');
   mkdirSync(outDir, { recursive: true });

@@ -692,6 +692,7 @@ export class Daemon {
       networks: this.listNetworks(),
       vms: this.listVms(),
       captures: this.listCaptures(),
+      links: this.links.list().links,
     };
   }
 

@@ -104,6 +104,7 @@ export function linkCommand(ctx: Ctx): Command {
             ),
           );
         }
+        for (const l of r.links) if (l.state === 'failed') lines.push(`link ${l.name} failed: ${l.error ?? 'not running'} (fix the cause and restart the daemon, or \`mvnet link remove ${l.name}\`)`);
         if (Object.keys(r.drops).length > 0 || r.cookieReplies > 0) lines.push(`dropped before any link: ${dropsText(r.drops)}; cookie replies sent: ${r.cookieReplies}${r.underLoad ? ' (under load now)' : ''}`);
         return lines.join('\n');
       });

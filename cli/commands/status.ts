@@ -46,6 +46,16 @@ export function statusCommand(ctx: Ctx): Command {
               ]),
             ),
       );
+      const links = s.links ?? [];
+      if (links.length > 0) {
+        lines.push('');
+        lines.push(
+          table(
+            ['LINK', 'NET', 'STATE', 'ENDPOINT', 'RX PACKETS', 'TX PACKETS', 'DROPS'],
+            links.map((l) => [l.kind === 'agent' ? `${l.name} (agent)` : l.name, l.net || '-', l.state, l.endpoint ?? l.listen ?? '-', l.rx.packets, l.tx.packets, drops(l.drops)]),
+          ),
+        );
+      }
       const caps = s.captures ?? [];
       if (caps.length > 0) {
         lines.push('');

@@ -4,7 +4,7 @@
  * peer routers, and Tor. Pure functions, so the DOT and JSON forms are unit-tested
  * without a daemon; `mvnet graph` prints them and the HTML page (html.ts) draws the JSON.
  */
-import type { LinksInfo, RouteInfo, StatusInfo, TorStatus, VmInfo } from '../../daemon/control/api.js';
+import type { LinkInfo, LinksInfo, RouteInfo, StatusInfo, TorStatus, VmInfo } from '../../daemon/control/api.js';
 
 /** How a VM's traffic leaves: the colour of its node and of its route edge. */
 export type RouteClass = 'none' | 'direct' | 'via' | 'tor' | 'tor-ports';
@@ -43,7 +43,7 @@ export type GraphEdge =
   /** Where a VM's flows go beyond the gateway. */
   | { id: string; type: 'route'; from: string; to: string; label: string; route: RouteClass }
   /** A network extended over an encrypted link to a peer router. */
-  | { id: string; type: 'link'; from: string; to: string; label: string; state: 'established' | 'handshaking' | 'waiting' };
+  | { id: string; type: 'link'; from: string; to: string; label: string; state: LinkInfo['state'] };
 
 export interface Graph {
   version: 1;
@@ -59,7 +59,7 @@ export interface GraphLink {
   kind: 'link' | 'agent';
   net: string;
   peer: string;
-  state: 'established' | 'handshaking' | 'waiting';
+  state: LinkInfo['state'];
   endpoint: string | null;
   listen: string | null;
   lastHandshake: string | null;

@@ -13,6 +13,11 @@ import { MAX_MESSAGE, reasonOf, type StatsCounter } from './types.js';
 
 /** Bytes a connection may hold unsent before messages are dropped. */
 export const MAX_QUEUE = 4 << 20;
+/**
+ * Bytes a connection nothing authenticated on yet may hold unsent: it gets only cookie replies and
+ * handshake responses, and a stranger that never reads must not make us hold MAX_QUEUE for it.
+ */
+export const STRANGER_QUEUE = 64 << 10;
 /** How long a non-empty write queue may go without any byte leaving before the connection is ended. */
 export const STALL_MS = 60_000;
 
@@ -34,6 +39,8 @@ export class FramedConnection {
   /** Whether a whole message ever arrived: the remote speaks this framing. */
   gotMessage = false;
   open = true;
+  /** Whether a message on it authenticated (or we dialled it): see Carrier.vouch. */
+  vouched = false;
   private readonly emit = (frames: readonly Buffer[]): void => {
     this.gotMessage = true;
     const c = this.counters;
@@ -82,7 +89,8 @@ export class FramedConnection {
       c.drop('no-connection', msgs.length);
       return false;
     }
-    let room = MAX_QUEUE - this.sock.writableLength;
+    const limit = this.vouched ? MAX_QUEUE : STRANGER_QUEUE;
+    let room = limit - this.sock.writableLength;
     let bytes = 0;
     let fits = true;
     for (const m of msgs) {
@@ -98,7 +106,7 @@ export class FramedConnection {
     if (!fits) {
       // The slow path: sort out each message (rare: a full queue or a message the framing cannot carry).
       const keep: Buffer[] = [];
-      room = MAX_QUEUE - this.sock.writableLength;
+      room = limit - this.sock.writableLength;
       bytes = 0;
       for (const m of msgs) {
         if (m.length === 0 || m.length > MAX_MESSAGE) c.drop('oversize');

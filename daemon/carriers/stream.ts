@@ -10,14 +10,17 @@ import { createSocketAt, removeOwnSocket, type FileId } from '../../plugins/comm
 import { listenAdopted } from '../../plugins/unix-stream/listen.js';
 import type { Endpoint } from './endpoint.js';
 import { FramedConnection, type ConnEvents } from './stream-conn.js';
-import { StatsCounter, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
+import { StatsCounter, addressRateKey, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
 
 /**
  * Connections a listener holds at once. Anyone who can reach it may connect before any key is
- * checked, so past this the connection that has been silent longest is shed (a live link's
- * dialer sends, and re-dials if it was the one shed).
+ * checked, so past this a connection is shed: the stranger's (nothing authenticated on it yet,
+ * see Carrier.vouch) connected longest, and only when every one is a peer's, the peer's silent
+ * longest (a live link's dialer re-dials if it was the one shed).
  */
 export const MAX_CONNECTIONS = 256;
+/** A connection on which nothing authenticates within this long is closed (a handshake takes a round trip, or a few 5 s retries). */
+export const STRANGER_DEADLINE_MS = 30_000;
 /** TCP keepalive probes after this much silence: a dialer learns that a vanished remote is gone. */
 const KEEPALIVE_MS = 25_000;
 
@@ -36,12 +39,16 @@ class StreamListener implements Carrier {
   private handler: (msg: Buffer, from: string) => void = ignoreMessage;
   private readonly counters = new StatsCounter();
   private readonly conns = new Map<string, FramedConnection>();
+  private readonly deadlines = new Map<FramedConnection, NodeJS.Timeout>();
   private nextConn = 1;
   private closed = false;
   private readonly events: ConnEvents = {
     deliver: (msg, from) => this.handler(msg, from),
     closed: (conn, why) => {
       if (this.conns.get(conn.from) === conn) this.conns.delete(conn.from);
+      const t = this.deadlines.get(conn);
+      if (t !== undefined) clearTimeout(t);
+      this.deadlines.delete(conn);
       this.log.debug({ carrier: this.id, conn: conn.from, why }, 'stream connection closed');
     },
   };
@@ -54,6 +61,7 @@ class StreamListener implements Carrier {
     /** The unix socket file made for this listener, removed at close. */
     private readonly made: { path: string; id: FileId } | null,
     private readonly log: Logger,
+    private readonly strangerDeadlineMs: number,
   ) {
     server.on('connection', (sock) => this.accept(sock));
     server.on('error', (e) => this.log.error({ carrier: this.id, err: reasonOf(e) }, 'listening socket failed'));
@@ -71,7 +79,13 @@ class StreamListener implements Carrier {
     }
     if (this.conns.size >= MAX_CONNECTIONS) {
       let quietest: FramedConnection | null = null;
-      for (const c of this.conns.values()) if (quietest === null || c.lastRx < quietest.lastRx) quietest = c;
+      for (const c of this.conns.values()) {
+        // A stranger's before any peer's: the stranger connected longest (nearest its deadline;
+        // talking does not keep a stranger's connection, or a flood of chatty ones would shed a
+        // peer's new connection before its handshake completes); among peers, the one silent longest.
+        if (quietest === null || (quietest.vouched && !c.vouched)) quietest = c;
+        else if (quietest.vouched === c.vouched && (c.vouched ? c.lastRx < quietest.lastRx : c.openedAt < quietest.openedAt)) quietest = c;
+      }
       if (quietest !== null) {
         this.conns.delete(quietest.from);
         quietest.destroy(`shed: more than ${MAX_CONNECTIONS} connections`);
@@ -80,12 +94,39 @@ class StreamListener implements Carrier {
     }
     if (this.kind === 'tcp') tuneTcp(sock);
     const from = `c${this.nextConn++}`;
-    this.conns.set(from, new FramedConnection(sock, from, this.counters, this.events));
+    const conn = new FramedConnection(sock, from, this.counters, this.events);
+    this.conns.set(from, conn);
+    if (conn.open) {
+      const t = setTimeout(() => {
+        this.deadlines.delete(conn);
+        if (!conn.vouched) conn.destroy(`nothing authenticated within ${this.strangerDeadlineMs / 1000} s`);
+      }, this.strangerDeadlineMs);
+      t.unref();
+      this.deadlines.set(conn, t);
+    }
     this.log.debug({ carrier: this.id, conn: from, remote: sock.remoteAddress }, 'stream connection accepted');
   }
 
   onMessage(h: (msg: Buffer, from: string) => void): void {
     this.handler = h;
+  }
+
+  /** TCP: the remote's address (its connections share one allowance); unix: each connection. */
+  rateKey(from: string): string {
+    const c = this.conns.get(from);
+    const a = this.kind === 'tcp' ? c?.sock.remoteAddress : undefined;
+    if (a === undefined) return from;
+    const plain = a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
+    return addressRateKey(plain.includes(':') ? `[${plain}]:0` : `${plain}:0`);
+  }
+
+  vouch(from: string): void {
+    const c = this.conns.get(from);
+    if (c === undefined || c.vouched) return;
+    c.vouched = true;
+    const t = this.deadlines.get(c);
+    if (t !== undefined) clearTimeout(t);
+    this.deadlines.delete(c);
   }
 
   send(to: string, msgs: readonly Buffer[]): boolean {
@@ -121,6 +162,8 @@ class StreamListener implements Carrier {
     const done = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of this.conns.values()) c.destroy('carrier closed');
     this.conns.clear();
+    for (const t of this.deadlines.values()) clearTimeout(t);
+    this.deadlines.clear();
     await done;
     if (this.made !== null && !removeOwnSocket(this.made.path, this.made.id)) {
       this.log.warn({ carrier: this.id, path: this.where }, 'the socket at the path is no longer the one mvnet made; left in place');
@@ -128,8 +171,9 @@ class StreamListener implements Carrier {
   }
 }
 
-export async function listenStream(o: { id: string; listen: StreamListen; log: Logger }): Promise<Carrier & { readonly localPort?: number }> {
+export async function listenStream(o: { id: string; listen: StreamListen; log: Logger; strangerDeadlineMs?: number }): Promise<Carrier & { readonly localPort?: number }> {
   const l = o.listen;
+  const deadline = o.strangerDeadlineMs ?? STRANGER_DEADLINE_MS;
   if (l.kind === 'unix') {
     let made;
     try {
@@ -137,7 +181,7 @@ export async function listenStream(o: { id: string; listen: StreamListen; log: L
     } catch (e) {
       throw new Error(`cannot listen on unix ${l.path}: ${(e as Error).message}`);
     }
-    return new StreamListener(o.id, 'unix', made.value, l.path, { path: made.path, id: made.id }, o.log);
+    return new StreamListener(o.id, 'unix', made.value, l.path, { path: made.path, id: made.id }, o.log, deadline);
   }
   const server = net.createServer();
   const host = l.host === '' ? '::' : l.host;
@@ -153,7 +197,7 @@ export async function listenStream(o: { id: string; listen: StreamListen; log: L
     throw new Error(`cannot listen on tcp ${hostPortText(host, l.port)}: ${reasonOf(e)}`);
   });
   const a = server.address() as net.AddressInfo;
-  return new StreamListener(o.id, 'tcp', server, hostPortText(host, a.port), null, o.log);
+  return new StreamListener(o.id, 'tcp', server, hostPortText(host, a.port), null, o.log, deadline);
 }
 
 /** Re-dial delays: the first, doubled after each failure up to the last. */
@@ -205,7 +249,10 @@ class StreamDialer implements Carrier {
           return;
         }
         if (this.kind === 'tcp') tuneTcp(sock);
-        this.state = { s: 'connected', conn: new FramedConnection(sock, 'remote', this.counters, this.events) };
+        const conn = new FramedConnection(sock, 'remote', this.counters, this.events);
+        // We chose to dial it: the remote is the configured one, not a stranger.
+        conn.vouched = true;
+        this.state = { s: 'connected', conn };
         this.log.info({ carrier: this.id, to: this.describe }, 'link stream connected');
         this.connectedHandler();
       },

@@ -34,8 +34,9 @@ export interface Carrier {
   onConnected?(h: () => void): void;
   /**
    * Sends to a `from` seen earlier, or to an address from `resolve`. false (and counted) when it
-   * cannot. The buffers must not be changed afterwards: UDP hands them to the kernel later when
-   * the socket's send buffer is full (streams copy them at once).
+   * cannot. UDP hands the buffers to the kernel during the call (a full send buffer drops the
+   * rest, counted queue-full); streams copy them at once. Still, do not change them afterwards:
+   * a carrier may queue.
    */
   send(to: string, msgs: readonly Buffer[]): boolean;
   /** Turns an Endpoint into a `to` string (udp: DNS lookup; dialers: "remote"). Rejects with a one-line Error. */
@@ -43,6 +44,17 @@ export interface Carrier {
   stats(): CarrierStats;
   /** For people: "udp [::]:51820", "tcp → 10.0.0.2:443 connected", "tcp → ... reconnecting in 4 s (ECONNREFUSED)". */
   status(): string;
+  /**
+   * The engine authenticated a message from `from` (a peer's handshake or transport message).
+   * Stream listeners keep such connections over strangers': a stranger's connection is the first
+   * shed, gets a small write queue, and is closed if nothing from it authenticates in time.
+   */
+  vouch?(from: string): void;
+  /**
+   * What the handshake rate limit (under load) counts `from` by: its sender's address (IPv4, or
+   * IPv6 /64) for UDP and TCP. Absent: each source is its own.
+   */
+  rateKey?(from: string): string;
   /** Whether `send(to)` can deliver now (dialers: connected; listeners: the connection `to` is open; udp: true). */
   reachable(to: string): boolean;
   close(): Promise<void>;
@@ -73,4 +85,22 @@ export function reasonOf(e: unknown): string {
   const code = (e as NodeJS.ErrnoException | null)?.code;
   if (typeof code === 'string') return code;
   return e instanceof Error ? e.message : String(e);
+}
+
+/** "198.51.100.7:5" → "198.51.100.7"; "[2001:db8:1:2:3::4]:5" → "2001:db8:1:2::/64"; anything else as it is. */
+export function addressRateKey(from: string): string {
+  if (!from.startsWith('[')) {
+    const colon = from.lastIndexOf(':');
+    return colon > 0 ? from.slice(0, colon) : from;
+  }
+  const addr = from.slice(1, from.indexOf(']')).replace(/%.*$/, '');
+  const halves = addr.split('::');
+  if (halves.length > 2) return addr;
+  const head = halves[0] !== '' ? halves[0]!.split(':') : [];
+  const tail = halves.length === 2 && halves[1] !== '' ? halves[1]!.split(':') : [];
+  const groups = halves.length === 2 ? [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail] : head;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (parseInt(g, 16) || 0).toString(16))
+    .join(':')}::/64`;
 }

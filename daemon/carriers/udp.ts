@@ -2,17 +2,24 @@
  * The UDP carrier: one socket, any number of remotes, each message one datagram. A dual-stack
  * `udp6` socket when bound to any address ('') or an IPv6 address, `udp4` for an IPv4 one; a
  * v4-mapped source is shown as plain IPv4, so a remote has one name whichever family it used.
+ *
+ * The socket is the addon's UdpSocket (plugins/native/src/udp.cc), not node:dgram: datagrams
+ * are read with recvmmsg in batches of up to 64 into one reused arena and handed over with one
+ * call into JS per batch (sources as indices into a table of strings the socket keeps), and a
+ * send of several messages to one remote is one sendmmsg. dgram costs a syscall, a callback and
+ * a fresh 64 KiB receive buffer per datagram.
  */
-import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { loadNative, type NativeUdpSocket } from '../../plugins/native/index.js';
 import { dataPathFault } from '../errors.js';
 import type { Endpoint } from './endpoint.js';
-import { MAX_MESSAGE, StatsCounter, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
+import { MAX_MESSAGE, StatsCounter, addressRateKey, ignoreMessage, reasonOf, type Carrier, type CarrierStats } from './types.js';
 
-/** Socket buffers asked for; the kernel may cap them (net.core.rmem_max), which is fine. */
-const SOCKET_BUFFER = 4 << 20;
+/** The arena's slot stride (udp.cc kUdpSlot); a length above MAX_DATAGRAM means truncated. */
+const SLOT = 65536;
+const MAX_DATAGRAM = 65535;
 /** Parsed `to` strings kept; cleared when full (a remote set larger than this just re-parses). */
 const MAX_TARGETS = 4096;
 
@@ -49,62 +56,78 @@ class UdpCarrier implements Carrier {
   readonly kind = 'udp';
   private handler: (msg: Buffer, from: string) => void = ignoreMessage;
   private readonly counters = new StatsCounter();
-  private readonly targets = new Map<string, Target | null>();
+  /** `to` → the socket's sockaddr for it (null: unparseable or the other family). */
+  private readonly targets = new Map<string, Buffer | null>();
   private closed = false;
-  // The last source and its text: a burst from one remote names it once.
-  private lastAddr = '';
-  private lastPort = -1;
-  private lastFrom = '';
-  /** One completion callback for every send (no closure per message). */
-  private readonly onSent = (err: Error | null): void => {
-    if (err) this.counters.drop('io-error');
-  };
+  private readonly v6: boolean;
+  private readonly port: number;
+  private readonly address: string;
+  // The socket's arrays, dropped at close (the arena is released with the socket object).
+  private sock: NativeUdpSocket | null;
+  private buffer: Buffer;
+  private lengths: Uint32Array;
+  private sourceIndex: Uint8Array;
+  private sources: string[];
+  private txInfo: Float64Array;
 
   constructor(
     readonly id: string,
-    private readonly sock: dgram.Socket,
-    /** A udp6 socket (sends to IPv4 as v4-mapped) rather than udp4. */
-    private readonly v6: boolean,
+    sock: NativeUdpSocket,
     private readonly log: Logger,
   ) {
-    sock.on('message', (msg, rinfo) => this.receive(msg, rinfo.address, rinfo.port));
-    sock.on('error', (e) => {
-      this.counters.drop('io-error');
-      this.log.warn({ carrier: this.id, err: reasonOf(e) }, 'udp socket error');
-    });
+    this.sock = sock;
+    this.v6 = sock.v6;
+    this.port = sock.port;
+    this.address = sock.address;
+    this.buffer = sock.buffer;
+    this.lengths = sock.lengths;
+    this.sourceIndex = sock.sourceIndex;
+    this.sources = sock.sources;
+    this.txInfo = sock.txInfo;
   }
 
   get localPort(): number {
-    return this.sock.address().port;
+    return this.port;
   }
 
-  private receive(msg: Buffer, address: string, port: number): void {
-    if (address !== this.lastAddr || port !== this.lastPort) {
-      this.lastAddr = address;
-      this.lastPort = port;
-      const plain = address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
-      this.lastFrom = hostPortText(plain, port);
+  /** One batch from the socket: datagram i is in slot i of the arena, valid during this call. */
+  readonly onRead = (count: number): void => {
+    const { buffer, lengths, sourceIndex, sources } = this;
+    const n = Math.min(count, lengths.length);
+    for (let i = 0; i < n && !this.closed; i++) {
+      const len = lengths[i]!;
+      if (len > MAX_DATAGRAM) {
+        this.counters.drop('oversize');
+        continue;
+      }
+      const start = i * SLOT;
+      this.counters.rxMessages++;
+      this.counters.rxBytes += len;
+      try {
+        this.handler(buffer.subarray(start, start + len), sources[sourceIndex[i]!]!);
+      } catch (e) {
+        dataPathFault('udp carrier message', e, { carrier: this.id });
+      }
     }
-    this.counters.rxMessages++;
-    this.counters.rxBytes += msg.length;
-    try {
-      this.handler(msg, this.lastFrom);
-    } catch (e) {
-      dataPathFault('udp carrier message', e, { carrier: this.id });
-    }
-  }
+  };
+
+  readonly onError = (message: string): void => {
+    this.counters.drop('io-error');
+    this.log.warn({ carrier: this.id, err: message }, 'udp socket failed; it no longer receives');
+  };
 
   onMessage(h: (msg: Buffer, from: string) => void): void {
     this.handler = h;
   }
 
-  private target(to: string): Target | null {
+  private target(to: string): Buffer | null {
     let t = this.targets.get(to);
     if (t !== undefined) return t;
-    t = parseTarget(to);
-    if (t !== null) {
-      if (this.v6 && net.isIPv4(t.address)) t = { address: `::ffff:${t.address}`, port: t.port };
-      else if (!this.v6 && !net.isIPv4(t.address)) t = null;
+    const p = parseTarget(to);
+    t = null;
+    if (p !== null && this.sock !== null) {
+      if (this.v6 && net.isIPv4(p.address)) t = this.sock.target(`::ffff:${p.address}`, p.port);
+      else if (this.v6 || net.isIPv4(p.address)) t = this.sock.target(p.address, p.port);
     }
     if (this.targets.size >= MAX_TARGETS) this.targets.clear();
     this.targets.set(to, t);
@@ -112,29 +135,35 @@ class UdpCarrier implements Carrier {
   }
 
   send(to: string, msgs: readonly Buffer[]): boolean {
-    const t = this.closed ? null : this.target(to);
-    if (t === null) {
+    const sock = this.sock;
+    const t = sock === null ? null : this.target(to);
+    if (sock === null || t === null) {
       this.counters.drop('io-error', msgs.length);
       return false;
     }
+    let batch = msgs;
     let ok = true;
     for (const m of msgs) {
       if (m.length > MAX_MESSAGE) {
-        this.counters.drop('oversize');
+        batch = msgs.filter((x) => x.length <= MAX_MESSAGE);
+        this.counters.drop('oversize', msgs.length - batch.length);
         ok = false;
-        continue;
-      }
-      try {
-        // The socket's lookup is synchronous (below): the datagram is handed to libuv here.
-        this.sock.send(m, t.port, t.address, this.onSent);
-        this.counters.txMessages++;
-        this.counters.txBytes += m.length;
-      } catch {
-        this.counters.drop('io-error');
-        ok = false;
+        break;
       }
     }
-    return ok;
+    if (batch.length === 0) return ok;
+    try {
+      sock.send(t, batch);
+    } catch {
+      this.counters.drop('io-error', batch.length);
+      return false;
+    }
+    const info = this.txInfo;
+    this.counters.txMessages += info[0]!;
+    this.counters.txBytes += info[1]!;
+    if (info[2]! > 0) this.counters.drop('queue-full', info[2]);
+    if (info[3]! > 0) this.counters.drop('io-error', info[3]);
+    return ok && info[0] === batch.length;
   }
 
   async resolve(e: Endpoint): Promise<string> {
@@ -153,59 +182,63 @@ class UdpCarrier implements Carrier {
   }
 
   stats(): CarrierStats {
-    return this.counters.snapshot();
+    const s = this.counters.snapshot();
+    // Errors the socket read and survived (queued ICMP errors, memory shortage), as dgram's 'error' events were.
+    const rxErrors = this.sock?.stats().rxErrors ?? this.finalRxErrors;
+    if (rxErrors > 0) s.drops['io-error'] = (s.drops['io-error'] ?? 0) + rxErrors;
+    return s;
   }
+
+  private finalRxErrors = 0;
 
   status(): string {
     if (this.closed) return 'udp closed';
-    const a = this.sock.address();
-    return `udp ${hostPortText(a.address, a.port)}`;
+    return `udp ${this.address}`;
   }
 
   reachable(_to: string): boolean {
     return !this.closed;
   }
 
+  rateKey(from: string): string {
+    return addressRateKey(from);
+  }
+
   close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+    if (this.closed || this.sock === null) return Promise.resolve();
     this.closed = true;
-    return new Promise((resolve) => this.sock.close(() => resolve()));
+    this.finalRxErrors = this.sock.stats().rxErrors;
+    this.sock.close();
+    // Release the arena with the socket object: nothing here refers to it any more.
+    this.sock = null;
+    this.buffer = EMPTY;
+    this.lengths = new Uint32Array(0);
+    this.sourceIndex = new Uint8Array(0);
+    this.sources = [];
+    this.txInfo = new Float64Array(4);
+    this.targets.clear();
+    return Promise.resolve();
   }
 }
 
-/**
- * Every `to` is an IP literal (resolve() looks names up beforehand), so the socket's lookup
- * answers at once: dgram's default would defer each datagram to a later tick.
- */
-function literalLookup(hostname: string, _options: unknown, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
-  const family = net.isIP(hostname);
-  if (family === 0) callback(Object.assign(new Error(`not an IP address: ${hostname}`), { code: 'EINVAL' }), '', 0);
-  else callback(null, hostname, family);
-}
+const EMPTY = Buffer.alloc(0);
 
 export async function openUdp(o: { id: string; host: string; port: number /* 0 = ephemeral */; log: Logger }): Promise<Carrier & { readonly localPort: number }> {
-  const v6 = o.host === '' || o.host.includes(':');
-  const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', lookup: literalLookup });
-  await new Promise<void>((resolve, reject) => {
-    sock.once('error', reject);
-    sock.bind({ address: o.host === '' ? '::' : o.host, port: o.port, exclusive: true }, () => {
-      sock.removeListener('error', reject);
-      resolve();
+  // The socket calls back into the carrier, which is made with the socket.
+  const late: { carrier?: UdpCarrier } = {};
+  let sock: NativeUdpSocket;
+  try {
+    sock = new (loadNative().UdpSocket)({
+      host: o.host,
+      port: o.port,
+      onRead: (n) => late.carrier?.onRead(n),
+      onError: (m) => late.carrier?.onError(m),
     });
-  }).catch((e: unknown) => {
-    try {
-      sock.close();
-    } catch {
-      // Never bound: nothing to release.
-    }
+  } catch (e) {
     throw new Error(`cannot listen on udp ${hostPortText(o.host === '' ? '::' : o.host, o.port)}: ${reasonOf(e)}`);
-  });
-  for (const set of [() => sock.setRecvBufferSize(SOCKET_BUFFER), () => sock.setSendBufferSize(SOCKET_BUFFER)]) {
-    try {
-      set();
-    } catch {
-      // Capped or refused: the default buffers still work, only bursts drop sooner.
-    }
   }
-  return new UdpCarrier(o.id, sock, v6, o.log);
+  const carrier = new UdpCarrier(o.id, sock, o.log);
+  late.carrier = carrier;
+  sock.start();
+  return carrier;
 }

@@ -95,6 +95,8 @@ export interface StatusInfo {
   vms: VmInfo[];
   /** Running captures: live ones (`capture.start`) and active tees. */
   captures: CaptureInfo[];
+  /** Encrypted links and agent ports (as `link list`). */
+  links: LinkInfo[];
 }
 
 /** Per capture (and per tee, summed over its runs since the daemon started). */
@@ -190,8 +192,10 @@ export interface LinkInfo {
   kind: 'link' | 'agent';
   /** The peer's static public key (base64). */
   peer: string;
-  /** established: a session is up; handshaking: trying; waiting: for the peer to reach us. */
-  state: 'established' | 'handshaking' | 'waiting';
+  /** established: a session is up; handshaking: trying; waiting: for the peer to reach us; failed: kept in the state but not running (`error` says why). */
+  state: 'established' | 'handshaking' | 'waiting' | 'failed';
+  /** Why a link is `failed` (it could not be restored at start: a port taken, a network gone). */
+  error?: string;
   /** Where packets go now, as a multiaddr: the peer's latest authenticated address, else the configured one. */
   endpoint: string | null;
   /** The endpoint given at `link add` (multiaddr), null when the link only listens. */

@@ -10,6 +10,7 @@
 import { randomBytes, randomInt, type KeyObject } from 'node:crypto';
 import { generateKeyPair, keyPairFromPrivate, keyToBase64, x25519, type KeyPair } from './keys.js';
 import { CookieChecker, CookieGenerator } from './cookie.js';
+import { SourceRateLimiter } from './ratelimit.js';
 import {
   decodeCookieReply,
   decodeInitiation,
@@ -52,7 +53,7 @@ export type DropReason =
   | 'replay'
   /** A transport message on a session older than REJECT_AFTER_TIME. */
   | 'stale'
-  /** An initiation within INITIATION_MIN_INTERVAL_MS of the last one the peer's accepted. */
+  /** An initiation within INITIATION_MIN_INTERVAL_MS of the last one the peer's accepted, or, under load, a source past its handshake rate. */
   | 'rate-limit'
   /** Under load, an initiation or response without a valid mac2: answered with a cookie reply, no DH. */
   | 'cookie'
@@ -94,6 +95,11 @@ export interface DeviceOptions {
   dh?: Dh;
   /** The transport messages' ChaCha20-Poly1305 (default node:crypto's; the daemon passes the native addon's). */
   aead?: TransportAead;
+  /**
+   * What the handshake rate limit (under load) counts by: a source's address without its port,
+   * say. Default: the whole source string.
+   */
+  rateKey?: (source: string) => string;
 }
 
 export interface PeerOptions {
@@ -239,8 +245,11 @@ export class Device {
   private readonly dh: Dh;
   private readonly peers = new Map<string, Peer>();
   private readonly indices = new Map<number, IndexEntry>();
+  private readonly limiter = new SourceRateLimiter();
+  private readonly rateKey: (source: string) => string;
 
   constructor(o: DeviceOptions) {
+    this.rateKey = o.rateKey ?? ((s) => s);
     this.local = keyPairFromPrivate(o.privateKey);
     this.publicKey = this.local.publicKey;
     this.localHash = initialHash(this.publicKey);
@@ -435,6 +444,8 @@ export class Device {
       this.counters.cookieRepliesSent++;
       return { kind: 'reply', peer: null, source, packets: [this.checker.createReply(bytes, INITIATION_MAC1, m.value.sender, source, now)] };
     }
+    // mac2 proved the source; it still may not make us do DH faster than the limit.
+    if (this.underLoad && !this.limiter.allow(this.rateKey(source), now)) return this.drop('rate-limit', null);
     const c = consumeInitiation({
       local: this.local,
       localHash: this.localHash,
@@ -477,6 +488,7 @@ export class Device {
       this.counters.cookieRepliesSent++;
       return { kind: 'reply', peer: null, source, packets: [this.checker.createReply(bytes, RESPONSE_MAC1, m.value.sender, source, now)] };
     }
+    if (this.underLoad && !this.limiter.allow(this.rateKey(source), now)) return this.drop('rate-limit', null);
     const e = this.indices.get(m.value.receiver);
     const p = e?.peer ?? null;
     if (e === undefined || p === null || e.keypair !== null || p.s.handshake === null || p.s.handshake.localIndex !== m.value.receiver) return this.drop('unknown-index', p);

@@ -16,7 +16,7 @@ import { nativeTransportAead } from '../../plugins/native/index.js';
 import type { Carrier } from '../carriers/types.js';
 import type { Endpoint } from '../carriers/endpoint.js';
 
-/** Initiations per second above which the device asks for cookies (mac2) before any DH. */
+/** Handshake messages (initiations and responses) per second above which the device asks for cookies (mac2) before any DH. */
 export const LOAD_THRESHOLD_PER_S = 64;
 /** How often timers are looked at; the protocol's timers are seconds long. */
 const TICK_MS = 100;
@@ -35,6 +35,12 @@ export interface PeerConfig {
   presharedKey?: Buffer;
   /** Where to dial; absent: wait for the peer to reach us. */
   endpoint?: { carrier: Carrier; to: string; text: Endpoint };
+  /**
+   * Where the peer was last seen (a roamed address kept across restarts), on the endpoint's
+   * carrier: tried first, but handshakes go to the configured endpoint too until one completes,
+   * so a stale or planted address never cuts the link off.
+   */
+  lastSeen?: string;
   persistentKeepaliveMs?: number;
 }
 
@@ -128,9 +134,21 @@ export class LinkEngine {
     this.log = o.log;
     this.now = o.clock ?? (() => performance.now());
     this.loadThreshold = o.loadThreshold ?? LOAD_THRESHOLD_PER_S;
-    this.device = new Device({ privateKey: o.privateKey, aead: nativeTransportAead() ?? undefined });
+    this.device = new Device({ privateKey: o.privateKey, rateKey: (source) => this.rateKey(source), aead: nativeTransportAead() ?? undefined });
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
+  }
+
+  /**
+   * What the handshake rate limit counts by (under load): what the carrier says (a UDP or TCP
+   * sender's IPv4 address or IPv6 /64, as WireGuard's, whatever its port or connection, so one
+   * host cannot multiply its allowance by ports or connections), else the source itself.
+   */
+  private rateKey(source: string): string {
+    const sp = source.indexOf(' ');
+    const c = this.carriers.get(source.slice(0, sp));
+    const k = c?.rateKey?.(source.slice(sp + 1));
+    return k !== undefined ? `${c!.id} ${k}` : source;
   }
 
   get publicKey(): string {
@@ -188,6 +206,7 @@ export class LinkEngine {
     });
     const lp = new LinkPeer(this, peer, cfg, sink);
     this.peers.set(peer, lp);
+    if (cfg.lastSeen !== undefined && cfg.endpoint !== undefined) peer.endpoint = `${cfg.endpoint.carrier.id} ${cfg.lastSeen}`;
     // A dialling side starts at once: the link is up before the first frame, and a restarted
     // side re-handshakes by itself.
     if (cfg.endpoint !== undefined) {
@@ -228,6 +247,13 @@ export class LinkEngine {
     if (ep !== null && !this.reachable(ep) && lp.cfg.endpoint !== undefined) ep = null;
     if (ep === null) ep = lp.currentEndpoint();
     if (ep === null || !this.sendTo(ep, packets)) lp.unsent += packets.length;
+    // An initiation while no session is up also goes where we were told the peer is: the address
+    // it was last seen at may be stale, or set by a replayed initiation (after our restart).
+    const cfg = lp.cfg.endpoint;
+    if (cfg !== undefined && first.length === 148 && first[0] === 1 && !lp.peer.established(this.now())) {
+      const configured = `${cfg.carrier.id} ${cfg.to}`;
+      if (configured !== ep) this.sendTo(configured, [first]);
+    }
   }
 
   private reachable(source: string): boolean {
@@ -245,8 +271,9 @@ export class LinkEngine {
 
   private onMessage(c: Carrier, msg: Buffer, from: string): void {
     const now = this.now();
-    // Initiations are the one message that costs DH before anything is known: watch their rate.
-    if (msg.length === 148 && msg[0] === 1) this.countInitiation(now);
+    // Handshake messages cost DH before they authenticate (an initiation before its sender is
+    // known, a response to one of our pending indices, which the path sees): watch their rate.
+    if ((msg.length === 148 && msg[0] === 1) || (msg.length === 92 && msg[0] === 2)) this.countHandshake(now);
     let r: Received;
     try {
       r = this.device.receive(msg, now, `${c.id} ${from}`);
@@ -255,6 +282,8 @@ export class LinkEngine {
       this.log.error({ carrier: c.id, err: (e as Error).message }, 'link device threw on a message');
       return;
     }
+    // Authenticated: a listener keeps this connection over strangers'.
+    if (r.kind === 'data' || r.kind === 'keepalive' || (r.kind === 'reply' && r.peer !== null)) c.vouch?.(from);
     switch (r.kind) {
       case 'data': {
         const lp = this.peers.get(r.peer);
@@ -291,7 +320,7 @@ export class LinkEngine {
     if ((n & (n - 1)) === 0) this.log.info({ reason, carrier: c.id, from, count: n }, 'link message dropped');
   }
 
-  private countInitiation(now: number): void {
+  private countHandshake(now: number): void {
     if (now - this.windowStart >= 1000) {
       this.windowStart = now;
       this.windowInitiations = 0;

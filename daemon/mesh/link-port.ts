@@ -14,7 +14,8 @@ export interface LinkPortOptions {
   maxFrame: number;
   /** Said while there is no session: "waiting for the peer to connect to udp:51820". */
   waitingText: () => string;
-  onClose: () => Promise<void>;
+  /** `remove`: false when the daemon stops (keep what a restart needs, e.g. an onion listener's key). */
+  onClose: (remove: boolean) => Promise<void>;
 }
 
 export class LinkPort implements Port, PeerSink {
@@ -100,10 +101,10 @@ export class LinkPort implements Port, PeerSink {
     }
   }
 
-  async close(): Promise<void> {
+  async close(opts?: { remove?: boolean }): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.handler = () => {};
-    await this.o.onClose();
+    await this.o.onClose(opts?.remove !== false);
   }
 }

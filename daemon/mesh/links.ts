@@ -3,7 +3,7 @@
  * and agent that names the same one), the links (a peer as a trunk port of a network) and agent
  * ports (a peer as a VM's port). State is what `link add` was given, the onion keys of onion
  * listeners, and each peer's last authenticated UDP endpoint, so a restarted daemon dials back a
- * peer that had roamed.
+ * peer that had roamed (first; its handshakes go to the configured endpoint too until one completes).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -134,11 +134,18 @@ export class Links {
   private engine: LinkEngine | null = null;
   private readonly listeners = new Map<string, ListenerEntry>();
   private udpOut: Promise<Carrier> | null = null;
+  /** Links and agents that dial from the shared udp-out socket: it is closed when the last goes. */
+  private readonly udpOutUsers = new Set<string>();
   private readonly links = new Map<string, LinkEntry>();
   private readonly agents = new Map<string, AgentEntry>();
   private onionKeys: LinksState['onions'] = {};
   private endpoints: LinksState['endpoints'] = {};
-  private failed: unknown[] = [];
+  /** Links of the state file that could not be restored: kept (saved, listed as failed) until removed. */
+  private failed: { raw: unknown; name: string | null; error: string }[] = [];
+  /** Failed links are tried again (a port that was taken at boot, a network made later), 5 s doubling to 60 s. */
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryMs = 5000;
+  private closed = false;
   private torHooked = false;
 
   constructor(private readonly d: LinksDeps) {}
@@ -251,15 +258,18 @@ export class Links {
     });
   }
 
-  private async unlisten(text: string | undefined, owner: string): Promise<void> {
+  /** `keep`: the daemon is stopping: an onion listener keeps its service key for the restart. */
+  private async unlisten(text: string | undefined, owner: string, keep = false): Promise<void> {
     if (text === undefined) return;
     const e = this.listeners.get(text);
     if (e === undefined) return;
     e.owners.delete(owner);
     if (e.owners.size > 0) return;
     this.listeners.delete(text);
-    if (e.onion !== null) await this.d.tor.unpublish(e.onion).catch(() => undefined);
-    delete this.onionKeys[text];
+    if (!keep) {
+      if (e.onion !== null) await this.d.tor.unpublish(e.onion).catch(() => undefined);
+      delete this.onionKeys[text];
+    }
     if (e.carrier !== null) await this.engine?.removeCarrier(e.carrier);
   }
 
@@ -272,11 +282,16 @@ export class Links {
       case 'udp': {
         // From the link's own UDP listener when it has one: the peer sees one address for us.
         if (listen !== null && listen.listen.kind === 'udp' && listen.carrier !== null) return { carrier: listen.carrier, to: await listen.carrier.resolve(ep), own: false };
-        this.udpOut ??= openUdp({ id: 'udp-out', host: '', port: 0, log: engine.log }).then((c) => {
+        this.udpOutUsers.add(owner);
+        const opening = (this.udpOut ??= openUdp({ id: 'udp-out', host: '', port: 0, log: engine.log }).then((c) => {
           engine.addCarrier(c);
           return c;
+        }));
+        // A failure is not kept: the next link tries again.
+        const c = await opening.catch((e: unknown) => {
+          if (this.udpOut === opening) this.udpOut = null;
+          throw e;
         });
-        const c = await this.udpOut;
         return { carrier: c, to: await c.resolve(ep), own: false };
       }
       case 'tcp': {
@@ -318,6 +333,11 @@ export class Links {
     if (this.engine !== null && peer === this.engine.publicKey) throw new UserError('the peer key is this daemon’s own link key');
     for (const l of this.links.values()) if (l.spec.peer === peer && `link:${l.spec.name}` !== owner) throw new UserError(`peer ${peer} is already the peer of link ${l.spec.name}`);
     for (const a of this.agents.values()) if (a.spec.peer === peer && `agent:${a.vm}` !== owner) throw new UserError(`peer ${peer} is already the agent of VM ${a.vm}`);
+    for (const f of this.failed) {
+      const p = (f.raw as { peer?: unknown } | null)?.peer;
+      const k = typeof p === 'string' ? keyFromBase64(p) : null;
+      if (k !== null && keyToBase64(k) === peer && `link:${f.name}` !== owner) throw new UserError(`peer ${peer} is already the peer of link ${f.name} (which could not be restored; remove it first)`);
+    }
   }
 
   /** Opens the carriers and the peer of one owner; undoes what it did when something fails. */
@@ -326,14 +346,22 @@ export class Links {
     this.checkPeerFree(spec.peer, owner);
     let listener: ListenerEntry | null = null;
     let dial: { carrier: Carrier; to: string; own: boolean } | null = null;
+    let lastSeen: string | undefined;
     try {
       if (spec.listen !== undefined) listener = await this.listen(spec.listen, owner);
-      // Dial where the peer was last seen (it roamed), else where we were told.
+      if (spec.endpoint !== undefined) dial = await this.dialer(owner, parseEndpoint(spec.endpoint), listener);
+      // Where the peer was last seen (it roamed) is tried first; the configured endpoint too, until a handshake completes.
       const remembered = this.endpoints[spec.peer];
-      const epText = spec.endpoint !== undefined && remembered !== undefined && parseEndpoint(spec.endpoint).kind === 'udp' ? remembered : spec.endpoint;
-      if (epText !== undefined) dial = await this.dialer(owner, parseEndpoint(epText), listener);
+      if (dial !== null && remembered !== undefined && dial.carrier.kind === 'udp') {
+        try {
+          lastSeen = await dial.carrier.resolve(parseEndpoint(remembered, 'udp'));
+        } catch {
+          lastSeen = undefined;
+        }
+      }
     } catch (e) {
       if (dial?.own === true) await engine.removeCarrier(dial.carrier);
+      await this.releaseUdpOut(owner);
       await this.unlisten(spec.listen, owner);
       throw e instanceof UserError ? e : new UserError((e as Error).message);
     }
@@ -343,16 +371,27 @@ export class Links {
       publicKey: keyFromBase64(spec.peer)!,
       ...(keepalive > 0 ? { persistentKeepaliveMs: keepalive * 1000 } : {}),
       ...(dial !== null && spec.endpoint !== undefined ? { endpoint: { carrier: dial.carrier, to: dial.to, text: parseEndpoint(spec.endpoint) } } : {}),
+      ...(lastSeen !== undefined && lastSeen !== dial?.to ? { lastSeen } : {}),
     };
     const peer = engine.addPeer(cfg, { frames: () => {} });
     return { peer, dial: dial?.own === true ? dial.carrier : null };
   }
 
-  private async closePeer(owner: string, peer: LinkPeer, dial: Carrier | null, listen: string | undefined): Promise<void> {
+  /** The owner no longer dials from udp-out; the socket is closed when nobody does. */
+  private async releaseUdpOut(owner: string): Promise<void> {
+    if (!this.udpOutUsers.delete(owner) || this.udpOutUsers.size > 0 || this.udpOut === null) return;
+    const opening = this.udpOut;
+    this.udpOut = null;
+    const c = await opening.catch(() => null);
+    if (c !== null) await this.engine?.removeCarrier(c);
+  }
+
+  private async closePeer(owner: string, peer: LinkPeer, dial: Carrier | null, listen: string | undefined, keep = false): Promise<void> {
     this.rememberEndpoint(peer);
     peer.remove();
     if (dial !== null) await this.engine?.removeCarrier(dial);
-    await this.unlisten(listen, owner);
+    await this.releaseUdpOut(owner);
+    await this.unlisten(listen, owner, keep);
   }
 
   /** Keeps a roamed UDP endpoint of a peer for the next start. */
@@ -376,9 +415,11 @@ export class Links {
 
   // --- links ---------------------------------------------------------------------------------
 
-  async add(params: unknown, restoring = false): Promise<LinkInfo> {
+  async add(params: unknown, restoring = false, retry = false): Promise<LinkInfo> {
     const spec = checkLinkSpec(params);
     if (this.links.has(spec.name)) throw new UserError(`link ${spec.name} already exists`);
+    const failed = this.failed.find((f) => f.name === spec.name);
+    if (failed !== undefined && !retry) throw new UserError(`link ${spec.name} is in the state file but could not be restored (${failed.error}); remove it first`);
     const net = this.d.network(spec.net);
     if (net === undefined) throw new UserError(`no network named ${spec.net}`);
     const netMax = maxFrameFor(net.mtu);
@@ -413,13 +454,22 @@ export class Links {
   async remove(name: unknown): Promise<{ removed: string }> {
     const n = checkName(name, 'link');
     const e = this.links.get(n);
-    if (e === undefined) throw new UserError(`no link named ${n}`);
+    if (e === undefined) {
+      const f = this.failed.findIndex((x) => x.name === n);
+      if (f < 0) throw new UserError(`no link named ${n}`);
+      this.failed.splice(f, 1);
+      this.d.save();
+      this.d.log.info({ link: n }, 'link removed (it had failed to restore)');
+      return { removed: n };
+    }
     this.links.delete(n);
     const owner = `link:${n}`;
     this.d.capture.portRemoved(owner);
     this.d.network(e.spec.net)?.sw.detach(e.member);
     await e.port.close();
     await this.closePeer(owner, e.peer, e.dial, e.spec.listen);
+    // Where a removed peer was last seen is nothing to keep (nor to dial if it is added again).
+    delete this.endpoints[e.spec.peer];
     this.d.save();
     this.d.log.info({ link: n }, 'link removed');
     return { removed: n };
@@ -447,10 +497,10 @@ export class Links {
       layer: spec.layer ?? 2,
       maxFrame: spec.layer === 3 ? mtu : netMax,
       waitingText: () => `waiting for mvnet agent ${spec.peer.slice(0, 8)}… on ${spec.listen}`,
-      onClose: async () => {
+      onClose: async (remove) => {
         if (this.agents.get(vm) !== entry) return;
         this.agents.delete(vm);
-        await this.closePeer(owner, peer, dial, spec.listen);
+        await this.closePeer(owner, peer, dial, spec.listen, !remove);
       },
     });
   }
@@ -484,17 +534,48 @@ export class Links {
       try {
         await this.add(s, true);
       } catch (e) {
-        // Kept as it was in the state file, and said: the admin fixes the cause (a port taken, a network gone).
-        this.failed.push(s);
+        // Kept as it was in the state file, listed as failed, and said: the admin fixes the cause (a port taken, a network gone) and removes it.
+        const name = s !== null && typeof s === 'object' && typeof (s as { name?: unknown }).name === 'string' ? (s as { name: string }).name : null;
+        this.failed.push({ raw: s, name, error: (e as Error).message });
         this.d.log.error({ err: (e as Error).message, link: s }, 'could not restore a link');
       }
     }
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer !== null || this.closed || !this.failed.some((f) => f.name !== null)) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.retryFailed();
+    }, this.retryMs);
+    this.retryTimer.unref();
+    this.retryMs = Math.min(this.retryMs * 2, 60_000);
+  }
+
+  private async retryFailed(): Promise<void> {
+    for (const f of [...this.failed]) {
+      if (this.closed) return;
+      if (f.name === null || !this.failed.includes(f)) continue;
+      try {
+        await this.add(f.raw, true, true);
+        const i = this.failed.indexOf(f);
+        if (i >= 0) this.failed.splice(i, 1);
+        this.d.log.info({ link: f.name }, 'a link that could not be restored is up now');
+        this.d.save();
+      } catch (e) {
+        f.error = (e as Error).message;
+      }
+    }
+    this.scheduleRetry();
   }
 
   snapshot(): LinksState {
     for (const l of this.links.values()) this.rememberEndpointQuiet(l.peer);
     for (const a of this.agents.values()) this.rememberEndpointQuiet(a.peer);
-    return { specs: [...[...this.links.values()].map((l) => l.spec), ...(this.failed as LinkSpec[])], onions: this.onionKeys, endpoints: this.endpoints };
+    // A failed link being retried may be up already: listed once.
+    const failed = this.failed.filter((f) => f.name === null || !this.links.has(f.name));
+    return { specs: [...[...this.links.values()].map((l) => l.spec), ...(failed.map((f) => f.raw) as LinkSpec[])], onions: this.onionKeys, endpoints: this.endpoints };
   }
 
   private rememberEndpointQuiet(peer: LinkPeer): void {
@@ -564,10 +645,46 @@ export class Links {
     };
   }
 
+  /** A link that could not be restored, as far as its saved spec says. */
+  private failedInfo(f: Links['failed'][number]): LinkInfo {
+    const o = (f.raw !== null && typeof f.raw === 'object' ? f.raw : {}) as Record<string, unknown>;
+    const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+    let configuredEndpoint: string | null = null;
+    let listen: string | null = null;
+    try {
+      if (typeof o.endpoint === 'string') configuredEndpoint = endpointMultiaddr(parseEndpoint(o.endpoint));
+    } catch {
+      configuredEndpoint = null;
+    }
+    try {
+      if (typeof o.listen === 'string') listen = listenMultiaddr(parseListen(o.listen));
+    } catch {
+      listen = null;
+    }
+    return {
+      name: f.name ?? '?',
+      net: text(o.net) ?? '',
+      kind: 'link',
+      peer: text(o.peer) ?? '',
+      state: 'failed',
+      error: f.error,
+      endpoint: null,
+      configuredEndpoint,
+      listen,
+      lastHandshake: null,
+      handshakes: 0,
+      rx: { packets: 0, bytes: 0 },
+      tx: { packets: 0, bytes: 0 },
+      drops: {},
+      macs: 0,
+    };
+  }
+
   list(): LinksInfo {
     const engine = this.engine;
     const links: LinkInfo[] = [...this.links.values()].map((l) => this.info(l));
     for (const a of this.agents.values()) links.push({ name: a.vm, net: '', kind: 'agent', ...this.peerInfo(a.peer), listen: this.listenInfo(a.spec.listen), macs: 0 });
+    for (const f of this.failed) if (f.name === null || !this.links.has(f.name)) links.push(this.failedInfo(f));
     const listeners: LinkListenerInfo[] = [...this.listeners.values()].map((e) => ({
       listen: this.listenInfo(e.text),
       text: e.text,
@@ -589,6 +706,8 @@ export class Links {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     for (const l of this.links.values()) {
       this.rememberEndpointQuiet(l.peer);
       await l.port.close();

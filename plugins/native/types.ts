@@ -256,6 +256,75 @@ export interface NativeAeadKey {
   readonly __nativeAeadKey: never;
 }
 
+export interface UdpSocketOptions {
+  /** '' (dual-stack any address), an IPv6 literal (optionally with %scope; a dual-stack socket) or an IPv4 literal. */
+  host: string;
+  /** 0: an ephemeral port (see `port`). */
+  port: number;
+  /**
+   * Called with the number of datagrams of a batch: datagram i is buffer[i * 65536, i * 65536 +
+   * lengths[i]) (valid only during the call; a length above 65535 means truncated), from
+   * sources[sourceIndex[i]].
+   */
+  onRead: (count: number) => void;
+  /** Called once when the socket fails for good; it stops polling. */
+  onError: (message: string) => void;
+}
+
+export interface UdpSocketStats {
+  /** Errors read from the socket (queued ICMP errors, memory shortage), survived. */
+  rxErrors: number;
+  /** Datagrams larger than a slot (65535 bytes), delivered with length 65536 to be dropped. */
+  rxTruncated: number;
+  /** Exceptions thrown by onRead/onError (caught so the process survives). */
+  callbackErrors: number;
+  lastRxError?: string;
+  /** Runs of equal-sized datagrams sent as one UDP GSO message (UDP_SEGMENT). */
+  txGso: number;
+  /** Whether GSO is still used (off for good after the kernel or the path refused it). */
+  gso: boolean;
+}
+
+/**
+ * A non-blocking UDP socket, bound at construction (throws an Error with `code`, e.g.
+ * EADDRINUSE), with SO_RCVBUF/SO_SNDBUF of 4 MiB (forced when allowed). Reads: recvmmsg of up to
+ * 64 datagrams into `buffer`, one onRead per batch, at most 4 batches per readable event.
+ */
+export interface NativeUdpSocket {
+  /** A dual-stack AF_INET6 socket (IPv4 peers appear as plain IPv4 sources). */
+  readonly v6: boolean;
+  /** The bound port (the ephemeral one when bound to 0). */
+  readonly port: number;
+  /** The bound address as text: "[::]:51820", "127.0.0.1:5". */
+  readonly address: string;
+  /** The receive arena: 64 slots of 65536 bytes. */
+  readonly buffer: Buffer;
+  readonly lengths: Uint32Array;
+  /** Per datagram of the batch: index into `sources`. */
+  readonly sourceIndex: Uint8Array;
+  /**
+   * Source strings ("1.2.3.4:5", "[::1]:5", "[fe80::1%eth0]:5"; v4-mapped as plain IPv4), 64
+   * entries: an entry is replaced only when a new source needs it, never during a batch that uses it.
+   */
+  readonly sources: string[];
+  /** [sent, sentBytes, queueFull, ioError] of the last send(). */
+  readonly txInfo: Float64Array;
+  start(): void;
+  /**
+   * The sockaddr for an IP literal (IPv6 with optional %scope on a v6 socket; IPv4 destinations
+   * of a v6 socket as "::ffff:a.b.c.d") and a port 1..65535, or null.
+   */
+  target(address: string, port: number): Buffer | null;
+  /**
+   * sendmmsg of `msgs` to a sockaddr from target(), runs of equal-sized ones (the last may be
+   * shorter) as one UDP GSO message each; results in txInfo. Never blocks or queues.
+   */
+  send(sockaddr: Buffer, msgs: readonly Uint8Array[]): void;
+  stats(): UdpSocketStats;
+  /** Stops polling and closes the fd. Idempotent; send() afterwards counts everything as ioError. */
+  close(): void;
+}
+
 export interface NativeAddon {
   /** The tee's filter interpreter alone (tests): whether `program` accepts `frame`; TypeError when malformed. */
   teeFilterMatch(program: Uint32Array, frame: Uint8Array): boolean;
@@ -291,6 +360,8 @@ export interface NativeAddon {
    */
   openPing(opts: { v6: boolean }): OpenPingResult;
   PingSocket: new (opts: PingSocketOptions) => NativePingSocket;
+  /** The link carrier's UDP socket (daemon/carriers/udp.ts). */
+  UdpSocket: new (opts: UdpSocketOptions) => NativeUdpSocket;
   /**
    * Sends descriptor `fd` with `token` (32 lowercase hex digits) as one datagram with SCM_RIGHTS
    * to the unix datagram socket at `path`. Never blocks: throws an Error with `code` (EAGAIN when

@@ -7,7 +7,8 @@
  * Both daemons have the same network (subnet, gateway); the link makes one Ethernet segment of
  * the two, so VM A (10.98.0.11) and VM B (10.98.0.12) are neighbours. Daemon A listens on
  * udp:51820; daemon B dials 10.99.0.1:51820 and listens too. VMs get static addresses (`vm
- * attach --ip`), set inside their namespaces as the kernel's own.
+ * attach --ip`), set inside their namespaces as the kernel's own; each side's DHCP range is its
+ * own (DHCP_RANGE_A/B), for tests that add DHCP clients.
  *
  * Used by the link tests (with test/support/daemon.ts startDaemon, whose error-line checks need
  * vitest) and by bench/links.ts (which runs outside vitest): so the caller passes the function
@@ -28,6 +29,9 @@ export const LAN_SUBNET = '10.98.0.0/24';
 export const LAN_GATEWAY = '10.98.0.1';
 export const VM_A_IP = '10.98.0.11';
 export const VM_B_IP = '10.98.0.12';
+/** Each side's DHCP hands out only its own range (one segment, two DHCP servers); the VMs' static addresses lie outside both. */
+export const DHCP_RANGE_A = '10.98.0.100-10.98.0.149';
+export const DHCP_RANGE_B = '10.98.0.150-10.98.0.199';
 export const LINK_PORT = 51820;
 
 /** What this module needs of a daemon: test/support/daemon.ts Daemon has it, as does the bench's. */
@@ -88,6 +92,8 @@ export interface LinkTopologyOptions<D extends RouterDaemon> {
   mtu?: number;
   /** MTU of the router↔router veth (default 1500). */
   underlayMtu?: number;
+  /** The VMs' TAPs with a virtio-net header (`vm attach --vnet-hdr`): TSO super-frames. */
+  vnetHdr?: boolean;
   /** Reuse these routers (e.g. a bench that also runs wireguard-go across them). */
   routers?: Routers;
   /** Add the links (default true); false leaves that to the test. */
@@ -108,11 +114,11 @@ export interface LinkTopology<D extends RouterDaemon> {
   ping(from: Side, opts?: { count?: number; waitS?: number; intervalS?: number; size?: number }): Promise<RunResult>;
 }
 
-async function attachVm<D extends RouterDaemon>(d: D, side: Side, prefix: string, ip: string, mtu: number): Promise<LinkSide<D>['vm']> {
+async function attachVm<D extends RouterDaemon>(d: D, side: Side, prefix: string, ip: string, mtu: number, vnetHdr: boolean): Promise<LinkSide<D>['vm']> {
   const ns = await createNetns(`${prefix}-v${side}`);
   const ifname = uniqueName('lkt');
   const name = `vm${side}`;
-  await d.cliOk(['vm', 'attach', name, '--net', 'lan', '--tap', ifname, '--netns', ns.name, '--ip', ip]);
+  await d.cliOk(['vm', 'attach', name, '--net', 'lan', '--tap', ifname, '--netns', ns.name, '--ip', ip, ...(vnetHdr ? ['--vnet-hdr'] : [])]);
   await ns.waitForLink(ifname);
   await ns.exec(['ip', 'link', 'set', 'dev', ifname, 'mtu', String(mtu)]);
   await ns.addAddr(ifname, `${ip}/24`);
@@ -124,7 +130,12 @@ export async function startLinkTopology<D extends RouterDaemon>(o: LinkTopologyO
   const mtu = o.mtu ?? 1500;
   const routers = o.routers ?? (await createRouters(o.prefix, o.underlayMtu ?? 1500));
   const [dA, dB] = await Promise.all([o.startDaemon({ side: 'a', netns: routers.rA }), o.startDaemon({ side: 'b', netns: routers.rB })]);
-  for (const d of [dA, dB]) await d.cliOk(['net', 'create', 'lan', '--subnet', LAN_SUBNET, '--gateway', LAN_GATEWAY, '--mtu', String(mtu)]);
+  for (const [d, range] of [
+    [dA, DHCP_RANGE_A],
+    [dB, DHCP_RANGE_B],
+  ] as const) {
+    await d.cliOk(['net', 'create', 'lan', '--subnet', LAN_SUBNET, '--gateway', LAN_GATEWAY, '--mtu', String(mtu), '--dhcp-range', range]);
+  }
   const [keyA, keyB] = await Promise.all([dA.cliJson<{ publicKey: string }>(['link', 'key']), dB.cliJson<{ publicKey: string }>(['link', 'key'])]);
   const linkArgs = (side: Side): string[] => {
     const keepalive = o.keepalive !== undefined ? ['--keepalive', String(o.keepalive)] : [];
@@ -137,8 +148,8 @@ export async function startLinkTopology<D extends RouterDaemon>(o: LinkTopologyO
     await dA.cliOk(linkArgs('a'));
     await dB.cliOk(linkArgs('b'));
   }
-  const vmA = await attachVm(dA, 'a', o.prefix, VM_A_IP, mtu);
-  const vmB = await attachVm(dB, 'b', o.prefix, VM_B_IP, mtu);
+  const vmA = await attachVm(dA, 'a', o.prefix, VM_A_IP, mtu, o.vnetHdr ?? false);
+  const vmB = await attachVm(dB, 'b', o.prefix, VM_B_IP, mtu, o.vnetHdr ?? false);
   const a: LinkSide<D> = { side: 'a', router: routers.rA, daemon: dA, publicKey: keyA.publicKey, linkName: withLink ? 'to-b' : undefined, vm: vmA };
   const b: LinkSide<D> = { side: 'b', router: routers.rB, daemon: dB, publicKey: keyB.publicKey, linkName: withLink ? 'to-a' : undefined, vm: vmB };
   const other = (s: Side): LinkSide<D> => (s === 'a' ? b : a);

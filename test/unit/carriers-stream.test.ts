@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { StreamFramer, encodeStreamBatch } from '../../plugins/common/stream-framer.js';
 import { connectTcp, connectUnix } from '../../daemon/carriers/connect.js';
 import { MAX_CONNECTIONS, dialStream, listenStream } from '../../daemon/carriers/stream.js';
-import { MAX_QUEUE } from '../../daemon/carriers/stream-conn.js';
+import { MAX_QUEUE, STRANGER_QUEUE } from '../../daemon/carriers/stream-conn.js';
 import { MAX_MESSAGE, type Carrier } from '../../daemon/carriers/types.js';
 import { Inbox, log, numbered } from './carriers-util.js';
 
@@ -188,6 +188,8 @@ describe('stream carriers: framing and drops', () => {
     const c = await rawClient({ host: '127.0.0.1', port: l.localPort! });
     c.pause();
     await vi.waitFor(() => expect(l.reachable('c1')).toBe(true), { interval: 5 });
+    // A peer's connection (the engine authenticated a message on it) has the full queue.
+    l.vouch!('c1');
     // The reader reads nothing until the queue is full: in one synchronous loop nothing drains.
     const size = 60_000;
     let sent = 0;
@@ -232,6 +234,78 @@ describe('stream carriers: framing and drops', () => {
     const got = await inL.count(MAX_CONNECTIONS);
     expect(got.at(-1)!.from).toBe(`c${MAX_CONNECTIONS + 1}`);
     expect(l.status()).toMatch(`listening, ${MAX_CONNECTIONS} connections`);
+  });
+});
+
+describe('stream carriers: strangers (nothing authenticated yet)', () => {
+  it('a stranger that never reads gets a small write queue, not a peer\'s', async () => {
+    const l = await tcpListener();
+    const fill = async (to: string, vouch: boolean): Promise<number> => {
+      const c = await rawClient({ host: '127.0.0.1', port: l.localPort! });
+      c.pause();
+      await vi.waitFor(() => expect(l.reachable(to)).toBe(true), { interval: 5 });
+      if (vouch) l.vouch!(to);
+      let sent = 0;
+      for (let i = 0; i < 2000 && l.send(to, [numbered(i, 60_000)]); i++) sent++;
+      return sent * 60_004;
+    };
+    const stranger = await fill('c1', false);
+    const peer = await fill('c2', true);
+    expect(l.stats().drops).toEqual({ 'queue-full': 2 });
+    // Both had the kernel's buffers; only the peer had MAX_QUEUE on top.
+    expect(peer - stranger).toBeGreaterThan(MAX_QUEUE - STRANGER_QUEUE - 2 * 60_004);
+  });
+
+  it(`beyond ${MAX_CONNECTIONS} connections a stranger is shed, never a peer's quiet connection`, async () => {
+    const l = await tcpListener();
+    const inL = new Inbox(l);
+    const peer = await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    peer.write(encodeStreamBatch([numbered(0)], 1));
+    await inL.count(1);
+    l.vouch!('c1');
+    // Strangers fill the listener and keep talking: the peer's connection is the one silent longest.
+    const strangers: net.Socket[] = [];
+    for (let i = 1; i < MAX_CONNECTIONS; i++) strangers.push(await rawClient({ host: '127.0.0.1', port: l.localPort! }));
+    await vi.waitFor(() => expect(l.status()).toMatch(`listening, ${MAX_CONNECTIONS} connections`), { interval: 5 });
+    await new Promise((r) => setTimeout(r, 5));
+    strangers.forEach((c, i) => c.write(encodeStreamBatch([numbered(i + 1)], 1)));
+    await inL.count(MAX_CONNECTIONS);
+    for (let k = 0; k < 20; k++) await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    await vi.waitFor(() => expect(strangers.filter((s) => s.destroyed).length).toBe(20), { interval: 5 });
+    expect(peer.destroyed).toBe(false);
+    expect(l.reachable('c1')).toBe(true);
+  });
+
+  it('sheds the stranger connected longest: chatty strangers cannot shed a new connection mid-handshake', async () => {
+    const l = await tcpListener();
+    const inL = new Inbox(l);
+    const strangers: net.Socket[] = [];
+    for (let i = 0; i < MAX_CONNECTIONS - 1; i++) strangers.push(await rawClient({ host: '127.0.0.1', port: l.localPort! }));
+    // A peer's dialer connects and sends its initiation; its handshake is not done yet.
+    const newcomer = await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    newcomer.write(encodeStreamBatch([numbered(0)], 1));
+    await inL.count(1);
+    await new Promise((r) => setTimeout(r, 10));
+    // The strangers talk (more recently than the newcomer), and one more connects.
+    strangers.forEach((c, i) => c.write(encodeStreamBatch([numbered(i + 1)], 1)));
+    await inL.count(MAX_CONNECTIONS);
+    await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    await closed(strangers[0]!);
+    expect(newcomer.destroyed).toBe(false);
+    expect(l.reachable(`c${MAX_CONNECTIONS}`)).toBe(true);
+  });
+
+  it('closes a connection on which nothing authenticates in time, and keeps a peer\'s', async () => {
+    const l = track(await listenStream({ id: 'l', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, log, strangerDeadlineMs: 300 }));
+    const stranger = await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    stranger.write(Buffer.from([0, 0, 0, 100, 1, 2])); // a partial message, held no longer than the deadline
+    const peer = await rawClient({ host: '127.0.0.1', port: l.localPort! });
+    await vi.waitFor(() => expect(l.reachable('c2')).toBe(true), { interval: 5 });
+    l.vouch!('c2');
+    await closed(stranger);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(peer.destroyed).toBe(false);
+    expect(l.reachable('c2')).toBe(true);
   });
 });
 

@@ -33,6 +33,7 @@ function status(nets: NetInfo[], vms: VmInfo[], torConfigured = false): StatusIn
     networks: nets,
     vms,
     captures: [],
+    links: [],
   };
 }
 

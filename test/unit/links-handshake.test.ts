@@ -258,6 +258,32 @@ describe('links: cookies under a flood', () => {
     expect(l.b.receive(c.kind === 'reply' ? c.packets[0]! : Buffer.alloc(0), 0, 'a-addr').kind).toBe('cookie');
   });
 
+  it('under load, handshakes with a valid cookie are rate-limited per source (as WireGuard: 20/s, burst 5)', () => {
+    const l = lab();
+    l.b.underLoad = true;
+    // A stranger who knows b's public key fetches a cookie for its address, then floods
+    // initiations carrying a valid mac2: each would cost b a DH before b learns it is no peer.
+    const stranger = new Device({ privateKey: fixedKeyPair('flooder').privateKey, entropy: fixedEntropy('f') });
+    const sp = stranger.addPeer({ publicKey: l.keysB.publicKey });
+    const first = l.b.receive(sp.handshakeInit(0)!, 0, 'src 198.51.100.9:4000');
+    expect(stranger.receive(first.kind === 'reply' ? first.packets[0]! : Buffer.alloc(0), 0, 'b').kind).toBe('cookie');
+    const dh0 = l.b.counters.dh;
+    const verdicts: string[] = [];
+    for (let i = 1; i <= 20; i++) verdicts.push(reason(l.b.receive(sp.handshakeInit(i * REKEY_TIMEOUT_MS)!, 10, 'src 198.51.100.9:4000')));
+    expect(verdicts.filter((v) => v === 'unknown-peer')).toHaveLength(5);
+    expect(verdicts.filter((v) => v === 'rate-limit')).toHaveLength(15);
+    expect(l.b.counters.dh - dh0).toBe(5);
+    // Tokens come back at 20/s.
+    expect(reason(l.b.receive(sp.handshakeInit(21 * REKEY_TIMEOUT_MS)!, 60, 'src 198.51.100.9:4000'))).toBe('unknown-peer');
+    // The real peer, from its own source, is not held back by the flood.
+    const init = l.ab.handshakeInit(0)!;
+    const c = l.b.receive(init, 60, 'a-addr');
+    l.a.receive(c.kind === 'reply' ? c.packets[0]! : Buffer.alloc(0), 0, 'b-addr');
+    const acts = l.ab.tick(REKEY_TIMEOUT_MS + 400);
+    const retry = acts[0]!.kind === 'send' ? acts[0]!.packets[0]! : Buffer.alloc(0);
+    expect(l.b.receive(retry, 60, 'a-addr').kind).toBe('reply');
+  });
+
   it('an established session keeps working while the responder is under load', () => {
     const l = lab();
     handshake(l, 0);

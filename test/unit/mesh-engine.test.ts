@@ -4,14 +4,22 @@
  * and a router would. Attacks: tampered, replayed (inside and behind the window), unknown key,
  * a handshake flood; and roaming (the peer's address changes and the link follows).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import dgram from 'node:dgram';
 import pino from 'pino';
 import { LinkEngine, type LinkPeer } from '../../daemon/mesh/engine.js';
+import { addressRateKey as udpRateKey } from '../../daemon/carriers/types.js';
 import { openUdp } from '../../daemon/carriers/udp.js';
+import { dialStream, listenStream } from '../../daemon/carriers/stream.js';
+import { connectTcp } from '../../daemon/carriers/connect.js';
+import net from 'node:net';
 import type { Carrier } from '../../daemon/carriers/types.js';
 import { parseEndpoint } from '../../daemon/carriers/endpoint.js';
 import { fixedKeyPair } from '../support/links-lab.js';
+import { CookieGenerator } from '../../daemon/links/cookie.js';
+import { Device } from '../../daemon/links/device.js';
+import { StreamFramer, encodeStreamBatch } from '../../plugins/common/stream-framer.js';
+import { encodeResponse, RESPONSE_MAC1 } from '../../daemon/links/messages.js';
 
 const log = pino({ level: 'silent' });
 
@@ -120,6 +128,81 @@ async function established(p: LinkPeer): Promise<void> {
   expect(p.state()).toBe('established');
 }
 
+describe('handshake rate-limit key', () => {
+  it('is the IPv4 address or the IPv6 /64 of a UDP sender, whatever its port', () => {
+    expect(udpRateKey('198.51.100.7:51820')).toBe('198.51.100.7');
+    expect(udpRateKey('[2001:db8:1:2:3::4]:5')).toBe('2001:db8:1:2::/64');
+    expect(udpRateKey('[2001:db8:1:2:ffff::9]:6')).toBe('2001:db8:1:2::/64');
+    expect(udpRateKey('[2001:db8::1]:7')).toBe('2001:db8:0:0::/64');
+    expect(udpRateKey('[::1]:7')).toBe('0:0:0:0::/64');
+    expect(udpRateKey('[fe80::1%veth0]:7')).toBe('fe80:0:0:0::/64');
+  });
+});
+
+describe('link engine over a TCP listener', () => {
+  it('a connection a peer authenticated on outlives the stranger deadline; a stranger\'s does not', async () => {
+    const ka = fixedKeyPair('tcp-a');
+    const kb = fixedKeyPair('tcp-b');
+    const ea = new LinkEngine({ privateKey: ka.privateKey, log });
+    const eb = new LinkEngine({ privateKey: kb.privateKey, log });
+    cleanups.push(() => ea.close(), () => eb.close());
+    const l = await listenStream({ id: 'listen', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, log, strangerDeadlineMs: 400 });
+    eb.addCarrier(l);
+    const port = (l as { localPort?: number }).localPort!;
+    const got: Buffer[] = [];
+    const bPeer = eb.addPeer({ name: 'a', publicKey: ka.publicKey }, { frames: (b) => got.push(...b.map((f) => Buffer.from(f))) });
+    const d = dialStream({ id: 'dial', kind: 'tcp', connect: () => connectTcp('127.0.0.1', port, 2000), describe: 'b', log, backoff: { firstMs: 50, maxMs: 100 } });
+    ea.addCarrier(d);
+    const ep = parseEndpoint(`tcp:127.0.0.1:${port}`);
+    const aPeer = ea.addPeer({ name: 'b', publicKey: kb.publicKey, endpoint: { carrier: d, to: await d.resolve(ep), text: ep } }, { frames: () => {} });
+    await established(aPeer);
+    const stranger = net.createConnection({ host: '127.0.0.1', port });
+    cleanups.push(() => void stranger.destroy());
+    await new Promise((r) => setTimeout(r, 700));
+    expect(stranger.destroyed || stranger.readableEnded).toBe(true);
+    expect(l.status()).toMatch('listening, 1 connection');
+    aPeer.send([frame(1)]);
+    await vi.waitFor(() => expect(got).toHaveLength(1), { timeout: 2000, interval: 10 });
+    expect(bPeer.state()).toBe('established');
+    // Still the first connection: it was never closed and re-dialled.
+    expect(bPeer.peer.endpoint).toBe('listen c1');
+  });
+});
+
+describe('link engine over a TCP listener, under load', () => {
+  it('holds all connections from one address to one handshake allowance', async () => {
+    const kb = fixedKeyPair('tcp-load-b');
+    const eb = new LinkEngine({ privateKey: kb.privateKey, log, loadThreshold: 1 });
+    cleanups.push(() => eb.close());
+    const l = await listenStream({ id: 'listen', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, log });
+    eb.addCarrier(l);
+    const port = (l as { localPort?: number }).localPort!;
+    // Ten connections, each a stranger who knows B's public key and fetches a cookie for it.
+    const conns = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const sock = await connectTcp('127.0.0.1', port, 2000);
+        cleanups.push(() => void sock.destroy());
+        const dev = new Device({ privateKey: fixedKeyPair(`tcp-load stranger ${i}`).privateKey });
+        const peer = dev.addPeer({ publicKey: kb.publicKey });
+        const framer = new StreamFramer(1, 70_000);
+        const replies: Buffer[] = [];
+        sock.on('data', (c: Buffer) => framer.push(c, (fs) => fs.forEach((f) => replies.push(Buffer.from(f)))));
+        return { sock, dev, peer, replies };
+      }),
+    );
+    // Past the threshold: every initiation without mac2 gets a cookie reply.
+    for (const c of conns) for (let k = 0; k < 2; k++) c.sock.write(encodeStreamBatch([c.peer.handshakeInit(k * 6000)!], 1));
+    await vi.waitFor(() => expect(conns.every((c) => c.replies.some((r) => r[0] === 3))).toBe(true), { timeout: 3000, interval: 10 });
+    for (const c of conns) for (const r of c.replies) if (r[0] === 3) c.dev.receive(r, 12_000, 'b');
+    const dh0 = eb.device.counters.dh;
+    // Then ten initiations with a valid mac2 on each connection.
+    for (const c of conns) for (let k = 0; k < 10; k++) c.sock.write(encodeStreamBatch([c.peer.handshakeInit(18_000 + k * 6000)!], 1));
+    await vi.waitFor(() => expect(eb.device.counters.drops['unknown-peer'] + eb.device.counters.drops['rate-limit']).toBeGreaterThanOrEqual(100), { timeout: 3000, interval: 10 });
+    // One address: one burst (5) and 20 a second, not ten of each.
+    expect(eb.device.counters.dh - dh0).toBeLessThan(15);
+  });
+});
+
 describe('link engine over UDP', () => {
   it('carries frames both ways, intact and in order', async () => {
     const { a, b } = await pair();
@@ -216,6 +299,33 @@ describe('link engine over UDP', () => {
     await waitFrames(b, 2);
     // Until the load was seen, each initiation cost the responder DH; after, none did.
     expect(b.engine.device.counters.dh - dhBefore).toBeLessThan(2 * 60);
+  });
+
+  it('counts forged responses toward the load too: an on-path sender cannot make it spend DH on each', async () => {
+    // A dials a silent address (a socket we hold: the host pipe sees A's initiation and its index).
+    const a = await side('mesh-resp-a', { loadThreshold: 20 });
+    const pipe = dgram.createSocket('udp4');
+    await new Promise<void>((res) => pipe.bind(0, '127.0.0.1', () => res()));
+    cleanups.push(() => void pipe.close());
+    const got = new Promise<Buffer>((res) => pipe.once('message', (m) => res(Buffer.from(m))));
+    const ep = parseEndpoint(`127.0.0.1:${pipe.address().port}`);
+    a.engine.addPeer({ name: 'b', publicKey: fixedKeyPair('mesh-resp-b').publicKey, endpoint: { carrier: a.carrier, to: await a.carrier.resolve(ep), text: ep } }, { frames: () => {} });
+    const init = await got;
+    const index = init.readUInt32LE(4);
+    // Forged responses to that index: valid mac1 (A's key is public), a fresh ephemeral, a bogus tag.
+    const gen = new CookieGenerator(a.engine.device.publicKey);
+    const forged = (i: number): Buffer => {
+      const m = encodeResponse({ sender: i, receiver: index, ephemeral: fixedKeyPair(`forged ${i % 8}`).publicKey, encryptedNothing: Buffer.alloc(16, i) });
+      gen.addMacs(m, RESPONSE_MAC1, 0);
+      return m;
+    };
+    const dhBefore = a.engine.device.counters.dh;
+    for (let i = 0; i < 1000; i++) pipe.send(forged(i), a.carrier.localPort, '127.0.0.1');
+    await vi.waitFor(() => expect(a.carrier.stats().rxMessages).toBe(1000), { timeout: 5000, interval: 10 });
+    expect(a.engine.device.counters.drops['bad-mac']).toBeGreaterThan(0);
+    // Each response that reached the handshake cost 2 DH; past the threshold they need a cookie first.
+    expect(a.engine.device.counters.dh - dhBefore).toBeLessThan(2 * 60);
+    expect(a.engine.device.counters.cookieRepliesSent).toBeGreaterThan(0);
   });
 
   it('follows a roaming peer: replies go to its latest authenticated address', async () => {
