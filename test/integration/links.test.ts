@@ -82,6 +82,39 @@ describe('a network extended over an encrypted UDP link', () => {
     expect(Buffer.from(r.stdout, 'latin1').includes(Buffer.from(MARKER.slice(0, 16)))).toBe(true);
   }, 30_000);
 
+  it('drops replayed and tampered packets injected on the veth, counts them in link list, and does not follow their source', async () => {
+    // Capture some of B's link packets to A (transport messages, type 4) as they cross the veth.
+    const pcap = join(dir, 'replay.pcap');
+    const cap = spawnProcess(['ip', 'netns', 'exec', t.routers.rB.name, 'tcpdump', '-i', t.routers.vethB, '-w', pcap, '-U', '-c', '10', `udp and dst host ${ROUTER_A_IP} and dst port ${LINK_PORT} and udp[8] = 4`]);
+    await waitFor(async () => cap.stderr.includes('listening on'), { timeoutMs: 5000, intervalMs: 20, what: 'tcpdump to start' });
+    await t.b.vm.ns.exec(['ping', '-n', '-c', '12', '-i', '0.05', VM_A_IP]);
+    await withTimeout(cap.exited, 10_000, 'tcpdump to capture 10 packets');
+    const hex = (await t.routers.rB.exec(['tshark', '-r', pcap, '-T', 'fields', '-e', 'udp.payload'])).stdout.trim().split('\n').filter((l) => l !== '');
+    expect(hex.length).toBe(10);
+    const before = (await links(t.a.daemon)).links.find((x) => x.name === 'to-b')!;
+    // Re-sent from another socket (another source port); and one with a fresh counter (so the
+    // replay check, which comes first, passes), whose tag then fails.
+    const tampered = Buffer.from(hex[0]!, 'hex');
+    tampered.writeBigUInt64LE(1n << 40n, 8);
+    const script = `const s=require('dgram').createSocket('udp4');const m=${JSON.stringify([...hex, tampered.toString('hex')])};let n=0;for(const h of m)s.send(Buffer.from(h,'hex'),${LINK_PORT},'${ROUTER_A_IP}',()=>{if(++n===m.length)s.close()});`;
+    await t.routers.rB.exec([process.execPath, '-e', script]);
+    const after = await waitFor(
+      async () => {
+        const l = (await links(t.a.daemon)).links.find((x) => x.name === 'to-b')!;
+        return (l.drops.replay ?? 0) - (before.drops.replay ?? 0) >= 10 && (l.drops['bad-mac'] ?? 0) > (before.drops['bad-mac'] ?? 0) ? l : undefined;
+      },
+      { timeoutMs: 5000, intervalMs: 50, what: 'the replays and the tampered packet to be counted' },
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}; before ${JSON.stringify(before.drops)}; now ${JSON.stringify(await links(t.a.daemon))}; lengths ${hex.map((h) => h.length / 2).join(',')}`);
+    });
+    expect((after.drops.replay ?? 0) - (before.drops.replay ?? 0)).toBe(10);
+    expect((after.drops['bad-mac'] ?? 0) - (before.drops['bad-mac'] ?? 0)).toBe(1);
+    // Nothing authenticated came from the injecting socket: A still sends to B's real address.
+    expect(after.endpoint).toBe(before.endpoint);
+    const r = await t.ping('a', { count: 3 });
+    expect(r.stdout, r.stderr).toMatch(/3 packets transmitted, 3 received/);
+  }, 60_000);
+
   it('follows a peer whose address changes (roaming)', async () => {
     // B's router moves to another address on the veth; B's keepalives and traffic now come from there.
     await t.routers.rB.exec(['ip', 'addr', 'add', '10.99.0.6/24', 'dev', t.routers.vethB]);
