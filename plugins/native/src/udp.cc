@@ -134,6 +134,8 @@ class UdpSocket {
   void Fail(int err, const char* what);
   void CallJs(const char* prop, size_t argc, napi_value* argv);
   void Close();
+  void DeleteRefs();
+  bool Detached(napi_ref* refs, size_t n);
   void SendGathered(iovec* iov, uint32_t m, sockaddr_storage* to, socklen_t to_len, double* sent, double* sent_bytes,
                     double* queue_full, double* io_error, bool* blocked);
 
@@ -148,6 +150,11 @@ class UdpSocket {
   uint32_t* lens_ = nullptr;
   uint8_t* src_idx_ = nullptr;
   double* tx_info_ = nullptr;  // [sent, sentBytes, queueFull, ioError] of the last send()
+  // The ArrayBuffers behind buf_, lens_, src_idx_ (until closed) and tx_info_ (until finalized):
+  // JS can detach one (a transfer to structuredClone / postMessage), and the memory then belongs
+  // to whoever received it, so each is checked before native code writes into it.
+  napi_ref rx_abs_[3] = {nullptr, nullptr, nullptr};
+  napi_ref tx_ab_ = nullptr;
 
   uv_poll_t poll_;
   bool polling_ = false;
@@ -325,13 +332,28 @@ napi_value UdpSocket::New(napi_env env, napi_callback_info info) {
     h.msg_iovlen = 1;
     h.msg_name = &p->raddrs_[k];
   }
-  if (napi_create_reference(env, sources, 1, &p->sources_) != napi_ok) {
+  napi_value arena_ab = nullptr;
+  {
+    napi_typedarray_type t;
+    size_t l = 0, off = 0;
+    void* d = nullptr;
+    if (napi_get_typedarray_info(env, buffer, &t, &l, &d, &arena_ab, &off) != napi_ok) {
+      delete p;
+      return fail("napi_get_typedarray_info");
+    }
+  }
+  if (napi_create_reference(env, sources, 1, &p->sources_) != napi_ok ||
+      napi_create_reference(env, arena_ab, 1, &p->rx_abs_[0]) != napi_ok ||
+      napi_create_reference(env, lengths_ab, 1, &p->rx_abs_[1]) != napi_ok ||
+      napi_create_reference(env, idx_ab, 1, &p->rx_abs_[2]) != napi_ok ||
+      napi_create_reference(env, tx_ab, 1, &p->tx_ab_) != napi_ok) {
+    p->DeleteRefs();
     delete p;
     return fail("napi_create_reference");
   }
   int r = uv_poll_init(loop, &p->poll_, fd);
   if (r != 0) {
-    napi_delete_reference(env, p->sources_);
+    p->DeleteRefs();
     delete p;
     ::close(fd);
     ThrowPlain(env, std::string("uv_poll_init: ") + uv_strerror(r));
@@ -342,6 +364,7 @@ napi_value UdpSocket::New(napi_env env, napi_callback_info info) {
     ThrowLastError(env, "napi_wrap");
     p->finalized_ = true;
     p->Close();  // closes the fd; deleted in OnHandleClosed
+    p->DeleteRefs();
     return nullptr;
   }
   return self;
@@ -369,6 +392,11 @@ void UdpSocket::Finalize(napi_env env, void* data, void* /*hint*/) {
     p->wrapper_ = nullptr;
   }
   p->active_ref_ = false;
+  if (p->tx_ab_ != nullptr) {
+    napi_delete_reference(env, p->tx_ab_);
+    p->tx_ab_ = nullptr;
+  }
+  p->tx_info_ = nullptr;
   if (!p->closed_) {
     p->Close();  // deleted in OnHandleClosed
   } else if (p->pending_closes_ == 0) {
@@ -392,11 +420,37 @@ void UdpSocket::Close() {
     napi_delete_reference(env_, sources_);
     sources_ = nullptr;
   }
+  for (napi_ref& r : rx_abs_) {
+    if (r != nullptr) napi_delete_reference(env_, r);
+    r = nullptr;
+  }
   // The arena and the arrays belong to the JS object (released with it); no native pointer
   // into them is used after this.
   buf_ = nullptr;
   lens_ = nullptr;
   src_idx_ = nullptr;
+}
+
+// Every reference (New's failure paths; otherwise Close and Finalize release them).
+void UdpSocket::DeleteRefs() {
+  napi_ref* all[] = {&sources_, &rx_abs_[0], &rx_abs_[1], &rx_abs_[2], &tx_ab_};
+  for (napi_ref* r : all) {
+    if (*r != nullptr) napi_delete_reference(env_, *r);
+    *r = nullptr;
+  }
+}
+
+// True when one of refs[0..n) is gone or its ArrayBuffer was detached (call in a handle scope).
+bool UdpSocket::Detached(napi_ref* refs, size_t n) {
+  for (size_t k = 0; k < n; k++) {
+    napi_value ab = nullptr;
+    bool detached = true;
+    if (refs[k] == nullptr || napi_get_reference_value(env_, refs[k], &ab) != napi_ok || ab == nullptr ||
+        napi_is_detached_arraybuffer(env_, ab, &detached) != napi_ok || detached) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void UdpSocket::OnHandleClosed(uv_handle_t* handle) {
@@ -497,6 +551,16 @@ uint8_t UdpSocket::SourceIndex(const SourceKey& k) {
 
 uint32_t UdpSocket::ReadBatch() {
   if (closed_ || fd_ < 0) return 0;
+  {
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env_, &scope) != napi_ok) return 0;
+    bool detached = Detached(rx_abs_, 3);
+    napi_close_handle_scope(env_, scope);
+    if (detached) {
+      Fail(EFAULT, "recvmmsg (the arena's ArrayBuffer was detached)");
+      return 0;
+    }
+  }
   uint32_t n = 0;
   int fatal = 0;
   for (int tries = 0; tries < kUdpReadTries; tries++) {
@@ -706,6 +770,7 @@ napi_value UdpSocket::JsSend(napi_env env, napi_callback_info info) {
     }
     if (blocked) queue_full += total - i;  // the rest of the batch, never gathered
   }
+  if (p->tx_info_ == nullptr || p->Detached(&p->tx_ab_, 1)) return nullptr;  // txInfo detached: nowhere to report
   p->tx_info_[0] = sent;
   p->tx_info_[1] = sent_bytes;
   p->tx_info_[2] = queue_full;
