@@ -145,10 +145,16 @@ export class LinkEngine {
    * host cannot multiply its allowance by ports or connections), else the source itself.
    */
   private rateKey(source: string): string {
+    const s = this.resolveSource(source);
+    const k = s?.carrier.rateKey?.(s.to);
+    return k !== undefined ? `${s!.carrier.id} ${k}` : source;
+  }
+
+  /** A source string (`carrier address`, as the device records it) as its carrier and address; null when that carrier is gone. */
+  resolveSource(source: string): { carrier: Carrier; to: string } | null {
     const sp = source.indexOf(' ');
-    const c = this.carriers.get(source.slice(0, sp));
-    const k = c?.rateKey?.(source.slice(sp + 1));
-    return k !== undefined ? `${c!.id} ${k}` : source;
+    const carrier = this.carriers.get(source.slice(0, sp));
+    return carrier !== undefined ? { carrier, to: source.slice(sp + 1) } : null;
   }
 
   get publicKey(): string {
@@ -182,10 +188,6 @@ export class LinkEngine {
         t.unref();
       }
     }
-  }
-
-  carrier(id: string): Carrier | undefined {
-    return this.carriers.get(id);
   }
 
   async removeCarrier(c: Carrier): Promise<void> {
@@ -257,16 +259,13 @@ export class LinkEngine {
   }
 
   private reachable(source: string): boolean {
-    const sp = source.indexOf(' ');
-    const c = this.carriers.get(source.slice(0, sp));
-    return c !== undefined && c.reachable(source.slice(sp + 1));
+    const s = this.resolveSource(source);
+    return s !== null && s.carrier.reachable(s.to);
   }
 
   private sendTo(source: string, packets: Buffer[]): boolean {
-    const sp = source.indexOf(' ');
-    const c = this.carriers.get(source.slice(0, sp));
-    if (c === undefined) return false;
-    return c.send(source.slice(sp + 1), packets);
+    const s = this.resolveSource(source);
+    return s !== null && s.carrier.send(s.to, packets);
   }
 
   private onMessage(c: Carrier, msg: Buffer, from: string): void {

@@ -394,23 +394,26 @@ export class Links {
     await this.unlisten(listen, owner, keep);
   }
 
-  /** Keeps a roamed UDP endpoint of a peer for the next start. */
-  private rememberEndpoint(peer: LinkPeer): void {
-    const ep = peer.peer.endpoint;
-    if (ep === null) return;
-    const sp = ep.indexOf(' ');
-    const c = this.engine?.carrier(ep.slice(0, sp));
-    if (c?.kind !== 'udp') return;
-    const key = keyToBase64(peer.peer.publicKey);
+  /** The UDP address a source string names (null: not a UDP carrier's, or not an address worth keeping, e.g. link-local with a zone). */
+  private udpEndpoint(source: string | null): Endpoint | null {
+    const s = source !== null ? (this.engine?.resolveSource(source) ?? null) : null;
+    if (s?.carrier.kind !== 'udp') return null;
     try {
-      const text = endpointText(parseEndpoint(ep.slice(sp + 1), 'udp'));
-      if (this.endpoints[key] !== text) {
-        this.endpoints[key] = text;
-        this.d.save();
-      }
+      return parseEndpoint(s.to, 'udp');
     } catch {
-      // A link-local address with a zone, say: nothing worth keeping.
+      return null;
     }
+  }
+
+  /** Keeps a roamed UDP endpoint of a peer for the next start; `save`: write the state now if it changed. */
+  private rememberEndpoint(peer: LinkPeer, save = true): void {
+    const ep = this.udpEndpoint(peer.peer.endpoint);
+    if (ep === null) return;
+    const key = keyToBase64(peer.peer.publicKey);
+    const text = endpointText(ep);
+    if (this.endpoints[key] === text) return;
+    this.endpoints[key] = text;
+    if (save) this.d.save();
   }
 
   // --- links ---------------------------------------------------------------------------------
@@ -571,36 +574,19 @@ export class Links {
   }
 
   snapshot(): LinksState {
-    for (const l of this.links.values()) this.rememberEndpointQuiet(l.peer);
-    for (const a of this.agents.values()) this.rememberEndpointQuiet(a.peer);
+    for (const l of this.links.values()) this.rememberEndpoint(l.peer, false);
+    for (const a of this.agents.values()) this.rememberEndpoint(a.peer, false);
     // A failed link being retried may be up already: listed once.
     const failed = this.failed.filter((f) => f.name === null || !this.links.has(f.name));
     return { specs: [...[...this.links.values()].map((l) => l.spec), ...(failed.map((f) => f.raw) as LinkSpec[])], onions: this.onionKeys, endpoints: this.endpoints };
   }
 
-  private rememberEndpointQuiet(peer: LinkPeer): void {
-    const ep = peer.peer.endpoint;
-    if (ep === null) return;
-    const sp = ep.indexOf(' ');
-    if (this.engine?.carrier(ep.slice(0, sp))?.kind !== 'udp') return;
-    try {
-      this.endpoints[keyToBase64(peer.peer.publicKey)] = endpointText(parseEndpoint(ep.slice(sp + 1), 'udp'));
-    } catch {
-      // not an address worth keeping
-    }
-  }
-
   private endpointMultiaddr(peer: LinkPeer): string | null {
     const ep = peer.currentEndpoint();
     if (ep === null) return null;
-    const sp = ep.indexOf(' ');
-    const c = this.engine?.carrier(ep.slice(0, sp));
-    if (c?.kind === 'udp') {
-      try {
-        return endpointMultiaddr(parseEndpoint(ep.slice(sp + 1), 'udp'));
-      } catch {
-        return null;
-      }
+    if (this.engine?.resolveSource(ep)?.carrier.kind === 'udp') {
+      const u = this.udpEndpoint(ep);
+      return u !== null ? endpointMultiaddr(u) : null;
     }
     const cfg = peer.cfg.endpoint;
     return cfg !== undefined ? endpointMultiaddr(cfg.text) : null;
@@ -709,7 +695,7 @@ export class Links {
     this.closed = true;
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     for (const l of this.links.values()) {
-      this.rememberEndpointQuiet(l.peer);
+      this.rememberEndpoint(l.peer, false);
       await l.port.close();
     }
     await this.engine?.close();
