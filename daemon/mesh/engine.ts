@@ -244,18 +244,15 @@ export class LinkEngine {
   private toPeer(lp: LinkPeer, packets: Buffer[]): void {
     const first = packets[0]!;
     if (first.length === 148 && first[0] === 1) lp.lastInit = first;
+    const cfg = lp.cfg.endpoint;
+    const configured = cfg !== undefined ? `${cfg.carrier.id} ${cfg.to}` : null;
     let ep = lp.peer.endpoint;
-    // A stream connection the peer last used may be gone: fall back to dialling.
-    if (ep !== null && !this.reachable(ep) && lp.cfg.endpoint !== undefined) ep = null;
-    if (ep === null) ep = lp.currentEndpoint();
+    // A stream connection the peer last used may be gone: fall back to where we were told it is.
+    if (ep === null || (configured !== null && !this.reachable(ep))) ep = configured;
     if (ep === null || !this.sendTo(ep, packets)) lp.unsent += packets.length;
     // An initiation while no session is up also goes where we were told the peer is: the address
     // it was last seen at may be stale, or set by a replayed initiation (after our restart).
-    const cfg = lp.cfg.endpoint;
-    if (cfg !== undefined && first.length === 148 && first[0] === 1 && !lp.peer.established(this.now())) {
-      const configured = `${cfg.carrier.id} ${cfg.to}`;
-      if (configured !== ep) this.sendTo(configured, [first]);
-    }
+    if (configured !== null && configured !== ep && first.length === 148 && first[0] === 1 && !lp.peer.established(this.now())) this.sendTo(configured, [first]);
   }
 
   private reachable(source: string): boolean {

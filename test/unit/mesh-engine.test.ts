@@ -169,6 +169,46 @@ describe('link engine over a TCP listener', () => {
   });
 });
 
+describe('link engine: a peer whose connection is gone', () => {
+  it('is sent to at its configured endpoint, not at the closed connection', async () => {
+    const ka = fixedKeyPair('fallback-a');
+    const kb = fixedKeyPair('fallback-b');
+    const ea = new LinkEngine({ privateKey: ka.privateKey, log });
+    const eb = new LinkEngine({ privateKey: kb.privateKey, log });
+    cleanups.push(() => ea.close(), () => eb.close());
+    // A reaches B over TCP; B is configured to reach A over UDP.
+    const l = await listenStream({ id: 'listen', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, log });
+    eb.addCarrier(l);
+    const port = (l as { localPort?: number }).localPort!;
+    // A's UDP socket is bound but not A's until the TCP session is up: B's own initiations to it go nowhere.
+    const ua = await openUdp({ id: 'udp-a', host: '127.0.0.1', port: 0, log });
+    cleanups.push(() => ua.close());
+    const ub = await openUdp({ id: 'udp-b', host: '127.0.0.1', port: 0, log });
+    eb.addCarrier(ub);
+    const got: Buffer[] = [];
+    ea.addPeer({ name: 'b', publicKey: kb.publicKey }, { frames: (b) => got.push(...b.map((f) => Buffer.from(f))) });
+    const d = dialStream({ id: 'dial', kind: 'tcp', connect: () => connectTcp('127.0.0.1', port, 2000), describe: 'b', log, backoff: { firstMs: 60_000, maxMs: 60_000 } });
+    ea.addCarrier(d);
+    const epB = parseEndpoint(`tcp:127.0.0.1:${port}`);
+    const aPeer = ea.peerByKey(kb.publicKey)!;
+    aPeer.peer.endpoint = `${d.id} ${await d.resolve(epB)}`;
+    const epA = parseEndpoint(`127.0.0.1:${ua.localPort}`);
+    const bPeer = eb.addPeer({ name: 'a', publicKey: ka.publicKey, endpoint: { carrier: ub, to: await ub.resolve(epA), text: epA } }, { frames: () => {} });
+    // A starts the handshake on the TCP connection; B answers on it.
+    await vi.waitFor(() => expect(d.reachable('remote')).toBe(true), { timeout: 2000, interval: 10 });
+    aPeer.send([frame(1)]);
+    await established(aPeer);
+    await vi.waitFor(() => expect(bPeer.peer.endpoint).toBe('listen c1'), { timeout: 2000, interval: 10 });
+    ea.addCarrier(ua);
+    // The connection goes away (A's dialler closed; it re-dials only in a minute).
+    await ea.removeCarrier(d);
+    await vi.waitFor(() => expect(l.reachable('c1')).toBe(false), { timeout: 2000, interval: 10 });
+    bPeer.send([frame(2)]);
+    await vi.waitFor(() => expect(got.map((f) => f.readUInt32BE(20))).toEqual([2]), { timeout: 2000, interval: 10 });
+    expect(bPeer.unsent).toBe(0);
+  });
+});
+
 describe('link engine over a TCP listener, under load', () => {
   it('holds all connections from one address to one handshake allowance', async () => {
     const kb = fixedKeyPair('tcp-load-b');
