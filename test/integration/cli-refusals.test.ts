@@ -8,22 +8,12 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rawRpc, startDaemon, type CliResult, type Daemon } from '../support/daemon.js';
+import { rawRpc, startDaemon, type Daemon, refused } from '../support/daemon.js';
 import { cleanupAll, createNetns, makeTempDir, type Netns } from '../support/netns.js';
 import type { NetInfo, RouteInfo, VmInfo } from '../../daemon/control/api.js';
 
 afterAll(cleanupAll);
 
-/** A refusal: non-zero exit, nothing on stdout, exactly one stderr line, containing `reason`. */
-function refused(r: CliResult, reason: string | RegExp): string {
-  expect(r.code, `expected a refusal, got stdout: ${r.stdout}`).not.toBe(0);
-  expect(r.stdout).toBe('');
-  const lines = r.stderr.trimEnd().split('\n');
-  expect(lines, `stderr should be one line: ${r.stderr}`).toHaveLength(1);
-  if (typeof reason === 'string') expect(lines[0]).toContain(reason);
-  else expect(lines[0]).toMatch(reason);
-  return lines[0]!;
-}
 
 describe('refusals', () => {
   let d: Daemon;

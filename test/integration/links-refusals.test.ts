@@ -6,21 +6,13 @@
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rawRpc, runCli, startDaemon, type CliResult, type Daemon } from '../support/daemon.js';
+import { rawRpc, runCli, startDaemon, type Daemon, refused } from '../support/daemon.js';
 import { cleanupAll, makeTempDir } from '../support/netns.js';
 import type { LinksInfo } from '../../daemon/control/api.js';
 import { generateKeyPair, keyToBase64, rawPrivateKey } from '../../daemon/links/keys.js';
 
 afterAll(cleanupAll);
 
-function refused(r: CliResult, reason: string | RegExp): void {
-  expect(r.code, `expected a refusal, got stdout: ${r.stdout}`).not.toBe(0);
-  expect(r.stdout).toBe('');
-  const lines = r.stderr.trimEnd().split('\n');
-  expect(lines, `stderr should be one line: ${r.stderr}`).toHaveLength(1);
-  if (typeof reason === 'string') expect(lines[0]).toContain(reason);
-  else expect(lines[0]).toMatch(reason);
-}
 
 const PEER = keyToBase64(generateKeyPair().publicKey);
 const ONION_BAD = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion:51820';

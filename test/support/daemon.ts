@@ -17,7 +17,7 @@
  */
 import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, registerCleanup, run, spawnProcess, withTimeout, type ExitInfo, type ManagedProcess, type Netns } from './netns.js';
@@ -314,4 +314,15 @@ export function rawRpc(socket: string, method: string, params: unknown, timeoutM
     timeoutMs,
     `an answer to ${method}`,
   );
+}
+
+/** A refusal: non-zero exit, nothing on stdout, exactly one stderr line, containing `reason`. Returns the line. */
+export function refused(r: CliResult, reason: string | RegExp): string {
+  expect(r.code, `expected a refusal, got stdout: ${r.stdout}`).not.toBe(0);
+  expect(r.stdout).toBe('');
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines, `stderr should be one line: ${r.stderr}`).toHaveLength(1);
+  if (typeof reason === 'string') expect(lines[0]).toContain(reason);
+  else expect(lines[0]).toMatch(reason);
+  return lines[0]!;
 }
