@@ -32,6 +32,17 @@ export interface TorConfig {
   hiddenServiceDirs: string[];
   /** embedded: the tor executable (default "tor", found on PATH). */
   binary: string;
+  /**
+   * embedded: the user tor drops to after binding (torrc `User`), when the daemon runs as root.
+   * Unset: "debian-tor" if that user exists, else "nobody"; "root" keeps tor as root (warned).
+   */
+  user?: string;
+  /** embedded: tor's seccomp sandbox (`Sandbox 1`); a tor that cannot start with it runs without, and says so. */
+  sandbox: boolean;
+  /** Stop tor when nothing needs it (no Tor route, published onion, onion name or onion link) for idleStopSec. */
+  stopWhenUnused: boolean;
+  /** Grace period, seconds, before an unused tor is stopped. */
+  idleStopSec: number;
 }
 
 export const TOR_CONFIG_DEFAULTS: TorConfig = {
@@ -40,9 +51,12 @@ export const TOR_CONFIG_DEFAULTS: TorConfig = {
   automap: '10.192.0.0/10',
   hiddenServiceDirs: [],
   binary: 'tor',
+  sandbox: true,
+  stopWhenUnused: true,
+  idleStopSec: 60,
 };
 
-const KEYS = ['mode', 'socks', 'control', 'controlPassword', 'cookieFile', 'torrc', 'automap', 'hiddenServiceDirs', 'binary'] as const;
+const KEYS = ['mode', 'socks', 'control', 'controlPassword', 'cookieFile', 'torrc', 'automap', 'hiddenServiceDirs', 'binary', 'user', 'sandbox', 'stopWhenUnused', 'idleStopSec'] as const;
 
 /** torrc options mvnet sets itself in embedded mode (lower case): user lines may not touch them. */
 const RESERVED_OPTIONS = new Set([
@@ -56,6 +70,8 @@ const RESERVED_OPTIONS = new Set([
   '__controlport',
   '__socksport',
   'runasdaemon',
+  'user',
+  'sandbox',
 ]);
 
 function fail(msg: string): never {
@@ -66,6 +82,13 @@ function optString(o: Record<string, unknown>, key: string): string | undefined 
   const v = o[key];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'string' || v.length === 0) fail(`${key} must be a non-empty string`);
+  return v;
+}
+
+function optBool(o: Record<string, unknown>, key: string): boolean | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') fail(`${key} must be true or false`);
   return v;
 }
 
@@ -88,7 +111,7 @@ export function checkTorrcLines(lines: readonly string[]): void {
     if (word.startsWith('%')) fail(`${where}: ${word} is not allowed (write the lines themselves)`);
     const option = word.replace(/^[+/]/, '').toLowerCase();
     if (RESERVED_OPTIONS.has(option)) {
-      fail(`${where} sets ${word}, which mvnet manages itself in embedded mode (SocksPort, ControlPort, DataDirectory, cookie authentication); use tor.socks or mode "external" instead`);
+      fail(`${where} sets ${word}, which mvnet manages itself in embedded mode (SocksPort, ControlPort, DataDirectory, cookie authentication, User, Sandbox); use tor.socks, tor.user, tor.sandbox or mode "external" instead`);
     }
   });
 }
@@ -136,7 +159,21 @@ export function checkTorConfig(raw: unknown): TorConfig {
     automap: checkAutomap(optString(o, 'automap') ?? TOR_CONFIG_DEFAULTS.automap),
     hiddenServiceDirs: stringArray(o, 'hiddenServiceDirs'),
     binary: optString(o, 'binary') ?? TOR_CONFIG_DEFAULTS.binary,
+    sandbox: optBool(o, 'sandbox') ?? TOR_CONFIG_DEFAULTS.sandbox,
+    stopWhenUnused: optBool(o, 'stopWhenUnused') ?? TOR_CONFIG_DEFAULTS.stopWhenUnused,
+    idleStopSec: TOR_CONFIG_DEFAULTS.idleStopSec,
   };
+  const idle = o.idleStopSec;
+  if (idle !== undefined && idle !== null) {
+    if (typeof idle !== 'number' || !Number.isFinite(idle) || idle < 0 || idle > 86_400) fail('idleStopSec must be a number of seconds from 0 to 86400');
+    cfg.idleStopSec = idle;
+  }
+  const user = optString(o, 'user');
+  if (user !== undefined) {
+    if (!/^[a-z_][a-z0-9_.-]*\$?$/i.test(user)) fail(`user ${JSON.stringify(user)} is not a user name`);
+    if (mode !== 'embedded') fail('user is only for mode "embedded" (an external tor runs as whoever started it)');
+    cfg.user = user;
+  }
   const socks = optString(o, 'socks');
   const control = optString(o, 'control');
   const controlPassword = optString(o, 'controlPassword');
@@ -208,8 +245,14 @@ export function embeddedPaths(stateDir: string, cfg: TorConfig): EmbeddedPaths {
   return p;
 }
 
+/** How the embedded tor drops privileges: `User` (tor switches after binding) and `Sandbox 1`. */
+export interface TorPrivileges {
+  user?: string;
+  sandbox?: boolean;
+}
+
 /** The embedded tor's torrc: mvnet's lines, then tor.torrc's. */
-export function buildTorrc(cfg: TorConfig, paths: EmbeddedPaths, ownerPid: number): string {
+export function buildTorrc(cfg: TorConfig, paths: EmbeddedPaths, ownerPid: number, priv: TorPrivileges = {}): string {
   checkTorrcLines(cfg.torrc);
   let socksLine: string;
   if (paths.socksSocket !== undefined) socksLine = `SocksPort unix:${paths.socksSocket} IsolateSOCKSAuth`;
@@ -230,6 +273,8 @@ export function buildTorrc(cfg: TorConfig, paths: EmbeddedPaths, ownerPid: numbe
     `VirtualAddrNetworkIPv4 ${cfg.automap}`,
     'AutomapHostsOnResolve 1',
   ];
+  if (priv.user !== undefined) lines.push(`User ${priv.user}`);
+  if (priv.sandbox === true) lines.push('Sandbox 1');
   if (cfg.torrc.length > 0) lines.push('# tor.torrc', ...cfg.torrc);
   return `${lines.join('\n')}\n`;
 }

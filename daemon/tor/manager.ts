@@ -11,11 +11,11 @@
  * Ready means: control connected, bootstrap at 100 % and network-liveness not "down".
  * Onion services added through the manager are re-added after every tor restart or reconnect.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync, watch, type FSWatcher } from 'node:fs';
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
-import { resolve as resolvePath, sep } from 'node:path';
+import { chmod, chown, lchown, lstat, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve as resolvePath, sep } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Logger } from 'pino';
 import {
@@ -56,6 +56,25 @@ export interface TorState {
   lastError?: string;
   /** embedded: how many times tor was started again; external: how many times the control port was reconnected. */
   restarts: number;
+  /** Tor's own recent warnings (log lines at warn/err, STATUS_* warnings), most recent last, de-duplicated, at most 8. */
+  warnings: string[];
+  /** Why bootstrapping is stuck, as tor reported it (BOOTSTRAP PROBLEM); cleared once bootstrap moves on. */
+  bootstrapProblem?: BootstrapProblem;
+  /** The embedded tor's pid while it runs. */
+  pid?: number;
+  /** embedded: whom tor runs as and whether its sandbox is on (`note` says why not, when not). */
+  privileges?: { user: string; sandbox: boolean; note?: string };
+}
+
+export interface BootstrapProblem {
+  progress: number;
+  summary: string;
+  /** Tor's WARNING text, e.g. "No route to host". */
+  warning: string;
+  /** Tor's REASON keyword, e.g. NOROUTE, TIMEOUT, CONNECTREFUSED. */
+  reason?: string;
+  /** How many times tor hit it. */
+  count?: number;
 }
 
 
@@ -100,13 +119,19 @@ type ManagerEvents = {
   down: [reason: string];
   /** Any change of state(). */
   state: [TorState];
-  bootstrap: [BootstrapStatus];
+  /** Bootstrap moved (a STATUS_CLIENT BOOTSTRAP event): percent and tor's summary. */
+  bootstrap: [progress: number, summary: string];
+  /** A new warning of tor's (see TorState.warnings). */
+  warning: [message: string];
   stream: [StreamEvent];
   circ: [CircEvent];
   hs_desc: [HsDescEvent];
 };
 
-const BASE_EVENTS = ['STATUS_CLIENT', 'CIRC', 'STREAM', 'HS_DESC'];
+const BASE_EVENTS = ['STATUS_CLIENT', 'STATUS_GENERAL', 'CIRC', 'STREAM', 'HS_DESC'];
+/** An external tor's log lines at these levels, over the control port (the embedded tor's come on its stdout). */
+const LOG_EVENTS = ['WARN', 'ERR'];
+const MAX_WARNINGS = 8;
 const LIVENESS_EVENT = 'NETWORK_LIVENESS';
 /** A tor run longer than this resets the restart backoff. */
 const STABLE_RUN_MS = 60_000;
@@ -165,6 +190,46 @@ function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** A STATUS_GENERAL/STATUS_CLIENT warning as one line: "CLOCK_SKEW SKEW=-3600 SOURCE=…". */
+function statusWarningText(action: string, args: Record<string, string>): string {
+  const kv = Object.entries(args).map(([k, v]) => `${k}=${/\s/.test(v) ? JSON.stringify(v) : v}`);
+  return [action, ...kv].join(' ');
+}
+
+function lookupUser(name: string): { uid: number; gid: number } | undefined {
+  try {
+    const f = execFileSync('getent', ['passwd', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split(':');
+    const uid = Number(f[2]);
+    const gid = Number(f[3]);
+    return Number.isInteger(uid) && Number.isInteger(gid) ? { uid, gid } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function userName(uid: number): string | undefined {
+  try {
+    return execFileSync('getent', ['passwd', String(uid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(':')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** chown -R without following links (a link inside is changed itself, not its target). */
+async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  const st = await lstat(dir);
+  if (st.uid !== uid || st.gid !== gid) await chown(dir, uid, gid);
+  if (!st.isDirectory()) return;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const f = join(dir, e.name);
+    if (e.isDirectory()) await chownTree(f, uid, gid);
+    else {
+      const s = await lstat(f);
+      if (s.uid !== uid || s.gid !== gid) await lchown(f, uid, gid);
+    }
+  }
+}
+
 export class TorManager extends EventEmitter<ManagerEvents> {
   private readonly cfg: TorConfig;
   private readonly log: Logger;
@@ -197,6 +262,13 @@ export class TorManager extends EventEmitter<ManagerEvents> {
   private torLastErr: string | undefined;
   private torLastWarn: string | undefined;
   private readonly onions = new Map<string, ManagedOnion>();
+  private warnings: string[] = [];
+  private bootstrapProblem: BootstrapProblem | undefined;
+  /** Resolved at the first start (embedded): the user tor drops to, and whether the sandbox is on. */
+  private privileges: { user: string; uid: number; gid: number; sandbox: boolean; note?: string } | undefined;
+  /** This launch uses Sandbox 1 (a quick exit then blames the sandbox first). */
+  private launchedWithSandbox = false;
+  private lastTorLines: string[] = [];
 
   constructor(opts: TorManagerOptions) {
     super();
@@ -265,9 +337,15 @@ export class TorManager extends EventEmitter<ManagerEvents> {
   }
 
   state(): TorState {
-    const s: TorState = { mode: this.cfg.mode, phase: this.phase, progress: this.progress, summary: this.summary, restarts: this.restarts };
+    const s: TorState = { mode: this.cfg.mode, phase: this.phase, progress: this.progress, summary: this.summary, restarts: this.restarts, warnings: [...this.warnings] };
     if (this.version !== undefined) s.version = this.version;
     if (this.lastError !== undefined) s.lastError = this.lastError;
+    if (this.bootstrapProblem !== undefined) s.bootstrapProblem = { ...this.bootstrapProblem };
+    if (this.child?.pid !== undefined) s.pid = this.child.pid;
+    if (this.privileges !== undefined) {
+      const { user, sandbox, note } = this.privileges;
+      s.privileges = { user, sandbox, ...(note !== undefined ? { note } : {}) };
+    }
     return s;
   }
 
@@ -404,29 +482,41 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     this.setPhase('down', reason);
   }
 
-  private applyBootstrap(b: BootstrapStatus, fromEvent: boolean): void {
+  private applyBootstrap(b: BootstrapStatus, fromEvent: boolean, count?: number): void {
     if (b.warning !== undefined) {
       this.lastError = `bootstrap problem at ${b.progress}%: ${b.warning}${b.reason !== undefined ? ` (${b.reason})` : ''}`;
       this.log.warn({ progress: b.progress, tag: b.tag, reason: b.reason, warning: b.warning }, 'tor bootstrap problem');
-    }
+      this.bootstrapProblem = { progress: b.progress, summary: b.summary, warning: b.warning, ...(b.reason !== undefined ? { reason: b.reason } : {}), ...(count !== undefined ? { count } : {}) };
+      // Without COUNT/HOSTID, so one problem repeated against many relays stays one warning.
+      this.addWarning(`bootstrap stuck at ${b.progress}% (${b.summary}): ${b.warning}${b.reason !== undefined ? ` [${b.reason}]` : ''}`);
+    } else if (b.progress > (this.bootstrapProblem?.progress ?? 100)) this.bootstrapProblem = undefined;
     // A GETINFO answer can be older than events already applied: never go backwards.
     if (!fromEvent && b.progress < this.progress) return;
     const changed = b.progress !== this.progress;
     this.progress = b.progress;
     if (b.summary.length > 0) this.summary = b.summary;
+    if (b.progress === 100) this.bootstrapProblem = undefined;
     if (changed && fromEvent) this.log.info({ progress: b.progress, tag: b.tag }, `tor bootstrapped ${b.progress}%: ${b.summary}`);
-    if (fromEvent) this.emit('bootstrap', b);
+    if (fromEvent) this.emit('bootstrap', b.progress, b.summary);
     this.recompute();
     this.emit('state', this.state());
   }
 
   private onTorEvent(ev: TorEvent): void {
     switch (ev.type) {
-      case 'STATUS_CLIENT': {
+      case 'STATUS_CLIENT':
+      case 'STATUS_GENERAL': {
         const s = parseStatusEvent(ev);
-        if (s?.bootstrap) this.applyBootstrap(s.bootstrap, true);
+        if (s?.bootstrap) {
+          const n = Number(s.args.COUNT);
+          this.applyBootstrap(s.bootstrap, true, Number.isInteger(n) ? n : undefined);
+        } else if (s && (s.severity === 'WARN' || s.severity === 'ERR')) this.addWarning(statusWarningText(s.action, s.args));
         break;
       }
+      case 'WARN':
+      case 'ERR':
+        this.addWarning(ev.body.trim());
+        break;
       case 'CIRC': {
         const c = parseCircEvent(ev);
         if (c) this.emit('circ', c);
@@ -460,11 +550,12 @@ export class TorManager extends EventEmitter<ManagerEvents> {
   private async attach(ctl: TorControl): Promise<void> {
     ctl.on('event', (ev) => this.onTorEvent(ev));
     ctl.on('close', (err) => this.onControlClose(ctl, err));
+    const base = this.cfg.mode === 'external' ? [...BASE_EVENTS, ...LOG_EVENTS] : BASE_EVENTS;
     try {
-      await ctl.setEvents([...BASE_EVENTS, LIVENESS_EVENT]);
+      await ctl.setEvents([...base, LIVENESS_EVENT]);
     } catch (e) {
       if (!(e instanceof TorControlError)) throw e;
-      await ctl.setEvents(BASE_EVENTS);
+      await ctl.setEvents(base);
     }
     const info = await ctl.getInfo(['version', 'status/bootstrap-phase']);
     let liveness: 'up' | 'down' | undefined;
@@ -585,6 +676,52 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     await chmod(p.dir, 0o700);
     await mkdir(p.dataDir, { recursive: true, mode: 0o700 });
     await chmod(p.dataDir, 0o700);
+    this.privileges ??= await this.resolvePrivileges(p);
+    const { uid, gid } = this.privileges;
+    // tor checks that its data directory and the directory of its sockets belong to the user it
+    // runs as (and refuses them otherwise); files left by a run as another user are taken over.
+    if (uid !== (process.getuid?.() ?? 0)) {
+      await chown(p.dir, uid, gid);
+      await chownTree(p.dataDir, uid, gid);
+    }
+  }
+
+  /**
+   * Whom the embedded tor runs as. As root: tor.user, else debian-tor, else nobody (tor binds
+   * as root, then drops to that user itself: torrc `User`). Not root: tor runs as we do.
+   */
+  private async resolvePrivileges(p: EmbeddedPaths): Promise<{ user: string; uid: number; gid: number; sandbox: boolean; note?: string }> {
+    const myUid = process.getuid?.() ?? 0;
+    const sandbox = this.cfg.sandbox && process.platform === 'linux';
+    const sandboxNote = this.cfg.sandbox ? (sandbox ? undefined : 'tor.sandbox: the sandbox needs Linux') : 'tor.sandbox is false';
+    const asIs = (user: string, note?: string): { user: string; uid: number; gid: number; sandbox: boolean; note?: string } => {
+      const notes = [note, sandboxNote].filter((x): x is string => x !== undefined);
+      return { user, uid: myUid, gid: process.getgid?.() ?? 0, sandbox, ...(notes.length > 0 ? { note: notes.join('; ') } : {}) };
+    };
+    if (myUid !== 0) return asIs(userName(myUid) ?? String(myUid));
+    const wanted = this.cfg.user ?? ['debian-tor', 'nobody'].find((u) => lookupUser(u) !== undefined);
+    if (wanted === undefined || wanted === 'root') {
+      const note = wanted === 'root' ? 'tor.user is root' : 'neither debian-tor nor nobody exists';
+      this.log.warn({ note }, 'the embedded tor runs as root');
+      return asIs('root', note);
+    }
+    const u = lookupUser(wanted);
+    if (u === undefined) throw new Error(`tor: tor.user ${JSON.stringify(wanted)} does not exist`);
+    // After dropping privileges tor opens its files by absolute path: every directory above its
+    // own must let that user through (x), which the daemon's 0700 state directory does not.
+    for (let d = dirname(p.dir); ; d = dirname(d)) {
+      const st = await stat(d);
+      if ((st.mode & 0o001) === 0 && st.uid !== u.uid) {
+        if (d === dirname(p.dir) && st.uid === myUid) await chmod(d, (st.mode & 0o7777) | 0o011);
+        else {
+          const note = `${wanted} cannot enter ${d}`;
+          this.log.warn({ note }, 'the embedded tor runs as root');
+          return asIs('root', note);
+        }
+      }
+      if (d === dirname(d)) break;
+    }
+    return { user: wanted, uid: u.uid, gid: u.gid, sandbox, ...(sandboxNote !== undefined ? { note: sandboxNote } : {}) };
   }
 
   private async launch(): Promise<void> {
@@ -593,12 +730,17 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     this.setPhase('starting', 'starting tor');
     // Stale sockets and cookie from an earlier tor would make us connect too early.
     await Promise.all([p.controlSocket, p.socksSocket, p.cookieFile].map((f) => (f !== undefined ? rm(f, { force: true }) : Promise.resolve())));
-    await writeFile(p.defaults, '# intentionally empty: keeps system-wide tor defaults out of mvnet\'s tor\n', { mode: 0o600 });
-    await writeFile(p.torrc, buildTorrc(this.cfg, p, this.ownerPid), { mode: 0o600 });
+    const priv = this.privileges!;
+    this.launchedWithSandbox = priv.sandbox;
+    // The directory belongs to tor's user: never follow a link it may have left in our place (wx = O_EXCL).
+    await Promise.all([p.defaults, p.torrc].map((f) => rm(f, { force: true })));
+    await writeFile(p.defaults, '# intentionally empty: keeps system-wide tor defaults out of mvnet\'s tor\n', { mode: 0o600, flag: 'wx' });
+    await writeFile(p.torrc, buildTorrc(this.cfg, p, this.ownerPid, { ...(priv.user !== 'root' && priv.uid !== (process.getuid?.() ?? 0) ? { user: priv.user } : {}), sandbox: priv.sandbox }), { mode: 0o600, flag: 'wx' });
     if (gen !== this.gen || this.stopping) return;
 
     this.torLastErr = undefined;
     this.torLastWarn = undefined;
+    this.lastTorLines = [];
     const abort = new AbortController();
     this.launchAbort = abort;
     const child = spawn(this.cfg.binary, ['-f', p.torrc, '--defaults-torrc', p.defaults], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -696,6 +838,17 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     this.ctl = null;
     ctl?.destroy();
     if (this.stopping) return;
+    // A tor that cannot start with the sandbox (seccomp missing, a filter this kernel refuses)
+    // runs without it at once: tor.sandbox asks for it "where available".
+    if (this.launchedWithSandbox && child.signalCode === null && this.progress === 0 && this.lastTorLines.some((l) => /sandbox|seccomp/i.test(l))) {
+      const why2 = this.lastTorLines.filter((l) => /sandbox|seccomp/i.test(l)).slice(-1)[0]!;
+      this.privileges!.sandbox = false;
+      this.privileges!.note = `the sandbox failed, tor runs without it: ${why2}`;
+      this.log.warn({ tor: why2 }, 'tor could not start with Sandbox 1; starting it without');
+      this.goDown(why);
+      this.schedule(() => this.relaunch(), 0);
+      return;
+    }
     // tor's [err] line often just says "see warnings above": give the last warning too.
     const parts = child.signalCode === null ? [this.torLastWarn, this.torLastErr].filter((x): x is string => x !== undefined) : [];
     const detail = parts.length > 0 ? parts.join('; ') : undefined;
@@ -722,12 +875,27 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     const m = /\[(debug|info|notice|warn|err)\] (.*)$/.exec(line);
     const level = m?.[1] ?? 'notice';
     const msg = m?.[2] ?? line;
+    this.lastTorLines.push(msg);
+    if (this.lastTorLines.length > 20) this.lastTorLines.shift();
     if (level === 'err') {
       this.torLastErr = msg;
       this.log.error({ tor: msg }, 'tor');
+      this.addWarning(msg);
     } else if (level === 'warn') {
       if (!/running Tor as root/.test(msg)) this.torLastWarn = msg;
       this.log.warn({ tor: msg }, 'tor');
+      this.addWarning(msg);
     } else this.log.info({ tor: msg }, 'tor');
+  }
+
+  /** Keeps tor's warning (the same text again moves to the end) and says so. */
+  private addWarning(msg: string): void {
+    if (msg.length === 0) return;
+    const i = this.warnings.indexOf(msg);
+    if (i >= 0) this.warnings.splice(i, 1);
+    this.warnings.push(msg);
+    if (this.warnings.length > MAX_WARNINGS) this.warnings.splice(0, this.warnings.length - MAX_WARNINGS);
+    if (i < 0) this.emit('warning', msg);
+    this.emit('state', this.state());
   }
 }

@@ -46,7 +46,7 @@ const ROUTES: RouteInfo[] = [
   { vm: 'gone', attached: false, route: { kind: 'direct' }, description: 'direct' },
 ];
 
-const TOR: TorStatus = { mode: 'embedded', phase: 'ready', progress: 100, summary: 'Done', restarts: 0, circuits: 3, vms: ['a3', 'b2'], published: 0, aliases: 0 };
+const TOR: TorStatus = { mode: 'embedded', phase: 'ready', progress: 100, summary: 'Done', restarts: 0, warnings: [], circuits: 3, vms: ['a3', 'b2'], published: 0, aliases: 0 };
 
 function known(): Graph {
   return buildGraph({

@@ -113,7 +113,7 @@ describe('TorManager readiness (external mode, fake control port)', () => {
     const progress: number[] = [];
     m.on('ready', () => emitted.push('ready'));
     m.on('down', () => emitted.push('down'));
-    m.on('bootstrap', (b) => progress.push(b.progress));
+    m.on('bootstrap', (p) => progress.push(p));
     await m.start();
     expect(m.state()).toMatchObject({ mode: 'external', phase: 'bootstrapping', progress: 85, summary: 'At 85', version: '0.4.9.11', restarts: 0 });
     expect(fake.received).toContain('SETEVENTS STATUS_CLIENT CIRC STREAM HS_DESC NETWORK_LIVENESS');
