@@ -24,7 +24,7 @@ import { DEFAULTS, parseHostPort, socketGroupId, type DaemonConfig } from './con
 import { PingEgress } from './egress/ping.js';
 import type { Duplex } from 'node:stream';
 import { TorManager } from './tor/manager.js';
-import { TorService, type TorState } from './tor/service.js';
+import { TorService, type TorState, type TorSummary } from './tor/service.js';
 import { Forwards, checkForwardSpec } from './forwards/forwards.js';
 import { FdInbox } from '../plugins/fd/inbox.js';
 import { CaptureHub } from './capture/hub.js';
@@ -103,6 +103,12 @@ export class Daemon {
   /** Encrypted links to other routers and agents (daemon/mesh). */
   readonly links: Links;
   private torStarted = false;
+  private torHooked = false;
+  /** A stop of an unused Tor in progress: a start waits for it. */
+  private torStopping: Promise<void> | null = null;
+  private torIdleTimer: NodeJS.Timeout | null = null;
+  /** Since when nothing needs the running Tor (tor.stopWhenUnused). */
+  private torIdleSince: number | null = null;
   private savedLeases: Record<string, unknown> = {};
   /** Saved tees that are not valid: kept in the state file as they were. */
   private failedTees: unknown[] = [];
@@ -133,6 +139,7 @@ export class Daemon {
       openInto: (vm, port, sock) => this.openInto(vm, port, sock),
       torVms: () => [...this.routes].filter(([, r]) => usesTor(r)).map(([vm]) => vm),
       save: () => this.saveSoon(),
+      ensure: () => this.ensureTor(),
     });
     this.links = new Links({
       log,
@@ -166,18 +173,66 @@ export class Daemon {
     this.nets.get(e.spec.net)!.router.openInto(vm, port, sock);
   }
 
-  /** Starts Tor when the config asks for it, or the first time a route needs it. */
+  /** Starts Tor when the config asks for it, or when something needs it (again). */
   private ensureTor(): void {
-    if (this.torStarted) return;
+    this.torIdleSince = null;
+    if (this.torStarted || this.closing) return;
     this.torStarted = true;
-    this.torManager.on('ready', () => this.log.info('Tor is ready'));
-    this.torManager.on('down', (why: unknown) => {
-      // Streams through a dead Tor are reset, never left to look finished.
-      let reset = 0;
-      for (const n of this.nets.values()) reset += n.router.endpoint.resetTag('tor');
-      this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
-    });
-    this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
+    if (!this.torHooked) {
+      this.torHooked = true;
+      this.torManager.on('ready', () => this.log.info('Tor is ready'));
+      this.torManager.on('down', (why: unknown) => {
+        // Streams through a dead Tor are reset, never left to look finished.
+        let reset = 0;
+        for (const n of this.nets.values()) reset += n.router.endpoint.resetTag('tor');
+        if (this.torStarted) this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
+      });
+    }
+    const start = (): void => {
+      if (!this.torStarted) return;
+      this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
+    };
+    if (this.torStopping !== null) void this.torStopping.then(start);
+    else start();
+    if (this.cfg.tor.stopWhenUnused && this.torIdleTimer === null) {
+      // A poll, not hooks in every place that stops using Tor (routes, onions, names, links).
+      const tick = Math.max(100, Math.min(5_000, (this.cfg.tor.idleStopSec * 1000) / 4));
+      this.torIdleTimer = setInterval(() => this.stopTorIfUnused(), tick);
+      this.torIdleTimer.unref();
+    }
+  }
+
+  /** Something needs Tor: a Tor route, a published onion or an onion name, a link over onions. */
+  private torNeeded(): boolean {
+    if ([...this.routes.values()].some(usesTor) || this.tor.inUse()) return true;
+    const l = this.links.list();
+    return l.listeners.some((x) => x.text.startsWith('onion')) || l.links.some((x) => /\.onion|\/onion3\//.test(x.endpoint ?? ''));
+  }
+
+  /** tor.stopWhenUnused: stops Tor once nothing has needed it for tor.idleStopSec. */
+  private stopTorIfUnused(): void {
+    if (!this.torStarted || this.closing || this.torStopping !== null) return;
+    if (this.torNeeded()) {
+      this.torIdleSince = null;
+      return;
+    }
+    const now = Date.now();
+    this.torIdleSince ??= now;
+    if (now - this.torIdleSince < this.cfg.tor.idleStopSec * 1000) return;
+    this.torStarted = false;
+    this.torIdleSince = null;
+    this.log.info({ idleStopSec: this.cfg.tor.idleStopSec }, 'stopping Tor: nothing needs it (tor.stopWhenUnused)');
+    this.torStopping = this.torManager
+      .stop(`stopped: nothing needed Tor for ${this.cfg.tor.idleStopSec} s (tor.stopWhenUnused); it starts again when something does`)
+      .catch((e: Error) => this.log.error({ err: e.message }, 'stopping the unused Tor failed'))
+      .finally(() => {
+        this.torStopping = null;
+      });
+  }
+
+  /** Tor's state for replies; null while Tor was never started. */
+  private torSummary(): TorSummary | null {
+    return this.torHooked ? this.torManager.state() : null;
   }
 
   /** Coalesces saves asked for by background changes (leases, onion names) into one per tick. */
@@ -596,7 +651,10 @@ export class Daemon {
     if (usesTor(route)) this.ensureTor();
     const reset = await this.replaceRoute(vm, route);
     this.log.info({ vm, route, reset }, 'route set');
-    return this.routeInfo(vm);
+    const info = this.routeInfo(vm);
+    // The VM fails closed until Tor is ready: the reply says so, and why (tor's own warnings).
+    if (usesTor(route) && !this.torManager.isReady()) info.tor = this.torManager.state();
+    return info;
   }
 
   /** Saves the VM's new route (undefined: none kept) and resets the flows it forbids. */
@@ -693,6 +751,7 @@ export class Daemon {
       vms: this.listVms(),
       captures: this.listCaptures(),
       links: this.links.list().links,
+      tor: this.torSummary(),
     };
   }
 
@@ -772,6 +831,7 @@ export class Daemon {
   /** Graceful stop: ports are closed but devices kept, so a restart re-attaches them. */
   async shutdown(): Promise<void> {
     this.closing = true;
+    if (this.torIdleTimer !== null) clearInterval(this.torIdleTimer);
     this.capture.close();
     await this.tees.close();
     for (const e of this.vms.values()) {

@@ -1,5 +1,6 @@
 import { fstatSync } from 'node:fs';
 import net from 'node:net';
+import { isatty } from 'node:tty';
 import type { Writable } from 'node:stream';
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
@@ -13,6 +14,7 @@ import { BLOCK_EPB, BlockSplitter, PcapngStreamError, timestampNs, type Block } 
 import { CaptureFiles, checkOutput } from '../capture/ring-files.js';
 import { CaptureTally, summaryLine } from '../capture/tally.js';
 import { describeFrame, packetLine } from '../capture/decode.js';
+import { Progress } from '../progress.js';
 
 function collect(v: string, prev: string[]): string[] {
   return [...prev, v];
@@ -118,6 +120,7 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
   if (!json) process.stderr.write(`capturing on ${opened.reply.points.join(', ')}\n`);
 
   const tally = new CaptureTally();
+  const live = liveCounters(ctx, json, toFile !== undefined || pcapOut, () => tally.packets, () => captureId);
   const splitter = new BlockSplitter();
   const count = plan.params.count;
   let timer: NodeJS.Timeout | undefined;
@@ -209,6 +212,7 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
       if (ended) return;
       ended = true;
       if (timer) clearTimeout(timer);
+      live.stop();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       files?.close();
@@ -248,6 +252,40 @@ async function runCapture(ctx: Ctx, plan: CapturePlan): Promise<number> {
     if (opened.rest.length > 0) onChunk(opened.rest);
     if (!waitingDrain) c.resume();
   });
+}
+
+/**
+ * While a capture runs on a terminal and its packets go elsewhere (a file, a pcap pipe), a line
+ * on stderr counts them: captured here, and dropped by the daemon (from short `daemon.status` calls).
+ */
+function liveCounters(ctx: Ctx, json: boolean, packetsElsewhere: boolean, captured: () => number, id: () => string | undefined): { stop(): void } {
+  // fd 1 is checked with isatty: process.stdout must not be opened next to the capture's own handle of it.
+  if (json || process.stderr.isTTY !== true || (!packetsElsewhere && isatty(1))) return { stop: () => undefined };
+  const bar = new Progress(process.stderr);
+  let dropped = 0;
+  let asking = false;
+  const draw = (): void => bar.update(`captured ${captured()} packets, dropped ${dropped}`);
+  const t = setInterval(() => {
+    draw();
+    if (asking || id() === undefined) return;
+    asking = true;
+    ctx
+      .call<StatusInfo>('daemon.status')
+      .then((s) => {
+        dropped = s.captures?.find((c) => c.id === id())?.counters.dropped ?? dropped;
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        asking = false;
+      });
+  }, 500);
+  t.unref();
+  return {
+    stop: () => {
+      clearInterval(t);
+      bar.done();
+    },
+  };
 }
 
 export function captureCommand(ctx: Ctx): Command {

@@ -3,6 +3,8 @@ import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { CliError } from '../client.js';
 import type { RouteInfo } from '../../daemon/control/api.js';
+import { parseIntArg } from './net.js';
+import { routeReplyLine, waitTorReady } from './tor.js';
 
 /** Words that are commands here, never VM names (the daemon refuses them as VM names too). */
 const RESERVED = new Set(['show', 'help', 'list', 'clear', 'create', 'delete', 'remove', 'add', 'set', 'all', 'none']);
@@ -23,13 +25,26 @@ export function routeCommand(ctx: Ctx): Command {
     .option('--tor-ports <ports>', 'these TCP destination ports through Tor (with --none, the default, or --direct)')
     .option('--create', 'set the route of a VM that is not attached yet (kept for when it is)')
     .option('--clear', "forget the VM's route (back to the default, none)")
-    .action(async (vm: string | undefined, o: { none?: boolean; direct?: boolean; allow?: string[]; via?: string; allTor?: boolean; torPorts?: string; create?: boolean; clear?: boolean }) => {
+    .option('--wait', 'with a route through Tor: return once Tor is bootstrapped (progress while waiting)')
+    .option('--wait-timeout <s>', 'with --wait: give up after S seconds (default 300)', parseIntArg('--wait-timeout', 1, 86_400))
+    .action(async (vm: string | undefined, o: { none?: boolean; direct?: boolean; allow?: string[]; via?: string; allTor?: boolean; torPorts?: string; create?: boolean; clear?: boolean; wait?: boolean; waitTimeout?: number }) => {
       if (vm === undefined) throw new CliError("missing VM: mvnet route (--none | --direct [--allow RULE] | --via VM2 | --all-tor) [--tor-ports P,..] [--create] VM, 'mvnet route --clear VM' or 'mvnet route show [VM]'");
       // `route --direct show` must not set the route of a VM named "show".
       if (RESERVED.has(vm.toLowerCase())) throw new CliError(`${JSON.stringify(vm)} is a command word, not a VM name; use 'mvnet route show [VM]' or 'mvnet route --help'`);
       const kinds = [o.none, o.direct, o.via !== undefined, o.allTor].filter(Boolean).length;
+      if (o.waitTimeout !== undefined && o.wait !== true) throw new CliError('--wait-timeout goes with --wait');
+      /** Prints the reply; with --wait and a route through Tor, first waits for Tor (the reply then says it is ready). */
+      const reply = async (res: RouteInfo): Promise<void> => {
+        let waited = false;
+        if (o.wait === true && res.tor !== undefined) {
+          await waitTorReady(ctx, (o.waitTimeout ?? 300) * 1000);
+          delete res.tor;
+          waited = true;
+        }
+        print(ctx.json(), res, () => routeReplyLine(res, waited));
+      };
       if (o.clear === true) {
-        if (kinds > 0 || o.torPorts !== undefined || o.allow !== undefined || o.create === true) throw new CliError('--clear takes no other route option: mvnet route --clear VM');
+        if (kinds > 0 || o.torPorts !== undefined || o.allow !== undefined || o.create === true || o.wait === true) throw new CliError('--clear takes no other route option: mvnet route --clear VM');
         const res = await ctx.call<RouteInfo>('route.clear', { vm });
         print(ctx.json(), res, () => `${res.vm}: route cleared; ${res.description}`);
         return;
@@ -50,8 +65,7 @@ export function routeCommand(ctx: Ctx): Command {
         const [cur] = await ctx.call<RouteInfo[]>('route.show', { vm }).catch(() => [{ route: { kind: 'none' } } as RouteInfo]);
         const base = cur!.route as { kind: string; allow?: unknown };
         if (base.kind !== 'none' && base.kind !== 'direct') throw new CliError(`--tor-ports goes with --none or --direct; ${vm}'s route is ${base.kind}`);
-        const res = await ctx.call<RouteInfo>('route.set', { vm, route: { ...base, torPorts }, ...create });
-        print(ctx.json(), res, () => `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`);
+        await reply(await ctx.call<RouteInfo>('route.set', { vm, route: { ...base, torPorts }, ...create }));
         return;
       }
       const r = o.allTor
@@ -61,8 +75,7 @@ export function routeCommand(ctx: Ctx): Command {
           : o.direct
             ? { kind: 'direct', ...(o.allow ? { allow: o.allow } : {}), ...tp }
             : { kind: 'none', ...tp };
-      const res = await ctx.call<RouteInfo>('route.set', { vm, route: r, ...create });
-      print(ctx.json(), res, () => `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`);
+      await reply(await ctx.call<RouteInfo>('route.set', { vm, route: r, ...create }));
     });
   route
     .command('show [vm]')

@@ -3,6 +3,7 @@ import type { Ctx } from '../context.js';
 import { print, table, drops } from '../output.js';
 import type { StatusInfo } from '../../daemon/control/api.js';
 import { describePort } from './vm.js';
+import { torStatusLine } from './tor.js';
 
 export function statusCommand(ctx: Ctx): Command {
   return new Command('status').description('daemon, networks and ports with counters').action(async () => {
@@ -15,6 +16,7 @@ export function statusCommand(ctx: Ctx): Command {
       for (const p of s.daemon.plugins) {
         lines.push(`plugin ${p.source}: port kinds ${p.portDrivers.join(', ') || '-'}; hook adapters ${p.hookAdapters.join(', ') || '-'}`);
       }
+      if (s.tor) lines.push(torStatusLine(s.tor));
       lines.push('');
       lines.push(
         s.networks.length === 0

@@ -3,6 +3,7 @@ import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
+import { commandProgress, pollUntil } from '../progress.js';
 import type {
   OnionAliasInfo,
   OnionAliasRemoved,
@@ -10,25 +11,84 @@ import type {
   OnionEndpoint,
   OnionExposeInfo,
   OnionUnexposeResult,
+  RouteInfo,
   TorNewnymResult,
   TorStatus,
+  TorSummary,
 } from '../../daemon/control/api.js';
+
+/** Why Tor is not ready, in tor's own words when it said something: the bootstrap problem, else its last warning or error. */
+export function torReason(s: TorSummary): string | undefined {
+  const p = s.bootstrapProblem;
+  if (p !== undefined) return `${p.warning}${p.reason !== undefined ? ` (${p.reason})` : ''} at ${p.progress}% (${p.summary})`;
+  return s.warnings.at(-1) ?? s.lastError;
+}
+
+/** "bootstrapping 45% (Loading relay descriptors)" or "down (stopped …)". */
+export function torPhaseText(s: TorSummary): string {
+  return s.phase === 'bootstrapping' || s.phase === 'starting' ? `${s.phase} ${s.progress}%${s.summary ? ` (${s.summary})` : ''}` : `${s.phase}${s.summary && s.phase !== 'ready' ? ` (${s.summary})` : ''}`;
+}
+
+/** `mvnet status`'s Tor line: phase and bootstrap, and tor's reason while it is not ready. */
+export function torStatusLine(s: TorSummary): string {
+  const why = s.phase !== 'ready' ? torReason(s) : undefined;
+  return `Tor (${s.mode}): ${torPhaseText(s)}${why !== undefined ? `; tor says: ${why}` : ''}`;
+}
+
+/** The human line of a route reply: with a Tor route while Tor is not ready, why the VM fails closed. */
+export function routeReplyLine(res: RouteInfo, waited: boolean): string {
+  const base = `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`;
+  if (waited) return `${base}; Tor is ready`;
+  if (res.tor === undefined) return base;
+  const why = torReason(res.tor);
+  return `${base}\nTor is ${torPhaseText(res.tor)}: ${res.vm} fails closed until Tor is ready${why !== undefined ? `; tor says: ${why}` : ''} (mvnet tor status; route --wait waits for it)`;
+}
+
+/**
+ * Polls `tor.status` (short calls, not one long one) until Tor is ready, showing the bootstrap
+ * as it goes; throws after `timeoutMs` with tor's reason.
+ */
+export async function waitTorReady(ctx: Ctx, timeoutMs: number): Promise<TorStatus> {
+  const progress = commandProgress(ctx.json());
+  let last: TorStatus | undefined;
+  const ready = await pollUntil(
+    async () => {
+      last = await ctx.call<TorStatus>('tor.status');
+      const why = torReason(last);
+      progress.update(`Tor ${torPhaseText(last)}${last.phase !== 'ready' && why !== undefined ? ` — ${why}` : ''}`, last.progress / 100);
+      return last.phase === 'ready' ? last : undefined;
+    },
+    { intervalMs: 250, timeoutMs },
+  );
+  if (ready !== undefined) {
+    progress.done();
+    return ready;
+  }
+  progress.done();
+  const why = last !== undefined ? torReason(last) : undefined;
+  throw new CliError(`Tor did not become ready within ${Math.round(timeoutMs / 1000)} s: ${last !== undefined ? torPhaseText(last) : 'no status'}${why !== undefined ? `; tor says: ${why}` : ''}`);
+}
 
 export function torCommand(ctx: Ctx): Command {
   const tor = new Command('tor').description('the Tor that Tor-routed VMs use');
   tor
     .command('status')
-    .description('bootstrap, version, circuits, and which VMs use Tor')
+    .description("bootstrap progress, tor's warnings, version, circuits, and which VMs use Tor")
     .action(async () => {
       const s = await ctx.call<TorStatus>('tor.status');
-      print(ctx.json(), s, () =>
-        [
+      print(ctx.json(), s, () => {
+        const p = s.bootstrapProblem;
+        const lines = [
           `Tor (${s.mode})${s.version ? ` ${s.version}` : ''}: ${s.phase}, bootstrap ${s.progress}%${s.summary ? ` (${s.summary})` : ''}`,
+          ...(p !== undefined ? [`bootstrap problem at ${p.progress}% (${p.summary}): ${p.warning}${p.reason !== undefined ? ` [${p.reason}]` : ''}${p.count !== undefined ? `, ${p.count} times` : ''}`] : []),
           `circuits built: ${s.circuits ?? '-'}; restarts: ${s.restarts}${s.lastError ? `; last error: ${s.lastError}` : ''}`,
+          ...(s.privileges !== undefined ? [`runs as ${s.privileges.user}${s.pid !== undefined ? ` (pid ${s.pid})` : ''}, sandbox ${s.privileges.sandbox ? 'on' : 'off'}${s.privileges.note !== undefined ? ` (${s.privileges.note})` : ''}`] : []),
           `VMs routed through Tor: ${s.vms.length > 0 ? s.vms.join(', ') : 'none'}`,
           `onion services published: ${s.published}; named onions: ${s.aliases}`,
-        ].join('\n'),
-      );
+        ];
+        if (s.warnings.length > 0) lines.push("tor's recent warnings (oldest first):", ...s.warnings.map((w) => `  ${w}`));
+        return lines.join('\n');
+      });
     });
   tor
     .command('newnym [vm]')

@@ -5,6 +5,7 @@ import type { VmDetachResult, VmInfo } from '../../daemon/control/api.js';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
 import { passFd } from '../../plugins/fd/pass.js';
+import { waitVmUp } from './vm-wait.js';
 
 interface AttachOpts {
   net: string;
@@ -30,6 +31,9 @@ interface AttachOpts {
   agent?: string;
   listen?: string;
   agentTun?: boolean;
+  /** Return once the device is up (e.g. QEMU connected), within waitTimeout seconds. */
+  wait?: boolean;
+  waitTimeout?: number;
 }
 
 /** Absolute paths: the daemon resolves nothing relative to the CLI's directory. */
@@ -130,11 +134,15 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--agent <pubkey>', 'a device behind `mvnet agent` on another host or VM: the agent key (mvnet key show), over an encrypted link')
     .option('--listen <spec>', 'with --agent: where the agent connects: udp:PORT, tcp:PORT, unix:PATH, onion[:PORT] (shared with links that name it)')
     .option('--agent-tun', 'with --agent: the agent carries a TUN (IP packets) rather than Ethernet frames; give --ip')
+    .option('--wait', 'return once the device is up (e.g. QEMU connected to a listening socket)')
+    .option('--wait-timeout <s>', 'with --wait: give up after S seconds (default 60)', parseIntArg('--wait-timeout', 1, 86_400))
     .action(async (name: string, o: AttachOpts) => {
+      if (o.waitTimeout !== undefined && o.wait !== true) throw new CliError('--wait-timeout goes with --wait');
       const params: Record<string, unknown> = { name, net: o.net, port: portParams(o, ctx.socket()) };
       if (o.mac !== undefined) params.mac = o.mac;
       if (o.ip !== undefined) params.ip = o.ip;
-      const v = await ctx.call<VmInfo>('vm.attach', params);
+      let v = await ctx.call<VmInfo>('vm.attach', params);
+      if (o.wait === true && v.port.state !== 'up') v = await waitVmUp(ctx, name, (o.waitTimeout ?? 60) * 1000);
       print(ctx.json(), v, () => `attached ${v.name} to ${v.net} by ${describePort(v.port)}: ${v.port.state} (${v.port.detail})`);
     });
   vm.command('detach <vm>')

@@ -12,6 +12,7 @@ import type { PluginInfo } from '../../plugins/registry.js';
 import type { NetworkSpec } from '../state/model.js';
 import type { Route } from '../routes/route.js';
 import type { NetworkStats } from '../switch/network.js';
+import type { TorSummary } from '../tor/service.js';
 
 export type { PluginInfo } from '../../plugins/registry.js';
 export type {
@@ -24,6 +25,7 @@ export type {
   OnionUnexposeResult,
   TorNewnymResult,
   TorStatus,
+  TorSummary,
 } from '../tor/service.js';
 
 /** `vm.attach` (one), `vm.list` (all), and each VM in `daemon.status`. */
@@ -50,6 +52,8 @@ export interface RouteInfo {
   attached: boolean;
   route: Route;
   description: string;
+  /** A route through Tor while Tor is not ready: Tor's state and why (the VM fails closed until it is). */
+  tor?: TorSummary;
 }
 
 /** `net.create` (one), `net.list` (all), and each network in `daemon.status`. */
@@ -97,6 +101,8 @@ export interface StatusInfo {
   captures: CaptureInfo[];
   /** Encrypted links and agent ports (as `link list`). */
   links: LinkInfo[];
+  /** Tor's state (phase, bootstrap, its recent warnings); null while Tor was never started. */
+  tor: TorSummary | null;
 }
 
 /** Per capture (and per tee, summed over its runs since the daemon started). */

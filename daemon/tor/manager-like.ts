@@ -9,5 +9,5 @@ export interface TorManagerLike {
   control(): TorControl | null;
   state(): TorState;
   on(event: 'ready' | 'down', listener: () => void): unknown;
-  stop(): Promise<void>;
+  stop(reason?: string): Promise<void>;
 }

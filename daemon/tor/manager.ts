@@ -304,8 +304,8 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     }
   }
 
-  /** Stops: closes the control connection and ends the embedded tor (SIGTERM, then SIGKILL). */
-  async stop(): Promise<void> {
+  /** Stops: closes the control connection and ends the embedded tor (SIGTERM, then SIGKILL). `reason` becomes the summary. */
+  async stop(reason = 'stopped'): Promise<void> {
     if (!this.started) return;
     this.started = false;
     this.stopping = true;
@@ -333,7 +333,8 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     this.child = null;
     this.childExited = null;
     this.progress = 0;
-    this.setPhase('down', 'stopped');
+    this.bootstrapProblem = undefined;
+    this.setPhase('down', reason);
   }
 
   state(): TorState {

@@ -49,6 +49,9 @@ export interface OnionEndpoint {
 
 // Answers of the control API's tor.* and onion.* methods (daemon/control/api.ts re-exports them).
 
+/** Tor's state as `daemon.status` and a Tor route's reply show it (phase, bootstrap, tor's warnings). */
+export type TorSummary = TorManagerState;
+
 /** `tor.status`: the manager's state, circuits built, and what mvnet uses Tor for. */
 export interface TorStatus extends TorManagerState {
   circuits: number | null;
@@ -104,6 +107,8 @@ export interface TorServiceDeps {
   openInto(vm: string, port: number, sock: Duplex): void;
   /** VMs whose routes use Tor. */
   torVms(): string[];
+  /** Starts Tor if it is not running (stopped while unused): exposing or naming an onion needs it. */
+  ensure?(): void;
   save(): void;
 }
 
@@ -202,6 +207,7 @@ export class TorService {
     const a = typeof address === 'string' ? address.toLowerCase() : '';
     if (!ONION_NAME_RE.test(a)) throw new UserError(`invalid onion address ${JSON.stringify(address)}: expected 56 base32 characters followed by .onion`);
     this.aliases.set(name, a);
+    this.d.ensure?.();
     this.d.save();
     return { name, address: a, resolvesAs: `${name}.onion.mvnet` };
   }
@@ -221,7 +227,9 @@ export class TorService {
   /** A local listener (unix socket) that Tor's onion service targets; each connection is opened into the VM. */
   private async listen(p: PublishedOnion & { server: net.Server | null; sockPath: string }): Promise<void> {
     if (p.server !== null) return;
-    fs.mkdirSync(path.dirname(p.sockPath), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(path.dirname(p.sockPath), { recursive: true, mode: 0o711 });
+    // Tor runs as its own user (tor.user): it must get through to the socket, not list the directory.
+    fs.chmodSync(path.dirname(p.sockPath), 0o711);
     fs.rmSync(p.sockPath, { force: true });
     const server = net.createServer({ allowHalfOpen: true }, (sock) => {
       try {
@@ -240,7 +248,13 @@ export class TorService {
     p.server = server;
   }
 
+  /** Published onion services or named onions exist: Tor must keep running for them. */
+  inUse(): boolean {
+    return this.published.size > 0 || this.aliases.size > 0;
+  }
+
   async expose(vm: string, port: number, onionPort: number, persist: boolean): Promise<OnionExposeInfo> {
+    this.d.ensure?.();
     const c = this.d.manager.control();
     if (c === null || !this.d.manager.isReady()) throw new UserError('Tor is not ready; see mvnet tor status');
     for (const p of this.published.values()) {

@@ -34,6 +34,7 @@ function status(nets: NetInfo[], vms: VmInfo[], torConfigured = false): StatusIn
     vms,
     captures: [],
     links: [],
+    tor: null,
   };
 }
 
