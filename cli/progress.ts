@@ -46,7 +46,7 @@ export class Progress {
     if (this.tty) {
       let line = fraction !== undefined ? `${progressBar(fraction)} ${text}` : text;
       // Longer than the terminal, the line would wrap and \r would redraw only its last part.
-      const cols = out.columns ?? 80;
+      const cols = out.columns !== undefined && out.columns > 0 ? out.columns : 80;
       if (line.length > cols - 1) line = `${line.slice(0, Math.max(0, cols - 2))}…`;
       if (line === this.last && this.drawn) return;
       out.write(`\r${line}${ERASE_EOL}`);

@@ -250,6 +250,8 @@ export class TorManager extends EventEmitter<ManagerEvents> {
   private socksListener: SocksEndpoint | undefined;
 
   private started = false;
+  /** Bumped by every start() and stop(): a start() that waited on its directories launches only if still the latest. */
+  private startToken = 0;
   private stopping = false;
   private gen = 0;
   private ctl: TorControl | null = null;
@@ -295,9 +297,12 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     if (this.started) return;
     this.started = true;
     this.stopping = false;
+    const token = ++this.startToken;
     this.setPhase('starting', 'starting');
     if (this.paths) {
       await this.prepareDirs(this.paths);
+      // A stop (and maybe a new start) came while the directories were prepared: that start launches, not this one.
+      if (token !== this.startToken) return;
       await this.launch();
     } else {
       await this.connectExternal();
@@ -310,6 +315,7 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     this.started = false;
     this.stopping = true;
     this.gen++;
+    this.startToken++;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.launchAbort?.abort(new Error('tor manager stopped'));

@@ -11,8 +11,27 @@ const ONION = '2ab7rhua3gtz7u6az75w72qenzn4lyysyc7d6ayn7apeh6agenyoypqd';
 
 describe('checkTorConfig', () => {
   it('defaults to an embedded tor', () => {
-    expect(checkTorConfig(undefined)).toEqual({ mode: 'embedded', torrc: [], automap: '10.192.0.0/10', hiddenServiceDirs: [], binary: 'tor' });
+    expect(checkTorConfig(undefined)).toEqual({ mode: 'embedded', torrc: [], automap: '10.192.0.0/10', hiddenServiceDirs: [], binary: 'tor', sandbox: true, stopWhenUnused: true, idleStopSec: 60 });
     expect(checkTorConfig({})).toEqual(checkTorConfig(undefined));
+  });
+
+  it('takes user, sandbox, stopWhenUnused and idleStopSec, and refuses them wrong or as torrc lines', () => {
+    expect(checkTorConfig({ user: 'debian-tor', sandbox: false, stopWhenUnused: false, idleStopSec: 5 })).toMatchObject({ user: 'debian-tor', sandbox: false, stopWhenUnused: false, idleStopSec: 5 });
+    expect(() => checkTorConfig({ user: 'a b' })).toThrow(/tor: user "a b" is not a user name/);
+    expect(() => checkTorConfig({ sandbox: 'yes' })).toThrow(/tor: sandbox must be true or false/);
+    expect(() => checkTorConfig({ idleStopSec: -1 })).toThrow(/idleStopSec must be a number of seconds/);
+    expect(() => checkTorConfig({ mode: 'external', socks: '127.0.0.1:9050', control: '127.0.0.1:9051', user: 'x' })).toThrow(/user is only for mode "embedded"/);
+    expect(() => checkTorConfig({ torrc: ['User root'] })).toThrow(/sets User, which mvnet manages/);
+    expect(() => checkTorConfig({ torrc: ['Sandbox 0'] })).toThrow(/sets Sandbox, which mvnet manages/);
+  });
+
+  it('writes User and Sandbox into the torrc when asked', () => {
+    const cfg = checkTorConfig({});
+    const p = embeddedPaths('/var/lib/mvnet', cfg);
+    const t = buildTorrc(cfg, p, 1, { user: 'debian-tor', sandbox: true }).split('\n');
+    expect(t).toContain('User debian-tor');
+    expect(t).toContain('Sandbox 1');
+    expect(buildTorrc(cfg, p, 1)).not.toMatch(/^(User|Sandbox) /m);
   });
 
   it('accepts an embedded tor with extra lines and a TCP SocksPort', () => {
@@ -30,6 +49,9 @@ describe('checkTorConfig', () => {
       automap: '10.192.0.0/10',
       hiddenServiceDirs: [],
       binary: 'tor',
+      sandbox: true,
+      stopWhenUnused: true,
+      idleStopSec: 60,
     });
   });
 

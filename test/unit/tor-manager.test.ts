@@ -116,7 +116,7 @@ describe('TorManager readiness (external mode, fake control port)', () => {
     m.on('bootstrap', (p) => progress.push(p));
     await m.start();
     expect(m.state()).toMatchObject({ mode: 'external', phase: 'bootstrapping', progress: 85, summary: 'At 85', version: '0.4.9.11', restarts: 0 });
-    expect(fake.received).toContain('SETEVENTS STATUS_CLIENT CIRC STREAM HS_DESC NETWORK_LIVENESS');
+    expect(fake.received).toContain('SETEVENTS STATUS_CLIENT STATUS_GENERAL CIRC STREAM HS_DESC WARN ERR NETWORK_LIVENESS');
     expect(m.isReady()).toBe(false);
 
     fake.send('650 STATUS_CLIENT NOTICE BOOTSTRAP PROGRESS=90 TAG=ap_handshake_done SUMMARY="Handshake finished with a relay to build circuits"\r\n');
