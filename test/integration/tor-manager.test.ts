@@ -12,6 +12,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBootstrap } from '../../daemon/tor/control.js';
 import { checkTorConfig, TorManager, waitForPaths, type TorState } from '../../daemon/tor/manager.js';
+import { pidAlive } from '../support/netns.js';
 
 const logger = pino({ level: process.env.MVNET_TEST_LOG ?? 'silent' });
 const TOR = 'tor';
@@ -23,14 +24,7 @@ function torVersion(): string {
   return m[1]!;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const alive = pidAlive;
 
 /** Pids of processes whose command line mentions `needle` (e.g. a test's state directory). */
 function processesMentioning(needle: string): number[] {

@@ -626,3 +626,13 @@ export function makeTempDir(prefix: string): string {
   );
   return dir;
 }
+
+/** Whether a process with this pid exists (signal 0). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
