@@ -497,8 +497,13 @@ export class TorManager extends EventEmitter<ManagerEvents> {
       // Without COUNT/HOSTID, so one problem repeated against many relays stays one warning.
       this.addWarning(`bootstrap stuck at ${b.progress}% (${b.summary}): ${b.warning}${b.reason !== undefined ? ` [${b.reason}]` : ''}`);
     } else if (b.progress > (this.bootstrapProblem?.progress ?? 100)) this.bootstrapProblem = undefined;
-    // A GETINFO answer can be older than events already applied: never go backwards.
-    if (!fromEvent && b.progress < this.progress) return;
+    // A GETINFO answer can be older than events already applied: never go backwards. The phase
+    // is still recomputed: those events came before the control connection was ours (attach),
+    // when they could not make tor ready.
+    if (!fromEvent && b.progress < this.progress) {
+      this.recompute();
+      return;
+    }
     const changed = b.progress !== this.progress;
     this.progress = b.progress;
     if (b.summary.length > 0) this.summary = b.summary;
