@@ -42,7 +42,7 @@ afterEach(async () => {
 });
 
 /** A NULL-auth control port at `progress` % bootstrap, network-liveness `liveness`. */
-async function fakeTor(opts: { progress: number; liveness?: 'up' | 'down' }): Promise<FakeTor> {
+async function fakeTor(opts: { progress: number; liveness?: 'up' | 'down'; beforeInfo?: string }): Promise<FakeTor> {
   const sockets: Socket[] = [];
   const received: string[] = [];
   const path = join(dir, 'control.sock');
@@ -59,6 +59,8 @@ async function fakeTor(opts: { progress: number; liveness?: 'up' | 'down' }): Pr
         received.push(line);
         if (line === 'PROTOCOLINFO 1') sock.write('250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250-VERSION Tor="0.4.9.11"\r\n250 OK\r\n');
         else if (line === 'GETINFO version status/bootstrap-phase') {
+          // Events tor sends before it answers (a tor whose bootstrap moves on meanwhile).
+          if (opts.beforeInfo !== undefined) sock.write(opts.beforeInfo);
           sock.write(`250-version=0.4.9.11\r\n250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=${opts.progress} TAG=x SUMMARY="At ${opts.progress}"\r\n250 OK\r\n`);
         } else if (line === 'GETINFO network-liveness') {
           sock.write(opts.liveness ? `250-network-liveness=${opts.liveness}\r\n250 OK\r\n` : '552 Unrecognized key "network-liveness"\r\n');
@@ -106,6 +108,36 @@ function until(m: TorManager, pred: (s: TorState) => boolean, what: string): Pro
 }
 
 describe('TorManager readiness (external mode, fake control port)', () => {
+  it('is ready when bootstrap reached 100% while the control connection was set up (the GETINFO answer is older)', async () => {
+    fake = await fakeTor({ progress: 75, liveness: 'up', beforeInfo: '650 STATUS_CLIENT NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"\r\n' });
+    const m = external(fake.path);
+    await m.start();
+    expect(m.state()).toMatchObject({ phase: 'ready', progress: 100, summary: 'Done' });
+  });
+
+  it("keeps tor's warnings (bounded, de-duplicated, most recent last) and the bootstrap problem; emits 'warning' once per new text", async () => {
+    fake = await fakeTor({ progress: 5, liveness: 'up' });
+    const m = external(fake.path);
+    const warned: string[] = [];
+    m.on('warning', (w) => warned.push(w));
+    await m.start();
+    const problem = (n: number): string => `650 STATUS_CLIENT WARN BOOTSTRAP PROGRESS=5 TAG=conn SUMMARY="Connecting to a relay" WARNING="Connection refused" REASON=CONNECTREFUSED COUNT=${n} RECOMMENDATION=ignore HOSTID="$AAAA" HOSTADDR="203.0.113.${n}:9001"\r\n`;
+    fake.send(problem(1) + problem(2));
+    fake.send('650 STATUS_GENERAL WARN CLOCK_SKEW SKEW=-3600 SOURCE=CONSENSUS\r\n');
+    for (let i = 0; i < 10; i++) fake.send(`650 WARN warning number ${i}\r\n`);
+    const s = await until(m, (x) => x.warnings.includes('warning number 9'), 'the last warning');
+    expect(s.bootstrapProblem).toEqual({ progress: 5, summary: 'Connecting to a relay', warning: 'Connection refused', reason: 'CONNECTREFUSED', count: 2 });
+    expect(s.warnings).toHaveLength(8);
+    expect(s.warnings.at(-1)).toBe('warning number 9');
+    expect(warned[0]).toBe('bootstrap stuck at 5% (Connecting to a relay): Connection refused [CONNECTREFUSED]');
+    expect(warned.filter((w) => w.startsWith('bootstrap stuck'))).toHaveLength(1);
+    expect(warned).toContain('CLOCK_SKEW SKEW=-3600 SOURCE=CONSENSUS');
+    // Bootstrap moving on clears the problem.
+    fake.send('650 STATUS_CLIENT NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"\r\n');
+    const r = await until(m, (x) => x.phase === 'ready', 'ready');
+    expect(r.bootstrapProblem).toBeUndefined();
+  });
+
   it('follows bootstrap events to ready, once, and subscribes to the events it needs', async () => {
     fake = await fakeTor({ progress: 85, liveness: 'up' });
     const m = external(fake.path);
