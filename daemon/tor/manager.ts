@@ -190,6 +190,41 @@ function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+interface Privileges {
+  user: string;
+  uid: number;
+  gid: number;
+  sandbox: boolean;
+  /** spawn: tor is started as the user; torrc: started as root, `User` in the torrc; same: as the daemon runs. */
+  how: 'spawn' | 'torrc' | 'same';
+  note?: string;
+}
+
+/** `name` as execvp would find it (a name with a slash as it is). */
+function findOnPath(name: string): string | undefined {
+  if (name.includes('/')) return resolvePath(name);
+  for (const d of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const f = join(d || '.', name);
+    if (existsSync(f)) return f;
+  }
+  return undefined;
+}
+
+/** Whether uid/gid may read and execute `file` (a script needs both) and pass every directory above it. */
+async function canRun(file: string, uid: number, gid: number): Promise<boolean> {
+  const allows = (st: { mode: number; uid: number; gid: number }, bits: number): boolean =>
+    st.uid === uid ? (st.mode & (bits << 6)) === bits << 6 : st.gid === gid ? (st.mode & (bits << 3)) === bits << 3 : (st.mode & bits) === bits;
+  try {
+    if (!allows(await stat(file), 0o5)) return false;
+    for (let d = dirname(file); ; d = dirname(d)) {
+      if (!allows(await stat(d), 0o1)) return false;
+      if (d === dirname(d)) return true;
+    }
+  } catch {
+    return false;
+  }
+}
+
 /** A STATUS_GENERAL/STATUS_CLIENT warning as one line: "CLOCK_SKEW SKEW=-3600 SOURCE=…". */
 function statusWarningText(action: string, args: Record<string, string>): string {
   const kv = Object.entries(args).map(([k, v]) => `${k}=${/\s/.test(v) ? JSON.stringify(v) : v}`);
@@ -267,7 +302,7 @@ export class TorManager extends EventEmitter<ManagerEvents> {
   private warnings: string[] = [];
   private bootstrapProblem: BootstrapProblem | undefined;
   /** Resolved at the first start (embedded): the user tor drops to, and whether the sandbox is on. */
-  private privileges: { user: string; uid: number; gid: number; sandbox: boolean; note?: string } | undefined;
+  private privileges: Privileges | undefined;
   /** This launch uses Sandbox 1 (a quick exit then blames the sandbox first). */
   private launchedWithSandbox = false;
   private lastTorLines: string[] = [];
@@ -702,13 +737,13 @@ export class TorManager extends EventEmitter<ManagerEvents> {
    * Whom the embedded tor runs as. As root: tor.user, else debian-tor, else nobody (tor binds
    * as root, then drops to that user itself: torrc `User`). Not root: tor runs as we do.
    */
-  private async resolvePrivileges(p: EmbeddedPaths): Promise<{ user: string; uid: number; gid: number; sandbox: boolean; note?: string }> {
+  private async resolvePrivileges(p: EmbeddedPaths): Promise<Privileges> {
     const myUid = process.getuid?.() ?? 0;
     const sandbox = this.cfg.sandbox && process.platform === 'linux';
     const sandboxNote = this.cfg.sandbox ? (sandbox ? undefined : 'tor.sandbox: the sandbox needs Linux') : 'tor.sandbox is false';
-    const asIs = (user: string, note?: string): { user: string; uid: number; gid: number; sandbox: boolean; note?: string } => {
+    const asIs = (user: string, note?: string): Privileges => {
       const notes = [note, sandboxNote].filter((x): x is string => x !== undefined);
-      return { user, uid: myUid, gid: process.getgid?.() ?? 0, sandbox, ...(notes.length > 0 ? { note: notes.join('; ') } : {}) };
+      return { user, uid: myUid, gid: process.getgid?.() ?? 0, sandbox, how: 'same', ...(notes.length > 0 ? { note: notes.join('; ') } : {}) };
     };
     if (myUid !== 0) return asIs(userName(myUid) ?? String(myUid));
     const wanted = this.cfg.user ?? ['debian-tor', 'nobody'].find((u) => lookupUser(u) !== undefined);
@@ -733,7 +768,13 @@ export class TorManager extends EventEmitter<ManagerEvents> {
       }
       if (d === dirname(d)) break;
     }
-    return { user: wanted, uid: u.uid, gid: u.gid, sandbox, ...(sandboxNote !== undefined ? { note: sandboxNote } : {}) };
+    // Started as that user, tor is never root. A tor binary that user cannot run (a wrapper in
+    // a root-only directory) starts as root and drops to the user itself (torrc User); tor then
+    // opens no control socket while DisableNetwork is set, so the first way is preferred.
+    const bin = findOnPath(this.cfg.binary);
+    const how = bin !== undefined && (await canRun(bin, u.uid, u.gid)) ? 'spawn' : 'torrc';
+    const notes = [how === 'torrc' ? `${wanted} cannot run ${bin ?? this.cfg.binary}: tor starts as root and switches to ${wanted} itself` : undefined, sandboxNote].filter((x): x is string => x !== undefined);
+    return { user: wanted, uid: u.uid, gid: u.gid, sandbox, how, ...(notes.length > 0 ? { note: notes.join('; ') } : {}) };
   }
 
   private async launch(): Promise<void> {
@@ -747,7 +788,9 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     // The directory belongs to tor's user: never follow a link it may have left in our place (wx = O_EXCL).
     await Promise.all([p.defaults, p.torrc].map((f) => rm(f, { force: true })));
     await writeFile(p.defaults, '# intentionally empty: keeps system-wide tor defaults out of mvnet\'s tor\n', { mode: 0o600, flag: 'wx' });
-    await writeFile(p.torrc, buildTorrc(this.cfg, p, this.ownerPid, { ...(priv.user !== 'root' && priv.uid !== (process.getuid?.() ?? 0) ? { user: priv.user } : {}), sandbox: priv.sandbox }), { mode: 0o600, flag: 'wx' });
+    await writeFile(p.torrc, buildTorrc(this.cfg, p, this.ownerPid, { ...(priv.how === 'torrc' ? { user: priv.user } : {}), sandbox: priv.sandbox }), { mode: 0o600, flag: 'wx' });
+    // Started as its user, tor reads them as that user.
+    if (priv.how === 'spawn') await Promise.all([p.defaults, p.torrc].map((f) => chown(f, priv.uid, priv.gid)));
     if (gen !== this.gen || this.stopping) return;
 
     this.torLastErr = undefined;
@@ -755,7 +798,7 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     this.lastTorLines = [];
     const abort = new AbortController();
     this.launchAbort = abort;
-    const child = spawn(this.cfg.binary, ['-f', p.torrc, '--defaults-torrc', p.defaults], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.cfg.binary, ['-f', p.torrc, '--defaults-torrc', p.defaults], { stdio: ['ignore', 'pipe', 'pipe'], ...(priv.how === 'spawn' ? { uid: priv.uid, gid: priv.gid } : {}) });
     this.child = child;
     this.childStartedAt = Date.now();
     this.childExited = new Promise<void>((resolve) => {
