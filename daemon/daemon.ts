@@ -185,7 +185,7 @@ export class Daemon {
         // Streams through a dead Tor are reset, never left to look finished.
         let reset = 0;
         for (const n of this.nets.values()) reset += n.router.endpoint.resetTag('tor');
-        if (this.torStarted) this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
+        if (this.torStarted && !this.closing) this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
       });
     }
     const start = (): void => {
