@@ -5,7 +5,7 @@
  * test cannot leave one behind.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -209,6 +209,45 @@ describe('TorManager, embedded tor (DisableNetwork 1)', () => {
     expect(m.state().phase).toBe('down');
     expect(m.control()).toBeNull();
     expect(m.pid()).toBeUndefined();
+  });
+});
+
+describe('TorManager, embedded tor as an unprivileged user with the sandbox', () => {
+  it('runs as debian-tor (uid from /proc), owns its data directory, and Sandbox 1 is on', async () => {
+    const stateDir = tempDir('toruser');
+    const m = new TorManager({ config: checkTorConfig({ torrc: ['DisableNetwork 1'] }), stateDir, logger });
+    try {
+      await m.start();
+      const s = await until(m, (x) => x.phase === 'bootstrapping', 20_000, 'bootstrapping');
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${s.pid}/status`, 'utf8'))![1]);
+      expect(s.privileges).toEqual({ user: 'debian-tor', sandbox: true });
+      expect(uid).not.toBe(0);
+      expect(statSync(m.files()!.dataDir).uid).toBe(uid);
+      const conf = await m.control()!.command('GETCONF Sandbox');
+      expect(conf.lines.map((l) => l.text)).toEqual(['Sandbox=1']);
+    } finally {
+      await m.stop();
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a tor that cannot start with the sandbox is started again without it, and says so', async () => {
+    const stateDir = tempDir('torsbx');
+    chmodSync(stateDir, 0o755);
+    // Stands in for a kernel without seccomp: refuses to start when the torrc asks for Sandbox 1.
+    const wrapper = join(stateDir, 'tor-nosandbox.sh');
+    writeFileSync(wrapper, `#!/bin/sh\nif grep -q '^Sandbox 1' "$2"; then echo "[err] mvnet test: Sandbox is not implemented on this platform"; exit 1; fi\nexec ${TOR} "$@"\n`, { mode: 0o755 });
+    const m = new TorManager({ config: checkTorConfig({ torrc: ['DisableNetwork 1'], binary: wrapper }), stateDir, logger });
+    try {
+      await m.start();
+      const s = await until(m, (x) => x.phase === 'bootstrapping', 20_000, 'bootstrapping without the sandbox');
+      expect(s.privileges?.sandbox).toBe(false);
+      expect(s.privileges?.note).toMatch(/the sandbox failed, tor runs without it: .*Sandbox is not implemented/);
+      expect(readFileSync(m.files()!.torrc, 'utf8')).not.toMatch(/^Sandbox/m);
+    } finally {
+      await m.stop();
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 });
 
