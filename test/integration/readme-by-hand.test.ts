@@ -27,7 +27,7 @@ afterAll(() => {
 });
 
 /** The shell lines between the by-hand markers (without the code fence). */
-export function byHandBlock(readme: string): string {
+function byHandBlock(readme: string): string {
   const m = /<!-- by-hand:start -->\s*```sh\n([\s\S]*?)```\s*<!-- by-hand:end -->/.exec(readme);
   if (!m?.[1]) throw new Error('README.md has no ```sh block between <!-- by-hand:start --> and <!-- by-hand:end -->');
   return m[1];
