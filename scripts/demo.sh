@@ -72,7 +72,7 @@ fi
 for tool in udhcpc curl tcpdump tshark; do
   command -v "$tool" >/dev/null || die "$tool is missing: bash scripts/deps.sh installs it"
 done
-[ "$real_tor" = 1 ] && ! command -v tor >/dev/null && die "tor is missing: apt-get install tor"
+command -v tor >/dev/null || die "tor is missing: apt-get install tor (the private network and --real-tor both run it)"
 
 # --- names and cleanup -------------------------------------------------------------------
 id=$$

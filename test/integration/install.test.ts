@@ -1,9 +1,9 @@
 /**
  * Installing mvnet as a user does, with the real npm: `npm pack` of this tree, then
- * `npm install -g --prefix TMP ./mvnet-0.1.0.tgz --offline` (and `npm link` of a copy of the
- * tree), then the installed `mvnet`/`mvnet-cni` from TMP/bin: `--version`, a daemon started by
- * the systemd unit's own ExecStart command line (with its state dir and socket moved to TMP)
- * answering `mvnet status --json`, `mvnet-cni` answering VERSION.
+ * `npm install -g --prefix TMP ./mvnet-0.1.0.tgz --offline` (and `npm link`, `npm install -g .`
+ * of a copy of the tree), then the installed `mvnet`/`mvnet-cni` from TMP/bin: `--version`, a
+ * daemon started by the systemd unit's own ExecStart command line (with its state dir and
+ * socket moved to TMP) answering `mvnet status --json`, `mvnet-cni` answering VERSION.
  *
  * Offline on purpose: the tarball bundles its dependencies (package.json `bundleDependencies`),
  * so the install fetches nothing (npm's --offline makes any fetch an error); the native addon is
@@ -164,24 +164,30 @@ describe('npm install -g of the npm pack tarball (offline)', () => {
   });
 });
 
-describe('npm link of a clone', () => {
-  it('links mvnet and mvnet-cni into the global bin as executables that run', async () => {
-    // A copy of the built tree (as a clone after `npm ci`): its node_modules are linked, not
-    // copied, to keep this fast; `npm link --ignore-scripts` because the copy is already built.
-    const tree = join(work, 'tree');
+describe('npm link / npm install -g . of a clone', () => {
+  // A copy of the built tree (as a clone after `npm ci`): its node_modules are linked, not
+  // copied, to keep this fast; `--ignore-scripts` because the copy is already built.
+  let tree: string;
+  beforeAll(async () => {
+    tree = join(work, 'tree');
     mkdirSync(tree);
     for (const entry of readdirSync(REPO_ROOT)) {
       if (['node_modules', '.git'].includes(entry)) continue;
       cpSync(join(REPO_ROOT, entry), join(tree, entry), { recursive: true, verbatimSymlinks: true });
     }
     await run(['ln', '-s', join(REPO_ROOT, 'node_modules'), join(tree, 'node_modules')]);
-    // As plain `tsc` leaves them: npm link must make the bins executable itself.
-    for (const bin of ['main.js', 'cni.js']) chmodSync(join(tree, 'dist', 'cli', bin), 0o644);
-    const linkPrefix = join(work, 'link-prefix');
-    await run(['npm', 'link', '--ignore-scripts'], { cwd: tree, env: npmEnv(linkPrefix), timeoutMs: 60_000 });
-    const mvnet = join(linkPrefix, 'bin', 'mvnet');
-    expect(isExecutable(mvnet)).toBe(true);
-    expect(isExecutable(join(linkPrefix, 'bin', 'mvnet-cni'))).toBe(true);
-    expect((await run([mvnet, '--version'])).stdout.trim()).toBe(VERSION);
   });
+
+  for (const variant of [['link'], ['install', '-g', '.']]) {
+    it(`npm ${variant.join(' ')} puts mvnet and mvnet-cni in the global bin as executables that run`, async () => {
+      // As plain `tsc` leaves them: npm must make the bins executable itself.
+      for (const bin of ['main.js', 'cni.js']) chmodSync(join(tree, 'dist', 'cli', bin), 0o644);
+      const globalPrefix = join(work, `prefix-${variant[0]}`);
+      await run(['npm', ...variant, '--ignore-scripts'], { cwd: tree, env: npmEnv(globalPrefix), timeoutMs: 60_000 });
+      const mvnet = join(globalPrefix, 'bin', 'mvnet');
+      expect(isExecutable(mvnet)).toBe(true);
+      expect(isExecutable(join(globalPrefix, 'bin', 'mvnet-cni'))).toBe(true);
+      expect((await run([mvnet, '--version'])).stdout.trim()).toBe(VERSION);
+    });
+  }
 });
