@@ -52,8 +52,10 @@ fi
 
 t0=$(date +%s)
 step=0
-say() { step=$((step + 1)); printf '\n\033[1m== %d. %s\033[0m  (%ss)\n' "$step" "$*" "$(($(date +%s) - t0))"; }
-look() { [ "$short" = 1 ] || printf '   \033[2m→ look for: %s\033[0m\n' "$*"; }
+bold="" dim="" plain=""
+[ -t 1 ] && bold=$'\033[1m' dim=$'\033[2m' plain=$'\033[0m'
+say() { step=$((step + 1)); printf '\n%s== %d. %s%s  (%ss)\n' "$bold" "$step" "$*" "$plain" "$(($(date +%s) - t0))"; }
+look() { [ "$short" = 1 ] || printf '   %s→ look for: %s%s\n' "$dim" "$*" "$plain"; }
 ok() { printf 'ok: %s\n' "$*"; }
 die() { printf 'demo: FAILED: %s\n' "$*" >&2; exit 1; }
 
@@ -128,6 +130,8 @@ HOST=()
 [ -n "$HOSTNS" ] && HOST=(ip netns exec "$HOSTNS")
 CLI=(node "$repo/dist/cli/main.js" --socket "$sock")
 mvnet() { "${CLI[@]}" "$@"; }
+# The commands a user would type, shown before they run.
+show() { printf '%s$ %s%s\n' "$dim" "$*" "$plain"; "$@"; }
 # Waits (polling, with a deadline) until FILE contains PATTERN; dies with the file if not.
 wait_for_line() { # file pattern seconds what [pid]
   local file=$1 pat=$2 n=$(($3 * 10)) what=$4 pid=${5:-}
@@ -202,8 +206,8 @@ echo "daemon pid $daemon_pid is ready; its Tor bootstraps in the background"
 # --- networks, VMs, DHCP -----------------------------------------------------------------
 say "two isolated networks, a VM on each, addresses by DHCP from mvnet"
 look "udhcpc in each VM namespace getting a lease from the gateway (.1), which is also its router and DNS"
-mvnet net create lan --subnet 10.77.1.0/24
-mvnet net create anonnet --subnet 10.77.2.0/24
+show mvnet net create lan --subnet 10.77.1.0/24
+show mvnet net create anonnet --subnet 10.77.2.0/24
 cat >"$work/udhcpc.sh" <<'EOF'
 #!/bin/sh
 # busybox udhcpc event script: the lease onto the interface; DNS into the namespace's resolv.conf.
@@ -224,7 +228,7 @@ vm_up() { # vm net ns tap
   ip netns add "$ns"
   ip -n "$ns" link set lo up
   mkdir -p "/etc/netns/$ns" && : >"/etc/netns/$ns/resolv.conf"
-  mvnet vm attach "$vm" --net "$net" --tap "$tap" --netns "$ns" >/dev/null
+  show mvnet vm attach "$vm" --net "$net" --tap "$tap" --netns "$ns"
   until ip -n "$ns" link show "$tap" >/dev/null 2>&1; do [ $((n--)) -gt 0 ] || die "no $tap in $ns"; sleep 0.1; done
   local lease
   lease=$(ip netns exec "$ns" env DEMO_RESOLV="/etc/netns/$ns/resolv.conf" udhcpc -f -q -n -i "$tap" -s "$work/udhcpc.sh" -t 10 -T 1 2>/dev/null | grep '^lease ') ||
@@ -245,7 +249,7 @@ ok "isolation: anon (${VM_IP[anon]}) gets no reply from web (${VM_IP[web]})"
 # --- direct ------------------------------------------------------------------------------
 say "web routed --direct fetches a page from the internet namespace"
 look "the page names the host side's address (192.0.2.1): mvnet re-originated the VM's TCP from the host"
-mvnet route --direct web
+show mvnet route --direct web
 page=$(ip netns exec "$WEBNS" curl -sS -m 10 http://192.0.2.80/) || die "web could not fetch http://192.0.2.80/"
 echo "   $page"
 case "$page" in *"hello from the demo internet"*) ok "direct fetch: web got http://192.0.2.80/" ;; *) die "unexpected page: $page" ;; esac
@@ -253,7 +257,7 @@ case "$page" in *"hello from the demo internet"*) ok "direct fetch: web got http
 # --- Tor ---------------------------------------------------------------------------------
 say "anon routed --all-tor; waiting for Tor to bootstrap"
 look "bootstrap progress; then every TCP connection and DNS query of anon goes through Tor"
-mvnet route --all-tor anon
+show mvnet route --all-tor anon
 last="" n=900
 while :; do
   st=$(mvnet --json tor status 2>/dev/null || echo '{}')
@@ -274,10 +278,11 @@ wait_for_line "$work/tcpdump.err" "listening on" 10 "tcpdump" "$tcpdump_pid"
 "${CLI[@]}" capture anon -w "$work/anon.pcapng" 2>"$work/capture.err" &
 capture_pid=$!
 wait_for_line "$work/capture.err" "capturing on" 10 "mvnet capture" "$capture_pid"
+printf '%s$ mvnet capture anon -w anon.pcapng &   (and tcpdump on the host side, for the leak check)%s\n' "$dim" "$plain"
 
 say "anon fetches an onion service by name"
 look "mvnet onion add gives the onion a name; anon's DNS query for demo.onion.mvnet gets a virtual address, and the connection to it goes to the onion through Tor"
-mvnet onion add demo "$onion"
+show mvnet onion add demo "$onion"
 onion_url="http://demo.onion.mvnet/"
 [ "$onion_port" = 80 ] || onion_url="http://demo.onion.mvnet:$onion_port/"
 page=$(ip netns exec "$ANONNS" curl -sS -m 60 --retry 3 --retry-all-errors "$onion_url") || die "anon could not fetch $onion_url"
@@ -320,8 +325,9 @@ else
 fi
 
 say "mvnet capture of anon's port, read by tshark"
-look "DHCP, the DNS query for demo.onion.mvnet, TCP to its virtual address 10.192.x.x, the HTTP GETs"
+look "anon's DNS query for demo.onion.mvnet answered with a virtual address (10.192.x.x), its HTTP GET to that address; upstream.test resolved (through Tor) and fetched"
 sed 's/^/   /' "$work/capture.err"
+printf '%s$ tshark -r anon.pcapng -Y "dns or http.request"%s\n' "$dim" "$plain"
 count=$(tshark -r "$work/anon.pcapng" 2>/dev/null | wc -l)
 # (|| true: head closes the pipe early, which pipefail would count as tshark failing.)
 if [ "$short" = 0 ]; then (tshark -r "$work/anon.pcapng" -Y 'dns or http.request' 2>/dev/null || true) | head -n 12 | sed 's/^/   /'; fi
@@ -330,13 +336,13 @@ ok "tshark counted $count packets in the capture of anon"
 
 say "mvnet graph"
 look "networks, VMs, and each VM's route to its exit (direct, tor)"
-mvnet graph >"$work/graph.dot"
+show mvnet graph >"$work/graph.dot"
 if [ "$short" = 0 ]; then sed 's/^/   /' "$work/graph.dot"; else head -n 5 "$work/graph.dot" | sed 's/^/   /'; fi
 grep -q 'anon' "$work/graph.dot" && grep -q 'web' "$work/graph.dot" || die "the graph lacks the VMs"
 ok "graph printed ($(wc -l <"$work/graph.dot") lines of DOT; render with: mvnet graph | dot -Tsvg > graph.svg)"
 
 say "mvnet status"
-mvnet status
+show mvnet status
 
 echo
 ok "demo done in $(($(date +%s) - t0)) s"
