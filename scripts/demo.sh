@@ -231,6 +231,7 @@ vm_up() { # vm net ns tap
   show mvnet vm attach "$vm" --net "$net" --tap "$tap" --netns "$ns"
   until ip -n "$ns" link show "$tap" >/dev/null 2>&1; do [ $((n--)) -gt 0 ] || die "no $tap in $ns"; sleep 0.1; done
   local lease
+  printf '%s$ ip netns exec %s udhcpc -i %s -q ...%s\n' "$dim" "$ns" "$tap" "$plain"
   lease=$(ip netns exec "$ns" env DEMO_RESOLV="/etc/netns/$ns/resolv.conf" udhcpc -f -q -n -i "$tap" -s "$work/udhcpc.sh" -t 10 -T 1 2>/dev/null | grep '^lease ') ||
     die "$vm got no DHCP lease"
   VM_IP[$vm]=$(echo "$lease" | awk '{print $2}' | cut -d/ -f1)
