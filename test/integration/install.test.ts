@@ -3,7 +3,8 @@
  * `npm install -g --prefix TMP ./mvnet-0.1.0.tgz --offline` (and `npm link`, `npm install -g .`
  * of a copy of the tree), then the installed `mvnet`/`mvnet-cni` from TMP/bin: `--version`, a
  * daemon started by the systemd unit's own ExecStart command line (with its state dir and
- * socket moved to TMP) answering `mvnet status --json`, `mvnet-cni` answering VERSION.
+ * socket moved to TMP) answering `mvnet status --json` and making a TAP in a namespace (the
+ * native addon loaded from the installed package), `mvnet-cni` answering VERSION.
  *
  * Offline on purpose: the tarball bundles its dependencies (package.json `bundleDependencies`),
  * so the install fetches nothing (npm's --offline makes any fetch an error); the native addon is
@@ -14,7 +15,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rm
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../support/daemon.js';
-import { makeTempDir, run, spawnProcess, type ManagedProcess } from '../support/netns.js';
+import { cleanupAll, createNetns, makeTempDir, run, spawnProcess, uniqueName, type ManagedProcess } from '../support/netns.js';
 
 /** systemd's fixed search path for a bare ExecStart name (and the PATH its services get). */
 const SYSTEMD_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
@@ -104,7 +105,8 @@ beforeAll(async () => {
   await run(['npm', 'install', '-g', tarball], { cwd: work, env: npmEnv(prefix), timeoutMs: 120_000 });
 }, 240_000);
 
-afterAll(() => {
+afterAll(async () => {
+  await cleanupAll();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
@@ -158,6 +160,14 @@ describe('npm install -g of the npm pack tarball (offline)', () => {
       const status = JSON.parse(r.stdout) as { daemon: { version: string; pid: number } };
       expect(status.daemon.version).toBe(VERSION);
       expect(status.daemon.pid).toBe(proc.pid);
+      // A TAP inside a namespace: the native addon, found from the installed package, at work.
+      const ns = await createNetns('inst');
+      const tap = uniqueName('mvti');
+      await run([exe, '--socket', socket, 'net', 'create', 'A', '--subnet', '10.66.0.0/24'], { env });
+      await run([exe, '--socket', socket, 'vm', 'attach', 'vm1', '--net', 'A', '--tap', tap, '--netns', ns.name], { env });
+      const vms = JSON.parse((await run([exe, '--socket', socket, 'status', '--json'], { env })).stdout) as { vms: { name: string; port: { state: string } }[] };
+      expect(vms.vms.find((v) => v.name === 'vm1')?.port.state).toBe('up');
+      await ns.waitForLink(tap);
     } finally {
       await proc.stop();
     }
