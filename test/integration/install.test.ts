@@ -84,11 +84,13 @@ async function startInstalledDaemon(exe: string, args: string[], dir: string, en
       .replace(/^%S\/mvnet$/, state)
       .replace(/^%t\/mvnet\//, `${run_}/`),
   );
+  // Without --socket/--state-dir the daemon would use its defaults (/run/mvnet/mvnet.sock,
+  // /var/lib/mvnet): give it ours instead.
+  if (!moved.includes('--socket')) moved.push('--socket', join(run_, 'mvnet.sock'));
+  if (!moved.includes('--state-dir')) moved.push('--state-dir', state);
   const socket = moved[moved.indexOf('--socket') + 1];
-  if (!moved.includes('--socket') || socket === undefined || !socket.startsWith(run_)) {
-    throw new Error(`ExecStart must give --socket under /run/mvnet (got: ${args.join(' ')})`);
-  }
-  if (!moved.includes(state) && !moved.includes('--state-dir')) moved.push('--state-dir', state);
+  if (socket === undefined || !socket.startsWith(run_)) throw new Error(`ExecStart's --socket is not under /run/mvnet (got: ${args.join(' ')})`);
+  if (moved[moved.indexOf('--state-dir') + 1] !== state) throw new Error(`ExecStart's --state-dir is not /var/lib/mvnet (got: ${args.join(' ')})`);
   const proc = spawnProcess([exe, ...moved], { env, label: `installed mvnet daemon (${dir})` });
   await proc.waitForLine((l) => l.includes('"msg":"ready"'), { timeoutMs: 20_000 });
   return { proc, socket };
