@@ -97,6 +97,11 @@ for ns in $(ip netns list | awk '{print $1}' | grep -E '^mvdemo-[0-9]+-' || true
     rm -rf "/etc/netns/$ns"
   fi
 done
+for dir in /tmp/mvdemo-[0-9]*-*; do
+  [ -d "$dir" ] || continue
+  pid=${dir#/tmp/mvdemo-}; pid=${pid%%-*}
+  kill -0 "$pid" 2>/dev/null || rm -rf "$dir"
+done
 
 stop_pid() { # pid [seconds]: SIGTERM, wait, then SIGKILL
   local pid=$1 n=$((${2:-10} * 10))
