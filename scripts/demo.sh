@@ -314,13 +314,16 @@ kill -TERM "$tcpdump_pid" && wait "$tcpdump_pid" || true
 
 say "leak check: what left the host side while anon fetched"
 if [ "$real_tor" = 0 ]; then
-  look "only TCP to the Tor relays' ORPort/DirPort (203.0.113.0/24:9001/9030), nothing else: no DNS, no packet for the onion or the site"
+  look "only TCP to the Tor relays' ORPort/DirPort (203.0.113.0/24:9001/9030), nothing else that can leave the link: no DNS, no packet for the onion or the site"
   tor_filter="net $MVD_RELAY_NET and tcp and (port 9001 or port 9030)"
-  total=$(tcpdump -r "$work/leak.pcap" -n 'ip or ip6' 2>/dev/null | wc -l)
+  # IP packets that can leave the link: IPv6 link-local multicast (ff02::/16: router
+  # solicitations, MLD of an interface's own) never does, and is not the VMs'.
+  routable='(ip or (ip6 and not dst net ff02::/16))'
+  total=$(tcpdump -r "$work/leak.pcap" -n "$routable" 2>/dev/null | wc -l)
   to_tor=$(tcpdump -r "$work/leak.pcap" -n "$tor_filter" 2>/dev/null | wc -l)
-  other=$(tcpdump -r "$work/leak.pcap" -n "(ip or ip6) and not ($tor_filter)" 2>/dev/null | wc -l)
+  other=$(tcpdump -r "$work/leak.pcap" -n "$routable and not ($tor_filter)" 2>/dev/null | wc -l)
   tcpdump -r "$work/leak.pcap" -n -c 5 2>/dev/null | sed 's/^/   /'
-  [ "$other" = 0 ] || { tcpdump -r "$work/leak.pcap" -n -c 10 "(ip or ip6) and not ($tor_filter)" 2>/dev/null >&2; die "$other packets left the host side outside Tor"; }
+  [ "$other" = 0 ] || { tcpdump -r "$work/leak.pcap" -n -c 10 "$routable and not ($tor_filter)" 2>/dev/null | sed "s/^/   leaked: /"; die "$other packets left the host side outside Tor"; }
   [ "$to_tor" -gt 0 ] || die "no Tor traffic seen (the capture saw nothing)"
   ok "leak check: $total IP packets left the host side, all $to_tor to or from Tor relays; 0 others"
 else
