@@ -129,7 +129,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     log.level = next.logLevel;
     if (!before) report();
     // What is not applied stays as it runs, so the next reload reports it again.
-    cfg = { ...cfg, logLevel: next.logLevel, limits: next.limits, dns: next.dns };
+    cfg = { ...cfg, logLevel: next.logLevel, limits: next.limits, dns: next.dns, metrics: next.metrics, notify: next.notify };
     if (needRestart.length > 0) log.warn({ keys: needRestart }, 'these config changes take effect only after a restart');
   };
   process.on('uncaughtException', (err) => {
