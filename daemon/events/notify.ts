@@ -110,8 +110,10 @@ export class DesktopNotifier {
 
   private async send(summary: string, body: string, urgency: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
+    let bus: dbus.MessageBus | undefined;
+    let onError: ((e: Error) => void) | undefined;
     try {
-      const bus = this.connect();
+      bus = this.connect();
       const call = bus.call(
         new dbus.Message({
           destination: 'org.freedesktop.Notifications',
@@ -124,6 +126,9 @@ export class DesktopNotifier {
       );
       const deadline = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${NOTIFY_TIMEOUT_MS} ms`)), NOTIFY_TIMEOUT_MS);
+        // A connection that fails leaves its calls unanswered: fail now, not at the deadline.
+        onError = reject;
+        bus!.once('error', onError);
       });
       await Promise.race([call, deadline]);
       this.sent++;
@@ -131,6 +136,7 @@ export class DesktopNotifier {
       this.failing = false;
     } catch (err) {
       this.failed++;
+      this.log.debug({ bus: this.address, err: err instanceof Error ? err.message : String(err) }, 'desktop notice failed');
       this.report(err);
       // A fresh connection next time: this one may be half open.
       const b = this.bus;
@@ -142,6 +148,7 @@ export class DesktopNotifier {
       }
     } finally {
       if (timer !== undefined) clearTimeout(timer);
+      if (onError !== undefined) bus?.off('error', onError);
     }
   }
 
