@@ -3,15 +3,21 @@
  * a small org.freedesktop.Notifications server of its own on that bus. The daemon's Tor is an
  * external one whose control and SOCKS sockets do not exist, so Tor is down from the start: a
  * VM routed --all-tor fails closed, and the server receives a Notify naming the VM.
+ * When Tor comes back (the private test network's client tor, reached through a unix-socket relay
+ * this test opens only then), the VM recovers: events and a second notice say so.
  * A bus that cannot be reached (DBUS_SESSION_BUS_ADDRESS naming a missing socket) is logged
  * once, while the daemon goes on answering.
  */
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import dbus from 'dbus-next';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, type Daemon } from '../support/daemon.js';
+import { CLI_JS } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, registerCleanup, spawnProcess, waitFor, type ManagedProcess } from '../support/netns.js';
+import { privateTor } from '../tor/context.js';
+import type { MvnetEvent } from '../../daemon/control/api.js';
 
 afterAll(cleanupAll);
 
@@ -62,15 +68,17 @@ describe('desktop notices', () => {
   let dir: string;
   let busProc: ManagedProcess;
   let address: string;
+  let server: { notices: Notice[]; bus: dbus.MessageBus };
 
   beforeAll(async () => {
     dir = makeTempDir('notify');
     busProc = spawnProcess(['dbus-daemon', '--session', '--nofork', '--print-address', `--address=unix:path=${join(dir, 'bus')}`], { label: 'dbus-daemon --session' });
     address = (await busProc.waitForLine((l) => l.startsWith('unix:'), { timeoutMs: 10_000 })).trim();
+    server = await notificationServer(address);
   });
 
   it('a VM whose Tor route fails closed: the notification server receives a notice naming it', async () => {
-    const server = await notificationServer(address);
+    server.notices.length = 0;
     // The test's own client sees the server as any desktop program would.
     const peer = dbus.sessionBus({ busAddress: address });
     registerCleanup('test D-Bus client', async () => peer.disconnect());
@@ -97,6 +105,44 @@ describe('desktop notices', () => {
     expect(server.notices).toHaveLength(1);
     await d.stop();
   });
+
+  it('Tor coming back: route.recovered and a notice that the VM is routed through Tor again', async () => {
+    const tor = privateTor();
+    server.notices.length = 0;
+    const relayPath = join(dir, 'relay-control.sock');
+    const cfg = join(dir, 'mvnet-relay.json');
+    // The private network's client tor, but its control port only through the relay, which is not open yet.
+    writeFileSync(cfg, JSON.stringify({ tor: { mode: 'external', control: `unix:${relayPath}`, socks: `unix:${tor.client.socksPath}`, cookieFile: tor.client.cookiePath }, notify: { dbus: address } }));
+    const d: Daemon = await startDaemon({ config: cfg });
+    const follower = spawnProcess(['node', CLI_JS, '--socket', d.socket, '--json', 'events', '--backlog', '1000', '--type', 'route.', '--type', 'tor.'], { label: 'mvnet events' });
+    const seen = (type: string): Promise<string> => follower.waitForLine((l) => (JSON.parse(l) as MvnetEvent).type === type, { timeoutMs: 60_000 });
+    await seen('tor.down');
+    await d.cliOk(['net', 'create', 'rlan', '--subnet', '10.236.0.0/24']);
+    await d.cliOk(['vm', 'attach', 'rvm', '--net', 'rlan', '--unix-listen', join(dir, 'rvm.sock')]);
+    await d.cliOk(['route', '--all-tor', 'rvm']);
+    await seen('route.failclosed');
+    await waitFor(() => server.notices.length === 1, { timeoutMs: 10_000, what: 'the fail-closed notice' });
+    // Tor comes back: the relay opens, the daemon's next reconnect gets through.
+    const relay = net.createServer((c) => {
+      const up = net.createConnection({ path: tor.client.controlPath });
+      c.pipe(up).pipe(c);
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+      c.on('close', () => up.destroy());
+    });
+    await new Promise<void>((r) => relay.listen(relayPath, r));
+    registerCleanup('control relay', async () => new Promise<void>((r) => relay.close(() => r())));
+    const recovered = JSON.parse(await seen('route.recovered')) as MvnetEvent;
+    expect(recovered).toMatchObject({ type: 'route.recovered', vm: 'rvm' });
+    await seen('tor.up');
+    await waitFor(() => server.notices.length === 2, { timeoutMs: 10_000, what: 'the recovered notice' });
+    expect(server.notices[1]!.summary).toContain('rvm');
+    expect(server.notices[1]!.summary).toMatch(/through Tor again/);
+    expect(server.notices[1]!.urgency).toBe(1);
+    follower.signal('SIGINT');
+    await follower.exited;
+    await d.stop();
+  }, 120_000);
 
   it('a bus that cannot be reached (DBUS_SESSION_BUS_ADDRESS): logged once, the daemon goes on', async () => {
     const dead = `unix:path=${join(dir, 'no-bus')}`;
