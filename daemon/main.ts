@@ -91,6 +91,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
       };
       // Captures first: each writes its statistics and ends its connection, which control.close() lets out.
       await step('ending the captures', () => daemon.capture.close());
+      await step('ending the event followers', () => daemon.events.bus.endFollowers());
       await step('closing the control socket', () => control.close());
       await step('closing the ports', () => daemon.shutdown());
       await step('removing the control socket', () => fs.rmSync(cfg.socket, { force: true }));

@@ -95,6 +95,11 @@ export class EventBus {
     return e;
   }
 
+  /** Ends every follower's stream (the daemon stops): their connections close once what was queued is out. */
+  endFollowers(): void {
+    for (const end of [...this.enders]) end();
+  }
+
   /** Calls `fn` for every event from now on; returns the unsubscribe function. */
   on(fn: Listener): () => void {
     this.listeners.add(fn);
@@ -111,6 +116,8 @@ export class EventBus {
 
   /** Followers on the control socket now. */
   followers = 0;
+  /** How to end each follower's stream (at shutdown). */
+  private readonly enders = new Set<() => void>();
 
   /**
    * Streams events to `sock` (a control connection taken over after the reply line), one JSON
@@ -124,8 +131,14 @@ export class EventBus {
       if (!open) return;
       open = false;
       off();
+      this.enders.delete(end);
       this.followers--;
     };
+    const end = (): void => {
+      stop();
+      sock.end();
+    };
+    this.enders.add(end);
     this.followers++;
     const write = (e: MvnetEvent): void => {
       if (!open) return;
@@ -150,16 +163,9 @@ export class EventBus {
     });
     // What the client sends after its request is not read, but must not fill the kernel buffer either.
     sock.on('data', () => {});
-    sock.on('end', () => {
-      stop();
-      sock.end();
-    });
+    sock.on('end', end);
     for (const e of this.recent(p)) write(e);
-    if (clientEnded) {
-      stop();
-      sock.end();
-      return;
-    }
+    if (clientEnded) return end();
     if (!open) return;
     off = this.on((e) => {
       if (matches(p.types, e)) write(e);

@@ -137,4 +137,11 @@ describe('events and policy logs', () => {
     human.signal('SIGINT');
     expect((await human.exited).code).toBe(0);
   });
+
+  it('the daemon stopping ends the stream: mvnet events says so, on one line, and exits non-zero', async () => {
+    await d.stop();
+    const ex = await follower.exited;
+    expect(ex.code).not.toBe(0);
+    expect(follower.stderr.trim().split('\n')).toEqual([expect.stringMatching(/ended the event stream \(it stopped\)/)]);
+  });
 });
