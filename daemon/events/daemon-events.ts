@@ -149,7 +149,13 @@ export class DaemonEvents {
       if (l.state === 'established') this.bus.emit({ type: 'link.up', link: l.name, kind: l.kind });
       else if (prev === 'established') this.bus.emit({ type: 'link.down', link: l.name, kind: l.kind, state: l.state });
     }
-    for (const k of this.linkState.keys()) if (!links.has(k)) this.linkState.delete(k);
+    for (const [k, state] of this.linkState) {
+      if (links.has(k)) continue;
+      this.linkState.delete(k);
+      // Removed while up: its session ends with it.
+      const [kind, ...name] = k.split(':');
+      if (state === 'established') this.bus.emit({ type: 'link.down', link: name.join(':'), kind: kind as 'link' | 'agent', state: 'removed' });
+    }
     const caps = new Set<string>();
     for (const c of this.src.captures()) {
       const key = `capture:${c.id}`;

@@ -36,7 +36,7 @@ export type EventBody =
   | { type: 'tor.down'; reason: string }
   /** A link's (or an agent's) session was established. */
   | { type: 'link.up'; link: string; kind: 'link' | 'agent' }
-  /** It is no longer: `state` is handshaking, waiting or failed. */
+  /** It is no longer: `state` is handshaking, waiting or failed, or removed (the link was removed while up). */
   | { type: 'link.down'; link: string; kind: 'link' | 'agent'; state: string }
   /**
    * A bounded counter went up. At most one per VM (or capture) and limit every 10 s: `count` is

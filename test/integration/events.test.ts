@@ -33,6 +33,28 @@ let refused = 0;
 })();
 `;
 
+describe('link events', () => {
+  it('two daemons linked over a unix socket: link.up on both, link.down (removed) when one removes it', async () => {
+    const dir = makeTempDir('evlink');
+    const a = await startDaemon();
+    const b = await startDaemon();
+    const fa = spawnProcess(['node', CLI_JS, '--socket', a.socket, '--json', 'events', '--backlog', '1000', '--type', 'link.'], { label: 'events of a' });
+    const fb = spawnProcess(['node', CLI_JS, '--socket', b.socket, '--json', 'events', '--backlog', '1000', '--type', 'link.'], { label: 'events of b' });
+    for (const d of [a, b]) await d.cliOk(['net', 'create', 'lan', '--subnet', '10.237.0.0/24']);
+    const keyA = (await a.cliJson<{ publicKey: string }>(['link', 'key'])).publicKey;
+    const keyB = (await b.cliJson<{ publicKey: string }>(['link', 'key'])).publicKey;
+    const sock = join(dir, 'link.sock');
+    await a.cliOk(['link', 'add', 'to-b', '--net', 'lan', '--peer', keyB, '--listen', `unix:${sock}`]);
+    await b.cliOk(['link', 'add', 'to-a', '--net', 'lan', '--peer', keyA, '--unix', sock]);
+    const up = (f: ManagedProcess, link: string): Promise<string> => f.waitForLine((l) => l.includes('"link.up"') && l.includes(`"${link}"`), { timeoutMs: 20_000 });
+    expect(JSON.parse(await up(fa, 'to-b'))).toMatchObject({ type: 'link.up', link: 'to-b', kind: 'link' });
+    expect(JSON.parse(await up(fb, 'to-a'))).toMatchObject({ type: 'link.up', link: 'to-a', kind: 'link' });
+    await a.cliOk(['link', 'remove', 'to-b']);
+    const down = JSON.parse(await fa.waitForLine((l) => l.includes('"link.down"'), { timeoutMs: 10_000 })) as MvnetEvent;
+    expect(down).toMatchObject({ type: 'link.down', link: 'to-b', state: 'removed' });
+  });
+});
+
 describe('events and policy logs', () => {
   let d: Daemon;
   let dir: string;
