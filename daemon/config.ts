@@ -8,7 +8,7 @@ import path from 'node:path';
 import { UserError } from './errors.js';
 import { checkTorConfig, type TorConfig } from './tor/config.js';
 import { NPM_NAME_RE } from '../plugins/registry.js';
-import { parseMetricsListen } from './metrics/server.js';
+import { parseMetricsListen } from './metrics/listen.js';
 
 export interface DaemonConfig {
   stateDir: string;

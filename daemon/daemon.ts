@@ -37,7 +37,8 @@ import { DaemonEvents } from './events/daemon-events.js';
 import { PolicyLog } from './events/policy-log.js';
 import { DesktopNotifier, notifyAddress } from './events/notify.js';
 import { Metrics, type MetricsSnapshot } from './metrics/metrics.js';
-import { MetricsServer, parseMetricsListen } from './metrics/server.js';
+import { MetricsServer } from './metrics/server.js';
+import { parseMetricsListen } from './metrics/listen.js';
 import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
@@ -443,7 +444,7 @@ export class Daemon {
     net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
-    this.events.vmAttached(spec.name, spec.net, port.name, port.kind, port.status().state, usesTor(this.routeOf(spec.name)));
+    this.events.vmAttached(spec.name, spec.net, port.name, port.kind, port.status(), usesTor(this.routeOf(spec.name)));
   }
 
   private scheduleRetry(entry: VmEntry): void {

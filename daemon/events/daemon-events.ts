@@ -82,11 +82,11 @@ export class DaemonEvents {
     return this.failing;
   }
 
-  vmAttached(vm: string, net: string, port: string, kind: string, state: PortState, usesTor: boolean): void {
+  vmAttached(vm: string, net: string, port: string, kind: string, status: { state: PortState; detail: string }, usesTor: boolean): void {
     this.bus.emit({ type: 'vm.attached', vm, net, port, kind });
     // Its state from now on is watched; a port that is up at once is said so now.
-    this.vmState.set(vm, state);
-    if (state === 'up') this.bus.emit({ type: 'vm.up', vm, detail: 'connected' });
+    this.vmState.set(vm, status.state);
+    if (status.state === 'up') this.bus.emit({ type: 'vm.up', vm, detail: status.detail });
     if (usesTor) this.failClosed(vm);
   }
 

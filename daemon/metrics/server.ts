@@ -5,37 +5,12 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { UserError } from '../errors.js';
+import { isLive } from '../control/server.js';
 import type { Metrics } from './metrics.js';
-
-export type MetricsListen = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
-
-function isLoopback(host: string): boolean {
-  if (net.isIPv4(host)) return host.startsWith('127.');
-  return net.isIPv6(host) && (host === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(host));
-}
-
-/** `metrics.listen`: unix:/PATH, 127.0.0.1:PORT (any 127.0.0.0/8 address), or [::1]:PORT. */
-export function parseMetricsListen(text: string): MetricsListen {
-  if (text.startsWith('unix:')) {
-    const p = text.slice(5);
-    if (!path.isAbsolute(p) || p.includes('\0')) throw new UserError(`${JSON.stringify(text)}: unix: needs an absolute path`);
-    return { kind: 'unix', path: p };
-  }
-  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
-  const port = m !== null ? Number(m[2]) : 0;
-  if (m === null || port < 1 || port > 65535) throw new UserError(`${JSON.stringify(text)} is not unix:/PATH, 127.0.0.1:PORT or [::1]:PORT`);
-  const host = m[1]!;
-  if (!isLoopback(host)) throw new UserError(`${JSON.stringify(text)} is not a loopback address: metrics are served only on a unix socket, 127.0.0.0/8 or ::1`);
-  return { kind: 'tcp', host, port };
-}
-
-export function describeListen(l: MetricsListen): string {
-  return l.kind === 'unix' ? `unix:${l.path}` : l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
-}
+import { describeListen, type MetricsListen } from './listen.js';
 
 export class MetricsServer {
   private server: http.Server | null = null;
@@ -71,6 +46,8 @@ export class MetricsServer {
       fs.mkdirSync(path.dirname(l.path), { recursive: true, mode: 0o755 });
       if (fs.existsSync(l.path)) {
         if (!fs.lstatSync(l.path).isSocket()) throw new UserError(`metrics.listen: ${l.path} exists and is not a socket`);
+        // A stale socket (a daemon that was killed) is replaced; one something answers on is not ours to take.
+        if (await isLive(l.path)) throw new UserError(`metrics.listen: something already listens on ${l.path}`);
         fs.rmSync(l.path);
       }
     }

@@ -16,7 +16,7 @@ import { EventBus, checkFollowParams } from '../../daemon/events/bus.js';
 import { DaemonEvents, LIMIT_EVENT_MS, type WatchSources, type WatchedVm } from '../../daemon/events/daemon-events.js';
 import { PolicyLog, INFO_EVERY_MS } from '../../daemon/events/policy-log.js';
 import type { MvnetEvent } from '../../daemon/events/types.js';
-import { parseMetricsListen } from '../../daemon/metrics/server.js';
+import { parseMetricsListen } from '../../daemon/metrics/listen.js';
 import { loadConfig } from '../../daemon/config.js';
 import { UserError } from '../../daemon/errors.js';
 
@@ -185,7 +185,7 @@ describe('the daemon watcher', () => {
 
   it('port states: up, then waiting (down), then up again; links up and down', () => {
     const { src, ev, got } = setup();
-    ev.vmAttached('a', 'lan', '/run/a.sock', 'unix-listen', 'waiting', false);
+    ev.vmAttached('a', 'lan', '/run/a.sock', 'unix-listen', { state: 'waiting', detail: 'waiting for the VM' }, false);
     src.vmList = [{ name: 'a', state: 'waiting', detail: 'waiting for the VM', counters: counters(0) }];
     src.linkList = [{ name: 'l1', kind: 'link', state: 'handshaking' }];
     ev.poll(true);
@@ -238,7 +238,7 @@ describe('the daemon watcher', () => {
     ev.torDown('still down');
     ev.routeChanged('t3', { kind: 'tor' }, 'all-tor', true, true);
     ev.routeChanged('d', { kind: 'direct' }, 'direct', false, true);
-    ev.vmAttached('t4', 'lan', 'tap4', 'tap', 'up', true);
+    ev.vmAttached('t4', 'lan', 'tap4', 'tap', { state: 'up', detail: 'open' }, true);
     // Leaving Tor is not recovering.
     ev.routeChanged('t2', { kind: 'none' }, 'none', false, true);
     expect([...ev.failingClosed()].sort()).toEqual(['t1', 't3', 't4']);
