@@ -320,6 +320,7 @@ export class Daemon {
       gatewayMac: derivedMac(`gateway/${spec.name}`),
       clock: () => performance.now(),
       onMacLearned: (m) => this.macLearned(m),
+      onPolicyDrop: (vm, reason, dst) => this.policyLog.record({ vm, proto: 'frame', dst: macToString(dst), reason, action: 'dropped' }),
     });
     const router = new NetRouter({
       spec,

@@ -26,7 +26,7 @@ export class PolicyLog {
 
   record(d: PolicyDecision): void {
     const fields = { vm: d.vm, proto: d.proto, dst: d.dst, reason: d.reason, action: d.action, ...(d.src !== undefined ? { src: d.src } : {}) };
-    const msg = d.reason === 'spoofed-source' ? 'packet dropped: spoofed source address' : `flow ${d.action} by policy`;
+    const msg = d.proto === 'frame' ? 'frame dropped by the switch' : d.reason === 'spoofed-source' ? 'packet dropped: spoofed source address' : `flow ${d.action} by policy`;
     if (this.log.isLevelEnabled('debug')) this.log.debug(fields, msg);
     if (!this.log.isLevelEnabled('info')) return;
     const key = `${d.vm}|${d.reason}`;

@@ -97,10 +97,11 @@ export interface RouterDeps {
 /** One policy decision against a VM's traffic, as the log tells it. */
 export interface PolicyDecision {
   vm: string;
-  proto: 'tcp' | 'udp' | 'ping' | 'ip';
-  /** Destination, ADDR:PORT (IPv6 as [ADDR]:PORT) or ADDR. */
+  /** ip: a packet the router dropped (spoofed source); frame: one the switch dropped (its destination is a MAC). */
+  proto: 'tcp' | 'udp' | 'ping' | 'ip' | 'frame';
+  /** Destination, ADDR:PORT (IPv6 as [ADDR]:PORT), ADDR, or a MAC. */
   dst: string;
-  /** The decision's reason (routes/decide.ts Reason), or routed-via-another-vm, udp-not-through-tor, spoofed-source. */
+  /** The decision's reason (routes/decide.ts Reason), or routed-via-another-vm, udp-not-through-tor, spoofed-source; the switch's spoofed-mac, guard-<reason>. */
   reason: string;
   /** refused: the VM was told (RST, ICMP prohibited); dropped: silently. */
   action: 'refused' | 'dropped';

@@ -160,6 +160,14 @@ describe('events and policy logs', () => {
     expect((await human.exited).code).toBe(0);
   });
 
+  it("the switch's policy drops are logged too: a VM sending from another MAC", async () => {
+    await a.ns.setMac(a.ifname, '02:00:00:00:77:01');
+    await a.ns.exec(['ip', 'neigh', 'flush', 'dev', a.ifname]);
+    expect(await a.ns.ping('10.231.0.1', { count: 2, waitS: 1 })).toBe(false);
+    const line = await d.waitForLog((l) => l.msg === 'frame dropped by the switch' && l.vm === 'ea', 10_000);
+    expect(line).toMatchObject({ level: 30, reason: 'spoofed-mac', proto: 'frame' });
+  });
+
   it('the daemon stopping ends the stream: mvnet events says so, on one line, and exits non-zero', async () => {
     await d.stop();
     const ex = await follower.exited;
