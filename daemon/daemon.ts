@@ -207,7 +207,8 @@ export class Daemon {
       let reset = 0;
       for (const n of this.nets.values()) reset += n.router.endpoint.resetTag('tor');
       this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
-      this.events.torDown(typeof why === 'string' ? why : 'unknown');
+      // Tor stopping with the daemon is not a route failing closed.
+      if (!this.closing) this.events.torDown(typeof why === 'string' ? why : 'unknown');
     });
     this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
   }
