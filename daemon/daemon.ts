@@ -122,6 +122,8 @@ export class Daemon {
   private metricsServer: MetricsServer | null = null;
   private notifier: DesktopNotifier | null = null;
   private offNotifier: () => void = () => {};
+  /** The metrics and notices reloads in progress (they are applied one at a time). */
+  private reloading: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly log: Logger,
@@ -863,8 +865,8 @@ export class Daemon {
   reloadConfig(next: DaemonConfig): void {
     const prev = this.cfg;
     this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns }, metrics: { ...next.metrics }, notify: { ...next.notify } };
-    // In the background: a reload never waits for a socket to close (a failure is logged there).
-    this.applyObservability(next, prev).catch((e: Error) => this.log.warn({ err: e.message }, 'metrics or notices not reloaded'));
+    // In the background, one reload after another: a reload never waits for a socket to close.
+    this.reloading = this.reloading.then(() => this.applyObservability(next, prev)).catch((e: Error) => this.log.warn({ err: e.message }, 'metrics or notices not reloaded'));
     for (const n of this.nets.values()) n.router.endpoint.setLimits(this.cfg.limits);
     const up = next.dns.upstream !== undefined ? parseHostPort(next.dns.upstream, 53) : null;
     this.upstreamDns.setServer(up ?? undefined);
@@ -874,6 +876,7 @@ export class Daemon {
   async shutdown(): Promise<void> {
     this.closing = true;
     this.events.close();
+    await this.reloading;
     this.offNotifier();
     this.notifier?.close();
     await this.metricsServer?.close();
