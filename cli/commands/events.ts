@@ -14,6 +14,21 @@ import type { MvnetEvent } from '../../daemon/control/api.js';
 /** A line longer than this is not an event. */
 const MAX_LINE = 1 << 20;
 
+// TODO(contract): take these from cli/exit-codes.ts once it is merged (1 error, 2 usage, 3 daemon unreachable).
+const EXIT_ERROR = 1;
+const EXIT_USAGE = 2;
+const EXIT_UNREACHABLE = 3;
+
+/** A failure of the follow, with the exit code it means. */
+class FollowError extends CliError {
+  constructor(
+    message: string,
+    readonly exit: number,
+  ) {
+    super(message);
+  }
+}
+
 function collect(v: string, prev: string[]): string[] {
   return [...prev, v];
 }
@@ -69,7 +84,14 @@ export function eventsCommand(ctx: Ctx): Command {
     .option('--since <seq>', 'first print the kept events after this seq (resume after a disconnect)', parseIntArg('--since', 0, Number.MAX_SAFE_INTEGER))
     .action(async (o: Opts) => {
       const params = { ...(o.type.length > 0 ? { types: o.type } : {}), ...(o.backlog !== undefined ? { backlog: o.backlog } : {}), ...(o.since !== undefined ? { since: o.since } : {}) };
-      await follow(ctx.socket(), params, ctx.json());
+      try {
+        await follow(ctx.socket(), params, ctx.json());
+      } catch (e) {
+        if (!(e instanceof FollowError)) throw e;
+        // Set, not process.exit(): the events already written to a pipe still get out.
+        process.stderr.write(`mvnet: ${e.message}\n`);
+        process.exitCode = e.exit;
+      }
     });
 }
 
@@ -108,27 +130,30 @@ function follow(socket: string, params: unknown, json: boolean): Promise<void> {
           try {
             res = JSON.parse(line) as typeof res;
           } catch {
-            return finish(new CliError(`the daemon on ${socket} sent an answer that is not JSON`));
+            return finish(new FollowError(`the daemon on ${socket} sent an answer that is not JSON`, EXIT_ERROR));
           }
-          if (res.error !== undefined) return finish(new CliError(res.error.message));
+          // The daemon refuses only the parameters (a type prefix no event has).
+          if (res.error !== undefined) return finish(new FollowError(res.error.message, EXIT_USAGE));
           continue;
         }
         let e: MvnetEvent;
         try {
           e = JSON.parse(line) as MvnetEvent;
         } catch {
-          return finish(new CliError(`the daemon on ${socket} sent an event that is not JSON`));
+          return finish(new FollowError(`the daemon on ${socket} sent an event that is not JSON`, EXIT_ERROR));
         }
         if (e.type === 'events.overflow') overflow = true;
         process.stdout.write(json ? line + '\n' : humanLine(e) + '\n');
       }
-      if (buf.length > MAX_LINE) finish(new CliError(`the daemon on ${socket} sent a line longer than ${MAX_LINE} bytes`));
+      if (buf.length > MAX_LINE) finish(new FollowError(`the daemon on ${socket} sent a line longer than ${MAX_LINE} bytes`, EXIT_ERROR));
     });
-    conn.on('error', (e: NodeJS.ErrnoException) => finish(replied ? new CliError(`the event stream from ${socket} failed: ${e.message}`) : reachError(socket, e)));
+    conn.on('error', (e: NodeJS.ErrnoException) =>
+      finish(replied ? new FollowError(`the event stream from ${socket} failed: ${e.message}`, EXIT_ERROR) : new FollowError(reachError(socket, e).message, EXIT_UNREACHABLE)),
+    );
     conn.on('close', () => {
-      if (!replied) finish(new CliError(`the daemon on ${socket} closed the connection without answering`));
-      else if (overflow) finish(new CliError('this follower read too slowly and was disconnected by the daemon (see the last event); follow again with --since SEQ'));
-      else finish(new CliError(`the daemon on ${socket} ended the event stream (it stopped)`));
+      if (!replied) finish(new FollowError(`the daemon on ${socket} closed the connection without answering`, EXIT_UNREACHABLE));
+      else if (overflow) finish(new FollowError('this follower read too slowly and was disconnected by the daemon (see the last event); follow again with --since SEQ', EXIT_ERROR));
+      else finish(new FollowError(`the daemon on ${socket} ended the event stream (it stopped)`, EXIT_ERROR));
     });
   });
 }

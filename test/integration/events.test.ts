@@ -8,7 +8,7 @@
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_JS, startDaemon, type Daemon, type LogLine } from '../support/daemon.js';
+import { CLI_JS, runCli, startDaemon, type Daemon, type LogLine } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, spawnProcess, waitFor, type ManagedProcess } from '../support/netns.js';
 import { attachTapVm, type TapVm } from '../support/vms.js';
 import type { MvnetEvent } from '../../daemon/control/api.js';
@@ -152,12 +152,17 @@ describe('events and policy logs', () => {
     expect((await replay.exited).code).toBe(0);
     expect(replay.lines.map((l) => (JSON.parse(l) as MvnetEvent).type)).toEqual(['route.changed', 'route.changed']);
     const bad = await d.cli(['events', '--type', 'bogus']);
-    expect(bad.code).not.toBe(0);
+    expect(bad.code).toBe(2);
     expect(bad.stdout).toBe('');
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
     expect(bad.stderr).toMatch(/no event type begins with "bogus"/);
     human.signal('SIGINT');
     expect((await human.exited).code).toBe(0);
+    // No daemon there: one line, exit 3.
+    const gone = await runCli(join(dir, 'nobody.sock'), ['events']);
+    expect(gone.code).toBe(3);
+    expect(gone.stdout).toBe('');
+    expect(gone.stderr.trim().split('\n')).toEqual([expect.stringMatching(/daemon is not running/)]);
   });
 
   it("the switch's policy drops are logged too: a VM sending from another MAC", async () => {
@@ -171,7 +176,7 @@ describe('events and policy logs', () => {
   it('the daemon stopping ends the stream: mvnet events says so, on one line, and exits non-zero', async () => {
     await d.stop();
     const ex = await follower.exited;
-    expect(ex.code).not.toBe(0);
+    expect(ex.code).toBe(1);
     expect(follower.stderr.trim().split('\n')).toEqual([expect.stringMatching(/ended the event stream \(it stopped\)/)]);
   });
 });
