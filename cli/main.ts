@@ -19,6 +19,7 @@ import { graphCommand } from './commands/graph.js';
 import { keyCommand } from './commands/key.js';
 import { linkCommand } from './commands/link.js';
 import { agentCommand } from './commands/agent.js';
+import { eventsCommand } from './commands/events.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
@@ -31,6 +32,7 @@ const program = new Command('mvnet')
 
 const ctx = makeCtx(program);
 for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand()]) program.addCommand(c);
+program.addCommand(eventsCommand(ctx));
 
 // Subcommands inherit the exit override and the one-line error style.
 function quiet(cmd: Command): void {

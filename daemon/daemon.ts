@@ -33,6 +33,12 @@ import { TeeRing } from '../plugins/common/tee-ring.js';
 import { withTee } from '../plugins/common/tee-port.js';
 import { packageVersion } from './version.js';
 import { Links } from './mesh/links.js';
+import { DaemonEvents } from './events/daemon-events.js';
+import { PolicyLog } from './events/policy-log.js';
+import { DesktopNotifier, notifyAddress } from './events/notify.js';
+import { Metrics, type MetricsSnapshot } from './metrics/metrics.js';
+import { MetricsServer } from './metrics/server.js';
+import { parseMetricsListen } from './metrics/listen.js';
 import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
@@ -109,6 +115,15 @@ export class Daemon {
   private saveQueued = false;
   /** Group of the control socket; VM sockets get it too. */
   private readonly socketGid: number | undefined;
+  /** Events (`events.follow`, `mvnet events`) and what watches for them. */
+  readonly events: DaemonEvents;
+  private readonly policyLog: PolicyLog;
+  private readonly metrics: Metrics;
+  private metricsServer: MetricsServer | null = null;
+  private notifier: DesktopNotifier | null = null;
+  private offNotifier: () => void = () => {};
+  /** The metrics and notices reloads in progress (they are applied one at a time). */
+  private reloading: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly log: Logger,
@@ -118,6 +133,21 @@ export class Daemon {
     readonly registry: Registry = new Registry(builtinDrivers),
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
+    this.policyLog = new PolicyLog(log.child({ component: 'policy' }));
+    this.events = new DaemonEvents(
+      {
+        vms: () =>
+          [...this.vms.values()].map((e) => {
+            const st = e.port !== null ? e.port.status() : { state: 'down' as const, detail: e.error ?? 'not open' };
+            return { name: e.spec.name, state: st.state, detail: st.detail, counters: this.nets.get(e.spec.net)?.router.endpoint.flowCount(e.spec.name) ?? null };
+          }),
+        links: () => this.links.list().links.map((l) => ({ name: l.name, kind: l.kind, state: l.state })),
+        captures: () => this.capture.list().map((c) => ({ id: c.id, ...(c.name !== undefined ? { name: c.name } : {}), dropped: c.counters.dropped })),
+        torVms: () => [...this.routes].filter(([vm, r]) => usesTor(r) && this.vms.has(vm)).map(([vm]) => vm),
+      },
+      { onListenerError: (err) => log.error({ err }, 'an event listener failed (a bug)') },
+    );
+    this.metrics = new Metrics(() => this.metricsSnapshot());
     this.capture = new CaptureHub({ log, userappl: `mvnet ${packageVersion()}`, newRing: (bytes, snaplen) => new TeeRing(bytes, snaplen) });
     this.tees = new Tees(this.capture, { log, captureDir: cfg.captureDir, socketGid: this.socketGid });
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
@@ -170,12 +200,17 @@ export class Daemon {
   private ensureTor(): void {
     if (this.torStarted) return;
     this.torStarted = true;
-    this.torManager.on('ready', () => this.log.info('Tor is ready'));
+    this.torManager.on('ready', () => {
+      this.log.info('Tor is ready');
+      this.events.torReady();
+    });
     this.torManager.on('down', (why: unknown) => {
       // Streams through a dead Tor are reset, never left to look finished.
       let reset = 0;
       for (const n of this.nets.values()) reset += n.router.endpoint.resetTag('tor');
       this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
+      // Tor stopping with the daemon is not a route failing closed.
+      if (!this.closing) this.events.torDown(typeof why === 'string' ? why : 'unknown');
     });
     this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
   }
@@ -211,6 +246,8 @@ export class Daemon {
 
   /** Re-creates networks and re-attaches VMs from the saved state. A VM whose device can't be opened yet stays listed as down and is retried. */
   async restore(): Promise<void> {
+    // First: a metrics address that cannot be listened on stops the start before any device is touched.
+    await this.applyObservability(this.cfg);
     const st = this.store.load();
     for (const [vm, raw] of Object.entries(st.routes)) {
       try {
@@ -276,6 +313,7 @@ export class Daemon {
       }
     }
     this.log.info({ networks: this.nets.size, vms: this.vms.size }, 'state restored');
+    this.events.start();
   }
 
   private addNetwork(spec: NetworkSpec): NetEntry {
@@ -285,6 +323,7 @@ export class Daemon {
       gatewayMac: derivedMac(`gateway/${spec.name}`),
       clock: () => performance.now(),
       onMacLearned: (m) => this.macLearned(m),
+      onPolicyDrop: (vm, reason, dst) => this.policyLog.record({ vm, proto: 'frame', dst: macToString(dst), reason, action: 'dropped' }),
     });
     const router = new NetRouter({
       spec,
@@ -311,6 +350,7 @@ export class Daemon {
       ping: this.ping,
       tor: this.tor.access(),
       onLeases: () => this.saveSoon(),
+      onPolicy: (d) => this.policyLog.record(d),
     });
     sw.setGateway(router);
     const e = { spec, sw, router };
@@ -408,6 +448,7 @@ export class Daemon {
     net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
+    this.events.vmAttached(spec.name, spec.net, port.name, port.kind, port.status(), usesTor(this.routeOf(spec.name)));
   }
 
   private scheduleRetry(entry: VmEntry): void {
@@ -549,6 +590,7 @@ export class Daemon {
       }
     }
     this.log.info({ vm: name }, 'VM detached');
+    this.events.vmDetached(name, e.spec.net);
   }
 
   async detach(name: unknown): Promise<{ detached: string }> {
@@ -612,6 +654,8 @@ export class Daemon {
       throw e;
     }
     const net = this.vms.get(vm)?.spec.net;
+    const now = route ?? DEFAULT_ROUTE;
+    this.events.routeChanged(vm, now, describeRoute(now), usesTor(now), this.vms.has(vm));
     return net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
   }
 
@@ -761,9 +805,68 @@ export class Daemon {
     }));
   }
 
-  /** Config reload (SIGHUP): new limits for new flows on every network, and the DNS upstream of direct routes. */
+  /** What the metrics endpoint reads at each scrape. */
+  private metricsSnapshot(): MetricsSnapshot {
+    const links = this.links.list();
+    const tor = this.torStarted ? this.torManager.state() : null;
+    return {
+      vms: this.listVms(),
+      networks: this.listNetworks(),
+      routes: this.showRoutes({}),
+      links: links.links,
+      linkDrops: links.drops,
+      captures: this.listCaptures(),
+      tor: tor !== null ? { phase: tor.phase, progress: tor.progress, restarts: tor.restarts } : null,
+      failing: this.events.failingClosed(),
+      errors: this.errors(),
+      events: { emitted: this.events.bus.emitted, followers: this.events.bus.followers, overflows: this.events.bus.overflows },
+    };
+  }
+
+  /**
+   * The metrics endpoint and desktop notices as `cfg` says (at start, and again at a reload).
+   * A metrics address that cannot be listened on stops the start; at a reload it is logged and
+   * the endpoint is off.
+   */
+  private async applyObservability(cfg: DaemonConfig, prev?: DaemonConfig): Promise<void> {
+    const reload = prev !== undefined;
+    if (!reload || JSON.stringify(cfg.metrics) !== JSON.stringify(prev.metrics)) {
+      await this.metricsServer?.close();
+      this.metricsServer = null;
+      if (cfg.metrics.listen !== undefined) {
+        const server = new MetricsServer(this.metrics, this.log);
+        try {
+          await server.listen(parseMetricsListen(cfg.metrics.listen), this.socketGid);
+          this.metricsServer = server;
+        } catch (e) {
+          if (!reload) throw e;
+          this.log.warn({ err: (e as Error).message }, 'metrics endpoint not started');
+        }
+      }
+    }
+    if (!reload || JSON.stringify(cfg.notify) !== JSON.stringify(prev.notify)) {
+      this.offNotifier();
+      this.notifier?.close();
+      this.notifier = null;
+      const where = notifyAddress(cfg.notify);
+      if ('address' in where) {
+        const n = new DesktopNotifier(where.address, this.log.child({ component: 'notify' }));
+        this.offNotifier = this.events.bus.on((e) => n.event(e));
+        this.notifier = n;
+        this.log.info({ bus: where.address }, 'desktop notices on');
+      } else {
+        this.offNotifier = () => {};
+        this.log[cfg.notify.enabled === true ? 'warn' : 'debug']({ why: where.off }, 'desktop notices off');
+      }
+    }
+  }
+
+  /** Config reload (SIGHUP): new limits for new flows on every network, the DNS upstream of direct routes, metrics and notices. */
   reloadConfig(next: DaemonConfig): void {
-    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns } };
+    const prev = this.cfg;
+    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns }, metrics: { ...next.metrics }, notify: { ...next.notify } };
+    // In the background, one reload after another: a reload never waits for a socket to close.
+    this.reloading = this.reloading.then(() => this.applyObservability(next, prev)).catch((e: Error) => this.log.warn({ err: e.message }, 'metrics or notices not reloaded'));
     for (const n of this.nets.values()) n.router.endpoint.setLimits(this.cfg.limits);
     const up = next.dns.upstream !== undefined ? parseHostPort(next.dns.upstream, 53) : null;
     this.upstreamDns.setServer(up ?? undefined);
@@ -772,6 +875,11 @@ export class Daemon {
   /** Graceful stop: ports are closed but devices kept, so a restart re-attaches them. */
   async shutdown(): Promise<void> {
     this.closing = true;
+    this.events.close();
+    await this.reloading;
+    this.offNotifier();
+    this.notifier?.close();
+    await this.metricsServer?.close();
     this.capture.close();
     await this.tees.close();
     for (const e of this.vms.values()) {

@@ -91,6 +91,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
       };
       // Captures first: each writes its statistics and ends its connection, which control.close() lets out.
       await step('ending the captures', () => daemon.capture.close());
+      await step('ending the event followers', () => daemon.events.bus.endFollowers());
       await step('closing the control socket', () => control.close());
       await step('closing the ports', () => daemon.shutdown());
       await step('removing the control socket', () => fs.rmSync(cfg.socket, { force: true }));
@@ -129,7 +130,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     log.level = next.logLevel;
     if (!before) report();
     // What is not applied stays as it runs, so the next reload reports it again.
-    cfg = { ...cfg, logLevel: next.logLevel, limits: next.limits, dns: next.dns };
+    cfg = { ...cfg, logLevel: next.logLevel, limits: next.limits, dns: next.dns, metrics: next.metrics, notify: next.notify };
     if (needRestart.length > 0) log.warn({ keys: needRestart }, 'these config changes take effect only after a restart');
   };
   process.on('uncaughtException', (err) => {

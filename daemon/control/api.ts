@@ -25,6 +25,8 @@ export type {
   TorNewnymResult,
   TorStatus,
 } from '../tor/service.js';
+/** `events.follow`: its reply line is `{ following: [prefixes or "*"] }`, then one MvnetEvent per line. */
+export type { MvnetEvent, EventType, LimitKind } from '../events/types.js';
 
 /** `vm.attach` (one), `vm.list` (all), and each VM in `daemon.status`. */
 export interface VmInfo {

@@ -11,6 +11,7 @@ import { TakeOver, type MethodTable } from './rpc.js';
 import { checkCaptureParams } from '../capture/params.js';
 import { StreamSink } from '../capture/sink-stream.js';
 import type { CapturePointInfo, CaptureStarted } from './api.js';
+import { checkFollowParams } from '../events/bus.js';
 
 export interface DaemonInfo {
   socket: string;
@@ -80,6 +81,11 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
         if (clientEnded) s.stop('the client ended its side');
       });
     },
+    'events.follow': async (p) => {
+      const params = checkFollowParams(p);
+      // The reply line, then one JSON line per event for as long as the client reads (events/bus.ts).
+      return new TakeOver({ following: params.types.length > 0 ? params.types : ['*'] }, (sock, clientEnded) => d.events.bus.follow(sock, params, clientEnded));
+    },
   };
 }
 
@@ -100,4 +106,6 @@ export const READ_ONLY_METHODS: ReadonlySet<string> = new Set([
   // Changes no state: a capture (which then streams for as long as it runs) never waits behind a slow change.
   'capture.start',
   'tee.list',
+  // Streams for as long as the client follows: never waits behind a slow change.
+  'events.follow',
 ]);
