@@ -5,7 +5,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError, ConflictError } from '../errors.js';
 import { asObject, checkName } from '../state/validate.js';
 import { parseHostPort } from '../config.js';
 import type { ForwardInfo, ForwardSpec } from '../control/api.js';
@@ -43,7 +43,7 @@ export class Forwards {
 
   async add(spec: ForwardSpec, restoring = false): Promise<ForwardInfo> {
     const k = key(spec.host, spec.port);
-    if (this.entries.has(k)) throw new UserError(`${spec.host}:${spec.port} is already forwarded (to ${this.entries.get(k)!.spec.vm})`, -32001);
+    if (this.entries.has(k)) throw new ConflictError(`${spec.host}:${spec.port} is already forwarded (to ${this.entries.get(k)!.spec.vm})`);
     const e: Entry = { spec, server: null, connections: 0, failures: 0 };
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
       e.connections++;
@@ -64,7 +64,12 @@ export class Forwards {
         });
       });
     } catch (err) {
-      if (!restoring) throw new UserError(`cannot listen on ${spec.host}:${spec.port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      if (!restoring) {
+        const code = (err as NodeJS.ErrnoException).code;
+        const msg = `cannot listen on ${spec.host}:${spec.port}: ${code ?? (err as Error).message}`;
+        // Another listener holds the address: a conflict with the current state, not bad input.
+        throw code === 'EADDRINUSE' ? new ConflictError(msg) : new UserError(msg);
+      }
       this.log.error({ forward: spec, err: (err as Error).message }, 'cannot re-listen for a forward');
     }
     server.on('error', (err) => this.log.error({ forward: spec, err: err.message }, 'forward listener failed'));
@@ -79,8 +84,8 @@ export class Forwards {
     const hp = typeof o.host === 'string' ? parseHostPort(o.host, 0) : null;
     if (hp === null || hp.port === 0) throw new UserError('invalid --host: expected ADDR:PORT');
     const e = this.entries.get(key(hp.host, hp.port));
-    if (e === undefined) throw new UserError(`no forward on ${hp.host}:${hp.port}`);
-    if (o.vm !== undefined && o.vm !== e.spec.vm) throw new UserError(`${hp.host}:${hp.port} forwards to ${e.spec.vm}, not ${String(o.vm)}`);
+    if (e === undefined) throw new NotFoundError(`no forward on ${hp.host}:${hp.port}`);
+    if (o.vm !== undefined && o.vm !== e.spec.vm) throw new NotFoundError(`${hp.host}:${hp.port} forwards to ${e.spec.vm}, not ${String(o.vm)}`);
     this.entries.delete(key(hp.host, hp.port));
     await this.closeServer(e);
     return e.spec;
