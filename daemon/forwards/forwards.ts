@@ -21,7 +21,9 @@ export function checkForwardSpec(p: unknown): ForwardSpec {
   const o = asObject(p, 'params');
   const vm = checkName(o.vm, 'VM');
   if (typeof o.host !== 'string') throw new UserError('missing host: --host ADDR:PORT');
-  const hp = parseHostPort(o.host, 0);
+  // The state file (like forward.add's answer) keeps the address and the port apart.
+  const text = typeof o.port === 'number' ? (o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`) : o.host;
+  const hp = parseHostPort(text, 0);
   if (hp === null || hp.port === 0) throw new UserError(`invalid --host ${JSON.stringify(o.host)}: expected ADDR:PORT such as 127.0.0.1:8080`);
   const gp = o.guestPort;
   if (typeof gp !== 'number' || !Number.isInteger(gp) || gp < 1 || gp > 65535) throw new UserError(`invalid --guest ${JSON.stringify(gp)}: a port from 1 to 65535`);
