@@ -15,7 +15,7 @@ import { parseServeAddress, serveGraph } from '../graph/serve.js';
 /** Reads what the graph needs from the daemon (read-only methods). */
 export async function loadGraph(ctx: Ctx): Promise<Graph> {
   const [status, routes] = await Promise.all([ctx.call<StatusInfo>('daemon.status'), ctx.call<RouteInfo[]>('route.show', {})]);
-  const usesTor = routes.some((r) => r.route.kind === 'tor' || ('torPorts' in r.route && r.route.torPorts !== undefined));
+  const usesTor = routes.some((r) => r.route.kind === 'tor' || ('torPorts' in r.route && r.route.torPorts !== null));
   const tor = status.daemon.torConfigured || usesTor ? await ctx.call<TorStatus>('tor.status') : null;
   const links = await ctx.call<LinksInfo>('link.list');
   return buildGraph({ status, routes, tor, links });

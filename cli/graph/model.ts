@@ -88,7 +88,7 @@ export const TOR_ID = 'tor';
 export function routeClass(r: RouteInfo['route']): RouteClass {
   if (r.kind === 'tor') return 'tor';
   if (r.kind === 'via') return 'via';
-  if (r.torPorts !== undefined) return 'tor-ports';
+  if (r.torPorts !== null) return 'tor-ports';
   return r.kind;
 }
 
@@ -139,7 +139,7 @@ export function buildGraph(input: GraphInput): Graph {
     nodes.push({
       id: `net:${n.name}`,
       type: 'network',
-      label: `${n.name}\n${n.subnet}${n.ipv6 !== undefined ? `\n${n.ipv6}` : ''}\ngw ${n.gateway}`,
+      label: `${n.name}\n${n.subnet}${n.ipv6 !== null ? `\n${n.ipv6}` : ''}\ngw ${n.gateway}`,
       name: n.name,
       subnet: n.subnet,
       gateway: n.gateway,
