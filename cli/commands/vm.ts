@@ -75,7 +75,7 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
     case 'fifo': {
       const parts = o.fifo!.split(':');
       if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new UsageError('--fifo takes RX_PATH:TX_PATH');
-      return { kind: 'fd', rx: abs(parts[0]!), tx: abs(parts[1]!), ...ns };
+      return { kind: 'fifo', rx: abs(parts[0]!), tx: abs(parts[1]!), ...ns };
     }
     case 'kind': {
       if (o.netns !== undefined) throw new UsageError('--netns applies to --tap, --tun and --iface only');

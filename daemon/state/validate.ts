@@ -362,8 +362,12 @@ export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec 
       }
       return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     }
+    case 'fifo':
+      // As answers name it (api.ts PortView); kept as the fd port it always was (state files too).
+      if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
+      return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     default:
-      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, iface, or plugin (a kind a plugin registered)`);
+      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, fifo, iface, or plugin (a kind a plugin registered)`);
   }
 }
 
