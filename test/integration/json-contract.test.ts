@@ -269,11 +269,12 @@ describe('--json contract', () => {
     await waitFor(() => gw.frames.some((f) => parseArp(f)?.op === 2), { what: "the gateway's ARP reply" });
     expect((await vdg()).port).toMatchObject({ state: 'up', lastError: null });
 
-    // The VM goes away (its socket closed; the file stays): each answer's sendto gets ECONNREFUSED.
+    // The VM goes away (its socket closed; the file stays): what the daemon sends it gets
+    // ECONNREFUSED. A connection to the VM's port forward makes the daemon send (a TCP SYN).
     gw.dev.close();
-    const other = dgramEnd(join(dir, 'other-end.sock'));
-    other.dev.setPeer(portPath);
-    other.dev.write([arp], 1);
+    const conn = net.connect(47913, '127.0.0.1');
+    conn.on('error', () => {});
+    registerCleanup('forward connection', async () => void conn.destroy());
     await waitFor(async () => (await vdg()).port.state === 'degraded', { what: 'the port to be degraded' });
     const v = await vdg();
     expect(v.port.lastError).toMatch(/^ECONNREFUSED/);
@@ -288,9 +289,11 @@ describe('--json contract', () => {
     for (const a of ALLOW) expect(full).toContain(a);
 
     // The VM comes back at its path: the next answer goes through and the port is up again.
+    conn.destroy();
     rmSync(gw.path);
     const again = dgramEnd(gw.path);
-    other.dev.write([arp], 1);
+    again.dev.setPeer(portPath);
+    again.dev.write([arp], 1);
     await waitFor(() => again.frames.some((f) => parseArp(f)?.op === 2), { what: 'the ARP reply after the VM came back' });
     expect((await vdg()).port).toMatchObject({ state: 'up', lastError: null });
   });
