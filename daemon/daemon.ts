@@ -15,7 +15,7 @@ import { ipv4TextToNumber, parseIpv4CidrText } from './wire/ip-text.js';
 import type { NetworkSpec, StateFile, VmSpec } from './state/model.js';
 import { STATE_VERSION } from './state/model.js';
 import { StateStore } from './state/store.js';
-import { UserError, faults } from './errors.js';
+import { UserError, faults, NotFoundError, ConflictError } from './errors.js';
 import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkRoute, checkTeeSpec } from './state/validate.js';
 import { describeRoute, DEFAULT_ROUTE, usesTor, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
@@ -39,6 +39,7 @@ import { DesktopNotifier, notifyAddress } from './events/notify.js';
 import { Metrics, type MetricsSnapshot } from './metrics/metrics.js';
 import { MetricsServer } from './metrics/server.js';
 import { parseMetricsListen } from './metrics/listen.js';
+import { netView, portView, routeView, sourceView } from './control/views.js';
 import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
@@ -227,7 +228,7 @@ export class Daemon {
 
   async addForward(params: unknown): Promise<ForwardInfo> {
     const spec = checkForwardSpec(params);
-    if (!this.vms.has(spec.vm)) throw new UserError(`no VM named ${spec.vm} is attached`);
+    if (!this.vms.has(spec.vm)) throw new NotFoundError(`no VM named ${spec.vm} is attached`);
     const info = await this.forwards.add(spec);
     try {
       await this.save();
@@ -392,7 +393,7 @@ export class Daemon {
   private async open(entry: VmEntry, restoring: boolean): Promise<void> {
     const { spec } = entry;
     const net = this.nets.get(spec.net);
-    if (net === undefined) throw new UserError(`no network named ${spec.net}`);
+    if (net === undefined) throw new NotFoundError(`no network named ${spec.net}`);
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
@@ -482,7 +483,7 @@ export class Daemon {
 
   async createNetwork(params: unknown): Promise<NetInfo> {
     const spec = checkNetworkSpec(params);
-    if (this.nets.has(spec.name)) throw new UserError(`network ${spec.name} already exists`);
+    if (this.nets.has(spec.name)) throw new ConflictError(`network ${spec.name} already exists`);
     const e = this.addNetwork(spec);
     try {
       await this.save();
@@ -498,13 +499,13 @@ export class Daemon {
   async deleteNetwork(name: unknown, force: boolean): Promise<{ deleted: string; detached: string[] }> {
     const n = checkName(name, 'network');
     const e = this.nets.get(n);
-    if (e === undefined) throw new UserError(`no network named ${n}`);
+    if (e === undefined) throw new NotFoundError(`no network named ${n}`);
     const attached = [...this.vms.values()].filter((v) => v.spec.net === n).map((v) => v.spec.name);
     if (attached.length > 0 && !force) {
-      throw new UserError(`network ${n} has attached VMs (${attached.join(', ')}); detach them or use --force`, -32001);
+      throw new ConflictError(`network ${n} has attached VMs (${attached.join(', ')}); detach them or use --force`);
     }
     const links = this.links.onNetwork(n);
-    if (links.length > 0 && !force) throw new UserError(`network ${n} has links (${links.join(', ')}); remove them or use --force`, -32001);
+    if (links.length > 0 && !force) throw new ConflictError(`network ${n} has links (${links.join(', ')}); remove them or use --force`);
     for (const vm of attached) await this.detachEntry(vm);
     for (const l of links) await this.links.remove(l);
     this.capture.netRemoved(n);
@@ -533,19 +534,19 @@ export class Daemon {
       freeIp: (net, first, last) => this.freeIp(net, first, last),
       plugins: this.registry,
     });
-    if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
+    if (this.vms.has(spec.name)) throw new ConflictError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`);
     const key = portKey(spec.port, this.registry);
     for (const v of this.vms.values()) {
-      if (key !== undefined && portKey(v.spec.port, this.registry) === key) throw new UserError(`that device or socket is already used by VM ${v.spec.name}`, -32001);
+      if (key !== undefined && portKey(v.spec.port, this.registry) === key) throw new ConflictError(`that device or socket is already used by VM ${v.spec.name}`);
     }
     if (spec.mac !== undefined) {
       for (const v of this.vms.values()) {
-        if (v.spec.net === spec.net && (v.spec.mac ?? v.spec.learnedMac) === spec.mac) throw new UserError(`MAC ${spec.mac} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
+        if (v.spec.net === spec.net && (v.spec.mac ?? v.spec.learnedMac) === spec.mac) throw new ConflictError(`MAC ${spec.mac} is already used by VM ${v.spec.name} on ${spec.net}`);
       }
     }
     if (spec.ip !== undefined) {
       for (const v of this.vms.values()) {
-        if (v.spec.net === spec.net && v.spec.ip === spec.ip) throw new UserError(`ip ${spec.ip} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
+        if (v.spec.net === spec.net && v.spec.ip === spec.ip) throw new ConflictError(`ip ${spec.ip} is already used by VM ${v.spec.name} on ${spec.net}`);
       }
     }
     const entry: VmEntry = { spec, port: null, member: null, error: null, retry: null, retryMs: 1000 };
@@ -595,7 +596,7 @@ export class Daemon {
 
   async detach(name: unknown): Promise<{ detached: string }> {
     const n = checkName(name, 'VM');
-    if (!this.vms.has(n)) throw new UserError(`no VM named ${n} is attached`);
+    if (!this.vms.has(n)) throw new NotFoundError(`no VM named ${n} is attached`);
     await this.detachEntry(n);
     await this.save();
     return { detached: n };
@@ -618,12 +619,12 @@ export class Daemon {
     // A route for a name nobody knows is most likely a typo, and would wait for whichever VM
     // later gets that name: only with an explicit create, and never for a reserved name.
     if (!this.knowsVm(vm)) checkVmName(vm);
-    if (!this.knowsVm(vm) && o.create !== true) throw new UserError(`no VM named ${vm} is attached or has a route; use --create to set a route for a VM not attached yet`);
+    if (!this.knowsVm(vm) && o.create !== true) throw new NotFoundError(`no VM named ${vm} is attached or has a route; use --create to set a route for a VM not attached yet`);
     if (route.kind === 'via') {
       if (route.vm === vm) throw new UserError(`${vm} cannot route via itself`);
       const me = this.vms.get(vm);
       const gw = this.vms.get(route.vm);
-      if (gw === undefined) throw new UserError(`no VM named ${route.vm} is attached`);
+      if (gw === undefined) throw new NotFoundError(`no VM named ${route.vm} is attached`);
       if (me !== undefined && me.spec.net !== gw.spec.net) throw new UserError(`${route.vm} is on network ${gw.spec.net}, not on ${vm}'s network ${me.spec.net}`);
       if (gw.spec.ip === undefined) throw new UserError(`${route.vm} has no fixed address; attach it with --ip so it can be a gateway`);
       // Follow the chain from the new gateway: reaching `vm` again would be a loop.
@@ -662,7 +663,7 @@ export class Daemon {
   /** Forgets the VM's route (back to the default, none); the only way to drop a detached VM's route. */
   async clearRoute(params: unknown): Promise<RouteInfo> {
     const vm = checkName(asObject(params, 'params').vm, 'VM');
-    if (!this.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached or has a route`);
+    if (!this.knowsVm(vm)) throw new NotFoundError(`no VM named ${vm} is attached or has a route`);
     const reset = await this.replaceRoute(vm, undefined);
     this.log.info({ vm, reset }, 'route cleared');
     return this.routeInfo(vm);
@@ -670,14 +671,14 @@ export class Daemon {
 
   private routeInfo(vm: string): RouteInfo {
     const route = this.routeOf(vm);
-    return { vm, attached: this.vms.has(vm), route, description: describeRoute(route) };
+    return { vm, attached: this.vms.has(vm), route: routeView(route), routeText: describeRoute(route) };
   }
 
   showRoutes(params: unknown): RouteInfo[] {
     const o = asObject(params, 'params');
     if (o.vm !== undefined) {
       const vm = checkName(o.vm, 'VM');
-      if (!this.vms.has(vm) && !this.routes.has(vm)) throw new UserError(`no VM named ${vm}`);
+      if (!this.vms.has(vm) && !this.routes.has(vm)) throw new NotFoundError(`no VM named ${vm}`);
       return [this.routeInfo(vm)];
     }
     const names = new Set([...this.vms.keys(), ...this.routes.keys()]);
@@ -686,7 +687,7 @@ export class Daemon {
 
   private netInfo(e: NetEntry): NetInfo {
     const vms = [...this.vms.values()].filter((v) => v.spec.net === e.spec.name).map((v) => v.spec.name);
-    return { ...e.spec, vms, stats: { ...e.sw.stats, drops: { ...e.sw.stats.drops } }, router: { ...e.router.counters, ...e.router.endpoint.counters } };
+    return { ...netView(e.spec), vms, stats: { ...e.sw.stats, drops: { ...e.sw.stats.drops } }, router: { ...e.router.counters, ...e.router.endpoint.counters } };
   }
 
   private vmInfo(e: VmEntry): VmInfo {
@@ -694,7 +695,17 @@ export class Daemon {
     const stats = e.port !== null ? mergeDrops(e.port.stats(), e.member) : ZERO_STATS;
     const mac = e.member?.mac != null ? macToString(e.member.mac) : (e.spec.mac ?? e.spec.learnedMac ?? null);
     const rs = this.nets.get(e.spec.net)?.router.vmStatus(e.spec.name);
-    return { name: e.spec.name, net: e.spec.net, mac, ip: rs?.ip ?? e.spec.ip ?? null, route: describeRoute(this.routeOf(e.spec.name)), flows: rs?.flows ?? null, port: { ...e.spec.port, state: st.state, detail: st.detail, stats } };
+    const route = this.routeOf(e.spec.name);
+    return {
+      name: e.spec.name,
+      net: e.spec.net,
+      mac,
+      ip: rs?.ip ?? e.spec.ip ?? null,
+      route: routeView(route),
+      routeText: describeRoute(route),
+      flows: rs?.flows ?? null,
+      port: { ...portView(e.spec.port), state: st.state, detail: st.detail, lastError: st.lastError ?? null, stats },
+    };
   }
 
   listNetworks(): NetInfo[] {
@@ -742,12 +753,12 @@ export class Daemon {
 
   private teeInfo(t: TeeStatus): TeeInfo {
     const { spec } = t;
-    return { name: spec.name, from: spec.from, to: spec.to, filter: spec.filter, snaplen: spec.snaplen, ...(spec.ring !== undefined ? { ring: spec.ring } : {}), state: t.state, detail: t.detail, counters: t.counters };
+    return { name: spec.name, from: sourceView(spec.from), to: spec.to, filter: spec.filter, snaplen: spec.snaplen, ring: spec.ring ?? null, state: t.state, detail: t.detail, counters: t.counters };
   }
 
   async addTee(params: unknown): Promise<TeeInfo> {
     const spec = checkTeeSpec(params, { captureDir: this.cfg.captureDir, vmSocketDir: this.cfg.vmSocketDir });
-    if (this.failedTees.some((r) => (r as { name?: unknown } | null)?.name === spec.name)) throw new UserError(`an invalid tee named ${spec.name} is in the state file; remove it first`, -32001);
+    if (this.failedTees.some((r) => (r as { name?: unknown } | null)?.name === spec.name)) throw new ConflictError(`an invalid tee named ${spec.name} is in the state file; remove it first`);
     const st = await this.tees.add(spec);
     try {
       await this.save();
@@ -797,7 +808,7 @@ export class Daemon {
     return this.capture.list().map((s) => ({
       id: s.id,
       kind: s.kind,
-      ...(s.name !== undefined ? { name: s.name } : {}),
+      name: s.name ?? null,
       points: s.points.map((p) => p.name),
       filter: s.filterText,
       snaplen: s.snaplen,

@@ -8,24 +8,17 @@ import net from 'node:net';
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { CliError, reachError, requestId } from '../client.js';
+import { EXIT, EXIT_NAMES, exitForRpcCode, type ExitCode } from '../exit-codes.js';
 import { parseIntArg } from './net.js';
 import type { MvnetEvent } from '../../daemon/control/api.js';
 
 /** A line longer than this is not an event. */
 const MAX_LINE = 1 << 20;
 
-// TODO(contract): take these from cli/exit-codes.ts once it is merged (1 error, 2 usage, 3 daemon unreachable).
-const EXIT_ERROR = 1;
-const EXIT_USAGE = 2;
-const EXIT_UNREACHABLE = 3;
-
-/** A failure of the follow, with the exit code it means. */
+/** A failure of the follow, with the exit code it means; cli/main.ts prints it (as JSON under --json). */
 class FollowError extends CliError {
-  constructor(
-    message: string,
-    readonly exit: number,
-  ) {
-    super(message);
+  constructor(message: string, exit: ExitCode, rpcCode: number | null = null) {
+    super(message, exit, EXIT_NAMES[exit], rpcCode);
   }
 }
 
@@ -45,7 +38,7 @@ export function describeEvent(e: MvnetEvent): [subject: string, detail: string] 
     case 'vm.down':
       return [e.vm, `${e.state}: ${e.detail}`];
     case 'route.changed':
-      return [e.vm, e.description];
+      return [e.vm, e.routeText];
     case 'route.failclosed':
       return [e.vm, `Tor traffic refused: ${e.reason}`];
     case 'route.recovered':
@@ -84,14 +77,8 @@ export function eventsCommand(ctx: Ctx): Command {
     .option('--since <seq>', 'first print the kept events after this seq (resume after a disconnect)', parseIntArg('--since', 0, Number.MAX_SAFE_INTEGER))
     .action(async (o: Opts) => {
       const params = { ...(o.type.length > 0 ? { types: o.type } : {}), ...(o.backlog !== undefined ? { backlog: o.backlog } : {}), ...(o.since !== undefined ? { since: o.since } : {}) };
-      try {
-        await follow(ctx.socket(), params, ctx.json());
-      } catch (e) {
-        if (!(e instanceof FollowError)) throw e;
-        // Set, not process.exit(): the events already written to a pipe still get out.
-        process.stderr.write(`mvnet: ${e.message}\n`);
-        process.exitCode = e.exit;
-      }
+      // Pipes and files get stdout synchronously on Linux, so the events written before a failure are out before main exits.
+      await follow(ctx.socket(), params, ctx.json());
     });
 }
 
@@ -126,34 +113,34 @@ function follow(socket: string, params: unknown, json: boolean): Promise<void> {
         buf = buf.slice(nl + 1);
         if (!replied) {
           replied = true;
-          let res: { result?: unknown; error?: { message: string } };
+          let res: { result?: unknown; error?: { message: string; code?: number } };
           try {
             res = JSON.parse(line) as typeof res;
           } catch {
-            return finish(new FollowError(`the daemon on ${socket} sent an answer that is not JSON`, EXIT_ERROR));
+            return finish(new FollowError(`the daemon on ${socket} sent an answer that is not JSON`, EXIT.ERROR));
           }
           // The daemon refuses only the parameters (a type prefix no event has).
-          if (res.error !== undefined) return finish(new FollowError(res.error.message, EXIT_USAGE));
+          if (res.error !== undefined) return finish(new FollowError(res.error.message, res.error.code === -32602 ? EXIT.USAGE : exitForRpcCode(res.error.code ?? 0), res.error.code ?? null));
           continue;
         }
         let e: MvnetEvent;
         try {
           e = JSON.parse(line) as MvnetEvent;
         } catch {
-          return finish(new FollowError(`the daemon on ${socket} sent an event that is not JSON`, EXIT_ERROR));
+          return finish(new FollowError(`the daemon on ${socket} sent an event that is not JSON`, EXIT.ERROR));
         }
         if (e.type === 'events.overflow') overflow = true;
         process.stdout.write(json ? line + '\n' : humanLine(e) + '\n');
       }
-      if (buf.length > MAX_LINE) finish(new FollowError(`the daemon on ${socket} sent a line longer than ${MAX_LINE} bytes`, EXIT_ERROR));
+      if (buf.length > MAX_LINE) finish(new FollowError(`the daemon on ${socket} sent a line longer than ${MAX_LINE} bytes`, EXIT.ERROR));
     });
     conn.on('error', (e: NodeJS.ErrnoException) =>
-      finish(replied ? new FollowError(`the event stream from ${socket} failed: ${e.message}`, EXIT_ERROR) : new FollowError(reachError(socket, e).message, EXIT_UNREACHABLE)),
+      finish(replied ? new FollowError(`the event stream from ${socket} failed: ${e.message}`, EXIT.ERROR) : new FollowError(reachError(socket, e).message, EXIT.UNREACHABLE)),
     );
     conn.on('close', () => {
-      if (!replied) finish(new FollowError(`the daemon on ${socket} closed the connection without answering`, EXIT_UNREACHABLE));
-      else if (overflow) finish(new FollowError('this follower read too slowly and was disconnected by the daemon (see the last event); follow again with --since SEQ', EXIT_ERROR));
-      else finish(new FollowError(`the daemon on ${socket} ended the event stream (it stopped)`, EXIT_ERROR));
+      if (!replied) finish(new FollowError(`the daemon on ${socket} closed the connection without answering`, EXIT.UNREACHABLE));
+      else if (overflow) finish(new FollowError('this follower read too slowly and was disconnected by the daemon (see the last event); follow again with --since SEQ', EXIT.ERROR));
+      else finish(new FollowError(`the daemon on ${socket} ended the event stream (it stopped)`, EXIT.ERROR));
     });
   });
 }

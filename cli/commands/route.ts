@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
-import { print, table } from '../output.js';
-import { CliError } from '../client.js';
+import { confirm, print, table } from '../output.js';
+import { CliError, UsageError } from '../client.js';
 import type { RouteInfo } from '../../daemon/control/api.js';
 
 /** Words that are commands here, never VM names (the daemon refuses them as VM names too). */
@@ -24,34 +24,34 @@ export function routeCommand(ctx: Ctx): Command {
     .option('--create', 'set the route of a VM that is not attached yet (kept for when it is)')
     .option('--clear', "forget the VM's route (back to the default, none)")
     .action(async (vm: string | undefined, o: { none?: boolean; direct?: boolean; allow?: string[]; via?: string; allTor?: boolean; torPorts?: string; create?: boolean; clear?: boolean }) => {
-      if (vm === undefined) throw new CliError("missing VM: mvnet route (--none | --direct [--allow RULE] | --via VM2 | --all-tor) [--tor-ports P,..] [--create] VM, 'mvnet route --clear VM' or 'mvnet route show [VM]'");
+      if (vm === undefined) throw new UsageError("missing VM: mvnet route (--none | --direct [--allow RULE] | --via VM2 | --all-tor) [--tor-ports P,..] [--create] VM, 'mvnet route --clear VM' or 'mvnet route show [VM]'");
       // `route --direct show` must not set the route of a VM named "show".
-      if (RESERVED.has(vm.toLowerCase())) throw new CliError(`${JSON.stringify(vm)} is a command word, not a VM name; use 'mvnet route show [VM]' or 'mvnet route --help'`);
+      if (RESERVED.has(vm.toLowerCase())) throw new UsageError(`${JSON.stringify(vm)} is a command word, not a VM name; use 'mvnet route show [VM]' or 'mvnet route --help'`);
       const kinds = [o.none, o.direct, o.via !== undefined, o.allTor].filter(Boolean).length;
       if (o.clear === true) {
-        if (kinds > 0 || o.torPorts !== undefined || o.allow !== undefined || o.create === true) throw new CliError('--clear takes no other route option: mvnet route --clear VM');
+        if (kinds > 0 || o.torPorts !== undefined || o.allow !== undefined || o.create === true) throw new UsageError('--clear takes no other route option: mvnet route --clear VM');
         const res = await ctx.call<RouteInfo>('route.clear', { vm });
-        print(ctx.json(), res, () => `${res.vm}: route cleared; ${res.description}`);
+        confirm(ctx, res, () => `${res.vm}: route cleared; ${res.routeText}`);
         return;
       }
       const create = o.create === true ? { create: true } : {};
-      if (kinds > 1 || (kinds === 0 && o.torPorts === undefined)) throw new CliError('give exactly one of --none, --direct, --via, --all-tor (or --tor-ports alone)');
-      if (o.allow !== undefined && o.direct !== true) throw new CliError('--allow goes with --direct');
-      if (o.torPorts !== undefined && (o.via !== undefined || o.allTor)) throw new CliError('--tor-ports goes with --none or --direct');
+      if (kinds > 1 || (kinds === 0 && o.torPorts === undefined)) throw new UsageError('give exactly one of --none, --direct, --via, --all-tor (or --tor-ports alone)');
+      if (o.allow !== undefined && o.direct !== true) throw new UsageError('--allow goes with --direct');
+      if (o.torPorts !== undefined && (o.via !== undefined || o.allTor)) throw new UsageError('--tor-ports goes with --none or --direct');
       let torPorts: number[] | undefined;
       if (o.torPorts !== undefined) {
         const parts = o.torPorts.split(',');
-        if (!parts.every((p) => /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535)) throw new CliError(`invalid --tor-ports ${JSON.stringify(o.torPorts)}: a comma list of ports such as 80,443`);
+        if (!parts.every((p) => /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535)) throw new UsageError(`invalid --tor-ports ${JSON.stringify(o.torPorts)}: a comma list of ports such as 80,443`);
         torPorts = parts.map(Number);
       }
       const tp = torPorts !== undefined ? { torPorts } : {};
       if (kinds === 0) {
         // --tor-ports alone: those ports through Tor, the rest by the VM's current route.
-        const [cur] = await ctx.call<RouteInfo[]>('route.show', { vm }).catch(() => [{ route: { kind: 'none' } } as RouteInfo]);
-        const base = cur!.route as { kind: string; allow?: unknown };
+        const [cur] = await ctx.call<RouteInfo[]>('route.show', { vm }).catch(() => [{ route: { kind: 'none', torPorts: null } } as RouteInfo]);
+        const base = cur!.route;
         if (base.kind !== 'none' && base.kind !== 'direct') throw new CliError(`--tor-ports goes with --none or --direct; ${vm}'s route is ${base.kind}`);
         const res = await ctx.call<RouteInfo>('route.set', { vm, route: { ...base, torPorts }, ...create });
-        print(ctx.json(), res, () => `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`);
+        confirm(ctx, res, () => `${res.vm}: ${res.routeText}${res.attached ? '' : ' (VM not attached yet)'}`);
         return;
       }
       const r = o.allTor
@@ -62,7 +62,7 @@ export function routeCommand(ctx: Ctx): Command {
             ? { kind: 'direct', ...(o.allow ? { allow: o.allow } : {}), ...tp }
             : { kind: 'none', ...tp };
       const res = await ctx.call<RouteInfo>('route.set', { vm, route: r, ...create });
-      print(ctx.json(), res, () => `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`);
+      confirm(ctx, res, () => `${res.vm}: ${res.routeText}${res.attached ? '' : ' (VM not attached yet)'}`);
     });
   route
     .command('show [vm]')
@@ -70,9 +70,9 @@ export function routeCommand(ctx: Ctx): Command {
     .action(async (vm: string | undefined) => {
       // `route --direct show` reads as "set show's route" to some and "show" to others: neither.
       const given = Object.entries(route.opts()).filter(([, v]) => v !== undefined).map(([k]) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`));
-      if (given.length > 0) throw new CliError(`'route show' takes no route options (got --${given.join(', --')}); to set a route: mvnet route --direct VM`);
+      if (given.length > 0) throw new UsageError(`'route show' takes no route options (got --${given.join(', --')}); to set a route: mvnet route --direct VM`);
       const rs = await ctx.call<RouteInfo[]>('route.show', vm !== undefined ? { vm } : {});
-      print(ctx.json(), rs, () => (rs.length === 0 ? 'no VMs' : table(['VM', 'ROUTE', 'ATTACHED'], rs.map((r) => [r.vm, r.description, r.attached ? 'yes' : 'no']))));
+      print(ctx.json(), rs, () => (rs.length === 0 ? 'no VMs' : table(['VM', 'ROUTE', 'ATTACHED'], rs.map((r) => [r.vm, r.routeText, r.attached ? 'yes' : 'no']))));
     });
   return route;
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
-import { CliError } from '../client.js';
+import { UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
 import type {
   OnionAliasInfo,
@@ -35,7 +35,7 @@ export function torCommand(ctx: Ctx): Command {
     .description("new circuits for the VM's next streams (by new isolation credentials), or --all")
     .option('--all', 'every Tor-routed VM (and SIGNAL NEWNYM)')
     .action(async (vm: string | undefined, o: { all?: boolean }) => {
-      if ((vm === undefined) === (o.all !== true)) throw new CliError('give a VM or --all');
+      if ((vm === undefined) === (o.all !== true)) throw new UsageError('give a VM or --all');
       const r = await ctx.call<TorNewnymResult>('tor.newnym', o.all ? { all: true } : { vm });
       print(ctx.json(), r, () => (r.vms.length > 0 ? `new circuits for ${r.vms.join(', ')}` : 'no Tor-routed VMs'));
     });

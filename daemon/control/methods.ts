@@ -1,7 +1,7 @@
 /** The control API's method table: one group per area; the daemon core does the work. */
 import type { Daemon } from '../daemon.js';
 import { asObject, checkName } from '../state/validate.js';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError } from '../errors.js';
 
 function checkPort(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new UserError(`invalid ${what} ${JSON.stringify(v)}: a port from 1 to 65535`);
@@ -43,7 +43,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
       const o = asObject(p, 'params');
       if (o.all === true) return d.tor.newnym(null, true);
       const vm = checkName(o.vm, 'VM');
-      if (!d.routeOf(vm) || !d.knowsVm(vm)) throw new UserError(`no VM named ${vm}`);
+      if (!d.routeOf(vm) || !d.knowsVm(vm)) throw new NotFoundError(`no VM named ${vm}`);
       return d.tor.newnym(vm, false);
     },
     'onion.list': () => d.tor.list(),
@@ -56,7 +56,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'onion.expose': async (p) => {
       const o = asObject(p, 'params');
       const vm = checkName(o.vm, 'VM');
-      if (!d.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached`);
+      if (!d.knowsVm(vm)) throw new NotFoundError(`no VM named ${vm} is attached`);
       const port = checkPort(o.port, 'port');
       const onionPort = o.onionPort === undefined ? port : checkPort(o.onionPort, 'onion port');
       return d.tor.expose(vm, port, onionPort, o.persist === true);

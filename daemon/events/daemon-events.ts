@@ -98,7 +98,7 @@ export class DaemonEvents {
   }
 
   routeChanged(vm: string, route: Route, description: string, usesTor: boolean, attached: boolean): void {
-    this.bus.emit({ type: 'route.changed', vm, route, description });
+    this.bus.emit({ type: 'route.changed', vm, route, routeText: description });
     if (!usesTor) this.failing.delete(vm);
     else if (attached) this.failClosed(vm);
   }

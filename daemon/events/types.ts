@@ -26,8 +26,8 @@ export type EventBody =
   /** The VM's port became usable (a TAP opened, QEMU connected to a socket). */
   | { type: 'vm.up'; vm: string; detail: string }
   /** The VM's port stopped being usable: `state` waiting (QEMU went away) or down (broken: the detail says why). */
-  | { type: 'vm.down'; vm: string; state: 'waiting' | 'down'; detail: string }
-  | { type: 'route.changed'; vm: string; route: Route; description: string }
+  | { type: 'vm.down'; vm: string; state: 'waiting' | 'down' | 'degraded'; detail: string }
+  | { type: 'route.changed'; vm: string; route: Route; routeText: string }
   /** A VM whose route uses Tor has no Tor: its Tor traffic is refused (fails closed), never sent elsewhere. */
   | { type: 'route.failclosed'; vm: string; reason: string }
   /** Tor came back for a VM whose route had failed closed. */

@@ -80,6 +80,11 @@ export interface DeviceStats {
   queued: number;
   /** Exceptions thrown by onRead/onError (caught and dropped so the process survives). */
   callbackErrors: number;
+  /** Writes the kernel refused since the last write it took (0: the last write went through). */
+  ioFailRun: number;
+  /** The last refused write's error, "ECONNREFUSED (Connection refused)", and how long ago (ms); absent before any. */
+  lastIoError?: string;
+  lastIoErrorAgoMs?: number;
   /** dgram mode: the peer's socket path ("@name" for an abstract address), when known. */
   peer?: string;
 }

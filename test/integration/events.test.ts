@@ -105,7 +105,7 @@ describe('events and policy logs', () => {
     await d.cliOk(['route', '--none', 'ea']);
     await d.cliOk(['vm', 'detach', 'eq']);
     const changed = await waitEvent((e) => e.type === 'route.changed' && e.vm === 'ea' && e.route.kind === 'none', 'route.changed ea none');
-    expect(changed).toMatchObject({ description: expect.stringMatching(/^none/) });
+    expect(changed).toMatchObject({ routeText: expect.stringMatching(/^none/) });
     await waitEvent((e) => e.type === 'vm.detached' && e.vm === 'eq', 'vm.detached eq');
     const direct = events().findIndex((e) => e.type === 'route.changed' && e.vm === 'ea' && e.route.kind === 'direct');
     const none = events().findIndex((e) => e.type === 'route.changed' && e.vm === 'ea' && e.route.kind === 'none');
