@@ -19,6 +19,9 @@ import { graphCommand } from './commands/graph.js';
 import { keyCommand } from './commands/key.js';
 import { linkCommand } from './commands/link.js';
 import { agentCommand } from './commands/agent.js';
+import { doctorCommand } from './commands/doctor.js';
+import { completionCommand } from './commands/completion.js';
+import { manCommand } from './commands/man.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
@@ -30,7 +33,7 @@ const program = new Command('mvnet')
   .exitOverride();
 
 const ctx = makeCtx(program);
-for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand()]) program.addCommand(c);
+for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand(), doctorCommand(ctx), completionCommand(program), manCommand(program)]) program.addCommand(c);
 
 // Subcommands inherit the exit override and the one-line error style.
 function quiet(cmd: Command): void {
