@@ -4,7 +4,7 @@
  * name, and `<vm>`/`<net>` arguments, the names the daemon has now (`mvnet --json vm list`, quietly:
  * nothing is offered when the daemon is not reachable).
  */
-import { Command } from 'commander';
+import { Argument, Command } from 'commander';
 
 /** One command of the tree, as completion and the man page see it. */
 export interface CommandNode {
@@ -53,7 +53,12 @@ function tables(nodes: CommandNode[], decl: string): string {
   };
   assoc('_mvnet_subs', (n) => n.subs.join(' '));
   assoc('_mvnet_opts', (n) => n.opts.join(' '));
-  assoc('_mvnet_args', (n) => n.args.map((a) => (VM_WORDS.includes(a) ? 'vm' : NET_WORDS.includes(a) ? 'net' : '-')).join(' '));
+  // Per positional argument: vm, net, c:A,B (its choices) or - (anything: files).
+  assoc('_mvnet_args', (n) =>
+    n.cmd.registeredArguments
+      .map((a) => (a.argChoices !== undefined ? `c:${a.argChoices.join(',')}` : VM_WORDS.includes(a.name()) ? 'vm' : NET_WORDS.includes(a.name()) ? 'net' : '-'))
+      .join(' '),
+  );
   const valueOpts = [...new Set(nodes.flatMap((n) => n.valueOpts))];
   lines.push(`_mvnet_valopts=${quote(` ${valueOpts.join(' ')} `)}`);
   lines.push(`_mvnet_vmopts=${quote(` ${VM_WORDS.filter((w) => w.startsWith('-')).join(' ')} `)}`);
@@ -127,6 +132,7 @@ _mvnet_candidates() {
   case $kind in
     vm) _mvnet_names vm ;;
     net) _mvnet_names net ;;
+    c:*) printf '%s\\n' \${kind#c:} | tr , '\\n' ;;
     *) return 1 ;;
   esac
 }`;
@@ -186,10 +192,8 @@ fi
 export function completionCommand(program: Command): Command {
   return new Command('completion')
     .description('print a shell completion script (bash or zsh): source <(mvnet completion bash)')
-    .argument('<shell>', 'bash or zsh')
-    .action((shell: string) => {
-      if (shell === 'bash') process.stdout.write(bashScript(program));
-      else if (shell === 'zsh') process.stdout.write(zshScript(program));
-      else throw new Error(`unknown shell '${shell}': bash or zsh`);
+    .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
+    .action((shell: 'bash' | 'zsh') => {
+      process.stdout.write(shell === 'bash' ? bashScript(program) : zshScript(program));
     });
 }
