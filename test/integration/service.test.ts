@@ -187,6 +187,10 @@ describe('refusals that say what is wrong', () => {
   let d: Daemon;
   const tmp = makeTempDir('mis');
 
+  it('the CLI with a --socket in a directory that does not exist', async () => {
+    refused(await runCli('/no/such/dir/mvnet.sock', ['vm', 'list']), 'no daemon socket at /no/such/dir/mvnet.sock: the directory /no/such/dir does not exist');
+  });
+
   it('--state-dir on a file, or under one', async () => {
     refused(await runCli(undefined, ['daemon', '--state-dir', '/etc/hostname', '--socket', join(tmp, 'a.sock')]), '--state-dir /etc/hostname is not a directory');
     refused(await runCli(undefined, ['daemon', '--state-dir', '/etc/hostname/x', '--socket', join(tmp, 'b.sock')]), '--state-dir /etc/hostname/x: /etc/hostname is not a directory');
@@ -204,6 +208,7 @@ describe('refusals that say what is wrong', () => {
     refused(await d.cli(['vm', 'attach', 'v2', '--net', 'A', '--unix', '/no/such/dir/x.sock']), '--unix /no/such/dir/x.sock: directory /no/such/dir does not exist');
     refused(await d.cli(['vm', 'attach', 'v3', '--net', 'A', '--unix', '/etc/hostname/x.sock']), '--unix /etc/hostname/x.sock: /etc/hostname is not a directory');
     refused(await d.cli(['vm', 'attach', 'v4', '--net', 'A', '--fd', '20']), 'fd 20 is not open in this process');
+    refused(await d.cli(['vm', 'attach', 'v5', '--net', 'A', '--tap', 'abcdefghijklmnopqrstu']), 'tap interface name "abcdefghijklmnopqrstu" is 21 characters long; Linux allows at most 15');
     // None of them was attached.
     expect(await d.cliJson<unknown[]>(['vm', 'list'])).toEqual([]);
   });
