@@ -58,7 +58,7 @@ function checkSocketParent(socket: string): void {
 }
 
 export async function runDaemon(flags: DaemonFlags): Promise<void> {
-  const cfgFlags: ConfigFlags = { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback };
+  const cfgFlags: ConfigFlags = { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback, keepCaps: flags.keepCaps };
   let cfg: DaemonConfig = loadConfig(flags.config, cfgFlags);
   const format = logFormat(flags.logFormat);
   // Until a handler is installed SIGHUP would kill the process (`mvnet daemon &` dying with its terminal).
@@ -180,7 +180,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     log.fatal({ err }, 'uncaught exception');
   });
   // After start nothing needs more than these (tor-ops spawns tor as its own user with them).
-  if (flags.keepCaps !== true) dropCapabilities(log);
+  if (!cfg.keepCaps) dropCapabilities(log);
   log.info({ socket: cfg.socket, stateDir: cfg.stateDir, version, plugins: registry.plugins() }, 'ready');
   // Only now: the control socket accepts (listen() has returned), so a unit ordered After= us can use it.
   sd.notify({ READY: '1', STATUS: readyStatus(), MAINPID: String(process.pid) });

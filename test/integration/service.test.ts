@@ -5,7 +5,7 @@
  * on a terminal (a pty from `script`) and JSON for everything else, and the refusals that used
  * to mislead (`--state-dir` on a file, a --socket or --unix in a directory that does not exist).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI_JS, rawRpc, refused, runCli, startDaemon, type Daemon } from '../support/daemon.js';
@@ -138,10 +138,15 @@ describe('capabilities after start (as root)', () => {
     await d.cliOk(['vm', 'detach', 'c1']);
   });
 
-  it('--keep-caps keeps them', async () => {
-    const k = await startDaemon({ extraArgs: ['--keep-caps'] });
-    expect(has(threadCaps(k.pid)[0]!.eff, CAP.SYS_PTRACE)).toBe(true);
-    expect(k.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('capabilities dropped'))).toBe(false);
+  it('--keep-caps, or config keepCaps, keeps them', async () => {
+    const cfg = join(makeTempDir('kc'), 'mvnet.json');
+    writeFileSync(cfg, JSON.stringify({ keepCaps: true }));
+    for (const opts of [{ extraArgs: ['--keep-caps'] }, { config: cfg }]) {
+      const k = await startDaemon(opts);
+      expect(has(threadCaps(k.pid)[0]!.eff, CAP.SYS_PTRACE)).toBe(true);
+      expect(k.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('capabilities dropped'))).toBe(false);
+      await k.stop();
+    }
   });
 });
 
