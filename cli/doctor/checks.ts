@@ -185,7 +185,7 @@ export function checkTorBootstrap(vms: VmInfo[], tor: DoctorInput['tor']): Check
   if (names.length === 0) return ok('tor-bootstrap', 'no VM is routed through Tor');
   if (tor === undefined || 'error' in tor) return skip('tor-bootstrap', `tor status unavailable${tor ? ` (${tor.error})` : ''}`);
   if (tor.phase === 'ready' && tor.progress >= 100) return ok('tor-bootstrap', `Tor bootstrapped (100%) for ${names.join(', ')}`);
-  return fail('tor-bootstrap', `Tor is ${tor.phase} ${tor.progress}% (${tor.summary}) and ${names.join(', ')} route through it: their TCP fails closed`, 'mvnet tor status; check the network, the clock and the tor config (bridges)');
+  return fail('tor-bootstrap', `Tor is ${tor.phase} ${tor.progress}% (${tor.summary}) and ${names.join(', ')} ${names.length === 1 ? 'routes' : 'route'} through it: its TCP fails closed`, 'mvnet tor status; check the network, the clock and the tor config (bridges)');
 }
 
 export function checkPingGroup(daemonPid: number, vms: VmInfo[]): CheckResult {

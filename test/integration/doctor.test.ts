@@ -4,6 +4,8 @@
  * whose TAP this test deleted under the daemon is one FAIL line naming the VM; --json carries
  * the same, and the exit code is 6 exactly when there is a FAIL.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, startDaemon, type Daemon } from '../support/daemon.js';
 import { cleanupAll, createNetns, makeTempDir, run, type Netns } from '../support/netns.js';
@@ -103,6 +105,24 @@ describe('mvnet doctor', () => {
     expect(jr.code).toBe(6);
     const report = JSON.parse(jr.stdout) as { ok: boolean; checks: Check[] };
     expect(report.checks.filter((c) => c.status === 'skip').map((c) => c.id)).toEqual(expect.arrayContaining(DAEMON_CHECKS));
+  });
+
+  it('a Tor-routed VM while Tor is down: a FAIL saying why, with the fix', async () => {
+    // An external tor whose control socket does not exist: down at once, nothing contacted.
+    const dir = makeTempDir('doct');
+    const config = join(dir, 'mvnet.json');
+    writeFileSync(config, JSON.stringify({ tor: { mode: 'external', socks: `unix:${dir}/no-socks`, control: `unix:${dir}/no-control` } }));
+    const t = await startDaemon({ config, expectErrors: true });
+    await t.cliOk(['net', 'create', 'T', '--subnet', '10.77.97.0/24']);
+    await t.cliOk(['vm', 'attach', 'tv1', '--net', 'T', '--unix-listen']);
+    const before = lines((await t.cli(['doctor'])).stdout).find(([, id]) => id === 'tor-bootstrap');
+    expect(before).toEqual(['ok', 'tor-bootstrap', 'no VM is routed through Tor']);
+    await t.cliOk(['route', '--all-tor', 'tv1']);
+    const r = await t.cli(['doctor']);
+    expect(r.code).toBe(6);
+    const fails = lines(r.stdout).filter(([s]) => s === 'FAIL');
+    expect(fails).toEqual([['FAIL', 'tor-bootstrap', expect.stringMatching(/^Tor is down 0% \(cannot connect to tor's control port .*\) and tv1 routes through it/)]]);
+    expect(r.stdout).toMatch(/FAIL +tor-bootstrap .*\n +fix: mvnet tor status/);
   });
 
   it('a stopped (SIGSTOP) daemon does not hang it: not reachable within the timeout', async () => {
