@@ -390,9 +390,10 @@ export interface NativeAddon {
    * Keeps only the capabilities numbered in `keep`, in every thread of the process: drops the
    * rest from the bounding set (when CAP_SETPCAP allows: `bounding`) and from the effective,
    * permitted and inheritable sets. `dropped`: the capabilities that were in the bounding set
-   * and are not kept; `failed`: threads that could not be changed (0 when all were).
+   * and are not kept; `blocked`: threads left as they were because they block every signal;
+   * `failed`: threads whose change failed or did not happen within 2 s (0 when all were changed).
    */
-  dropCaps(keep: number[]): { dropped: number[]; bounding: boolean; threads: number; failed: number };
+  dropCaps(keep: number[]): { dropped: number[]; bounding: boolean; threads: number; blocked: number; failed: number };
   /**
    * The link transport's ChaCha20-Poly1305 (aead.cc; absent when the addon was built without
    * the OpenSSL headers). Nonce: 4 zero bytes and `counter` (0 to 2^64-1) little-endian; no

@@ -127,6 +127,8 @@ describe('capabilities after start (as root)', () => {
     }
     // What could not be changed is said: at most Node's SIGUSR1 watcher.
     expect(Number(line?.unchanged ?? 0)).toBe(threads.length - changed.length);
+    expect(line?.level).toBe(30);
+    expect(line?.failed).toBeUndefined();
   });
 
   it('still creates a TAP inside a namespace afterwards (TUNSETIFF and setns need what it kept)', async () => {

@@ -3,7 +3,7 @@
 // sdNotify(socket, message)   one datagram to systemd's $NOTIFY_SOCKET (sd_notify(3)): a unix
 //                             datagram socket, a path or an abstract address written '@name'.
 //                             Node's dgram module has no AF_UNIX, so this is a plain sendto().
-// dropCaps(keep: number[])    -> { dropped: number[], bounding: boolean, threads, failed }
+// dropCaps(keep: number[])    -> { dropped: number[], bounding: boolean, threads, blocked, failed }
 //                             Keeps only the capabilities in `keep`: drops the others from the
 //                             bounding set (PR_CAPBSET_DROP, needs CAP_SETPCAP; skipped when it is
 //                             missing) and from the effective, permitted and inheritable sets
@@ -197,9 +197,15 @@ napi_value DropCaps(napi_env env, napi_callback_info info) {
   }
   // Others first: the bounding-set drop needs CAP_SETPCAP in each thread's own effective set.
   std::vector<pid_t> others = OtherThreads();
-  int sent = 0;
+  int sent = 0, blocked = 0, unsent = 0;
   for (pid_t tid : others) {
-    if (!Blocks(tid, sig) && syscall(SYS_tgkill, getpid(), tid, sig) == 0) sent++;
+    if (Blocks(tid, sig)) {
+      blocked++;
+    } else if (syscall(SYS_tgkill, getpid(), tid, sig) == 0) {
+      sent++;
+    } else if (errno != ESRCH) {  // a thread that ended meanwhile is no failure
+      unsent++;
+    }
   }
   // Every signalled thread runs the handler as soon as it is scheduled; 2 s is far beyond that.
   timespec start, now;
@@ -229,7 +235,7 @@ napi_value DropCaps(napi_env env, napi_callback_info info) {
   }
   MVNET_CALL(env, napi_set_named_property(env, obj, "dropped", arr));
   if (!SetBool(env, obj, "bounding", g_drop_bounding) || !SetNumber(env, obj, "threads", static_cast<double>(others.size()) + 1) ||
-      !SetNumber(env, obj, "failed", g_failed.load() + unfinished + static_cast<int>(others.size()) - sent)) {
+      !SetNumber(env, obj, "blocked", blocked) || !SetNumber(env, obj, "failed", g_failed.load() + unfinished + unsent)) {
     return nullptr;
   }
   return obj;
