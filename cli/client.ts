@@ -1,5 +1,7 @@
 /** Talks JSON-RPC to the daemon's control socket: one request, one answer line. */
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { EXIT, EXIT_NAMES, exitForRpcCode, type ExitCode } from './exit-codes.js';
 
 /**
@@ -43,6 +45,10 @@ export function requestId(): number {
 
 /** Why the control socket could not be reached, in one line. */
 export function reachError(socket: string, e: NodeJS.ErrnoException): CliError {
+  // A socket in a directory that does not exist is a wrong --socket, not a stopped daemon.
+  if (e.code === 'ENOENT' && !fs.existsSync(path.dirname(socket))) {
+    return new CliError(`no daemon socket at ${socket}: the directory ${path.dirname(socket)} does not exist (is --socket/MVNET_SOCKET right?)`);
+  }
   if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
     return new CliError(`the mvnet daemon is not running (no daemon listening on ${socket}); start it with 'mvnet daemon' or set --socket/MVNET_SOCKET`, EXIT.UNREACHABLE);
   }

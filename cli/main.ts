@@ -23,6 +23,9 @@ import { keyCommand } from './commands/key.js';
 import { linkCommand } from './commands/link.js';
 import { agentCommand } from './commands/agent.js';
 import { eventsCommand } from './commands/events.js';
+import { doctorCommand } from './commands/doctor.js';
+import { completionCommand } from './commands/completion.js';
+import { manCommand } from './commands/man.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
@@ -40,7 +43,7 @@ const version = new Command('version').description('print the version').action((
   const v: VersionInfo = { version: packageVersion() };
   process.stdout.write(ctx.json() ? JSON.stringify(v) + '\n' : `${v.version}\n`);
 });
-for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand(), eventsCommand(ctx), version]) program.addCommand(c);
+for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand(), eventsCommand(ctx), doctorCommand(ctx), completionCommand(program), manCommand(program), version]) program.addCommand(c);
 
 // Subcommands inherit the exit override; commander's own error lines are not written here but
 // by fail() below, so that every error (commander's, a parser's, the daemon's) is one line, or

@@ -15,6 +15,8 @@ export interface DaemonConfig {
   socket: string;
   /** pino level. */
   logLevel: string;
+  /** Keep every capability after start (as root the daemon otherwise keeps only those it needs; `--keep-caps`). */
+  keepCaps: boolean;
   /** Group allowed to use the control socket (its mode is 0660) and the VM sockets. */
   socketGroup?: string;
   /** Where `--unix-listen`/`--dgram` sockets given as a bare name (or none) are made; default `vms/` next to the control socket. */
@@ -66,6 +68,7 @@ export const DEFAULTS: DaemonConfig = {
   vmSocketDir: '/run/mvnet/vms',
   captureDir: '/var/lib/mvnet/captures',
   logLevel: 'info',
+  keepCaps: false,
   dns: {},
   direct: { hostLoopback: false, hostLoopbackPorts: [], connectTimeoutMs: 60_000 },
   limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000, fdTokenMs: 10_000 },
@@ -84,6 +87,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   stateDir: 'string',
   socket: 'string',
   logLevel: 'string',
+  keepCaps: 'boolean',
   socketGroup: 'string',
   vmSocketDir: 'string',
   captureDir: 'string',
@@ -257,6 +261,8 @@ export interface ConfigFlags {
   logLevel?: string;
   /** `--host-loopback PORTS`: turns direct.hostLoopback on with these ports ("8080,9000-9010"). */
   hostLoopback?: string;
+  /** `--keep-caps`. */
+  keepCaps?: boolean;
 }
 
 export function loadConfig(file: string | undefined, flags: ConfigFlags): DaemonConfig {
@@ -294,6 +300,7 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
   if (flags.stateDir !== undefined) cfg.stateDir = flags.stateDir;
   if (flags.socket !== undefined) cfg.socket = flags.socket;
   if (flags.logLevel !== undefined) cfg.logLevel = flags.logLevel;
+  if (flags.keepCaps === true) cfg.keepCaps = true;
   if (flags.hostLoopback !== undefined) cfg.direct = { ...cfg.direct, hostLoopback: true, hostLoopbackPorts: parsePortList(flags.hostLoopback) };
   checkHostLoopbackPorts(cfg);
   if (!LEVELS.has(cfg.logLevel)) throw new UserError(`logLevel must be one of ${[...LEVELS].join(', ')}`);

@@ -64,6 +64,8 @@ export function checkVmName(v: unknown, what = 'VM'): string {
 }
 
 function checkIfname(v: string, what: string): string {
+  // IFNAMSIZ: the kernel's limit, said as such (the pattern alone reads as a character problem).
+  if (v.length > 15) throw new UserError(`${what} interface name ${JSON.stringify(v)} is ${v.length} characters long; Linux allows at most 15`);
   if (!IFNAME_RE.test(v)) throw new UserError(`invalid ${what} interface name ${JSON.stringify(v)}: 1-15 letters, digits, '.', '_' or '-'`);
   return v;
 }
