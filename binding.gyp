@@ -11,6 +11,7 @@
         "plugins/native/src/netlink.cc",
         "plugins/native/src/netns.cc",
         "plugins/native/src/ping.cc",
+        "plugins/native/src/process.cc",
         "plugins/native/src/lock.cc",
         "plugins/native/src/tee-filter.cc",
         "plugins/native/src/udp.cc"

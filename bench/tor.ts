@@ -16,7 +16,7 @@
  * SIGINT (test/support/netns.ts cleanup registry + onExitSync); the only Tor network is the
  * private one. Nothing touches the public Tor network.
  */
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cleanupAll, createNetns, makeTempDir, uniqueName, waitFor, type ManagedProcess, type Netns } from '../test/support/netns.js';
 import { writePrograms } from '../test/support/stack-programs.js';
@@ -34,15 +34,6 @@ function arg(name: string, def: number): number {
   return v;
 }
 
-/**
- * The compiled fixture (dist/test/tor/private-network.js) transpiles test-servers.ts from its
- * own directory; tsc emits only .js there, so put the source beside it (a build artifact in dist/).
- */
-function ensureTestServersSource(): void {
-  const dst = join(REPO, 'dist', 'test', 'tor', 'test-servers.ts');
-  if (!existsSync(dst)) copyFileSync(join(REPO, 'test', 'tor', 'test-servers.ts'), dst);
-}
-
 interface Sample extends CurlStat {
   path: 'a-vm' | 'b-socks';
   rep: number;
@@ -53,7 +44,6 @@ async function main(): Promise<void> {
   const mb = arg('mb', 20);
   const reps = Math.floor(arg('reps', 3));
   const bytes = Math.round(mb * 1024 * 1024);
-  ensureTestServersSource();
 
   let upNs: Netns | undefined;
   let tor: PrivateTor | undefined;

@@ -1,7 +1,40 @@
 /** Talks JSON-RPC to the daemon's control socket: one request, one answer line. */
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import { EXIT, EXIT_NAMES, exitForRpcCode, type ExitCode } from './exit-codes.js';
 
-export class CliError extends Error {}
+/**
+ * An error for the user, with the exit code it ends the process with (cli/exit-codes.ts):
+ * ERROR unless given; call() gives the daemon's answers and an unreachable daemon theirs.
+ */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: ExitCode = EXIT.ERROR,
+    /** The name in `--json` error output (EXIT_NAMES, or `timeout`). */
+    readonly code: string = EXIT_NAMES[exitCode],
+    /** The daemon's JSON-RPC error code, when the daemon answered with an error. */
+    readonly rpcCode: number | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/** A bad argument or option, found before anything is asked of the daemon (exit 2). */
+export class UsageError extends CliError {
+  constructor(message: string) {
+    super(message, EXIT.USAGE);
+  }
+}
+
+/** Per call: how long to wait for the answer line (ms; 0: for ever). */
+export interface CallOptions {
+  timeoutMs?: number;
+}
+
+/** Default wait for an answer, in seconds (--timeout, MVNET_TIMEOUT). */
+export const DEFAULT_TIMEOUT_SEC = 10;
 
 let nextId = 1;
 
@@ -12,21 +45,44 @@ export function requestId(): number {
 
 /** Why the control socket could not be reached, in one line. */
 export function reachError(socket: string, e: NodeJS.ErrnoException): CliError {
-  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
-    return new CliError(`the mvnet daemon is not running (no daemon listening on ${socket}); start it with 'mvnet daemon' or set --socket/MVNET_SOCKET`);
+  // A socket in a directory that does not exist is a wrong --socket, not a stopped daemon.
+  if (e.code === 'ENOENT' && !fs.existsSync(path.dirname(socket))) {
+    return new CliError(`no daemon socket at ${socket}: the directory ${path.dirname(socket)} does not exist (is --socket/MVNET_SOCKET right?)`);
   }
-  if (e.code === 'EACCES') return new CliError(`permission denied on ${socket}: run as root or as a member of the socket's group`);
-  return new CliError(`cannot reach the daemon on ${socket}: ${e.message}`);
+  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+    return new CliError(`the mvnet daemon is not running (no daemon listening on ${socket}); start it with 'mvnet daemon' or set --socket/MVNET_SOCKET`, EXIT.UNREACHABLE);
+  }
+  if (e.code === 'EACCES') return new CliError(`permission denied on ${socket}: run as root or as a member of the socket's group`, EXIT.UNREACHABLE);
+  return new CliError(`cannot reach the daemon on ${socket}: ${e.message}`, EXIT.UNREACHABLE);
 }
 
-export async function call<T>(socket: string, method: string, params: unknown = {}): Promise<T> {
+/** A daemon that accepted (or is stuck accepting) and did not answer in time. */
+export function timeoutError(socket: string, method: string, ms: number): CliError {
+  return new CliError(`the daemon on ${socket} did not answer ${method} within ${ms / 1000} s (stopped or hung?); see --timeout/MVNET_TIMEOUT`, EXIT.UNREACHABLE, 'timeout');
+}
+
+/** The daemon's JSON-RPC error as a CliError with its exit code. */
+export function rpcError(err: { code?: unknown; message?: unknown }): CliError {
+  const code = typeof err.code === 'number' ? err.code : null;
+  const exit = code !== null ? exitForRpcCode(code) : EXIT.ERROR;
+  return new CliError(typeof err.message === 'string' ? err.message : 'the daemon answered with an error', exit, EXIT_NAMES[exit], code);
+}
+
+/**
+ * One request, one answer. Only the wait for the answer line is timed (`timeoutMs`, default
+ * DEFAULT_TIMEOUT_SEC): connecting, writing and reading it; 0 waits for ever.
+ */
+export async function call<T>(socket: string, method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_SEC * 1000;
   return new Promise<T>((resolve, reject) => {
     const c = net.createConnection({ path: socket });
     let buf = '';
     let done = false;
+    const timer = timeoutMs > 0 ? setTimeout(() => finish(() => reject(timeoutError(socket, method, timeoutMs))), timeoutMs) : null;
     const finish = (f: () => void): void => {
       if (done) return;
       done = true;
+      if (timer !== null) clearTimeout(timer);
       c.destroy();
       f();
     };
@@ -36,17 +92,17 @@ export async function call<T>(socket: string, method: string, params: unknown = 
       buf += chunk;
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
-      let res: { result?: unknown; error?: { message: string } };
+      let res: { result?: unknown; error?: { code?: unknown; message?: unknown } };
       try {
         res = JSON.parse(buf.slice(0, nl)) as typeof res;
       } catch {
         finish(() => reject(new CliError(`the daemon on ${socket} sent an answer that is not JSON`)));
         return;
       }
-      if (res.error !== undefined) finish(() => reject(new CliError(res.error!.message)));
+      if (res.error !== undefined) finish(() => reject(rpcError(res.error!)));
       else finish(() => resolve(res.result as T));
     });
     c.on('error', (e: NodeJS.ErrnoException) => finish(() => reject(reachError(socket, e))));
-    c.on('close', () => finish(() => reject(new CliError(`the daemon on ${socket} closed the connection without answering`))));
+    c.on('close', () => finish(() => reject(new CliError(`the daemon on ${socket} closed the connection without answering`, EXIT.UNREACHABLE))));
   });
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 /**
  * `mvnet`: the daemon and its CLI. People get text, programs get `--json`; every error is one
- * line on stderr and a non-zero exit.
+ * line on stderr (one JSON object under --json) and an exit code from cli/exit-codes.ts.
  */
 import { Command, CommanderError } from 'commander';
-import { makeCtx } from './context.js';
+import { makeCtx, parseTimeout } from './context.js';
+import { CliError } from './client.js';
+import { EXIT, EXIT_NAMES, type ExitCode } from './exit-codes.js';
+import type { CliErrorJson, VersionInfo } from '../daemon/control/api.js';
 import { netCommand } from './commands/net.js';
 import { vmCommand } from './commands/vm.js';
 import { statusCommand } from './commands/status.js';
@@ -19,34 +22,65 @@ import { graphCommand } from './commands/graph.js';
 import { keyCommand } from './commands/key.js';
 import { linkCommand } from './commands/link.js';
 import { agentCommand } from './commands/agent.js';
+import { eventsCommand } from './commands/events.js';
+import { doctorCommand } from './commands/doctor.js';
+import { completionCommand } from './commands/completion.js';
+import { manCommand } from './commands/man.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
   .description('userspace VM router: isolated networks, userland TCP/IP, Tor routing')
-  .version(packageVersion())
+  .version(packageVersion(), '-v, --version', 'print the version')
   .option('--socket <path>', 'control socket (env MVNET_SOCKET, default /run/mvnet/mvnet.sock)')
-  .option('--json', 'machine-readable output')
+  .option('--json', 'machine-readable output (errors: one JSON object on stderr)')
+  .option('--timeout <sec>', "seconds to wait for the daemon's answer (env MVNET_TIMEOUT, default 10; 0: for ever)", (v: string) => parseTimeout(v))
+  .option('-q, --quiet', 'no confirmation lines on stdout (errors still go to stderr; --json unchanged)')
   .showHelpAfterError(false)
   .exitOverride();
 
 const ctx = makeCtx(program);
-for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand()]) program.addCommand(c);
+const version = new Command('version').description('print the version').action(() => {
+  const v: VersionInfo = { version: packageVersion() };
+  process.stdout.write(ctx.json() ? JSON.stringify(v) + '\n' : `${v.version}\n`);
+});
+for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand(), eventsCommand(ctx), doctorCommand(ctx), completionCommand(program), manCommand(program), version]) program.addCommand(c);
 
-// Subcommands inherit the exit override and the one-line error style.
+// Subcommands inherit the exit override; commander's own error lines are not written here but
+// by fail() below, so that every error (commander's, a parser's, the daemon's) is one line, or
+// one JSON object under --json.
 function quiet(cmd: Command): void {
   cmd.exitOverride();
-  cmd.configureOutput({ outputError: (s, write) => write(s.split('\n')[0]!.replace(/^error: /, 'mvnet: ') + '\n') });
+  cmd.configureOutput({ outputError: () => {} });
   for (const c of cmd.commands) quiet(c);
 }
 quiet(program);
 
+/** --json, also when parsing failed before commander stored it. */
+function jsonWanted(): boolean {
+  return program.opts().json === true || process.argv.slice(2).includes('--json');
+}
+
+function fail(message: string, exitCode: ExitCode, code: string = EXIT_NAMES[exitCode], rpcCode: number | null = null): never {
+  const line = message.replace(/\s*\n\s*/g, ' ').trim();
+  if (jsonWanted()) {
+    const e: CliErrorJson = { error: { code, exitCode, message: line, rpcCode } };
+    process.stderr.write(JSON.stringify(e) + '\n');
+  } else {
+    process.stderr.write(`mvnet: ${line}\n`);
+  }
+  process.exit(exitCode);
+}
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
+  if (e instanceof CliError) fail(e.message, e.exitCode, e.code, e.rpcCode);
   if (e instanceof CommanderError) {
-    // Help and version exit 0; usage errors were already printed as one line.
-    process.exit(e.exitCode);
+    // Help and version: exit 0. Help shown for a missing subcommand was already written (to stderr).
+    if (e.exitCode === 0) process.exit(0);
+    if (e.code === 'commander.help') process.exit(EXIT.USAGE);
+    // A usage error found by commander, or an InvalidArgumentError a parser threw (in an option or in an action).
+    fail(e.message.replace(/^error: /, ''), EXIT.USAGE);
   }
-  process.stderr.write(`mvnet: ${(e as Error).message.split('\n')[0]}\n`);
-  process.exit(1);
+  fail((e as Error).message, EXIT.ERROR);
 }

@@ -8,12 +8,15 @@ import path from 'node:path';
 import { UserError } from './errors.js';
 import { checkTorConfig, type TorConfig } from './tor/config.js';
 import { NPM_NAME_RE } from '../plugins/registry.js';
+import { parseMetricsListen } from './metrics/listen.js';
 
 export interface DaemonConfig {
   stateDir: string;
   socket: string;
   /** pino level. */
   logLevel: string;
+  /** Keep every capability after start (as root the daemon otherwise keeps only those it needs; `--keep-caps`). */
+  keepCaps: boolean;
   /** Group allowed to use the control socket (its mode is 0660) and the VM sockets. */
   socketGroup?: string;
   /** Where `--unix-listen`/`--dgram` sockets given as a bare name (or none) are made; default `vms/` next to the control socket. */
@@ -50,6 +53,10 @@ export interface DaemonConfig {
    * be loaded stops the start.
    */
   plugins: readonly string[];
+  /** Prometheus endpoint (daemon/metrics): off unless `listen` is set (unix:/PATH, 127.0.0.1:PORT, [::1]:PORT). */
+  metrics: { listen?: string };
+  /** Desktop notices through D-Bus (daemon/events/notify.ts): `dbus` ADDRESS, else DBUS_SESSION_BUS_ADDRESS; `enabled` default: when an address is known. */
+  notify: { enabled?: boolean; dbus?: string };
 }
 
 /** An inclusive port range. */
@@ -61,22 +68,26 @@ export const DEFAULTS: DaemonConfig = {
   vmSocketDir: '/run/mvnet/vms',
   captureDir: '/var/lib/mvnet/captures',
   logLevel: 'info',
+  keepCaps: false,
   dns: {},
   direct: { hostLoopback: false, hostLoopbackPorts: [], connectTimeoutMs: 60_000 },
   limits: { tcpPerVm: 1024, udpPerVm: 256, udpIdleMs: 60_000, fdTokenMs: 10_000 },
   tor: checkTorConfig(undefined),
   torConfigured: false,
   plugins: [],
+  metrics: {},
+  notify: {},
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
-type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports' | 'packages';
+type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports' | 'packages' | 'listen';
 /** Every key the file may hold, with its type: one table, one checker. */
 const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   stateDir: 'string',
   socket: 'string',
   logLevel: 'string',
+  keepCaps: 'boolean',
   socketGroup: 'string',
   vmSocketDir: 'string',
   captureDir: 'string',
@@ -84,6 +95,8 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   dns: { upstream: 'hostport' },
   direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', hostLoopbackPorts: 'ports', connectTimeoutMs: 'int' },
   limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
+  metrics: { listen: 'listen' },
+  notify: { enabled: 'boolean', dbus: 'string' },
 };
 
 function checkValue(where: string, kind: Kind, v: unknown): void {
@@ -122,6 +135,14 @@ function checkValue(where: string, kind: Kind, v: unknown): void {
       }
       break;
     }
+    case 'listen':
+      if (typeof v !== 'string') bad('unix:/PATH, 127.0.0.1:PORT or [::1]:PORT');
+      try {
+        parseMetricsListen(v as string);
+      } catch (e) {
+        throw new UserError(`${where}: ${(e as Error).message}`);
+      }
+      break;
     case 'hostport':
       if (typeof v !== 'string' || parseHostPort(v, 53) === null) bad('HOST or HOST:PORT (IPv6 as [ADDR]:PORT)');
       break;
@@ -240,6 +261,8 @@ export interface ConfigFlags {
   logLevel?: string;
   /** `--host-loopback PORTS`: turns direct.hostLoopback on with these ports ("8080,9000-9010"). */
   hostLoopback?: string;
+  /** `--keep-caps`. */
+  keepCaps?: boolean;
 }
 
 export function loadConfig(file: string | undefined, flags: ConfigFlags): DaemonConfig {
@@ -269,12 +292,15 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
       hostLoopbackPorts: ((fromFile.direct as { hostLoopbackPorts?: unknown[] } | undefined)?.hostLoopbackPorts ?? []).map((p) => parsePortItem(p) as PortRange),
     },
     limits: { ...DEFAULTS.limits, ...fromFile.limits },
+    metrics: { ...fromFile.metrics },
+    notify: { ...fromFile.notify },
     tor: checkTorConfig((fromFile as { tor?: unknown }).tor),
     torConfigured: (fromFile as { tor?: unknown }).tor !== undefined,
   };
   if (flags.stateDir !== undefined) cfg.stateDir = flags.stateDir;
   if (flags.socket !== undefined) cfg.socket = flags.socket;
   if (flags.logLevel !== undefined) cfg.logLevel = flags.logLevel;
+  if (flags.keepCaps === true) cfg.keepCaps = true;
   if (flags.hostLoopback !== undefined) cfg.direct = { ...cfg.direct, hostLoopback: true, hostLoopbackPorts: parsePortList(flags.hostLoopback) };
   checkHostLoopbackPorts(cfg);
   if (!LEVELS.has(cfg.logLevel)) throw new UserError(`logLevel must be one of ${[...LEVELS].join(', ')}`);
@@ -310,7 +336,7 @@ export function socketGroupId(group: string | undefined): number | undefined {
  * direct.*, tor) needs a restart: they name resources already open (the state lock, the
  * listening socket, its owner, Tor's ports), or they change what open flows were allowed to do.
  */
-export const RELOADABLE: ReadonlySet<string> = new Set(['logLevel', 'limits.tcpPerVm', 'limits.udpPerVm', 'limits.udpIdleMs', 'dns.upstream']);
+export const RELOADABLE: ReadonlySet<string> = new Set(['logLevel', 'limits.tcpPerVm', 'limits.udpPerVm', 'limits.udpIdleMs', 'dns.upstream', 'metrics.listen', 'notify.enabled', 'notify.dbus']);
 
 export interface ConfigChange {
   key: string;

@@ -15,7 +15,7 @@ import { ipv4TextToNumber, parseIpv4CidrText } from './wire/ip-text.js';
 import type { NetworkSpec, StateFile, VmSpec } from './state/model.js';
 import { STATE_VERSION } from './state/model.js';
 import { StateStore } from './state/store.js';
-import { UserError, faults } from './errors.js';
+import { UserError, faults, NotFoundError, ConflictError } from './errors.js';
 import { checkNetworkSpec, checkVmSpec, checkName, checkVmName, asObject, checkRoute, checkTeeSpec } from './state/validate.js';
 import { describeRoute, DEFAULT_ROUTE, usesTor, type Route } from './routes/route.js';
 import { NetRouter, type RouterVm } from './router/net-router.js';
@@ -33,7 +33,14 @@ import { TeeRing } from '../plugins/common/tee-ring.js';
 import { withTee } from '../plugins/common/tee-port.js';
 import { packageVersion } from './version.js';
 import { Links } from './mesh/links.js';
-import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, StatusInfo, VmInfo } from './control/api.js';
+import { DaemonEvents } from './events/daemon-events.js';
+import { PolicyLog } from './events/policy-log.js';
+import { DesktopNotifier, notifyAddress } from './events/notify.js';
+import { Metrics, type MetricsSnapshot } from './metrics/metrics.js';
+import { MetricsServer } from './metrics/server.js';
+import { parseMetricsListen } from './metrics/listen.js';
+import { netView, portView, routeView, sourceView } from './control/views.js';
+import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, RouteSetInfo, StatusInfo, VmInfo } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -115,6 +122,15 @@ export class Daemon {
   private saveQueued = false;
   /** Group of the control socket; VM sockets get it too. */
   private readonly socketGid: number | undefined;
+  /** Events (`events.follow`, `mvnet events`) and what watches for them. */
+  readonly events: DaemonEvents;
+  private readonly policyLog: PolicyLog;
+  private readonly metrics: Metrics;
+  private metricsServer: MetricsServer | null = null;
+  private notifier: DesktopNotifier | null = null;
+  private offNotifier: () => void = () => {};
+  /** The metrics and notices reloads in progress (they are applied one at a time). */
+  private reloading: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly log: Logger,
@@ -124,6 +140,21 @@ export class Daemon {
     readonly registry: Registry = new Registry(builtinDrivers),
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
+    this.policyLog = new PolicyLog(log.child({ component: 'policy' }));
+    this.events = new DaemonEvents(
+      {
+        vms: () =>
+          [...this.vms.values()].map((e) => {
+            const st = e.port !== null ? e.port.status() : { state: 'down' as const, detail: e.error ?? 'not open' };
+            return { name: e.spec.name, state: st.state, detail: st.detail, counters: this.nets.get(e.spec.net)?.router.endpoint.flowCount(e.spec.name) ?? null };
+          }),
+        links: () => this.links.list().links.map((l) => ({ name: l.name, kind: l.kind, state: l.state })),
+        captures: () => this.capture.list().map((c) => ({ id: c.id, ...(c.name !== undefined ? { name: c.name } : {}), dropped: c.counters.dropped })),
+        torVms: () => [...this.routes].filter(([vm, r]) => usesTor(r) && this.vms.has(vm)).map(([vm]) => vm),
+      },
+      { onListenerError: (err) => log.error({ err }, 'an event listener failed (a bug)') },
+    );
+    this.metrics = new Metrics(() => this.metricsSnapshot());
     this.capture = new CaptureHub({ log, userappl: `mvnet ${packageVersion()}`, newRing: (bytes, snaplen) => new TeeRing(bytes, snaplen) });
     this.tees = new Tees(this.capture, { log, captureDir: cfg.captureDir, socketGid: this.socketGid });
     const up = cfg.dns.upstream !== undefined ? parseHostPort(cfg.dns.upstream, 53) : null;
@@ -180,12 +211,18 @@ export class Daemon {
     this.torStarted = true;
     if (!this.torHooked) {
       this.torHooked = true;
-      this.torManager.on('ready', () => this.log.info('Tor is ready'));
+      this.torManager.on('ready', () => {
+        this.log.info('Tor is ready');
+        this.events.torReady();
+      });
       this.torManager.on('down', (why: unknown) => {
         // Streams through a dead Tor are reset, never left to look finished.
         let reset = 0;
         for (const n of this.nets.values()) reset += n.router.endpoint.resetTag('tor');
+        // Stopped while unused (tor.stopWhenUnused) or with the daemon: no VM fails closed.
         if (this.torStarted && !this.closing) this.log.warn({ why, reset }, 'Tor is down; Tor-routed VMs fail closed');
+        // Tor stopping with the daemon is not a route failing closed.
+        if (!this.closing) this.events.torDown(typeof why === 'string' ? why : 'unknown');
       });
     }
     const start = (): void => {
@@ -247,7 +284,7 @@ export class Daemon {
 
   async addForward(params: unknown): Promise<ForwardInfo> {
     const spec = checkForwardSpec(params);
-    if (!this.vms.has(spec.vm)) throw new UserError(`no VM named ${spec.vm} is attached`);
+    if (!this.vms.has(spec.vm)) throw new NotFoundError(`no VM named ${spec.vm} is attached`);
     const info = await this.forwards.add(spec);
     try {
       await this.save();
@@ -266,6 +303,8 @@ export class Daemon {
 
   /** Re-creates networks and re-attaches VMs from the saved state. A VM whose device can't be opened yet stays listed as down and is retried. */
   async restore(): Promise<void> {
+    // First: a metrics address that cannot be listened on stops the start before any device is touched.
+    await this.applyObservability(this.cfg);
     const st = this.store.load();
     for (const [vm, raw] of Object.entries(st.routes)) {
       try {
@@ -331,6 +370,7 @@ export class Daemon {
       }
     }
     this.log.info({ networks: this.nets.size, vms: this.vms.size }, 'state restored');
+    this.events.start();
   }
 
   private addNetwork(spec: NetworkSpec): NetEntry {
@@ -340,6 +380,7 @@ export class Daemon {
       gatewayMac: derivedMac(`gateway/${spec.name}`),
       clock: () => performance.now(),
       onMacLearned: (m) => this.macLearned(m),
+      onPolicyDrop: (vm, reason, dst) => this.policyLog.record({ vm, proto: 'frame', dst: macToString(dst), reason, action: 'dropped' }),
     });
     const router = new NetRouter({
       spec,
@@ -366,6 +407,7 @@ export class Daemon {
       ping: this.ping,
       tor: this.tor.access(),
       onLeases: () => this.saveSoon(),
+      onPolicy: (d) => this.policyLog.record(d),
     });
     sw.setGateway(router);
     const e = { spec, sw, router };
@@ -407,7 +449,7 @@ export class Daemon {
   private async open(entry: VmEntry, restoring: boolean): Promise<void> {
     const { spec } = entry;
     const net = this.nets.get(spec.net);
-    if (net === undefined) throw new UserError(`no network named ${spec.net}`);
+    if (net === undefined) throw new NotFoundError(`no network named ${spec.net}`);
     const portSpec: PortSpec = spec.port.kind === 'tap' && spec.mac !== undefined ? { ...spec.port, mac: spec.mac } : spec.port;
     let port: Port;
     try {
@@ -463,6 +505,7 @@ export class Daemon {
     net.router.vmAttached(spec.name, spec.ip !== undefined ? ipv4TextToNumber(spec.ip) : null);
     net.router.refreshReservations(this.reservations(spec.net, entry));
     this.log.info({ vm: spec.name, net: spec.net, port: port.name, kind: port.kind }, restoring ? 'VM re-attached' : 'VM attached');
+    this.events.vmAttached(spec.name, spec.net, port.name, port.kind, port.status(), usesTor(this.routeOf(spec.name)));
   }
 
   private scheduleRetry(entry: VmEntry): void {
@@ -496,7 +539,7 @@ export class Daemon {
 
   async createNetwork(params: unknown): Promise<NetInfo> {
     const spec = checkNetworkSpec(params);
-    if (this.nets.has(spec.name)) throw new UserError(`network ${spec.name} already exists`);
+    if (this.nets.has(spec.name)) throw new ConflictError(`network ${spec.name} already exists`);
     const e = this.addNetwork(spec);
     try {
       await this.save();
@@ -512,13 +555,13 @@ export class Daemon {
   async deleteNetwork(name: unknown, force: boolean): Promise<{ deleted: string; detached: string[] }> {
     const n = checkName(name, 'network');
     const e = this.nets.get(n);
-    if (e === undefined) throw new UserError(`no network named ${n}`);
+    if (e === undefined) throw new NotFoundError(`no network named ${n}`);
     const attached = [...this.vms.values()].filter((v) => v.spec.net === n).map((v) => v.spec.name);
     if (attached.length > 0 && !force) {
-      throw new UserError(`network ${n} has attached VMs (${attached.join(', ')}); detach them or use --force`, -32001);
+      throw new ConflictError(`network ${n} has attached VMs (${attached.join(', ')}); detach them or use --force`);
     }
     const links = this.links.onNetwork(n);
-    if (links.length > 0 && !force) throw new UserError(`network ${n} has links (${links.join(', ')}); remove them or use --force`, -32001);
+    if (links.length > 0 && !force) throw new ConflictError(`network ${n} has links (${links.join(', ')}); remove them or use --force`);
     for (const vm of attached) await this.detachEntry(vm);
     for (const l of links) await this.links.remove(l);
     this.capture.netRemoved(n);
@@ -547,19 +590,19 @@ export class Daemon {
       freeIp: (net, first, last) => this.freeIp(net, first, last),
       plugins: this.registry,
     });
-    if (this.vms.has(spec.name)) throw new UserError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`, -32001);
+    if (this.vms.has(spec.name)) throw new ConflictError(`VM ${spec.name} is already attached (to ${this.vms.get(spec.name)!.spec.net}); detach it first`);
     const key = portKey(spec.port, this.registry);
     for (const v of this.vms.values()) {
-      if (key !== undefined && portKey(v.spec.port, this.registry) === key) throw new UserError(`that device or socket is already used by VM ${v.spec.name}`, -32001);
+      if (key !== undefined && portKey(v.spec.port, this.registry) === key) throw new ConflictError(`that device or socket is already used by VM ${v.spec.name}`);
     }
     if (spec.mac !== undefined) {
       for (const v of this.vms.values()) {
-        if (v.spec.net === spec.net && (v.spec.mac ?? v.spec.learnedMac) === spec.mac) throw new UserError(`MAC ${spec.mac} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
+        if (v.spec.net === spec.net && (v.spec.mac ?? v.spec.learnedMac) === spec.mac) throw new ConflictError(`MAC ${spec.mac} is already used by VM ${v.spec.name} on ${spec.net}`);
       }
     }
     if (spec.ip !== undefined) {
       for (const v of this.vms.values()) {
-        if (v.spec.net === spec.net && v.spec.ip === spec.ip) throw new UserError(`ip ${spec.ip} is already used by VM ${v.spec.name} on ${spec.net}`, -32001);
+        if (v.spec.net === spec.net && v.spec.ip === spec.ip) throw new ConflictError(`ip ${spec.ip} is already used by VM ${v.spec.name} on ${spec.net}`);
       }
     }
     const entry: VmEntry = { spec, port: null, member: null, error: null, retry: null, retryMs: 1000 };
@@ -604,11 +647,12 @@ export class Daemon {
       }
     }
     this.log.info({ vm: name }, 'VM detached');
+    this.events.vmDetached(name, e.spec.net);
   }
 
   async detach(name: unknown): Promise<{ detached: string }> {
     const n = checkName(name, 'VM');
-    if (!this.vms.has(n)) throw new UserError(`no VM named ${n} is attached`);
+    if (!this.vms.has(n)) throw new NotFoundError(`no VM named ${n} is attached`);
     await this.detachEntry(n);
     await this.save();
     return { detached: n };
@@ -624,19 +668,19 @@ export class Daemon {
   }
 
   /** Sets a VM's route; returns once it is saved and live. */
-  async setRoute(params: unknown): Promise<RouteInfo> {
+  async setRoute(params: unknown): Promise<RouteSetInfo> {
     const o = asObject(params, 'params');
     const vm = checkName(o.vm, 'VM');
     const route = checkRoute(o.route);
     // A route for a name nobody knows is most likely a typo, and would wait for whichever VM
     // later gets that name: only with an explicit create, and never for a reserved name.
     if (!this.knowsVm(vm)) checkVmName(vm);
-    if (!this.knowsVm(vm) && o.create !== true) throw new UserError(`no VM named ${vm} is attached or has a route; use --create to set a route for a VM not attached yet`);
+    if (!this.knowsVm(vm) && o.create !== true) throw new NotFoundError(`no VM named ${vm} is attached or has a route; use --create to set a route for a VM not attached yet`);
     if (route.kind === 'via') {
       if (route.vm === vm) throw new UserError(`${vm} cannot route via itself`);
       const me = this.vms.get(vm);
       const gw = this.vms.get(route.vm);
-      if (gw === undefined) throw new UserError(`no VM named ${route.vm} is attached`);
+      if (gw === undefined) throw new NotFoundError(`no VM named ${route.vm} is attached`);
       if (me !== undefined && me.spec.net !== gw.spec.net) throw new UserError(`${route.vm} is on network ${gw.spec.net}, not on ${vm}'s network ${me.spec.net}`);
       if (gw.spec.ip === undefined) throw new UserError(`${route.vm} has no fixed address; attach it with --ip so it can be a gateway`);
       // Follow the chain from the new gateway: reaching `vm` again would be a loop.
@@ -651,10 +695,8 @@ export class Daemon {
     if (usesTor(route)) this.ensureTor();
     const reset = await this.replaceRoute(vm, route);
     this.log.info({ vm, route, reset }, 'route set');
-    const info = this.routeInfo(vm);
     // The VM fails closed until Tor is ready: the reply says so, and why (tor's own warnings).
-    if (usesTor(route) && !this.torManager.isReady()) info.tor = this.torManager.state();
-    return info;
+    return { ...this.routeInfo(vm), tor: usesTor(route) && !this.torManager.isReady() ? this.torManager.state() : null };
   }
 
   /** Saves the VM's new route (undefined: none kept) and resets the flows it forbids. */
@@ -670,13 +712,15 @@ export class Daemon {
       throw e;
     }
     const net = this.vms.get(vm)?.spec.net;
+    const now = route ?? DEFAULT_ROUTE;
+    this.events.routeChanged(vm, now, describeRoute(now), usesTor(now), this.vms.has(vm));
     return net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
   }
 
   /** Forgets the VM's route (back to the default, none); the only way to drop a detached VM's route. */
   async clearRoute(params: unknown): Promise<RouteInfo> {
     const vm = checkName(asObject(params, 'params').vm, 'VM');
-    if (!this.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached or has a route`);
+    if (!this.knowsVm(vm)) throw new NotFoundError(`no VM named ${vm} is attached or has a route`);
     const reset = await this.replaceRoute(vm, undefined);
     this.log.info({ vm, reset }, 'route cleared');
     return this.routeInfo(vm);
@@ -684,14 +728,14 @@ export class Daemon {
 
   private routeInfo(vm: string): RouteInfo {
     const route = this.routeOf(vm);
-    return { vm, attached: this.vms.has(vm), route, description: describeRoute(route) };
+    return { vm, attached: this.vms.has(vm), route: routeView(route), routeText: describeRoute(route) };
   }
 
   showRoutes(params: unknown): RouteInfo[] {
     const o = asObject(params, 'params');
     if (o.vm !== undefined) {
       const vm = checkName(o.vm, 'VM');
-      if (!this.vms.has(vm) && !this.routes.has(vm)) throw new UserError(`no VM named ${vm}`);
+      if (!this.vms.has(vm) && !this.routes.has(vm)) throw new NotFoundError(`no VM named ${vm}`);
       return [this.routeInfo(vm)];
     }
     const names = new Set([...this.vms.keys(), ...this.routes.keys()]);
@@ -700,7 +744,7 @@ export class Daemon {
 
   private netInfo(e: NetEntry): NetInfo {
     const vms = [...this.vms.values()].filter((v) => v.spec.net === e.spec.name).map((v) => v.spec.name);
-    return { ...e.spec, vms, stats: { ...e.sw.stats, drops: { ...e.sw.stats.drops } }, router: { ...e.router.counters, ...e.router.endpoint.counters } };
+    return { ...netView(e.spec), vms, stats: { ...e.sw.stats, drops: { ...e.sw.stats.drops } }, router: { ...e.router.counters, ...e.router.endpoint.counters } };
   }
 
   private vmInfo(e: VmEntry): VmInfo {
@@ -708,7 +752,17 @@ export class Daemon {
     const stats = e.port !== null ? mergeDrops(e.port.stats(), e.member) : ZERO_STATS;
     const mac = e.member?.mac != null ? macToString(e.member.mac) : (e.spec.mac ?? e.spec.learnedMac ?? null);
     const rs = this.nets.get(e.spec.net)?.router.vmStatus(e.spec.name);
-    return { name: e.spec.name, net: e.spec.net, mac, ip: rs?.ip ?? e.spec.ip ?? null, route: describeRoute(this.routeOf(e.spec.name)), flows: rs?.flows ?? null, port: { ...e.spec.port, state: st.state, detail: st.detail, stats } };
+    const route = this.routeOf(e.spec.name);
+    return {
+      name: e.spec.name,
+      net: e.spec.net,
+      mac,
+      ip: rs?.ip ?? e.spec.ip ?? null,
+      route: routeView(route),
+      routeText: describeRoute(route),
+      flows: rs?.flows ?? null,
+      port: { ...portView(e.spec.port), state: st.state, detail: st.detail, lastError: st.lastError ?? null, stats },
+    };
   }
 
   listNetworks(): NetInfo[] {
@@ -757,12 +811,12 @@ export class Daemon {
 
   private teeInfo(t: TeeStatus): TeeInfo {
     const { spec } = t;
-    return { name: spec.name, from: spec.from, to: spec.to, filter: spec.filter, snaplen: spec.snaplen, ...(spec.ring !== undefined ? { ring: spec.ring } : {}), state: t.state, detail: t.detail, counters: t.counters };
+    return { name: spec.name, from: sourceView(spec.from), to: spec.to, filter: spec.filter, snaplen: spec.snaplen, ring: spec.ring ?? null, state: t.state, detail: t.detail, counters: t.counters };
   }
 
   async addTee(params: unknown): Promise<TeeInfo> {
     const spec = checkTeeSpec(params, { captureDir: this.cfg.captureDir, vmSocketDir: this.cfg.vmSocketDir });
-    if (this.failedTees.some((r) => (r as { name?: unknown } | null)?.name === spec.name)) throw new UserError(`an invalid tee named ${spec.name} is in the state file; remove it first`, -32001);
+    if (this.failedTees.some((r) => (r as { name?: unknown } | null)?.name === spec.name)) throw new ConflictError(`an invalid tee named ${spec.name} is in the state file; remove it first`);
     const st = await this.tees.add(spec);
     try {
       await this.save();
@@ -812,7 +866,7 @@ export class Daemon {
     return this.capture.list().map((s) => ({
       id: s.id,
       kind: s.kind,
-      ...(s.name !== undefined ? { name: s.name } : {}),
+      name: s.name ?? null,
       points: s.points.map((p) => p.name),
       filter: s.filterText,
       snaplen: s.snaplen,
@@ -820,9 +874,68 @@ export class Daemon {
     }));
   }
 
-  /** Config reload (SIGHUP): new limits for new flows on every network, and the DNS upstream of direct routes. */
+  /** What the metrics endpoint reads at each scrape. */
+  private metricsSnapshot(): MetricsSnapshot {
+    const links = this.links.list();
+    const tor = this.torStarted ? this.torManager.state() : null;
+    return {
+      vms: this.listVms(),
+      networks: this.listNetworks(),
+      routes: this.showRoutes({}),
+      links: links.links,
+      linkDrops: links.drops,
+      captures: this.listCaptures(),
+      tor: tor !== null ? { phase: tor.phase, progress: tor.progress, restarts: tor.restarts } : null,
+      failing: this.events.failingClosed(),
+      errors: this.errors(),
+      events: { emitted: this.events.bus.emitted, followers: this.events.bus.followers, overflows: this.events.bus.overflows },
+    };
+  }
+
+  /**
+   * The metrics endpoint and desktop notices as `cfg` says (at start, and again at a reload).
+   * A metrics address that cannot be listened on stops the start; at a reload it is logged and
+   * the endpoint is off.
+   */
+  private async applyObservability(cfg: DaemonConfig, prev?: DaemonConfig): Promise<void> {
+    const reload = prev !== undefined;
+    if (!reload || JSON.stringify(cfg.metrics) !== JSON.stringify(prev.metrics)) {
+      await this.metricsServer?.close();
+      this.metricsServer = null;
+      if (cfg.metrics.listen !== undefined) {
+        const server = new MetricsServer(this.metrics, this.log);
+        try {
+          await server.listen(parseMetricsListen(cfg.metrics.listen), this.socketGid);
+          this.metricsServer = server;
+        } catch (e) {
+          if (!reload) throw e;
+          this.log.warn({ err: (e as Error).message }, 'metrics endpoint not started');
+        }
+      }
+    }
+    if (!reload || JSON.stringify(cfg.notify) !== JSON.stringify(prev.notify)) {
+      this.offNotifier();
+      this.notifier?.close();
+      this.notifier = null;
+      const where = notifyAddress(cfg.notify);
+      if ('address' in where) {
+        const n = new DesktopNotifier(where.address, this.log.child({ component: 'notify' }));
+        this.offNotifier = this.events.bus.on((e) => n.event(e));
+        this.notifier = n;
+        this.log.info({ bus: where.address }, 'desktop notices on');
+      } else {
+        this.offNotifier = () => {};
+        this.log[cfg.notify.enabled === true ? 'warn' : 'debug']({ why: where.off }, 'desktop notices off');
+      }
+    }
+  }
+
+  /** Config reload (SIGHUP): new limits for new flows on every network, the DNS upstream of direct routes, metrics and notices. */
   reloadConfig(next: DaemonConfig): void {
-    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns } };
+    const prev = this.cfg;
+    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns }, metrics: { ...next.metrics }, notify: { ...next.notify } };
+    // In the background, one reload after another: a reload never waits for a socket to close.
+    this.reloading = this.reloading.then(() => this.applyObservability(next, prev)).catch((e: Error) => this.log.warn({ err: e.message }, 'metrics or notices not reloaded'));
     for (const n of this.nets.values()) n.router.endpoint.setLimits(this.cfg.limits);
     const up = next.dns.upstream !== undefined ? parseHostPort(next.dns.upstream, 53) : null;
     this.upstreamDns.setServer(up ?? undefined);
@@ -832,6 +945,11 @@ export class Daemon {
   async shutdown(): Promise<void> {
     this.closing = true;
     if (this.torIdleTimer !== null) clearInterval(this.torIdleTimer);
+    this.events.close();
+    await this.reloading;
+    this.offNotifier();
+    this.notifier?.close();
+    await this.metricsServer?.close();
     this.capture.close();
     await this.tees.close();
     for (const e of this.vms.values()) {

@@ -1,10 +1,36 @@
+/**
+ * JSON-RPC error codes of the control API (rpc.ts re-exports them; the CLI maps them to exit
+ * codes in cli/exit-codes.ts). Here because every layer throws UserErrors and this file imports
+ * nothing.
+ */
+/** Bad input: a parameter the daemon refuses (JSON-RPC's invalid params). */
+export const INVALID_PARAMS = -32602;
+/** A request that is valid but conflicts with the current state (in use, exists, attached). */
+export const CONFLICT = -32001;
+/** A request that names something the daemon does not have (no VM, network, link, tee, forward…). */
+export const NOT_FOUND = -32004;
+
 /** An error whose message is meant for the user as is (bad input, a conflict, a missing thing). */
 export class UserError extends Error {
   constructor(
     message: string,
-    readonly code: number = -32602,
+    readonly code: number = INVALID_PARAMS,
   ) {
     super(message);
+  }
+}
+
+/** A UserError for something named that is not there (NOT_FOUND). */
+export class NotFoundError extends UserError {
+  constructor(message: string) {
+    super(message, NOT_FOUND);
+  }
+}
+
+/** A UserError for a request that conflicts with the current state (CONFLICT). */
+export class ConflictError extends UserError {
+  constructor(message: string) {
+    super(message, CONFLICT);
   }
 }
 

@@ -1,5 +1,6 @@
 /**
- * Structured JSON logs on stdout (the daemon runs in the foreground under systemd or a test).
+ * Structured JSON logs on stdout (the daemon runs in the foreground under systemd or a test);
+ * on a terminal, the same records as one readable line each (`--log-format` overrides).
  *
  * Logging must never block or kill the daemon: when stdout is a pipe or socket it is written
  * without blocking through a bounded buffer (a reader that stops reading costs log lines, which
@@ -9,7 +10,9 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import tty from 'node:tty';
 import pino, { type Logger } from 'pino';
+import { UserError } from './errors.js';
 
 /** Log bytes kept for a slow reader before lines are dropped. */
 const MAX_BUFFERED = 1 << 20;
@@ -17,10 +20,17 @@ const MAX_BUFFERED = 1 << 20;
 export class LogSink {
   private sock: net.Socket | null = null;
   private dead = false;
+  /** Level names in colour: pretty lines on a terminal, unless NO_COLOR is set. */
+  private readonly color: boolean;
   /** Lines dropped because the reader was too slow. */
   dropped = 0;
 
-  constructor(private readonly fd: number = 1) {
+  constructor(
+    private readonly fd: number = 1,
+    /** Records re-rendered for people (prettyLine); JSON as pino wrote it otherwise. */
+    private readonly pretty: boolean = false,
+  ) {
+    this.color = pretty && tty.isatty(fd) && (process.env.NO_COLOR ?? '') === '';
     let st: fs.Stats | null = null;
     try {
       st = fs.fstatSync(fd);
@@ -44,6 +54,7 @@ export class LogSink {
 
   write(line: string): void {
     if (this.dead) return;
+    if (this.pretty) line = prettyLine(line, this.color);
     if (this.sock !== null) {
       if (this.sock.writableLength + line.length > MAX_BUFFERED) {
         this.dropped++;
@@ -86,6 +97,60 @@ export class LogSink {
       s.once('close', done);
     });
   }
+}
+
+export type LogFormat = 'json' | 'pretty';
+
+/** `--log-format`, or pretty when stdout is a terminal and JSON for everything else (services, pipes, files). */
+export function logFormat(flag: string | undefined, fd = 1): LogFormat {
+  if (flag === 'json' || flag === 'pretty') return flag;
+  if (flag !== undefined) throw new UserError(`--log-format must be json or pretty, not '${flag}'`);
+  return tty.isatty(fd) ? 'pretty' : 'json';
+}
+
+const LEVELS: Record<number, [string, string]> = {
+  10: ['TRACE', '90'],
+  20: ['DEBUG', '36'],
+  30: ['INFO ', '32'],
+  40: ['WARN ', '33'],
+  50: ['ERROR', '31'],
+  60: ['FATAL', '35'],
+};
+
+/** A value of a log field as `key=value` shows it: strings bare unless they hold spaces, the rest as JSON. */
+function fieldText(v: unknown): string {
+  if (typeof v === 'string') return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  return JSON.stringify(v) ?? String(v);
+}
+
+/**
+ * One pino JSON line as `HH:MM:SS.mmm LEVEL msg key=value …` (the pid and the date left out:
+ * one process, watched now). An `err` with a stack gets it on the following lines. A line that
+ * is not a JSON object is passed through.
+ */
+export function prettyLine(line: string, color: boolean): string {
+  let rec: Record<string, unknown>;
+  try {
+    const v: unknown = JSON.parse(line);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return line;
+    rec = v as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  const { level, time, msg, pid: _pid, hostname: _host, err, ...rest } = rec;
+  const [name, code] = LEVELS[typeof level === 'number' ? level : 30] ?? [String(level), '0'];
+  const t = typeof time === 'string' ? time.slice(11, 23) : '';
+  const fields = Object.entries(rest).map(([k, v]) => `${k}=${fieldText(v)}`);
+  let stack = '';
+  if (typeof err === 'object' && err !== null) {
+    const e = err as { message?: unknown; stack?: unknown };
+    fields.push(`err=${fieldText(e.message)}`);
+    if (typeof e.stack === 'string') stack = '\n' + e.stack.split('\n').slice(1).join('\n');
+  } else if (err !== undefined) {
+    fields.push(`err=${fieldText(err)}`);
+  }
+  const lvl = color ? `\x1b[${code}m${name}\x1b[0m` : name;
+  return `${t} ${lvl} ${typeof msg === 'string' ? msg : ''}${fields.length > 0 ? '  ' + fields.join(' ') : ''}${stack}\n`;
 }
 
 export function createLogger(level: string, sink: LogSink = new LogSink()): Logger {

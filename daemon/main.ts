@@ -8,9 +8,10 @@ import path from 'node:path';
 import { Registry, loadPlugins } from '../plugins/registry.js';
 import { builtinDrivers } from '../plugins/builtin.js';
 import { configChanges, loadConfig, RELOADABLE, socketGroupId, type ConfigFlags, type DaemonConfig } from './config.js';
-import { prepareVmSocketDir } from '../plugins/common/socket-path.js';
+import { dirProblem, prepareVmSocketDir } from '../plugins/common/socket-path.js';
 import { UserError } from './errors.js';
-import { createLogger, LogSink } from './log.js';
+import { createLogger, LogSink, logFormat } from './log.js';
+import { dropCapabilities, SdNotifier } from './service.js';
 import { StateStore } from './state/store.js';
 import { Daemon } from './daemon.js';
 import { checkSocketFree, ControlServer } from './control/server.js';
@@ -26,11 +27,40 @@ export interface DaemonFlags {
   logLevel?: string;
   /** `--host-loopback PORTS`. */
   hostLoopback?: string;
+  /** `--log-format json|pretty` (default: pretty on a terminal, else JSON). */
+  logFormat?: string;
+  /** `--keep-caps`: keep every capability the process started with. */
+  keepCaps?: boolean;
+}
+
+/** mkdir -p `dir` (mode 0700), with what is wrong in words when it cannot be (a file in the way, no permission). */
+function makeOwnDir(dir: string, what: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new UserError(dirProblem(dir, e, what));
+  }
+}
+
+/**
+ * The control socket's directory is made (/run/mvnet under /run), its parent must exist: a
+ * `--socket /no/such/dir/s.sock` is a typo, not a request to create /no/such.
+ */
+function checkSocketParent(socket: string): void {
+  const parent = path.dirname(path.dirname(socket));
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(parent);
+  } catch (e) {
+    throw new UserError(`--socket ${socket}: ${dirProblem(parent, e)}`);
+  }
+  if (!st.isDirectory()) throw new UserError(`--socket ${socket}: ${parent} is not a directory`);
 }
 
 export async function runDaemon(flags: DaemonFlags): Promise<void> {
-  const cfgFlags: ConfigFlags = { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback };
+  const cfgFlags: ConfigFlags = { stateDir: flags.stateDir, socket: flags.socket, logLevel: flags.logLevel, hostLoopback: flags.hostLoopback, keepCaps: flags.keepCaps };
   let cfg: DaemonConfig = loadConfig(flags.config, cfgFlags);
+  const format = logFormat(flags.logFormat);
   // Until a handler is installed SIGHUP would kill the process (`mvnet daemon &` dying with its terminal).
   let onHup: () => void = () => {};
   process.on('SIGHUP', () => onHup());
@@ -41,15 +71,18 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   } catch (e) {
     throw new UserError(e instanceof Error ? e.message : String(e));
   }
-  const sink = new LogSink();
+  const sink = new LogSink(1, format === 'pretty');
   const log = createLogger(cfg.logLevel, sink);
-  fs.mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  const sd = new SdNotifier(log);
+  sd.notify({ STATUS: 'starting' });
+  makeOwnDir(cfg.stateDir, '--state-dir');
   const store = new StateStore(cfg.stateDir);
   // Before anything is touched: a second daemon on this state, or on this socket, must change nothing.
   store.lock();
+  checkSocketParent(cfg.socket);
   await checkSocketFree(cfg.socket);
   // Tee files go here and nowhere else; the daemon's own, like the state.
-  fs.mkdirSync(cfg.captureDir, { recursive: true, mode: 0o700 });
+  makeOwnDir(cfg.captureDir, 'captureDir');
   try {
     prepareVmSocketDir(cfg.vmSocketDir, socketGroupId(cfg.socketGroup));
   } catch (e) {
@@ -58,6 +91,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   const version = packageVersion();
   setFaultReporter((where, err, context) => log.error({ ...context, where, err }, 'data path exception (a bug); the frame or event is dropped'));
   const daemon = new Daemon(log, store, cfg, registry);
+  sd.notify({ STATUS: 'restoring networks and VMs' });
   await daemon.restore();
   const control = new ControlServer({
     socket: cfg.socket,
@@ -80,6 +114,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
+    sd.notify({ STOPPING: '1', STATUS: `stopping (${signal})` });
     void (async () => {
       // Each step runs even when an earlier one failed: a stop that hangs halfway leaves VMs without a daemon and no socket.
       const step = async (what: string, fn: () => unknown): Promise<void> => {
@@ -91,6 +126,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
       };
       // Captures first: each writes its statistics and ends its connection, which control.close() lets out.
       await step('ending the captures', () => daemon.capture.close());
+      await step('ending the event followers', () => daemon.events.bus.endFollowers());
       await step('closing the control socket', () => control.close());
       await step('closing the ports', () => daemon.shutdown());
       await step('removing the control socket', () => fs.rmSync(cfg.socket, { force: true }));
@@ -101,7 +137,14 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // systemd (ExecReload=kill -HUP) waits between RELOADING=1 and READY=1; every way out of a reload says READY again.
   onHup = () => {
+    sd.reloading('reloading the config');
+    reload();
+    sd.notify({ READY: '1', STATUS: readyStatus() });
+  };
+  const readyStatus = (): string => `routing; control socket ${cfg.socket}`;
+  const reload = (): void => {
     if (flags.config === undefined) {
       log.info({ signal: 'SIGHUP' }, 'no config file to reload (started without --config)');
       return;
@@ -129,7 +172,7 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     log.level = next.logLevel;
     if (!before) report();
     // What is not applied stays as it runs, so the next reload reports it again.
-    cfg = { ...cfg, logLevel: next.logLevel, limits: next.limits, dns: next.dns };
+    cfg = { ...cfg, logLevel: next.logLevel, limits: next.limits, dns: next.dns, metrics: next.metrics, notify: next.notify };
     if (needRestart.length > 0) log.warn({ keys: needRestart }, 'these config changes take effect only after a restart');
   };
   process.on('uncaughtException', (err) => {
@@ -137,5 +180,9 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
     faults.uncaught++;
     log.fatal({ err }, 'uncaught exception');
   });
+  // After start nothing needs more than these (tor-ops spawns tor as its own user with them).
+  if (!cfg.keepCaps) dropCapabilities(log);
   log.info({ socket: cfg.socket, stateDir: cfg.stateDir, version, plugins: registry.plugins() }, 'ready');
+  // Only now: the control socket accepts (listen() has returned), so a unit ordered After= us can use it.
+  sd.notify({ READY: '1', STATUS: readyStatus(), MAINPID: String(process.pid) });
 }

@@ -34,12 +34,15 @@ export interface PortStats {
   errors?: { native: number; handler: number };
 }
 
-export type PortState = 'up' | 'waiting' | 'down';
+/** degraded: open, but its writes fail (every write lately, see WriteHealth); `lastError` says why. */
+export type PortState = 'up' | 'degraded' | 'waiting' | 'down';
 
 export interface PortStatus {
   state: PortState;
   /** Human text: "connected", "waiting for QEMU to connect to /run/x.sock", "reconnecting (ECONNREFUSED)". */
   detail: string;
+  /** Why writes fail, while `degraded` (e.g. "ECONNREFUSED (Connection refused)"). */
+  lastError?: string;
 }
 
 /**

@@ -25,6 +25,9 @@
 //   daemon/main.ts         runDaemon: `mvnet daemon` is the daemon, the CLI binary its entry point;
 //   daemon/agent.ts        runAgent: `mvnet agent`, the small mode that carries a device to a router;
 //   plugins/fd/pass.ts     passFd: `vm attach --fd N` sends the CLI's own fd N with SCM_RIGHTS;
+//   plugins/native/index.ts loadNative: `mvnet doctor` checks that the addon loads and looks for
+//                          VM devices (ifIndex); pass.ts above reaches it already (imports
+//                          only node: and its own types).
 //   plugins/types.ts       the plugin contract (HookAdapter, HookIo), with `import type` only;
 //   plugins/registry.ts    Registry and loadPlugins: `mvnet hook --adapter/--plugin` (imports
 //                          only plugins/types.ts and node:, never a driver);
@@ -67,6 +70,7 @@ const CLI_MAY_IMPORT = new Map([
   ['daemon/main.ts', { typeOnly: false }],
   ['daemon/agent.ts', { typeOnly: false }],
   ['plugins/fd/pass.ts', { typeOnly: false }],
+  ['plugins/native/index.ts', { typeOnly: false }],
   ['plugins/types.ts', { typeOnly: true }],
   ['plugins/registry.ts', { typeOnly: false }],
   ['daemon/capture/pcapng.ts', { typeOnly: false }],

@@ -26,6 +26,11 @@ REQUIRED=(
   graphviz        # `dot -Tsvg` renders `mvnet graph` output (graph.test.ts)
   chromium fonts-liberation   # headless Chromium opens the HTML topology page (graph.test.ts); fonts for its labels
   wireguard-go wireguard-tools  # the link protocol's construction checked against WireGuard (links-wireguard.test.ts); the links bench's yardstick
+  dbus-daemon     # a private session bus for the desktop-notice test (notify.test.ts)
+  bsdutils        # `script`: a pty for the daemon's terminal log format (service.test.ts)
+  zsh             # `zsh -n` and a real zsh run of `mvnet completion zsh` (completion.test.ts)
+  groff-base man-db  # `mvnet man` rendered by groff and `man -l` without warnings (completion.test.ts)
+  systemd         # systemd-analyze verify/security of systemd/mvnet.service (systemd-unit.test.ts)
 )
 # Wanted by later features (DHCP client alternative, Tor routing, passt, QEMU end-to-end);
 # installed when the archive has them, reported when it does not.

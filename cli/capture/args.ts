@@ -3,7 +3,7 @@
  * bad combination is one line before anything is asked of the daemon (the daemon checks again).
  */
 import { InvalidArgumentError } from 'commander';
-import { CliError } from '../client.js';
+import { UsageError } from '../client.js';
 import type { CaptureSource } from '../../daemon/control/api.js';
 import { MB } from './ring-files.js';
 
@@ -28,8 +28,8 @@ export interface SourceOpts {
 /** Exactly one of VM, --net, --point (repeatable). */
 export function captureSource(o: SourceOpts, words: { vm: string; net: string; point: string }): CaptureSource {
   const given = [o.vm !== undefined, o.net !== undefined, (o.point ?? []).length > 0].filter(Boolean).length;
-  if (given === 0) throw new CliError(`give what to capture: ${words.vm}, ${words.net} or ${words.point}`);
-  if (given > 1) throw new CliError(`give one of ${words.vm}, ${words.net} or ${words.point}, not several`);
+  if (given === 0) throw new UsageError(`give what to capture: ${words.vm}, ${words.net} or ${words.point}`);
+  if (given > 1) throw new UsageError(`give one of ${words.vm}, ${words.net} or ${words.point}, not several`);
   if (o.vm !== undefined) return { vm: o.vm };
   if (o.net !== undefined) return { net: o.net };
   return { point: o.point! };
@@ -43,8 +43,8 @@ export interface RingArg {
 /** --ring N and --size MB go together. */
 export function ringArg(ring: number | undefined, size: number | undefined): RingArg | undefined {
   if (ring === undefined && size === undefined) return undefined;
-  if (ring === undefined) throw new CliError('--size needs --ring N (how many files to keep)');
-  if (size === undefined) throw new CliError('--ring needs --size MB (when to begin the next file)');
+  if (ring === undefined) throw new UsageError('--size needs --ring N (how many files to keep)');
+  if (size === undefined) throw new UsageError('--ring needs --size MB (when to begin the next file)');
   return { files: ring, sizeMb: size };
 }
 
@@ -74,13 +74,13 @@ export function capturePlan(args: readonly string[], o: CaptureOpts): CapturePla
   let filterWords = [...args];
   const hasOther = o.net !== undefined || (o.point ?? []).length > 0;
   if (filterWords.length > 0 && !looksLikeFilter(filterWords[0]!)) {
-    if (hasOther) throw new CliError(`give a VM (${filterWords[0]}) or ${o.net !== undefined ? '--net' : '--point'}, not both`);
+    if (hasOther) throw new UsageError(`give a VM (${filterWords[0]}) or ${o.net !== undefined ? '--net' : '--point'}, not both`);
     vm = filterWords[0]!;
     filterWords = filterWords.slice(1);
   }
   const from = captureSource({ vm, net: o.net, point: o.point }, { vm: 'a VM', net: '--net NAME', point: '--point NAME' });
   const ring = ringArg(o.ring, o.size);
-  if (ring && (o.write === undefined || o.write === '-')) throw new CliError('--ring writes files: give -w FILE');
+  if (ring && (o.write === undefined || o.write === '-')) throw new UsageError('--ring writes files: give -w FILE');
   const filter = filterWords.join(' ').trim();
   const params: CapturePlan['params'] = { from };
   if (filter !== '') params.filter = filter;

@@ -4,7 +4,7 @@
  * The client stops a capture by half-closing (end()) and reading on until the daemon's end.
  */
 import net from 'node:net';
-import { CliError, reachError, requestId } from '../client.js';
+import { CliError, reachError, requestId, rpcError } from '../client.js';
 import type { CaptureStarted } from '../../daemon/control/api.js';
 
 /** A reply line longer than this is not a reply. */
@@ -38,7 +38,7 @@ export function openCapture(socket: string, params: unknown): Promise<OpenCaptur
         if (buf.length > MAX_REPLY) fail(new CliError(`the daemon on ${socket} sent an answer that is not JSON`));
         return;
       }
-      let res: { result?: CaptureStarted; error?: { message: string } };
+      let res: { result?: CaptureStarted; error?: { code?: unknown; message?: unknown } };
       try {
         res = JSON.parse(buf.subarray(0, nl).toString('utf8')) as typeof res;
       } catch {
@@ -46,7 +46,7 @@ export function openCapture(socket: string, params: unknown): Promise<OpenCaptur
         return;
       }
       if (res.error !== undefined) {
-        fail(new CliError(res.error.message));
+        fail(rpcError(res.error));
         return;
       }
       if (res.result === undefined || !Array.isArray(res.result.points)) {

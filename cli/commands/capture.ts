@@ -5,7 +5,7 @@ import type { Writable } from 'node:stream';
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
-import { CliError } from '../client.js';
+import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
 import type { CaptureCounters, CapturePointInfo, StatusInfo } from '../../daemon/control/api.js';
 import { capturePlan, parsePositive, type CaptureOpts, type CapturePlan } from '../capture/args.js';
@@ -304,7 +304,7 @@ export function captureCommand(ctx: Ctx): Command {
     .option('--drops', "add the 'drops' point: frames the switch and the gateway dropped, with the reason")
     .action(async (args: string[], o: CaptureOpts) => {
       if (o.list === true) {
-        if (args.length > 0 || o.net !== undefined || (o.point ?? []).length > 0 || o.write !== undefined) throw new CliError('--list takes no VM, filter or other options');
+        if (args.length > 0 || o.net !== undefined || (o.point ?? []).length > 0 || o.write !== undefined) throw new UsageError('--list takes no VM, filter or other options');
         const pts = await ctx.call<CapturePointInfo[]>('capture.points');
         print(ctx.json(), pts, () => (pts.length === 0 ? 'no capture points' : table(['POINT', 'KIND', 'LINK', 'DESCRIPTION'], pts.map((p) => [p.name, p.kind, p.link, p.description]))));
         return;

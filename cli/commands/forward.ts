@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
-import { print, table } from '../output.js';
+import { confirm, print, table } from '../output.js';
 import { parseIntArg } from './net.js';
 import type { ForwardInfo, ForwardSpec } from '../../daemon/control/api.js';
 
@@ -15,7 +15,7 @@ export function forwardCommand(ctx: Ctx): Command {
     .requiredOption('--guest <port>', "the VM's port", parseIntArg('--guest', 1, 65535))
     .action(async (vm: string, o: { host: string; guest: number }) => {
       const f = await ctx.call<ForwardInfo>('forward.add', { vm, host: o.host, guestPort: o.guest });
-      print(ctx.json(), f, () => `forwarding ${hostPort(f)} to ${f.vm}:${f.guestPort}`);
+      confirm(ctx, f, () => `forwarding ${hostPort(f)} to ${f.vm}:${f.guestPort}`);
     });
   fwd
     .command('list')
@@ -37,7 +37,7 @@ export function forwardCommand(ctx: Ctx): Command {
     .requiredOption('--host <addr:port>', 'the host listener to remove')
     .action(async (vm: string, o: { host: string }) => {
       const f = await ctx.call<ForwardSpec>('forward.remove', { vm, host: o.host });
-      print(ctx.json(), f, () => `removed forward ${hostPort(f)} to ${f.vm}:${f.guestPort}`);
+      confirm(ctx, f, () => `removed forward ${hostPort(f)} to ${f.vm}:${f.guestPort}`);
     });
   return fwd;
 }

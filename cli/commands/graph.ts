@@ -7,7 +7,7 @@
 import { Command, Option } from 'commander';
 import type { Ctx } from '../context.js';
 import type { LinksInfo, RouteInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
-import { CliError } from '../client.js';
+import { UsageError } from '../client.js';
 import { buildGraph, toDot, type Graph } from '../graph/model.js';
 import { toHtml } from '../graph/html.js';
 import { parseServeAddress, serveGraph } from '../graph/serve.js';
@@ -15,7 +15,7 @@ import { parseServeAddress, serveGraph } from '../graph/serve.js';
 /** Reads what the graph needs from the daemon (read-only methods). */
 export async function loadGraph(ctx: Ctx): Promise<Graph> {
   const [status, routes] = await Promise.all([ctx.call<StatusInfo>('daemon.status'), ctx.call<RouteInfo[]>('route.show', {})]);
-  const usesTor = routes.some((r) => r.route.kind === 'tor' || ('torPorts' in r.route && r.route.torPorts !== undefined));
+  const usesTor = routes.some((r) => r.route.kind === 'tor' || ('torPorts' in r.route && r.route.torPorts !== null));
   const tor = status.daemon.torConfigured || usesTor ? await ctx.call<TorStatus>('tor.status') : null;
   const links = await ctx.call<LinksInfo>('link.list');
   return buildGraph({ status, routes, tor, links });
@@ -34,12 +34,12 @@ export function graphCommand(ctx: Ctx): Command {
     .option('--serve <addr:port>', 'serve the HTML page and /graph.json on this loopback address (127.0.0.1:PORT or [::1]:PORT)')
     .option('--refresh <ms>', 'with --serve: how often the page asks for a fresh graph', (v: string) => {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 200 || n > 3_600_000) throw new CliError('--refresh takes milliseconds, 200-3600000');
+      if (!Number.isInteger(n) || n < 200 || n > 3_600_000) throw new UsageError('--refresh takes milliseconds, 200-3600000');
       return n;
     }, 2000)
     .action(async (o: GraphOpts) => {
       if (o.serve !== undefined) {
-        if (o.format !== undefined && o.format !== 'html') throw new CliError('--serve serves the HTML page and its JSON: --format does not apply');
+        if (o.format !== undefined && o.format !== 'html') throw new UsageError('--serve serves the HTML page and its JSON: --format does not apply');
         const addr = parseServeAddress(o.serve);
         // Fail early when the daemon is not there, rather than serve an error page.
         await loadGraph(ctx);

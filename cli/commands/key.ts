@@ -1,5 +1,7 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
+import { CliError } from '../client.js';
+import { EXIT } from '../exit-codes.js';
 import { print } from '../output.js';
 import { generateKeyPair, keyPairFromPrivate, keyToBase64, readPrivateKeyFile, writePrivateKeyFile } from '../../daemon/links/keys.js';
 
@@ -26,7 +28,7 @@ export function keyCommand(ctx: Ctx): Command {
       try {
         writePrivateKeyFile(file, k.privateKey);
       } catch (e) {
-        if (code(e) === 'EEXIST' || code(e) === 'ELOOP') throw new Error(`${file} exists: refusing to overwrite it (a key file is never replaced)`);
+        if (code(e) === 'EEXIST' || code(e) === 'ELOOP') throw new CliError(`${file} exists: refusing to overwrite it (a key file is never replaced)`, EXIT.CONFLICT);
         throw e;
       }
       const pub = keyToBase64(k.publicKey);

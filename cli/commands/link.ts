@@ -1,9 +1,9 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
-import { print, table } from '../output.js';
-import { CliError } from '../client.js';
+import { confirm, print, table } from '../output.js';
+import { UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
-import type { LinkInfo, LinksInfo } from '../../daemon/control/api.js';
+import type { LinkInfo, LinkKeyInfo, LinkRemoved, LinksInfo } from '../../daemon/control/api.js';
 
 interface AddOpts {
   net: string;
@@ -45,7 +45,7 @@ export function linkCommand(ctx: Ctx): Command {
     .command('key')
     .description("print this daemon's link public key (give it to peers; made on first use, the private key stays in the state directory)")
     .action(async () => {
-      const r = await ctx.call<{ publicKey: string; file: string }>('link.key');
+      const r = await ctx.call<LinkKeyInfo>('link.key');
       print(ctx.json(), r, () => r.publicKey);
     });
   link
@@ -60,8 +60,8 @@ export function linkCommand(ctx: Ctx): Command {
     .option('--keepalive <seconds>', 'send a keepalive after this long without traffic (0: none; default 25 when dialling)', parseIntArg('--keepalive', 0, 3600))
     .action(async (name: string, o: AddOpts) => {
       const given = [o.endpoint, o.onion, o.unix].filter((v) => v !== undefined);
-      if (given.length > 1) throw new CliError('give at most one of --endpoint, --onion, --unix');
-      if (given.length === 0 && o.listen === undefined) throw new CliError('give --endpoint, --onion or --unix (where the peer is), --listen (where it reaches us), or both');
+      if (given.length > 1) throw new UsageError('give at most one of --endpoint, --onion, --unix');
+      if (given.length === 0 && o.listen === undefined) throw new UsageError('give --endpoint, --onion or --unix (where the peer is), --listen (where it reaches us), or both');
       let endpoint: string | undefined = o.endpoint;
       if (o.onion !== undefined) endpoint = o.onion.startsWith('/') ? o.onion : `onion:${o.onion}`;
       if (o.unix !== undefined) endpoint = `unix:${o.unix.startsWith('/') ? o.unix : `${process.cwd()}/${o.unix}`}`;
@@ -74,7 +74,7 @@ export function linkCommand(ctx: Ctx): Command {
         ...(o.keepalive !== undefined ? { keepalive: o.keepalive } : {}),
       };
       const l = await ctx.call<LinkInfo>('link.add', params);
-      print(ctx.json(), l, () => `added link ${l.name} on ${l.net} to ${l.peer}: ${l.state}${l.listen !== null ? `, listening on ${l.listen}` : ''}`);
+      confirm(ctx, l, () => `added link ${l.name} on ${l.net} to ${l.peer}: ${l.state}${l.listen !== null ? `, listening on ${l.listen}` : ''}`);
     });
   link
     .command('list')
@@ -113,8 +113,8 @@ export function linkCommand(ctx: Ctx): Command {
     .command('remove <name>')
     .description('remove a link (its listener closes when nothing else uses it)')
     .action(async (name: string) => {
-      const r = await ctx.call<{ removed: string }>('link.remove', { name });
-      print(ctx.json(), r, () => `removed link ${r.removed}`);
+      const r = await ctx.call<LinkRemoved>('link.remove', { name });
+      confirm(ctx, r, () => `removed link ${r.removed}`);
     });
   return link;
 }

@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Ctx } from '../context.js';
-import { print, table, drops } from '../output.js';
+import { confirm, print, table, drops } from '../output.js';
 import type { NetDeleteResult, NetInfo } from '../../daemon/control/api.js';
 
 export function parseIntArg(what: string, min: number, max: number) {
@@ -24,7 +24,7 @@ export function netCommand(ctx: Ctx): Command {
     .option('--dhcp-range <first-last>', 'addresses DHCP hands out, e.g. 10.10.0.100-10.10.0.149 (default: the whole subnet)')
     .action(async (name: string, o: { subnet: string; gateway?: string; ipv6?: string; mtu?: number; dhcpRange?: string }) => {
       const n = await ctx.call<NetInfo>('net.create', { name, ...o });
-      print(ctx.json(), n, () => `created network ${n.name}: ${n.subnet} gateway ${n.gateway}${n.ipv6 ? ` ipv6 ${n.ipv6}` : ''} mtu ${n.mtu}${n.dhcpRange ? ` dhcp ${n.dhcpRange}` : ''}`);
+      confirm(ctx, n, () => `created network ${n.name}: ${n.subnet} gateway ${n.gateway}${n.ipv6 ? ` ipv6 ${n.ipv6}` : ''} mtu ${n.mtu}${n.dhcpRange ? ` dhcp ${n.dhcpRange}` : ''}`);
     });
   net
     .command('list')
@@ -46,7 +46,7 @@ export function netCommand(ctx: Ctx): Command {
     .option('--force', 'detach its VMs first')
     .action(async (name: string, o: { force?: boolean }) => {
       const r = await ctx.call<NetDeleteResult>('net.delete', { name, force: o.force === true });
-      print(ctx.json(), r, () => `deleted network ${r.deleted}${r.detached.length > 0 ? ` (detached ${r.detached.join(', ')})` : ''}`);
+      confirm(ctx, r, () => `deleted network ${r.deleted}${r.detached.length > 0 ? ` (detached ${r.detached.join(', ')})` : ''}`);
     });
   return net;
 }

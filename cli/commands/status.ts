@@ -1,9 +1,27 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table, drops } from '../output.js';
-import type { StatusInfo } from '../../daemon/control/api.js';
-import { describePort } from './vm.js';
+import type { RouteView, StatusInfo } from '../../daemon/control/api.js';
+import { describePort, portState } from './vm.js';
 import { torStatusLine } from './tor.js';
+
+/**
+ * The ROUTE column: the route's kind with counts, never a cut text (an allow-list of any length
+ * is "direct, allow N rules"); the whole route follows the table when the column abbreviates it.
+ */
+export function routeSummary(r: RouteView): string {
+  const tor = 'torPorts' in r && r.torPorts !== null ? ` +tor ${r.torPorts.join(',')}` : '';
+  switch (r.kind) {
+    case 'none':
+      return `none${tor}`;
+    case 'direct':
+      return (r.allow === null ? 'direct' : `direct, allow ${r.allow.length} rule${r.allow.length === 1 ? '' : 's'}`) + tor;
+    case 'via':
+      return `via ${r.vm}`;
+    case 'tor':
+      return 'all-tor';
+  }
+}
 
 export function statusCommand(ctx: Ctx): Command {
   return new Command('status').description('daemon, networks and ports with counters').action(async () => {
@@ -36,9 +54,9 @@ export function statusCommand(ctx: Ctx): Command {
                 v.name,
                 v.net,
                 describePort(v.port),
-                v.port.state,
+                portState(v.port),
                 v.ip ?? '-',
-                v.route.split(' ')[0]!,
+                routeSummary(v.route),
                 v.flows ? `${v.flows.tcp}/${v.flows.udp}` : '-',
                 v.port.stats.rxFrames,
                 v.port.stats.rxBytes,
@@ -48,6 +66,8 @@ export function statusCommand(ctx: Ctx): Command {
               ]),
             ),
       );
+      // Routes the ROUTE column abbreviated (allow-lists), in full.
+      for (const v of s.vms) if (v.route.kind === 'direct' && v.route.allow !== null) lines.push(`route of ${v.name}: ${v.routeText}`);
       const links = s.links ?? [];
       if (links.length > 0) {
         lines.push('');

@@ -1,18 +1,18 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
-import { print, table } from '../output.js';
-import { CliError } from '../client.js';
+import { confirm, print, table } from '../output.js';
+import { UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
-import type { CaptureSource, TeeInfo, TeeRemoved } from '../../daemon/control/api.js';
+import type { CaptureSourceView, TeeInfo, TeeRemoved } from '../../daemon/control/api.js';
 import { captureSource, ringArg } from '../capture/args.js';
 
 function collect(v: string, prev: string[]): string[] {
   return [...prev, v];
 }
 
-export function describeSource(f: CaptureSource): string {
-  if (f.vm !== undefined) return f.vm;
-  if (f.net !== undefined) return `net:${f.net}`;
+export function describeSource(f: CaptureSourceView): string {
+  if (f.vm !== null) return f.vm;
+  if (f.net !== null) return `net:${f.net}`;
   return (f.point ?? []).join(',');
 }
 
@@ -41,8 +41,8 @@ export function teeCommand(ctx: Ctx): Command {
     .action(async (name: string, filterWords: string[], o: AddOpts) => {
       const from = captureSource({ vm: o.from, net: o.fromNet, point: o.fromPoint }, { vm: '--from VM', net: '--from-net NAME', point: '--from-point NAME' });
       const ring = ringArg(o.ring, o.size);
-      if (o.to === '' || o.to === 'unix:') throw new CliError('--to needs a file name or unix:PATH');
-      if (ring && o.to.startsWith('unix:')) throw new CliError('--ring applies to a file tee, not to unix:PATH');
+      if (o.to === '' || o.to === 'unix:') throw new UsageError('--to needs a file name or unix:PATH');
+      if (ring && o.to.startsWith('unix:')) throw new UsageError('--ring applies to a file tee, not to unix:PATH');
       const filter = filterWords.join(' ').trim();
       const params = {
         name,
@@ -53,7 +53,7 @@ export function teeCommand(ctx: Ctx): Command {
         ...(ring ? { ring } : {}),
       };
       const t = await ctx.call<TeeInfo>('tee.add', params);
-      print(ctx.json(), t, () => `added tee ${t.name}: ${describeSource(t.from)} to ${t.to}${t.filter ? ` (filter: ${t.filter})` : ''}: ${t.state}${t.detail ? ` (${t.detail})` : ''}`);
+      confirm(ctx, t, () => `added tee ${t.name}: ${describeSource(t.from)} to ${t.to}${t.filter ? ` (filter: ${t.filter})` : ''}: ${t.state}${t.detail ? ` (${t.detail})` : ''}`);
     });
   tee
     .command('list')
@@ -83,7 +83,7 @@ export function teeCommand(ctx: Ctx): Command {
     .description('stop a tee and forget it')
     .action(async (name: string) => {
       const r = await ctx.call<TeeRemoved>('tee.remove', { name });
-      print(ctx.json(), r, () => `removed tee ${r.removed}`);
+      confirm(ctx, r, () => `removed tee ${r.removed}`);
     });
   return tee;
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
-import { CliError } from '../client.js';
+import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
 import { commandProgress, pollUntil } from '../progress.js';
 import type {
@@ -11,7 +11,7 @@ import type {
   OnionEndpoint,
   OnionExposeInfo,
   OnionUnexposeResult,
-  RouteInfo,
+  RouteSetInfo,
   TorNewnymResult,
   TorStatus,
   TorSummary,
@@ -36,10 +36,10 @@ export function torStatusLine(s: TorSummary): string {
 }
 
 /** The human line of a route reply: with a Tor route while Tor is not ready, why the VM fails closed. */
-export function routeReplyLine(res: RouteInfo, waited: boolean): string {
-  const base = `${res.vm}: ${res.description}${res.attached ? '' : ' (VM not attached yet)'}`;
+export function routeReplyLine(res: RouteSetInfo, waited: boolean): string {
+  const base = `${res.vm}: ${res.routeText}${res.attached ? '' : ' (VM not attached yet)'}`;
   if (waited) return `${base}; Tor is ready`;
-  if (res.tor === undefined) return base;
+  if (res.tor === null) return base;
   const why = torReason(res.tor);
   return `${base}\nTor is ${torPhaseText(res.tor)}: ${res.vm} fails closed until Tor is ready${why !== undefined ? `; tor says: ${why}` : ''} (mvnet tor status; route --wait waits for it)`;
 }
@@ -95,7 +95,7 @@ export function torCommand(ctx: Ctx): Command {
     .description("new circuits for the VM's next streams (by new isolation credentials), or --all")
     .option('--all', 'every Tor-routed VM (and SIGNAL NEWNYM)')
     .action(async (vm: string | undefined, o: { all?: boolean }) => {
-      if ((vm === undefined) === (o.all !== true)) throw new CliError('give a VM or --all');
+      if ((vm === undefined) === (o.all !== true)) throw new UsageError('give a VM or --all');
       const r = await ctx.call<TorNewnymResult>('tor.newnym', o.all ? { all: true } : { vm });
       print(ctx.json(), r, () => (r.vms.length > 0 ? `new circuits for ${r.vms.join(', ')}` : 'no Tor-routed VMs'));
     });

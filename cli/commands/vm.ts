@@ -1,8 +1,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Ctx } from '../context.js';
-import { print, table } from '../output.js';
+import { confirm, print, table } from '../output.js';
 import type { VmDetachResult, VmInfo } from '../../daemon/control/api.js';
-import { CliError } from '../client.js';
+import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
 import { passFd } from '../../plugins/fd/pass.js';
 import { waitVmUp } from './vm-wait.js';
@@ -49,13 +49,13 @@ function ownSocket(p: string | true): { path?: string } {
 function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
   const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface', 'kind', 'agent'] as const).filter((k) => o[k] !== undefined);
   if (chosen.length !== 1) {
-    throw new CliError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind, --agent');
+    throw new UsageError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind, --agent');
   }
-  if ((o.listen !== undefined || o.agentTun === true) && o.agent === undefined) throw new CliError('--listen and --agent-tun go with --agent');
-  if (o.options !== undefined && o.kind === undefined) throw new CliError('--options goes with --kind');
+  if ((o.listen !== undefined || o.agentTun === true) && o.agent === undefined) throw new UsageError('--listen and --agent-tun go with --agent');
+  if (o.options !== undefined && o.kind === undefined) throw new UsageError('--options goes with --kind');
   const ns = o.netns !== undefined ? { netns: o.netns } : {};
-  if (o.dgramPeer !== undefined && o.dgram === undefined) throw new CliError('--dgram-peer needs --dgram');
-  if (o.vnetHdr === true && o.tap === undefined) throw new CliError('--vnet-hdr applies to --tap only');
+  if (o.dgramPeer !== undefined && o.dgram === undefined) throw new UsageError('--dgram-peer needs --dgram');
+  if (o.vnetHdr === true && o.tap === undefined) throw new UsageError('--vnet-hdr applies to --tap only');
   switch (chosen[0]) {
     case 'tap':
       return { kind: 'tap', ifname: o.tap, ...ns, ...(o.vnetHdr ? { vnetHdr: true } : {}), ...(o.multiQueue ? { multiQueue: true } : {}) };
@@ -78,36 +78,41 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
       }
     case 'fifo': {
       const parts = o.fifo!.split(':');
-      if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new CliError('--fifo takes RX_PATH:TX_PATH');
-      return { kind: 'fd', rx: abs(parts[0]!), tx: abs(parts[1]!), ...ns };
+      if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new UsageError('--fifo takes RX_PATH:TX_PATH');
+      return { kind: 'fifo', rx: abs(parts[0]!), tx: abs(parts[1]!), ...ns };
     }
     case 'kind': {
-      if (o.netns !== undefined) throw new CliError('--netns applies to --tap, --tun and --iface only');
+      if (o.netns !== undefined) throw new UsageError('--netns applies to --tap, --tun and --iface only');
       let options: unknown = {};
       if (o.options !== undefined) {
         try {
           options = JSON.parse(o.options);
         } catch (e) {
-          throw new CliError(`--options is not JSON: ${e instanceof Error ? e.message : String(e)}`);
+          throw new UsageError(`--options is not JSON: ${e instanceof Error ? e.message : String(e)}`);
         }
       }
       return { kind: 'plugin', driver: o.kind, options };
     }
     case 'agent':
-      if (o.netns !== undefined) throw new CliError('--netns does not apply to --agent (the device is where the agent runs)');
-      if (o.listen === undefined) throw new CliError('--agent needs --listen: where the agent connects (udp:PORT, tcp:PORT, unix:PATH, onion)');
+      if (o.netns !== undefined) throw new UsageError('--netns does not apply to --agent (the device is where the agent runs)');
+      if (o.listen === undefined) throw new UsageError('--agent needs --listen: where the agent connects (udp:PORT, tcp:PORT, unix:PATH, onion)');
       return { kind: 'agent', peer: o.agent, listen: o.listen, ...(o.agentTun === true ? { layer: 3 } : {}) };
     default:
-      throw new CliError('no device given');
+      throw new UsageError('no device given');
   }
 }
 
 export function describePort(p: VmInfo['port']): string {
   if (p.kind === 'plugin') return `${p.driver} ${JSON.stringify(p.options)}`;
   if (p.kind === 'agent') return `agent ${p.peer} on ${p.listen ?? '?'}${p.layer === 3 ? ' (TUN)' : ''}`;
-  const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.token !== undefined ? '(passed)' : `${p.rx}:${p.tx}`;
-  const netns = 'netns' in p ? p.netns : undefined;
-  return `${p.kind} ${where}${netns !== undefined ? ` (netns ${netns})` : ''}`;
+  const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.kind === 'fd' ? '(passed)' : `${p.rx}:${p.tx}`;
+  const netns = 'netns' in p ? p.netns : null;
+  return `${p.kind} ${where}${netns !== null ? ` (netns ${netns})` : ''}`;
+}
+
+/** A port's state for people: degraded with why. */
+export function portState(p: VmInfo['port']): string {
+  return p.state === 'degraded' && p.lastError !== null ? `degraded (${p.lastError})` : p.state;
 }
 
 export function vmCommand(ctx: Ctx): Command {
@@ -143,13 +148,13 @@ export function vmCommand(ctx: Ctx): Command {
       if (o.ip !== undefined) params.ip = o.ip;
       let v = await ctx.call<VmInfo>('vm.attach', params);
       if (o.wait === true && v.port.state !== 'up') v = await waitVmUp(ctx, name, (o.waitTimeout ?? 60) * 1000);
-      print(ctx.json(), v, () => `attached ${v.name} to ${v.net} by ${describePort(v.port)}: ${v.port.state} (${v.port.detail})`);
+      confirm(ctx, v, () => `attached ${v.name} to ${v.net} by ${describePort(v.port)}: ${v.port.state} (${v.port.detail})`);
     });
   vm.command('detach <vm>')
     .description('detach a VM (removes devices and sockets mvnet created for it)')
     .action(async (name: string) => {
       const r = await ctx.call<VmDetachResult>('vm.detach', { name });
-      print(ctx.json(), r, () => `detached ${r.detached}`);
+      confirm(ctx, r, () => `detached ${r.detached}`);
     });
   vm.command('list')
     .description('list attached VMs')
@@ -160,7 +165,7 @@ export function vmCommand(ctx: Ctx): Command {
           ? 'no VMs attached'
           : table(
               ['VM', 'NET', 'DEVICE', 'MAC', 'IP', 'STATE'],
-              vms.map((v) => [v.name, v.net, describePort(v.port), v.mac ?? '-', v.ip ?? '-', `${v.port.state}: ${v.port.detail}`]),
+              vms.map((v) => [v.name, v.net, describePort(v.port), v.mac ?? '-', v.ip ?? '-', `${portState(v.port)}: ${v.port.detail}`]),
             ),
       );
     });

@@ -21,7 +21,7 @@ export type GraphNode =
       ip: string | null;
       mac: string | null;
       device: string;
-      state: 'up' | 'waiting' | 'down' | 'detached';
+      state: 'up' | 'degraded' | 'waiting' | 'down' | 'detached';
       route: RouteClass;
       routeDescription: string;
     }
@@ -39,7 +39,7 @@ export interface Counters {
 
 export type GraphEdge =
   /** A VM's device on its network; rx/tx as the daemon counts them at the VM's port (rx: from the VM). */
-  | { id: string; type: 'attachment'; from: string; to: string; label: string; counters: Counters; state: 'up' | 'waiting' | 'down' }
+  | { id: string; type: 'attachment'; from: string; to: string; label: string; counters: Counters; state: 'up' | 'degraded' | 'waiting' | 'down' }
   /** Where a VM's flows go beyond the gateway. */
   | { id: string; type: 'route'; from: string; to: string; label: string; route: RouteClass }
   /** A network extended over an encrypted link to a peer router. */
@@ -88,7 +88,7 @@ export const TOR_ID = 'tor';
 export function routeClass(r: RouteInfo['route']): RouteClass {
   if (r.kind === 'tor') return 'tor';
   if (r.kind === 'via') return 'via';
-  if (r.torPorts !== undefined) return 'tor-ports';
+  if (r.torPorts !== null) return 'tor-ports';
   return r.kind;
 }
 
@@ -109,13 +109,15 @@ function describeDevice(p: VmInfo['port']): string {
     case 'tap':
     case 'tun':
     case 'iface':
-      return `${p.kind} ${p.ifname}${p.netns !== undefined ? ` (netns ${p.netns})` : ''}`;
+      return `${p.kind} ${p.ifname}${p.netns !== null ? ` (netns ${p.netns})` : ''}`;
     case 'unix':
     case 'unix-listen':
     case 'dgram':
       return `${p.kind} ${p.path}`;
     case 'fd':
-      return p.token !== undefined ? 'fd (passed)' : `fifo ${p.rx ?? ''}:${p.tx ?? ''}`;
+      return 'fd (passed)';
+    case 'fifo':
+      return `fifo ${p.rx}:${p.tx}`;
     case 'plugin':
       return `${p.driver} (plugin)`;
     case 'agent':
@@ -137,7 +139,7 @@ export function buildGraph(input: GraphInput): Graph {
     nodes.push({
       id: `net:${n.name}`,
       type: 'network',
-      label: `${n.name}\n${n.subnet}${n.ipv6 !== undefined ? `\n${n.ipv6}` : ''}\ngw ${n.gateway}`,
+      label: `${n.name}\n${n.subnet}${n.ipv6 !== null ? `\n${n.ipv6}` : ''}\ngw ${n.gateway}`,
       name: n.name,
       subnet: n.subnet,
       gateway: n.gateway,
@@ -165,7 +167,7 @@ export function buildGraph(input: GraphInput): Graph {
       device: describeDevice(v.port),
       state: v.port.state,
       route: rc,
-      routeDescription: r?.description ?? v.route,
+      routeDescription: r?.routeText ?? v.routeText,
     });
     const c: Counters = { rxFrames: v.port.stats.rxFrames, rxBytes: v.port.stats.rxBytes, txFrames: v.port.stats.txFrames, txBytes: v.port.stats.txBytes };
     edges.push({ id: `att:${v.name}`, type: 'attachment', from: `vm:${v.name}`, to: `net:${v.net}`, label: counterLabel(c), counters: c, state: v.port.state });
@@ -174,7 +176,7 @@ export function buildGraph(input: GraphInput): Graph {
   for (const r of routes) {
     if (vmNames.has(r.vm)) continue;
     vmNames.add(r.vm);
-    nodes.push({ id: `vm:${r.vm}`, type: 'vm', label: `${r.vm}\n(not attached)`, name: r.vm, net: null, attached: false, ip: null, mac: null, device: '-', state: 'detached', route: routeClass(r.route), routeDescription: r.description });
+    nodes.push({ id: `vm:${r.vm}`, type: 'vm', label: `${r.vm}\n(not attached)`, name: r.vm, net: null, attached: false, ip: null, mac: null, device: '-', state: 'detached', route: routeClass(r.route), routeDescription: r.routeText });
   }
   let needHost = false;
   let needTor = tor !== null || status.daemon.torConfigured;
@@ -186,7 +188,7 @@ export function buildGraph(input: GraphInput): Graph {
         break;
       case 'direct': {
         needHost = true;
-        const allow = r.route.allow !== undefined ? ` (${r.route.allow.length} allow rule${r.route.allow.length === 1 ? '' : 's'})` : '';
+        const allow = r.route.allow !== null ? ` (${r.route.allow.length} allow rule${r.route.allow.length === 1 ? '' : 's'})` : '';
         edges.push({ id: `route:${r.vm}:host`, type: 'route', from, to: HOST_ID, label: `direct${allow}`, route: rc });
         break;
       }
@@ -202,7 +204,7 @@ export function buildGraph(input: GraphInput): Graph {
         edges.push({ id: `route:${r.vm}:tor`, type: 'route', from, to: TOR_ID, label: 'all-tor', route: rc });
         break;
     }
-    if (r.route.kind !== 'tor' && r.route.kind !== 'via' && r.route.torPorts !== undefined) {
+    if (r.route.kind !== 'tor' && r.route.kind !== 'via' && r.route.torPorts !== null) {
       needTor = true;
       edges.push({ id: `route:${r.vm}:tor-ports`, type: 'route', from, to: TOR_ID, label: `TCP ${r.route.torPorts.join(',')}`, route: 'tor-ports' });
     }

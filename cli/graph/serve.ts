@@ -8,7 +8,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { CliError } from '../client.js';
+import { CliError, UsageError } from '../client.js';
 import type { Graph } from './model.js';
 import { PAGE_CSP, toHtml } from './html.js';
 
@@ -32,12 +32,12 @@ export function isLoopback(host: string): boolean {
 /** "127.0.0.1:8080", "[::1]:8080" (port 0: the kernel picks one). Anything not a loopback address is refused. */
 export function parseServeAddress(text: string): ServeAddress {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
-  if (m === null) throw new CliError(`--serve takes ADDRESS:PORT (e.g. 127.0.0.1:8080 or [::1]:8080), got ${JSON.stringify(text)}`);
+  if (m === null) throw new UsageError(`--serve takes ADDRESS:PORT (e.g. 127.0.0.1:8080 or [::1]:8080), got ${JSON.stringify(text)}`);
   const host = m[1]!;
   const port = Number(m[2]);
-  if (port > 65535) throw new CliError(`--serve: port ${port} is out of range (0-65535)`);
-  if (net.isIP(host) === 0) throw new CliError(`--serve: ${JSON.stringify(host)} is not an IP address: give a loopback address (127.0.0.1 or ::1)`);
-  if (!isLoopback(host)) throw new CliError(`--serve: ${host} is not a loopback address; the topology is served only to this host (127.0.0.0/8 or ::1)`);
+  if (port > 65535) throw new UsageError(`--serve: port ${port} is out of range (0-65535)`);
+  if (net.isIP(host) === 0) throw new UsageError(`--serve: ${JSON.stringify(host)} is not an IP address: give a loopback address (127.0.0.1 or ::1)`);
+  if (!isLoopback(host)) throw new UsageError(`--serve: ${host} is not a loopback address; the topology is served only to this host (127.0.0.0/8 or ::1)`);
   return { host, port };
 }
 

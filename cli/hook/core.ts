@@ -51,7 +51,17 @@ export class HookError extends Error {
   }
 }
 
-export type Route = RouteInfo['route'];
+/** A route as the hook wishes it (route.set params) or reads it back (RouteView): unset fields absent or null. */
+export type Route =
+  | { kind: 'none'; torPorts?: number[] | null }
+  | { kind: 'direct'; allow?: NonNullable<Extract<RouteInfo['route'], { kind: 'direct' }>['allow']> | null; torPorts?: number[] | null }
+  | { kind: 'via'; vm: string }
+  | { kind: 'tor' };
+
+/** The route's Tor ports, or null (none, or a kind without them). */
+function torPortsOf(r: Route): number[] | null {
+  return 'torPorts' in r ? (r.torPorts ?? null) : null;
+}
 type Obj = Record<string, unknown>;
 
 export function isObject(v: unknown): v is Obj {
@@ -241,7 +251,7 @@ export async function place(d: Daemon, name: string, w: Wishes, port: Obj, mac: 
   const status = await d.call<StatusInfo>('daemon.status');
   const net = status.networks.find((n) => n.name === w.network);
   if (net === undefined) throw new HookError(CODES.routeUnavailable, `no mvnet network named ${w.network}; nothing was attached`);
-  if ((w.route.kind === 'tor' || ('torPorts' in w.route && w.route.torPorts !== undefined)) && !status.daemon.torConfigured) {
+  if ((w.route.kind === 'tor' || torPortsOf(w.route) !== null) && !status.daemon.torConfigured) {
     throw new HookError(CODES.routeUnavailable, `route ${w.route.kind === 'tor' ? 'all-tor' : 'with Tor ports'} needs Tor, and the daemon's config has no tor section; nothing was attached`);
   }
   if (status.vms.some((v) => v.name === name)) throw new HookError(CODES.refused, `VM ${name} is already attached; DEL it first`);
@@ -286,14 +296,14 @@ export async function remove(d: Daemon, name: string): Promise<{ detached: boole
 export function routeMatches(have: Route, want: Route): string | null {
   if (have.kind !== want.kind) return `route is ${have.kind}, not ${want.kind}`;
   if (have.kind === 'via' && want.kind === 'via' && have.vm !== want.vm) return `route is via ${have.vm}, not via ${want.vm}`;
-  const tp = (r: Route): string => ('torPorts' in r && r.torPorts !== undefined ? [...r.torPorts].sort((a, b) => a - b).join(',') : '');
+  const tp = (r: Route): string => [...(torPortsOf(r) ?? [])].sort((a, b) => a - b).join(',');
   if (tp(have) !== tp(want)) return `Tor ports are ${tp(have) || 'none'}, not ${tp(want) || 'none'}`;
   if (have.kind === 'direct' && want.kind === 'direct') {
     const h = have.allow ?? [];
     const wa = (want.allow ?? []) as unknown[];
     if (h.length !== wa.length) return `allow-list has ${h.length} rules, not ${wa.length}`;
     for (const rule of h) {
-      if (!wa.some((x) => (typeof x === 'string' ? x.replace(/^\[/, '').startsWith(rule.cidr.split('/')[0]!) : JSON.stringify(x) === JSON.stringify(rule)))) return `allow-list rule ${rule.cidr} was not asked for`;
+      if (!wa.some((x) => (typeof x === 'string' ? x.replace(/^\[/, '').startsWith(rule.cidr.split('/')[0]!) : JSON.stringify(x) === JSON.stringify(rule.ports === null || rule.ports === undefined ? { cidr: rule.cidr } : rule)))) return `allow-list rule ${rule.cidr} was not asked for`;
     }
   }
   return null;

@@ -19,7 +19,7 @@ import type { CaptureParams, SourceSpec } from './params.js';
 import type { CaptureRing, RingFactory, RingRecord, TeeablePort } from './ring.js';
 import type { RouterTap, SwitchTap } from './taps.js';
 import { withEther, DIR_IN, DIR_OUT, DROPS_POINT, EXIT_PREFIX, EXITS, NET_PREFIX, dropsPoint, exitPoint, netPoint, portPoint, tsoComment, type ExitName, type PointDesc, type PointLink } from './points.js';
-import { UserError } from '../errors.js';
+import { NotFoundError, ConflictError } from '../errors.js';
 
 export interface HubOptions {
   log: Logger;
@@ -178,15 +178,15 @@ export class CaptureHub {
     return names.map((n) => {
       const p = this.point(n);
       if (p !== undefined) return p;
-      if (from.vm !== undefined) throw new UserError(`no VM named ${n} is attached`);
-      if (from.net !== undefined) throw new UserError(`no network named ${from.net}`);
-      throw new UserError(`no capture point named ${n} (mvnet capture --list shows them)`);
+      if (from.vm !== undefined) throw new NotFoundError(`no VM named ${n} is attached`);
+      if (from.net !== undefined) throw new NotFoundError(`no network named ${from.net}`);
+      throw new NotFoundError(`no capture point named ${n} (mvnet capture --list shows them)`);
     });
   }
 
   /** `live`: a capture.start, refused past MAX_LIVE_CAPTURES running (tees are bounded by the state). */
   prepare(params: CaptureParams, live = false): Prepared {
-    if (live && [...this.sessions].filter((s) => s.kind === 'live').length >= MAX_LIVE_CAPTURES) throw new UserError(`${MAX_LIVE_CAPTURES} captures are running already; stop one first`, -32001);
+    if (live && [...this.sessions].filter((s) => s.kind === 'live').length >= MAX_LIVE_CAPTURES) throw new ConflictError(`${MAX_LIVE_CAPTURES} captures are running already; stop one first`);
     checkFilter(params.filter);
     return { id: `c${this.nextId++}`, points: this.resolve(params.from, params.drops), params };
   }

@@ -11,7 +11,7 @@ import { zeroCounters } from './session.js';
 import type { SourceSpec } from './params.js';
 import { FileSink } from './sink-file.js';
 import { UnixSink } from './sink-unix.js';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError, ConflictError } from '../errors.js';
 
 /** A tee as saved in the state file and given to tee.add (checked by validate.ts checkTeeSpec). */
 export interface TeeSpec {
@@ -65,9 +65,9 @@ export class Tees {
    * opened: throws a UserError, or with `restoring` keeps the tee in the error state (logged).
    */
   async add(spec: TeeSpec, restoring = false): Promise<TeeStatus> {
-    if (this.tees.has(spec.name)) throw new UserError(`a tee named ${spec.name} already exists`, -32001);
-    if (!restoring && this.tees.size >= MAX_TEES) throw new UserError(`there are ${MAX_TEES} tees already; remove one first`, -32001);
-    for (const t of this.tees.values()) if (t.spec.to === spec.to) throw new UserError(`tee ${t.spec.name} already ${spec.to.startsWith(UNIX_PREFIX) ? 'listens at' : 'writes'} ${spec.to}`, -32001);
+    if (this.tees.has(spec.name)) throw new ConflictError(`a tee named ${spec.name} already exists`);
+    if (!restoring && this.tees.size >= MAX_TEES) throw new ConflictError(`there are ${MAX_TEES} tees already; remove one first`);
+    for (const t of this.tees.values()) if (t.spec.to === spec.to) throw new ConflictError(`tee ${t.spec.name} already ${spec.to.startsWith(UNIX_PREFIX) ? 'listens at' : 'writes'} ${spec.to}`);
     let sink: FileSink | UnixSink | null = null;
     let failed = '';
     try {
@@ -122,7 +122,7 @@ export class Tees {
 
   async remove(name: string): Promise<TeeSpec> {
     const t = this.tees.get(name);
-    if (t === undefined) throw new UserError(`no tee named ${name}`);
+    if (t === undefined) throw new NotFoundError(`no tee named ${name}`);
     this.tees.delete(name);
     await this.stop(t, true);
     return t.spec;

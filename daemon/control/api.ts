@@ -1,20 +1,45 @@
 /**
- * The control API's answers: the JSON shapes the daemon sends for each JSON-RPC method, as the
- * daemon (daemon.ts, forwards.ts, tor/service.ts), the CLI (cli/) and the tests read them.
- * Types only. The shapes produced below the daemon's top layer (Tor's) are declared where they
- * are produced and re-exported here, so this stays the one file to import them from.
+ * THE control API contract: the JSON shapes the daemon sends for each JSON-RPC method, as the
+ * daemon (daemon.ts, forwards.ts, tor/service.ts), the CLI (cli/) and the tests read them, and
+ * as `mvnet … --json` prints them (the CLI prints the method's result as is). Types only. The
+ * shapes produced below the daemon's top layer (Tor's) are declared where they are produced and
+ * re-exported here, so this stays the one file to import them from. `Methods` below lists every
+ * method with its params and result.
  *
- * Requests are not typed here: every method takes `unknown` params and checks them
- * (validate.ts, forwards.ts, control/methods.ts).
+ * Conventions (README "The --json contract"):
+ * - Names: an object's own identity is `name` (a VM in `vm.list`, a network, a link, a tee);
+ *   a reference to another object is named after what it refers to: `vm` (a route's or a
+ *   forward's VM, `via` gateways), `net` (a VM's network).
+ * - Unset is null: every key of an answer's type is present; one without a value is `null`,
+ *   never absent. (Keys that belong to another kind of a union, e.g. a TAP port's `path`, are
+ *   not keys of that kind and so are absent.)
+ * - A route is always the Route object (`route`: RouteView) and its one-line text (`routeText`).
+ * - A port's `kind` is what `vm attach` was given: `fifo` for `--fifo`, `fd` for `--fd`.
+ * - Errors: a JSON-RPC error with `code` (RpcErrorCode); the CLI turns it into an exit code
+ *   (cli/exit-codes.ts) and, under --json, one JSON object on stderr (CliErrorJson).
+ *
+ * Params are checked by the daemon (validate.ts, forwards.ts, control/methods.ts), which takes
+ * them as `unknown`; the param types here document what each method accepts.
  */
 import type { PortSpec, PortStats, PortStatus } from '../../plugins/types.js';
 import type { PluginInfo } from '../../plugins/registry.js';
 import type { NetworkSpec } from '../state/model.js';
-import type { Route } from '../routes/route.js';
+import type { AllowRule } from '../routes/route.js';
 import type { NetworkStats } from '../switch/network.js';
-import type { TorSummary } from '../tor/service.js';
+import type {
+  OnionAliasInfo,
+  OnionAliasRemoved,
+  OnionDiscovery,
+  OnionEndpoint,
+  OnionExposeInfo,
+  OnionUnexposeResult,
+  TorNewnymResult,
+  TorStatus,
+  TorSummary,
+} from '../tor/service.js';
 
 export type { PluginInfo } from '../../plugins/registry.js';
+export type { AllowRule } from '../routes/route.js';
 export type {
   OnionAliasInfo,
   OnionAliasRemoved,
@@ -27,18 +52,73 @@ export type {
   TorStatus,
   TorSummary,
 } from '../tor/service.js';
+/** `events.follow`: its reply line is `{ following: [prefixes or "*"] }`, then one MvnetEvent per line. */
+export type { MvnetEvent, EventType, LimitKind } from '../events/types.js';
+
+/** `T` with every optional key required and `null` when unset (distributes over unions). */
+export type Nulled<T> = T extends unknown ? { [K in keyof T]-?: undefined extends T[K] ? Exclude<T[K], undefined> | null : T[K] } : never;
+
+/**
+ * JSON-RPC error codes (daemon/errors.ts defines them): -32700 parse error, -32600 invalid
+ * request, -32601 unknown method, -32602 invalid params (bad input the daemon refuses), -32603
+ * internal error (a bug), -32001 conflict (exists, in use, attached), -32004 not found.
+ */
+export type RpcErrorCode = -32700 | -32600 | -32601 | -32602 | -32603 | -32001 | -32004;
+
+/** What `mvnet --json` prints on stderr when a command fails (one line, nothing on stdout). */
+export interface CliErrorJson {
+  error: {
+    /** usage, unreachable, timeout, not-found, conflict, invalid, internal, error. */
+    code: string;
+    /** The process's exit code (cli/exit-codes.ts). */
+    exitCode: number;
+    message: string;
+    /** The daemon's JSON-RPC error code, null when the error did not come from the daemon. */
+    rpcCode: number | null;
+  };
+}
+
+/** An allow rule: a CIDR and its inclusive port ranges (null: all ports). */
+export type AllowRuleView = Nulled<AllowRule>;
+
+/** A VM's route as answers carry it: the Route (routes/route.ts) with unset fields null. */
+export type RouteView =
+  | { kind: 'none'; torPorts: number[] | null }
+  | { kind: 'direct'; allow: AllowRuleView[] | null; torPorts: number[] | null }
+  | { kind: 'via'; vm: string }
+  | { kind: 'tor' };
+
+/**
+ * A VM's device as answers carry it: its spec with unset fields null, and `--fifo RX:TX` as
+ * kind `fifo` (stored as an `fd` port with rx/tx; `fd` is a passed descriptor, `--fd`).
+ */
+export type PortView =
+  | Nulled<Exclude<PortSpec, { kind: 'fd' }>>
+  | { kind: 'fd'; token: string }
+  | { kind: 'fifo'; rx: string; tx: string };
+
+/** A port's state: up, degraded (its writes fail: lastError says why), waiting (for its peer), down. */
+export type PortState = PortStatus['state'];
 
 /** `vm.attach` (one), `vm.list` (all), and each VM in `daemon.status`. */
 export interface VmInfo {
   name: string;
   net: string;
   mac: string | null;
-  /** Static address, DHCP lease, or the address it was seen using. */
+  /** Static address (`--ip`), DHCP lease, or the address it was seen using. */
   ip: string | null;
-  route: string;
+  route: RouteView;
+  /** The route in one line, as `mvnet route show` prints it. */
+  routeText: string;
   /** Open flows and per-VM limit/refusal counters of the endpoint. */
   flows: { tcp: number; udp: number; tcpLimit: number; udpLimit: number; tcpRefused: number; udpDropped: number } | null;
-  port: PortSpec & { state: PortStatus['state']; detail: string; stats: PortStats };
+  port: PortView & {
+    state: PortState;
+    detail: string;
+    /** The last write error while `degraded` (e.g. "ECONNREFUSED: Connection refused"), else null. */
+    lastError: string | null;
+    stats: PortStats;
+  };
 }
 
 /** `vm.detach`. */
@@ -46,18 +126,24 @@ export interface VmDetachResult {
   detached: string;
 }
 
-/** `route.set` (one) and `route.show` (a list). */
+/** `route.set` and `route.clear` (one), `route.show` (a list). */
 export interface RouteInfo {
   vm: string;
   attached: boolean;
-  route: Route;
-  description: string;
-  /** A route through Tor while Tor is not ready: Tor's state and why (the VM fails closed until it is). */
-  tor?: TorSummary;
+  route: RouteView;
+  /** The route in one line. */
+  routeText: string;
+}
+
+/** `route.set`: the route as `route show` has it, and Tor's state while a route through Tor fails closed. */
+export interface RouteSetInfo extends RouteInfo {
+  /** A route through Tor while Tor is not ready: Tor's state and why (the VM fails closed until it is); else null. */
+  tor: TorSummary | null;
 }
 
 /** `net.create` (one), `net.list` (all), and each network in `daemon.status`. */
-export interface NetInfo extends NetworkSpec {
+export type NetInfo = Nulled<NetworkSpec> & NetExtra;
+interface NetExtra {
   vms: string[];
   stats: NetworkStats;
   router: Record<string, number>;
@@ -69,7 +155,6 @@ export interface NetDeleteResult {
   detached: string[];
 }
 
-/** `daemon.status`. */
 /** Exceptions caught since the daemon started; every one is a bug (each is logged at error level). */
 export interface DaemonErrors {
   /** At data-path boundaries: a port's batch, a router frame, a timer, an upstream callback. */
@@ -80,6 +165,7 @@ export interface DaemonErrors {
   uncaught: number;
 }
 
+/** `daemon.status`. */
 export interface StatusInfo {
   daemon: {
     pid: number;
@@ -129,19 +215,22 @@ export interface CapturePointInfo {
   description: string;
 }
 
-/** What a capture or tee reads: exactly one of vm, net, point. */
+/** What a capture or tee reads: exactly one of vm, net, point (params; answers: CaptureSourceView). */
 export interface CaptureSource {
   vm?: string;
   net?: string;
   point?: string[];
 }
 
+/** A CaptureSource in answers: the two not given are null. */
+export type CaptureSourceView = Nulled<CaptureSource>;
+
 /** Each capture in `daemon.status`. */
 export interface CaptureInfo {
   id: string;
   kind: 'live' | 'tee';
-  /** The tee's name. */
-  name?: string;
+  /** The tee's name (null for a live capture). */
+  name: string | null;
   points: string[];
   filter: string;
   snaplen: number;
@@ -157,12 +246,12 @@ export interface CaptureStarted {
 /** `tee.add` (one) and `tee.list` (all). */
 export interface TeeInfo {
   name: string;
-  from: CaptureSource;
+  from: CaptureSourceView;
   /** A path under the capture directory, or `unix:PATH`. */
   to: string;
   filter: string;
   snaplen: number;
-  ring?: { files: number; sizeMb: number };
+  ring: { files: number; sizeMb: number } | null;
   /** waiting: its VM or network is not there (yet); error: its output failed (detail says why). */
   state: 'active' | 'waiting' | 'error';
   detail: string;
@@ -200,8 +289,8 @@ export interface LinkInfo {
   peer: string;
   /** established: a session is up; handshaking: trying; waiting: for the peer to reach us; failed: kept in the state but not running (`error` says why). */
   state: 'established' | 'handshaking' | 'waiting' | 'failed';
-  /** Why a link is `failed` (it could not be restored at start: a port taken, a network gone). */
-  error?: string;
+  /** Why a link is `failed` (it could not be restored at start: a port taken, a network gone); else null. */
+  error: string | null;
   /** Where packets go now, as a multiaddr: the peer's latest authenticated address, else the configured one. */
   endpoint: string | null;
   /** The endpoint given at `link add` (multiaddr), null when the link only listens. */
@@ -243,3 +332,60 @@ export interface LinksInfo {
   underLoad: boolean;
   links: LinkInfo[];
 }
+
+/** `link.key`, `mvnet key generate/show`. */
+export interface LinkKeyInfo {
+  publicKey: string;
+  file: string;
+}
+
+/** `link.remove`. */
+export interface LinkRemoved {
+  removed: string;
+}
+
+/** `mvnet version --json` (no daemon involved). */
+export interface VersionInfo {
+  version: string;
+}
+
+/**
+ * Every control method: its params (what the daemon accepts; checked there) and its result.
+ * `{}` params: none. The CLI command that calls each is in README's CLI reference.
+ */
+export interface Methods {
+  'daemon.status': { params: Record<string, never>; result: StatusInfo };
+  'net.create': { params: { name: string; subnet: string; gateway?: string; ipv6?: string; mtu?: number; dhcpRange?: string }; result: NetInfo };
+  'net.list': { params: Record<string, never>; result: NetInfo[] };
+  'net.delete': { params: { name: string; force?: boolean }; result: NetDeleteResult };
+  'vm.attach': { params: { name: string; net: string; port: PortSpec; mac?: string; ip?: string }; result: VmInfo };
+  'vm.detach': { params: { name: string }; result: VmDetachResult };
+  'vm.list': { params: Record<string, never>; result: VmInfo[] };
+  /** `route`: a Route (routes/route.ts; null for an unset allow/torPorts is accepted). */
+  'route.set': { params: { vm: string; route: RouteView | { kind: string }; create?: boolean }; result: RouteSetInfo };
+  'route.show': { params: { vm?: string }; result: RouteInfo[] };
+  'route.clear': { params: { vm: string }; result: RouteInfo };
+  'forward.add': { params: { vm: string; host: string; guestPort: number }; result: ForwardInfo };
+  'forward.list': { params: Record<string, never>; result: ForwardInfo[] };
+  'forward.remove': { params: { vm?: string; host: string }; result: ForwardSpec };
+  'tee.add': { params: { name: string; from: CaptureSource; to: string; filter?: string; snaplen?: number; ring?: { files: number; sizeMb: number } }; result: TeeInfo };
+  'tee.list': { params: Record<string, never>; result: TeeInfo[] };
+  'tee.remove': { params: { name: string }; result: TeeRemoved };
+  'capture.points': { params: Record<string, never>; result: CapturePointInfo[] };
+  /** The reply line, then the connection carries pcapng (see rpc.ts TakeOver). */
+  'capture.start': { params: { from: CaptureSource; filter?: string; snaplen?: number; count?: number; durationSec?: number; drops?: boolean }; result: CaptureStarted };
+  'link.key': { params: Record<string, never>; result: LinkKeyInfo };
+  'link.add': { params: { name: string; net: string; peer: string; endpoint?: string; listen?: string; keepalive?: number }; result: LinkInfo };
+  'link.list': { params: Record<string, never>; result: LinksInfo };
+  'link.remove': { params: { name: string }; result: LinkRemoved };
+  'tor.status': { params: Record<string, never>; result: TorStatus };
+  'tor.newnym': { params: { vm: string } | { all: true }; result: TorNewnymResult };
+  'onion.list': { params: Record<string, never>; result: OnionEndpoint[] };
+  'onion.discover': { params: Record<string, never>; result: OnionDiscovery };
+  'onion.add': { params: { name: string; address: string }; result: OnionAliasInfo };
+  'onion.remove': { params: { name: string }; result: OnionAliasRemoved };
+  'onion.expose': { params: { vm: string; port: number; onionPort?: number; persist?: boolean }; result: OnionExposeInfo };
+  'onion.unexpose': { params: { vm: string; port?: number }; result: OnionUnexposeResult };
+}
+
+export type MethodName = keyof Methods;

@@ -1,7 +1,7 @@
 /** The control API's method table: one group per area; the daemon core does the work. */
 import type { Daemon } from '../daemon.js';
 import { asObject, checkName } from '../state/validate.js';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError } from '../errors.js';
 
 function checkPort(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new UserError(`invalid ${what} ${JSON.stringify(v)}: a port from 1 to 65535`);
@@ -11,6 +11,7 @@ import { TakeOver, type MethodTable } from './rpc.js';
 import { checkCaptureParams } from '../capture/params.js';
 import { StreamSink } from '../capture/sink-stream.js';
 import type { CapturePointInfo, CaptureStarted } from './api.js';
+import { checkFollowParams } from '../events/bus.js';
 
 export interface DaemonInfo {
   socket: string;
@@ -42,7 +43,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
       const o = asObject(p, 'params');
       if (o.all === true) return d.tor.newnym(null, true);
       const vm = checkName(o.vm, 'VM');
-      if (!d.routeOf(vm) || !d.knowsVm(vm)) throw new UserError(`no VM named ${vm}`);
+      if (!d.routeOf(vm) || !d.knowsVm(vm)) throw new NotFoundError(`no VM named ${vm}`);
       return d.tor.newnym(vm, false);
     },
     'onion.list': () => d.tor.list(),
@@ -55,7 +56,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
     'onion.expose': async (p) => {
       const o = asObject(p, 'params');
       const vm = checkName(o.vm, 'VM');
-      if (!d.knowsVm(vm)) throw new UserError(`no VM named ${vm} is attached`);
+      if (!d.knowsVm(vm)) throw new NotFoundError(`no VM named ${vm} is attached`);
       const port = checkPort(o.port, 'port');
       const onionPort = o.onionPort === undefined ? port : checkPort(o.onionPort, 'onion port');
       return d.tor.expose(vm, port, onionPort, o.persist === true);
@@ -80,6 +81,11 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
         if (clientEnded) s.stop('the client ended its side');
       });
     },
+    'events.follow': async (p) => {
+      const params = checkFollowParams(p);
+      // The reply line, then one JSON line per event for as long as the client reads (events/bus.ts).
+      return new TakeOver({ following: params.types.length > 0 ? params.types : ['*'] }, (sock, clientEnded) => d.events.bus.follow(sock, params, clientEnded));
+    },
   };
 }
 
@@ -100,4 +106,6 @@ export const READ_ONLY_METHODS: ReadonlySet<string> = new Set([
   // Changes no state: a capture (which then streams for as long as it runs) never waits behind a slow change.
   'capture.start',
   'tee.list',
+  // Streams for as long as the client follows: never waits behind a slow change.
+  'events.follow',
 ]);

@@ -18,10 +18,9 @@ export type RpcResponse =
 export const PARSE_ERROR = -32700;
 export const INVALID_REQUEST = -32600;
 export const METHOD_NOT_FOUND = -32601;
-export const INVALID_PARAMS = -32602;
 export const INTERNAL_ERROR = -32603;
-/** A request that is valid but conflicts with the current state (in use, exists, attached). */
-export const CONFLICT = -32001;
+/** The daemon's own codes (INVALID_PARAMS, CONFLICT, NOT_FOUND): daemon/errors.ts, beside UserError. */
+export { INVALID_PARAMS, CONFLICT, NOT_FOUND } from '../errors.js';
 
 export type Handler = (params: unknown) => Promise<unknown>;
 export type MethodTable = Record<string, Handler>;

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError, ConflictError } from '../errors.js';
 import { asObject, checkName } from '../state/validate.js';
 import { parseHostPort } from '../config.js';
 import type { ForwardInfo, ForwardSpec } from '../control/api.js';
@@ -21,7 +21,9 @@ export function checkForwardSpec(p: unknown): ForwardSpec {
   const o = asObject(p, 'params');
   const vm = checkName(o.vm, 'VM');
   if (typeof o.host !== 'string') throw new UserError('missing host: --host ADDR:PORT');
-  const hp = parseHostPort(o.host, 0);
+  // The state file (like forward.add's answer) keeps the address and the port apart.
+  const text = typeof o.port === 'number' ? (o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`) : o.host;
+  const hp = parseHostPort(text, 0);
   if (hp === null || hp.port === 0) throw new UserError(`invalid --host ${JSON.stringify(o.host)}: expected ADDR:PORT such as 127.0.0.1:8080`);
   const gp = o.guestPort;
   if (typeof gp !== 'number' || !Number.isInteger(gp) || gp < 1 || gp > 65535) throw new UserError(`invalid --guest ${JSON.stringify(gp)}: a port from 1 to 65535`);
@@ -43,7 +45,7 @@ export class Forwards {
 
   async add(spec: ForwardSpec, restoring = false): Promise<ForwardInfo> {
     const k = key(spec.host, spec.port);
-    if (this.entries.has(k)) throw new UserError(`${spec.host}:${spec.port} is already forwarded (to ${this.entries.get(k)!.spec.vm})`, -32001);
+    if (this.entries.has(k)) throw new ConflictError(`${spec.host}:${spec.port} is already forwarded (to ${this.entries.get(k)!.spec.vm})`);
     const e: Entry = { spec, server: null, connections: 0, failures: 0 };
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
       e.connections++;
@@ -64,7 +66,12 @@ export class Forwards {
         });
       });
     } catch (err) {
-      if (!restoring) throw new UserError(`cannot listen on ${spec.host}:${spec.port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      if (!restoring) {
+        const code = (err as NodeJS.ErrnoException).code;
+        const msg = `cannot listen on ${spec.host}:${spec.port}: ${code ?? (err as Error).message}`;
+        // Another listener holds the address: a conflict with the current state, not bad input.
+        throw code === 'EADDRINUSE' ? new ConflictError(msg) : new UserError(msg);
+      }
       this.log.error({ forward: spec, err: (err as Error).message }, 'cannot re-listen for a forward');
     }
     server.on('error', (err) => this.log.error({ forward: spec, err: err.message }, 'forward listener failed'));
@@ -79,8 +86,8 @@ export class Forwards {
     const hp = typeof o.host === 'string' ? parseHostPort(o.host, 0) : null;
     if (hp === null || hp.port === 0) throw new UserError('invalid --host: expected ADDR:PORT');
     const e = this.entries.get(key(hp.host, hp.port));
-    if (e === undefined) throw new UserError(`no forward on ${hp.host}:${hp.port}`);
-    if (o.vm !== undefined && o.vm !== e.spec.vm) throw new UserError(`${hp.host}:${hp.port} forwards to ${e.spec.vm}, not ${String(o.vm)}`);
+    if (e === undefined) throw new NotFoundError(`no forward on ${hp.host}:${hp.port}`);
+    if (o.vm !== undefined && o.vm !== e.spec.vm) throw new NotFoundError(`${hp.host}:${hp.port} forwards to ${e.spec.vm}, not ${String(o.vm)}`);
     this.entries.delete(key(hp.host, hp.port));
     await this.closeServer(e);
     return e.spec;

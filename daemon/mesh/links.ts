@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { generateKeyPair, keyFromBase64, keyPairFromPrivate, keyToBase64, readPrivateKeyFile, writePrivateKeyFile } from '../links/keys.js';
 import { DROP_REASONS } from '../links/device.js';
 import { MAX_PAYLOAD } from '../links/transport.js';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError, ConflictError } from '../errors.js';
 import { asObject, checkName } from '../state/validate.js';
 import { maxFrameFor, type AgentPortSpec as AgentSpec, type Port } from '../../plugins/types.js';
 import type { Network, Member } from '../switch/network.js';
@@ -330,13 +330,13 @@ export class Links {
   }
 
   private checkPeerFree(peer: string, owner: string): void {
-    if (this.engine !== null && peer === this.engine.publicKey) throw new UserError('the peer key is this daemon’s own link key');
-    for (const l of this.links.values()) if (l.spec.peer === peer && `link:${l.spec.name}` !== owner) throw new UserError(`peer ${peer} is already the peer of link ${l.spec.name}`);
-    for (const a of this.agents.values()) if (a.spec.peer === peer && `agent:${a.vm}` !== owner) throw new UserError(`peer ${peer} is already the agent of VM ${a.vm}`);
+    if (this.engine !== null && peer === this.engine.publicKey) throw new ConflictError('the peer key is this daemon’s own link key');
+    for (const l of this.links.values()) if (l.spec.peer === peer && `link:${l.spec.name}` !== owner) throw new ConflictError(`peer ${peer} is already the peer of link ${l.spec.name}`);
+    for (const a of this.agents.values()) if (a.spec.peer === peer && `agent:${a.vm}` !== owner) throw new ConflictError(`peer ${peer} is already the agent of VM ${a.vm}`);
     for (const f of this.failed) {
       const p = (f.raw as { peer?: unknown } | null)?.peer;
       const k = typeof p === 'string' ? keyFromBase64(p) : null;
-      if (k !== null && keyToBase64(k) === peer && `link:${f.name}` !== owner) throw new UserError(`peer ${peer} is already the peer of link ${f.name} (which could not be restored; remove it first)`);
+      if (k !== null && keyToBase64(k) === peer && `link:${f.name}` !== owner) throw new ConflictError(`peer ${peer} is already the peer of link ${f.name} (which could not be restored; remove it first)`);
     }
   }
 
@@ -420,11 +420,11 @@ export class Links {
 
   async add(params: unknown, restoring = false, retry = false): Promise<LinkInfo> {
     const spec = checkLinkSpec(params);
-    if (this.links.has(spec.name)) throw new UserError(`link ${spec.name} already exists`);
+    if (this.links.has(spec.name)) throw new ConflictError(`link ${spec.name} already exists`);
     const failed = this.failed.find((f) => f.name === spec.name);
-    if (failed !== undefined && !retry) throw new UserError(`link ${spec.name} is in the state file but could not be restored (${failed.error}); remove it first`);
+    if (failed !== undefined && !retry) throw new ConflictError(`link ${spec.name} is in the state file but could not be restored (${failed.error}); remove it first`);
     const net = this.d.network(spec.net);
-    if (net === undefined) throw new UserError(`no network named ${spec.net}`);
+    if (net === undefined) throw new NotFoundError(`no network named ${spec.net}`);
     const netMax = maxFrameFor(net.mtu);
     const carrierMax = this.carrierMaxFrame(spec);
     if (netMax > carrierMax) throw new UserError(`network ${spec.net} has MTU ${net.mtu}, whose frames (${netMax} bytes) a UDP link cannot carry in one datagram: use an MTU of at most ${carrierMax - 18}, or a tcp or unix link`);
@@ -459,7 +459,7 @@ export class Links {
     const e = this.links.get(n);
     if (e === undefined) {
       const f = this.failed.findIndex((x) => x.name === n);
-      if (f < 0) throw new UserError(`no link named ${n}`);
+      if (f < 0) throw new NotFoundError(`no link named ${n}`);
       this.failed.splice(f, 1);
       this.d.save();
       this.d.log.info({ link: n }, 'link removed (it had failed to restore)');
@@ -603,6 +603,7 @@ export class Links {
     return {
       peer: keyToBase64(peer.peer.publicKey),
       state: peer.state(now),
+      error: null,
       endpoint: this.endpointMultiaddr(peer),
       configuredEndpoint: peer.cfg.endpoint !== undefined ? endpointMultiaddr(peer.cfg.endpoint.text) : null,
       lastHandshake: lh !== null ? new Date(Date.now() - (now - lh)).toISOString() : null,

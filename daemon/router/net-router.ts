@@ -90,6 +90,23 @@ export interface RouterDeps {
   clock?: { wall(): number; mono(): number };
   /** The host's loopback and own addresses (default: router/forbidden.ts). */
   forbidden?: (dst: IpAddr) => boolean;
+  /** A flow refused or dropped by the VM's route, or a spoofed packet (for the log: events/policy-log.ts). */
+  onPolicy?: (d: PolicyDecision) => void;
+}
+
+/** One policy decision against a VM's traffic, as the log tells it. */
+export interface PolicyDecision {
+  vm: string;
+  /** ip: a packet the router dropped (spoofed source); frame: one the switch dropped (its destination is a MAC). */
+  proto: 'tcp' | 'udp' | 'ping' | 'ip' | 'frame';
+  /** Destination, ADDR:PORT (IPv6 as [ADDR]:PORT), ADDR, or a MAC. */
+  dst: string;
+  /** The decision's reason (routes/decide.ts Reason), or routed-via-another-vm, udp-not-through-tor, spoofed-source; the switch's spoofed-mac, guard-<reason>. */
+  reason: string;
+  /** refused: the VM was told (RST, ICMP prohibited); dropped: silently. */
+  action: 'refused' | 'dropped';
+  /** A spoofed packet's source. */
+  src?: string;
 }
 
 export interface RouterCounters {
@@ -354,6 +371,10 @@ export class NetRouter implements GatewayHandler {
     if (d.kind !== 'arp' && !sv.unaddressed(d) && !(d.kind === 'ipv4' ? this.sourceOk4(vm!, s!, d.ip.src) : this.sourceOk6(vm!, s!, d.ip.src))) {
       this.counters.spoofed++;
       if (this.capture !== null) this.capture.dropped(f, 'dropped: spoofed source address', from.vm);
+      if (this.d.onPolicy !== undefined) {
+        const [src, dst] = d.kind === 'ipv4' ? [ip4(d.ip.src), ip4(d.ip.dst)] : [ip6(d.ip.src), ip6(d.ip.dst)];
+        this.d.onPolicy({ vm: from.vm, proto: 'ip', dst: ipString(dst), src: ipString(src), reason: 'spoofed-source', action: 'dropped' });
+      }
       return;
     }
     const r = sv.dispatch(d, from.vm, now);
@@ -446,7 +467,10 @@ export class NetRouter implements GatewayHandler {
    */
   private pingOut(s: VmState, vm: RouterVm, dst: IpAddr, id: number, seq: number, data: Uint8Array, src6?: IpAddr): boolean {
     const ping = this.d.ping;
-    if (ping === undefined || this.decide(vm.name, { proto: 'ping', dst }).kind !== 'direct') return false;
+    if (ping === undefined) return false;
+    const v = this.decide(vm.name, { proto: 'ping', dst });
+    if (v.kind === 'refuse' || v.kind === 'drop') this.policy(vm.name, 'ping', dst, null, v.reason, v.kind === 'refuse' ? 'refused' : 'dropped');
+    if (v.kind !== 'direct') return false;
     if (!ping.available(dst.v)) return false;
     let bucket = this.pingBuckets.get(vm.name);
     if (bucket === undefined) {
@@ -537,8 +561,18 @@ export class NetRouter implements GatewayHandler {
     return dst.v === 4 ? dst.n === this.gnet.gatewayIp : isGatewayIpv6(this.gnet, dst.b);
   }
 
+  /** Tells onPolicy about a refused or dropped flow (only those: an allowed flow costs nothing here). */
+  private policy(vm: string, proto: PolicyDecision['proto'], dst: IpAddr, port: number | null, reason: string, action: PolicyDecision['action']): void {
+    if (this.d.onPolicy === undefined) return;
+    const a = ipString(dst);
+    this.d.onPolicy({ vm, proto, dst: port === null ? a : dst.v === 6 ? `[${a}]:${port}` : `${a}:${port}`, reason, action });
+  }
+
   private tcpPolicy(vm: EndpointVm, dst: IpAddr, port: number): TcpDecision {
     const v = this.decide(vm.name, { proto: 'tcp', dst, port });
+    if (v.kind === 'refuse') this.policy(vm.name, 'tcp', dst, port, v.reason, 'refused');
+    else if (v.kind === 'drop') this.policy(vm.name, 'tcp', dst, port, v.reason, 'dropped');
+    else if (v.kind === 'via') this.policy(vm.name, 'tcp', dst, port, 'routed-via-another-vm', 'dropped');
     switch (v.kind) {
       case 'local':
         if (v.service === 'dns') return { kind: 'open', upstream: localDnsTcp(this.services.dns, vm.name, this.wall) };
@@ -562,6 +596,10 @@ export class NetRouter implements GatewayHandler {
 
   private udpPolicy(vm: EndpointVm, dst: IpAddr, port: number): UdpDecision {
     const v = this.decide(vm.name, { proto: 'udp', dst, port });
+    if (v.kind === 'refuse') this.policy(vm.name, 'udp', dst, port, v.reason, v.answer === 'prohibited' ? 'refused' : 'dropped');
+    else if (v.kind === 'drop') this.policy(vm.name, 'udp', dst, port, v.reason, 'dropped');
+    else if (v.kind === 'via') this.policy(vm.name, 'udp', dst, port, 'routed-via-another-vm', 'dropped');
+    else if (v.kind === 'tor') this.policy(vm.name, 'udp', dst, port, 'udp-not-through-tor', 'dropped');
     switch (v.kind) {
       case 'local':
         return v.service === 'host-loopback' ? { kind: 'open', upstream: this.egress.udp(dst, port, dst.v === 4 ? '127.0.0.1' : '::1') } : { kind: 'drop', reason: 'no UDP service' };

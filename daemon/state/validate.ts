@@ -8,7 +8,7 @@ import type { NetworkSpec, VmSpec } from './model.js';
 import type { AgentPortSpec, DeviceRecord, JsonObject, JsonValue, PortSpec } from '../../plugins/types.js';
 import { keyFromBase64, keyToBase64 } from '../links/keys.js';
 import { listenText, parseListen } from '../carriers/endpoint.js';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError, ConflictError } from '../errors.js';
 import { isUnicastMac, parseMacString } from '../wire/mac.js';
 import { formatIpv4, formatIpv6, ipv4Mask, parseIpv4CidrText, parseIpv4Text, parseIpv6CidrText, parseIpv6Text, type Ipv4Cidr } from '../wire/ip-text.js';
 import { formatAllowRule, type AllowRule, type Route } from '../routes/route.js';
@@ -64,6 +64,8 @@ export function checkVmName(v: unknown, what = 'VM'): string {
 }
 
 function checkIfname(v: string, what: string): string {
+  // IFNAMSIZ: the kernel's limit, said as such (the pattern alone reads as a character problem).
+  if (v.length > 15) throw new UserError(`${what} interface name ${JSON.stringify(v)} is ${v.length} characters long; Linux allows at most 15`);
   if (!IFNAME_RE.test(v)) throw new UserError(`invalid ${what} interface name ${JSON.stringify(v)}: 1-15 letters, digits, '.', '_' or '-'`);
   return v;
 }
@@ -362,8 +364,12 @@ export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec 
       }
       return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     }
+    case 'fifo':
+      // As answers name it (api.ts PortView); kept as the fd port it always was (state files too).
+      if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
+      return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     default:
-      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, iface, or plugin (a kind a plugin registered)`);
+      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, fifo, iface, or plugin (a kind a plugin registered)`);
   }
 }
 
@@ -410,7 +416,7 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, 
   const name = fromState ? checkName(o.name, 'VM') : checkVmName(o.name);
   const netName = checkName(o.net, 'network');
   const net = nets.get(netName);
-  if (net === undefined) throw new UserError(`no network named ${netName}`);
+  if (net === undefined) throw new NotFoundError(`no network named ${netName}`);
   const port = checkPortSpec(o.port, { ...(vmSocketDir !== undefined ? { vmSocketDir } : {}), vm: name, fromState, ...(opts.plugins !== undefined ? { plugins: opts.plugins } : {}) });
   const spec: VmSpec = { name, net: netName, port };
   const mac = str(o, 'mac', false);
@@ -420,7 +426,7 @@ export function checkVmSpec(p: unknown, nets: ReadonlyMap<string, NetworkSpec>, 
     // The daemon chooses: a free host address, which becomes the VM's static address (and DHCP reservation).
     const range = hostsOf(checkSubnet(net.subnet, false));
     const a = opts.freeIp?.(net, range.first, range.last);
-    if (a === undefined) throw new UserError(`no free address left on ${net.name} (${net.subnet})`, -32001);
+    if (a === undefined) throw new ConflictError(`no free address left on ${net.name} (${net.subnet})`);
     spec.ip = formatIpv4(a);
   } else if (ip !== undefined) {
     const a = checkIpv4(ip, 'ip');
@@ -490,7 +496,9 @@ function checkTorPorts(v: unknown): number[] | undefined {
 
 /** An allow rule given as an object ({cidr, ports: [[from, to], ...]}): its shape, before its values are parsed. */
 function checkAllowRuleShape(x: unknown): AllowRule {
-  const o = asObject(x, 'allow rule');
+  const o = { ...asObject(x, 'allow rule') };
+  // As answers carry it (api.ts RouteView): null ports = all ports.
+  if (o.ports === null) delete o.ports;
   const isPair = (p: unknown): boolean => Array.isArray(p) && p.length === 2 && p.every((n) => Number.isInteger(n));
   if (typeof o.cidr !== 'string' || (o.ports !== undefined && !(Array.isArray(o.ports) && o.ports.every(isPair)))) {
     throw new UserError(`invalid allow rule ${JSON.stringify(x)}: expected {"cidr": "203.0.113.0/24", "ports": [[80, 80], [8000, 8080]]} or "CIDR[:PORTS]"`);
@@ -500,7 +508,9 @@ function checkAllowRuleShape(x: unknown): AllowRule {
 
 /** A route from the control API or the state file, normalised. */
 export function checkRoute(v: unknown): Route {
-  const o = asObject(v, 'route');
+  const o = { ...asObject(v, 'route') };
+  // Answers carry unset fields as null (api.ts RouteView): a route read back may be sent as is.
+  for (const k of ['allow', 'torPorts']) if (o[k] === null) delete o[k];
   switch (o.kind) {
     case 'none': {
       const torPorts = checkTorPorts(o.torPorts);

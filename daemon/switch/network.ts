@@ -103,6 +103,11 @@ export interface NetworkOptions {
   macAgeMs?: number;
   /** Called when a member's MAC is learned so the owner can persist it. */
   onMacLearned?: (m: Member) => void;
+  /**
+   * A VM's frame dropped by a policy of the switch (for the log): `spoofed-mac`, or the guard's
+   * `guard-<reason>` (guard.ts GuardReason). `dst`: the frame's destination MAC.
+   */
+  onPolicyDrop?: (vm: string, reason: string, dst: number) => void;
 }
 
 export interface NetworkStats {
@@ -124,6 +129,7 @@ export class Network {
   private readonly table: MacTable<Member>;
   private readonly clock: Clock;
   private readonly onMacLearned: (m: Member) => void;
+  private readonly onPolicyDrop: NetworkOptions['onPolicyDrop'];
   private gateway: GatewayHandler | null = null;
   private gatewayAddrs: GatewayAddrs | undefined;
   private readonly gwOut: Buffer[] = [];
@@ -151,6 +157,7 @@ export class Network {
     const ageMs = opts.macAgeMs ?? 300_000;
     this.table = new MacTable<Member>(ageMs, this.fibMirror(ageMs));
     this.onMacLearned = opts.onMacLearned ?? (() => {});
+    this.onPolicyDrop = opts.onPolicyDrop;
     this.maxFrame = maxFrameFor(opts.mtu);
     this.sweepTimer = setInterval(() => this.table.sweep(this.clock()), 60_000);
     this.sweepTimer.unref();
@@ -318,6 +325,7 @@ export class Network {
           count(src.drops, 'spoofed');
           count(this.stats.drops, 'spoofed');
           if (this.capture !== null) this.capture.dropped(f, h, 'spoofed source MAC', src.vm);
+          this.onPolicyDrop?.(src.vm, 'spoofed-mac', readMac(f, h));
           continue;
         }
       }
@@ -327,6 +335,7 @@ export class Network {
         count(src.drops, 'filtered');
         count(this.stats.drops, 'filtered');
         if (this.capture !== null) this.capture.dropped(f, h, ROGUE_TEXT[rogue], src.vm);
+        this.onPolicyDrop?.(src.vm, `guard-${rogue}`, readMac(f, h));
         continue;
       }
       // Every frame of a batch has the member's one MAC: learn once per batch.
@@ -404,6 +413,7 @@ export class Network {
         count(src.drops, 'filtered');
         count(this.stats.drops, 'filtered');
         if (this.capture !== null) this.capture.dropped(f, h, ROGUE_TEXT[rogue], src.vm);
+        this.onPolicyDrop?.(src.vm, `guard-${rogue}`, readMac(f, h));
         continue;
       }
       // Per frame: a trunk carries many sources (a batch of the same one learns it once).

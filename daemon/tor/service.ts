@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { UserError } from '../errors.js';
+import { UserError, NotFoundError } from '../errors.js';
 import { Automap } from './automap.js';
 import { Isolation } from './isolation.js';
 import { TorResolver } from './resolver.js';
@@ -213,7 +213,7 @@ export class TorService {
   }
 
   removeAlias(name: unknown): OnionAliasRemoved {
-    if (typeof name !== 'string' || !this.aliases.delete(name)) throw new UserError(`no onion named ${JSON.stringify(name)}`);
+    if (typeof name !== 'string' || !this.aliases.delete(name)) throw new NotFoundError(`no onion named ${JSON.stringify(name)}`);
     this.d.save();
     return { name };
   }
@@ -292,7 +292,7 @@ export class TorService {
       }
       removed.push(`${id}.onion`);
     }
-    if (removed.length === 0) throw new UserError(`${vm} publishes no onion service${port !== undefined ? ` for port ${port}` : ''}`);
+    if (removed.length === 0) throw new NotFoundError(`${vm} publishes no onion service${port !== undefined ? ` for port ${port}` : ''}`);
     this.d.save();
     return { removed };
   }

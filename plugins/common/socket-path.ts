@@ -32,6 +32,30 @@ function octal(mode: number): string {
 }
 
 /**
+ * What is wrong with directory `dir`, from the error of an operation on it: for ENOENT, ENOTDIR
+ * and EEXIST (mkdir over a file) the nearest existing ancestor tells whether `dir` does not
+ * exist or a file stands in the way; anything else is named by its code.
+ */
+export function dirProblem(dir: string, e: unknown, what = 'directory'): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EEXIST') {
+    for (let p = dir; ; p = path.dirname(p)) {
+      let st: fs.Stats | undefined;
+      try {
+        st = fs.statSync(p);
+      } catch {
+        if (path.dirname(p) === p) break;
+        continue;
+      }
+      if (!st.isDirectory()) return p === dir ? `${what} ${dir} is not a directory` : `${what} ${dir}: ${p} is not a directory`;
+      if (p !== dir) return `${what} ${dir} does not exist`;
+      break;
+    }
+  }
+  return `${what} ${dir} is not usable (${code ?? (e as Error).message})`;
+}
+
+/**
  * Refuses a socket directory that someone other than root (or the daemon's user) and the socket
  * group `gid` could write to; checks its parents up to `/` as well. Returns the directory's real
  * path (symlinks resolved), where the socket is then made.
@@ -41,7 +65,7 @@ export function checkSocketDir(dir: string, gid: number | undefined, hint = ', o
   try {
     real = fs.realpathSync(dir);
   } catch (e) {
-    throw new Error(`socket directory ${dir} is not usable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new Error(dirProblem(dir, e, 'socket directory'));
   }
   const me = euid();
   for (let p = real, own = true; ; own = false) {

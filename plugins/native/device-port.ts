@@ -412,6 +412,12 @@ export abstract class DevicePort implements Port {
   status(): PortStatus {
     if (this.closed) return { state: 'down', detail: 'closed' };
     if (this.failure !== undefined) return { state: 'down', detail: this.failure };
+    // Open, but the kernel refuses its writes: every write since the last that went through
+    // failed, the latest within DEGRADED_WINDOW_MS. A write that goes through ends it.
+    const d = this.device.stats();
+    if (d.ioFailRun > 0 && d.lastIoError !== undefined && (d.lastIoErrorAgoMs ?? Infinity) < DEGRADED_WINDOW_MS) {
+      return { state: 'degraded', detail: `${d.ioFailRun} write${d.ioFailRun === 1 ? '' : 's'} failed since the last that went through (${this.upDetail()})`, lastError: d.lastIoError };
+    }
     return { state: 'up', detail: this.upDetail() };
   }
 
@@ -438,6 +444,9 @@ export function deviceMacBytes(mac: string): Buffer {
   if (isMulticastMac(r.value)) throw new Error(`MAC address ${mac} is a multicast address; a device needs a unicast one`);
   return macToBuffer(r.value);
 }
+
+/** A port whose writes all failed within this long is `degraded` (status()); after it, with no writes since, `up` again. */
+export const DEGRADED_WINDOW_MS = 10_000;
 
 /** "name" or "name@netns" for people. */
 export function deviceLabel(ifname: string, netns: string | undefined): string {

@@ -80,6 +80,11 @@ export interface DeviceStats {
   queued: number;
   /** Exceptions thrown by onRead/onError (caught and dropped so the process survives). */
   callbackErrors: number;
+  /** Writes the kernel refused since the last write it took (0: the last write went through). */
+  ioFailRun: number;
+  /** The last refused write's error, "ECONNREFUSED (Connection refused)", and how long ago (ms); absent before any. */
+  lastIoError?: string;
+  lastIoErrorAgoMs?: number;
   /** dgram mode: the peer's socket path ("@name" for an abstract address), when known. */
   peer?: string;
 }
@@ -384,6 +389,16 @@ export interface NativeAddon {
    * process dies), or `{ holder }` (what the holder wrote, its pid) when another process has it.
    */
   lockFile(path: string): { fd: number } | { holder: string };
+  /** One datagram `message` to systemd's notify socket (a path, or '@name' for an abstract address). Throws an Error with `code`. */
+  sdNotify(socket: string, message: string): void;
+  /**
+   * Keeps only the capabilities numbered in `keep`, in every thread of the process: drops the
+   * rest from the bounding set (when CAP_SETPCAP allows: `bounding`) and from the effective,
+   * permitted and inheritable sets. `dropped`: the capabilities that were in the bounding set
+   * and are not kept; `blocked`: threads left as they were because they block every signal;
+   * `failed`: threads whose change failed or did not happen within 2 s (0 when all were changed).
+   */
+  dropCaps(keep: number[]): { dropped: number[]; bounding: boolean; threads: number; blocked: number; failed: number };
   /**
    * The link transport's ChaCha20-Poly1305 (aead.cc; absent when the addon was built without
    * the OpenSSL headers). Nonce: 4 zero bytes and `counter` (0 to 2^64-1) little-endian; no

@@ -3,8 +3,11 @@
  * the daemon connects. The daemon reconnects by itself whenever either side restarts, which is
  * why this is the robust mode and the one the image-builder hooks use.
  */
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { StreamPort, duplexEnds } from '../common/stream-port.js';
+import { dirProblem } from '../common/socket-path.js';
 import type { PortContext, PortDriver, PortSpec } from '../types.js';
 import { maxFrameFor } from '../types.js';
 
@@ -70,6 +73,18 @@ class UnixConnectPort extends StreamPort {
 export const unixConnectDriver: PortDriver<Spec> = {
   kind: 'unix',
   async open(spec, ctx) {
+    // QEMU may start after the attach, but not in a directory that does not exist: that is a wrong
+    // path, refused at attach (at restore it is waited for, like any socket not there yet).
+    if (!ctx.restoring) {
+      const dir = path.dirname(spec.path);
+      let st: fs.Stats | undefined;
+      try {
+        st = fs.statSync(dir);
+      } catch (e) {
+        throw new Error(`--unix ${spec.path}: ${dirProblem(dir, e)}`);
+      }
+      if (!st.isDirectory()) throw new Error(`--unix ${spec.path}: ${dir} is not a directory`);
+    }
     return new UnixConnectPort(spec.path, ctx);
   },
 };

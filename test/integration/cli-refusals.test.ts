@@ -149,7 +149,7 @@ describe('refusals', () => {
       await d.cliOk(['route', '--none', 'later']);
       await d.cliOk(['route', '--direct', 'later']);
       const v = await d.cliJson<VmInfo>(['vm', 'attach', 'later', '--net', 'A', '--unix-listen', sock('later')]);
-      expect(v.route).toMatch(/^direct/);
+      expect(v.routeText).toMatch(/^direct/);
     });
 
     it('route --clear forgets a route: an attached VM goes back to none, a detached one is gone', async () => {
@@ -163,7 +163,7 @@ describe('refusals', () => {
       refused(await d.cli(['route', 'show', 'later']), 'no VM named later');
       // A VM given that name later does not inherit anything.
       const v = await d.cliJson<VmInfo>(['vm', 'attach', 'later', '--net', 'A', '--unix-listen', sock('later2')]);
-      expect(v.route).toMatch(/^none/);
+      expect(v.routeText).toMatch(/^none/);
       await d.cliOk(['vm', 'detach', 'later']);
     });
 

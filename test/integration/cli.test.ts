@@ -231,7 +231,7 @@ describe('mvnet CLI', () => {
         ['kunix', 'unix', ['--unix', join(dir, 'k-unix.sock')]],
         ['klisten', 'unix-listen', ['--unix-listen', join(dir, 'k-listen.sock')]],
         ['kdgram', 'dgram', ['--dgram', join(dir, 'k-dgram.sock'), '--dgram-peer', join(dir, 'k-dgram-peer.sock')]],
-        ['kfifo', 'fd', ['--fifo', `${join(dir, 'rx.fifo')}:${join(dir, 'tx.fifo')}`]],
+        ['kfifo', 'fifo', ['--fifo', `${join(dir, 'rx.fifo')}:${join(dir, 'tx.fifo')}`]],
         ['kiface', 'iface', ['--iface', 'kveth0', '--netns', ns.name]],
       ];
       for (const [vm, kind, args] of kinds) {

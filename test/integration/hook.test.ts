@@ -79,7 +79,7 @@ describe('mvnet hook', () => {
     expect((r.ipv6 as { gateway: string }).gateway).toBe('fd00:231::1');
     expect((r.ipv6 as { address: string }).address).toMatch(/^fd00:231::[0-9a-f:]+ff:fe[0-9a-f:]+\/64$/);
     expect(r.dns).toEqual({ nameservers: [GATEWAY, 'fd00:231::1'], domain: 'lan.mvnet', search: ['lan.mvnet'] });
-    expect(r.route).toEqual({ kind: 'direct' });
+    expect(r.route).toEqual({ kind: 'direct', allow: null, torPorts: null });
     const v = (await vms()).find((x) => x.name === 'hk1')!;
     expect(v.port).toMatchObject({ kind: 'unix', path: sock });
     expect(v.mac).toBe(r.mac);

@@ -118,7 +118,7 @@ describe('stack: route via a firewall VM', () => {
     // And the routes are unchanged by the refused requests.
     const shown = JSON.parse(await t.daemon.cliOk(['--json', 'route', 'show'])) as { vm: string; route: { kind: string; vm?: string } }[];
     const byVm = Object.fromEntries(shown.map((s) => [s.vm, s.route]));
-    expect(byVm.la).toEqual({ kind: 'none' });
+    expect(byVm.la).toEqual({ kind: 'none', torPorts: null });
     expect(byVm.lb).toEqual({ kind: 'via', vm: 'la' });
     await t.cli(['route', '--direct', 'fw']);
   });

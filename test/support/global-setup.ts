@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BUILD_DIRS = ['daemon', 'cli', 'plugins', 'bench'];
+const BUILD_DIRS = ['daemon', 'cli', 'plugins', 'bench', 'scripts'];
 const ADDON = join(ROOT, 'build', 'Release', 'mvnet_native.node');
 
 function sh(cmd: string, args: string[], what: string): void {

@@ -10,30 +10,9 @@
  */
 import { inject } from 'vitest';
 import { attachPrivateTor, type PrivateTorHandle, type PrivateTorInfo } from './private-network.js';
+import type { TorUpstreamInfo } from './with-upstream.js';
 
-/** The upstream namespace: an "internet site" behind the exit (test-servers.ts). */
-export interface TorUpstreamInfo {
-  /** Its namespace (reachable only from the tor namespace, through a veth). */
-  ns: string;
-  /** Its address (TEST-NET-2; exists only in our namespaces). */
-  address: string;
-  /** HTTP on this port, all addresses. */
-  httpPort: number;
-  /** `GET /` answers this plus "\n". */
-  hello: string;
-  /** `http://<address>:<port>/`. */
-  url: string;
-  /** A name the exit resolves to `address` (the upstream runs the exit's only DNS server). */
-  name: string;
-  /** `http://<name>:<port>/`. */
-  nameUrl: string;
-  /** Size of `GET /large` (bytes: see `patternBytes`/`isPattern` in test-servers.ts). */
-  largeBytes: number;
-  /** The DNS server (UDP) the exit uses, and the names it knows; all others are NXDOMAIN. */
-  dns: { address: string; port: number; names: Record<string, string> };
-  /** What the upstream sees as the client address of anything coming through Tor. */
-  exitAddress: string;
-}
+export type { TorUpstreamInfo } from './with-upstream.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

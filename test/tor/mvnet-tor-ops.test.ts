@@ -21,7 +21,7 @@ import { CLI_JS, startDaemon, type Daemon } from '../support/daemon.js';
 import { cleanupAll, createNetns, makeTempDir, pidAlive as alive, run, waitFor, type Netns } from '../support/netns.js';
 import { privateTor, torUpstream } from './context.js';
 import { TorRouter, type TorVm } from './mvnet-harness.js';
-import type { RouteInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
+import type { RouteSetInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
 
 const tor = privateTor();
 const up = torUpstream();
@@ -88,7 +88,7 @@ describe('a Tor that cannot bootstrap says why', () => {
   });
 
   it('the route --all-tor reply says the VM fails closed, and why', async () => {
-    const r = await d.cliJson<RouteInfo>(['route', '--all-tor', '--create', 'vm1']);
+    const r = await d.cliJson<RouteSetInfo>(['route', '--all-tor', '--create', 'vm1']);
     expect(r.route).toEqual({ kind: 'tor' });
     expect(r.tor?.phase).not.toBe('ready');
     expect(r.tor?.bootstrapProblem?.reason).toBe('CONNECTREFUSED');
@@ -179,9 +179,9 @@ describe('unprivileged sandboxed Tor routes, reports progress, and stops when un
     await waitFor(async () => (await r.torStatus()).phase === 'down', { timeoutMs: (IDLE_SEC + 15) * 1000, intervalMs: 200, what: 'tor stopped again' });
     const res = await r.daemon.cli(['--json', 'route', '--all-tor', 'vm1', '--wait', '--wait-timeout', '90'], { timeoutMs: 120_000 });
     expect(res.code, res.stderr).toBe(0);
-    const j = JSON.parse(res.stdout) as RouteInfo;
+    const j = JSON.parse(res.stdout) as RouteSetInfo;
     expect(j).toMatchObject({ vm: 'vm1', route: { kind: 'tor' } });
-    expect(j.tor).toBeUndefined();
+    expect(j.tor).toBeNull();
     expect((await r.torStatus()).phase).toBe('ready');
   }, 150_000);
 });

@@ -442,8 +442,13 @@ async function rsaKey(): Promise<{ pem: string; fingerprint: string }> {
   };
 }
 
-/** test-servers.ts, next to this file. */
-const TEST_SERVERS_TS = fileURLToPath(new URL('./test-servers.ts', import.meta.url));
+/**
+ * test-servers.ts, next to this file; or, when this file runs compiled in dist/test/tor/ (the
+ * demo, the Tor bench), the source in test/tor/ (tsc emits no .ts).
+ */
+const TEST_SERVERS_TS = [new URL('./test-servers.ts', import.meta.url), new URL('../../../test/tor/test-servers.ts', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((p) => existsSync(p)) ?? fileURLToPath(new URL('./test-servers.ts', import.meta.url));
 
 /** In-flight/finished compilations, by output path. */
 const compiling = new Map<string, Promise<string>>();

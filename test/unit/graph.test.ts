@@ -12,7 +12,7 @@ import { isLoopback, parseServeAddress } from '../../cli/graph/serve.js';
 
 function net(name: string, subnet: string, extra: Partial<NetInfo> = {}): NetInfo {
   const gw = subnet.replace(/0\/\d+$/, '1');
-  return { name, subnet, gateway: gw, mtu: 1500, vms: [], stats: { forwarded: 7, flooded: 2, toGateway: 3, drops: { spoofed: 1 } }, router: {}, ...extra };
+  return { name, subnet, gateway: gw, ipv6: null, dhcpRange: null, mtu: 1500, vms: [], stats: { forwarded: 7, flooded: 2, toGateway: 3, drops: { spoofed: 1 } }, router: {}, ...extra };
 }
 
 function vm(name: string, netName: string, ip: string | null, state: 'up' | 'waiting' | 'down', stats: Partial<VmInfo['port']['stats']> = {}): VmInfo {
@@ -21,9 +21,10 @@ function vm(name: string, netName: string, ip: string | null, state: 'up' | 'wai
     net: netName,
     mac: '02:00:00:00:00:01',
     ip,
-    route: 'none',
+    route: { kind: 'none', torPorts: null },
+    routeText: 'none (gateway services only)',
     flows: null,
-    port: { kind: 'unix', path: `/run/mvnet/vms/${name}.sock`, state, detail: state, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {}, ...stats } },
+    port: { kind: 'unix', path: `/run/mvnet/vms/${name}.sock`, state, detail: state, lastError: null, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {}, ...stats } },
   };
 }
 
@@ -39,12 +40,12 @@ function status(nets: NetInfo[], vms: VmInfo[], torConfigured = false): StatusIn
 }
 
 const ROUTES: RouteInfo[] = [
-  { vm: 'a1', attached: true, route: { kind: 'direct', allow: [{ cidr: '203.0.113.0/24', ports: [[443, 443]] }] }, description: 'direct, allow 203.0.113.0/24:443' },
-  { vm: 'a2', attached: true, route: { kind: 'none' }, description: 'none (gateway services only)' },
-  { vm: 'a3', attached: true, route: { kind: 'none', torPorts: [80, 443] }, description: 'none; TCP ports 80,443 through Tor' },
-  { vm: 'b1', attached: true, route: { kind: 'via', vm: 'b2' }, description: 'via b2' },
-  { vm: 'b2', attached: true, route: { kind: 'tor' }, description: 'all-tor' },
-  { vm: 'gone', attached: false, route: { kind: 'direct' }, description: 'direct' },
+  { vm: 'a1', attached: true, route: { kind: 'direct', allow: [{ cidr: '203.0.113.0/24', ports: [[443, 443]] }], torPorts: null }, routeText: 'direct, allow 203.0.113.0/24:443' },
+  { vm: 'a2', attached: true, route: { kind: 'none', torPorts: null }, routeText: 'none (gateway services only)' },
+  { vm: 'a3', attached: true, route: { kind: 'none', torPorts: [80, 443] }, routeText: 'none; TCP ports 80,443 through Tor' },
+  { vm: 'b1', attached: true, route: { kind: 'via', vm: 'b2' }, routeText: 'via b2' },
+  { vm: 'b2', attached: true, route: { kind: 'tor' }, routeText: 'all-tor' },
+  { vm: 'gone', attached: false, route: { kind: 'direct', allow: null, torPorts: null }, routeText: 'direct' },
 ];
 
 const TOR: TorStatus = { mode: 'embedded', phase: 'ready', progress: 100, summary: 'Done', restarts: 0, warnings: [], circuits: 3, vms: ['a3', 'b2'], published: 0, aliases: 0 };
@@ -105,9 +106,9 @@ describe('buildGraph', () => {
   });
 
   it('shows no host or Tor node when no route needs them, and Tor as not configured', () => {
-    const plain = buildGraph({ status: status([net('A', '10.1.0.0/24')], [vm('a', 'A', null, 'up')]), routes: [{ vm: 'a', attached: true, route: { kind: 'none' }, description: 'none' }], tor: null });
+    const plain = buildGraph({ status: status([net('A', '10.1.0.0/24')], [vm('a', 'A', null, 'up')]), routes: [{ vm: 'a', attached: true, route: { kind: 'none', torPorts: null }, routeText: 'none' }], tor: null });
     expect(plain.nodes.map((n) => n.type).sort()).toEqual(['network', 'vm']);
-    const torNoCfg = buildGraph({ status: status([net('A', '10.1.0.0/24')], [vm('a', 'A', null, 'up')]), routes: [{ vm: 'a', attached: true, route: { kind: 'tor' }, description: 'all-tor' }], tor: null });
+    const torNoCfg = buildGraph({ status: status([net('A', '10.1.0.0/24')], [vm('a', 'A', null, 'up')]), routes: [{ vm: 'a', attached: true, route: { kind: 'tor' }, routeText: 'all-tor' }], tor: null });
     expect(torNoCfg.nodes.find((n) => n.type === 'tor')).toMatchObject({ configured: false, phase: 'not started', label: 'Tor\nnot started\n(not configured)' });
   });
 
@@ -184,6 +185,7 @@ describe('links in the graph', () => {
     net: kind === 'link' ? 'A' : '',
     kind,
     peer,
+    error: null,
     state,
     endpoint: state === 'waiting' ? null : '/ip4/10.99.0.2/udp/51820',
     configuredEndpoint: null,

@@ -12,7 +12,7 @@ const dir = mkdtempSync(join(tmpdir(), 'mvnet-keycli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function run(json: boolean, ...args: string[]): Promise<{ out: string; error: string | null }> {
-  const ctx: Ctx = { socket: () => '/nonexistent', json: () => json, call: () => Promise.reject(new Error('no daemon')) };
+  const ctx: Ctx = { socket: () => '/nonexistent', json: () => json, quiet: () => false, timeoutMs: () => 10_000, call: () => Promise.reject(new Error('no daemon')) };
   const program = new Command('mvnet').exitOverride().addCommand(keyCommand(ctx));
   let out = '';
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {

@@ -77,6 +77,8 @@ describe('attachment validation', () => {
     });
     expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'unix', path: '/run/x.sock' } }, nets).port).toEqual({ kind: 'unix', path: '/run/x.sock' });
     expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'fd', rx: '/a', tx: '/b' } }, nets).port).toEqual({ kind: 'fd', rx: '/a', tx: '/b' });
+    // As answers name a --fifo port: stored as the fd port it always was.
+    expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'fifo', rx: '/a', tx: '/b' } }, nets).port).toEqual({ kind: 'fd', rx: '/a', tx: '/b' });
     const token = '0123456789abcdef0123456789abcdef';
     expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'fd', token } }, nets).port).toEqual({ kind: 'fd', token });
     expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'dgram', path: '/a', peer: '/b' } }, nets).port).toEqual({ kind: 'dgram', path: '/a', peer: '/b' });

@@ -126,7 +126,7 @@ function cniResult(inv: Invocation, p: Placed, mac: string, v6: boolean): Obj {
   // 0.4.0 results name each address's IP version; 1.0.0 dropped the field.
   const ver = (v: '4' | '6'): Obj => (inv.cniVersion === '0.4.0' ? { version: v } : {});
   const ips: Obj[] = [{ ...ver('4'), address: `${p.vm.ip}/${prefixOf(p)}`, gateway: p.net.gateway, interface: 0 }];
-  if (v6 && p.net.ipv6 !== undefined) ips.push({ ...ver('6'), address: `${slaacAddress(p.net.ipv6, mac)}/64`, gateway: gateway6(p.net.ipv6), interface: 0 });
+  if (v6 && p.net.ipv6 !== null) ips.push({ ...ver('6'), address: `${slaacAddress(p.net.ipv6, mac)}/64`, gateway: gateway6(p.net.ipv6), interface: 0 });
   return {
     cniVersion: inv.cniVersion,
     interfaces: [{ name: inv.ifname, mac, sandbox: inv.netns }],
@@ -148,7 +148,7 @@ async function add(inv: Invocation, d: Daemon): Promise<Obj> {
       address4: `${p.vm.ip}/${prefixOf(p)}`,
       gateway4: p.net.gateway,
       mtu: p.net.mtu,
-      ...(p.net.ipv6 !== undefined ? { address6: `${slaacAddress(p.net.ipv6, mac)}/64` } : {}),
+      ...(p.net.ipv6 !== null ? { address6: `${slaacAddress(p.net.ipv6, mac)}/64` } : {}),
     });
   });
   return cniResult(inv, placed, mac, v6);

@@ -236,10 +236,10 @@ function result(cfg: HookConfig, vm: string, parts: DeviceParts, p: Placed, mac:
     mac,
     mtu: p.net.mtu,
     ipv4: ip !== null ? { address: `${ip}/${prefix}`, gateway: p.net.gateway } : null,
-    ipv6: p.net.ipv6 !== undefined ? { address: `${slaacAddress(p.net.ipv6, mac)}/64`, gateway: gateway6(p.net.ipv6) } : null,
-    dns: { nameservers: [p.net.gateway, ...(p.net.ipv6 !== undefined ? [gateway6(p.net.ipv6)] : [])], domain, search: [domain] },
+    ipv6: p.net.ipv6 !== null ? { address: `${slaacAddress(p.net.ipv6, mac)}/64`, gateway: gateway6(p.net.ipv6) } : null,
+    dns: { nameservers: [p.net.gateway, ...(p.net.ipv6 !== null ? [gateway6(p.net.ipv6)] : [])], domain, search: [domain] },
     route: p.route.route,
-    routeDescription: p.route.description,
+    routeDescription: p.route.routeText,
   };
 }
 
@@ -264,7 +264,7 @@ async function add(cfg: HookConfig, d: Daemon): Promise<Obj> {
         address4: `${p.vm.ip}/${prefix}`,
         gateway4: p.net.gateway,
         mtu: p.net.mtu,
-        ...(p.net.ipv6 !== undefined ? { address6: `${slaacAddress(p.net.ipv6, mac)}/64` } : {}),
+        ...(p.net.ipv6 !== null ? { address6: `${slaacAddress(p.net.ipv6, mac)}/64` } : {}),
       });
     });
     const out = result(cfg, vm, parts, placed, mac);

@@ -40,6 +40,8 @@ napi_value DefineLockExports(napi_env env, napi_value exports);
 napi_value DefineAeadExports(napi_env env, napi_value exports);
 // udp.cc: the UdpSocket class (the link UDP carrier).
 napi_value DefineUdpExports(napi_env env, napi_value exports);
+// process.cc: sdNotify, dropCaps.
+napi_value DefineProcessExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -650,6 +652,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!DefineLockExports(env, exports)) return nullptr;
   if (!DefineAeadExports(env, exports)) return nullptr;
   if (!DefineUdpExports(env, exports)) return nullptr;
+  if (!DefineProcessExports(env, exports)) return nullptr;
   return exports;
 }
 

@@ -338,6 +338,20 @@ class Device {
 
   double rx_frames_ = 0, rx_bytes_ = 0, tx_frames_ = 0, tx_bytes_ = 0;
   double drop_qfull_ = 0, drop_io_ = 0, drop_nopeer_ = 0, cb_errors_ = 0;
+  // Writes the kernel refused since the last one it took, the last such errno and when (CLOCK_MONOTONIC ms):
+  // status() shows a port whose writes all fail as degraded, with the reason.
+  double io_fail_run_ = 0, last_io_fail_ms_ = 0;
+  int last_io_errno_ = 0;
+  void IoFailed(int err) {
+    io_fail_run_++;
+    last_io_errno_ = err;
+    last_io_fail_ms_ = MonoMs();
+  }
+  static double MonoMs() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6;
+  }
 };
 
 napi_value Device::New(napi_env env, napi_callback_info info) {
@@ -1223,6 +1237,7 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
           for (int k = 0; k < r; k++) TeeOut(f[i + k], *tee);
         }
         tx_frames_ += r;
+        io_fail_run_ = 0;
         written += r;
         i += r;
         continue;
@@ -1231,6 +1246,7 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
       if (err == EINTR) continue;
       if (err == EAGAIN || err == EWOULDBLOCK) return {i, written};
       drop_io_++;
+      IoFailed(err);
       i++;
       OnSendError(err);
     } else {
@@ -1245,6 +1261,7 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
         if (tee != nullptr) TeeOut(f[i], *tee);
         tx_bytes_ += static_cast<double>(f[i].iov_len - exclude);
         tx_frames_++;
+        io_fail_run_ = 0;
         written++;
         i++;
         continue;
@@ -1253,6 +1270,7 @@ SendResult Device::TrySend(const iovec* f, size_t n, uint32_t prefix, uint32_t e
       if (err == EINTR) continue;
       if (err == EAGAIN || err == EWOULDBLOCK) return {i, written};
       drop_io_++;
+      IoFailed(err);
       i++;
     }
   }
@@ -1477,13 +1495,18 @@ napi_value Device::JsStats(napi_env env, napi_callback_info info) {
   if (!SetNumber(env, o, "rxFrames", d->rx_frames_) || !SetNumber(env, o, "rxBytes", d->rx_bytes_) ||
       !SetNumber(env, o, "txFrames", d->tx_frames_) || !SetNumber(env, o, "txBytes", d->tx_bytes_) ||
       !SetNumber(env, o, "dropQueueFull", d->drop_qfull_) || !SetNumber(env, o, "dropIoError", d->drop_io_) ||
-      !SetNumber(env, o, "dropNoPeer", d->drop_nopeer_) ||
+      !SetNumber(env, o, "dropNoPeer", d->drop_nopeer_) || !SetNumber(env, o, "ioFailRun", d->io_fail_run_) ||
       !SetNumber(env, o, "queued", static_cast<double>(d->queue_.size())) ||
       !SetNumber(env, o, "callbackErrors", d->cb_errors_)) {
     return nullptr;
   }
   if (d->dgram_ && d->peer_len_ > 0) {
     if (!SetString(env, o, "peer", d->PeerString())) return nullptr;
+  }
+  if (d->last_io_errno_ != 0) {
+    const char* name = strerrorname_np(d->last_io_errno_);
+    std::string text = std::string(name != nullptr ? name : "errno " + std::to_string(d->last_io_errno_)) + " (" + std::strerror(d->last_io_errno_) + ")";
+    if (!SetString(env, o, "lastIoError", text) || !SetNumber(env, o, "lastIoErrorAgoMs", MonoMs() - d->last_io_fail_ms_)) return nullptr;
   }
   return o;
 }
