@@ -215,6 +215,7 @@ export class Daemon {
         this.log.info('Tor is ready');
         this.events.torReady();
       });
+      this.torManager.on('warning', (message: string) => this.events.torWarning(message));
       this.torManager.on('down', (why: unknown) => {
         // Streams through a dead Tor are reset, never left to look finished.
         let reset = 0;

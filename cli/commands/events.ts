@@ -47,6 +47,8 @@ export function describeEvent(e: MvnetEvent): [subject: string, detail: string] 
       return ['tor', 'ready'];
     case 'tor.down':
       return ['tor', e.reason];
+    case 'tor.warning':
+      return ['tor', e.message];
     case 'link.up':
       return [e.link, `${e.kind} established`];
     case 'link.down':

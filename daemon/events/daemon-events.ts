@@ -112,6 +112,10 @@ export class DaemonEvents {
     }
   }
 
+  torWarning(message: string): void {
+    this.bus.emit({ type: 'tor.warning', message });
+  }
+
   torDown(reason: string): void {
     this.torDownReason = reason;
     this.bus.emit({ type: 'tor.down', reason });

@@ -34,6 +34,8 @@ export type EventBody =
   | { type: 'route.recovered'; vm: string }
   | { type: 'tor.up' }
   | { type: 'tor.down'; reason: string }
+  /** A warning Tor itself gave (why it cannot bootstrap: refused connections, clock skew, a bad bridge…). */
+  | { type: 'tor.warning'; message: string }
   /** A link's (or an agent's) session was established. */
   | { type: 'link.up'; link: string; kind: 'link' | 'agent' }
   /** It is no longer: `state` is handshaking, waiting or failed, or removed (the link was removed while up). */
@@ -61,6 +63,7 @@ export const EVENT_TYPES: readonly EventType[] = [
   'route.recovered',
   'tor.up',
   'tor.down',
+  'tor.warning',
   'link.up',
   'link.down',
   'limit.hit',

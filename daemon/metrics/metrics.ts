@@ -34,7 +34,7 @@ interface Def {
   samples(s: MetricsSnapshot): Sample[];
 }
 
-const usesTor = (r: RouteInfo['route']): boolean => r.kind === 'tor' || ('torPorts' in r && r.torPorts !== undefined);
+const usesTor = (r: RouteInfo['route']): boolean => r.kind === 'tor' || ('torPorts' in r && r.torPorts !== null);
 
 function portStat(k: 'rxFrames' | 'rxBytes' | 'txFrames' | 'txBytes') {
   return (s: MetricsSnapshot): Sample[] => s.vms.map((v) => [{ vm: v.name, net: v.net }, v.port.stats[k]]);

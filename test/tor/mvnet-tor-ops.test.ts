@@ -18,10 +18,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_JS, startDaemon, type Daemon } from '../support/daemon.js';
-import { cleanupAll, createNetns, makeTempDir, pidAlive as alive, run, waitFor, type Netns } from '../support/netns.js';
+import { cleanupAll, createNetns, makeTempDir, pidAlive as alive, run, spawnProcess, waitFor, type Netns } from '../support/netns.js';
 import { privateTor, torUpstream } from './context.js';
 import { TorRouter, type TorVm } from './mvnet-harness.js';
-import type { RouteSetInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
+import type { MvnetEvent, RouteSetInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
 
 const tor = privateTor();
 const up = torUpstream();
@@ -79,6 +79,18 @@ describe('a Tor that cannot bootstrap says why', () => {
     expect(human).toMatch(/bootstrap problem at \d+% .*Connection refused \[CONNECTREFUSED\]/i);
     expect(human).toMatch(/runs as debian-tor \(pid \d+\), sandbox on/);
   }, 60_000);
+
+  it('mvnet events carries tor\'s warnings (tor.warning), replayed to a follower that comes later', async () => {
+    const f = spawnProcess(['node', CLI_JS, '--socket', d.socket, '--json', 'events', '--backlog', '1000', '--type', 'tor.warning'], { label: 'mvnet events --type tor.warning' });
+    try {
+      const line = await f.waitForLine((l) => /"type":"tor\.warning"/.test(l), { timeoutMs: 60_000 });
+      const ev = JSON.parse(line) as MvnetEvent;
+      expect(ev.type === 'tor.warning' && ev.message.length > 0).toBe(true);
+      expect(ev.type).toBe('tor.warning');
+    } finally {
+      await f.stop();
+    }
+  });
 
   it('mvnet status has a Tor line with the reason', async () => {
     const st = await d.cliJson<StatusInfo>(['status']);
