@@ -33,7 +33,7 @@ export class SdNotifier {
       .map(([k, v]) => `${k}=${v.replace(/\n/g, ' ')}`)
       .join('\n');
     try {
-      native.sdNotify(this.socket, msg);
+      if (!native.sdNotify(this.socket, msg)) this.log.warn({ socket: this.socket, message: msg }, 'sd_notify dropped: the service manager\'s queue is full');
     } catch (e) {
       this.log.warn({ err: (e as Error).message, socket: this.socket }, 'sd_notify failed');
     }
@@ -49,6 +49,9 @@ export class SdNotifier {
  * The capabilities the daemon keeps (and the systemd unit's CapabilityBoundingSet lists): TAP
  * and AF_PACKET, raw ICMP, setns into VM namespaces, low ports, others' root-owned sockets, and
  * running tor as its own user (setuid/setgid, its data dir's owner, signalling it).
+ * CAP_SYS_PTRACE: opening /proc/PID/ns/net of another user's process (QEMU as libvirt-qemu, a
+ * rootless container in the OCI hook, `--netns /proc/PID/ns/net`) passes the kernel's ptrace
+ * access check only with it; without it root gets EACCES there.
  */
 export const KEPT_CAPS: Readonly<Record<string, number>> = {
   CAP_CHOWN: 0,
@@ -60,6 +63,7 @@ export const KEPT_CAPS: Readonly<Record<string, number>> = {
   CAP_NET_BIND_SERVICE: 10,
   CAP_NET_ADMIN: 12,
   CAP_NET_RAW: 13,
+  CAP_SYS_PTRACE: 19,
   CAP_SYS_ADMIN: 21,
 };
 

@@ -389,8 +389,12 @@ export interface NativeAddon {
    * process dies), or `{ holder }` (what the holder wrote, its pid) when another process has it.
    */
   lockFile(path: string): { fd: number } | { holder: string };
-  /** One datagram `message` to systemd's notify socket (a path, or '@name' for an abstract address). Throws an Error with `code`. */
-  sdNotify(socket: string, message: string): void;
+  /**
+   * One datagram `message` to systemd's notify socket (a path, or '@name' for an abstract
+   * address), never blocking: false when the receiver's queue is full (the message is dropped).
+   * Throws an Error with `code` on other failures.
+   */
+  sdNotify(socket: string, message: string): boolean;
   /**
    * Keeps only the capabilities numbered in `keep`, in every thread of the process: drops the
    * rest from the bounding set (when CAP_SETPCAP allows: `bounding`) and from the effective,

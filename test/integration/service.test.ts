@@ -100,29 +100,31 @@ function threadCaps(pid: number): { tid: string; eff: bigint; bnd: bigint; block
   });
 }
 
-const CAP = { NET_ADMIN: 12n, SYS_MODULE: 16n, SYS_PTRACE: 19n, SYS_ADMIN: 21n };
+const CAP = { NET_ADMIN: 12n, SYS_MODULE: 16n, SYS_RAWIO: 17n, SYS_PTRACE: 19n, SYS_ADMIN: 21n };
 const has = (mask: bigint, cap: bigint): boolean => ((mask >> cap) & 1n) === 1n;
 
 describe('capabilities after start (as root)', () => {
   let d: Daemon;
 
-  it('the running daemon lacks CAP_SYS_MODULE and CAP_SYS_PTRACE and keeps CAP_NET_ADMIN and CAP_SYS_ADMIN, in every thread that takes signals', async () => {
+  it('the running daemon lacks CAP_SYS_MODULE and CAP_SYS_RAWIO and keeps CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYS_PTRACE, in every thread that takes signals', async () => {
     expect(process.geteuid?.()).toBe(0);
     const mine = threadCaps(process.pid)[0]!;
     // The test itself has them, so the daemon had them at start.
-    expect(has(mine.eff, CAP.SYS_PTRACE)).toBe(true);
+    expect(has(mine.eff, CAP.SYS_RAWIO)).toBe(true);
     d = await startDaemon();
     const line = d.logs.find((l) => typeof l.msg === 'string' && l.msg.startsWith('capabilities dropped'));
-    expect(line?.dropped).toEqual(expect.arrayContaining(['CAP_SYS_MODULE', 'CAP_SYS_PTRACE']));
+    expect(line?.dropped).toEqual(expect.arrayContaining(['CAP_SYS_MODULE', 'CAP_SYS_RAWIO']));
+    expect(line?.dropped).not.toContain('CAP_SYS_PTRACE');
     const threads = threadCaps(d.pid);
     const changed = threads.filter((t) => !t.blocksAll);
     expect(changed.length).toBeGreaterThan(1);
     for (const t of changed) {
       for (const mask of [t.eff, t.bnd]) {
         expect(has(mask, CAP.SYS_MODULE), `thread ${t.tid}`).toBe(false);
-        expect(has(mask, CAP.SYS_PTRACE), `thread ${t.tid}`).toBe(false);
+        expect(has(mask, CAP.SYS_RAWIO), `thread ${t.tid}`).toBe(false);
         expect(has(mask, CAP.NET_ADMIN), `thread ${t.tid}`).toBe(true);
         expect(has(mask, CAP.SYS_ADMIN), `thread ${t.tid}`).toBe(true);
+        expect(has(mask, CAP.SYS_PTRACE), `thread ${t.tid}`).toBe(true);
       }
     }
     // What could not be changed is said: at most Node's SIGUSR1 watcher.
@@ -140,12 +142,28 @@ describe('capabilities after start (as root)', () => {
     await d.cliOk(['vm', 'detach', 'c1']);
   });
 
+  it("attaches a TAP in the namespace of another user's process (QEMU as libvirt-qemu, a rootless container) by /proc/PID/ns/net", async () => {
+    // A process as nobody in a namespace of its own: opening its ns/net is a ptrace-mode access
+    // check, which root passes only with CAP_SYS_PTRACE (EACCES without it).
+    const holder = spawnProcess(['unshare', '--net', '--', 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--', 'sh', '-c', 'echo ready; exec sleep 600'], {
+      label: 'netns holder as nobody',
+    });
+    await holder.waitForLine((l) => l === 'ready', { timeoutMs: 10_000 });
+    const pid = holder.child.pid!;
+    expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(/^Uid:\s+65534\s/m);
+    await d.cliOk(['vm', 'attach', 'c2', '--net', 'A', '--tap', 'captap1', '--netns', `/proc/${pid}/ns/net`]);
+    const r = await run(['nsenter', `--net=/proc/${pid}/ns/net`, 'ip', 'link', 'show', 'captap1'], { check: false });
+    expect(r.code).toBe(0);
+    await d.cliOk(['vm', 'detach', 'c2']);
+    await holder.stop('SIGTERM', 2000);
+  });
+
   it('--keep-caps, or config keepCaps, keeps them', async () => {
     const cfg = join(makeTempDir('kc'), 'mvnet.json');
     writeFileSync(cfg, JSON.stringify({ keepCaps: true }));
     for (const opts of [{ extraArgs: ['--keep-caps'] }, { config: cfg }]) {
       const k = await startDaemon(opts);
-      expect(has(threadCaps(k.pid)[0]!.eff, CAP.SYS_PTRACE)).toBe(true);
+      expect(has(threadCaps(k.pid)[0]!.eff, CAP.SYS_RAWIO)).toBe(true);
       expect(k.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('capabilities dropped'))).toBe(false);
       await k.stop();
     }

@@ -67,13 +67,25 @@ napi_value SdNotify(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   ssize_t r;
+  // MSG_DONTWAIT: this runs on the event loop, and a full receive queue at systemd's end would
+  // otherwise block routing until it drains. A full queue drops this one notification instead
+  // (returned as false, logged by the caller).
   do {
-    r = sendto(s, message.data(), message.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sun), len);
+    r = sendto(s, message.data(), message.size(), MSG_NOSIGNAL | MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&sun), len);
   } while (r < 0 && errno == EINTR);
   int err = errno;
   close(s);
-  if (r < 0) ThrowErrno(env, err, "sendto", path);
-  return nullptr;
+  bool sent = true;
+  if (r < 0) {
+    if (err != EAGAIN && err != EWOULDBLOCK) {
+      ThrowErrno(env, err, "sendto", path);
+      return nullptr;
+    }
+    sent = false;
+  }
+  napi_value out;
+  MVNET_CALL(env, napi_get_boolean(env, sent, &out));
+  return out;
 }
 
 // What every thread applies, set before the signals go out.
@@ -219,7 +231,11 @@ napi_value DropCaps(napi_env env, napi_callback_info info) {
   }
   int unfinished = sent - g_done.load();
   bool self_ok = ApplyInThisThread();
-  sigaction(sig, &old, nullptr);
+  // The handler stays installed: a thread that did not run it within the 2 s may still have the
+  // signal pending, and restoring the old action (SIG_DFL, which terminates on a real-time
+  // signal) would kill the daemon when it is delivered. Run late, the handler still applies the
+  // drop in that thread, which is what we wanted anyway (g_keep is not changed afterwards).
+  (void)old;
   if (!self_ok) {
     ThrowErrno(env, errno, "capset", "");
     return nullptr;
