@@ -9,6 +9,7 @@ import { UserError } from './errors.js';
 import { checkTorConfig, type TorConfig } from './tor/config.js';
 import { NPM_NAME_RE } from '../plugins/registry.js';
 import { parseMetricsListen } from './metrics/listen.js';
+import { busAddressProblem } from './events/bus-address.js';
 
 export interface DaemonConfig {
   stateDir: string;
@@ -81,7 +82,7 @@ export const DEFAULTS: DaemonConfig = {
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
-type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports' | 'packages' | 'listen';
+type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports' | 'packages' | 'listen' | 'dbus';
 /** Every key the file may hold, with its type: one table, one checker. */
 const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   stateDir: 'string',
@@ -96,7 +97,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   direct: { bind4: 'ip', bind6: 'ip', hostLoopback: 'boolean', hostLoopbackPorts: 'ports', connectTimeoutMs: 'int' },
   limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
   metrics: { listen: 'listen' },
-  notify: { enabled: 'boolean', dbus: 'string' },
+  notify: { enabled: 'boolean', dbus: 'dbus' },
 };
 
 function checkValue(where: string, kind: Kind, v: unknown): void {
@@ -143,6 +144,12 @@ function checkValue(where: string, kind: Kind, v: unknown): void {
         throw new UserError(`${where}: ${(e as Error).message}`);
       }
       break;
+    case 'dbus': {
+      if (typeof v !== 'string') bad('unix:path=/PATH or unix:abstract=NAME');
+      const problem = busAddressProblem(v as string);
+      if (problem !== null) throw new UserError(`${where}: ${problem}`);
+      break;
+    }
     case 'hostport':
       if (typeof v !== 'string' || parseHostPort(v, 53) === null) bad('HOST or HOST:PORT (IPv6 as [ADDR]:PORT)');
       break;

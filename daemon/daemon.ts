@@ -926,7 +926,7 @@ export class Daemon {
         this.log.info({ bus: where.address }, 'desktop notices on');
       } else {
         this.offNotifier = () => {};
-        this.log[cfg.notify.enabled === true ? 'warn' : 'debug']({ why: where.off }, 'desktop notices off');
+        this.log[cfg.notify.enabled === true || where.warn === true ? 'warn' : 'debug']({ why: where.off }, 'desktop notices off');
       }
     }
   }

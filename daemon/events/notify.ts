@@ -7,6 +7,7 @@
  */
 import dbus from 'dbus-next';
 import type { Logger } from 'pino';
+import { busAddressProblem } from './bus-address.js';
 import type { MvnetEvent } from './types.js';
 
 const NOTIFY_TIMEOUT_MS = 5000;
@@ -22,11 +23,23 @@ export interface NotifyConfig {
 }
 
 /** The address notices go to, or null when they are off (and why, for the log). */
-export function notifyAddress(cfg: NotifyConfig | undefined, env: NodeJS.ProcessEnv = process.env): { address: string } | { off: string } {
+export function notifyAddress(cfg: NotifyConfig | undefined, env: NodeJS.ProcessEnv = process.env): { address: string } | { off: string; warn?: boolean } {
   const address = cfg?.dbus ?? env.DBUS_SESSION_BUS_ADDRESS;
   if (cfg?.enabled === false) return { off: 'notify.enabled is false' };
   if (address === undefined || address === '') return { off: cfg?.enabled === true ? 'notify.enabled is true but no bus address is known (set notify.dbus or DBUS_SESSION_BUS_ADDRESS)' : 'no session bus' };
+  // notify.dbus was checked at load (config.ts); the inherited variable is checked here, and a
+  // bad one skipped with a warning: dbus-next would spawn a unixexec: program as us, or dial tcp:.
+  const problem = busAddressProblem(address);
+  if (problem !== null) return { off: `DBUS_SESSION_BUS_ADDRESS ${problem}`, warn: true };
   return { address };
+}
+
+/**
+ * Notification bodies are markup for servers that announce `body-markup` (most do): a VM name
+ * or Tor's reason holding `<b>` or `&` would be read as markup, so the body is escaped.
+ */
+export function escapeBodyMarkup(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
 export class DesktopNotifier {
@@ -121,7 +134,7 @@ export class DesktopNotifier {
           interface: 'org.freedesktop.Notifications',
           member: 'Notify',
           signature: 'susssasa{sv}i',
-          body: ['mvnet', 0, 'network-error', summary, body, [], { urgency: new dbus.Variant('y', urgency) }, -1],
+          body: ['mvnet', 0, 'network-error', summary, escapeBodyMarkup(body), [], { urgency: new dbus.Variant('y', urgency) }, -1],
         }),
       );
       const deadline = new Promise<never>((_, reject) => {

@@ -8,12 +8,12 @@
  * A bus that cannot be reached (DBUS_SESSION_BUS_ADDRESS naming a missing socket) is logged
  * once, while the daemon goes on answering.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import dbus from 'dbus-next';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDaemon, type Daemon } from '../support/daemon.js';
+import { refused, runCli, startDaemon, type Daemon } from '../support/daemon.js';
 import { CLI_JS } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, registerCleanup, spawnProcess, waitFor, type ManagedProcess } from '../support/netns.js';
 import { privateTor } from '../tor/context.js';
@@ -103,6 +103,54 @@ describe('desktop notices', () => {
     await d.cliOk(['route', '--direct', 'nvm2']);
     await d.cliOk(['status']);
     expect(server.notices).toHaveLength(1);
+    await d.stop();
+  });
+
+  it("the notice body is escaped for body markup: Tor's reason with < > & arrives as text", async () => {
+    server.notices.length = 0;
+    const cfg = join(dir, 'mvnet-markup.json');
+    // The reason names the control socket, and this one's name is markup.
+    const control = join(dir, 'no-<b>&amp;.sock');
+    writeFileSync(cfg, JSON.stringify({ tor: { mode: 'external', control: `unix:${control}`, socks: `unix:${join(dir, 'no-socks.sock')}` }, notify: { dbus: address } }));
+    const d: Daemon = await startDaemon({ config: cfg });
+    await d.waitForLog((l) => l.msg === 'tor is down');
+    await d.cliOk(['net', 'create', 'mlan', '--subnet', '10.237.0.0/24']);
+    await d.cliOk(['vm', 'attach', 'mvm1', '--net', 'mlan', '--unix-listen', join(dir, 'mvm1.sock')]);
+    await d.cliOk(['route', '--all-tor', 'mvm1']);
+    await waitFor(() => server.notices.length > 0, { timeoutMs: 10_000, what: 'a Notify call' });
+    const body = server.notices[0]!.body;
+    expect(body).toContain('no-&lt;b&gt;&amp;amp;.sock');
+    expect(body).not.toMatch(/<|>|&(?!amp;|lt;|gt;)/);
+    await d.stop();
+  });
+
+  it('notify.dbus other than unix:path= / unix:abstract= is refused at load (unixexec: would run a program as root, tcp: is open to others)', async () => {
+    for (const bad of [`unixexec:path=/usr/bin/touch,arg1=${join(dir, 'pwned')}`, 'tcp:host=127.0.0.1,port=1', `unix:path=${join(dir, 'bus')};unixexec:path=/bin/true`, 'unix:path=relative']) {
+      const cfg = torDownConfig(dir, { notify: { dbus: bad } });
+      refused(await runCli(undefined, ['daemon', '--config', cfg, '--state-dir', makeTempDir('nd'), '--socket', join(makeTempDir('nds'), 'm.sock')]), `notify.dbus: ${JSON.stringify(bad)} is not a unix socket address`);
+    }
+    expect(existsSync(join(dir, 'pwned'))).toBe(false);
+  });
+
+  it('an inherited DBUS_SESSION_BUS_ADDRESS=unixexec:… is skipped with a warning, and the program never runs', async () => {
+    const marker = join(dir, 'pwned-env');
+    const bad = `unixexec:path=/usr/bin/touch,arg1=${marker}`;
+    const d: Daemon = await startDaemon({ config: torDownConfig(dir, {}), env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: bad } });
+    const off = await d.waitForLog((l) => l.msg === 'desktop notices off');
+    expect(off.level).toBe(40);
+    expect(String(off.why)).toContain(`DBUS_SESSION_BUS_ADDRESS ${JSON.stringify(bad)} is not a unix socket address`);
+    expect(d.logs.some((l) => l.msg === 'desktop notices on')).toBe(false);
+    // A route failing closed is what would send a notice.
+    await d.waitForLog((l) => l.msg === 'tor is down');
+    await d.cliOk(['net', 'create', 'xlan', '--subnet', '10.238.0.0/24']);
+    await d.cliOk(['vm', 'attach', 'xvm1', '--net', 'xlan', '--unix-listen', join(dir, 'xvm1.sock')]);
+    await d.cliOk(['route', '--all-tor', 'xvm1']);
+    const follower = spawnProcess(['node', CLI_JS, '--socket', d.socket, '--json', 'events', '--backlog', '100', '--type', 'route.failclosed'], { label: 'mvnet events' });
+    await follower.waitForLine((l) => (JSON.parse(l) as MvnetEvent).vm === 'xvm1', { timeoutMs: 10_000 });
+    follower.signal('SIGINT');
+    await follower.exited;
+    // No notifier exists to run it; the refusal in the log above is what the fix guarantees.
+    expect(existsSync(marker)).toBe(false);
     await d.stop();
   });
 
