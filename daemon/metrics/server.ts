@@ -12,8 +12,18 @@ import { isLive } from '../control/server.js';
 import type { Metrics } from './metrics.js';
 import { describeListen, type MetricsListen } from './listen.js';
 
+/**
+ * How long one exposition text is served again. Prometheus scrapes every 15 s or so; a local
+ * user hammering the endpoint (it is reachable over loopback) gets the same text instead of
+ * making the daemon walk every port, flow table and link again for each request.
+ */
+export const METRICS_CACHE_MS = 1000;
+
 export class MetricsServer {
   private server: http.Server | null = null;
+  private cached: { text: string; at: number } | null = null;
+  /** The one text being made; scrapes meanwhile wait for it (one snapshot at a time). */
+  private making: Promise<string> | null = null;
 
   constructor(
     private readonly metrics: Metrics,
@@ -31,7 +41,7 @@ export class MetricsServer {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the metrics are at /metrics\n');
         return;
       }
-      this.metrics.text().then(
+      this.exposition().then(
         (body) => res.writeHead(200, { 'content-type': this.metrics.contentType }).end(req.method === 'HEAD' ? undefined : body),
         (err: Error) => {
           this.log.error({ err: err.message }, 'metrics scrape failed');
@@ -64,15 +74,33 @@ export class MetricsServer {
     }).catch((e: NodeJS.ErrnoException) => {
       throw new UserError(`metrics.listen ${describeListen(l)}: ${e.code ?? e.message}`);
     });
-    if (l.kind === 'unix') {
-      fs.chmodSync(l.path, 0o660);
-      if (socketGid !== undefined) fs.chownSync(l.path, process.getuid?.() ?? 0, socketGid);
-    }
+    // The mode came from the umask at bind (0660). The group by lchown: a symlink put in the
+    // socket's place meanwhile is changed itself, never the file it points to.
+    if (l.kind === 'unix' && socketGid !== undefined) fs.lchownSync(l.path, process.getuid?.() ?? 0, socketGid);
     this.server = server;
     this.where = l;
     this.log.info({ listen: describeListen(l) }, 'metrics endpoint listening');
   }
   private where: MetricsListen | null = null;
+
+  /** The exposition text: the cached one while fresh, else the one being made, else a new one. */
+  private exposition(): Promise<string> {
+    const now = performance.now();
+    if (this.cached !== null && now - this.cached.at < METRICS_CACHE_MS) return Promise.resolve(this.cached.text);
+    if (this.making !== null) return this.making;
+    const making = this.metrics.text().then(
+      (text) => {
+        this.cached = { text, at: performance.now() };
+        return text;
+      },
+    );
+    this.making = making;
+    const done = (): void => {
+      if (this.making === making) this.making = null;
+    };
+    making.then(done, done);
+    return making;
+  }
 
   async close(): Promise<void> {
     const s = this.server;
