@@ -3,6 +3,7 @@
  * `mvnet`: the daemon and its CLI. People get text, programs get `--json`; every error is one
  * line on stderr (one JSON object under --json) and an exit code from cli/exit-codes.ts.
  */
+import type { EventEmitter } from 'node:events';
 import { Command, CommanderError } from 'commander';
 import { makeCtx, parseTimeout } from './context.js';
 import { CliError } from './client.js';
@@ -39,9 +40,19 @@ const program = new Command('mvnet')
   .exitOverride();
 
 const ctx = makeCtx(program);
-const version = new Command('version').description('print the version').action(() => {
+/** `mvnet version` and `-v`/`--version`: the same output, JSON under --json. */
+function printVersion(json: boolean): void {
   const v: VersionInfo = { version: packageVersion() };
-  process.stdout.write(ctx.json() ? JSON.stringify(v) + '\n' : `${v.version}\n`);
+  process.stdout.write(json ? JSON.stringify(v) + '\n' : `${v.version}\n`);
+}
+const version = new Command('version').description('print the version').action(() => printVersion(ctx.json()));
+// Commander's own -v handler prints the bare version the moment it meets the flag (before a
+// later --json is even parsed): replaced by one that honours --json wherever it stands.
+// (Command is an EventEmitter at run time; its typings only declare on().)
+(program as unknown as EventEmitter).removeAllListeners('option:version');
+program.on('option:version', () => {
+  printVersion(jsonWanted());
+  throw new CommanderError(0, 'commander.version', packageVersion());
 });
 for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand(), eventsCommand(ctx), doctorCommand(ctx), completionCommand(program), manCommand(program), version]) program.addCommand(c);
 

@@ -244,6 +244,11 @@ describe('--json contract', () => {
     const r = await runCli(undefined, ['version'], { json: true });
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ version });
+    // The flags too, with --json before or after them: the same JSON, nothing else.
+    for (const args of [['--json', '-v'], ['--json', '--version'], ['-v', '--json'], ['--version', '--json']]) {
+      const f = await runCli(undefined, args);
+      expect(f, args.join(' ')).toMatchObject({ code: 0, stdout: `${JSON.stringify({ version })}\n`, stderr: '' });
+    }
   });
 
   it('--quiet hushes confirmations, not listings, errors or --json', async () => {
