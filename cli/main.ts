@@ -6,6 +6,7 @@
 import type { EventEmitter } from 'node:events';
 import { Command, CommanderError } from 'commander';
 import { makeCtx, parseTimeout } from './context.js';
+import { safeText } from './text.js';
 import { CliError } from './client.js';
 import { EXIT, EXIT_NAMES, type ExitCode } from './exit-codes.js';
 import type { CliErrorJson, VersionInfo } from '../daemon/control/api.js';
@@ -77,7 +78,8 @@ function fail(message: string, exitCode: ExitCode, code: string = EXIT_NAMES[exi
     const e: CliErrorJson = { error: { code, exitCode, message: line, rpcCode } };
     process.stderr.write(JSON.stringify(e) + '\n');
   } else {
-    process.stderr.write(`mvnet: ${line}\n`);
+    // The daemon's messages may quote Tor or a peer: no control characters reach the terminal.
+    process.stderr.write(`mvnet: ${safeText(line)}\n`);
   }
   process.exit(exitCode);
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { EXIT } from '../exit-codes.js';
+import { safeLines } from '../text.js';
 import { runChecks, torRouted, type CheckResult, type DoctorInput } from '../doctor/checks.js';
 import type { StatusInfo, TorStatus } from '../../daemon/control/api.js';
 
@@ -39,7 +40,8 @@ export function doctorCommand(ctx: Ctx): Command {
       }
       const results = await runChecks(input);
       const failed = results.some((r) => r.status === 'fail');
-      const out = ctx.json() ? JSON.stringify({ ok: !failed, checks: results }, null, 2) : formatChecks(results);
+      // The checks' details quote the daemon (its errors, Tor's reason): no control characters for people.
+      const out = ctx.json() ? JSON.stringify({ ok: !failed, checks: results }, null, 2) : safeLines(formatChecks(results));
       if (failed) process.exitCode = EXIT.CHECK_FAILED;
       // A daemon that never answered still holds a connection open: leave once the report is out.
       await new Promise<void>((resolve) => process.stdout.write(out + '\n', () => resolve()));

@@ -10,6 +10,7 @@ import type { Ctx } from '../context.js';
 import { CliError, reachError, requestId } from '../client.js';
 import { EXIT, EXIT_NAMES, exitForRpcCode, type ExitCode } from '../exit-codes.js';
 import { parseIntArg } from './net.js';
+import { safeText } from '../text.js';
 import type { MvnetEvent } from '../../daemon/control/api.js';
 
 /** A line longer than this is not an event. */
@@ -60,9 +61,10 @@ export function describeEvent(e: MvnetEvent): [subject: string, detail: string] 
   }
 }
 
+/** One event for people; the daemon's fields (Tor's reasons and warnings above all) made safe for a terminal. */
 export function humanLine(e: MvnetEvent): string {
   const [subject, detail] = describeEvent(e);
-  return `${e.time.replace(/\.\d+Z$/, 'Z')}  ${e.type.padEnd(16)}  ${subject.padEnd(12)}  ${detail}`;
+  return safeText(`${e.time.replace(/\.\d+Z$/, 'Z')}  ${e.type.padEnd(16)}  ${subject.padEnd(12)}  ${detail}`);
 }
 
 interface Opts {

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { confirm, print, table } from '../output.js';
+import { safeText } from '../text.js';
 import { UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
 import type { LinkInfo, LinkKeyInfo, LinkRemoved, LinksInfo } from '../../daemon/control/api.js';
@@ -84,7 +85,7 @@ export function linkCommand(ctx: Ctx): Command {
       print(ctx.json(), r, () => {
         const lines: string[] = [];
         lines.push(`public key: ${r.publicKey ?? '(none yet: made by the first link or `mvnet link key`)'}`);
-        for (const l of r.listeners) lines.push(`listening: ${l.text}${l.onion !== null ? ` = ${l.onion}` : ''} (${l.status})${l.error !== null ? `: ${l.error}` : ''}`);
+        for (const l of r.listeners) lines.push(`listening: ${l.text}${l.onion !== null ? ` = ${l.onion}` : ''} (${l.status})${l.error !== null ? `: ${safeText(l.error)}` : ''}`);
         if (r.links.length === 0) lines.push('no links');
         else {
           lines.push(
@@ -104,7 +105,7 @@ export function linkCommand(ctx: Ctx): Command {
             ),
           );
         }
-        for (const l of r.links) if (l.state === 'failed') lines.push(`link ${l.name} failed: ${l.error ?? 'not running'} (fix the cause and restart the daemon, or \`mvnet link remove ${l.name}\`)`);
+        for (const l of r.links) if (l.state === 'failed') lines.push(`link ${l.name} failed: ${safeText(l.error ?? 'not running')} (fix the cause and restart the daemon, or \`mvnet link remove ${l.name}\`)`);
         if (Object.keys(r.drops).length > 0 || r.cookieReplies > 0) lines.push(`dropped before any link: ${dropsText(r.drops)}; cookie replies sent: ${r.cookieReplies}${r.underLoad ? ' (under load now)' : ''}`);
         return lines.join('\n');
       });

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table } from '../output.js';
+import { safeText } from '../text.js';
 import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
 import { commandProgress, pollUntil } from '../progress.js';
@@ -20,19 +21,22 @@ import type {
 /** Why Tor is not ready, in tor's own words when it said something: the bootstrap problem, else its last warning or error. */
 export function torReason(s: TorSummary): string | undefined {
   const p = s.bootstrapProblem;
-  if (p !== undefined) return `${p.warning}${p.reason !== undefined ? ` (${p.reason})` : ''} at ${p.progress}% (${p.summary})`;
-  return s.warnings.at(-1) ?? s.lastError;
+  // Tor's words, quoted on one line wherever they are shown (status, progress, errors).
+  if (p !== undefined) return safeText(`${p.warning}${p.reason !== undefined ? ` (${p.reason})` : ''} at ${p.progress}% (${p.summary})`);
+  const w = s.warnings.at(-1) ?? s.lastError;
+  return w === undefined ? undefined : safeText(w);
 }
 
 /** "bootstrapping 45% (Loading relay descriptors)" or "down (stopped …)". */
 export function torPhaseText(s: TorSummary): string {
-  return s.phase === 'bootstrapping' || s.phase === 'starting' ? `${s.phase} ${s.progress}%${s.summary ? ` (${s.summary})` : ''}` : `${s.phase}${s.summary && s.phase !== 'ready' ? ` (${s.summary})` : ''}`;
+  const text = s.phase === 'bootstrapping' || s.phase === 'starting' ? `${s.phase} ${s.progress}%${s.summary ? ` (${s.summary})` : ''}` : `${s.phase}${s.summary && s.phase !== 'ready' ? ` (${s.summary})` : ''}`;
+  return safeText(text);
 }
 
 /** `mvnet status`'s Tor line: phase and bootstrap, and tor's reason while it is not ready. */
 export function torStatusLine(s: TorSummary): string {
   const why = s.phase !== 'ready' ? torReason(s) : undefined;
-  return `Tor (${s.mode}): ${torPhaseText(s)}${why !== undefined ? `; tor says: ${why}` : ''}`;
+  return safeText(`Tor (${s.mode}): ${torPhaseText(s)}${why !== undefined ? `; tor says: ${why}` : ''}`);
 }
 
 /** The human line of a route reply: with a Tor route while Tor is not ready, why the VM fails closed. */
@@ -79,14 +83,15 @@ export function torCommand(ctx: Ctx): Command {
       print(ctx.json(), s, () => {
         const p = s.bootstrapProblem;
         const lines = [
-          `Tor (${s.mode})${s.version ? ` ${s.version}` : ''}: ${s.phase}, bootstrap ${s.progress}%${s.summary ? ` (${s.summary})` : ''}`,
+          safeText(`Tor (${s.mode})${s.version ? ` ${s.version}` : ''}: ${s.phase}, bootstrap ${s.progress}%${s.summary ? ` (${s.summary})` : ''}`),
           ...(p !== undefined ? [`bootstrap problem at ${p.progress}% (${p.summary}): ${p.warning}${p.reason !== undefined ? ` [${p.reason}]` : ''}${p.count !== undefined ? `, ${p.count} times` : ''}`] : []),
-          `circuits built: ${s.circuits ?? '-'}; restarts: ${s.restarts}${s.lastError ? `; last error: ${s.lastError}` : ''}`,
+          `circuits built: ${s.circuits ?? '-'}; restarts: ${s.restarts}${s.lastError ? `; last error: ${safeText(s.lastError)}` : ''}`,
           ...(s.privileges !== undefined ? [`runs as ${s.privileges.user}${s.pid !== undefined ? ` (pid ${s.pid})` : ''}, sandbox ${s.privileges.sandbox ? 'on' : 'off'}${s.privileges.note !== undefined ? ` (${s.privileges.note})` : ''}`] : []),
           `VMs routed through Tor: ${s.vms.length > 0 ? s.vms.join(', ') : 'none'}`,
           `onion services published: ${s.published}; named onions: ${s.aliases}`,
         ];
-        if (s.warnings.length > 0) lines.push("tor's recent warnings (oldest first):", ...s.warnings.map((w) => `  ${w}`));
+        // Tor's own log lines: one line each, whatever they hold.
+        if (s.warnings.length > 0) lines.push("tor's recent warnings (oldest first):", ...s.warnings.map((w) => `  ${safeText(w)}`));
         return lines.join('\n');
       });
     });

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Ctx } from '../context.js';
 import { confirm, print, table } from '../output.js';
+import { safeText } from '../text.js';
 import type { VmDetachResult, VmInfo } from '../../daemon/control/api.js';
 import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
@@ -112,7 +113,7 @@ export function describePort(p: VmInfo['port']): string {
 
 /** A port's state for people: degraded with why. */
 export function portState(p: VmInfo['port']): string {
-  return p.state === 'degraded' && p.lastError !== null ? `degraded (${p.lastError})` : p.state;
+  return p.state === 'degraded' && p.lastError !== null ? `degraded (${safeText(p.lastError)})` : p.state;
 }
 
 export function vmCommand(ctx: Ctx): Command {
@@ -165,7 +166,7 @@ export function vmCommand(ctx: Ctx): Command {
           ? 'no VMs attached'
           : table(
               ['VM', 'NET', 'DEVICE', 'MAC', 'IP', 'STATE'],
-              vms.map((v) => [v.name, v.net, describePort(v.port), v.mac ?? '-', v.ip ?? '-', `${portState(v.port)}: ${v.port.detail}`]),
+              vms.map((v) => [v.name, v.net, describePort(v.port), v.mac ?? '-', v.ip ?? '-', `${portState(v.port)}: ${safeText(v.port.detail)}`]),
             ),
       );
     });
