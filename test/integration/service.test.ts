@@ -90,6 +90,39 @@ describe('sd_notify (Type=notify)', () => {
   }
 });
 
+describe('sd_notify never blocks the daemon', () => {
+  it("a notify socket whose queue is full (systemd busy): the start goes on, each dropped notice is logged", async () => {
+    const path = join(makeTempDir('sdq'), 'notify');
+    // Bound and never read; filled by the test until the kernel says EAGAIN.
+    const py = [
+      'import socket, signal',
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      `s.bind(${JSON.stringify(path)})`,
+      'f = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      'f.setblocking(False)',
+      'n = 0',
+      'while True:',
+      '    try:',
+      `        f.sendto(b'X=1', ${JSON.stringify(path)})`,
+      '        n += 1',
+      '    except BlockingIOError:',
+      '        break',
+      "print('full', n, flush=True)",
+      'signal.pause()',
+    ].join('\n');
+    const full = spawnProcess(['python3', '-c', py], { label: 'full notify socket' });
+    await full.waitForLine((l) => l.startsWith('full '));
+    // A blocking sendto would hang the start before the control socket listens.
+    const d = await startDaemon({ env: { ...process.env, NOTIFY_SOCKET: path } });
+    expect((await d.status()).daemon.pid).toBe(d.pid);
+    const dropped = d.logs.filter((l) => l.msg === "sd_notify dropped: the service manager's queue is full");
+    expect(dropped.length).toBeGreaterThanOrEqual(1);
+    expect(dropped[0]!.level).toBe(40);
+    await d.stop();
+    await full.stop('SIGTERM', 2000);
+  });
+});
+
 /** Capability sets of every thread of `pid`: [tid, CapEff, CapBnd, blocks all signals]. */
 function threadCaps(pid: number): { tid: string; eff: bigint; bnd: bigint; blocksAll: boolean }[] {
   return readdirSync(`/proc/${pid}/task`).map((tid) => {
