@@ -263,16 +263,8 @@ case "$page" in *"hello from the demo internet"*) ok "direct fetch: web got http
 # --- Tor ---------------------------------------------------------------------------------
 say "anon routed --all-tor; waiting for Tor to bootstrap"
 look "bootstrap progress; then every TCP connection and DNS query of anon goes through Tor"
-show mvnet route --all-tor anon
-last="" n=900
-while :; do
-  st=$(mvnet --json tor status 2>/dev/null || echo '{}')
-  line=$(echo "$st" | json '`${v.phase} ${v.progress}% ${v.summary}`' 2>/dev/null || echo "starting")
-  [ "$line" != "$last" ] && echo "   tor: $line" && last=$line
-  case "$line" in ready*) break ;; esac
-  [ $((n--)) -gt 0 ] || die "Tor did not bootstrap in 90 s (last: $line)"
-  sleep 0.1
-done
+# --wait: progress while Tor bootstraps (a bar on a terminal, a line per change otherwise).
+show mvnet route --all-tor anon --wait --wait-timeout 90 || die "Tor did not bootstrap in 90 s (see mvnet tor status)"
 
 # The leak check's capture and mvnet's capture of anon run while anon fetches. IPv6 off again
 # on the host side: links moved in after the namespace was made (the Tor link) may have it on,
