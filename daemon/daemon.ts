@@ -228,6 +228,7 @@ export class Daemon {
     }
     const start = (): void => {
       if (!this.torStarted) return;
+      this.events.torStarting();
       this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
     };
     if (this.torStopping !== null) void this.torStopping.then(start);
