@@ -12,7 +12,7 @@
  * cannot reach a relay, its clock is off): a bootstrap that never ends must not stay silent.
  */
 import type { PortState } from '../../plugins/types.js';
-import type { Route } from '../routes/route.js';
+import type { RouteView } from '../routes/route.js';
 import { EventBus } from './bus.js';
 import type { LimitKind } from './types.js';
 
@@ -107,7 +107,7 @@ export class DaemonEvents {
     this.bus.emit({ type: 'vm.detached', vm, net });
   }
 
-  routeChanged(vm: string, route: Route, description: string, usesTor: boolean, attached: boolean): void {
+  routeChanged(vm: string, route: RouteView, description: string, usesTor: boolean, attached: boolean): void {
     this.bus.emit({ type: 'route.changed', vm, route, routeText: description });
     if (!usesTor) this.failing.delete(vm);
     else if (attached) this.failClosed(vm);

@@ -266,10 +266,10 @@ describe('the daemon watcher', () => {
     ev.torDown('cannot connect to tor');
     ev.torDown('still down');
     ev.routeChanged('t3', { kind: 'tor' }, 'all-tor', true, true);
-    ev.routeChanged('d', { kind: 'direct' }, 'direct', false, true);
+    ev.routeChanged('d', { kind: 'direct', allow: null, torPorts: null }, 'direct', false, true);
     ev.vmAttached('t4', 'lan', 'tap4', 'tap', { state: 'up', detail: 'open' }, true);
     // Leaving Tor is not recovering.
-    ev.routeChanged('t2', { kind: 'none' }, 'none', false, true);
+    ev.routeChanged('t2', { kind: 'none', torPorts: null }, 'none', false, true);
     expect([...ev.failingClosed()].sort()).toEqual(['t1', 't3', 't4']);
     ev.torReady();
     const types = got.map((e) => `${e.type}${'vm' in e ? ` ${e.vm}` : ''}`);
