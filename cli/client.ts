@@ -33,6 +33,9 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+/** Where the daemon's control socket is unless --socket/MVNET_SOCKET say otherwise. */
+export const DEFAULT_SOCKET = '/run/mvnet/mvnet.sock';
+
 /** Default wait for an answer, in seconds (--timeout, MVNET_TIMEOUT). */
 export const DEFAULT_TIMEOUT_SEC = 10;
 
@@ -47,7 +50,9 @@ export function requestId(): number {
 export function reachError(socket: string, e: NodeJS.ErrnoException): CliError {
   // A socket in a directory that does not exist is a wrong --socket, not a stopped daemon.
   if (e.code === 'ENOENT' && !fs.existsSync(path.dirname(socket))) {
-    return new CliError(`no daemon socket at ${socket}: the directory ${path.dirname(socket)} does not exist (is --socket/MVNET_SOCKET right?)`);
+    // Exit 3 all the same: on a fresh machine the default directory appears when the daemon first starts.
+    const hint = socket === DEFAULT_SOCKET ? "the daemon makes it when it starts: 'mvnet daemon' or 'systemctl start mvnet'" : 'is --socket/MVNET_SOCKET right?';
+    return new CliError(`no daemon socket at ${socket}: the directory ${path.dirname(socket)} does not exist (${hint})`, EXIT.UNREACHABLE);
   }
   if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
     return new CliError(`the mvnet daemon is not running (no daemon listening on ${socket}); start it with 'mvnet daemon' or set --socket/MVNET_SOCKET`, EXIT.UNREACHABLE);

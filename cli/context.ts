@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { call, DEFAULT_TIMEOUT_SEC, UsageError, type CallOptions } from './client.js';
+import { call, DEFAULT_SOCKET, DEFAULT_TIMEOUT_SEC, UsageError, type CallOptions } from './client.js';
 
-export const DEFAULT_SOCKET = '/run/mvnet/mvnet.sock';
+export { DEFAULT_SOCKET } from './client.js';
 
 /** Global options as every subcommand sees them. */
 export interface Ctx {

@@ -63,6 +63,8 @@ for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(
 function quiet(cmd: Command): void {
   cmd.exitOverride();
   cmd.configureOutput({ outputError: () => {} });
+  // Each command's --help lists the global options too (--json, --socket, --timeout, --quiet).
+  cmd.configureHelp({ showGlobalOptions: true });
   for (const c of cmd.commands) quiet(c);
 }
 quiet(program);

@@ -228,6 +228,7 @@ export class Daemon {
     }
     const start = (): void => {
       if (!this.torStarted) return;
+      this.events.torStarting();
       this.torManager.start().catch((e: Error) => this.log.error({ err: e.message }, 'Tor did not start'));
     };
     if (this.torStopping !== null) void this.torStopping.then(start);
@@ -714,7 +715,7 @@ export class Daemon {
     }
     const net = this.vms.get(vm)?.spec.net;
     const now = route ?? DEFAULT_ROUTE;
-    this.events.routeChanged(vm, now, describeRoute(now), usesTor(now), this.vms.has(vm));
+    this.events.routeChanged(vm, routeView(now), describeRoute(now), usesTor(now), this.vms.has(vm));
     return net !== undefined ? (this.nets.get(net)?.router.routeChanged(vm) ?? 0) : 0;
   }
 

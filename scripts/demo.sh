@@ -5,14 +5,14 @@
 #
 # Installs the system packages (scripts/deps.sh) and the npm dependencies (npm ci, which builds
 # the native addon and dist/), then, each step with a heading and what to look for:
-#   1. two isolated networks; VMs (network namespaces with a TAP mvnet creates inside them) get
+#   1. two isolated networks (a ping across them must not answer); VMs (network namespaces with a TAP mvnet creates inside them) get
 #      their addresses by DHCP from mvnet (busybox udhcpc in the namespace);
 #   2. VM "web" routed --direct fetches a page from an "internet" namespace the demo creates;
 #   3. VM "anon" routed --all-tor fetches an onion service by a name (`mvnet onion add`) and a
 #      page through the Tor exit;
 #   4. the leak check: tcpdump on the host side during those fetches sees only Tor traffic;
 #   5. a capture of anon's port (`mvnet capture anon -w FILE`) read by tshark;
-#   6. `mvnet graph`, and a ping across the networks that must not answer.
+#   6. `mvnet graph` and `mvnet status`.
 #
 # Tor: without --real-tor (a machine without internet, CI) the demo starts the private Tor
 # network the tests use (scripts/demo-tor.ts → test/tor/with-upstream.ts: relays, an exit, an
@@ -177,9 +177,9 @@ echo "internet: http://192.0.2.80/ in $INETNS, reached from the host side at 192
 # --- Tor ---------------------------------------------------------------------------------
 if [ "$real_tor" = 0 ]; then
   if [ -n "${MVNET_DEMO_TOR_SHARED:-}" ]; then
-    say "Tor: the private Tor network of this test run (no internet here; nothing touches the public Tor network)"
+    say "Tor: the private Tor network of this test run (the default; --real-tor uses the public Tor network instead)"
   else
-    say "Tor: starting the private Tor network the tests use (no internet here; nothing touches the public Tor network)"
+    say "Tor: starting the private Tor network the tests use (the default; --real-tor uses the public Tor network instead)"
   fi
   look "an authority, relays and an exit in 203.0.113.0/24, an onion service, a web site behind the exit; ~10 s"
   node dist/scripts/demo-tor.js --router-ns "$HOSTNS" --out "$work" --parent $$ >"$work/tor-helper.log" 2>&1 &
@@ -263,16 +263,8 @@ case "$page" in *"hello from the demo internet"*) ok "direct fetch: web got http
 # --- Tor ---------------------------------------------------------------------------------
 say "anon routed --all-tor; waiting for Tor to bootstrap"
 look "bootstrap progress; then every TCP connection and DNS query of anon goes through Tor"
-show mvnet route --all-tor anon
-last="" n=900
-while :; do
-  st=$(mvnet --json tor status 2>/dev/null || echo '{}')
-  line=$(echo "$st" | json '`${v.phase} ${v.progress}% ${v.summary}`' 2>/dev/null || echo "starting")
-  [ "$line" != "$last" ] && echo "   tor: $line" && last=$line
-  case "$line" in ready*) break ;; esac
-  [ $((n--)) -gt 0 ] || die "Tor did not bootstrap in 90 s (last: $line)"
-  sleep 0.1
-done
+# --wait: progress while Tor bootstraps (a bar on a terminal, a line per change otherwise).
+show mvnet route --all-tor anon --wait --wait-timeout 90 || die "Tor did not bootstrap in 90 s (see mvnet tor status)"
 
 # The leak check's capture and mvnet's capture of anon run while anon fetches. IPv6 off again
 # on the host side: links moved in after the namespace was made (the Tor link) may have it on,
@@ -355,3 +347,4 @@ show mvnet status
 
 echo
 ok "demo done in $(($(date +%s) - t0)) s"
+[ "$short" = 1 ] || echo "next: the README's 'By hand' steps do the same with your own daemon; 'mvnet doctor' checks this host"

@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { runDaemon, type DaemonFlags } from '../../daemon/main.js';
 
 export function daemonCommand(): Command {
@@ -7,8 +7,9 @@ export function daemonCommand(): Command {
     .option('--state-dir <dir>', 'state directory (default /var/lib/mvnet)')
     .option('--socket <path>', 'control socket (default /run/mvnet/mvnet.sock)')
     .option('--config <file>', 'JSON config file')
-    .option('--log-level <level>', 'fatal, error, warn, info, debug or trace')
-    .option('--log-format <format>', 'json or pretty (default: pretty when stdout is a terminal, JSON otherwise)')
+    // Choices: a misspelt level or format is a usage error (exit 2) that names the flag.
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']))
+    .addOption(new Option('--log-format <format>', 'pretty when stdout is a terminal, JSON otherwise').choices(['json', 'pretty']))
     .option('--keep-caps', 'keep every capability (as root the daemon otherwise keeps only those it needs after start)')
     .option('--host-loopback <ports>', "map the gateway address to the host's loopback for direct-routed VMs, on these ports only (e.g. 8080,9000-9010)")
     .action(async (o: DaemonFlags, cmd: Command) => {

@@ -38,7 +38,17 @@ export function keyCommand(ctx: Ctx): Command {
     .command('show <file>')
     .description('print the public key of a private key file (the key to give to peers)')
     .action((file: string) => {
-      const pub = keyToBase64(keyPairFromPrivate(readPrivateKeyFile(file)).publicKey);
+      let priv: ReturnType<typeof readPrivateKeyFile>;
+      try {
+        priv = readPrivateKeyFile(file);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') throw new CliError(`no key file ${file} (make one with mvnet key generate --out ${file})`, EXIT.NOT_FOUND);
+        if (code === 'EACCES') throw new CliError(`permission denied reading ${file}`);
+        if (code === 'EISDIR') throw new CliError(`${file} is a directory, not a key file`);
+        throw e;
+      }
+      const pub = keyToBase64(keyPairFromPrivate(priv).publicKey);
       print(ctx.json(), { publicKey: pub, file }, () => pub);
     });
   return key;

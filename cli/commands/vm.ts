@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Ctx } from '../context.js';
 import { confirm, print, table } from '../output.js';
@@ -72,6 +73,12 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
       return { kind: 'dgram', ...ownSocket(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
     case 'fd':
       // The daemon never takes a descriptor number: this process sends its own fd N (SCM_RIGHTS).
+      // A descriptor this process does not have is a bad argument (exit 2), found before the daemon is asked.
+      try {
+        fs.fstatSync(o.fd!);
+      } catch {
+        throw new UsageError(`--fd ${o.fd}: fd ${o.fd} is not open in this process`);
+      }
       try {
         return { kind: 'fd', token: passFd(socket, o.fd!), ...ns };
       } catch (e) {

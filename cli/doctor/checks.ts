@@ -134,7 +134,9 @@ export function checkStateDir(dir: string): CheckResult {
     return fail('state-dir', `${dir} cannot be read (${errText(e)})`, 'run mvnet doctor as root');
   }
   if (!st.isDirectory()) return fail('state-dir', `${dir} is not a directory`, `move it away, or start the daemon with another --state-dir`);
-  if ((st.mode & 0o077) !== 0) return fail('state-dir', `${dir} has mode ${octal(st.mode)}: others can read the state (keys, captures)`, `chmod 0700 ${dir}`);
+  // Read or write for group/others exposes the state; search (x) alone does not: the embedded
+  // Tor's user must traverse to its own directory below (the daemon sets that itself).
+  if ((st.mode & 0o066) !== 0) return fail('state-dir', `${dir} has mode ${octal(st.mode)}: others can list or change the state (keys, captures)`, `chmod go-rw ${dir}`);
   if (st.uid !== 0 && st.uid !== process.geteuid?.()) return fail('state-dir', `${dir} is owned by uid ${st.uid}`, `chown root ${dir}`);
   return ok('state-dir', `${dir} mode ${octal(st.mode)}, owner uid ${st.uid}`);
 }
@@ -214,7 +216,12 @@ export async function runChecks(input: DoctorInput): Promise<CheckResult[]> {
   results.push(checkStateDir(st?.daemon.stateDir ?? input.stateDir));
   if (st === undefined) {
     const reason = 'error' in input.status ? input.status.error : '';
-    results.push(fail('daemon', `not reachable on ${input.socket}: ${reason}`, 'start it: systemctl start mvnet, or mvnet daemon (set --socket/MVNET_SOCKET if it listens elsewhere)'));
+    // A daemon that accepts but does not answer is running and stuck, not stopped.
+    const hung = /did not answer/.test(reason);
+    const fix = hung
+      ? 'the daemon is running but does not answer (stopped with SIGSTOP, or hung): kill -CONT it, or restart it (systemctl restart mvnet)'
+      : 'start it: systemctl start mvnet, or mvnet daemon (set --socket/MVNET_SOCKET if it listens elsewhere)';
+    results.push(fail('daemon', `not reachable on ${input.socket}: ${reason}`, fix));
     for (const id of ['socket', 'vm-device', 'tor-bootstrap', 'ping-group']) results.push(skip(id, 'daemon not reachable'));
     return results;
   }

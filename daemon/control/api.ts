@@ -24,7 +24,6 @@
 import type { PortSpec, PortStats, PortStatus } from '../../plugins/types.js';
 import type { PluginInfo } from '../../plugins/registry.js';
 import type { NetworkSpec } from '../state/model.js';
-import type { AllowRule } from '../routes/route.js';
 import type { NetworkStats } from '../switch/network.js';
 import type {
   OnionAliasInfo,
@@ -78,15 +77,9 @@ export interface CliErrorJson {
   };
 }
 
-/** An allow rule: a CIDR and its inclusive port ranges (null: all ports). */
-export type AllowRuleView = Nulled<AllowRule>;
-
-/** A VM's route as answers carry it: the Route (routes/route.ts) with unset fields null. */
-export type RouteView =
-  | { kind: 'none'; torPorts: number[] | null }
-  | { kind: 'direct'; allow: AllowRuleView[] | null; torPorts: number[] | null }
-  | { kind: 'via'; vm: string }
-  | { kind: 'tor' };
+// RouteView, AllowRuleView: declared beside Route (routes/route.ts), so events can carry them too.
+export type { AllowRuleView, RouteView } from '../routes/route.js';
+import type { RouteView } from '../routes/route.js';
 
 /**
  * A VM's device as answers carry it: its spec with unset fields null, and `--fifo RX:TX` as

@@ -7,16 +7,22 @@
  * Fail closed: a VM whose route uses Tor, while Tor is down (it stopped, or could not be
  * started or reached), has its Tor traffic refused: `route.failclosed` once when that begins for
  * it (Tor went down, or the route was set or the VM attached while Tor is down), and
- * `route.recovered` when Tor is ready again.
+ * `route.recovered` when Tor is ready again. A Tor that was started and is not ready is down
+ * too once it has had time: after TOR_STUCK_MS, or TOR_WARNED_MS if Tor gave a warning (it
+ * cannot reach a relay, its clock is off): a bootstrap that never ends must not stay silent.
  */
 import type { PortState } from '../../plugins/types.js';
-import type { Route } from '../routes/route.js';
+import type { RouteView } from '../routes/route.js';
 import { EventBus } from './bus.js';
 import type { LimitKind } from './types.js';
 
 /** At most one `limit.hit` per VM (or capture) and limit this often. */
 export const LIMIT_EVENT_MS = 10_000;
 const WATCH_MS = 1000;
+/** A Tor started this long ago and still not ready counts as down. */
+export const TOR_STUCK_MS = 30_000;
+/** The same, sooner, when Tor has said what is wrong. */
+export const TOR_WARNED_MS = 5_000;
 
 export interface WatchedVm {
   name: string;
@@ -54,6 +60,10 @@ export class DaemonEvents {
   private readonly failing = new Set<string>();
   /** Why Tor is down (null: it is not, or was never started). */
   private torDownReason: string | null = null;
+  /** When Tor was (re)started and has not been ready since (null: not starting). */
+  private torStartedAt: number | null = null;
+  /** Tor's latest warning while it was starting. */
+  private torLastWarning: string | null = null;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -97,13 +107,23 @@ export class DaemonEvents {
     this.bus.emit({ type: 'vm.detached', vm, net });
   }
 
-  routeChanged(vm: string, route: Route, description: string, usesTor: boolean, attached: boolean): void {
+  routeChanged(vm: string, route: RouteView, description: string, usesTor: boolean, attached: boolean): void {
     this.bus.emit({ type: 'route.changed', vm, route, routeText: description });
     if (!usesTor) this.failing.delete(vm);
     else if (attached) this.failClosed(vm);
   }
 
+  /** Tor is being started: not down (yet), whatever stopped it before. */
+  torStarting(): void {
+    if (this.torStartedAt !== null) return;
+    this.torStartedAt = this.clock();
+    this.torLastWarning = null;
+    this.torDownReason = null;
+  }
+
   torReady(): void {
+    this.torStartedAt = null;
+    this.torLastWarning = null;
     this.torDownReason = null;
     this.bus.emit({ type: 'tor.up' });
     for (const vm of [...this.failing]) {
@@ -113,12 +133,23 @@ export class DaemonEvents {
   }
 
   torWarning(message: string): void {
+    if (this.torStartedAt !== null) this.torLastWarning = message;
     this.bus.emit({ type: 'tor.warning', message });
   }
 
   torDown(reason: string): void {
+    this.torStartedAt = null;
     this.torDownReason = reason;
     this.bus.emit({ type: 'tor.down', reason });
+    for (const vm of this.src.torVms()) this.failClosed(vm);
+  }
+
+  /** A Tor that does not become ready is down, with its own warning as the reason when it gave one. */
+  private checkTorStuck(now: number): void {
+    if (this.torStartedAt === null || this.torDownReason !== null) return;
+    const waited = now - this.torStartedAt;
+    if (waited < (this.torLastWarning !== null ? TOR_WARNED_MS : TOR_STUCK_MS)) return;
+    this.torDownReason = this.torLastWarning ?? `not bootstrapped after ${Math.round(waited / 1000)} s`;
     for (const vm of this.src.torVms()) this.failClosed(vm);
   }
 
@@ -131,6 +162,7 @@ export class DaemonEvents {
   /** One sample of what changes by itself. `first`: only learn the current states. */
   poll(first = false): void {
     const now = this.clock();
+    this.checkTorStuck(now);
     const seen = new Set<string>();
     for (const v of this.src.vms()) {
       seen.add(v.name);

@@ -5,7 +5,7 @@
  *
  * Types are dotted: a follower's filter is a prefix (`vm.` takes vm.attached … vm.down).
  */
-import type { Route } from '../routes/route.js';
+import type { RouteView } from '../routes/route.js';
 
 /** What bounded counters a `limit.hit` is about. */
 export type LimitKind =
@@ -27,7 +27,7 @@ export type EventBody =
   | { type: 'vm.up'; vm: string; detail: string }
   /** The VM's port stopped being usable: `state` waiting (QEMU went away) or down (broken: the detail says why). */
   | { type: 'vm.down'; vm: string; state: 'waiting' | 'down' | 'degraded'; detail: string }
-  | { type: 'route.changed'; vm: string; route: Route; routeText: string }
+  | { type: 'route.changed'; vm: string; route: RouteView; routeText: string }
   /** A VM whose route uses Tor has no Tor: its Tor traffic is refused (fails closed), never sent elsewhere. */
   | { type: 'route.failclosed'; vm: string; reason: string }
   /** Tor came back for a VM whose route had failed closed. */

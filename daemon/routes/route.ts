@@ -27,6 +27,19 @@ export type Route =
   | { kind: 'via'; vm: string }
   | { kind: 'tor' };
 
+/** An allow rule as answers carry it: unset ports null (all ports). */
+export interface AllowRuleView {
+  cidr: string;
+  ports: [number, number][] | null;
+}
+
+/** A VM's route as answers and events carry it: the Route with unset fields null (the --json contract). */
+export type RouteView =
+  | { kind: 'none'; torPorts: number[] | null }
+  | { kind: 'direct'; allow: AllowRuleView[] | null; torPorts: number[] | null }
+  | { kind: 'via'; vm: string }
+  | { kind: 'tor' };
+
 export const DEFAULT_ROUTE: Route = { kind: 'none' };
 
 /** The route sends something through Tor (all-tor, or Tor ports): Tor must run, and every name is resolved through it. */

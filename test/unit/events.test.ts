@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ControlServer } from '../../daemon/control/server.js';
 import { TakeOver } from '../../daemon/control/rpc.js';
 import { EventBus, checkFollowParams } from '../../daemon/events/bus.js';
-import { DaemonEvents, LIMIT_EVENT_MS, type WatchSources, type WatchedVm } from '../../daemon/events/daemon-events.js';
+import { DaemonEvents, LIMIT_EVENT_MS, TOR_STUCK_MS, TOR_WARNED_MS, type WatchSources, type WatchedVm } from '../../daemon/events/daemon-events.js';
 import { PolicyLog, INFO_EVERY_MS } from '../../daemon/events/policy-log.js';
 import type { MvnetEvent } from '../../daemon/events/types.js';
 import { parseMetricsListen } from '../../daemon/metrics/listen.js';
@@ -231,16 +231,45 @@ describe('the daemon watcher', () => {
     expect(got).toMatchObject([{ type: 'limit.hit', limit: 'capture-dropped', capture: 'c1', count: 17 }]);
   });
 
+  it('a Tor that never becomes ready fails its VMs closed: after TOR_STUCK_MS, sooner with Tor\'s warning as the reason', () => {
+    const { src, ev, got, clock } = setup();
+    src.tor = ['t1'];
+    ev.torStarting();
+    ev.routeChanged('t1', { kind: 'tor' }, 'all-tor', true, true);
+    ev.poll(true);
+    // Bootstrapping is not failing: nothing yet.
+    clock.now += TOR_STUCK_MS - 1000;
+    ev.poll();
+    expect(got.filter((e) => e.type === 'route.failclosed')).toEqual([]);
+    clock.now += 1000;
+    ev.poll();
+    expect(got.filter((e) => e.type === 'route.failclosed')).toMatchObject([{ vm: 't1', reason: 'Tor is down: not bootstrapped after 30 s' }]);
+    ev.torReady();
+    expect(got.at(-1)).toMatchObject({ type: 'route.recovered', vm: 't1' });
+
+    // Stopped while unused, then started again: the old reason is not reused, and a warning fails it sooner.
+    const b = setup();
+    b.ev.torDown('stopped: nothing needed Tor');
+    b.src.tor = ['t2'];
+    b.ev.torStarting();
+    b.ev.routeChanged('t2', { kind: 'tor' }, 'all-tor', true, true);
+    expect(b.got.filter((e) => e.type === 'route.failclosed')).toEqual([]);
+    b.ev.torWarning('Connection refused (CONNECTREFUSED)');
+    b.clock.now += TOR_WARNED_MS;
+    b.ev.poll();
+    expect(b.got.filter((e) => e.type === 'route.failclosed')).toMatchObject([{ vm: 't2', reason: 'Tor is down: Connection refused (CONNECTREFUSED)' }]);
+  });
+
   it('fail closed: Tor down fails the Tor-routed VMs once, a route set or a VM attached meanwhile too; Tor ready recovers them', () => {
     const { src, ev, got } = setup();
     src.tor = ['t1', 't2'];
     ev.torDown('cannot connect to tor');
     ev.torDown('still down');
     ev.routeChanged('t3', { kind: 'tor' }, 'all-tor', true, true);
-    ev.routeChanged('d', { kind: 'direct' }, 'direct', false, true);
+    ev.routeChanged('d', { kind: 'direct', allow: null, torPorts: null }, 'direct', false, true);
     ev.vmAttached('t4', 'lan', 'tap4', 'tap', { state: 'up', detail: 'open' }, true);
     // Leaving Tor is not recovering.
-    ev.routeChanged('t2', { kind: 'none' }, 'none', false, true);
+    ev.routeChanged('t2', { kind: 'none', torPorts: null }, 'none', false, true);
     expect([...ev.failingClosed()].sort()).toEqual(['t1', 't3', 't4']);
     ev.torReady();
     const types = got.map((e) => `${e.type}${'vm' in e ? ` ${e.vm}` : ''}`);

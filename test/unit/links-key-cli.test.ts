@@ -61,4 +61,10 @@ describe('mvnet key', () => {
     expect(s.error).toMatch(/mode 0640.*chmod 600/);
     expect(`${s.out}${s.error}`).not.toContain(priv);
   });
+
+  it('show of a file that is not there says so (not found), not a raw ENOENT', async () => {
+    const f = join(dir, 'missing.key');
+    const s = await run(false, 'show', f);
+    expect(s.error).toBe(`no key file ${f} (make one with mvnet key generate --out ${f})`);
+  });
 });
