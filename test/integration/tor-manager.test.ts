@@ -146,11 +146,14 @@ describe('TorManager, embedded tor (DisableNetwork 1)', () => {
     expect(info['config-file']).toBe(join(stateDir, 'tor', 'torrc'));
 
     const files = m.files()!;
-    expect(statSync(files.dir).mode & 0o777).toBe(0o700);
+    // tor runs as debian-tor here: root's directory (torrc) lets its group through only; data/ and run/ are tor's.
+    expect(statSync(files.dir)).toMatchObject({ uid: 0, mode: 0o40710 });
+    expect(statSync(files.torrc)).toMatchObject({ uid: 0, mode: 0o100640 });
     expect(statSync(files.dataDir).mode & 0o777).toBe(0o700);
+    expect(statSync(files.runDir).mode & 0o777).toBe(0o700);
     expect(readFileSync(files.torrc, 'utf8')).toContain(`\n__OwningControllerProcess ${process.pid}\n`);
     expect(readFileSync(files.torrc, 'utf8')).toMatch(/# tor\.torrc\nDisableNetwork 1\n$/);
-    expect(m.socks()).toEqual({ path: join(stateDir, 'tor', 'socks.sock') });
+    expect(m.socks()).toEqual({ path: join(stateDir, 'tor', 'run', 'socks.sock') });
     const conf = await ctl!.command('GETCONF DisableNetwork __OwningControllerProcess');
     expect(conf.lines.map((l) => l.text)).toEqual(['DisableNetwork=1', `__OwningControllerProcess=${process.pid}`]);
   });
