@@ -13,7 +13,8 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TorControl } from '../../daemon/tor/control.js';
 import { prepareTorSocketDir, shareTorSocket } from '../../daemon/tor/files.js';
-import { checkTorConfig, TorManager, type TorState } from '../../daemon/tor/manager.js';
+import { untilTorState } from '../support/tor-state.js';
+import { checkTorConfig, TorManager } from '../../daemon/tor/manager.js';
 
 const logger = pino({ level: process.env.MVNET_TEST_LOG ?? 'silent' });
 
@@ -42,22 +43,7 @@ function loopAs(who: { uid: number; gid: number }, body: string): { stop(): Prom
   };
 }
 
-function until(m: TorManager, pred: (s: TorState) => boolean, timeoutMs: number, what: string): Promise<TorState> {
-  return new Promise<TorState>((resolve, reject) => {
-    const check = (s: TorState): void => {
-      if (!pred(s)) return;
-      clearTimeout(t);
-      m.off('state', check);
-      resolve(s);
-    };
-    const t = setTimeout(() => {
-      m.off('state', check);
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; state ${JSON.stringify(m.state())}`));
-    }, timeoutMs);
-    m.on('state', check);
-    check(m.state());
-  });
-}
+const until = untilTorState;
 
 /** Root's targets the tor user aims its links at: a 0600 file of 32 bytes (cookie-sized) and a 0755 directory. */
 interface Targets {
