@@ -184,6 +184,7 @@ export class Daemon {
       tor: {
         ensure: () => this.ensureTor(),
         socks: () => this.torManager.socks(),
+        reach: () => this.torManager.torReach(),
         connected: () => this.torManager.control() !== null,
         publish: async (unixPath, virtPort, key) => {
           const serviceId = await this.torManager.addOnion({ ports: [{ virt: virtPort, target: `unix:${unixPath}` }], ...(key !== undefined ? { key: key as `ED25519-V3:${string}` } : {}) });

@@ -16,6 +16,7 @@ import { asObject, checkName } from '../state/validate.js';
 import { maxFrameFor, type AgentPortSpec as AgentSpec, type Port } from '../../plugins/types.js';
 import type { Network, Member } from '../switch/network.js';
 import type { SocksEndpoint } from '../tor/socks-endpoint.js';
+import { prepareTorSocketDir, shareTorSocket, type TorReach } from '../tor/files.js';
 import type { Carrier } from '../carriers/types.js';
 import { openUdp } from '../carriers/udp.js';
 import { listenStream, dialStream } from '../carriers/stream.js';
@@ -58,6 +59,8 @@ export interface LinkTor {
   /** Starts Tor when it is not running (an onion link needs it). */
   ensure(): void;
   socks(): SocksEndpoint | null;
+  /** Who may connect to a socket tor must reach (default: only this process's user). */
+  reach?(): TorReach;
   connected(): boolean;
   publish(unixPath: string, virtPort: number, key: string | undefined): Promise<{ serviceId: string; key: string }>;
   unpublish(serviceId: string): Promise<void>;
@@ -204,12 +207,12 @@ export class Links {
           break;
         case 'onion': {
           const dir = path.join(this.d.stateDir, 'links');
-          fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+          // Tor (another user, maybe) connects to it; nobody else may (0660 root:tor's group in 0710).
+          const reach = this.d.tor.reach?.() ?? 'self';
+          await prepareTorSocketDir(this.d.stateDir, dir, reach);
           const sock = path.join(dir, `onion-${l.port}.sock`);
           e.carrier = await listenStream({ id, listen: { kind: 'unix', path: sock }, log: engine.log });
-          // Tor (another user, maybe) connects to it; the directory is ours only, the socket is not secret.
-          fs.chmodSync(sock, 0o666);
-          fs.chmodSync(dir, 0o711);
+          await shareTorSocket(sock, reach);
           this.hookTor();
           this.d.tor.ensure();
           if (this.d.tor.connected()) await this.publishOnion(e, sock);

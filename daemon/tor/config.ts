@@ -214,8 +214,10 @@ export function checkTorConfig(raw: unknown): TorConfig {
 }
 
 export interface EmbeddedPaths {
-  /** <stateDir>/tor (mode 0700). */
+  /** <stateDir>/tor: root's (0700, or 0710 root:tor's group when tor runs as another user), holds torrc. */
   dir: string;
+  /** <stateDir>/tor/run: tor's own (0700): its control and SOCKS sockets and the cookie. */
+  runDir: string;
   torrc: string;
   /** An empty file passed as --defaults-torrc, so no system-wide defaults leak in. */
   defaults: string;
@@ -230,15 +232,17 @@ export function embeddedPaths(stateDir: string, cfg: TorConfig): EmbeddedPaths {
   if (!isAbsolute(stateDir)) throw new Error(`tor: the state directory ${JSON.stringify(stateDir)} is not an absolute path`);
   const dir = join(stateDir, 'tor');
   if (/[\s"\\#]/.test(dir)) throw new Error(`tor: the state directory ${JSON.stringify(stateDir)} must not contain whitespace, quotes, backslashes or '#' (tor's config syntax)`);
+  const runDir = join(dir, 'run');
   const p: EmbeddedPaths = {
     dir,
+    runDir,
     torrc: join(dir, 'torrc'),
     defaults: join(dir, 'torrc-defaults'),
     dataDir: join(dir, 'data'),
-    controlSocket: join(dir, 'control.sock'),
-    cookieFile: join(dir, 'control.authcookie'),
+    controlSocket: join(runDir, 'control.sock'),
+    cookieFile: join(runDir, 'control.authcookie'),
   };
-  if (cfg.socks === undefined) p.socksSocket = join(dir, 'socks.sock');
+  if (cfg.socks === undefined) p.socksSocket = join(runDir, 'socks.sock');
   for (const s of [p.controlSocket, p.socksSocket]) {
     if (s !== undefined && Buffer.byteLength(s) > 107) throw new Error(`tor: the socket path ${s} is longer than 107 bytes; use a shorter state directory`);
   }

@@ -13,7 +13,8 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { constants as FS } from 'node:fs';
+import { open } from 'node:fs/promises';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
@@ -478,6 +479,12 @@ export interface TorControlOptions {
   password?: string;
   /** Cookie file for COOKIE/SAFECOOKIE; default: the COOKIEFILE PROTOCOLINFO names. */
   cookieFile?: string;
+  /**
+   * The cookie file must belong to one of these uids (the embedded tor's user). With it, only
+   * SAFECOOKIE is used: the cookie never leaves this process, so a file a compromised tor links
+   * in its place is never disclosed, and a tor that does not know the cookie is refused.
+   */
+  cookieOwners?: number[];
   /** Deadline for connecting and authenticating (default 10 s). */
   timeoutMs?: number;
   /** A command whose reply takes longer than this closes the connection (default 60 s). */
@@ -560,6 +567,33 @@ async function openSocket(addr: ControlAddress, signal: AbortSignal): Promise<ne
   });
 }
 
+/**
+ * Reads a control cookie without trusting its directory's owner: no link followed (O_NOFOLLOW),
+ * no wait on a FIFO (O_NONBLOCK), only a regular file with one link, of exactly 32 bytes (and of
+ * an owner in `owners`). A refusal does not say how big the file is (it may not be tor's).
+ */
+export async function readCookie(file: string, owners?: number[]): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(file, FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK | FS.O_NOCTTY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`cannot read tor's control cookie ${file}: ${code === 'ELOOP' ? 'it is a symbolic link' : (code ?? String(e))}`);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.nlink !== 1 || st.size !== 32 || (owners !== undefined && !owners.includes(st.uid))) {
+      throw new Error(`tor's control cookie ${file} is not a 32-byte file of tor's own`);
+    }
+    const buf = Buffer.alloc(33);
+    const { bytesRead } = await fh.read(buf, 0, 33, 0);
+    if (bytesRead !== 32) throw new Error(`tor's control cookie ${file} is not a 32-byte file of tor's own`);
+    return buf.subarray(0, 32);
+  } finally {
+    await fh.close();
+  }
+}
+
 export class TorControl extends EventEmitter<ControlEvents> {
   private readonly parser = new ReplyParser();
   private readonly decoder = new StringDecoder('utf8');
@@ -631,13 +665,8 @@ export class TorControl extends EventEmitter<ControlEvents> {
     if (methods.has('SAFECOOKIE') || methods.has('COOKIE')) {
       const file = opts.cookieFile ?? this.protocolInfo.cookieFile;
       if (file === undefined) throw new Error('tor offers cookie authentication but names no cookie file');
-      let cookie: Buffer;
-      try {
-        cookie = await readFile(file);
-      } catch (e) {
-        throw new Error(`cannot read tor's control cookie ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-      }
-      if (cookie.length !== 32) throw new Error(`tor's control cookie ${file} is ${cookie.length} bytes, not 32`);
+      if (opts.cookieOwners !== undefined && !methods.has('SAFECOOKIE')) throw new Error(`tor offers no SAFECOOKIE authentication (${this.protocolInfo.methods.join(',')})`);
+      const cookie = await readCookie(file, opts.cookieOwners);
       if (methods.has('SAFECOOKIE')) {
         this.authMethod = 'SAFECOOKIE';
         const clientNonce = opts.clientNonce ?? randomBytes(32);

@@ -1,5 +1,6 @@
 /** What TorService needs of the Tor manager (embedded or external). */
 import type { TorControl } from './control.js';
+import type { TorReach } from './files.js';
 import type { TorState } from './manager.js';
 import type { SocksEndpoint } from './socks-endpoint.js';
 
@@ -10,4 +11,6 @@ export interface TorManagerLike {
   state(): TorState;
   on(event: 'ready' | 'down', listener: () => void): unknown;
   stop(reason?: string): Promise<void>;
+  /** Who may connect to a socket tor must reach (see files.ts). */
+  torReach(): TorReach;
 }

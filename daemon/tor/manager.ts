@@ -14,7 +14,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync, watch, type FSWatcher } from 'node:fs';
-import { chmod, chown, lchown, lstat, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath, sep } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Logger } from 'pino';
@@ -36,6 +36,7 @@ import {
   type TorEvent,
 } from './control.js';
 import { buildTorrc, embeddedPaths, parseEmbeddedSocks, type EmbeddedPaths, type TorConfig, type TorMode } from './config.js';
+import { ownDir, shareStateDir, socketGroup, writeNewFile, type TorReach } from './files.js';
 import { readOnionKey, writeOnionKey, type Ed25519OnionKey } from './onion-key.js';
 import type { SocksEndpoint } from './socks-endpoint.js';
 
@@ -143,7 +144,8 @@ function errMsg(e: unknown): string {
 function isTransientConnectError(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN') return true;
-  return e instanceof Error && /cannot read tor's control cookie|control cookie .* is \d+ bytes/.test(e.message);
+  // tor writes the cookie after creating the socket: it may be missing or short for a moment.
+  return e instanceof Error && /cannot read tor's control cookie|control cookie .* is not a 32-byte file/.test(e.message);
 }
 
 /** Resolves once every path exists (fs.watch on `dir`, with a poll as a fallback); rejects on abort. */
@@ -247,21 +249,6 @@ function userName(uid: number): string | undefined {
     return execFileSync('getent', ['passwd', String(uid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(':')[0];
   } catch {
     return undefined;
-  }
-}
-
-/** chown -R without following links (a link inside is changed itself, not its target). */
-async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
-  const st = await lstat(dir);
-  if (st.uid !== uid || st.gid !== gid) await chown(dir, uid, gid);
-  if (!st.isDirectory()) return;
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const f = join(dir, e.name);
-    if (e.isDirectory()) await chownTree(f, uid, gid);
-    else {
-      const s = await lstat(f);
-      if (s.uid !== uid || s.gid !== gid) await lchown(f, uid, gid);
-    }
   }
 }
 
@@ -718,19 +705,42 @@ export class TorManager extends EventEmitter<ManagerEvents> {
   // -------------------------------------------------------------------------------------------
   // Embedded mode
 
+  /**
+   * The layout (see README, Security model): <state>/tor is root's and holds torrc; tor's own
+   * data/ and run/ (sockets, cookie) are the only places its user may write. Everything is
+   * made or fixed through fds opened without following links; whatever else is found in those
+   * places (an older layout, a link) is moved aside and removed.
+   */
   private async prepareDirs(p: EmbeddedPaths): Promise<void> {
-    await mkdir(p.dir, { recursive: true, mode: 0o700 });
-    await chmod(p.dir, 0o700);
-    await mkdir(p.dataDir, { recursive: true, mode: 0o700 });
-    await chmod(p.dataDir, 0o700);
     this.privileges ??= await this.resolvePrivileges(p);
     const { uid, gid } = this.privileges;
-    // tor checks that its data directory and the directory of its sockets belong to the user it
-    // runs as (and refuses them otherwise); files left by a run as another user are taken over.
-    if (uid !== (process.getuid?.() ?? 0)) {
-      await chown(p.dir, uid, gid);
-      await chownTree(p.dataDir, uid, gid);
+    const me = process.getuid?.() ?? 0;
+    const separate = uid !== me;
+    // tor's user gets through the state directory and into <state>/tor by its group, not as "other".
+    if (separate) await shareStateDir(dirname(p.dir), gid);
+    await ownDir(p.dir, me, separate ? gid : (process.getgid?.() ?? 0), separate ? 0o710 : 0o700, this.log);
+    // Left by the layout before run/ (all root's then, in a directory only root writes).
+    await Promise.all(['control.sock', 'socks.sock', 'control.authcookie'].map((f) => rm(join(p.dir, f), { force: true })));
+    // tor checks that its data directory and its sockets' directory are its user's and private.
+    await ownDir(p.dataDir, uid, gid, 0o700, this.log);
+    await ownDir(p.runDir, uid, gid, 0o700, this.log);
+  }
+
+  /**
+   * Who may connect to a socket tor must reach (an onion service target): the embedded tor's
+   * group; an external tor's: the group of its unix control socket, else debian-tor's; unknown: everyone.
+   */
+  torReach(): TorReach {
+    const me = process.getuid?.() ?? 0;
+    if (this.cfg.mode === 'embedded') {
+      if (me !== 0) return 'self';
+      const wanted = this.cfg.user ?? ['debian-tor', 'nobody'].find((u) => lookupUser(u) !== undefined);
+      const u = wanted !== undefined && wanted !== 'root' ? lookupUser(wanted) : undefined;
+      return u !== undefined ? { gid: u.gid } : 'self';
     }
+    const c = parseTorAddress(this.cfg.control!, 'control');
+    const gid = (c.kind === 'unix' ? socketGroup(c.path) : undefined) ?? lookupUser('debian-tor')?.gid;
+    return gid !== undefined ? { gid } : 'world';
   }
 
   /**
@@ -755,16 +765,14 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     const u = lookupUser(wanted);
     if (u === undefined) throw new Error(`tor: tor.user ${JSON.stringify(wanted)} does not exist`);
     // After dropping privileges tor opens its files by absolute path: every directory above its
-    // own must let that user through (x), which the daemon's 0700 state directory does not.
-    for (let d = dirname(p.dir); ; d = dirname(d)) {
+    // own must let that user through (x). The daemon's state directory does by tor's group (prepareDirs).
+    for (let d = dirname(dirname(p.dir)); ; d = dirname(d)) {
       const st = await stat(d);
-      if ((st.mode & 0o001) === 0 && st.uid !== u.uid) {
-        if (d === dirname(p.dir) && st.uid === myUid) await chmod(d, (st.mode & 0o7777) | 0o011);
-        else {
-          const note = `${wanted} cannot enter ${d}`;
-          this.log.warn({ note }, 'the embedded tor runs as root');
-          return asIs('root', note);
-        }
+      const through = st.uid === u.uid ? st.mode & 0o100 : st.gid === u.gid ? st.mode & 0o010 : st.mode & 0o001;
+      if (through === 0) {
+        const note = `${wanted} cannot enter ${d}`;
+        this.log.warn({ note }, 'the embedded tor runs as root');
+        return asIs('root', note);
       }
       if (d === dirname(d)) break;
     }
@@ -785,12 +793,11 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     await Promise.all([p.controlSocket, p.socksSocket, p.cookieFile].map((f) => (f !== undefined ? rm(f, { force: true }) : Promise.resolve())));
     const priv = this.privileges!;
     this.launchedWithSandbox = priv.sandbox;
-    // The directory belongs to tor's user: never follow a link it may have left in our place (wx = O_EXCL).
-    await Promise.all([p.defaults, p.torrc].map((f) => rm(f, { force: true })));
-    await writeFile(p.defaults, '# intentionally empty: keeps system-wide tor defaults out of mvnet\'s tor\n', { mode: 0o600, flag: 'wx' });
-    await writeFile(p.torrc, buildTorrc(this.cfg, p, this.ownerPid, { ...(priv.how === 'torrc' ? { user: priv.user } : {}), sandbox: priv.sandbox }), { mode: 0o600, flag: 'wx' });
-    // Started as its user, tor reads them as that user.
-    if (priv.how === 'spawn') await Promise.all([p.defaults, p.torrc].map((f) => chown(f, priv.uid, priv.gid)));
+    // Root's files in root's directory; tor's user reads them by its group (started as that user).
+    const me = process.getuid?.() ?? 0;
+    const [fileGid, fileMode] = priv.uid !== me ? [priv.gid, 0o640] : [process.getgid?.() ?? 0, 0o600];
+    await writeNewFile(p.defaults, '# intentionally empty: keeps system-wide tor defaults out of mvnet\'s tor\n', me, fileGid, fileMode);
+    await writeNewFile(p.torrc, buildTorrc(this.cfg, p, this.ownerPid, { ...(priv.how === 'torrc' ? { user: priv.user } : {}), sandbox: priv.sandbox }), me, fileGid, fileMode);
     if (gen !== this.gen || this.stopping) return;
 
     this.torLastErr = undefined;
@@ -845,10 +852,13 @@ export class TorManager extends EventEmitter<ManagerEvents> {
 
   /** Waits for the control socket and cookie, then connects, retrying while tor is still binding. */
   private async connectLocal(p: EmbeddedPaths, signal: AbortSignal): Promise<TorControl> {
-    await waitForPaths(p.dir, [p.controlSocket, p.cookieFile], signal);
+    await waitForPaths(p.runDir, [p.controlSocket, p.cookieFile], signal);
+    // tor writes the cookie as its user; started as root (torrc User), before it switches.
+    const priv = this.privileges!;
+    const cookieOwners = priv.how === 'torrc' ? [priv.uid, process.getuid?.() ?? 0] : [priv.uid];
     for (;;) {
       try {
-        return await TorControl.connect({ address: `unix:${p.controlSocket}`, cookieFile: p.cookieFile, timeoutMs: this.startTimeoutMs, logger: this.log });
+        return await TorControl.connect({ address: `unix:${p.controlSocket}`, cookieFile: p.cookieFile, cookieOwners, timeoutMs: this.startTimeoutMs, logger: this.log });
       } catch (e) {
         if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : e;
         if (!isTransientConnectError(e)) throw e;

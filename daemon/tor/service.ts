@@ -16,6 +16,7 @@ import type { SocksEndpoint } from './socks-endpoint.js';
 import type { TorConfig } from './config.js';
 import type { TorAccess } from './access.js';
 import { ONION_ID_RE } from './control.js';
+import { prepareTorSocketDir, shareTorSocket } from './files.js';
 import type { TorManagerLike } from './manager-like.js';
 import type { TorState as TorManagerState } from './manager.js';
 
@@ -227,9 +228,10 @@ export class TorService {
   /** A local listener (unix socket) that Tor's onion service targets; each connection is opened into the VM. */
   private async listen(p: PublishedOnion & { server: net.Server | null; sockPath: string }): Promise<void> {
     if (p.server !== null) return;
-    fs.mkdirSync(path.dirname(p.sockPath), { recursive: true, mode: 0o711 });
-    // Tor runs as its own user (tor.user): it must get through to the socket, not list the directory.
-    fs.chmodSync(path.dirname(p.sockPath), 0o711);
+    // Only root and tor's group get to the socket: it leads straight into the VM's port.
+    const reach = this.d.manager.torReach();
+    if (reach === 'world') this.d.log.warn('the external tor\'s group is unknown (no unix control socket, no debian-tor): onion sockets are open to every local user');
+    await prepareTorSocketDir(this.d.stateDir, path.dirname(p.sockPath), reach);
     fs.rmSync(p.sockPath, { force: true });
     const server = net.createServer({ allowHalfOpen: true }, (sock) => {
       try {
@@ -243,8 +245,7 @@ export class TorService {
       server.once('error', reject);
       server.listen({ path: p.sockPath }, () => resolve());
     });
-    // Tor (possibly another user or namespace) must reach the socket.
-    fs.chmodSync(p.sockPath, 0o666);
+    await shareTorSocket(p.sockPath, reach);
     p.server = server;
   }
 

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBootstrap } from '../../daemon/tor/control.js';
-import { checkTorConfig, TorManager, waitForPaths, type TorState } from '../../daemon/tor/manager.js';
+import { untilTorState } from '../support/tor-state.js';
+import { checkTorConfig, TorManager, waitForPaths } from '../../daemon/tor/manager.js';
 import { pidAlive } from '../support/netns.js';
 
 const logger = pino({ level: process.env.MVNET_TEST_LOG ?? 'silent' });
@@ -40,23 +41,7 @@ function processesMentioning(needle: string): number[] {
   return out;
 }
 
-/** Resolves with the first state (current or future) that satisfies `pred`. */
-function until(m: TorManager, pred: (s: TorState) => boolean, timeoutMs: number, what: string): Promise<TorState> {
-  return new Promise<TorState>((resolve, reject) => {
-    const check = (s: TorState): void => {
-      if (!pred(s)) return;
-      clearTimeout(t);
-      m.off('state', check);
-      resolve(s);
-    };
-    const t = setTimeout(() => {
-      m.off('state', check);
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; state ${JSON.stringify(m.state())}`));
-    }, timeoutMs);
-    m.on('state', check);
-    check(m.state());
-  });
-}
+const until = untilTorState;
 
 function tempDir(prefix: string): string {
   // Short, so that unix socket paths stay well under 108 bytes.
@@ -146,11 +131,14 @@ describe('TorManager, embedded tor (DisableNetwork 1)', () => {
     expect(info['config-file']).toBe(join(stateDir, 'tor', 'torrc'));
 
     const files = m.files()!;
-    expect(statSync(files.dir).mode & 0o777).toBe(0o700);
+    // tor runs as debian-tor here: root's directory (torrc) lets its group through only; data/ and run/ are tor's.
+    expect(statSync(files.dir)).toMatchObject({ uid: 0, mode: 0o40710 });
+    expect(statSync(files.torrc)).toMatchObject({ uid: 0, mode: 0o100640 });
     expect(statSync(files.dataDir).mode & 0o777).toBe(0o700);
+    expect(statSync(files.runDir).mode & 0o777).toBe(0o700);
     expect(readFileSync(files.torrc, 'utf8')).toContain(`\n__OwningControllerProcess ${process.pid}\n`);
     expect(readFileSync(files.torrc, 'utf8')).toMatch(/# tor\.torrc\nDisableNetwork 1\n$/);
-    expect(m.socks()).toEqual({ path: join(stateDir, 'tor', 'socks.sock') });
+    expect(m.socks()).toEqual({ path: join(stateDir, 'tor', 'run', 'socks.sock') });
     const conf = await ctl!.command('GETCONF DisableNetwork __OwningControllerProcess');
     expect(conf.lines.map((l) => l.text)).toEqual(['DisableNetwork=1', `__OwningControllerProcess=${process.pid}`]);
   });

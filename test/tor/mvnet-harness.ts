@@ -155,10 +155,11 @@ export class TorRouter {
     return this.daemon.stateDir;
   }
 
-  /** Embedded tor's files (STATE/tor/…). */
+  /** Embedded tor's files (STATE/tor/…: torrc root's, sockets and cookie in tor's run/). */
   get embedded(): { dir: string; torrc: string; control: string; cookie: string; socks: string } {
     const d = join(this.stateDir, 'tor');
-    return { dir: d, torrc: join(d, 'torrc'), control: join(d, 'control.sock'), cookie: join(d, 'control.authcookie'), socks: join(d, 'socks.sock') };
+    const r = join(d, 'run');
+    return { dir: d, torrc: join(d, 'torrc'), control: join(r, 'control.sock'), cookie: join(r, 'control.authcookie'), socks: join(r, 'socks.sock') };
   }
 
   /** The control port the daemon's Tor listens on (its own, or the private client's). */

@@ -36,7 +36,7 @@ afterAll(cleanupAll);
 
 /** The embedded tor's control socket and cookie of a daemon (STATE/tor/…, as the harness knows them). */
 function control(d: Daemon): { path: string; cookie: string } {
-  return { path: join(d.stateDir, 'tor', 'control.sock'), cookie: join(d.stateDir, 'tor', 'control.authcookie') };
+  return { path: join(d.stateDir, 'tor', 'run', 'control.sock'), cookie: join(d.stateDir, 'tor', 'run', 'control.authcookie') };
 }
 
 function links(d: Daemon): Promise<LinksInfo> {

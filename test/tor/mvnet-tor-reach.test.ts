@@ -23,6 +23,7 @@
  */
 import { statSync } from 'node:fs';
 import net from 'node:net';
+import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll } from '../support/netns.js';
 import { torUpstream } from './context.js';
@@ -136,7 +137,9 @@ describe('an all-tor VM cannot reach the SOCKS port, the control port or the dae
     expect(routerUnix).toContain(control);
     expect(vmUnix).not.toContain(socketPath);
     expect(vmUnix).not.toContain(control);
-    expect(statSync(r.embedded.dir).mode & 0o777).toBe(0o700);
+    // root's STATE/tor lets only tor's group through; the sockets' directory is tor's alone.
+    expect(statSync(r.embedded.dir).mode & 0o007).toBe(0);
+    expect(statSync(dirname(control)).mode & 0o777).toBe(0o700);
     expect(statSync(socketPath).mode & 0o007).toBe(0);
     // Documented, not asserted as unreachable: the filesystem is shared, so root in the VM
     // namespace can still open the paths. This process (root, root namespace) shows it:

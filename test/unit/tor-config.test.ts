@@ -108,20 +108,21 @@ describe('the embedded torrc', () => {
     const p = embeddedPaths('/var/lib/mvnet', cfg);
     expect(p).toEqual({
       dir: '/var/lib/mvnet/tor',
+      runDir: '/var/lib/mvnet/tor/run',
       torrc: '/var/lib/mvnet/tor/torrc',
       defaults: '/var/lib/mvnet/tor/torrc-defaults',
       dataDir: '/var/lib/mvnet/tor/data',
-      controlSocket: '/var/lib/mvnet/tor/control.sock',
-      socksSocket: '/var/lib/mvnet/tor/socks.sock',
-      cookieFile: '/var/lib/mvnet/tor/control.authcookie',
+      controlSocket: '/var/lib/mvnet/tor/run/control.sock',
+      socksSocket: '/var/lib/mvnet/tor/run/socks.sock',
+      cookieFile: '/var/lib/mvnet/tor/run/control.authcookie',
     });
     const lines = buildTorrc(cfg, p, 4242).trimEnd().split('\n');
     expect(lines.slice(1)).toEqual([
       'DataDirectory /var/lib/mvnet/tor/data',
-      'SocksPort unix:/var/lib/mvnet/tor/socks.sock IsolateSOCKSAuth',
-      'ControlPort unix:/var/lib/mvnet/tor/control.sock',
+      'SocksPort unix:/var/lib/mvnet/tor/run/socks.sock IsolateSOCKSAuth',
+      'ControlPort unix:/var/lib/mvnet/tor/run/control.sock',
       'CookieAuthentication 1',
-      'CookieAuthFile /var/lib/mvnet/tor/control.authcookie',
+      'CookieAuthFile /var/lib/mvnet/tor/run/control.authcookie',
       '__OwningControllerProcess 4242',
       'Log notice stdout',
       'AvoidDiskWrites 1',

@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CircEvent, HsDescEvent, StreamEvent } from '../../daemon/tor/control.js';
 import type { TorManagerLike } from '../../daemon/tor/manager-like.js';
 import { checkTorConfig, TorManager, type TorState } from '../../daemon/tor/manager.js';
+import { untilTorState } from '../support/tor-state.js';
 
 const logger = pino({ level: 'silent' });
 const ONION = '2ab7rhua3gtz7u6az75w72qenzn4lyysyc7d6ayn7apeh6agenyoypqd';
@@ -94,17 +95,7 @@ function external(path: string): TorManager {
 }
 
 function until(m: TorManager, pred: (s: TorState) => boolean, what: string): Promise<TorState> {
-  return new Promise<TorState>((resolve, reject) => {
-    const check = (s: TorState): void => {
-      if (!pred(s)) return;
-      clearTimeout(t);
-      m.off('state', check);
-      resolve(s);
-    };
-    const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}: ${JSON.stringify(m.state())}`)), 5_000);
-    m.on('state', check);
-    check(m.state());
-  });
+  return untilTorState(m, pred, 5_000, what);
 }
 
 describe('TorManager readiness (external mode, fake control port)', () => {
