@@ -22,9 +22,9 @@ import type {
 export function torReason(s: TorSummary): string | undefined {
   const p = s.bootstrapProblem;
   // Tor's words, quoted on one line wherever they are shown (status, progress, errors).
-  if (p !== undefined) return safeText(`${p.warning}${p.reason !== undefined ? ` (${p.reason})` : ''} at ${p.progress}% (${p.summary})`);
+  if (p !== null) return safeText(`${p.warning}${p.reason !== null ? ` (${p.reason})` : ''} at ${p.progress}% (${p.summary})`);
   const w = s.warnings.at(-1) ?? s.lastError;
-  return w === undefined ? undefined : safeText(w);
+  return w === null ? undefined : safeText(w);
 }
 
 /** "bootstrapping 45% (Loading relay descriptors)" or "down (stopped …)". */
@@ -84,9 +84,9 @@ export function torCommand(ctx: Ctx): Command {
         const p = s.bootstrapProblem;
         const lines = [
           safeText(`Tor (${s.mode})${s.version ? ` ${s.version}` : ''}: ${s.phase}, bootstrap ${s.progress}%${s.summary ? ` (${s.summary})` : ''}`),
-          ...(p !== undefined ? [`bootstrap problem at ${p.progress}% (${p.summary}): ${p.warning}${p.reason !== undefined ? ` [${p.reason}]` : ''}${p.count !== undefined ? `, ${p.count} times` : ''}`] : []),
+          ...(p !== null ? [`bootstrap problem at ${p.progress}% (${p.summary}): ${p.warning}${p.reason !== null ? ` [${p.reason}]` : ''}${p.count !== null ? `, ${p.count} times` : ''}`] : []),
           `circuits built: ${s.circuits ?? '-'}; restarts: ${s.restarts}${s.lastError ? `; last error: ${safeText(s.lastError)}` : ''}`,
-          ...(s.privileges !== undefined ? [`runs as ${s.privileges.user}${s.pid !== undefined ? ` (pid ${s.pid})` : ''}, sandbox ${s.privileges.sandbox ? 'on' : 'off'}${s.privileges.note !== undefined ? ` (${s.privileges.note})` : ''}`] : []),
+          ...(s.privileges !== null ? [`runs as ${s.privileges.user}${s.pid !== null ? ` (pid ${s.pid})` : ''}, sandbox ${s.privileges.sandbox ? 'on' : 'off'}${s.privileges.note !== null ? ` (${s.privileges.note})` : ''}`] : []),
           `VMs routed through Tor: ${s.vms.length > 0 ? s.vms.join(', ') : 'none'}`,
           `onion services published: ${s.published}; named onions: ${s.aliases}`,
         ];

@@ -53,18 +53,18 @@ export interface TorState {
   /** Bootstrap summary from tor, or why tor is down. */
   summary: string;
   /** Tor's version, once the control port answered. */
-  version?: string;
-  lastError?: string;
+  version: string | null;
+  lastError: string | null;
   /** embedded: how many times tor was started again; external: how many times the control port was reconnected. */
   restarts: number;
   /** Tor's own recent warnings (log lines at warn/err, STATUS_* warnings), most recent last, de-duplicated, at most 8. */
   warnings: string[];
   /** Why bootstrapping is stuck, as tor reported it (BOOTSTRAP PROBLEM); cleared once bootstrap moves on. */
-  bootstrapProblem?: BootstrapProblem;
+  bootstrapProblem: BootstrapProblem | null;
   /** The embedded tor's pid while it runs. */
-  pid?: number;
+  pid: number | null;
   /** embedded: whom tor runs as and whether its sandbox is on (`note` says why not, when not). */
-  privileges?: { user: string; sandbox: boolean; note?: string };
+  privileges: { user: string; sandbox: boolean; note: string | null } | null;
 }
 
 export interface BootstrapProblem {
@@ -73,9 +73,9 @@ export interface BootstrapProblem {
   /** Tor's WARNING text, e.g. "No route to host". */
   warning: string;
   /** Tor's REASON keyword, e.g. NOROUTE, TIMEOUT, CONNECTREFUSED. */
-  reason?: string;
+  reason: string | null;
   /** How many times tor hit it. */
-  count?: number;
+  count: number | null;
 }
 
 
@@ -366,16 +366,21 @@ export class TorManager extends EventEmitter<ManagerEvents> {
   }
 
   state(): TorState {
-    const s: TorState = { mode: this.cfg.mode, phase: this.phase, progress: this.progress, summary: this.summary, restarts: this.restarts, warnings: [...this.warnings] };
-    if (this.version !== undefined) s.version = this.version;
-    if (this.lastError !== undefined) s.lastError = this.lastError;
-    if (this.bootstrapProblem !== undefined) s.bootstrapProblem = { ...this.bootstrapProblem };
-    if (this.child?.pid !== undefined) s.pid = this.child.pid;
-    if (this.privileges !== undefined) {
-      const { user, sandbox, note } = this.privileges;
-      s.privileges = { user, sandbox, ...(note !== undefined ? { note } : {}) };
-    }
-    return s;
+    // Unset is null, never absent (the --json contract).
+    const p = this.privileges;
+    return {
+      mode: this.cfg.mode,
+      phase: this.phase,
+      progress: this.progress,
+      summary: this.summary,
+      version: this.version ?? null,
+      lastError: this.lastError ?? null,
+      restarts: this.restarts,
+      warnings: [...this.warnings],
+      bootstrapProblem: this.bootstrapProblem !== undefined ? { ...this.bootstrapProblem } : null,
+      pid: this.child?.pid ?? null,
+      privileges: p !== undefined ? { user: p.user, sandbox: p.sandbox, note: p.note ?? null } : null,
+    };
   }
 
   isReady(): boolean {
@@ -515,7 +520,7 @@ export class TorManager extends EventEmitter<ManagerEvents> {
     if (b.warning !== undefined) {
       this.lastError = `bootstrap problem at ${b.progress}%: ${b.warning}${b.reason !== undefined ? ` (${b.reason})` : ''}`;
       this.log.warn({ progress: b.progress, tag: b.tag, reason: b.reason, warning: b.warning }, 'tor bootstrap problem');
-      this.bootstrapProblem = { progress: b.progress, summary: b.summary, warning: b.warning, ...(b.reason !== undefined ? { reason: b.reason } : {}), ...(count !== undefined ? { count } : {}) };
+      this.bootstrapProblem = { progress: b.progress, summary: b.summary, warning: b.warning, reason: b.reason ?? null, count: count ?? null };
       // Without COUNT/HOSTID, so one problem repeated against many relays stays one warning.
       this.addWarning(`bootstrap stuck at ${b.progress}% (${b.summary}): ${b.warning}${b.reason !== undefined ? ` [${b.reason}]` : ''}`);
     } else if (b.progress > (this.bootstrapProblem?.progress ?? 100)) this.bootstrapProblem = undefined;

@@ -59,7 +59,7 @@ describe('a Tor that cannot bootstrap says why', () => {
     const s = await waitFor(
       async () => {
         last = await d.cliJson<TorStatus>(['tor', 'status']);
-        return last.bootstrapProblem !== undefined && last.warnings.some((w) => /bootstrap stuck/.test(w)) ? last : undefined;
+        return last.bootstrapProblem !== null && last.warnings.some((w) => /bootstrap stuck/.test(w)) ? last : undefined;
       },
       { timeoutMs: 45_000, intervalMs: 300, what: `a bootstrap problem in tor status (last: ${JSON.stringify(last)})` },
     );

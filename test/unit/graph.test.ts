@@ -48,7 +48,7 @@ const ROUTES: RouteInfo[] = [
   { vm: 'gone', attached: false, route: { kind: 'direct', allow: null, torPorts: null }, routeText: 'direct' },
 ];
 
-const TOR: TorStatus = { mode: 'embedded', phase: 'ready', progress: 100, summary: 'Done', restarts: 0, warnings: [], circuits: 3, vms: ['a3', 'b2'], published: 0, aliases: 0 };
+const TOR: TorStatus = { mode: 'embedded', phase: 'ready', progress: 100, summary: 'Done', restarts: 0, warnings: [], version: null, lastError: null, bootstrapProblem: null, pid: null, privileges: null, circuits: 3, vms: ['a3', 'b2'], published: 0, aliases: 0 };
 
 function known(): Graph {
   return buildGraph({

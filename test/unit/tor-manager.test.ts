@@ -126,7 +126,10 @@ describe('TorManager readiness (external mode, fake control port)', () => {
     // Bootstrap moving on clears the problem.
     fake.send('650 STATUS_CLIENT NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"\r\n');
     const r = await until(m, (x) => x.phase === 'ready', 'ready');
-    expect(r.bootstrapProblem).toBeUndefined();
+    expect(r.bootstrapProblem).toBeNull();
+    // The --json contract: every key there, unset ones null.
+    expect(Object.keys(r).sort()).toEqual(['bootstrapProblem', 'lastError', 'mode', 'phase', 'pid', 'privileges', 'progress', 'restarts', 'summary', 'version', 'warnings']);
+    expect(Object.values(r).every((v) => v !== undefined)).toBe(true);
   });
 
   it('follows bootstrap events to ready, once, and subscribes to the events it needs', async () => {
@@ -179,7 +182,7 @@ describe('TorManager readiness (external mode, fake control port)', () => {
     const m = external(fake.path);
     await m.start();
     fake.send('650 STATUS_CLIENT WARN BOOTSTRAP PROGRESS=5 TAG=conn SUMMARY="Connecting to a relay" WARNING="Connection refused" REASON=CONNECTREFUSED COUNT=3 RECOMMENDATION=ignore\r\n');
-    const s = await until(m, (x) => x.lastError !== undefined, 'lastError');
+    const s = await until(m, (x) => x.lastError !== null, 'lastError');
     expect(s.lastError).toBe('bootstrap problem at 5%: Connection refused (CONNECTREFUSED)');
   });
 
