@@ -208,7 +208,7 @@ describe('TorManager, embedded tor as an unprivileged user with the sandbox', ()
       await m.start();
       const s = await until(m, (x) => x.phase === 'bootstrapping', 20_000, 'bootstrapping');
       const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${s.pid}/status`, 'utf8'))![1]);
-      expect(s.privileges).toEqual({ user: 'debian-tor', sandbox: true });
+      expect(s.privileges).toEqual({ user: 'debian-tor', sandbox: true, note: null });
       expect(uid).not.toBe(0);
       expect(statSync(m.files()!.dataDir).uid).toBe(uid);
       const conf = await m.control()!.command('GETCONF Sandbox');

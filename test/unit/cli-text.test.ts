@@ -61,7 +61,7 @@ describe('where the CLI prints the daemon\'s text', () => {
   });
 
   it("Tor's status line (mvnet status) quotes Tor's reason cleanly", () => {
-    const s = { mode: 'embedded', phase: 'down', progress: 0, summary: `stopped${ESC}[8m`, warnings: [HOSTILE], restarts: 0 } as unknown as TorSummary;
+    const s = { mode: 'embedded', phase: 'down', progress: 0, summary: `stopped${ESC}[8m`, warnings: [HOSTILE], restarts: 0, version: null, lastError: null, bootstrapProblem: null, pid: null, privileges: null } as unknown as TorSummary;
     const line = torStatusLine(s);
     expect(clean(line)).toBe(true);
     expect(line).toContain(SHOWN);
