@@ -377,6 +377,10 @@ export class NetRouter implements GatewayHandler {
       }
       return;
     }
+    // Every VM ARPs before it talks: an address set inside the VM by hand (no --ip, no lease)
+    // is learned from its ARP by the rules its first IP packet would meet (sourceOk4), so status
+    // shows it; an ARP that fails them is still answered as before, and binds nothing.
+    if (d.kind === 'arp' && vm !== undefined && s !== undefined && s.learned4 === null && d.arp.senderIp !== 0) this.sourceOk4(vm, s, d.arp.senderIp);
     const r = sv.dispatch(d, from.vm, now);
     if (r.handled) {
       for (const x of r.replies) this.out.push(x);

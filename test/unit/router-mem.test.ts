@@ -586,6 +586,23 @@ describe('router in memory: source addresses', () => {
     await vm3.barrier();
     expect(lab.router.counters.spoofed - before).toBe(1);
   });
+
+  it('an address set by hand inside the VM is learned from its ARP (status shows it), and then held to', async () => {
+    const vm = lab.attach('vm1', { mac: MAC1, route: { kind: 'direct' } });
+    lab.attach('vm2', { mac: MAC2, ip: '10.1.0.20' });
+    // Another VM's static address in an ARP binds nothing.
+    vm.send(vm.eth(MAC_BROADCAST, ETHERTYPE_ARP, encodeArp({ op: ARP_REQUEST, senderMac: MAC1, senderIp: ip('10.1.0.20'), targetMac: 0, targetIp: GW })));
+    await vm.barrier();
+    expect(lab.router.vmStatus('vm1').ip).toBe(null);
+    // Its own, before any IP packet: learned.
+    vm.send(vm.eth(MAC_BROADCAST, ETHERTYPE_ARP, encodeArp({ op: ARP_REQUEST, senderMac: MAC1, senderIp: ip('10.1.0.40'), targetMac: 0, targetIp: GW })));
+    await vm.barrier();
+    expect(lab.router.vmStatus('vm1').ip).toBe('10.1.0.40');
+    const before = lab.router.counters.spoofed;
+    vm.send(vm.ping(GW, 3, { src: ip('10.1.0.41') }));
+    await vm.barrier();
+    expect(lab.router.counters.spoofed - before).toBe(1);
+  });
 });
 
 describe('router in memory: IPv6 source addresses', () => {
