@@ -6,30 +6,20 @@
  * session's counters and ISBs still count every frame as seen and filtered out.
  */
 import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '../support/mulberry32.js';
 import { compileFilter, compileFilterProgram, PROG_AND, PROG_CMP, PROG_MAX_DEPTH, PROG_MAX_WORDS, PROG_NEED, PROG_NOT, PROG_TRUE, type LinkType } from '../../daemon/capture/filter.js';
 import { CTL_FILTERED, TEE_IN, TEE_OUT, TeeRing } from '../../plugins/common/tee-ring.js';
 import { native } from '../../plugins/native/index.js';
 import { arpish, echo, IP1, IP2, MAC1, MAC2, MemSink, newHub, start } from '../support/capture-lab.js';
 import { ETHER_FRAMES, EXPRS, IP_PACKETS } from '../support/filter-corpus.js';
 
-/** mulberry32: a seeded RNG, so a failure is repeatable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Corpus frames, every truncation of each, and mutations (bytes flipped, cut short) from a seeded RNG. */
 function frames(): Buffer[] {
   const base = [...ETHER_FRAMES, ...IP_PACKETS];
   const out: Buffer[] = [];
   for (const f of base) for (let n = 0; n <= f.length; n++) out.push(f.subarray(0, n));
-  const r = rng(9);
+  const r = mulberry32(9);
   for (let k = 0; k < 3000; k++) {
     const f = Buffer.from(base[Math.floor(r() * base.length)]!);
     const flips = 1 + Math.floor(r() * 4);
@@ -116,7 +106,7 @@ describe('capture filter: the addon refuses a malformed program', () => {
   });
 
   it('random words: refused or run, never a read outside the frame', () => {
-    const r = rng(42);
+    const r = mulberry32(42);
     let ran = 0;
     for (let k = 0; k < 20000; k++) {
       const n = 1 + Math.floor(r() * 12);

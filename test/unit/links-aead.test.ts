@@ -8,21 +8,11 @@
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '../support/mulberry32.js';
 import { decodeTransport } from '../../daemon/links/messages.js';
 import { Keypair, nodeTransportAead, type TransportAead } from '../../daemon/links/transport.js';
 import { native, nativeTransportAead, type NativeAeadKey } from '../../plugins/native/index.js';
 
-/** mulberry32: a seeded RNG, so a failure is repeatable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function nat(): TransportAead<NativeAeadKey> {
   const a = nativeTransportAead();
@@ -46,7 +36,7 @@ function counter(r: () => number): bigint {
 describe('links: the native transport AEAD', () => {
   it('seals 10^4 random payloads (0-65535 bytes) to the same bytes as node:crypto, and each opens the other', () => {
     const a = nat();
-    const r = rng(1);
+    const r = mulberry32(1);
     const raw = randomBytes(32);
     const nk = nodeTransportAead.importKey(raw);
     // One handle seals and opens: its context switches direction per call.
@@ -72,7 +62,7 @@ describe('links: the native transport AEAD', () => {
 
   it('refuses tampered tags and ciphertexts, truncations, another counter and another key', () => {
     const a = nat();
-    const r = rng(2);
+    const r = mulberry32(2);
     const raw = randomBytes(32);
     const k = a.importKey(raw);
     const other = a.importKey(randomBytes(32));
@@ -101,7 +91,7 @@ describe('links: the native transport AEAD', () => {
     const n = native;
     const a = nat();
     const k = a.importKey(randomBytes(32));
-    const r = rng(3);
+    const r = mulberry32(3);
     for (let len = 0; len < 100; len++) {
       if (len !== 32) expect(() => n.aeadImportKey!(Buffer.alloc(len))).toThrow(TypeError);
     }
@@ -143,7 +133,7 @@ describe('links: the native transport AEAD', () => {
   it('seals and opens into a given buffer: exact lengths only, no overlap, in place allowed, zeroed on failure', () => {
     const n = native;
     const k = n.aeadImportKey!(randomBytes(32));
-    const r = rng(5);
+    const r = mulberry32(5);
     for (let i = 0; i < 3000; i++) {
       const p = bytes(r, Math.floor(r() * 3000));
       const t = bytes(r, Math.floor(r() * 17));
@@ -211,7 +201,7 @@ describe('links: the native transport AEAD', () => {
     const sx = new Keypair(keys, 1, 2, true, 0, a);
     const rn = new Keypair(back, 2, 1, false, 0);
     const rx = new Keypair(back, 2, 1, false, 0, a);
-    const r = rng(4);
+    const r = mulberry32(4);
     for (let i = 0; i < 500; i++) {
       const payload = bytes(r, i % 7 === 0 ? 0 : Math.floor(r() * 1600));
       const m = sn.seal(payload);

@@ -16,18 +16,13 @@ import {
   type TcpConnectionOptions,
   type TcpHandler,
 } from '../../daemon/endpoint/tcp/index.js';
+import { mulberry32 } from '../support/mulberry32.js';
 
-/** mulberry32: small, fast, deterministic. */
+/** mulberry32 (test/support/mulberry32.ts), with random bytes. */
 export class Rng {
-  private s: number;
+  readonly next: () => number;
   constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.next = mulberry32(seed);
   }
   bytes(n: number): Buffer {
     const b = Buffer.allocUnsafe(n);
