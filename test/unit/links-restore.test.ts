@@ -32,6 +32,21 @@ const tor: LinkTor = {
   onConnected: () => {},
 };
 
+/** A Links on `dir` with the test's defaults (network "lan" on `sw`), closed after the test. */
+function newLinks(dir: string, o: { log?: pino.Logger; save?: () => void; sw?: Network | null; tor?: LinkTor } = {}): Links {
+  const sw = o.sw === undefined ? ({ attachTrunk: () => ({}) as Member, detach: () => {}, trunkMacs: () => 0 } as unknown as Network) : o.sw;
+  const links = new Links({
+    log: o.log ?? pino({ level: 'silent' }),
+    stateDir: dir,
+    tor: o.tor ?? tor,
+    save: o.save ?? (() => {}),
+    network: (n) => (sw !== null && n === 'lan' ? { sw, mtu: 1500 } : undefined),
+    capture: { portAdded: () => {}, portRemoved: () => {} },
+  });
+  cleanup.push(() => links.close());
+  return links;
+}
+
 describe('links: a saved link that cannot be restored', () => {
   it('is listed as failed with its reason, blocks its name, and can be removed', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-restore-'));
@@ -42,15 +57,7 @@ describe('links: a saved link that cannot be restored', () => {
     cleanup.push(() => new Promise<void>((r) => squatter.close(() => r())));
     const port = squatter.address().port;
     let saves = 0;
-    const links = new Links({
-      log: pino({ level: 'silent' }),
-      stateDir: dir,
-      tor,
-      save: () => saves++,
-      network: (n) => (n === 'lan' ? { sw: {} as Network, mtu: 1500 } : undefined),
-      capture: { portAdded: () => {}, portRemoved: () => {} },
-    });
-    cleanup.push(() => links.close());
+    const links = newLinks(dir, { save: () => saves++, sw: {} as Network });
     const peer = keyToBase64(fixedKeyPair('restore peer').publicKey);
     const spec = { name: 'l1', net: 'lan', peer, listen: `udp:127.0.0.1:${port}` };
     await links.restore({ specs: [spec], onions: {}, endpoints: {} });
@@ -86,17 +93,8 @@ describe('links: a saved link whose cause of failure goes away', () => {
     const squatter = dgram.createSocket('udp4');
     await new Promise<void>((r) => squatter.bind(0, '127.0.0.1', () => r()));
     const port = squatter.address().port;
-    const sw = { attachTrunk: () => ({}) as Member, detach: () => {}, trunkMacs: () => 0 } as unknown as Network;
     let saves = 0;
-    const links = new Links({
-      log: pino({ level: 'silent' }),
-      stateDir: dir,
-      tor,
-      save: () => saves++,
-      network: (n) => (n === 'lan' ? { sw, mtu: 1500 } : undefined),
-      capture: { portAdded: () => {}, portRemoved: () => {} },
-    });
-    cleanup.push(() => links.close());
+    const links = newLinks(dir, { save: () => saves++ });
     const spec = { name: 'l1', net: 'lan', peer: keyToBase64(fixedKeyPair('retry peer').publicKey), listen: `udp:127.0.0.1:${port}` };
     await links.restore({ specs: [spec], onions: {}, endpoints: {} });
     expect(links.list().links[0]!.state).toBe('failed');
@@ -121,16 +119,7 @@ describe('links: a remembered (roamed) endpoint', () => {
     const hole = dgram.createSocket('udp4');
     await new Promise<void>((r) => hole.bind(0, '127.0.0.1', () => r()));
     cleanup.push(() => new Promise<void>((r) => hole.close(() => r())));
-    const sw = { attachTrunk: () => ({}) as Member, detach: () => {}, trunkMacs: () => 0 } as unknown as Network;
-    const links = new Links({
-      log,
-      stateDir: dir,
-      tor,
-      save: () => {},
-      network: (n) => (n === 'lan' ? { sw, mtu: 1500 } : undefined),
-      capture: { portAdded: () => {}, portRemoved: () => {} },
-    });
-    cleanup.push(() => links.close());
+    const links = newLinks(dir, { log });
     // The far side only listens: it never dials us, so only our initiations can bring the link up.
     const far = fixedKeyPair('roamed far');
     const engine = new LinkEngine({ privateKey: far.privateKey, log });
@@ -157,16 +146,7 @@ describe('links: the shared UDP socket links dial from', () => {
   it('is closed once the last link using it is removed', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-links-udpout-'));
     cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const sw = { attachTrunk: () => ({}) as Member, detach: () => {}, trunkMacs: () => 0 } as unknown as Network;
-    const links = new Links({
-      log: pino({ level: 'silent' }),
-      stateDir: dir,
-      tor,
-      save: () => {},
-      network: (n) => (n === 'lan' ? { sw, mtu: 1500 } : undefined),
-      capture: { portAdded: () => {}, portRemoved: () => {} },
-    });
-    cleanup.push(() => links.close());
+    const links = newLinks(dir);
     const carriers = (): string[] => (links as unknown as { engine: LinkEngine }).engine.allCarriers().map((c) => c.id);
     await links.add({ name: 'l1', net: 'lan', peer: keyToBase64(fixedKeyPair('udp-out 1').publicKey), endpoint: 'udp:127.0.0.1:9' });
     await links.add({ name: 'l2', net: 'lan', peer: keyToBase64(fixedKeyPair('udp-out 2').publicKey), endpoint: 'udp:127.0.0.1:9' });
@@ -195,15 +175,7 @@ describe('links: an agent on an onion listener', () => {
         return Promise.resolve();
       },
     };
-    const links = new Links({
-      log: pino({ level: 'silent' }),
-      stateDir: dir,
-      tor: onionTor,
-      save: () => {},
-      network: () => undefined,
-      capture: { portAdded: () => {}, portRemoved: () => {} },
-    });
-    cleanup.push(() => links.close());
+    const links = newLinks(dir, { tor: onionTor, sw: null });
     const spec = { kind: 'agent' as const, peer: keyToBase64(fixedKeyPair('onion agent').publicKey), listen: 'onion:7000' };
     const saved = { 'onion:7000': { serviceId: 'a'.repeat(56), key: 'ED25519-V3:secret' } };
     // The daemon stopping closes every VM's port with remove: false.
