@@ -1,34 +1,41 @@
 /**
- * `npm run bench`: mvnet's data path against two yardsticks, measured in the same run on the
+ * `npm run bench:switch`: mvnet's switch against two yardsticks, measured in the same run on the
  * same machine.
  *
- * Two network namespaces play the VMs; between them, one of three paths:
+ * Two network namespaces play the VMs; between them, one of these paths:
  *   - kernel veth: a veth pair, one end in each namespace (the ceiling);
  *   - C forwarder: bench/c-forwarder/fwd.c, a plain epoll read()/write() loop between two TAPs
- *     (compiled with `cc -O2` into a temp dir), each TAP moved into its namespace;
- *   - mvnet: a daemon with one network and two VMs attached by `--tap IF --netns NS`;
- *   - mvnet with a capture running (`mvnet capture a`, both directions of VM a's port): to a file
- *     (rotating, 2 x 256 MB), and with a filter that matches none of the traffic (`udp port 9`);
- *     the table's "x mvnet" column is their throughput over mvnet's without a capture.
+ *     (compiled with `cc -O2` into a temp dir), each TAP moved into its namespace (the floor);
+ *   - mvnet (native cut-through): a daemon with one network and two VMs attached by
+ *     `--tap IF --netns NS`; frames between two TAP ports that the switch guard calls plain are
+ *     forwarded by the addon straight from its read batch (the native cut-through path), the
+ *     rest (ARP, the first frames before the MAC table knows both ends) by the JS switch;
+ *   - not by default (`--only`): mvnet with a capture running (`mvnet capture a`, both
+ *     directions of VM a's port): to a file (rotating, 2 x 256 MB), and with a filter that
+ *     matches none of the traffic (`udp port 9`); the table's "x mvnet" column is their
+ *     throughput over mvnet's without a capture.
  * each at three settings: MTU 1500, MTU 65520, and MTU 1500 with TSO (`--vnet-hdr` on both
  * mvnet attaches, `-v` for the C forwarder, the default offloads for veth; in the other two
  * settings TSO is switched off on the veth so it segments like a TAP without vnet header does).
  *
- * Per cell: a short warm-up ping, then `ping -c 50 -i 0.01` (average and median RTT), then
- * `iperf3 -c -t 5 -J` (TCP, one stream, received bits/s). The table shows Gbit/s, the ratio to
- * veth and to the C forwarder at the same setting, the ping average and median, and the latency
- * each forwarder adds per hop: (RTT − veth RTT) / 2, since an echo crosses the forwarder twice,
- * from the averages and from the medians (a loaded machine's scheduling spikes move the former).
- *
- * With `--repeat N` the whole matrix runs N times, interleaved (so a change in the machine's load
- * hits every path alike), and the table shows per-cell medians; every sample goes to the JSON.
+ * Per cell: a fresh topology, a short warm-up ping, then `ping -c 50 -i 0.01` (average and
+ * median RTT), then `iperf3 -c -t T -O 1 -J` (TCP, one stream, received bits/s; the first second
+ * is a warm-up iperf3 does not count). The whole matrix runs --repeat times (default 5),
+ * interleaved: every repetition visits every setting and path, the order of the paths rotated
+ * by one each time, so a change in the machine's load hits every path alike. The table shows
+ * per-cell medians with min–max, the ratios of the medians to veth and to the C forwarder, the
+ * ping medians, and the latency each forwarder adds per hop: (RTT − veth RTT) / 2, since an echo
+ * crosses the forwarder twice, from the averages and from the medians (a loaded machine's
+ * scheduling spikes move the former). Goal lines follow (issue 13: mvnet ≥ 0.95× the C
+ * forwarder at plain 1500, ≥ 0.8× veth at 65520 and with TSO). `--quick` is one repetition.
  *
  * All traffic stays between the two namespaces (10.77.0.11 ↔ 10.77.0.12 exist only there; not
  * .1, which is the mvnet network's gateway and would answer ARP for it too). Everything is
  * removed at the end, on error, and on SIGINT/SIGTERM. Needs root, iperf3, ping, cc, and a
- * built tree (`npm run bench` builds first). Results also go to bench/out/*.json.
+ * built tree (`npm run bench` builds first). Every sample goes to bench/out/bench-*.json.
  *
- *   node dist/bench/run.js [--only veth,cfwd,mvnet,mvnet-cap,mvnet-nomatch] [--settings 1500,65520,tso] [--time 5] [--repeat N]
+ *   node dist/bench/run.js [--only veth,cfwd,mvnet,mvnet-cap,mvnet-nomatch] [--settings 1500,65520,tso]
+ *                          [--time 5] [--repeat 5 | --quick]
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -36,7 +43,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { background, createNs, fmt, linkExists, median, nsx, onUndo, run, undoAll, undoMark, undoTo, waitFor, type RunResult } from './util.js';
+import { fmtSpread, goalLine, goalMet, interleave, ratioText, spread, type Goal, type Spread } from './stats.js';
+import { background, createNs, fmt, linkExists, median, nsx, onUndo, run, table, undoAll, undoMark, undoTo, waitFor, type RunResult } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/run.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -48,6 +56,8 @@ const SUBNET = '10.77.0.0/24';
 
 type PathId = 'veth' | 'cfwd' | 'mvnet' | 'mvnet-cap' | 'mvnet-nomatch';
 const ALL_PATHS: PathId[] = ['veth', 'cfwd', 'mvnet', 'mvnet-cap', 'mvnet-nomatch'];
+/** The capture paths are a study of their own (README "Capture cost"): by `--only` only, which keeps `npm run bench` shorter. */
+const DEFAULT_PATHS: PathId[] = ['veth', 'cfwd', 'mvnet'];
 /** A capture of VM a that matches nothing of the iperf3/ping traffic (it runs in the daemon all the same). */
 const NO_MATCH_FILTER = ['udp', 'port', '9'];
 type SettingId = '1500' | '65520' | 'tso';
@@ -68,9 +78,9 @@ const SETTINGS: Setting[] = [
 const PATH_LABEL: Record<PathId, string> = {
   veth: 'kernel veth',
   cfwd: 'C forwarder',
-  mvnet: 'mvnet',
-  'mvnet-cap': 'mvnet, capture to file',
-  'mvnet-nomatch': 'mvnet, capture matching nothing',
+  mvnet: 'mvnet (native cut-through)',
+  'mvnet-cap': 'mvnet (cut-through), capture to file',
+  'mvnet-nomatch': 'mvnet (cut-through), capture matching nothing',
 };
 
 interface Cell {
@@ -193,7 +203,8 @@ async function iperf(t: Topo, seconds: number): Promise<{ gbps: number; retransm
     async () => (await run(nsx(t.nsB, ['ss', '-Hltn', 'sport = :5201']), { check: false })).stdout.trim() !== '',
     'iperf3 server to listen',
   );
-  const r = await run(nsx(t.nsA, ['iperf3', '-c', IP_B, '-p', '5201', '-t', String(seconds), '-J']), {
+  // -O 1: the first second (slow start, a fresh daemon's JIT) is run but not counted.
+  const r = await run(nsx(t.nsA, ['iperf3', '-c', IP_B, '-p', '5201', '-t', String(seconds), '-O', '1', '-J']), {
     check: false,
     timeoutMs: (seconds + 30) * 1000,
   });
@@ -251,106 +262,147 @@ async function measure(path: PathId, s: Setting, ctx: { fwdBin: string; workDir:
   } finally {
     // Tear down this cell only (newest first), leaving the run-wide entries.
     await undoTo(mark);
-
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Output
 
+interface Summary {
+  path: PathId;
+  setting: SettingId;
+  /** Runs that gave a result. */
+  n: number;
+  gbps?: Spread;
+  pingAvgMs?: Spread;
+  pingP50Ms?: Spread;
+  retransmits?: Spread;
+  captured?: Spread;
+  captureDropped?: Spread;
+  /** The last error of the cell's failed runs. */
+  error?: string;
+  errors: number;
+}
 
-/** One cell per path and setting: medians over the runs that succeeded (n of them). */
-function summarize(cells: Cell[]): (Cell & { n: number })[] {
-  const out: (Cell & { n: number })[] = [];
-  for (const c of cells) {
-    if (out.some((o) => o.path === c.path && o.setting === c.setting)) continue;
-    const all = cells.filter((o) => o.path === c.path && o.setting === c.setting);
-    const ok = all.filter((o) => o.error === undefined);
-    if (ok.length === 0) {
-      out.push({ ...all[all.length - 1]!, n: 0 });
-      continue;
+/** One summary per path and setting: medians and ranges over the runs that succeeded. */
+function summarize(cells: Cell[], settings: Setting[], paths: PathId[]): Summary[] {
+  const out: Summary[] = [];
+  for (const s of settings) {
+    for (const p of paths) {
+      const all = cells.filter((c) => c.path === p && c.setting === s.id);
+      if (all.length === 0) continue;
+      const ok = all.filter((c) => c.error === undefined);
+      const failed = all.filter((c) => c.error !== undefined);
+      out.push({
+        path: p,
+        setting: s.id,
+        n: ok.length,
+        gbps: spread(ok.map((c) => c.gbps)),
+        pingAvgMs: spread(ok.map((c) => c.pingAvgMs)),
+        pingP50Ms: spread(ok.map((c) => c.pingP50Ms)),
+        retransmits: spread(ok.map((c) => c.retransmits)),
+        captured: spread(ok.map((c) => c.captured)),
+        captureDropped: spread(ok.map((c) => c.captureDropped)),
+        error: failed[failed.length - 1]?.error,
+        errors: failed.length,
+      });
     }
-    const med = (f: (x: Cell) => number | undefined): number | undefined => median(ok.map(f).filter((v): v is number => v !== undefined));
-    out.push({
-      path: c.path,
-      setting: c.setting,
-      gbps: med((x) => x.gbps),
-      pingAvgMs: med((x) => x.pingAvgMs),
-      pingP50Ms: med((x) => x.pingP50Ms),
-      retransmits: med((x) => x.retransmits),
-      captured: med((x) => x.captured),
-      captureDropped: med((x) => x.captureDropped),
-      n: ok.length,
-    });
   }
   return out;
 }
 
-function renderTable(cells: Cell[], settings: Setting[], paths: PathId[], repeat: number): string {
-  const summary = summarize(cells);
-  const header = ['path', 'MTU', ...(repeat > 1 ? ['runs'] : []), 'Gbit/s', 'x veth', 'x C fwd', 'x mvnet', 'ping avg ms', 'ping p50 ms', '+us/hop', '+us/hop p50', 'captured/dropped'];
+function renderTable(summary: Summary[], settings: Setting[], paths: PathId[], repeat: number): string {
+  const header = ['path', 'MTU', 'runs', 'Gbit/s median (min–max)', 'x veth', 'x C fwd', 'x mvnet', 'ping avg ms', 'ping p50 ms', '+us/hop', '+us/hop p50', 'retr', 'captured/dropped'];
   const rows: string[][] = [];
   const perHop = (c: number | undefined, base: number | undefined): number | undefined =>
     c === undefined || base === undefined ? undefined : ((c - base) / 2) * 1000;
   for (const s of settings) {
-    const get = (p: PathId): (Cell & { n: number }) | undefined => summary.find((c) => c.path === p && c.setting === s.id);
+    const get = (p: PathId): Summary | undefined => summary.find((c) => c.path === p && c.setting === s.id);
     const veth = get('veth');
     const cfwd = get('cfwd');
     const plain = get('mvnet');
     for (const p of paths) {
       const c = get(p);
       if (!c) continue;
-      const runs = repeat > 1 ? [`${c.n}/${repeat}`] : [];
+      const runs = `${c.n}/${repeat}`;
       if (c.n === 0) {
-        rows.push([PATH_LABEL[p], s.label, ...runs, 'error', '', '', '', '', '', '', '', c.error ?? '']);
+        rows.push([PATH_LABEL[p], s.label, runs, 'error', '', '', '', '', '', '', '', '', c.error ?? '']);
         continue;
       }
+      const g = c.gbps?.median;
       rows.push([
         PATH_LABEL[p],
         s.label,
-        ...runs,
-        fmt(c.gbps, 2),
-        veth?.gbps && c.gbps !== undefined ? fmt(c.gbps / veth.gbps, 2) : '-',
-        cfwd?.gbps && c.gbps !== undefined ? fmt(c.gbps / cfwd.gbps, 2) : '-',
-        p.startsWith('mvnet-') && plain?.gbps && c.gbps !== undefined ? fmt(c.gbps / plain.gbps, 2) : '-',
-        fmt(c.pingAvgMs, 3),
-        fmt(c.pingP50Ms, 3),
-        p === 'veth' ? '(base)' : fmt(perHop(c.pingAvgMs, veth?.pingAvgMs), 1),
-        p === 'veth' ? '(base)' : fmt(perHop(c.pingP50Ms, veth?.pingP50Ms), 1),
-        c.captured !== undefined ? `${fmt(c.captured, 0)}/${fmt(c.captureDropped, 0)}` : '',
+        runs,
+        fmtSpread(c.gbps, 2),
+        p === 'veth' ? '' : ratioText(g, veth?.gbps?.median),
+        p === 'veth' || p === 'cfwd' ? '' : ratioText(g, cfwd?.gbps?.median),
+        p.startsWith('mvnet-') ? ratioText(g, plain?.gbps?.median) : '',
+        fmt(c.pingAvgMs?.median, 3),
+        fmt(c.pingP50Ms?.median, 3),
+        p === 'veth' ? '(base)' : fmt(perHop(c.pingAvgMs?.median, veth?.pingAvgMs?.median), 1),
+        p === 'veth' ? '(base)' : fmt(perHop(c.pingP50Ms?.median, veth?.pingP50Ms?.median), 1),
+        fmt(c.retransmits?.median, 0),
+        c.captured !== undefined ? `${fmt(c.captured.median, 0)}/${fmt(c.captureDropped?.median, 0)}` : '',
       ]);
     }
   }
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]): string => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+  // The capture columns only when a capture path ran.
+  const keep = header.map((h) => paths.some((p) => p.startsWith('mvnet-')) || (h !== 'x mvnet' && h !== 'captured/dropped'));
+  const pick = (r: string[]): string[] => r.filter((_, i) => keep[i]);
+  return table(pick(header), rows.map(pick));
+}
+
+/** Issue 13's switch goals, on the medians: 0.95x the C forwarder at plain 1500, 0.8x veth at 65520 and with TSO. */
+function goals(summary: Summary[], settings: Setting[]): Goal[] {
+  const out: Goal[] = [];
+  const med = (p: PathId, s: SettingId): number | undefined => summary.find((c) => c.path === p && c.setting === s)?.gbps?.median;
+  for (const s of settings) {
+    const m = med('mvnet', s.id);
+    if (!summary.some((c) => c.path === 'mvnet' && c.setting === s.id)) continue;
+    const yard: PathId = s.id === '1500' ? 'cfwd' : 'veth';
+    const y = med(yard, s.id);
+    if (!summary.some((c) => c.path === yard && c.setting === s.id)) continue;
+    out.push({
+      cell: `switch ${s.label}`,
+      ratio: m !== undefined && y !== undefined && y > 0 ? m / y : undefined,
+      target: s.id === '1500' ? 0.95 : 0.8,
+      against: `${PATH_LABEL[yard]} ${fmt(y, 2)} Gbit/s`,
+    });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv: string[]): { paths: PathId[]; settings: Setting[]; seconds: number; repeat: number } {
-  let paths: PathId[] = ALL_PATHS;
+  let paths: PathId[] = DEFAULT_PATHS;
   let settings = SETTINGS;
   let seconds = 5;
-  let repeat = 1;
+  let repeat = 5;
+  const usage = 'use --only veth,cfwd,mvnet,mvnet-cap,mvnet-nomatch --settings 1500,65520,tso --time N --repeat N --quick';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
-    if (a === '--only' && v) {
+    if (a === '--quick') {
+      repeat = 1;
+      continue;
+    }
+    if (v === undefined) throw new Error(`${a} needs a value (${usage})`);
+    i++;
+    if (a === '--only') {
       paths = v.split(',').filter((p): p is PathId => (ALL_PATHS as string[]).includes(p));
-      i++;
-    } else if (a === '--settings' && v) {
+      if (paths.length === 0) throw new Error(`--only: none of ${ALL_PATHS.join(',')} in ${v}`);
+    } else if (a === '--settings') {
       const want = v.split(',');
       settings = SETTINGS.filter((s) => want.includes(s.id));
-      i++;
-    } else if (a === '--time' && v) {
+      if (settings.length === 0) throw new Error(`--settings: none of 1500,65520,tso in ${v}`);
+    } else if (a === '--time') {
       seconds = Math.max(1, Math.min(60, Number(v) || 5));
-      i++;
-    } else if (a === '--repeat' && v) {
+    } else if (a === '--repeat') {
       repeat = Math.max(1, Math.min(20, Math.floor(Number(v)) || 1));
-      i++;
     } else {
-      throw new Error(`unknown argument ${a} (use --only veth,cfwd,mvnet,mvnet-cap,mvnet-nomatch --settings 1500,65520,tso --time N --repeat N)`);
+      throw new Error(`unknown argument ${a} (${usage})`);
     }
   }
   return { paths, settings, seconds, repeat };
@@ -379,10 +431,11 @@ async function main(): Promise<void> {
   if (paths.includes('cfwd')) await run(['cc', '-O2', '-Wall', '-o', fwdBin, FWD_C]);
 
   const load0 = loadavg()[0]!;
+  const started = Date.now();
   const cells: Cell[] = [];
   for (let r = 1; r <= repeat; r++) {
     for (const s of settings) {
-      for (const p of paths) {
+      for (const p of interleave(paths, r)) {
         process.stderr.write(`bench${repeat > 1 ? ` [${r}/${repeat}]` : ''}: ${PATH_LABEL[p]} at ${s.label} ... `);
         const c = await measure(p, s, { fwdBin, workDir, seconds });
         cells.push(c);
@@ -393,20 +446,30 @@ async function main(): Promise<void> {
     }
   }
   const load1 = loadavg()[0]!;
+  const minutes = (Date.now() - started) / 60_000;
 
-  const table = renderTable(cells, settings, paths, repeat);
+  const summary = summarize(cells, settings, paths);
+  const goalList = goals(summary, settings);
   console.log(
-    `\nmvnet bench: iperf3 TCP -t ${seconds}, ping -c 50 -i 0.01, between two namespaces` +
-      `${repeat > 1 ? `, medians of ${repeat} interleaved runs` : ''} (${new Date().toISOString()}; load average ${load0.toFixed(2)} → ${load1.toFixed(2)})\n`,
+    `\nmvnet switch bench: iperf3 TCP -t ${seconds} -O 1, ping -c 50 -i 0.01, between two namespaces; ` +
+      `${repeat > 1 ? `medians (min–max) of ${repeat} interleaved runs` : 'one run (--quick): no spread, read with care'} ` +
+      `(${new Date().toISOString()}; ${minutes.toFixed(1)} min; load average ${load0.toFixed(2)} → ${load1.toFixed(2)})\n`,
   );
-  console.log(table);
-  console.log('\n+us/hop = (ping RTT - veth ping RTT) / 2: latency the forwarder adds each way (from the averages; p50: from the medians).');
-  console.log('x mvnet: throughput with a capture of VM a running, over mvnet without one in the same run (capture to file: both directions, ring of 2 x 256 MB; matching nothing: `udp port 9`).');
+  console.log(renderTable(summary, settings, paths, repeat));
+  console.log('\nx veth, x C fwd: ratios of the medians. +us/hop = (ping RTT - veth ping RTT) / 2: latency the forwarder adds each way (from the averages; p50: from the medians).');
+  console.log('mvnet (native cut-through): the addon forwards plain frames between the two TAPs from its read batch; the JS switch sees the rest.');
+  if (paths.some((p) => p.startsWith('mvnet-'))) {
+    console.log('x mvnet: throughput with a capture of VM a running, over mvnet without one in the same run (capture to file: both directions, ring of 2 x 256 MB; matching nothing: `udp port 9`).');
+  }
+  if (goalList.length > 0) console.log(`\n${goalList.map(goalLine).join('\n')}`);
 
   const outDir = join(ROOT, 'bench', 'out');
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ seconds, repeat, loadavg: [load0, load1], cells }, null, 2) + '\n');
+  writeFileSync(
+    file,
+    JSON.stringify({ seconds, omit: 1, repeat, minutes, loadavg: [load0, load1], summary, goals: goalList.map((g) => ({ ...g, met: goalMet(g) })), cells }, null, 2) + '\n',
+  );
   console.log(`results: ${file}`);
   await undoAll();
   if (cells.some((c) => c.error)) process.exitCode = 1;
