@@ -1,7 +1,8 @@
 /**
- * `node dist/bench/stack.js`: mvnet's direct route (userland TCP/IP endpoint + host sockets)
- * against pasta (Debian's passt package), both connecting a "VM" namespace to the same upstream
- * server through the same router namespace, measured in the same run.
+ * `npm run bench:stack`: mvnet's direct route (userland TCP/IP endpoint + host sockets) against
+ * two peers that do the same job: pasta (Debian's passt package) and slirp4netns (libslirp,
+ * Debian's slirp4netns package). All three connect a "VM" namespace to the same upstream server
+ * through the same router namespace, measured in the same run.
  *
  * Topology (fresh for each MTU; unique names, all removed at the end, on error and on signals):
  *
@@ -10,29 +11,39 @@
  *   router ns    R_IP (10.88.0.2), default via UP_IP
  *        |-- mvnet daemon: net 10.66.0.0/24 --mtu M, VM "vm" by --tap tapv --netns VM1,
  *        |   route --direct; VM1 is configured statically (10.66.0.2/24, default via 10.66.0.1).
- *        `-- pasta --config-net -m M --netns VM2 (foreground, IPv4 only, no port forwards, no
- *            DNS, --no-map-gw since the upstream server *is* the router's gateway); it creates
- *            VM2's tap "tapp" and gives it R_IP, default via UP_IP.
+ *        |-- pasta --config-net -m M --netns VM2 (foreground, IPv4 only, no port forwards, no
+ *        |   DNS, --no-map-gw since the upstream server *is* the router's gateway); it creates
+ *        |   VM2's tap "tapp" and gives it R_IP, default via UP_IP.
+ *        `-- slirp4netns --configure --mtu M --disable-host-loopback --disable-dns
+ *            --netns-type=path /run/netns/VM3 taps: VM3's tap "taps" gets 10.0.2.100/24,
+ *            default via 10.0.2.2 (slirp's defaults; that subnet exists only inside VM3).
  *
- * Both VMs reach UP_IP only through their forwarder's userland stack, which re-originates every
+ * Each VM reaches UP_IP only through its forwarder's userland stack, which re-originates every
  * TCP connection as a host socket in the router namespace.
  *
- * Per (path, MTU), repeated --reps times, interleaved (mvnet, pasta, mvnet, ...), medians shown:
- *   - up:   iperf3 -c UP_IP -t N -J in the VM (VM→upstream), received bits/s;
+ * Per MTU, --reps repetitions (default 5), interleaved: each repetition runs every path once,
+ * the order rotated by one each time (so drift in the machine's load hits every path alike):
+ *   - up:   iperf3 -c UP_IP -t N -O 1 -J in the VM (VM→upstream), received bits/s; the first
+ *           second is a warm-up iperf3 runs but does not count;
  *   - down: the same with -R (upstream→VM);
  *   - RR:   1-byte request / 1-byte response exchanges on one connection for --rr-time s;
  *   - CRR:  the same with a new connection per exchange (client closes first);
  *   - the forwarder process's CPU (all threads, from /proc; 100% = one core) during up/down.
+ * The table shows medians with min–max, a "mvnet × best peer" row (mvnet's median over the
+ * better peer's median, per cell, naming the peer), and a goal line per cell (issue 13: the
+ * direct route ≥ 1.0× the better of pasta and slirp4netns). `--quick` is one repetition.
  *
  * The VM↔forwarder MTU is M; the router↔upstream veth keeps the default 1500 with the kernel's
- * offloads (both forwarders' host sockets share it).
+ * offloads (all forwarders' host sockets share it).
  *
- *   node dist/bench/stack.js [--mtu 1500,65520] [--time 5] [--reps 3] [--rr-time 3]
- *                            [--only mvnet,pasta] [--prof DIR]
+ *   node dist/bench/stack.js [--mtu 1500,65520] [--time 5] [--reps 5 | --quick] [--rr-time 3]
+ *                            [--only mvnet,pasta,slirp4netns] [--prof DIR]
  *
- * --prof DIR runs the daemon with `node --cpu-prof --cpu-prof-dir DIR` (one .cpuprofile per MTU,
- * written when the daemon stops). Results also go to bench/out/stack-*.json. Needs root, iperf3,
- * pasta, ss and a built tree (`npx tsc -p tsconfig.build.json`).
+ * By default every peer that is installed runs (a missing one is named; asked for by --only, it
+ * is an error). --prof DIR runs the daemon with `node --cpu-prof --cpu-prof-dir DIR` (one
+ * .cpuprofile per MTU, written when the daemon stops). Every sample also goes to
+ * bench/out/stack-*.json. Needs root, iperf3, ss, pasta and/or slirp4netns, and a built tree
+ * (`npx tsc -p tsconfig.build.json`).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,6 +51,7 @@ import { spawnSync } from 'node:child_process';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bestPeer, fmtSpread, goalLine, goalMet, interleave, ratioText, spread, type Goal, type Spread } from './stats.js';
 import {
   background,
   cpuSeconds,
@@ -47,7 +59,6 @@ import {
   fmt,
   linkExists,
   machineTicks,
-  median,
   nsx,
   run,
   table,
@@ -73,8 +84,13 @@ const RR_PORT = 7001;
 /** Many short connections (CRR): room for ports and reuse of TIME-WAIT ones in client stacks. */
 const CLIENT_SYSCTLS = ['net.ipv4.ip_local_port_range=1024 65535', 'net.ipv4.tcp_tw_reuse=1'];
 
-type PathId = 'mvnet' | 'pasta';
-const PATH_LABEL: Record<PathId, string> = { mvnet: 'mvnet direct', pasta: 'pasta' };
+type PathId = 'mvnet' | 'pasta' | 'slirp4netns';
+type PeerId = Exclude<PathId, 'mvnet'>;
+const ALL_PATHS: PathId[] = ['mvnet', 'pasta', 'slirp4netns'];
+const PEERS: PeerId[] = ['pasta', 'slirp4netns'];
+const PATH_LABEL: Record<PathId, string> = { mvnet: 'mvnet direct', pasta: 'pasta', slirp4netns: 'slirp4netns' };
+/** The program each peer runs as (for preflight). */
+const PEER_BIN: Record<PeerId, string> = { pasta: 'pasta', slirp4netns: 'slirp4netns' };
 
 interface Opts {
   mtus: number[];
@@ -109,16 +125,24 @@ interface Sample {
 interface Summary {
   path: PathId;
   mtu: number;
-  upGbps?: number;
-  downGbps?: number;
-  rr?: number;
-  crr?: number;
-  upCpuPct?: number;
-  downCpuPct?: number;
-  upRetrans?: number;
-  downRetrans?: number;
+  upGbps?: Spread;
+  downGbps?: Spread;
+  rr?: Spread;
+  crr?: Spread;
+  upCpuPct?: Spread;
+  downCpuPct?: Spread;
+  upRetrans?: Spread;
+  downRetrans?: Spread;
   errors: string[];
 }
+
+/** The four cells of a path at one MTU; higher is better for each. */
+const METRICS = [
+  { key: 'upGbps', name: 'up', unit: 'Gbit/s', digits: 2 },
+  { key: 'downGbps', name: 'down', unit: 'Gbit/s', digits: 2 },
+  { key: 'rr', name: 'RR', unit: 'exchanges/s', digits: 0 },
+  { key: 'crr', name: 'CRR', unit: 'connections/s', digits: 0 },
+] as const;
 
 interface Env {
   id: string;
@@ -201,6 +225,30 @@ async function setupPasta(e: Env, mtu: number): Promise<void> {
   if (!link.stdout.includes(`mtu ${mtu} `)) await run(nsx(ns, ['ip', 'link', 'set', 'dev', tap, 'mtu', String(mtu)]));
 }
 
+async function setupSlirp(e: Env, mtu: number): Promise<void> {
+  const ns = e.vm.slirp4netns;
+  const tap = e.ifname.slirp4netns;
+  await createNs(ns, CLIENT_SYSCTLS);
+  // In the router namespace (its sockets leave from there, like the other two), joining VM3 by
+  // path; --configure gives the tap 10.0.2.100/24 and the default route via 10.0.2.2. The host's
+  // loopback and slirp's DNS forwarder stay off: nothing but the upstream namespace is reachable.
+  const slirp = background(
+    nsx(e.r, ['slirp4netns', '--configure', '--mtu', String(mtu), '--disable-host-loopback', '--disable-dns', '--netns-type=path', `/run/netns/${ns}`, tap]),
+    'slirp4netns',
+  );
+  e.pid.slirp4netns = slirp.child.pid;
+  await waitFor(
+    async () => {
+      if (slirp.child.exitCode !== null || slirp.child.signalCode !== null) throw new Error(`slirp4netns exited: ${slirp.stderr().trim()}`);
+      const r = await run(nsx(ns, ['ip', '-4', 'route', 'show', 'default']), { check: false });
+      return r.stdout.includes(` dev ${tap}`);
+    },
+    `slirp4netns's ${tap} in ${ns}`,
+  );
+  const link = await run(nsx(ns, ['ip', '-o', 'link', 'show', 'dev', tap]));
+  if (!link.stdout.includes(`mtu ${mtu} `)) throw new Error(`slirp4netns: ${tap} has no MTU ${mtu}: ${link.stdout.trim()}`);
+}
+
 async function reachable(ns: string, what: string): Promise<void> {
   await waitFor(
     async () => (await run(nsx(ns, ['node', RR, 'rr', UP_IP, String(RR_PORT), '0.1']), { check: false, timeoutMs: 10_000 })).code === 0,
@@ -255,7 +303,9 @@ async function iperf(
   const th0 = threadCpu(pid);
   const m0 = machineTicks();
   const t0 = performance.now();
-  const r = await run(nsx(e.vm[path], ['iperf3', '-c', UP_IP, '-p', String(IPERF_PORT), '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])]), {
+  // -O 1: the first second (slow start, a fresh forwarder's JIT) is run but not counted, and
+  // the CPU sampled around the client covers it too (the same for every path).
+  const r = await run(nsx(e.vm[path], ['iperf3', '-c', UP_IP, '-p', String(IPERF_PORT), '-t', String(seconds), '-O', '1', '-J', ...(reverse ? ['-R'] : [])]), {
     check: false,
     timeoutMs: (seconds + 30) * 1000,
   });
@@ -358,8 +408,8 @@ async function measureMtu(mtu: number, o: Opts, workDir: string): Promise<Sample
     id,
     up: `mvs-${id}-up`,
     r: `mvs-${id}-r`,
-    vm: { mvnet: `mvs-${id}-vm1`, pasta: `mvs-${id}-vm2` },
-    ifname: { mvnet: 'tapv', pasta: 'tapp' },
+    vm: { mvnet: `mvs-${id}-vm1`, pasta: `mvs-${id}-vm2`, slirp4netns: `mvs-${id}-vm3` },
+    ifname: { mvnet: 'tapv', pasta: 'tapp', slirp4netns: 'taps' },
     pid: {},
   };
   const mark = undoMark();
@@ -370,7 +420,8 @@ async function measureMtu(mtu: number, o: Opts, workDir: string): Promise<Sample
     for (const p of o.paths) {
       try {
         if (p === 'mvnet') await setupMvnet(e, mtu, workDir, o.profDir);
-        else await setupPasta(e, mtu);
+        else if (p === 'pasta') await setupPasta(e, mtu);
+        else await setupSlirp(e, mtu);
         await reachable(e.vm[p], PATH_LABEL[p]);
         ready.push(p);
       } catch (err) {
@@ -380,9 +431,7 @@ async function measureMtu(mtu: number, o: Opts, workDir: string): Promise<Sample
       }
     }
     for (let rep = 1; rep <= o.reps; rep++) {
-      // Alternate which path goes first so drift in the machine's load hits both alike.
-      const order = rep % 2 === 1 ? ready : [...ready].reverse();
-      for (const p of order) {
+      for (const p of interleave(ready, rep)) {
         process.stderr.write(`stack: MTU ${mtu} ${PATH_LABEL[p]} rep ${rep}/${o.reps} ... `);
         const s = await sampleOnce(e, p, mtu, rep, o);
         samples.push(s);
@@ -410,18 +459,18 @@ function summarize(samples: Sample[], o: Opts): Summary[] {
   for (const mtu of o.mtus) {
     for (const path of o.paths) {
       const ss = samples.filter((s) => s.mtu === mtu && s.path === path);
-      const med = (f: (s: Sample) => number | undefined): number | undefined => median(ss.map(f).filter((x): x is number => x !== undefined));
+      const sp = (f: (s: Sample) => number | undefined): Spread | undefined => spread(ss.map(f));
       out.push({
         path,
         mtu,
-        upGbps: med((s) => s.upGbps),
-        downGbps: med((s) => s.downGbps),
-        rr: med((s) => s.rr),
-        crr: med((s) => s.crr),
-        upCpuPct: med((s) => s.upCpuPct),
-        downCpuPct: med((s) => s.downCpuPct),
-        upRetrans: med((s) => s.upRetrans),
-        downRetrans: med((s) => s.downRetrans),
+        upGbps: sp((s) => s.upGbps),
+        downGbps: sp((s) => s.downGbps),
+        rr: sp((s) => s.rr),
+        crr: sp((s) => s.crr),
+        upCpuPct: sp((s) => s.upCpuPct),
+        downCpuPct: sp((s) => s.downCpuPct),
+        upRetrans: sp((s) => s.upRetrans),
+        downRetrans: sp((s) => s.downRetrans),
         errors: ss.flatMap((s) => s.errors),
       });
     }
@@ -429,11 +478,30 @@ function summarize(samples: Sample[], o: Opts): Summary[] {
   return out;
 }
 
-function ratio(a: number | undefined, b: number | undefined): string {
-  return a === undefined || b === undefined || b === 0 ? '-' : `${(a / b).toFixed(2)}x`;
+/** Per MTU and metric: mvnet's median over the better peer's (issue 13: at least 1.0x in every cell). */
+function goals(sum: Summary[], o: Opts): (Goal & { peer?: PeerId })[] {
+  const out: (Goal & { peer?: PeerId })[] = [];
+  if (!o.paths.includes('mvnet')) return out;
+  const peers = PEERS.filter((p) => o.paths.includes(p));
+  if (peers.length === 0) return out;
+  for (const mtu of o.mtus) {
+    const get = (p: PathId): Summary | undefined => sum.find((s) => s.mtu === mtu && s.path === p);
+    for (const m of METRICS) {
+      const mine = get('mvnet')?.[m.key]?.median;
+      const best = bestPeer(peers.map((p) => ({ path: p, value: get(p)?.[m.key]?.median })));
+      out.push({
+        cell: `MTU ${mtu} ${m.name}`,
+        ratio: mine !== undefined && best !== undefined ? mine / best.value : undefined,
+        target: 1.0,
+        against: best ? `the better peer, ${PATH_LABEL[best.path]} ${fmt(best.value, m.digits)} ${m.unit}` : `the better of ${peers.map((p) => PATH_LABEL[p]).join(' and ')} (no result)`,
+        ...(best ? { peer: best.path } : {}),
+      });
+    }
+  }
+  return out;
 }
 
-function render(sum: Summary[], o: Opts): string {
+function render(sum: Summary[], o: Opts, goalList: (Goal & { peer?: PeerId })[]): string {
   const header = ['path', 'MTU', 'up Gbit/s', 'down Gbit/s', 'RR/s', 'CRR/s', 'cpu% up', 'cpu% down', 'retr up/down'];
   const rows: string[][] = [];
   for (const mtu of o.mtus) {
@@ -441,22 +509,23 @@ function render(sum: Summary[], o: Opts): string {
     for (const p of o.paths) {
       const s = get(p);
       if (!s) continue;
-      rows.push([PATH_LABEL[p], String(mtu), fmt(s.upGbps, 2), fmt(s.downGbps, 2), fmt(s.rr, 0), fmt(s.crr, 0), fmt(s.upCpuPct, 0), fmt(s.downCpuPct, 0), `${fmt(s.upRetrans, 0)}/${fmt(s.downRetrans, 0)}`]);
-    }
-    const m = get('mvnet');
-    const p = get('pasta');
-    if (m && p) {
       rows.push([
-        'mvnet/pasta',
+        PATH_LABEL[p],
         String(mtu),
-        ratio(m.upGbps, p.upGbps),
-        ratio(m.downGbps, p.downGbps),
-        ratio(m.rr, p.rr),
-        ratio(m.crr, p.crr),
-        ratio(m.upCpuPct, p.upCpuPct),
-        ratio(m.downCpuPct, p.downCpuPct),
-        '',
+        fmtSpread(s.upGbps, 2),
+        fmtSpread(s.downGbps, 2),
+        fmtSpread(s.rr, 0),
+        fmtSpread(s.crr, 0),
+        fmt(s.upCpuPct?.median, 0),
+        fmt(s.downCpuPct?.median, 0),
+        `${fmt(s.upRetrans?.median, 0)}/${fmt(s.downRetrans?.median, 0)}`,
       ]);
+    }
+    const g = goalList.filter((x) => x.cell.startsWith(`MTU ${mtu} `));
+    if (g.length === METRICS.length) {
+      // Which peer was the better one can differ per cell; named after the ratio.
+      const cell = (x: Goal & { peer?: PeerId }): string => (x.ratio === undefined ? '-' : `${ratioText(x.ratio, 1)} ${x.peer === 'slirp4netns' ? 'slirp' : (x.peer ?? '')}`);
+      rows.push(['mvnet x best peer', String(mtu), ...g.map(cell), '', '', '']);
     }
   }
   return table(header, rows);
@@ -464,34 +533,48 @@ function render(sum: Summary[], o: Opts): string {
 
 // ---------------------------------------------------------------------------------------------
 
-function parseArgs(argv: string[]): Opts {
-  const o: Opts = { mtus: [1500, 65520], seconds: 5, rrSeconds: 3, reps: 3, paths: ['mvnet', 'pasta'] };
+function installed(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+}
+
+function parseArgs(argv: string[]): Opts & { skipped: PeerId[] } {
+  // Every peer that is installed, by default; one asked for by --only must be there (preflight).
+  const skipped = PEERS.filter((p) => !installed(PEER_BIN[p]));
+  const o: Opts = { mtus: [1500, 65520], seconds: 5, rrSeconds: 3, reps: 5, paths: ALL_PATHS.filter((p) => !(skipped as PathId[]).includes(p)) };
+  let only = false;
+  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --rr-time N --only mvnet,pasta,slirp4netns --prof DIR';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
-    if (v === undefined) throw new Error(`${a} needs a value`);
+    if (a === '--quick') {
+      o.reps = 1;
+      continue;
+    }
+    if (v === undefined) throw new Error(`${a} needs a value (${usage})`);
     i++;
     if (a === '--mtu') {
       o.mtus = v.split(',').map(Number);
       if (o.mtus.some((m) => !Number.isInteger(m) || m < 576 || m > 65520)) throw new Error(`--mtu: 576..65520, got ${v}`);
     } else if (a === '--time') o.seconds = Math.max(1, Math.min(60, Number(v) || 5));
     else if (a === '--rr-time') o.rrSeconds = Math.max(0.5, Math.min(60, Number(v) || 3));
-    else if (a === '--reps') o.reps = Math.max(1, Math.min(10, Math.floor(Number(v)) || 3));
+    else if (a === '--reps') o.reps = Math.max(1, Math.min(20, Math.floor(Number(v)) || 5));
     else if (a === '--only') {
-      o.paths = v.split(',').filter((p): p is PathId => p === 'mvnet' || p === 'pasta');
-      if (o.paths.length === 0) throw new Error('--only: mvnet and/or pasta');
+      const want = v.split(',').map((p) => (p === 'slirp' ? 'slirp4netns' : p));
+      o.paths = ALL_PATHS.filter((p) => want.includes(p));
+      if (o.paths.length === 0) throw new Error(`--only: any of ${ALL_PATHS.join(',')}, got ${v}`);
+      only = true;
     } else if (a === '--prof') o.profDir = resolve(v);
-    else throw new Error(`unknown argument ${a} (use --mtu 1500,65520 --time N --reps N --rr-time N --only mvnet,pasta --prof DIR)`);
+    else throw new Error(`unknown argument ${a} (${usage})`);
   }
-  return o;
+  return { ...o, skipped: only ? [] : skipped };
 }
 
 function preflight(o: Opts): void {
   const problems: string[] = [];
   if (process.getuid?.() !== 0) problems.push('must run as root (namespaces, TAP devices)');
   if (!existsSync('/dev/net/tun')) problems.push('/dev/net/tun is missing');
-  for (const tool of ['iperf3', 'ss', ...(o.paths.includes('pasta') ? ['pasta'] : [])]) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) problems.push(`${tool} is not installed`);
+  for (const tool of ['iperf3', 'ss', ...PEERS.filter((p) => o.paths.includes(p)).map((p) => PEER_BIN[p])]) {
+    if (!installed(tool)) problems.push(`${tool} is not installed (bash scripts/deps.sh)`);
   }
   if (o.paths.includes('mvnet') && !existsSync(CLI)) problems.push(`${CLI} is missing (npx tsc -p tsconfig.build.json)`);
   if (!existsSync(RR)) problems.push(`${RR} is missing (npx tsc -p tsconfig.build.json)`);
@@ -508,9 +591,15 @@ function treeState(): { commit: string; modified: string[] } {
   };
 }
 
-function pastaVersion(): string {
-  const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'passt'], { encoding: 'utf8' });
-  return r.status === 0 ? `passt ${r.stdout.trim()}` : 'pasta (version unknown)';
+/** The peers' Debian package versions, e.g. "passt 0.0~git20230309.7c7625d-1, slirp4netns 1.2.0-1". */
+function peerVersions(paths: PathId[]): string {
+  const pkg: Record<PeerId, string> = { pasta: 'passt', slirp4netns: 'slirp4netns' };
+  return PEERS.filter((p) => paths.includes(p))
+    .map((p) => {
+      const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', pkg[p]], { encoding: 'utf8' });
+      return r.status === 0 ? `${pkg[p]} ${r.stdout.trim()}` : `${pkg[p]} (version unknown)`;
+    })
+    .join(', ');
 }
 
 async function main(): Promise<void> {
@@ -528,24 +617,51 @@ async function main(): Promise<void> {
   const samples: Sample[] = [];
   for (const mtu of o.mtus) samples.push(...(await measureMtu(mtu, o, workDir)));
   const sum = summarize(samples, o);
+  const goalList = goals(sum, o);
   const load1 = loadavg();
+  const minutes = (Date.now() - started.getTime()) / 60_000;
 
   console.log(
-    `\nmvnet stack bench: VM ns -> forwarder (router ns) -> veth -> upstream ns; iperf3 -t ${o.seconds} (up: VM->upstream, down: -R), ` +
-      `RR/CRR ${o.rrSeconds} s, median of ${o.reps}; ${pastaVersion()}; ${cpuCount()} CPUs (${started.toISOString()})\n`,
+    `\nmvnet stack bench: VM ns -> forwarder (router ns) -> veth -> upstream ns; iperf3 -t ${o.seconds} -O 1 (up: VM->upstream, down: -R), ` +
+      `RR/CRR ${o.rrSeconds} s; ${o.reps > 1 ? `medians (min–max) of ${o.reps} interleaved runs` : 'one run (--quick): no spread, read with care'}; ` +
+      `${peerVersions(o.paths)}; ${cpuCount()} CPUs (${started.toISOString()}; ${minutes.toFixed(1)} min)\n`,
   );
-  console.log(render(sum, o));
+  console.log(render(sum, o, goalList));
   console.log(`\nmvnet: commit ${tree.commit}${tree.modified.length ? ` + uncommitted changes in ${tree.modified.join(', ')}` : ''}`);
-  console.log('cpu% = the forwarder process (mvnet daemon / pasta), all threads, during the iperf3 run; 100% = one core.');
+  console.log('mvnet x best peer: mvnet\'s median over the better of the peers\' medians in that cell (named after it).');
+  console.log('cpu% = the forwarder process (mvnet daemon / pasta / slirp4netns), all threads, during the iperf3 run; 100% = one core.');
   console.log('retr = TCP retransmissions by the iperf3 sender (VM for up, upstream for down); many with a low cpu% means the path stalled on loss recovery.');
-  console.log(`load average (1 min) at start ${load0[0]!.toFixed(2)}, at end ${load1[0]!.toFixed(2)}: other work on this machine skews both paths.`);
+  console.log(`load average (1 min) at start ${load0[0]!.toFixed(2)}, at end ${load1[0]!.toFixed(2)}: other work on this machine skews every path.`);
+  for (const p of o.skipped) console.log(`${PATH_LABEL[p]}: not installed, not measured (bash scripts/deps.sh installs it).`);
   const errs = sum.filter((s) => s.errors.length > 0);
   for (const s of errs) console.log(`${PATH_LABEL[s.path]} MTU ${s.mtu}: ${s.errors.join('; ')}`);
+  if (goalList.length > 0) {
+    console.log(`\n${goalList.map(goalLine).join('\n')}`);
+    console.log(`goals met: ${goalList.filter((g) => goalMet(g) === true).length} of ${goalList.length}`);
+  }
 
   const outDir = join(ROOT, 'bench', 'out');
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `stack-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ started: started.toISOString(), pasta: pastaVersion(), cpus: cpuCount(), mvnet: tree, loadavg: { start: load0, end: load1 }, options: o, summary: sum, samples }, null, 2) + '\n');
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        started: started.toISOString(),
+        minutes,
+        peers: peerVersions(o.paths),
+        cpus: cpuCount(),
+        mvnet: tree,
+        loadavg: { start: load0, end: load1 },
+        options: o,
+        summary: sum,
+        goals: goalList.map((g) => ({ ...g, met: goalMet(g) })),
+        samples,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
   console.log(`results: ${file}`);
   if (o.profDir) console.log(`daemon CPU profiles: ${o.profDir}`);
   await undoAll();
