@@ -32,12 +32,14 @@ REQUIRED=(
   groff-base man-db  # `mvnet man` rendered by groff and `man -l` without warnings (completion.test.ts)
   systemd         # systemd-analyze verify/security of systemd/mvnet.service (systemd-unit.test.ts)
 )
-# Wanted by later features (DHCP client alternative, Tor routing, passt, QEMU end-to-end);
-# installed when the archive has them, reported when it does not.
+# Wanted by later features (DHCP client alternative, Tor routing, passt, QEMU end-to-end) and
+# the stack bench's peers (passt's pasta, slirp4netns); installed when the archive has them,
+# reported when it does not.
 OPTIONAL=(
   isc-dhcp-client
   tor
   passt
+  slirp4netns
 )
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
