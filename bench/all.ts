@@ -65,7 +65,7 @@ async function main(): Promise<void> {
     const started = Date.now();
     let code: number;
     if (!existsSync(file)) {
-      console.error(`bench ${b.id}: ${file} is missing (npx tsc -p tsconfig.build.json)`);
+      console.log(`\n=== bench ${b.id}: ${file} is missing (npx tsc -p tsconfig.build.json)`);
       code = 127;
     } else {
       console.log(`\n=== bench ${b.id}${quick ? ' (--quick)' : ''} ===`);
@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   }
   const load1 = loadavg()[0]!;
   console.log(`\n=== npm run bench${quick ? ' -- --quick' : ''}: ${((Date.now() - t0) / 60_000).toFixed(1)} min, load average ${load0.toFixed(2)} → ${load1.toFixed(2)} ===`);
-  for (const r of results) console.log(`${r.id.padEnd(7)} ${r.code === 0 ? 'ok    ' : `exit ${r.code}`.padEnd(6)}  ${r.minutes.toFixed(1)} min`);
+  for (const r of results) console.log(`${r.id.padEnd(7)} ${(r.code === 0 ? 'ok' : `exit ${r.code}`).padEnd(8)}  ${r.minutes.toFixed(1)} min`);
   if (results.some((r) => r.code !== 0)) process.exitCode = 1;
 }
 
