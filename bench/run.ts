@@ -39,7 +39,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,9 +75,22 @@ const SETTINGS: Setting[] = [
   { id: 'tso', mtu: 1500, tso: true, label: '1500+TSO' },
 ];
 
+/**
+ * The C forwarder's row says which loop it runs: the fair one (both directions round-robin, the
+ * addon's read batch per turn) or the old one that drains one side before the other, which
+ * makes the floor look lower than it is. Read from the source this run compiles.
+ */
+function cfwdLabel(): string {
+  try {
+    return /round-robin/.test(readFileSync(FWD_C, 'utf8')) ? 'C forwarder (fair: both directions round-robin, same batch)' : 'C forwarder (drains one side first)';
+  } catch {
+    return 'C forwarder';
+  }
+}
+
 const PATH_LABEL: Record<PathId, string> = {
   veth: 'kernel veth',
-  cfwd: 'C forwarder',
+  cfwd: cfwdLabel(),
   mvnet: 'mvnet (native cut-through)',
   'mvnet-cap': 'mvnet (cut-through), capture to file',
   'mvnet-nomatch': 'mvnet (cut-through), capture matching nothing',
