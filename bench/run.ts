@@ -43,7 +43,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmtSpread, goalLine, goalMet, interleave, ratioText, spread, type Goal, type Spread } from './stats.js';
+import { fmtSpread, goalLine, goalMet, interleave, perRunRatios, ratioText, spread, type Goal, type Spread } from './stats.js';
 import { background, createNs, fmt, linkExists, median, nsx, onUndo, run, table, undoAll, undoMark, undoTo, waitFor, type RunResult } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/run.js → repo root
@@ -99,6 +99,8 @@ const PATH_LABEL: Record<PathId, string> = {
 interface Cell {
   path: PathId;
   setting: SettingId;
+  /** The repetition (1-based) this run belongs to. */
+  rep?: number;
   gbps?: number;
   pingAvgMs?: number;
   pingP50Ms?: number;
@@ -367,18 +369,21 @@ function renderTable(summary: Summary[], settings: Setting[], paths: PathId[], r
 }
 
 /** Issue 13's switch goals, on the medians: 0.95x the C forwarder at plain 1500, 0.8x veth at 65520 and with TSO. */
-function goals(summary: Summary[], settings: Setting[]): Goal[] {
+function goals(summary: Summary[], cells: Cell[], settings: Setting[]): Goal[] {
   const out: Goal[] = [];
   const med = (p: PathId, s: SettingId): number | undefined => summary.find((c) => c.path === p && c.setting === s)?.gbps?.median;
   for (const s of settings) {
     const m = med('mvnet', s.id);
     if (!summary.some((c) => c.path === 'mvnet' && c.setting === s.id)) continue;
     const yard: PathId = s.id === '1500' ? 'cfwd' : 'veth';
+    const runs = (p: PathId): { rep: number; value: number | undefined }[] =>
+      cells.filter((c) => c.path === p && c.setting === s.id && c.rep !== undefined).map((c) => ({ rep: c.rep!, value: c.gbps }));
     const y = med(yard, s.id);
     if (!summary.some((c) => c.path === yard && c.setting === s.id)) continue;
     out.push({
       cell: `switch ${s.label}`,
       ratio: m !== undefined && y !== undefined && y > 0 ? m / y : undefined,
+      perRun: perRunRatios(runs('mvnet'), runs(yard)),
       target: s.id === '1500' ? 0.95 : 0.8,
       against: `${PATH_LABEL[yard]} ${fmt(y, 2)} Gbit/s`,
     });
@@ -450,7 +455,7 @@ async function main(): Promise<void> {
     for (const s of settings) {
       for (const p of interleave(paths, r)) {
         process.stderr.write(`bench${repeat > 1 ? ` [${r}/${repeat}]` : ''}: ${PATH_LABEL[p]} at ${s.label} ... `);
-        const c = await measure(p, s, { fwdBin, workDir, seconds });
+        const c = { ...(await measure(p, s, { fwdBin, workDir, seconds })), rep: r };
         cells.push(c);
         process.stderr.write(
           c.error ? `error: ${c.error}\n` : `${fmt(c.gbps, 2)} Gbit/s, ping avg ${fmt(c.pingAvgMs, 3)} ms, p50 ${fmt(c.pingP50Ms, 3)} ms\n`,
@@ -462,7 +467,7 @@ async function main(): Promise<void> {
   const minutes = (Date.now() - started) / 60_000;
 
   const summary = summarize(cells, settings, paths);
-  const goalList = goals(summary, settings);
+  const goalList = goals(summary, cells, settings);
   console.log(
     `\nmvnet switch bench: iperf3 TCP -t ${seconds} -O 1, ping -c 50 -i 0.01, between two namespaces; ` +
       `${repeat > 1 ? `medians (min–max) of ${repeat} interleaved runs` : 'one run (--quick): no spread, read with care'} ` +

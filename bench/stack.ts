@@ -51,7 +51,7 @@ import { spawnSync } from 'node:child_process';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bestPeer, fmtSpread, goalLine, goalMet, interleave, ratioText, spread, type Goal, type Spread } from './stats.js';
+import { bestPeer, fmtSpread, goalLine, goalMet, interleave, perRunRatios, ratioText, spread, type Goal, type Spread } from './stats.js';
 import {
   background,
   cpuSeconds,
@@ -479,7 +479,7 @@ function summarize(samples: Sample[], o: Opts): Summary[] {
 }
 
 /** Per MTU and metric: mvnet's median over the better peer's (issue 13: at least 1.0x in every cell). */
-function goals(sum: Summary[], o: Opts): (Goal & { peer?: PeerId })[] {
+function goals(sum: Summary[], samples: Sample[], o: Opts): (Goal & { peer?: PeerId })[] {
   const out: (Goal & { peer?: PeerId })[] = [];
   if (!o.paths.includes('mvnet')) return out;
   const peers = PEERS.filter((p) => o.paths.includes(p));
@@ -489,12 +489,16 @@ function goals(sum: Summary[], o: Opts): (Goal & { peer?: PeerId })[] {
     for (const m of METRICS) {
       const mine = get('mvnet')?.[m.key]?.median;
       const best = bestPeer(peers.map((p) => ({ path: p, value: get(p)?.[m.key]?.median })));
+      const runs = (p: PathId): { rep: number; value: number | undefined }[] =>
+        samples.filter((s) => s.mtu === mtu && s.path === p && s.rep > 0).map((s) => ({ rep: s.rep, value: s[m.key] }));
+      const perRun = best ? perRunRatios(runs('mvnet'), runs(best.path)) : undefined;
       out.push({
         cell: `MTU ${mtu} ${m.name}`,
         ratio: mine !== undefined && best !== undefined ? mine / best.value : undefined,
         target: 1.0,
         against: best ? `the better peer, ${PATH_LABEL[best.path]} ${fmt(best.value, m.digits)} ${m.unit}` : `the better of ${peers.map((p) => PATH_LABEL[p]).join(' and ')} (no result)`,
         ...(best ? { peer: best.path } : {}),
+        ...(perRun ? { perRun } : {}),
       });
     }
   }
@@ -617,7 +621,7 @@ async function main(): Promise<void> {
   const samples: Sample[] = [];
   for (const mtu of o.mtus) samples.push(...(await measureMtu(mtu, o, workDir)));
   const sum = summarize(samples, o);
-  const goalList = goals(sum, o);
+  const goalList = goals(sum, samples, o);
   const load1 = loadavg();
   const minutes = (Date.now() - started.getTime()) / 60_000;
 

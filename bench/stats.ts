@@ -58,6 +58,8 @@ export interface Goal {
   target: number;
   /** Names the yardstick and its value, e.g. "slirp4netns 2.40 Gbit/s". */
   against: string;
+  /** The ratio within each repetition (both measured back to back), as a range. */
+  perRun?: Spread;
 }
 
 export function goalMet(g: Goal): boolean | undefined {
@@ -68,7 +70,23 @@ export function goalMet(g: Goal): boolean | undefined {
 export function goalLine(g: Goal): string {
   const met = goalMet(g);
   const verdict = met === undefined ? 'no result' : met ? 'met' : 'NOT MET';
-  return `goal ${g.cell}: >= ${g.target.toFixed(2)}x ${g.against}: ${g.ratio === undefined ? '-' : `${g.ratio.toFixed(2)}x`}  ${verdict}`;
+  const runs = g.perRun !== undefined && g.perRun.n > 1 ? ` (per run ${g.perRun.min.toFixed(2)}–${g.perRun.max.toFixed(2)}x)` : '';
+  return `goal ${g.cell}: >= ${g.target.toFixed(2)}x ${g.against}: ${g.ratio === undefined ? '-' : `${g.ratio.toFixed(2)}x`}${runs}  ${verdict}`;
+}
+
+/**
+ * Ratios a/b of the samples taken in the same repetition (interleaved runs: the two were
+ * measured minutes apart at most, under about the same load), as a spread; repetitions where
+ * either has no result, or b is not positive, are left out.
+ */
+export function perRunRatios(a: readonly { rep: number; value: number | undefined }[], b: readonly { rep: number; value: number | undefined }[]): Spread | undefined {
+  const ratios: number[] = [];
+  for (const x of a) {
+    const y = b.find((s) => s.rep === x.rep);
+    if (x.value === undefined || y?.value === undefined || !(y.value > 0)) continue;
+    ratios.push(x.value / y.value);
+  }
+  return spread(ratios);
 }
 
 /** a / b as "1.23x", "-" when either is missing. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bestPeer, fmtSpread, goalLine, goalMet, interleave, ratioText, spread } from '../../bench/stats.js';
+import { bestPeer, fmtSpread, goalLine, goalMet, interleave, perRunRatios, ratioText, spread } from '../../bench/stats.js';
 
 describe('bench stats', () => {
   it('spread: median, min and max of the finite samples', () => {
@@ -41,6 +41,25 @@ describe('bench stats', () => {
     expect(goalLine({ ...g, ratio: 0.71 })).toMatch(/0\.71x {2}NOT MET$/);
     expect(goalMet({ ...g, ratio: undefined })).toBeUndefined();
     expect(goalLine({ ...g, ratio: undefined })).toMatch(/: - {2}no result$/);
+  });
+
+  it('perRunRatios: pairs the samples of the same repetition, skips the incomplete ones', () => {
+    const a = [
+      { rep: 1, value: 2 },
+      { rep: 2, value: 3 },
+      { rep: 3, value: undefined },
+      { rep: 4, value: 1 },
+    ];
+    const b = [
+      { rep: 2, value: 2 },
+      { rep: 1, value: 4 },
+      { rep: 3, value: 1 },
+      { rep: 4, value: 0 },
+    ];
+    expect(perRunRatios(a, b)).toEqual({ median: 1, min: 0.5, max: 1.5, n: 2 });
+    expect(perRunRatios(a, [])).toBeUndefined();
+    const g = { cell: 'MTU 1500 up', ratio: 0.9, target: 1, against: 'pasta 1.00 Gbit/s', perRun: perRunRatios(a, b) };
+    expect(goalLine(g)).toBe('goal MTU 1500 up: >= 1.00x pasta 1.00 Gbit/s: 0.90x (per run 0.50–1.50x)  NOT MET');
   });
 
   it('ratioText', () => {
