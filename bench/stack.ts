@@ -37,8 +37,11 @@
  * offloads (all forwarders' host sockets share it).
  *
  *   node dist/bench/stack.js [--mtu 1500,65520] [--time 5] [--reps 5 | --quick] [--rr-time 3]
- *                            [--only mvnet,pasta,slirp4netns] [--prof DIR]
+ *                            [--only mvnet,pasta,slirp4netns] [--prof DIR] [--vnet-hdr]
  *
+ * --vnet-hdr attaches mvnet's VM TAP with `--vnet-hdr` (virtio-net headers: TSO/GSO and checksum
+ * offload between the VM's kernel and mvnet, as a virtio-net VM has); the peers' taps are as
+ * they make them. *
  * By default every peer that is installed runs (a missing one is named; asked for by --only, it
  * is an error). --prof DIR runs the daemon with `node --cpu-prof --cpu-prof-dir DIR` (one
  * .cpuprofile per MTU, written when the daemon stops). Every sample also goes to
@@ -99,6 +102,8 @@ interface Opts {
   reps: number;
   paths: PathId[];
   profDir?: string;
+  /** mvnet's TAP with virtio-net headers (--vnet-hdr). */
+  vnetHdr: boolean;
 }
 
 interface Sample {
@@ -171,7 +176,7 @@ async function setupUpstream(e: Env): Promise<void> {
   await srv.waitLine((l) => l === 'listening', 15_000);
 }
 
-async function setupMvnet(e: Env, mtu: number, workDir: string, profDir: string | undefined): Promise<void> {
+async function setupMvnet(e: Env, mtu: number, workDir: string, profDir: string | undefined, vnetHdr: boolean): Promise<void> {
   const ns = e.vm.mvnet;
   const tap = e.ifname.mvnet;
   await createNs(ns, CLIENT_SYSCTLS);
@@ -184,7 +189,7 @@ async function setupMvnet(e: Env, mtu: number, workDir: string, profDir: string 
   e.pid.mvnet = daemon.child.pid;
   const cli = (args: string[]): Promise<RunResult> => run(['node', CLI, '--socket', socket, ...args]);
   await cli(['net', 'create', 'bench', '--subnet', NET_SUBNET, '--mtu', String(mtu)]);
-  await cli(['vm', 'attach', 'vm', '--net', 'bench', '--tap', tap, '--netns', ns]);
+  await cli(['vm', 'attach', 'vm', '--net', 'bench', '--tap', tap, '--netns', ns, ...(vnetHdr ? ['--vnet-hdr'] : [])]);
   try {
     await waitFor(() => linkExists(ns, tap), `${tap} in ${ns}`, 30_000);
   } catch (err) {
@@ -419,7 +424,7 @@ async function measureMtu(mtu: number, o: Opts, workDir: string): Promise<Sample
     await setupUpstream(e);
     for (const p of o.paths) {
       try {
-        if (p === 'mvnet') await setupMvnet(e, mtu, workDir, o.profDir);
+        if (p === 'mvnet') await setupMvnet(e, mtu, workDir, o.profDir, o.vnetHdr);
         else if (p === 'pasta') await setupPasta(e, mtu);
         else await setupSlirp(e, mtu);
         await reachable(e.vm[p], PATH_LABEL[p]);
@@ -544,14 +549,18 @@ function installed(tool: string): boolean {
 function parseArgs(argv: string[]): Opts & { skipped: PeerId[] } {
   // Every peer that is installed, by default; one asked for by --only must be there (preflight).
   const skipped = PEERS.filter((p) => !installed(PEER_BIN[p]));
-  const o: Opts = { mtus: [1500, 65520], seconds: 5, rrSeconds: 3, reps: 5, paths: ALL_PATHS.filter((p) => !(skipped as PathId[]).includes(p)) };
+  const o: Opts = { mtus: [1500, 65520], seconds: 5, rrSeconds: 3, reps: 5, paths: ALL_PATHS.filter((p) => !(skipped as PathId[]).includes(p)), vnetHdr: false };
   let only = false;
-  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --rr-time N --only mvnet,pasta,slirp4netns --prof DIR';
+  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --rr-time N --only mvnet,pasta,slirp4netns --prof DIR --vnet-hdr';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
     if (a === '--quick') {
       o.reps = 1;
+      continue;
+    }
+    if (a === '--vnet-hdr') {
+      o.vnetHdr = true;
       continue;
     }
     if (v === undefined) throw new Error(`${a} needs a value (${usage})`);
@@ -631,7 +640,7 @@ async function main(): Promise<void> {
       `${peerVersions(o.paths)}; ${cpuCount()} CPUs (${started.toISOString()}; ${minutes.toFixed(1)} min)\n`,
   );
   console.log(render(sum, o, goalList));
-  console.log(`\nmvnet: commit ${tree.commit}${tree.modified.length ? ` + uncommitted changes in ${tree.modified.join(', ')}` : ''}`);
+  console.log(`\nmvnet: commit ${tree.commit}${tree.modified.length ? ` + uncommitted changes in ${tree.modified.join(', ')}` : ''}; VM TAP ${o.vnetHdr ? 'with' : 'without'} --vnet-hdr`);
   console.log('mvnet x best peer: mvnet\'s median over the better of the peers\' medians in that cell (named after it).');
   console.log('cpu% = the forwarder process (mvnet daemon / pasta / slirp4netns), all threads, during the iperf3 run; 100% = one core.');
   console.log('retr = TCP retransmissions by the iperf3 sender (VM for up, upstream for down); many with a low cpu% means the path stalled on loss recovery.');
