@@ -6,7 +6,15 @@
  * server may speak first) are put back on the socket for its reader.
  */
 import { isIP, type Socket } from 'node:net';
-import type { SocksAuth } from './socks-resolve.js';
+
+export interface SocksAuth {
+  user: string;
+  pass: string;
+}
+
+/** CONNECT (RFC 1928) and Tor's RESOLVE extension (socks-extensions.txt). */
+export const SOCKS_CONNECT = 1;
+export const SOCKS_RESOLVE = 0xf0;
 
 /** A refused or failed SOCKS exchange; `reply` is the CONNECT reply code (RFC 1928 §6), or -1 before it. */
 export class Socks5Error extends Error {
@@ -30,8 +38,8 @@ const REPLY_NAMES: Record<number, string> = {
   8: 'address type not supported',
 };
 
-/** The three client messages of a CONNECT, back to back. */
-export function connectRequest(auth: SocksAuth, host: string, port: number): Buffer {
+/** The three client messages of a CONNECT (or `cmd`), back to back. */
+export function connectRequest(auth: SocksAuth, host: string, port: number, cmd = SOCKS_CONNECT): Buffer {
   const u = Buffer.from(auth.user, 'utf8');
   const p = Buffer.from(auth.pass, 'utf8');
   if (u.length === 0 || u.length > 255 || p.length > 255) throw new Socks5Error(-1, 'SOCKS username/password must be 1–255 / 0–255 bytes');
@@ -54,8 +62,8 @@ export function connectRequest(auth: SocksAuth, host: string, port: number): Buf
   o += u.copy(out, o);
   o = out.writeUInt8(p.length, o);
   o += p.copy(out, o);
-  o = out.writeUInt8(5, o); // CONNECT
-  o = out.writeUInt8(1, o);
+  o = out.writeUInt8(5, o); // the request: CONNECT or RESOLVE
+  o = out.writeUInt8(cmd, o);
   o = out.writeUInt8(0, o);
   o += addr.copy(out, o);
   out.writeUInt16BE(port, o);
@@ -90,6 +98,8 @@ function ipv6Bytes(host: string): Buffer {
 export class ConnectReplyParser {
   private buf: Buffer = Buffer.alloc(0);
   private stage: 0 | 1 | 2 | 3 = 0;
+  /** The reply's address type and address bytes (RESOLVE's answer), once complete. */
+  bound: { atyp: number; addr: Buffer } | null = null;
 
   push(d: Buffer): Buffer | null {
     this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
@@ -122,6 +132,7 @@ export class ConnectReplyParser {
         const len = atyp === 1 ? 4 : atyp === 4 ? 16 : atyp === 3 ? 1 + b[4]! : -1;
         if (len < 0) throw new Socks5Error(-1, `bad SOCKS address type ${atyp}`);
         if (b.length < 4 + len + 2) return null;
+        this.bound = { atyp: atyp!, addr: Buffer.from(b.subarray(atyp === 3 ? 5 : 4, 4 + len)) };
         this.take(4 + len + 2);
         return this.buf;
       } else return this.buf;
@@ -139,14 +150,26 @@ export class ConnectReplyParser {
  * the socket is then paused with any early server bytes unshifted (the caller's reader resumes it).
  * Rejects (and leaves closing the socket to the caller) on refusal, close, error or timeout.
  */
-export function socks5Connect(sock: Socket, auth: SocksAuth, host: string, port: number, timeoutMs: number): Promise<void> {
+export async function socks5Connect(sock: Socket, auth: SocksAuth, host: string, port: number, timeoutMs: number): Promise<void> {
+  await socks5Request(sock, auth, host, port, timeoutMs, SOCKS_CONNECT);
+}
+
+/** One pipelined request (`cmd`); resolves with the reply's bound address. See socks5Connect. */
+export function socks5Request(
+  sock: Socket,
+  auth: SocksAuth,
+  host: string,
+  port: number,
+  timeoutMs: number,
+  cmd: number,
+): Promise<{ atyp: number; addr: Buffer }> {
   let req: Buffer;
   try {
-    req = connectRequest(auth, host, port);
+    req = connectRequest(auth, host, port, cmd);
   } catch (e) {
     return Promise.reject(e as Error);
   }
-  return new Promise<void>((resolve, reject) => {
+  return new Promise((resolve, reject) => {
     const parser = new ConnectReplyParser();
     const done = (err: Error | null, rest?: Buffer): void => {
       clearTimeout(timer);
@@ -159,7 +182,7 @@ export function socks5Connect(sock: Socket, auth: SocksAuth, host: string, port:
       }
       sock.pause();
       if (rest !== undefined && rest.length > 0) sock.unshift(rest);
-      resolve();
+      resolve(parser.bound!);
     };
     const onData = (d: Buffer): void => {
       let rest: Buffer | null;

@@ -11,6 +11,7 @@ import { makeTempDir } from '../support/netns.js';
 import { TorControl, type ControlEvent } from '../support/tor-control.js';
 import { failureOf } from '../../daemon/egress/tor.js';
 import { connectSocks } from '../../daemon/tor/socks-endpoint.js';
+import { SocksResolveError, socksResolve } from '../../daemon/tor/socks-resolve.js';
 import { ConnectReplyParser, Socks5Error, connectRequest, socks5Connect } from '../../daemon/tor/socks5.js';
 import { privateTor, torUpstream } from './context.js';
 
@@ -188,5 +189,15 @@ describe('pipelined SOCKS5 CONNECT (private Tor network)', () => {
     sock.destroy();
     expect(err).toBeInstanceOf(Socks5Error);
     expect((err as Socks5Error).reply).toBeGreaterThan(0);
+  });
+
+  it('RESOLVE goes the same way: a known name gives its address, an unknown one reply 4 (NXDOMAIN)', async () => {
+    const auth = { user: `mvnet-resolve-${process.pid}`, pass: 'p-0' };
+    const ep = { path: tor.client.socksPath };
+    const addr = await socksResolve(ep, auth, up.name, 30_000);
+    expect([...addr].join('.')).toBe(up.address);
+    const err = await socksResolve(ep, auth, 'nosuchname.upstream.test', 30_000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SocksResolveError);
+    expect((err as SocksResolveError).reply).toBe(4);
   });
 });
