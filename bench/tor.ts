@@ -5,7 +5,7 @@
  * (test/tor/private-network.ts) and its upstream site (test/tor/test-servers.ts), started the
  * way test/tor/global-setup.ts starts them.
  *
- *   node dist/bench/tor.js [--mb 10] [--reps 20] [--quick] [--baseline TREE] [--cpu-prof DIR]
+ *   node dist/bench/tor.js [--mb 10] [--reps 20] [--quick] [--baseline TREE] [--cpu-prof DIR] [--vnet-hdr]
  *
  * Per rep, rotating which goes first: (vm) curl in the VM namespace (TAP → mvnet daemon →
  * `route --all-tor` → Tor SOCKS), (curl) curl --proxy socks5h://localhost/<socks path>
@@ -18,8 +18,10 @@
  * stream's circuit is recorded, so the table says whether both paths rode the same circuits.
  * Per VM run also: the daemon's CPU time (/proc/PID/stat) per MiB and the frames the VM's TAP
  * received (bytes per frame); Tor's client CPU per MiB for every path. Medians with min–max
- * and quartiles; JSON to bench/out/tor-<timestamp>.json. --cpu-prof profiles this tree's daemon
- * (node --cpu-prof, written at its exit).
+ * and quartiles; "after 1st byte" is bytes / (total − TTFB), the transfer without its setup.
+ * JSON to bench/out/tor-<timestamp>.json. --cpu-prof profiles this tree's daemon (node
+ * --cpu-prof, written at its exit). --vnet-hdr attaches the VMs' TAPs with `--vnet-hdr` (as
+ * QEMU's would be), so a daemon that sends TCP super-frames to such VMs is measured with them.
  *
  * HARD NETWORK RULE: every namespace is created here and deleted at the end / on error / on
  * SIGINT (test/support/netns.ts cleanup registry + onExitSync); the only Tor network is the
@@ -115,6 +117,7 @@ async function main(): Promise<void> {
   const reps = Math.floor(arg('reps', quick ? 3 : 20));
   const baseline = strArg('baseline');
   const profDir = strArg('cpu-prof');
+  const vnetHdr = process.argv.includes('--vnet-hdr');
   const bytes = Math.round(mb * 1024 * 1024);
   const baseCli = baseline === undefined ? undefined : resolve(baseline, 'dist', 'cli', 'main.js');
   if (baseCli !== undefined && !existsSync(baseCli)) throw new Error(`--baseline: no ${baseCli} (build that tree first)`);
@@ -187,7 +190,7 @@ async function main(): Promise<void> {
       const ifname = uniqueName('mvtv');
       // A VM name per daemon: Tor's events then tell the two daemons' credentials apart.
       const vmName = `vm-${label}`;
-      await daemon.cliOk(['vm', 'attach', vmName, '--net', 'lan', '--tap', ifname, '--netns', vmNs.name]);
+      await daemon.cliOk(['vm', 'attach', vmName, '--net', 'lan', '--tap', ifname, '--netns', vmNs.name, ...(vnetHdr ? ['--vnet-hdr'] : [])]);
       await vmNs.waitForLink(ifname);
       await vmNs.exec(['ip', 'link', 'set', ifname, 'up']);
       await daemon.cliOk(['route', '--all-tor', vmName]);
@@ -257,6 +260,8 @@ async function main(): Promise<void> {
     const pick = (p: PathName): Sample[] => samples.filter((s) => s.path === p);
     interface PathStat {
       mbps: Spread;
+      /** bytes / (total − TTFB): the transfer without the connection setup. */
+      xferMbps: Spread;
       ttfbMs: Spread;
       torCpuMsPerMiB: Spread;
       daemonCpuMsPerMiB?: Spread;
@@ -269,6 +274,7 @@ async function main(): Promise<void> {
       const user = p === 'base' ? paths.get('base')!.user : vm.user;
       const out: PathStat = {
         mbps: spread(xs.map((s) => s.bytesPerSec / 1e6)),
+        xferMbps: spread(xs.map((s) => s.bytes / ((s.totalMs - s.ttfbMs) / 1000) / 1e6)),
         ttfbMs: spread(xs.map((s) => s.ttfbMs)),
         torCpuMsPerMiB: spread(xs.map((s) => s.torCpuMs / mb)),
         circuits: [...new Set(w.circs.get(user) ?? [])],
@@ -291,6 +297,7 @@ async function main(): Promise<void> {
     const summary = {
       stats,
       throughputRatio: ratio,
+      xferRatio: a.xferMbps.median / c.xferMbps.median,
       perRepRatio: spread(perRep('vm')),
       ttfbDiffMs: ttfbDiff,
       ...(paths.has('base') ? { baseThroughputRatio: stats.base.mbps.median / c.mbps.median, basePerRepRatio: spread(perRep('base')), baseTtfbDiffMs: stats.base.ttfbMs.median - c.ttfbMs.median } : {}),
@@ -303,12 +310,13 @@ async function main(): Promise<void> {
       base: `(base) same via ${baseline ?? ''}`,
       curl: '(curl) → Tor SOCKS, same creds',
     };
-    const rows = [['path', 'MB/s median (min–max)', 'TTFB ms median (min–max)', 'daemon ms/MiB', 'B/frame', 'tor ms/MiB', 'circuits']];
+    const rows = [['path', 'MB/s median (min–max)', 'after 1st byte', 'TTFB ms median (min–max)', 'daemon ms/MiB', 'B/frame', 'tor ms/MiB', 'circuits']];
     for (const n of names) {
       const s = stats[n];
       rows.push([
         label[n],
         f(s.mbps, 2),
+        s.xferMbps.median.toFixed(2),
         f(s.ttfbMs, 1),
         s.daemonCpuMsPerMiB ? s.daemonCpuMsPerMiB.median.toFixed(0) : '–',
         s.bytesPerFrame ? s.bytesPerFrame.median.toFixed(0) : '–',
@@ -320,6 +328,7 @@ async function main(): Promise<void> {
     rows.push([
       'vm/curl | vm−curl TTFB',
       `${ratio.toFixed(3)} ${summary.goals.throughputOk ? '✓' : '✗'} (≥0.95); per rep ${pr.median.toFixed(3)} (${pr.p25.toFixed(3)}–${pr.p75.toFixed(3)} IQR)`,
+      summary.xferRatio.toFixed(3),
       `${ttfbDiff >= 0 ? '+' : ''}${ttfbDiff.toFixed(1)} ${summary.goals.ttfbOk ? '✓' : '✗'} (≤+5)`,
       '',
       '',
@@ -331,6 +340,7 @@ async function main(): Promise<void> {
       rows.push([
         'base/curl | base−curl TTFB',
         `${summary.baseThroughputRatio.toFixed(3)}; per rep ${br.median.toFixed(3)} (${br.p25.toFixed(3)}–${br.p75.toFixed(3)} IQR)`,
+        (stats.base.xferMbps.median / c.xferMbps.median).toFixed(3),
         `${summary.baseTtfbDiffMs! >= 0 ? '+' : ''}${summary.baseTtfbDiffMs!.toFixed(1)}`,
         '',
         '',
@@ -356,7 +366,7 @@ async function main(): Promise<void> {
           bench: 'tor',
           at: new Date().toISOString(),
           load,
-          params: { mb, bytes, reps, url, socks: tor.client.socksPath, torMode: 'external', baseline: baseline ?? null, vmUser: vm.user },
+          params: { mb, bytes, reps, url, socks: tor.client.socksPath, torMode: 'external', baseline: baseline ?? null, vmUser: vm.user, vnetHdr },
           torTimings: tor.timings,
           samples,
           summary,
