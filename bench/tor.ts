@@ -5,14 +5,14 @@
  * (test/tor/private-network.ts) and its upstream site (test/tor/test-servers.ts), started the
  * way test/tor/global-setup.ts starts them.
  *
- *   node dist/bench/tor.js [--mb 10] [--reps 20] [--quick] [--baseline TREE] [--cpu-prof DIR] [--vnet-hdr]
+ *   node dist/bench/tor.js [--mb 10] [--reps 20] [--quick] [--baseline TREE] [--cpu-prof DIR] [--vnet-hdr] [--nice N]
  *
  * Per rep, rotating which goes first: (vm) curl in the VM namespace (TAP → mvnet daemon →
  * `route --all-tor` → Tor SOCKS), (curl) curl --proxy socks5h://localhost/<socks path>
  * --proxy-user <the VM's SOCKS user:password> from the router namespace, and with --baseline
  * (another checkout with a built dist/, e.g. /work/main) (base) a VM behind that tree's daemon,
  * its own namespaces, the same Tor client (its own credentials: a second daemon has its own
- * secret). Each is one fresh connection and GET /bytes/N (N = mb MiB) of the upstream by IP;
+ * secret) and (curlb) curl with the baseline VM's credentials, its yardstick on its circuit. Each is one fresh connection and GET /bytes/N (N = mb MiB) of the upstream by IP;
  * curl reports time_starttransfer (TTFB) and speed_download. The VM's credentials are read from
  * Tor itself (STREAM/CIRC control events carry SOCKS_USERNAME/SOCKS_PASSWORD), and every
  * stream's circuit is recorded, so the table says whether both paths rode the same circuits.
@@ -22,6 +22,8 @@
  * JSON to bench/out/tor-<timestamp>.json. --cpu-prof profiles this tree's daemon (node
  * --cpu-prof, written at its exit). --vnet-hdr attaches the VMs' TAPs with `--vnet-hdr` (as
  * QEMU's would be), so a daemon that sends TCP super-frames to such VMs is measured with them.
+ * --nice N renices every daemon (a diagnosis: how much of the gap is the daemon waiting for a
+ * CPU on a loaded machine).
  *
  * HARD NETWORK RULE: every namespace is created here and deleted at the end / on error / on
  * SIGINT (test/support/netns.ts cleanup registry + onExitSync); the only Tor network is the
@@ -29,7 +31,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cleanupAll, createNetns, makeTempDir, uniqueName, waitFor, type ManagedProcess, type Netns } from '../test/support/netns.js';
+import { cleanupAll, createNetns, makeTempDir, run, uniqueName, waitFor, type ManagedProcess, type Netns } from '../test/support/netns.js';
 import { writePrograms } from '../test/support/stack-programs.js';
 import { TorControl, type ControlEvent } from '../test/support/tor-control.js';
 import { UPSTREAM_ADDRESS, deleteNetnsSync, onExitSync, startPrivateTor, startTestServers, type PrivateTor } from '../test/tor/private-network.js';
@@ -54,7 +56,7 @@ function strArg(name: string): string | undefined {
   return v;
 }
 
-type PathName = 'vm' | 'base' | 'curl';
+type PathName = 'vm' | 'base' | 'curl' | 'curlb';
 
 interface Sample extends CurlStat {
   path: PathName;
@@ -118,6 +120,9 @@ async function main(): Promise<void> {
   const baseline = strArg('baseline');
   const profDir = strArg('cpu-prof');
   const vnetHdr = process.argv.includes('--vnet-hdr');
+  const niceIdx = process.argv.indexOf('--nice');
+  const nice = niceIdx < 0 ? undefined : Number(process.argv[niceIdx + 1]);
+  if (nice !== undefined && !Number.isInteger(nice)) throw new Error('--nice needs an integer');
   const bytes = Math.round(mb * 1024 * 1024);
   const baseCli = baseline === undefined ? undefined : resolve(baseline, 'dist', 'cli', 'main.js');
   if (baseCli !== undefined && !existsSync(baseCli)) throw new Error(`--baseline: no ${baseCli} (build that tree first)`);
@@ -185,6 +190,7 @@ async function main(): Promise<void> {
       await routerNs.exec(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=0']);
       const daemon = await BenchDaemon.start(routerNs.name, configFile, opts);
       daemons.push(daemon);
+      if (nice !== undefined) await run(['renice', '-n', String(nice), '-p', String(daemon.pid)]);
       await daemon.cliOk(['net', 'create', 'lan', '--subnet', '10.231.0.0/24']);
       const vmNs = await createNetns(`tben-${label}vm`, { ipv6: false });
       const ifname = uniqueName('mvtv');
@@ -220,8 +226,13 @@ async function main(): Promise<void> {
     const url = `http://${UPSTREAM_ADDRESS}/bytes/${bytes}`;
     const socksProxy = `socks5h://localhost${tor.client.socksPath}`;
     // The same credentials as the VM's streams: Tor's IsolateSOCKSAuth then puts curl on the VM's circuit.
-    const curlArgs = ['--proxy', socksProxy, '--proxy-user', `${vm.user}:${w.creds.get(vm.user)!}`];
+    const curlArgsOf = (p: VmPath): string[] => ['--proxy', socksProxy, '--proxy-user', `${p.user}:${w.creds.get(p.user)!}`];
+    const curlArgs = curlArgsOf(vm);
     await curlStat((c) => vm.routerNs.exec(c, { check: false, timeoutMs: 120_000 }), curlArgs, small, UPSTREAM_HELLO.length + 1);
+    // The baseline VM has its own credentials (its daemon's secret): a curl of its own on its circuit.
+    const base = paths.get('base');
+    const curlbArgs = base === undefined ? [] : curlArgsOf(base);
+    if (base !== undefined) await curlStat((c) => vm.routerNs.exec(c, { check: false, timeoutMs: 120_000 }), curlbArgs, small, UPSTREAM_HELLO.length + 1);
 
     const tapCounters = async (p: VmPath): Promise<{ packets: number; bytes: number }> => {
       const r = await p.vmNs.exec(['cat', `/sys/class/net/${p.ifname}/statistics/rx_packets`, `/sys/class/net/${p.ifname}/statistics/rx_bytes`]);
@@ -230,8 +241,9 @@ async function main(): Promise<void> {
     };
     const runOne = async (name: PathName, rep: number, order: number): Promise<Sample> => {
       const t0tor = cpuMs(torPid);
-      if (name === 'curl') {
-        const s = await curlStat((c) => vm.routerNs.exec(c, { check: false, timeoutMs: 300_000 }), curlArgs, url, bytes);
+      if (name === 'curl' || name === 'curlb') {
+        const args = name === 'curl' ? curlArgs : curlbArgs;
+        const s = await curlStat((c) => vm.routerNs.exec(c, { check: false, timeoutMs: 300_000 }), args, url, bytes);
         return { ...s, path: name, rep, order, torCpuMs: cpuMs(torPid) - t0tor };
       }
       const p = paths.get(name)!;
@@ -244,7 +256,7 @@ async function main(): Promise<void> {
       return { ...s, path: name, rep, order, torCpuMs: tor1 - t0tor, daemonCpuMs: d1 - d0, vmFrames: c1.packets - c0.packets, vmBytes: c1.bytes - c0.bytes };
     };
 
-    const names: PathName[] = [...(['vm', 'base'] as const).filter((n) => paths.has(n)), 'curl'];
+    const names: PathName[] = base === undefined ? ['vm', 'curl'] : ['vm', 'base', 'curl', 'curlb'];
     const samples: Sample[] = [];
     for (let rep = 0; rep < reps; rep++) {
       // Rotate the order each rep: no path always runs first (or right after another).
@@ -271,7 +283,7 @@ async function main(): Promise<void> {
     }
     const stat = (p: PathName): PathStat => {
       const xs = pick(p);
-      const user = p === 'base' ? paths.get('base')!.user : vm.user;
+      const user = p === 'base' || p === 'curlb' ? base!.user : vm.user;
       const out: PathStat = {
         mbps: spread(xs.map((s) => s.bytesPerSec / 1e6)),
         xferMbps: spread(xs.map((s) => s.bytes / ((s.totalMs - s.ttfbMs) / 1000) / 1e6)),
@@ -280,7 +292,7 @@ async function main(): Promise<void> {
         circuits: [...new Set(w.circs.get(user) ?? [])],
         user,
       };
-      if (p !== 'curl') {
+      if (p === 'vm' || p === 'base') {
         out.daemonCpuMsPerMiB = spread(xs.map((s) => s.daemonCpuMs! / mb));
         out.bytesPerFrame = spread(xs.map((s) => s.vmBytes! / s.vmFrames!));
       }
@@ -290,17 +302,24 @@ async function main(): Promise<void> {
     const c = stats.curl;
     const a = stats.vm;
     // Per-rep ratios (vm/curl of the same rep) are less exposed to the machine's load swings than a ratio of medians.
-    const perRep = (p: PathName): number[] =>
-      pick(p).map((s) => s.bytesPerSec / pick('curl').find((x) => x.rep === s.rep)!.bytesPerSec);
+    const perRep = (p: PathName, yardstick: PathName): number[] =>
+      pick(p).map((s) => s.bytesPerSec / pick(yardstick).find((x) => x.rep === s.rep)!.bytesPerSec);
     const ratio = a.mbps.median / c.mbps.median;
     const ttfbDiff = a.ttfbMs.median - c.ttfbMs.median;
     const summary = {
       stats,
       throughputRatio: ratio,
       xferRatio: a.xferMbps.median / c.xferMbps.median,
-      perRepRatio: spread(perRep('vm')),
+      perRepRatio: spread(perRep('vm', 'curl')),
       ttfbDiffMs: ttfbDiff,
-      ...(paths.has('base') ? { baseThroughputRatio: stats.base.mbps.median / c.mbps.median, basePerRepRatio: spread(perRep('base')), baseTtfbDiffMs: stats.base.ttfbMs.median - c.ttfbMs.median } : {}),
+      // The baseline against the curl on its own circuit (curlb).
+      ...(base !== undefined
+        ? {
+            baseThroughputRatio: stats.base.mbps.median / stats.curlb.mbps.median,
+            basePerRepRatio: spread(perRep('base', 'curlb')),
+            baseTtfbDiffMs: stats.base.ttfbMs.median - stats.curlb.ttfbMs.median,
+          }
+        : {}),
       goals: { throughputRatioMin: 0.95, ttfbDiffMaxMs: 5, throughputOk: ratio >= 0.95, ttfbOk: ttfbDiff <= 5 },
     };
 
@@ -309,6 +328,7 @@ async function main(): Promise<void> {
       vm: '(vm) all-tor VM via mvnet',
       base: `(base) same via ${baseline ?? ''}`,
       curl: '(curl) → Tor SOCKS, same creds',
+      curlb: "(curlb) → Tor SOCKS, base's creds",
     };
     const rows = [['path', 'MB/s median (min–max)', 'after 1st byte', 'TTFB ms median (min–max)', 'daemon ms/MiB', 'B/frame', 'tor ms/MiB', 'circuits']];
     for (const n of names) {
@@ -338,9 +358,9 @@ async function main(): Promise<void> {
     if (summary.baseThroughputRatio !== undefined) {
       const br = summary.basePerRepRatio!;
       rows.push([
-        'base/curl | base−curl TTFB',
+        'base/curlb | base−curlb TTFB',
         `${summary.baseThroughputRatio.toFixed(3)}; per rep ${br.median.toFixed(3)} (${br.p25.toFixed(3)}–${br.p75.toFixed(3)} IQR)`,
-        (stats.base.xferMbps.median / c.xferMbps.median).toFixed(3),
+        (stats.base.xferMbps.median / stats.curlb.xferMbps.median).toFixed(3),
         `${summary.baseTtfbDiffMs! >= 0 ? '+' : ''}${summary.baseTtfbDiffMs!.toFixed(1)}`,
         '',
         '',
@@ -366,7 +386,7 @@ async function main(): Promise<void> {
           bench: 'tor',
           at: new Date().toISOString(),
           load,
-          params: { mb, bytes, reps, url, socks: tor.client.socksPath, torMode: 'external', baseline: baseline ?? null, vmUser: vm.user, vnetHdr },
+          params: { mb, bytes, reps, url, socks: tor.client.socksPath, torMode: 'external', baseline: baseline ?? null, vmUser: vm.user, vnetHdr, nice: nice ?? null },
           torTimings: tor.timings,
           samples,
           summary,
