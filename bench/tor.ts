@@ -13,8 +13,9 @@
  * (another checkout with a built dist/, e.g. /work/main) (base) a VM behind that tree's daemon,
  * its own namespaces, the same Tor client (its own credentials: a second daemon has its own
  * secret) and (curlb) curl with the baseline VM's credentials, its yardstick on its circuit.
- * Each is one fresh connection and GET /bytes/N (N = mb MiB) of the upstream by IP; curl reports time_starttransfer (TTFB) and speed_download. The VM's credentials are read from
- * Tor itself (STREAM/CIRC control events carry SOCKS_USERNAME/SOCKS_PASSWORD), and every
+ * Each is one fresh connection and GET /bytes/N (N = mb MiB) of the upstream by IP; curl
+ * reports time_starttransfer (TTFB) and speed_download. The VM's credentials are read from Tor
+ * itself (STREAM/CIRC control events carry SOCKS_USERNAME/SOCKS_PASSWORD), and every
  * stream's circuit is recorded, so the table says whether both paths rode the same circuits.
  * Per VM run also: the daemon's CPU time (/proc/PID/stat) per MiB and the frames the VM's TAP
  * received (bytes per frame); Tor's client CPU per MiB, and that of all the private network's
