@@ -1,4 +1,5 @@
-/** Helpers of bench/tor.ts: one curl transfer with its timings, medians. */
+/** Helpers of bench/tor.ts: one curl transfer with its timings, medians, CPU times, Tor's view of SOCKS credentials. */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, run, spawnProcess, type ManagedProcess, type RunResult } from '../test/support/netns.js';
@@ -15,21 +16,32 @@ export class BenchDaemon {
   private constructor(
     readonly proc: ManagedProcess,
     readonly socket: string,
+    readonly cli: string,
   ) {}
 
-  static async start(netns: string, config: string): Promise<BenchDaemon> {
+  /** The daemon's pid (`ip netns exec` execs node, so the child's own pid). */
+  get pid(): number {
+    return this.proc.child.pid ?? -1;
+  }
+
+  /**
+   * `cliJs`: another tree's dist/cli/main.js (a baseline daemon run beside this one);
+   * `nodeArgs`: e.g. `--cpu-prof --cpu-prof-dir D` (written when the daemon exits on SIGTERM).
+   */
+  static async start(netns: string, config: string, opts: { cliJs?: string; nodeArgs?: readonly string[] } = {}): Promise<BenchDaemon> {
     const stateDir = makeTempDir('tbend');
     const socket = join(stateDir, 'mvnet.sock');
-    const proc = spawnProcess(['node', CLI_JS, 'daemon', '--state-dir', stateDir, '--socket', socket, '--config', config], {
+    const cli = opts.cliJs ?? CLI_JS;
+    const proc = spawnProcess(['node', ...(opts.nodeArgs ?? []), cli, 'daemon', '--state-dir', stateDir, '--socket', socket, '--config', config], {
       netns,
       label: `mvnet daemon in ${netns}`,
     });
     await proc.waitForLine((l) => /"msg":"ready"/.test(l), { timeoutMs: 20_000 });
-    return new BenchDaemon(proc, socket);
+    return new BenchDaemon(proc, socket, cli);
   }
 
   async cliOk(args: readonly string[], json = false): Promise<string> {
-    const r = await run(['node', CLI_JS, '--socket', this.socket, ...(json ? ['--json'] : []), ...args], { check: false, timeoutMs: 30_000 });
+    const r = await run(['node', this.cli, '--socket', this.socket, ...(json ? ['--json'] : []), ...args], { check: false, timeoutMs: 30_000 });
     if (r.code !== 0) throw new Error(`mvnet ${args.join(' ')}: exit ${r.code}\n${r.stderr}${r.stdout}\n${this.proc.lines.slice(-20).join('\n')}`);
     return r.stdout;
   }
@@ -88,4 +100,43 @@ export function median(xs: readonly number[]): number {
   const n = s.length;
   if (n === 0) return NaN;
   return n % 2 === 1 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}
+
+/** Percentile (linear interpolation) of `xs`, p in [0, 1]. */
+export function quantile(xs: readonly number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const i = (s.length - 1) * p;
+  const lo = Math.floor(i);
+  const hi = Math.ceil(i);
+  return s[lo]! + (s[hi]! - s[lo]!) * (i - lo);
+}
+
+/** Median, min, max and the quartiles of a sample. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  p25: number;
+  p75: number;
+}
+
+export function spread(xs: readonly number[]): Spread {
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs), p25: quantile(xs, 0.25), p75: quantile(xs, 0.75) };
+}
+
+const CLK_TCK = 100;
+
+/** User+system CPU time of `pid` in ms (/proc/PID/stat, fields 14 and 15; USER_HZ is 100 on Linux). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name may hold spaces: the fields after it start past the last ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+}
+
+/** A control-port quoted string's value (`"a\"b"` → `a"b`), from `KEY="..."` in an event line. */
+export function quotedField(line: string, key: string): string | undefined {
+  const m = new RegExp(`(?:^| )${key}="((?:[^"\\\\]|\\\\.)*)"`).exec(line);
+  return m === null ? undefined : m[1]!.replace(/\\(.)/g, '$1');
 }

@@ -4,19 +4,18 @@
  * destination is an IP, or a .onion name recovered from the automap address the VM connected to.
  */
 import type { Duplex } from 'node:stream';
-import { SocksClient, SocksClientError } from 'socks';
 import { connectSocks, type SocksEndpoint } from '../tor/socks-endpoint.js';
+import { Socks5Error, socks5Connect } from '../tor/socks5.js';
 import type { SocksAuth } from '../tor/socks-resolve.js';
 import { UpstreamError, type OpenFailure, type StreamUpstream } from '../endpoint/upstream.js';
 
 export const TOR_TAG = 'tor';
 
 /** SOCKS5 reply codes (RFC 1928 §6) as Tor uses them → what the VM should see. */
-function failureOf(e: unknown): OpenFailure {
-  const msg = e instanceof Error ? e.message : String(e);
-  if (/ConnectionRefused|ConnectionNotAllowed/i.test(msg)) return 'refused';
-  if (/TTLExpired|HostUnreachable|NetworkUnreachable/i.test(msg)) return 'timeout';
-  return 'refused';
+export function failureOf(reply: number): OpenFailure {
+  // 3 network unreachable, 4 host unreachable, 6 TTL expired: the VM's SYN times out, as it
+  // would behind a router that got no answer; the rest (refused, not allowed, onion errors) is a reset.
+  return reply === 3 || reply === 4 || reply === 6 ? 'timeout' : 'refused';
 }
 
 export interface TorEgressDeps {
@@ -45,20 +44,15 @@ export function torTcp(deps: TorEgressDeps, auth: SocksAuth, host: string, port:
       };
       signal.addEventListener('abort', onAbort, { once: true });
       try {
-        const { socket } = await SocksClient.createConnection({
-          proxy: { host: '127.0.0.1', port: 9, type: 5, userId: auth.user, password: auth.pass },
-          command: 'connect',
-          destination: { host, port },
-          existing_socket: raw,
-          timeout: deps.timeoutMs,
-        });
-        socket.setNoDelay?.(true);
-        // The SOCKS library's socket was created without allowHalfOpen: keep the VM's half-close.
-        (socket as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
-        return socket;
+        await socks5Connect(raw, auth, host, port, deps.timeoutMs);
+        // A TCP SOCKS port: no Nagle delay on the VM's small writes (a no-op on a unix socket).
+        raw.setNoDelay(true);
+        // net.createConnection's socket has no allowHalfOpen: keep the VM's half-close.
+        (raw as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
+        return raw;
       } catch (e) {
         raw.destroy();
-        throw new UpstreamError(e instanceof SocksClientError ? failureOf(e) : 'refused', (e as Error).message);
+        throw new UpstreamError(e instanceof Socks5Error ? failureOf(e.reply) : 'refused', (e as Error).message);
       } finally {
         signal.removeEventListener('abort', onAbort);
       }

@@ -130,6 +130,9 @@ export class TcpFlow implements Timed, TcpHandler {
         if (!this.upstreamEnded && !this.conn.closed && this.upstream.confirmEnd === undefined) this.upstreamFailed();
       }),
     );
+    // An upstream may hand over its socket paused (the Tor SOCKS handshake pauses it to keep the
+    // bytes that came with the reply): a 'data' listener alone does not restart an explicit pause.
+    sock.resume();
   }
 
   private upstreamEnd(): void {
