@@ -3,6 +3,7 @@
  *
  *   node dist/bench/scale.js [--vms 1000] [--taps 200] [--tap-ns 20] [--streams 10000]
  *                            [--clients 20] [--idle 10] [--status-runs 10] [--attach many,rpc]
+ *                            [--settle 2] [--prof DIR]
  *
  * Topology (unique names; every namespace, TAP and process is removed at the end, on error and
  * on signals through bench/util.ts's teardown registry):
@@ -31,6 +32,7 @@
  *   - the daemon's fds after every stream is closed and every VM detached, against before the
  *     first attach [0 leaked].
  * RSS is read from /proc after a settle (--settle s). Results go to bench/out/scale-*.json.
+ * --prof DIR runs the daemon with `node --cpu-prof` (the profile is written when it stops).
  * Needs root, `ip`, and a built tree (`npm run build:ts`).
  */
 import net from 'node:net';
@@ -73,6 +75,7 @@ interface Opts {
   statusRuns: number;
   settleSec: number;
   attach: AttachMode[];
+  profDir?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +327,8 @@ async function main(): Promise<void> {
   mkdirSync(stateDir);
   mkdirSync(sockDir);
   const socket = join(stateDir, 'mvnet.sock');
-  const daemon = background(nsx(r, ['prlimit', `--nofile=${NOFILE}`, 'node', CLI, 'daemon', '--state-dir', stateDir, '--socket', socket]), 'mvnet daemon');
+  const node = o.profDir !== undefined ? ['node', '--cpu-prof', '--cpu-prof-dir', o.profDir, '--cpu-prof-name', `mvnet-daemon-scale-${id}.cpuprofile`] : ['node'];
+  const daemon = background(nsx(r, ['prlimit', `--nofile=${NOFILE}`, ...node, CLI, 'daemon', '--state-dir', stateDir, '--socket', socket]), 'mvnet daemon');
   await daemon.waitLine((l) => l.includes('"msg":"ready"'), 30_000);
   const pid = daemon.child.pid!;
   // prlimit execs node: the daemon is the process we started.
@@ -564,9 +568,10 @@ function parseArgs(argv: string[]): Opts {
         i++;
         break;
       }
+      case '--prof': o.profDir = v; i++; break;
       case '-h':
       case '--help':
-        console.log('node dist/bench/scale.js [--vms 1000] [--taps 200] [--tap-ns 20] [--streams 10000] [--clients 20] [--idle 10] [--status-runs 10] [--settle 2] [--attach many,rpc]');
+        console.log('node dist/bench/scale.js [--vms 1000] [--taps 200] [--tap-ns 20] [--streams 10000] [--clients 20] [--idle 10] [--status-runs 10] [--settle 2] [--attach many,rpc] [--prof DIR]');
         process.exit(0);
         break;
       default:
