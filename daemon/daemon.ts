@@ -831,11 +831,11 @@ export class Daemon {
   }
 
   /** Caught exceptions (bugs): the process's counts, and the attached ports' and ping sockets'. */
-  errors(): DaemonErrors {
+  errors(portStats?: Iterable<PortStats>): DaemonErrors {
     let dataPath = faults.dataPath;
     let native = 0;
-    for (const v of this.vms.values()) {
-      const e = v.port?.stats().errors;
+    for (const st of portStats ?? this.portStats()) {
+      const e = st.errors;
       if (e === undefined) continue;
       native += e.native;
       dataPath += e.handler;
@@ -845,7 +845,13 @@ export class Daemon {
     return { dataPath, native, uncaught: faults.uncaught };
   }
 
+  private *portStats(): Iterable<PortStats> {
+    for (const v of this.vms.values()) if (v.port !== null) yield v.port.stats();
+  }
+
   status(extra: { socket: string; stateDir: string; version: string }): StatusInfo {
+    // The VMs' stats once: the error counts are summed from them (not a second stats() per port).
+    const vms = this.listVms();
     return {
       daemon: {
         pid: process.pid,
@@ -855,11 +861,11 @@ export class Daemon {
         vmSocketDir: this.cfg.vmSocketDir,
         torConfigured: this.cfg.torConfigured,
         uptimeSec: Math.round(process.uptime()),
-        errors: this.errors(),
+        errors: this.errors(vms.map((v) => v.port.stats)),
         plugins: this.registry.plugins(),
       },
       networks: this.listNetworks(),
-      vms: this.listVms(),
+      vms,
       captures: this.listCaptures(),
       links: this.links.list().links,
       tor: this.torSummary(),
