@@ -3,7 +3,7 @@
  *
  *   node dist/bench/scale.js [--vms 1000] [--taps 200] [--tap-ns 20] [--streams 10000]
  *                            [--clients 20] [--idle 10] [--status-runs 10] [--attach many,rpc]
- *                            [--settle 2] [--prof DIR]
+ *                            [--settle 2] [--prof DIR] [--tree DIR]
  *
  * Topology (unique names; every namespace, TAP and process is removed at the end, on error and
  * on signals through bench/util.ts's teardown registry):
@@ -33,6 +33,8 @@
  *     first attach [0 leaked].
  * RSS is read from /proc after a settle (--settle s). Results go to bench/out/scale-*.json.
  * --prof DIR runs the daemon with `node --cpu-prof` (the profile is written when it stops).
+ * --tree DIR runs DIR's daemon and CLI (DIR/dist/cli/main.js, a built tree) with this bench: for
+ * A/B runs against another build.
  * Needs root, `ip`, and a built tree (`npm run build:ts`).
  */
 import net from 'node:net';
@@ -44,7 +46,8 @@ import { fileURLToPath } from 'node:url';
 import { background, cpuSeconds, createNs, fmt, median, nsx, onUndo, run, table, undoAll, waitFor } from './util.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/scale.js → repo root
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+/** The daemon and CLI under test: this tree's, or --tree DIR's (an A/B against another build). */
+let CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const SELF = fileURLToPath(import.meta.url);
 
 const UP_IP = '10.89.0.1';
@@ -499,6 +502,7 @@ async function main(): Promise<void> {
     id,
     date: new Date().toISOString(),
     opts: o,
+    cli: CLI,
     load,
     attach,
     tapAttachSec: tapSec,
@@ -571,9 +575,10 @@ function parseArgs(argv: string[]): Opts {
         break;
       }
       case '--prof': o.profDir = v; i++; break;
+      case '--tree': CLI = join(v ?? '.', 'dist', 'cli', 'main.js'); i++; break;
       case '-h':
       case '--help':
-        console.log('node dist/bench/scale.js [--vms 1000] [--taps 200] [--tap-ns 20] [--streams 10000] [--clients 20] [--idle 10] [--status-runs 10] [--settle 2] [--attach many,rpc] [--prof DIR]');
+        console.log('node dist/bench/scale.js [--vms 1000] [--taps 200] [--tap-ns 20] [--streams 10000] [--clients 20] [--idle 10] [--status-runs 10] [--settle 2] [--attach many,rpc] [--prof DIR] [--tree DIR]');
         process.exit(0);
         break;
       default:
