@@ -29,6 +29,7 @@ export function methods(d: Daemon, info: DaemonInfo): MethodTable {
       return d.deleteNetwork(o.name, o.force === true);
     },
     'vm.attach': (p) => d.attach(p),
+    'vm.attachMany': (p) => d.attachMany(p),
     'link.key': async () => d.linkKey(),
     'link.add': (p) => d.addLink(p),
     'link.list': async () => d.listLinks(),
