@@ -28,7 +28,7 @@
  * offloads (both forwarders' host sockets share it).
  *
  *   node dist/bench/stack.js [--mtu 1500,65520] [--time 5] [--reps 3] [--rr-time 3]
- *                            [--only mvnet,pasta] [--prof DIR]
+ *                            [--only mvnet,pasta] [--prof DIR] [--vnet-hdr]
  *
  * --prof DIR runs the daemon with `node --cpu-prof --cpu-prof-dir DIR` (one .cpuprofile per MTU,
  * written when the daemon stops). Results also go to bench/out/stack-*.json. Needs root, iperf3,
@@ -147,6 +147,9 @@ async function setupUpstream(e: Env): Promise<void> {
   await srv.waitLine((l) => l === 'listening', 15_000);
 }
 
+/** `--vnet-hdr`: mvnet's TAP carries virtio-net headers (TSO/GSO and checksum offload in the VM). */
+let vnetHdr = false;
+
 async function setupMvnet(e: Env, mtu: number, workDir: string, profDir: string | undefined): Promise<void> {
   const ns = e.vm.mvnet;
   const tap = e.ifname.mvnet;
@@ -160,7 +163,7 @@ async function setupMvnet(e: Env, mtu: number, workDir: string, profDir: string 
   e.pid.mvnet = daemon.child.pid;
   const cli = (args: string[]): Promise<RunResult> => run(['node', CLI, '--socket', socket, ...args]);
   await cli(['net', 'create', 'bench', '--subnet', NET_SUBNET, '--mtu', String(mtu)]);
-  await cli(['vm', 'attach', 'vm', '--net', 'bench', '--tap', tap, '--netns', ns]);
+  await cli(['vm', 'attach', 'vm', '--net', 'bench', '--tap', tap, '--netns', ns, ...(vnetHdr ? ['--vnet-hdr'] : [])]);
   try {
     await waitFor(() => linkExists(ns, tap), `${tap} in ${ns}`, 30_000);
   } catch (err) {
@@ -468,6 +471,10 @@ function parseArgs(argv: string[]): Opts {
   const o: Opts = { mtus: [1500, 65520], seconds: 5, rrSeconds: 3, reps: 3, paths: ['mvnet', 'pasta'] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
+    if (a === '--vnet-hdr') {
+      vnetHdr = true;
+      continue;
+    }
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value`);
     i++;
