@@ -386,6 +386,8 @@ export class Endpoint implements FlowOwner {
  */
 export class TcpCoalescer {
   private buf: Buffer | null = null;
+  /** Where the payload starts in `buf` (headers and the vnet header before it). */
+  private headroom = 0;
   private l2: L2 | null = null;
   private addr: FlowAddr | null = null;
   private head: TcpHead | null = null;
@@ -411,7 +413,7 @@ export class TcpCoalescer {
   push(l2: L2, a: FlowAddr, seg: Segment): void {
     const len = seg.payload.length;
     if (this.buf !== null && this.joins(a, seg, len)) {
-      seg.payload.copy(this.buf, this.headroom() + this.payloadLen);
+      seg.payload.copy(this.buf, this.headroom + this.payloadLen);
       this.payloadLen += len;
       this.lastLen = len;
       this.nextSeq = (this.nextSeq + len) >>> 0;
@@ -432,6 +434,7 @@ export class TcpCoalescer {
     const buf = reserveFrame(headroom + Math.max(cap, len, 64));
     seg.payload.copy(buf, headroom);
     this.buf = buf;
+    this.headroom = headroom;
     this.l2 = l2;
     this.addr = a;
     this.head = { seq: seg.seq, ack: seg.ack, flags: seg.flags, window: seg.window, options: seg.options };
@@ -447,10 +450,6 @@ export class TcpCoalescer {
       this.queued = true;
       queueMicrotask(this.flushNow);
     }
-  }
-
-  private headroom(): number {
-    return offloadTcpHeadroom(this.addr!.vmIp.v, this.head!);
   }
 
   private joins(a: FlowAddr, seg: Segment, len: number): boolean {

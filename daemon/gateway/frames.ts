@@ -34,8 +34,17 @@ function alloc(length: number): Buffer {
   return Buffer.alloc(Math.max(ETH_MIN_FRAME, length));
 }
 
-/** For the data path: every byte up to `length` is written by the caller; only padding is zeroed. */
+/**
+ * For the data path: every byte up to `length` is written by the caller; only padding is zeroed.
+ * Frames too large for Node's shared pool (jumbo MTUs) come from the frame slab instead of a new
+ * ArrayBuffer each.
+ */
 function allocFilled(length: number): Buffer {
+  if (length >= POOLED_MAX) {
+    const b = reserveFrame(length);
+    shrinkFrame(b, length);
+    return b;
+  }
   if (length >= ETH_MIN_FRAME) return Buffer.allocUnsafe(length);
   const buf = Buffer.allocUnsafe(ETH_MIN_FRAME);
   buf.fill(0, length);
@@ -248,6 +257,8 @@ function nextIpv6FragmentId(): number {
  * A slab is never reused: it goes when the last frame in it is written and dropped.
  */
 const SLAB_SIZE = 1 << 20;
+/** Buffer.allocUnsafe pools sizes below half its 8 KiB pool; larger ones are an ArrayBuffer each. */
+const POOLED_MAX = Buffer.poolSize >>> 1;
 let slab: Buffer = Buffer.allocUnsafeSlow(0);
 let slabOff = 0;
 

@@ -54,6 +54,7 @@ describe('stack: TSO super-frames to and from a --vnet-hdr VM', () => {
     const frames = after.tcpSuperOut! - before.tcpSuperOut!;
     const segs = after.tcpOffloadSegments! - before.tcpOffloadSegments!;
     const writes = after.tcpOffloadFrames! - before.tcpOffloadFrames!;
+    console.info(`offload download: ${segs} segments in ${writes} frames (${(segs / writes).toFixed(1)} per write), ${frames} GSO; ${big.length} frames > 3000 bytes seen on the TAP`);
     // 50 MB is ~36,000 segments of 1460: most of them went in GSO frames, several per write.
     expect(frames).toBeGreaterThan(100);
     expect(segs).toBeGreaterThan(30_000);
@@ -68,6 +69,7 @@ describe('stack: TSO super-frames to and from a --vnet-hdr VM', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.server).toEqual({ bytes: MB50, sha256: r.sentSha256 });
     const after = await counters();
+    console.info(`offload upload: ${after.tcpSuperIn! - before.tcpSuperIn!} segments longer than the MSS taken whole`);
     expect(after.tcpSuperIn! - before.tcpSuperIn!).toBeGreaterThan(100);
     expect(after.invalid).toBe(before.invalid);
   }, 180_000);

@@ -195,6 +195,19 @@ describe('TcpCoalescer', () => {
   });
 });
 
+describe('jumbo frames from the slab', () => {
+  it('two 64 KiB frames to a plain VM share slab memory without overlapping, both intact', () => {
+    const s1 = seg(1, 65000);
+    const s2 = seg(65001, 65000);
+    const f1 = tcpFrame(L2A, flow4.remoteIp, 80, flow4.vmIp, 40000, s1);
+    const f2 = tcpFrame(L2A, flow4.remoteIp, 80, flow4.vmIp, 40000, s2);
+    // Slab memory (1 MiB), not an ArrayBuffer of the frame's own size.
+    expect([f1.buffer.byteLength, f2.buffer.byteLength]).toEqual([1 << 20, 1 << 20]);
+    if (f1.buffer === f2.buffer) expect(f2.byteOffset).toBeGreaterThanOrEqual(f1.byteOffset + f1.length);
+    expect(seen([f1, f2]).map((x) => x.payload.equals(x.seq === 1 ? s1.payload : s2.payload))).toEqual([true, true]);
+  });
+});
+
 /** A port with a virtio-net header (or without), recording what the switch sends. */
 class VPort implements Port {
   readonly kind = 'tap' as const;
