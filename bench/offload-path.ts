@@ -7,7 +7,8 @@
  * - down vnet: MSS segments (1448) → frames → Network.fromGateway → a port with a vnet header.
  *   Before: tcpFrame per segment (JS checksum) and a copy with the header in the switch; after:
  *   the endpoint's TcpCoalescer (GSO frames, NEEDS_CSUM) written as one view.
- * - down plain: the same to a port without the header (after: the checksum in native code).
+ * - down plain: the same to a port without the header (after: the checksum in native code);
+ *   down 65520: the same with 65480-byte segments (MTU 65520, one per frame).
  * - up vnet: a VM's 64 KiB TSO frames (NEEDS_CSUM) → Network → the gateway, which dissects every
  *   frame it gets (checksums verified unless partial). Before: segmented in software.
  *
@@ -85,13 +86,13 @@ interface NetworkLike {
 
 function network(t: Tree): NetworkLike {
   const N = t.network.Network as new (o: unknown) => NetworkLike;
-  return new N({ name: 'b', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
+  return new N({ name: 'b', mtu: 65520, gatewayMac: GW_MAC, clock: () => 0 });
 }
 
-const data = Buffer.alloc(MSS * 45 * 4, 0x37);
+const data = Buffer.alloc(1 << 20, 0x37);
 
 /** CPU µs per MB of payload sent down to a port (vnet or plain), `mb` MB. */
-function down(t: Tree, vnet: boolean, mb: number, after: boolean): number {
+function down(t: Tree, vnet: boolean, mb: number, after: boolean, mss = MSS): number {
   const net = network(t);
   const p = port(vnet ? 10 : 0);
   net.attach('vm', p, VM_MAC);
@@ -104,13 +105,13 @@ function down(t: Tree, vnet: boolean, mb: number, after: boolean): number {
   const t0 = process.cpuUsage();
   for (let sent = 0; sent < total; ) {
     // One "tick": what a window of 45 segments would send, then the router's flush.
-    for (let i = 0; i < 45; i++) {
-      const off = (sent % (data.length - MSS)) | 0;
-      const s = { seq, ack: 1, flags: 0x10, window: 500, options: { ts: [1, 2] }, payload: data.subarray(off, off + MSS) };
+    for (let i = 0; i < 45 && sent < total; i++) {
+      const off = (sent % (data.length - mss)) | 0;
+      const s = { seq, ack: 1, flags: 0x10, window: 500, options: { ts: [1, 2] }, payload: data.subarray(off, off + mss) };
       if (co !== null) co.push(l2, flow, s);
       else out.push(tcpFrame(l2, flow.remoteIp, 80, flow.vmIp, 40000, s));
-      seq = (seq + MSS) >>> 0;
-      sent += MSS;
+      seq = (seq + mss) >>> 0;
+      sent += mss;
     }
     co?.flush();
     net.fromGateway(out);
@@ -168,12 +169,12 @@ async function main(): Promise<void> {
   const rounds = Number(opt('--rounds') ?? 7);
   const after = await load(here, 'after');
   const trees = baseDir !== undefined ? [await load(resolve(baseDir), 'before'), after] : [after];
-  const cells = ['down vnet', 'down plain', 'up vnet'] as const;
+  const cells = ['down vnet', 'down plain', 'down 65520', 'up vnet'] as const;
   const res = new Map<string, number[]>();
   for (let r = 0; r < rounds; r++) {
     for (const t of trees) {
       const isAfter = t === after;
-      const v = [down(t, true, mb, isAfter), down(t, false, mb, isAfter), up(t, after, mb)];
+      const v = [down(t, true, mb, isAfter), down(t, false, mb, isAfter), down(t, false, mb, isAfter, 65480), up(t, after, mb)];
       cells.forEach((c, i) => {
         const k = `${c}|${t.name}`;
         res.set(k, [...(res.get(k) ?? []), v[i]!]);

@@ -9,7 +9,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll } from '../support/netns.js';
-import { UPSTREAM_NAME, startTopology, type StackVm, type Topology } from '../support/stack-topology.js';
+import { UPSTREAM_IP6, UPSTREAM_NAME, startTopology, type StackVm, type Topology } from '../support/stack-topology.js';
+import { waitFor } from '../support/netns.js';
 
 const MB50 = 50 * 1024 * 1024;
 
@@ -82,5 +83,37 @@ describe('stack: TSO super-frames to and from a --vnet-hdr VM', () => {
     expect(r.sha256).toBe(want);
     const after = await counters();
     expect(after.tcpOffloadFrames).toBe(before.tcpOffloadFrames);
+  }, 180_000);
+});
+
+describe('stack: TSO super-frames over IPv6 (GSO TCPV6)', () => {
+  let t: Topology;
+  let vm: StackVm;
+
+  beforeAll(async () => {
+    t = await startTopology({ prefix: 'sof6', ipv6: true });
+    await t.cli(['net', 'create', 'lan', '--subnet', '10.232.0.0/24', '--ipv6', 'fd00:78::/64']);
+    vm = await t.addVm('o6', 'lan', { vnetHdr: true, ipv6: true });
+    await t.cli(['route', '--direct', 'o6']);
+    // Link down/up sends a router solicitation: SLAAC from the gateway's answer.
+    await vm.exec(['ip', 'link', 'set', vm.ifname, 'down'], { check: true });
+    await vm.exec(['ip', 'link', 'set', vm.ifname, 'up'], { check: true });
+    await waitFor(async () => ((await vm.ipv6Addresses()).some((a) => a.startsWith('fd00:78::')) ? true : undefined), { timeoutMs: 15_000, what: 'a SLAAC address in fd00:78::/64' });
+  });
+
+  it('downloads and uploads 20 MB intact, super-frames both ways', async () => {
+    const size = 20 * 1024 * 1024;
+    const want = await t.blobSha(size);
+    const c0 = (await t.daemon.network('lan')).router;
+    const dl = await vm.download(`http://[${UPSTREAM_IP6}]/bytes/${size}`);
+    expect(dl.code, dl.stderr).toBe(0);
+    expect(dl.sha256).toBe(want);
+    const c1 = (await t.daemon.network('lan')).router;
+    expect(c1.tcpSuperOut! - c0.tcpSuperOut!).toBeGreaterThan(50);
+    const ul = await vm.upload(`http://[${UPSTREAM_IP6}]/upload`, size);
+    expect(ul.code, ul.stderr).toBe(0);
+    expect(ul.server).toEqual({ bytes: size, sha256: ul.sentSha256 });
+    const c2 = (await t.daemon.network('lan')).router;
+    expect(c2.tcpSuperIn! - c1.tcpSuperIn!).toBeGreaterThan(50);
   }, 180_000);
 });
