@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll } from '../support/netns.js';
 import { UPSTREAM_IP6, UPSTREAM_NAME, startTopology, type StackVm, type Topology } from '../support/stack-topology.js';
 import { waitFor } from '../support/netns.js';
+import { startCapture } from '../support/capture-client.js';
+import { readPcapng } from '../support/pcapng-read.js';
 
 const MB50 = 50 * 1024 * 1024;
 
@@ -74,6 +76,26 @@ describe('stack: TSO super-frames to and from a --vnet-hdr VM', () => {
     expect(after.tcpSuperIn! - before.tcpSuperIn!).toBeGreaterThan(100);
     expect(after.invalid).toBe(before.invalid);
   }, 180_000);
+
+  it('while the network is captured the endpoint sends plain frames (the capture sees them as the VM gets them); after, super-frames again', async () => {
+    const size = 5 * 1024 * 1024;
+    const want = await t.blobSha(size);
+    const c0 = await counters();
+    const cap = await startCapture(t.daemon.socket, { from: { net: 'lan' }, filter: 'tcp and src port 80' });
+    const r = await vm.download(`http://${UPSTREAM_NAME}/bytes/${size}`);
+    cap.end();
+    const pkts = readPcapng(await cap.done).packets;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.sha256).toBe(want);
+    const c1 = await counters();
+    // ~3,600 segments went plain; at most the close's last few (after the capture ended) did not.
+    expect(c1.tcpOffloadSegments! - c0.tcpOffloadSegments!).toBeLessThan(10);
+    expect(pkts.length).toBeGreaterThan(1000);
+    expect(Math.max(...pkts.map((p) => p.origLen))).toBeLessThanOrEqual(1514);
+    const r2 = await vm.download(`http://${UPSTREAM_NAME}/bytes/${size}`);
+    expect(r2.sha256).toBe(want);
+    expect((await counters()).tcpSuperOut!).toBeGreaterThan(c1.tcpSuperOut!);
+  }, 120_000);
 
   it('a VM without the header on the same network gets plain frames, intact', async () => {
     const want = await t.blobSha(MB50);
