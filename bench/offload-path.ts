@@ -8,7 +8,7 @@
  *   Before: tcpFrame per segment (JS checksum) and a copy with the header in the switch; after:
  *   the endpoint's TcpCoalescer (GSO frames, NEEDS_CSUM) written as one view.
  * - down plain: the same to a port without the header (after: the checksum in native code);
- *   down 65520: the same with 65480-byte segments (MTU 65520, one per frame).
+ *   down vnet 65520 and down 65520: the same with 65480-byte segments (MTU 65520, one per frame).
  * - up vnet: a VM's 64 KiB TSO frames (NEEDS_CSUM) → Network → the gateway, which dissects every
  *   frame it gets (checksums verified unless partial). Before: segmented in software.
  *
@@ -169,12 +169,12 @@ async function main(): Promise<void> {
   const rounds = Number(opt('--rounds') ?? 7);
   const after = await load(here, 'after');
   const trees = baseDir !== undefined ? [await load(resolve(baseDir), 'before'), after] : [after];
-  const cells = ['down vnet', 'down plain', 'down 65520', 'up vnet'] as const;
+  const cells = ['down vnet', 'down plain', 'down vnet 65520', 'down 65520', 'up vnet'] as const;
   const res = new Map<string, number[]>();
   for (let r = 0; r < rounds; r++) {
     for (const t of trees) {
       const isAfter = t === after;
-      const v = [down(t, true, mb, isAfter), down(t, false, mb, isAfter), down(t, false, mb, isAfter, 65480), up(t, after, mb)];
+      const v = [down(t, true, mb, isAfter), down(t, false, mb, isAfter), down(t, true, mb, isAfter, 65480), down(t, false, mb, isAfter, 65480), up(t, after, mb)];
       cells.forEach((c, i) => {
         const k = `${c}|${t.name}`;
         res.set(k, [...(res.get(k) ?? []), v[i]!]);
@@ -187,7 +187,7 @@ async function main(): Promise<void> {
       const v = res.get(`${c}|${t.name}`)!;
       return `${t.name} ${(median(v) / 1000).toFixed(2)} (${(Math.min(...v) / 1000).toFixed(2)}-${(Math.max(...v) / 1000).toFixed(2)})`;
     });
-    console.log(`${c.padEnd(11)} ${line.join('   ')}`);
+    console.log(`${c.padEnd(16)} ${line.join('   ')}`);
   }
 }
 
