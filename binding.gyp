@@ -5,6 +5,7 @@
       "sources": [
         "plugins/native/src/addon.cc",
         "plugins/native/src/aead.cc",
+        "plugins/native/src/csum.cc",
         "plugins/native/src/device.cc",
         "plugins/native/src/fdpass.cc",
         "plugins/native/src/napi_util.cc",

@@ -13,6 +13,7 @@ import { parseTcp, type TcpSegment } from '../wire/tcp.js';
 import { IPV6_NH_ICMPV6, parseIpv6, type Ipv6Packet } from '../wire/ipv6.js';
 import type { WireError } from '../wire/result.js';
 import { parseUdp, type UdpDatagram } from '../wire/udp.js';
+import { hasPartialCsum } from '../wire/vnet.js';
 
 export type Dissected =
   | { readonly kind: 'arp'; readonly eth: EthernetFrame; readonly arp: ArpPacket }
@@ -40,7 +41,8 @@ export function dissect(frame: Buffer): Dissected {
         return u.ok ? { kind: 'ipv4', eth, ip, udp: u.value } : { kind: 'invalid', error: u.error };
       }
       if (ip.protocol === IPPROTO_TCP) {
-        const t = parseTcp(ip.payload, { version: 4, src: ip.src, dst: ip.dst });
+        // A local VM's TSO or NEEDS_CSUM frame: its checksum was left to us (not verified).
+        const t = parseTcp(ip.payload, hasPartialCsum(frame) ? undefined : { version: 4, src: ip.src, dst: ip.dst });
         return t.ok ? { kind: 'ipv4', eth, ip, tcp: t.value } : { kind: 'invalid', error: t.error };
       }
       if (ip.protocol === IPPROTO_ICMP) {
@@ -60,7 +62,7 @@ export function dissect(frame: Buffer): Dissected {
         return u.ok ? { kind: 'ipv6', eth, ip, udp: u.value } : { kind: 'invalid', error: u.error };
       }
       if (ip.protocol === IPPROTO_TCP) {
-        const t = parseTcp(ip.payload, pseudo);
+        const t = parseTcp(ip.payload, hasPartialCsum(frame) ? undefined : pseudo);
         return t.ok ? { kind: 'ipv6', eth, ip, tcp: t.value } : { kind: 'invalid', error: t.error };
       }
       if (ip.protocol === IPV6_NH_ICMPV6) {

@@ -15,6 +15,15 @@ import { emitIpv6Header, IPV6_HEADER_LEN, IPV6_NH_FRAGMENT, IPV6_NH_ICMPV6 } fro
 import type { Mac } from '../wire/mac.js';
 import { emitUdpHeader, finishUdpChecksum, UDP_HEADER_LEN } from '../wire/udp.js';
 import { emitTcpHeader, finishTcpChecksum, tcpOptionsLength, type TcpOptions } from '../wire/tcp.js';
+import { pseudoHeaderSum } from '../wire/checksum.js';
+import {
+  markVnetHeadroom,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
+  VNET_HDR_LEN,
+} from '../wire/vnet.js';
 import type { IpAddr } from '../endpoint/addr.js';
 import type { Segment } from '../endpoint/tcp/index.js';
 
@@ -25,8 +34,17 @@ function alloc(length: number): Buffer {
   return Buffer.alloc(Math.max(ETH_MIN_FRAME, length));
 }
 
-/** For the data path: every byte up to `length` is written by the caller; only padding is zeroed. */
+/**
+ * For the data path: every byte up to `length` is written by the caller; only padding is zeroed.
+ * Frames too large for Node's shared pool (jumbo MTUs) come from the frame slab instead of a new
+ * ArrayBuffer each.
+ */
 function allocFilled(length: number): Buffer {
+  if (length >= POOLED_MAX) {
+    const b = reserveFrame(length);
+    shrinkFrame(b, length);
+    return b;
+  }
   if (length >= ETH_MIN_FRAME) return Buffer.allocUnsafe(length);
   const buf = Buffer.allocUnsafe(ETH_MIN_FRAME);
   buf.fill(0, length);
@@ -140,7 +158,7 @@ function flowHeaders(buf: Buffer, l2: L2, src: IpAddr, dst: IpAddr, proto: numbe
   throw new RangeError('mixed IP versions');
 }
 
-function tcpOptions(seg: Segment): TcpOptions | undefined {
+function tcpOptions(seg: Pick<Segment, 'options'>): TcpOptions | undefined {
   const o = seg.options;
   if (o.mss === undefined && o.wscale === undefined && o.sackPermitted === undefined && o.sack === undefined && o.ts === undefined) return undefined;
   return {
@@ -229,4 +247,87 @@ let ipv6FragmentId = Math.floor(Math.random() * 0x1_0000_0000);
 function nextIpv6FragmentId(): number {
   ipv6FragmentId = (ipv6FragmentId + 1) >>> 0;
   return ipv6FragmentId;
+}
+
+// --- offload frames to VMs with a virtio-net header ---------------------------------------------
+
+/**
+ * Frame memory for the endpoint's offload frames: a bump allocator over 1 MiB slabs instead of a
+ * new ArrayBuffer per frame (at 64 KiB each, Buffer.allocUnsafe is a malloc and a GC external).
+ * A slab is never reused: it goes when the last frame in it is written and dropped.
+ */
+const SLAB_SIZE = 1 << 20;
+/** Buffer.allocUnsafe pools sizes below half its 8 KiB pool; larger ones are an ArrayBuffer each. */
+const POOLED_MAX = Buffer.poolSize >>> 1;
+let slab: Buffer = Buffer.allocUnsafeSlow(0);
+let slabOff = 0;
+
+/** A view of `max` bytes of fresh frame memory; `shrinkFrame` gives back what was not used. */
+export function reserveFrame(max: number): Buffer {
+  if (max > SLAB_SIZE) return Buffer.allocUnsafeSlow(max);
+  if (slabOff + max > slab.length) {
+    slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+    slabOff = 0;
+  }
+  const b = slab.subarray(slabOff, slabOff + max);
+  slabOff += max;
+  return b;
+}
+
+/** `frame` (the last reservation, if nothing was reserved since) keeps only `used` bytes. */
+export function shrinkFrame(frame: Buffer, used: number): void {
+  if (frame.buffer !== slab.buffer || frame.byteOffset - slab.byteOffset + frame.length !== slabOff) return;
+  // Keep the next reservation 8-byte aligned (the checksum reads 32-bit words).
+  slabOff = frame.byteOffset - slab.byteOffset + ((used + 7) & ~7);
+}
+
+/** The header fields of an offload frame (the payload is already in place). */
+export interface TcpHead {
+  readonly seq: number;
+  readonly ack: number;
+  readonly flags: number;
+  readonly window: number;
+  readonly options: Segment['options'];
+}
+
+/** Bytes before the payload of an offload frame: vnet header, Ethernet, IP and TCP headers. */
+export function offloadTcpHeadroom(v: 4 | 6, head: Pick<Segment, 'options'>): number {
+  return VNET_HDR_LEN + ETH_HEADER_LEN + (v === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN) + 20 + tcpOptionsLength(tcpOptions(head));
+}
+
+/** Largest TCP payload of one offload frame: the IP length fields' limit. */
+export function maxOffloadPayload(v: 4 | 6, head: Pick<Segment, 'options'>): number {
+  const thl = 20 + tcpOptionsLength(tcpOptions(head));
+  return 0xffff - thl - (v === 4 ? IPV4_MIN_HEADER_LEN : 0);
+}
+
+/**
+ * Completes an offload frame in `buf`: the payload (`payloadLen` bytes) is already at
+ * `offloadTcpHeadroom`; this writes the virtio_net_hdr, Ethernet, IP and TCP headers before it.
+ * The TCP checksum is left to the VM's device (NEEDS_CSUM: the field holds the pseudo-header
+ * sum, as Linux leaves it for CHECKSUM_PARTIAL); more than `gsoSize` bytes of payload make a GSO
+ * frame (TCPV4/TCPV6) the VM's kernel takes whole, as from a NIC doing LRO. Returns the Ethernet
+ * frame (without the header before it), marked as having the header in its headroom.
+ */
+export function offloadTcpFrame(buf: Buffer, l2: L2, src: IpAddr, srcPort: number, dst: IpAddr, dstPort: number, head: TcpHead, payloadLen: number, gsoSize: number): Buffer {
+  const options = tcpOptions(head);
+  const thl = 20 + tcpOptionsLength(options);
+  const iphl = src.v === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN;
+  const tlen = thl + payloadLen;
+  const l4 = ETH_HEADER_LEN + iphl;
+  const frameLen = l4 + tlen;
+  const frame = buf.subarray(VNET_HDR_LEN, VNET_HDR_LEN + Math.max(ETH_MIN_FRAME, frameLen));
+  if (frameLen < ETH_MIN_FRAME) frame.fill(0, frameLen);
+  const { pseudo } = flowHeaders(frame, l2, src, dst, IPPROTO_TCP, tlen);
+  emitTcpHeader({ srcPort, dstPort, seq: head.seq, ack: head.ack, flags: head.flags, window: head.window, options }, frame, l4);
+  frame.writeUInt16BE(pseudoHeaderSum(pseudo, IPPROTO_TCP, tlen), l4 + 16);
+  const gso = payloadLen > gsoSize;
+  buf[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  buf[1] = gso ? (src.v === 4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6) : VIRTIO_NET_HDR_GSO_NONE;
+  buf.writeUInt16LE(l4 + thl, 2);
+  buf.writeUInt16LE(gso ? gsoSize : 0, 4);
+  buf.writeUInt16LE(l4, 6);
+  buf.writeUInt16LE(16, 8);
+  markVnetHeadroom(frame);
+  return frame;
 }

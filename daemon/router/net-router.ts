@@ -240,6 +240,8 @@ export class NetRouter implements GatewayHandler {
       policy,
       send: (f) => this.send(f),
       prohibited: (vm, packet, v, reason) => this.icmpError(vm, packet, v, reason),
+      // Offload frames (TSO super-frames) only while no capture needs plain ones.
+      offload: (vm) => this.capture === null && d.network.offloadsTo(vm.l2.vmMac),
       onLimit: (vm, table, limit) => {
         const now = this.wall();
         const key = `${vm.name}|${table}`;

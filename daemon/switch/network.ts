@@ -14,8 +14,8 @@ import { MIN_FRAME, maxFrameFor } from '../../plugins/types.js';
 import { MacTable, type MacTableMirror } from './mac-table.js';
 import { readMac } from '../wire/mac.js';
 import { isGroupMac } from './mac.js';
-import { normalizeOffload } from '../wire/gso.js';
-import { VNET_HDR_LEN } from '../wire/vnet.js';
+import { normalizeOffload, tcpOffloadWhole } from '../wire/gso.js';
+import { hasVnetHeadroom, markPartialCsum, VNET_HDR_LEN, withVnetHdr } from '../wire/vnet.js';
 import { dataPathFault } from '../errors.js';
 import { rogueService, type GatewayAddrs, type GuardReason } from './guard.js';
 import type { SwitchTap } from '../capture/taps.js';
@@ -115,6 +115,17 @@ export interface NetworkStats {
   flooded: number;
   toGateway: number;
   drops: DropCounts;
+}
+
+/** Frames as a capture shows them: offload frames segmented and checksummed (copies). */
+function plainFrames(frames: readonly Buffer[]): readonly Buffer[] {
+  if (!frames.some(hasVnetHeadroom)) return frames;
+  const out: Buffer[] = [];
+  for (const f of frames) {
+    if (hasVnetHeadroom(f)) normalizeOffload(withVnetHdr(f), out);
+    else out.push(f);
+  }
+  return out;
 }
 
 function count(d: DropCounts, r: DropReason, n = 1): void {
@@ -516,8 +527,16 @@ export class Network {
       return;
     }
     this.stats.toGateway++;
-    if (src.port.vnetHdrLen === 0) this.gwOut.push(f);
-    else if (normalizeOffload(f, this.gwOut) < 0) {
+    if (src.port.vnetHdrLen === 0) {
+      this.gwOut.push(f);
+      return;
+    }
+    // A TCP super-frame (or partial checksum) goes on whole: the endpoint takes one long segment.
+    const whole = tcpOffloadWhole(f);
+    if (whole !== null) {
+      markPartialCsum(whole);
+      this.gwOut.push(whole);
+    } else if (normalizeOffload(f, this.gwOut) < 0) {
       count(src.drops, 'bad-offload');
       if (this.capture !== null) this.capture.dropped(f, src.port.vnetHdrLen, 'bad offload header', src.vm);
     }
@@ -569,7 +588,7 @@ export class Network {
    * each router's gateway serves only its own VMs.
    */
   fromGateway(frames: readonly Buffer[]): void {
-    if (this.capture !== null) this.capture.fromGateway(frames);
+    if (this.capture !== null) this.capture.fromGateway(plainFrames(frames));
     const now = this.clock();
     for (const f of frames) {
       if (f.length < MIN_FRAME) continue;
@@ -591,12 +610,28 @@ export class Network {
   private enqueueFromGateway(dst: Member, f: Buffer): void {
     if (dst.out.length === 0) this.dirty.push(dst);
     const dh = dst.port.vnetHdrLen;
-    if (dh === 0) dst.out.push(f);
+    if (hasVnetHeadroom(f)) {
+      // The endpoint's offload frame: its header is already in the bytes before it.
+      if (dh === VNET_HDR_LEN) dst.out.push(withVnetHdr(f));
+      // Not for this port after all (re-attached without offloads): segmented, checksummed.
+      else normalizeOffload(withVnetHdr(f), dst.out);
+    } else if (dh === 0) dst.out.push(f);
     else {
-      const g = Buffer.alloc(dh + f.length);
+      const g = Buffer.allocUnsafe(dh + f.length);
+      g.fill(0, 0, dh);
       f.copy(g, dh);
       dst.out.push(g);
     }
+  }
+
+  /**
+   * Whether the gateway may send offload frames (virtio-net header, GSO, partial checksums) to
+   * the member with `mac`: a local member whose port has the header, while no capture is on.
+   */
+  offloadsTo(mac: number): boolean {
+    if (this.capture !== null) return false;
+    const m = this.localMacs.get(mac);
+    return m !== undefined && m.port.vnetHdrLen === VNET_HDR_LEN;
   }
 
   close(): void {

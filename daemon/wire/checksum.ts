@@ -55,6 +55,23 @@ function sumPairs(buf: Uint8Array, start: number, end: number): number {
   return sum;
 }
 
+/** The addon's onesSum (plugins/native csum.cc), once the addon is loaded; else null. */
+type NativeOnesSum = (buf: Uint8Array, start: number, end: number) => number;
+let nativeSum: NativeOnesSum | null = null;
+/**
+ * Ranges at least this long go to native code: below it the call costs more than it saves
+ * (measured: the JS loop and the call break even around a few hundred bytes).
+ */
+export const NATIVE_SUM_MIN = 512;
+
+/**
+ * Sums of long ranges go to `f` from now on (null: JavaScript again). The addon's loader
+ * installs it (daemon/wire may not import plugins); tests without the addon keep the JS path.
+ */
+export function useNativeOnesSum(f: NativeOnesSum | null): void {
+  nativeSum = f;
+}
+
 /**
  * One's-complement sum of `buf[start, end)` as big-endian 16-bit words (an odd final byte is
  * padded with zero), plus `initial`; folded to 16 bits. Out-of-range bounds are clamped.
@@ -65,6 +82,12 @@ export function onesSum(buf: Uint8Array, start = 0, end = buf.length, initial = 
   if (end <= start) return foldSum(initial);
   const len = end - start;
   if (len < SWAP_THRESHOLD) return foldSum(sumPairs(buf, start, end) + initial);
+  if (nativeSum !== null && len >= NATIVE_SUM_MIN) return foldSum(nativeSum(buf, start, end) + initial);
+  return jsOnesSum(buf, start, end, initial);
+}
+
+/** onesSum in JavaScript (ranges of at least SWAP_THRESHOLD bytes, bounds already clamped). */
+export function jsOnesSum(buf: Uint8Array, start: number, end: number, initial = 0): number {
 
   // Head: bytes up to a 4-byte aligned absolute address, paired from `start`.
   const abs = buf.byteOffset + start;

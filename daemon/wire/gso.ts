@@ -201,6 +201,31 @@ function fragmentUdp4(frame: Buffer, gsoSize: number, out: Buffer[]): number {
 }
 
 /**
+ * A TCP frame from a local VM that may go to the gateway whole: NEEDS_CSUM with the checksum
+ * where TCP's is (csum_start at the TCP header, csum_offset 16), GSO_NONE or TCPV4/TCPV6
+ * (optionally with ECN) matching the EtherType, readable IP and TCP headers. Returns the
+ * Ethernet frame (a view, without the vnet header), or null when it must be normalized instead.
+ * The TCP checksum field then holds only the pseudo-header sum: the caller marks the frame
+ * (markPartialCsum) so that nothing verifies it.
+ */
+export function tcpOffloadWhole(frameWithVnetHdr: Buffer): Buffer | null {
+  const b = frameWithVnetHdr;
+  if (b.length < VNET_HDR_LEN + 14 || (b[0]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return null;
+  const base = b[1]! & ~VIRTIO_NET_HDR_GSO_ECN;
+  const gsoSize = b[4]! | (b[5]! << 8);
+  const csumStart = b[6]! | (b[7]! << 8);
+  const csumOffset = b[8]! | (b[9]! << 8);
+  const frame = b.subarray(VNET_HDR_LEN);
+  let h: Headers | undefined;
+  if (base === VIRTIO_NET_HDR_GSO_TCPV4) h = ipv4Headers(frame, IPPROTO_TCP);
+  else if (base === VIRTIO_NET_HDR_GSO_TCPV6) h = ipv6Headers(frame, IPPROTO_TCP);
+  else if (base === VIRTIO_NET_HDR_GSO_NONE && b[1] === base) h = ipv4Headers(frame, IPPROTO_TCP) ?? ipv6Headers(frame, IPPROTO_TCP);
+  if (h === undefined || csumStart !== h.l4 || csumOffset !== 16 || h.l4 + 20 > frame.length) return null;
+  if (base !== VIRTIO_NET_HDR_GSO_NONE && gsoSize === 0) return null;
+  return frame;
+}
+
+/**
  * Input: a 10-byte virtio_net_hdr followed by an Ethernet frame. Appends plain Ethernet frames
  * to `out` and returns how many, or -1 (see the module comment).
  */

@@ -63,3 +63,39 @@ export function prependVnetHdr(frame: Uint8Array, hdr: VirtioNetHdr = VNET_HDR_N
   out.set(frame, VNET_HDR_LEN);
   return out;
 }
+
+/**
+ * Frames built with a virtio_net_hdr already written in the VNET_HDR_LEN bytes before them (in
+ * the same memory): a port with a vnet header sends the header and frame as one view instead
+ * of a copy, and a port without one runs them through normalizeOffload. Only the builder that
+ * reserved the headroom adds to it.
+ */
+const withHeadroom = new WeakSet<Buffer>();
+
+export function markVnetHeadroom(frame: Buffer): void {
+  withHeadroom.add(frame);
+}
+
+export function hasVnetHeadroom(frame: Buffer): boolean {
+  return withHeadroom.has(frame);
+}
+
+/** The header and frame as one view of the same memory; only for a frame with headroom. */
+export function withVnetHdr(frame: Buffer): Buffer {
+  return Buffer.from(frame.buffer, frame.byteOffset - VNET_HDR_LEN, frame.length + VNET_HDR_LEN);
+}
+
+/**
+ * Frames from a local VM whose TCP checksum the VM left to the device (NEEDS_CSUM): its kernel
+ * made the data, so, as Linux does for CHECKSUM_PARTIAL, nothing verifies that checksum.
+ * Everything else in the frame (IPv4 header checksum included) is still checked.
+ */
+const partialCsum = new WeakSet<Buffer>();
+
+export function markPartialCsum(frame: Buffer): void {
+  partialCsum.add(frame);
+}
+
+export function hasPartialCsum(frame: Buffer): boolean {
+  return partialCsum.has(frame);
+}

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import type { NativeAddon, NativeAeadKey } from './types.js';
+import { useNativeOnesSum } from '../../daemon/wire/checksum.js';
 
 export type * from './types.js';
 
@@ -41,6 +42,8 @@ export function loadNative(): NativeAddon {
   const require = createRequire(import.meta.url);
   try {
     loaded = require(path) as NativeAddon;
+    // The data path's checksums of long ranges use the addon's from now on.
+    if (typeof loaded.onesSum === 'function') useNativeOnesSum(loaded.onesSum);
   } catch (err) {
     throw new Error(`mvnet native addon ${path} failed to load: ${(err as Error).message}. Rebuild it with \`npx node-gyp rebuild\`.`, {
       cause: err,

@@ -358,6 +358,12 @@ export interface NativeAddon {
    */
   isPlainFrame(frame: Buffer, vnetHdrLen: number): boolean;
   /**
+   * The one's-complement sum (RFC 1071) of `buf[start, end)` as big-endian 16-bit words paired
+   * from `start`, folded to 16 bits, not complemented (csum.cc). Throws a TypeError unless
+   * 0 <= start <= end <= buf.length.
+   */
+  onesSum(buf: Uint8Array, start: number, end: number): number;
+  /**
    * An unprivileged ICMP echo socket (SOCK_DGRAM + IPPROTO_ICMP, or IPPROTO_ICMPV6 when v6),
    * non-blocking, bound so its ident is allocated. Throws an Error with `code` 'EACCES' (or
    * 'EPERM') when the process's group is outside net.ipv4.ping_group_range of its namespace

@@ -160,6 +160,8 @@ export interface VmOptions {
   ipv6?: boolean;
   /** Namespace prefix (default `<topology prefix>-<vm>`). */
   prefix?: string;
+  /** `--vnet-hdr`: the TAP carries virtio-net headers (TSO, checksum offload). */
+  vnetHdr?: boolean;
 }
 
 /** A VM: a namespace whose kernel talks through the TAP the daemon created in it. */
@@ -359,6 +361,7 @@ export class Topology {
       ns.name,
       ...(o.mac ? ['--mac', o.mac] : []),
       ...(o.ip ? ['--ip', o.ip] : []),
+      ...(o.vnetHdr ? ['--vnet-hdr'] : []),
     ]);
     await ns.waitForLink(ifname);
     await ns.exec(['ip', 'link', 'set', ifname, 'up']);

@@ -38,6 +38,8 @@ napi_value DefineNetlinkExports(napi_env env, napi_value exports);
 napi_value DefineLockExports(napi_env env, napi_value exports);
 // aead.cc: the link transport's ChaCha20-Poly1305 (aeadImportKey, aeadSeal, aeadOpen, aeadFreeKey).
 napi_value DefineAeadExports(napi_env env, napi_value exports);
+// csum.cc: onesSum, the Internet checksum's sum over a byte range.
+napi_value DefineCsumExports(napi_env env, napi_value exports);
 // udp.cc: the UdpSocket class (the link UDP carrier).
 napi_value DefineUdpExports(napi_env env, napi_value exports);
 // process.cc: sdNotify, dropCaps.
@@ -651,6 +653,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!DefineNetlinkExports(env, exports)) return nullptr;
   if (!DefineLockExports(env, exports)) return nullptr;
   if (!DefineAeadExports(env, exports)) return nullptr;
+  if (!DefineCsumExports(env, exports)) return nullptr;
   if (!DefineUdpExports(env, exports)) return nullptr;
   if (!DefineProcessExports(env, exports)) return nullptr;
   return exports;
