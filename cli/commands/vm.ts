@@ -6,7 +6,6 @@ import { safeText } from '../text.js';
 import type { VmDetachResult, VmInfo } from '../../daemon/control/api.js';
 import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
-import { passFd } from '../../plugins/fd/pass.js';
 import { waitVmUp } from './vm-wait.js';
 
 interface AttachOpts {
@@ -48,7 +47,7 @@ function ownSocket(p: string | true): { path?: string } {
   return p === true ? {} : { path: p };
 }
 
-function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
+async function portParams(o: AttachOpts, socket: string): Promise<Record<string, unknown>> {
   const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface', 'kind', 'agent'] as const).filter((k) => o[k] !== undefined);
   if (chosen.length !== 1) {
     throw new UsageError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind, --agent');
@@ -79,6 +78,8 @@ function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
       } catch {
         throw new UsageError(`--fd ${o.fd}: fd ${o.fd} is not open in this process`);
       }
+      // Loaded only for --fd: it loads the native addon.
+      const { passFd } = await import('../../plugins/fd/pass.js');
       try {
         return { kind: 'fd', token: passFd(socket, o.fd!), ...ns };
       } catch (e) {
@@ -151,7 +152,7 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--wait-timeout <s>', 'with --wait: give up after S seconds (default 60)', parseIntArg('--wait-timeout', 1, 86_400))
     .action(async (name: string, o: AttachOpts) => {
       if (o.waitTimeout !== undefined && o.wait !== true) throw new CliError('--wait-timeout goes with --wait');
-      const params: Record<string, unknown> = { name, net: o.net, port: portParams(o, ctx.socket()) };
+      const params: Record<string, unknown> = { name, net: o.net, port: await portParams(o, ctx.socket()) };
       if (o.mac !== undefined) params.mac = o.mac;
       if (o.ip !== undefined) params.ip = o.ip;
       let v = await ctx.call<VmInfo>('vm.attach', params);
