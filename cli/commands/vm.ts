@@ -70,7 +70,7 @@ async function portParams(o: AttachOpts, socket: string): Promise<Record<string,
       return { kind: 'unix-listen', ...ownSocket(o.unixListen!), ...ns };
     case 'dgram':
       return { kind: 'dgram', ...ownSocket(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
-    case 'fd':
+    case 'fd': {
       // The daemon never takes a descriptor number: this process sends its own fd N (SCM_RIGHTS).
       // A descriptor this process does not have is a bad argument (exit 2), found before the daemon is asked.
       try {
@@ -85,6 +85,7 @@ async function portParams(o: AttachOpts, socket: string): Promise<Record<string,
       } catch (e) {
         throw new CliError(`--fd ${o.fd}: ${(e as Error).message}`);
       }
+    }
     case 'fifo': {
       const parts = o.fifo!.split(':');
       if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new UsageError('--fifo takes RX_PATH:TX_PATH');
