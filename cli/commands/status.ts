@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table, drops } from '../output.js';
 import type { RouteView, StatusInfo } from '../../daemon/control/api.js';
-import { describePort, portState } from './vm.js';
+import { describePort, portState } from './vm-port.js';
 import { torStatusLine } from './tor.js';
 
 /**
