@@ -70,24 +70,30 @@ const COMMANDS: readonly (readonly [string, () => Promise<Command>])[] = [
 const GLOBAL_VALUE_OPTIONS = new Set(['--socket', '--timeout']);
 
 /**
- * The command the arguments name, when only its module need be loaded: not for help, an unknown
- * or missing command (commander lists or suggests every command), completion or man.
+ * Which command modules to load: the one the arguments name; none for a bare `-v`/`--version`
+ * (answered while the options are parsed); all for help, an unknown or missing command
+ * (commander lists or suggests every command), completion and man.
  */
-function soleCommand(args: readonly string[]): string | null {
+function commandsToLoad(args: readonly string[]): string | 'all' | 'none' {
+  let version = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
-    if (a === '--') return null;
+    if (a === '--') return 'all';
+    if (a === '-h' || a === '--help') return 'all';
     if (a.startsWith('-')) {
+      if (a === '-v' || a === '--version') version = true;
       if (GLOBAL_VALUE_OPTIONS.has(a)) i++;
       continue;
     }
-    return a === 'completion' || a === 'man' || !COMMANDS.some(([n]) => n === a) ? null : a;
+    if (version) return 'none';
+    return a === 'completion' || a === 'man' || !COMMANDS.some(([n]) => n === a) ? 'all' : a;
   }
-  return null;
+  return version ? 'none' : 'all';
 }
 
-const sole = soleCommand(process.argv.slice(2));
-for (const c of await Promise.all(COMMANDS.filter(([n]) => sole === null || n === sole).map(([, load]) => load()))) program.addCommand(c);
+const wanted = commandsToLoad(process.argv.slice(2));
+const toLoad = wanted === 'none' ? [] : COMMANDS.filter(([n]) => wanted === 'all' || n === wanted);
+for (const c of await Promise.all(toLoad.map(([, load]) => load()))) program.addCommand(c);
 
 // Subcommands inherit the exit override; commander's own error lines are not written here but
 // by fail() below, so that every error (commander's, a parser's, the daemon's) is one line, or

@@ -85,6 +85,12 @@ describe('CLI start-up: only the command its own modules', () => {
     });
   }
 
+  it('--version loads no command module at all', async () => {
+    const r = await loaded(['--version'], 'version');
+    expect(r.stdout).toMatch(/^\d+\.\d+\.\d+/);
+    expect(r.dist.filter((f) => f.startsWith('cli/commands/'))).toEqual([]);
+  });
+
   it('help still lists every command (all modules loaded for it), and a misspelt command is still suggested', async () => {
     const r = await loaded(['--help'], 'help');
     for (const c of ['daemon', 'net', 'vm', 'route', 'capture', 'status', 'graph', 'doctor', 'completion', 'man', 'version']) expect(r.stdout).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
