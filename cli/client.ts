@@ -111,3 +111,115 @@ export async function call<T>(socket: string, method: string, params: unknown = 
     c.on('close', () => finish(() => reject(new CliError(`the daemon on ${socket} closed the connection without answering`, EXIT.UNREACHABLE))));
   });
 }
+
+/** One answer of callPipelined: the result, or the error this request ends with. */
+export type PipelinedResult<T> = { ok: true; result: T } | { ok: false; error: CliError };
+
+/**
+ * Many requests over ONE connection, pipelined: up to `window` written ahead of their answers
+ * (the daemon queues at most 64 per client and answers in order), so a thousand attaches cost one
+ * connect and no round trip each. Every request gets its result or its error, in order; one
+ * failing does not stop the rest. The daemon not reachable at all throws (nothing was sent).
+ * `timeoutMs` bounds the wait for each next answer (0: for ever): a daemon that stops answering
+ * fails the requests still open, as does a connection that closes.
+ */
+export async function callPipelined<T>(
+  socket: string,
+  requests: readonly { method: string; params: unknown }[],
+  opts: CallOptions & { window?: number } = {},
+): Promise<PipelinedResult<T>[]> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_SEC * 1000;
+  const window = Math.max(1, Math.min(opts.window ?? 32, 63));
+  const results: PipelinedResult<T>[] = new Array<PipelinedResult<T>>(requests.length);
+  if (requests.length === 0) return results;
+  return new Promise<PipelinedResult<T>[]>((resolve, reject) => {
+    const c = net.createConnection({ path: socket });
+    /** Request id → its index; ids are this process's, so an answer is matched by id, not position. */
+    const byId = new Map<number, number>();
+    let sent = 0;
+    let answered = 0;
+    let connected = false;
+    let done = false;
+    let buf = '';
+    let timer: NodeJS.Timeout | null = null;
+    const arm = (): void => {
+      if (timer !== null) clearTimeout(timer);
+      timer = timeoutMs > 0 ? setTimeout(() => failRest(timeoutError(socket, requests[firstOpen()]!.method, timeoutMs)), timeoutMs) : null;
+    };
+    const firstOpen = (): number => {
+      let i = 0;
+      while (i < requests.length && results[i] !== undefined) i++;
+      return i;
+    };
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      if (timer !== null) clearTimeout(timer);
+      c.destroy();
+      resolve(results);
+    };
+    /** Every request without an answer (sent or not) ends with `e`. */
+    const failRest = (e: CliError): void => {
+      if (done) return;
+      for (let i = 0; i < requests.length; i++) if (results[i] === undefined) results[i] = { ok: false, error: e };
+      finish();
+    };
+    const fill = (): void => {
+      // Lines are small; the daemon reads them as they come, so the socket's buffer is the only queue.
+      while (sent < requests.length && sent - answered < window) {
+        const id = requestId();
+        byId.set(id, sent);
+        const r = requests[sent++]!;
+        c.write(JSON.stringify({ jsonrpc: '2.0', id, method: r.method, params: r.params }) + '\n');
+      }
+    };
+    c.setEncoding('utf8');
+    // As in call(): connecting counts against the first answer's time.
+    arm();
+    c.once('connect', () => {
+      connected = true;
+      fill();
+    });
+    c.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while (!done && (nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let res: { id?: unknown; result?: unknown; error?: { code?: unknown; message?: unknown } };
+        try {
+          res = JSON.parse(line) as typeof res;
+        } catch {
+          failRest(new CliError(`the daemon on ${socket} sent an answer that is not JSON`));
+          return;
+        }
+        const i = typeof res.id === 'number' ? byId.get(res.id) : undefined;
+        // An answer to no request of ours (id null): the daemon refused the connection as a whole.
+        if (i === undefined) {
+          failRest(res.error !== undefined ? rpcError(res.error) : new CliError(`the daemon on ${socket} answered a request it was not sent`));
+          return;
+        }
+        byId.delete(res.id as number);
+        results[i] = res.error !== undefined ? { ok: false, error: rpcError(res.error) } : { ok: true, result: res.result as T };
+        answered++;
+        if (answered === requests.length) {
+          finish();
+          return;
+        }
+        arm();
+        fill();
+      }
+    });
+    c.on('error', (e: NodeJS.ErrnoException) => {
+      if (done) return;
+      if (!connected) {
+        done = true;
+        if (timer !== null) clearTimeout(timer);
+        reject(reachError(socket, e));
+        return;
+      }
+      failRest(new CliError(`the connection to the daemon on ${socket} failed: ${e.message}`, EXIT.UNREACHABLE));
+    });
+    c.on('close', () => failRest(new CliError(`the daemon on ${socket} closed the connection without answering`, EXIT.UNREACHABLE)));
+  });
+}

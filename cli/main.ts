@@ -10,24 +10,6 @@ import { safeText } from './text.js';
 import { CliError } from './client.js';
 import { EXIT, EXIT_NAMES, type ExitCode } from './exit-codes.js';
 import type { CliErrorJson, VersionInfo } from '../daemon/control/api.js';
-import { netCommand } from './commands/net.js';
-import { vmCommand } from './commands/vm.js';
-import { statusCommand } from './commands/status.js';
-import { daemonCommand } from './commands/daemon.js';
-import { routeCommand } from './commands/route.js';
-import { forwardCommand } from './commands/forward.js';
-import { torCommand, onionCommand } from './commands/tor.js';
-import { captureCommand } from './commands/capture.js';
-import { teeCommand } from './commands/tee.js';
-import { hookCommand } from './commands/hook.js';
-import { graphCommand } from './commands/graph.js';
-import { keyCommand } from './commands/key.js';
-import { linkCommand } from './commands/link.js';
-import { agentCommand } from './commands/agent.js';
-import { eventsCommand } from './commands/events.js';
-import { doctorCommand } from './commands/doctor.js';
-import { completionCommand } from './commands/completion.js';
-import { manCommand } from './commands/man.js';
 import { packageVersion } from '../daemon/version.js';
 
 const program = new Command('mvnet')
@@ -55,7 +37,63 @@ program.on('option:version', () => {
   printVersion(jsonWanted());
   throw new CommanderError(0, 'commander.version', packageVersion());
 });
-for (const c of [daemonCommand(), netCommand(ctx), vmCommand(ctx), routeCommand(ctx), forwardCommand(ctx), torCommand(ctx), onionCommand(ctx), captureCommand(ctx), teeCommand(ctx), statusCommand(ctx), graphCommand(ctx), hookCommand(ctx), keyCommand(ctx), linkCommand(ctx), agentCommand(), eventsCommand(ctx), doctorCommand(ctx), completionCommand(program), manCommand(program), version]) program.addCommand(c);
+
+/**
+ * Each command's module, loaded only when needed: start-up time is mostly module loading, and
+ * `mvnet status` in a script loop should not pay for `capture`'s decoders or `graph`'s page. In
+ * help order.
+ */
+const COMMANDS: readonly (readonly [string, () => Promise<Command>])[] = [
+  ['daemon', async () => (await import('./commands/daemon.js')).daemonCommand()],
+  ['net', async () => (await import('./commands/net.js')).netCommand(ctx)],
+  ['vm', async () => (await import('./commands/vm.js')).vmCommand(ctx)],
+  ['route', async () => (await import('./commands/route.js')).routeCommand(ctx)],
+  ['forward', async () => (await import('./commands/forward.js')).forwardCommand(ctx)],
+  ['tor', async () => (await import('./commands/tor.js')).torCommand(ctx)],
+  ['onion', async () => (await import('./commands/tor.js')).onionCommand(ctx)],
+  ['capture', async () => (await import('./commands/capture.js')).captureCommand(ctx)],
+  ['tee', async () => (await import('./commands/tee.js')).teeCommand(ctx)],
+  ['status', async () => (await import('./commands/status.js')).statusCommand(ctx)],
+  ['graph', async () => (await import('./commands/graph.js')).graphCommand(ctx)],
+  ['hook', async () => (await import('./commands/hook.js')).hookCommand(ctx)],
+  ['key', async () => (await import('./commands/key.js')).keyCommand(ctx)],
+  ['link', async () => (await import('./commands/link.js')).linkCommand(ctx)],
+  ['agent', async () => (await import('./commands/agent.js')).agentCommand()],
+  ['events', async () => (await import('./commands/events.js')).eventsCommand(ctx)],
+  ['doctor', async () => (await import('./commands/doctor.js')).doctorCommand(ctx)],
+  // These two read the whole tree: they are only ever loaded with every other command.
+  ['completion', async () => (await import('./commands/completion.js')).completionCommand(program)],
+  ['man', async () => (await import('./commands/man.js')).manCommand(program)],
+  ['version', () => Promise.resolve(version)],
+];
+/** Global options that take a value: the word after them is not the command. */
+const GLOBAL_VALUE_OPTIONS = new Set(['--socket', '--timeout']);
+
+/**
+ * Which command modules to load: the one the arguments name; none for a bare `-v`/`--version`
+ * (answered while the options are parsed); all for help, an unknown or missing command
+ * (commander lists or suggests every command), completion and man.
+ */
+function commandsToLoad(args: readonly string[]): string | 'all' | 'none' {
+  let version = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return 'all';
+    if (a === '-h' || a === '--help') return 'all';
+    if (a.startsWith('-')) {
+      if (a === '-v' || a === '--version') version = true;
+      if (GLOBAL_VALUE_OPTIONS.has(a)) i++;
+      continue;
+    }
+    if (version) return 'none';
+    return a === 'completion' || a === 'man' || !COMMANDS.some(([n]) => n === a) ? 'all' : a;
+  }
+  return version ? 'none' : 'all';
+}
+
+const wanted = commandsToLoad(process.argv.slice(2));
+const toLoad = wanted === 'none' ? [] : COMMANDS.filter(([n]) => wanted === 'all' || n === wanted);
+for (const c of await Promise.all(toLoad.map(([, load]) => load()))) program.addCommand(c);
 
 // Subcommands inherit the exit override; commander's own error lines are not written here but
 // by fail() below, so that every error (commander's, a parser's, the daemon's) is one line, or

@@ -1,7 +1,6 @@
 import { Command } from 'commander';
 import { CliError } from '../client.js';
 import { parseIntArg } from './net.js';
-import { runAgent } from '../../daemon/agent.js';
 
 interface AgentOpts {
   router: string;
@@ -35,6 +34,8 @@ export function agentCommand(): Command {
     .option('--log-level <level>', 'pino log level on stderr (default info)')
     .action(async (o: AgentOpts) => {
       if ([o.tap, o.tun, o.unix].filter((v) => v !== undefined).length !== 1) throw new CliError('give exactly one of --tap, --tun, --unix');
+      // Loaded here, not at start-up: only `mvnet agent` needs the link stack.
+      const { runAgent } = await import('../../daemon/agent.js');
       await runAgent({
         router: o.router,
         peer: o.peer,

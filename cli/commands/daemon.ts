@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { runDaemon, type DaemonFlags } from '../../daemon/main.js';
+import type { DaemonFlags } from '../../daemon/main.js';
 
 export function daemonCommand(): Command {
   return new Command('daemon')
@@ -15,6 +15,8 @@ export function daemonCommand(): Command {
     .action(async (o: DaemonFlags, cmd: Command) => {
       // The global --socket (before the subcommand) counts too.
       const parent = cmd.parent?.opts<{ socket?: string }>() ?? {};
+      // Loaded here: the daemon's modules (pino, the router…) cost every other command ~0.3 s of start-up.
+      const { runDaemon } = await import('../../daemon/main.js');
       await runDaemon({ ...o, socket: o.socket ?? parent.socket ?? process.env.MVNET_SOCKET });
     });
 }

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { EXIT } from '../exit-codes.js';
 import { safeLines } from '../text.js';
-import { runChecks, torRouted, type CheckResult, type DoctorInput } from '../doctor/checks.js';
+import type { CheckResult, DoctorInput } from '../doctor/checks.js';
 import type { StatusInfo, TorStatus } from '../../daemon/control/api.js';
 
 /** How long the daemon may take to answer before it counts as unreachable (at most --timeout). */
@@ -33,6 +33,8 @@ export function doctorCommand(ctx: Ctx): Command {
     .description('check the host and the daemon: each line ok, FAIL (with the fix), warn or skip; exit 6 when any FAIL')
     .option('--state-dir <dir>', 'the state directory to check when the daemon cannot say (default /var/lib/mvnet)')
     .action(async (o: { stateDir?: string }) => {
+      // Loaded here: the checks load the native addon, which no other command needs at start-up.
+      const { runChecks, torRouted } = await import('../doctor/checks.js');
       const status = await ask<StatusInfo>(ctx, 'daemon.status');
       const input: DoctorInput = { socket: ctx.socket(), stateDir: o.stateDir ?? '/var/lib/mvnet', status };
       if (!('error' in status) && status.vms.some(torRouted)) {

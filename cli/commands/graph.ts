@@ -8,9 +8,7 @@ import { Command, Option } from 'commander';
 import type { Ctx } from '../context.js';
 import type { LinksInfo, RouteInfo, StatusInfo, TorStatus } from '../../daemon/control/api.js';
 import { UsageError } from '../client.js';
-import { buildGraph, toDot, type Graph } from '../graph/model.js';
-import { toHtml } from '../graph/html.js';
-import { parseServeAddress, serveGraph } from '../graph/serve.js';
+import type { Graph } from '../graph/model.js';
 
 /** Reads what the graph needs from the daemon (read-only methods). */
 export async function loadGraph(ctx: Ctx): Promise<Graph> {
@@ -18,6 +16,7 @@ export async function loadGraph(ctx: Ctx): Promise<Graph> {
   const usesTor = routes.some((r) => r.route.kind === 'tor' || ('torPorts' in r.route && r.route.torPorts !== null));
   const tor = status.daemon.torConfigured || usesTor ? await ctx.call<TorStatus>('tor.status') : null;
   const links = await ctx.call<LinksInfo>('link.list');
+  const { buildGraph } = await import('../graph/model.js');
   return buildGraph({ status, routes, tor, links });
 }
 
@@ -38,6 +37,8 @@ export function graphCommand(ctx: Ctx): Command {
       return n;
     }, 2000)
     .action(async (o: GraphOpts) => {
+      // Loaded here, not at start-up (node:http, the page's template).
+      const [{ toDot }, { toHtml }, { parseServeAddress, serveGraph }] = await Promise.all([import('../graph/model.js'), import('../graph/html.js'), import('../graph/serve.js')]);
       if (o.serve !== undefined) {
         if (o.format !== undefined && o.format !== 'html') throw new UsageError('--serve serves the HTML page and its JSON: --format does not apply');
         const addr = parseServeAddress(o.serve);

@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import type { Ctx } from '../context.js';
-import { hookRegistry, processIo } from '../hook/adapters.js';
+
 
 interface HookOpts {
   adapter: string;
@@ -19,6 +19,8 @@ export function hookCommand(ctx: Ctx): Command {
     .option('--adapter <name>', 'the hook adapter: mvnet (default), cni, or one a --plugin package registers', 'mvnet')
     .option('--plugin <package>', 'load an npm package (name or absolute path) that registers hook adapters; repeatable', (v: string, prev: string[]) => [...prev, v], [])
     .action(async (args: string[], o: HookOpts) => {
+      // Loaded here: the adapters and the plugin registry are for `mvnet hook` alone.
+      const { hookRegistry, processIo } = await import('../hook/adapters.js');
       let registry;
       try {
         registry = await hookRegistry(o.plugin);

@@ -3,7 +3,9 @@ import type { Ctx } from '../context.js';
 import { CliError } from '../client.js';
 import { EXIT } from '../exit-codes.js';
 import { print } from '../output.js';
-import { generateKeyPair, keyPairFromPrivate, keyToBase64, readPrivateKeyFile, writePrivateKeyFile } from '../../daemon/links/keys.js';
+
+/** Loaded when a key command runs: node:crypto costs every other command start-up time. */
+const keys = (): Promise<typeof import('../../daemon/links/keys.js')> => import('../../daemon/links/keys.js');
 
 export const DEFAULT_KEY_FILE = 'mvnet.key';
 
@@ -22,7 +24,8 @@ export function keyCommand(ctx: Ctx): Command {
     .command('generate')
     .description('write a new private key to a new file (mode 0600) and print its public key')
     .option('--out <file>', `the private key file; never overwritten (default ./${DEFAULT_KEY_FILE})`)
-    .action((o: { out?: string }) => {
+    .action(async (o: { out?: string }) => {
+      const { generateKeyPair, keyToBase64, writePrivateKeyFile } = await keys();
       const file = o.out ?? DEFAULT_KEY_FILE;
       const k = generateKeyPair();
       try {
@@ -37,7 +40,8 @@ export function keyCommand(ctx: Ctx): Command {
   key
     .command('show <file>')
     .description('print the public key of a private key file (the key to give to peers)')
-    .action((file: string) => {
+    .action(async (file: string) => {
+      const { keyPairFromPrivate, keyToBase64, readPrivateKeyFile } = await keys();
       let priv: ReturnType<typeof readPrivateKeyFile>;
       try {
         priv = readPrivateKeyFile(file);

@@ -2,8 +2,8 @@ import { Command } from 'commander';
 import type { Ctx } from '../context.js';
 import { print, table, drops } from '../output.js';
 import type { RouteView, StatusInfo } from '../../daemon/control/api.js';
-import { describePort, portState } from './vm.js';
-import { torStatusLine } from './tor.js';
+import { describePort, portState } from './vm-port.js';
+import { torStatusLine } from './tor-text.js';
 
 /**
  * The ROUTE column: the route's kind with counts, never a cut text (an allow-list of any length

@@ -4,6 +4,7 @@ import { print, table } from '../output.js';
 import { safeText } from '../text.js';
 import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
+import { torPhaseText, torReason } from './tor-text.js';
 import { commandProgress, pollUntil } from '../progress.js';
 import type {
   OnionAliasInfo,
@@ -15,29 +16,9 @@ import type {
   RouteSetInfo,
   TorNewnymResult,
   TorStatus,
-  TorSummary,
 } from '../../daemon/control/api.js';
 
-/** Why Tor is not ready, in tor's own words when it said something: the bootstrap problem, else its last warning or error. */
-export function torReason(s: TorSummary): string | undefined {
-  const p = s.bootstrapProblem;
-  // Tor's words, quoted on one line wherever they are shown (status, progress, errors).
-  if (p !== null) return safeText(`${p.warning}${p.reason !== null ? ` (${p.reason})` : ''} at ${p.progress}% (${p.summary})`);
-  const w = s.warnings.at(-1) ?? s.lastError;
-  return w === null ? undefined : safeText(w);
-}
-
-/** "bootstrapping 45% (Loading relay descriptors)" or "down (stopped …)". */
-export function torPhaseText(s: TorSummary): string {
-  const text = s.phase === 'bootstrapping' || s.phase === 'starting' ? `${s.phase} ${s.progress}%${s.summary ? ` (${s.summary})` : ''}` : `${s.phase}${s.summary && s.phase !== 'ready' ? ` (${s.summary})` : ''}`;
-  return safeText(text);
-}
-
-/** `mvnet status`'s Tor line: phase and bootstrap, and tor's reason while it is not ready. */
-export function torStatusLine(s: TorSummary): string {
-  const why = s.phase !== 'ready' ? torReason(s) : undefined;
-  return safeText(`Tor (${s.mode}): ${torPhaseText(s)}${why !== undefined ? `; tor says: ${why}` : ''}`);
-}
+export { torPhaseText, torReason, torStatusLine } from './tor-text.js';
 
 /** The human line of a route reply: with a Tor route while Tor is not ready, why the VM fails closed. */
 export function routeReplyLine(res: RouteSetInfo, waited: boolean): string {

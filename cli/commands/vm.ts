@@ -1,133 +1,19 @@
-import fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Ctx } from '../context.js';
 import { confirm, print, table } from '../output.js';
 import { safeText } from '../text.js';
+import { describePort, portParams, portState, type AttachOpts } from './vm-port.js';
 import type { VmDetachResult, VmInfo } from '../../daemon/control/api.js';
 import { CliError, UsageError } from '../client.js';
 import { parseIntArg } from './net.js';
-import { passFd } from '../../plugins/fd/pass.js';
 import { waitVmUp } from './vm-wait.js';
-
-interface AttachOpts {
-  net: string;
-  tap?: string;
-  tun?: string;
-  unix?: string;
-  /** true: the option without a path (the daemon names the socket after the VM). */
-  unixListen?: string | true;
-  dgram?: string | true;
-  dgramPeer?: string;
-  fd?: number;
-  fifo?: string;
-  iface?: string;
-  netns?: string;
-  mac?: string;
-  ip?: string;
-  vnetHdr?: boolean;
-  multiQueue?: boolean;
-  /** A kind a plugin registered, and its options (JSON). */
-  kind?: string;
-  options?: string;
-  /** A device behind `mvnet agent`: the agent's public key, where it connects, and whether it carries a TUN. */
-  agent?: string;
-  listen?: string;
-  agentTun?: boolean;
-  /** Return once the device is up (e.g. QEMU connected), within waitTimeout seconds. */
-  wait?: boolean;
-  waitTimeout?: number;
-}
-
-/** Absolute paths: the daemon resolves nothing relative to the CLI's directory. */
-function abs(p: string): string {
-  return p.startsWith('/') ? p : `${process.cwd()}/${p}`;
-}
-
-/** A socket the daemon makes: a bare name (or none) goes to the daemon's VM socket directory. */
-function ownSocket(p: string | true): { path?: string } {
-  return p === true ? {} : { path: p };
-}
-
-function portParams(o: AttachOpts, socket: string): Record<string, unknown> {
-  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface', 'kind', 'agent'] as const).filter((k) => o[k] !== undefined);
-  if (chosen.length !== 1) {
-    throw new UsageError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind, --agent');
-  }
-  if ((o.listen !== undefined || o.agentTun === true) && o.agent === undefined) throw new UsageError('--listen and --agent-tun go with --agent');
-  if (o.options !== undefined && o.kind === undefined) throw new UsageError('--options goes with --kind');
-  const ns = o.netns !== undefined ? { netns: o.netns } : {};
-  if (o.dgramPeer !== undefined && o.dgram === undefined) throw new UsageError('--dgram-peer needs --dgram');
-  if (o.vnetHdr === true && o.tap === undefined) throw new UsageError('--vnet-hdr applies to --tap only');
-  switch (chosen[0]) {
-    case 'tap':
-      return { kind: 'tap', ifname: o.tap, ...ns, ...(o.vnetHdr ? { vnetHdr: true } : {}), ...(o.multiQueue ? { multiQueue: true } : {}) };
-    case 'tun':
-      return { kind: 'tun', ifname: o.tun, ...ns };
-    case 'iface':
-      return { kind: 'iface', ifname: o.iface, ...ns };
-    case 'unix':
-      return { kind: 'unix', path: abs(o.unix!), ...ns };
-    case 'unixListen':
-      return { kind: 'unix-listen', ...ownSocket(o.unixListen!), ...ns };
-    case 'dgram':
-      return { kind: 'dgram', ...ownSocket(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
-    case 'fd':
-      // The daemon never takes a descriptor number: this process sends its own fd N (SCM_RIGHTS).
-      // A descriptor this process does not have is a bad argument (exit 2), found before the daemon is asked.
-      try {
-        fs.fstatSync(o.fd!);
-      } catch {
-        throw new UsageError(`--fd ${o.fd}: fd ${o.fd} is not open in this process`);
-      }
-      try {
-        return { kind: 'fd', token: passFd(socket, o.fd!), ...ns };
-      } catch (e) {
-        throw new CliError(`--fd ${o.fd}: ${(e as Error).message}`);
-      }
-    case 'fifo': {
-      const parts = o.fifo!.split(':');
-      if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new UsageError('--fifo takes RX_PATH:TX_PATH');
-      return { kind: 'fifo', rx: abs(parts[0]!), tx: abs(parts[1]!), ...ns };
-    }
-    case 'kind': {
-      if (o.netns !== undefined) throw new UsageError('--netns applies to --tap, --tun and --iface only');
-      let options: unknown = {};
-      if (o.options !== undefined) {
-        try {
-          options = JSON.parse(o.options);
-        } catch (e) {
-          throw new UsageError(`--options is not JSON: ${e instanceof Error ? e.message : String(e)}`);
-        }
-      }
-      return { kind: 'plugin', driver: o.kind, options };
-    }
-    case 'agent':
-      if (o.netns !== undefined) throw new UsageError('--netns does not apply to --agent (the device is where the agent runs)');
-      if (o.listen === undefined) throw new UsageError('--agent needs --listen: where the agent connects (udp:PORT, tcp:PORT, unix:PATH, onion)');
-      return { kind: 'agent', peer: o.agent, listen: o.listen, ...(o.agentTun === true ? { layer: 3 } : {}) };
-    default:
-      throw new UsageError('no device given');
-  }
-}
-
-export function describePort(p: VmInfo['port']): string {
-  if (p.kind === 'plugin') return `${p.driver} ${JSON.stringify(p.options)}`;
-  if (p.kind === 'agent') return `agent ${p.peer} on ${p.listen ?? '?'}${p.layer === 3 ? ' (TUN)' : ''}`;
-  const where = 'ifname' in p ? p.ifname : 'path' in p ? p.path : p.kind === 'fd' ? '(passed)' : `${p.rx}:${p.tx}`;
-  const netns = 'netns' in p ? p.netns : null;
-  return `${p.kind} ${where}${netns !== null ? ` (netns ${netns})` : ''}`;
-}
-
-/** A port's state for people: degraded with why. */
-export function portState(p: VmInfo['port']): string {
-  return p.state === 'degraded' && p.lastError !== null ? `degraded (${safeText(p.lastError)})` : p.state;
-}
 
 export function vmCommand(ctx: Ctx): Command {
   const vm = new Command('vm').description("VMs' devices on networks");
-  vm.command('attach <vm>')
-    .description('attach a VM device or socket to a network')
-    .requiredOption('--net <name>', 'network to attach to')
+  vm.command('attach [vm]')
+    .description('attach a VM device or socket to a network (--batch: many, from a JSON array)')
+    // Required unless --batch (checked in the action: each entry of a batch names its own).
+    .option('--net <name>', 'network to attach to')
     .option('--tap <ifname>', 'a TAP device (created if missing; removed at detach if created)')
     .option('--tun <ifname>', 'a TUN device (IP packets; mvnet answers ARP for it)')
     .option('--unix <path>', "connect to QEMU's -netdev stream server=on socket (reconnects)")
@@ -149,9 +35,19 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--agent-tun', 'with --agent: the agent carries a TUN (IP packets) rather than Ethernet frames; give --ip')
     .option('--wait', 'return once the device is up (e.g. QEMU connected to a listening socket)')
     .option('--wait-timeout <s>', 'with --wait: give up after S seconds (default 60)', parseIntArg('--wait-timeout', 1, 86_400))
-    .action(async (name: string, o: AttachOpts) => {
+    .option('--batch <file>', 'attach every VM of a JSON array in FILE (- for stdin) over one connection: objects with vm, net and the options above in camelCase (unixListen, vnetHdr, …) but fd and wait')
+    .action(async (name: string | undefined, o: AttachOpts & { batch?: string }) => {
+      if (o.batch !== undefined) {
+        const given = Object.keys(o).filter((k) => k !== 'batch');
+        if (name !== undefined || given.length > 0) throw new UsageError('--batch takes every VM from its file: give no VM name and no other option of vm attach');
+        // Loaded only for --batch.
+        const { attachBatch } = await import('./vm-batch.js');
+        return attachBatch(ctx, o.batch);
+      }
+      if (name === undefined) throw new UsageError("missing required argument 'vm' (or give --batch FILE)");
+      if (o.net === undefined) throw new UsageError("required option '--net <name>' not specified");
       if (o.waitTimeout !== undefined && o.wait !== true) throw new CliError('--wait-timeout goes with --wait');
-      const params: Record<string, unknown> = { name, net: o.net, port: portParams(o, ctx.socket()) };
+      const params: Record<string, unknown> = { name, net: o.net, port: await portParams(o, ctx.socket()) };
       if (o.mac !== undefined) params.mac = o.mac;
       if (o.ip !== undefined) params.ip = o.ip;
       let v = await ctx.call<VmInfo>('vm.attach', params);

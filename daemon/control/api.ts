@@ -77,6 +77,12 @@ export interface CliErrorJson {
   };
 }
 
+/**
+ * `mvnet --json vm attach --batch FILE`: one item per VM of the file, in its order. The process
+ * exits non-zero when any failed (then also a CliErrorJson on stderr naming them).
+ */
+export type VmAttachBatchItem = { vm: string; ok: true; result: VmInfo } | { vm: string; ok: false; error: CliErrorJson['error'] };
+
 // RouteView, AllowRuleView: declared beside Route (routes/route.ts), so events can carry them too.
 export type { AllowRuleView, RouteView } from '../routes/route.js';
 import type { RouteView } from '../routes/route.js';
