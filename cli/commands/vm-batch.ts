@@ -9,7 +9,10 @@
 import { readFile } from 'node:fs/promises';
 import type { Ctx } from '../context.js';
 import type { CliErrorJson, VmAttachBatchItem, VmInfo } from '../../daemon/control/api.js';
-import { callPipelined, CliError, UsageError } from '../client.js';
+import { callPipelined, CliError, rpcError, UsageError, type PipelinedResult } from '../client.js';
+
+/** JSON-RPC's "method not found" (an older daemon without vm.attachMany). */
+const METHOD_NOT_FOUND = -32601;
 import { EXIT, type ExitCode } from '../exit-codes.js';
 import { safeText } from '../text.js';
 import { describePort, portParams, type AttachOpts } from './vm-port.js';
@@ -130,6 +133,52 @@ function errorJson(e: CliError): CliErrorJson['error'] {
   return { code: e.code, exitCode: e.exitCode, message: e.message, rpcCode: e.rpcCode };
 }
 
+/** VMs per vm.attachMany call: one state write each, and well under the control socket's 1 MiB line. */
+const ATTACH_CHUNK = 100;
+
+/** The daemon's vm.attachMany answer (daemon/daemon.ts AttachManyResult). */
+interface AttachManyAnswer {
+  attached: VmInfo[];
+  failed: { index: number; error: string; code: number | null }[];
+}
+
+/**
+ * One result per entry, in order. vm.attachMany (one state write per chunk instead of one per VM)
+ * over one connection; a daemon without it (older) gets pipelined vm.attach calls instead.
+ */
+async function attachAll(ctx: Ctx, entries: readonly { params: unknown }[]): Promise<PipelinedResult<VmInfo>[]> {
+  const chunks: (typeof entries)[] = [];
+  for (let i = 0; i < entries.length; i += ATTACH_CHUNK) chunks.push(entries.slice(i, i + ATTACH_CHUNK));
+  const answers = await callPipelined<AttachManyAnswer>(
+    ctx.socket(),
+    chunks.map((c) => ({ method: 'vm.attachMany', params: { vms: c.map((e) => e.params) } })),
+    { timeoutMs: ctx.timeoutMs() },
+  );
+  if (answers.some((a) => !a.ok && a.error.rpcCode === METHOD_NOT_FOUND)) {
+    return callPipelined<VmInfo>(
+      ctx.socket(),
+      entries.map((e) => ({ method: 'vm.attach', params: e.params })),
+      { timeoutMs: ctx.timeoutMs() },
+    );
+  }
+  const out: PipelinedResult<VmInfo>[] = [];
+  chunks.forEach((chunk, ci) => {
+    const a = answers[ci]!;
+    if (!a.ok) {
+      for (let i = 0; i < chunk.length; i++) out.push({ ok: false, error: a.error });
+      return;
+    }
+    const failed = new Map(a.result.failed.map((f) => [f.index, f]));
+    let next = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const f = failed.get(i);
+      if (f !== undefined) out.push({ ok: false, error: rpcError({ code: f.code ?? undefined, message: f.error }) });
+      else out.push({ ok: true, result: a.result.attached[next++]! });
+    }
+  });
+  return out;
+}
+
 /**
  * Attaches every VM of `source` (a file, or `-` for stdin). Text: a confirmation line per VM
  * attached (stdout, not under --quiet) and a line per failure (stderr, `mvnet: vm NAME: why`);
@@ -138,11 +187,7 @@ function errorJson(e: CliError): CliErrorJson['error'] {
  */
 export async function attachBatch(ctx: Ctx, source: string): Promise<void> {
   const entries = await parseBatch(await readSource(source), source, ctx.socket());
-  const results = await callPipelined<VmInfo>(
-    ctx.socket(),
-    entries.map((e) => ({ method: 'vm.attach', params: e.params })),
-    { timeoutMs: ctx.timeoutMs() },
-  );
+  const results = await attachAll(ctx, entries);
   const items: VmAttachBatchItem[] = entries.map((e, i) => {
     const r = results[i]!;
     return r.ok ? { vm: e.vm, ok: true, result: r.result } : { vm: e.vm, ok: false, error: errorJson(r.error) };
