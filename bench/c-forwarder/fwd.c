@@ -10,8 +10,8 @@
  * Fair: both directions are served round-robin, at most BATCH frames (-b, default 64: the
  * addon's DevicePort read batch) from one side before the other side's turn, until both are
  * empty; then back to epoll_wait. Draining one side completely first (as this forwarder once
- * did) holds the other direction's ACKs back for a whole burst and makes it look slower than
- * it is. Each frame is written as soon as it is read, into and from one buffer, as the addon's
+ * did) holds the other direction's ACKs back for a whole burst; it is not the addon's loop, so
+ * not the yardstick for it. Each frame is written as soon as it is read, into and from one buffer, as the addon's
  * cut-through does for a TAP.
  *
  * -d restores the old unfair loop (each readable side drained to EAGAIN, in epoll's order, no
