@@ -7,7 +7,17 @@
  * TUNSETOFFLOAD(csum, TSO4, TSO6, ECN), so TSO super-frames and partial checksums pass
  * through untouched, the way a vhost-less QEMU would see them.
  *
- *   fwd [-v] TAP_A TAP_B
+ * Fair: both directions are served round-robin, at most BATCH frames (-b, default 64: the
+ * addon's DevicePort read batch) from one side before the other side's turn, until both are
+ * empty; then back to epoll_wait. Draining one side completely first (as this forwarder once
+ * did) holds the other direction's ACKs back for a whole burst; it is not the addon's loop, so
+ * not the yardstick for it. Each frame is written as soon as it is read, into and from one buffer, as the addon's
+ * cut-through does for a TAP.
+ *
+ * -d restores the old unfair loop (each readable side drained to EAGAIN, in epoll's order, no
+ * turn for the side written to), for comparison.
+ *
+ *   fwd [-v] [-b BATCH] [-d] TAP_A TAP_B
  *
  * Prints "ready" on stdout once both devices exist (the caller then moves them into their
  * namespaces and configures them), runs until SIGTERM/SIGINT, then prints one line of counters
@@ -65,20 +75,23 @@ static int open_tap(const char *name, int vnet_hdr) {
 
 struct side {
   int fd;
-  unsigned long long frames, bytes, drops;
+  unsigned long long frames, bytes, drops, turns;
 };
 
-/* Drains `from` into `to`. */
-static void pump(struct side *from, struct side *to, unsigned char *buf) {
-  for (;;) {
+/* Copies at most `batch` frames from `from` to `to`. Returns 1 if `from` may have more (the
+ * batch was full), 0 once it is empty (EAGAIN). */
+static int pump(struct side *from, struct side *to, unsigned char *buf, int batch) {
+  from->turns++;
+  for (int i = 0; i < batch; i++) {
     ssize_t n = read(from->fd, buf, BUF_SIZE);
     if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) return;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return 0;
       perror("read");
       stop = 1;
-      return;
+      return 0;
     }
-    if (n == 0) return;
+    if (n == 0) return 0;
     if (write(to->fd, buf, (size_t)n) == n) {
       from->frames++;
       from->bytes += (unsigned long long)n;
@@ -86,17 +99,28 @@ static void pump(struct side *from, struct side *to, unsigned char *buf) {
       from->drops++;
     }
   }
+  return 1;
 }
 
 int main(int argc, char **argv) {
   int vnet_hdr = 0;
+  int batch = 64;
+  int drain = 0;
   int arg = 1;
-  if (arg < argc && strcmp(argv[arg], "-v") == 0) {
-    vnet_hdr = 1;
-    arg++;
+  for (; arg < argc; arg++) {
+    if (strcmp(argv[arg], "-v") == 0) {
+      vnet_hdr = 1;
+    } else if (strcmp(argv[arg], "-b") == 0 && arg + 1 < argc) {
+      batch = atoi(argv[++arg]);
+      if (batch < 1) batch = 1;
+    } else if (strcmp(argv[arg], "-d") == 0) {
+      drain = 1;
+    } else {
+      break;
+    }
   }
   if (argc - arg != 2) {
-    fprintf(stderr, "usage: %s [-v] TAP_A TAP_B\n", argv[0]);
+    fprintf(stderr, "usage: %s [-v] [-b BATCH] [-d] TAP_A TAP_B\n", argv[0]);
     return 2;
   }
   struct sigaction sa;
@@ -135,12 +159,29 @@ int main(int argc, char **argv) {
       perror("epoll_wait");
       return 1;
     }
-    for (int i = 0; i < n; i++) {
-      unsigned k = evs[i].data.u32;
-      pump(&s[k], &s[1 - k], buf);
+    if (drain) {
+      for (int i = 0; i < n; i++) {
+        unsigned k = evs[i].data.u32;
+        while (pump(&s[k], &s[1 - k], buf, batch) && !stop) {
+        }
+      }
+      continue;
+    }
+    int ready[2] = {0, 0};
+    for (int i = 0; i < n; i++) ready[evs[i].data.u32] = 1;
+    /* Round-robin: one batch per side per turn, until both are empty. A side that was not
+     * readable at epoll_wait gets its turn too once the other has written to it (a TAP's
+     * stack may answer inside the write), as the addon reads the TAPs it wrote to. */
+    while ((ready[0] || ready[1]) && !stop) {
+      for (int k = 0; k < 2; k++) {
+        if (!ready[k]) continue;
+        unsigned long long before = s[k].frames + s[k].drops;
+        ready[k] = pump(&s[k], &s[1 - k], buf, batch);
+        if (s[k].frames + s[k].drops != before) ready[1 - k] = 1;
+      }
     }
   }
-  fprintf(stderr, "fwd: a->b %llu frames %llu bytes %llu drops; b->a %llu frames %llu bytes %llu drops\n",
-          s[0].frames, s[0].bytes, s[0].drops, s[1].frames, s[1].bytes, s[1].drops);
+  fprintf(stderr, "fwd: a->b %llu frames %llu bytes %llu drops %llu turns; b->a %llu frames %llu bytes %llu drops %llu turns\n",
+          s[0].frames, s[0].bytes, s[0].drops, s[0].turns, s[1].frames, s[1].bytes, s[1].drops, s[1].turns);
   return 0;
 }

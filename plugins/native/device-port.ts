@@ -38,6 +38,8 @@ interface SwitchDevice extends NativeDevice {
   bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
   setSwitchMac(mac: number): void;
   unbindSwitch(): void;
+  /** Runs the pending onForwarded report now (reports are otherwise deferred by ~10 ms). */
+  flushForwarded(): void;
 }
 
 /**
@@ -391,6 +393,8 @@ export abstract class DevicePort implements Port {
   }
 
   stats(): PortStats {
+    // Frames cut through reach the counters in deferred reports: take the pending one first.
+    if (this.switchFib !== null) (this.device as SwitchDevice).flushForwarded();
     const s = this.counters.snapshot();
     const d = this.device.stats();
     s.txFrames = d.txFrames;

@@ -39,6 +39,10 @@ constexpr uint64_t kReconnectMs = 1000;  // re-resolve a datagram peer's path (i
 constexpr uint64_t kLinkWatchMs = 200;   // AF_PACKET interface went down: was it deleted?
 constexpr int kMaxPollErrors = 16;
 constexpr int kReadRounds = 4;  // batches per readable event at most
+// Frames cut through are reported to JS (counters, MAC ageing) at most this often: a JS call
+// (napi_make_callback) per loop iteration cost ~5% of the CPU with large frames. Readers that
+// need exact counters take the pending report first (flushForwarded, DevicePort.stats).
+constexpr uint64_t kReportMs = 10;
 constexpr uint32_t kVnetHdrLen = 10;       // sizeof(struct virtio_net_hdr)
 constexpr uint32_t kGsoMaxFrame = 65550;   // largest GSO super-frame without the vnet header
 constexpr uint32_t kMinFrame = 14;         // an Ethernet header
@@ -169,7 +173,12 @@ class Fib {
 
   void Bind(Device* d) { members_.push_back(d); }
   void Unbind(Device* d);
+  // Every change to entries_ takes a new generation (unique across all Fibs), which invalidates
+  // the devices' one-entry lookup caches (Device::Lookup).
+  void Changed() { gen_ = ++next_gen_; }
 
+  static inline uint64_t next_gen_ = 0;
+  uint64_t gen_ = ++next_gen_;
   uint64_t gateway_mac_ = 0;
   uint32_t max_frame_ = 0;  // the network's largest frame without vnet header
   std::unordered_map<uint64_t, Entry> entries_;
@@ -188,6 +197,7 @@ class Device {
   static napi_value JsBindSwitch(napi_env env, napi_callback_info info);
   static napi_value JsSetSwitchMac(napi_env env, napi_callback_info info);
   static napi_value JsUnbindSwitch(napi_env env, napi_callback_info info);
+  static napi_value JsFlushForwarded(napi_env env, napi_callback_info info);
   static napi_value JsSetTee(napi_env env, napi_callback_info info);
   static void Finalize(napi_env env, void* data, void* hint);
 
@@ -219,14 +229,15 @@ class Device {
   bool CanCutThrough() const;
   uint32_t CutThrough(uint32_t n);
   void NotePeer(Device* dst);
-  Device* Route(const uint8_t* f, uint32_t len, uint64_t now) const;
+  Device* Route(const uint8_t* f, uint32_t len, uint64_t now);
+  const Fib::Entry* Lookup(uint64_t dmac);
+  void WriteOne(uint8_t* f, uint32_t len);
   bool TxAccepts(const uint8_t* f, uint32_t len) const;
   void ArmForwarded();
   void RunForwarded();
   void DrainPeers();
   void UnbindSwitch();
-  static void OnIdle(uv_idle_t* handle);
-  static void OnCheck(uv_check_t* handle);
+  static void OnReport(uv_timer_t* handle);
   SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude, TeeClock* tee);
   // Capture (setTee): copies of frames read (TEE_IN) and accepted for writing (TEE_OUT).
   void TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir, TeeClock& clock);
@@ -265,7 +276,6 @@ class Device {
   uint32_t tx_hdr_ = 0;
   uint8_t* buf_ = nullptr;
   uint32_t* lens_ = nullptr;
-  uint8_t spare_[1];
 
   uv_poll_t poll_;
   uv_timer_t timer_;
@@ -288,9 +298,12 @@ class Device {
   napi_ref fwd_cb_ = nullptr;  // strong while bound: (frames, bytes) => void
   double fwd_frames_ = 0, fwd_bytes_ = 0;  // cut through, not yet reported
   bool fwd_armed_ = false;
-  int fwd_skip_ = 0;
-  uv_idle_t idle_;
-  uv_check_t check_;
+  uv_timer_t report_;
+  // The last Fib lookup (a stream's frames mostly go to one MAC), valid while the Fib's
+  // generation is cache_gen_.
+  uint64_t cache_gen_ = 0;
+  uint64_t cache_dmac_ = 0;
+  Fib::Entry cache_entry_ = {nullptr, 0};
   std::vector<iovec> cut_iov_;
   static constexpr int kMaxPeers = 4;
   Device* peers_[kMaxPeers];  // TAPs written to by cut-through since the last DrainPeers
@@ -402,7 +415,8 @@ napi_value Device::New(napi_env env, napi_callback_info info) {
 
   void* data = nullptr;
   napi_value buffer, lengths_ab, lengths;
-  MVNET_CALL(env, napi_create_buffer(env, static_cast<size_t>(slot) * batch, &data, &buffer));
+  // One byte more than the slots: a tun read may take slot + 1 bytes (see ReadBatch).
+  MVNET_CALL(env, napi_create_buffer(env, static_cast<size_t>(slot) * batch + 1, &data, &buffer));
   void* lens_data = nullptr;
   MVNET_CALL(env, napi_create_arraybuffer(env, batch * sizeof(uint32_t), &lens_data, &lengths_ab));
   MVNET_CALL(env, napi_create_typedarray(env, napi_uint32_array, batch, lengths_ab, 0, &lengths));
@@ -468,15 +482,12 @@ napi_value Device::New(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   uv_timer_init(loop, &d->timer_);
-  uv_idle_init(loop, &d->idle_);
-  uv_check_init(loop, &d->check_);
+  uv_timer_init(loop, &d->report_);
   // Deferred reports of cut-through frames never keep the process alive.
-  uv_unref(reinterpret_cast<uv_handle_t*>(&d->idle_));
-  uv_unref(reinterpret_cast<uv_handle_t*>(&d->check_));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&d->report_));
   d->poll_.data = d;
   d->timer_.data = d;
-  d->idle_.data = d;
-  d->check_.data = d;
+  d->report_.data = d;
 
   if (napi_wrap(env, self, d, Finalize, nullptr, &d->wrapper_) != napi_ok) {
     ThrowLastError(env, "napi_wrap");
@@ -541,9 +552,8 @@ void Device::Close() {
   // be closed right away (a persistent tun/tap or a socket file is released when close() returns).
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnHandleClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), OnHandleClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&check_), OnHandleClosed);
-  pending_closes_ = 4;
+  uv_close(reinterpret_cast<uv_handle_t*>(&report_), OnHandleClosed);
+  pending_closes_ = 3;
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -787,16 +797,17 @@ uint32_t Device::ReadBatch() {
     bool cut = CanCutThrough();
     const uint64_t now = cut ? uv_hrtime() : 0;
     Device* run_dst = nullptr;
+    Device* last_tap = nullptr;  // the TAP cut-through last wrote to (noted for DrainPeers)
     size_t run = 0;  // frames kept for run_dst: cut_iov_[0, run)
     uint32_t fwd = 0;
     double fwd_bytes = 0;
     uint32_t empty = 0;
     while (total < batch_) {
-      // tun silently truncates a packet longer than the read; one spare byte behind the slot
-      // tells such a packet apart (its length is then reported as slot + 1: oversize).
+      // tun silently truncates a packet longer than the read: reading slot + 1 bytes tells such
+      // a packet apart (its length is then reported as slot + 1: oversize). The extra byte
+      // lands in the next slot, which holds nothing yet (or in the buffer's spare last byte).
       uint8_t* f = buf_ + static_cast<size_t>(n) * slot_;
-      iovec v[2] = {{f, slot_}, {spare_, sizeof(spare_)}};
-      ssize_t r = readv(fd_, v, 2);
+      ssize_t r = read(fd_, f, static_cast<size_t>(slot_) + 1);
       if (r > 0) {
         if (r > static_cast<ssize_t>(slot_)) r = slot_ + 1;
         uint32_t len = static_cast<uint32_t>(r);
@@ -820,9 +831,11 @@ uint32_t Device::ReadBatch() {
               run++;
               n++;
             } else {
-              iovec one = {f, len};
-              dst->Write(&one, 1);
-              NotePeer(dst);
+              dst->WriteOne(f, len);
+              if (dst != last_tap) {
+                NotePeer(dst);
+                last_tap = dst;
+              }
               run_dst = nullptr;
               n = 0;  // any run went out above: every slot is free again
             }
@@ -925,6 +938,33 @@ void Device::FreeQueue() {
   queued_bytes_ = 0;
 }
 
+// Cut-through's write of one frame to a TAP: the plain case (a TAP that takes it, no queue, no
+// header to prepend, no capture) in one write(); anything else as Write does it.
+void Device::WriteOne(uint8_t* f, uint32_t len) {
+  if (!is_socket_ && tx_hdr_ == 0 && !tee_out_ && queue_.empty() && !closed_ && !failed_) {
+    ssize_t r;
+    do {
+      r = write(fd_, f, len);
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      tx_bytes_ += len;
+      tx_frames_++;
+      io_fail_run_ = 0;
+      return;
+    }
+    int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      if (Enqueue({f, len})) UpdateIo();
+    } else {
+      drop_io_++;
+      IoFailed(err);
+    }
+    return;
+  }
+  iovec one = {f, len};
+  Write(&one, 1);
+}
+
 // write() and cut-through: frames of a closed or failed device, or of a datagram device
 // without a peer, are counted as dropped; the rest are submitted.
 uint32_t Device::Write(const iovec* frames, size_t n) {
@@ -945,13 +985,13 @@ uint32_t Device::Write(const iovec* frames, size_t n) {
 // Fib with the member's source MAC and the port's limits. Frames read from a bound device are
 // then forwarded by ReadBatch itself, in order, for as long as each is one the switch would
 // forward to a known member unchanged (Route): it passes the port's receive checks, is unicast
-// from the member's own MAC to a MAC in the Fib (not the gateway, not itself), is no
-// plain frame (IsPlainFrame: nothing the switch's guard looks at), and passes the destination port's send checks with the same vnet header
-// length. The first frame that is anything else ends cut-through for the batch: it and the rest
-// go to JS (onRead(count, start)), so per-destination order is kept. The switch's bookkeeping
-// (counters, MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_),
-// deferred to the end of the next loop iteration, so a reply the write provoked is forwarded
-// before any JS runs (see also DrainPeers). The Fib is a subset of the switch's MAC table (its
+// from the member's own MAC to a MAC in the Fib (not the gateway, not itself), is a plain
+// frame (IsPlainFrame: nothing the switch's guard looks at), and passes the destination port's
+// send checks with the same vnet header length. The first frame that is anything else ends
+// cut-through for the batch: it and the rest go to JS (onRead(count, start)), so
+// per-destination order is kept. The switch's bookkeeping (counters, MAC ageing) for the frames
+// cut through is reported to JS afterwards (fwd_cb_), from a timer kReportMs later, so a reply
+// the write provoked is forwarded before any JS runs (see also DrainPeers). The Fib is a subset of the switch's MAC table (its
 // entries expire before the table's and go with them), so nothing is cut through that the
 // switch would not have forwarded the same way.
 
@@ -963,7 +1003,17 @@ bool Device::TxAccepts(const uint8_t* f, uint32_t len) const {
   return len >= sw_min_ && len <= sw_max_;
 }
 
-Device* Device::Route(const uint8_t* f, uint32_t len, uint64_t now) const {
+const Fib::Entry* Device::Lookup(uint64_t dmac) {
+  if (cache_gen_ == fib_->gen_ && cache_dmac_ == dmac) return &cache_entry_;
+  auto it = fib_->entries_.find(dmac);
+  if (it == fib_->entries_.end()) return nullptr;
+  cache_gen_ = fib_->gen_;
+  cache_dmac_ = dmac;
+  cache_entry_ = it->second;
+  return &cache_entry_;
+}
+
+Device* Device::Route(const uint8_t* f, uint32_t len, uint64_t now) {
   const uint32_t h = sw_h_;
   // DevicePort's receive checks (runt, oversize).
   if (sw_pass_) {
@@ -979,9 +1029,9 @@ Device* Device::Route(const uint8_t* f, uint32_t len, uint64_t now) const {
   if ((eth[0] & 1) != 0) return nullptr;
   uint64_t dmac = ReadMac(eth);
   if (dmac == fib_->gateway_mac_) return nullptr;
-  auto it = fib_->entries_.find(dmac);
-  if (it == fib_->entries_.end() || now >= it->second.deadline) return nullptr;
-  Device* dst = it->second.dev;
+  const Fib::Entry* e = Lookup(dmac);
+  if (e == nullptr || now >= e->deadline) return nullptr;
+  Device* dst = e->dev;
   if (dst == this || dst->fib_ != fib_ || dst->closed_ || dst->sw_h_ != h || !dst->TxAccepts(f, len)) {
     return nullptr;
   }
@@ -1030,31 +1080,22 @@ uint32_t Device::CutThrough(uint32_t n) {
   return k;
 }
 
+// The report goes out from the timers phase at least kReportMs later (never from this poll
+// callback), so a reply the write provoked is forwarded before any JS runs, and a busy device
+// makes one JS call per kReportMs rather than one per loop iteration.
 void Device::ArmForwarded() {
   if (fwd_armed_ || closed_) return;
   fwd_armed_ = true;
-  fwd_skip_ = 1;  // not in this iteration's check phase: the next one's
-  uv_idle_start(&idle_, OnIdle);  // keeps the next poll from blocking
-  uv_check_start(&check_, OnCheck);
+  uv_timer_start(&report_, OnReport, kReportMs, 0);
 }
 
-void Device::OnIdle(uv_idle_t* /*handle*/) {}
-
-void Device::OnCheck(uv_check_t* handle) {
-  Device* d = static_cast<Device*>(handle->data);
-  if (d->fwd_skip_ > 0) {
-    d->fwd_skip_--;
-    return;
-  }
-  d->RunForwarded();
-}
+void Device::OnReport(uv_timer_t* handle) { static_cast<Device*>(handle->data)->RunForwarded(); }
 
 // Reports the frames cut through since the last report: fwd_cb_(frames, bytes).
 void Device::RunForwarded() {
   if (fwd_armed_) {
     fwd_armed_ = false;
-    uv_idle_stop(&idle_);
-    uv_check_stop(&check_);
+    uv_timer_stop(&report_);
   }
   if (fwd_frames_ == 0) return;
   double frames = fwd_frames_, bytes = fwd_bytes_;
@@ -1078,6 +1119,7 @@ void Fib::Unbind(Device* d) {
     }
   }
   members_.erase(std::remove(members_.begin(), members_.end(), d), members_.end());
+  Changed();
 }
 
 // Leaves the Fib (dropping its entries for this device). Pending counts stay for RunForwarded.
@@ -1575,8 +1617,7 @@ napi_value Device::JsUnbindSwitch(napi_env env, napi_callback_info info) {
   d->fwd_frames_ = d->fwd_bytes_ = 0;
   if (d->fwd_armed_) {
     d->fwd_armed_ = false;
-    uv_idle_stop(&d->idle_);
-    uv_check_stop(&d->check_);
+    uv_timer_stop(&d->report_);
   }
   napi_value fn = nullptr;
   if (cb != nullptr && frames > 0 && napi_get_reference_value(env, cb, &fn) == napi_ok && fn != nullptr) {
@@ -1588,6 +1629,30 @@ napi_value Device::JsUnbindSwitch(napi_env env, napi_callback_info info) {
   }
   if (cb != nullptr) napi_delete_reference(env, cb);
   d->UnbindSwitch();
+  return nullptr;
+}
+
+// Reports what was cut through and not yet reported now (synchronously), e.g. before counters
+// are read.
+napi_value Device::JsFlushForwarded(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  Device* d = Unwrap(env, info, &argc, nullptr);
+  if (!d) return nullptr;
+  if (d->fwd_armed_) {
+    d->fwd_armed_ = false;
+    uv_timer_stop(&d->report_);
+  }
+  double frames = d->fwd_frames_, bytes = d->fwd_bytes_;
+  if (d->fwd_cb_ == nullptr || d->closed_ || frames == 0) return nullptr;
+  d->fwd_frames_ = d->fwd_bytes_ = 0;
+  napi_value fn = nullptr;
+  if (napi_get_reference_value(env, d->fwd_cb_, &fn) == napi_ok && fn != nullptr) {
+    napi_value self, argv[2], result;
+    napi_get_undefined(env, &self);
+    napi_create_double(env, frames, &argv[0]);
+    napi_create_double(env, bytes, &argv[1]);
+    napi_call_function(env, self, fn, 2, argv, &result);  // an exception propagates
+  }
   return nullptr;
 }
 
@@ -1673,6 +1738,7 @@ napi_value Fib::JsSet(napi_env env, napi_callback_info info) {
   } else if (mac >= 0 && mac <= 281474976710655.0) {
     fib->entries_.erase(static_cast<uint64_t>(mac));
   }
+  fib->Changed();
   napi_value result;
   MVNET_CALL(env, napi_get_boolean(env, ok, &result));
   return result;
@@ -1690,6 +1756,7 @@ napi_value Fib::JsDelete(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   if (mac >= 0 && mac <= 281474976710655.0) fib->entries_.erase(static_cast<uint64_t>(mac));
+  fib->Changed();
   return nullptr;
 }
 
@@ -1700,6 +1767,7 @@ napi_value Fib::JsClear(napi_env env, napi_callback_info info) {
   Fib* fib = Fib::Unwrap(env, self);
   if (!fib) return nullptr;
   fib->entries_.clear();
+  fib->Changed();
   return nullptr;
 }
 
@@ -1772,6 +1840,7 @@ napi_value DefineDeviceClass(napi_env env) {
       {"bindSwitch", nullptr, Device::JsBindSwitch, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"setSwitchMac", nullptr, Device::JsSetSwitchMac, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"unbindSwitch", nullptr, Device::JsUnbindSwitch, nullptr, nullptr, nullptr, napi_default_method, nullptr},
+      {"flushForwarded", nullptr, Device::JsFlushForwarded, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"setTee", nullptr, Device::JsSetTee, nullptr, nullptr, nullptr, napi_default_method, nullptr},
       {"Fib", nullptr, nullptr, nullptr, nullptr, nullptr, napi_static, nullptr},
   };
