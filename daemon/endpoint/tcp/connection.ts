@@ -18,7 +18,7 @@
  * Zero-window probes; keepalive; delayed ACK (every second segment or 40 ms); receiver and
  * sender silly-window avoidance.
  */
-import { NewReno } from './congestion.js';
+import { newCongestionControl, type CongestionAlgorithm, type CongestionControl } from './congestion.js';
 import { randomU32 } from './isn.js';
 import {
   resolveOptions,
@@ -272,7 +272,7 @@ export class TcpConnection {
 
   // Loss recovery.
   private readonly rto: RtoEstimator;
-  private readonly cc: NewReno;
+  private readonly cc: CongestionControl;
   private rttStart = 0;
   private dupAcks = 0;
   /** End of what was last retransmitted in this NewReno recovery episode (no SACK). */
@@ -334,7 +334,7 @@ export class TcpConnection {
     this.rto = new RtoEstimator({ initial: this.cfg.rtoInitial, min: this.cfg.rtoMin, max: this.cfg.rtoMax });
     this.mss = this.cfg.mss;
     this.peerMss = this.cfg.defaultPeerMss;
-    this.cc = new NewReno(this.mss, 0);
+    this.cc = newCongestionControl(this.cfg.congestion, this.mss, 0);
     this.offerWscale = this.cfg.wscale !== null;
     this.tsOffset = this.cfg.timestamps ? randomU32() : 0;
   }
@@ -533,6 +533,11 @@ export class TcpConnection {
 
   get closed(): boolean {
     return this.st === CLOSED;
+  }
+
+  /** The congestion control this connection runs. */
+  get congestion(): CongestionAlgorithm {
+    return this.cc.name;
   }
 
   get negotiated(): TcpNegotiated {
@@ -1015,7 +1020,7 @@ export class TcpConnection {
       }
     } else {
       this.dupAcks = 0;
-      if (this.cwndLimited) cc.onAck(acked);
+      if (this.cwndLimited) cc.onAck(acked, now, ack, this.sndMax);
     }
 
     if (this.finQueued && seqGt(ack, this.finSeq())) {
@@ -1132,7 +1137,7 @@ export class TcpConnection {
     // Growth (outside recovery) when SND.UNA moves, by what left the network (as Linux), and
     // only while cwnd is what limits sending (RFC 7661).
     if (cc.inRecovery) cc.prrAck(delivered, this.pipe());
-    else if (advanced && delivered > 0 && this.cwndLimited) cc.onAck(delivered);
+    else if (advanced && delivered > 0 && this.cwndLimited) cc.onAck(delivered, this.now, this.sndUna, this.sndMax);
   }
 
   private pipe(): number {
@@ -1592,6 +1597,7 @@ export class TcpConnection {
 
   private sampleRtt(rtt: number): void {
     this.rto.sample(rtt);
+    this.cc.onRtt(rtt, this.rto.srtt);
   }
 
   // ---------------------------------------------------------------------------------------
