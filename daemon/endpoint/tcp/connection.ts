@@ -160,6 +160,8 @@ export interface TcpSnapshot {
   readonly srtt: number;
   readonly inRecovery: boolean;
   readonly sndBuffered: number;
+  /** Send-buffer memory held (it grows with what is buffered, from a small first chunk). */
+  readonly sndAllocated: number;
   readonly rcvUnconsumed: number;
   readonly oooBytes: number;
 }
@@ -568,6 +570,7 @@ export class TcpConnection {
       srtt: this.rto.srtt,
       inRecovery: this.cc.inRecovery,
       sndBuffered: this.sndBuf.length,
+      sndAllocated: this.sndBuf.allocated,
       rcvUnconsumed: this.unconsumed,
       oooBytes: this.ooo.bytes,
     };
