@@ -15,9 +15,10 @@
  *   LS  10.68.0.1  HTTP server ─veth─ O2: relay(veth ⇄ veth) ── VM 10.68.0.2 (second veth)
  *
  * Rows: mvnet with tcp.congestion cubic and newreno (switched by SIGHUP reload: new connections
- * only), Linux with net.ipv4.tcp_congestion_control cubic and reno in LS. Goal: mvnet within
- * 1.5× of Linux's time (same congestion control family). Offloads are off on every relay leg
- * (plain wire frames, real checksums), for both senders.
+ * only); Linux with cubic, reno and bbr (the route's congctl in LS: a namespace's default may
+ * only be an allowed algorithm, and this machine's default is bbr). Goal: mvnet within 1.5× of
+ * Linux's time with the same algorithm. Offloads are off on every relay leg (plain wire
+ * frames, real checksums), for both senders.
  *
  *   node dist/bench/lossy.js [--quick] [--reps 3] [--mb 50] [--cc cubic,newreno] [--paths mvnet,linux]
  *
@@ -35,7 +36,9 @@ import { background, createNs, fmt, median, nsx, run, table, undoAll, waitFor, l
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/lossy.js → repo root
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
-type Cc = 'cubic' | 'newreno';
+type Cc = 'cubic' | 'newreno' | 'bbr';
+/** The Linux algorithm compared with each of mvnet's (bbr: Linux only, for reference). */
+const LINUX_CC: Record<Cc, string> = { cubic: 'cubic', newreno: 'reno', bbr: 'bbr' };
 type PathId = 'mvnet' | 'linux';
 
 interface Opts {
@@ -169,7 +172,7 @@ interface Sample {
 }
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { reps: 3, mb: 50, cc: ['cubic', 'newreno'], paths: ['mvnet', 'linux'] };
+  const o: Opts = { reps: 3, mb: 50, cc: ['cubic', 'newreno', 'bbr'], paths: ['mvnet', 'linux'] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => {
@@ -180,7 +183,7 @@ function parseArgs(argv: string[]): Opts {
     if (a === '--quick') o.reps = 1;
     else if (a === '--reps') o.reps = Math.max(1, Number(next()));
     else if (a === '--mb') o.mb = Math.max(1, Number(next()));
-    else if (a === '--cc') o.cc = next().split(',').map((c) => (c === 'cubic' || c === 'newreno' ? c : usage(`unknown --cc ${c}`)));
+    else if (a === '--cc') o.cc = next().split(',').map((c) => (c === 'cubic' || c === 'newreno' || c === 'bbr' ? c : usage(`unknown --cc ${c}`)));
     else if (a === '--paths') o.paths = next().split(',').map((p) => (p === 'mvnet' || p === 'linux' ? p : usage(`unknown --paths ${p}`)));
     else if (a === '--help' || a === '-h') usage();
     else usage(`unknown argument ${a}`);
@@ -190,7 +193,7 @@ function parseArgs(argv: string[]): Opts {
 
 function usage(err?: string): never {
   if (err) console.error(err);
-  console.error('usage: node dist/bench/lossy.js [--quick] [--reps N] [--mb N] [--cc cubic,newreno] [--paths mvnet,linux]');
+  console.error('usage: node dist/bench/lossy.js [--quick] [--reps N] [--mb N] [--cc cubic,newreno,bbr] [--paths mvnet,linux]');
   process.exit(err ? 2 : 0);
 }
 
@@ -233,6 +236,8 @@ interface Env {
   configFile: string;
   relay: Bg;
   relay2: Bg;
+  /** LS's interface towards the VM (its route carries the congestion control). */
+  lsIf: string;
 }
 
 async function setup(workDir: string): Promise<Env> {
@@ -303,13 +308,15 @@ async function setup(workDir: string): Promise<Env> {
   for (const ip of [UP_IP, LS_IP]) {
     await waitFor(async () => (await run(nsx(e.vm, ['curl', '-q', '-sS', '-o', '/dev/null', '--max-time', '5', `http://${ip}:${HTTP_PORT}/bytes/1`]), { check: false })).code === 0, `http to ${ip}`, 30_000);
   }
-  return { ...e, daemon, socket, configFile, relay, relay2 };
+  return { ...e, daemon, socket, configFile, relay, relay2, lsIf: n('l') };
 }
 
 async function setCc(e: Env, path: PathId, cc: Cc, current: Map<PathId, Cc>): Promise<void> {
   if (current.get(path) === cc) return;
   if (path === 'linux') {
-    await run(nsx(e.ls, ['sysctl', '-q', '-w', `net.ipv4.tcp_congestion_control=${cc === 'newreno' ? 'reno' : 'cubic'}`]));
+    // Per route: a namespace's default may only be an "allowed" algorithm (here reno and bbr,
+    // the machine's default), while a route's congctl may name any available one.
+    await run(nsx(e.ls, ['ip', 'route', 'replace', '10.68.0.0/24', 'dev', e.lsIf, 'congctl', LINUX_CC[cc]]));
   } else {
     writeFileSync(e.configFile, JSON.stringify({ tcp: { congestion: cc } }));
     const from = e.daemon.lines.length;
@@ -371,20 +378,18 @@ async function main(): Promise<void> {
   console.log(`lossy link: loss ${IMPAIRMENT.loss * 100}%, delay ${IMPAIRMENT.delayMs} ms, reorder ${IMPAIRMENT.reorder * 100}% corr ${IMPAIRMENT.correlation * 100}%; ${o.mb} MB download, ${o.reps} run(s) each, interleaved`);
   const e = await setup(workDir);
   const samples: Sample[] = [];
-  const current = new Map<PathId, Cc>([
-    ['mvnet', 'cubic'],
-    ['linux', 'cubic'],
-  ]);
+  const current = new Map<PathId, Cc>([['mvnet', 'cubic']]);
   for (let rep = 1; rep <= o.reps; rep++) {
     for (const cc of o.cc) {
       for (const path of o.paths) {
+        if (path === 'mvnet' && cc === 'bbr') continue; // mvnet has no BBR
         await setCc(e, path, cc, current);
         const s = await download(e, path, cc, rep, bytes);
         samples.push(s);
         const drop = s.toVm !== undefined && s.toVm.frames > 0 ? ((100 * s.toVm.dropped) / s.toVm.frames).toFixed(1) : '-';
         console.log(`  run ${rep} ${path.padEnd(5)} ${cc.padEnd(7)} ${s.ok ? `${s.seconds.toFixed(2)} s` : `FAILED ${s.error}`} (data-direction frames ${s.toVm?.frames}, dropped ${drop}%)`);
         const mid = s.linuxSs?.[Math.floor(s.linuxSs.length / 2)];
-        if (mid !== undefined) console.log(`    linux ss: ${/cwnd:\d+|ssthresh:\d+|rtt:[\d./]+|reordering:\d+|retrans:[\d/]+/g[Symbol.match](mid)?.join(' ') ?? mid}`);
+        if (mid !== undefined) console.log(`    linux ss: ${/\b(?:cubic|reno|bbr)\b|cwnd:\d+|ssthresh:\d+|rtt:[\d./]+|reordering:\d+|retrans:[\d/]+/g[Symbol.match](mid)?.join(' ') ?? mid}`);
       }
     }
   }
@@ -394,13 +399,14 @@ async function main(): Promise<void> {
     const med = (p: PathId): number | undefined => median(samples.filter((s) => s.path === p && s.cc === cc && s.ok).map((s) => s.seconds));
     const lin = med('linux');
     for (const path of o.paths) {
+      if (path === 'mvnet' && cc === 'bbr') continue;
       const xs = samples.filter((s) => s.path === path && s.cc === cc && s.ok).map((s) => s.seconds);
       const m = med(path);
       const ratio = path === 'mvnet' && m !== undefined && lin !== undefined ? m / lin : undefined;
       const failed = samples.filter((s) => s.path === path && s.cc === cc && !s.ok).length;
       rows.push([
         path === 'mvnet' ? 'mvnet direct route' : 'Linux sender',
-        path === 'linux' && cc === 'newreno' ? 'reno' : cc,
+        path === 'linux' ? LINUX_CC[cc] : cc,
         fmt(m, 2),
         xs.length > 0 ? `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}` : '-',
         m !== undefined ? fmt(bytes / m / 1e6, 2) : '-',
