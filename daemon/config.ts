@@ -10,6 +10,7 @@ import { checkTorConfig, type TorConfig } from './tor/config.js';
 import { NPM_NAME_RE } from '../plugins/registry.js';
 import { parseMetricsListen } from './metrics/listen.js';
 import { busAddressProblem } from './events/bus-address.js';
+import { CONGESTION_ALGORITHMS, type CongestionAlgorithm } from './endpoint/tcp/index.js';
 
 export interface DaemonConfig {
   stateDir: string;
@@ -58,6 +59,8 @@ export interface DaemonConfig {
   metrics: { listen?: string };
   /** Desktop notices through D-Bus (daemon/events/notify.ts): `dbus` ADDRESS, else DBUS_SESSION_BUS_ADDRESS; `enabled` default: when an address is known. */
   notify: { enabled?: boolean; dbus?: string };
+  /** The userland TCP of direct routes: `congestion` for connections opened from then on. */
+  tcp: { congestion: CongestionAlgorithm };
 }
 
 /** An inclusive port range. */
@@ -78,11 +81,12 @@ export const DEFAULTS: DaemonConfig = {
   plugins: [],
   metrics: {},
   notify: {},
+  tcp: { congestion: 'cubic' },
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
-type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports' | 'packages' | 'listen' | 'dbus';
+type Kind = 'string' | 'boolean' | 'int' | 'hostport' | 'ip' | 'ports' | 'packages' | 'listen' | 'dbus' | 'congestion';
 /** Every key the file may hold, with its type: one table, one checker. */
 const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   stateDir: 'string',
@@ -98,6 +102,7 @@ const SCHEMA: Record<string, Kind | Record<string, Kind>> = {
   limits: { tcpPerVm: 'int', udpPerVm: 'int', udpIdleMs: 'int', fdTokenMs: 'int' },
   metrics: { listen: 'listen' },
   notify: { enabled: 'boolean', dbus: 'dbus' },
+  tcp: { congestion: 'congestion' },
 };
 
 function checkValue(where: string, kind: Kind, v: unknown): void {
@@ -152,6 +157,9 @@ function checkValue(where: string, kind: Kind, v: unknown): void {
     }
     case 'hostport':
       if (typeof v !== 'string' || parseHostPort(v, 53) === null) bad('HOST or HOST:PORT (IPv6 as [ADDR]:PORT)');
+      break;
+    case 'congestion':
+      if (!(CONGESTION_ALGORITHMS as readonly unknown[]).includes(v)) bad(CONGESTION_ALGORITHMS.map((a) => JSON.stringify(a)).join(' or '));
       break;
   }
 }
@@ -301,6 +309,7 @@ export function loadConfig(file: string | undefined, flags: ConfigFlags): Daemon
     limits: { ...DEFAULTS.limits, ...fromFile.limits },
     metrics: { ...fromFile.metrics },
     notify: { ...fromFile.notify },
+    tcp: { ...DEFAULTS.tcp, ...fromFile.tcp },
     tor: checkTorConfig((fromFile as { tor?: unknown }).tor),
     torConfigured: (fromFile as { tor?: unknown }).tor !== undefined,
   };
@@ -343,7 +352,7 @@ export function socketGroupId(group: string | undefined): number | undefined {
  * direct.*, tor) needs a restart: they name resources already open (the state lock, the
  * listening socket, its owner, Tor's ports), or they change what open flows were allowed to do.
  */
-export const RELOADABLE: ReadonlySet<string> = new Set(['logLevel', 'limits.tcpPerVm', 'limits.udpPerVm', 'limits.udpIdleMs', 'dns.upstream', 'metrics.listen', 'notify.enabled', 'notify.dbus']);
+export const RELOADABLE: ReadonlySet<string> = new Set(['logLevel', 'limits.tcpPerVm', 'limits.udpPerVm', 'limits.udpIdleMs', 'dns.upstream', 'metrics.listen', 'notify.enabled', 'notify.dbus', 'tcp.congestion']);
 
 export interface ConfigChange {
   key: string;

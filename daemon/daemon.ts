@@ -3,6 +3,7 @@
  * then saved, then acknowledged, so a caller that got an answer knows the change is live and
  * durable. Control handlers call in here; nothing here knows about JSON-RPC.
  */
+import { setDefaultCongestion } from './endpoint/tcp/index.js';
 import type { Logger } from 'pino';
 import type { Port, PortSpec, PortStats, PortStatus } from '../plugins/types.js';
 import { Registry } from '../plugins/registry.js';
@@ -158,6 +159,7 @@ export class Daemon {
     readonly registry: Registry = new Registry(builtinDrivers),
   ) {
     this.socketGid = socketGroupId(cfg.socketGroup);
+    setDefaultCongestion(cfg.tcp.congestion);
     this.policyLog = new PolicyLog(log.child({ component: 'policy' }));
     this.events = new DaemonEvents(
       {
@@ -996,7 +998,8 @@ export class Daemon {
   /** Config reload (SIGHUP): new limits for new flows on every network, the DNS upstream of direct routes, metrics and notices. */
   reloadConfig(next: DaemonConfig): void {
     const prev = this.cfg;
-    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns }, metrics: { ...next.metrics }, notify: { ...next.notify } };
+    this.cfg = { ...this.cfg, limits: { ...next.limits }, dns: { ...next.dns }, metrics: { ...next.metrics }, notify: { ...next.notify }, tcp: { ...next.tcp } };
+    setDefaultCongestion(next.tcp.congestion); // connections opened from now on
     // In the background, one reload after another: a reload never waits for a socket to close.
     this.reloading = this.reloading.then(() => this.applyObservability(next, prev)).catch((e: Error) => this.log.warn({ err: e.message }, 'metrics or notices not reloaded'));
     for (const n of this.nets.values()) n.router.endpoint.setLimits(this.cfg.limits);

@@ -18,7 +18,7 @@
  * Zero-window probes; keepalive; delayed ACK (every second segment or 40 ms); receiver and
  * sender silly-window avoidance.
  */
-import { NewReno } from './congestion.js';
+import { newCongestionControl, type CongestionAlgorithm, type CongestionControl } from './congestion.js';
 import { randomU32 } from './isn.js';
 import {
   resolveOptions,
@@ -160,6 +160,8 @@ export interface TcpSnapshot {
   readonly srtt: number;
   readonly inRecovery: boolean;
   readonly sndBuffered: number;
+  /** Send-buffer memory held (it grows with what is buffered, from a small first chunk). */
+  readonly sndAllocated: number;
   readonly rcvUnconsumed: number;
   readonly oooBytes: number;
 }
@@ -272,7 +274,7 @@ export class TcpConnection {
 
   // Loss recovery.
   private readonly rto: RtoEstimator;
-  private readonly cc: NewReno;
+  private readonly cc: CongestionControl;
   private rttStart = 0;
   private dupAcks = 0;
   /** End of what was last retransmitted in this NewReno recovery episode (no SACK). */
@@ -334,7 +336,7 @@ export class TcpConnection {
     this.rto = new RtoEstimator({ initial: this.cfg.rtoInitial, min: this.cfg.rtoMin, max: this.cfg.rtoMax });
     this.mss = this.cfg.mss;
     this.peerMss = this.cfg.defaultPeerMss;
-    this.cc = new NewReno(this.mss, 0);
+    this.cc = newCongestionControl(this.cfg.congestion, this.mss, 0);
     this.offerWscale = this.cfg.wscale !== null;
     this.tsOffset = this.cfg.timestamps ? randomU32() : 0;
   }
@@ -535,6 +537,11 @@ export class TcpConnection {
     return this.st === CLOSED;
   }
 
+  /** The congestion control this connection runs. */
+  get congestion(): CongestionAlgorithm {
+    return this.cc.name;
+  }
+
   get negotiated(): TcpNegotiated {
     return {
       mss: this.mss,
@@ -563,6 +570,7 @@ export class TcpConnection {
       srtt: this.rto.srtt,
       inRecovery: this.cc.inRecovery,
       sndBuffered: this.sndBuf.length,
+      sndAllocated: this.sndBuf.allocated,
       rcvUnconsumed: this.unconsumed,
       oooBytes: this.ooo.bytes,
     };
@@ -1015,7 +1023,7 @@ export class TcpConnection {
       }
     } else {
       this.dupAcks = 0;
-      if (this.cwndLimited) cc.onAck(acked);
+      if (this.cwndLimited) cc.onAck(acked, now, ack, this.sndMax);
     }
 
     if (this.finQueued && seqGt(ack, this.finSeq())) {
@@ -1132,7 +1140,7 @@ export class TcpConnection {
     // Growth (outside recovery) when SND.UNA moves, by what left the network (as Linux), and
     // only while cwnd is what limits sending (RFC 7661).
     if (cc.inRecovery) cc.prrAck(delivered, this.pipe());
-    else if (advanced && delivered > 0 && this.cwndLimited) cc.onAck(delivered);
+    else if (advanced && delivered > 0 && this.cwndLimited) cc.onAck(delivered, this.now, this.sndUna, this.sndMax);
   }
 
   private pipe(): number {
@@ -1592,6 +1600,7 @@ export class TcpConnection {
 
   private sampleRtt(rtt: number): void {
     this.rto.sample(rtt);
+    this.cc.onRtt(rtt, this.rto.srtt);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
  */
 export { TcpConnection } from './connection.js';
 export type { TcpNegotiated, TcpSnapshot, TcpState, TcpStats } from './connection.js';
-export { DEFAULT_KEEPALIVE, scaleFor } from './options.js';
+export { DEFAULT_KEEPALIVE, getDefaultCongestion, scaleFor, setDefaultCongestion } from './options.js';
+export { CONGESTION_ALGORITHMS } from './congestion.js';
+export type { CongestionAlgorithm } from './congestion.js';
 export type { CloseReason, KeepaliveOptions, TcpConnectionOptions, TcpHandler } from './options.js';
 export {
   ACK,

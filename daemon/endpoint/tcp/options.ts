@@ -4,6 +4,7 @@
  */
 import type { Segment } from './segment.js';
 import { randomU32 } from './isn.js';
+import type { CongestionAlgorithm } from './congestion.js';
 
 export type CloseReason = 'normal' | 'reset' | 'timeout' | 'refused' | 'aborted';
 
@@ -86,6 +87,8 @@ export interface TcpConnectionOptions {
   readonly maxOooPieces?: number;
   /** ISN for this connection (bind the 4-tuple: `now => isnGen(tuple, now)`); default random. */
   readonly isn?: (now: number) => number;
+  /** Congestion control; default the process-wide one (`setDefaultCongestion`, initially CUBIC). */
+  readonly congestion?: CongestionAlgorithm;
 }
 
 export interface ResolvedOptions {
@@ -108,6 +111,21 @@ export interface ResolvedOptions {
   readonly delayedAck: number;
   readonly maxOooPieces: number;
   readonly isn: (now: number) => number;
+  readonly congestion: CongestionAlgorithm;
+}
+
+let defaultCongestion: CongestionAlgorithm = 'cubic';
+
+/**
+ * The congestion control of connections made from now on without an explicit `congestion`
+ * (the daemon's `tcp.congestion`, applied at start and on reload; open connections keep theirs).
+ */
+export function setDefaultCongestion(alg: CongestionAlgorithm): void {
+  defaultCongestion = alg;
+}
+
+export function getDefaultCongestion(): CongestionAlgorithm {
+  return defaultCongestion;
 }
 
 export const DEFAULT_KEEPALIVE: KeepaliveOptions = Object.freeze({ idle: 600_000, interval: 60_000, count: 5 });
@@ -144,5 +162,6 @@ export function resolveOptions(o: TcpConnectionOptions): ResolvedOptions {
     delayedAck: o.delayedAck ?? 40,
     maxOooPieces: o.maxOooPieces ?? Math.max(64, Math.ceil((2 * rcvBuf) / mss)),
     isn: o.isn ?? (() => randomU32()),
+    congestion: o.congestion ?? defaultCongestion,
   };
 }
