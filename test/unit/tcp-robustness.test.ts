@@ -196,3 +196,31 @@ describe('tcp robustness (RFC 9293 §3.10.7.4, RFC 5961)', () => {
     expect(closed).toEqual(['normal']);
   });
 });
+
+describe('delayed ACK and TSO super-segments', () => {
+  function withDelack(): { c: TcpConnection; out: Segment[]; base: number } {
+    const out: Segment[] = [];
+    const c = TcpConnection.fromSyn(makeSyn(VM_ISN, { mss: 1460 }), {
+      emit: (s) => out.push(s), isn: () => OUR_ISN, rcvBuf: 256 * 1024, delayedAck: 40, mss: 1460,
+      handler: { onData: (b) => c.consume(b.length) },
+    }, 0);
+    c.accept();
+    const base = (VM_ISN + 1) >>> 0;
+    c.input({ seq: base, ack: (OUR_ISN + 1) >>> 0, flags: ACK, window: 65535, options: {}, payload: Buffer.alloc(0) }, 1);
+    out.length = 0;
+    return { c, out, base };
+  }
+
+  it('one full-sized segment waits for the delayed ACK', () => {
+    const { c, out, base } = withDelack();
+    c.input({ seq: base, ack: (OUR_ISN + 1) >>> 0, flags: ACK, window: 65535, options: {}, payload: Buffer.alloc(1460) }, 2);
+    expect(out).toHaveLength(0);
+  });
+
+  it('a super-segment of several MSS (a vnet-hdr VM\'s TSO frame taken whole) is ACKed at once', () => {
+    const { c, out, base } = withDelack();
+    c.input({ seq: base, ack: (OUR_ISN + 1) >>> 0, flags: ACK, window: 65535, options: {}, payload: Buffer.alloc(3 * 1460) }, 2);
+    expect(out).toHaveLength(1);
+    expect(out[0]!.ack).toBe((base + 3 * 1460) >>> 0);
+  });
+});
