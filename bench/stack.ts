@@ -11,6 +11,9 @@
  *   router ns    R_IP (10.88.0.2), default via UP_IP
  *        |-- mvnet daemon: net 10.66.0.0/24 --mtu M, VM "vm" by --tap tapv --netns VM1,
  *        |   route --direct; VM1 is configured statically (10.66.0.2/24, default via 10.66.0.1).
+ *        |-- a second mvnet daemon, the same with --tap tapw --vnet-hdr in VM4 (path mvnet-vnet:
+ *        |   virtio-net headers, TSO/GSO super-frames and partial checksums both ways, as a
+ *        |   virtio-net VM has; the peers make their taps without).
  *        |-- pasta --config-net -m M --netns VM2 (foreground, IPv4 only, no port forwards, no
  *        |   DNS, --no-map-gw since the upstream server *is* the router's gateway); it creates
  *        |   VM2's tap "tapp" and gives it R_IP, default via UP_IP.
@@ -29,19 +32,19 @@
  *   - RR:   1-byte request / 1-byte response exchanges on one connection for --rr-time s;
  *   - CRR:  the same with a new connection per exchange (client closes first);
  *   - the forwarder process's CPU (all threads, from /proc; 100% = one core) during up/down.
- * The table shows medians with min–max, a "mvnet × best peer" row (mvnet's median over the
- * better peer's median, per cell, naming the peer), and a goal line per cell (issue 13: the
+ * The table shows medians with min–max, a "× best peer" row for each mvnet path (its median over
+ * the better peer's median, per cell, naming the peer), and a goal line per cell (issue 13: the
  * direct route ≥ 1.0× the better of pasta and slirp4netns). `--quick` is one repetition.
  *
  * The VM↔forwarder MTU is M; the router↔upstream veth keeps the default 1500 with the kernel's
  * offloads (all forwarders' host sockets share it).
  *
  *   node dist/bench/stack.js [--mtu 1500,65520] [--time 5] [--reps 5 | --quick] [--rr-time 3]
- *                            [--only mvnet,pasta,slirp4netns] [--prof DIR] [--vnet-hdr]
+ *                            [--only mvnet,mvnet-vnet,pasta,slirp4netns] [--prof DIR] [--vnet-hdr]
  *
- * --vnet-hdr attaches mvnet's VM TAP with `--vnet-hdr` (virtio-net headers: TSO/GSO and checksum
- * offload between the VM's kernel and mvnet, as a virtio-net VM has); the peers' taps are as
- * they make them. *
+ * --vnet-hdr attaches the plain mvnet path's TAP with `--vnet-hdr` too (older runs' way of
+ * measuring offloads; path mvnet-vnet does it beside the plain one).
+ *
  * By default every peer that is installed runs (a missing one is named; asked for by --only, it
  * is an error). --prof DIR runs the daemon with `node --cpu-prof --cpu-prof-dir DIR` (one
  * .cpuprofile per MTU, written when the daemon stops). Every sample also goes to
@@ -87,11 +90,15 @@ const RR_PORT = 7001;
 /** Many short connections (CRR): room for ports and reuse of TIME-WAIT ones in client stacks. */
 const CLIENT_SYSCTLS = ['net.ipv4.ip_local_port_range=1024 65535', 'net.ipv4.tcp_tw_reuse=1'];
 
-type PathId = 'mvnet' | 'pasta' | 'slirp4netns';
-type PeerId = Exclude<PathId, 'mvnet'>;
-const ALL_PATHS: PathId[] = ['mvnet', 'pasta', 'slirp4netns'];
+type PathId = 'mvnet' | 'mvnet-vnet' | 'pasta' | 'slirp4netns';
+type MvnetId = 'mvnet' | 'mvnet-vnet';
+type PeerId = Exclude<PathId, MvnetId>;
+/** mvnet twice: a plain TAP, and one with virtio-net headers (TSO/GSO both ways, as a virtio-net VM has). */
+const MVNET_PATHS: MvnetId[] = ['mvnet', 'mvnet-vnet'];
+const ALL_PATHS: PathId[] = ['mvnet', 'mvnet-vnet', 'pasta', 'slirp4netns'];
+const isMvnet = (p: PathId): p is MvnetId => p === 'mvnet' || p === 'mvnet-vnet';
 const PEERS: PeerId[] = ['pasta', 'slirp4netns'];
-const PATH_LABEL: Record<PathId, string> = { mvnet: 'mvnet direct', pasta: 'pasta', slirp4netns: 'slirp4netns' };
+const PATH_LABEL: Record<PathId, string> = { mvnet: 'mvnet direct', 'mvnet-vnet': 'mvnet direct vnet-hdr', pasta: 'pasta', slirp4netns: 'slirp4netns' };
 /** The program each peer runs as (for preflight). */
 const PEER_BIN: Record<PeerId, string> = { pasta: 'pasta', slirp4netns: 'slirp4netns' };
 
@@ -176,17 +183,17 @@ async function setupUpstream(e: Env): Promise<void> {
   await srv.waitLine((l) => l === 'listening', 15_000);
 }
 
-async function setupMvnet(e: Env, mtu: number, workDir: string, profDir: string | undefined, vnetHdr: boolean): Promise<void> {
-  const ns = e.vm.mvnet;
-  const tap = e.ifname.mvnet;
+async function setupMvnet(e: Env, path: MvnetId, mtu: number, workDir: string, profDir: string | undefined, vnetHdr: boolean): Promise<void> {
+  const ns = e.vm[path];
+  const tap = e.ifname[path];
   await createNs(ns, CLIENT_SYSCTLS);
-  const stateDir = join(workDir, `state-${e.id}`);
+  const stateDir = join(workDir, `state-${e.id}-${path}`);
   mkdirSync(stateDir);
   const socket = join(stateDir, 'mvnet.sock');
-  const node = profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `mvnet-daemon-mtu${mtu}-${e.id}.cpuprofile`] : ['node'];
+  const node = profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${path}-daemon-mtu${mtu}-${e.id}.cpuprofile`] : ['node'];
   const daemon = background(nsx(e.r, [...node, CLI, 'daemon', '--state-dir', stateDir, '--socket', socket]), 'mvnet daemon');
   await daemon.waitLine((l) => l.includes('"msg":"ready"'), 20_000);
-  e.pid.mvnet = daemon.child.pid;
+  e.pid[path] = daemon.child.pid;
   const cli = (args: string[]): Promise<RunResult> => run(['node', CLI, '--socket', socket, ...args]);
   await cli(['net', 'create', 'bench', '--subnet', NET_SUBNET, '--mtu', String(mtu)]);
   await cli(['vm', 'attach', 'vm', '--net', 'bench', '--tap', tap, '--netns', ns, ...(vnetHdr ? ['--vnet-hdr'] : [])]);
@@ -413,8 +420,8 @@ async function measureMtu(mtu: number, o: Opts, workDir: string): Promise<Sample
     id,
     up: `mvs-${id}-up`,
     r: `mvs-${id}-r`,
-    vm: { mvnet: `mvs-${id}-vm1`, pasta: `mvs-${id}-vm2`, slirp4netns: `mvs-${id}-vm3` },
-    ifname: { mvnet: 'tapv', pasta: 'tapp', slirp4netns: 'taps' },
+    vm: { mvnet: `mvs-${id}-vm1`, 'mvnet-vnet': `mvs-${id}-vm4`, pasta: `mvs-${id}-vm2`, slirp4netns: `mvs-${id}-vm3` },
+    ifname: { mvnet: 'tapv', 'mvnet-vnet': 'tapw', pasta: 'tapp', slirp4netns: 'taps' },
     pid: {},
   };
   const mark = undoMark();
@@ -424,7 +431,7 @@ async function measureMtu(mtu: number, o: Opts, workDir: string): Promise<Sample
     await setupUpstream(e);
     for (const p of o.paths) {
       try {
-        if (p === 'mvnet') await setupMvnet(e, mtu, workDir, o.profDir, o.vnetHdr);
+        if (isMvnet(p)) await setupMvnet(e, p, mtu, workDir, o.profDir, p === 'mvnet-vnet' || o.vnetHdr);
         else if (p === 'pasta') await setupPasta(e, mtu);
         else await setupSlirp(e, mtu);
         await reachable(e.vm[p], PATH_LABEL[p]);
@@ -484,33 +491,35 @@ function summarize(samples: Sample[], o: Opts): Summary[] {
 }
 
 /** Per MTU and metric: mvnet's median over the better peer's (issue 13: at least 1.0x in every cell). */
-function goals(sum: Summary[], samples: Sample[], o: Opts): (Goal & { peer?: PeerId })[] {
-  const out: (Goal & { peer?: PeerId })[] = [];
-  if (!o.paths.includes('mvnet')) return out;
+function goals(sum: Summary[], samples: Sample[], o: Opts): (Goal & { peer?: PeerId; mine: MvnetId })[] {
+  const out: (Goal & { peer?: PeerId; mine: MvnetId })[] = [];
   const peers = PEERS.filter((p) => o.paths.includes(p));
   if (peers.length === 0) return out;
-  for (const mtu of o.mtus) {
-    const get = (p: PathId): Summary | undefined => sum.find((s) => s.mtu === mtu && s.path === p);
-    for (const m of METRICS) {
-      const mine = get('mvnet')?.[m.key]?.median;
-      const best = bestPeer(peers.map((p) => ({ path: p, value: get(p)?.[m.key]?.median })));
-      const runs = (p: PathId): { rep: number; value: number | undefined }[] =>
-        samples.filter((s) => s.mtu === mtu && s.path === p && s.rep > 0).map((s) => ({ rep: s.rep, value: s[m.key] }));
-      const perRun = best ? perRunRatios(runs('mvnet'), runs(best.path)) : undefined;
-      out.push({
-        cell: `MTU ${mtu} ${m.name}`,
-        ratio: mine !== undefined && best !== undefined ? mine / best.value : undefined,
-        target: 1.0,
-        against: best ? `the better peer, ${PATH_LABEL[best.path]} ${fmt(best.value, m.digits)} ${m.unit}` : `the better of ${peers.map((p) => PATH_LABEL[p]).join(' and ')} (no result)`,
-        ...(best ? { peer: best.path } : {}),
-        ...(perRun ? { perRun } : {}),
-      });
+  for (const path of MVNET_PATHS.filter((p) => o.paths.includes(p))) {
+    for (const mtu of o.mtus) {
+      const get = (p: PathId): Summary | undefined => sum.find((s) => s.mtu === mtu && s.path === p);
+      for (const m of METRICS) {
+        const mine = get(path)?.[m.key]?.median;
+        const best = bestPeer(peers.map((p) => ({ path: p, value: get(p)?.[m.key]?.median })));
+        const runs = (p: PathId): { rep: number; value: number | undefined }[] =>
+          samples.filter((s) => s.mtu === mtu && s.path === p && s.rep > 0).map((s) => ({ rep: s.rep, value: s[m.key] }));
+        const perRun = best ? perRunRatios(runs(path), runs(best.path)) : undefined;
+        out.push({
+          cell: `MTU ${mtu} ${m.name}${path === 'mvnet-vnet' ? ' (vnet-hdr)' : ''}`,
+          mine: path,
+          ratio: mine !== undefined && best !== undefined ? mine / best.value : undefined,
+          target: 1.0,
+          against: best ? `the better peer, ${PATH_LABEL[best.path]} ${fmt(best.value, m.digits)} ${m.unit}` : `the better of ${peers.map((p) => PATH_LABEL[p]).join(' and ')} (no result)`,
+          ...(best ? { peer: best.path } : {}),
+          ...(perRun ? { perRun } : {}),
+        });
+      }
     }
   }
   return out;
 }
 
-function render(sum: Summary[], o: Opts, goalList: (Goal & { peer?: PeerId })[]): string {
+function render(sum: Summary[], o: Opts, goalList: (Goal & { peer?: PeerId; mine: MvnetId })[]): string {
   const header = ['path', 'MTU', 'up Gbit/s', 'down Gbit/s', 'RR/s', 'CRR/s', 'cpu% up', 'cpu% down', 'retr up/down'];
   const rows: string[][] = [];
   for (const mtu of o.mtus) {
@@ -530,11 +539,12 @@ function render(sum: Summary[], o: Opts, goalList: (Goal & { peer?: PeerId })[])
         `${fmt(s.upRetrans?.median, 0)}/${fmt(s.downRetrans?.median, 0)}`,
       ]);
     }
-    const g = goalList.filter((x) => x.cell.startsWith(`MTU ${mtu} `));
-    if (g.length === METRICS.length) {
+    for (const mine of MVNET_PATHS) {
+      const g = goalList.filter((x) => x.mine === mine && x.cell.startsWith(`MTU ${mtu} `));
+      if (g.length !== METRICS.length) continue;
       // Which peer was the better one can differ per cell; named after the ratio.
       const cell = (x: Goal & { peer?: PeerId }): string => (x.ratio === undefined ? '-' : `${ratioText(x.ratio, 1)} ${x.peer === 'slirp4netns' ? 'slirp' : (x.peer ?? '')}`);
-      rows.push(['mvnet x best peer', String(mtu), ...g.map(cell), '', '', '']);
+      rows.push([`${mine === 'mvnet' ? 'mvnet' : 'vnet-hdr'} x best peer`, String(mtu), ...g.map(cell), '', '', '']);
     }
   }
   return table(header, rows);
@@ -551,7 +561,7 @@ function parseArgs(argv: string[]): Opts & { skipped: PeerId[] } {
   const skipped = PEERS.filter((p) => !installed(PEER_BIN[p]));
   const o: Opts = { mtus: [1500, 65520], seconds: 5, rrSeconds: 3, reps: 5, paths: ALL_PATHS.filter((p) => !(skipped as PathId[]).includes(p)), vnetHdr: false };
   let only = false;
-  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --rr-time N --only mvnet,pasta,slirp4netns --prof DIR --vnet-hdr';
+  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --rr-time N --only mvnet,mvnet-vnet,pasta,slirp4netns --prof DIR --vnet-hdr';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = argv[i + 1];
@@ -589,7 +599,7 @@ function preflight(o: Opts): void {
   for (const tool of ['iperf3', 'ss', ...PEERS.filter((p) => o.paths.includes(p)).map((p) => PEER_BIN[p])]) {
     if (!installed(tool)) problems.push(`${tool} is not installed (bash scripts/deps.sh)`);
   }
-  if (o.paths.includes('mvnet') && !existsSync(CLI)) problems.push(`${CLI} is missing (npx tsc -p tsconfig.build.json)`);
+  if (o.paths.some(isMvnet) && !existsSync(CLI)) problems.push(`${CLI} is missing (npx tsc -p tsconfig.build.json)`);
   if (!existsSync(RR)) problems.push(`${RR} is missing (npx tsc -p tsconfig.build.json)`);
   if (problems.length > 0) throw new Error(`stack bench: cannot run:\n  - ${problems.join('\n  - ')}`);
 }
@@ -640,7 +650,7 @@ async function main(): Promise<void> {
       `${peerVersions(o.paths)}; ${cpuCount()} CPUs (${started.toISOString()}; ${minutes.toFixed(1)} min)\n`,
   );
   console.log(render(sum, o, goalList));
-  console.log(`\nmvnet: commit ${tree.commit}${tree.modified.length ? ` + uncommitted changes in ${tree.modified.join(', ')}` : ''}; VM TAP ${o.vnetHdr ? 'with' : 'without'} --vnet-hdr`);
+  console.log(`\nmvnet: commit ${tree.commit}${tree.modified.length ? ` + uncommitted changes in ${tree.modified.join(', ')}` : ''}; path mvnet's TAP ${o.vnetHdr ? 'with' : 'without'} --vnet-hdr, mvnet-vnet's with`);
   console.log('mvnet x best peer: mvnet\'s median over the better of the peers\' medians in that cell (named after it).');
   console.log('cpu% = the forwarder process (mvnet daemon / pasta / slirp4netns), all threads, during the iperf3 run; 100% = one core.');
   console.log('retr = TCP retransmissions by the iperf3 sender (VM for up, upstream for down); many with a low cpu% means the path stalled on loss recovery.');
