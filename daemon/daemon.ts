@@ -41,7 +41,8 @@ import { Metrics, type MetricsSnapshot } from './metrics/metrics.js';
 import { MetricsServer } from './metrics/server.js';
 import { parseMetricsListen } from './metrics/listen.js';
 import { netView, portView, routeView, sourceView } from './control/views.js';
-import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, RouteSetInfo, StatusInfo, VmInfo } from './control/api.js';
+export type { AttachManyFailure, AttachManyResult } from './control/api.js';
+import type { LinkInfo, LinksInfo, CaptureInfo, TeeInfo, TeeRemoved, DaemonErrors, ForwardInfo, ForwardSpec, NetInfo, RouteInfo, RouteSetInfo, StatusInfo, VmInfo, AttachManyFailure, AttachManyResult } from './control/api.js';
 
 interface NetEntry {
   spec: NetworkSpec;
@@ -51,21 +52,6 @@ interface NetEntry {
 
 /** Most VMs one vm.attachMany takes (the control socket's 1 MiB line bounds it too). */
 export const MAX_ATTACH_MANY = 10_000;
-
-export interface AttachManyFailure {
-  /** Position in params.vms. */
-  index: number;
-  name: string | null;
-  error: string;
-  /** The JSON-RPC error code vm.attach would have answered with (null: an internal error). */
-  code: number | null;
-}
-
-/** vm.attachMany's answer: the VMs attached (in order) and the ones refused, each with its reason. */
-export interface AttachManyResult {
-  attached: VmInfo[];
-  failed: AttachManyFailure[];
-}
 
 interface VmEntry {
   spec: VmSpec;

@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Ctx } from '../context.js';
-import type { CliErrorJson, VmAttachBatchItem, VmInfo } from '../../daemon/control/api.js';
+import type { AttachManyResult, CliErrorJson, VmAttachBatchItem, VmInfo } from '../../daemon/control/api.js';
 import { callPipelined, CliError, rpcError, UsageError, type PipelinedResult } from '../client.js';
 
 /** JSON-RPC's "method not found" (an older daemon without vm.attachMany). */
@@ -136,12 +136,6 @@ function errorJson(e: CliError): CliErrorJson['error'] {
 /** VMs per vm.attachMany call: one state write each, and well under the control socket's 1 MiB line. */
 const ATTACH_CHUNK = 100;
 
-/** The daemon's vm.attachMany answer (daemon/daemon.ts AttachManyResult). */
-interface AttachManyAnswer {
-  attached: VmInfo[];
-  failed: { index: number; error: string; code: number | null }[];
-}
-
 /**
  * One result per entry, in order. vm.attachMany (one state write per chunk instead of one per VM)
  * over one connection; a daemon without it (older) gets pipelined vm.attach calls instead.
@@ -149,7 +143,7 @@ interface AttachManyAnswer {
 async function attachAll(ctx: Ctx, entries: readonly { params: unknown }[]): Promise<PipelinedResult<VmInfo>[]> {
   const chunks: (typeof entries)[] = [];
   for (let i = 0; i < entries.length; i += ATTACH_CHUNK) chunks.push(entries.slice(i, i + ATTACH_CHUNK));
-  const answers = await callPipelined<AttachManyAnswer>(
+  const answers = await callPipelined<AttachManyResult>(
     ctx.socket(),
     chunks.map((c) => ({ method: 'vm.attachMany', params: { vms: c.map((e) => e.params) } })),
     { timeoutMs: ctx.timeoutMs() },

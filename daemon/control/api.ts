@@ -352,12 +352,29 @@ export interface VersionInfo {
  * Every control method: its params (what the daemon accepts; checked there) and its result.
  * `{}` params: none. The CLI command that calls each is in README's CLI reference.
  */
+export interface AttachManyFailure {
+  /** Position in params.vms. */
+  index: number;
+  name: string | null;
+  error: string;
+  /** The JSON-RPC error code vm.attach would have answered with (null: an internal error). */
+  code: number | null;
+}
+
+/** vm.attachMany's answer: the VMs attached (in order) and the ones refused, each with its reason. */
+export interface AttachManyResult {
+  attached: VmInfo[];
+  failed: AttachManyFailure[];
+}
+
 export interface Methods {
   'daemon.status': { params: Record<string, never>; result: StatusInfo };
   'net.create': { params: { name: string; subnet: string; gateway?: string; ipv6?: string; mtu?: number; dhcpRange?: string }; result: NetInfo };
   'net.list': { params: Record<string, never>; result: NetInfo[] };
   'net.delete': { params: { name: string; force?: boolean }; result: NetDeleteResult };
   'vm.attach': { params: { name: string; net: string; port: PortSpec; mac?: string; ip?: string }; result: VmInfo };
+  /** Many vm.attach params in one call (at most 10,000), with one state write; refusals per VM. */
+  'vm.attachMany': { params: { vms: Methods['vm.attach']['params'][] }; result: AttachManyResult };
   'vm.detach': { params: { name: string }; result: VmDetachResult };
   'vm.list': { params: Record<string, never>; result: VmInfo[] };
   /** `route`: a Route (routes/route.ts; null for an unset allow/torPorts is accepted). */
