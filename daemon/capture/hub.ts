@@ -10,6 +10,7 @@
  * what the capture would filter out is never copied, only counted (the ring's `filtered`),
  * and the sessions count it as seen and filtered out. JS filters what arrives all the same.
  */
+import { GSO_MAX_FRAME } from '../wire/vnet.js';
 import type { Logger } from 'pino';
 import { compileFilterProgram } from './filter.js';
 import type { Direction } from './pcapng.js';
@@ -90,8 +91,6 @@ export interface Prepared {
 const RING_FRAMES = 256;
 const MIN_RING_BYTES = 4 << 20;
 const MAX_RING_BYTES = 32 << 20;
-/** A TSO super-frame's largest size (a port with a vnet header may carry them whatever its MTU). */
-const GSO_MAX_FRAME = 65550;
 /** Bytes of a ring record's header (plugins/common/tee-ring.ts REC_HDR). */
 const RING_RECORD_OVERHEAD = 24 + 8;
 

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Duplex } from 'node:stream';
 import { TCP_ACK, TCP_RST, TCP_SYN, type TcpSegment } from '../wire/tcp.js';
 import { VNET_HDR_LEN } from '../wire/vnet.js';
+import { MAX_GSO_SEGMENTS } from '../wire/gso.js';
 import type { UdpDatagram } from '../wire/udp.js';
 import { ACK, FIN, PSH, resetFor, type CloseReason, type Segment } from './tcp/index.js';
 import { TcpFlow, type FlowOwner } from './tcp-flow.js';
@@ -456,7 +457,8 @@ export class TcpCoalescer {
     const h = this.head!;
     if (this.closed || a !== this.addr || seg.seq !== this.nextSeq || seg.ack !== h.ack || seg.window !== h.window) return false;
     if ((seg.flags & ~(PSH | FIN)) !== ACK || len === 0 || len > this.gsoSize || this.lastLen !== this.gsoSize) return false;
-    if (this.payloadLen + len > this.cap) return false;
+    // A tiny MSS must not make a frame of more segments than a port without offloads would cut.
+    if (this.payloadLen + len > this.cap || this.segments >= MAX_GSO_SEGMENTS) return false;
     const o = seg.options;
     const p = h.options;
     if (o.sack !== undefined || o.mss !== undefined || o.wscale !== undefined || o.sackPermitted !== undefined) return false;

@@ -22,6 +22,7 @@ import {
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
+  GSO_MAX_FRAME,
   VNET_HDR_LEN,
 } from '../wire/vnet.js';
 import type { IpAddr } from '../endpoint/addr.js';
@@ -295,10 +296,15 @@ export function offloadTcpHeadroom(v: 4 | 6, head: Pick<Segment, 'options'>): nu
   return VNET_HDR_LEN + ETH_HEADER_LEN + (v === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN) + 20 + tcpOptionsLength(tcpOptions(head));
 }
 
-/** Largest TCP payload of one offload frame: the IP length fields' limit. */
+/**
+ * Largest TCP payload of one offload frame: the IP length fields' limit, and the largest frame a
+ * vnet-hdr port carries (an IPv6 frame within its 16-bit payload length would be up to 65,603
+ * bytes, which the port refuses as oversize).
+ */
 export function maxOffloadPayload(v: 4 | 6, head: Pick<Segment, 'options'>): number {
   const thl = 20 + tcpOptionsLength(tcpOptions(head));
-  return 0xffff - thl - (v === 4 ? IPV4_MIN_HEADER_LEN : 0);
+  const iphl = v === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN;
+  return Math.min(0xffff - thl - (v === 4 ? IPV4_MIN_HEADER_LEN : 0), GSO_MAX_FRAME - ETH_HEADER_LEN - iphl - thl);
 }
 
 /**

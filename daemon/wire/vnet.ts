@@ -7,6 +7,9 @@ import { fail, ok, type Parsed } from './result.js';
 
 export const VNET_HDR_LEN = 10;
 
+/** Largest GSO super-frame (without the vnet header) a TAP or AF_PACKET socket may carry. */
+export const GSO_MAX_FRAME = 65550;
+
 export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
 

@@ -18,7 +18,7 @@
  */
 import type { Logger } from 'pino';
 import { isMulticastMac, macToBuffer, parseMacString } from '../../daemon/wire/mac.js';
-import { VNET_HDR_LEN } from '../../daemon/wire/vnet.js';
+import { GSO_MAX_FRAME, VNET_HDR_LEN } from '../../daemon/wire/vnet.js';
 import { Counters } from '../common/counters.js';
 import { TEE_IN, TEE_OUT, type TeeRing } from '../common/tee-ring.js';
 import type { FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
@@ -73,8 +73,7 @@ export class DeviceSwitchFib {
   }
 }
 
-/** Largest GSO super-frame (without the vnet header) a TAP or AF_PACKET socket may carry. */
-export const GSO_MAX_FRAME = 65550;
+export { GSO_MAX_FRAME };
 /** Smallest IPv4 header; anything shorter on an L3 port is a runt. */
 export const MIN_PACKET = 20;
 

@@ -11,8 +11,8 @@ import type { FlowAddr, IpAddr } from '../../daemon/endpoint/addr.js';
 import type { Segment } from '../../daemon/endpoint/tcp/index.js';
 import { tcpFrame, type L2 } from '../../daemon/gateway/frames.js';
 import { dissect } from '../../daemon/gateway/dissect.js';
-import { normalizeOffload, tcpOffloadWhole } from '../../daemon/wire/gso.js';
-import { hasPartialCsum, hasVnetHeadroom, parseVnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN, withVnetHdr } from '../../daemon/wire/vnet.js';
+import { MAX_GSO_SEGMENTS, normalizeOffload, tcpOffloadWhole } from '../../daemon/wire/gso.js';
+import { GSO_MAX_FRAME, hasPartialCsum, hasVnetHeadroom, parseVnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN, withVnetHdr } from '../../daemon/wire/vnet.js';
 import { Network, type GatewayHandler } from '../../daemon/switch/network.js';
 import type { FrameHandler, Port, PortStats, PortStatus } from '../../plugins/types.js';
 import { pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
@@ -181,6 +181,35 @@ describe('TcpCoalescer', () => {
     const h = parseVnetHdr(withVnetHdr(out[0]!));
     expect(h.ok && h.value).toMatchObject({ gsoType: VIRTIO_NET_HDR_GSO_TCPV6, gsoSize: 1428, csumStart: 54, csumOffset: 16 });
     expect(out.map((f) => f.readUInt16BE(14 + 4))).toEqual([20 + 45 * 1428, 20 + 5 * 1428]);
+    expectSegments(out, segs);
+  });
+
+  it('IPv6 with an MSS whose 16-bit payload length would allow more: no frame beyond what a vnet-hdr port carries', () => {
+    const out: Buffer[] = [];
+    const c = new TcpCoalescer((f) => out.push(f), counters());
+    // 1679 (no timestamps): 39 segments = 65481 bytes of payload, within IPv6's 65535, but the
+    // frame would be 65555 bytes, over GSO_MAX_FRAME.
+    const segs: Segment[] = [];
+    for (let i = 0; i < 80; i++) segs.push(seg(1 + i * 1679, 1679));
+    for (const s of segs) c.push(L2A, flow6, s);
+    c.flush();
+    for (const f of out) expect(f.length).toBeLessThanOrEqual(GSO_MAX_FRAME);
+    expect(out.length).toBeGreaterThan(2);
+    expectSegments(out, segs);
+  });
+
+  it('a tiny MSS never makes a frame of more segments than normalizeOffload cuts', () => {
+    const out: Buffer[] = [];
+    const c = new TcpCoalescer((f) => out.push(f), counters());
+    const segs: Segment[] = [];
+    for (let i = 0; i < 3000; i++) segs.push(seg(1 + i * 8, 8));
+    for (const s of segs) c.push(L2A, flow4, s);
+    c.flush();
+    for (const f of out) {
+      const h = parseVnetHdr(withVnetHdr(f));
+      const n = Math.ceil((f.length - 14 - 20 - 20) / (h.ok ? h.value.gsoSize : 1));
+      expect(n).toBeLessThanOrEqual(MAX_GSO_SEGMENTS);
+    }
     expectSegments(out, segs);
   });
 
