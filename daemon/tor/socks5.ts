@@ -119,6 +119,7 @@ export class ConnectReplyParser {
         this.take(2);
       } else if (this.stage === 1) {
         if (b.length < 2) return null;
+        if (b[0] !== 1) throw new Socks5Error(-1, `bad SOCKS auth reply version ${b[0]}`);
         if (b[1] !== 0) throw new Socks5Error(-1, 'SOCKS authentication failed');
         this.take(2);
       } else if (this.stage === 2) {

@@ -86,6 +86,12 @@ describe('pipelined SOCKS5 CONNECT (local server)', () => {
     const sock = await connectSocks({ path: s.path }, 2_000);
     await expect(socks5Connect(sock, AUTH, '198.51.100.80', 80, 2_000)).rejects.toThrow(/authentication failed/);
     sock.destroy();
+    // An auth reply that is not RFC 1929's (version 1) is refused, not read as success.
+    const bad = await strictServer(req.length, Buffer.from([5, 2, 5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+    servers.push(bad.server);
+    const sock2 = await connectSocks({ path: bad.path }, 2_000);
+    await expect(socks5Connect(sock2, AUTH, '198.51.100.80', 80, 2_000)).rejects.toThrow(/bad SOCKS auth reply version 5/);
+    sock2.destroy();
   });
 
   it('rejects when the server closes mid-handshake or never answers', async () => {
