@@ -20,6 +20,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findAddon } from '../../plugins/native/index.js';
+import { RELAY_JS } from '../../bench/impair-relay.js';
 import { createNetns, uniqueName, type ManagedProcess, type Netns } from './netns.js';
 import { StackVm, type Topology } from './stack-topology.js';
 
@@ -49,79 +50,6 @@ export interface RelayStats {
   fromVm: DirectionStats;
 }
 
-const RELAY_JS = String.raw`
-'use strict';
-const [addonPath, tapIf, vethIf, impStr] = process.argv.slice(2);
-const imp = JSON.parse(impStr);
-const addon = require(addonPath);
-const MAX = 65536;
-function open(ifname) {
-  const { fd } = addon.openPacket({ ifname });
-  return fd;
-}
-function direction() {
-  return { frames: 0, dropped: 0, immediate: 0, delayed: 0, writeRejected: 0, last: Math.random(), queue: [], timer: null };
-}
-const dirs = { toVm: direction(), fromVm: direction() };
-let tap, veth;
-function crandom(d) {
-  // netem get_crandom(): value = (1 - rho) * rnd + rho * last
-  const v = (1 - imp.correlation) * Math.random() + imp.correlation * d.last;
-  d.last = v;
-  return v;
-}
-function out(dev, d, frames) {
-  if (frames.length === 0) return;
-  const n = dev.write(frames, frames.length);
-  d.writeRejected += frames.length - n;
-}
-function pump(d, dev) {
-  d.timer = null;
-  const now = performance.now();
-  const due = [];
-  while (d.queue.length > 0 && d.queue[0].at <= now) due.push(d.queue.shift().f);
-  out(dev, d, due);
-  if (d.queue.length > 0) d.timer = setTimeout(() => pump(d, dev), Math.max(0, d.queue[0].at - performance.now()));
-}
-function relay(src, dst, d) {
-  return (count) => {
-    const now = performance.now();
-    const immediate = [];
-    for (let i = 0; i < count; i++) {
-      const len = src.lengths[i];
-      if (len > MAX) continue;
-      d.frames++;
-      if (Math.random() < imp.loss) { d.dropped++; continue; }
-      const f = Buffer.from(src.buffer.subarray(i * MAX, i * MAX + len));
-      if (crandom(d) < imp.reorder) { d.immediate++; immediate.push(f); continue; }
-      d.delayed++;
-      d.queue.push({ at: now + imp.delayMs, f });
-    }
-    out(dst, d, immediate);
-    if (d.queue.length > 0 && d.timer === null) d.timer = setTimeout(() => pump(d, dst), Math.max(0, d.queue[0].at - performance.now()));
-  };
-}
-function device(fd, onRead) {
-  return new addon.Device({ fd, mode: 'packet', maxFrame: MAX, batch: 64, queueFrames: 8192, queueBytes: 64 << 20, onRead, onError: (m) => { console.error('device error: ' + m); process.exit(3); } });
-}
-const tapFd = open(tapIf);
-const vethFd = open(vethIf);
-let onTap = () => {};
-let onVeth = () => {};
-tap = device(tapFd, (c) => onTap(c));
-veth = device(vethFd, (c) => onVeth(c));
-onTap = relay(tap, veth, dirs.toVm);
-onVeth = relay(veth, tap, dirs.fromVm);
-tap.start();
-veth.start();
-const stats = () => {
-  const pick = (d) => ({ frames: d.frames, dropped: d.dropped, immediate: d.immediate, delayed: d.delayed, writeRejected: d.writeRejected });
-  process.stdout.write(JSON.stringify({ ev: 'stats', toVm: pick(dirs.toVm), fromVm: pick(dirs.fromVm) }) + '\n');
-};
-process.on('SIGUSR2', stats);
-process.on('SIGTERM', () => { stats(); process.exit(0); });
-process.stdout.write(JSON.stringify({ ev: 'ready' }) + '\n');
-`;
 
 /** A VM behind an impaired link; `ns` is the VM's kernel (INNER). */
 export class ImpairedVm extends StackVm {
