@@ -586,11 +586,15 @@ export class Daemon {
     try {
       return await this.attachVm(params);
     } catch (e) {
-      // A refused attach must not leave the caller's passed descriptor open until it expires.
-      const port = (params as { port?: { token?: unknown } } | null)?.port;
-      if (typeof port?.token === 'string') this.fdInbox.discard(port.token);
+      this.discardFdToken(params);
       throw e;
     }
+  }
+
+  /** A refused attach must not leave the caller's passed descriptor open until it expires. */
+  private discardFdToken(params: unknown): void {
+    const port = (params as { port?: { token?: unknown } } | null)?.port;
+    if (typeof port?.token === 'string') this.fdInbox.discard(port.token);
   }
 
   /**
@@ -611,8 +615,7 @@ export class Daemon {
       try {
         attached.push(await this.attachVm(p, false));
       } catch (e) {
-        const port = (p as { port?: { token?: unknown } } | null)?.port;
-        if (typeof port?.token === 'string') this.fdInbox.discard(port.token);
+        this.discardFdToken(p);
         const name = (p as { name?: unknown } | null)?.name;
         failed.push({ index: i, name: typeof name === 'string' ? name : null, error: (e as Error).message, code: e instanceof UserError ? e.code : null });
       }

@@ -6,6 +6,7 @@
  * server may speak first) are put back on the socket for its reader.
  */
 import { isIP, type Socket } from 'node:net';
+import { parseIpv6Text } from '../wire/ip-text.js';
 
 export interface SocksAuth {
   user: string;
@@ -46,8 +47,11 @@ export function connectRequest(auth: SocksAuth, host: string, port: number, cmd 
   let addr: Buffer;
   const v = isIP(host);
   if (v === 4) addr = Buffer.from([1, ...host.split('.').map(Number)]);
-  else if (v === 6) addr = Buffer.concat([Buffer.from([4]), ipv6Bytes(host)]);
-  else {
+  else if (v === 6) {
+    const a = parseIpv6Text(host);
+    if (!a.ok) throw new Socks5Error(-1, `bad IPv6 address ${host}`);
+    addr = Buffer.concat([Buffer.from([4]), a.value]);
+  } else {
     const name = Buffer.from(host, 'ascii');
     if (name.length === 0 || name.length > 255) throw new Socks5Error(-1, 'bad host name');
     addr = Buffer.concat([Buffer.from([3, name.length]), name]);
@@ -67,25 +71,6 @@ export function connectRequest(auth: SocksAuth, host: string, port: number, cmd 
   o = out.writeUInt8(0, o);
   o += addr.copy(out, o);
   out.writeUInt16BE(port, o);
-  return out;
-}
-
-function ipv6Bytes(host: string): Buffer {
-  const [head, tail] = host.includes('::') ? host.split('::') : [host, undefined];
-  const parse = (s: string | undefined): number[] => (s === undefined || s === '' ? [] : s.split(':').flatMap(group));
-  // An embedded IPv4 tail (::ffff:1.2.3.4) is two groups.
-  const group = (g: string): number[] => {
-    if (g.includes('.')) {
-      const b = g.split('.').map(Number);
-      return [(b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!];
-    }
-    return [parseInt(g, 16)];
-  };
-  const h = parse(head);
-  const t = parse(tail);
-  const groups = tail === undefined ? h : [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
   return out;
 }
 
