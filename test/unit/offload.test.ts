@@ -6,7 +6,7 @@
  * TSO frame reaching the gateway whole with its partial checksum not verified.
  */
 import { describe, expect, it } from 'vitest';
-import { TcpCoalescer } from '../../daemon/endpoint/endpoint.js';
+import { TcpCoalescer } from '../../daemon/endpoint/tcp-coalescer.js';
 import type { FlowAddr, IpAddr } from '../../daemon/endpoint/addr.js';
 import type { Segment } from '../../daemon/endpoint/tcp/index.js';
 import { tcpFrame, type L2 } from '../../daemon/gateway/frames.js';
