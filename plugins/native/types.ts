@@ -330,6 +330,135 @@ export interface NativeUdpSocket {
   close(): void;
 }
 
+/** A vhost-user back-end's state (vhost.cc): `vm list` shows it. */
+export type VhostState = 'listening' | 'connected' | 'running' | 'broken';
+
+export interface VhostDeviceOptions {
+  /**
+   * A listening, non-blocking unix stream socket (openUnixListener) where QEMU connects
+   * (`-chardev socket,path=PATH,reconnect=1`). The device owns it from now on and closes it in
+   * close(). One front-end at a time: a new connection replaces the old one (QEMU restarted).
+   */
+  listenFd: number;
+  /** The port's largest frame without virtio-net header (a GSO super-frame may be up to GSO_MAX_FRAME). */
+  maxFrame: number;
+  /**
+   * Most frames per onRead, and the per-event work budget: at most this many descriptor chains
+   * are taken from (and at most this many frames put into) one guest per turn of the loop;
+   * the rest waits for the next turn, so one guest cannot starve the others.
+   */
+  batch: number;
+  /** Offer VIRTIO_NET_F_CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 besides the base features. */
+  offloads: boolean;
+  /**
+   * Frames the guest sent: slot i of `buffer` is [i * slotSize, i * slotSize + lengths[i]), a
+   * 10-byte virtio_net_hdr (num_buffers left out) then the Ethernet frame. Frames [0, start)
+   * were cut through (bindSwitch) and are not in the buffer.
+   */
+  onRead: (count: number, start: number) => void;
+  /** Every state change, with a line for people: "QEMU connected", "guest ring violation: ...". */
+  onState: (state: VhostState, detail: string) => void;
+}
+
+export interface VhostDeviceStats {
+  state: VhostState;
+  detail: string;
+  /** Frames taken from the guest's TX ring, and frames put into its RX ring. */
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  /** Frames for the guest dropped: its RX ring had no room (a guest that never refills it). */
+  dropNoBuffers: number;
+  /** Frames for the guest dropped: the rings are not running (no front-end, not started, broken). */
+  dropNotRunning: number;
+  /** Frames dropped for size (from the guest: longer than the slot; to it: longer than allowed). */
+  dropOversize: number;
+  /** Frames to the guest that need an offload it did not negotiate (GSO or NEEDS_CSUM). */
+  dropBadOffload: number;
+  /** Exceptions thrown by onRead/onState (caught). */
+  callbackErrors: number;
+  /** Front-end connections accepted since start. */
+  connections: number;
+  /** Guest-memory or protocol violations seen (each made the device broken). */
+  violations: number;
+  /** Virtio feature bits negotiated (SET_FEATURES), as a hex string ("0x..."); "0x0" before. */
+  features: string;
+  /** What frames sent to the guest may carry, from the negotiated features. */
+  guestCsum: boolean;
+  guestTso4: boolean;
+  guestTso6: boolean;
+  /** Memory regions mapped, and their bytes. */
+  regions: number;
+  memBytes: number;
+}
+
+/**
+ * A vhost-user back-end for one QEMU virtio-net device (vhost.cc): the control protocol on the
+ * listening socket, the guest's memory regions mapped (sealed memfds only), split RX/TX rings
+ * served on the main loop. Guest memory is hostile: every index, chain, length and address is
+ * checked and each descriptor read once; a violation makes the device `broken` (rings stopped,
+ * onState says why) until the front-end connects again.
+ */
+export interface NativeVhostDevice {
+  /** Reused read buffer for onRead: slot i at i * slotSize. */
+  readonly buffer: Buffer;
+  readonly lengths: Uint32Array;
+  readonly slotSize: number;
+  /** Starts accepting on the listening socket. */
+  start(): void;
+  /**
+   * Copies frames[0..count) (each a 10-byte virtio_net_hdr then the frame) into the guest's RX
+   * buffers (merging buffers as MRG_RXBUF allows), in order; what does not fit is dropped and
+   * counted, never queued. Signals the guest once. Returns frames delivered.
+   */
+  write(frames: readonly Buffer[], count: number): number;
+  stats(): VhostDeviceStats;
+  /** Capture: as NativeDevice.setTee (rxSkip/txSkip: the 10-byte header). */
+  setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number, program?: Uint32Array | null): void;
+  /** Cut-through: as the native Device's (plugins/native/device-port.ts SwitchDevice), mode 1 ('pass'). */
+  bindSwitch(fib: unknown, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
+  setSwitchMac(mac: number): void;
+  unbindSwitch(): void;
+  flushForwarded(): void;
+  /**
+   * Tests and the fuzzer: runs now, synchronously, what a kick on every ring would run (the
+   * same code path), within the usual budget. Returns chains taken.
+   */
+  processQueues(): number;
+  /** Closes the connection, unmaps guest memory, closes the listening socket. Idempotent. */
+  close(): void;
+}
+
+/**
+ * Test aids for the vhost-user fake front-end (test/support/vhost-frontend.ts) and the fuzzer:
+ * what QEMU does with memory and eventfds, done from a test.
+ */
+export interface NativeVhostTesting {
+  /**
+   * A memfd of `size` bytes mapped MAP_SHARED into this process: `mem` is a view of it (valid
+   * until unmapTest). `seals`: F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL applied (as QEMU's
+   * memory-backend-memfd does); false leaves it unsealed (to be refused).
+   */
+  memfdMap(size: number, seals: boolean): { fd: number; mem: Buffer; id: number };
+  /** Unmaps what memfdMap mapped (the fd stays open; close it with fs.closeSync). */
+  memfdUnmap(id: number): void;
+  /** ftruncate (a test that shrinks an unsealed memfd). */
+  ftruncate(fd: number, size: number): void;
+  /** eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC). */
+  eventfd(): number;
+  /** Adds to an eventfd (a kick). */
+  eventfdWrite(fd: number, value: number): void;
+  /** Reads an eventfd's count (0 when none: it never blocks). */
+  eventfdRead(fd: number): number;
+  /** A blocking-connect unix stream socket to `path`, then made non-blocking. */
+  unixConnect(path: string): number;
+  /** One sendmsg of `data` with `fds` as SCM_RIGHTS; returns bytes sent (throws with `code`). */
+  sendWithFds(fd: number, data: Buffer, fds: readonly number[]): number;
+  /** Reads exactly `n` bytes within `timeoutMs` (poll), or throws (ETIMEDOUT, or 'EOF'). */
+  recvExact(fd: number, n: number, timeoutMs: number): Buffer;
+}
+
 export interface NativeAddon {
   /** The tee's filter interpreter alone (tests): whether `program` accepts `frame`; TypeError when malformed. */
   teeFilterMatch(program: Uint32Array, frame: Uint8Array): boolean;
@@ -351,6 +480,10 @@ export interface NativeAddon {
   /** Non-blocking listening unix stream socket bound at `path` (which must not exist); closing it unlinks nothing. */
   openUnixListener(opts: { path: string }): { fd: number };
   Device: new (opts: DeviceOptions) => NativeDevice;
+  /** A vhost-user back-end (vhost.cc). */
+  VhostDevice: new (opts: VhostDeviceOptions) => NativeVhostDevice;
+  /** Test aids (vhost-testing.cc): memfds, eventfds and fd passing as QEMU does them. */
+  vhostTesting: NativeVhostTesting;
   /**
    * Whether cut-through may forward `frame` (Ethernet header at `vnetHdrLen`) as far as the
    * switch's rogue-router/DHCP guard is concerned: plainly nothing it looks at. Anything else is
