@@ -19,7 +19,8 @@
         "plugins/native/src/vhost.cc",
         "plugins/native/src/vhost-mem.cc",
         "plugins/native/src/vhost-msg.cc",
-        "plugins/native/src/vhost-ring.cc"
+        "plugins/native/src/vhost-ring.cc",
+        "plugins/native/src/vhost-testing.cc"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]

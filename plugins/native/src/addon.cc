@@ -45,6 +45,8 @@ napi_value DefineCsumExports(napi_env env, napi_value exports);
 napi_value DefineUdpExports(napi_env env, napi_value exports);
 // process.cc: sdNotify, dropCaps.
 napi_value DefineProcessExports(napi_env env, napi_value exports);
+// vhost-testing.cc: vhostTesting, the vhost-user fake front-end's memfds, eventfds and fd passing.
+napi_value DefineVhostTestingExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -660,6 +662,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!DefineCsumExports(env, exports)) return nullptr;
   if (!DefineUdpExports(env, exports)) return nullptr;
   if (!DefineProcessExports(env, exports)) return nullptr;
+  if (!DefineVhostTestingExports(env, exports)) return nullptr;
   return exports;
 }
 
