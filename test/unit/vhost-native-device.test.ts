@@ -159,13 +159,7 @@ class Front {
     this.send(16, this.u64(P_REPLY_ACK));
     await this.ack(3, Buffer.alloc(0));
     await this.ack(2, this.u64(features));
-    const table = Buffer.alloc(8 + 32);
-    table.writeUInt32LE(1, 0);
-    table.writeBigUInt64LE(0n, 8);
-    table.writeBigUInt64LE(BigInt(MEM), 16);
-    table.writeBigUInt64LE(UVA, 24);
-    table.writeBigUInt64LE(0n, 32);
-    await this.ack(5, table, [opts.memfd ?? this.memfd]);
+    await this.memTable(opts.memfd ?? this.memfd);
     for (const q of [0, 1]) {
       await this.ack(8, this.state(q, NUM));
       await this.ack(10, this.state(q, opts.base ?? 0));
@@ -179,6 +173,17 @@ class Front {
       await this.ack(13, this.u64(BigInt(q)), [this.call[q]!]);
       await this.ack(18, this.state(q, 1));
     }
+  }
+
+  /** SET_MEM_TABLE: the whole memfd as one region at guest physical 0. */
+  async memTable(memfd: number): Promise<void> {
+    const table = Buffer.alloc(8 + 32);
+    table.writeUInt32LE(1, 0);
+    table.writeBigUInt64LE(0n, 8);
+    table.writeBigUInt64LE(BigInt(MEM), 16);
+    table.writeBigUInt64LE(UVA, 24);
+    table.writeBigUInt64LE(0n, 32);
+    await this.ack(5, table, [memfd]);
   }
 
   setDesc(q: number, i: number, addr: number, len: number, flags: number, next = 0): void {
@@ -429,6 +434,25 @@ describe('VhostDevice (vhost.cc)', () => {
     expect(o.dev.processQueues()).toBe(1);  // only the new one: the 5 were already used
     expect(o.frames.length).toBe(before + 1);
     expect(o.frames.at(-1)!.subarray(10)).toEqual(frame(5));
+  });
+
+  it('a new memory table or kick fd while running: re-translated, still running', async () => {
+    const o = openDevice();
+    const fe = new Front(o.path);
+    await fe.start();
+    fe.transmit(0, frame(0));
+    await fe.memTable(fe.memfd);  // as memory hotplug does
+    expect(o.dev.stats()).toMatchObject({ state: 'running', regions: 1 });
+    // Restarted rings take what waits without a kick.
+    await until(() => o.frames.length === 1, 'the frame offered before the new table');
+    const kick = t.eventfd();
+    await fe.ack(12, fe.u64(1n), [kick]);
+    expect(o.dev.stats().state).toBe('running');
+    fe.transmit(1, frame(1));
+    t.eventfdWrite(kick, 1);
+    await until(() => o.frames.length === 2, 'the frame kicked through the new fd');
+    expect(o.frames[1]!.subarray(10)).toEqual(frame(1));
+    closeSync(kick);
   });
 
   it('GET_VRING_BASE stops the ring and answers where the guest is', async () => {
