@@ -462,7 +462,7 @@ bool VhostDevice::Handle(Msg* m) {
       if (m->size != 8) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 8");
       std::memcpy(&v, m->payload, 8);
       if ((v & ~offered_) != 0) return ProtocolError(*m, "features " + Hex(v & ~offered_) + " were not offered");
-      if (running_) return ProtocolError(*m, "features changed while the rings run");
+      if (running_ && v != features_) return ProtocolError(*m, "features changed while the rings run");
       features_ = v;
       mrg_ = (v & vhost::kFMrgRxbuf) != 0;
       guest_hdr_ = (v & (vhost::kFMrgRxbuf | vhost::kFVersion1)) != 0 ? kMrgHdrLen : kVnetHdrLen;
@@ -491,6 +491,7 @@ bool VhostDevice::Handle(Msg* m) {
       if (value == 0 || value > vhost::kMaxRingNum || (value & (value - 1)) != 0) {
         return ProtocolError(*m, "ring size " + std::to_string(value) + " (a power of two up to 32768)");
       }
+      if (running_ && value == rings_[index].num) break;  // the same again: nothing changes
       if (running_) return ProtocolError(*m, "ring size changed while the rings run");
       rings_[index].num = value;
       rings_[index].Unmap();
@@ -499,7 +500,7 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kSetVringBase:
       if (!RingIndex(*m, &index, &value)) return false;
       if (value > 0xffff) return ProtocolError(*m, "base " + std::to_string(value));
-      if (running_) return ProtocolError(*m, "ring base changed while the rings run");
+      if (running_) return ProtocolError(*m, "ring base set while the rings run");
       rings_[index].base = static_cast<uint16_t>(value);
       rings_[index].sync = true;
       RemapRings();
@@ -522,11 +523,16 @@ bool VhostDevice::Handle(Msg* m) {
       if (m->size != 40) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 40");
       std::memcpy(&index, m->payload, 4);
       if (index > 1) return ProtocolError(*m, "ring " + std::to_string(index) + " (this device has 2)");
-      if (running_) return ProtocolError(*m, "ring addresses changed while the rings run");
       Ring& r = rings_[index];
-      std::memcpy(&r.desc_uva, m->payload + 8, 8);
-      std::memcpy(&r.used_uva, m->payload + 16, 8);
-      std::memcpy(&r.avail_uva, m->payload + 24, 8);
+      uint64_t desc, used, avail;
+      std::memcpy(&desc, m->payload + 8, 8);
+      std::memcpy(&used, m->payload + 16, 8);
+      std::memcpy(&avail, m->payload + 24, 8);
+      if (running_ && r.have_addr && desc == r.desc_uva && used == r.used_uva && avail == r.avail_uva) break;
+      if (running_) return ProtocolError(*m, "ring addresses changed while the rings run");
+      r.desc_uva = desc;
+      r.used_uva = used;
+      r.avail_uva = avail;
       r.have_addr = true;
       r.sync = true;
       r.Unmap();
@@ -649,6 +655,10 @@ void VhostDevice::RingViolation(const std::string& why) {
   ring_broken_ = true;
   StopRings();
   SetState(kBroken, "guest ring violation: " + why);
+  // onState runs from the next idle turn (NotifyState) when this came from another device's
+  // cut-through, not from one of ours.
+  uv_idle_start(&idle_, OnIdle);
+  idle_on_ = true;
 }
 
 // Recomputes whether the rings run (memory, addresses, kick fds, enabled; not broken) and the state.
