@@ -38,6 +38,7 @@ constexpr uint32_t kGsoMaxFrame = 65550;  // largest GSO super-frame without the
 constexpr uint32_t kRxQ = 0;              // the guest's RX ring: we write into it
 constexpr uint32_t kTxQ = 1;              // the guest's TX ring: we read from it
 constexpr int kMaxMessagesPerEvent = 64;
+constexpr uint64_t kProtocolOffered = vhost::kPReplyAck | vhost::kPNetMtu;
 // virtio_net_hdr
 constexpr uint8_t kHdrNeedsCsum = 1;
 constexpr uint8_t kGsoTcpv4 = 1;
@@ -187,6 +188,7 @@ class VhostDevice : public SwitchMember {
   State notified_ = kListening;
 
   uint32_t max_frame_ = 0;
+  uint32_t mtu_ = 0;  // NET_SET_MTU (0: none said)
   uint32_t slot_ = 0;
   uint32_t batch_ = 0;
   uint8_t* buf_ = nullptr;
@@ -369,6 +371,7 @@ void VhostDevice::DropConnection() {
   ResetRings();
   mem_.Clear();
   features_ = protocol_ = 0;
+  mtu_ = 0;
   guest_hdr_ = kMrgHdrLen;
   mrg_ = false;
 }
@@ -455,7 +458,7 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kGetQueueNum:
       if (m->size != 0) return ProtocolError(*m, "unexpected payload");
       has_reply = true;
-      v = req == vhost::kGetFeatures ? offered_ : req == vhost::kGetProtocolFeatures ? vhost::kPReplyAck : 1;
+      v = req == vhost::kGetFeatures ? offered_ : req == vhost::kGetProtocolFeatures ? kProtocolOffered : 1;
       if (!ReplyU64(req, v)) return false;
       break;
     case vhost::kSetFeatures:
@@ -470,7 +473,7 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kSetProtocolFeatures:
       if (m->size != 8) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 8");
       std::memcpy(&v, m->payload, 8);
-      if ((v & ~vhost::kPReplyAck) != 0) return ProtocolError(*m, "protocol features " + Hex(v) + " were not offered");
+      if ((v & ~kProtocolOffered) != 0) return ProtocolError(*m, "protocol features " + Hex(v) + " were not offered");
       protocol_ = v;
       break;
     case vhost::kSetOwner:
@@ -543,6 +546,15 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kSetVringCall:
     case vhost::kSetVringErr:
       if (!SetVringFd(m)) return false;
+      break;
+    case vhost::kNetSetMtu:
+      // QEMU's host_mtu= (the guest learns it from QEMU's config space, VIRTIO_NET_F_MTU): noted;
+      // the port's maxFrame is what limits frames here.
+      if (m->size != 8) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 8");
+      if ((protocol_ & vhost::kPNetMtu) == 0) return ProtocolError(*m, "NET_MTU was not negotiated");
+      std::memcpy(&v, m->payload, 8);
+      if (v < 68 || v > 65535) return ProtocolError(*m, "MTU " + std::to_string(v));
+      mtu_ = static_cast<uint32_t>(v);
       break;
     case vhost::kSetVringEnable:
       if (!RingIndex(*m, &index, &value)) return false;
@@ -1103,7 +1115,7 @@ napi_value VhostDevice::New(napi_env env, napi_callback_info info) {
   d->buf_ = static_cast<uint8_t*>(data);
   d->lens_ = static_cast<uint32_t*>(lens_data);
   d->offloads_ = offloads;
-  d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures;
+  d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures | vhost::kFMtu;
   if (offloads) {
     d->offered_ |= vhost::kFCsum | vhost::kFGuestCsum | vhost::kFGuestTso4 | vhost::kFGuestTso6 | vhost::kFHostTso4 |
                    vhost::kFHostTso6;
