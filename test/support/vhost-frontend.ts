@@ -852,9 +852,12 @@ export function startBackend(opts: Partial<Omit<VhostDeviceOptions, 'listenFd' |
 
 /**
  * Connects to a vhost-user back-end at `path` (a daemon's `--vhost-user` socket), brings the
- * rings up as QEMU would and then puts a descriptor loop on the guest's TX ring and kicks: a
- * correct back-end marks the device broken and closes the connection. Returns the front-end
- * (close() it when done); resolves once the back-end has closed the connection.
+ * rings up as QEMU would (resolves once the back-end has answered the whole sequence), then
+ * makes the guest's TX ring hostile and kicks: a descriptor loop (`loop`), avail->idx moved by
+ * more than the ring size (`avail-jump`) or a buffer outside guest memory (`outside`). A
+ * correct back-end marks the device broken (a ring violation stops the rings; it need not
+ * close the connection): wait for that where the device's state shows (`vm list`, events).
+ * Returns the front-end; close() it when done (the back-end then listens again).
  */
 export async function breakGuestRing(path: string, how: 'loop' | 'avail-jump' | 'outside' = 'loop'): Promise<VhostFrontend> {
   const fe = VhostFrontend.connect(path, { memSize: 1 << 20, num: 64, bufSize: 2048 });
@@ -872,7 +875,6 @@ export async function breakGuestRing(path: string, how: 'loop' | 'avail-jump' | 
       r.availPush(0);
     }
     r.kick();
-    await fe.waitClosed();
     return fe;
   } catch (e) {
     fe.close();
