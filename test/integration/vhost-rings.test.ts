@@ -219,6 +219,59 @@ describe('vhost-user back-end: the happy path', () => {
     expect(fe.rings[RX]!.calls()).toBeGreaterThan(0);
   });
 
+  it('offloads: offered only when asked; what the guest negotiated decides which headers reach it', async () => {
+    const plain = backend({ offloads: false });
+    const fe0 = frontend(plain);
+    await fe0.handshake();
+    expect(fe0.offered & (F.CSUM | F.GUEST_CSUM | F.HOST_TSO4 | F.GUEST_TSO4 | F.INDIRECT_DESC | F.EVENT_IDX)).toBe(0n);
+
+    const b = backend({ offloads: true, maxFrame: 1514 });
+    const fe = frontend(b, { want: F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.GUEST_CSUM | F.GUEST_TSO4 | F.HOST_TSO4 });
+    await fe.start();
+    const off = F.CSUM | F.GUEST_CSUM | F.HOST_TSO4 | F.HOST_TSO6 | F.GUEST_TSO4 | F.GUEST_TSO6;
+    expect(fe.offered & off).toBe(off);
+    const s = b.dev.stats();
+    expect([s.guestCsum, s.guestTso4, s.guestTso6]).toEqual([true, true, false]);
+    expect(BigInt(s.features)).toBe(fe.features);
+    fe.postRx(64);
+    // virtio_net_hdr: flags (NEEDS_CSUM = 1), gso_type (TCPV4 = 1, TCPV6 = 4), hdr_len, gso_size, csum_start, csum_offset.
+    const hdr = (flags: number, gso: number, gsoSize = 0): Buffer => {
+      const h = Buffer.alloc(10);
+      h[0] = flags;
+      h[1] = gso;
+      h.writeUInt16LE(54, 2);
+      h.writeUInt16LE(gsoSize, 4);
+      h.writeUInt16LE(34, 6);
+      h.writeUInt16LE(16, 8);
+      return h;
+    };
+    const tso4 = Buffer.concat([hdr(1, 1, 1448), frame(4000, 1)]);
+    const tso6 = Buffer.concat([hdr(1, 4, 1428), frame(4000, 2)]);
+    const csum = Buffer.concat([hdr(1, 0), frame(600, 3)]);
+    expect(b.dev.write([tso4, tso6, csum], 3)).toBe(2);
+    expect(b.dev.stats().dropBadOffload).toBe(1);
+    const rx = fe.receiveFrames();
+    expect(rx.map((x) => x.frame)).toEqual([frame(4000, 1), frame(600, 3)]);
+    expect(rx[0]!.hdr.subarray(0, 10)).toEqual(tso4.subarray(0, 10));
+    expect(rx[1]!.hdr.subarray(0, 10)).toEqual(csum.subarray(0, 10));
+
+    // A guest that negotiated no offload gets neither GSO nor NEEDS_CSUM frames.
+    const b2 = backend({ offloads: true });
+    const fe2 = frontend(b2);
+    await fe2.start();
+    fe2.postRx(8);
+    expect(b2.dev.write([tso4, csum, out(frame(60, 4))], 3)).toBe(1);
+    expect(b2.dev.stats().dropBadOffload).toBe(2);
+    expect([b2.dev.stats().guestCsum, b2.dev.stats().guestTso4]).toEqual([false, false]);
+
+    // From the guest: its header reaches JS as the 10-byte virtio_net_hdr, as sent.
+    const gh = Buffer.concat([hdr(1, 1, 1448), Buffer.alloc(2)]);
+    fe.sendFrames([frame(3000, 5)], { hdr: gh, kick: false });
+    expect(b.dev.processQueues()).toBe(1);
+    expect(b.frames.at(-1)!.subarray(0, 10)).toEqual(gh.subarray(0, 10));
+    expect(b.frames.at(-1)!.subarray(10)).toEqual(frame(3000, 5));
+  });
+
   it('REPLY_ACK: messages sent with NEED_REPLY are acknowledged', async () => {
     const b = backend();
     const fe = frontend(b, { needReply: true });
