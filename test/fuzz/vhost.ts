@@ -14,6 +14,7 @@
  */
 import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { closeSync, readdirSync } from 'node:fs';
+import { loadNative } from '../../plugins/native/index.js';
 import { type Backend, DESC_F_NEXT, DESC_F_WRITE, encodeMsg, F, FLAG_NEED_REPLY, FLAG_VERSION, memTablePayload, Req, RX, startBackend, TX, u64Payload, VhostFrontend, vringAddr, vringState, vt } from '../support/vhost-frontend.js';
 import { inputSeed, mutate, Rng } from './rng.js';
 import { errorText, KEEP_CRASHES, type FuzzReport } from './report.js';
@@ -45,6 +46,37 @@ export interface VhostHarness {
   coverage: Record<string, number>;
   /** The front-end's connection is new, started by a well-behaved QEMU, on a reset guest. */
   ready: boolean;
+  /**
+   * A second, well-behaved guest on the same native forwarding table (cut-through): frames the
+   * fuzzed guest sends to MAC_PEER go straight into its RX ring. Nothing the fuzzed guest does
+   * may break it.
+   */
+  peer: { b: Backend; fe: VhostFrontend; fib: object; got: Buffer[] };
+}
+
+interface NativeFib {
+  set(mac: number, device: object, validMs: number): boolean;
+}
+type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void; unbindSwitch(): void };
+const MAC_GW = 0x02_6d_76_00_ff_01;
+const MAC_A = 0x52_54_00_00_00_0a;
+const MAC_PEER = 0x52_54_00_00_00_0b;
+
+/** A plain IPv4 TCP frame from the fuzzed guest to the peer (what cut-through forwards). */
+function cutFrame(rng: Rng, len: number): Buffer {
+  const f = rng.bytes(Math.max(54, len));
+  f.writeUIntBE(MAC_PEER, 0, 6);
+  f.writeUIntBE(MAC_A, 6, 6);
+  f.writeUInt16BE(0x0800, 12);
+  f[14] = 0x45;
+  f[15] = 0;
+  f.writeUInt16BE(f.length - 14, 16);
+  f.writeUInt16BE(0, 20);  // not a fragment
+  f[22] = 64;
+  f[23] = 6;
+  f.writeUInt32BE(0x0a500001, 26);
+  f.writeUInt32BE(0x0a500002, 30);
+  return f;
 }
 
 export function vhostHarness(): VhostHarness {
@@ -56,10 +88,37 @@ export function vhostHarness(): VhostHarness {
   fe.regions[0]!.file.fill(CANARY, 0, PREFIX);
   fe.regions[0]!.mem.fill(CANARY, CANARY_FROM, CANARY_TO);
   const m = vt().memfdMap(4096, false);
-  return { b, fe, spare: { efd: vt().eventfd(), memfd: m.fd, mapId: m.id, mem: m.mem }, coverage: { episodes: 0, clean: 0, broken: 0, closedByBackend: 0, framesIn: 0, framesOut: 0, ctl: 0, ring: 0 }, ready: false };
+  const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
+  const pfe = VhostFrontend.connect(pb.path, { num: NUM, bufSize: BUF, memSize: 1 << 20 });
+  const Fib = (loadNative().Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+  const fib = new Fib(MAC_GW, 1514);
+  (b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+  (pb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_PEER, () => {});
+  fib.set(MAC_PEER, pb.dev, 1e9);
+  fib.set(MAC_A, b.dev, 1e9);
+  return {
+    peer: { b: pb, fe: pfe, fib, got: [] }, b, fe, spare: { efd: vt().eventfd(), memfd: m.fd, mapId: m.id, mem: m.mem }, coverage: { episodes: 0, clean: 0, broken: 0, closedByBackend: 0, framesIn: 0, framesOut: 0, ctl: 0, ring: 0, cutThrough: 0 }, ready: false };
+}
+
+/** The peer up: QEMU's sequence, then all its RX buffers offered. */
+async function startPeer(h: VhostHarness): Promise<void> {
+  await h.peer.fe.start();
+  h.peer.fe.postRx(NUM);
+}
+
+/** Takes what reached the peer and offers its buffers again (a guest that keeps up). */
+function servicePeer(h: VhostHarness): void {
+  const p = h.peer;
+  p.got.push(...p.fe.receiveFrames().map((x) => x.frame));
+  p.fe.reclaimTx();
+  p.fe.postRx(p.fe.rings[RX]!.free.length);
 }
 
 export function closeVhostHarness(h: VhostHarness): void {
+  (h.b.dev as unknown as Bindable).unbindSwitch();
+  (h.peer.b.dev as unknown as Bindable).unbindSwitch();
+  h.peer.fe.close();
+  h.peer.b.close();
   h.fe.close();
   h.b.close();
   vt().memfdUnmap(h.spare.mapId);
@@ -244,10 +303,15 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   ep.mode = rng.pick(modes);
   h.coverage.episodes!++;
   if (ep.mode === 'clean') h.coverage.clean!++;
+  if (h.peer.b.dev.stats().state !== 'running') await startPeer(h);
   if (ep.mode === 'scratch' || !h.ready) await freshStart(h, ep.mode !== 'scratch');
   h.ready = false;
   b.frames.length = 0;
+  h.peer.got.length = 0;
+  const peerDrops0 = h.peer.b.dev.stats().dropNoBuffers;
   const v0 = b.dev.stats().violations;
+  // Half the episodes send (some) frames the switch cuts through into the peer.
+  const cut = rng.bool();
   const sentTx: Buffer[] = [];
   const wroteRx: Buffer[] = [];
   const gotRx: Buffer[] = [];
@@ -282,7 +346,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
     if (a === 0 || a === 1) {
       const n = 1 + rng.int(4);
       const frames: Buffer[] = [];
-      for (let i = 0; i < n && fe.rings[TX]!.free.length > 0; i++) frames.push(frameOf(rng, 14 + rng.int(1500)));
+      for (let i = 0; i < n && fe.rings[TX]!.free.length > 0; i++) frames.push(cut && rng.bool(0.7) ? cutFrame(rng, 54 + rng.int(1460)) : frameOf(rng, 14 + rng.int(1500)));
       ep.trace.push(`tx ${frames.map((f) => f.length).join(',')}`);
       try {
         fe.sendFrames(frames, { kick: rng.bool() });
@@ -320,11 +384,13 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       gotRx.push(...fe.receiveFrames().map((x) => x.frame));
       if (rng.bool(0.3)) await yieldLoop();
     }
+    if (rng.bool(0.3)) servicePeer(h);
     checkDevice(h, v0);
     if (b.dev.stats().state === 'broken') hostile = true;
   }
   // Drain: whatever was made available is taken within a few turns (the budget, never a stall).
-  for (let i = 0; i < 64 && pq(h) > 0; i++);
+  for (let i = 0; i < 64 && pq(h) > 0; i++) servicePeer(h);
+  servicePeer(h);
   fe.reclaimTx();
   gotRx.push(...fe.receiveFrames().map((x) => x.frame));
   checkDevice(h, v0);
@@ -332,10 +398,23 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   const st = b.dev.stats().state;
   if (st === 'broken') h.coverage.broken!++;
   if (fe.closed) h.coverage.closedByBackend!++;
+  // The peer is never hurt by what the fuzzed guest does.
+  const ps = h.peer.b.dev.stats();
+  check(ps.state === 'running' && ps.violations === 0 && ps.callbackErrors === 0, `the peer guest was hurt: ${ps.state} (${ps.detail}), ${ps.violations} violations`);
+  h.coverage.cutThrough = (h.coverage.cutThrough ?? 0) + h.peer.got.length;
   if (!hostile && ep.mode === 'clean') {
-    const deliverable = sentTx;
-    check(b.frames.length === deliverable.length, `clean episode: ${deliverable.length} frames sent, ${b.frames.length} read`);
-    deliverable.forEach((f, i) => check(b.frames[i]!.subarray(10).equals(f), `clean episode: TX frame ${i} changed`));
+    // Each frame sent went to JS or into the peer (or was dropped there for want of buffers),
+    // in order on each path, unchanged.
+    const peerDrops = ps.dropNoBuffers - peerDrops0;
+    const toJs = b.frames.map((f) => f.subarray(10));
+    check(toJs.length + h.peer.got.length + peerDrops === sentTx.length, `clean episode: ${sentTx.length} frames sent, ${toJs.length} to JS, ${h.peer.got.length} cut through, ${peerDrops} dropped at the peer`);
+    let j = 0;
+    let k = 0;
+    for (const f of sentTx) {
+      if (j < toJs.length && toJs[j]!.equals(f)) j++;
+      else if (k < h.peer.got.length && h.peer.got[k]!.equals(f)) k++;
+    }
+    check(j === toJs.length && k === h.peer.got.length, `clean episode: a frame changed or out of order (${j}/${toJs.length} to JS, ${k}/${h.peer.got.length} to the peer matched)`);
     check(gotRx.length === wroteRx.length, `clean episode: ${wroteRx.length} frames written, ${gotRx.length} in the RX ring`);
     wroteRx.forEach((f, i) => check(gotRx[i]!.equals(f), `clean episode: RX frame ${i} changed`));
   }
