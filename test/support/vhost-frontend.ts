@@ -242,11 +242,18 @@ export class GuestRing {
     readonly bufOff: number,
     readonly bufSize: number,
   ) {
-    for (let i = 0; i < num; i++) this.free.push(i);
+    this.resetIndices();
   }
 
   private get m(): Buffer {
     return this.region.mem;
+  }
+
+  resetIndices(): void {
+    this.availIdx = 0;
+    this.lastUsed = 0;
+    this.free.length = 0;
+    for (let i = 0; i < this.num; i++) this.free.push(i);
   }
 
   gpa(off: number): bigint {
@@ -718,6 +725,19 @@ export class VhostFrontend {
     return out;
   }
 
+  /**
+   * The guest's side as new (QEMU with a freshly booted guest): rings and buffers zeroed, indices
+   * back to 0, every descriptor free. Memory and eventfds are kept (cheaper than new ones).
+   */
+  resetGuest(): void {
+    for (const r of this.rings) {
+      r.resetIndices();
+      this.regions[0]!.mem.fill(0, r.descOff, r.descOff + ringBytes(r.num));
+      this.regions[0]!.mem.fill(0, r.bufOff, Math.min(this.regions[0]!.mem.length, r.bufOff + r.num * r.bufSize));
+    }
+    for (const r of this.rings) for (const fd of [r.kickFd, r.callFd]) if (fd >= 0) vt().eventfdRead(fd);
+  }
+
   /** TX chains the back-end has given back (used), descriptors freed. */
   reclaimTx(): number {
     return this.rings[TX]!.takeUsed(true).length;
@@ -757,8 +777,8 @@ export interface Backend {
   frames: Buffer[];
   /** Every onState, in order. */
   states: { state: VhostState; detail: string }[];
-  /** Resolves when the device reports `state` (now or later), with its detail. */
-  waitState(state: VhostState, timeoutMs?: number): Promise<string>;
+  /** Resolves when the device reports `state` (among states[since..], now or later), with its detail. */
+  waitState(state: VhostState | readonly VhostState[], timeoutMs?: number, since?: number): Promise<string>;
   /** Resolves once `n` frames in total have been read. */
   waitFrames(n: number, timeoutMs?: number): Promise<Buffer[]>;
   close(): void;
@@ -814,9 +834,10 @@ export function startBackend(opts: Partial<Omit<VhostDeviceOptions, 'listenFd' |
     path,
     frames,
     states,
-    waitState: (state, timeoutMs = 3000) =>
-      waitFor(`no state ${state}`, () => {
-        const s = states.find((x) => x.state === state);
+    waitState: (state, timeoutMs = 3000, since = 0) =>
+      waitFor(`no state ${String(state)}`, () => {
+        const want: readonly VhostState[] = typeof state === 'string' ? [state] : state;
+        const s = states.slice(since).find((x) => want.includes(x.state));
         return s?.detail;
       }, timeoutMs),
     waitFrames: (n, timeoutMs = 3000) => waitFor(`fewer than ${n} frames`, () => (frames.length >= n ? frames : undefined), timeoutMs),
@@ -831,9 +852,12 @@ export function startBackend(opts: Partial<Omit<VhostDeviceOptions, 'listenFd' |
 
 /**
  * Connects to a vhost-user back-end at `path` (a daemon's `--vhost-user` socket), brings the
- * rings up as QEMU would and then puts a descriptor loop on the guest's TX ring and kicks: a
- * correct back-end marks the device broken and closes the connection. Returns the front-end
- * (close() it when done); resolves once the back-end has closed the connection.
+ * rings up as QEMU would (resolves once the back-end has answered the whole sequence), then
+ * makes the guest's TX ring hostile and kicks: a descriptor loop (`loop`), avail->idx moved by
+ * more than the ring size (`avail-jump`) or a buffer outside guest memory (`outside`). A
+ * correct back-end marks the device broken (a ring violation stops the rings; it need not
+ * close the connection): wait for that where the device's state shows (`vm list`, events).
+ * Returns the front-end; close() it when done (the back-end then listens again).
  */
 export async function breakGuestRing(path: string, how: 'loop' | 'avail-jump' | 'outside' = 'loop'): Promise<VhostFrontend> {
   const fe = VhostFrontend.connect(path, { memSize: 1 << 20, num: 64, bufSize: 2048 });
@@ -851,7 +875,6 @@ export async function breakGuestRing(path: string, how: 'loop' | 'avail-jump' | 
       r.availPush(0);
     }
     r.kick();
-    await fe.waitClosed();
     return fe;
   } catch (e) {
     fe.close();
