@@ -338,8 +338,11 @@ describe('VhostDevice (vhost.cc)', () => {
     expect(o.dev.processQueues()).toBe(16);
     expect(o.frames.length).toBe(16);
     expect(fe.usedIdx(1)).toBe(16);
+    // More waits: the guest need not kick meanwhile (VRING_USED_F_NO_NOTIFY on its TX ring).
+    expect(fe.mem.readUInt16LE(RING[1].used)).toBe(1);
     // The idle handle takes the rest, a batch per loop turn.
     await until(() => o.frames.length === 100, 'the other 84 frames');
+    expect(fe.mem.readUInt16LE(RING[1].used)).toBe(0);  // drained: kicks wanted again
     expect(o.frames.map((f) => f[14 + 10])).toEqual(Array.from({ length: 100 }, (_, i) => i & 0xff));
     expect(o.dev.processQueues()).toBe(0);
   });

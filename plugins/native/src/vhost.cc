@@ -838,6 +838,14 @@ uint32_t VhostDevice::ProcessTx() {
     r.Publish();
     std::string why;
     more = taken == batch_ && r.Pending(&why) != 0;
+    // While more waits, the next idle turn takes it: the guest need not kick (a kick costs it an
+    // exit). Once drained, kicks are wanted again, and what came in meanwhile is looked at after
+    // a full barrier, so nothing is left waiting for a kick the guest skipped.
+    r.SetNoNotify(more);
+    if (!more) {
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      more = r.Pending(&why) != 0;
+    }
   }
   PublishCutWrites();  // the guests cut-through wrote to, before any JS runs
   if (fwd > 0) NoteForwarded(fwd, fwd_bytes);
