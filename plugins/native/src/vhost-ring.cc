@@ -57,12 +57,16 @@ bool Ring::Map(const MemTable& mem, std::string* why) {
   desc_ = d;
   avail_ = a;
   used_ = u;
+  held_ = 0;
+  short_.valid = false;
   if (sync) SyncIndices();
   return true;
 }
 
 void Ring::SyncIndices() {
   sync = false;
+  held_ = 0;
+  short_.valid = false;
   last_avail_ = used_idx_ = published_ = base;
   if (used_ == nullptr) return;
   const uint16_t u = Load16(used_ + 2);
@@ -71,6 +75,7 @@ void Ring::SyncIndices() {
 
 int Ring::Pending(std::string* why) {
   const uint16_t idx = __atomic_load_n(reinterpret_cast<const uint16_t*>(avail_ + 2), __ATOMIC_ACQUIRE);
+  seen_idx_ = idx;
   const uint16_t n = static_cast<uint16_t>(idx - last_avail_);
   if (n > num) {
     *why = "avail index moved by " + std::to_string(n) + " (ring of " + std::to_string(num) + ")";
@@ -93,9 +98,11 @@ PopResult Ring::Pop(const MemTable& mem, bool writable, std::vector<Seg>* segs, 
   const size_t first = segs->size();
   uint64_t bytes = 0;
   uint32_t i = head;
-  for (uint32_t count = 0;; count++) {
-    if (count >= num) {
-      *why = "descriptor chain longer than the ring (a loop)";
+  uint32_t count = 0;
+  for (;; count++) {
+    if (held_ + count >= num) {
+      *why = count >= num ? "descriptor chain longer than the ring (a loop)"
+                          : "descriptor chains share descriptors (more than " + std::to_string(num) + " in flight)";
       segs->resize(first);
       return PopResult::kViolation;
     }
@@ -134,6 +141,7 @@ PopResult Ring::Pop(const MemTable& mem, bool writable, std::vector<Seg>* segs, 
     }
     i = next;
   }
+  held_ += count + 1;
   last_avail_++;
   chain->head = head;
   chain->first = static_cast<uint32_t>(first);
@@ -149,7 +157,17 @@ void Ring::Use(uint16_t head, uint32_t len) {
   used_idx_++;
 }
 
+bool Ring::KnownShort(uint64_t need, bool* oversize) const {
+  if (!short_.valid || short_.last_avail != last_avail_ || need <= short_.cap) return false;
+  // The guest added nothing since (a relaxed read is enough: a chain added just now is seen
+  // by the next frame, as if it had come a moment later).
+  if (Load16(avail_ + 2) != short_.avail_idx) return false;
+  *oversize = short_.oversize;
+  return true;
+}
+
 bool Ring::Publish() {
+  held_ = 0;  // the guest may reuse every descriptor taken so far (or none were used)
   if (used_idx_ == published_) return false;
   // The elements before the index (release), then the index before reading avail->flags (a
   // full barrier, else a guest that just turned interrupts back on could miss this one).

@@ -53,11 +53,29 @@ class Ring {
   int Pending(std::string* why);
   // Takes the next chain: every descriptor device-writable (`writable`) or every one
   // device-readable, inside guest memory, the chain no longer than num. Its segments are
-  // appended to `segs`. kEmpty when nothing is pending.
+  // appended to `segs`. kEmpty when nothing is pending. Every chain taken since the last
+  // Publish is in flight at once, so a legitimate guest's hold at most num descriptors
+  // together: more (chains sharing descriptors, e.g. one long zero-length tail named by every
+  // avail entry) is a violation, which bounds the work of a frame or a TX turn to num loads.
   PopResult Pop(const MemTable& mem, bool writable, std::vector<Seg>* segs, Chain* chain, std::string* why);
   // Gives back the chains taken since `mark` (not yet used): they are taken again later.
+  struct Mark {
+    uint16_t avail;
+    uint32_t held;
+  };
   uint16_t last_avail() const { return last_avail_; }
-  void Rewind(uint16_t mark) { last_avail_ = mark; }
+  Mark mark() const { return {last_avail_, held_}; }
+  void Rewind(const Mark& m) {
+    last_avail_ = m.avail;
+    held_ = m.held;
+  }
+  // RX: the chains pending from `mark` on were all walked and held `cap` bytes (after Rewind).
+  // Until the guest adds chains or one is taken, a frame needing more is dropped without
+  // walking them again (KnownShort), so a full ring costs one walk per batch, not per frame.
+  void NoteShort(uint64_t cap, bool oversize) {
+    short_ = {true, oversize, last_avail_, seen_idx_, cap};
+  }
+  bool KnownShort(uint64_t need, bool* oversize) const;
   // Puts a used element (not visible to the guest until Publish).
   void Use(uint16_t head, uint32_t len);
   // Makes the used elements visible; then signals the call eventfd unless the guest asked not
@@ -78,6 +96,15 @@ class Ring {
   uint16_t last_avail_ = 0;
   uint16_t used_idx_ = 0;
   uint16_t published_ = 0;
+  uint32_t held_ = 0;      // descriptors walked in the chains taken since the last Publish
+  uint16_t seen_idx_ = 0;  // avail->idx as Pending last read it
+  struct {
+    bool valid;
+    bool oversize;
+    uint16_t last_avail;
+    uint16_t avail_idx;
+    uint64_t cap;
+  } short_ = {false, false, 0, 0, 0};
 };
 
 }  // namespace vhost

@@ -904,7 +904,16 @@ VhostDevice::PutResult VhostDevice::PutFrame(const iovec* iov, int count, uint64
     return kDropped;
   }
   const uint64_t need = guest_hdr_ + eth;
-  const uint16_t mark = r.last_avail();
+  bool short_oversize = false;
+  if (r.KnownShort(need, &short_oversize)) {  // the same chains already failed a frame this big
+    if (short_oversize) {
+      drop_oversize_++;
+    } else {
+      drop_nobuf_++;
+    }
+    return kDropped;
+  }
+  const Ring::Mark mark = r.mark();
   segs_.clear();
   chains_.clear();
   uint64_t cap = 0;
@@ -922,6 +931,7 @@ VhostDevice::PutResult VhostDevice::PutFrame(const iovec* iov, int count, uint64
   }
   if (cap < need) {
     r.Rewind(mark);  // taken again for a later frame
+    r.NoteShort(cap, !mrg_ && !chains_.empty());
     if (!mrg_ && !chains_.empty()) {
       drop_oversize_++;  // one buffer per frame, and it is too small
     } else {
