@@ -765,24 +765,32 @@ uint32_t Device::ReadBatch() {
         lens_[n] = len;
         if (tee_.in) TeeIn(f, len);  // before cut-through may reuse the slot
         if (cut) {
-          SwitchMember* dst = Route(f, len, slot_, now);
+          int conv = kCutSame;
+          SwitchMember* dst = Route(f, len, slot_, now, &conv);
           if (dst != nullptr) {
             fwd++;
             fwd_bytes += len - sw_h_;
-            if (dst != run_dst && run > 0) {
+            if ((dst != run_dst || conv == kCutAdd) && run > 0) {
               run_dst->CutWrite(cut_iov_.data(), run);
               run = 0;
             }
+            const uint32_t skip = conv == kCutStrip ? kVnetHdrLen : 0;
             Device* tap = dst->IsTap() ? static_cast<Device*>(dst) : nullptr;
-            if (tap == nullptr) {
+            if (tap == nullptr && conv != kCutAdd) {
               run_dst = dst;
-              cut_iov_[run].iov_base = f;
-              cut_iov_[run].iov_len = len;
+              cut_iov_[run].iov_base = f + skip;
+              cut_iov_[run].iov_len = len - skip;
               run++;
               n++;
             } else {
-              tap->WriteOne(f, len);
-              if (tap != last_tap) {
+              // Written now (a TAP, or a zero header put before it): the slot is free again.
+              if (conv == kCutAdd) {
+                iovec two[2] = {{const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen}, {f, len}};
+                dst->CutWriteV(two, 2, len + kVnetHdrLen);
+              } else {
+                tap->WriteOne(f + skip, len - skip);
+              }
+              if (tap != nullptr && tap != last_tap) {
                 NotePeer(tap);
                 last_tap = tap;
               }
@@ -958,18 +966,26 @@ uint32_t Device::CutThrough(uint32_t n) {
   for (; k < n; k++) {
     uint8_t* f = buf_ + static_cast<size_t>(k) * slot_;
     uint32_t len = lens_[k];
-    SwitchMember* dst = Route(f, len, slot_, now);
+    int conv = kCutSame;
+    SwitchMember* dst = Route(f, len, slot_, now, &conv);
     if (dst == nullptr) break;
-    if (dst != run_dst) {
+    if (dst != run_dst || conv == kCutAdd) {
       if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
       run = 0;
+      run_dst = nullptr;
       if (dst->IsTap()) NotePeer(static_cast<Device*>(dst));
     }
-    run_dst = dst;
-    cut_iov_[run].iov_base = f;
-    cut_iov_[run].iov_len = len;
-    run++;
     bytes += len - sw_h_;
+    if (conv == kCutAdd) {
+      iovec two[2] = {{const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen}, {f, len}};
+      dst->CutWriteV(two, 2, len + kVnetHdrLen);
+      continue;
+    }
+    run_dst = dst;
+    const uint32_t skip = conv == kCutStrip ? kVnetHdrLen : 0;
+    cut_iov_[run].iov_base = f + skip;
+    cut_iov_[run].iov_len = len - skip;
+    run++;
   }
   if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
   if (k > 0) NoteForwarded(k, bytes);
@@ -1571,7 +1587,9 @@ const FibEntry* SwitchMember::Lookup(uint64_t dmac) {
   return &cache_entry_;
 }
 
-SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now) {
+const uint8_t kZeroVnetHdr[10] = {0};
+
+SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now, int* conv) {
   const uint32_t h = sw_h_;
   // DevicePort's receive checks (runt, oversize).
   if (sw_pass_) {
@@ -1590,10 +1608,24 @@ SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot,
   const FibEntry* e = Lookup(dmac);
   if (e == nullptr || now >= e->deadline) return nullptr;
   SwitchMember* dst = e->dev;
-  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen() || dst->sw_h_ != h || !dst->TxAccepts(f, len)) {
-    return nullptr;
+  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen()) return nullptr;
+  if (dst->sw_h_ == h) {
+    *conv = kCutSame;
+    return dst->TxAccepts(f, len) ? dst : nullptr;
   }
-  return dst;
+  if (h == kVnetHdrLen && dst->sw_h_ == 0) {
+    // Network.enqueue: normalizeOffload, which for a frame without GSO or a partial checksum
+    // only leaves the header out (anything else is segmented or checksummed there).
+    if (f[1] != 0 || (f[0] & 1) != 0) return nullptr;
+    *conv = kCutStrip;
+    return dst->TxAccepts(f + kVnetHdrLen, len - kVnetHdrLen) ? dst : nullptr;
+  }
+  if (h == 0 && dst->sw_h_ == kVnetHdrLen) {
+    // Network.enqueue: a zero header before it. TxAccepts reads only the header's bytes of `f`.
+    *conv = kCutAdd;
+    return dst->TxAccepts(kZeroVnetHdr, len + kVnetHdrLen) ? dst : nullptr;
+  }
+  return nullptr;
 }
 
 bool SwitchMember::CanCutThrough() const {
