@@ -936,19 +936,9 @@ uint32_t Device::Write(const iovec* frames, size_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cut-through. The switch (daemon/switch/network.ts) binds each member's device to its network's
-// Fib with the member's source MAC and the port's limits. Frames read from a bound device are
-// then forwarded by ReadBatch itself, in order, for as long as each is one the switch would
-// forward to a known member unchanged (Route): it passes the port's receive checks, is unicast
-// from the member's own MAC to a MAC in the Fib (not the gateway, not itself), is a plain
-// frame (IsPlainFrame: nothing the switch's guard looks at), and passes the destination port's
-// send checks with the same vnet header length. The first frame that is anything else ends
-// cut-through for the batch: it and the rest go to JS (onRead(count, start)), so
-// per-destination order is kept. The switch's bookkeeping (counters, MAC ageing) for the frames
-// cut through is reported to JS afterwards (fwd_cb_), from a timer kReportMs later, so a reply
-// the write provoked is forwarded before any JS runs (see also DrainPeers). The Fib is a subset of the switch's MAC table (its
-// entries expire before the table's and go with them), so nothing is cut through that the
-// switch would not have forwarded the same way.
+// Cut-through from a Device: ReadBatch forwards frames itself while SwitchMember::Route (below,
+// with the whole story) finds a member for them; runs for one destination go out together, a
+// TAP is written a frame at a time and read right after (DrainPeers).
 
 // DrainPeers reads the TAPs cut-through wrote to.
 void Device::NotePeer(Device* dst) {
@@ -1549,8 +1539,9 @@ bool Tee::Set(napi_env env, size_t argc, napi_value* argv, bool closed) {
 // member itself, in order, for as long as each is one the switch would forward to a known
 // member unchanged (Route): it passes the port's receive checks, is unicast from the member's
 // own MAC to a MAC in the Fib (not the gateway, not itself), is a plain frame (IsPlainFrame:
-// nothing the switch's guard looks at), and passes the destination port's send checks with the
-// same vnet header length. The first frame that is anything else ends cut-through for the
+// nothing the switch's guard looks at), and passes the destination port's send checks, with
+// the virtio_net_hdr made what the destination port has as the switch makes it (Route's
+// `conv`: left out of a frame without offloads, or a zero one put before). The first frame that is anything else ends cut-through for the
 // batch: it and the rest go to JS, so per-destination order is kept. The switch's bookkeeping
 // (counters, MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_), from
 // a timer kReportMs later, so a reply the write provoked is forwarded before any JS runs. The
