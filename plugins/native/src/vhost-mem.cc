@@ -1,8 +1,11 @@
 #include "vhost-mem.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,13 +46,24 @@ bool MemTable::Set(const RegionDesc* regions, const int* fds, uint32_t n, std::s
     *why = "memory table with " + std::to_string(n) + " regions";
     ok = false;
   }
+  // A sealed sparse memfd of tens of TiB costs the front-end nothing, but mapping it takes that
+  // much of our address space (47 bits): the table may announce no more than this host's memory.
+  uint64_t limit = UINT64_MAX, total = 0;
+  struct sysinfo si;
+  if (sysinfo(&si) == 0) limit = (static_cast<uint64_t>(si.totalram) + si.totalswap) * si.mem_unit;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   for (uint32_t i = 0; ok && i < n; i++) {
     const RegionDesc& d = regions[i];
     const std::string name = "memory region " + std::to_string(i);
-    uint64_t gpa_end, uva_end, map_len;
+    uint64_t gpa_end, uva_end, file_end;
     if (d.size == 0 || !AddOk(d.gpa, d.size, &gpa_end) || !AddOk(d.uva, d.size, &uva_end) ||
-        !AddOk(d.mmap_offset, d.size, &map_len) || map_len > static_cast<uint64_t>(INT64_MAX)) {
+        !AddOk(d.mmap_offset, d.size, &file_end) || file_end > static_cast<uint64_t>(INT64_MAX)) {
       *why = name + ": size " + Hex(d.size) + " at " + Hex(d.gpa) + " (offset " + Hex(d.mmap_offset) + ") overflows";
+      ok = false;
+      break;
+    }
+    if (!AddOk(total, d.size, &total) || total > limit) {
+      *why = name + ": the table announces more memory than this host has (" + std::to_string(limit) + " bytes)";
       ok = false;
       break;
     }
@@ -75,14 +89,27 @@ bool MemTable::Set(const RegionDesc* regions, const int* fds, uint32_t n, std::s
       ok = false;
       break;
     }
+    // hugetlbfs memfds take seals too, but a page the pool cannot supply (never reserved, or
+    // hole-punched after we mapped it) raises SIGBUS on our first touch: only shmem (tmpfs)
+    // memory, what memory-backend-memfd gives without hugetlb=on.
+    struct statfs sfs = {};
+    if (fstatfs(fds[i], &sfs) != 0 || sfs.f_type != TMPFS_MAGIC) {
+      *why = name + (sfs.f_type == HUGETLBFS_MAGIC ? ": hugetlb memory backends are not supported"
+                                                   : ": not shmem memory (a memfd without hugetlb)");
+      ok = false;
+      break;
+    }
     struct stat st;
-    if (fstat(fds[i], &st) != 0 || st.st_size < 0 || static_cast<uint64_t>(st.st_size) < map_len) {
-      *why = name + ": memfd of " + std::to_string(st.st_size) + " bytes, smaller than the " + std::to_string(map_len) +
+    if (fstat(fds[i], &st) != 0 || st.st_size < 0 || static_cast<uint64_t>(st.st_size) < file_end) {
+      *why = name + ": memfd of " + std::to_string(st.st_size) + " bytes, smaller than the " + std::to_string(file_end) +
              " announced";
       ok = false;
       break;
     }
-    void* p = mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[i], 0);
+    // Only the region's own pages are mapped (mmap_offset costs no address space).
+    const uint64_t lead = d.mmap_offset % page;
+    const uint64_t map_len = d.size + lead;  // no wrap: file_end <= INT64_MAX
+    void* p = mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], static_cast<off_t>(d.mmap_offset - lead));
     if (p == MAP_FAILED) {
       *why = name + ": mmap of " + std::to_string(map_len) + " bytes: " + std::strerror(errno);
       ok = false;
@@ -91,6 +118,7 @@ bool MemTable::Set(const RegionDesc* regions, const int* fds, uint32_t n, std::s
     r_[n_].d = d;
     r_[n_].map = static_cast<uint8_t*>(p);
     r_[n_].map_len = map_len;
+    r_[n_].host = static_cast<uint8_t*>(p) + lead;
     n_++;
   }
   for (uint32_t i = 0; i < n; i++) {
@@ -110,7 +138,7 @@ uint8_t* MemTable::Find(uint64_t addr, uint64_t len, bool uva) const {
     const uint64_t off = addr - base;  // no wrap: addr >= base
     if (off >= r.d.size || len > r.d.size - off) continue;
     last_ = i;
-    return r.map + r.d.mmap_offset + off;
+    return r.host + off;
   }
   return nullptr;
 }

@@ -44,8 +44,9 @@ class MemTable {
  private:
   struct Region {
     RegionDesc d;
-    uint8_t* map;      // mmap of the fd from offset 0 (so mmap_offset needs no alignment)
-    uint64_t map_len;  // mmap_offset + size
+    uint8_t* map;      // mmap of the fd from mmap_offset rounded down to a page
+    uint64_t map_len;  // size + that rounding
+    uint8_t* host;     // where the region starts: map + (mmap_offset - the rounded offset)
   };
   uint8_t* Find(uint64_t addr, uint64_t len, bool uva) const;
 
