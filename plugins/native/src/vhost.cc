@@ -868,7 +868,8 @@ uint32_t VhostDevice::ProcessTx() {
 
 // What a frame for the guest (its 10-byte header) needs that the guest negotiated.
 bool VhostDevice::OffloadOk(const uint8_t* hdr) const {
-  const uint8_t gso = hdr[1] & static_cast<uint8_t>(~kGsoEcn);
+  if ((hdr[1] & kGsoEcn) != 0) return false;  // GUEST_ECN is not offered
+  const uint8_t gso = hdr[1];
   if ((hdr[0] & kHdrNeedsCsum) != 0 && (features_ & vhost::kFGuestCsum) == 0) return false;
   if (gso == 0) return true;
   if (gso == kGsoTcpv4) return (features_ & vhost::kFGuestTso4) != 0;
@@ -903,7 +904,7 @@ VhostDevice::PutResult VhostDevice::PutFrame(const iovec* iov, int count, uint64
     return kDropped;
   }
   const uint64_t eth = len - kVnetHdrLen;
-  if (eth > kGsoMaxFrame || ((hdr[1] & static_cast<uint8_t>(~kGsoEcn)) == 0 && eth > max_frame_)) {
+  if (eth > kGsoMaxFrame || (hdr[1] == 0 && eth > max_frame_)) {
     drop_oversize_++;
     return kDropped;
   }
