@@ -61,6 +61,39 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
+// Kick and call fds must be eventfds: a FIFO or socket that hung up stays readable for ever (a
+// kick watch that spins the loop), and a write to a regular file on FUSE or NFS can block it
+// (O_NONBLOCK does nothing there).
+bool IsEventfd(int fd) {
+  char path[48], link[32];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  const ssize_t n = readlink(path, link, sizeof(link) - 1);
+  if (n < 0) return false;
+  link[n] = '\0';
+  return std::strcmp(link, "anon_inode:[eventfd]") == 0;
+}
+
+// A kick eventfd in semaphore mode gives 1 per read, so one written with 2^64 - 2 stays
+// readable for ever. A counter gives back all it holds: add 2, read, and a semaphore shows as
+// 1 (or as a counter too full to take 2). The guest's pending kicks read here are not lost:
+// the rings (re)start with a turn that looks at the ring anyway.
+bool IsSemaphore(int fd) {
+  uint64_t v;
+  ssize_t r;
+  do {
+    r = read(fd, &v, sizeof(v));
+  } while (r < 0 && errno == EINTR);
+  v = 2;
+  do {
+    r = write(fd, &v, sizeof(v));
+  } while (r < 0 && errno == EINTR);
+  if (r != static_cast<ssize_t>(sizeof(v))) return true;
+  do {
+    r = read(fd, &v, sizeof(v));
+  } while (r < 0 && errno == EINTR);
+  return r == static_cast<ssize_t>(sizeof(v)) && v == 1;
+}
+
 class VhostDevice;
 
 // A uv_poll on one fd (the listener, the connection, a kick eventfd). Heap-allocated: a new
@@ -258,7 +291,9 @@ void VhostDevice::OnWatch(uv_poll_t* handle, int status, int events) {
       do {
         r = read(d->kick_watched_fd_, &v, sizeof(v));
       } while (r < 0 && errno == EINTR);
-      if (status < 0 && r < 0 && errno != EAGAIN) {
+      // An eventfd (SetVringFd checked) reads its count or EAGAIN; anything else would keep
+      // the level-triggered watch firing: stop it.
+      if (status < 0 || r == 0 || (r < 0 && errno != EAGAIN) || (events & UV_DISCONNECT) != 0) {
         d->RingViolation("kick fd failed");
       } else {
         d->ProcessTx();
@@ -645,6 +680,14 @@ bool VhostDevice::SetVringFd(Msg* m) {
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
       ::close(fd);
       return ProtocolError(*m, "unusable file descriptor");
+    }
+    if (m->request != vhost::kSetVringErr && !IsEventfd(fd)) {
+      ::close(fd);
+      return ProtocolError(*m, "not an eventfd");
+    }
+    if (m->request == vhost::kSetVringKick && IsSemaphore(fd)) {
+      ::close(fd);
+      return ProtocolError(*m, "a semaphore-mode eventfd (EFD_SEMAPHORE)");
     }
   }
   Ring& r = rings_[index];
