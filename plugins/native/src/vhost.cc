@@ -163,6 +163,7 @@ class VhostDevice : public SwitchMember {
   enum PutResult { kPut, kDropped, kStopped };
   PutResult PutFrame(const iovec* iov, int count, uint64_t len, TeeClock& clock);
   bool OffloadOk(const uint8_t* hdr) const;
+  bool HostOffloadOk(const uint8_t* hdr) const;
   void Gather(const Chain& c, uint64_t off, uint8_t* dst, uint64_t len) const;
   void CallOnRead(uint32_t count, uint32_t start);
   void CallJs(napi_ref fn_ref, size_t argc, const napi_value* argv);
@@ -837,12 +838,20 @@ uint32_t VhostDevice::ProcessTx() {
       drop_oversize_++;
       continue;
     }
+    // The guest's header, read once and used from this copy: what it asks of us (checksum,
+    // segmentation) must have been negotiated, else a port without offloads would pass them on.
+    uint8_t vh[kVnetHdrLen];
+    Gather(c, 0, vh, kVnetHdrLen);
+    if (!HostOffloadOk(vh)) {
+      drop_badoffload_++;
+      continue;
+    }
     rx_frames_++;
     rx_bytes_ += static_cast<double>(len - kVnetHdrLen);
     if (cut) {
       uint8_t pre[kRouteBytes];
       const uint32_t plen = static_cast<uint32_t>(std::min<uint64_t>(len, kRouteBytes));
-      Gather(c, 0, pre, kVnetHdrLen);
+      std::memcpy(pre, vh, kVnetHdrLen);
       Gather(c, guest_hdr_, pre + kVnetHdrLen, plen - kVnetHdrLen);
       int conv = kCutSame;
       SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now, &conv);
@@ -876,7 +885,7 @@ uint32_t VhostDevice::ProcessTx() {
       cut = false;  // this frame and the rest go to JS, so per-destination order is kept
     }
     uint8_t* dst = buf_ + static_cast<size_t>(n) * slot_;
-    Gather(c, 0, dst, kVnetHdrLen);
+    std::memcpy(dst, vh, kVnetHdrLen);
     Gather(c, guest_hdr_, dst + kVnetHdrLen, len - kVnetHdrLen);
     lens_[n++] = static_cast<uint32_t>(len);
     if (tee_.in) tee_.Write(dst, static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
@@ -907,6 +916,17 @@ uint32_t VhostDevice::ProcessTx() {
     idle_on_ = false;
   }
   return taken;
+}
+
+// What a frame from the guest (its 10-byte header) asks of us that it negotiated: NEEDS_CSUM
+// with CSUM, TCP segmentation with HOST_TSO4/6; UDP, ECN and the rest were never offered.
+bool VhostDevice::HostOffloadOk(const uint8_t* hdr) const {
+  if ((hdr[0] & kHdrNeedsCsum) != 0 && (features_ & vhost::kFCsum) == 0) return false;
+  const uint8_t gso = hdr[1];
+  if (gso == 0) return true;
+  if (gso == kGsoTcpv4) return (features_ & vhost::kFHostTso4) != 0;
+  if (gso == kGsoTcpv6) return (features_ & vhost::kFHostTso6) != 0;
+  return false;
 }
 
 // What a frame for the guest (its 10-byte header) needs that the guest negotiated.
