@@ -38,6 +38,7 @@ constexpr uint32_t kGsoMaxFrame = 65550;  // largest GSO super-frame without the
 constexpr uint32_t kRxQ = 0;              // the guest's RX ring: we write into it
 constexpr uint32_t kTxQ = 1;              // the guest's TX ring: we read from it
 constexpr int kMaxMessagesPerEvent = 64;
+constexpr size_t kMaxCutPieces = 64;  // a cut-through frame in more pieces is copied into one
 constexpr uint64_t kProtocolOffered = vhost::kPReplyAck | vhost::kPNetMtu;
 // virtio_net_hdr
 constexpr uint8_t kHdrNeedsCsum = 1;
@@ -876,6 +877,18 @@ uint32_t VhostDevice::ProcessTx() {
           std::memcpy(scratch_.data(), pre, plen);
           Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
           tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
+        }
+        if (cut_iov_.size() > kMaxCutPieces) {
+          // writev takes at most IOV_MAX pieces (more: EINVAL, charged to the TAP), and legitimate
+          // guests use about 20: a frame in more pieces goes on as one copy.
+          scratch_.resize(len - skip_hdr);
+          uint64_t off = 0;
+          for (const iovec& v : cut_iov_) {
+            const uint64_t m = std::min<uint64_t>(v.iov_len, scratch_.size() - off);
+            std::memcpy(scratch_.data() + off, v.iov_base, m);
+            off += m;
+          }
+          cut_iov_.assign(1, {scratch_.data(), static_cast<size_t>(off)});
         }
         dst->CutWriteV(cut_iov_.data(), static_cast<int>(cut_iov_.size()), static_cast<uint32_t>(len - skip_hdr));
         fwd++;
