@@ -8,7 +8,8 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadNative } from '../../plugins/native/index.js';
 import type { NativeDevice } from '../../plugins/native/types.js';
-import { internetChecksum, pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
+import { foldSum, internetChecksum, pseudoHeaderSumV4At, pseudoHeaderSumV6At } from '../../daemon/wire/checksum.js';
+import { normalizeOffload } from '../../daemon/wire/gso.js';
 import { TeeRing } from '../../plugins/common/tee-ring.js';
 import { cleanupAll, createNetns, uniqueName, waitFor, type Netns } from '../support/netns.js';
 import { F, startBackend, VhostFrontend, type Backend } from '../support/vhost-frontend.js';
@@ -164,6 +165,94 @@ describe('vhost-user cut-through', () => {
     }
   });
 
+  it('offloads made plain natively are byte for byte what the switch (normalizeOffload) makes: random TSO v4/v6 frames and partial checksums', async () => {
+    const ns = await createNetns('vcd');
+    let tapDev: NativeDevice | undefined;
+    try {
+      const name = uniqueName('vcd');
+      const t = native.openTun({ name, tap: true, vnetHdr: false, netns: ns.path });
+      native.configureLink({ name, netns: ns.path, up: true });
+      tapDev = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 1514, batch: 32, queueFrames: 4096, queueBytes: 16 << 20, onRead: () => {}, onError: () => {} });
+      const out = new TeeRing(8 << 20, 0);
+      tapDev.setTee(out.buffer, out.ctl, 2, 0, 0, 0);
+      const a = startBackend({ offloads: true, maxFrame: 1514 });
+      opened.push(a);
+      const fe = VhostFrontend.connect(a.path, { bufSize: 16384, want: F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.HOST_TSO4 | F.HOST_TSO6 });
+      opened.push(fe);
+      await fe.start();
+      const TAP_MAC = 0x02_00_00_00_00_77;
+      const fib = new Fib(GW_MAC, 1514);
+      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+      (tapDev as unknown as Bindable).bindSwitch(fib, 0, 14, 1514, TAP_MAC, () => {});
+      expect(fib.set(TAP_MAC, tapDev, 60_000)).toBe(true);
+      let seed = 12345;
+      const rnd = (n: number): number => {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        return seed % n;
+      };
+      let cut = 0;
+      for (let k = 0; k < 60; k++) {
+        const v6 = rnd(2) === 1;
+        const ipOpts = v6 ? 0 : 4 * rnd(3);
+        const tcpOpts = 4 * rnd(4);
+        const gsoSize = 200 + rnd(1200);
+        const tso = rnd(4) !== 0;
+        const payload = tso ? rnd(6000) : rnd(1400 - 60 - ipOpts - tcpOpts);
+        const ipLen = v6 ? 40 : 20 + ipOpts;
+        const l4 = 14 + ipLen;
+        const f = Buffer.alloc(l4 + 20 + tcpOpts + payload);
+        macBytes(TAP_MAC).copy(f, 0);
+        macBytes(MAC_A).copy(f, 6);
+        f.writeUInt16BE(v6 ? 0x86dd : 0x0800, 12);
+        if (v6) {
+          f[14] = 0x60;
+          f.writeUInt16BE(f.length - l4, 18);
+          f[20] = 6;
+          f[21] = 64;
+          for (let i = 0; i < 32; i++) f[22 + i] = rnd(256);
+        } else {
+          f[14] = 0x40 | (ipLen / 4);
+          f.writeUInt16BE(f.length - 14, 16);
+          f.writeUInt16BE(rnd(65536), 18);
+          f[20] = rnd(2) === 1 ? 0x40 : 0;  // DF or not
+          f[22] = 64;
+          f[23] = 6;
+          for (let i = 0; i < 8; i++) f[26 + i] = rnd(256);
+          for (let i = 0; i < ipOpts; i++) f[34 + i] = 1;  // NOPs
+        }
+        f.writeUInt16BE(1024 + rnd(60000), l4);
+        f.writeUInt16BE(80, l4 + 2);
+        f.writeUInt32BE(rnd(0x7fffffff) * 2, l4 + 4);
+        f[l4 + 12] = (5 + tcpOpts / 4) << 4;
+        f[l4 + 13] = 0x10 | rnd(256) & 0x89;  // ACK, and FIN/PSH/CWR at random
+        for (let i = 0; i < payload; i++) f[l4 + 20 + tcpOpts + i] = rnd(256);
+        const pseudo = v6 ? pseudoHeaderSumV6At(f, 14, 6, f.length - l4) : pseudoHeaderSumV4At(f, 14, 6, f.length - l4);
+        f.writeUInt16BE(foldSum(pseudo), l4 + 16);
+        const hdr = Buffer.alloc(10);
+        hdr[0] = 1;
+        hdr[1] = tso ? (v6 ? 4 : 1) | (rnd(4) === 0 ? 0x80 : 0) : 0;
+        hdr.writeUInt16LE(tso ? gsoSize : 0, 4);
+        hdr.writeUInt16LE(l4, 6);
+        hdr.writeUInt16LE(16, 8);
+        const want: Buffer[] = [];
+        expect(normalizeOffload(Buffer.concat([hdr, f]), want)).toBeGreaterThan(0);
+        if (want.some((w) => w.length > 1514)) continue;  // the port would refuse it: goes to JS
+        const guestHdr = Buffer.concat([hdr, Buffer.alloc(2)]);
+        fe.sendFrames([f], { hdr: guestHdr, split: rnd(2) === 1 });
+        await waitFor(() => a.dev.stats().rxFrames >= cut + 1 + a.frames.length, { what: `frame ${k} taken` });
+        const got: Buffer[] = [];
+        out.drain((r) => got.push(Buffer.from(r.frame)));
+        expect(got, `frame ${k}: v6 ${v6} tso ${tso} payload ${payload} gso ${gsoSize}`).toEqual(want);
+        cut++;
+      }
+      expect(a.frames).toEqual([]);
+      expect(cut).toBeGreaterThan(30);
+    } finally {
+      tapDev?.close();
+      await ns.delete();
+    }
+  });
+
   describe('with a TAP', () => {
     let ns: Netns;
     let tap: NativeDevice;
@@ -212,13 +301,44 @@ describe('vhost-user cut-through', () => {
         expect(recs[0]!.frame).toEqual(syn);
         expect(recs[1]!.frame).toEqual(rst!.frame);
         if (!vnetHdr) {
-          // A TSO frame cannot lose its header: the switch segments it (JS), nothing is cut through.
-          const gso = Buffer.alloc(12);
-          gso[1] = 1;
-          gso.writeUInt16LE(1000, 4);
-          fa.sendFrames([syn], { hdr: gso });
+          // Offloads made plain natively, as the switch's normalizeOffload would: a TSO
+          // super-frame (3 x 1000 bytes) cut into 3 segments, a partial checksum completed. The
+          // kernel checks every checksum and answers each valid SYN with a RST acking its end.
+          fa.receiveFrames();
+          const tso = Buffer.alloc(12);
+          tso[0] = 1;  // NEEDS_CSUM, as Linux sends it along with TSO
+          tso[1] = 1;  // TCPv4
+          tso.writeUInt16LE(1000, 4);
+          tso.writeUInt16LE(34, 6);
+          tso.writeUInt16LE(16, 8);
+          const big = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 3000);
+          big.writeUInt16BE(0, 14 + 10);  // IP checksum: whatever the guest left, fixed per segment
+          big.writeUInt16BE(0xdead, 14 + 20 + 16);
+          fa.sendFrames([big], { hdr: tso });
+          await waitFor(() => a.dev.stats().txFrames >= 1 + 3, { what: 'three RSTs, one per segment' });
+          const acks = fa.receiveFrames().map((r) => r.frame.readUInt32BE(14 + 20 + 8));
+          expect(acks).toEqual([1 + 1000 + 1, 1 + 2000 + 1, 1 + 3000 + 1]);
+          expect(tap.stats().txFrames).toBe(1 + 3);
+          // A partial checksum: the TCP field holds the pseudo-header sum (as Linux leaves it).
+          const part = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 10);
+          part.writeUInt16BE(foldSum(pseudoHeaderSumV4At(part, 14, 6, 30)), 14 + 20 + 16);
+          const pc = Buffer.alloc(12);
+          pc[0] = 1;
+          pc.writeUInt16LE(34, 6);
+          pc.writeUInt16LE(16, 8);
+          fa.sendFrames([part], { hdr: pc });
+          await waitFor(() => a.dev.stats().txFrames >= 5, { what: 'the RST to the completed SYN' });
+          expect(fa.receiveFrames().map((r) => r.frame.readUInt32BE(14 + 20 + 8))).toEqual([1 + 10 + 1]);
+          // UDP fragmentation (UFO) is left to the switch.
+          const ufo = Buffer.alloc(12);
+          ufo[1] = 3;
+          ufo.writeUInt16LE(1000, 4);
+          const udp = Buffer.from(big);
+          udp[14 + 9] = 17;
+          fa.sendFrames([udp], { hdr: ufo });
           await a.waitFrames(1);
-          expect(tap.stats().txFrames).toBe(1);
+          expect(a.frames[0]![1]).toBe(3);
+          expect(tap.stats().txFrames).toBe(5);
         }
       });
     }

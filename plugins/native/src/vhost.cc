@@ -857,6 +857,18 @@ uint32_t VhostDevice::ProcessTx() {
       int conv = kCutSame;
       SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now, &conv);
       if (dst != nullptr) {
+        if (conv == kCutNormalize) {
+          // Segmented or checksummed for a port without the header: read more than once, so
+          // from a copy of the whole frame, never from guest memory.
+          scratch_.resize(len);
+          std::memcpy(scratch_.data(), pre, plen);
+          Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
+          if (tee_.in) tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
+          CutNormalized(dst, scratch_.data(), static_cast<uint32_t>(len));
+          fwd++;
+          fwd_bytes += static_cast<double>(len - kVnetHdrLen);
+          continue;
+        }
         // kCutStrip: to a port without the header (a plain TAP, a socket), which the frame
         // (no offload) does without. kCutAdd cannot happen: this port has the header.
         const uint32_t skip_hdr = conv == kCutStrip ? kVnetHdrLen : 0;
