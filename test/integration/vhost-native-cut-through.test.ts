@@ -187,7 +187,11 @@ describe('vhost-user cut-through', () => {
       expect(fib.set(TAP_MAC, tapDev, 60_000)).toBe(true);
       let seed = 12345;
       const rnd = (n: number): number => {
-        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        // xorshift32: every bit varies (an LCG's low bits, taken modulo small n, cycle).
+        seed ^= seed << 13;
+        seed ^= seed >>> 17;
+        seed ^= seed << 5;
+        seed >>>= 0;
         return seed % n;
       };
       let cut = 0;
