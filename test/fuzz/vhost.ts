@@ -30,6 +30,11 @@ const CANARY = 0x5a;
 const CANARY_FROM = 512 << 10;
 const CANARY_TO = REGION - (8 << 10);
 
+function fillCanaries(h: VhostHarness): void {
+  h.fe.regions[0]!.file.fill(CANARY, 0, PREFIX);
+  h.fe.regions[0]!.mem.fill(CANARY, CANARY_FROM, CANARY_TO);
+}
+
 function canaryIntact(h: VhostHarness): string | null {
   const g = h.fe.regions[0]!;
   for (const [buf, what] of [[g.file.subarray(0, PREFIX), 'before the region (mmap_offset ignored?)'], [g.mem.subarray(CANARY_FROM, CANARY_TO), `at region offsets ${CANARY_FROM}..${CANARY_TO}`]] as const) {
@@ -85,8 +90,6 @@ export function vhostHarness(): VhostHarness {
   // add mmap_offset. Canaries the device must never write: the memfd before the region, and a
   // stretch of the region no descriptor the fuzzer makes points into.
   const fe = VhostFrontend.connect(b.path, { num: NUM, bufSize: BUF, regions: [{ size: REGION, mmapOffset: PREFIX }], replyTimeoutMs: 2000 });
-  fe.regions[0]!.file.fill(CANARY, 0, PREFIX);
-  fe.regions[0]!.mem.fill(CANARY, CANARY_FROM, CANARY_TO);
   const m = vt().memfdMap(4096, false);
   const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
   const pfe = VhostFrontend.connect(pb.path, { num: NUM, bufSize: BUF, memSize: 1 << 20 });
@@ -306,6 +309,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   if (h.peer.b.dev.stats().state !== 'running') await startPeer(h);
   if (ep.mode === 'scratch' || !h.ready) await freshStart(h, ep.mode !== 'scratch');
   h.ready = false;
+  fillCanaries(h);
   b.frames.length = 0;
   h.peer.got.length = 0;
   const peerDrops0 = h.peer.b.dev.stats().dropNoBuffers;
@@ -418,8 +422,12 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
     check(gotRx.length === wroteRx.length, `clean episode: ${wroteRx.length} frames written, ${gotRx.length} in the RX ring`);
     wroteRx.forEach((f, i) => check(gotRx[i]!.equals(f), `clean episode: RX frame ${i} changed`));
   }
-  const wild = canaryIntact(h);
-  check(wild === null, wild ?? '');
+  // Canaries: only where the memory table is ours (a fuzzed SET_MEM_TABLE may really announce
+  // the region at another offset of the memfd, and the device may then write there).
+  if (ep.mode === 'clean' || ep.mode === 'ring') {
+    const wild = canaryIntact(h);
+    check(wild === null, wild ?? '');
+  }
   // Liveness, charged to this episode: whatever it did, the next QEMU is served.
   ep.trace.push('liveness');
   await freshStart(h, true);
