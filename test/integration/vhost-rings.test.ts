@@ -6,7 +6,11 @@
  * another device in it keeps moving frames, and the broken one recovers when a front-end
  * connects again.
  */
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadNative } from '../../plugins/native/index.js';
+import type { NativeVhostDevice } from '../../plugins/native/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Backend,
@@ -926,3 +930,164 @@ describe('vhost-user back-end: hostile guest rings make the device broken', () =
     await healthyStillWorks();
   });
 });
+
+describe('vhost-user back-end: JavaScript callbacks that close, throw or re-enter', () => {
+  /** A device whose callbacks do what `hooks` says; the same listener setup as startBackend. */
+  function hooked(hooks: { onRead?: (dev: NativeVhostDevice, count: number) => void; onState?: (dev: NativeVhostDevice, state: string) => void }, batch = 64): { dev: NativeVhostDevice; path: string; reads: number[] } {
+    const dir = mkdtempSync(join(tmpdir(), 'mvnet-vhost-cb-'));
+    const path = join(dir, 'vhost.sock');
+    const { fd } = loadNative().openUnixListener({ path });
+    const reads: number[] = [];
+    const dev: NativeVhostDevice = new (loadNative().VhostDevice)({
+      listenFd: fd,
+      maxFrame: 1514,
+      batch,
+      offloads: false,
+      onRead: (count, start) => {
+        reads.push(count - start);
+        hooks.onRead?.(dev, count);
+      },
+      onState: (state) => hooks.onState?.(dev, state),
+    });
+    dev.start();
+    cleanups.push(() => {
+      dev.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return { dev, path, reads };
+  }
+
+  it('onRead closing the device mid-batch: no crash; the device is closed and says so', async () => {
+    const h = hooked({ onRead: (dev) => dev.close() }, 4);
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    fe.sendFrames(Array.from({ length: 10 }, (_, i) => frame(60 + i, i)), { kick: false });
+    expect(() => h.dev.processQueues()).not.toThrow();
+    expect(h.reads).toEqual([4]);
+    expect(h.dev.processQueues()).toBe(0);
+    expect(h.dev.write([out(frame(60, 1))], 1)).toBe(0);
+    await fe.waitClosed();
+    await healthyStillWorks();
+  });
+
+  it('onState closing the device when it breaks: no crash', async () => {
+    const h = hooked({ onState: (dev, st) => st === 'broken' && dev.close() });
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    const r = fe.rings[TX]!;
+    r.writeDesc(0, { addr: r.bufGpa(0), len: 64, flags: DESC_F_NEXT, next: 0 });
+    r.availPush(0);
+    expect(() => h.dev.processQueues()).not.toThrow();
+    await fe.waitClosed();
+    expect(h.dev.processQueues()).toBe(0);
+    await healthyStillWorks();
+  });
+
+  it('onRead throwing: counted, the batch goes on', async () => {
+    const h = hooked({
+      onRead: () => {
+        throw new Error('boom');
+      },
+    }, 4);
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    fe.sendFrames(Array.from({ length: 6 }, (_, i) => frame(60 + i, i)), { kick: false });
+    expect(h.dev.processQueues()).toBe(4);
+    expect(h.dev.processQueues()).toBe(2);
+    expect(h.dev.stats().callbackErrors).toBe(2);
+    expect(h.dev.stats().state).toBe('running');
+  });
+
+  it('onRead answering at once (write() into the guest from inside the callback) and re-entering processQueues', async () => {
+    const h = hooked({
+      onRead: (dev, count) => {
+        const frames = Array.from({ length: count }, (_, i) => Buffer.from(dev.buffer.subarray(i * dev.slotSize, i * dev.slotSize + dev.lengths[i]!)));
+        expect(dev.write(frames, frames.length)).toBe(frames.length);
+        dev.processQueues();
+      },
+    }, 4);
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    fe.postRx(32);
+    const sent = Array.from({ length: 10 }, (_, i) => frame(60 + i, i));
+    fe.sendFrames(sent, { kick: false });
+    let guard = 0;
+    while (h.reads.reduce((a, b) => a + b, 0) < 10 && guard++ < 10) h.dev.processQueues();
+    expect(fe.receiveFrames().map((x) => x.frame)).toEqual(sent);
+    expect(h.dev.stats().violations).toBe(0);
+    expect(h.dev.stats().callbackErrors).toBe(0);
+  });
+
+  it('a closed device: every method is harmless, close() twice too', async () => {
+    const h = hooked({});
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    h.dev.close();
+    h.dev.close();
+    expect(h.dev.processQueues()).toBe(0);
+    expect(h.dev.write([out(frame(60, 1))], 1)).toBe(0);
+    expect(h.dev.stats().state).toBeDefined();
+    expect(() => h.dev.flushForwarded()).not.toThrow();
+    expect(() => h.dev.unbindSwitch()).not.toThrow();
+    await fe.waitClosed();
+  });
+});
+
+describe('vhost-user back-end: cut-through into a hostile guest', () => {
+  it('a receiving guest whose RX ring is hostile breaks alone; the sending guest runs on', async () => {
+    const native = loadNative();
+    const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => { set(mac: number, device: object, validMs: number): boolean } }).Fib;
+    type Bindable = { bindSwitch(fib: object, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void };
+    const MAC_A = 0x52_54_00_00_00_0a;
+    const MAC_B = 0x52_54_00_00_00_0b;
+    const a = backend();
+    const bb = backend();
+    const fa = frontend(a);
+    const fb = frontend(bb);
+    await fa.start();
+    await fb.start();
+    const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
+    (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+    (bb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
+    fib.set(MAC_B, bb.dev, 60_000);
+    fib.set(MAC_A, a.dev, 60_000);
+    // B's RX ring: a loop of writable descriptors.
+    const r = fb.rings[RX]!;
+    r.writeDesc(0, { addr: r.bufGpa(0), len: 16, flags: DESC_F_WRITE | DESC_F_NEXT, next: 1 });
+    r.writeDesc(1, { addr: r.bufGpa(1), len: 16, flags: DESC_F_WRITE | DESC_F_NEXT, next: 0 });
+    r.availPush(0);
+    // A plain IPv4 TCP frame A -> B (what the switch cuts through).
+    const f = Buffer.alloc(200);
+    f.writeUIntBE(MAC_B, 0, 6);
+    f.writeUIntBE(MAC_A, 6, 6);
+    f.writeUInt16BE(0x0800, 12);
+    f[14] = 0x45;
+    f.writeUInt16BE(186, 16);
+    f[22] = 64;
+    f[23] = 6;
+    f.writeUInt32BE(0x0a500001, 26);
+    f.writeUInt32BE(0x0a500002, 30);
+    f[14 + 20 + 12] = 0x50;
+    expect(native.isPlainFrame(Buffer.concat([Buffer.alloc(10), f]), 10)).toBe(true);
+    fa.sendFrames([f, f], { kick: false });
+    a.dev.processQueues();
+    // The first is cut through (and breaks B); the second, for a B no longer running, goes to JS.
+    expect(a.frames.length).toBeLessThanOrEqual(1);
+    expect(bb.dev.stats().state).toBe('broken');
+    expect(bb.dev.stats().violations).toBe(1);
+    const sa = a.dev.stats();
+    expect([sa.state, sa.violations]).toEqual(['running', 0]);
+    expect(fa.reclaimTx()).toBe(2);
+    // A keeps working (its next frames, to B or anywhere, never stall it).
+    fa.sendFrames([f, frame(60, 2)], { kick: false });
+    expect(a.dev.processQueues()).toBe(2);
+    expect(a.dev.stats().state).toBe('running');
+    await healthyStillWorks();
+  });
+});
+
