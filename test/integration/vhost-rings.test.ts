@@ -268,6 +268,21 @@ describe('vhost-user back-end: the happy path', () => {
     expect(got.map((f) => f.subarray(10))).toEqual(frames);
   });
 
+  it('one guest cannot starve another: a long backlog is taken `batch` chains per turn, another guest\'s frame gets through meanwhile', async () => {
+    const a = backend({ batch: 8 });
+    const fa = frontend(a, { num: 256, bufSize: 2048, memSize: 2 << 20 });
+    const b = backend({ batch: 8 });
+    const fb = frontend(b);
+    await fa.start();
+    await fb.start();
+    fa.sendFrames(Array.from({ length: 250 }, (_, i) => frame(60, i)));
+    fb.sendFrames([frame(61, 1)]);
+    await b.waitFrames(1);
+    // B's one frame came while A's backlog was still being worked through, a batch per turn.
+    expect(a.frames.length).toBeLessThan(250);
+    await a.waitFrames(250);
+  });
+
   it('NO_INTERRUPT: the guest that asks not to be interrupted is not signalled', async () => {
     const b = backend();
     const fe = frontend(b);
