@@ -6,7 +6,7 @@
  * another device in it keeps moving frames, and the broken one recovers when a front-end
  * connects again.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadNative } from '../../plugins/native/index.js';
@@ -1035,6 +1035,29 @@ describe('vhost-user back-end: JavaScript callbacks that close, throw or re-ente
     expect(fe.receiveFrames().map((x) => x.frame)).toEqual(sent);
     expect(h.dev.stats().violations).toBe(0);
     expect(h.dev.stats().callbackErrors).toBe(0);
+  });
+
+  it('misuse from JavaScript: bad arguments throw TypeErrors, never crash', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    fe.postRx(4);
+    expect(b.dev.write([out(frame(60, 1))], 5)).toBe(1);
+    expect(b.dev.write([out(frame(60, 1))], Number.NaN)).toBe(1);
+    expect(b.dev.write([out(frame(60, 1))], -3)).toBe(0);
+    expect(() => b.dev.write(['nope' as unknown as Buffer], 1)).toThrow(TypeError);
+    expect(() => b.dev.write(undefined as unknown as Buffer[], 1)).toThrow(TypeError);
+    // A frame shorter than its 10-byte header: dropped, counted.
+    expect(b.dev.write([Buffer.alloc(3)], 1)).toBe(0);
+    const native = loadNative();
+    const base = { maxFrame: 1514, batch: 8, offloads: false, onRead: () => {}, onState: () => {} };
+    expect(() => new native.VhostDevice({ ...base, listenFd: -1 })).toThrow();
+    expect(() => new native.VhostDevice({ ...base, listenFd: 0, batch: 0 })).toThrow(TypeError);
+    expect(() => new native.VhostDevice({ ...base, listenFd: 0, maxFrame: 1 << 20 })).toThrow(TypeError);
+    const efd = vt().eventfd();
+    cleanups.push(() => closeSync(efd));
+    expect(() => new native.VhostDevice({ ...base, listenFd: efd })).toThrow(TypeError);
+    expect(b.dev.stats().state).toBe('running');
   });
 
   it('a closed device: every method is harmless, close() twice too', async () => {
