@@ -85,13 +85,13 @@ function cutFrame(rng: Rng, len: number): Buffer {
 }
 
 export function vhostHarness(): VhostHarness {
-  const b = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
+  const b = startBackend({ maxFrame: 1514, batch: BATCH, offloads: true });
   // Region 0 starts 64 KiB into its memfd (as QEMU's regions after the first do): the device must
   // add mmap_offset. Canaries the device must never write: the memfd before the region, and a
   // stretch of the region no descriptor the fuzzer makes points into.
-  const fe = VhostFrontend.connect(b.path, { num: NUM, bufSize: BUF, regions: [{ size: REGION, mmapOffset: PREFIX }], replyTimeoutMs: 2000 });
+  const fe = VhostFrontend.connect(b.path, { want: F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES, num: NUM, bufSize: BUF, regions: [{ size: REGION, mmapOffset: PREFIX }], replyTimeoutMs: 2000 });
   const m = vt().memfdMap(4096, false);
-  const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
+  const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: true });
   const pfe = VhostFrontend.connect(pb.path, { num: NUM, bufSize: BUF, memSize: 1 << 20 });
   const Fib = (loadNative().Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
   const fib = new Fib(MAC_GW, 1514);
@@ -109,10 +109,42 @@ async function startPeer(h: VhostHarness): Promise<void> {
   h.peer.fe.postRx(NUM);
 }
 
+const BASE = F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES;
+const OFFLOADS = [F.CSUM, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.HOST_TSO4, F.HOST_TSO6];
+
+/**
+ * Frames a guest read from its RX ring, each checked against what it negotiated: no
+ * NEEDS_CSUM without GUEST_CSUM, no GSO type it did not negotiate (UDP GSO never: not offered).
+ */
+function takeRx(fe: VhostFrontend, who: string, coverage: Record<string, number>): Buffer[] {
+  return fe.receiveFrames().map((x) => {
+    const flags = x.hdr[0]!;
+    const gso = x.hdr[1]! & 0x7f;
+    if (gso !== 0 || (flags & 1) !== 0) coverage.offloadFramesIn = (coverage.offloadFramesIn ?? 0) + 1;
+    check((flags & 1) === 0 || (fe.features & F.GUEST_CSUM) !== 0n, `${who} got NEEDS_CSUM without GUEST_CSUM`);
+    check(gso === 0 || (gso === 1 && (fe.features & F.GUEST_TSO4) !== 0n) || (gso === 4 && (fe.features & F.GUEST_TSO6) !== 0n), `${who} got gso_type ${x.hdr[1]} with features ${fe.features.toString(16)}`);
+    return x.frame;
+  });
+}
+
+/** A hostile guest's virtio-net header: often a plausible offload, sometimes random bytes. */
+function hostileHdr(rng: Rng): Buffer {
+  const h = rng.bytes(12);
+  if (rng.bool(0.7)) {
+    h[0] = rng.pick([0, 1, 2, 3, 0xff]);
+    h[1] = rng.pick([0, 1, 3, 4, 5, 0x81, 0x84, 0xff]);
+    h.writeUInt16LE(rng.pick([0, 14, 54, 74, 0xffff]), 2);
+    h.writeUInt16LE(rng.pick([0, 1, 536, 1448, 0xffff]), 4);
+    h.writeUInt16LE(rng.pick([0, 34, 54, 0xfff0]), 6);
+    h.writeUInt16LE(rng.pick([6, 16, 0xffff]), 8);
+  }
+  return h;
+}
+
 /** Takes what reached the peer and offers its buffers again (a guest that keeps up). */
 function servicePeer(h: VhostHarness): void {
   const p = h.peer;
-  p.got.push(...p.fe.receiveFrames().map((x) => x.frame));
+  p.got.push(...takeRx(p.fe, 'the peer', h.coverage));
   p.fe.reclaimTx();
   p.fe.postRx(p.fe.rings[RX]!.free.length);
 }
@@ -307,7 +339,13 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   h.coverage.episodes!++;
   if (ep.mode === 'clean') h.coverage.clean!++;
   if (h.peer.b.dev.stats().state !== 'running') await startPeer(h);
-  if (ep.mode === 'scratch' || !h.ready) await freshStart(h, ep.mode !== 'scratch');
+  // Half the episodes negotiate a random set of offloads (the device offers them all).
+  const want = rng.bool() ? BASE : OFFLOADS.reduce((w, bit) => (rng.bool() ? w | bit : w), BASE);
+  if (ep.mode === 'scratch' || !h.ready || fe.opts.want !== want) {
+    fe.opts.want = want;
+    await freshStart(h, ep.mode !== 'scratch');
+  }
+  if (want !== BASE) h.coverage.offloadEpisodes = (h.coverage.offloadEpisodes ?? 0) + 1;
   h.ready = false;
   fillCanaries(h);
   b.frames.length = 0;
@@ -353,7 +391,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       for (let i = 0; i < n && fe.rings[TX]!.free.length > 0; i++) frames.push(cut && rng.bool(0.7) ? cutFrame(rng, 54 + rng.int(1460)) : frameOf(rng, 14 + rng.int(1500)));
       ep.trace.push(`tx ${frames.map((f) => f.length).join(',')}`);
       try {
-        fe.sendFrames(frames, { kick: rng.bool() });
+        fe.sendFrames(frames, { kick: rng.bool(), ...(hostile && rng.bool(0.2) ? { hdr: hostileHdr(rng) } : {}) });
       } catch {
         // a hostile step emptied the free list some other way
       }
@@ -365,7 +403,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       const n = rng.int(5);
       const frames = Array.from({ length: n }, () => {
         const hdr = Buffer.alloc(10);
-        if (hostile && rng.bool(0.3)) rng.bytes(10).copy(hdr);
+        if (hostile && rng.bool(0.3)) hostileHdr(rng).copy(hdr, 0, 0, 10);
         // Clean episodes: frames that fit (1514 bytes, one 2 KiB buffer each); else any size.
         return Buffer.concat([hdr, frameOf(rng, 14 + rng.int(!hostile || rng.bool(0.9) ? 1501 : 70000))]);
       });
@@ -385,7 +423,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
     } else {
       ep.trace.push('reclaim');
       fe.reclaimTx();
-      gotRx.push(...fe.receiveFrames().map((x) => x.frame));
+      gotRx.push(...takeRx(fe, 'the guest', h.coverage));
       if (rng.bool(0.3)) await yieldLoop();
     }
     if (rng.bool(0.3)) servicePeer(h);
@@ -396,7 +434,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   for (let i = 0; i < 64 && pq(h) > 0; i++) servicePeer(h);
   servicePeer(h);
   fe.reclaimTx();
-  gotRx.push(...fe.receiveFrames().map((x) => x.frame));
+  gotRx.push(...takeRx(fe, 'the guest', h.coverage));
   checkDevice(h, v0);
   h.coverage.framesIn! += b.frames.length;
   const st = b.dev.stats().state;
@@ -430,6 +468,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   }
   // Liveness, charged to this episode: whatever it did, the next QEMU is served.
   ep.trace.push('liveness');
+  fe.opts.want = BASE;
   await freshStart(h, true);
   h.ready = true;
 }

@@ -433,6 +433,55 @@ describe('vhost-user back-end: the happy path', () => {
     expect(b.dev.stats().state).toBe('running');
   });
 
+  it('SET_VRING_ENABLE 0 stops the rings, 1 starts them again; RESET_OWNER then a new setup runs again', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    await fe.set(Req.SET_VRING_ENABLE, vringState(TX, 0));
+    await fe.sync();
+    expect(b.dev.stats().state).toBe('connected');
+    fe.sendFrames([frame(60, 1)], { kick: false });
+    expect(b.dev.processQueues()).toBe(0);
+    await fe.set(Req.SET_VRING_ENABLE, vringState(TX, 1));
+    await fe.sync();
+    expect(b.dev.stats().state).toBe('running');
+    // Taken now, or already on the idle turn the restart scheduled (chains waiting need no kick).
+    b.dev.processQueues();
+    expect(b.frames).toHaveLength(1);
+    await fe.set(Req.RESET_OWNER);
+    await fe.sync();
+    expect(b.dev.stats().state).toBe('connected');
+    fe.rings.forEach((r) => r.kickFd >= 0 && closeSync(r.kickFd));
+    fe.rings.forEach((r) => (r.kickFd = -1));
+    fe.resetGuest();
+    await fe.driverOk();
+    expect(b.dev.stats().state).toBe('running');
+    fe.sendFrames([frame(61, 2)], { kick: false });
+    expect(b.dev.processQueues()).toBe(1);
+    expect(b.dev.stats().violations).toBe(0);
+  });
+
+  it('SET_VRING_CALL with NOFD (no interrupts wanted) still delivers; SET_VRING_KICK with NOFD never runs a ring it cannot be told about, or polls it', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    await fe.set(Req.SET_VRING_CALL, u64Payload(BigInt(RX) | 0x100n));
+    await fe.sync();
+    fe.postRx(2);
+    expect(b.dev.write([out(frame(60, 1))], 1)).toBe(1);
+    expect(fe.rings[RX]!.calls()).toBe(0);
+    expect(fe.receiveFrames()).toHaveLength(1);
+    await tolerate(async () => {
+      await fe.set(Req.SET_VRING_KICK, u64Payload(BigInt(TX) | 0x100n));
+      await fe.sync();
+    });
+    fe.sendFrames([frame(62, 3)], { kick: false });
+    b.dev.processQueues();
+    const st = b.dev.stats().state;
+    expect(['connected', 'running', 'broken']).toContain(st);
+    await healthyStillWorks();
+  });
+
   it('JavaScript gets a copy: the guest changing its buffer afterwards changes nothing JS holds', async () => {
     const b = backend();
     const fe = frontend(b);
