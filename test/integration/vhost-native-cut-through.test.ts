@@ -128,6 +128,42 @@ describe('vhost-user cut-through', () => {
     expect(a.dev.stats()).toMatchObject({ state: 'running', violations: 0 });
   });
 
+  it('Device to Device across header kinds (a plain TAP and a --vnet-hdr TAP): a ping both ways, nothing through JS', async () => {
+    const nsA = await createNetns('vcx');
+    const nsB = await createNetns('vcx');
+    const devs: NativeDevice[] = [];
+    try {
+      const ends: { ns: Netns; name: string; ip: string; dev: NativeDevice; mac: number; toJs: number }[] = [];
+      for (const [ns, vnetHdr, ip] of [[nsA, false, '10.82.0.1'], [nsB, true, '10.82.0.2']] as const) {
+        const name = uniqueName('vcx');
+        const t = native.openTun({ name, tap: true, vnetHdr, netns: ns.path });
+        native.configureLink({ name, netns: ns.path, up: true });
+        await ns.addAddr(name, `${ip}/24`);
+        const end = { ns, name, ip, mac: Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16), toJs: 0, dev: undefined as unknown as NativeDevice };
+        end.dev = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 65560, batch: 32, queueFrames: 64, queueBytes: 1 << 20, onRead: (n: number, st?: number) => { end.toJs += n - (st ?? 0); }, onError: () => {} });
+        devs.push(end.dev);
+        ends.push(end);
+      }
+      const [a, b] = ends as [typeof ends[0], typeof ends[0]];
+      const fib = new Fib(GW_MAC, 1514);
+      for (const [e, vnet] of [[a, 0], [b, 1]] as const) {
+        (e.dev as unknown as Bindable).bindSwitch(fib, vnet, 14, 1514, e.mac, () => {});
+        e.dev.start();
+        expect(fib.set(e.mac, e.dev, 60_000)).toBe(true);
+      }
+      const macText = (m: number): string => macBytes(m).toString('hex').replace(/(..)(?!$)/g, '$1:');
+      await a.ns.exec(['ip', 'neigh', 'replace', b.ip, 'lladdr', macText(b.mac), 'dev', a.name, 'nud', 'permanent']);
+      await b.ns.exec(['ip', 'neigh', 'replace', a.ip, 'lladdr', macText(a.mac), 'dev', b.name, 'nud', 'permanent']);
+      expect(await a.ns.ping(b.ip, { count: 3, waitS: 2 })).toBe(true);
+      expect([a.toJs, b.toJs]).toEqual([0, 0]);
+      expect([a.dev.stats().txFrames, b.dev.stats().txFrames]).toEqual([3, 3]);
+    } finally {
+      for (const d of devs) d.close();
+      await nsA.delete();
+      await nsB.delete();
+    }
+  });
+
   describe('with a TAP', () => {
     let ns: Netns;
     let tap: NativeDevice;
@@ -136,43 +172,55 @@ describe('vhost-user cut-through', () => {
       await ns?.delete();
     });
 
-    it('guest → TAP from guest memory, the kernel\'s answer → guest, nothing through JS; capture sees both', async () => {
-      ns = await createNetns('vct');
-      const name = uniqueName('vct');
-      const t = native.openTun({ name, tap: true, vnetHdr: true, netns: ns.path });
-      native.configureLink({ name, netns: ns.path, up: true });
-      await ns.addAddr(name, '10.81.0.1/24');
-      await ns.exec(['ip', 'neigh', 'replace', '10.81.0.2', 'lladdr', '52:54:00:00:00:0a', 'dev', name, 'nud', 'permanent']);
-      const tapMac = Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16);
-      let tapToJs = 0;
-      tap = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 65560, batch: 32, queueFrames: 64, queueBytes: 1 << 20, onRead: (n) => (tapToJs += n), onError: () => {} });
-      tap.start();
+    for (const vnetHdr of [true, false]) {
+      it(`guest → TAP${vnetHdr ? ' (--vnet-hdr)' : ' (plain: the header left out and put back)'} from guest memory, the kernel's answer → guest, nothing through JS; capture sees both`, async () => {
+        ns = await createNetns('vct');
+        const name = uniqueName('vct');
+        const t = native.openTun({ name, tap: true, vnetHdr, netns: ns.path });
+        native.configureLink({ name, netns: ns.path, up: true });
+        await ns.addAddr(name, '10.81.0.1/24');
+        await ns.exec(['ip', 'neigh', 'replace', '10.81.0.2', 'lladdr', '52:54:00:00:00:0a', 'dev', name, 'nud', 'permanent']);
+        const tapMac = Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16);
+        let tapToJs = 0;
+        tap = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 65560, batch: 32, queueFrames: 64, queueBytes: 1 << 20, onRead: (n) => (tapToJs += n), onError: () => {} });
+        tap.start();
 
-      const a = backend(true);
-      const fa = await guest(a, F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.HOST_TSO4 | F.HOST_TSO6);
-      const ring = new TeeRing(1 << 16, 0);
-      a.dev.setTee(ring.buffer, ring.ctl, 3, 0, 10, 10);
-      const fib = new Fib(GW_MAC, 1514);
-      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-      (tap as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, tapMac, () => {});
-      expect(fib.set(tapMac, tap, 60_000)).toBe(true);
-      expect(fib.set(MAC_A, a.dev, 60_000)).toBe(true);
+        const a = backend(true);
+        const fa = await guest(a, F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.HOST_TSO4 | F.HOST_TSO6);
+        const ring = new TeeRing(1 << 16, 0);
+        a.dev.setTee(ring.buffer, ring.ctl, 3, 0, 10, 10);
+        const fib = new Fib(GW_MAC, 1514);
+        (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+        (tap as unknown as Bindable).bindSwitch(fib, vnetHdr ? 1 : 0, 14, 1514, tapMac, () => {});
+        expect(fib.set(tapMac, tap, 60_000)).toBe(true);
+        expect(fib.set(MAC_A, a.dev, 60_000)).toBe(true);
 
-      // A SYN to a closed port: the namespace's kernel answers with a RST to the guest's MAC.
-      const syn = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 100);
-      fa.sendFrames([syn], { split: true });
-      await waitFor(() => a.dev.stats().txFrames >= 1, { what: 'the RST cut through into the guest' });
-      const [rst] = fa.receiveFrames();
-      expect(rst!.frame.subarray(0, 6)).toEqual(macBytes(MAC_A));
-      expect(rst!.frame[14 + 20 + 13]! & 0x04).toBe(4);  // RST
-      expect(tap.stats().txFrames).toBe(1);
-      expect([a.frames.length, tapToJs]).toEqual([0, 0]);
-      // Capture: the SYN in, the RST out.
-      const recs: { dir: number; frame: Buffer }[] = [];
-      ring.drain((r) => recs.push({ dir: r.dir, frame: Buffer.from(r.frame) }));
-      expect(recs.map((r) => [r.dir, r.frame.length])).toEqual([[1, syn.length], [2, rst!.frame.length]]);
-      expect(recs[0]!.frame).toEqual(syn);
-      expect(recs[1]!.frame).toEqual(rst!.frame);
-    });
+        // A SYN to a closed port: the namespace's kernel answers with a RST to the guest's MAC.
+        const syn = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 100);
+        fa.sendFrames([syn], { split: true });
+        await waitFor(() => a.dev.stats().txFrames >= 1, { what: 'the RST cut through into the guest' });
+        const [rst] = fa.receiveFrames();
+        expect(rst!.frame.subarray(0, 6)).toEqual(macBytes(MAC_A));
+        expect(rst!.frame[14 + 20 + 13]! & 0x04).toBe(4);  // RST
+        if (!vnetHdr) expect(rst!.hdr).toEqual(Buffer.alloc(12, 0).fill(1, 10, 11));  // a zero header, num_buffers 1
+        expect(tap.stats().txFrames).toBe(1);
+        expect([a.frames.length, tapToJs]).toEqual([0, 0]);
+        // Capture: the SYN in, the RST out.
+        const recs: { dir: number; frame: Buffer }[] = [];
+        ring.drain((r) => recs.push({ dir: r.dir, frame: Buffer.from(r.frame) }));
+        expect(recs.map((r) => [r.dir, r.frame.length])).toEqual([[1, syn.length], [2, rst!.frame.length]]);
+        expect(recs[0]!.frame).toEqual(syn);
+        expect(recs[1]!.frame).toEqual(rst!.frame);
+        if (!vnetHdr) {
+          // A TSO frame cannot lose its header: the switch segments it (JS), nothing is cut through.
+          const gso = Buffer.alloc(12);
+          gso[1] = 1;
+          gso.writeUInt16LE(1000, 4);
+          fa.sendFrames([syn], { hdr: gso });
+          await a.waitFrames(1);
+          expect(tap.stats().txFrames).toBe(1);
+        }
+      });
+    }
   });
 });

@@ -765,24 +765,32 @@ uint32_t Device::ReadBatch() {
         lens_[n] = len;
         if (tee_.in) TeeIn(f, len);  // before cut-through may reuse the slot
         if (cut) {
-          SwitchMember* dst = Route(f, len, slot_, now);
+          int conv = kCutSame;
+          SwitchMember* dst = Route(f, len, slot_, now, &conv);
           if (dst != nullptr) {
             fwd++;
             fwd_bytes += len - sw_h_;
-            if (dst != run_dst && run > 0) {
+            if ((dst != run_dst || conv == kCutAdd) && run > 0) {
               run_dst->CutWrite(cut_iov_.data(), run);
               run = 0;
             }
+            const uint32_t skip = conv == kCutStrip ? kVnetHdrLen : 0;
             Device* tap = dst->IsTap() ? static_cast<Device*>(dst) : nullptr;
-            if (tap == nullptr) {
+            if (tap == nullptr && conv != kCutAdd) {
               run_dst = dst;
-              cut_iov_[run].iov_base = f;
-              cut_iov_[run].iov_len = len;
+              cut_iov_[run].iov_base = f + skip;
+              cut_iov_[run].iov_len = len - skip;
               run++;
               n++;
             } else {
-              tap->WriteOne(f, len);
-              if (tap != last_tap) {
+              // Written now (a TAP, or a zero header put before it): the slot is free again.
+              if (conv == kCutAdd) {
+                iovec two[2] = {{const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen}, {f, len}};
+                dst->CutWriteV(two, 2, len + kVnetHdrLen);
+              } else {
+                tap->WriteOne(f + skip, len - skip);
+              }
+              if (tap != nullptr && tap != last_tap) {
                 NotePeer(tap);
                 last_tap = tap;
               }
@@ -928,19 +936,9 @@ uint32_t Device::Write(const iovec* frames, size_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cut-through. The switch (daemon/switch/network.ts) binds each member's device to its network's
-// Fib with the member's source MAC and the port's limits. Frames read from a bound device are
-// then forwarded by ReadBatch itself, in order, for as long as each is one the switch would
-// forward to a known member unchanged (Route): it passes the port's receive checks, is unicast
-// from the member's own MAC to a MAC in the Fib (not the gateway, not itself), is a plain
-// frame (IsPlainFrame: nothing the switch's guard looks at), and passes the destination port's
-// send checks with the same vnet header length. The first frame that is anything else ends
-// cut-through for the batch: it and the rest go to JS (onRead(count, start)), so
-// per-destination order is kept. The switch's bookkeeping (counters, MAC ageing) for the frames
-// cut through is reported to JS afterwards (fwd_cb_), from a timer kReportMs later, so a reply
-// the write provoked is forwarded before any JS runs (see also DrainPeers). The Fib is a subset of the switch's MAC table (its
-// entries expire before the table's and go with them), so nothing is cut through that the
-// switch would not have forwarded the same way.
+// Cut-through from a Device: ReadBatch forwards frames itself while SwitchMember::Route (below,
+// with the whole story) finds a member for them; runs for one destination go out together, a
+// TAP is written a frame at a time and read right after (DrainPeers).
 
 // DrainPeers reads the TAPs cut-through wrote to.
 void Device::NotePeer(Device* dst) {
@@ -958,18 +956,26 @@ uint32_t Device::CutThrough(uint32_t n) {
   for (; k < n; k++) {
     uint8_t* f = buf_ + static_cast<size_t>(k) * slot_;
     uint32_t len = lens_[k];
-    SwitchMember* dst = Route(f, len, slot_, now);
+    int conv = kCutSame;
+    SwitchMember* dst = Route(f, len, slot_, now, &conv);
     if (dst == nullptr) break;
-    if (dst != run_dst) {
+    if (dst != run_dst || conv == kCutAdd) {
       if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
       run = 0;
+      run_dst = nullptr;
       if (dst->IsTap()) NotePeer(static_cast<Device*>(dst));
     }
-    run_dst = dst;
-    cut_iov_[run].iov_base = f;
-    cut_iov_[run].iov_len = len;
-    run++;
     bytes += len - sw_h_;
+    if (conv == kCutAdd) {
+      iovec two[2] = {{const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen}, {f, len}};
+      dst->CutWriteV(two, 2, len + kVnetHdrLen);
+      continue;
+    }
+    run_dst = dst;
+    const uint32_t skip = conv == kCutStrip ? kVnetHdrLen : 0;
+    cut_iov_[run].iov_base = f + skip;
+    cut_iov_[run].iov_len = len - skip;
+    run++;
   }
   if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
   if (k > 0) NoteForwarded(k, bytes);
@@ -1533,8 +1539,9 @@ bool Tee::Set(napi_env env, size_t argc, napi_value* argv, bool closed) {
 // member itself, in order, for as long as each is one the switch would forward to a known
 // member unchanged (Route): it passes the port's receive checks, is unicast from the member's
 // own MAC to a MAC in the Fib (not the gateway, not itself), is a plain frame (IsPlainFrame:
-// nothing the switch's guard looks at), and passes the destination port's send checks with the
-// same vnet header length. The first frame that is anything else ends cut-through for the
+// nothing the switch's guard looks at), and passes the destination port's send checks, with
+// the virtio_net_hdr made what the destination port has as the switch makes it (Route's
+// `conv`: left out of a frame without offloads, or a zero one put before). The first frame that is anything else ends cut-through for the
 // batch: it and the rest go to JS, so per-destination order is kept. The switch's bookkeeping
 // (counters, MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_), from
 // a timer kReportMs later, so a reply the write provoked is forwarded before any JS runs. The
@@ -1571,7 +1578,9 @@ const FibEntry* SwitchMember::Lookup(uint64_t dmac) {
   return &cache_entry_;
 }
 
-SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now) {
+const uint8_t kZeroVnetHdr[10] = {0};
+
+SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now, int* conv) {
   const uint32_t h = sw_h_;
   // DevicePort's receive checks (runt, oversize).
   if (sw_pass_) {
@@ -1590,10 +1599,24 @@ SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot,
   const FibEntry* e = Lookup(dmac);
   if (e == nullptr || now >= e->deadline) return nullptr;
   SwitchMember* dst = e->dev;
-  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen() || dst->sw_h_ != h || !dst->TxAccepts(f, len)) {
-    return nullptr;
+  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen()) return nullptr;
+  if (dst->sw_h_ == h) {
+    *conv = kCutSame;
+    return dst->TxAccepts(f, len) ? dst : nullptr;
   }
-  return dst;
+  if (h == kVnetHdrLen && dst->sw_h_ == 0) {
+    // Network.enqueue: normalizeOffload, which for a frame without GSO or a partial checksum
+    // only leaves the header out (anything else is segmented or checksummed there).
+    if (f[1] != 0 || (f[0] & 1) != 0) return nullptr;
+    *conv = kCutStrip;
+    return dst->TxAccepts(f + kVnetHdrLen, len - kVnetHdrLen) ? dst : nullptr;
+  }
+  if (h == 0 && dst->sw_h_ == kVnetHdrLen) {
+    // Network.enqueue: a zero header before it. TxAccepts reads only the header's bytes of `f`.
+    *conv = kCutAdd;
+    return dst->TxAccepts(kZeroVnetHdr, len + kVnetHdrLen) ? dst : nullptr;
+  }
+  return nullptr;
 }
 
 bool SwitchMember::CanCutThrough() const {

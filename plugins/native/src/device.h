@@ -75,6 +75,10 @@ struct Tee {
 class Fib;
 class SwitchMember;
 
+enum CutConv { kCutSame = 0, kCutStrip = 1, kCutAdd = 2 };
+// A virtio_net_hdr of zeros (no offload), put before frames cut through with kCutAdd.
+extern const uint8_t kZeroVnetHdr[10];
+
 struct FibEntry {
   SwitchMember* dev;
   uint64_t deadline;  // uv_hrtime() ns
@@ -102,8 +106,11 @@ class SwitchMember {
   // As a source.
   bool CanCutThrough() const;
   // The member the frame goes to, or null when the switch must see it. `f` holds at least
-  // min(len, kRouteBytes) bytes; `slot`: the source's largest frame.
-  SwitchMember* Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now);
+  // min(len, kRouteBytes) bytes; `slot`: the source's largest frame. `conv`: what the frame
+  // becomes on the way, as the switch's enqueue does it between ports with and without a
+  // virtio_net_hdr (kCutStrip: only a frame with no offload, its header left out; kCutAdd: a
+  // zero header put before it).
+  SwitchMember* Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now, int* conv);
   void NoteForwarded(double frames, double bytes);
   // Leaves the Fib (dropping its entries for this member). Pending counts stay for the report.
   void UnbindSwitch();

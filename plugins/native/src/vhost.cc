@@ -801,10 +801,14 @@ uint32_t VhostDevice::ProcessTx() {
       const uint32_t plen = static_cast<uint32_t>(std::min<uint64_t>(len, kRouteBytes));
       Gather(c, 0, pre, kVnetHdrLen);
       Gather(c, guest_hdr_, pre + kVnetHdrLen, plen - kVnetHdrLen);
-      SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now);
+      int conv = kCutSame;
+      SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now, &conv);
       if (dst != nullptr) {
+        // kCutStrip: to a port without the header (a plain TAP, a socket), which the frame
+        // (no offload) does without. kCutAdd cannot happen: this port has the header.
+        const uint32_t skip_hdr = conv == kCutStrip ? kVnetHdrLen : 0;
         cut_iov_.clear();
-        cut_iov_.push_back({pre, plen});
+        cut_iov_.push_back({pre + skip_hdr, plen - skip_hdr});
         uint64_t skip = guest_hdr_ + (plen - kVnetHdrLen);
         for (uint32_t k = 0; k < c.count; k++) {
           const Seg& sg = segs_[c.first + k];
@@ -821,7 +825,7 @@ uint32_t VhostDevice::ProcessTx() {
           Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
           tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
         }
-        dst->CutWriteV(cut_iov_.data(), static_cast<int>(cut_iov_.size()), static_cast<uint32_t>(len));
+        dst->CutWriteV(cut_iov_.data(), static_cast<int>(cut_iov_.size()), static_cast<uint32_t>(len - skip_hdr));
         fwd++;
         fwd_bytes += static_cast<double>(len - kVnetHdrLen);
         continue;
@@ -1280,6 +1284,12 @@ napi_value VhostDevice::JsBindSwitch(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   VhostDevice* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
+  uint32_t mode = 0;
+  // Frames to and from this device always carry a virtio_net_hdr: 'pass' (1) only.
+  if (argc >= 2 && napi_get_value_uint32(env, argv[1], &mode) == napi_ok && mode != 1) {
+    ThrowType(env, "bindSwitch: a VhostDevice binds with mode 1 ('pass')");
+    return nullptr;
+  }
   return d->JsBind(env, argc, argv, d, d->closed_);
 }
 
