@@ -113,18 +113,45 @@ const BASE = F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES;
 const OFFLOADS = [F.CSUM, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.HOST_TSO4, F.HOST_TSO6];
 
 /**
- * Frames a guest read from its RX ring, each checked against what it negotiated: no
+ * Frames a guest read from its RX ring, each checked (unless the guest tampered with its own RX
+ * ring or the control plane: then what it reads back is not what the device wrote) against
+ * what it negotiated: no
  * NEEDS_CSUM without GUEST_CSUM, no GSO type it did not negotiate (UDP GSO never: not offered).
  */
-function takeRx(fe: VhostFrontend, who: string, coverage: Record<string, number>): Buffer[] {
+function takeRx(fe: VhostFrontend, who: string, coverage: Record<string, number>, checkHeaders = true): Buffer[] {
+  // Each as JS wrote it: the 10-byte virtio_net_hdr (num_buffers left out) then the frame.
   return fe.receiveFrames().map((x) => {
+    const whole = Buffer.concat([x.hdr.subarray(0, 10), x.frame]);
+    if (!checkHeaders) return whole;
     const flags = x.hdr[0]!;
     const gso = x.hdr[1]! & 0x7f;
     if (gso !== 0 || (flags & 1) !== 0) coverage.offloadFramesIn = (coverage.offloadFramesIn ?? 0) + 1;
     check((flags & 1) === 0 || (fe.features & F.GUEST_CSUM) !== 0n, `${who} got NEEDS_CSUM without GUEST_CSUM`);
     check(gso === 0 || (gso === 1 && (fe.features & F.GUEST_TSO4) !== 0n) || (gso === 4 && (fe.features & F.GUEST_TSO6) !== 0n), `${who} got gso_type ${x.hdr[1]} with features ${fe.features.toString(16)}`);
-    return x.frame;
+    return whole;
   });
+}
+
+/** A well-formed offload header (NEEDS_CSUM, maybe TSO4/6) for a 10-byte virtio_net_hdr. */
+function validOffloadHdr(rng: Rng): Buffer {
+  const h = Buffer.alloc(10);
+  h[0] = 1;
+  h[1] = rng.pick([0, 0, 1, 4]);
+  h.writeUInt16LE(54, 2);
+  h.writeUInt16LE(h[1] === 0 ? 0 : 1448, 4);
+  h.writeUInt16LE(34, 6);
+  h.writeUInt16LE(16, 8);
+  return h;
+}
+
+/** Whether a frame JS writes (10-byte header first) may go to a guest with `features`. */
+function offloadOk(f: Buffer, features: bigint): boolean {
+  const gso = f[1]! & 0x7f;
+  if ((f[0]! & 1) !== 0 && (features & F.GUEST_CSUM) === 0n) return false;
+  if (gso === 0) return true;
+  if (gso === 1) return (features & F.GUEST_TSO4) !== 0n;
+  if (gso === 4) return (features & F.GUEST_TSO6) !== 0n;
+  return false;
 }
 
 /** A hostile guest's virtio-net header: often a plausible offload, sometimes random bytes. */
@@ -144,7 +171,7 @@ function hostileHdr(rng: Rng): Buffer {
 /** Takes what reached the peer and offers its buffers again (a guest that keeps up). */
 function servicePeer(h: VhostHarness): void {
   const p = h.peer;
-  p.got.push(...takeRx(p.fe, 'the peer', h.coverage));
+  p.got.push(...takeRx(p.fe, 'the peer', h.coverage).map((f) => f.subarray(10)));
   p.fe.reclaimTx();
   p.fe.postRx(p.fe.rings[RX]!.free.length);
 }
@@ -354,6 +381,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   const v0 = b.dev.stats().violations;
   // Half the episodes send (some) frames the switch cuts through into the peer.
   const cut = rng.bool();
+  let rxTampered = false;
   const sentTx: Buffer[] = [];
   const wroteRx: Buffer[] = [];
   const gotRx: Buffer[] = [];
@@ -379,7 +407,9 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       continue;
     }
     if (wantRing) {
-      ep.trace.push(mutateRing(rng, h));
+      const what = mutateRing(rng, h);
+      if (!what.includes('q1') || what.startsWith('bytes')) rxTampered = true;
+      ep.trace.push(what);
       h.coverage.ring!++;
       pq(h);
       continue;
@@ -404,17 +434,23 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       const frames = Array.from({ length: n }, () => {
         const hdr = Buffer.alloc(10);
         if (hostile && rng.bool(0.3)) hostileHdr(rng).copy(hdr, 0, 0, 10);
+        else if (rng.bool(0.3)) validOffloadHdr(rng).copy(hdr);
         // Clean episodes: frames that fit (1514 bytes, one 2 KiB buffer each); else any size.
         return Buffer.concat([hdr, frameOf(rng, 14 + rng.int(!hostile || rng.bool(0.9) ? 1501 : 70000))]);
       });
       ep.trace.push(`rx post ${post} write ${frames.map((f) => f.length).join(',')}`);
-      const before = b.dev.stats().dropNoBuffers;
+      const before = b.dev.stats();
       const got = b.dev.write(frames, n);
       check(Number.isInteger(got) && got >= 0 && got <= n, `write returned ${got} of ${n}`);
       if (!hostile) {
-        // Clean: every frame fits a buffer; it is delivered when a buffer is there, else counted.
-        wroteRx.push(...frames.slice(0, got).map((f) => f.subarray(10)));
-        check(b.dev.stats().dropNoBuffers === before + (n - got), `write: ${n - got} not delivered, dropNoBuffers +${b.dev.stats().dropNoBuffers - before}`);
+        // Clean: every frame fits a buffer. One with an offload the guest did not negotiate is
+        // dropped (dropBadOffload); the rest are delivered in order while buffers last, then
+        // dropped and counted (dropNoBuffers).
+        const ok = frames.filter((f) => offloadOk(f, fe.features));
+        const after = b.dev.stats();
+        check(after.dropBadOffload === before.dropBadOffload + (n - ok.length), `write: ${n - ok.length} frames with offloads not negotiated, dropBadOffload +${after.dropBadOffload - before.dropBadOffload}`);
+        check(got <= ok.length && after.dropNoBuffers === before.dropNoBuffers + (ok.length - got), `write: ${got} of ${ok.length} delivered, dropNoBuffers +${after.dropNoBuffers - before.dropNoBuffers}`);
+        wroteRx.push(...ok.slice(0, got));
       }
       h.coverage.framesOut! += got;
     } else if (a === 3) {
@@ -423,7 +459,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
     } else {
       ep.trace.push('reclaim');
       fe.reclaimTx();
-      gotRx.push(...takeRx(fe, 'the guest', h.coverage));
+      gotRx.push(...takeRx(fe, 'the guest', h.coverage, ep.mode === 'clean' || (ep.mode === 'ring' && !rxTampered)));
       if (rng.bool(0.3)) await yieldLoop();
     }
     if (rng.bool(0.3)) servicePeer(h);
@@ -434,7 +470,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   for (let i = 0; i < 64 && pq(h) > 0; i++) servicePeer(h);
   servicePeer(h);
   fe.reclaimTx();
-  gotRx.push(...takeRx(fe, 'the guest', h.coverage));
+  gotRx.push(...takeRx(fe, 'the guest', h.coverage, ep.mode === 'clean' || (ep.mode === 'ring' && !rxTampered)));
   checkDevice(h, v0);
   h.coverage.framesIn! += b.frames.length;
   const st = b.dev.stats().state;
