@@ -6,7 +6,8 @@
  *
  * Inputs come in episodes of EPISODE steps; each episode starts on a new connection from a
  * reset guest, so it replays alone from its seed. A crash is: an exception out of the device's
- * methods, a native crash (the run dies: the seed printed last is the one), a device that
+ * methods, a native crash (the run dies; FUZZ_TRACE=1 prints each episode's seed before it
+ * runs, so the last one printed is the culprit), a device that
  * does not come back to `running` for a well-behaved front-end at the next episode (liveness:
  * GET_FEATURES and the rest of QEMU's sequence answered), `broken` without a violation counted,
  * a callback error, more chains per turn than the budget, a frame to JS longer than its slot,
@@ -24,6 +25,7 @@ export const EPISODE = 16;
 const NUM = 64;
 const BUF = 2048;
 const BATCH = 32;
+const TRACE = process.env.FUZZ_TRACE === '1';
 const REGION = 1 << 20;
 const PREFIX = 64 << 10;
 const CANARY = 0x5a;
@@ -533,6 +535,8 @@ export async function fuzzVhost(count: number, seed: number): Promise<FuzzReport
     for (let e = 0; report.ran < count; e++) {
       const steps = Math.min(EPISODE, count - report.ran);
       const s = inputSeed(seed, e);
+      // Synchronous on a pipe or file: printed before a native crash could kill the run.
+      if (TRACE) process.stderr.write(`vhost episode ${s}\n`);
       const c = await vhostOne(h, s, steps);
       report.ran += steps;
       if (c !== null) {
