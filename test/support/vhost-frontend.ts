@@ -477,6 +477,7 @@ export class VhostFrontend {
     this.disconnect();
     this.isClosed = false;
     this.inbuf = Buffer.alloc(0);
+    this.unexpected.length = 0;
     this.attach(vt().unixConnect(path));
   }
 
@@ -515,8 +516,11 @@ export class VhostFrontend {
       if (p !== undefined && p.request === r.request) {
         this.pending.shift();
         clearTimeout(p.timer);
-        p.resolve(r);
-      } else {
+        // The spec: a reply carries version 1 and the REPLY flag, and nothing else.
+        if ((r.flags & ~FLAG_REPLY) !== FLAG_VERSION || (r.flags & FLAG_REPLY) === 0) p.reject(new Error(`vhost-user: reply to request ${r.request} with flags 0x${r.flags.toString(16)}`));
+        else p.resolve(r);
+      } else if (this.unexpected.length < 256) {
+        // Replies to messages sent without waiting (the fuzzer's): kept for a look, bounded.
         this.unexpected.push(r);
       }
     }
