@@ -612,6 +612,12 @@ const protoCases: ProtoCase[] = [
     why: /size|region/i,
   },
   {
+    name: 'two regions overlapping in guest-physical space',
+    fe: { regions: [{ size: 4 << 20 }, { size: 1 << 20, gpa: 2n << 20n }] },
+    act: (fe) => fe.start(),
+    why: /overlap/i,
+  },
+  {
     name: 'an eventfd in place of a memfd',
     act: async (fe) => {
       await upToFeatures(fe);
