@@ -8,7 +8,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadNative } from '../../plugins/native/index.js';
 import type { NativeDevice } from '../../plugins/native/types.js';
-import { internetChecksum, pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
+import { foldSum, internetChecksum, pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
 import { TeeRing } from '../../plugins/common/tee-ring.js';
 import { cleanupAll, createNetns, uniqueName, waitFor, type Netns } from '../support/netns.js';
 import { F, startBackend, VhostFrontend, type Backend } from '../support/vhost-frontend.js';
@@ -212,13 +212,44 @@ describe('vhost-user cut-through', () => {
         expect(recs[0]!.frame).toEqual(syn);
         expect(recs[1]!.frame).toEqual(rst!.frame);
         if (!vnetHdr) {
-          // A TSO frame cannot lose its header: the switch segments it (JS), nothing is cut through.
-          const gso = Buffer.alloc(12);
-          gso[1] = 1;
-          gso.writeUInt16LE(1000, 4);
-          fa.sendFrames([syn], { hdr: gso });
+          // Offloads made plain natively, as the switch's normalizeOffload would: a TSO
+          // super-frame (3 x 1000 bytes) cut into 3 segments, a partial checksum completed. The
+          // kernel checks every checksum and answers each valid SYN with a RST acking its end.
+          fa.receiveFrames();
+          const tso = Buffer.alloc(12);
+          tso[0] = 1;  // NEEDS_CSUM, as Linux sends it along with TSO
+          tso[1] = 1;  // TCPv4
+          tso.writeUInt16LE(1000, 4);
+          tso.writeUInt16LE(34, 6);
+          tso.writeUInt16LE(16, 8);
+          const big = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 3000);
+          big.writeUInt16BE(0, 14 + 10);  // IP checksum: whatever the guest left, fixed per segment
+          big.writeUInt16BE(0xdead, 14 + 20 + 16);
+          fa.sendFrames([big], { hdr: tso });
+          await waitFor(() => a.dev.stats().txFrames >= 1 + 3, { what: 'three RSTs, one per segment' });
+          const acks = fa.receiveFrames().map((r) => r.frame.readUInt32BE(14 + 20 + 8));
+          expect(acks).toEqual([1 + 1000 + 1, 1 + 2000 + 1, 1 + 3000 + 1]);
+          expect(tap.stats().txFrames).toBe(1 + 3);
+          // A partial checksum: the TCP field holds the pseudo-header sum (as Linux leaves it).
+          const part = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 10);
+          part.writeUInt16BE(foldSum(pseudoHeaderSumV4At(part, 14, 6, 30)), 14 + 20 + 16);
+          const pc = Buffer.alloc(12);
+          pc[0] = 1;
+          pc.writeUInt16LE(34, 6);
+          pc.writeUInt16LE(16, 8);
+          fa.sendFrames([part], { hdr: pc });
+          await waitFor(() => a.dev.stats().txFrames >= 5, { what: 'the RST to the completed SYN' });
+          expect(fa.receiveFrames().map((r) => r.frame.readUInt32BE(14 + 20 + 8))).toEqual([1 + 10 + 1]);
+          // UDP fragmentation (UFO) is left to the switch.
+          const ufo = Buffer.alloc(12);
+          ufo[1] = 3;
+          ufo.writeUInt16LE(1000, 4);
+          const udp = Buffer.from(big);
+          udp[14 + 9] = 17;
+          fa.sendFrames([udp], { hdr: ufo });
           await a.waitFrames(1);
-          expect(tap.stats().txFrames).toBe(1);
+          expect(a.frames[0]![1]).toBe(3);
+          expect(tap.stats().txFrames).toBe(5);
         }
       });
     }

@@ -804,6 +804,18 @@ uint32_t VhostDevice::ProcessTx() {
       int conv = kCutSame;
       SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now, &conv);
       if (dst != nullptr) {
+        if (conv == kCutNormalize) {
+          // Segmented or checksummed for a port without the header: read more than once, so
+          // from a copy of the whole frame, never from guest memory.
+          scratch_.resize(len);
+          std::memcpy(scratch_.data(), pre, plen);
+          Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
+          if (tee_.in) tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
+          CutNormalized(dst, scratch_.data(), static_cast<uint32_t>(len));
+          fwd++;
+          fwd_bytes += static_cast<double>(len - kVnetHdrLen);
+          continue;
+        }
         // kCutStrip: to a port without the header (a plain TAP, a socket), which the frame
         // (no offload) does without. kCutAdd cannot happen: this port has the header.
         const uint32_t skip_hdr = conv == kCutStrip ? kVnetHdrLen : 0;
@@ -868,7 +880,8 @@ uint32_t VhostDevice::ProcessTx() {
 
 // What a frame for the guest (its 10-byte header) needs that the guest negotiated.
 bool VhostDevice::OffloadOk(const uint8_t* hdr) const {
-  const uint8_t gso = hdr[1] & static_cast<uint8_t>(~kGsoEcn);
+  if ((hdr[1] & kGsoEcn) != 0) return false;  // GUEST_ECN is not offered
+  const uint8_t gso = hdr[1];
   if ((hdr[0] & kHdrNeedsCsum) != 0 && (features_ & vhost::kFGuestCsum) == 0) return false;
   if (gso == 0) return true;
   if (gso == kGsoTcpv4) return (features_ & vhost::kFGuestTso4) != 0;
@@ -903,7 +916,7 @@ VhostDevice::PutResult VhostDevice::PutFrame(const iovec* iov, int count, uint64
     return kDropped;
   }
   const uint64_t eth = len - kVnetHdrLen;
-  if (eth > kGsoMaxFrame || ((hdr[1] & static_cast<uint8_t>(~kGsoEcn)) == 0 && eth > max_frame_)) {
+  if (eth > kGsoMaxFrame || (hdr[1] == 0 && eth > max_frame_)) {
     drop_oversize_++;
     return kDropped;
   }
