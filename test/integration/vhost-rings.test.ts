@@ -724,6 +724,21 @@ describe('vhost-user back-end: hostile control messages make the device broken (
     await expectBrokenThenRecovers(b, c.why);
   });
 
+  it('a front-end that never reads its replies: the device never blocks on it; it gives up on that connection', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    fe.pauseReading();
+    // Thousands of requests whose replies pile up unread; the loop keeps turning meanwhile.
+    const burst = Buffer.concat(Array.from({ length: 100 }, () => encodeMsg(Req.GET_FEATURES)));
+    await tolerate(async () => {
+      for (let i = 0; i < 400 && !fe.closed && b.dev.stats().state !== 'broken'; i++) await fe.sendBytesAsync(burst);
+    });
+    const detail = await b.waitState('broken');
+    expect(detail).toMatch(/repl/i);
+    await healthyStillWorks();
+  });
+
   it('a header cut short then EOF: no message, no violation, back to listening', async () => {
     const b = backend();
     const fe = frontend(b);
