@@ -26,6 +26,14 @@ interface NativeFib {
 }
 type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void };
 const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+// The switch holds its Fib for as long as the network lives; here this list does. (A Fib the
+// garbage collector takes while members are bound ends their cut-through: frames go to JS.)
+const fibs: NativeFib[] = [];
+const newFib = (gatewayMac: number, maxFrame: number): NativeFib => {
+  const f = new Fib(gatewayMac, maxFrame);
+  fibs.push(f);
+  return f;
+};
 
 afterAll(cleanupAll);
 
@@ -87,7 +95,7 @@ describe('vhost-user cut-through', () => {
     const b = backend(true);
     const fa = await guest(a);
     const fb = await guest(b);  // offered offloads, but wants none: GSO frames for it go to JS
-    const fib = new Fib(GW_MAC, 1514);
+    const fib = newFib(GW_MAC, 1514);
     let reported = 0;
     (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, (n) => (reported += n));
     (b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
@@ -146,7 +154,7 @@ describe('vhost-user cut-through', () => {
         ends.push(end);
       }
       const [a, b] = ends as [typeof ends[0], typeof ends[0]];
-      const fib = new Fib(GW_MAC, 1514);
+      const fib = newFib(GW_MAC, 1514);
       for (const [e, vnet] of [[a, 0], [b, 1]] as const) {
         (e.dev as unknown as Bindable).bindSwitch(fib, vnet, 14, 1514, e.mac, () => {});
         e.dev.start();
@@ -181,7 +189,7 @@ describe('vhost-user cut-through', () => {
       opened.push(fe);
       await fe.start();
       const TAP_MAC = 0x02_00_00_00_00_77;
-      const fib = new Fib(GW_MAC, 1514);
+      const fib = newFib(GW_MAC, 1514);
       (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
       (tapDev as unknown as Bindable).bindSwitch(fib, 0, 14, 1514, TAP_MAC, () => {});
       expect(fib.set(TAP_MAC, tapDev, 60_000)).toBe(true);
@@ -303,7 +311,7 @@ describe('vhost-user cut-through', () => {
         const fa = await guest(a, F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.HOST_TSO4 | F.HOST_TSO6);
         const ring = new TeeRing(1 << 16, 0);
         a.dev.setTee(ring.buffer, ring.ctl, 3, 0, 10, 10);
-        const fib = new Fib(GW_MAC, 1514);
+        const fib = newFib(GW_MAC, 1514);
         (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
         (tap as unknown as Bindable).bindSwitch(fib, vnetHdr ? 1 : 0, 14, 1514, tapMac, () => {});
         expect(fib.set(tapMac, tap, 60_000)).toBe(true);
