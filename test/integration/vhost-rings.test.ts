@@ -1160,6 +1160,8 @@ describe('vhost-user back-end: cut-through into a hostile guest', () => {
     await fa.start();
     await fb.start();
     const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
+    // Held to the end, as the switch holds its own: a collected Fib unbinds its members.
+    cleanups.push(() => void fib);
     (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
     (bb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
     fib.set(MAC_B, bb.dev, 60_000);
