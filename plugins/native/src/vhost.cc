@@ -172,7 +172,6 @@ class VhostDevice : public SwitchMember {
   std::unique_ptr<MsgReader> reader_;
   MemTable mem_;
   Ring rings_[2];
-  bool offloads_ = false;
   uint64_t offered_ = 0;
   uint64_t features_ = 0;
   uint64_t protocol_ = 0;
@@ -1139,7 +1138,6 @@ napi_value VhostDevice::New(napi_env env, napi_callback_info info) {
   d->batch_ = batch;
   d->buf_ = static_cast<uint8_t*>(data);
   d->lens_ = static_cast<uint32_t*>(lens_data);
-  d->offloads_ = offloads;
   d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures | vhost::kFMtu;
   if (offloads) {
     d->offered_ |= vhost::kFCsum | vhost::kFGuestCsum | vhost::kFGuestTso4 | vhost::kFGuestTso6 | vhost::kFHostTso4 |
