@@ -1564,7 +1564,9 @@ bool SwitchMember::TxAccepts(const uint8_t* f, uint32_t len) const {
 }
 
 void SwitchMember::CutWriteV(const iovec* iov, int count, uint32_t len) {
-  std::vector<uint8_t> frame(len);
+  // Reused (no allocation per segment); CutWrite copies what it keeps.
+  static thread_local std::vector<uint8_t> frame;
+  frame.resize(len);
   size_t off = 0;
   for (int i = 0; i < count && off < len; i++) {
     const size_t n = std::min(iov[i].iov_len, len - off);
