@@ -79,6 +79,9 @@ export interface VhostPortOptions {
 export class VhostPort extends DevicePort<NativeVhostDevice> {
   private vstate: VhostState = 'listening';
   private vdetail = '';
+  /** What the running rings have, for status(): memory mapped and offloads taken. */
+  private runningDetail = '';
+  private everConnected = false;
   private offloads: GuestOffloads = NO_OFFLOADS;
   private readonly fixed: Buffer[] = [];
   private readonly segs: Buffer[] = [];
@@ -126,9 +129,13 @@ export class VhostPort extends DevicePort<NativeVhostDevice> {
     const was = this.vstate;
     this.vstate = state;
     this.vdetail = detail;
+    if (state !== 'listening') this.everConnected = true;
     if (state === 'running') {
       const d = this.device.stats();
       this.offloads = { csum: d.guestCsum, tso4: d.guestTso4, tso6: d.guestTso6 };
+      const taken = [d.guestCsum ? 'csum' : '', d.guestTso4 ? 'tso4' : '', d.guestTso6 ? 'tso6' : ''].filter((x) => x !== '');
+      const mib = Math.round(d.memBytes / 2 ** 20);
+      this.runningDetail = `${d.regions} guest memory region${d.regions === 1 ? '' : 's'} (${mib} MiB) mapped, offloads to the guest: ${taken.length > 0 ? taken.join(', ') : 'none'}`;
     } else {
       this.offloads = NO_OFFLOADS;
     }
@@ -187,11 +194,11 @@ export class VhostPort extends DevicePort<NativeVhostDevice> {
     const d = this.vdetail;
     switch (this.vstate) {
       case 'listening':
-        return { state: 'waiting', detail: `listening on ${this.path}: ${d !== '' ? d : 'waiting for QEMU to connect'}` };
+        return { state: 'waiting', detail: `listening on ${this.path}: ${this.everConnected ? `waiting for QEMU to reconnect (${d})` : 'waiting for QEMU to connect'}` };
       case 'connected':
-        return { state: 'up', detail: `connected: ${d !== '' ? d : 'QEMU connected'}; the rings start with the guest's driver` };
+        return { state: 'up', detail: "connected: QEMU is connected; the rings start with the guest's driver" };
       case 'running':
-        return { state: 'up', detail: `running${d !== '' ? `: ${d}` : ''}` };
+        return { state: 'up', detail: `running: ${this.runningDetail}` };
       case 'broken':
         return { state: 'down', detail: `broken: ${d !== '' ? d : 'guest violation'}; waiting for QEMU to reconnect` };
     }

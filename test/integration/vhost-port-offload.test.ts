@@ -73,7 +73,7 @@ describe('vhost-user port: offloads the guest did not take', () => {
 
   it('segments and checksums a TSO super-frame for a guest without offloads; passes it whole to one with them', async () => {
     const plain = await open('plain.sock');
-    expect(plain.port.status().state).toBe('waiting');
+    expect(plain.port.status()).toEqual({ state: 'waiting', detail: `listening on ${plain.path}: waiting for QEMU to connect` });
     plain.port.send([superFrame()]);
     expect(plain.port.stats().drops['no-peer']).toBe(1);
 
@@ -81,7 +81,7 @@ describe('vhost-user port: offloads the guest did not take', () => {
     registerCleanup('front-end', async () => fe.close());
     await fe.start();
     await waitFor(() => plain.port.status().detail.startsWith('running'), { what: 'running' });
-    expect(plain.port.status().state).toBe('up');
+    expect(plain.port.status()).toEqual({ state: 'up', detail: 'running: 1 guest memory region (4 MiB) mapped, offloads to the guest: none' });
     fe.postRx(16);
     plain.port.send([superFrame()]);
     const got = fe.receiveFrames();
@@ -104,6 +104,12 @@ describe('vhost-user port: offloads the guest did not take', () => {
     expect(whole).toHaveLength(1);
     expect(whole[0]!.frame.length).toBe(14 + 40 + PAYLOAD);
     expect(whole[0]!.hdr[1]).toBe(1);
+    expect(off.port.status().detail).toMatch(/offloads to the guest: csum, tso4, tso6$/);
+
+    // QEMU goes away: listening again, for it to come back.
+    fe.disconnect();
+    await waitFor(() => plain.port.status().state === 'waiting', { what: 'waiting again' });
+    expect(plain.port.status().detail).toMatch(/^listening on .*: waiting for QEMU to reconnect \(.+\)$/);
   });
 
   it('close({remove: true}) removes the socket it made; status says closed', async () => {
