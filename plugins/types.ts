@@ -62,6 +62,12 @@ export interface Port {
    * offloads). Frames that carry one may be TSO super-frames or have partial checksums.
    */
   readonly vnetHdrLen: number;
+  /**
+   * With a vnet header: whether frames sent now may be TSO super-frames or leave the checksum
+   * (a vhost-user guest takes what it negotiated). Absent: always. The port still fixes (segments,
+   * checksums) whatever it is sent that it cannot pass on; this only spares that work.
+   */
+  offloadsOk?(): boolean;
   /** Largest frame (without vnet header) the port accepts or delivers. */
   readonly maxFrame: number;
   onFrames(handler: FrameHandler): void;

@@ -143,6 +143,11 @@ export class VhostPort extends DevicePort<NativeVhostDevice> {
     else if (state !== was) this.log.info({ port: this.name, state, detail }, `vhost-user ${state}`);
   }
 
+  /** The endpoint sends super-frames only to a guest that takes checksum and TSO offloads. */
+  offloadsOk(): boolean {
+    return this.offloads.csum && (this.offloads.tso4 || this.offloads.tso6);
+  }
+
   /** Frames needing an offload the guest did not take are segmented/checksummed first. */
   override send(frames: readonly Buffer[]): void {
     const g = this.offloads;

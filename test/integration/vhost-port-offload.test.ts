@@ -92,6 +92,8 @@ describe('vhost-user port: offloads the guest did not take', () => {
       expect(tcpChecksumOk(f.frame)).toBe(true);
     }
     expect(plain.port.stats().txFrames).toBe(3);
+    // The endpoint is told not to make super-frames for this guest.
+    expect(plain.port.offloadsOk?.()).toBe(false);
 
     const off = await open('off.sock');
     const fe2 = VhostFrontend.connect(off.path, { want: F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 });
@@ -105,6 +107,7 @@ describe('vhost-user port: offloads the guest did not take', () => {
     expect(whole[0]!.frame.length).toBe(14 + 40 + PAYLOAD);
     expect(whole[0]!.hdr[1]).toBe(1);
     expect(off.port.status().detail).toMatch(/offloads to the guest: csum, tso4, tso6$/);
+    expect(off.port.offloadsOk?.()).toBe(true);
 
     // QEMU goes away: listening again, for it to come back.
     fe.disconnect();
