@@ -47,8 +47,6 @@ constexpr uint32_t kVnetHdrLen = 10;       // sizeof(struct virtio_net_hdr)
 constexpr uint32_t kGsoMaxFrame = 65550;   // largest GSO super-frame without the vnet header
 constexpr uint32_t kMinFrame = 14;         // an Ethernet header
 // The tee ring (plugins/common/tee-ring.ts documents the layout; TeeWrite follows it).
-constexpr uint32_t kTeeIn = 1;
-constexpr uint32_t kTeeOut = 2;
 constexpr uint32_t kTeeRecHdr = 24;
 constexpr uint32_t kTeeCtlWords = 8;
 constexpr int kCtlHead = 0, kCtlTail = 1, kCtlWritten = 2, kCtlDropped = 4, kCtlFiltered = 6;
@@ -62,19 +60,6 @@ enum TimerMode { kTimerOff, kTimerRetry, kTimerReconnect, kTimerLinkWatch };
 struct QueuedFrame {
   uint8_t* data;
   uint32_t len;  // including the tx header
-};
-
-// CLOCK_REALTIME, read once when first needed: a ring that refuses every copy never reads it.
-struct TeeClock {
-  timespec ts;
-  bool have = false;
-  const timespec& Get() {
-    if (!have) {
-      clock_gettime(CLOCK_REALTIME, &ts);
-      have = true;
-    }
-    return ts;
-  }
 };
 
 struct SendResult {
@@ -150,13 +135,10 @@ bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len) {
   return false;
 }
 
-namespace {
-
-class Device;
-
 // The switch's forwarding table mirrored for cut-through (see Device::CutThrough): unicast MAC
-// -> the member's device, valid until a deadline a little before the switch's own entry ages
-// out. One per network; the switch owns it and keeps it a subset of its MAC table.
+// -> the member (a Device or a VhostDevice), valid until a deadline a little before the
+// switch's own entry ages out. One per network; the switch owns it and keeps it a subset of its
+// MAC table.
 class Fib {
  public:
   static napi_value New(napi_env env, napi_callback_info info);
@@ -166,26 +148,28 @@ class Fib {
   static void Finalize(napi_env env, void* data, void* hint);
   static Fib* Unwrap(napi_env env, napi_value v);
 
-  struct Entry {
-    Device* dev;
-    uint64_t deadline;  // uv_hrtime() ns
-  };
-
-  void Bind(Device* d) { members_.push_back(d); }
-  void Unbind(Device* d);
+  // `wrapped`: the pointer the member's JS object wraps, how set() recognises it.
+  void Bind(void* wrapped, SwitchMember* m) { members_.push_back({wrapped, m}); }
+  void Unbind(SwitchMember* m);
   // Every change to entries_ takes a new generation (unique across all Fibs), which invalidates
-  // the devices' one-entry lookup caches (Device::Lookup).
+  // the members' one-entry lookup caches (SwitchMember::Lookup).
   void Changed() { gen_ = ++next_gen_; }
 
+  struct Member {
+    void* wrapped;
+    SwitchMember* m;
+  };
   static inline uint64_t next_gen_ = 0;
   uint64_t gen_ = ++next_gen_;
   uint64_t gateway_mac_ = 0;
   uint32_t max_frame_ = 0;  // the network's largest frame without vnet header
-  std::unordered_map<uint64_t, Entry> entries_;
-  std::vector<Device*> members_;
+  std::unordered_map<uint64_t, FibEntry> entries_;
+  std::vector<Member> members_;
 };
 
-class Device {
+namespace {
+
+class Device : public SwitchMember {
  public:
   static napi_value New(napi_env env, napi_callback_info info);
   static napi_value JsStart(napi_env env, napi_callback_info info);
@@ -202,7 +186,6 @@ class Device {
   static void Finalize(napi_env env, void* data, void* hint);
 
  private:
-  friend class Fib;
   Device() = default;
   ~Device() { FreeQueue(); }
 
@@ -226,30 +209,28 @@ class Device {
   uint32_t Write(const iovec* frames, size_t n);
   uint32_t Submit(const iovec* frames, size_t n);
   // Cut-through: frames the switch would forward to a known member go out natively.
-  bool CanCutThrough() const;
   uint32_t CutThrough(uint32_t n);
   void NotePeer(Device* dst);
-  Device* Route(const uint8_t* f, uint32_t len, uint64_t now);
-  const Fib::Entry* Lookup(uint64_t dmac);
   void WriteOne(uint8_t* f, uint32_t len);
-  bool TxAccepts(const uint8_t* f, uint32_t len) const;
-  void ArmForwarded();
-  void RunForwarded();
   void DrainPeers();
-  void UnbindSwitch();
-  static void OnReport(uv_timer_t* handle);
+  // SwitchMember.
+  bool CutOpen() const override { return !closed_; }
+  uint32_t CutWrite(const iovec* frames, size_t n) override { return Write(frames, n); }
+  void CutWriteV(const iovec* iov, int count, uint32_t len) override;
+  bool IsTap() const override { return !is_socket_; }
+  void CallForwarded(napi_ref cb, double frames, double bytes) override;
+  bool SwitchClosed() const override { return closed_; }
   SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude, TeeClock* tee);
   // Capture (setTee): copies of frames read (TEE_IN) and accepted for writing (TEE_OUT).
-  void TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir, TeeClock& clock);
   void TeeIn(const uint8_t* f, uint32_t len) {
     TeeClock clock;
-    TeeWrite(f, len, std::min(len, slot_), tee_rx_skip_, kTeeIn, clock);
+    tee_.Write(f, len, std::min(len, slot_), tee_.rx_skip, kTeeIn, clock);
   }
   void TeeOut(const iovec& v, TeeClock& clock) {
     const uint32_t len = static_cast<uint32_t>(v.iov_len);
-    TeeWrite(static_cast<const uint8_t*>(v.iov_base), len, len, tee_tx_skip_, kTeeOut, clock);
+    tee_.Write(static_cast<const uint8_t*>(v.iov_base), len, len, tee_.tx_skip, kTeeOut, clock);
   }
-  void ClearTee();
+  void ClearTee() { tee_.Clear(env_); }
   bool Enqueue(const iovec& frame);
   void Flush();
   void FreeQueue();
@@ -286,24 +267,7 @@ class Device {
   napi_ref on_error_ = nullptr;
 
   // Cut-through (bindSwitch): the switch's table, this member's fixed source MAC and the port's
-  // frame limits (the checks DevicePort makes on receive and on send).
-  Fib* fib_ = nullptr;
-  bool sw_mac_set_ = false;
-  uint64_t sw_mac_ = 0;
-  bool sw_rx_ = false;      // frames read here may be cut through (vnet 'none' or 'pass')
-  bool sw_pass_ = false;    // vnet 'pass': frames carry a virtio_net_hdr
-  uint32_t sw_h_ = 0;       // the port's vnetHdrLen
-  uint32_t sw_min_ = 0;     // the port's smallest frame (without vnet header)
-  uint32_t sw_max_ = 0;     // the port's maxFrame
-  napi_ref fwd_cb_ = nullptr;  // strong while bound: (frames, bytes) => void
-  double fwd_frames_ = 0, fwd_bytes_ = 0;  // cut through, not yet reported
-  bool fwd_armed_ = false;
-  uv_timer_t report_;
-  // The last Fib lookup (a stream's frames mostly go to one MAC), valid while the Fib's
-  // generation is cache_gen_.
-  uint64_t cache_gen_ = 0;
-  uint64_t cache_dmac_ = 0;
-  Fib::Entry cache_entry_ = {nullptr, 0};
+  // frame limits are SwitchMember's.
   std::vector<iovec> cut_iov_;
   static constexpr int kMaxPeers = 4;
   Device* peers_[kMaxPeers];  // TAPs written to by cut-through since the last DrainPeers
@@ -316,20 +280,8 @@ class Device {
   bool finalized_ = false;
   bool error_reported_ = false;
 
-  // Capture (setTee): the ring's records and control words, held by strong references until
-  // cleared or closed. tee_in_/tee_out_ are all the data path looks at while no tee is set.
-  bool tee_in_ = false;
-  bool tee_out_ = false;
-  uint8_t* tee_buf_ = nullptr;
-  uint32_t tee_size_ = 0;
-  uint32_t* tee_ctl_ = nullptr;
-  uint32_t tee_snap_ = 0;
-  uint32_t tee_rx_skip_ = 0;
-  uint32_t tee_tx_skip_ = 0;
-  napi_ref tee_buf_ref_ = nullptr;
-  napi_ref tee_ctl_ref_ = nullptr;
-  // The capture's filter program (empty: none), run before the copy (tee-filter.h).
-  std::vector<uint32_t> tee_prog_;
+  // Capture (setTee): tee_.in / tee_.out are all the data path looks at while no tee is set.
+  Tee tee_;
 
   std::vector<mmsghdr> rmsgs_;
   std::vector<iovec> riov_;
@@ -482,12 +434,9 @@ napi_value Device::New(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   uv_timer_init(loop, &d->timer_);
-  uv_timer_init(loop, &d->report_);
-  // Deferred reports of cut-through frames never keep the process alive.
-  uv_unref(reinterpret_cast<uv_handle_t*>(&d->report_));
+  d->InitReport(loop);
   d->poll_.data = d;
   d->timer_.data = d;
-  d->report_.data = d;
 
   if (napi_wrap(env, self, d, Finalize, nullptr, &d->wrapper_) != napi_ok) {
     ThrowLastError(env, "napi_wrap");
@@ -552,7 +501,7 @@ void Device::Close() {
   // be closed right away (a persistent tun/tap or a socket file is released when close() returns).
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnHandleClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&report_), OnHandleClosed);
+  CloseReport(OnHandleClosed, this);
   pending_closes_ = 3;
   if (fd_ >= 0) {
     ::close(fd_);
@@ -779,10 +728,10 @@ uint32_t Device::ReadBatch() {
     }
     rx_frames_ += n;
     total = n;
-    if (tee_in_ && n > 0) {
+    if (tee_.in && n > 0) {
       TeeClock clock;  // one time for the batch: recvmmsg took it at once
       for (uint32_t k = 0; k < n; k++) {
-        TeeWrite(buf_ + static_cast<size_t>(k) * slot_, lens_[k], std::min(lens_[k], slot_), tee_rx_skip_, kTeeIn, clock);
+        tee_.Write(buf_ + static_cast<size_t>(k) * slot_, lens_[k], std::min(lens_[k], slot_), tee_.rx_skip, kTeeIn, clock);
       }
     }
     // Frames the switch would forward to a known member go out here, before any JS runs; JS
@@ -796,7 +745,7 @@ uint32_t Device::ReadBatch() {
     // their slots for JS, so per-destination order is kept.
     bool cut = CanCutThrough();
     const uint64_t now = cut ? uv_hrtime() : 0;
-    Device* run_dst = nullptr;
+    SwitchMember* run_dst = nullptr;
     Device* last_tap = nullptr;  // the TAP cut-through last wrote to (noted for DrainPeers)
     size_t run = 0;  // frames kept for run_dst: cut_iov_[0, run)
     uint32_t fwd = 0;
@@ -814,27 +763,28 @@ uint32_t Device::ReadBatch() {
         total++;
         rx_bytes_ += static_cast<double>(r);
         lens_[n] = len;
-        if (tee_in_) TeeIn(f, len);  // before cut-through may reuse the slot
+        if (tee_.in) TeeIn(f, len);  // before cut-through may reuse the slot
         if (cut) {
-          Device* dst = Route(f, len, now);
+          SwitchMember* dst = Route(f, len, slot_, now);
           if (dst != nullptr) {
             fwd++;
             fwd_bytes += len - sw_h_;
             if (dst != run_dst && run > 0) {
-              run_dst->Write(cut_iov_.data(), run);
+              run_dst->CutWrite(cut_iov_.data(), run);
               run = 0;
             }
-            if (dst->is_socket_) {
+            Device* tap = dst->IsTap() ? static_cast<Device*>(dst) : nullptr;
+            if (tap == nullptr) {
               run_dst = dst;
               cut_iov_[run].iov_base = f;
               cut_iov_[run].iov_len = len;
               run++;
               n++;
             } else {
-              dst->WriteOne(f, len);
-              if (dst != last_tap) {
-                NotePeer(dst);
-                last_tap = dst;
+              tap->WriteOne(f, len);
+              if (tap != last_tap) {
+                NotePeer(tap);
+                last_tap = tap;
               }
               run_dst = nullptr;
               n = 0;  // any run went out above: every slot is free again
@@ -842,7 +792,7 @@ uint32_t Device::ReadBatch() {
             continue;
           }
           cut = false;
-          if (run > 0) run_dst->Write(cut_iov_.data(), run);
+          if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
           run = 0;
           start = n;  // slots before this one were cut through
         }
@@ -863,15 +813,12 @@ uint32_t Device::ReadBatch() {
       fatal = err;
       break;
     }
-    if (run > 0) run_dst->Write(cut_iov_.data(), run);
+    if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
     if (cut) start = n;  // the batch ended while cutting through: nothing for JS
     rx_frames_ += total;
-    if (fwd > 0) {
-      fwd_frames_ += fwd;
-      fwd_bytes_ += fwd_bytes;
-      ArmForwarded();
-    }
+    if (fwd > 0) NoteForwarded(fwd, fwd_bytes);
   }
+  PublishCutWrites();  // before any JS runs
   if (start < n) CallOnRead(n, start);
   if (fatal != 0 && !closed_) Fail(fatal, "read");
   return total;
@@ -941,7 +888,7 @@ void Device::FreeQueue() {
 // Cut-through's write of one frame to a TAP: the plain case (a TAP that takes it, no queue, no
 // header to prepend, no capture) in one write(); anything else as Write does it.
 void Device::WriteOne(uint8_t* f, uint32_t len) {
-  if (!is_socket_ && tx_hdr_ == 0 && !tee_out_ && queue_.empty() && !closed_ && !failed_) {
+  if (!is_socket_ && tx_hdr_ == 0 && !tee_.out && queue_.empty() && !closed_ && !failed_) {
     ssize_t r;
     do {
       r = write(fd_, f, len);
@@ -995,53 +942,6 @@ uint32_t Device::Write(const iovec* frames, size_t n) {
 // entries expire before the table's and go with them), so nothing is cut through that the
 // switch would not have forwarded the same way.
 
-bool Device::TxAccepts(const uint8_t* f, uint32_t len) const {
-  if (sw_pass_) {
-    return len >= kVnetHdrLen + sw_min_ && len <= kGsoMaxFrame + kVnetHdrLen &&
-           !(f[1] == 0 && len - kVnetHdrLen > sw_max_);
-  }
-  return len >= sw_min_ && len <= sw_max_;
-}
-
-const Fib::Entry* Device::Lookup(uint64_t dmac) {
-  if (cache_gen_ == fib_->gen_ && cache_dmac_ == dmac) return &cache_entry_;
-  auto it = fib_->entries_.find(dmac);
-  if (it == fib_->entries_.end()) return nullptr;
-  cache_gen_ = fib_->gen_;
-  cache_dmac_ = dmac;
-  cache_entry_ = it->second;
-  return &cache_entry_;
-}
-
-Device* Device::Route(const uint8_t* f, uint32_t len, uint64_t now) {
-  const uint32_t h = sw_h_;
-  // DevicePort's receive checks (runt, oversize).
-  if (sw_pass_) {
-    if (len < kVnetHdrLen + sw_min_ || len > slot_ || (f[1] == 0 && len - kVnetHdrLen > sw_max_)) return nullptr;
-  } else if (len < sw_min_ || len > sw_max_) {
-    return nullptr;
-  }
-  // The switch's own checks, in Network.input's order.
-  if (len < h + kMinFrame || (h == 0 && len > fib_->max_frame_)) return nullptr;
-  const uint8_t* eth = f + h;
-  if ((eth[6] & 1) != 0 || ReadMac(eth + 6) != sw_mac_) return nullptr;
-  if (!IsPlainFrame(f, h, len)) return nullptr;  // the switch's guard judges it
-  if ((eth[0] & 1) != 0) return nullptr;
-  uint64_t dmac = ReadMac(eth);
-  if (dmac == fib_->gateway_mac_) return nullptr;
-  const Fib::Entry* e = Lookup(dmac);
-  if (e == nullptr || now >= e->deadline) return nullptr;
-  Device* dst = e->dev;
-  if (dst == this || dst->fib_ != fib_ || dst->closed_ || dst->sw_h_ != h || !dst->TxAccepts(f, len)) {
-    return nullptr;
-  }
-  return dst;
-}
-
-bool Device::CanCutThrough() const {
-  return fib_ != nullptr && sw_rx_ && sw_mac_set_ && !fib_->entries_.empty();
-}
-
 // DrainPeers reads the TAPs cut-through wrote to.
 void Device::NotePeer(Device* dst) {
   if (npeers_ < kMaxPeers && std::find(peers_, peers_ + npeers_, dst) == peers_ + npeers_) peers_[npeers_++] = dst;
@@ -1051,19 +951,19 @@ void Device::NotePeer(Device* dst) {
 // destination go out together. Returns how many.
 uint32_t Device::CutThrough(uint32_t n) {
   const uint64_t now = uv_hrtime();
-  Device* run_dst = nullptr;
+  SwitchMember* run_dst = nullptr;
   size_t run = 0;
   uint32_t k = 0;
   double bytes = 0;
   for (; k < n; k++) {
     uint8_t* f = buf_ + static_cast<size_t>(k) * slot_;
     uint32_t len = lens_[k];
-    Device* dst = Route(f, len, now);
+    SwitchMember* dst = Route(f, len, slot_, now);
     if (dst == nullptr) break;
     if (dst != run_dst) {
-      if (run > 0) run_dst->Write(cut_iov_.data(), run);
+      if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
       run = 0;
-      if (!dst->is_socket_) NotePeer(dst);
+      if (dst->IsTap()) NotePeer(static_cast<Device*>(dst));
     }
     run_dst = dst;
     cut_iov_[run].iov_base = f;
@@ -1071,148 +971,43 @@ uint32_t Device::CutThrough(uint32_t n) {
     run++;
     bytes += len - sw_h_;
   }
-  if (run > 0) run_dst->Write(cut_iov_.data(), run);
-  if (k > 0) {
-    fwd_frames_ += k;
-    fwd_bytes_ += bytes;
-    ArmForwarded();
-  }
+  if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
+  if (k > 0) NoteForwarded(k, bytes);
   return k;
 }
 
-// The report goes out from the timers phase at least kReportMs later (never from this poll
-// callback), so a reply the write provoked is forwarded before any JS runs, and a busy device
-// makes one JS call per kReportMs rather than one per loop iteration.
-void Device::ArmForwarded() {
-  if (fwd_armed_ || closed_) return;
-  fwd_armed_ = true;
-  uv_timer_start(&report_, OnReport, kReportMs, 0);
+// A frame in pieces (from a guest's memory) to a TAP: one writev when nothing is queued or
+// captured, else gathered and written as any frame.
+void Device::CutWriteV(const iovec* iov, int count, uint32_t len) {
+  if (!is_socket_ && tx_hdr_ == 0 && !tee_.out && queue_.empty() && !closed_ && !failed_) {
+    ssize_t r;
+    do {
+      r = writev(fd_, iov, count);
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      tx_bytes_ += len;
+      tx_frames_++;
+      io_fail_run_ = 0;
+      return;
+    }
+    int err = errno;
+    if (err != EAGAIN && err != EWOULDBLOCK) {
+      drop_io_++;
+      IoFailed(err);
+      return;
+    }
+  }
+  SwitchMember::CutWriteV(iov, count, len);
 }
 
-void Device::OnReport(uv_timer_t* handle) { static_cast<Device*>(handle->data)->RunForwarded(); }
-
-// Reports the frames cut through since the last report: fwd_cb_(frames, bytes).
-void Device::RunForwarded() {
-  if (fwd_armed_) {
-    fwd_armed_ = false;
-    uv_timer_stop(&report_);
-  }
-  if (fwd_frames_ == 0) return;
-  double frames = fwd_frames_, bytes = fwd_bytes_;
-  fwd_frames_ = fwd_bytes_ = 0;
-  if (fwd_cb_ == nullptr || closed_) return;
+void Device::CallForwarded(napi_ref cb, double frames, double bytes) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env_, &scope) != napi_ok) return;
   napi_value argv[2];
   napi_create_double(env_, frames, &argv[0]);
   napi_create_double(env_, bytes, &argv[1]);
-  CallJs(fwd_cb_, 2, argv);
+  CallJs(cb, 2, argv);
   napi_close_handle_scope(env_, scope);
-}
-
-void Fib::Unbind(Device* d) {
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second.dev == d) {
-      it = entries_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  members_.erase(std::remove(members_.begin(), members_.end(), d), members_.end());
-  Changed();
-}
-
-// Leaves the Fib (dropping its entries for this device). Pending counts stay for RunForwarded.
-void Device::UnbindSwitch() {
-  if (fib_ != nullptr) fib_->Unbind(this);
-  fib_ = nullptr;
-  sw_rx_ = false;
-  sw_mac_set_ = false;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Capture. The ring is plugins/common/tee-ring.ts's TeeRing, drained by JS on the same thread:
-// records go in at ctl[head] (ours), JS frees them by moving ctl[tail] (its). The room is
-// checked before anything is copied, so a full ring costs a few compares and a counter.
-
-namespace {
-inline void TeeCount(uint32_t* ctl, int i) {
-  if (++ctl[i] == 0) ++ctl[i + 1];
-}
-inline void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
-}  // namespace
-
-void Device::TeeWrite(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir,
-                      TeeClock& clock) {
-  uint32_t* ctl = tee_ctl_;
-  const uint32_t orig = len > skip ? len - skip : 0;
-  uint32_t cap = tee_snap_ != 0 && orig > tee_snap_ ? tee_snap_ : orig;
-  if (cap > (avail > skip ? avail - skip : 0)) cap = avail > skip ? avail - skip : 0;  // a truncated read
-  // On the bytes the record would hold, as the JS filter would see them: a frame filtered
-  // out is not copied at all.
-  if (!tee_prog_.empty() && RunFilter(tee_prog_.data(), cap > 0 ? f + skip : f, cap) != 1) {
-    TeeCount(ctl, kCtlFiltered);
-    return;
-  }
-  const uint64_t need = kTeeRecHdr + ((static_cast<uint64_t>(cap) + 7) & ~7ull);
-  const uint32_t size = tee_size_;
-  const uint32_t head = ctl[kCtlHead], tail = ctl[kCtlTail];
-  uint32_t off;
-  // TeeRing.reserve: one piece, never completely full (head == tail is empty). Offsets JS
-  // could have spoiled make the ring look full rather than send us outside it.
-  if (head >= size || tail >= size || ((head | tail) & 7) != 0) {
-    TeeCount(ctl, kCtlDropped);
-    return;
-  }
-  if (head >= tail) {
-    const uint64_t end = head + need;
-    if (end < size || (end == size && tail != 0)) {
-      off = head;
-      ctl[kCtlHead] = end == size ? 0 : static_cast<uint32_t>(end);
-    } else if (need < tail) {
-      Put32(tee_buf_ + head, 0);  // wrap marker
-      off = 0;
-      ctl[kCtlHead] = static_cast<uint32_t>(need);
-    } else {
-      TeeCount(ctl, kCtlDropped);
-      return;
-    }
-  } else if (head + need < tail) {
-    off = head;
-    ctl[kCtlHead] = static_cast<uint32_t>(head + need);
-  } else {
-    TeeCount(ctl, kCtlDropped);
-    return;
-  }
-  const timespec& ts = clock.Get();
-  uint8_t* r = tee_buf_ + off;
-  Put32(r, static_cast<uint32_t>(need));
-  Put32(r + 4, cap);
-  Put32(r + 8, orig);
-  r[12] = static_cast<uint8_t>(dir);
-  if (skip >= kVnetHdrLen && len >= kVnetHdrLen) {
-    r[13] = f[1];  // virtio_net_hdr gso_type
-    r[14] = f[4];  // gso_size, little-endian
-    r[15] = f[5];
-  } else {
-    r[13] = r[14] = r[15] = 0;
-  }
-  Put32(r + 16, static_cast<uint32_t>(ts.tv_sec));
-  Put32(r + 20, static_cast<uint32_t>(ts.tv_nsec));
-  if (cap > 0) std::memcpy(r + kTeeRecHdr, f + skip, cap);
-  TeeCount(ctl, kCtlWritten);
-}
-
-void Device::ClearTee() {
-  tee_in_ = tee_out_ = false;
-  tee_buf_ = nullptr;
-  tee_ctl_ = nullptr;
-  tee_size_ = 0;
-  tee_prog_.clear();
-  for (napi_ref* r : {&tee_buf_ref_, &tee_ctl_ref_}) {
-    if (*r != nullptr) napi_delete_reference(env_, *r);
-    *r = nullptr;
-  }
 }
 
 // Frames written now or queued are accepted, and teed as TEE_OUT when they are (in order).
@@ -1220,7 +1015,7 @@ uint32_t Device::Submit(const iovec* frames, size_t n) {
   size_t i = 0;
   uint32_t accepted = 0;
   TeeClock clock;
-  TeeClock* tee = tee_out_ ? &clock : nullptr;
+  TeeClock* tee = tee_.out ? &clock : nullptr;
   if (queue_.empty()) {
     SendResult r = TrySend(frames, n, tx_hdr_, 0, tee);
     i = r.consumed;
@@ -1553,15 +1348,332 @@ napi_value Device::JsStats(napi_env env, napi_callback_info info) {
   return o;
 }
 
-// bindSwitch(fib, mode, minLen, maxFrame, mac, onForwarded): mode 0 = frames without vnet header,
-// 1 = frames with one ('pass'), 2 = reads carry one that JS normalizes (only a destination);
-// minLen/maxFrame: the port's limits; mac: the member's source MAC or -1 while unknown;
-// onForwarded(frames, bytes): frames cut through from this device (bytes without vnet headers).
+// The switch methods: SwitchMember's (device.h).
 napi_value Device::JsBindSwitch(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   Device* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
+  return d->JsBind(env, argc, argv, d, d->closed_);
+}
+
+napi_value Device::JsSetSwitchMac(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  Device* d = Unwrap(env, info, &argc, argv);
+  if (!d) return nullptr;
+  return d->JsSetMac(env, argc, argv);
+}
+
+napi_value Device::JsUnbindSwitch(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  Device* d = Unwrap(env, info, &argc, nullptr);
+  if (!d) return nullptr;
+  return d->JsUnbind(env);
+}
+
+napi_value Device::JsFlushForwarded(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  Device* d = Unwrap(env, info, &argc, nullptr);
+  if (!d) return nullptr;
+  return d->JsFlush(env, d->closed_);
+}
+
+// setTee(ring: Buffer, ctl: Uint32Array, dirs, snaplen, rxSkip, txSkip, program?), or setTee(null) to stop.
+napi_value Device::JsSetTee(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  Device* d = Unwrap(env, info, &argc, argv);
+  if (!d) return nullptr;
+  d->tee_.Set(env, argc, argv, d->closed_);
+  return nullptr;
+}
+
+napi_value Device::JsClose(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  Device* d = Unwrap(env, info, &argc, nullptr);
+  if (!d) return nullptr;
+  d->Close();
+  return nullptr;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Capture. The ring is plugins/common/tee-ring.ts's TeeRing, drained by JS on the same thread:
+// records go in at ctl[head] (ours), JS frees them by moving ctl[tail] (its). The room is
+// checked before anything is copied, so a full ring costs a few compares and a counter.
+
+namespace {
+inline void TeeCount(uint32_t* ctl, int i) {
+  if (++ctl[i] == 0) ++ctl[i + 1];
+}
+inline void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+}  // namespace
+
+void Tee::Write(const uint8_t* f, uint32_t len, uint32_t avail, uint32_t skip, uint32_t dir, TeeClock& clock) {
+  uint32_t* ctl = ctl_;
+  const uint32_t orig = len > skip ? len - skip : 0;
+  uint32_t cap = snap_ != 0 && orig > snap_ ? snap_ : orig;
+  if (cap > (avail > skip ? avail - skip : 0)) cap = avail > skip ? avail - skip : 0;  // a truncated read
+  // On the bytes the record would hold, as the JS filter would see them: a frame filtered
+  // out is not copied at all.
+  if (!prog_.empty() && RunFilter(prog_.data(), cap > 0 ? f + skip : f, cap) != 1) {
+    TeeCount(ctl, kCtlFiltered);
+    return;
+  }
+  const uint64_t need = kTeeRecHdr + ((static_cast<uint64_t>(cap) + 7) & ~7ull);
+  const uint32_t size = size_;
+  const uint32_t head = ctl[kCtlHead], tail = ctl[kCtlTail];
+  uint32_t off;
+  // TeeRing.reserve: one piece, never completely full (head == tail is empty). Offsets JS
+  // could have spoiled make the ring look full rather than send us outside it.
+  if (head >= size || tail >= size || ((head | tail) & 7) != 0) {
+    TeeCount(ctl, kCtlDropped);
+    return;
+  }
+  if (head >= tail) {
+    const uint64_t end = head + need;
+    if (end < size || (end == size && tail != 0)) {
+      off = head;
+      ctl[kCtlHead] = end == size ? 0 : static_cast<uint32_t>(end);
+    } else if (need < tail) {
+      Put32(buf_ + head, 0);  // wrap marker
+      off = 0;
+      ctl[kCtlHead] = static_cast<uint32_t>(need);
+    } else {
+      TeeCount(ctl, kCtlDropped);
+      return;
+    }
+  } else if (head + need < tail) {
+    off = head;
+    ctl[kCtlHead] = static_cast<uint32_t>(head + need);
+  } else {
+    TeeCount(ctl, kCtlDropped);
+    return;
+  }
+  const timespec& ts = clock.Get();
+  uint8_t* r = buf_ + off;
+  Put32(r, static_cast<uint32_t>(need));
+  Put32(r + 4, cap);
+  Put32(r + 8, orig);
+  r[12] = static_cast<uint8_t>(dir);
+  if (skip >= kVnetHdrLen && len >= kVnetHdrLen) {
+    r[13] = f[1];  // virtio_net_hdr gso_type
+    r[14] = f[4];  // gso_size, little-endian
+    r[15] = f[5];
+  } else {
+    r[13] = r[14] = r[15] = 0;
+  }
+  Put32(r + 16, static_cast<uint32_t>(ts.tv_sec));
+  Put32(r + 20, static_cast<uint32_t>(ts.tv_nsec));
+  if (cap > 0) std::memcpy(r + kTeeRecHdr, f + skip, cap);
+  TeeCount(ctl, kCtlWritten);
+}
+
+void Tee::Clear(napi_env env) {
+  in = out = false;
+  buf_ = nullptr;
+  ctl_ = nullptr;
+  size_ = 0;
+  prog_.clear();
+  for (napi_ref* r : {&buf_ref_, &ctl_ref_}) {
+    if (*r != nullptr) napi_delete_reference(env, *r);
+    *r = nullptr;
+  }
+}
+
+bool Tee::Set(napi_env env, size_t argc, napi_value* argv, bool closed) {
+  Clear(env);
+  if (argc < 1 || IsNullish(env, argv[0])) return true;
+  bool is_buffer = false, is_ta = false;
+  void* data = nullptr;
+  size_t size = 0;
+  void* ctl = nullptr;
+  size_t ctl_len = 0;
+  napi_typedarray_type type = napi_int8_array;
+  uint32_t dirs = 0, snap = 0, rxs = 0, txs = 0;
+  napi_value ab;
+  size_t ab_off;
+  if (argc < 6 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &data, &size) != napi_ok ||
+      napi_is_typedarray(env, argv[1], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[1], &type, &ctl_len, &ctl, &ab, &ab_off) != napi_ok ||
+      type != napi_uint32_array || ctl_len < kTeeCtlWords || napi_get_value_uint32(env, argv[2], &dirs) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &snap) != napi_ok ||
+      napi_get_value_uint32(env, argv[4], &rxs) != napi_ok ||
+      napi_get_value_uint32(env, argv[5], &txs) != napi_ok || rxs > kTeeMaxSkip || txs > kTeeMaxSkip ||
+      size < 2 * kTeeRecHdr || size > 0xfffffff8u || (reinterpret_cast<uintptr_t>(data) & 3) != 0) {
+    if (!IsExceptionPending(env)) {
+      ThrowType(env, "setTee(ring: Buffer, ctl: Uint32Array(8), dirs, snaplen, rxSkip, txSkip) or setTee(null)");
+    }
+    return false;
+  }
+  std::vector<uint32_t> prog;
+  if (argc >= 7 && !IsNullish(env, argv[6]) && !ReadFilterProgram(env, argv[6], &prog)) return false;
+  if (closed || (dirs & (kTeeIn | kTeeOut)) == 0) return true;
+  prog_ = std::move(prog);
+  MVNET_CALL_B(env, napi_create_reference(env, argv[0], 1, &buf_ref_));
+  MVNET_CALL_B(env, napi_create_reference(env, argv[1], 1, &ctl_ref_));
+  buf_ = static_cast<uint8_t*>(data);
+  size_ = static_cast<uint32_t>(size & ~static_cast<size_t>(7));
+  ctl_ = static_cast<uint32_t*>(ctl);
+  snap_ = snap;
+  rx_skip = rxs;
+  tx_skip = txs;
+  in = (dirs & kTeeIn) != 0;
+  out = (dirs & kTeeOut) != 0;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Switch membership (cut-through), shared by Device and VhostDevice. The switch
+// (daemon/switch/network.ts) binds each member's device to its network's Fib with the member's
+// source MAC and the port's limits. Frames read from a bound member are then forwarded by the
+// member itself, in order, for as long as each is one the switch would forward to a known
+// member unchanged (Route): it passes the port's receive checks, is unicast from the member's
+// own MAC to a MAC in the Fib (not the gateway, not itself), is a plain frame (IsPlainFrame:
+// nothing the switch's guard looks at), and passes the destination port's send checks with the
+// same vnet header length. The first frame that is anything else ends cut-through for the
+// batch: it and the rest go to JS, so per-destination order is kept. The switch's bookkeeping
+// (counters, MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_), from
+// a timer kReportMs later, so a reply the write provoked is forwarded before any JS runs. The
+// Fib is a subset of the switch's MAC table (its entries expire before the table's and go with
+// them), so nothing is cut through that the switch would not have forwarded the same way.
+
+bool SwitchMember::TxAccepts(const uint8_t* f, uint32_t len) const {
+  if (sw_pass_) {
+    return len >= kVnetHdrLen + sw_min_ && len <= kGsoMaxFrame + kVnetHdrLen &&
+           !(f[1] == 0 && len - kVnetHdrLen > sw_max_);
+  }
+  return len >= sw_min_ && len <= sw_max_;
+}
+
+void SwitchMember::CutWriteV(const iovec* iov, int count, uint32_t len) {
+  std::vector<uint8_t> frame(len);
+  size_t off = 0;
+  for (int i = 0; i < count && off < len; i++) {
+    const size_t n = std::min(iov[i].iov_len, len - off);
+    std::memcpy(frame.data() + off, iov[i].iov_base, n);
+    off += n;
+  }
+  iovec one = {frame.data(), off};
+  CutWrite(&one, 1);
+}
+
+const FibEntry* SwitchMember::Lookup(uint64_t dmac) {
+  if (cache_gen_ == fib_->gen_ && cache_dmac_ == dmac) return &cache_entry_;
+  auto it = fib_->entries_.find(dmac);
+  if (it == fib_->entries_.end()) return nullptr;
+  cache_gen_ = fib_->gen_;
+  cache_dmac_ = dmac;
+  cache_entry_ = it->second;
+  return &cache_entry_;
+}
+
+SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now) {
+  const uint32_t h = sw_h_;
+  // DevicePort's receive checks (runt, oversize).
+  if (sw_pass_) {
+    if (len < kVnetHdrLen + sw_min_ || len > slot || (f[1] == 0 && len - kVnetHdrLen > sw_max_)) return nullptr;
+  } else if (len < sw_min_ || len > sw_max_) {
+    return nullptr;
+  }
+  // The switch's own checks, in Network.input's order.
+  if (len < h + kMinFrame || (h == 0 && len > fib_->max_frame_)) return nullptr;
+  const uint8_t* eth = f + h;
+  if ((eth[6] & 1) != 0 || ReadMac(eth + 6) != sw_mac_) return nullptr;
+  if (!IsPlainFrame(f, h, len)) return nullptr;  // the switch's guard judges it
+  if ((eth[0] & 1) != 0) return nullptr;
+  uint64_t dmac = ReadMac(eth);
+  if (dmac == fib_->gateway_mac_) return nullptr;
+  const FibEntry* e = Lookup(dmac);
+  if (e == nullptr || now >= e->deadline) return nullptr;
+  SwitchMember* dst = e->dev;
+  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen() || dst->sw_h_ != h || !dst->TxAccepts(f, len)) {
+    return nullptr;
+  }
+  return dst;
+}
+
+bool SwitchMember::CanCutThrough() const {
+  return fib_ != nullptr && sw_rx_ && sw_mac_set_ && !fib_->entries_.empty();
+}
+
+void SwitchMember::NoteForwarded(double frames, double bytes) {
+  fwd_frames_ += frames;
+  fwd_bytes_ += bytes;
+  ArmForwarded();
+}
+
+void SwitchMember::InitReport(uv_loop_t* loop) {
+  uv_timer_init(loop, &report_);
+  // Deferred reports of cut-through frames never keep the process alive.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&report_));
+  report_.data = this;
+}
+
+// After uv_close no report runs: the handle's data may become what the owner's callback wants.
+void SwitchMember::CloseReport(uv_close_cb cb, void* data) {
+  uv_close(reinterpret_cast<uv_handle_t*>(&report_), cb);
+  report_.data = data;
+}
+
+// The report goes out from the timers phase at least kReportMs later (never from the callback
+// that read), so a reply the write provoked is forwarded before any JS runs, and a busy member
+// makes one JS call per kReportMs rather than one per loop iteration.
+void SwitchMember::ArmForwarded() {
+  if (fwd_armed_ || SwitchClosed()) return;
+  fwd_armed_ = true;
+  uv_timer_start(&report_, OnReport, kReportMs, 0);
+}
+
+void SwitchMember::OnReport(uv_timer_t* handle) { static_cast<SwitchMember*>(handle->data)->RunForwarded(); }
+
+// Reports the frames cut through since the last report: fwd_cb_(frames, bytes).
+void SwitchMember::RunForwarded() {
+  if (fwd_armed_) {
+    fwd_armed_ = false;
+    uv_timer_stop(&report_);
+  }
+  if (fwd_frames_ == 0) return;
+  double frames = fwd_frames_, bytes = fwd_bytes_;
+  fwd_frames_ = fwd_bytes_ = 0;
+  if (fwd_cb_ == nullptr || SwitchClosed()) return;
+  CallForwarded(fwd_cb_, frames, bytes);
+}
+
+void Fib::Unbind(SwitchMember* d) {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second.dev == d) {
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  members_.erase(std::remove_if(members_.begin(), members_.end(), [d](const Member& m) { return m.m == d; }),
+                 members_.end());
+  Changed();
+}
+
+void SwitchMember::UnbindSwitch() {
+  if (fib_ != nullptr) fib_->Unbind(this);
+  fib_ = nullptr;
+  sw_rx_ = false;
+  sw_mac_set_ = false;
+}
+
+void SwitchMember::FibGone() {
+  fib_ = nullptr;
+  sw_rx_ = false;
+  sw_mac_set_ = false;
+}
+
+// bindSwitch(fib, mode, minLen, maxFrame, mac, onForwarded): mode 0 = frames without vnet header,
+// 1 = frames with one ('pass'), 2 = reads carry one that JS normalizes (only a destination);
+// minLen/maxFrame: the port's limits; mac: the member's source MAC or -1 while unknown;
+// onForwarded(frames, bytes): frames cut through from this member (bytes without vnet headers).
+napi_value SwitchMember::JsBind(napi_env env, size_t argc, napi_value* argv, void* wrapped, bool closed) {
   Fib* fib = argc >= 1 ? Fib::Unwrap(env, argv[0]) : nullptr;
   uint32_t mode = 0, min_len = 0, max_frame = 0;
   double mac = -1;
@@ -1574,50 +1686,43 @@ napi_value Device::JsBindSwitch(napi_env env, napi_callback_info info) {
     if (!IsExceptionPending(env)) ThrowType(env, "bindSwitch(fib, mode, minLen, maxFrame, mac, onForwarded)");
     return nullptr;
   }
-  if (d->closed_) return nullptr;
-  d->UnbindSwitch();
-  if (d->fwd_cb_ != nullptr) napi_delete_reference(env, d->fwd_cb_);
-  d->fwd_cb_ = nullptr;
-  MVNET_CALL(env, napi_create_reference(env, argv[5], 1, &d->fwd_cb_));
-  d->fib_ = fib;
-  fib->Bind(d);
-  d->sw_rx_ = mode != 2;
-  d->sw_pass_ = mode == 1;
-  d->sw_h_ = mode == 1 ? kVnetHdrLen : 0;
-  d->sw_min_ = min_len;
-  d->sw_max_ = max_frame;
-  d->sw_mac_set_ = mac >= 0 && mac <= 281474976710655.0;
-  d->sw_mac_ = d->sw_mac_set_ ? static_cast<uint64_t>(mac) : 0;
+  if (closed) return nullptr;
+  UnbindSwitch();
+  if (fwd_cb_ != nullptr) napi_delete_reference(env, fwd_cb_);
+  fwd_cb_ = nullptr;
+  MVNET_CALL(env, napi_create_reference(env, argv[5], 1, &fwd_cb_));
+  fib_ = fib;
+  fib->Bind(wrapped, this);
+  sw_rx_ = mode != 2;
+  sw_pass_ = mode == 1;
+  sw_h_ = mode == 1 ? kVnetHdrLen : 0;
+  sw_min_ = min_len;
+  sw_max_ = max_frame;
+  sw_mac_set_ = mac >= 0 && mac <= 281474976710655.0;
+  sw_mac_ = sw_mac_set_ ? static_cast<uint64_t>(mac) : 0;
   return nullptr;
 }
 
-napi_value Device::JsSetSwitchMac(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  Device* d = Unwrap(env, info, &argc, argv);
-  if (!d) return nullptr;
+napi_value SwitchMember::JsSetMac(napi_env env, size_t argc, napi_value* argv) {
   double mac = -1;
   if (argc < 1 || napi_get_value_double(env, argv[0], &mac) != napi_ok) {
     ThrowType(env, "setSwitchMac(mac: number)");
     return nullptr;
   }
-  d->sw_mac_set_ = d->fib_ != nullptr && mac >= 0 && mac <= 281474976710655.0;
-  d->sw_mac_ = d->sw_mac_set_ ? static_cast<uint64_t>(mac) : 0;
+  sw_mac_set_ = fib_ != nullptr && mac >= 0 && mac <= 281474976710655.0;
+  sw_mac_ = sw_mac_set_ ? static_cast<uint64_t>(mac) : 0;
   return nullptr;
 }
 
 // Leaves the switch: what was cut through and not yet reported is reported now (synchronously).
-napi_value Device::JsUnbindSwitch(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  Device* d = Unwrap(env, info, &argc, nullptr);
-  if (!d) return nullptr;
-  napi_ref cb = d->fwd_cb_;
-  d->fwd_cb_ = nullptr;
-  double frames = d->fwd_frames_, bytes = d->fwd_bytes_;
-  d->fwd_frames_ = d->fwd_bytes_ = 0;
-  if (d->fwd_armed_) {
-    d->fwd_armed_ = false;
-    uv_timer_stop(&d->report_);
+napi_value SwitchMember::JsUnbind(napi_env env) {
+  napi_ref cb = fwd_cb_;
+  fwd_cb_ = nullptr;
+  double frames = fwd_frames_, bytes = fwd_bytes_;
+  fwd_frames_ = fwd_bytes_ = 0;
+  if (fwd_armed_) {
+    fwd_armed_ = false;
+    uv_timer_stop(&report_);
   }
   napi_value fn = nullptr;
   if (cb != nullptr && frames > 0 && napi_get_reference_value(env, cb, &fn) == napi_ok && fn != nullptr) {
@@ -1628,25 +1733,22 @@ napi_value Device::JsUnbindSwitch(napi_env env, napi_callback_info info) {
     napi_call_function(env, self, fn, 2, argv, &result);  // an exception propagates
   }
   if (cb != nullptr) napi_delete_reference(env, cb);
-  d->UnbindSwitch();
+  UnbindSwitch();
   return nullptr;
 }
 
 // Reports what was cut through and not yet reported now (synchronously), e.g. before counters
 // are read.
-napi_value Device::JsFlushForwarded(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  Device* d = Unwrap(env, info, &argc, nullptr);
-  if (!d) return nullptr;
-  if (d->fwd_armed_) {
-    d->fwd_armed_ = false;
-    uv_timer_stop(&d->report_);
+napi_value SwitchMember::JsFlush(napi_env env, bool closed) {
+  if (fwd_armed_) {
+    fwd_armed_ = false;
+    uv_timer_stop(&report_);
   }
-  double frames = d->fwd_frames_, bytes = d->fwd_bytes_;
-  if (d->fwd_cb_ == nullptr || d->closed_ || frames == 0) return nullptr;
-  d->fwd_frames_ = d->fwd_bytes_ = 0;
+  double frames = fwd_frames_, bytes = fwd_bytes_;
+  if (fwd_cb_ == nullptr || closed || frames == 0) return nullptr;
+  fwd_frames_ = fwd_bytes_ = 0;
   napi_value fn = nullptr;
-  if (napi_get_reference_value(env, d->fwd_cb_, &fn) == napi_ok && fn != nullptr) {
+  if (napi_get_reference_value(env, fwd_cb_, &fn) == napi_ok && fn != nullptr) {
     napi_value self, argv[2], result;
     napi_get_undefined(env, &self);
     napi_create_double(env, frames, &argv[0]);
@@ -1654,6 +1756,26 @@ napi_value Device::JsFlushForwarded(napi_env env, napi_callback_info info) {
     napi_call_function(env, self, fn, 2, argv, &result);  // an exception propagates
   }
   return nullptr;
+}
+
+namespace {
+// Destinations with deferred completions (a vhost RX ring's used index and interrupt).
+thread_local std::vector<SwitchMember*> cut_dirty;
+}  // namespace
+
+void MarkCutDirty(SwitchMember* m) {
+  if (std::find(cut_dirty.begin(), cut_dirty.end(), m) == cut_dirty.end()) cut_dirty.push_back(m);
+}
+
+void PublishCutWrites() {
+  if (cut_dirty.empty()) return;
+  std::vector<SwitchMember*> now;
+  now.swap(cut_dirty);
+  for (SwitchMember* m : now) m->CutPublish();
+}
+
+void ForgetCutDirty(SwitchMember* m) {
+  cut_dirty.erase(std::remove(cut_dirty.begin(), cut_dirty.end(), m), cut_dirty.end());
 }
 
 Fib* Fib::Unwrap(napi_env env, napi_value v) {
@@ -1701,16 +1823,14 @@ napi_value Fib::New(napi_env env, napi_callback_info info) {
 
 void Fib::Finalize(napi_env /*env*/, void* data, void* /*hint*/) {
   Fib* fib = static_cast<Fib*>(data);
-  for (Device* d : fib->members_) {
-    d->fib_ = nullptr;
-    d->sw_rx_ = false;
-    d->sw_mac_set_ = false;
-  }
+  for (const Member& m : fib->members_) m.m->FibGone();
   delete fib;
 }
 
-// set(mac, device, validMs): frames to `mac` may be cut through to `device` (bound to this Fib)
-// for the next validMs milliseconds. Returns false (and sets nothing) for an unbound device.
+// set(mac, device, validMs): frames to `mac` may be cut through to `device` (a Device or a
+// VhostDevice bound to this Fib) for the next validMs milliseconds. Returns false (and sets
+// nothing) for an unbound device. Members are recognised by the pointer their object wraps,
+// so nothing unknown is ever cast.
 napi_value Fib::JsSet(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3], self;
@@ -1729,9 +1849,11 @@ napi_value Fib::JsSet(napi_env env, napi_callback_info info) {
     ThrowType(env, "set(mac: number, device: Device, validMs: number)");
     return nullptr;
   }
-  Device* d = static_cast<Device*>(p);
-  bool ok = std::find(fib->members_.begin(), fib->members_.end(), d) != fib->members_.end() && mac >= 0 &&
-            mac <= 281474976710655.0 && valid_ms > 0;
+  SwitchMember* d = nullptr;
+  for (const Member& m : fib->members_) {
+    if (m.wrapped == p) d = m.m;
+  }
+  bool ok = d != nullptr && mac >= 0 && mac <= 281474976710655.0 && valid_ms > 0;
   uint64_t key = ok ? static_cast<uint64_t>(mac) : 0;
   if (ok) {
     fib->entries_[key] = {d, uv_hrtime() + static_cast<uint64_t>(valid_ms * 1e6)};
@@ -1770,64 +1892,6 @@ napi_value Fib::JsClear(napi_env env, napi_callback_info info) {
   fib->Changed();
   return nullptr;
 }
-
-// setTee(ring: Buffer, ctl: Uint32Array, dirs, snaplen, rxSkip, txSkip, program?), or setTee(null) to stop.
-napi_value Device::JsSetTee(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  Device* d = Unwrap(env, info, &argc, argv);
-  if (!d) return nullptr;
-  d->ClearTee();
-  if (argc < 1 || IsNullish(env, argv[0])) return nullptr;
-  bool is_buffer = false, is_ta = false;
-  void* data = nullptr;
-  size_t size = 0;
-  void* ctl = nullptr;
-  size_t ctl_len = 0;
-  napi_typedarray_type type = napi_int8_array;
-  uint32_t dirs = 0, snap = 0, rx_skip = 0, tx_skip = 0;
-  napi_value ab;
-  size_t ab_off;
-  if (argc < 6 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[0], &data, &size) != napi_ok ||
-      napi_is_typedarray(env, argv[1], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[1], &type, &ctl_len, &ctl, &ab, &ab_off) != napi_ok ||
-      type != napi_uint32_array || ctl_len < kTeeCtlWords || napi_get_value_uint32(env, argv[2], &dirs) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &snap) != napi_ok ||
-      napi_get_value_uint32(env, argv[4], &rx_skip) != napi_ok ||
-      napi_get_value_uint32(env, argv[5], &tx_skip) != napi_ok || rx_skip > kTeeMaxSkip || tx_skip > kTeeMaxSkip ||
-      size < 2 * kTeeRecHdr || size > 0xfffffff8u || (reinterpret_cast<uintptr_t>(data) & 3) != 0) {
-    if (!IsExceptionPending(env)) {
-      ThrowType(env, "setTee(ring: Buffer, ctl: Uint32Array(8), dirs, snaplen, rxSkip, txSkip) or setTee(null)");
-    }
-    return nullptr;
-  }
-  std::vector<uint32_t> prog;
-  if (argc >= 7 && !IsNullish(env, argv[6]) && !ReadFilterProgram(env, argv[6], &prog)) return nullptr;
-  if (d->closed_ || (dirs & (kTeeIn | kTeeOut)) == 0) return nullptr;
-  d->tee_prog_ = std::move(prog);
-  MVNET_CALL(env, napi_create_reference(env, argv[0], 1, &d->tee_buf_ref_));
-  MVNET_CALL(env, napi_create_reference(env, argv[1], 1, &d->tee_ctl_ref_));
-  d->tee_buf_ = static_cast<uint8_t*>(data);
-  d->tee_size_ = static_cast<uint32_t>(size & ~static_cast<size_t>(7));
-  d->tee_ctl_ = static_cast<uint32_t*>(ctl);
-  d->tee_snap_ = snap;
-  d->tee_rx_skip_ = rx_skip;
-  d->tee_tx_skip_ = tx_skip;
-  d->tee_in_ = (dirs & kTeeIn) != 0;
-  d->tee_out_ = (dirs & kTeeOut) != 0;
-  return nullptr;
-}
-
-napi_value Device::JsClose(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  Device* d = Unwrap(env, info, &argc, nullptr);
-  if (!d) return nullptr;
-  d->Close();
-  return nullptr;
-}
-
-}  // namespace
 
 napi_value DefineDeviceClass(napi_env env) {
   napi_property_descriptor methods[] = {
