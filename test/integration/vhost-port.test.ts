@@ -55,6 +55,8 @@ describe('vhost-user port through the daemon', () => {
     const out = JSON.parse(await d.cliOk(['--json', 'vm', 'attach', 'g1', '--net', 'vh', '--vhost-user'])) as VmInfo;
     const path = `${dir}/g1.vhost.sock`;
     expect(out.port).toMatchObject({ kind: 'vhost-user', path, state: 'waiting' });
+    // The --json contract: the kind's own keys (kind, path) beside state, detail, lastError, stats.
+    expect(Object.keys(out.port).sort()).toEqual(['detail', 'kind', 'lastError', 'path', 'state', 'stats']);
     expect(out.port.detail).toMatch(new RegExp(`^listening on ${path}`));
     expect(existsSync(path)).toBe(true);
 
