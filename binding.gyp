@@ -15,7 +15,12 @@
         "plugins/native/src/process.cc",
         "plugins/native/src/lock.cc",
         "plugins/native/src/tee-filter.cc",
-        "plugins/native/src/udp.cc"
+        "plugins/native/src/udp.cc",
+        "plugins/native/src/vhost.cc",
+        "plugins/native/src/vhost-mem.cc",
+        "plugins/native/src/vhost-msg.cc",
+        "plugins/native/src/vhost-ring.cc",
+        "plugins/native/src/vhost-testing.cc"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]

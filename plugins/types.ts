@@ -106,10 +106,12 @@ export type BuiltinPortSpec =
   | { kind: 'unix-listen'; path: string }
   | { kind: 'dgram'; path: string; peer?: string }
   | { kind: 'fd'; token?: string; rx?: string; tx?: string }
-  | { kind: 'iface'; ifname: string; netns?: string };
+  | { kind: 'iface'; ifname: string; netns?: string }
+  /** A vhost-user back-end listening at `path` for QEMU (`-chardev socket,reconnect=1`), see plugins/vhost-user. */
+  | { kind: 'vhost-user'; path: string };
 
 export type BuiltinPortKind = BuiltinPortSpec['kind'];
-export const BUILTIN_PORT_KINDS: readonly BuiltinPortKind[] = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface'];
+export const BUILTIN_PORT_KINDS: readonly BuiltinPortKind[] = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface', 'vhost-user'];
 
 /** JSON values: what a plugin port's options may hold (they are saved in the state file). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };

@@ -60,7 +60,7 @@ describe('mvnet hook', () => {
     for (const o of [await hook(d.socket, ['VERSION'], ''), await hook(d.socket, [], '', { MVNET_COMMAND: 'VERSION' })]) {
       expect(o.code).toBe(0);
       expect(o.json.commands).toEqual(['ADD', 'DEL', 'CHECK', 'VERSION']);
-      expect(o.json.devices).toEqual(['qemu-stream', 'qemu-dgram', 'tap']);
+      expect(o.json.devices).toEqual(['qemu-stream', 'qemu-dgram', 'tap', 'vhost-user']);
     }
   });
 
@@ -138,6 +138,11 @@ describe('mvnet hook', () => {
     failedWith(await hook(d.socket, [], { vm: 'x1', network: 'lan' }), 4, /no command/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', route: 'sideways' }), 7, /unknown route/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'floppy' }), 7, /unknown device/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user' }), 7, /vhost-user" needs memory/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user', memory: '12 bytes' }), 7, /invalid memory "12 bytes"/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user', memory: 512, accel: 'hvf' }), 7, /unknown accel "hvf"/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user', memory: 512, model: 'e1000' }), 7, /needs a virtio-net model/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', memory: 512 }), 7, /memory and accel go with device "vhost-user"/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', ip: '10.99.0.5' }), 100, /not a host address/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', route: 'direct', allow: ['not-a-cidr'] }), 101, /route refused/);
     failedWith(await hook(`${d.stateDir}/nobody.sock`, ['ADD'], { vm: 'x1', network: 'lan' }), 11, /not running/);

@@ -22,6 +22,7 @@
 #include "device.h"
 #include "napi_util.h"
 #include "netns.h"
+#include "vhost.h"
 
 // if_nametoindex lives in <net/if.h>, which clashes with <linux/if.h>.
 extern "C" unsigned int if_nametoindex(const char* ifname);
@@ -44,6 +45,8 @@ napi_value DefineCsumExports(napi_env env, napi_value exports);
 napi_value DefineUdpExports(napi_env env, napi_value exports);
 // process.cc: sdNotify, dropCaps.
 napi_value DefineProcessExports(napi_env env, napi_value exports);
+// vhost-testing.cc: vhostTesting, the vhost-user fake front-end's memfds, eventfds and fd passing.
+napi_value DefineVhostTestingExports(napi_env env, napi_value exports);
 
 namespace {
 
@@ -648,6 +651,9 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value device_class = DefineDeviceClass(env);
   if (!device_class) return nullptr;
   MVNET_CALL(env, napi_set_named_property(env, exports, "Device", device_class));
+  napi_value vhost_class = DefineVhostDeviceClass(env);
+  if (!vhost_class) return nullptr;
+  MVNET_CALL(env, napi_set_named_property(env, exports, "VhostDevice", vhost_class));
   if (!DefinePingExports(env, exports)) return nullptr;
   if (!DefineFdPassExports(env, exports)) return nullptr;
   if (!DefineNetlinkExports(env, exports)) return nullptr;
@@ -656,6 +662,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (!DefineCsumExports(env, exports)) return nullptr;
   if (!DefineUdpExports(env, exports)) return nullptr;
   if (!DefineProcessExports(env, exports)) return nullptr;
+  if (!DefineVhostTestingExports(env, exports)) return nullptr;
   return exports;
 }
 
