@@ -104,7 +104,7 @@ describe('a QEMU VM on --vhost-user', () => {
   /** `size` bytes from the VM to the TAP VM over TCP: both ends' sha256 and the count. */
   async function vmToTap(port: number, size: number): Promise<void> {
     const sink = await tapEnd('sink', port, 'hash');
-    const r = await vm.run('send', `head -c ${size} /dev/urandom > /tmp/tx && sha256sum /tmp/tx && nc ${tapIp} ${port} < /tmp/tx; rm -f /tmp/tx`, 120_000);
+    const r = await vm.run('send', `head -c ${size} /dev/urandom > /tmp/tx && sha256sum /tmp/tx && nc ${tapIp} ${port} < /tmp/tx; rc=$?; rm -f /tmp/tx; exit $rc`, 120_000);
     expect(r.rc, r.out).toBe(0);
     const got = await result(sink);
     const [guestSha] = r.out.split('\n')[0]!.split(/\s+/);
@@ -118,7 +118,7 @@ describe('a QEMU VM on --vhost-user', () => {
   /** `size` bytes from the TAP VM to the VM over TCP, compared the same way. */
   async function tapToVm(port: number, size: number): Promise<void> {
     const source = await tapEnd('source', port, String(size));
-    const r = await vm.run('recv', `nc ${tapIp} ${port} < /dev/null > /tmp/rx; sha256sum /tmp/rx; wc -c < /tmp/rx; rm -f /tmp/rx`, 120_000);
+    const r = await vm.run('recv', `nc ${tapIp} ${port} < /dev/null > /tmp/rx && sha256sum /tmp/rx && wc -c < /tmp/rx; rc=$?; rm -f /tmp/rx; exit $rc`, 120_000);
     expect(r.rc, r.out).toBe(0);
     const sent = await result(source);
     const [shaLine, countLine] = r.out.split('\n');
