@@ -19,7 +19,7 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--unix <path>', "connect to QEMU's -netdev stream server=on socket (reconnects)")
     .option('--unix-listen [path]', 'listen for QEMU -netdev stream server=off to connect (a bare name or none: in the VM socket directory)')
     .option('--dgram [path]', 'bind this unix datagram socket for QEMU -netdev dgram (a bare name or none: in the VM socket directory)')
-    .option('--vhost-user [path]', 'listen as the vhost-user back-end for QEMU -netdev vhost-user (chardev reconnect=1; a bare name or none: in the VM socket directory)')
+    .option('--vhost-user [path]', 'be the vhost-user back-end QEMU connects to (-chardev socket,path=PATH,reconnect=1 -netdev vhost-user; its memory shared: memory-backend-memfd,share=on); a bare name or none: in the VM socket directory')
     .option('--dgram-peer <path>', "QEMU's own datagram socket path (else learned from its first datagram)")
     .option('--fd <n>', "this command's own fd N (e.g. a socketpair end shared with QEMU), passed to the daemon; stream framing", parseIntArg('--fd', 0, 65535))
     .option('--fifo <rx:tx>', 'two FIFOs (daemon reads rx, writes tx), stream framing')

@@ -127,6 +127,32 @@ describe('mvnet hook', () => {
     expect(await routes()).toEqual([]);
   });
 
+  it('device vhost-user: mvnet listens, the QEMU arguments carry the shared memory backend; CHECK, DEL removes the socket', async () => {
+    expect((await runCli(d.socket, ['net', 'create', 'jumbo', '--subnet', '10.232.0.0/24', '--mtu', '9000'])).code).toBe(0);
+    const add = await hook(d.socket, ['ADD'], { vm: 'vh1', network: 'jumbo', route: 'direct', device: 'vhost-user', memory: 256, accel: 'tcg' });
+    expect(add.code, JSON.stringify(add.json)).toBe(0);
+    const status = JSON.parse((await runCli(d.socket, ['status'], { json: true })).stdout) as StatusInfo;
+    const sock = `${status.daemon.vmSocketDir}/vh1.vhost.sock`;
+    expect(add.json.device).toEqual({ kind: 'vhost-user', socket: sock });
+    expect(add.json.qemuArgs).toEqual([
+      '-object', 'memory-backend-memfd,id=mem-net0,size=256M,share=on',
+      '-numa', 'node,memdev=mem-net0',
+      '-chardev', `socket,id=chr-net0,path=${sock},reconnect=1`,
+      '-netdev', 'vhost-user,id=net0,chardev=chr-net0',
+      '-device', `virtio-net-pci,netdev=net0,mac=${String(add.json.mac)},host_mtu=9000,vectors=0`,
+    ]);
+    // The daemon listens there already: QEMU can be started with these arguments.
+    expect(existsSync(sock)).toBe(true);
+    const v = (await vms()).find((x) => x.name === 'vh1')!;
+    expect(v.port).toMatchObject({ kind: 'vhost-user', path: sock, state: 'waiting' });
+    const check = await hook(d.socket, ['CHECK'], { vm: 'vh1', network: 'jumbo', route: 'direct', device: 'vhost-user' });
+    expect(check.json).toMatchObject({ ok: true, state: 'waiting' });
+    const del = await hook(d.socket, ['DEL'], { vm: 'vh1', device: 'vhost-user' });
+    expect(del.json).toMatchObject({ detached: true, routeCleared: true });
+    expect(existsSync(sock)).toBe(false);
+    expect((await runCli(d.socket, ['net', 'delete', 'jumbo'])).code).toBe(0);
+  });
+
   it('refuses bad input with a code and a message, and leaves nothing', async () => {
     failedWith(await hook(d.socket, ['ADD'], '{not json'), 6, /not JSON/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', colour: 'red' }), 2, /unknown key "colour"/);

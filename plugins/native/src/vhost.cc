@@ -104,6 +104,7 @@ class VhostDevice {
   void OnConn();
   void Accept(int fd);
   void DropConnection();
+  void StopRings();
   bool Handle(Msg* m);
   bool Reply(uint32_t request, const void* payload, uint32_t size);
   bool ReplyU64(uint32_t request, uint64_t v) { return Reply(request, &v, 8); }
@@ -323,12 +324,17 @@ void VhostDevice::Accept(int fd) {
   Update();
 }
 
-void VhostDevice::DropConnection() {
+// The rings stop being served: no kick watch, no idle turn.
+void VhostDevice::StopRings() {
   running_ = false;
   CloseWatch(&kick_w_);
   kick_watched_fd_ = -1;
   if (idle_on_) uv_idle_stop(&idle_);
   idle_on_ = false;
+}
+
+void VhostDevice::DropConnection() {
+  StopRings();
   CloseWatch(&conn_w_);
   reader_.reset();
   if (conn_fd_ >= 0) ::close(conn_fd_);
@@ -446,9 +452,7 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kResetOwner:
     case vhost::kResetDevice:
       if (m->size != 0) return ProtocolError(*m, "unexpected payload");
-      running_ = false;
-      CloseWatch(&kick_w_);
-      kick_watched_fd_ = -1;
+      StopRings();
       ResetRings();
       features_ = 0;
       break;
@@ -477,11 +481,7 @@ bool VhostDevice::Handle(Msg* m) {
       if (!RingIndex(*m, &index, &value)) return false;
       // The ring stops (QEMU stops the device): answer where the guest's next chain is.
       Ring& r = rings_[index];
-      if (running_) {
-        running_ = false;
-        CloseWatch(&kick_w_);
-        kick_watched_fd_ = -1;
-      }
+      StopRings();
       const uint32_t state[2] = {index, r.mapped() ? r.last_avail() : r.base};
       if (r.kick_fd >= 0) ::close(r.kick_fd);
       r.kick_fd = -1;
@@ -551,15 +551,13 @@ bool VhostDevice::SetMemTable(Msg* m) {
   }
   // The rings' old pointers die with the old table: stop them while it is replaced (a new
   // table while running, as memory hotplug does, is re-translated below).
-  const bool was_running = running_;
-  running_ = false;
+  StopRings();
   for (Ring& r : rings_) r.Unmap();
   std::string why;
   const bool ok = mem_.Set(regions, m->fds, n, &why);
   m->nfds = 0;  // Set took them
   if (!ok) return ProtocolError(*m, why);
   RemapRings();
-  (void)was_running;
   return conn_fd_ >= 0;
 }
 
@@ -611,11 +609,7 @@ bool VhostDevice::SetVringFd(Msg* m) {
     if (r.call_fd >= 0) ::close(r.call_fd);
     r.call_fd = fd;
   } else {
-    if (index == kTxQ && kick_w_ != nullptr) {
-      running_ = false;
-      CloseWatch(&kick_w_);
-      kick_watched_fd_ = -1;
-    }
+    StopRings();  // Update() starts them again with the new fd
     if (r.kick_fd >= 0) ::close(r.kick_fd);
     r.kick_fd = fd;
   }
@@ -626,11 +620,7 @@ void VhostDevice::RingViolation(const std::string& why) {
   violations_++;
   if (ring_broken_) return;
   ring_broken_ = true;
-  running_ = false;
-  CloseWatch(&kick_w_);
-  kick_watched_fd_ = -1;
-  if (idle_on_) uv_idle_stop(&idle_);
-  idle_on_ = false;
+  StopRings();
   SetState(kBroken, "guest ring violation: " + why);
 }
 
@@ -661,9 +651,7 @@ void VhostDevice::Update() {
     if (!idle_on_) uv_idle_start(&idle_, OnIdle);
     idle_on_ = true;
   } else if (!run && running_) {
-    running_ = false;
-    CloseWatch(&kick_w_);
-    kick_watched_fd_ = -1;
+    StopRings();
   }
   if (running_) {
     SetState(kRunning, "rings running");
