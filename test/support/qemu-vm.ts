@@ -8,8 +8,12 @@
  * initramfs is written as a newc cpio (gzip) by this file: /init mounts the pseudo file
  * systems, loads the virtio-net modules in dependency order, runs `udhcpc` (its script prints
  * the lease), then the test's commands, each framed by marker lines on the serial console,
- * and powers off. Everything the VM prints is a stdout line of the QEMU process, so a test
- * waits for lines (events), never for time.
+ * and powers off — or, interactive, runs the commands the test types on the console
+ * (`VmConsole`) until QEMU is stopped. Everything the VM prints is a stdout line of the QEMU
+ * process, so a test waits for lines (events), never for time.
+ *
+ * Also here: QEMU's arguments for a vhost-user NIC (its memory as a shared memfd) and a stream
+ * NIC, and a small TCP sink/source (`writeTransferProgram`) for transfers with a VM.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -158,7 +162,8 @@ export function buildInitramfs(dir: string, assets: VmAssets, commands: VmComman
           'while read -r word name cmd; do',
           '  [ "$word" = MVT-RUN ] || continue',
           '  echo "MVT-BEGIN $name"',
-          '  ( eval "$cmd" ) 2>&1',
+          // Not the console as stdin: a command that reads it would eat the next commands.
+          '  ( eval "$cmd" ) </dev/null 2>&1',
           '  echo "MVT-END $name rc=$?"',
           'done',
         ]
