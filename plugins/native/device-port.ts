@@ -220,7 +220,7 @@ export abstract class DevicePort<D extends PortDevice = NativeDevice> implements
   }
 
   /** Frames [start, count) of the device's batch; those before `start` were cut through. */
-  protected onRead(count: number, start: number): void {
+  private onRead(count: number, start: number): void {
     const buf = this.device.buffer;
     const lengths = this.device.lengths;
     const slot = this.slot;
@@ -318,7 +318,7 @@ export abstract class DevicePort<D extends PortDevice = NativeDevice> implements
     }
   }
 
-  protected onDeviceError(message: string): void {
+  private onDeviceError(message: string): void {
     this.failure = message;
     // Warn, not error: the device went away or broke outside the daemon (an interface deleted,
     // its namespace gone); status shows the port down with this reason. Error level is for bugs.
