@@ -141,9 +141,16 @@ describe('vhost-user port: offloads the guest did not take', () => {
     p.port.tee!(null, 0);
   });
 
-  it('close({remove: true}) removes the socket it made; status says closed', async () => {
+  it('connected before the rings run; close({remove: true}) removes the socket it made; status says closed', async () => {
     const p = await open('gone.sock');
     expect(existsSync(p.path)).toBe(true);
+    // QEMU connected, the guest's driver not started yet: up, the rings not running.
+    const fe = VhostFrontend.connect(p.path);
+    registerCleanup('front-end gone', async () => fe.close());
+    await fe.handshake();
+    await fe.sync();
+    await waitFor(() => p.port.status().detail.startsWith('connected'), { what: 'connected' });
+    expect(p.port.status()).toEqual({ state: 'up', detail: "connected: QEMU is connected; the rings start with the guest's driver" });
     await p.port.close({ remove: true });
     expect(existsSync(p.path)).toBe(false);
     expect(p.port.status()).toEqual({ state: 'down', detail: 'closed' });
