@@ -22,6 +22,13 @@ const SIZE = 4 << 20;
 
 afterAll(cleanupAll);
 
+interface NativeFib {
+  set(mac: number, device: object, validMs: number): boolean;
+}
+type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void };
+const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+const macNumber = (mac: string): number => Number.parseInt(mac.replaceAll(':', ''), 16);
+
 describe('VhostDevice with a QEMU VM', () => {
   let ns: Netns;
   let dir: string;
@@ -30,6 +37,7 @@ describe('VhostDevice with a QEMU VM', () => {
   const states: [VhostState, string][] = [];
   let dnsmasq: ManagedProcess;
   let sock: string;
+  let tapName: string;
 
   function listen(): NativeVhostDevice {
     rmSync(sock, { force: true });
@@ -57,6 +65,7 @@ describe('VhostDevice with a QEMU VM', () => {
     sock = join(dir, 'vm.sock');
     ns = await createNetns('vhn');
     const name = uniqueName('vhn');
+    tapName = name;
     const t = native.openTun({ name, tap: true, vnetHdr: true, netns: ns.path });
     native.configureLink({ name, netns: ns.path, up: true, mtu: 1500 });
     await ns.addAddr(name, `${HOST}/24`);
@@ -67,9 +76,9 @@ describe('VhostDevice with a QEMU VM', () => {
       batch: 64,
       queueFrames: 256,
       queueBytes: 4 << 20,
-      onRead(count: number) {
+      onRead(count: number, start?: number) {
         const frames: Buffer[] = [];
-        for (let i = 0; i < count; i++) frames.push(tap.buffer.subarray(i * 65560, i * 65560 + tap.lengths[i]!));
+        for (let i = start ?? 0; i < count; i++) frames.push(tap.buffer.subarray(i * 65560, i * 65560 + tap.lengths[i]!));
         vhost?.write(frames, frames.length);
       },
       onError() {},
@@ -154,5 +163,50 @@ c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
     expect(commandOutput(qemu, 'ping2')?.rc, vmLines(qemu).join('\n')).toBe(0);
     expect(vhost.stats()).toMatchObject({ state: 'running', connections: 1, violations: 0 });
     void dnsmasq;
+  });
+
+  it('with cut-through (the VM and the TAP bound to a Fib): pings and TCP cross natively, intact', { timeout: BOOT_MS + 60_000 }, async () => {
+    vhost?.close();
+    vhost = listen();
+    const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
+    const fwd = { vm: 0, tap: 0 };
+    (vhost as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, macNumber(MAC), (n) => (fwd.vm += n));
+    const tapMac = macNumber(await ns.mac(tapName));
+    (tap as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, tapMac, (n) => (fwd.tap += n));
+    expect(fib.set(macNumber(MAC), vhost, 600_000)).toBe(true);
+    expect(fib.set(tapMac, tap, 600_000)).toBe(true);
+    const assets = vmAssets();
+    const py = (code: string): string[] => ['python3', '-c', code];
+    const recv = ns.spawn(py(`import socket,hashlib
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('${HOST}',5003)); s.listen(1); print('ready',flush=True)
+c,_=s.accept(); h=hashlib.md5(); n=0
+while n<${SIZE}:
+  b=c.recv(65536)
+  if not b: break
+  h.update(b); n+=len(b)
+print(h.hexdigest(), n, flush=True); c.close()`), { label: 'recv cut' });
+    await recv.waitForLine((l) => l === 'ready');
+    const initrd = buildInitramfs(dir, assets, [
+      { name: 'ping', sh: `ping -c 3 -W 5 ${HOST}` },
+      { name: 'up', sh: `head -c ${SIZE} /dev/urandom > /tmp/up; md5sum /tmp/up; nc ${HOST} 5003 < /tmp/up` },
+    ]);
+    const qemu = bootVm(assets, initrd, [
+      '-object', 'memory-backend-memfd,id=mem,size=256M,share=on',
+      '-numa', 'node,memdev=mem',
+      '-chardev', `socket,id=c0,path=${sock},reconnect=1`,
+      '-netdev', 'vhost-user,id=n0,chardev=c0',
+      '-device', `virtio-net-pci,netdev=n0,vectors=0,mac=${MAC}`,
+    ], 'qemu vhost cut');
+    await qemu.waitForLine((l) => l.startsWith('MVT-DONE'), { timeoutMs: BOOT_MS });
+    const lines = vmLines(qemu);
+    expect(commandOutput(qemu, 'ping')?.rc, lines.join('\n')).toBe(0);
+    await recv.exited;
+    expect(recv.lines[1], lines.join('\n')).toBe(`${commandOutput(qemu, 'up')?.out.split(' ')[0]} ${SIZE}`);
+    (vhost as unknown as Bindable).flushForwarded();
+    (tap as unknown as Bindable).flushForwarded();
+    // The pings and the transfer went natively both ways (DHCP and ARP through JS).
+    expect(fwd.vm, JSON.stringify(vhost.stats())).toBeGreaterThan(100);
+    expect(fwd.tap).toBeGreaterThan(50);
+    expect(vhost.stats()).toMatchObject({ violations: 0, dropBadOffload: 0 });
   });
 });

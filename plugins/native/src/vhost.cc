@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "device.h"
 #include "napi_util.h"
 #include "vhost-mem.h"
 #include "vhost-msg.h"
@@ -70,7 +71,7 @@ struct Watch {
 };
 enum WatchKind { kWatchListen, kWatchConn, kWatchKick };
 
-class VhostDevice {
+class VhostDevice : public SwitchMember {
  public:
   static napi_value New(napi_env env, napi_callback_info info);
   static napi_value JsStart(napi_env env, napi_callback_info info);
@@ -122,10 +123,28 @@ class VhostDevice {
 
   // Data.
   uint32_t ProcessTx();
-  uint32_t WriteFrames(const iovec* frames, size_t n);
+  // Frames for the guest (10-byte header + Ethernet), each contiguous. Publishes the used ring
+  // (and interrupts the guest) unless `defer` (cut-through: CutPublish does it after the batch).
+  uint32_t WriteFrames(const iovec* frames, size_t n, bool defer);
+  enum PutResult { kPut, kDropped, kStopped };
+  PutResult PutFrame(const iovec* iov, int count, uint64_t len, TeeClock& clock);
+  bool OffloadOk(const uint8_t* hdr) const;
   void Gather(const Chain& c, uint64_t off, uint8_t* dst, uint64_t len) const;
   void CallOnRead(uint32_t count, uint32_t start);
   void CallJs(napi_ref fn_ref, size_t argc, const napi_value* argv);
+
+  // SwitchMember: as a cut-through destination (frames into the guest's RX ring) and source.
+  bool CutOpen() const override { return !closed_; }
+  bool TxAccepts(const uint8_t* f, uint32_t len) const override {
+    return running_ && SwitchMember::TxAccepts(f, len) && OffloadOk(f);
+  }
+  uint32_t CutWrite(const iovec* frames, size_t n) override { return WriteFrames(frames, n, true); }
+  void CutWriteV(const iovec* iov, int count, uint32_t len) override;
+  void CutPublish() override {
+    if (running_) rings_[kRxQ].Publish();
+  }
+  void CallForwarded(napi_ref cb, double frames, double bytes) override;
+  bool SwitchClosed() const override { return closed_; }
 
   napi_env env_ = nullptr;
   napi_ref wrapper_ = nullptr;
@@ -174,6 +193,9 @@ class VhostDevice {
   uint32_t* lens_ = nullptr;
   std::vector<Seg> segs_;
   std::vector<Chain> chains_;
+  std::vector<iovec> cut_iov_;
+  std::vector<uint8_t> scratch_;  // a frame in pieces gathered for the tee
+  Tee tee_;
 
   double rx_frames_ = 0, rx_bytes_ = 0, tx_frames_ = 0, tx_bytes_ = 0;
   double drop_nobuf_ = 0, drop_notrunning_ = 0, drop_oversize_ = 0, drop_badoffload_ = 0;
@@ -266,13 +288,17 @@ void VhostDevice::SetActive(bool active) {
 void VhostDevice::Close() {
   if (closed_) return;
   closed_ = true;
+  ForgetCutDirty(this);
+  UnbindSwitch();
+  tee_.Clear(env_);
   DropConnection();
   CloseWatch(&listen_w_);
   if (listen_fd_ >= 0) ::close(listen_fd_);
   listen_fd_ = -1;
   SetActive(false);
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), OnHandleClosed);
-  pending_closes_++;
+  CloseReport(OnHandleClosed, this);
+  pending_closes_ += 2;
 }
 
 void VhostDevice::Finalize(napi_env env, void* data, void* /*hint*/) {
@@ -280,7 +306,8 @@ void VhostDevice::Finalize(napi_env env, void* data, void* /*hint*/) {
   d->finalized_ = true;
   if (d->wrapper_) napi_delete_reference(env, d->wrapper_);
   d->wrapper_ = nullptr;
-  for (napi_ref* r : {&d->on_read_, &d->on_state_}) {
+  d->tee_.Clear(env);
+  for (napi_ref* r : {&d->on_read_, &d->on_state_, &d->fwd_cb_}) {
     if (*r) napi_delete_reference(env, *r);
     *r = nullptr;
   }
@@ -702,9 +729,12 @@ void VhostDevice::Gather(const Chain& c, uint64_t off, uint8_t* dst, uint64_t le
   }
 }
 
-// The guest's TX ring: up to batch_ chains, each one frame copied into a slot (its 12-byte
-// header made the 10-byte one JS knows), then one onRead. More waiting: the idle handle takes
-// the next batch on the next loop turn. Returns chains taken.
+// The guest's TX ring: up to batch_ chains, one frame each. While cut-through goes (bindSwitch),
+// each frame the switch would forward unchanged goes straight out of guest memory: its first
+// bytes (all the switch decisions read) from a local copy, so what was checked is what is sent,
+// the rest from the guest's buffers; from the first frame that is not, frames are copied into
+// slots (the 12-byte header made the 10-byte one JS knows) for one onRead. More waiting: the
+// idle handle takes the next batch on the next loop turn. Returns chains taken.
 uint32_t VhostDevice::ProcessTx() {
   if (!running_ || processing_ || closed_) {
     if (idle_on_ && !running_) {
@@ -717,6 +747,10 @@ uint32_t VhostDevice::ProcessTx() {
   Ring& r = rings_[kTxQ];
   uint32_t n = 0, taken = 0;
   bool more = false;
+  bool cut = CanCutThrough();
+  const uint64_t now = cut ? uv_hrtime() : 0;
+  double fwd = 0, fwd_bytes = 0;
+  TeeClock clock;
   while (taken < batch_) {
     segs_.clear();
     Chain c;
@@ -728,7 +762,7 @@ uint32_t VhostDevice::ProcessTx() {
       break;
     }
     taken++;
-    r.Use(c.head, 0);
+    r.Use(c.head, 0);  // published below, after the last read of the buffers
     if (c.bytes < guest_hdr_) {
       drop_oversize_++;  // a runt without even its header
       continue;
@@ -738,18 +772,53 @@ uint32_t VhostDevice::ProcessTx() {
       drop_oversize_++;
       continue;
     }
+    rx_frames_++;
+    rx_bytes_ += static_cast<double>(len - kVnetHdrLen);
+    if (cut) {
+      uint8_t pre[kRouteBytes];
+      const uint32_t plen = static_cast<uint32_t>(std::min<uint64_t>(len, kRouteBytes));
+      Gather(c, 0, pre, kVnetHdrLen);
+      Gather(c, guest_hdr_, pre + kVnetHdrLen, plen - kVnetHdrLen);
+      SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now);
+      if (dst != nullptr) {
+        cut_iov_.clear();
+        cut_iov_.push_back({pre, plen});
+        uint64_t skip = guest_hdr_ + (plen - kVnetHdrLen);
+        for (uint32_t k = 0; k < c.count; k++) {
+          const Seg& sg = segs_[c.first + k];
+          if (skip >= sg.len) {
+            skip -= sg.len;
+            continue;
+          }
+          cut_iov_.push_back({sg.p + skip, sg.len - skip});
+          skip = 0;
+        }
+        if (tee_.in) {
+          scratch_.resize(len);
+          std::memcpy(scratch_.data(), pre, plen);
+          Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
+          tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
+        }
+        dst->CutWriteV(cut_iov_.data(), static_cast<int>(cut_iov_.size()), static_cast<uint32_t>(len));
+        fwd++;
+        fwd_bytes += static_cast<double>(len - kVnetHdrLen);
+        continue;
+      }
+      cut = false;  // this frame and the rest go to JS, so per-destination order is kept
+    }
     uint8_t* dst = buf_ + static_cast<size_t>(n) * slot_;
     Gather(c, 0, dst, kVnetHdrLen);
     Gather(c, guest_hdr_, dst + kVnetHdrLen, len - kVnetHdrLen);
     lens_[n++] = static_cast<uint32_t>(len);
-    rx_frames_++;
-    rx_bytes_ += static_cast<double>(len - kVnetHdrLen);
+    if (tee_.in) tee_.Write(dst, static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
   }
   if (running_) {
     r.Publish();
     std::string why;
     more = taken == batch_ && r.Pending(&why) != 0;
   }
+  PublishCutWrites();  // the guests cut-through wrote to, before any JS runs
+  if (fwd > 0) NoteForwarded(fwd, fwd_bytes);
   if (n > 0) CallOnRead(n, 0);
   processing_ = false;
   if (closed_) return taken;
@@ -763,101 +832,171 @@ uint32_t VhostDevice::ProcessTx() {
   return taken;
 }
 
-// Frames (10-byte header + Ethernet) into the guest's RX buffers, in order; a frame the ring has
-// no room for is dropped, never queued. Signals the guest once.
-uint32_t VhostDevice::WriteFrames(const iovec* frames, size_t n) {
+// What a frame for the guest (its 10-byte header) needs that the guest negotiated.
+bool VhostDevice::OffloadOk(const uint8_t* hdr) const {
+  const uint8_t gso = hdr[1] & static_cast<uint8_t>(~kGsoEcn);
+  if ((hdr[0] & kHdrNeedsCsum) != 0 && (features_ & vhost::kFGuestCsum) == 0) return false;
+  if (gso == 0) return true;
+  if (gso == kGsoTcpv4) return (features_ & vhost::kFGuestTso4) != 0;
+  if (gso == kGsoTcpv6) return (features_ & vhost::kFGuestTso6) != 0;
+  return false;
+}
+
+// One frame (10-byte header + Ethernet, `len` bytes in `iov` pieces) into the guest's RX
+// buffers, merged over several (MRG_RXBUF, num_buffers set) when one is too small. No room:
+// dropped and counted, never queued. Not published here.
+VhostDevice::PutResult VhostDevice::PutFrame(const iovec* iov, int count, uint64_t len, TeeClock& clock) {
+  Ring& r = rings_[kRxQ];
+  uint8_t hdr[kMrgHdrLen];
+  if (len < kVnetHdrLen) {
+    drop_oversize_++;
+    return kDropped;
+  }
+  {
+    uint64_t got = 0;
+    for (int i = 0; i < count && got < kVnetHdrLen; i++) {
+      const uint64_t m = std::min<uint64_t>(iov[i].iov_len, kVnetHdrLen - got);
+      std::memcpy(hdr + got, iov[i].iov_base, m);
+      got += m;
+    }
+    if (got < kVnetHdrLen) {
+      drop_oversize_++;
+      return kDropped;
+    }
+  }
+  if (!OffloadOk(hdr)) {
+    drop_badoffload_++;
+    return kDropped;
+  }
+  const uint64_t eth = len - kVnetHdrLen;
+  if (eth > kGsoMaxFrame || ((hdr[1] & static_cast<uint8_t>(~kGsoEcn)) == 0 && eth > max_frame_)) {
+    drop_oversize_++;
+    return kDropped;
+  }
+  const uint64_t need = guest_hdr_ + eth;
+  const uint16_t mark = r.last_avail();
+  segs_.clear();
+  chains_.clear();
+  uint64_t cap = 0;
+  while (cap < need && (mrg_ || chains_.empty())) {
+    Chain c;
+    std::string why;
+    PopResult pr = r.Pop(mem_, true, &segs_, &c, &why);
+    if (pr == PopResult::kEmpty) break;
+    if (pr == PopResult::kViolation) {
+      RingViolation(why);
+      return kStopped;
+    }
+    chains_.push_back(c);
+    cap += c.bytes;
+  }
+  if (cap < need) {
+    r.Rewind(mark);  // taken again for a later frame
+    if (!mrg_ && !chains_.empty()) {
+      drop_oversize_++;  // one buffer per frame, and it is too small
+    } else {
+      drop_nobuf_++;
+    }
+    return kDropped;
+  }
+  // The guest's header: ours plus num_buffers (the buffers this frame spans).
+  const uint16_t nb = static_cast<uint16_t>(chains_.size());
+  std::memcpy(hdr + kVnetHdrLen, &nb, 2);
+  // Source cursor: the header from `hdr`, then iov from byte 10 on.
+  int si = 0;
+  uint64_t soff = kVnetHdrLen;
+  while (si < count && soff >= iov[si].iov_len) soff -= iov[si++].iov_len;
+  uint64_t done = 0;  // bytes of [guest header][frame] written
+  for (const Chain& c : chains_) {
+    uint32_t in_chain = 0;
+    for (uint32_t k = 0; k < c.count && done < need; k++) {
+      const Seg& sg = segs_[c.first + k];
+      uint64_t off = 0;
+      while (off < sg.len && done < need) {
+        uint64_t m;
+        if (done < guest_hdr_) {
+          m = std::min<uint64_t>(sg.len - off, guest_hdr_ - done);
+          std::memcpy(sg.p + off, hdr + done, m);
+        } else {
+          if (si >= count) break;  // the pieces held less than `len` (not from us)
+          m = std::min<uint64_t>({sg.len - off, need - done, iov[si].iov_len - soff});
+          std::memcpy(sg.p + off, static_cast<const uint8_t*>(iov[si].iov_base) + soff, m);
+          soff += m;
+          if (soff == iov[si].iov_len) {
+            si++;
+            soff = 0;
+          }
+        }
+        off += m;
+        done += m;
+        in_chain += static_cast<uint32_t>(m);
+      }
+    }
+    r.Use(c.head, in_chain);
+  }
+  tx_frames_++;
+  tx_bytes_ += static_cast<double>(eth);
+  if (tee_.out) {
+    if (count == 1) {
+      tee_.Write(static_cast<const uint8_t*>(iov[0].iov_base), static_cast<uint32_t>(len), static_cast<uint32_t>(len),
+                 tee_.tx_skip, kTeeOut, clock);
+    } else {
+      scratch_.resize(len);
+      uint64_t off = 0;
+      for (int i = 0; i < count && off < len; i++) {
+        const uint64_t m = std::min<uint64_t>(iov[i].iov_len, len - off);
+        std::memcpy(scratch_.data() + off, iov[i].iov_base, m);
+        off += m;
+      }
+      tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(off), tee_.tx_skip, kTeeOut, clock);
+    }
+  }
+  return kPut;
+}
+
+// Frames into the guest's RX ring, in order. Signals the guest once (or, deferred, after the
+// cut-through batch).
+uint32_t VhostDevice::WriteFrames(const iovec* frames, size_t n, bool defer) {
   if (!running_) {
     drop_notrunning_ += static_cast<double>(n);
     return 0;
   }
-  Ring& r = rings_[kRxQ];
-  const bool csum = (features_ & vhost::kFGuestCsum) != 0;
-  const bool tso4 = (features_ & vhost::kFGuestTso4) != 0;
-  const bool tso6 = (features_ & vhost::kFGuestTso6) != 0;
   uint32_t delivered = 0;
+  TeeClock clock;
   size_t i = 0;
   for (; i < n && running_; i++) {
-    const uint8_t* f = static_cast<const uint8_t*>(frames[i].iov_base);
-    const uint64_t len = frames[i].iov_len;
-    if (len < kVnetHdrLen) {
-      drop_oversize_++;
-      continue;
-    }
-    const uint8_t gso = f[1] & static_cast<uint8_t>(~kGsoEcn);
-    if (((f[0] & kHdrNeedsCsum) != 0 && !csum) || (gso == kGsoTcpv4 && !tso4) || (gso == kGsoTcpv6 && !tso6) ||
-        (gso != 0 && gso != kGsoTcpv4 && gso != kGsoTcpv6)) {
-      drop_badoffload_++;
-      continue;
-    }
-    const uint64_t eth = len - kVnetHdrLen;
-    if (eth > kGsoMaxFrame || (gso == 0 && eth > max_frame_)) {
-      drop_oversize_++;
-      continue;
-    }
-    const uint64_t need = guest_hdr_ + eth;
-    const uint16_t mark = r.last_avail();
-    segs_.clear();
-    chains_.clear();
-    uint64_t cap = 0;
-    bool violation = false;
-    while (cap < need && (mrg_ || chains_.empty())) {
-      Chain c;
-      std::string why;
-      PopResult pr = r.Pop(mem_, true, &segs_, &c, &why);
-      if (pr == PopResult::kEmpty) break;
-      if (pr == PopResult::kViolation) {
-        RingViolation(why);
-        violation = true;
-        break;
-      }
-      chains_.push_back(c);
-      cap += c.bytes;
-    }
-    if (violation) break;
-    if (cap < need) {
-      r.Rewind(mark);  // taken again for a later frame
-      if (!mrg_ && !chains_.empty()) {
-        drop_oversize_++;  // one buffer per frame, and it is too small
-      } else {
-        drop_nobuf_++;
-      }
-      continue;
-    }
-    // The guest's header: ours plus num_buffers (the chains this frame spans).
-    uint8_t hdr[kMrgHdrLen];
-    std::memcpy(hdr, f, kVnetHdrLen);
-    const uint16_t nb = static_cast<uint16_t>(chains_.size());
-    std::memcpy(hdr + kVnetHdrLen, &nb, 2);
-    uint64_t done = 0;  // bytes of [hdr][frame] written so far
-    for (const Chain& c : chains_) {
-      uint32_t in_chain = 0;
-      for (uint32_t k = 0; k < c.count && done < need; k++) {
-        const Seg& s = segs_[c.first + k];
-        uint64_t room = s.len, off = 0;
-        while (room > 0 && done < need) {
-          uint64_t m;
-          if (done < guest_hdr_) {
-            m = std::min<uint64_t>(room, guest_hdr_ - done);
-            std::memcpy(s.p + off, hdr + done, m);
-          } else {
-            m = std::min<uint64_t>(room, need - done);
-            std::memcpy(s.p + off, f + kVnetHdrLen + (done - guest_hdr_), m);
-          }
-          off += m;
-          room -= m;
-          done += m;
-          in_chain += static_cast<uint32_t>(m);
-        }
-      }
-      r.Use(c.head, in_chain);
-    }
-    delivered++;
-    tx_frames_++;
-    tx_bytes_ += static_cast<double>(eth);
+    PutResult res = PutFrame(&frames[i], 1, frames[i].iov_len, clock);
+    if (res == kStopped) break;
+    if (res == kPut) delivered++;
   }
   if (i < n) drop_notrunning_ += static_cast<double>(n - i);
-  if (running_) r.Publish();
+  if (running_) {
+    if (defer) {
+      MarkCutDirty(this);
+    } else {
+      rings_[kRxQ].Publish();
+    }
+  }
   return delivered;
+}
+
+void VhostDevice::CutWriteV(const iovec* iov, int count, uint32_t len) {
+  if (!running_) {
+    drop_notrunning_++;
+    return;
+  }
+  TeeClock clock;
+  if (PutFrame(iov, count, len, clock) == kPut) MarkCutDirty(this);
+}
+
+void VhostDevice::CallForwarded(napi_ref cb, double frames, double bytes) {
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env_, &scope) != napi_ok) return;
+  napi_value argv[2];
+  napi_create_double(env_, frames, &argv[0]);
+  napi_create_double(env_, bytes, &argv[1]);
+  CallJs(cb, 2, argv);
+  napi_close_handle_scope(env_, scope);
 }
 
 void VhostDevice::CallOnRead(uint32_t count, uint32_t start) {
@@ -963,6 +1102,7 @@ napi_value VhostDevice::New(napi_env env, napi_callback_info info) {
   d->chains_.reserve(64);
   uv_idle_init(loop, &d->idle_);
   d->idle_.data = d;
+  d->InitReport(loop);
   // The listener never blocks accept.
   int fl = fcntl(fd, F_GETFL);
   if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -1052,7 +1192,7 @@ napi_value VhostDevice::JsWrite(napi_env env, napi_callback_info info) {
   if (d->closed_) {
     d->drop_notrunning_ += n;
   } else {
-    done = d->WriteFrames(frames.data(), n);
+    done = d->WriteFrames(frames.data(), n, false);
   }
   d->NotifyState();
   napi_value result;
@@ -1095,39 +1235,44 @@ napi_value VhostDevice::JsStats(napi_env env, napi_callback_info info) {
   return o;
 }
 
+// setTee and the switch methods: as the Device's (device.h Tee, SwitchMember).
 napi_value VhostDevice::JsSetTee(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  VhostDevice* d = Unwrap(env, info, &argc, nullptr);
+  size_t argc = 7;
+  napi_value argv[7];
+  VhostDevice* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
+  d->tee_.Set(env, argc, argv, d->closed_);
   return nullptr;
 }
 
 napi_value VhostDevice::JsBindSwitch(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  VhostDevice* d = Unwrap(env, info, &argc, nullptr);
+  size_t argc = 6;
+  napi_value argv[6];
+  VhostDevice* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
-  return nullptr;
+  return d->JsBind(env, argc, argv, d, d->closed_);
 }
 
 napi_value VhostDevice::JsSetSwitchMac(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  VhostDevice* d = Unwrap(env, info, &argc, nullptr);
+  size_t argc = 1;
+  napi_value argv[1];
+  VhostDevice* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
-  return nullptr;
+  return d->JsSetMac(env, argc, argv);
 }
 
 napi_value VhostDevice::JsUnbindSwitch(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   VhostDevice* d = Unwrap(env, info, &argc, nullptr);
   if (!d) return nullptr;
-  return nullptr;
+  return d->JsUnbind(env);
 }
 
 napi_value VhostDevice::JsFlushForwarded(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   VhostDevice* d = Unwrap(env, info, &argc, nullptr);
   if (!d) return nullptr;
-  return nullptr;
+  return d->JsFlush(env, d->closed_);
 }
 
 napi_value VhostDevice::JsClose(napi_env env, napi_callback_info info) {

@@ -1,0 +1,171 @@
+/**
+ * Cut-through with vhost-user devices (vhost.cc as a SwitchMember of device.cc's Fib), bound to
+ * a Fib directly (no switch): guest → guest (one copy, from one guest's TX buffers into the
+ * other's RX buffers) and guest ↔ TAP (straight from guest memory with writev; one copy into
+ * the guest), with nothing handed to JS; what the switch must see (not plain, an offload the
+ * guest did not negotiate, an unknown MAC) still goes to JS; capture sees cut frames both ways.
+ */
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { loadNative } from '../../plugins/native/index.js';
+import type { NativeDevice } from '../../plugins/native/types.js';
+import { internetChecksum, pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
+import { TeeRing } from '../../plugins/common/tee-ring.js';
+import { cleanupAll, createNetns, uniqueName, waitFor, type Netns } from '../support/netns.js';
+import { F, startBackend, VhostFrontend, type Backend } from '../support/vhost-frontend.js';
+
+const native = loadNative();
+const GW_MAC = 0x02_6d_76_00_ff_01;
+const MAC_A = 0x52_54_00_00_00_0a;
+const MAC_B = 0x52_54_00_00_00_0b;
+
+interface NativeFib {
+  set(mac: number, device: object, validMs: number): boolean;
+  delete(mac: number): void;
+  clear(): void;
+}
+type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void };
+const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+
+afterAll(cleanupAll);
+
+const opened: { close(): void }[] = [];
+afterEach(() => {
+  for (const o of opened.splice(0)) o.close();
+});
+
+function macBytes(mac: number): Buffer {
+  const b = Buffer.alloc(6);
+  b.writeUIntBE(mac, 0, 6);
+  return b;
+}
+
+/** An Ethernet + IPv4 + TCP SYN with valid checksums. */
+function tcpSyn(dst: number, src: number, ipSrc: string, ipDst: string, payload = 0): Buffer {
+  const f = Buffer.alloc(14 + 20 + 20 + payload);
+  macBytes(dst).copy(f, 0);
+  macBytes(src).copy(f, 6);
+  f.writeUInt16BE(0x0800, 12);
+  const ip = 14;
+  f[ip] = 0x45;
+  f.writeUInt16BE(40 + payload, ip + 2);
+  f[ip + 8] = 64;
+  f[ip + 9] = 6;
+  Buffer.from(ipSrc.split('.').map(Number)).copy(f, ip + 12);
+  Buffer.from(ipDst.split('.').map(Number)).copy(f, ip + 16);
+  f.writeUInt16BE(internetChecksum(f, ip, ip + 20), ip + 10);
+  const tcp = ip + 20;
+  f.writeUInt16BE(40000, tcp);
+  f.writeUInt16BE(9, tcp + 2);
+  f.writeUInt32BE(1, tcp + 4);
+  f[tcp + 12] = 0x50;
+  f[tcp + 13] = 0x02;  // SYN
+  f.writeUInt16BE(65535, tcp + 14);
+  f.fill(0x5a, tcp + 20);
+  f.writeUInt16BE(internetChecksum(f, tcp, f.length, pseudoHeaderSumV4At(f, ip, 6, 20 + payload)), tcp + 16);
+  return f;
+}
+
+async function guest(b: Backend, want?: bigint): Promise<VhostFrontend> {
+  const fe = VhostFrontend.connect(b.path, want !== undefined ? { want } : {});
+  opened.push(fe);
+  await fe.start();
+  await b.waitState('running');
+  fe.postRx(32);
+  return fe;
+}
+
+function backend(offloads = false): Backend {
+  const b = startBackend({ offloads });
+  opened.push(b);
+  return b;
+}
+
+describe('vhost-user cut-through', () => {
+  it('guest to guest: plain frames go straight into the other guest, the rest to JS', async () => {
+    const a = backend(true);
+    const b = backend(true);
+    const fa = await guest(a);
+    const fb = await guest(b);  // offered offloads, but wants none: GSO frames for it go to JS
+    const fib = new Fib(GW_MAC, 1514);
+    let reported = 0;
+    (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, (n) => (reported += n));
+    (b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
+    expect(fib.set(MAC_B, b.dev, 60_000)).toBe(true);
+
+    const syn = tcpSyn(MAC_B, MAC_A, '10.80.0.1', '10.80.0.2', 1400);
+    fa.sendFrames([syn, syn], { split: true });
+    await waitFor(() => b.dev.stats().txFrames >= 2, { what: 'two frames cut through into B' });
+    const got = fb.receiveFrames();
+    expect(got.map((g) => g.frame)).toEqual([syn, syn]);
+    expect(a.frames).toEqual([]);
+    (a.dev as unknown as Bindable).flushForwarded();
+    expect(reported).toBe(2);
+    expect(a.dev.stats()).toMatchObject({ rxFrames: 2, violations: 0 });
+
+    // Not plain (ARP), a TSO frame B did not negotiate, and an unknown MAC: to JS, in order.
+    const arp = Buffer.alloc(42);
+    macBytes(MAC_B).copy(arp, 0);
+    macBytes(MAC_A).copy(arp, 6);
+    arp.writeUInt16BE(0x0806, 12);
+    const gsoHdr = Buffer.alloc(12);
+    gsoHdr[1] = 1;  // TCPv4
+    gsoHdr.writeUInt16LE(1400, 4);
+    fa.sendFrames([arp]);
+    await a.waitFrames(1);
+    fa.sendFrames([syn], { hdr: gsoHdr });
+    await a.waitFrames(2);
+    fa.sendFrames([tcpSyn(0x52_54_00_00_00_99, MAC_A, '10.80.0.1', '10.80.0.9')]);
+    await a.waitFrames(3);
+    expect(a.frames.map((f) => f.subarray(10, 10 + 14).readUInt16BE(12))).toEqual([0x0806, 0x0800, 0x0800]);
+    expect(a.frames[1]![1]).toBe(1);
+    expect(fb.receiveFrames()).toEqual([]);
+  });
+
+  describe('with a TAP', () => {
+    let ns: Netns;
+    let tap: NativeDevice;
+    afterEach(async () => {
+      tap?.close();
+      await ns?.delete();
+    });
+
+    it('guest → TAP from guest memory, the kernel\'s answer → guest, nothing through JS; capture sees both', async () => {
+      ns = await createNetns('vct');
+      const name = uniqueName('vct');
+      const t = native.openTun({ name, tap: true, vnetHdr: true, netns: ns.path });
+      native.configureLink({ name, netns: ns.path, up: true });
+      await ns.addAddr(name, '10.81.0.1/24');
+      await ns.exec(['ip', 'neigh', 'replace', '10.81.0.2', 'lladdr', '52:54:00:00:00:0a', 'dev', name, 'nud', 'permanent']);
+      const tapMac = Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16);
+      let tapToJs = 0;
+      tap = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 65560, batch: 32, queueFrames: 64, queueBytes: 1 << 20, onRead: (n) => (tapToJs += n), onError: () => {} });
+      tap.start();
+
+      const a = backend(true);
+      const fa = await guest(a, F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.HOST_TSO4 | F.HOST_TSO6);
+      const ring = new TeeRing(1 << 16, 0);
+      a.dev.setTee(ring.buffer, ring.ctl, 3, 0, 10, 10);
+      const fib = new Fib(GW_MAC, 1514);
+      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+      (tap as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, tapMac, () => {});
+      expect(fib.set(tapMac, tap, 60_000)).toBe(true);
+      expect(fib.set(MAC_A, a.dev, 60_000)).toBe(true);
+
+      // A SYN to a closed port: the namespace's kernel answers with a RST to the guest's MAC.
+      const syn = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 100);
+      fa.sendFrames([syn], { split: true });
+      await waitFor(() => a.dev.stats().txFrames >= 1, { what: 'the RST cut through into the guest' });
+      const [rst] = fa.receiveFrames();
+      expect(rst!.frame.subarray(0, 6)).toEqual(macBytes(MAC_A));
+      expect(rst!.frame[14 + 20 + 13]! & 0x04).toBe(4);  // RST
+      expect(tap.stats().txFrames).toBe(1);
+      expect([a.frames.length, tapToJs]).toEqual([0, 0]);
+      // Capture: the SYN in, the RST out.
+      const recs: { dir: number; frame: Buffer }[] = [];
+      ring.drain((r) => recs.push({ dir: r.dir, frame: Buffer.from(r.frame) }));
+      expect(recs.map((r) => [r.dir, r.frame.length])).toEqual([[1, syn.length], [2, rst!.frame.length]]);
+      expect(recs[0]!.frame).toEqual(syn);
+      expect(recs[1]!.frame).toEqual(rst!.frame);
+    });
+  });
+});
