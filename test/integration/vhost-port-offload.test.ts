@@ -117,8 +117,7 @@ describe('vhost-user port: offloads the guest did not take', () => {
     expect(plain.port.status().detail).toMatch(/^listening on .*: waiting for QEMU to reconnect \(.+\)$/);
   });
 
-  // Waits for the addon's VhostDevice.setTee (a stub in vhost-native's first cut).
-  it.skip('capture: frames from the guest and to it are copied into the tee ring without their header', async () => {
+  it('capture: frames from the guest and to it are copied into the tee ring without their header', async () => {
     const p = await open('tee.sock');
     const fe = VhostFrontend.connect(p.path);
     registerCleanup('front-end tee', async () => fe.close());

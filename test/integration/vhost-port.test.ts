@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, type Daemon } from '../support/daemon.js';
 import { cleanupAll, registerCleanup, waitFor } from '../support/netns.js';
-import { arpRequest, parseArp, randomMac } from '../support/frames.js';
+import { arpRequest, icmpEchoRequestFrame, parseArp, randomMac } from '../support/frames.js';
 import { DESC_F_NEXT, TX, VhostFrontend } from '../support/vhost-frontend.js';
 import type { StatusInfo, VmInfo } from '../../daemon/control/api.js';
 
@@ -92,6 +92,39 @@ describe('vhost-user port through the daemon', () => {
     await d.cliOk(['vm', 'detach', 'g1']);
     await fe.waitClosed();
     expect(existsSync(path)).toBe(false);
+  });
+
+  it('two guests: frames from one to the other (cut through natively once both MACs are known), counted on both ports', async () => {
+    await d.cliOk(['vm', 'attach', 'ga', '--net', 'vh', '--vhost-user', 'ga.sock']);
+    await d.cliOk(['vm', 'attach', 'gb', '--net', 'vh', '--vhost-user', 'gb.sock']);
+    const a = VhostFrontend.connect(`${dir}/ga.sock`);
+    const b = VhostFrontend.connect(`${dir}/gb.sock`);
+    fes.push(a, b);
+    await a.start();
+    await b.start();
+    const macA = randomMac();
+    const macB = randomMac();
+    // Each guest's first frame (ARP to the gateway) makes the switch learn its MAC.
+    await arpGateway(a, macA, '10.78.5.40');
+    await arpGateway(b, macB, '10.78.5.41');
+    const before = (await d.vm('ga')).port.stats.rxFrames;
+    const N = 20;
+    const payload = (i: number): Buffer => icmpEchoRequestFrame({ srcMac: macA, dstMac: macB, srcIp: '10.78.5.40', dstIp: '10.78.5.41', id: 7, seq: i });
+    b.postRx(N + 4);
+    a.sendFrames(Array.from({ length: N }, (_, i) => payload(i)));
+    const got: Buffer[] = [];
+    await waitFor(() => {
+      a.reclaimTx();
+      got.push(...b.receiveFrames().map((f) => Buffer.from(f.frame)));
+      return got.length >= N;
+    }, { what: `${N} frames from ga in gb's RX ring` });
+    expect(got).toEqual(Array.from({ length: N }, (_, i) => payload(i)));
+    await waitFor(async () => (await d.vm('ga')).port.stats.rxFrames >= before + N, { what: "ga's port counting the frames" });
+    expect((await d.vm('gb')).port.stats.txFrames).toBeGreaterThanOrEqual(N);
+    // Cut-through was taken up for the vhost-user ports (no fallback to JS).
+    expect(d.allLogs.filter((l) => l.msg === 'vhost-user cut-through refused; forwarding in JS')).toEqual([]);
+    await d.cliOk(['vm', 'detach', 'ga']);
+    await d.cliOk(['vm', 'detach', 'gb']);
   });
 
   it('a guest breaking its ring marks its device broken (down, with why); another VM keeps working', async () => {
