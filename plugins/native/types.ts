@@ -441,7 +441,11 @@ export interface NativeVhostTesting {
    * memory-backend-memfd does); false leaves it unsealed (to be refused).
    */
   memfdMap(size: number, seals: boolean): { fd: number; mem: Buffer; id: number };
-  /** Unmaps what memfdMap mapped (the fd stays open; close it with fs.closeSync). */
+  /**
+   * Unmaps what memfdMap mapped (the fd stays open; close it with fs.closeSync): the pages
+   * behind `mem` become anonymous zero pages, so a stale view never faults. A no-op when
+   * already unmapped or `mem` was collected; a TypeError for an id never handed out.
+   */
   memfdUnmap(id: number): void;
   /** ftruncate (a test that shrinks an unsealed memfd). */
   ftruncate(fd: number, size: number): void;

@@ -12,7 +12,7 @@ vi.mock('../../plugins/builtin.js', () => import('./sandbox-builtin.js'));
 
 const INPUTS = Number(process.env.FUZZ_INPUTS ?? 1_000_000);
 const SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) : (Date.now() ^ (process.pid << 16)) >>> 0;
-const TARGETS = (process.env.FUZZ_TARGETS ?? 'wire,ingress,control,links').split(',') as Target[];
+const TARGETS = (process.env.FUZZ_TARGETS ?? 'wire,ingress,control,links,vhost').split(',') as Target[];
 
 describe(`fuzz: ${INPUTS} inputs per target, seed ${SEED}`, () => {
   for (const t of TARGETS) {

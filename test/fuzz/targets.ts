@@ -5,8 +5,9 @@ import { fuzzIngress, replayIngress } from './ingress.js';
 import type { FuzzReport } from './report.js';
 import { fuzzWire, wireOne } from './wire.js';
 import { fuzzLinks, linksHarness, linksOne } from './links.js';
+import { fuzzVhost, replayVhost } from './vhost.js';
 
-export type Target = 'wire' | 'ingress' | 'control' | 'links';
+export type Target = 'wire' | 'ingress' | 'control' | 'links' | 'vhost';
 
 export interface RegressionSeed {
   target: Target;
@@ -32,6 +33,8 @@ export function fuzz(target: Target, count: number, seed: number): Promise<FuzzR
       return fuzzControl(count, seed);
     case 'links':
       return Promise.resolve(fuzzLinks(count, seed));
+    case 'vhost':
+      return fuzzVhost(count, seed);
   }
 }
 
@@ -57,5 +60,7 @@ export async function replay(s: RegressionSeed): Promise<string[]> {
       const c = linksOne(linksHarness(), s.seed, s.input !== undefined ? Buffer.from(s.input, 'hex') : undefined);
       return c === null ? [] : [`${c.where}: ${c.error}`];
     }
+    case 'vhost':
+      return replayVhost(s.seed);
   }
 }

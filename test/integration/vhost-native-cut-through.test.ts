@@ -119,6 +119,13 @@ describe('vhost-user cut-through', () => {
     expect(a.frames.map((f) => f.subarray(10, 10 + 14).readUInt16BE(12))).toEqual([0x0806, 0x0800, 0x0800]);
     expect(a.frames[1]![1]).toBe(1);
     expect(fb.receiveFrames()).toEqual([]);
+
+    // B's RX ring spoiled: the frame cut through to it breaks B (onState says so, though the
+    // write came from A's turn), not A.
+    fb.rings[0]!.setAvailIdx(fb.rings[0]!.usedIdx() + 5000);
+    fa.sendFrames([syn]);
+    expect(await b.waitState('broken')).toMatch(/avail index moved/);
+    expect(a.dev.stats()).toMatchObject({ state: 'running', violations: 0 });
   });
 
   describe('with a TAP', () => {

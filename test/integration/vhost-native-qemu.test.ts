@@ -165,7 +165,7 @@ c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
     void dnsmasq;
   });
 
-  it('with cut-through (the VM and the TAP bound to a Fib): pings and TCP cross natively, intact', { timeout: BOOT_MS + 60_000 }, async () => {
+  it('with cut-through (the VM and the TAP bound to a Fib): pings and TCP cross natively, intact; host_mtu reaches the guest', { timeout: BOOT_MS + 60_000 }, async () => {
     vhost?.close();
     vhost = listen();
     const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
@@ -187,6 +187,7 @@ while n<${SIZE}:
 print(h.hexdigest(), n, flush=True); c.close()`), { label: 'recv cut' });
     await recv.waitForLine((l) => l === 'ready');
     const initrd = buildInitramfs(dir, assets, [
+      { name: 'mtu', sh: 'cat /sys/class/net/eth0/mtu' },
       { name: 'ping', sh: `ping -c 3 -W 5 ${HOST}` },
       { name: 'up', sh: `head -c ${SIZE} /dev/urandom > /tmp/up; md5sum /tmp/up; nc ${HOST} 5003 < /tmp/up` },
     ]);
@@ -195,10 +196,12 @@ print(h.hexdigest(), n, flush=True); c.close()`), { label: 'recv cut' });
       '-numa', 'node,memdev=mem',
       '-chardev', `socket,id=c0,path=${sock},reconnect=1`,
       '-netdev', 'vhost-user,id=n0,chardev=c0',
-      '-device', `virtio-net-pci,netdev=n0,vectors=0,mac=${MAC}`,
+      // host_mtu reaches the guest only when the back-end offers VIRTIO_NET_F_MTU.
+      '-device', `virtio-net-pci,netdev=n0,vectors=0,mac=${MAC},host_mtu=1400`,
     ], 'qemu vhost cut');
     await qemu.waitForLine((l) => l.startsWith('MVT-DONE'), { timeoutMs: BOOT_MS });
     const lines = vmLines(qemu);
+    expect(commandOutput(qemu, 'mtu')?.out, lines.join('\n')).toBe('1400');
     expect(commandOutput(qemu, 'ping')?.rc, lines.join('\n')).toBe(0);
     await recv.exited;
     expect(recv.lines[1], lines.join('\n')).toBe(`${commandOutput(qemu, 'up')?.out.split(' ')[0]} ${SIZE}`);

@@ -22,6 +22,7 @@
  * rings up and feeds it a descriptor loop: the device must go `broken`.
  */
 import { closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -242,11 +243,18 @@ export class GuestRing {
     readonly bufOff: number,
     readonly bufSize: number,
   ) {
-    for (let i = 0; i < num; i++) this.free.push(i);
+    this.resetIndices();
   }
 
   private get m(): Buffer {
     return this.region.mem;
+  }
+
+  resetIndices(): void {
+    this.availIdx = 0;
+    this.lastUsed = 0;
+    this.free.length = 0;
+    for (let i = 0; i < this.num; i++) this.free.push(i);
   }
 
   gpa(off: number): bigint {
@@ -372,6 +380,11 @@ export interface FrontendOptions {
   needReply?: boolean;
   /** ms to wait for a reply before failing; default 3000. */
   replyTimeoutMs?: number;
+  /**
+   * Send each message in pieces of this many bytes, one sendmsg each, its descriptors on the
+   * first (a stream socket may deliver any message so); default whole.
+   */
+  chunk?: number;
 }
 
 const DEFAULT_WANT = F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES;
@@ -417,6 +430,7 @@ export class VhostFrontend {
       wantProtocol: opts.wantProtocol ?? PF.REPLY_ACK | PF.MQ,
       needReply: opts.needReply ?? false,
       replyTimeoutMs: opts.replyTimeoutMs ?? 3000,
+      chunk: opts.chunk ?? 0,
     };
     const num = this.opts.num;
     const ringArea = 2 * ringBytes(num);
@@ -529,10 +543,47 @@ export class VhostFrontend {
     });
   }
 
-  /** Raw bytes with descriptors, as one sendmsg. Throws when the connection is gone. */
+  /**
+   * Raw bytes with descriptors, as one sendmsg (or `chunk`-byte pieces, descriptors on the
+   * first). Throws when the connection is gone or the socket is full (EAGAIN): the back-end,
+   * in this process, reads only when the loop turns; sendBytesAsync waits for that.
+   */
   sendBytes(bytes: Buffer, fds: readonly number[] = []): void {
     if (this.fd < 0 || this.isClosed) throw new Error('vhost-user: not connected');
-    vt().sendWithFds(this.fd, bytes, fds);
+    for (const [piece, pfds] of this.pieces(bytes, fds)) {
+      let sent = vt().sendWithFds(this.fd, piece, pfds);
+      while (sent < piece.length) sent += vt().sendWithFds(this.fd, piece.subarray(sent), []);
+    }
+  }
+
+  /** As sendBytes, yielding to the loop (so the back-end reads) while the socket is full. */
+  async sendBytesAsync(bytes: Buffer, fds: readonly number[] = []): Promise<void> {
+    for (const [piece, pfds] of this.pieces(bytes, fds)) {
+      let sent = 0;
+      let first = true;
+      for (let spins = 0; sent < piece.length || first; spins++) {
+        if (this.fd < 0 || this.isClosed) throw new Error('vhost-user: not connected');
+        try {
+          sent += vt().sendWithFds(this.fd, piece.subarray(sent), first ? pfds : []);
+          first = false;
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'EAGAIN' || spins > 100_000) throw e;
+          await yieldLoop();
+        }
+      }
+    }
+  }
+
+  private pieces(bytes: Buffer, fds: readonly number[]): [Buffer, readonly number[]][] {
+    const chunk = this.opts.chunk > 0 ? this.opts.chunk : Math.max(1, bytes.length);
+    const out: [Buffer, readonly number[]][] = [];
+    for (let o = 0; o < bytes.length || o === 0; o += chunk) out.push([bytes.subarray(o, o + chunk), o === 0 ? fds : []]);
+    return out;
+  }
+
+  /** One message, waiting (yielding to the loop) while the socket is full. */
+  post(request: number, payload: Buffer = Buffer.alloc(0), fds: readonly number[] = [], flags = FLAG_VERSION): Promise<void> {
+    return this.sendBytesAsync(encodeMsg(request, payload, flags), fds);
   }
 
   /** One message (no reply awaited). */
@@ -554,14 +605,14 @@ export class VhostFrontend {
       }, this.opts.replyTimeoutMs);
       this.pending.push({ request, resolve, reject, timer });
     });
-    try {
-      this.send(request, payload, fds, flags);
-    } catch (e) {
-      const last = this.pending.pop();
-      if (last !== undefined) clearTimeout(last.timer);
-      p.catch(() => {});
-      throw e;
-    }
+    this.sendBytesAsync(encodeMsg(request, payload, flags), fds).catch((e: unknown) => {
+      const i = this.pending.findIndex((x) => x.request === request);
+      const [lost] = i >= 0 ? this.pending.splice(i, 1) : [];
+      if (lost !== undefined) {
+        clearTimeout(lost.timer);
+        lost.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
     return p;
   }
 
@@ -573,7 +624,7 @@ export class VhostFrontend {
       if (v !== 0n) throw new Error(`vhost-user: request ${request} refused (ack ${v})`);
       return;
     }
-    this.send(request, payload, fds);
+    await this.post(request, payload, fds);
   }
 
   async getU64(request: number): Promise<bigint> {
@@ -593,15 +644,15 @@ export class VhostFrontend {
     if ((this.offered & F.PROTOCOL_FEATURES) !== 0n) {
       this.protocolOffered = await this.getU64(Req.GET_PROTOCOL_FEATURES);
       this.protocol = this.protocolOffered & this.opts.wantProtocol;
-      this.send(Req.SET_PROTOCOL_FEATURES, u64Payload(this.protocol));
+      await this.post(Req.SET_PROTOCOL_FEATURES, u64Payload(this.protocol));
       if ((this.protocol & PF.MQ) !== 0n) await this.getU64(Req.GET_QUEUE_NUM);
     }
-    this.send(Req.SET_OWNER);
+    await this.post(Req.SET_OWNER);
     for (const r of this.rings) {
       if (r.callFd < 0) r.callFd = vt().eventfd();
       if (r.errFd < 0) r.errFd = vt().eventfd();
-      this.send(Req.SET_VRING_CALL, u64Payload(BigInt(r.index)), [r.callFd]);
-      this.send(Req.SET_VRING_ERR, u64Payload(BigInt(r.index)), [r.errFd]);
+      await this.post(Req.SET_VRING_CALL, u64Payload(BigInt(r.index)), [r.callFd]);
+      await this.post(Req.SET_VRING_ERR, u64Payload(BigInt(r.index)), [r.errFd]);
     }
   }
 
@@ -617,9 +668,9 @@ export class VhostFrontend {
     await this.set(Req.SET_VRING_BASE, vringState(q, base));
     await this.set(Req.SET_VRING_ADDR, vringAddr(q, r.uva(r.descOff), r.uva(r.usedOff), r.uva(r.availOff)));
     if (r.kickFd < 0) r.kickFd = vt().eventfd();
-    this.send(Req.SET_VRING_KICK, u64Payload(BigInt(q)), [r.kickFd]);
+    await this.post(Req.SET_VRING_KICK, u64Payload(BigInt(q)), [r.kickFd]);
     if (r.callFd < 0) r.callFd = vt().eventfd();
-    this.send(Req.SET_VRING_CALL, u64Payload(BigInt(q)), [r.callFd]);
+    await this.post(Req.SET_VRING_CALL, u64Payload(BigInt(q)), [r.callFd]);
   }
 
   /** What QEMU does at DRIVER_OK: features, memory table, both rings, enable. Ends with sync(). */
@@ -718,6 +769,19 @@ export class VhostFrontend {
     return out;
   }
 
+  /**
+   * The guest's side as new (QEMU with a freshly booted guest): rings and buffers zeroed, indices
+   * back to 0, every descriptor free. Memory and eventfds are kept (cheaper than new ones).
+   */
+  resetGuest(): void {
+    for (const r of this.rings) {
+      r.resetIndices();
+      this.regions[0]!.mem.fill(0, r.descOff, r.descOff + ringBytes(r.num));
+      this.regions[0]!.mem.fill(0, r.bufOff, Math.min(this.regions[0]!.mem.length, r.bufOff + r.num * r.bufSize));
+    }
+    for (const r of this.rings) for (const fd of [r.kickFd, r.callFd]) if (fd >= 0) vt().eventfdRead(fd);
+  }
+
   /** TX chains the back-end has given back (used), descriptors freed. */
   reclaimTx(): number {
     return this.rings[TX]!.takeUsed(true).length;
@@ -757,8 +821,8 @@ export interface Backend {
   frames: Buffer[];
   /** Every onState, in order. */
   states: { state: VhostState; detail: string }[];
-  /** Resolves when the device reports `state` (now or later), with its detail. */
-  waitState(state: VhostState, timeoutMs?: number): Promise<string>;
+  /** Resolves when the device reports `state` (among states[since..], now or later), with its detail. */
+  waitState(state: VhostState | readonly VhostState[], timeoutMs?: number, since?: number): Promise<string>;
   /** Resolves once `n` frames in total have been read. */
   waitFrames(n: number, timeoutMs?: number): Promise<Buffer[]>;
   close(): void;
@@ -814,9 +878,10 @@ export function startBackend(opts: Partial<Omit<VhostDeviceOptions, 'listenFd' |
     path,
     frames,
     states,
-    waitState: (state, timeoutMs = 3000) =>
-      waitFor(`no state ${state}`, () => {
-        const s = states.find((x) => x.state === state);
+    waitState: (state, timeoutMs = 3000, since = 0) =>
+      waitFor(`no state ${String(state)}`, () => {
+        const want: readonly VhostState[] = typeof state === 'string' ? [state] : state;
+        const s = states.slice(since).find((x) => want.includes(x.state));
         return s?.detail;
       }, timeoutMs),
     waitFrames: (n, timeoutMs = 3000) => waitFor(`fewer than ${n} frames`, () => (frames.length >= n ? frames : undefined), timeoutMs),
@@ -831,9 +896,12 @@ export function startBackend(opts: Partial<Omit<VhostDeviceOptions, 'listenFd' |
 
 /**
  * Connects to a vhost-user back-end at `path` (a daemon's `--vhost-user` socket), brings the
- * rings up as QEMU would and then puts a descriptor loop on the guest's TX ring and kicks: a
- * correct back-end marks the device broken and closes the connection. Returns the front-end
- * (close() it when done); resolves once the back-end has closed the connection.
+ * rings up as QEMU would (resolves once the back-end has answered the whole sequence), then
+ * makes the guest's TX ring hostile and kicks: a descriptor loop (`loop`), avail->idx moved by
+ * more than the ring size (`avail-jump`) or a buffer outside guest memory (`outside`). A
+ * correct back-end marks the device broken (a ring violation stops the rings; it need not
+ * close the connection): wait for that where the device's state shows (`vm list`, events).
+ * Returns the front-end; close() it when done (the back-end then listens again).
  */
 export async function breakGuestRing(path: string, how: 'loop' | 'avail-jump' | 'outside' = 'loop'): Promise<VhostFrontend> {
   const fe = VhostFrontend.connect(path, { memSize: 1 << 20, num: 64, bufSize: 2048 });
@@ -851,7 +919,6 @@ export async function breakGuestRing(path: string, how: 'loop' | 'avail-jump' | 
       r.availPush(0);
     }
     r.kick();
-    await fe.waitClosed();
     return fe;
   } catch (e) {
     fe.close();

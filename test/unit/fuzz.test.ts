@@ -12,7 +12,7 @@ vi.mock('../../plugins/builtin.js', () => import('../fuzz/sandbox-builtin.js'));
 const SLICE = 10_000;
 
 describe('fuzz slice: 10^4 inputs per target, none crashes', () => {
-  it.each(['wire', 'ingress', 'control', 'links'] satisfies Target[])('%s', async (t) => {
+  it.each(['wire', 'ingress', 'control', 'links', 'vhost'] satisfies Target[])('%s', async (t) => {
     const r = await fuzz(t, SLICE, 1);
     expect(r.ran).toBe(SLICE);
     expect(r.crashed, summary(r)).toBe(0);

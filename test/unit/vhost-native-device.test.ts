@@ -19,6 +19,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const F_MRG = 1n << 15n;
 const F_PROTO = 1n << 30n;
 const F_V1 = 1n << 32n;
+const F_MTU = 1n << 3n;
 const P_REPLY_ACK = 1n << 3n;
 const NEED_REPLY = 1 << 3;
 const MEM = 1 << 20;
@@ -153,7 +154,7 @@ class Front {
 
   /** What QEMU does up to DRIVER_OK, both rings started and enabled. */
   async start(features = F_V1 | F_MRG | F_PROTO, opts: { memfd?: number; base?: number } = {}): Promise<void> {
-    expect(await this.getU64(1)).toBe(F_V1 | F_MRG | F_PROTO);
+    expect(await this.getU64(1)).toBe(F_V1 | F_MRG | F_PROTO | F_MTU);
     this.send(15);
     expect((await this.reply(15)).readBigUInt64LE(0) & P_REPLY_ACK).toBe(P_REPLY_ACK);
     this.send(16, this.u64(P_REPLY_ACK));
@@ -337,8 +338,11 @@ describe('VhostDevice (vhost.cc)', () => {
     expect(o.dev.processQueues()).toBe(16);
     expect(o.frames.length).toBe(16);
     expect(fe.usedIdx(1)).toBe(16);
+    // More waits: the guest need not kick meanwhile (VRING_USED_F_NO_NOTIFY on its TX ring).
+    expect(fe.mem.readUInt16LE(RING[1].used)).toBe(1);
     // The idle handle takes the rest, a batch per loop turn.
     await until(() => o.frames.length === 100, 'the other 84 frames');
+    expect(fe.mem.readUInt16LE(RING[1].used)).toBe(0);  // drained: kicks wanted again
     expect(o.frames.map((f) => f[14 + 10])).toEqual(Array.from({ length: 100 }, (_, i) => i & 0xff));
     expect(o.dev.processQueues()).toBe(0);
   });
@@ -412,7 +416,7 @@ describe('VhostDevice (vhost.cc)', () => {
   it('a protocol violation (unknown message) closes the connection with a reason', async () => {
     const o = openDevice();
     const fe = new Front(o.path);
-    expect(await fe.getU64(1)).toBe(F_V1 | F_MRG | F_PROTO);
+    expect(await fe.getU64(1)).toBe(F_V1 | F_MRG | F_PROTO | F_MTU);
     fe.send(999);
     await until(() => o.dev.stats().state === 'broken', 'broken');
     expect(o.dev.stats().detail).toMatch(/message 999: not supported/);

@@ -37,6 +37,7 @@ const char* RequestName(uint32_t request) {
     case kSetProtocolFeatures: return "SET_PROTOCOL_FEATURES";
     case kGetQueueNum: return "GET_QUEUE_NUM";
     case kSetVringEnable: return "SET_VRING_ENABLE";
+    case kNetSetMtu: return "NET_SET_MTU";
     case kResetDevice: return "RESET_DEVICE";
     default: return nullptr;
   }

@@ -28,6 +28,7 @@ enum Request : uint32_t {
   kSetProtocolFeatures = 16,
   kGetQueueNum = 17,
   kSetVringEnable = 18,
+  kNetSetMtu = 20,
   kResetDevice = 34,
 };
 
@@ -38,11 +39,13 @@ constexpr uint64_t kFGuestTso4 = 1ull << 7;
 constexpr uint64_t kFGuestTso6 = 1ull << 8;
 constexpr uint64_t kFHostTso4 = 1ull << 11;
 constexpr uint64_t kFHostTso6 = 1ull << 12;
+constexpr uint64_t kFMtu = 1ull << 3;  // the MTU in QEMU's config space (host_mtu=) reaches the guest
 constexpr uint64_t kFMrgRxbuf = 1ull << 15;
 constexpr uint64_t kFProtocolFeatures = 1ull << 30;  // VHOST_USER_F_PROTOCOL_FEATURES
 constexpr uint64_t kFVersion1 = 1ull << 32;
 // Protocol feature bits.
 constexpr uint64_t kPReplyAck = 1ull << 3;
+constexpr uint64_t kPNetMtu = 1ull << 4;
 
 constexpr uint32_t kFlagVersion = 1;      // flags & 3
 constexpr uint32_t kFlagReply = 1u << 2;

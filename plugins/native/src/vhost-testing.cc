@@ -145,7 +145,7 @@ napi_value MemfdMap(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-// memfdUnmap(id)
+// memfdUnmap(id): a no-op for a mapping already gone (unmapped, or its Buffer collected).
 napi_value MemfdUnmap(napi_env env, napi_callback_info info) {
   static const char* usage = "memfdUnmap(id: number)";
   napi_value argv[1];
@@ -154,6 +154,8 @@ napi_value MemfdUnmap(napi_env env, napi_callback_info info) {
   if (!IntArg(env, argv[0], 0, 2147483647.0, usage, &id)) return nullptr;
   auto it = Mappings().find(static_cast<int>(id));
   if (it == Mappings().end()) {
+    // An id handed out before whose Buffer was collected is unmapped already.
+    if (id >= 1 && id < next_id) return nullptr;
     ThrowType(env, "memfdUnmap: no mapping " + std::to_string(static_cast<int>(id)));
     return nullptr;
   }

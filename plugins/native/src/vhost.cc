@@ -38,6 +38,7 @@ constexpr uint32_t kGsoMaxFrame = 65550;  // largest GSO super-frame without the
 constexpr uint32_t kRxQ = 0;              // the guest's RX ring: we write into it
 constexpr uint32_t kTxQ = 1;              // the guest's TX ring: we read from it
 constexpr int kMaxMessagesPerEvent = 64;
+constexpr uint64_t kProtocolOffered = vhost::kPReplyAck | vhost::kPNetMtu;
 // virtio_net_hdr
 constexpr uint8_t kHdrNeedsCsum = 1;
 constexpr uint8_t kGsoTcpv4 = 1;
@@ -187,6 +188,7 @@ class VhostDevice : public SwitchMember {
   State notified_ = kListening;
 
   uint32_t max_frame_ = 0;
+  uint32_t mtu_ = 0;  // NET_SET_MTU (0: none said)
   uint32_t slot_ = 0;
   uint32_t batch_ = 0;
   uint8_t* buf_ = nullptr;
@@ -369,6 +371,7 @@ void VhostDevice::DropConnection() {
   ResetRings();
   mem_.Clear();
   features_ = protocol_ = 0;
+  mtu_ = 0;
   guest_hdr_ = kMrgHdrLen;
   mrg_ = false;
 }
@@ -455,14 +458,14 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kGetQueueNum:
       if (m->size != 0) return ProtocolError(*m, "unexpected payload");
       has_reply = true;
-      v = req == vhost::kGetFeatures ? offered_ : req == vhost::kGetProtocolFeatures ? vhost::kPReplyAck : 1;
+      v = req == vhost::kGetFeatures ? offered_ : req == vhost::kGetProtocolFeatures ? kProtocolOffered : 1;
       if (!ReplyU64(req, v)) return false;
       break;
     case vhost::kSetFeatures:
       if (m->size != 8) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 8");
       std::memcpy(&v, m->payload, 8);
       if ((v & ~offered_) != 0) return ProtocolError(*m, "features " + Hex(v & ~offered_) + " were not offered");
-      if (running_) return ProtocolError(*m, "features changed while the rings run");
+      if (running_ && v != features_) return ProtocolError(*m, "features changed while the rings run");
       features_ = v;
       mrg_ = (v & vhost::kFMrgRxbuf) != 0;
       guest_hdr_ = (v & (vhost::kFMrgRxbuf | vhost::kFVersion1)) != 0 ? kMrgHdrLen : kVnetHdrLen;
@@ -470,7 +473,7 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kSetProtocolFeatures:
       if (m->size != 8) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 8");
       std::memcpy(&v, m->payload, 8);
-      if ((v & ~vhost::kPReplyAck) != 0) return ProtocolError(*m, "protocol features " + Hex(v) + " were not offered");
+      if ((v & ~kProtocolOffered) != 0) return ProtocolError(*m, "protocol features " + Hex(v) + " were not offered");
       protocol_ = v;
       break;
     case vhost::kSetOwner:
@@ -491,6 +494,7 @@ bool VhostDevice::Handle(Msg* m) {
       if (value == 0 || value > vhost::kMaxRingNum || (value & (value - 1)) != 0) {
         return ProtocolError(*m, "ring size " + std::to_string(value) + " (a power of two up to 32768)");
       }
+      if (running_ && value == rings_[index].num) break;  // the same again: nothing changes
       if (running_) return ProtocolError(*m, "ring size changed while the rings run");
       rings_[index].num = value;
       rings_[index].Unmap();
@@ -499,7 +503,7 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kSetVringBase:
       if (!RingIndex(*m, &index, &value)) return false;
       if (value > 0xffff) return ProtocolError(*m, "base " + std::to_string(value));
-      if (running_) return ProtocolError(*m, "ring base changed while the rings run");
+      if (running_) return ProtocolError(*m, "ring base set while the rings run");
       rings_[index].base = static_cast<uint16_t>(value);
       rings_[index].sync = true;
       RemapRings();
@@ -522,11 +526,16 @@ bool VhostDevice::Handle(Msg* m) {
       if (m->size != 40) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 40");
       std::memcpy(&index, m->payload, 4);
       if (index > 1) return ProtocolError(*m, "ring " + std::to_string(index) + " (this device has 2)");
-      if (running_) return ProtocolError(*m, "ring addresses changed while the rings run");
       Ring& r = rings_[index];
-      std::memcpy(&r.desc_uva, m->payload + 8, 8);
-      std::memcpy(&r.used_uva, m->payload + 16, 8);
-      std::memcpy(&r.avail_uva, m->payload + 24, 8);
+      uint64_t desc, used, avail;
+      std::memcpy(&desc, m->payload + 8, 8);
+      std::memcpy(&used, m->payload + 16, 8);
+      std::memcpy(&avail, m->payload + 24, 8);
+      if (running_ && r.have_addr && desc == r.desc_uva && used == r.used_uva && avail == r.avail_uva) break;
+      if (running_) return ProtocolError(*m, "ring addresses changed while the rings run");
+      r.desc_uva = desc;
+      r.used_uva = used;
+      r.avail_uva = avail;
       r.have_addr = true;
       r.sync = true;
       r.Unmap();
@@ -537,6 +546,15 @@ bool VhostDevice::Handle(Msg* m) {
     case vhost::kSetVringCall:
     case vhost::kSetVringErr:
       if (!SetVringFd(m)) return false;
+      break;
+    case vhost::kNetSetMtu:
+      // QEMU's host_mtu= (the guest learns it from QEMU's config space, VIRTIO_NET_F_MTU): noted;
+      // the port's maxFrame is what limits frames here.
+      if (m->size != 8) return ProtocolError(*m, "payload of " + std::to_string(m->size) + " bytes, not 8");
+      if ((protocol_ & vhost::kPNetMtu) == 0) return ProtocolError(*m, "NET_MTU was not negotiated");
+      std::memcpy(&v, m->payload, 8);
+      if (v < 68 || v > 65535) return ProtocolError(*m, "MTU " + std::to_string(v));
+      mtu_ = static_cast<uint32_t>(v);
       break;
     case vhost::kSetVringEnable:
       if (!RingIndex(*m, &index, &value)) return false;
@@ -649,6 +667,10 @@ void VhostDevice::RingViolation(const std::string& why) {
   ring_broken_ = true;
   StopRings();
   SetState(kBroken, "guest ring violation: " + why);
+  // onState runs from the next idle turn (NotifyState) when this came from another device's
+  // cut-through, not from one of ours.
+  uv_idle_start(&idle_, OnIdle);
+  idle_on_ = true;
 }
 
 // Recomputes whether the rings run (memory, addresses, kick fds, enabled; not broken) and the state.
@@ -816,6 +838,14 @@ uint32_t VhostDevice::ProcessTx() {
     r.Publish();
     std::string why;
     more = taken == batch_ && r.Pending(&why) != 0;
+    // While more waits, the next idle turn takes it: the guest need not kick (a kick costs it an
+    // exit). Once drained, kicks are wanted again, and what came in meanwhile is looked at after
+    // a full barrier, so nothing is left waiting for a kick the guest skipped.
+    r.SetNoNotify(more);
+    if (!more) {
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      more = r.Pending(&why) != 0;
+    }
   }
   PublishCutWrites();  // the guests cut-through wrote to, before any JS runs
   if (fwd > 0) NoteForwarded(fwd, fwd_bytes);
@@ -1093,7 +1123,7 @@ napi_value VhostDevice::New(napi_env env, napi_callback_info info) {
   d->buf_ = static_cast<uint8_t*>(data);
   d->lens_ = static_cast<uint32_t*>(lens_data);
   d->offloads_ = offloads;
-  d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures;
+  d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures | vhost::kFMtu;
   if (offloads) {
     d->offered_ |= vhost::kFCsum | vhost::kFGuestCsum | vhost::kFGuestTso4 | vhost::kFGuestTso6 | vhost::kFHostTso4 |
                    vhost::kFHostTso6;

@@ -1,0 +1,495 @@
+/**
+ * Fuzzes the vhost-user back-end (native.VhostDevice, vhost*.cc) with a hostile front-end and
+ * guest (test/support/vhost-frontend.ts): random, mutated and valid control messages (with
+ * random descriptors attached), hostile ring contents (descriptors, avail indices and entries,
+ * raw bytes over the rings), and valid traffic both ways, in the same process as the device.
+ *
+ * Inputs come in episodes of EPISODE steps; each episode starts on a new connection from a
+ * reset guest, so it replays alone from its seed. A crash is: an exception out of the device's
+ * methods, a native crash (the run dies: the seed printed last is the one), a device that
+ * does not come back to `running` for a well-behaved front-end at the next episode (liveness:
+ * GET_FEATURES and the rest of QEMU's sequence answered), `broken` without a violation counted,
+ * a callback error, more chains per turn than the budget, a frame to JS longer than its slot,
+ * and, in clean episodes (valid traffic only), any frame lost, changed or made up either way.
+ */
+import { setImmediate as yieldLoop } from 'node:timers/promises';
+import { closeSync, readdirSync } from 'node:fs';
+import { loadNative } from '../../plugins/native/index.js';
+import { type Backend, DESC_F_NEXT, DESC_F_WRITE, encodeMsg, F, FLAG_NEED_REPLY, FLAG_VERSION, memTablePayload, Req, RX, startBackend, TX, u64Payload, VhostFrontend, vringAddr, vringState, vt } from '../support/vhost-frontend.js';
+import { inputSeed, mutate, Rng } from './rng.js';
+import { errorText, KEEP_CRASHES, type FuzzReport } from './report.js';
+
+/** Steps per episode (inputs are counted in steps). */
+export const EPISODE = 16;
+const NUM = 64;
+const BUF = 2048;
+const BATCH = 32;
+const REGION = 1 << 20;
+const PREFIX = 64 << 10;
+const CANARY = 0x5a;
+const CANARY_FROM = 512 << 10;
+const CANARY_TO = REGION - (8 << 10);
+
+function fillCanaries(h: VhostHarness): void {
+  h.fe.regions[0]!.file.fill(CANARY, 0, PREFIX);
+  h.fe.regions[0]!.mem.fill(CANARY, CANARY_FROM, CANARY_TO);
+}
+
+function canaryIntact(h: VhostHarness): string | null {
+  const g = h.fe.regions[0]!;
+  for (const [buf, what] of [[g.file.subarray(0, PREFIX), 'before the region (mmap_offset ignored?)'], [g.mem.subarray(CANARY_FROM, CANARY_TO), `at region offsets ${CANARY_FROM}..${CANARY_TO}`]] as const) {
+    for (let i = 0; i < buf.length; i++) if (buf[i] !== CANARY) return `guest memory written ${what}, byte ${i}`;
+  }
+  return null;
+}
+
+export interface VhostHarness {
+  b: Backend;
+  fe: VhostFrontend;
+  /** Spare descriptors to attach to messages: an eventfd and an unsealed memfd. */
+  spare: { efd: number; memfd: number; mapId: number; mem: Buffer };
+  coverage: Record<string, number>;
+  /** The front-end's connection is new, started by a well-behaved QEMU, on a reset guest. */
+  ready: boolean;
+  /**
+   * A second, well-behaved guest on the same native forwarding table (cut-through): frames the
+   * fuzzed guest sends to MAC_PEER go straight into its RX ring. Nothing the fuzzed guest does
+   * may break it.
+   */
+  peer: { b: Backend; fe: VhostFrontend; fib: object; got: Buffer[] };
+}
+
+interface NativeFib {
+  set(mac: number, device: object, validMs: number): boolean;
+}
+type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void; unbindSwitch(): void };
+const MAC_GW = 0x02_6d_76_00_ff_01;
+const MAC_A = 0x52_54_00_00_00_0a;
+const MAC_PEER = 0x52_54_00_00_00_0b;
+
+/** A plain IPv4 TCP frame from the fuzzed guest to the peer (what cut-through forwards). */
+function cutFrame(rng: Rng, len: number): Buffer {
+  const f = rng.bytes(Math.max(54, len));
+  f.writeUIntBE(MAC_PEER, 0, 6);
+  f.writeUIntBE(MAC_A, 6, 6);
+  f.writeUInt16BE(0x0800, 12);
+  f[14] = 0x45;
+  f[15] = 0;
+  f.writeUInt16BE(f.length - 14, 16);
+  f.writeUInt16BE(0, 20);  // not a fragment
+  f[22] = 64;
+  f[23] = 6;
+  f.writeUInt32BE(0x0a500001, 26);
+  f.writeUInt32BE(0x0a500002, 30);
+  return f;
+}
+
+export function vhostHarness(): VhostHarness {
+  const b = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
+  // Region 0 starts 64 KiB into its memfd (as QEMU's regions after the first do): the device must
+  // add mmap_offset. Canaries the device must never write: the memfd before the region, and a
+  // stretch of the region no descriptor the fuzzer makes points into.
+  const fe = VhostFrontend.connect(b.path, { num: NUM, bufSize: BUF, regions: [{ size: REGION, mmapOffset: PREFIX }], replyTimeoutMs: 2000 });
+  const m = vt().memfdMap(4096, false);
+  const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
+  const pfe = VhostFrontend.connect(pb.path, { num: NUM, bufSize: BUF, memSize: 1 << 20 });
+  const Fib = (loadNative().Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+  const fib = new Fib(MAC_GW, 1514);
+  (b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+  (pb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_PEER, () => {});
+  fib.set(MAC_PEER, pb.dev, 1e9);
+  fib.set(MAC_A, b.dev, 1e9);
+  return {
+    peer: { b: pb, fe: pfe, fib, got: [] }, b, fe, spare: { efd: vt().eventfd(), memfd: m.fd, mapId: m.id, mem: m.mem }, coverage: { episodes: 0, clean: 0, broken: 0, closedByBackend: 0, framesIn: 0, framesOut: 0, ctl: 0, ring: 0, cutThrough: 0 }, ready: false };
+}
+
+/** The peer up: QEMU's sequence, then all its RX buffers offered. */
+async function startPeer(h: VhostHarness): Promise<void> {
+  await h.peer.fe.start();
+  h.peer.fe.postRx(NUM);
+}
+
+/** Takes what reached the peer and offers its buffers again (a guest that keeps up). */
+function servicePeer(h: VhostHarness): void {
+  const p = h.peer;
+  p.got.push(...p.fe.receiveFrames().map((x) => x.frame));
+  p.fe.reclaimTx();
+  p.fe.postRx(p.fe.rings[RX]!.free.length);
+}
+
+export function closeVhostHarness(h: VhostHarness): void {
+  (h.b.dev as unknown as Bindable).unbindSwitch();
+  (h.peer.b.dev as unknown as Bindable).unbindSwitch();
+  h.peer.fe.close();
+  h.peer.b.close();
+  h.fe.close();
+  h.b.close();
+  vt().memfdUnmap(h.spare.mapId);
+  closeSync(h.spare.efd);
+  closeSync(h.spare.memfd);
+}
+
+type Mode = 'clean' | 'ring' | 'ctl' | 'scratch';
+
+const INTERESTING64 = [0n, 1n, 0xfffn, 0x1000n, 0xff000n, 0xfffffn, 0x100000n, 0x100001n, 0xffff_ffffn, 0x1_0000_0000n, 0x7fff_ffff_ffff_ffffn, 0xffff_ffff_ffff_f000n, 0xffff_ffff_ffff_ffffn];
+const INTERESTING32 = [0, 1, 5, 11, 12, 13, 60, 1514, 1526, 2047, 2048, 2049, 4096, 65535, 65550, 65562, 0x10_0000, 0x7fff_ffff, 0xffff_fff0, 0xffff_ffff];
+
+function pick64(rng: Rng, fe: VhostFrontend): bigint {
+  const k = rng.int(4);
+  if (k === 0) return rng.pick(INTERESTING64);
+  if (k === 1) return fe.rings[rng.int(2)]!.bufGpa(rng.int(NUM)) + BigInt(rng.int(64)) - 32n;
+  if (k === 2) return BigInt(fe.regions[0]!.size) - BigInt(rng.int(4096));
+  return (BigInt(rng.u32()) << 32n) | BigInt(rng.u32());
+}
+
+function frameOf(rng: Rng, len: number): Buffer {
+  const f = rng.bytes(len);
+  if (len >= 14) f.writeUInt16BE(0x0800, 12);
+  return f;
+}
+
+/** A control message valid for the current front-end (mutated by the caller or not). */
+function validMessage(rng: Rng, h: VhostHarness): { bytes: Buffer; fds: number[] } {
+  const fe = h.fe;
+  const q = rng.int(2);
+  const r = fe.rings[q]!;
+  const flags = rng.bool(0.2) ? FLAG_VERSION | FLAG_NEED_REPLY : FLAG_VERSION;
+  switch (rng.int(16)) {
+    case 0:
+      return { bytes: encodeMsg(Req.GET_FEATURES, undefined, flags), fds: [] };
+    case 1:
+      return { bytes: encodeMsg(Req.SET_FEATURES, u64Payload(F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES), flags), fds: [] };
+    case 2:
+      return { bytes: encodeMsg(rng.pick([Req.SET_OWNER, Req.RESET_OWNER, Req.GET_PROTOCOL_FEATURES, Req.GET_QUEUE_NUM]), undefined, flags), fds: [] };
+    case 3:
+      return { bytes: encodeMsg(Req.SET_PROTOCOL_FEATURES, u64Payload(rng.bool() ? 8n : BigInt(rng.u32())), flags), fds: [] };
+    case 4:
+      return { bytes: encodeMsg(Req.SET_MEM_TABLE, memTablePayload(fe.regions.map((g) => g.desc())), flags), fds: fe.regions.map((g) => g.fd) };
+    case 5:
+      return { bytes: encodeMsg(Req.SET_VRING_NUM, vringState(q, rng.bool(0.7) ? NUM : 1 << rng.int(17)), flags), fds: [] };
+    case 6:
+      return { bytes: encodeMsg(Req.SET_VRING_BASE, vringState(q, rng.bool(0.7) ? 0 : rng.int(0x10000)), flags), fds: [] };
+    case 7:
+      return { bytes: encodeMsg(Req.SET_VRING_ADDR, vringAddr(q, r.uva(r.descOff), r.uva(r.usedOff), r.uva(r.availOff)), flags), fds: [] };
+    case 8:
+      return { bytes: encodeMsg(Req.SET_VRING_KICK, u64Payload(BigInt(q)), flags), fds: [r.kickFd] };
+    case 9:
+      return { bytes: encodeMsg(Req.SET_VRING_CALL, u64Payload(BigInt(q)), flags), fds: [r.callFd] };
+    case 10:
+      return { bytes: encodeMsg(Req.SET_VRING_ERR, u64Payload(BigInt(q)), flags), fds: [h.spare.efd] };
+    case 11:
+      return { bytes: encodeMsg(Req.SET_VRING_ENABLE, vringState(q, rng.int(2)), flags), fds: [] };
+    case 12:
+      return { bytes: encodeMsg(Req.GET_VRING_BASE, vringState(q, 0), flags), fds: [] };
+    case 13:
+      return { bytes: encodeMsg(Req.SET_VRING_KICK, u64Payload(BigInt(q) | 0x100n), flags), fds: [] };
+    case 14:
+      return { bytes: encodeMsg(rng.int(64), rng.bytes(rng.int(48)), flags), fds: [] };
+    default:
+      return { bytes: encodeMsg(Req.SET_VRING_ADDR, vringAddr(q, pick64(rng, fe), pick64(rng, fe), pick64(rng, fe)), flags), fds: [] };
+  }
+}
+
+function hostileMessage(rng: Rng, h: VhostHarness): { bytes: Buffer; fds: number[] } {
+  const k = rng.int(10);
+  let m = validMessage(rng, h);
+  if (k < 6) m = { bytes: mutate(rng, m.bytes), fds: m.fds };
+  else if (k < 7) m = { bytes: rng.bytes(rng.int(80)), fds: m.fds };
+  if (rng.bool(0.25)) {
+    const extra = [h.spare.efd, h.spare.memfd, h.fe.regions[0]!.fd, h.fe.rings[0]!.kickFd];
+    const n = rng.int(12);
+    m.fds = Array.from({ length: n }, () => rng.pick(extra));
+  }
+  return m;
+}
+
+/** A hostile change to the guest's rings. */
+function mutateRing(rng: Rng, h: VhostHarness): string {
+  const q = rng.int(2);
+  const r = h.fe.rings[q]!;
+  const k = rng.int(8);
+  switch (k) {
+    case 0:
+    case 1: {
+      const i = rng.int(NUM);
+      const d = r.readDesc(i);
+      const field = rng.int(4);
+      if (field === 0) d.addr = pick64(rng, h.fe);
+      else if (field === 1) d.len = rng.bool() ? rng.pick(INTERESTING32) : rng.u32();
+      else if (field === 2) d.flags = rng.bool() ? rng.int(8) : rng.u32() & 0xffff;
+      else d.next = rng.bool() ? rng.int(NUM + 2) : rng.u32() & 0xffff;
+      r.writeDesc(i, d);
+      return `desc q${q} #${i} ${field}`;
+    }
+    case 2:
+      r.setAvailIdx(rng.bool() ? r.availIdx + rng.int(NUM + 3) : rng.u32());
+      return `avail idx q${q}`;
+    case 3:
+      r.setAvailRingEntry(rng.int(NUM), rng.bool() ? rng.int(NUM + 2) : rng.u32());
+      return `avail entry q${q}`;
+    case 4: {
+      // A chain of valid-looking descriptors, maybe looped or long.
+      const n = 1 + rng.int(NUM);
+      const start = rng.int(NUM);
+      for (let j = 0; j < n; j++) {
+        const i = (start + j) % NUM;
+        const last = j === n - 1;
+        r.writeDesc(i, { addr: r.bufGpa(i), len: rng.int(BUF + 1), flags: (last && rng.bool(0.8) ? 0 : DESC_F_NEXT) | (q === RX ? DESC_F_WRITE : rng.bool(0.05) ? DESC_F_WRITE : 0), next: last ? rng.int(NUM + 1) : (i + 1) % NUM });
+      }
+      r.availPush(start);
+      return `chain q${q} ${n}`;
+    }
+    case 5: {
+      // Raw bytes over a piece of the ring area (desc, avail, used).
+      const base = [r.descOff, r.availOff, r.usedOff][rng.int(3)]!;
+      const off = base + rng.int(64);
+      const bytes = rng.bytes(1 + rng.int(32));
+      bytes.copy(h.fe.regions[0]!.mem, off);
+      return `bytes q${q} @${off}`;
+    }
+    case 6:
+      r.setAvailFlags(rng.int(4));
+      return `avail flags q${q}`;
+    default:
+      r.kick();
+      return `kick q${q}`;
+  }
+}
+
+interface Episode {
+  mode: Mode;
+  trace: string[];
+}
+
+function check(cond: boolean, what: string): void {
+  if (!cond) throw new Error(what);
+}
+
+/** processQueues with the invariants that hold whatever the guest did. */
+function pq(h: VhostHarness): number {
+  const n = h.b.dev.processQueues();
+  check(Number.isInteger(n) && n >= 0 && n <= BATCH, `processQueues took ${n} chains, budget ${BATCH}`);
+  return n;
+}
+
+function checkDevice(h: VhostHarness, v0: number): void {
+  const s = h.b.dev.stats();
+  check(['listening', 'connected', 'running', 'broken'].includes(s.state), `state ${s.state}`);
+  if (s.state === 'broken') check(s.violations > v0, `broken without a violation counted: ${s.detail}`);
+  check(s.callbackErrors === 0, `callbackErrors ${s.callbackErrors}`);
+  for (const f of h.b.frames) check(f.length <= h.b.dev.slotSize, `frame of ${f.length} bytes in a ${h.b.dev.slotSize}-byte slot`);
+}
+
+/**
+ * A new connection from a reset guest; `start`: QEMU's whole sequence, which must bring the
+ * device to running (the liveness check after every episode), else only the handshake.
+ */
+async function freshStart(h: VhostHarness, start: boolean): Promise<void> {
+  const { fe, b } = h;
+  fe.reconnect(b.path);
+  fe.resetGuest();
+  try {
+    if (start) await fe.start();
+    else await fe.handshake();
+  } catch (e) {
+    throw new Error(`liveness: a well-behaved front-end on a new connection failed: ${errorText(e)}`);
+  }
+  if (start) check(b.dev.stats().state === 'running', `liveness: not running after a valid start: ${b.dev.stats().state} (${b.dev.stats().detail})`);
+}
+
+/** One episode from `seed`, steps [0, steps). Throws at the first invariant broken. */
+async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Episode): Promise<void> {
+  const rng = new Rng(seed);
+  const fe = h.fe;
+  const b = h.b;
+  const modes: Mode[] = ['clean', 'clean', 'ring', 'ring', 'ring', 'ctl', 'ctl', 'scratch'];
+  ep.mode = rng.pick(modes);
+  h.coverage.episodes!++;
+  if (ep.mode === 'clean') h.coverage.clean!++;
+  if (h.peer.b.dev.stats().state !== 'running') await startPeer(h);
+  if (ep.mode === 'scratch' || !h.ready) await freshStart(h, ep.mode !== 'scratch');
+  h.ready = false;
+  fillCanaries(h);
+  b.frames.length = 0;
+  h.peer.got.length = 0;
+  const peerDrops0 = h.peer.b.dev.stats().dropNoBuffers;
+  const v0 = b.dev.stats().violations;
+  // Half the episodes send (some) frames the switch cuts through into the peer.
+  const cut = rng.bool();
+  const sentTx: Buffer[] = [];
+  const wroteRx: Buffer[] = [];
+  const gotRx: Buffer[] = [];
+  let hostile = ep.mode !== 'clean';
+  for (let s = 0; s < steps; s++) {
+    const k = rng.int(10);
+    const wantCtl = (ep.mode === 'ctl' && k < 3) || (ep.mode === 'scratch' && k < 6);
+    const wantRing = ep.mode === 'ring' && k < 4;
+    if (wantCtl) {
+      if (fe.closed) {
+        ep.trace.push('ctl: closed');
+        continue;
+      }
+      const m = ep.mode === 'scratch' && rng.bool(0.5) ? validMessage(rng, h) : hostileMessage(rng, h);
+      ep.trace.push(`ctl ${m.bytes.toString('hex')} fds ${m.fds.length}`);
+      h.coverage.ctl!++;
+      try {
+        fe.sendBytes(m.bytes, m.fds);
+      } catch {
+        // the back-end closed the connection (EPIPE): expected of a hostile message
+      }
+      await yieldLoop();
+      continue;
+    }
+    if (wantRing) {
+      ep.trace.push(mutateRing(rng, h));
+      h.coverage.ring!++;
+      pq(h);
+      continue;
+    }
+    const a = rng.int(5);
+    if (a === 0 || a === 1) {
+      const n = 1 + rng.int(4);
+      const frames: Buffer[] = [];
+      for (let i = 0; i < n && fe.rings[TX]!.free.length > 0; i++) frames.push(cut && rng.bool(0.7) ? cutFrame(rng, 54 + rng.int(1460)) : frameOf(rng, 14 + rng.int(1500)));
+      ep.trace.push(`tx ${frames.map((f) => f.length).join(',')}`);
+      try {
+        fe.sendFrames(frames, { kick: rng.bool() });
+      } catch {
+        // a hostile step emptied the free list some other way
+      }
+      sentTx.push(...frames);
+      if (rng.bool()) pq(h);
+    } else if (a === 2) {
+      const post = Math.min(rng.int(6), fe.rings[RX]!.free.length);
+      fe.postRx(post);
+      const n = rng.int(5);
+      const frames = Array.from({ length: n }, () => {
+        const hdr = Buffer.alloc(10);
+        if (hostile && rng.bool(0.3)) rng.bytes(10).copy(hdr);
+        // Clean episodes: frames that fit (1514 bytes, one 2 KiB buffer each); else any size.
+        return Buffer.concat([hdr, frameOf(rng, 14 + rng.int(!hostile || rng.bool(0.9) ? 1501 : 70000))]);
+      });
+      ep.trace.push(`rx post ${post} write ${frames.map((f) => f.length).join(',')}`);
+      const before = b.dev.stats().dropNoBuffers;
+      const got = b.dev.write(frames, n);
+      check(Number.isInteger(got) && got >= 0 && got <= n, `write returned ${got} of ${n}`);
+      if (!hostile) {
+        // Clean: every frame fits a buffer; it is delivered when a buffer is there, else counted.
+        wroteRx.push(...frames.slice(0, got).map((f) => f.subarray(10)));
+        check(b.dev.stats().dropNoBuffers === before + (n - got), `write: ${n - got} not delivered, dropNoBuffers +${b.dev.stats().dropNoBuffers - before}`);
+      }
+      h.coverage.framesOut! += got;
+    } else if (a === 3) {
+      ep.trace.push('pq');
+      pq(h);
+    } else {
+      ep.trace.push('reclaim');
+      fe.reclaimTx();
+      gotRx.push(...fe.receiveFrames().map((x) => x.frame));
+      if (rng.bool(0.3)) await yieldLoop();
+    }
+    if (rng.bool(0.3)) servicePeer(h);
+    checkDevice(h, v0);
+    if (b.dev.stats().state === 'broken') hostile = true;
+  }
+  // Drain: whatever was made available is taken within a few turns (the budget, never a stall).
+  for (let i = 0; i < 64 && pq(h) > 0; i++) servicePeer(h);
+  servicePeer(h);
+  fe.reclaimTx();
+  gotRx.push(...fe.receiveFrames().map((x) => x.frame));
+  checkDevice(h, v0);
+  h.coverage.framesIn! += b.frames.length;
+  const st = b.dev.stats().state;
+  if (st === 'broken') h.coverage.broken!++;
+  if (fe.closed) h.coverage.closedByBackend!++;
+  // The peer is never hurt by what the fuzzed guest does.
+  const ps = h.peer.b.dev.stats();
+  check(ps.state === 'running' && ps.violations === 0 && ps.callbackErrors === 0, `the peer guest was hurt: ${ps.state} (${ps.detail}), ${ps.violations} violations`);
+  h.coverage.cutThrough = (h.coverage.cutThrough ?? 0) + h.peer.got.length;
+  if (!hostile && ep.mode === 'clean') {
+    // Each frame sent went to JS or into the peer (or was dropped there for want of buffers),
+    // in order on each path, unchanged.
+    const peerDrops = ps.dropNoBuffers - peerDrops0;
+    const toJs = b.frames.map((f) => f.subarray(10));
+    check(toJs.length + h.peer.got.length + peerDrops === sentTx.length, `clean episode: ${sentTx.length} frames sent, ${toJs.length} to JS, ${h.peer.got.length} cut through, ${peerDrops} dropped at the peer`);
+    let j = 0;
+    let k = 0;
+    for (const f of sentTx) {
+      if (j < toJs.length && toJs[j]!.equals(f)) j++;
+      else if (k < h.peer.got.length && h.peer.got[k]!.equals(f)) k++;
+    }
+    check(j === toJs.length && k === h.peer.got.length, `clean episode: a frame changed or out of order (${j}/${toJs.length} to JS, ${k}/${h.peer.got.length} to the peer matched)`);
+    check(gotRx.length === wroteRx.length, `clean episode: ${wroteRx.length} frames written, ${gotRx.length} in the RX ring`);
+    wroteRx.forEach((f, i) => check(gotRx[i]!.equals(f), `clean episode: RX frame ${i} changed`));
+  }
+  // Canaries: only where the memory table is ours (a fuzzed SET_MEM_TABLE may really announce
+  // the region at another offset of the memfd, and the device may then write there).
+  if (ep.mode === 'clean' || ep.mode === 'ring') {
+    const wild = canaryIntact(h);
+    check(wild === null, wild ?? '');
+  }
+  // Liveness, charged to this episode: whatever it did, the next QEMU is served.
+  ep.trace.push('liveness');
+  await freshStart(h, true);
+  h.ready = true;
+}
+
+/** Runs one episode (replay): what went wrong, or null. */
+export async function vhostOne(h: VhostHarness, seed: number, steps = EPISODE): Promise<{ where: string; error: string; input: string } | null> {
+  const ep: Episode = { mode: 'clean', trace: [] };
+  try {
+    await runEpisode(h, seed, steps, ep);
+    return null;
+  } catch (e) {
+    return { where: `${ep.mode} episode, step ${ep.trace.length}`, error: errorText(e), input: `episode ${seed}: ${ep.trace.slice(-12).join(' | ')}` };
+  }
+}
+
+function openFdCount(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+export async function fuzzVhost(count: number, seed: number): Promise<FuzzReport> {
+  const t0 = Date.now();
+  const fds0 = openFdCount();
+  let h = vhostHarness();
+  const report: FuzzReport = { target: 'vhost', ran: 0, crashed: 0, crashes: [], ms: 0, coverage: h.coverage };
+  try {
+    for (let e = 0; report.ran < count; e++) {
+      const steps = Math.min(EPISODE, count - report.ran);
+      const s = inputSeed(seed, e);
+      const c = await vhostOne(h, s, steps);
+      report.ran += steps;
+      if (c !== null) {
+        report.crashed++;
+        if (report.crashes.length < KEEP_CRASHES) report.crashes.push({ seed: s, ...c });
+        // A device left unusable would fail every later episode: the next one starts afresh.
+        const coverage = h.coverage;
+        closeVhostHarness(h);
+        h = vhostHarness();
+        h.coverage = coverage;
+      }
+    }
+  } finally {
+    closeVhostHarness(h);
+  }
+  // Descriptors: everything the device was given, kept, refused or replaced is closed by now.
+  const leaked = openFdCount() - fds0;
+  if (leaked > 0) {
+    report.crashed++;
+    report.crashes.push({ seed, where: 'descriptors', error: `${leaked} more descriptors open after the run than before`, input: '' });
+  }
+  report.ms = Date.now() - t0;
+  return report;
+}
+
+/** Replays a regression seed: one episode on a fresh device. */
+export async function replayVhost(seed: number): Promise<string[]> {
+  const h = vhostHarness();
+  try {
+    const c = await vhostOne(h, seed);
+    return c === null ? [] : [`${c.where}: ${c.error}`];
+  } finally {
+    closeVhostHarness(h);
+  }
+}
