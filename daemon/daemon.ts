@@ -88,6 +88,7 @@ function portKey(p: PortSpec, registry: Registry): string | undefined {
     case 'unix':
     case 'unix-listen':
     case 'dgram':
+    case 'vhost-user':
       return `path:${p.path}`;
     case 'fd':
       return p.token !== undefined ? `fd:${p.token}` : `path:${p.rx}`;
@@ -809,7 +810,7 @@ export class Daemon {
       route: routeView(route),
       routeText: describeRoute(route),
       flows: rs?.flows ?? null,
-      port: { ...portView(e.spec.port), state: st.state, detail: st.detail, lastError: st.lastError ?? null, stats },
+      port: { ...portView(e.spec.port), state: st.state, detail: st.detail, lastError: st.lastError ?? null, device: st.device ?? null, stats },
     };
   }
 
