@@ -1,10 +1,10 @@
 /**
  * `npm run bench`: the benches one after another — switch (bench/run.ts), stack, lossy, tor,
- * links — each against its yardstick, each with its own defaults (5+ interleaved runs, medians
+ * links, vhost — each against its yardstick, each with its own defaults (5+ interleaved runs, medians
  * with min–max). Not scale (bench/scale.ts, `npm run bench:scale`): it is long and measures
  * something else (costs per VM and stream, not speed).
  *
- *   node dist/bench/all.js [--quick] [--only switch,stack,lossy,tor,links]
+ *   node dist/bench/all.js [--quick] [--only switch,stack,lossy,tor,links,vhost]
  *
  * --quick is passed to every bench (one run each; links has no --quick and gets --reps 1), so
  * `npm run bench -- --quick` is the short form of the whole chain. A bench that fails does not
@@ -34,6 +34,8 @@ const BENCHES: Bench[] = [
   { id: 'tor', file: 'tor.js', args: [], quick: ['--quick'] },
   // links.ts defaults to 3 reps and has no --quick.
   { id: 'links', file: 'links.js', args: ['--reps', '5'], quick: ['--reps', '1'] },
+  // A QEMU VM (tcg) on --unix and on --vhost-user: mvnet's CPU per gigabit in each mode.
+  { id: 'vhost', file: 'vhost.js', args: [], quick: ['--quick'] },
 ];
 
 function runOne(file: string, args: string[]): Promise<number> {

@@ -88,6 +88,7 @@ function portKey(p: PortSpec, registry: Registry): string | undefined {
     case 'unix':
     case 'unix-listen':
     case 'dgram':
+    case 'vhost-user':
       return `path:${p.path}`;
     case 'fd':
       return p.token !== undefined ? `fd:${p.token}` : `path:${p.rx}`;

@@ -6,6 +6,7 @@ import { unixConnectDriver, unixListenDriver } from './unix-stream/index.js';
 import { dgramDriver } from './unix-dgram/index.js';
 import { fdDriver } from './fd/index.js';
 import { ifaceDriver } from './iface/index.js';
+import { vhostUserDriver } from './vhost-user/index.js';
 
 export const builtinDrivers: BuiltinDrivers = {
   tap: tapDriver,
@@ -15,4 +16,5 @@ export const builtinDrivers: BuiltinDrivers = {
   dgram: dgramDriver,
   fd: fdDriver,
   iface: ifaceDriver,
+  'vhost-user': vhostUserDriver,
 };

@@ -62,6 +62,12 @@ export interface Port {
    * offloads). Frames that carry one may be TSO super-frames or have partial checksums.
    */
   readonly vnetHdrLen: number;
+  /**
+   * With a vnet header: whether frames sent now may be TSO super-frames or leave the checksum
+   * (a vhost-user guest takes what it negotiated). Absent: always. The port still fixes (segments,
+   * checksums) whatever it is sent that it cannot pass on; this only spares that work.
+   */
+  offloadsOk?(): boolean;
   /** Largest frame (without vnet header) the port accepts or delivers. */
   readonly maxFrame: number;
   onFrames(handler: FrameHandler): void;
@@ -106,10 +112,12 @@ export type BuiltinPortSpec =
   | { kind: 'unix-listen'; path: string }
   | { kind: 'dgram'; path: string; peer?: string }
   | { kind: 'fd'; token?: string; rx?: string; tx?: string }
-  | { kind: 'iface'; ifname: string; netns?: string };
+  | { kind: 'iface'; ifname: string; netns?: string }
+  /** A vhost-user back-end listening at `path` for QEMU (`-chardev socket,reconnect=1`), see plugins/vhost-user. */
+  | { kind: 'vhost-user'; path: string };
 
 export type BuiltinPortKind = BuiltinPortSpec['kind'];
-export const BUILTIN_PORT_KINDS: readonly BuiltinPortKind[] = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface'];
+export const BUILTIN_PORT_KINDS: readonly BuiltinPortKind[] = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface', 'vhost-user'];
 
 /** JSON values: what a plugin port's options may hold (they are saved in the state file). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };

@@ -28,6 +28,7 @@ const FIELDS: Readonly<Record<string, FieldKind>> = {
   unix: 'string',
   unixListen: 'path-or-true',
   dgram: 'path-or-true',
+  vhostUser: 'path-or-true',
   dgramPeer: 'string',
   fifo: 'string',
   iface: 'string',

@@ -16,6 +16,8 @@ export interface AttachOpts {
   /** true: the option without a path (the daemon names the socket after the VM). */
   unixListen?: string | true;
   dgram?: string | true;
+  /** A vhost-user socket mvnet listens on (true: named after the VM in the VM socket directory). */
+  vhostUser?: string | true;
   dgramPeer?: string;
   fd?: number;
   fifo?: string;
@@ -48,9 +50,9 @@ function ownSocket(p: string | true): { path?: string } {
 }
 
 export async function portParams(o: AttachOpts, socket: string): Promise<Record<string, unknown>> {
-  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'fd', 'fifo', 'iface', 'kind', 'agent'] as const).filter((k) => o[k] !== undefined);
+  const chosen = (['tap', 'tun', 'unix', 'unixListen', 'dgram', 'vhostUser', 'fd', 'fifo', 'iface', 'kind', 'agent'] as const).filter((k) => o[k] !== undefined);
   if (chosen.length !== 1) {
-    throw new UsageError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --fd, --fifo, --iface, --kind, --agent');
+    throw new UsageError('give exactly one of --tap, --tun, --unix, --unix-listen, --dgram, --vhost-user, --fd, --fifo, --iface, --kind, --agent');
   }
   if ((o.listen !== undefined || o.agentTun === true) && o.agent === undefined) throw new UsageError('--listen and --agent-tun go with --agent');
   if (o.options !== undefined && o.kind === undefined) throw new UsageError('--options goes with --kind');
@@ -68,6 +70,8 @@ export async function portParams(o: AttachOpts, socket: string): Promise<Record<
       return { kind: 'unix', path: abs(o.unix!), ...ns };
     case 'unixListen':
       return { kind: 'unix-listen', ...ownSocket(o.unixListen!), ...ns };
+    case 'vhostUser':
+      return { kind: 'vhost-user', ...ownSocket(o.vhostUser!), ...ns };
     case 'dgram':
       return { kind: 'dgram', ...ownSocket(o.dgram!), ...(o.dgramPeer !== undefined ? { peer: abs(o.dgramPeer) } : {}), ...ns };
     case 'fd': {

@@ -19,6 +19,7 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--unix <path>', "connect to QEMU's -netdev stream server=on socket (reconnects)")
     .option('--unix-listen [path]', 'listen for QEMU -netdev stream server=off to connect (a bare name or none: in the VM socket directory)')
     .option('--dgram [path]', 'bind this unix datagram socket for QEMU -netdev dgram (a bare name or none: in the VM socket directory)')
+    .option('--vhost-user [path]', 'be the vhost-user back-end QEMU connects to (-chardev socket,path=PATH,reconnect=1 -netdev vhost-user; its memory shared: memory-backend-memfd,share=on); a bare name or none: in the VM socket directory')
     .option('--dgram-peer <path>', "QEMU's own datagram socket path (else learned from its first datagram)")
     .option('--fd <n>', "this command's own fd N (e.g. a socketpair end shared with QEMU), passed to the daemon; stream framing", parseIntArg('--fd', 0, 65535))
     .option('--fifo <rx:tx>', 'two FIFOs (daemon reads rx, writes tx), stream framing')
@@ -35,7 +36,7 @@ export function vmCommand(ctx: Ctx): Command {
     .option('--agent-tun', 'with --agent: the agent carries a TUN (IP packets) rather than Ethernet frames; give --ip')
     .option('--wait', 'return once the device is up (e.g. QEMU connected to a listening socket)')
     .option('--wait-timeout <s>', 'with --wait: give up after S seconds (default 60)', parseIntArg('--wait-timeout', 1, 86_400))
-    .option('--batch <file>', 'attach every VM of a JSON array in FILE (- for stdin) over one connection: objects with vm, net and the options above in camelCase (unixListen, vnetHdr, …) but fd and wait')
+    .option('--batch <file>', 'attach every VM of a JSON array in FILE (- for stdin) over one connection: objects with vm, net and the options above in camelCase (unixListen, vhostUser, vnetHdr, …) but fd and wait')
     .action(async (name: string | undefined, o: AttachOpts & { batch?: string }) => {
       if (o.batch !== undefined) {
         const given = Object.keys(o).filter((k) => k !== 'batch');

@@ -174,6 +174,15 @@ export function checkVmDevice(vm: VmInfo): CheckResult {
     }
     return res(p.state === 'up' ? 'ok' : 'warn', `${what} present (port ${p.state}${p.detail ? `: ${p.detail}` : ''})`, p.state === 'up' ? undefined : 'see mvnet status and the daemon log');
   }
+  if (p.kind === 'vhost-user') {
+    const what = `vhost-user ${p.path} (${p.detail})`;
+    if (!fs.existsSync(p.path)) return res('fail', `socket ${p.path} is missing`, `mvnet vm detach ${vm.name}, then attach it again`);
+    if (p.state === 'down') return res('fail', what, 'the guest or its QEMU broke the vhost-user protocol or its rings (the daemon log says how): restart the VM; QEMU connecting again starts the device afresh');
+    if (p.state === 'waiting') {
+      return res('warn', what, `start its QEMU with -chardev socket,id=c0,path=${p.path},reconnect=1 -netdev vhost-user,chardev=c0,... and its memory shared (-object memory-backend-memfd,share=on,... -numa node,memdev=...); mvnet hook with device vhost-user prints them`);
+    }
+    return res('ok', what);
+  }
   if ('path' in p && typeof p.path === 'string') {
     if (!fs.existsSync(p.path) && p.kind !== 'unix') return res('fail', `socket ${p.path} is missing`, `mvnet vm detach ${vm.name}, then attach it again`);
     return res(p.state === 'up' ? 'ok' : 'warn', `${p.kind} ${p.path} (port ${p.state}${p.detail ? `: ${p.detail}` : ''})`, p.state === 'up' ? undefined : 'start the VM (QEMU) that uses it');

@@ -113,6 +113,7 @@ function describeDevice(p: VmInfo['port']): string {
     case 'unix':
     case 'unix-listen':
     case 'dgram':
+    case 'vhost-user':
       return `${p.kind} ${p.path}`;
     case 'fd':
       return 'fd (passed)';

@@ -30,6 +30,7 @@ export function portView(p: PortSpec): PortView {
       return { kind: p.kind, ifname: p.ifname, netns: p.netns ?? null };
     case 'unix':
     case 'unix-listen':
+    case 'vhost-user':
       return { kind: p.kind, path: p.path };
     case 'dgram':
       return { kind: 'dgram', path: p.path, peer: p.peer ?? null };

@@ -79,12 +79,12 @@ function checkPath(v: string, what: string): string {
 const SOCKET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /**
- * A socket mvnet creates (`--unix-listen`, `--dgram`): an absolute path, or a bare file name (or
- * nothing: `VM.sock`) placed in the VM socket directory `dir`.
+ * A socket mvnet creates (`--unix-listen`, `--dgram`, `--vhost-user`): an absolute path, or a bare
+ * file name (or nothing: `VM.sock`, `VM.vhost.sock`) placed in the VM socket directory `dir`.
  */
-function checkOwnSocketPath(v: string | undefined, dir: string | undefined, vm: string | undefined): string {
+function checkOwnSocketPath(v: string | undefined, dir: string | undefined, vm: string | undefined, suffix = '.sock'): string {
   if (v !== undefined && v.startsWith('/')) return checkPath(v, 'socket path');
-  const name = v ?? (vm !== undefined ? `${vm}.sock` : undefined);
+  const name = v ?? (vm !== undefined ? `${vm}${suffix}` : undefined);
   if (name === undefined) throw new UserError('missing path');
   if (!SOCKET_NAME_RE.test(name)) throw new UserError(`socket name ${JSON.stringify(name)} must be an absolute path or a plain file name (letters, digits, '.', '_', '-') for the VM socket directory`);
   if (dir === undefined) throw new UserError(`socket path must be an absolute path, got ${JSON.stringify(name)}`);
@@ -347,6 +347,9 @@ export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec 
     case 'unix-listen':
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
       return { kind, path: checkOwnSocketPath(str(o, 'path', false), opts.vmSocketDir, opts.vm) };
+    case 'vhost-user':
+      if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
+      return { kind, path: checkOwnSocketPath(str(o, 'path', false), opts.vmSocketDir, opts.vm, '.vhost.sock') };
     case 'dgram': {
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
       const spec: PortSpec = { kind: 'dgram', path: checkOwnSocketPath(str(o, 'path', false), opts.vmSocketDir, opts.vm) };
@@ -369,7 +372,7 @@ export function checkPortSpec(p: unknown, opts: PortSpecOptions = {}): PortSpec 
       if (netns !== undefined) throw new UserError('--netns applies to --tap, --tun and --iface only');
       return { kind: 'fd', rx: checkPath(str(o, 'rx', true), 'FIFO path'), tx: checkPath(str(o, 'tx', true), 'FIFO path') };
     default:
-      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, fifo, iface, or plugin (a kind a plugin registered)`);
+      throw new UserError(`unknown port kind ${JSON.stringify(kind)}: one of tap, tun, unix, unix-listen, dgram, fd, fifo, iface, vhost-user, or plugin (a kind a plugin registered)`);
   }
 }
 

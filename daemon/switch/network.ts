@@ -626,12 +626,13 @@ export class Network {
 
   /**
    * Whether the gateway may send offload frames (virtio-net header, GSO, partial checksums) to
-   * the member with `mac`: a local member whose port has the header, while no capture is on.
+   * the member with `mac`: a local member whose port has the header and takes them now (a
+   * vhost-user guest that negotiated them), while no capture is on.
    */
   offloadsTo(mac: number): boolean {
     if (this.capture !== null) return false;
     const m = this.localMacs.get(mac);
-    return m !== undefined && m.port.vnetHdrLen === VNET_HDR_LEN;
+    return m !== undefined && m.port.vnetHdrLen === VNET_HDR_LEN && m.port.offloadsOk?.() !== false;
   }
 
   close(): void {

@@ -21,25 +21,54 @@ import { isMulticastMac, macToBuffer, parseMacString } from '../../daemon/wire/m
 import { GSO_MAX_FRAME, VNET_HDR_LEN } from '../../daemon/wire/vnet.js';
 import { Counters } from '../common/counters.js';
 import { TEE_IN, TEE_OUT, type TeeRing } from '../common/tee-ring.js';
-import type { FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
+import type { DropReason, FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
 import { MIN_FRAME } from '../types.js';
 import { native } from './index.js';
 import type { NativeDevice } from './types.js';
 
-/** The native forwarding table of one switch (device.cc `Fib`). */
+/** The native forwarding table of one switch (device.cc `Fib`): its members are native Devices or VhostDevices. */
 interface NativeFib {
-  set(mac: number, device: NativeDevice, validMs: number): boolean;
+  set(mac: number, device: PortDevice, validMs: number): boolean;
   delete(mac: number): void;
   clear(): void;
 }
 
-/** The cut-through half of the native Device (device.cc), beyond NativeDevice. */
-interface SwitchDevice extends NativeDevice {
+/**
+ * What DevicePort needs of its native device: the fd Device (device.cc) or a vhost-user
+ * VhostDevice (vhost.cc), both with the same read buffer, write, tee and cut-through calls.
+ */
+export interface PortDevice {
+  readonly buffer: Buffer;
+  readonly lengths: Uint32Array;
+  write(frames: readonly Buffer[], count: number): number;
+  setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number, program?: Uint32Array | null): void;
+  close(): void;
+}
+
+/** The cut-through half of a native device, beyond PortDevice. */
+interface SwitchDevice extends PortDevice {
   bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
   setSwitchMac(mac: number): void;
   unbindSwitch(): void;
   /** Runs the pending onForwarded report now (reports are otherwise deferred by ~10 ms). */
   flushForwarded(): void;
+}
+
+/** A device's own counters as DevicePort.stats() folds them in. */
+export interface DeviceCounters {
+  txFrames: number;
+  /** Bytes of the frames written, without their virtio-net headers. */
+  txBytes: number;
+  drops: Partial<Record<DropReason, number>>;
+  callbackErrors: number;
+}
+
+/** An injected device (VhostPort): made by the caller with DevicePort's read callback. */
+export interface InjectedDevice<D extends PortDevice> {
+  device: D;
+  /** Bytes between the starts of two frames in `device.buffer`. */
+  slotSize: number;
+  counters(): DeviceCounters;
 }
 
 /**
@@ -89,13 +118,19 @@ const DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024;
  */
 export type OffloadNormalizer = (frameWithVnetHdr: Buffer, out: Buffer[]) => number;
 
-export interface DevicePortConfig {
+export interface DevicePortConfig<D extends PortDevice = NativeDevice> {
   kind: PortKind;
   /** For people: "tap0", "tap0@/run/netns/vm1", "/run/vm1.sock". */
   name: string;
   layer: 2 | 3;
+  /** The fd a native Device is made for (unused with `inject`). */
   fd: number;
   mode: 'packet' | 'dgram';
+  /**
+   * Makes the port's device instead of a native Device on `fd`: given the read callback (frames
+   * [start, count) of the device's buffer), returns the device. Its type D is the port's.
+   */
+  inject?: (onRead: (count: number, start: number) => void) => InjectedDevice<D>;
   /** Port.maxFrame: the largest frame without vnet header. */
   maxFrame: number;
   /**
@@ -113,7 +148,7 @@ export interface DevicePortConfig {
   queueBytes?: number;
 }
 
-export abstract class DevicePort implements Port {
+export abstract class DevicePort<D extends PortDevice = NativeDevice> implements Port {
   readonly kind: PortKind;
   readonly name: string;
   readonly layer: 2 | 3;
@@ -122,7 +157,7 @@ export abstract class DevicePort implements Port {
 
   protected readonly counters = new Counters();
   protected readonly log: Logger;
-  protected readonly device: NativeDevice;
+  protected readonly device: D;
   protected closed = false;
   /** Set when the device failed (EOF, EIO, interface deleted): the port is down. */
   protected failure: string | undefined;
@@ -136,8 +171,9 @@ export abstract class DevicePort implements Port {
   private readonly scratch: Buffer[] = [];
   private handlerErrors = 0;
   private switchFib: DeviceSwitchFib | null = null;
+  private readonly deviceCounters: () => DeviceCounters;
 
-  protected constructor(cfg: DevicePortConfig) {
+  protected constructor(cfg: DevicePortConfig<D>) {
     this.kind = cfg.kind;
     this.name = cfg.name;
     this.layer = cfg.layer;
@@ -148,9 +184,16 @@ export abstract class DevicePort implements Port {
     this.log = cfg.log;
     if (cfg.vnet === 'normalize' && !cfg.normalize) throw new Error('vnet "normalize" needs a normalizer');
     this.normalize = cfg.normalize;
+    if (cfg.inject !== undefined) {
+      const made = cfg.inject((count, start) => this.onRead(count, start));
+      this.device = made.device;
+      this.slot = made.slotSize;
+      this.deviceCounters = made.counters;
+      return;
+    }
     // With a vnet header the kernel may hand us GSO super-frames whatever the MTU.
     this.slot = cfg.vnet === 'none' ? cfg.maxFrame : GSO_MAX_FRAME + VNET_HDR_LEN;
-    this.device = new native.Device({
+    const dev = new native.Device({
       fd: cfg.fd,
       mode: cfg.mode,
       maxFrame: this.slot,
@@ -161,7 +204,15 @@ export abstract class DevicePort implements Port {
       onRead: (count: number, start?: number) => this.onRead(count, start ?? 0),
       onError: (message) => this.onDeviceError(message),
     });
-    this.device.start();
+    dev.start();
+    // Without `inject` D is NativeDevice (the default type argument): the fd-backed ports.
+    this.device = dev as unknown as D;
+    this.deviceCounters = () => {
+      const d = dev.stats();
+      // The device counts the virtio-net header it writes in 'pass' mode; the port's bytes are the frames'.
+      const txBytes = cfg.vnet === 'pass' ? d.txBytes - d.txFrames * VNET_HDR_LEN : d.txBytes;
+      return { txFrames: d.txFrames, txBytes, drops: { 'queue-full': d.dropQueueFull, 'io-error': d.dropIoError, 'no-peer': d.dropNoPeer }, callbackErrors: d.callbackErrors };
+    };
   }
 
   onFrames(handler: FrameHandler): void {
@@ -331,6 +382,11 @@ export abstract class DevicePort implements Port {
     if (list === this.scratch) this.scratch.length = 0;
   }
 
+  /** Both native devices have the cut-through calls; NativeDevice's type leaves them out. */
+  private switchDevice(): SwitchDevice {
+    return this.device as unknown as SwitchDevice;
+  }
+
   /** A forwarding table for a switch whose members are DevicePorts (see bindSwitch). */
   newSwitchFib(gatewayMac: number, maxFrame: number): DeviceSwitchFib {
     return new DeviceSwitchFib(gatewayMac, maxFrame);
@@ -345,7 +401,7 @@ export abstract class DevicePort implements Port {
   bindSwitch(fib: unknown, mac: number | null, onForwarded: (frames: number) => void): boolean {
     if (this.closed || this.layer !== 2 || !(fib instanceof DeviceSwitchFib)) return false;
     const mode = this.vnet === 'none' ? 0 : this.vnet === 'pass' ? 1 : 2;
-    (this.device as SwitchDevice).bindSwitch(fib.native, mode, this.minLen, this.maxFrame, mac ?? -1, (frames, bytes) => {
+    this.switchDevice().bindSwitch(fib.native, mode, this.minLen, this.maxFrame, mac ?? -1, (frames, bytes) => {
       this.counters.rxFrames += frames;
       this.counters.rxBytes += bytes;
       onForwarded(frames);
@@ -355,14 +411,14 @@ export abstract class DevicePort implements Port {
   }
 
   setSwitchMac(mac: number): void {
-    if (this.switchFib !== null) (this.device as SwitchDevice).setSwitchMac(mac);
+    if (this.switchFib !== null) this.switchDevice().setSwitchMac(mac);
   }
 
   /** Ends cut-through; the bookkeeping of frames cut through and not yet reported runs now. */
   unbindSwitch(): void {
     if (this.switchFib === null) return;
     this.switchFib = null;
-    (this.device as SwitchDevice).unbindSwitch();
+    this.switchDevice().unbindSwitch();
   }
 
   /**
@@ -383,7 +439,7 @@ export abstract class DevicePort implements Port {
   }
 
   /** @internal DeviceSwitchFib.set: the port's device, when bound to `fib`. */
-  static fibSet(fib: DeviceSwitchFib, port: DevicePort, mac: number, validMs: number): boolean {
+  static fibSet(fib: DeviceSwitchFib, port: DevicePort<PortDevice>, mac: number, validMs: number): boolean {
     if (port.switchFib !== fib || port.closed) {
       fib.native.delete(mac);
       return false;
@@ -393,18 +449,14 @@ export abstract class DevicePort implements Port {
 
   stats(): PortStats {
     // Frames cut through reach the counters in deferred reports: take the pending one first.
-    if (this.switchFib !== null) (this.device as SwitchDevice).flushForwarded();
+    if (this.switchFib !== null) this.switchDevice().flushForwarded();
     const s = this.counters.snapshot();
-    const d = this.device.stats();
+    const d = this.deviceCounters();
     s.txFrames = d.txFrames;
     s.txBytes = d.txBytes;
-    if (this.vnet === 'pass') s.txBytes -= d.txFrames * VNET_HDR_LEN;
-    const add = (reason: 'queue-full' | 'io-error' | 'no-peer', n: number): void => {
+    for (const [reason, n] of Object.entries(d.drops) as [DropReason, number][]) {
       if (n > 0) s.drops[reason] = (s.drops[reason] ?? 0) + n;
-    };
-    add('queue-full', d.dropQueueFull);
-    add('io-error', d.dropIoError);
-    add('no-peer', d.dropNoPeer);
+    }
     s.errors = { native: d.callbackErrors, handler: this.handlerErrors };
     return s;
   }
@@ -417,7 +469,8 @@ export abstract class DevicePort implements Port {
     if (this.failure !== undefined) return { state: 'down', detail: this.failure };
     // Open, but the kernel refuses its writes: every write since the last that went through
     // failed, the latest within DEGRADED_WINDOW_MS. A write that goes through ends it.
-    const d = this.device.stats();
+    // The fd ports' device (status() is the vhost port's own).
+    const d = (this.device as unknown as NativeDevice).stats();
     if (d.ioFailRun > 0 && d.lastIoError !== undefined && (d.lastIoErrorAgoMs ?? Infinity) < DEGRADED_WINDOW_MS) {
       return { state: 'degraded', detail: `${d.ioFailRun} write${d.ioFailRun === 1 ? '' : 's'} failed since the last that went through (${this.upDetail()})`, lastError: d.lastIoError };
     }

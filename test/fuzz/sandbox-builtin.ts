@@ -21,4 +21,5 @@ export const builtinDrivers: BuiltinDrivers = {
   dgram: { kind: 'dgram', open },
   fd: { kind: 'fd', open },
   iface: { kind: 'iface', open },
+  'vhost-user': { kind: 'vhost-user', open },
 };

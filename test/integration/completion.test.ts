@@ -116,7 +116,7 @@ describe('man page', () => {
     const paths = await commandPaths();
     expect(paths.length).toBeGreaterThan(30);
     for (const p of paths) expect(text, `man page lacks "mvnet ${p}"`).toContain(`mvnet ${p}`);
-    for (const opt of ['--log-format', '--keep-caps', '--unix-listen', '--state-dir']) expect(text).toContain(opt);
+    for (const opt of ['--log-format', '--keep-caps', '--unix-listen', '--vhost-user', '--state-dir']) expect(text).toContain(opt);
   });
 
   it('man/mvnet.1 in the repository is what `mvnet man` prints (regenerate with npm run man)', async () => {

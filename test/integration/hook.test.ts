@@ -60,7 +60,7 @@ describe('mvnet hook', () => {
     for (const o of [await hook(d.socket, ['VERSION'], ''), await hook(d.socket, [], '', { MVNET_COMMAND: 'VERSION' })]) {
       expect(o.code).toBe(0);
       expect(o.json.commands).toEqual(['ADD', 'DEL', 'CHECK', 'VERSION']);
-      expect(o.json.devices).toEqual(['qemu-stream', 'qemu-dgram', 'tap']);
+      expect(o.json.devices).toEqual(['qemu-stream', 'qemu-dgram', 'tap', 'vhost-user']);
     }
   });
 
@@ -127,6 +127,32 @@ describe('mvnet hook', () => {
     expect(await routes()).toEqual([]);
   });
 
+  it('device vhost-user: mvnet listens, the QEMU arguments carry the shared memory backend; CHECK, DEL removes the socket', async () => {
+    expect((await runCli(d.socket, ['net', 'create', 'jumbo', '--subnet', '10.232.0.0/24', '--mtu', '9000'])).code).toBe(0);
+    const add = await hook(d.socket, ['ADD'], { vm: 'vh1', network: 'jumbo', route: 'direct', device: 'vhost-user', memory: 256, accel: 'tcg' });
+    expect(add.code, JSON.stringify(add.json)).toBe(0);
+    const status = JSON.parse((await runCli(d.socket, ['status'], { json: true })).stdout) as StatusInfo;
+    const sock = `${status.daemon.vmSocketDir}/vh1.vhost.sock`;
+    expect(add.json.device).toEqual({ kind: 'vhost-user', socket: sock });
+    expect(add.json.qemuArgs).toEqual([
+      '-object', 'memory-backend-memfd,id=mem-net0,size=256M,share=on',
+      '-numa', 'node,memdev=mem-net0',
+      '-chardev', `socket,id=chr-net0,path=${sock},reconnect=1`,
+      '-netdev', 'vhost-user,id=net0,chardev=chr-net0',
+      '-device', `virtio-net-pci,netdev=net0,mac=${String(add.json.mac)},host_mtu=9000,vectors=0`,
+    ]);
+    // The daemon listens there already: QEMU can be started with these arguments.
+    expect(existsSync(sock)).toBe(true);
+    const v = (await vms()).find((x) => x.name === 'vh1')!;
+    expect(v.port).toMatchObject({ kind: 'vhost-user', path: sock, state: 'waiting' });
+    const check = await hook(d.socket, ['CHECK'], { vm: 'vh1', network: 'jumbo', route: 'direct', device: 'vhost-user' });
+    expect(check.json).toMatchObject({ ok: true, state: 'waiting' });
+    const del = await hook(d.socket, ['DEL'], { vm: 'vh1', device: 'vhost-user' });
+    expect(del.json).toMatchObject({ detached: true, routeCleared: true });
+    expect(existsSync(sock)).toBe(false);
+    expect((await runCli(d.socket, ['net', 'delete', 'jumbo'])).code).toBe(0);
+  });
+
   it('refuses bad input with a code and a message, and leaves nothing', async () => {
     failedWith(await hook(d.socket, ['ADD'], '{not json'), 6, /not JSON/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', colour: 'red' }), 2, /unknown key "colour"/);
@@ -138,6 +164,11 @@ describe('mvnet hook', () => {
     failedWith(await hook(d.socket, [], { vm: 'x1', network: 'lan' }), 4, /no command/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', route: 'sideways' }), 7, /unknown route/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'floppy' }), 7, /unknown device/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user' }), 7, /vhost-user" needs memory/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user', memory: '12 bytes' }), 7, /invalid memory "12 bytes"/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user', memory: 512, accel: 'hvf' }), 7, /unknown accel "hvf"/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', device: 'vhost-user', memory: 512, model: 'e1000' }), 7, /needs a virtio-net model/);
+    failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', memory: 512 }), 7, /memory and accel go with device "vhost-user"/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', ip: '10.99.0.5' }), 100, /not a host address/);
     failedWith(await hook(d.socket, ['ADD'], { vm: 'x1', network: 'lan', route: 'direct', allow: ['not-a-cidr'] }), 101, /route refused/);
     failedWith(await hook(`${d.stateDir}/nobody.sock`, ['ADD'], { vm: 'x1', network: 'lan' }), 11, /not running/);

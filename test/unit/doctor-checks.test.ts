@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkStateDir, runChecks } from '../../cli/doctor/checks.js';
+import { checkStateDir, checkVmDevice, runChecks } from '../../cli/doctor/checks.js';
+import type { VmInfo } from '../../daemon/control/api.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mvnet-doctor-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -39,5 +40,23 @@ describe('the daemon check', () => {
     expect(d.fix).toMatch(/kill -CONT/);
     const down = await runChecks({ socket: '/x.sock', stateDir: tmp, status: { error: 'the mvnet daemon is not running' } });
     expect(down.find((r) => r.id === 'daemon')!.fix).toMatch(/^start it/);
+  });
+});
+
+describe('the vm-device check of a vhost-user VM', () => {
+  const vm = (state: VmInfo['port']['state'], detail: string, p = path.join(tmp, 'v.sock')): VmInfo =>
+    ({ name: 'v', port: { kind: 'vhost-user', path: p, state, detail, lastError: null, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} } } }) as unknown as VmInfo;
+
+  it('running is ok; listening warns with the QEMU arguments; broken fails; a missing socket fails', () => {
+    fs.writeFileSync(path.join(tmp, 'v.sock'), '');
+    expect(checkVmDevice(vm('up', 'running: ...')).status).toBe('ok');
+    const w = checkVmDevice(vm('waiting', 'listening on x: waiting for QEMU to connect'));
+    expect(w.status).toBe('warn');
+    expect(w.fix).toMatch(/reconnect=1 -netdev vhost-user.*memory-backend-memfd,share=on/);
+    const b = checkVmDevice(vm('down', 'broken: guest ring violation: descriptor loop'));
+    expect(b.status).toBe('fail');
+    expect(b.detail).toMatch(/guest ring violation/);
+    expect(b.fix).toMatch(/restart the VM/);
+    expect(checkVmDevice(vm('up', 'running', path.join(tmp, 'nope.sock'))).status).toBe('fail');
   });
 });

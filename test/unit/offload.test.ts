@@ -243,6 +243,7 @@ class VPort implements Port {
   readonly layer = 2 as const;
   readonly maxFrame = 65550;
   sent: Buffer[] = [];
+  offloadsOk?: () => boolean;
   handler: FrameHandler = () => {};
   constructor(
     readonly name: string,
@@ -288,6 +289,10 @@ describe('the switch and offload frames', () => {
     const { net, v } = mk();
     expect(net.offloadsTo(0x020000000001)).toBe(true);
     expect(net.offloadsTo(0x020000000002)).toBe(false);
+    // A port that says it takes no offloads now (a vhost-user guest that did not negotiate them).
+    v.offloadsOk = (): boolean => false;
+    expect(net.offloadsTo(0x020000000001)).toBe(false);
+    delete v.offloadsOk;
     const f = superFrame(L2A);
     net.fromGateway([f]);
     expect(v.sent).toHaveLength(1);

@@ -127,6 +127,20 @@ describe('attachment validation', () => {
     // Without a directory (the state file), a bare name is refused.
     expect(() => checkVmSpec({ name: 'v', net: 'a', port: { kind: 'unix-listen', path: 'q.sock' } }, nets)).toThrow(/absolute path/);
   });
+
+  it('--vhost-user: an absolute path, or a bare or omitted name in the VM socket directory (VM.vhost.sock); no netns', () => {
+    const at = (port: object): unknown => checkVmSpec({ name: 'vm1', net: 'a', port }, nets, { vmSocketDir: '/run/mvnet/vms' }).port;
+    expect(at({ kind: 'vhost-user' })).toEqual({ kind: 'vhost-user', path: '/run/mvnet/vms/vm1.vhost.sock' });
+    expect(at({ kind: 'vhost-user', path: 'q.sock' })).toEqual({ kind: 'vhost-user', path: '/run/mvnet/vms/q.sock' });
+    expect(at({ kind: 'vhost-user', path: '/srv/vm/v.sock' })).toEqual({ kind: 'vhost-user', path: '/srv/vm/v.sock' });
+    for (const bad of ['../x.sock', 'a/b.sock', '.x', 'a b']) expect(() => at({ kind: 'vhost-user', path: bad })).toThrow(/plain file name/);
+    expect(() => at({ kind: 'vhost-user', path: `/${'x'.repeat(107)}` })).toThrow(/longer than/);
+    expect(() => at({ kind: 'vhost-user', path: 5 })).toThrow(/path/);
+    expect(() => at({ kind: 'vhost-user', netns: 'n' })).toThrow(/--netns applies/);
+    expect(() => checkVmSpec({ name: 'v', net: 'a', port: { kind: 'vhost-user', path: 'q.sock' } }, nets)).toThrow(/absolute path/);
+    // The state file's record is taken as it was saved.
+    expect(checkVmSpec({ name: 'v', net: 'a', port: { kind: 'vhost-user', path: '/run/v.sock' } }, nets, { fromState: true }).port).toEqual({ kind: 'vhost-user', path: '/run/v.sock' });
+  });
 });
 
 describe('device records', () => {

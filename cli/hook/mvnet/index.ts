@@ -7,8 +7,9 @@
  * its `mvnet.*` annotations are the keys below.
  *
  * Config keys: vm, network, route ("none" | "direct" | "all-tor" | "via:VM" | a route object),
- * allow, torPorts, mac, ip, device ("qemu-stream" default | "qemu-dgram" | "tap"), path (the
- * QEMU socket), ifname and netns (tap), netdevId, model, socket (the control socket).
+ * allow, torPorts, mac, ip, device ("qemu-stream" default | "qemu-dgram" | "vhost-user" | "tap"),
+ * path (the QEMU socket; vhost-user: the one mvnet listens on), ifname and netns (tap), netdevId,
+ * model, memory and accel (vhost-user: the VM's -m, and "tcg" or "kvm"), socket (the control socket).
  */
 import { existsSync } from 'node:fs';
 import type { HookAdapter, HookIo } from '../../../plugins/types.js';
@@ -36,12 +37,13 @@ import {
   type Wishes,
 } from '../core.js';
 import { configureIface, netnsPath } from '../netns.js';
+import { ACCELS, vhostMemory, vhostQemuArgs, type Accel } from './vhost-args.js';
 
 const COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION'] as const;
 type HookCommand = (typeof COMMANDS)[number];
-const DEVICES = ['qemu-stream', 'qemu-dgram', 'tap'] as const;
+const DEVICES = ['qemu-stream', 'qemu-dgram', 'tap', 'vhost-user'] as const;
 type DeviceKind = (typeof DEVICES)[number];
-const KEYS = ['vm', 'network', 'route', 'allow', 'torPorts', 'mac', 'ip', 'device', 'path', 'ifname', 'netns', 'netdevId', 'model', 'socket'];
+const KEYS = ['vm', 'network', 'route', 'allow', 'torPorts', 'mac', 'ip', 'device', 'path', 'ifname', 'netns', 'netdevId', 'model', 'memory', 'accel', 'socket'];
 /** The alias a TAP the hook created carries, so DEL deletes only its own. */
 const TAP_ALIAS = 'mvnet-hook:';
 
@@ -55,6 +57,9 @@ interface HookConfig {
   netns?: string;
   netdevId: string;
   model: string;
+  /** vhost-user: the VM's memory as a memory-backend size ("512M"); ADD needs it. */
+  memory?: string;
+  accel?: Accel;
   socket?: string;
 }
 
@@ -141,9 +146,26 @@ function parseConfig(text: string, arg: string | undefined, env: Env): HookConfi
     const v = optString(keys, k);
     if (v !== undefined) cfg[k] = v;
   }
+  if (keys.memory !== undefined || keys.accel !== undefined) {
+    if (cfg.device !== 'vhost-user') throw new HookError(CODES.invalidConfig, 'memory and accel go with device "vhost-user"');
+    if (keys.memory !== undefined) {
+      const m = vhostMemory(keys.memory);
+      if ('error' in m) throw new HookError(CODES.invalidConfig, m.error);
+      cfg.memory = m.size;
+    }
+    const accel = optString(keys, 'accel');
+    if (accel !== undefined) {
+      if (!(ACCELS as readonly string[]).includes(accel)) throw new HookError(CODES.invalidConfig, `unknown accel ${JSON.stringify(accel)}: ${ACCELS.join(', ')}`);
+      cfg.accel = accel as Accel;
+    }
+  }
+  if (cfg.device === 'vhost-user' && command === 'ADD' && cfg.memory === undefined) {
+    throw new HookError(CODES.invalidConfig, 'device "vhost-user" needs memory: the VM\'s memory (its -m, e.g. "512M"), which must be a shared memory backend for mvnet to map');
+  }
+  if (cfg.device === 'vhost-user' && !cfg.model.startsWith('virtio-net')) throw new HookError(CODES.invalidConfig, `device "vhost-user" needs a virtio-net model, not ${JSON.stringify(cfg.model)}`);
   if (cfg.path !== undefined && !cfg.path.startsWith('/')) throw new HookError(CODES.invalidConfig, `path must be absolute, got ${JSON.stringify(cfg.path)}`);
   if (cfg.device !== 'tap' && (cfg.ifname !== undefined || cfg.netns !== undefined)) throw new HookError(CODES.invalidConfig, 'ifname and netns go with device "tap"');
-  if (cfg.device === 'tap' && cfg.path !== undefined) throw new HookError(CODES.invalidConfig, 'path goes with device "qemu-stream" or "qemu-dgram"');
+  if (cfg.device === 'tap' && cfg.path !== undefined) throw new HookError(CODES.invalidConfig, 'path goes with device "qemu-stream", "qemu-dgram" or "vhost-user"');
   // A container's hook: its TAP goes into the container's namespace.
   if (cfg.device === 'tap' && cfg.netns === undefined && ociPid !== undefined) cfg.netns = `/proc/${ociPid}/ns/net`;
   if (!/^[A-Za-z][A-Za-z0-9_.-]{0,31}$/.test(cfg.netdevId)) throw new HookError(CODES.invalidConfig, `invalid netdevId ${JSON.stringify(cfg.netdevId)}`);
@@ -160,6 +182,8 @@ interface DeviceParts {
   port: Obj;
   qemuNetdev: string | null;
   result: Obj;
+  /** The whole QEMU arguments when they are more than -netdev and -device (vhost-user). */
+  qemuArgs?: (mac: string, mtu: number) => string[];
 }
 
 /** Paths and names the device uses; the same for ADD, CHECK and DEL of one config. */
@@ -181,6 +205,17 @@ function deviceParts(cfg: HookConfig, vm: string, status: StatusInfo): DevicePar
         port: { kind: 'dgram', path: own, peer: path },
         qemuNetdev: `dgram,id=${cfg.netdevId},local.type=unix,local.path=${q(path)},remote.type=unix,remote.path=${q(own)}`,
         result: { kind: 'qemu-dgram', socket: path, mvnetSocket: own },
+      };
+    }
+    case 'vhost-user': {
+      // mvnet listens here (the daemon makes the socket, replacing a stale one); QEMU connects.
+      const path = cfg.path ?? `${dir}/${vm}.vhost.sock`;
+      return {
+        port: { kind: 'vhost-user', path },
+        qemuNetdev: null,
+        result: { kind: 'vhost-user', socket: path },
+        qemuArgs: (mac, mtu) =>
+          vhostQemuArgs({ path, netdevId: cfg.netdevId, model: cfg.model, mac, memory: cfg.memory ?? '', mtu, ...(cfg.accel !== undefined ? { accel: cfg.accel } : {}) }),
       };
     }
     case 'tap': {
@@ -232,7 +267,7 @@ function result(cfg: HookConfig, vm: string, parts: DeviceParts, p: Placed, mac:
     id: cfg.id,
     network: p.net.name,
     device: parts.result,
-    qemuArgs: parts.qemuNetdev === null ? [] : ['-netdev', parts.qemuNetdev, '-device', `${cfg.model},netdev=${cfg.netdevId},mac=${mac}`],
+    qemuArgs: parts.qemuArgs !== undefined ? parts.qemuArgs(mac, p.net.mtu) : parts.qemuNetdev === null ? [] : ['-netdev', parts.qemuNetdev, '-device', `${cfg.model},netdev=${cfg.netdevId},mac=${mac}`],
     mac,
     mtu: p.net.mtu,
     ipv4: ip !== null ? { address: `${ip}/${prefix}`, gateway: p.net.gateway } : null,
@@ -284,7 +319,7 @@ async function del(cfg: HookConfig, d: Daemon): Promise<Obj> {
   let removed: string | null = null;
   if (cfg.device === 'qemu-stream' || cfg.device === 'qemu-dgram') {
     if (await removeStaleSocket(parts.result.socket as string)) removed = parts.result.socket as string;
-  } else if (cfg.netns === undefined && (await deleteQemuTap(parts.result.ifname as string, vm))) removed = parts.result.ifname as string;
+  } else if (cfg.device === 'tap' && cfg.netns === undefined && (await deleteQemuTap(parts.result.ifname as string, vm))) removed = parts.result.ifname as string;
   return { vm, id: cfg.id, detached: r.detached, routeCleared: r.routeCleared, removed };
 }
 
