@@ -327,6 +327,7 @@ function parseArgs(argv: string[]): Opts {
       o.plainTap = true;
       continue;
     }
+    if (!['--mtu', '--time', '--reps', '--only'].includes(a)) throw new Error(`unknown argument ${a} (${usage})`);
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value (${usage})`);
     i++;
@@ -339,7 +340,7 @@ function parseArgs(argv: string[]): Opts {
       const want = v.split(',');
       o.modes = MODES.filter((m) => want.includes(m));
       if (o.modes.length === 0 || want.some((w) => !(MODES as string[]).includes(w))) throw new Error(`--only: any of ${MODES.join(',')}, got ${v}`);
-    } else throw new Error(`unknown argument ${a} (${usage})`);
+    }
   }
   return o;
 }
