@@ -348,12 +348,15 @@ export interface VhostDeviceOptions {
    * the rest waits for the next turn, so one guest cannot starve the others.
    */
   batch: number;
-  /** Offer VIRTIO_NET_F_CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 besides the base features. */
+  /**
+   * Offer VIRTIO_NET_F_CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 besides the base features
+   * (VERSION_1, MRG_RXBUF, PROTOCOL_FEATURES, MTU; protocol features REPLY_ACK and NET_MTU).
+   */
   offloads: boolean;
   /**
    * Frames the guest sent: slot i of `buffer` is [i * slotSize, i * slotSize + lengths[i]), a
-   * 10-byte virtio_net_hdr (num_buffers left out) then the Ethernet frame. Frames [0, start)
-   * were cut through (bindSwitch) and are not in the buffer.
+   * 10-byte virtio_net_hdr (num_buffers left out) then the Ethernet frame. Frames cut through
+   * (bindSwitch) are never in the buffer: `start` is 0 and the batch holds only the rest.
    */
   onRead: (count: number, start: number) => void;
   /** Every state change, with a line for people: "QEMU connected", "guest ring violation: ...". */
@@ -416,7 +419,12 @@ export interface NativeVhostDevice {
   stats(): VhostDeviceStats;
   /** Capture: as NativeDevice.setTee (rxSkip/txSkip: the 10-byte header). */
   setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number, program?: Uint32Array | null): void;
-  /** Cut-through: as the native Device's (plugins/native/device-port.ts SwitchDevice), mode 1 ('pass'). */
+  /**
+   * Cut-through: as the native Device's (plugins/native/device-port.ts SwitchDevice), mode 1
+   * ('pass') only (another mode throws a TypeError). Frames the switch would forward unchanged
+   * go from guest memory to the destination (a plain port gets them without the header when
+   * they carry no offload; the rest goes to JS).
+   */
   bindSwitch(fib: unknown, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
   setSwitchMac(mac: number): void;
   unbindSwitch(): void;

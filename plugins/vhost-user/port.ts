@@ -120,11 +120,6 @@ export class VhostPort extends DevicePort<NativeVhostDevice> {
     this.device.start();
   }
 
-  /** The device's state and its line, as its last onState said. */
-  vhostState(): { state: VhostState; detail: string } {
-    return { state: this.vstate, detail: this.vdetail };
-  }
-
   private onVhostState(state: VhostState, detail: string): void {
     const was = this.vstate;
     this.vstate = state;

@@ -29,7 +29,7 @@ const NAMES = ['a', 'b', 'lan', 'vm1', 'vm2', 'x'.repeat(40), '', '-x', 'A_b.c',
 /** Network names: mostly a few, so that attachments find their network. */
 const NETS = ['a', 'b', 'lan', 'a', 'b', 'lan', 'A_b.c', 'x'.repeat(63), ''];
 const SUBNETS = ['10.9.0.0/24', '10.9.1.0/24', '10.9.0.0/16', '192.168.77.0/24', '10.9.0.5/24', '127.0.0.0/8', '224.0.0.0/4', '0.0.0.0/0', '10.9.0.0/31', '10.9.0.0/33', 'x'];
-const KINDS = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface', 'bogus'];
+const KINDS = ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface', 'vhost-user', 'bogus'];
 const ROUTE_KINDS = ['none', 'direct', 'via', 'tor', 'bogus'];
 const METHODS = ['daemon.status', 'net.create', 'net.list', 'net.delete', 'vm.attach', 'vm.detach', 'vm.list', 'route.set', 'route.show', 'route.clear', 'tor.status', 'tor.newnym', 'onion.list', 'onion.add', 'onion.remove', 'onion.expose', 'onion.unexpose', 'forward.add', 'forward.list', 'forward.remove', 'nope', '__proto__', 'constructor', 'toString'];
 

@@ -6,7 +6,8 @@
  *
  * Inputs come in episodes of EPISODE steps; each episode starts on a new connection from a
  * reset guest, so it replays alone from its seed. A crash is: an exception out of the device's
- * methods, a native crash (the run dies: the seed printed last is the one), a device that
+ * methods, a native crash (the run dies; FUZZ_TRACE=1 prints each episode's seed before it
+ * runs, so the last one printed is the culprit), a device that
  * does not come back to `running` for a well-behaved front-end at the next episode (liveness:
  * GET_FEATURES and the rest of QEMU's sequence answered), `broken` without a violation counted,
  * a callback error, more chains per turn than the budget, a frame to JS longer than its slot,
@@ -24,11 +25,17 @@ export const EPISODE = 16;
 const NUM = 64;
 const BUF = 2048;
 const BATCH = 32;
+const TRACE = process.env.FUZZ_TRACE === '1';
 const REGION = 1 << 20;
 const PREFIX = 64 << 10;
 const CANARY = 0x5a;
 const CANARY_FROM = 512 << 10;
 const CANARY_TO = REGION - (8 << 10);
+
+function fillCanaries(h: VhostHarness): void {
+  h.fe.regions[0]!.file.fill(CANARY, 0, PREFIX);
+  h.fe.regions[0]!.mem.fill(CANARY, CANARY_FROM, CANARY_TO);
+}
 
 function canaryIntact(h: VhostHarness): string | null {
   const g = h.fe.regions[0]!;
@@ -80,15 +87,13 @@ function cutFrame(rng: Rng, len: number): Buffer {
 }
 
 export function vhostHarness(): VhostHarness {
-  const b = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
+  const b = startBackend({ maxFrame: 1514, batch: BATCH, offloads: true });
   // Region 0 starts 64 KiB into its memfd (as QEMU's regions after the first do): the device must
   // add mmap_offset. Canaries the device must never write: the memfd before the region, and a
   // stretch of the region no descriptor the fuzzer makes points into.
-  const fe = VhostFrontend.connect(b.path, { num: NUM, bufSize: BUF, regions: [{ size: REGION, mmapOffset: PREFIX }], replyTimeoutMs: 2000 });
-  fe.regions[0]!.file.fill(CANARY, 0, PREFIX);
-  fe.regions[0]!.mem.fill(CANARY, CANARY_FROM, CANARY_TO);
+  const fe = VhostFrontend.connect(b.path, { want: F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES, num: NUM, bufSize: BUF, regions: [{ size: REGION, mmapOffset: PREFIX }], replyTimeoutMs: 2000 });
   const m = vt().memfdMap(4096, false);
-  const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: false });
+  const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: true });
   const pfe = VhostFrontend.connect(pb.path, { num: NUM, bufSize: BUF, memSize: 1 << 20 });
   const Fib = (loadNative().Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
   const fib = new Fib(MAC_GW, 1514);
@@ -106,10 +111,69 @@ async function startPeer(h: VhostHarness): Promise<void> {
   h.peer.fe.postRx(NUM);
 }
 
+const BASE = F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES;
+const OFFLOADS = [F.CSUM, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.HOST_TSO4, F.HOST_TSO6];
+
+/**
+ * Frames a guest read from its RX ring, each checked (unless the guest tampered with its own RX
+ * ring or the control plane: then what it reads back is not what the device wrote) against
+ * what it negotiated: no
+ * NEEDS_CSUM without GUEST_CSUM, no GSO type it did not negotiate (UDP GSO never: not offered).
+ */
+function takeRx(fe: VhostFrontend, who: string, coverage: Record<string, number>, checkHeaders = true): Buffer[] {
+  // Each as JS wrote it: the 10-byte virtio_net_hdr (num_buffers left out) then the frame.
+  return fe.receiveFrames().map((x) => {
+    const whole = Buffer.concat([x.hdr.subarray(0, 10), x.frame]);
+    if (!checkHeaders) return whole;
+    const flags = x.hdr[0]!;
+    const gso = x.hdr[1]! & 0x7f;
+    if (gso !== 0 || (flags & 1) !== 0) coverage.offloadFramesIn = (coverage.offloadFramesIn ?? 0) + 1;
+    check((flags & 1) === 0 || (fe.features & F.GUEST_CSUM) !== 0n, `${who} got NEEDS_CSUM without GUEST_CSUM`);
+    check(gso === 0 || (gso === 1 && (fe.features & F.GUEST_TSO4) !== 0n) || (gso === 4 && (fe.features & F.GUEST_TSO6) !== 0n), `${who} got gso_type ${x.hdr[1]} with features ${fe.features.toString(16)}`);
+    return whole;
+  });
+}
+
+/** A well-formed offload header (NEEDS_CSUM, maybe TSO4/6) for a 10-byte virtio_net_hdr. */
+function validOffloadHdr(rng: Rng): Buffer {
+  const h = Buffer.alloc(10);
+  h[0] = 1;
+  h[1] = rng.pick([0, 0, 1, 4]);
+  h.writeUInt16LE(54, 2);
+  h.writeUInt16LE(h[1] === 0 ? 0 : 1448, 4);
+  h.writeUInt16LE(34, 6);
+  h.writeUInt16LE(16, 8);
+  return h;
+}
+
+/** Whether a frame JS writes (10-byte header first) may go to a guest with `features`. */
+function offloadOk(f: Buffer, features: bigint): boolean {
+  const gso = f[1]! & 0x7f;
+  if ((f[0]! & 1) !== 0 && (features & F.GUEST_CSUM) === 0n) return false;
+  if (gso === 0) return true;
+  if (gso === 1) return (features & F.GUEST_TSO4) !== 0n;
+  if (gso === 4) return (features & F.GUEST_TSO6) !== 0n;
+  return false;
+}
+
+/** A hostile guest's virtio-net header: often a plausible offload, sometimes random bytes. */
+function hostileHdr(rng: Rng): Buffer {
+  const h = rng.bytes(12);
+  if (rng.bool(0.7)) {
+    h[0] = rng.pick([0, 1, 2, 3, 0xff]);
+    h[1] = rng.pick([0, 1, 3, 4, 5, 0x81, 0x84, 0xff]);
+    h.writeUInt16LE(rng.pick([0, 14, 54, 74, 0xffff]), 2);
+    h.writeUInt16LE(rng.pick([0, 1, 536, 1448, 0xffff]), 4);
+    h.writeUInt16LE(rng.pick([0, 34, 54, 0xfff0]), 6);
+    h.writeUInt16LE(rng.pick([6, 16, 0xffff]), 8);
+  }
+  return h;
+}
+
 /** Takes what reached the peer and offers its buffers again (a guest that keeps up). */
 function servicePeer(h: VhostHarness): void {
   const p = h.peer;
-  p.got.push(...p.fe.receiveFrames().map((x) => x.frame));
+  p.got.push(...takeRx(p.fe, 'the peer', h.coverage).map((f) => f.subarray(10)));
   p.fe.reclaimTx();
   p.fe.postRx(p.fe.rings[RX]!.free.length);
 }
@@ -304,14 +368,22 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   h.coverage.episodes!++;
   if (ep.mode === 'clean') h.coverage.clean!++;
   if (h.peer.b.dev.stats().state !== 'running') await startPeer(h);
-  if (ep.mode === 'scratch' || !h.ready) await freshStart(h, ep.mode !== 'scratch');
+  // Half the episodes negotiate a random set of offloads (the device offers them all).
+  const want = rng.bool() ? BASE : OFFLOADS.reduce((w, bit) => (rng.bool() ? w | bit : w), BASE);
+  if (ep.mode === 'scratch' || !h.ready || fe.opts.want !== want) {
+    fe.opts.want = want;
+    await freshStart(h, ep.mode !== 'scratch');
+  }
+  if (want !== BASE) h.coverage.offloadEpisodes = (h.coverage.offloadEpisodes ?? 0) + 1;
   h.ready = false;
+  fillCanaries(h);
   b.frames.length = 0;
   h.peer.got.length = 0;
   const peerDrops0 = h.peer.b.dev.stats().dropNoBuffers;
   const v0 = b.dev.stats().violations;
   // Half the episodes send (some) frames the switch cuts through into the peer.
   const cut = rng.bool();
+  let rxTampered = false;
   const sentTx: Buffer[] = [];
   const wroteRx: Buffer[] = [];
   const gotRx: Buffer[] = [];
@@ -337,7 +409,9 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       continue;
     }
     if (wantRing) {
-      ep.trace.push(mutateRing(rng, h));
+      const what = mutateRing(rng, h);
+      if (!what.includes('q1') || what.startsWith('bytes')) rxTampered = true;
+      ep.trace.push(what);
       h.coverage.ring!++;
       pq(h);
       continue;
@@ -349,7 +423,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       for (let i = 0; i < n && fe.rings[TX]!.free.length > 0; i++) frames.push(cut && rng.bool(0.7) ? cutFrame(rng, 54 + rng.int(1460)) : frameOf(rng, 14 + rng.int(1500)));
       ep.trace.push(`tx ${frames.map((f) => f.length).join(',')}`);
       try {
-        fe.sendFrames(frames, { kick: rng.bool() });
+        fe.sendFrames(frames, { kick: rng.bool(), ...(hostile && rng.bool(0.2) ? { hdr: hostileHdr(rng) } : {}) });
       } catch {
         // a hostile step emptied the free list some other way
       }
@@ -361,18 +435,24 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
       const n = rng.int(5);
       const frames = Array.from({ length: n }, () => {
         const hdr = Buffer.alloc(10);
-        if (hostile && rng.bool(0.3)) rng.bytes(10).copy(hdr);
+        if (hostile && rng.bool(0.3)) hostileHdr(rng).copy(hdr, 0, 0, 10);
+        else if (rng.bool(0.3)) validOffloadHdr(rng).copy(hdr);
         // Clean episodes: frames that fit (1514 bytes, one 2 KiB buffer each); else any size.
         return Buffer.concat([hdr, frameOf(rng, 14 + rng.int(!hostile || rng.bool(0.9) ? 1501 : 70000))]);
       });
       ep.trace.push(`rx post ${post} write ${frames.map((f) => f.length).join(',')}`);
-      const before = b.dev.stats().dropNoBuffers;
+      const before = b.dev.stats();
       const got = b.dev.write(frames, n);
       check(Number.isInteger(got) && got >= 0 && got <= n, `write returned ${got} of ${n}`);
       if (!hostile) {
-        // Clean: every frame fits a buffer; it is delivered when a buffer is there, else counted.
-        wroteRx.push(...frames.slice(0, got).map((f) => f.subarray(10)));
-        check(b.dev.stats().dropNoBuffers === before + (n - got), `write: ${n - got} not delivered, dropNoBuffers +${b.dev.stats().dropNoBuffers - before}`);
+        // Clean: every frame fits a buffer. One with an offload the guest did not negotiate is
+        // dropped (dropBadOffload); the rest are delivered in order while buffers last, then
+        // dropped and counted (dropNoBuffers).
+        const ok = frames.filter((f) => offloadOk(f, fe.features));
+        const after = b.dev.stats();
+        check(after.dropBadOffload === before.dropBadOffload + (n - ok.length), `write: ${n - ok.length} frames with offloads not negotiated, dropBadOffload +${after.dropBadOffload - before.dropBadOffload}`);
+        check(got <= ok.length && after.dropNoBuffers === before.dropNoBuffers + (ok.length - got), `write: ${got} of ${ok.length} delivered, dropNoBuffers +${after.dropNoBuffers - before.dropNoBuffers}`);
+        wroteRx.push(...ok.slice(0, got));
       }
       h.coverage.framesOut! += got;
     } else if (a === 3) {
@@ -381,7 +461,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
     } else {
       ep.trace.push('reclaim');
       fe.reclaimTx();
-      gotRx.push(...fe.receiveFrames().map((x) => x.frame));
+      gotRx.push(...takeRx(fe, 'the guest', h.coverage, ep.mode === 'clean' || (ep.mode === 'ring' && !rxTampered)));
       if (rng.bool(0.3)) await yieldLoop();
     }
     if (rng.bool(0.3)) servicePeer(h);
@@ -392,7 +472,7 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   for (let i = 0; i < 64 && pq(h) > 0; i++) servicePeer(h);
   servicePeer(h);
   fe.reclaimTx();
-  gotRx.push(...fe.receiveFrames().map((x) => x.frame));
+  gotRx.push(...takeRx(fe, 'the guest', h.coverage, ep.mode === 'clean' || (ep.mode === 'ring' && !rxTampered)));
   checkDevice(h, v0);
   h.coverage.framesIn! += b.frames.length;
   const st = b.dev.stats().state;
@@ -418,10 +498,15 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
     check(gotRx.length === wroteRx.length, `clean episode: ${wroteRx.length} frames written, ${gotRx.length} in the RX ring`);
     wroteRx.forEach((f, i) => check(gotRx[i]!.equals(f), `clean episode: RX frame ${i} changed`));
   }
-  const wild = canaryIntact(h);
-  check(wild === null, wild ?? '');
+  // Canaries: only where the memory table is ours (a fuzzed SET_MEM_TABLE may really announce
+  // the region at another offset of the memfd, and the device may then write there).
+  if (ep.mode === 'clean' || ep.mode === 'ring') {
+    const wild = canaryIntact(h);
+    check(wild === null, wild ?? '');
+  }
   // Liveness, charged to this episode: whatever it did, the next QEMU is served.
   ep.trace.push('liveness');
+  fe.opts.want = BASE;
   await freshStart(h, true);
   h.ready = true;
 }
@@ -450,6 +535,8 @@ export async function fuzzVhost(count: number, seed: number): Promise<FuzzReport
     for (let e = 0; report.ran < count; e++) {
       const steps = Math.min(EPISODE, count - report.ran);
       const s = inputSeed(seed, e);
+      // Synchronous on a pipe or file: printed before a native crash could kill the run.
+      if (TRACE) process.stderr.write(`vhost episode ${s}\n`);
       const c = await vhostOne(h, s, steps);
       report.ran += steps;
       if (c !== null) {

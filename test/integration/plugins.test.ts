@@ -167,7 +167,7 @@ describe('a plugin that cannot be loaded stops the start (fail closed)', () => {
     const c = configDir('mvnet-plugin-tap', (src) => src.replace("kind: 'null'", "kind: 'tap'"));
     const r = await startRefused(writeConfig(c.dir, { plugins: ['mvnet-plugin-tap'] }));
     expect(r.code).not.toBe(0);
-    expect(r.stderr.trim()).toMatch(/^mvnet: plugin mvnet-plugin-tap: port driver tap would replace a built-in kind \(tap, tun, unix, unix-listen, dgram, fd, iface\)$/);
+    expect(r.stderr.trim()).toMatch(/^mvnet: plugin mvnet-plugin-tap: port driver tap would replace a built-in kind \(tap, tun, unix, unix-listen, dgram, fd, iface, vhost-user\)$/);
   });
 
   it('two packages registering the same kind', async () => {

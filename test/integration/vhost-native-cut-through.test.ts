@@ -8,7 +8,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadNative } from '../../plugins/native/index.js';
 import type { NativeDevice } from '../../plugins/native/types.js';
-import { internetChecksum, pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
+import { foldSum, internetChecksum, pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
 import { TeeRing } from '../../plugins/common/tee-ring.js';
 import { cleanupAll, createNetns, uniqueName, waitFor, type Netns } from '../support/netns.js';
 import { F, startBackend, VhostFrontend, type Backend } from '../support/vhost-frontend.js';
@@ -128,6 +128,42 @@ describe('vhost-user cut-through', () => {
     expect(a.dev.stats()).toMatchObject({ state: 'running', violations: 0 });
   });
 
+  it('Device to Device across header kinds (a plain TAP and a --vnet-hdr TAP): a ping both ways, nothing through JS', async () => {
+    const nsA = await createNetns('vcx');
+    const nsB = await createNetns('vcx');
+    const devs: NativeDevice[] = [];
+    try {
+      const ends: { ns: Netns; name: string; ip: string; dev: NativeDevice; mac: number; toJs: number }[] = [];
+      for (const [ns, vnetHdr, ip] of [[nsA, false, '10.82.0.1'], [nsB, true, '10.82.0.2']] as const) {
+        const name = uniqueName('vcx');
+        const t = native.openTun({ name, tap: true, vnetHdr, netns: ns.path });
+        native.configureLink({ name, netns: ns.path, up: true });
+        await ns.addAddr(name, `${ip}/24`);
+        const end = { ns, name, ip, mac: Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16), toJs: 0, dev: undefined as unknown as NativeDevice };
+        end.dev = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 65560, batch: 32, queueFrames: 64, queueBytes: 1 << 20, onRead: (n: number, st?: number) => { end.toJs += n - (st ?? 0); }, onError: () => {} });
+        devs.push(end.dev);
+        ends.push(end);
+      }
+      const [a, b] = ends as [typeof ends[0], typeof ends[0]];
+      const fib = new Fib(GW_MAC, 1514);
+      for (const [e, vnet] of [[a, 0], [b, 1]] as const) {
+        (e.dev as unknown as Bindable).bindSwitch(fib, vnet, 14, 1514, e.mac, () => {});
+        e.dev.start();
+        expect(fib.set(e.mac, e.dev, 60_000)).toBe(true);
+      }
+      const macText = (m: number): string => macBytes(m).toString('hex').replace(/(..)(?!$)/g, '$1:');
+      await a.ns.exec(['ip', 'neigh', 'replace', b.ip, 'lladdr', macText(b.mac), 'dev', a.name, 'nud', 'permanent']);
+      await b.ns.exec(['ip', 'neigh', 'replace', a.ip, 'lladdr', macText(a.mac), 'dev', b.name, 'nud', 'permanent']);
+      expect(await a.ns.ping(b.ip, { count: 3, waitS: 2 })).toBe(true);
+      expect([a.toJs, b.toJs]).toEqual([0, 0]);
+      expect([a.dev.stats().txFrames, b.dev.stats().txFrames]).toEqual([3, 3]);
+    } finally {
+      for (const d of devs) d.close();
+      await nsA.delete();
+      await nsB.delete();
+    }
+  });
+
   describe('with a TAP', () => {
     let ns: Netns;
     let tap: NativeDevice;
@@ -136,43 +172,86 @@ describe('vhost-user cut-through', () => {
       await ns?.delete();
     });
 
-    it('guest → TAP from guest memory, the kernel\'s answer → guest, nothing through JS; capture sees both', async () => {
-      ns = await createNetns('vct');
-      const name = uniqueName('vct');
-      const t = native.openTun({ name, tap: true, vnetHdr: true, netns: ns.path });
-      native.configureLink({ name, netns: ns.path, up: true });
-      await ns.addAddr(name, '10.81.0.1/24');
-      await ns.exec(['ip', 'neigh', 'replace', '10.81.0.2', 'lladdr', '52:54:00:00:00:0a', 'dev', name, 'nud', 'permanent']);
-      const tapMac = Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16);
-      let tapToJs = 0;
-      tap = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 65560, batch: 32, queueFrames: 64, queueBytes: 1 << 20, onRead: (n) => (tapToJs += n), onError: () => {} });
-      tap.start();
+    for (const vnetHdr of [true, false]) {
+      it(`guest → TAP${vnetHdr ? ' (--vnet-hdr)' : ' (plain: the header left out and put back)'} from guest memory, the kernel's answer → guest, nothing through JS; capture sees both`, async () => {
+        ns = await createNetns('vct');
+        const name = uniqueName('vct');
+        const t = native.openTun({ name, tap: true, vnetHdr, netns: ns.path });
+        native.configureLink({ name, netns: ns.path, up: true });
+        await ns.addAddr(name, '10.81.0.1/24');
+        await ns.exec(['ip', 'neigh', 'replace', '10.81.0.2', 'lladdr', '52:54:00:00:00:0a', 'dev', name, 'nud', 'permanent']);
+        const tapMac = Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16);
+        let tapToJs = 0;
+        tap = new native.Device({ fd: t.fd, mode: 'packet', maxFrame: 65560, batch: 32, queueFrames: 64, queueBytes: 1 << 20, onRead: (n) => (tapToJs += n), onError: () => {} });
+        tap.start();
 
-      const a = backend(true);
-      const fa = await guest(a, F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.HOST_TSO4 | F.HOST_TSO6);
-      const ring = new TeeRing(1 << 16, 0);
-      a.dev.setTee(ring.buffer, ring.ctl, 3, 0, 10, 10);
-      const fib = new Fib(GW_MAC, 1514);
-      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-      (tap as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, tapMac, () => {});
-      expect(fib.set(tapMac, tap, 60_000)).toBe(true);
-      expect(fib.set(MAC_A, a.dev, 60_000)).toBe(true);
+        const a = backend(true);
+        const fa = await guest(a, F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.HOST_TSO4 | F.HOST_TSO6);
+        const ring = new TeeRing(1 << 16, 0);
+        a.dev.setTee(ring.buffer, ring.ctl, 3, 0, 10, 10);
+        const fib = new Fib(GW_MAC, 1514);
+        (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+        (tap as unknown as Bindable).bindSwitch(fib, vnetHdr ? 1 : 0, 14, 1514, tapMac, () => {});
+        expect(fib.set(tapMac, tap, 60_000)).toBe(true);
+        expect(fib.set(MAC_A, a.dev, 60_000)).toBe(true);
 
-      // A SYN to a closed port: the namespace's kernel answers with a RST to the guest's MAC.
-      const syn = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 100);
-      fa.sendFrames([syn], { split: true });
-      await waitFor(() => a.dev.stats().txFrames >= 1, { what: 'the RST cut through into the guest' });
-      const [rst] = fa.receiveFrames();
-      expect(rst!.frame.subarray(0, 6)).toEqual(macBytes(MAC_A));
-      expect(rst!.frame[14 + 20 + 13]! & 0x04).toBe(4);  // RST
-      expect(tap.stats().txFrames).toBe(1);
-      expect([a.frames.length, tapToJs]).toEqual([0, 0]);
-      // Capture: the SYN in, the RST out.
-      const recs: { dir: number; frame: Buffer }[] = [];
-      ring.drain((r) => recs.push({ dir: r.dir, frame: Buffer.from(r.frame) }));
-      expect(recs.map((r) => [r.dir, r.frame.length])).toEqual([[1, syn.length], [2, rst!.frame.length]]);
-      expect(recs[0]!.frame).toEqual(syn);
-      expect(recs[1]!.frame).toEqual(rst!.frame);
-    });
+        // A SYN to a closed port: the namespace's kernel answers with a RST to the guest's MAC.
+        const syn = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 100);
+        fa.sendFrames([syn], { split: true });
+        await waitFor(() => a.dev.stats().txFrames >= 1, { what: 'the RST cut through into the guest' });
+        const [rst] = fa.receiveFrames();
+        expect(rst!.frame.subarray(0, 6)).toEqual(macBytes(MAC_A));
+        expect(rst!.frame[14 + 20 + 13]! & 0x04).toBe(4);  // RST
+        if (!vnetHdr) expect(rst!.hdr).toEqual(Buffer.alloc(12, 0).fill(1, 10, 11));  // a zero header, num_buffers 1
+        expect(tap.stats().txFrames).toBe(1);
+        expect([a.frames.length, tapToJs]).toEqual([0, 0]);
+        // Capture: the SYN in, the RST out.
+        const recs: { dir: number; frame: Buffer }[] = [];
+        ring.drain((r) => recs.push({ dir: r.dir, frame: Buffer.from(r.frame) }));
+        expect(recs.map((r) => [r.dir, r.frame.length])).toEqual([[1, syn.length], [2, rst!.frame.length]]);
+        expect(recs[0]!.frame).toEqual(syn);
+        expect(recs[1]!.frame).toEqual(rst!.frame);
+        if (!vnetHdr) {
+          // Offloads made plain natively, as the switch's normalizeOffload would: a TSO
+          // super-frame (3 x 1000 bytes) cut into 3 segments, a partial checksum completed. The
+          // kernel checks every checksum and answers each valid SYN with a RST acking its end.
+          fa.receiveFrames();
+          const tso = Buffer.alloc(12);
+          tso[0] = 1;  // NEEDS_CSUM, as Linux sends it along with TSO
+          tso[1] = 1;  // TCPv4
+          tso.writeUInt16LE(1000, 4);
+          tso.writeUInt16LE(34, 6);
+          tso.writeUInt16LE(16, 8);
+          const big = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 3000);
+          big.writeUInt16BE(0, 14 + 10);  // IP checksum: whatever the guest left, fixed per segment
+          big.writeUInt16BE(0xdead, 14 + 20 + 16);
+          fa.sendFrames([big], { hdr: tso });
+          await waitFor(() => a.dev.stats().txFrames >= 1 + 3, { what: 'three RSTs, one per segment' });
+          const acks = fa.receiveFrames().map((r) => r.frame.readUInt32BE(14 + 20 + 8));
+          expect(acks).toEqual([1 + 1000 + 1, 1 + 2000 + 1, 1 + 3000 + 1]);
+          expect(tap.stats().txFrames).toBe(1 + 3);
+          // A partial checksum: the TCP field holds the pseudo-header sum (as Linux leaves it).
+          const part = tcpSyn(tapMac, MAC_A, '10.81.0.2', '10.81.0.1', 10);
+          part.writeUInt16BE(foldSum(pseudoHeaderSumV4At(part, 14, 6, 30)), 14 + 20 + 16);
+          const pc = Buffer.alloc(12);
+          pc[0] = 1;
+          pc.writeUInt16LE(34, 6);
+          pc.writeUInt16LE(16, 8);
+          fa.sendFrames([part], { hdr: pc });
+          await waitFor(() => a.dev.stats().txFrames >= 5, { what: 'the RST to the completed SYN' });
+          expect(fa.receiveFrames().map((r) => r.frame.readUInt32BE(14 + 20 + 8))).toEqual([1 + 10 + 1]);
+          // UDP fragmentation (UFO) is left to the switch.
+          const ufo = Buffer.alloc(12);
+          ufo[1] = 3;
+          ufo.writeUInt16LE(1000, 4);
+          const udp = Buffer.from(big);
+          udp[14 + 9] = 17;
+          fa.sendFrames([udp], { hdr: ufo });
+          await a.waitFrames(1);
+          expect(a.frames[0]![1]).toBe(3);
+          expect(tap.stats().txFrames).toBe(5);
+        }
+      });
+    }
   });
 });

@@ -35,6 +35,12 @@ describe('VhostDevice with a QEMU VM', () => {
   let tap: NativeDevice;
   let vhost: NativeVhostDevice | undefined;
   const states: [VhostState, string][] = [];
+  const stateWaiters: (() => void)[] = [];
+  /** Resolves once the device has reported `state` (onState is the event). */
+  async function reached(state: VhostState, ms: number): Promise<void> {
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no ${state} within ${ms} ms: ${JSON.stringify(states)}`)), ms).unref());
+    while (!states.some((x) => x[0] === state)) await Promise.race([new Promise<void>((r) => stateWaiters.push(r)), timeout]);
+  }
   let dnsmasq: ManagedProcess;
   let sock: string;
   let tapName: string;
@@ -54,6 +60,7 @@ describe('VhostDevice with a QEMU VM', () => {
       },
       onState(state, detail) {
         states.push([state, detail]);
+        for (const w of stateWaiters.splice(0)) w();
       },
     });
     dev.start();
@@ -149,11 +156,7 @@ c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
     states.length = 0;
     vhost = listen();
     const guest = /ip=(\S+)/.exec(lines.find((l) => l.startsWith('MVT-LEASE '))!)![1]!;
-    const end = Date.now() + 30_000;
-    while (!states.some((x) => x[0] === 'running')) {
-      if (Date.now() > end) throw new Error(`QEMU did not reconnect: ${JSON.stringify(states)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await reached('running', 30_000);  // QEMU reconnected and the guest's rings run again
     for (let i = 0; ; i++) {
       const r = await ns.exec(['sh', '-c', `echo go | busybox nc -w 2 ${guest} 6000`], { check: false });
       if (r.code === 0) break;

@@ -5,7 +5,8 @@
  * negotiated GUEST_CSUM/GUEST_TSO4 whole; frames while no front-end is running are counted as
  * no-peer; status follows the device (waiting, up, closed); close({remove}) removes the socket.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, linkSync, lstatSync, renameSync, symlinkSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -138,6 +139,31 @@ describe('vhost-user port: offloads the guest did not take', () => {
     expect(recs).toContainEqual({ dir: TEE_OUT, frame: out.subarray(10) });
     expect(recs).toContainEqual({ dir: TEE_IN, frame: fromGuest });
     p.port.tee!(null, 0);
+  });
+
+  it('never makes its socket over a live socket or through a symlink; a stale socket is replaced', async () => {
+    const live = join(dir, 'live.sock');
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(live, r));
+    registerCleanup('live server', () => new Promise<void>((r) => server.close(() => r())));
+    await expect(vhostUserDriver.open({ kind: 'vhost-user', path: live }, { log, mtu: 1500, restoring: false })).rejects.toThrow(/live socket/);
+    const link = join(dir, 'link.sock');
+    symlinkSync(join(dir, 'elsewhere.sock'), link);
+    await expect(vhostUserDriver.open({ kind: 'vhost-user', path: link }, { log, mtu: 1500, restoring: false })).rejects.toThrow(/symlink/);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    // A socket nobody accepts on (a daemon killed with -9 left it): replaced, as at restore.
+    const stale = join(dir, 'stale.sock');
+    const s2 = net.createServer();
+    await new Promise<void>((r) => s2.listen(stale, r));
+    const before = lstatSync(stale).ino;
+    // Closing a Node server unlinks its path: copy the inode's name first by a hard link, put it back after.
+    linkSync(stale, `${stale}.keep`);
+    await new Promise<void>((r) => s2.close(() => r()));
+    renameSync(`${stale}.keep`, stale);
+    expect(lstatSync(stale).ino).toBe(before);
+    const p = await open('stale.sock');
+    expect(lstatSync(stale).ino).not.toBe(before);
+    expect(p.port.status().state).toBe('waiting');
   });
 
   it('connected before the rings run; close({remove: true}) removes the socket it made; status says closed', async () => {

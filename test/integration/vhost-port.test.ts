@@ -60,9 +60,15 @@ describe('vhost-user port through the daemon', () => {
     expect(out.port.detail).toMatch(new RegExp(`^listening on ${path}`));
     expect(existsSync(path)).toBe(true);
 
-    // A second attachment on the same socket is refused.
+    // A second attachment on the same socket is refused; so is a socket where others could replace it; in one line each.
     const clash = await d.cli(['vm', 'attach', 'g9', '--net', 'vh', '--vhost-user', path]);
     expect(clash.code).not.toBe(0);
+    const tmp = await d.cli(['vm', 'attach', 'g9', '--net', 'vh', '--vhost-user', '/tmp/mvt-g9.vhost.sock']);
+    expect(tmp.code).not.toBe(0);
+    expect(tmp.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^mvnet: .*socket directory \/tmp is writable by everyone/)]);
+    const bad = await d.cli(['vm', 'attach', 'g9', '--net', 'vh', '--vhost-user', '../g9.sock']);
+    expect(bad.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^mvnet: .*plain file name/)]);
+    expect(existsSync('/tmp/mvt-g9.vhost.sock')).toBe(false);
 
     const fe = VhostFrontend.connect(path);
     fes.push(fe);

@@ -6,7 +6,11 @@
  * another device in it keeps moving frames, and the broken one recovers when a front-end
  * connects again.
  */
-import { readdirSync } from 'node:fs';
+import { closeSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadNative } from '../../plugins/native/index.js';
+import type { NativeVhostDevice } from '../../plugins/native/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Backend,
@@ -166,6 +170,65 @@ describe('vhost-user back-end: the happy path', () => {
     expect(rx[0]!.frame).toEqual(big);
   });
 
+  it("QEMU's layout: two regions of one memfd around a hole, the second at an mmap_offset; buffers in either", async () => {
+    const b = backend();
+    // As QEMU announces a RAM block split around the PCI hole: [0, 640K) at offset 0 and
+    // [1M, 4M) at offset 1M of the same memfd (one fd per region, the same file).
+    const fe = frontend(b, { num: 64, bufSize: 2048, regions: [{ size: 640 << 10, fdSize: 4 << 20 }, { size: 3 << 20, gpa: 1n << 20n, mmapOffset: 1 << 20, shareFdOf: 0 }] });
+    await fe.start();
+    expect(b.dev.stats().regions).toBe(2);
+    const g1 = fe.regions[1]!;
+    const tx = fe.rings[TX]!;
+    const f = frame(300, 9);
+    const hdr = Buffer.alloc(12);
+    Buffer.concat([hdr, f]).copy(g1.mem, 0x1000);
+    tx.writeDesc(0, { addr: g1.gpa + 0x1000n, len: 12 + f.length, flags: 0, next: 0 });
+    tx.free.splice(tx.free.indexOf(0), 1);
+    tx.availPush(0);
+    expect(b.dev.processQueues()).toBe(1);
+    expect(b.frames[0]!.subarray(10)).toEqual(f);
+    // Into an RX buffer in the second region: the bytes land at file offset 1M + 0x2000.
+    const rx = fe.rings[RX]!;
+    rx.writeDesc(5, { addr: g1.gpa + 0x2000n, len: 2048, flags: DESC_F_WRITE, next: 0 });
+    rx.free.splice(rx.free.indexOf(5), 1);
+    rx.availPush(5);
+    expect(b.dev.write([out(frame(200, 8))], 1)).toBe(1);
+    expect(g1.file.subarray((1 << 20) + 0x2000 + 12, (1 << 20) + 0x2000 + 12 + 200)).toEqual(frame(200, 8));
+    expect(rx.takeUsed(false)).toEqual([{ id: 5, len: 212 }]);
+  });
+
+  it('messages in pieces (a stream socket may split them; descriptors on the first piece) still bring the device up', async () => {
+    for (const chunk of [1, 5, 13]) {
+      const b = backend();
+      const fe = frontend(b, { chunk });
+      await fe.start();
+      expect(b.dev.stats().state, `chunk ${chunk}`).toBe('running');
+      fe.sendFrames([frame(60, chunk)], { kick: false });
+      expect(b.dev.processQueues()).toBe(1);
+    }
+  });
+
+  it('two messages in one write, the descriptor meant for the second: refused or understood, never misattributed silently', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.handshake();
+    const kick = (fe.rings[TX]!.kickFd = vt().eventfd());
+    await tolerate(async () => {
+      fe.sendBytes(Buffer.concat([encodeMsg(Req.SET_OWNER), encodeMsg(Req.SET_VRING_KICK, u64Payload(1n))]), [kick]);
+      await fe.sync();
+    });
+    const s = b.dev.stats();
+    // Either the descriptor went with SET_OWNER (which takes none: a violation) or the back-end
+    // kept it for the message it belongs to; it must not be dropped while the connection lives on.
+    if (s.state === 'broken') {
+      expect(s.violations).toBe(1);
+      await fe.waitClosed();
+    } else {
+      expect(fe.closed).toBe(false);
+    }
+    await healthyStillWorks();
+  });
+
   it('a guest that never refills its RX ring: frames are dropped and counted, never waited for', async () => {
     const b = backend();
     const fe = frontend(b);
@@ -203,6 +266,21 @@ describe('vhost-user back-end: the happy path', () => {
     fe.rings[TX]!.kick();
     const got = await b.waitFrames(50);
     expect(got.map((f) => f.subarray(10))).toEqual(frames);
+  });
+
+  it('one guest cannot starve another: a long backlog is taken `batch` chains per turn, another guest\'s frame gets through meanwhile', async () => {
+    const a = backend({ batch: 8 });
+    const fa = frontend(a, { num: 256, bufSize: 2048, memSize: 2 << 20 });
+    const b = backend({ batch: 8 });
+    const fb = frontend(b);
+    await fa.start();
+    await fb.start();
+    fa.sendFrames(Array.from({ length: 250 }, (_, i) => frame(60, i)));
+    fb.sendFrames([frame(61, 1)]);
+    await b.waitFrames(1);
+    // B's one frame came while A's backlog was still being worked through, a batch per turn.
+    expect(a.frames.length).toBeLessThan(250);
+    await a.waitFrames(250);
   });
 
   it('NO_INTERRUPT: the guest that asks not to be interrupted is not signalled', async () => {
@@ -355,6 +433,55 @@ describe('vhost-user back-end: the happy path', () => {
     expect(b.dev.stats().state).toBe('running');
   });
 
+  it('SET_VRING_ENABLE 0 stops the rings, 1 starts them again; RESET_OWNER then a new setup runs again', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    await fe.set(Req.SET_VRING_ENABLE, vringState(TX, 0));
+    await fe.sync();
+    expect(b.dev.stats().state).toBe('connected');
+    fe.sendFrames([frame(60, 1)], { kick: false });
+    expect(b.dev.processQueues()).toBe(0);
+    await fe.set(Req.SET_VRING_ENABLE, vringState(TX, 1));
+    await fe.sync();
+    expect(b.dev.stats().state).toBe('running');
+    // Taken now, or already on the idle turn the restart scheduled (chains waiting need no kick).
+    b.dev.processQueues();
+    expect(b.frames).toHaveLength(1);
+    await fe.set(Req.RESET_OWNER);
+    await fe.sync();
+    expect(b.dev.stats().state).toBe('connected');
+    fe.rings.forEach((r) => r.kickFd >= 0 && closeSync(r.kickFd));
+    fe.rings.forEach((r) => (r.kickFd = -1));
+    fe.resetGuest();
+    await fe.driverOk();
+    expect(b.dev.stats().state).toBe('running');
+    fe.sendFrames([frame(61, 2)], { kick: false });
+    expect(b.dev.processQueues()).toBe(1);
+    expect(b.dev.stats().violations).toBe(0);
+  });
+
+  it('SET_VRING_CALL with NOFD (no interrupts wanted) still delivers; SET_VRING_KICK with NOFD never runs a ring it cannot be told about, or polls it', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    await fe.set(Req.SET_VRING_CALL, u64Payload(BigInt(RX) | 0x100n));
+    await fe.sync();
+    fe.postRx(2);
+    expect(b.dev.write([out(frame(60, 1))], 1)).toBe(1);
+    expect(fe.rings[RX]!.calls()).toBe(0);
+    expect(fe.receiveFrames()).toHaveLength(1);
+    await tolerate(async () => {
+      await fe.set(Req.SET_VRING_KICK, u64Payload(BigInt(TX) | 0x100n));
+      await fe.sync();
+    });
+    fe.sendFrames([frame(62, 3)], { kick: false });
+    b.dev.processQueues();
+    const st = b.dev.stats().state;
+    expect(['connected', 'running', 'broken']).toContain(st);
+    await healthyStillWorks();
+  });
+
   it('JavaScript gets a copy: the guest changing its buffer afterwards changes nothing JS holds', async () => {
     const b = backend();
     const fe = frontend(b);
@@ -483,6 +610,12 @@ const protoCases: ProtoCase[] = [
       fe.send(Req.SET_MEM_TABLE, memTablePayload([{ ...g.desc(), size: 0n }]), [g.fd]);
     },
     why: /size|region/i,
+  },
+  {
+    name: 'two regions overlapping in guest-physical space',
+    fe: { regions: [{ size: 4 << 20 }, { size: 1 << 20, gpa: 2n << 20n }] },
+    act: (fe) => fe.start(),
+    why: /overlap/i,
   },
   {
     name: 'an eventfd in place of a memfd',
@@ -867,3 +1000,187 @@ describe('vhost-user back-end: hostile guest rings make the device broken', () =
     await healthyStillWorks();
   });
 });
+
+describe('vhost-user back-end: JavaScript callbacks that close, throw or re-enter', () => {
+  /** A device whose callbacks do what `hooks` says; the same listener setup as startBackend. */
+  function hooked(hooks: { onRead?: (dev: NativeVhostDevice, count: number) => void; onState?: (dev: NativeVhostDevice, state: string) => void }, batch = 64): { dev: NativeVhostDevice; path: string; reads: number[] } {
+    const dir = mkdtempSync(join(tmpdir(), 'mvnet-vhost-cb-'));
+    const path = join(dir, 'vhost.sock');
+    const { fd } = loadNative().openUnixListener({ path });
+    const reads: number[] = [];
+    const dev: NativeVhostDevice = new (loadNative().VhostDevice)({
+      listenFd: fd,
+      maxFrame: 1514,
+      batch,
+      offloads: false,
+      onRead: (count, start) => {
+        reads.push(count - start);
+        hooks.onRead?.(dev, count);
+      },
+      onState: (state) => hooks.onState?.(dev, state),
+    });
+    dev.start();
+    cleanups.push(() => {
+      dev.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return { dev, path, reads };
+  }
+
+  it('onRead closing the device mid-batch: no crash; the device is closed and says so', async () => {
+    const h = hooked({ onRead: (dev) => dev.close() }, 4);
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    fe.sendFrames(Array.from({ length: 10 }, (_, i) => frame(60 + i, i)), { kick: false });
+    expect(() => h.dev.processQueues()).not.toThrow();
+    expect(h.reads).toEqual([4]);
+    expect(h.dev.processQueues()).toBe(0);
+    expect(h.dev.write([out(frame(60, 1))], 1)).toBe(0);
+    await fe.waitClosed();
+    await healthyStillWorks();
+  });
+
+  it('onState closing the device when it breaks: no crash', async () => {
+    const h = hooked({ onState: (dev, st) => st === 'broken' && dev.close() });
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    const r = fe.rings[TX]!;
+    r.writeDesc(0, { addr: r.bufGpa(0), len: 64, flags: DESC_F_NEXT, next: 0 });
+    r.availPush(0);
+    expect(() => h.dev.processQueues()).not.toThrow();
+    await fe.waitClosed();
+    expect(h.dev.processQueues()).toBe(0);
+    await healthyStillWorks();
+  });
+
+  it('onRead throwing: counted, the batch goes on', async () => {
+    const h = hooked({
+      onRead: () => {
+        throw new Error('boom');
+      },
+    }, 4);
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    fe.sendFrames(Array.from({ length: 6 }, (_, i) => frame(60 + i, i)), { kick: false });
+    expect(h.dev.processQueues()).toBe(4);
+    expect(h.dev.processQueues()).toBe(2);
+    expect(h.dev.stats().callbackErrors).toBe(2);
+    expect(h.dev.stats().state).toBe('running');
+  });
+
+  it('onRead answering at once (write() into the guest from inside the callback) and re-entering processQueues', async () => {
+    const h = hooked({
+      onRead: (dev, count) => {
+        const frames = Array.from({ length: count }, (_, i) => Buffer.from(dev.buffer.subarray(i * dev.slotSize, i * dev.slotSize + dev.lengths[i]!)));
+        expect(dev.write(frames, frames.length)).toBe(frames.length);
+        dev.processQueues();
+      },
+    }, 4);
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    fe.postRx(32);
+    const sent = Array.from({ length: 10 }, (_, i) => frame(60 + i, i));
+    fe.sendFrames(sent, { kick: false });
+    let guard = 0;
+    while (h.reads.reduce((a, b) => a + b, 0) < 10 && guard++ < 10) h.dev.processQueues();
+    expect(fe.receiveFrames().map((x) => x.frame)).toEqual(sent);
+    expect(h.dev.stats().violations).toBe(0);
+    expect(h.dev.stats().callbackErrors).toBe(0);
+  });
+
+  it('misuse from JavaScript: bad arguments throw TypeErrors, never crash', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    fe.postRx(4);
+    expect(b.dev.write([out(frame(60, 1))], 5)).toBe(1);
+    expect(b.dev.write([out(frame(60, 1))], Number.NaN)).toBe(1);
+    expect(b.dev.write([out(frame(60, 1))], -3)).toBe(0);
+    expect(() => b.dev.write(['nope' as unknown as Buffer], 1)).toThrow(TypeError);
+    expect(() => b.dev.write(undefined as unknown as Buffer[], 1)).toThrow(TypeError);
+    // A frame shorter than its 10-byte header: dropped, counted.
+    expect(b.dev.write([Buffer.alloc(3)], 1)).toBe(0);
+    const native = loadNative();
+    const base = { maxFrame: 1514, batch: 8, offloads: false, onRead: () => {}, onState: () => {} };
+    expect(() => new native.VhostDevice({ ...base, listenFd: -1 })).toThrow();
+    expect(() => new native.VhostDevice({ ...base, listenFd: 0, batch: 0 })).toThrow(TypeError);
+    expect(() => new native.VhostDevice({ ...base, listenFd: 0, maxFrame: 1 << 20 })).toThrow(TypeError);
+    const efd = vt().eventfd();
+    cleanups.push(() => closeSync(efd));
+    expect(() => new native.VhostDevice({ ...base, listenFd: efd })).toThrow(TypeError);
+    expect(b.dev.stats().state).toBe('running');
+  });
+
+  it('a closed device: every method is harmless, close() twice too', async () => {
+    const h = hooked({});
+    const fe = VhostFrontend.connect(h.path);
+    cleanups.push(() => fe.close());
+    await fe.start();
+    h.dev.close();
+    h.dev.close();
+    expect(h.dev.processQueues()).toBe(0);
+    expect(h.dev.write([out(frame(60, 1))], 1)).toBe(0);
+    expect(h.dev.stats().state).toBeDefined();
+    expect(() => h.dev.flushForwarded()).not.toThrow();
+    expect(() => h.dev.unbindSwitch()).not.toThrow();
+    await fe.waitClosed();
+  });
+});
+
+describe('vhost-user back-end: cut-through into a hostile guest', () => {
+  it('a receiving guest whose RX ring is hostile breaks alone; the sending guest runs on', async () => {
+    const native = loadNative();
+    const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => { set(mac: number, device: object, validMs: number): boolean } }).Fib;
+    type Bindable = { bindSwitch(fib: object, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void };
+    const MAC_A = 0x52_54_00_00_00_0a;
+    const MAC_B = 0x52_54_00_00_00_0b;
+    const a = backend();
+    const bb = backend();
+    const fa = frontend(a);
+    const fb = frontend(bb);
+    await fa.start();
+    await fb.start();
+    const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
+    (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+    (bb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
+    fib.set(MAC_B, bb.dev, 60_000);
+    fib.set(MAC_A, a.dev, 60_000);
+    // B's RX ring: a loop of writable descriptors.
+    const r = fb.rings[RX]!;
+    r.writeDesc(0, { addr: r.bufGpa(0), len: 16, flags: DESC_F_WRITE | DESC_F_NEXT, next: 1 });
+    r.writeDesc(1, { addr: r.bufGpa(1), len: 16, flags: DESC_F_WRITE | DESC_F_NEXT, next: 0 });
+    r.availPush(0);
+    // A plain IPv4 TCP frame A -> B (what the switch cuts through).
+    const f = Buffer.alloc(200);
+    f.writeUIntBE(MAC_B, 0, 6);
+    f.writeUIntBE(MAC_A, 6, 6);
+    f.writeUInt16BE(0x0800, 12);
+    f[14] = 0x45;
+    f.writeUInt16BE(186, 16);
+    f[22] = 64;
+    f[23] = 6;
+    f.writeUInt32BE(0x0a500001, 26);
+    f.writeUInt32BE(0x0a500002, 30);
+    f[14 + 20 + 12] = 0x50;
+    expect(native.isPlainFrame(Buffer.concat([Buffer.alloc(10), f]), 10)).toBe(true);
+    fa.sendFrames([f, f], { kick: false });
+    a.dev.processQueues();
+    // The first is cut through (and breaks B); the second, for a B no longer running, goes to JS.
+    expect(a.frames.length).toBeLessThanOrEqual(1);
+    expect(bb.dev.stats().state).toBe('broken');
+    expect(bb.dev.stats().violations).toBe(1);
+    const sa = a.dev.stats();
+    expect([sa.state, sa.violations]).toEqual(['running', 0]);
+    expect(fa.reclaimTx()).toBe(2);
+    // A keeps working (its next frames, to B or anywhere, never stall it).
+    fa.sendFrames([f, frame(60, 2)], { kick: false });
+    expect(a.dev.processQueues()).toBe(2);
+    expect(a.dev.stats().state).toBe('running');
+    await healthyStillWorks();
+  });
+});
+

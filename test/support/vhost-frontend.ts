@@ -22,6 +22,7 @@
  * rings up and feeds it a descriptor loop: the device must go `broken`.
  */
 import { closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -379,6 +380,11 @@ export interface FrontendOptions {
   needReply?: boolean;
   /** ms to wait for a reply before failing; default 3000. */
   replyTimeoutMs?: number;
+  /**
+   * Send each message in pieces of this many bytes, one sendmsg each, its descriptors on the
+   * first (a stream socket may deliver any message so); default whole.
+   */
+  chunk?: number;
 }
 
 const DEFAULT_WANT = F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES;
@@ -424,6 +430,7 @@ export class VhostFrontend {
       wantProtocol: opts.wantProtocol ?? PF.REPLY_ACK | PF.MQ,
       needReply: opts.needReply ?? false,
       replyTimeoutMs: opts.replyTimeoutMs ?? 3000,
+      chunk: opts.chunk ?? 0,
     };
     const num = this.opts.num;
     const ringArea = 2 * ringBytes(num);
@@ -470,6 +477,7 @@ export class VhostFrontend {
     this.disconnect();
     this.isClosed = false;
     this.inbuf = Buffer.alloc(0);
+    this.unexpected.length = 0;
     this.attach(vt().unixConnect(path));
   }
 
@@ -508,8 +516,11 @@ export class VhostFrontend {
       if (p !== undefined && p.request === r.request) {
         this.pending.shift();
         clearTimeout(p.timer);
-        p.resolve(r);
-      } else {
+        // The spec: a reply carries version 1 and the REPLY flag, and nothing else.
+        if ((r.flags & ~FLAG_REPLY) !== FLAG_VERSION || (r.flags & FLAG_REPLY) === 0) p.reject(new Error(`vhost-user: reply to request ${r.request} with flags 0x${r.flags.toString(16)}`));
+        else p.resolve(r);
+      } else if (this.unexpected.length < 256) {
+        // Replies to messages sent without waiting (the fuzzer's): kept for a look, bounded.
         this.unexpected.push(r);
       }
     }
@@ -536,10 +547,47 @@ export class VhostFrontend {
     });
   }
 
-  /** Raw bytes with descriptors, as one sendmsg. Throws when the connection is gone. */
+  /**
+   * Raw bytes with descriptors, as one sendmsg (or `chunk`-byte pieces, descriptors on the
+   * first). Throws when the connection is gone or the socket is full (EAGAIN): the back-end,
+   * in this process, reads only when the loop turns; sendBytesAsync waits for that.
+   */
   sendBytes(bytes: Buffer, fds: readonly number[] = []): void {
     if (this.fd < 0 || this.isClosed) throw new Error('vhost-user: not connected');
-    vt().sendWithFds(this.fd, bytes, fds);
+    for (const [piece, pfds] of this.pieces(bytes, fds)) {
+      let sent = vt().sendWithFds(this.fd, piece, pfds);
+      while (sent < piece.length) sent += vt().sendWithFds(this.fd, piece.subarray(sent), []);
+    }
+  }
+
+  /** As sendBytes, yielding to the loop (so the back-end reads) while the socket is full. */
+  async sendBytesAsync(bytes: Buffer, fds: readonly number[] = []): Promise<void> {
+    for (const [piece, pfds] of this.pieces(bytes, fds)) {
+      let sent = 0;
+      let first = true;
+      for (let spins = 0; sent < piece.length || first; spins++) {
+        if (this.fd < 0 || this.isClosed) throw new Error('vhost-user: not connected');
+        try {
+          sent += vt().sendWithFds(this.fd, piece.subarray(sent), first ? pfds : []);
+          first = false;
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'EAGAIN' || spins > 100_000) throw e;
+          await yieldLoop();
+        }
+      }
+    }
+  }
+
+  private pieces(bytes: Buffer, fds: readonly number[]): [Buffer, readonly number[]][] {
+    const chunk = this.opts.chunk > 0 ? this.opts.chunk : Math.max(1, bytes.length);
+    const out: [Buffer, readonly number[]][] = [];
+    for (let o = 0; o < bytes.length || o === 0; o += chunk) out.push([bytes.subarray(o, o + chunk), o === 0 ? fds : []]);
+    return out;
+  }
+
+  /** One message, waiting (yielding to the loop) while the socket is full. */
+  post(request: number, payload: Buffer = Buffer.alloc(0), fds: readonly number[] = [], flags = FLAG_VERSION): Promise<void> {
+    return this.sendBytesAsync(encodeMsg(request, payload, flags), fds);
   }
 
   /** One message (no reply awaited). */
@@ -561,14 +609,14 @@ export class VhostFrontend {
       }, this.opts.replyTimeoutMs);
       this.pending.push({ request, resolve, reject, timer });
     });
-    try {
-      this.send(request, payload, fds, flags);
-    } catch (e) {
-      const last = this.pending.pop();
-      if (last !== undefined) clearTimeout(last.timer);
-      p.catch(() => {});
-      throw e;
-    }
+    this.sendBytesAsync(encodeMsg(request, payload, flags), fds).catch((e: unknown) => {
+      const i = this.pending.findIndex((x) => x.request === request);
+      const [lost] = i >= 0 ? this.pending.splice(i, 1) : [];
+      if (lost !== undefined) {
+        clearTimeout(lost.timer);
+        lost.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
     return p;
   }
 
@@ -580,7 +628,7 @@ export class VhostFrontend {
       if (v !== 0n) throw new Error(`vhost-user: request ${request} refused (ack ${v})`);
       return;
     }
-    this.send(request, payload, fds);
+    await this.post(request, payload, fds);
   }
 
   async getU64(request: number): Promise<bigint> {
@@ -600,15 +648,15 @@ export class VhostFrontend {
     if ((this.offered & F.PROTOCOL_FEATURES) !== 0n) {
       this.protocolOffered = await this.getU64(Req.GET_PROTOCOL_FEATURES);
       this.protocol = this.protocolOffered & this.opts.wantProtocol;
-      this.send(Req.SET_PROTOCOL_FEATURES, u64Payload(this.protocol));
+      await this.post(Req.SET_PROTOCOL_FEATURES, u64Payload(this.protocol));
       if ((this.protocol & PF.MQ) !== 0n) await this.getU64(Req.GET_QUEUE_NUM);
     }
-    this.send(Req.SET_OWNER);
+    await this.post(Req.SET_OWNER);
     for (const r of this.rings) {
       if (r.callFd < 0) r.callFd = vt().eventfd();
       if (r.errFd < 0) r.errFd = vt().eventfd();
-      this.send(Req.SET_VRING_CALL, u64Payload(BigInt(r.index)), [r.callFd]);
-      this.send(Req.SET_VRING_ERR, u64Payload(BigInt(r.index)), [r.errFd]);
+      await this.post(Req.SET_VRING_CALL, u64Payload(BigInt(r.index)), [r.callFd]);
+      await this.post(Req.SET_VRING_ERR, u64Payload(BigInt(r.index)), [r.errFd]);
     }
   }
 
@@ -624,9 +672,9 @@ export class VhostFrontend {
     await this.set(Req.SET_VRING_BASE, vringState(q, base));
     await this.set(Req.SET_VRING_ADDR, vringAddr(q, r.uva(r.descOff), r.uva(r.usedOff), r.uva(r.availOff)));
     if (r.kickFd < 0) r.kickFd = vt().eventfd();
-    this.send(Req.SET_VRING_KICK, u64Payload(BigInt(q)), [r.kickFd]);
+    await this.post(Req.SET_VRING_KICK, u64Payload(BigInt(q)), [r.kickFd]);
     if (r.callFd < 0) r.callFd = vt().eventfd();
-    this.send(Req.SET_VRING_CALL, u64Payload(BigInt(q)), [r.callFd]);
+    await this.post(Req.SET_VRING_CALL, u64Payload(BigInt(q)), [r.callFd]);
   }
 
   /** What QEMU does at DRIVER_OK: features, memory table, both rings, enable. Ends with sync(). */

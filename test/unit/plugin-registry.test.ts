@@ -29,7 +29,7 @@ function driver(kind: string, seen: JsonObject[] = []): PluginPortDriver<{ label
 describe('Registry', () => {
   it('refuses built-in kinds, "plugin", bad names and a second registration of a kind', () => {
     const r = new Registry();
-    for (const k of ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface', 'plugin']) {
+    for (const k of ['tap', 'tun', 'unix', 'unix-listen', 'dgram', 'fd', 'iface', 'vhost-user', 'plugin']) {
       expect(() => r.registerPortDriver(driver(k), 'x'), k).toThrow(/would replace a built-in kind/);
     }
     for (const k of ['', 'Null', '1abc', 'a b', 'x'.repeat(33), '../x']) expect(() => r.registerPortDriver(driver(k), 'x'), k).toThrow(/is invalid/);

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { describePort, portParams } from '../../cli/commands/vm-port.js';
+import { parseBatch } from '../../cli/commands/vm-batch.js';
 import { portView } from '../../daemon/control/views.js';
 import { needsOffloadFix, vhostCounters } from '../../plugins/vhost-user/port.js';
 import type { VhostDeviceStats } from '../../plugins/native/types.js';
@@ -20,6 +21,12 @@ describe('vm attach --vhost-user', () => {
   it('exactly one device', async () => {
     await expect(portParams({ net: 'n', vhostUser: true, tap: 't0' }, '/x')).rejects.toThrow(/exactly one of .*--vhost-user/);
     await expect(portParams({ net: 'n', vhostUser: true, vnetHdr: true }, '/x')).rejects.toThrow(/--vnet-hdr applies to --tap only/);
+  });
+
+  it('in a --batch file: vhostUser takes a path or true', async () => {
+    const entries = await parseBatch(JSON.stringify([{ vm: 'a', net: 'n', vhostUser: true }, { vm: 'b', net: 'n', vhostUser: 'b.sock' }]), 'x.json', '/x');
+    expect(entries.map((e) => e.params.port)).toEqual([{ kind: 'vhost-user' }, { kind: 'vhost-user', path: 'b.sock' }]);
+    await expect(parseBatch(JSON.stringify([{ vm: 'a', net: 'n', vhostUser: 5 }]), 'x.json', '/x')).rejects.toThrow(/vhostUser takes a path or true/);
   });
 
   it('answers carry kind and path; people read "vhost-user PATH"', () => {

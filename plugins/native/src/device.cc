@@ -765,24 +765,35 @@ uint32_t Device::ReadBatch() {
         lens_[n] = len;
         if (tee_.in) TeeIn(f, len);  // before cut-through may reuse the slot
         if (cut) {
-          SwitchMember* dst = Route(f, len, slot_, now);
+          int conv = kCutSame;
+          SwitchMember* dst = Route(f, len, slot_, now, &conv);
           if (dst != nullptr) {
             fwd++;
             fwd_bytes += len - sw_h_;
-            if (dst != run_dst && run > 0) {
+            if ((dst != run_dst || conv == kCutAdd || conv == kCutNormalize) && run > 0) {
               run_dst->CutWrite(cut_iov_.data(), run);
               run = 0;
             }
+            const uint32_t skip = conv == kCutStrip ? kVnetHdrLen : 0;
             Device* tap = dst->IsTap() ? static_cast<Device*>(dst) : nullptr;
-            if (tap == nullptr) {
+            if (tap == nullptr && conv != kCutAdd && conv != kCutNormalize) {
               run_dst = dst;
-              cut_iov_[run].iov_base = f;
-              cut_iov_[run].iov_len = len;
+              cut_iov_[run].iov_base = f + skip;
+              cut_iov_[run].iov_len = len - skip;
               run++;
               n++;
             } else {
-              tap->WriteOne(f, len);
-              if (tap != last_tap) {
+              // Written now (a TAP, a zero header put before it, or made plain): the slot is
+              // free again.
+              if (conv == kCutAdd) {
+                iovec two[2] = {{const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen}, {f, len}};
+                dst->CutWriteV(two, 2, len + kVnetHdrLen);
+              } else if (conv == kCutNormalize) {
+                CutNormalized(dst, f, len);
+              } else {
+                tap->WriteOne(f + skip, len - skip);
+              }
+              if (tap != nullptr && tap != last_tap) {
                 NotePeer(tap);
                 last_tap = tap;
               }
@@ -928,19 +939,9 @@ uint32_t Device::Write(const iovec* frames, size_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cut-through. The switch (daemon/switch/network.ts) binds each member's device to its network's
-// Fib with the member's source MAC and the port's limits. Frames read from a bound device are
-// then forwarded by ReadBatch itself, in order, for as long as each is one the switch would
-// forward to a known member unchanged (Route): it passes the port's receive checks, is unicast
-// from the member's own MAC to a MAC in the Fib (not the gateway, not itself), is a plain
-// frame (IsPlainFrame: nothing the switch's guard looks at), and passes the destination port's
-// send checks with the same vnet header length. The first frame that is anything else ends
-// cut-through for the batch: it and the rest go to JS (onRead(count, start)), so
-// per-destination order is kept. The switch's bookkeeping (counters, MAC ageing) for the frames
-// cut through is reported to JS afterwards (fwd_cb_), from a timer kReportMs later, so a reply
-// the write provoked is forwarded before any JS runs (see also DrainPeers). The Fib is a subset of the switch's MAC table (its
-// entries expire before the table's and go with them), so nothing is cut through that the
-// switch would not have forwarded the same way.
+// Cut-through from a Device: ReadBatch forwards frames itself while SwitchMember::Route (below,
+// with the whole story) finds a member for them; runs for one destination go out together, a
+// TAP is written a frame at a time and read right after (DrainPeers).
 
 // DrainPeers reads the TAPs cut-through wrote to.
 void Device::NotePeer(Device* dst) {
@@ -958,18 +959,30 @@ uint32_t Device::CutThrough(uint32_t n) {
   for (; k < n; k++) {
     uint8_t* f = buf_ + static_cast<size_t>(k) * slot_;
     uint32_t len = lens_[k];
-    SwitchMember* dst = Route(f, len, slot_, now);
+    int conv = kCutSame;
+    SwitchMember* dst = Route(f, len, slot_, now, &conv);
     if (dst == nullptr) break;
-    if (dst != run_dst) {
+    if (dst != run_dst || conv == kCutAdd || conv == kCutNormalize) {
       if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
       run = 0;
+      run_dst = nullptr;
       if (dst->IsTap()) NotePeer(static_cast<Device*>(dst));
     }
-    run_dst = dst;
-    cut_iov_[run].iov_base = f;
-    cut_iov_[run].iov_len = len;
-    run++;
     bytes += len - sw_h_;
+    if (conv == kCutAdd) {
+      iovec two[2] = {{const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen}, {f, len}};
+      dst->CutWriteV(two, 2, len + kVnetHdrLen);
+      continue;
+    }
+    if (conv == kCutNormalize) {
+      CutNormalized(dst, f, len);
+      continue;
+    }
+    run_dst = dst;
+    const uint32_t skip = conv == kCutStrip ? kVnetHdrLen : 0;
+    cut_iov_[run].iov_base = f + skip;
+    cut_iov_[run].iov_len = len - skip;
+    run++;
   }
   if (run > 0) run_dst->CutWrite(cut_iov_.data(), run);
   if (k > 0) NoteForwarded(k, bytes);
@@ -1533,8 +1546,9 @@ bool Tee::Set(napi_env env, size_t argc, napi_value* argv, bool closed) {
 // member itself, in order, for as long as each is one the switch would forward to a known
 // member unchanged (Route): it passes the port's receive checks, is unicast from the member's
 // own MAC to a MAC in the Fib (not the gateway, not itself), is a plain frame (IsPlainFrame:
-// nothing the switch's guard looks at), and passes the destination port's send checks with the
-// same vnet header length. The first frame that is anything else ends cut-through for the
+// nothing the switch's guard looks at), and passes the destination port's send checks, with
+// the virtio_net_hdr made what the destination port has as the switch makes it (Route's
+// `conv`: left out of a frame without offloads, or a zero one put before). The first frame that is anything else ends cut-through for the
 // batch: it and the rest go to JS, so per-destination order is kept. The switch's bookkeeping
 // (counters, MAC ageing) for the frames cut through is reported to JS afterwards (fwd_cb_), from
 // a timer kReportMs later, so a reply the write provoked is forwarded before any JS runs. The
@@ -1571,7 +1585,182 @@ const FibEntry* SwitchMember::Lookup(uint64_t dmac) {
   return &cache_entry_;
 }
 
-SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now) {
+const uint8_t kZeroVnetHdr[10] = {0};
+
+namespace {
+
+// The one's-complement sum of p[0, n) as big-endian 16-bit words (an odd last byte padded),
+// folded to 16 bits. Pieces summed separately must start at even offsets of the whole.
+uint32_t SumBE(const uint8_t* p, size_t n) {
+  uint64_t acc = 0;
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    acc += (w & 0xffffffffu) + (w >> 32);  // native order: the sum commutes with byte swaps
+    p += 8;
+    n -= 8;
+  }
+  while (n >= 2) {
+    uint16_t w;
+    std::memcpy(&w, p, 2);
+    acc += w;
+    p += 2;
+    n -= 2;
+  }
+  if (n == 1) {
+    const uint8_t last[2] = {p[0], 0};
+    uint16_t w;
+    std::memcpy(&w, last, 2);
+    acc += w;
+  }
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  return __builtin_bswap16(static_cast<uint16_t>(acc));
+}
+
+inline uint16_t Finish(uint64_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum & 0xffff);
+}
+
+inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline void PutBe16(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+
+constexpr uint32_t kMaxGsoSegments = 2048;  // gso.ts MAX_GSO_SEGMENTS
+
+struct OffloadPlan {
+  bool segment;  // TCP segmentation; else a partial checksum to complete
+  bool v6;
+  uint32_t ip, l4, hdrs;  // offsets in the Ethernet frame
+  uint32_t gso_size, segments;
+  uint32_t max_seg, min_seg;  // the plain frames' sizes
+  uint32_t csum_start, csum_offset;
+};
+
+bool PlanOffload(const uint8_t* f, uint32_t len, uint32_t avail, OffloadPlan* p);
+
+}  // namespace
+
+// What normalizeOffload (daemon/wire/gso.ts) would do with a frame (virtio_net_hdr first), for
+// the offloads cut-through makes plain itself: a partial checksum (GSO_NONE + NEEDS_CSUM) and
+// TCP segmentation (GSO_TCPV4/V6, ECN allowed) of a plain IPv4/IPv6 TCP frame (IsPlainFrame has
+// passed: no VLAN, no IPv4 fragment, no IPv6 extension header). The headers must lie in the
+// first `avail` bytes. False for anything normalizeOffload refuses or does otherwise (UFO).
+namespace {
+bool PlanOffload(const uint8_t* f, uint32_t len, uint32_t avail, OffloadPlan* p) {
+  if (len < kVnetHdrLen + 14 || avail < kVnetHdrLen + 14) return false;
+  const uint32_t flen = len - kVnetHdrLen;
+  const uint8_t* e = f + kVnetHdrLen;
+  const bool needs = (f[0] & 1) != 0;
+  const uint8_t base = f[1] & 0x7f;
+  const uint32_t gso_size = f[4] | (f[5] << 8);
+  const uint32_t cs = f[6] | (f[7] << 8), co = f[8] | (f[9] << 8);
+  if (needs && (cs >= flen || cs + co + 2 > flen)) return false;
+  p->csum_start = cs;
+  p->csum_offset = co;
+  if (base == 0) {
+    if ((f[1] & 0x80) != 0 || !needs) return false;
+    p->segment = false;
+    p->max_seg = p->min_seg = flen;
+    return true;
+  }
+  if ((base != 1 && base != 4) || gso_size == 0) return false;
+  const bool v6 = base == 4;
+  const uint32_t type = Be16(e + 12);
+  if (type != (v6 ? 0x86ddu : 0x0800u)) return false;
+  const uint32_t ip = 14;
+  uint32_t l4;
+  if (v6) {
+    if (avail < kVnetHdrLen + ip + 40 || (e[ip] >> 4) != 6 || e[ip + 6] != 6) return false;
+    l4 = ip + 40;
+  } else {
+    if (avail < kVnetHdrLen + ip + 20 || (e[ip] >> 4) != 4) return false;
+    const uint32_t ihl = (e[ip] & 0x0fu) * 4u;
+    if (ihl < 20 || e[ip + 9] != 6 || ((e[ip + 6] & 0x3f) | e[ip + 7]) != 0) return false;
+    l4 = ip + ihl;
+  }
+  if (l4 + 20 > flen || kVnetHdrLen + l4 + 20 > avail) return false;
+  const uint32_t thl = (e[l4 + 12] >> 4) * 4u;
+  const uint32_t hdrs = l4 + thl;
+  if (thl < 20 || hdrs > flen || kVnetHdrLen + hdrs > avail) return false;
+  const uint32_t payload = flen - hdrs;
+  const uint32_t first = std::min(gso_size, payload);
+  if (!v6 && hdrs - ip + first > 0xffff) return false;
+  if (v6 && hdrs - ip - 40 + first > 0xffff) return false;
+  const uint32_t n = payload == 0 ? 1 : (payload + gso_size - 1) / gso_size;
+  if (n > kMaxGsoSegments) return false;
+  p->segment = true;
+  p->v6 = v6;
+  p->ip = ip;
+  p->l4 = l4;
+  p->hdrs = hdrs;
+  p->gso_size = gso_size;
+  p->segments = n;
+  p->max_seg = hdrs + first;
+  p->min_seg = hdrs + (payload == 0 ? 0 : payload - (n - 1) * gso_size);
+  return true;
+}
+}  // namespace
+
+void SwitchMember::CutNormalized(SwitchMember* dst, const uint8_t* f, uint32_t len) {
+  OffloadPlan p;
+  if (!PlanOffload(f, len, len, &p)) return;  // cannot happen: Route planned it on the same bytes
+  const uint8_t* e = f + kVnetHdrLen;
+  const uint32_t flen = len - kVnetHdrLen;
+  if (!p.segment) {
+    // gso.ts completeChecksum: a copy with the sum of [csum_start, end) folded in (0 as 0xffff).
+    static thread_local std::vector<uint8_t> copy;
+    copy.assign(e, e + flen);
+    const uint16_t c = Finish(SumBE(copy.data() + p.csum_start, flen - p.csum_start));
+    PutBe16(copy.data() + p.csum_start + p.csum_offset, c == 0 ? 0xffff : c);
+    iovec one = {copy.data(), flen};
+    dst->CutWrite(&one, 1);
+    return;
+  }
+  // gso.ts segmentTcp: the headers copied before each piece, lengths, IPv4 id and header
+  // checksum fixed, sequence numbers advanced, FIN/PSH on the last only, CWR on the first only,
+  // the TCP checksum computed from scratch over the pseudo-header.
+  uint8_t hb[14 + 60 + 60];
+  std::memcpy(hb, e, p.hdrs);
+  const uint32_t ip = p.ip, l4 = p.l4, thl = p.hdrs - p.l4;
+  const uint32_t seq0 = (static_cast<uint32_t>(e[l4 + 4]) << 24) | (e[l4 + 5] << 16) | (e[l4 + 6] << 8) | e[l4 + 7];
+  const uint32_t id0 = p.v6 ? 0 : Be16(e + ip + 4);
+  const uint8_t flags0 = e[l4 + 13];
+  for (uint32_t i = 0; i < p.segments; i++) {
+    const uint32_t from = p.hdrs + i * p.gso_size;
+    const uint32_t seg = std::min(p.gso_size, flen - from);
+    uint64_t pseudo;
+    if (p.v6) {
+      PutBe16(hb + ip + 4, p.hdrs - ip - 40 + seg);
+      pseudo = static_cast<uint64_t>(SumBE(hb + ip + 8, 32)) + 6 + thl + seg;
+    } else {
+      const uint32_t ihl = l4 - ip;
+      PutBe16(hb + ip + 2, p.hdrs - ip + seg);
+      PutBe16(hb + ip + 4, (id0 + i) & 0xffff);
+      hb[ip + 10] = hb[ip + 11] = 0;
+      PutBe16(hb + ip + 10, Finish(SumBE(hb + ip, ihl)));
+      pseudo = static_cast<uint64_t>(SumBE(hb + ip + 12, 8)) + 6 + thl + seg;
+    }
+    const uint32_t seq = seq0 + i * p.gso_size;
+    hb[l4 + 4] = static_cast<uint8_t>(seq >> 24);
+    hb[l4 + 5] = static_cast<uint8_t>(seq >> 16);
+    hb[l4 + 6] = static_cast<uint8_t>(seq >> 8);
+    hb[l4 + 7] = static_cast<uint8_t>(seq);
+    uint8_t fl = flags0;
+    if (i < p.segments - 1) fl &= static_cast<uint8_t>(~0x09);  // FIN, PSH
+    if (i > 0) fl &= static_cast<uint8_t>(~0x80);               // CWR
+    hb[l4 + 13] = fl;
+    hb[l4 + 16] = hb[l4 + 17] = 0;
+    // thl is a multiple of 4: the payload's sum starts at an even offset of the segment.
+    PutBe16(hb + l4 + 16, Finish(pseudo + SumBE(hb + l4, thl) + SumBE(e + from, seg)));
+    iovec two[2] = {{hb, p.hdrs}, {const_cast<uint8_t*>(e + from), seg}};
+    dst->CutWriteV(two, 2, p.hdrs + seg);
+  }
+}
+
+SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now, int* conv) {
   const uint32_t h = sw_h_;
   // DevicePort's receive checks (runt, oversize).
   if (sw_pass_) {
@@ -1590,10 +1779,31 @@ SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot,
   const FibEntry* e = Lookup(dmac);
   if (e == nullptr || now >= e->deadline) return nullptr;
   SwitchMember* dst = e->dev;
-  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen() || dst->sw_h_ != h || !dst->TxAccepts(f, len)) {
-    return nullptr;
+  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen()) return nullptr;
+  if (dst->sw_h_ == h) {
+    *conv = kCutSame;
+    return dst->TxAccepts(f, len) ? dst : nullptr;
   }
-  return dst;
+  if (h == kVnetHdrLen && dst->sw_h_ == 0) {
+    // Network.enqueue: normalizeOffload, which for a frame without GSO or a partial checksum
+    // only leaves the header out; TCP super-frames and partial checksums are made plain here
+    // the same way (OffloadPlan); anything else (UFO, a header normalizeOffload refuses) goes
+    // to the switch.
+    if (f[1] == 0 && (f[0] & 1) == 0) {
+      *conv = kCutStrip;
+      return dst->TxAccepts(f + kVnetHdrLen, len - kVnetHdrLen) ? dst : nullptr;
+    }
+    OffloadPlan plan;
+    if (!PlanOffload(f, len, std::min(len, kRouteBytes), &plan)) return nullptr;
+    *conv = kCutNormalize;
+    return dst->TxAccepts(f + kVnetHdrLen, plan.max_seg) && dst->TxAccepts(f + kVnetHdrLen, plan.min_seg) ? dst : nullptr;
+  }
+  if (h == 0 && dst->sw_h_ == kVnetHdrLen) {
+    // Network.enqueue: a zero header before it. TxAccepts reads only the header's bytes of `f`.
+    *conv = kCutAdd;
+    return dst->TxAccepts(kZeroVnetHdr, len + kVnetHdrLen) ? dst : nullptr;
+  }
+  return nullptr;
 }
 
 bool SwitchMember::CanCutThrough() const {

@@ -26,9 +26,10 @@ napi_value DefineDeviceClass(napi_env env);
 // device.cc). Exported to JS as isPlainFrame for the differential test against the guard.
 bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len);
 
-// The bytes IsPlainFrame looks at in the worst case (vnet header, Ethernet, IPv4 with options,
-// ports): a copy of this much of a frame is all the switch decisions depend on.
-constexpr uint32_t kRouteBytes = 10 + 14 + 60 + 8;
+// The bytes the switch decisions read in the worst case (vnet header, Ethernet, IPv4 with
+// options, a TCP header with options: IsPlainFrame, and the offload checks of kCutNormalize):
+// a copy of this much of a frame is all they depend on.
+constexpr uint32_t kRouteBytes = 10 + 14 + 60 + 60;
 
 // CLOCK_REALTIME, read once when first needed: a ring that refuses every copy never reads it.
 struct TeeClock {
@@ -75,6 +76,10 @@ struct Tee {
 class Fib;
 class SwitchMember;
 
+enum CutConv { kCutSame = 0, kCutStrip = 1, kCutAdd = 2, kCutNormalize = 3 };
+// A virtio_net_hdr of zeros (no offload), put before frames cut through with kCutAdd.
+extern const uint8_t kZeroVnetHdr[10];
+
 struct FibEntry {
   SwitchMember* dev;
   uint64_t deadline;  // uv_hrtime() ns
@@ -102,9 +107,17 @@ class SwitchMember {
   // As a source.
   bool CanCutThrough() const;
   // The member the frame goes to, or null when the switch must see it. `f` holds at least
-  // min(len, kRouteBytes) bytes; `slot`: the source's largest frame.
-  SwitchMember* Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now);
+  // min(len, kRouteBytes) bytes; `slot`: the source's largest frame. `conv`: what the frame
+  // becomes on the way, as the switch's enqueue does it between ports with and without a
+  // virtio_net_hdr (kCutStrip: a frame with no offload, its header left out; kCutNormalize: a
+  // TCP super-frame segmented or a partial checksum completed first, CutNormalized; kCutAdd: a
+  // zero header put before it).
+  SwitchMember* Route(const uint8_t* f, uint32_t len, uint32_t slot, uint64_t now, int* conv);
   void NoteForwarded(double frames, double bytes);
+  // kCutNormalize: `f` (its virtio_net_hdr then the frame, `len` bytes, contiguous and not
+  // guest memory: it is read more than once) made plain frames for `dst`, as the switch's
+  // normalizeOffload (daemon/wire/gso.ts) makes them, and written.
+  static void CutNormalized(SwitchMember* dst, const uint8_t* f, uint32_t len);
   // Leaves the Fib (dropping its entries for this member). Pending counts stay for the report.
   void UnbindSwitch();
   // The Fib went away (garbage collected).

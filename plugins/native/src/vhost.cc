@@ -801,10 +801,26 @@ uint32_t VhostDevice::ProcessTx() {
       const uint32_t plen = static_cast<uint32_t>(std::min<uint64_t>(len, kRouteBytes));
       Gather(c, 0, pre, kVnetHdrLen);
       Gather(c, guest_hdr_, pre + kVnetHdrLen, plen - kVnetHdrLen);
-      SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now);
+      int conv = kCutSame;
+      SwitchMember* dst = Route(pre, static_cast<uint32_t>(len), slot_, now, &conv);
       if (dst != nullptr) {
+        if (conv == kCutNormalize) {
+          // Segmented or checksummed for a port without the header: read more than once, so
+          // from a copy of the whole frame, never from guest memory.
+          scratch_.resize(len);
+          std::memcpy(scratch_.data(), pre, plen);
+          Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
+          if (tee_.in) tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
+          CutNormalized(dst, scratch_.data(), static_cast<uint32_t>(len));
+          fwd++;
+          fwd_bytes += static_cast<double>(len - kVnetHdrLen);
+          continue;
+        }
+        // kCutStrip: to a port without the header (a plain TAP, a socket), which the frame
+        // (no offload) does without. kCutAdd cannot happen: this port has the header.
+        const uint32_t skip_hdr = conv == kCutStrip ? kVnetHdrLen : 0;
         cut_iov_.clear();
-        cut_iov_.push_back({pre, plen});
+        cut_iov_.push_back({pre + skip_hdr, plen - skip_hdr});
         uint64_t skip = guest_hdr_ + (plen - kVnetHdrLen);
         for (uint32_t k = 0; k < c.count; k++) {
           const Seg& sg = segs_[c.first + k];
@@ -821,7 +837,7 @@ uint32_t VhostDevice::ProcessTx() {
           Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
           tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
         }
-        dst->CutWriteV(cut_iov_.data(), static_cast<int>(cut_iov_.size()), static_cast<uint32_t>(len));
+        dst->CutWriteV(cut_iov_.data(), static_cast<int>(cut_iov_.size()), static_cast<uint32_t>(len - skip_hdr));
         fwd++;
         fwd_bytes += static_cast<double>(len - kVnetHdrLen);
         continue;
@@ -838,6 +854,14 @@ uint32_t VhostDevice::ProcessTx() {
     r.Publish();
     std::string why;
     more = taken == batch_ && r.Pending(&why) != 0;
+    // While more waits, the next idle turn takes it: the guest need not kick (a kick costs it an
+    // exit). Once drained, kicks are wanted again, and what came in meanwhile is looked at after
+    // a full barrier, so nothing is left waiting for a kick the guest skipped.
+    r.SetNoNotify(more);
+    if (!more) {
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      more = r.Pending(&why) != 0;
+    }
   }
   PublishCutWrites();  // the guests cut-through wrote to, before any JS runs
   if (fwd > 0) NoteForwarded(fwd, fwd_bytes);
@@ -856,7 +880,8 @@ uint32_t VhostDevice::ProcessTx() {
 
 // What a frame for the guest (its 10-byte header) needs that the guest negotiated.
 bool VhostDevice::OffloadOk(const uint8_t* hdr) const {
-  const uint8_t gso = hdr[1] & static_cast<uint8_t>(~kGsoEcn);
+  if ((hdr[1] & kGsoEcn) != 0) return false;  // GUEST_ECN is not offered
+  const uint8_t gso = hdr[1];
   if ((hdr[0] & kHdrNeedsCsum) != 0 && (features_ & vhost::kFGuestCsum) == 0) return false;
   if (gso == 0) return true;
   if (gso == kGsoTcpv4) return (features_ & vhost::kFGuestTso4) != 0;
@@ -891,7 +916,7 @@ VhostDevice::PutResult VhostDevice::PutFrame(const iovec* iov, int count, uint64
     return kDropped;
   }
   const uint64_t eth = len - kVnetHdrLen;
-  if (eth > kGsoMaxFrame || ((hdr[1] & static_cast<uint8_t>(~kGsoEcn)) == 0 && eth > max_frame_)) {
+  if (eth > kGsoMaxFrame || (hdr[1] == 0 && eth > max_frame_)) {
     drop_oversize_++;
     return kDropped;
   }
@@ -1272,6 +1297,12 @@ napi_value VhostDevice::JsBindSwitch(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   VhostDevice* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
+  uint32_t mode = 0;
+  // Frames to and from this device always carry a virtio_net_hdr: 'pass' (1) only.
+  if (argc >= 2 && napi_get_value_uint32(env, argv[1], &mode) == napi_ok && mode != 1) {
+    ThrowType(env, "bindSwitch: a VhostDevice binds with mode 1 ('pass')");
+    return nullptr;
+  }
   return d->JsBind(env, argc, argv, d, d->closed_);
 }
 
