@@ -14,7 +14,10 @@
  * and, in clean episodes (valid traffic only), any frame lost, changed or made up either way.
  */
 import { setImmediate as yieldLoop } from 'node:timers/promises';
-import { closeSync, readdirSync } from 'node:fs';
+import { closeSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { NativeDevice } from '../../plugins/native/types.js';
 import { loadNative } from '../../plugins/native/index.js';
 import { type Backend, DESC_F_NEXT, DESC_F_WRITE, encodeMsg, F, FLAG_NEED_REPLY, FLAG_VERSION, memTablePayload, Req, RX, startBackend, TX, u64Payload, VhostFrontend, vringAddr, vringState, vt } from '../support/vhost-frontend.js';
 import { inputSeed, mutate, Rng } from './rng.js';
@@ -59,6 +62,12 @@ export interface VhostHarness {
    * may break it.
    */
   peer: { b: Backend; fe: VhostFrontend; fib: object; got: Buffer[] };
+  /**
+   * A port without the virtio-net header on the same table (a native Device on a unix datagram
+   * socket, sending to a second one that records what arrives): frames for MAC_SOCK are cut
+   * through to it, TSO super-frames segmented and partial checksums completed natively.
+   */
+  sock: { dev: NativeDevice; sink: NativeDevice; dir: string; datagrams: number; oversize: number };
 }
 
 interface NativeFib {
@@ -68,11 +77,12 @@ type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFr
 const MAC_GW = 0x02_6d_76_00_ff_01;
 const MAC_A = 0x52_54_00_00_00_0a;
 const MAC_PEER = 0x52_54_00_00_00_0b;
+const MAC_SOCK = 0x52_54_00_00_00_0c;
 
-/** A plain IPv4 TCP frame from the fuzzed guest to the peer (what cut-through forwards). */
-function cutFrame(rng: Rng, len: number): Buffer {
+/** A plain IPv4 TCP frame from the fuzzed guest to `dst` (what cut-through forwards). */
+function cutFrame(rng: Rng, len: number, dst = MAC_PEER): Buffer {
   const f = rng.bytes(Math.max(54, len));
-  f.writeUIntBE(MAC_PEER, 0, 6);
+  f.writeUIntBE(dst, 0, 6);
   f.writeUIntBE(MAC_A, 6, 6);
   f.writeUInt16BE(0x0800, 12);
   f[14] = 0x45;
@@ -83,7 +93,20 @@ function cutFrame(rng: Rng, len: number): Buffer {
   f[23] = 6;
   f.writeUInt32BE(0x0a500001, 26);
   f.writeUInt32BE(0x0a500002, 30);
+  if (rng.bool(0.8)) f[46] = (5 + rng.int(11)) << 4;  // a TCP data offset that holds, mostly
   return f;
+}
+
+/** A TSO or partial-checksum header for a frame to the socket port (plausible, or not). */
+function segHdr(rng: Rng, len: number): Buffer {
+  const h = Buffer.alloc(12);
+  h[0] = rng.bool(0.8) ? 1 : rng.int(4);
+  h[1] = rng.pick([0, 1, 1, 1, 4, 3, 0x81]);
+  h.writeUInt16LE(rng.bool(0.7) ? 54 : rng.int(len + 8), 2);
+  h.writeUInt16LE(rng.bool(0.7) ? 1 + rng.int(1460) : rng.pick([0, 1, 0xffff]), 4);
+  h.writeUInt16LE(rng.bool(0.8) ? 34 : rng.int(len + 8), 6);
+  h.writeUInt16LE(rng.bool(0.8) ? 16 : rng.int(0x10000), 8);
+  return h;
 }
 
 export function vhostHarness(): VhostHarness {
@@ -101,7 +124,33 @@ export function vhostHarness(): VhostHarness {
   (pb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_PEER, () => {});
   fib.set(MAC_PEER, pb.dev, 1e9);
   fib.set(MAC_A, b.dev, 1e9);
+  const dir = mkdtempSync(join(tmpdir(), 'mvnet-vhost-fuzz-'));
+  const native = loadNative();
+  const a = native.openUnixDgram({ path: join(dir, 'a') });
+  const z = native.openUnixDgram({ path: join(dir, 'z') });
+  const sock = { dir, datagrams: 0, oversize: 0 } as VhostHarness['sock'];
+  sock.dev = new native.Device({ fd: a.fd, mode: 'dgram', maxFrame: 1514, batch: 32, queueFrames: 256, queueBytes: 1 << 20, onRead: () => {}, onError: () => {} });
+  sock.dev.setPeer(join(dir, 'z'));
+  sock.sink = new native.Device({
+    fd: z.fd,
+    mode: 'dgram',
+    maxFrame: 65536,
+    batch: 64,
+    queueFrames: 1,
+    queueBytes: 1 << 16,
+    onRead: (count) => {
+      sock.datagrams += count;
+      // Segmentation must have cut super-frames to the port's largest frame.
+      for (let i = 0; i < count; i++) if (sock.sink.lengths[i]! > 1514) sock.oversize++;
+    },
+    onError: () => {},
+  });
+  sock.dev.start();
+  sock.sink.start();
+  (sock.dev as unknown as Bindable).bindSwitch(fib, 0, 14, 1514, MAC_SOCK, () => {});
+  fib.set(MAC_SOCK, sock.dev, 1e9);
   return {
+    sock,
     peer: { b: pb, fe: pfe, fib, got: [] }, b, fe, spare: { efd: vt().eventfd(), memfd: m.fd, mapId: m.id, mem: m.mem }, coverage: { episodes: 0, clean: 0, broken: 0, closedByBackend: 0, framesIn: 0, framesOut: 0, ctl: 0, ring: 0, cutThrough: 0 }, ready: false };
 }
 
@@ -179,6 +228,10 @@ function servicePeer(h: VhostHarness): void {
 }
 
 export function closeVhostHarness(h: VhostHarness): void {
+  (h.sock.dev as unknown as Bindable).unbindSwitch();
+  h.sock.dev.close();
+  h.sock.sink.close();
+  rmSync(h.sock.dir, { recursive: true, force: true });
   (h.b.dev as unknown as Bindable).unbindSwitch();
   (h.peer.b.dev as unknown as Bindable).unbindSwitch();
   h.peer.fe.close();
@@ -420,10 +473,15 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
     if (a === 0 || a === 1) {
       const n = 1 + rng.int(4);
       const frames: Buffer[] = [];
-      for (let i = 0; i < n && fe.rings[TX]!.free.length > 0; i++) frames.push(cut && rng.bool(0.7) ? cutFrame(rng, 54 + rng.int(1460)) : frameOf(rng, 14 + rng.int(1500)));
-      ep.trace.push(`tx ${frames.map((f) => f.length).join(',')}`);
+      // To the socket port: super-frames (up to 1900 bytes: a 2 KiB buffer) with TSO or
+      // partial-checksum headers, for native segmentation; only where the guest negotiated
+      // HOST_TSO/CSUM would a real guest send them, but a hostile one sends what it likes.
+      const toSock = cut && ep.mode !== 'clean' && rng.bool(0.3);
+      for (let i = 0; i < n && fe.rings[TX]!.free.length > 0; i++) frames.push(toSock ? cutFrame(rng, 54 + rng.int(1846), MAC_SOCK) : cut && rng.bool(0.7) ? cutFrame(rng, 54 + rng.int(1460)) : frameOf(rng, 14 + rng.int(1500)));
+      ep.trace.push(`tx${toSock ? ' sock' : ''} ${frames.map((f) => f.length).join(',')}`);
       try {
-        fe.sendFrames(frames, { kick: rng.bool(), ...(hostile && rng.bool(0.2) ? { hdr: hostileHdr(rng) } : {}) });
+        const hdr = toSock ? segHdr(rng, frames[0]?.length ?? 54) : hostile && rng.bool(0.2) ? hostileHdr(rng) : undefined;
+        fe.sendFrames(frames, { kick: rng.bool(), ...(hdr !== undefined ? { hdr } : {}) });
       } catch {
         // a hostile step emptied the free list some other way
       }
@@ -478,6 +536,10 @@ async function runEpisode(h: VhostHarness, seed: number, steps: number, ep: Epis
   const st = b.dev.stats().state;
   if (st === 'broken') h.coverage.broken!++;
   if (fe.closed) h.coverage.closedByBackend!++;
+  h.coverage.toSocket = h.sock.datagrams;
+  check(h.sock.oversize === 0, `${h.sock.oversize} datagrams larger than the socket port's 1514 bytes (segmentation)`);
+  const ss = h.sock.dev.stats();
+  check(ss.callbackErrors === 0, `socket port: callbackErrors ${ss.callbackErrors}`);
   // The peer is never hurt by what the fuzzed guest does.
   const ps = h.peer.b.dev.stats();
   check(ps.state === 'running' && ps.violations === 0 && ps.callbackErrors === 0, `the peer guest was hurt: ${ps.state} (${ps.detail}), ${ps.violations} violations`);

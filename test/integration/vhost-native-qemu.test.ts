@@ -27,6 +27,14 @@ interface NativeFib {
 }
 type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void };
 const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+// The switch holds its Fib for as long as the network lives; here this list does. (A Fib the
+// garbage collector takes while members are bound ends their cut-through: frames go to JS.)
+const fibs: NativeFib[] = [];
+const newFib = (gatewayMac: number, maxFrame: number): NativeFib => {
+  const f = new Fib(gatewayMac, maxFrame);
+  fibs.push(f);
+  return f;
+};
 const macNumber = (mac: string): number => Number.parseInt(mac.replaceAll(':', ''), 16);
 
 describe('VhostDevice with a QEMU VM', () => {
@@ -171,7 +179,7 @@ c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
   it('with cut-through (the VM and the TAP bound to a Fib): pings and TCP cross natively, intact; host_mtu reaches the guest', { timeout: BOOT_MS + 60_000 }, async () => {
     vhost?.close();
     vhost = listen();
-    const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
+    const fib = newFib(0x02_6d_76_00_ff_01, 1514);
     const fwd = { vm: 0, tap: 0 };
     (vhost as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, macNumber(MAC), (n) => (fwd.vm += n));
     const tapMac = macNumber(await ns.mac(tapName));

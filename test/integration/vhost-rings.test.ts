@@ -8,6 +8,8 @@
  */
 import { closeSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { join } from 'node:path';
 import { loadNative } from '../../plugins/native/index.js';
 import type { NativeVhostDevice } from '../../plugins/native/types.js';
@@ -724,6 +726,21 @@ describe('vhost-user back-end: hostile control messages make the device broken (
     await expectBrokenThenRecovers(b, c.why);
   });
 
+  it('a front-end that never reads its replies: the device never blocks on it; it gives up on that connection', async () => {
+    const b = backend();
+    const fe = frontend(b);
+    await fe.start();
+    fe.pauseReading();
+    // Thousands of requests whose replies pile up unread; the loop keeps turning meanwhile.
+    const burst = Buffer.concat(Array.from({ length: 100 }, () => encodeMsg(Req.GET_FEATURES)));
+    await tolerate(async () => {
+      for (let i = 0; i < 400 && !fe.closed && b.dev.stats().state !== 'broken'; i++) await fe.sendBytesAsync(burst);
+    });
+    const detail = await b.waitState('broken');
+    expect(detail).toMatch(/repl/i);
+    await healthyStillWorks();
+  });
+
   it('a header cut short then EOF: no message, no violation, back to listening', async () => {
     const b = backend();
     const fe = frontend(b);
@@ -1145,6 +1162,8 @@ describe('vhost-user back-end: cut-through into a hostile guest', () => {
     await fa.start();
     await fb.start();
     const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
+    // Held to the end, as the switch holds its own: a collected Fib unbinds its members.
+    cleanups.push(() => void fib);
     (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
     (bb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
     fib.set(MAC_B, bb.dev, 60_000);
@@ -1182,5 +1201,43 @@ describe('vhost-user back-end: cut-through into a hostile guest', () => {
     expect(a.dev.stats().state).toBe('running');
     await healthyStillWorks();
   });
-});
 
+  it('a Fib that JavaScript dropped while devices are bound to it: no use of freed memory; each frame cut through or to JS', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const native = loadNative();
+    const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => { set(mac: number, device: object, validMs: number): boolean } }).Fib;
+    type Bindable = { bindSwitch(fib: object, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; unbindSwitch(): void };
+    const a = backend();
+    const bb = backend();
+    const fa = frontend(a);
+    const fb = frontend(bb);
+    await fa.start();
+    await fb.start();
+    fb.postRx(16);
+    (() => {
+      const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
+      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, 0x52_54_00_00_00_0a, () => {});
+      (bb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, 0x52_54_00_00_00_0b, () => {});
+      fib.set(0x52_54_00_00_00_0b, bb.dev, 60_000);
+    })();
+    for (let i = 0; i < 5; i++) {
+      gc();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const f = Buffer.alloc(200);
+    f.writeUIntBE(0x52_54_00_00_00_0b, 0, 6);
+    f.writeUIntBE(0x52_54_00_00_00_0a, 6, 6);
+    f.writeUInt16BE(0x0800, 12);
+    f[14] = 0x45;
+    f.writeUInt16BE(186, 16);
+    f[22] = 64;
+    f[23] = 6;
+    fa.sendFrames([f, f], { kick: false });
+    expect(a.dev.processQueues()).toBe(2);
+    // Collected (today: its members unbound, frames to JS) or kept alive by its members.
+    expect(a.frames.length + fb.receiveFrames().length).toBe(2);
+    (a.dev as unknown as Bindable).unbindSwitch();
+    (bb.dev as unknown as Bindable).unbindSwitch();
+  });
+});

@@ -526,6 +526,15 @@ export class VhostFrontend {
     }
   }
 
+  /** Stops reading the socket (a front-end that never reads its replies); resumeReading() undoes it. */
+  pauseReading(): void {
+    this.sock?.pause();
+  }
+
+  resumeReading(): void {
+    this.sock?.resume();
+  }
+
   /** Messages from the back-end that answered nothing we waited for. */
   get strayReplies(): readonly Reply[] {
     return this.unexpected;

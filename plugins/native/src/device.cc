@@ -135,6 +135,9 @@ bool IsPlainFrame(const uint8_t* f, uint32_t h, uint32_t len) {
   return false;
 }
 
+// One level of draining at a time: a drained TAP does not drain others (DrainPeers, DrainTaps).
+thread_local bool draining = false;
+
 // The switch's forwarding table mirrored for cut-through (see Device::CutThrough): unicast MAC
 // -> the member (a Device or a VhostDevice), valid until a deadline a little before the
 // switch's own entry ages out. One per network; the switch owns it and keeps it a subset of its
@@ -213,6 +216,12 @@ class Device : public SwitchMember {
   void NotePeer(Device* dst);
   void WriteOne(uint8_t* f, uint32_t len);
   void DrainPeers();
+ public:
+  // Read as the TAP another member's cut-through just wrote to (DrainPeers, DrainTaps).
+  void DrainAsPeer();
+  void ClearPeers() { npeers_ = 0; }
+
+ private:
   // SwitchMember.
   bool CutOpen() const override { return !closed_; }
   uint32_t CutWrite(const iovec* frames, size_t n) override { return Write(frames, n); }
@@ -627,7 +636,6 @@ void Device::OnPoll(uv_poll_t* handle, int status, int events) {
 // Called at the end of every OnPoll that read, so peers_ never outlives the callback (a device
 // is only freed from the loop's closing phase).
 void Device::DrainPeers() {
-  static thread_local bool draining = false;
   if (npeers_ == 0) return;
   int n = npeers_;
   npeers_ = 0;
@@ -637,11 +645,32 @@ void Device::DrainPeers() {
   std::copy(peers_, peers_ + n, peers);
   for (int i = 0; i < n; i++) {
     Device* p = peers[i];
-    if (p != this && p->fib_ != nullptr && p->reading_ && !p->closed_ && !p->failed_) p->ReadBatch();
+    if (p != this) p->DrainAsPeer();
   }
   for (int i = 0; i < n; i++) peers[i]->npeers_ = 0;  // what they wrote while drained: not drained
   draining = false;
 }
+
+void Device::DrainAsPeer() {
+  if (fib_ != nullptr && reading_ && !closed_ && !failed_) ReadBatch();
+}
+
+}  // namespace
+
+// A VhostDevice's turn wrote to these TAPs: read them now, as DrainPeers does for a Device.
+void DrainTaps(SwitchMember* const* taps, int n) {
+  if (draining || n == 0) return;
+  draining = true;
+  for (int i = 0; i < n; i++) {
+    if (taps[i]->IsTap()) static_cast<Device*>(taps[i])->DrainAsPeer();
+  }
+  for (int i = 0; i < n; i++) {
+    if (taps[i]->IsTap()) static_cast<Device*>(taps[i])->ClearPeers();
+  }
+  draining = false;
+}
+
+namespace {
 
 void Device::OnTimer(uv_timer_t* handle) {
   Device* d = static_cast<Device*>(handle->data);
@@ -1564,7 +1593,9 @@ bool SwitchMember::TxAccepts(const uint8_t* f, uint32_t len) const {
 }
 
 void SwitchMember::CutWriteV(const iovec* iov, int count, uint32_t len) {
-  std::vector<uint8_t> frame(len);
+  // Reused (no allocation per segment); CutWrite copies what it keeps.
+  static thread_local std::vector<uint8_t> frame;
+  frame.resize(len);
   size_t off = 0;
   for (int i = 0; i < count && off < len; i++) {
     const size_t n = std::min(iov[i].iov_len, len - off);

@@ -164,6 +164,11 @@ class SwitchMember {
   FibEntry cache_entry_ = {nullptr, 0};
 };
 
+// A TAP's own kernel stack may answer inside the write() that gave it a frame (an echo reply,
+// a TCP ACK): the TAPs a VhostDevice's turn wrote to (members with IsTap()) are read right
+// after it, as a Device reads its own (Device::DrainPeers). One level deep.
+void DrainTaps(SwitchMember* const* taps, int n);
+
 // Destinations with deferred completions (CutPublish) since the last PublishCutWrites: a source
 // calls PublishCutWrites at the end of each batch it cut through (before any JS runs).
 void MarkCutDirty(SwitchMember* m);

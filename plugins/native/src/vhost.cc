@@ -172,7 +172,6 @@ class VhostDevice : public SwitchMember {
   std::unique_ptr<MsgReader> reader_;
   MemTable mem_;
   Ring rings_[2];
-  bool offloads_ = false;
   uint64_t offered_ = 0;
   uint64_t features_ = 0;
   uint64_t protocol_ = 0;
@@ -197,6 +196,13 @@ class VhostDevice : public SwitchMember {
   std::vector<Chain> chains_;
   std::vector<iovec> cut_iov_;
   std::vector<uint8_t> scratch_;  // a frame in pieces gathered for the tee
+  // TAPs this turn's cut-through wrote to (DrainTaps after it).
+  static constexpr int kMaxTaps = 4;
+  SwitchMember* taps_[kMaxTaps];
+  int ntaps_ = 0;
+  void NoteTap(SwitchMember* m) {
+    if (m->IsTap() && ntaps_ < kMaxTaps && std::find(taps_, taps_ + ntaps_, m) == taps_ + ntaps_) taps_[ntaps_++] = m;
+  }
   Tee tee_;
 
   double rx_frames_ = 0, rx_bytes_ = 0, tx_frames_ = 0, tx_bytes_ = 0;
@@ -812,6 +818,7 @@ uint32_t VhostDevice::ProcessTx() {
           Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
           if (tee_.in) tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
           CutNormalized(dst, scratch_.data(), static_cast<uint32_t>(len));
+          NoteTap(dst);
           fwd++;
           fwd_bytes += static_cast<double>(len - kVnetHdrLen);
           continue;
@@ -838,6 +845,7 @@ uint32_t VhostDevice::ProcessTx() {
           tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
         }
         dst->CutWriteV(cut_iov_.data(), static_cast<int>(cut_iov_.size()), static_cast<uint32_t>(len - skip_hdr));
+        NoteTap(dst);
         fwd++;
         fwd_bytes += static_cast<double>(len - kVnetHdrLen);
         continue;
@@ -867,6 +875,12 @@ uint32_t VhostDevice::ProcessTx() {
   if (fwd > 0) NoteForwarded(fwd, fwd_bytes);
   if (n > 0) CallOnRead(n, 0);
   processing_ = false;
+  // The TAPs written to answer now rather than one loop turn later (as a Device's peers).
+  SwitchMember* taps[kMaxTaps];
+  const int ntaps = ntaps_;
+  std::copy(taps_, taps_ + ntaps, taps);
+  ntaps_ = 0;
+  DrainTaps(taps, ntaps);
   if (closed_) return taken;
   if (more && running_) {
     if (!idle_on_) uv_idle_start(&idle_, OnIdle);
@@ -1139,7 +1153,6 @@ napi_value VhostDevice::New(napi_env env, napi_callback_info info) {
   d->batch_ = batch;
   d->buf_ = static_cast<uint8_t*>(data);
   d->lens_ = static_cast<uint32_t*>(lens_data);
-  d->offloads_ = offloads;
   d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures | vhost::kFMtu;
   if (offloads) {
     d->offered_ |= vhost::kFCsum | vhost::kFGuestCsum | vhost::kFGuestTso4 | vhost::kFGuestTso6 | vhost::kFHostTso4 |
