@@ -33,6 +33,10 @@
  * `--only stream` leaves the vhost-user NIC out (a tree without vhost-user runs that half).
  *
  *   node dist/bench/vhost.js [--mtu 1500,65520] [--time 5] [--reps 5 | --quick] [--only stream,vhost] [--plain-tap]
+ *                            [--prof DIR]
+ *
+ * --prof DIR runs the daemon with `node --cpu-prof` (one .cpuprofile per MTU, written when the
+ * daemon stops; with both modes in one daemon, run `--only` one of them to see its costs).
  *
  * Needs root, qemu-system-x86_64, the VM assets (scripts/vm-assets.sh) and a built tree
  * (`npx tsc -p tsconfig.build.json`). Every sample also goes to bench/out/vhost-*.json.
@@ -41,7 +45,7 @@ import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fmtSpread, goalLine, goalMet, interleave, perRunRatios, spread, type Goal, type Spread } from './stats.js';
 import { background, cpuSeconds, createNs, fmt, linkExists, nsx, onUndo, run, table, undoAll, undoMark, undoTo, waitFor, type RunResult } from './util.js';
@@ -79,6 +83,8 @@ interface Opts {
   modes: Mode[];
   /** The peer's TAPs without --vnet-hdr (super-frames from the guest are segmented first). */
   plainTap: boolean;
+  /** The daemon runs with `node --cpu-prof` into this directory (one profile per MTU). */
+  profDir?: string;
 }
 
 interface Sample {
@@ -130,7 +136,8 @@ async function setup(e: Env, mtu: number, o: Opts): Promise<void> {
   const stateDir = join(e.work, `state-${e.id}`);
   mkdirSync(stateDir);
   const socket = join(stateDir, 'mvnet.sock');
-  const daemon = background(nsx(e.r, ['node', CLI, 'daemon', '--state-dir', stateDir, '--socket', socket]), 'mvnet daemon');
+  const node = o.profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', o.profDir, '--cpu-prof-name', `vhost-daemon-mtu${mtu}-${e.id}.cpuprofile`] : ['node'];
+  const daemon = background(nsx(e.r, [...node, CLI, 'daemon', '--state-dir', stateDir, '--socket', socket]), 'mvnet daemon');
   await daemon.waitLine((l) => l.includes('"msg":"ready"'), 20_000);
   e.daemonPid = daemon.child.pid;
   const cli = (args: string[]): Promise<RunResult> => run(['node', CLI, '--socket', socket, ...args]);
@@ -316,7 +323,7 @@ function render(sum: Summary[], o: Opts): string {
 
 function parseArgs(argv: string[]): Opts {
   const o: Opts = { mtus: [1500, 65520], seconds: 5, reps: 5, modes: [...MODES], plainTap: false };
-  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --only stream,vhost --plain-tap';
+  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --only stream,vhost --plain-tap --prof DIR';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') {
@@ -327,7 +334,7 @@ function parseArgs(argv: string[]): Opts {
       o.plainTap = true;
       continue;
     }
-    if (!['--mtu', '--time', '--reps', '--only'].includes(a)) throw new Error(`unknown argument ${a} (${usage})`);
+    if (!['--mtu', '--time', '--reps', '--only', '--prof'].includes(a)) throw new Error(`unknown argument ${a} (${usage})`);
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value (${usage})`);
     i++;
@@ -336,6 +343,7 @@ function parseArgs(argv: string[]): Opts {
       if (o.mtus.some((m) => !Number.isInteger(m) || m < 576 || m > 65520)) throw new Error(`--mtu: 576..65520, got ${v}`);
     } else if (a === '--time') o.seconds = Math.max(1, Math.min(60, Math.floor(Number(v)) || 5));
     else if (a === '--reps') o.reps = Math.max(1, Math.min(20, Math.floor(Number(v)) || 5));
+    else if (a === '--prof') o.profDir = resolve(v);
     else if (a === '--only') {
       const want = v.split(',');
       o.modes = MODES.filter((m) => want.includes(m));
@@ -362,6 +370,7 @@ function commit(): string {
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   preflight();
+  if (o.profDir) mkdirSync(o.profDir, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'mvq-'));
   onUndo(
     async () => rmSync(work, { recursive: true, force: true }),
