@@ -810,7 +810,7 @@ export class Daemon {
       route: routeView(route),
       routeText: describeRoute(route),
       flows: rs?.flows ?? null,
-      port: { ...portView(e.spec.port), state: st.state, detail: st.detail, lastError: st.lastError ?? null, stats },
+      port: { ...portView(e.spec.port), state: st.state, detail: st.detail, lastError: st.lastError ?? null, device: st.device ?? null, stats },
     };
   }
 

@@ -43,6 +43,8 @@ export interface PortStatus {
   detail: string;
   /** Why writes fail, while `degraded` (e.g. "ECONNREFUSED (Connection refused)"). */
   lastError?: string;
+  /** The device's own state, where it has one beyond `state` (vhost-user: listening, connected, running, broken). */
+  device?: string;
 }
 
 /**

@@ -116,6 +116,8 @@ export interface VmInfo {
     detail: string;
     /** The last write error while `degraded` (e.g. "ECONNREFUSED: Connection refused"), else null. */
     lastError: string | null;
+    /** The device's own state where it has one (vhost-user: listening, connected, running, broken), else null. */
+    device: string | null;
     stats: PortStats;
   };
 }

@@ -192,15 +192,16 @@ export class VhostPort extends DevicePort<NativeVhostDevice> {
   override status(): PortStatus {
     if (this.closed) return { state: 'down', detail: 'closed' };
     const d = this.vdetail;
+    const device = this.vstate;
     switch (this.vstate) {
       case 'listening':
-        return { state: 'waiting', detail: `listening on ${this.path}: ${this.everConnected ? `waiting for QEMU to reconnect (${d})` : 'waiting for QEMU to connect'}` };
+        return { state: 'waiting', device, detail: `listening on ${this.path}: ${this.everConnected ? `waiting for QEMU to reconnect (${d})` : 'waiting for QEMU to connect'}` };
       case 'connected':
-        return { state: 'up', detail: "connected: QEMU is connected; the rings start with the guest's driver" };
+        return { state: 'up', device, detail: "connected: QEMU is connected; the rings start with the guest's driver" };
       case 'running':
-        return { state: 'up', detail: `running: ${this.runningDetail}` };
+        return { state: 'up', device, detail: `running: ${this.runningDetail}` };
       case 'broken':
-        return { state: 'down', detail: `broken: ${d !== '' ? d : 'guest violation'}; waiting for QEMU to reconnect` };
+        return { state: 'down', device, detail: `broken: ${d !== '' ? d : 'guest violation'}; waiting for QEMU to reconnect` };
     }
   }
 

@@ -118,7 +118,8 @@ describe('--json contract', () => {
     expect(vms.map((v) => v.name).sort()).toEqual(['vdg', 'vfifo', 'vtap', 'vul']);
     for (const v of [...vms, ...status.vms]) {
       expect(keys(v)).toEqual(VM_KEYS);
-      expect(keys(v.port)).toEqual([...PORT_KEYS[v.port.kind]!, 'detail', 'lastError', 'state', 'stats'].sort());
+      expect(keys(v.port)).toEqual([...PORT_KEYS[v.port.kind]!, 'detail', 'device', 'lastError', 'state', 'stats'].sort());
+      expect(v.port.device).toBeNull();
       expect(typeof v.routeText).toBe('string');
       expect(typeof v.route).toBe('object');
     }

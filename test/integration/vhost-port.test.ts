@@ -54,9 +54,9 @@ describe('vhost-user port through the daemon', () => {
   it('attach (a socket named after the VM), running, frames both ways, kill -9 and restart, detach', async () => {
     const out = JSON.parse(await d.cliOk(['--json', 'vm', 'attach', 'g1', '--net', 'vh', '--vhost-user'])) as VmInfo;
     const path = `${dir}/g1.vhost.sock`;
-    expect(out.port).toMatchObject({ kind: 'vhost-user', path, state: 'waiting' });
-    // The --json contract: the kind's own keys (kind, path) beside state, detail, lastError, stats.
-    expect(Object.keys(out.port).sort()).toEqual(['detail', 'kind', 'lastError', 'path', 'state', 'stats']);
+    expect(out.port).toMatchObject({ kind: 'vhost-user', path, state: 'waiting', device: 'listening' });
+    // The --json contract: the kind's own keys (kind, path) beside state, device, detail, lastError, stats.
+    expect(Object.keys(out.port).sort()).toEqual(['detail', 'device', 'kind', 'lastError', 'path', 'state', 'stats']);
     expect(out.port.detail).toMatch(new RegExp(`^listening on ${path}`));
     expect(existsSync(path)).toBe(true);
 
@@ -74,7 +74,7 @@ describe('vhost-user port through the daemon', () => {
     fes.push(fe);
     await fe.start();
     await waitFor(async () => (await d.vm('g1')).port.detail.startsWith('running'), { what: 'g1 running' });
-    expect((await d.vm('g1')).port.state).toBe('up');
+    expect((await d.vm('g1')).port).toMatchObject({ state: 'up', device: 'running' });
 
     const mac = randomMac();
     await arpGateway(fe, mac, '10.78.5.20');
@@ -154,6 +154,7 @@ describe('vhost-user port through the daemon', () => {
       return x.port.state === 'down' ? x : undefined;
     }, { what: 'bad1 down' });
     expect(b.port.detail).toMatch(/^broken: .+/);
+    expect(b.port.device).toBe('broken');
     await arpGateway(good, randomMac(), '10.78.5.30');
     expect((await d.vm('ok1')).port.state).toBe('up');
     expect(b.port.detail).toMatch(/guest ring violation/);

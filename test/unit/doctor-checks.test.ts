@@ -45,7 +45,7 @@ describe('the daemon check', () => {
 
 describe('the vm-device check of a vhost-user VM', () => {
   const vm = (state: VmInfo['port']['state'], detail: string, p = path.join(tmp, 'v.sock')): VmInfo =>
-    ({ name: 'v', port: { kind: 'vhost-user', path: p, state, detail, lastError: null, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} } } }) as unknown as VmInfo;
+    ({ name: 'v', port: { kind: 'vhost-user', path: p, state, detail, lastError: null, device: null, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} } } }) as unknown as VmInfo;
 
   it('running is ok; listening warns with the QEMU arguments; broken fails; a missing socket fails', () => {
     fs.writeFileSync(path.join(tmp, 'v.sock'), '');

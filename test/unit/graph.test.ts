@@ -24,7 +24,7 @@ function vm(name: string, netName: string, ip: string | null, state: 'up' | 'wai
     route: { kind: 'none', torPorts: null },
     routeText: 'none (gateway services only)',
     flows: null,
-    port: { kind: 'unix', path: `/run/mvnet/vms/${name}.sock`, state, detail: state, lastError: null, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {}, ...stats } },
+    port: { kind: 'unix', path: `/run/mvnet/vms/${name}.sock`, state, detail: state, lastError: null, device: null, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {}, ...stats } },
   };
 }
 

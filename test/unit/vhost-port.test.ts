@@ -32,7 +32,7 @@ describe('vm attach --vhost-user', () => {
   it('answers carry kind and path; people read "vhost-user PATH"', () => {
     const v = portView({ kind: 'vhost-user', path: '/run/vm/a.sock' });
     expect(v).toEqual({ kind: 'vhost-user', path: '/run/vm/a.sock' });
-    const p = { ...v, state: 'up', detail: 'running', lastError: null, stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} } } as VmInfo['port'];
+    const p = { ...v, state: 'up', detail: 'running', lastError: null, device: 'running', stats: { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} } } as VmInfo['port'];
     expect(describePort(p)).toBe('vhost-user /run/vm/a.sock');
   });
 });
