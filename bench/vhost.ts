@@ -12,6 +12,12 @@
  *   mvnet daemon (router ns): both networks, --mtu M; their TAP ends in the peer namespace:
  *   peer ns ("the TAP VM"): tap S 10.67.0.200, tap V 10.68.0.200 (static, --ip), a TCP sink
  *
+ * The peer's TAPs have virtio-net headers (`--vnet-hdr`, as a VM's or container's TAP with
+ * offloads): the vhost-user guest negotiates TSO and checksum offload, and its super-frames
+ * reach the TAP whole, natively (cut-through). The stream NIC has no offloads (QEMU's stream
+ * netdev carries no virtio-net header). `--plain-tap` attaches the TAPs without the header: the
+ * guest's super-frames are then segmented in the daemon first.
+ *
  * The same VM has both NICs (one on each network, distinct subnets, so the guest's routing picks
  * the NIC by destination); the VM and its load are the same for both modes. Per MTU, --reps
  * repetitions (default 5), interleaved (the order of the modes rotated each repetition): the
@@ -26,7 +32,11 @@
  * what this measures. QEMU blocks at start until a vhost-user back-end answers, so
  * `--only stream` leaves the vhost-user NIC out (a tree without vhost-user runs that half).
  *
- *   node dist/bench/vhost.js [--mtu 1500,65520] [--time 5] [--reps 5 | --quick] [--only stream,vhost]
+ *   node dist/bench/vhost.js [--mtu 1500,65520] [--time 5] [--reps 5 | --quick] [--only stream,vhost] [--plain-tap]
+ *                            [--prof DIR]
+ *
+ * --prof DIR runs the daemon with `node --cpu-prof` (one .cpuprofile per MTU, written when the
+ * daemon stops; with both modes in one daemon, run `--only` one of them to see its costs).
  *
  * Needs root, qemu-system-x86_64, the VM assets (scripts/vm-assets.sh) and a built tree
  * (`npx tsc -p tsconfig.build.json`). Every sample also goes to bench/out/vhost-*.json.
@@ -35,7 +45,7 @@ import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fmtSpread, goalLine, goalMet, interleave, perRunRatios, spread, type Goal, type Spread } from './stats.js';
 import { background, cpuSeconds, createNs, fmt, linkExists, nsx, onUndo, run, table, undoAll, undoMark, undoTo, waitFor, type RunResult } from './util.js';
@@ -71,6 +81,10 @@ interface Opts {
   seconds: number;
   reps: number;
   modes: Mode[];
+  /** The peer's TAPs without --vnet-hdr (super-frames from the guest are segmented first). */
+  plainTap: boolean;
+  /** The daemon runs with `node --cpu-prof` into this directory (one profile per MTU). */
+  profDir?: string;
 }
 
 interface Sample {
@@ -122,7 +136,8 @@ async function setup(e: Env, mtu: number, o: Opts): Promise<void> {
   const stateDir = join(e.work, `state-${e.id}`);
   mkdirSync(stateDir);
   const socket = join(stateDir, 'mvnet.sock');
-  const daemon = background(nsx(e.r, ['node', CLI, 'daemon', '--state-dir', stateDir, '--socket', socket]), 'mvnet daemon');
+  const node = o.profDir ? ['node', '--cpu-prof', '--cpu-prof-dir', o.profDir, '--cpu-prof-name', `vhost-daemon-mtu${mtu}-${e.id}.cpuprofile`] : ['node'];
+  const daemon = background(nsx(e.r, [...node, CLI, 'daemon', '--state-dir', stateDir, '--socket', socket]), 'mvnet daemon');
   await daemon.waitLine((l) => l.includes('"msg":"ready"'), 20_000);
   e.daemonPid = daemon.child.pid;
   const cli = (args: string[]): Promise<RunResult> => run(['node', CLI, '--socket', socket, ...args]);
@@ -132,7 +147,7 @@ async function setup(e: Env, mtu: number, o: Opts): Promise<void> {
   for (const [i, m] of o.modes.entries()) {
     const n = NET[m];
     await cli(['net', 'create', n.name, '--subnet', n.subnet, '--mtu', String(mtu)]);
-    await cli(['vm', 'attach', `peer-${m}`, '--net', n.name, '--tap', n.tap, '--netns', e.peer, '--ip', n.peerIp]);
+    await cli(['vm', 'attach', `peer-${m}`, '--net', n.name, '--tap', n.tap, '--netns', e.peer, '--ip', n.peerIp, ...(o.plainTap ? [] : ['--vnet-hdr'])]);
     await waitFor(() => linkExists(e.peer, n.tap), `${n.tap} in ${e.peer}`, 30_000);
     await run(nsx(e.peer, ['ip', 'link', 'set', 'dev', n.tap, 'mtu', String(mtu)]));
     await run(nsx(e.peer, ['ip', 'addr', 'add', `${n.peerIp}/24`, 'dev', n.tap]));
@@ -307,14 +322,19 @@ function render(sum: Summary[], o: Opts): string {
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { mtus: [1500, 65520], seconds: 5, reps: 5, modes: [...MODES] };
-  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --only stream,vhost';
+  const o: Opts = { mtus: [1500, 65520], seconds: 5, reps: 5, modes: [...MODES], plainTap: false };
+  const usage = 'use --mtu 1500,65520 --time N --reps N --quick --only stream,vhost --plain-tap --prof DIR';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') {
       o.reps = 1;
       continue;
     }
+    if (a === '--plain-tap') {
+      o.plainTap = true;
+      continue;
+    }
+    if (!['--mtu', '--time', '--reps', '--only', '--prof'].includes(a)) throw new Error(`unknown argument ${a} (${usage})`);
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value (${usage})`);
     i++;
@@ -323,11 +343,12 @@ function parseArgs(argv: string[]): Opts {
       if (o.mtus.some((m) => !Number.isInteger(m) || m < 576 || m > 65520)) throw new Error(`--mtu: 576..65520, got ${v}`);
     } else if (a === '--time') o.seconds = Math.max(1, Math.min(60, Math.floor(Number(v)) || 5));
     else if (a === '--reps') o.reps = Math.max(1, Math.min(20, Math.floor(Number(v)) || 5));
+    else if (a === '--prof') o.profDir = resolve(v);
     else if (a === '--only') {
       const want = v.split(',');
       o.modes = MODES.filter((m) => want.includes(m));
       if (o.modes.length === 0 || want.some((w) => !(MODES as string[]).includes(w))) throw new Error(`--only: any of ${MODES.join(',')}, got ${v}`);
-    } else throw new Error(`unknown argument ${a} (${usage})`);
+    }
   }
   return o;
 }
@@ -349,6 +370,7 @@ function commit(): string {
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   preflight();
+  if (o.profDir) mkdirSync(o.profDir, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'mvq-'));
   onUndo(
     async () => rmSync(work, { recursive: true, force: true }),
@@ -366,7 +388,7 @@ async function main(): Promise<void> {
   console.log(
     `\nmvnet vhost bench: QEMU VM (tcg) -> mvnet -> TAP VM, TCP (busybox nc from /dev/zero, ${o.seconds} s); ` +
       `${o.reps > 1 ? `medians (min–max) of ${o.reps} interleaved runs` : 'one run (--quick): no spread, read with care'}; ` +
-      `commit ${commit()} (${started.toISOString()}; ${minutes.toFixed(1)} min)\n`,
+      `peer TAPs ${o.plainTap ? 'without' : 'with'} --vnet-hdr; commit ${commit()} (${started.toISOString()}; ${minutes.toFixed(1)} min)\n`,
   );
   console.log(render(sum, o));
   console.log('\nmvnet cpu = the daemon process (all threads) during the transfer; 100% = one core. Under TCG the guest (qemu cpu%) bounds the throughput:');
