@@ -377,7 +377,10 @@ export interface VhostDeviceStats {
   dropNotRunning: number;
   /** Frames dropped for size (from the guest: longer than the slot; to it: longer than allowed). */
   dropOversize: number;
-  /** Frames to the guest that need an offload it did not negotiate (GSO or NEEDS_CSUM). */
+  /**
+   * Frames with an offload the guest did not negotiate: to it (GSO or NEEDS_CSUM it cannot take)
+   * or from it (a header asking for CSUM or TSO it did not negotiate, or UDP/ECN segmentation).
+   */
   dropBadOffload: number;
   /** Exceptions thrown by onRead/onState (caught). */
   callbackErrors: number;

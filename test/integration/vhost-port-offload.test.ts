@@ -75,7 +75,7 @@ describe('vhost-user port: offloads the guest did not take', () => {
 
   it('segments and checksums a TSO super-frame for a guest without offloads; passes it whole to one with them', async () => {
     const plain = await open('plain.sock');
-    expect(plain.port.status()).toEqual({ state: 'waiting', detail: `listening on ${plain.path}: waiting for QEMU to connect` });
+    expect(plain.port.status()).toEqual({ state: 'waiting', device: 'listening', detail: `listening on ${plain.path}: waiting for QEMU to connect` });
     plain.port.send([superFrame()]);
     expect(plain.port.stats().drops['no-peer']).toBe(1);
 
@@ -83,7 +83,7 @@ describe('vhost-user port: offloads the guest did not take', () => {
     registerCleanup('front-end', async () => fe.close());
     await fe.start();
     await waitFor(() => plain.port.status().detail.startsWith('running'), { what: 'running' });
-    expect(plain.port.status()).toEqual({ state: 'up', detail: 'running: 1 guest memory region (4 MiB) mapped, offloads to the guest: none' });
+    expect(plain.port.status()).toEqual({ state: 'up', device: 'running', detail: 'running: 1 guest memory region (4 MiB) mapped, offloads to the guest: none' });
     fe.postRx(16);
     plain.port.send([superFrame()]);
     const got = fe.receiveFrames();
@@ -175,7 +175,7 @@ describe('vhost-user port: offloads the guest did not take', () => {
     await fe.handshake();
     await fe.sync();
     await waitFor(() => p.port.status().detail.startsWith('connected'), { what: 'connected' });
-    expect(p.port.status()).toEqual({ state: 'up', detail: "connected: QEMU is connected; the rings start with the guest's driver" });
+    expect(p.port.status()).toEqual({ state: 'up', device: 'connected', detail: "connected: QEMU is connected; the rings start with the guest's driver" });
     await p.port.close({ remove: true });
     expect(existsSync(p.path)).toBe(false);
     expect(p.port.status()).toEqual({ state: 'down', detail: 'closed' });

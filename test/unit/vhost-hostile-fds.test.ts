@@ -23,7 +23,7 @@ function backend(): Backend {
 }
 
 function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'mvnet-vhost-review-'));
+  const d = mkdtempSync(join(tmpdir(), 'mvnet-vhost-hostile-'));
   cleanups.push(() => rmSync(d, { recursive: true, force: true }));
   return d;
 }
