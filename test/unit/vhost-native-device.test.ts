@@ -442,7 +442,7 @@ describe('VhostDevice (vhost.cc)', () => {
   it('a protocol violation (unknown message) closes the connection with a reason', async () => {
     const o = openDevice();
     const fe = new Front(o.path);
-    expect(await fe.getU64(1)).toBe(F_V1 | F_MRG | F_PROTO | F_MTU);
+    expect(await fe.getU64(1)).toBe(F_V1 | F_MRG | F_PROTO | F_MTU | (1n << 29n));
     fe.send(999);
     await until(() => o.dev.stats().state === 'broken', 'broken');
     expect(o.dev.stats().detail).toMatch(/message 999: not supported/);

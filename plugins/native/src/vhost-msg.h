@@ -41,6 +41,8 @@ constexpr uint64_t kFHostTso4 = 1ull << 11;
 constexpr uint64_t kFHostTso6 = 1ull << 12;
 constexpr uint64_t kFMtu = 1ull << 3;  // the MTU in QEMU's config space (host_mtu=) reaches the guest
 constexpr uint64_t kFMrgRxbuf = 1ull << 15;
+// VIRTIO_RING_F_EVENT_IDX: used_event/avail_event after the rings say when to interrupt and kick.
+constexpr uint64_t kFEventIdx = 1ull << 29;
 constexpr uint64_t kFProtocolFeatures = 1ull << 30;  // VHOST_USER_F_PROTOCOL_FEATURES
 constexpr uint64_t kFVersion1 = 1ull << 32;
 // Protocol feature bits.

@@ -35,7 +35,9 @@ bool Ring::Map(const MemTable& mem, std::string* why) {
   Unmap();
   if (num == 0 || !have_addr || mem.count() == 0) return false;
   // num <= 32768: none of these sizes overflow.
-  const uint64_t dsize = 16ull * num, asize = 4 + 2ull * num, usize = 4 + 8ull * num;
+  // With EVENT_IDX each ring ends with one more u16: used_event (avail) and avail_event (used).
+  const uint64_t ev = event_idx ? 2 : 0;
+  const uint64_t dsize = 16ull * num, asize = 4 + 2ull * num + ev, usize = 4 + 8ull * num + ev;
   if ((desc_uva & 15) != 0 || (avail_uva & 1) != 0 || (used_uva & 3) != 0) {
     *why = "ring addresses misaligned (desc " + Hex(desc_uva) + ", avail " + Hex(avail_uva) + ", used " + Hex(used_uva) + ")";
     return false;
@@ -169,13 +171,22 @@ bool Ring::KnownShort(uint64_t need, bool* oversize) const {
 bool Ring::Publish() {
   held_ = 0;  // the guest may reuse every descriptor taken so far (or none were used)
   if (used_idx_ == published_) return false;
-  // The elements before the index (release), then the index before reading avail->flags (a
-  // full barrier, else a guest that just turned interrupts back on could miss this one).
+  const uint16_t old = published_;
+  // The elements before the index (release), then the index before reading avail->flags or
+  // used_event (a full barrier, else a guest that just turned interrupts back on could miss this one).
   __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_, __ATOMIC_RELEASE);
   published_ = used_idx_;
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  const uint16_t flags = Load16(avail_);
-  if ((flags & kAvailNoInterrupt) == 0 && call_fd >= 0) {
+  bool signal;
+  if (event_idx) {
+    // virtio 1.x 2.7.10: interrupt only when the used index passes used_event (read once; any
+    // value is harmless: at worst an interrupt too many or one the guest asked to skip).
+    const uint16_t event = Load16(avail_ + 4 + 2ull * num);
+    signal = static_cast<uint16_t>(used_idx_ - event - 1) < static_cast<uint16_t>(used_idx_ - old);
+  } else {
+    signal = (Load16(avail_) & kAvailNoInterrupt) == 0;
+  }
+  if (signal && call_fd >= 0) {
     uint64_t one = 1;
     ssize_t r;
     do {
@@ -187,7 +198,11 @@ bool Ring::Publish() {
 }
 
 void Ring::SetNoNotify(bool on) {
-  if (used_ != nullptr) Store16(used_, on ? kUsedNoNotify : 0);
+  if (used_ == nullptr) return;
+  Store16(used_, on ? kUsedNoNotify : 0);
+  // With EVENT_IDX the guest reads avail_event instead: kicks are wanted from the next chain we
+  // would take. Left behind (on), the guest's index has already passed it: no kicks.
+  if (event_idx && !on) Store16(used_ + 4 + 8ull * num, last_avail_);
 }
 
 }  // namespace vhost

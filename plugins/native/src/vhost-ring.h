@@ -41,6 +41,8 @@ class Ring {
   int call_fd = -1;
   bool enable_msg = false;  // SET_VRING_ENABLE (rings start disabled once PROTOCOL_FEATURES is negotiated)
   bool sync = false;        // indices to be (re)taken from base / used->idx at the next Map
+  // VIRTIO_RING_F_EVENT_IDX negotiated (taken at Map: the rings are 2 bytes longer with it).
+  bool event_idx = false;
 
   // Translates the ring's addresses through `mem` (on every new table or address). False with
   // `why` when they are not inside guest memory or misaligned; then the ring cannot run.

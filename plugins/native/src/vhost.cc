@@ -510,6 +510,8 @@ bool VhostDevice::Handle(Msg* m) {
       if ((v & ~offered_) != 0) return ProtocolError(*m, "features " + Hex(v & ~offered_) + " were not offered");
       if (running_ && v != features_) return ProtocolError(*m, "features changed while the rings run");
       features_ = v;
+      // The rings' length depends on EVENT_IDX: translated again if they were already.
+      if (((v & vhost::kFEventIdx) != 0) != rings_[kRxQ].event_idx) RemapRings();
       mrg_ = (v & vhost::kFMrgRxbuf) != 0;
       guest_hdr_ = (v & (vhost::kFMrgRxbuf | vhost::kFVersion1)) != 0 ? kMrgHdrLen : kVnetHdrLen;
       break;
@@ -654,6 +656,7 @@ bool VhostDevice::SetMemTable(Msg* m) {
 void VhostDevice::RemapRings() {
   if (mem_.count() == 0) return;
   for (Ring& r : rings_) {
+    r.event_idx = (features_ & vhost::kFEventIdx) != 0;
     if (r.num == 0 || !r.have_addr) continue;
     std::string why;
     if (!r.Map(mem_, &why) && !why.empty()) {
@@ -1239,7 +1242,7 @@ napi_value VhostDevice::New(napi_env env, napi_callback_info info) {
   d->batch_ = batch;
   d->buf_ = static_cast<uint8_t*>(data);
   d->lens_ = static_cast<uint32_t*>(lens_data);
-  d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures | vhost::kFMtu;
+  d->offered_ = vhost::kFVersion1 | vhost::kFMrgRxbuf | vhost::kFProtocolFeatures | vhost::kFMtu | vhost::kFEventIdx;
   if (offloads) {
     d->offered_ |= vhost::kFCsum | vhost::kFGuestCsum | vhost::kFGuestTso4 | vhost::kFGuestTso6 | vhost::kFHostTso4 |
                    vhost::kFHostTso6;
