@@ -350,7 +350,7 @@ export interface VhostDeviceOptions {
   batch: number;
   /**
    * Offer VIRTIO_NET_F_CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 besides the base features
-   * (VERSION_1, MRG_RXBUF, PROTOCOL_FEATURES, MTU; protocol features REPLY_ACK and NET_MTU).
+   * (VERSION_1, MRG_RXBUF, PROTOCOL_FEATURES, MTU, EVENT_IDX; protocol features REPLY_ACK and NET_MTU).
    */
   offloads: boolean;
   /**
