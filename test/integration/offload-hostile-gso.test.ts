@@ -56,12 +56,12 @@ it('normalizeOffload refuses gso_size under MIN_GSO_SIZE', () => {
   expect(normalizeOffload(Buffer.concat([hdr.subarray(0, 10), frame]), out)).toBe(Math.ceil(2048 / MIN_GSO_SIZE));
 });
 
-it('cut-through refuses gso_size 1 and ends a turn once its segments reach the work budget', async () => {
-  const ns = await createNetns('ohg');
+async function withCut(tag: string, body: (ctx: { tap: NativeDevice; dev: { processQueues(): number }; fe: VhostFrontend; frames: Buffer[]; tapMac: number }) => Promise<void>): Promise<void> {
+  const ns = await createNetns(tag);
   let tapDev: NativeDevice | undefined;
   const fib = new Fib(GW_MAC, 1514);
   try {
-    const name = uniqueName('ohg');
+    const name = uniqueName(tag);
     const t = native.openTun({ name, tap: true, vnetHdr: false, netns: ns.path });
     native.configureLink({ name, netns: ns.path, up: true });
     const TAP_MAC = Number.parseInt((await ns.mac(name)).replaceAll(':', ''), 16);
@@ -74,24 +74,7 @@ it('cut-through refuses gso_size 1 and ends a turn once its segments reach the w
       (tapDev as unknown as Bindable).bindSwitch(fib, 0, 14, 1514, TAP_MAC, () => {});
       tapDev.start();
       expect(fib.set(TAP_MAC, tapDev, 60_000)).toBe(true);
-      const dev = a.dev as unknown as { processQueues(): number };
-      // gso_size 1: not segmented natively (2048 writes); it goes to the switch, which refuses it.
-      const tiny = superFrame(TAP_MAC, 2048, 1);
-      fe.sendFrames([tiny.frame], { hdr: tiny.hdr, kick: false });
-      dev.processQueues();
-      expect(tapDev.stats().txFrames).toBe(0);
-      expect(a.frames).toHaveLength(1);
-      expect(normalizeOffload(a.frames[0]!, [])).toBe(-1);
-      fe.reclaimTx();
-      // 16 chains (the batch) of 16 segments each: 256 frames, over the 16 × 4 a turn may write.
-      // The turn ends after 4 chains (64 frames); the rest follow in later turns.
-      const big = superFrame(TAP_MAC, 16 * MIN_GSO_SIZE, MIN_GSO_SIZE);
-      fe.sendFrames(Array<Buffer>(16).fill(big.frame), { hdr: big.hdr, kick: false });
-      dev.processQueues();
-      expect(tapDev.stats().txFrames).toBe(64);
-      for (let i = 0; i < 10 && tapDev.stats().txFrames < 256; i++) dev.processQueues();
-      expect(tapDev.stats().txFrames).toBe(256);
-      expect(a.frames).toHaveLength(1);
+      await body({ tap: tapDev, dev: a.dev as unknown as { processQueues(): number }, fe, frames: a.frames, tapMac: TAP_MAC });
     } finally {
       fe.close();
       a.close();
@@ -100,4 +83,29 @@ it('cut-through refuses gso_size 1 and ends a turn once its segments reach the w
     tapDev?.close();
     await ns.delete();
   }
+}
+
+it('cut-through refuses gso_size 1: the frame goes to the switch, which refuses it', async () => {
+  await withCut('ohg', async ({ tap, dev, fe, frames, tapMac }) => {
+    const tiny = superFrame(tapMac, 2048, 1);
+    fe.sendFrames([tiny.frame], { hdr: tiny.hdr, kick: false });
+    dev.processQueues();
+    expect(tap.stats().txFrames).toBe(0);
+    expect(frames).toHaveLength(1);
+    expect(normalizeOffload(frames[0]!, [])).toBe(-1);
+  });
+});
+
+it('cut-through ends a guest TX turn once the frames its segmentation wrote reach batch x 4', async () => {
+  await withCut('ohb', async ({ tap, dev, fe, frames, tapMac }) => {
+    // 16 chains (the batch) of 16 segments each: 256 frames, over the 16 x 4 a turn may write.
+    // The turn ends after 4 chains (64 frames); the rest follow in later turns.
+    const big = superFrame(tapMac, 16 * 88, 88);
+    fe.sendFrames(Array<Buffer>(16).fill(big.frame), { hdr: big.hdr, kick: false });
+    dev.processQueues();
+    expect(tap.stats().txFrames).toBe(64);
+    for (let i = 0; i < 10 && tap.stats().txFrames < 256; i++) dev.processQueues();
+    expect(tap.stats().txFrames).toBe(256);
+    expect(frames).toHaveLength(0);
+  });
 });
