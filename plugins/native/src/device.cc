@@ -1694,7 +1694,7 @@ bool PlanOffload(const uint8_t* f, uint32_t len, uint32_t avail, OffloadPlan* p)
   if (needs && (cs >= flen || cs + co + 2 > flen)) return false;
   p->csum_start = cs;
   p->csum_offset = co;
-  if (base != 0 && (base != 1 && base != 4)) return false;
+  if (base != 0 && base != 1 && base != 4) return false;
   if ((base == 0 && ((f[1] & 0x80) != 0 || !needs)) || (base != 0 && gso_size < kMinGsoSize)) return false;
   // The IP header the frame itself has (IsPlainFrame has passed: no VLAN tag, no IPv4 fragment,
   // no IPv6 extension header), and so where its TCP/UDP header starts.
