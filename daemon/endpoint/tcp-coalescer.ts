@@ -3,7 +3,7 @@
  * MSS-sized segments; this merges the ones sent back to back into GSO super-frames.
  */
 import { VNET_HDR_LEN } from '../wire/vnet.js';
-import { MAX_GSO_SEGMENTS } from '../wire/gso.js';
+import { MAX_GSO_SEGMENTS, MIN_GSO_SIZE } from '../wire/gso.js';
 import { ACK, FIN, PSH, type Segment } from './tcp/index.js';
 import type { FlowAddr } from './addr.js';
 import { maxOffloadPayload, offloadTcpFrame, offloadTcpHeadroom, reserveFrame, shrinkFrame, type L2, type TcpHead } from '../gateway/frames.js';
@@ -75,7 +75,8 @@ export class TcpCoalescer {
     const v = a.vmIp.v;
     const headroom = offloadTcpHeadroom(v, seg);
     // Only plain data segments may grow into a super-frame; the rest go as they are.
-    const data = len > 0 && (seg.flags & ~(PSH | FIN)) === ACK && seg.options.sack === undefined && seg.options.mss === undefined;
+    // Segments under MIN_GSO_SIZE (a peer's tiny MSS) too: normalizeOffload would refuse the frame.
+    const data = len >= MIN_GSO_SIZE && (seg.flags & ~(PSH | FIN)) === ACK && seg.options.sack === undefined && seg.options.mss === undefined;
     const cap = data ? maxOffloadPayload(v, seg) : len;
     const buf = reserveFrame(headroom + Math.max(cap, len, 64));
     seg.payload.copy(buf, headroom);

@@ -26,8 +26,9 @@
  * appended is either a view of the untouched input or a new Buffer.
  *
  * Returns the number of frames appended to `out`, or -1 (nothing appended) when the header is
- * impossible: too short, NEEDS_CSUM offsets outside the frame, an unknown GSO type, ECN on a
- * non-TCP type, gso_size 0 with a GSO type, an EtherType that does not match the GSO type,
+ * impossible: too short, NEEDS_CSUM offsets other than the TCP/UDP checksum field of the frame's
+ * own IP header (csum_start at that header, csum_offset 16 or 6; csumPlaceOk), an unknown GSO
+ * type, ECN on a non-TCP type, gso_size under MIN_GSO_SIZE with a GSO type, an EtherType that does not match the GSO type,
  * unparseable or fragmented IP/TCP/UDP headers, a segment that would not fit in an IPv4 total
  * length, or more than MAX_GSO_SEGMENTS segments.
  */
@@ -44,6 +45,13 @@ import {
 
 /** A guard against a tiny gso_size turning one frame into tens of thousands of allocations. */
 export const MAX_GSO_SEGMENTS = 2048;
+
+/**
+ * The smallest gso_size accepted: Linux's TCP_MIN_MSS (88). No real guest segments smaller (a
+ * UFO guest would need an MTU under 108); smaller only multiplies the frames (and the work)
+ * one guest frame costs. The native cut-through (device.cc kMinGsoSize) uses the same.
+ */
+export const MIN_GSO_SIZE = 88;
 
 const ETHERTYPE_IPV4 = 0x0800;
 const ETHERTYPE_IPV6 = 0x86dd;
@@ -98,6 +106,20 @@ function ipv6Headers(frame: Buffer, protocol: number): Headers | undefined {
   }
   if (nh !== protocol || off > frame.length) return undefined;
   return { ip, l4: off };
+}
+
+/**
+ * Whether a partial checksum (csum_start, csum_offset) is where Linux puts one: the checksum
+ * field of the TCP (offset 16) or UDP (offset 6) header the frame's own IP header points to.
+ * Anywhere else, completing it would rewrite bytes the switch's checks (source MAC, the
+ * rogue-service guard) have already judged.
+ */
+function csumPlaceOk(frame: Buffer, start: number, offset: number): boolean {
+  for (const [proto, off] of [[IPPROTO_TCP, 16], [IPPROTO_UDP, 6]] as const) {
+    const h = ipv4Headers(frame, proto) ?? ipv6Headers(frame, proto);
+    if (h !== undefined) return start === h.l4 && offset === off && h.l4 + off + 2 <= frame.length;
+  }
+  return false;
 }
 
 /** A copy of `frame` with the checksum of `[start, end)` folded into `start + offset`, 0 as 0xffff. */
@@ -240,6 +262,7 @@ export function normalizeOffload(frameWithVnetHdr: Buffer, out: Buffer[]): numbe
   const frame = b.subarray(VNET_HDR_LEN);
   const needsCsum = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
   if (needsCsum && (csumStart >= frame.length || csumStart + csumOffset + 2 > frame.length)) return -1;
+  if (needsCsum && !csumPlaceOk(frame, csumStart, csumOffset)) return -1;
 
   const base = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
   const ecn = (gsoType & VIRTIO_NET_HDR_GSO_ECN) !== 0;
@@ -248,7 +271,7 @@ export function normalizeOffload(frameWithVnetHdr: Buffer, out: Buffer[]): numbe
     out.push(needsCsum ? completeChecksum(frame, csumStart, csumOffset) : frame);
     return 1;
   }
-  if (gsoSize === 0) return -1;
+  if (gsoSize < MIN_GSO_SIZE) return -1;
   switch (base) {
     case VIRTIO_NET_HDR_GSO_TCPV4:
       return segmentTcp(frame, false, gsoSize, out);

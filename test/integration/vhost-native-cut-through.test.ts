@@ -251,9 +251,12 @@ describe('vhost-user cut-through', () => {
         if (hostile) {
           hdr[0] = rnd(2);
           hdr[1] = [0, 1, 3, 4, 5, 0x81, 0x84][rnd(7)]!;
-          hdr.writeUInt16LE(rnd(3) === 0 ? 0 : rnd(65536), 4);
-          hdr.writeUInt16LE(rnd(2) === 0 ? rnd(f.length + 4) : rnd(65536), 6);
-          hdr.writeUInt16LE(rnd(40), 8);
+          // Sizes near and under MIN_GSO_SIZE, and checksum places near the real one (or on
+          // header bytes the switch's checks read: the source MAC, IPv6 next header, IPv4 TTL).
+          hdr.writeUInt16LE(rnd(3) === 0 ? 0 : rnd(2) === 0 ? rnd(200) : rnd(65536), 4);
+          const cs = [rnd(f.length + 4), rnd(65536), l4, l4 - 1, l4 + 2, 10, 20, 22][rnd(8)]!;
+          hdr.writeUInt16LE(cs, 6);
+          hdr.writeUInt16LE(rnd(2) === 0 ? [16, 6, 0][rnd(3)]! : rnd(40), 8);
         }
         const want: Buffer[] = [];
         const n = normalizeOffload(Buffer.concat([hdr, f]), want);

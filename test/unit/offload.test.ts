@@ -11,7 +11,7 @@ import type { FlowAddr, IpAddr } from '../../daemon/endpoint/addr.js';
 import type { Segment } from '../../daemon/endpoint/tcp/index.js';
 import { tcpFrame, type L2 } from '../../daemon/gateway/frames.js';
 import { dissect } from '../../daemon/gateway/dissect.js';
-import { MAX_GSO_SEGMENTS, normalizeOffload, tcpOffloadWhole } from '../../daemon/wire/gso.js';
+import { MAX_GSO_SEGMENTS, MIN_GSO_SIZE, normalizeOffload, tcpOffloadWhole } from '../../daemon/wire/gso.js';
 import { GSO_MAX_FRAME, hasPartialCsum, hasVnetHeadroom, parseVnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN, withVnetHdr } from '../../daemon/wire/vnet.js';
 import { Network, type GatewayHandler } from '../../daemon/switch/network.js';
 import type { FrameHandler, Port, PortStats, PortStatus } from '../../plugins/types.js';
@@ -207,10 +207,25 @@ describe('TcpCoalescer', () => {
     c.flush();
     for (const f of out) {
       const h = parseVnetHdr(withVnetHdr(f));
-      const n = Math.ceil((f.length - 14 - 20 - 20) / (h.ok ? h.value.gsoSize : 1));
+      // Under MIN_GSO_SIZE (normalizeOffload refuses such a gso_size): one segment per frame.
+      expect(h.ok && h.value.gsoType).toBe(VIRTIO_NET_HDR_GSO_NONE);
+    }
+    expect(out).toHaveLength(segs.length);
+    expectSegments(out, segs);
+    // At MIN_GSO_SIZE they coalesce, never past MAX_GSO_SEGMENTS.
+    const out2: Buffer[] = [];
+    const c2 = new TcpCoalescer((f) => out2.push(f), counters());
+    const segs2: Segment[] = [];
+    for (let i = 0; i < 3000; i++) segs2.push(seg(1 + i * MIN_GSO_SIZE, MIN_GSO_SIZE));
+    for (const s of segs2) c2.push(L2A, flow4, s);
+    c2.flush();
+    expect(out2.length).toBeLessThan(segs2.length);
+    for (const f of out2) {
+      const h = parseVnetHdr(withVnetHdr(f));
+      const n = Math.ceil((f.length - 14 - 20 - 20) / (h.ok && h.value.gsoSize > 0 ? h.value.gsoSize : f.length));
       expect(n).toBeLessThanOrEqual(MAX_GSO_SEGMENTS);
     }
-    expectSegments(out, segs);
+    expectSegments(out2, segs2);
   });
 
   it('at a 65520 MTU one segment fills a frame: sent at once, NEEDS_CSUM only', () => {

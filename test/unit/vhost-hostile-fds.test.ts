@@ -83,6 +83,51 @@ except socket.timeout:
     expect(await b.waitState('broken')).toMatch(/SET_VRING_KICK.*semaphore/);
   });
 
+  it('a semaphore-mode kick eventfd is refused even while the front-end races the probe (review-14b C)', async (ctx) => {
+    const b = backend();
+    // Two threads of the front-end read the semaphore eventfd all the time, so the probe's own
+    // read after its write of 2 may find it empty (EAGAIN): that must count as a semaphore (and
+    // where /proc/self/fdinfo shows eventfd-semaphore, the kernel decides, no probe at all).
+    // 30 connections, each must be closed by the back-end.
+    const py = `
+import os, socket, struct, sys, threading
+efd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK)
+stop = False
+def spin():
+    while not stop:
+        try:
+            os.read(efd, 8)
+        except BlockingIOError:
+            pass
+ts = [threading.Thread(target=spin) for _ in range(2)]
+for t in ts: t.start()
+res = []
+for i in range(30):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    socket.send_fds(s, [struct.pack('<III', 12, 1, 8) + struct.pack('<Q', 1)], [efd])
+    s.settimeout(3)
+    try:
+        res.append('closed' if s.recv(1) == b'' else 'data')
+    except socket.timeout:
+        res.append('open')
+    s.close()
+stop = True
+for t in ts: t.join()
+print(' '.join(sorted(set(res))), flush=True)
+`;
+    const child = spawn('python3', ['-c', py, b.path], { stdio: ['ignore', 'pipe', 'inherit'] });
+    cleanups.push(() => child.kill());
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((resolve) => {
+      child.once('error', () => resolve(-1));
+      child.once('exit', (c) => resolve(c));
+    });
+    if (code === -1) ctx.skip();
+    expect(out.trim()).toBe('closed');
+  }, 120_000);
+
   it('eventfds as QEMU passes them still work; a frame kicked before SET_VRING_KICK is served', async () => {
     const b = backend();
     const fe = VhostFrontend.connect(b.path);

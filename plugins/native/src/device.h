@@ -117,7 +117,8 @@ class SwitchMember {
   // kCutNormalize: `f` (its virtio_net_hdr then the frame, `len` bytes, contiguous and not
   // guest memory: it is read more than once) made plain frames for `dst`, as the switch's
   // normalizeOffload (daemon/wire/gso.ts) makes them, and written.
-  static void CutNormalized(SwitchMember* dst, const uint8_t* f, uint32_t len);
+  // Returns the frames written.
+  static uint32_t CutNormalized(SwitchMember* dst, const uint8_t* f, uint32_t len);
   // Leaves the Fib (dropping its entries for this member). Pending counts stay for the report.
   void UnbindSwitch();
   // The Fib went away (garbage collected).

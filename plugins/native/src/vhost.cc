@@ -39,6 +39,7 @@ constexpr uint32_t kRxQ = 0;              // the guest's RX ring: we write into 
 constexpr uint32_t kTxQ = 1;              // the guest's TX ring: we read from it
 constexpr int kMaxMessagesPerEvent = 64;
 constexpr size_t kMaxCutPieces = 64;  // a cut-through frame in more pieces is copied into one
+constexpr uint64_t kCutWorkPerChain = 4;  // frames a turn may write per chain of its batch (ProcessTx)
 constexpr uint64_t kProtocolOffered = vhost::kPReplyAck | vhost::kPNetMtu;
 // virtio_net_hdr
 constexpr uint8_t kHdrNeedsCsum = 1;
@@ -75,10 +76,35 @@ bool IsEventfd(int fd) {
 }
 
 // A kick eventfd in semaphore mode gives 1 per read, so one written with 2^64 - 2 stays
-// readable for ever. A counter gives back all it holds: add 2, read, and a semaphore shows as
-// 1 (or as a counter too full to take 2). The guest's pending kicks read here are not lost:
-// the rings (re)start with a turn that looks at the ring anyway.
-bool IsSemaphore(int fd) {
+// readable for ever. The kernel says which it is in /proc/self/fdinfo (`eventfd-semaphore:`,
+// Linux 6.x); older kernels do not, and then a probe: a counter gives back all it holds, so add
+// 2, read, and a semaphore shows as 1 (or as a counter too full to take 2). The front-end holds
+// the same fd and may read it between our write and read (review-14b C): any failure of the
+// probe counts as a semaphore (refused). The guest's pending kicks read here are not lost: the
+// rings (re)start with a turn that looks at the ring anyway.
+int FdinfoSemaphore(int fd) {
+  char path[48];
+  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+  const int info = open(path, O_RDONLY | O_CLOEXEC);
+  if (info < 0) return -1;
+  char text[512];
+  ssize_t n;
+  do {
+    n = read(info, text, sizeof(text) - 1);
+  } while (n < 0 && errno == EINTR);
+  ::close(info);
+  if (n <= 0) return -1;
+  text[n] = '\0';
+  const char* k = std::strstr(text, "eventfd-semaphore:");
+  if (k == nullptr) return -1;
+  k += std::strlen("eventfd-semaphore:");
+  while (*k == ' ' || *k == '\t') k++;
+  if (*k == '0') return 0;
+  if (*k == '1') return 1;
+  return -1;
+}
+
+bool ProbeSemaphore(int fd) {
   uint64_t v;
   ssize_t r;
   do {
@@ -92,7 +118,13 @@ bool IsSemaphore(int fd) {
   do {
     r = read(fd, &v, sizeof(v));
   } while (r < 0 && errno == EINTR);
-  return r == static_cast<ssize_t>(sizeof(v)) && v == 1;
+  return r != static_cast<ssize_t>(sizeof(v)) || v == 1;  // EAGAIN: taken by a racing reader
+}
+
+bool IsSemaphore(int fd) {
+  const int k = FdinfoSemaphore(fd);
+  if (k >= 0) return k == 1;
+  return ProbeSemaphore(fd);
 }
 
 class VhostDevice;
@@ -822,12 +854,17 @@ uint32_t VhostDevice::ProcessTx() {
   processing_ = true;
   Ring& r = rings_[kTxQ];
   uint32_t n = 0, taken = 0;
+  // Frames written by cut-through segmentation count against the turn too: one guest chain can
+  // become up to kMaxGsoSegments frames (review-14b B). The turn ends once they reach
+  // kCutWorkPerChain times the batch, and the idle handle continues as after a full batch.
+  uint64_t written = 0;
+  const uint64_t work = static_cast<uint64_t>(batch_) * kCutWorkPerChain;
   bool more = false;
   bool cut = CanCutThrough();
   const uint64_t now = cut ? uv_hrtime() : 0;
   double fwd = 0, fwd_bytes = 0;
   TeeClock clock;
-  while (taken < batch_) {
+  while (taken < batch_ && written < work) {
     segs_.clear();
     Chain c;
     std::string why;
@@ -873,7 +910,7 @@ uint32_t VhostDevice::ProcessTx() {
           std::memcpy(scratch_.data(), pre, plen);
           Gather(c, guest_hdr_ + (plen - kVnetHdrLen), scratch_.data() + plen, len - plen);
           if (tee_.in) tee_.Write(scratch_.data(), static_cast<uint32_t>(len), static_cast<uint32_t>(len), tee_.rx_skip, kTeeIn, clock);
-          CutNormalized(dst, scratch_.data(), static_cast<uint32_t>(len));
+          written += CutNormalized(dst, scratch_.data(), static_cast<uint32_t>(len));
           NoteTap(dst);
           fwd++;
           fwd_bytes += static_cast<double>(len - kVnetHdrLen);
@@ -929,7 +966,7 @@ uint32_t VhostDevice::ProcessTx() {
   if (running_) {
     r.Publish();
     std::string why;
-    more = taken == batch_ && r.Pending(&why) != 0;
+    more = (taken == batch_ || written >= work) && r.Pending(&why) != 0;
     // While more waits, the next idle turn takes it: the guest need not kick (a kick costs it an
     // exit). Once drained, kicks are wanted again, and what came in meanwhile is looked at after
     // a full barrier, so nothing is left waiting for a kick the guest skipped.
