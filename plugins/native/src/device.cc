@@ -465,17 +465,7 @@ napi_value Device::New(napi_env env, napi_callback_info info) {
 }
 
 Device* Device::Unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
-  napi_value self;
-  if (napi_get_cb_info(env, info, argc, argv, &self, nullptr) != napi_ok) {
-    ThrowLastError(env, "napi_get_cb_info");
-    return nullptr;
-  }
-  void* p = nullptr;
-  if (napi_unwrap(env, self, &p) != napi_ok || p == nullptr) {
-    ThrowType(env, "not a Device");
-    return nullptr;
-  }
-  return static_cast<Device*>(p);
+  return UnwrapThis<Device>(env, info, argc, argv, "not a Device");
 }
 
 void Device::Finalize(napi_env env, void* data, void* /*hint*/) {

@@ -264,17 +264,7 @@ napi_value FdInbox::New(napi_env env, napi_callback_info info) {
 }
 
 FdInbox* FdInbox::Unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
-  napi_value self;
-  if (napi_get_cb_info(env, info, argc, argv, &self, nullptr) != napi_ok) {
-    ThrowLastError(env, "napi_get_cb_info");
-    return nullptr;
-  }
-  void* p = nullptr;
-  if (napi_unwrap(env, self, &p) != napi_ok || p == nullptr) {
-    ThrowType(env, "not an FdInbox");
-    return nullptr;
-  }
-  return static_cast<FdInbox*>(p);
+  return UnwrapThis<FdInbox>(env, info, argc, argv, "not an FdInbox");
 }
 
 void FdInbox::Close() {

@@ -55,4 +55,22 @@ bool SetNumber(napi_env env, napi_value obj, const char* key, double v);
 bool SetString(napi_env env, napi_value obj, const char* key, const std::string& v);
 bool SetBool(napi_env env, napi_value obj, const char* key, bool v);
 
+// The native object a constructor wrapped (napi_wrap) behind the `this` of a method call, with
+// the call's arguments in argv (*argc in: its room, out: how many); nullptr after throwing a
+// TypeError `not_this` ("not a Device") when `this` is something else.
+template <typename T>
+T* UnwrapThis(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv, const char* not_this) {
+  napi_value self;
+  if (napi_get_cb_info(env, info, argc, argv, &self, nullptr) != napi_ok) {
+    ThrowLastError(env, "napi_get_cb_info");
+    return nullptr;
+  }
+  void* p = nullptr;
+  if (napi_unwrap(env, self, &p) != napi_ok || p == nullptr) {
+    ThrowType(env, not_this);
+    return nullptr;
+  }
+  return static_cast<T*>(p);
+}
+
 }  // namespace mvnet

@@ -277,17 +277,7 @@ napi_value PingSocket::New(napi_env env, napi_callback_info info) {
 }
 
 PingSocket* PingSocket::Unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
-  napi_value self;
-  if (napi_get_cb_info(env, info, argc, argv, &self, nullptr) != napi_ok) {
-    ThrowLastError(env, "napi_get_cb_info");
-    return nullptr;
-  }
-  void* p = nullptr;
-  if (napi_unwrap(env, self, &p) != napi_ok || p == nullptr) {
-    ThrowType(env, "not a PingSocket");
-    return nullptr;
-  }
-  return static_cast<PingSocket*>(p);
+  return UnwrapThis<PingSocket>(env, info, argc, argv, "not a PingSocket");
 }
 
 void PingSocket::Finalize(napi_env env, void* data, void* /*hint*/) {

@@ -1309,17 +1309,7 @@ napi_value VhostDevice::New(napi_env env, napi_callback_info info) {
 }
 
 VhostDevice* VhostDevice::Unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
-  napi_value self;
-  if (napi_get_cb_info(env, info, argc, argv, &self, nullptr) != napi_ok) {
-    ThrowLastError(env, "napi_get_cb_info");
-    return nullptr;
-  }
-  void* p = nullptr;
-  if (napi_unwrap(env, self, &p) != napi_ok || p == nullptr) {
-    ThrowType(env, "not a VhostDevice");
-    return nullptr;
-  }
-  return static_cast<VhostDevice*>(p);
+  return UnwrapThis<VhostDevice>(env, info, argc, argv, "not a VhostDevice");
 }
 
 napi_value VhostDevice::JsStart(napi_env env, napi_callback_info info) {
