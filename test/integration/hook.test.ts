@@ -147,6 +147,15 @@ describe('mvnet hook', () => {
     expect(v.port).toMatchObject({ kind: 'vhost-user', path: sock, state: 'waiting' });
     const check = await hook(d.socket, ['CHECK'], { vm: 'vh1', network: 'jumbo', route: 'direct', device: 'vhost-user' });
     expect(check.json).toMatchObject({ ok: true, state: 'waiting' });
+    // The same VM's second NIC: its memory backend is the first one's, so none in this answer.
+    const second = await hook(d.socket, ['ADD'], { vm: 'vh1b', network: 'jumbo', route: 'direct', device: 'vhost-user', memory: 'existing', netdevId: 'net1', accel: 'tcg' });
+    expect(second.code, JSON.stringify(second.json)).toBe(0);
+    expect(second.json.qemuArgs).toEqual([
+      '-chardev', `socket,id=chr-net1,path=${status.daemon.vmSocketDir}/vh1b.vhost.sock,reconnect=1`,
+      '-netdev', 'vhost-user,id=net1,chardev=chr-net1',
+      '-device', `virtio-net-pci,netdev=net1,mac=${String(second.json.mac)},host_mtu=9000,vectors=0`,
+    ]);
+    expect((await hook(d.socket, ['DEL'], { vm: 'vh1b', device: 'vhost-user' })).json).toMatchObject({ detached: true });
     const del = await hook(d.socket, ['DEL'], { vm: 'vh1', device: 'vhost-user' });
     expect(del.json).toMatchObject({ detached: true, routeCleared: true });
     expect(existsSync(sock)).toBe(false);

@@ -26,6 +26,14 @@ describe('vhost-user QEMU arguments', () => {
     expect(vhostQemuArgs({ ...base, accel: 'kvm' })[9]).toBe('virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01');
   });
 
+  it('memory "existing": no memory backend nor NUMA node (the VM has one from its first NIC), the rest the same', () => {
+    const a = vhostQemuArgs({ ...base, memory: 'existing' });
+    expect(a).toEqual(vhostQemuArgs(base).slice(4));
+    expect(a.join(' ')).not.toMatch(/memory-backend|-numa/);
+    expect(vhostMemory('existing')).toEqual({ size: 'existing' });
+    expect(vhostMemory('Existing')).toHaveProperty('error');
+  });
+
   it('memory as -m takes it: a bare number is MiB, suffixes K/M/G/T, at least 16M', () => {
     expect(vhostMemory(256)).toEqual({ size: '256M' });
     expect(vhostMemory('256')).toEqual({ size: '256M' });

@@ -160,7 +160,7 @@ function parseConfig(text: string, arg: string | undefined, env: Env): HookConfi
     }
   }
   if (cfg.device === 'vhost-user' && command === 'ADD' && cfg.memory === undefined) {
-    throw new HookError(CODES.invalidConfig, 'device "vhost-user" needs memory: the VM\'s memory (its -m, e.g. "512M"), which must be a shared memory backend for mvnet to map');
+    throw new HookError(CODES.invalidConfig, 'device "vhost-user" needs memory: the VM\'s memory (its -m, e.g. "512M"), which must be a shared memory backend for mvnet to map, or "existing" when another NIC\'s answer already gives it');
   }
   if (cfg.device === 'vhost-user' && !cfg.model.startsWith('virtio-net')) throw new HookError(CODES.invalidConfig, `device "vhost-user" needs a virtio-net model, not ${JSON.stringify(cfg.model)}`);
   if (cfg.path !== undefined && !cfg.path.startsWith('/')) throw new HookError(CODES.invalidConfig, `path must be absolute, got ${JSON.stringify(cfg.path)}`);

@@ -17,13 +17,22 @@ export type Accel = 'tcg' | 'kvm';
 export const ACCELS: readonly Accel[] = ['tcg', 'kvm'];
 
 /**
- * The VM's memory as a memory-backend `size`: `256` (MiB, as `-m 256`), `"256M"`, `"2G"`; or an
- * error message. A bare number means MiB (QEMU's `-m`), never bytes (the backend's own unit).
+ * `memory: "existing"`: the VM already has its shared memory backend (its first vhost-user NIC's
+ * answer gave it, or the builder's own arguments do), so this answer adds none: a second
+ * backend and NUMA node would double the guest's memory and QEMU would refuse the VM.
+ */
+export const EXISTING_MEMORY = 'existing';
+
+/**
+ * The VM's memory as a memory-backend `size`: `256` (MiB, as `-m 256`), `"256M"`, `"2G"`, or
+ * `"existing"` (EXISTING_MEMORY); or an error message. A bare number means MiB (QEMU's `-m`),
+ * never bytes (the backend's own unit).
  */
 export function vhostMemory(v: unknown): { size: string } | { error: string } {
+  if (v === EXISTING_MEMORY) return { size: EXISTING_MEMORY };
   const text = typeof v === 'number' && Number.isInteger(v) ? String(v) : typeof v === 'string' ? v.trim() : undefined;
   const m = text !== undefined ? SIZE_RE.exec(text) : null;
-  if (m === null) return { error: `invalid memory ${JSON.stringify(v)}: the VM's memory as QEMU's -m gives it, e.g. 512 (MiB), "512M" or "2G"` };
+  if (m === null) return { error: `invalid memory ${JSON.stringify(v)}: the VM's memory as QEMU's -m gives it, e.g. 512 (MiB), "512M" or "2G", or "existing" when the VM's shared memory backend is given elsewhere` };
   const unit = (m[2] ?? '').toUpperCase() || 'M';
   const bytes = Number(m[1]) * UNIT[unit]!;
   if (bytes < MIN_BYTES) return { error: `memory ${JSON.stringify(v)} is less than 16M; give the VM's whole memory (-m)` };
@@ -37,7 +46,7 @@ export interface VhostArgsInput {
   /** A virtio-net model (virtio-net-pci, virtio-net-device, …). */
   model: string;
   mac: string;
-  /** The memory-backend size (vhostMemory). */
+  /** The memory-backend size (vhostMemory), or EXISTING_MEMORY: no backend in the answer. */
   memory: string;
   mtu: number;
   accel?: Accel;
@@ -55,11 +64,9 @@ export function vhostQemuArgs(i: VhostArgsInput): string[] {
   // The guest learns the network's MTU (VIRTIO_NET_F_MTU) instead of assuming 1500.
   if (i.mtu !== 1500) dev += `,host_mtu=${i.mtu}`;
   if (i.accel === 'tcg') dev += ',vectors=0';
+  const memory = i.memory === EXISTING_MEMORY ? [] : ['-object', `memory-backend-memfd,id=${mem},size=${i.memory},share=on`, '-numa', `node,memdev=${mem}`];
   return [
-    '-object',
-    `memory-backend-memfd,id=${mem},size=${i.memory},share=on`,
-    '-numa',
-    `node,memdev=${mem}`,
+    ...memory,
     '-chardev',
     `socket,id=${chr},path=${q(i.path)},reconnect=1`,
     '-netdev',
