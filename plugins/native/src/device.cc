@@ -1262,58 +1262,15 @@ napi_value Device::JsWrite(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   Device* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
-  bool is_array = false;
-  if (argc >= 1) MVNET_CALL(env, napi_is_array(env, argv[0], &is_array));
-  if (!is_array) {
-    ThrowType(env, "write(frames: Buffer[], count: number): frames must be an array");
-    return nullptr;
-  }
-  uint32_t length = 0;
-  MVNET_CALL(env, napi_get_array_length(env, argv[0], &length));
-  uint32_t n = length;
-  if (argc >= 2 && !IsNullish(env, argv[1])) {
-    double c = 0;
-    if (napi_get_value_double(env, argv[1], &c) != napi_ok) {
-      ThrowType(env, "write(frames, count): count must be a number");
-      return nullptr;
-    }
-    if (c < n) n = c > 0 ? static_cast<uint32_t>(c) : 0;
-  }
+  uint32_t n = 0;
+  if (!GetWriteCount(env, argc, argv, &n)) return nullptr;
   napi_value result;
   if (n == 0 || d->closed_ || d->failed_ || (d->dgram_ && d->peer_len_ == 0)) {
     d->Write(nullptr, n);  // counts the drops
     MVNET_CALL(env, napi_create_uint32(env, 0, &result));
     return result;
   }
-  d->frames_.resize(n);
-  napi_handle_scope scope = nullptr;
-  for (uint32_t i = 0; i < n; i++) {
-    if (i % 64 == 0) {
-      if (scope) napi_close_handle_scope(env, scope);
-      MVNET_CALL(env, napi_open_handle_scope(env, &scope));
-    }
-    napi_value el;
-    bool ok = napi_get_element(env, argv[0], i, &el) == napi_ok;
-    void* data = nullptr;
-    size_t len = 0;
-    napi_typedarray_type type = napi_int8_array;
-    bool is_ta = false;
-    if (ok) ok = napi_is_typedarray(env, el, &is_ta) == napi_ok && is_ta;
-    if (ok) {
-      napi_value ab;
-      size_t offset;
-      ok = napi_get_typedarray_info(env, el, &type, &len, &data, &ab, &offset) == napi_ok &&
-           (type == napi_uint8_array || type == napi_int8_array || type == napi_uint8_clamped_array);
-    }
-    if (!ok) {
-      napi_close_handle_scope(env, scope);
-      ThrowType(env, "write(frames): frames[" + std::to_string(i) + "] is not a Buffer");
-      return nullptr;
-    }
-    d->frames_[i].iov_base = data;
-    d->frames_[i].iov_len = len;
-  }
-  napi_close_handle_scope(env, scope);
+  if (!GetWriteFrames(env, argv[0], n, &d->frames_)) return nullptr;
   uint32_t accepted = d->Write(d->frames_.data(), n);
   MVNET_CALL(env, napi_create_uint32(env, accepted, &result));
   return result;

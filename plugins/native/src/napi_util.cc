@@ -70,6 +70,61 @@ bool IsNullish(napi_env env, napi_value v) {
   return t == napi_undefined || t == napi_null;
 }
 
+bool GetWriteCount(napi_env env, size_t argc, const napi_value* argv, uint32_t* n) {
+  bool is_array = false;
+  if (argc >= 1) MVNET_CALL_B(env, napi_is_array(env, argv[0], &is_array));
+  if (!is_array) {
+    ThrowType(env, "write(frames: Buffer[], count: number): frames must be an array");
+    return false;
+  }
+  uint32_t length = 0;
+  MVNET_CALL_B(env, napi_get_array_length(env, argv[0], &length));
+  *n = length;
+  if (argc >= 2 && !IsNullish(env, argv[1])) {
+    double c = 0;
+    if (napi_get_value_double(env, argv[1], &c) != napi_ok) {
+      ThrowType(env, "write(frames, count): count must be a number");
+      return false;
+    }
+    if (c < *n) *n = c > 0 ? static_cast<uint32_t>(c) : 0;
+  }
+  return true;
+}
+
+bool GetWriteFrames(napi_env env, napi_value frames, uint32_t n, std::vector<iovec>* out) {
+  out->resize(n);
+  // A scope per 64 elements: a large batch does not pile up handles until the call returns.
+  napi_handle_scope scope = nullptr;
+  for (uint32_t i = 0; i < n; i++) {
+    if (i % 64 == 0) {
+      if (scope) napi_close_handle_scope(env, scope);
+      MVNET_CALL_B(env, napi_open_handle_scope(env, &scope));
+    }
+    napi_value el;
+    bool ok = napi_get_element(env, frames, i, &el) == napi_ok;
+    void* data = nullptr;
+    size_t len = 0;
+    napi_typedarray_type type = napi_int8_array;
+    bool is_ta = false;
+    if (ok) ok = napi_is_typedarray(env, el, &is_ta) == napi_ok && is_ta;
+    if (ok) {
+      napi_value ab;
+      size_t offset;
+      ok = napi_get_typedarray_info(env, el, &type, &len, &data, &ab, &offset) == napi_ok &&
+           (type == napi_uint8_array || type == napi_int8_array || type == napi_uint8_clamped_array);
+    }
+    if (!ok) {
+      napi_close_handle_scope(env, scope);
+      ThrowType(env, "write(frames): frames[" + std::to_string(i) + "] is not a Buffer");
+      return false;
+    }
+    (*out)[i].iov_base = data;
+    (*out)[i].iov_len = len;
+  }
+  if (scope) napi_close_handle_scope(env, scope);
+  return true;
+}
+
 static bool GetProp(napi_env env, napi_value obj, const char* key, napi_value* out, bool* present) {
   MVNET_CALL_B(env, napi_get_named_property(env, obj, key, out));
   *present = !IsNullish(env, *out);

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <node_api.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mvnet {
 
@@ -50,6 +52,14 @@ bool GetInt32Prop(napi_env env, napi_value obj, const char* key, bool required, 
 bool GetFunctionProp(napi_env env, napi_value obj, const char* key, napi_value* out);
 bool GetStringArg(napi_env env, napi_value v, const char* what, std::string* out);
 bool IsNullish(napi_env env, napi_value v);
+
+// The arguments of a device's write(frames: Buffer[], count?: number), in two steps so a caller
+// can count frames it drops without looking at them: how many of `frames` to write (*n: the
+// array's length, or `count` when smaller; a negative count is 0), then those frames as views
+// of the Buffers' own memory (Uint8Array, Int8Array or Uint8ClampedArray) into *out, which the
+// caller reuses between calls. Each returns false after throwing a TypeError.
+bool GetWriteCount(napi_env env, size_t argc, const napi_value* argv, uint32_t* n);
+bool GetWriteFrames(napi_env env, napi_value frames, uint32_t n, std::vector<iovec>* out);
 
 bool SetNumber(napi_env env, napi_value obj, const char* key, double v);
 bool SetString(napi_env env, napi_value obj, const char* key, const std::string& v);

@@ -262,6 +262,7 @@ class VhostDevice : public SwitchMember {
   std::vector<Seg> segs_;
   std::vector<Chain> chains_;
   std::vector<iovec> cut_iov_;
+  std::vector<iovec> write_iov_;  // write()'s frames, reused between calls
   std::vector<uint8_t> scratch_;  // a frame in pieces gathered for the tee
   // TAPs this turn's cut-through wrote to (DrainTaps after it).
   static constexpr int kMaxTaps = 4;
@@ -1333,42 +1334,13 @@ napi_value VhostDevice::JsWrite(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   VhostDevice* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
-  bool is_array = false;
-  if (argc >= 1) MVNET_CALL(env, napi_is_array(env, argv[0], &is_array));
-  if (!is_array) {
-    ThrowType(env, "write(frames: Buffer[], count: number): frames must be an array");
-    return nullptr;
-  }
-  uint32_t length = 0;
-  MVNET_CALL(env, napi_get_array_length(env, argv[0], &length));
-  uint32_t n = length;
-  if (argc >= 2 && !IsNullish(env, argv[1])) {
-    double c = 0;
-    if (napi_get_value_double(env, argv[1], &c) != napi_ok) {
-      ThrowType(env, "write(frames, count): count must be a number");
-      return nullptr;
-    }
-    if (c < n) n = c < 0 ? 0 : static_cast<uint32_t>(c);
-  }
-  std::vector<iovec> frames(n);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value el;
-    MVNET_CALL(env, napi_get_element(env, argv[0], i, &el));
-    void* p = nullptr;
-    size_t len = 0;
-    bool ok = false;
-    if (napi_is_buffer(env, el, &ok) != napi_ok || !ok || napi_get_buffer_info(env, el, &p, &len) != napi_ok) {
-      ThrowType(env, "write(frames): frame " + std::to_string(i) + " is not a Buffer");
-      return nullptr;
-    }
-    frames[i].iov_base = p;
-    frames[i].iov_len = len;
-  }
+  uint32_t n = 0;
+  if (!GetWriteCount(env, argc, argv, &n) || !GetWriteFrames(env, argv[0], n, &d->write_iov_)) return nullptr;
   uint32_t done = 0;
   if (d->closed_) {
     d->drop_notrunning_ += n;
   } else {
-    done = d->WriteFrames(frames.data(), n, false);
+    done = d->WriteFrames(d->write_iov_.data(), n, false);
   }
   d->NotifyState();
   napi_value result;
