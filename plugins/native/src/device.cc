@@ -915,31 +915,10 @@ void Device::FreeQueue() {
   queued_bytes_ = 0;
 }
 
-// Cut-through's write of one frame to a TAP: the plain case (a TAP that takes it, no queue, no
-// header to prepend, no capture) in one write(); anything else as Write does it.
+// Cut-through's write of one frame to a TAP (CutWriteV in one piece).
 void Device::WriteOne(uint8_t* f, uint32_t len) {
-  if (!is_socket_ && tx_hdr_ == 0 && !tee_.out && queue_.empty() && !closed_ && !failed_) {
-    ssize_t r;
-    do {
-      r = write(fd_, f, len);
-    } while (r < 0 && errno == EINTR);
-    if (r >= 0) {
-      tx_bytes_ += len;
-      tx_frames_++;
-      io_fail_run_ = 0;
-      return;
-    }
-    int err = errno;
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-      if (Enqueue({f, len})) UpdateIo();
-    } else {
-      drop_io_++;
-      IoFailed(err);
-    }
-    return;
-  }
   iovec one = {f, len};
-  Write(&one, 1);
+  CutWriteV(&one, 1, len);
 }
 
 // write() and cut-through: frames of a closed or failed device, or of a datagram device
@@ -1008,8 +987,10 @@ uint32_t Device::CutThrough(uint32_t n) {
   return k;
 }
 
-// A frame in pieces (from a guest's memory) to a TAP: one writev when nothing is queued or
-// captured, else gathered and written as any frame.
+// A cut-through frame (in pieces when from a guest's memory) to a TAP: the plain case (a TAP
+// that takes it, no queue, no header to prepend, no capture) in one writev(); a frame in one
+// piece that would block is queued as it is; anything else (gathered first when in pieces)
+// as Write does it.
 void Device::CutWriteV(const iovec* iov, int count, uint32_t len) {
   if (!is_socket_ && tx_hdr_ == 0 && !tee_.out && queue_.empty() && !closed_ && !failed_) {
     ssize_t r;
@@ -1028,6 +1009,13 @@ void Device::CutWriteV(const iovec* iov, int count, uint32_t len) {
       IoFailed(err);
       return;
     }
+    if (count == 1) {
+      if (Enqueue(iov[0])) UpdateIo();
+      return;
+    }
+  } else if (count == 1) {
+    Write(iov, 1);
+    return;
   }
   SwitchMember::CutWriteV(iov, count, len);
 }
