@@ -10,7 +10,7 @@ import { internetChecksum, onesSum, pseudoHeaderSumV6At } from '../../daemon/wir
 import { normalizeOffload } from '../../daemon/wire/gso.js';
 import { TeeRing } from '../../plugins/common/tee-ring.js';
 import { Network } from '../../daemon/switch/network.js';
-import type { FrameHandler, Port, PortStats, PortStatus } from '../../plugins/types.js';
+import { VPort } from '../support/vnet-port.js';
 import { cleanupAll, createNetns, uniqueName, waitFor } from '../support/netns.js';
 import { F, startBackend, VhostFrontend } from '../support/vhost-frontend.js';
 
@@ -98,37 +98,11 @@ it('normalizeOffload refuses a partial checksum anywhere but the TCP/UDP checksu
   expect(diff.every((i) => i === 50 || i === 51)).toBe(true);
 });
 
-/** A port recording what the switch sends it (vnetHdrLen 10: a vhost-user or --vnet-hdr VM). */
-class RecPort implements Port {
-  readonly kind = 'tap' as const;
-  readonly layer = 2 as const;
-  readonly maxFrame = 65550;
-  sent: Buffer[] = [];
-  handler: FrameHandler = () => {};
-  constructor(
-    readonly name: string,
-    readonly vnetHdrLen: number,
-  ) {}
-  onFrames(h: FrameHandler): void {
-    this.handler = h;
-  }
-  send(frames: readonly Buffer[]): void {
-    for (const f of frames) this.sent.push(f);
-  }
-  stats(): PortStats {
-    return { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} };
-  }
-  status(): PortStatus {
-    return { state: 'up', detail: '' };
-  }
-  async close(): Promise<void> {}
-}
-
 it('the switch drops the rogue RA and the MAC spoof to a port without offloads as bad-offload', () => {
   const VICTIM = 0x52_54_00_00_00_0b;
   const net = new Network({ name: 'n', mtu: 1500, gatewayMac: GW_MAC, clock: () => 0 });
-  const guest = new RecPort('guest', 10);
-  const victim = new RecPort('victim', 0);
+  const guest = new VPort('guest', 10);
+  const victim = new VPort('victim', 0);
   const gm = net.attach('guest', guest, MAC_A);
   net.attach('victim', victim, VICTIM);
   // The victim speaks first, so the switch knows where its MAC is.

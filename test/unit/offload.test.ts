@@ -14,7 +14,7 @@ import { dissect } from '../../daemon/gateway/dissect.js';
 import { MAX_GSO_SEGMENTS, MIN_GSO_SIZE, normalizeOffload, tcpOffloadWhole } from '../../daemon/wire/gso.js';
 import { GSO_MAX_FRAME, hasPartialCsum, hasVnetHeadroom, parseVnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN, withVnetHdr } from '../../daemon/wire/vnet.js';
 import { Network, type GatewayHandler } from '../../daemon/switch/network.js';
-import type { FrameHandler, Port, PortStats, PortStatus } from '../../plugins/types.js';
+import { VPort } from '../support/vnet-port.js';
 import { pseudoHeaderSumV4At } from '../../daemon/wire/checksum.js';
 
 const ACK = 0x10;
@@ -251,33 +251,6 @@ describe('jumbo frames from the slab', () => {
     expect(seen([f1, f2]).map((x) => x.payload.equals(x.seq === 1 ? s1.payload : s2.payload))).toEqual([true, true]);
   });
 });
-
-/** A port with a virtio-net header (or without), recording what the switch sends. */
-class VPort implements Port {
-  readonly kind = 'tap' as const;
-  readonly layer = 2 as const;
-  readonly maxFrame = 65550;
-  sent: Buffer[] = [];
-  offloadsOk?: () => boolean;
-  handler: FrameHandler = () => {};
-  constructor(
-    readonly name: string,
-    readonly vnetHdrLen: number,
-  ) {}
-  onFrames(h: FrameHandler): void {
-    this.handler = h;
-  }
-  send(frames: readonly Buffer[]): void {
-    for (const f of frames) this.sent.push(f);
-  }
-  stats(): PortStats {
-    return { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {} };
-  }
-  status(): PortStatus {
-    return { state: 'up', detail: '' };
-  }
-  async close(): Promise<void> {}
-}
 
 describe('the switch and offload frames', () => {
   const GW = 0x02aaaaaaaaaa;
