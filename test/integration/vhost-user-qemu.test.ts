@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_JS } from '../support/daemon.js';
 import { cleanupAll, makeTempDir, run, spawnProcess, type ManagedProcess } from '../support/netns.js';
-import { startTopology, type StackVm, type Topology } from '../support/stack-topology.js';
+import { startTopology, type Capture, type CapturedPacket, type StackVm, type Topology } from '../support/stack-topology.js';
 import { bootVm, buildInitramfs, VM_MEMORY_MB, vmAssets, vmLines, VmConsole, writeTransferProgram } from '../support/qemu-vm.js';
 import { DESC_F_NEXT, TX, VhostFrontend } from '../support/vhost-frontend.js';
 import type { StatusInfo, VmInfo } from '../../daemon/control/api.js';
@@ -106,11 +106,15 @@ describe('a QEMU VM on --vhost-user', () => {
     return p;
   }
 
-  /** What the TAP VM's kernel received on its TAP (a super-frame counts as one packet). */
-  async function tapRx(peer: Peer): Promise<{ bytes: number; packets: number }> {
-    const r = await peer.vm.exec(['ip', '-s', '-j', 'link', 'show', 'dev', peer.vm.ifname], { check: true });
-    const j = JSON.parse(r.stdout) as { stats64: { rx: { bytes: number; packets: number } } }[];
-    return j[0]!.stats64.rx;
+  /** A capture, on the TAP VM's TAP, of the frames longer than 1514 bytes (tcpdump: len >= 1515). */
+  async function bigFrames(peer: Peer): Promise<Capture> {
+    return t.capture({ ns: peer.vm.ns, ifname: peer.vm.ifname, filter: 'greater 1515' });
+  }
+
+  /** The frame's length as tcpdump -e prints it ("..., length N: ..."). */
+  function frameLength(p: CapturedPacket): number {
+    const m = /length (\d+)/.exec(p.text);
+    return m ? Number(m[1]) : 0;
   }
 
   async function result(p: ManagedProcess): Promise<{ bytes: number; sha256: string }> {
@@ -185,29 +189,30 @@ describe('a QEMU VM on --vhost-user', () => {
 
   it('20 MB over TCP each way with a TAP VM arrive intact (8 MB with a --vnet-hdr one): the guest\'s TSO super-frames segmented for a plain TAP, whole into a --vnet-hdr one', { timeout: 300_000 }, async () => {
     const s0 = (await vmInfo('qvm')).port.stats;
-    const p0 = await tapRx(tapvm);
+    // The TAP VMs' kernels see every frame they receive: a super-frame is one packet larger
+    // than any frame at MTU 1500 can be (1514 bytes).
+    const bigPlain = await bigFrames(tapvm);
     await vmToTap(tapvm, 7100, MB20);
     const s1 = (await vmInfo('qvm')).port.stats;
-    const p1 = await tapRx(tapvm);
+    const plainBig = await bigPlain.stop();
     await tapToVm(tapvm, 7101, MB20);
     const s2 = (await vmInfo('qvm')).port.stats;
     // The frames went through this port (its counters), the data each way.
     expect(s1.rxBytes - s0.rxBytes).toBeGreaterThan(MB20);
     expect(s2.txBytes - s1.txBytes).toBeGreaterThan(MB20);
-    // mvnet offers TSO and checksum offload and the guest's virtio-net takes them: while it
-    // sends, its average frame (its data, and a few handshake frames) is above what any frame
-    // at MTU 1500 can be (1514 bytes; TSO frames here average 10-40 KB).
-    const avg = (s1.rxBytes - s0.rxBytes) / (s1.rxFrames - s0.rxFrames);
-    expect(avg, JSON.stringify({ s0, s1 })).toBeGreaterThan(2000);
-    // A plain TAP takes no super-frame: mvnet segmented them (the kernel counts what it got).
-    expect((p1.bytes - p0.bytes) / (p1.packets - p0.packets), JSON.stringify({ p0, p1 })).toBeLessThanOrEqual(1514);
+    // A plain TAP takes no super-frame: mvnet segmented the guest's TSO frames.
+    expect(plainBig.map((p) => p.line)).toEqual([]);
 
-    // The TAP VM with virtio-net headers takes them whole (cut through from guest memory).
-    const v0 = await tapRx(vnetvm);
+    // The TAP VM with virtio-net headers takes them whole (cut through from guest memory): mvnet
+    // offered TSO, the guest's virtio-net took it, and its frames crossed unsegmented. How large
+    // they are is the guest's business (under TCG on a loaded machine they may be only 2-3
+    // segments), so the check is that they exist, each larger than a segment can be.
+    const bigVnet = await bigFrames(vnetvm);
     await vmToTap(vnetvm, 7110, MB8);
-    const v1 = await tapRx(vnetvm);
+    const vnetBig = await bigVnet.stop();
+    expect(vnetBig.length, `${vnetBig.length} frames over 1514 bytes`).toBeGreaterThan(0);
+    for (const p of vnetBig) expect(frameLength(p), p.line).toBeGreaterThan(1514);
     await tapToVm(vnetvm, 7111, MB8);
-    expect((v1.bytes - v0.bytes) / (v1.packets - v0.packets), JSON.stringify({ v0, v1 })).toBeGreaterThan(2000);
   });
 
   it('a guest breaking its ring on another vhost-user port: that port is down (broken, with why); this VM keeps moving frames', { timeout: 120_000 }, async () => {
