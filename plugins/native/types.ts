@@ -397,6 +397,8 @@ export interface VhostDeviceStats {
   /** Memory regions mapped, and their bytes. */
   regions: number;
   memBytes: number;
+  /** Descriptors read from the guest's rings so far (the work its rings caused). */
+  descriptorsRead: number;
 }
 
 /**

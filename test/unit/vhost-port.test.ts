@@ -41,7 +41,7 @@ describe('the vhost-user port', () => {
   const stats: VhostDeviceStats = {
     state: 'running', detail: '', rxFrames: 1, rxBytes: 2, txFrames: 3, txBytes: 4,
     dropNoBuffers: 5, dropNotRunning: 6, dropOversize: 7, dropBadOffload: 8, callbackErrors: 9,
-    connections: 1, violations: 0, features: '0x0', guestCsum: false, guestTso4: false, guestTso6: false, regions: 1, memBytes: 1,
+    connections: 1, violations: 0, features: '0x0', guestCsum: false, guestTso4: false, guestTso6: false, regions: 1, memBytes: 1, descriptorsRead: 0,
   };
 
   it("maps the device's drops: no RX buffers → queue-full, not running → no-peer", () => {

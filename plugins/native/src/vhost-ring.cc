@@ -110,6 +110,7 @@ PopResult Ring::Pop(const MemTable& mem, bool writable, std::vector<Seg>* segs, 
     }
     // The one read of this descriptor: everything below uses the local copy.
     const uint8_t* p = desc_ + 16ull * i;
+    descriptors_read_++;
     const uint64_t addr = Load64(p);
     const uint64_t w = Load64(p + 8);
     const uint32_t len = static_cast<uint32_t>(w);

@@ -87,6 +87,9 @@ class Ring {
   void SetNoNotify(bool on);
   // The indices (GET_VRING_BASE answers last_avail).
   uint16_t used_idx() const { return used_idx_; }
+  // Descriptors read from guest memory by this ring: the work a guest caused,
+  // counted so that tests check the budget by work done rather than by time.
+  uint64_t descriptors_read() const { return descriptors_read_; }
   // Takes the indices from base, or from used->idx when it differs (a back-end restarted
   // without answering GET_VRING_BASE: what the guest got back is what the front-end saw).
   void SyncIndices();
@@ -99,6 +102,7 @@ class Ring {
   uint16_t used_idx_ = 0;
   uint16_t published_ = 0;
   uint32_t held_ = 0;      // descriptors walked in the chains taken since the last Publish
+  uint64_t descriptors_read_ = 0;
   uint16_t seen_idx_ = 0;  // avail->idx as Pending last read it
   struct {
     bool valid;

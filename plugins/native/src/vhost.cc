@@ -239,6 +239,7 @@ class VhostDevice : public SwitchMember {
   std::unique_ptr<MsgReader> reader_;
   MemTable mem_;
   Ring rings_[2];
+  uint64_t descriptors_read_ = 0;  // by rings since reset (ResetRings)
   uint64_t offered_ = 0;
   uint64_t features_ = 0;
   uint64_t protocol_ = 0;
@@ -456,6 +457,7 @@ void VhostDevice::ResetRings() {
   for (Ring& r : rings_) {
     if (r.kick_fd >= 0) ::close(r.kick_fd);
     if (r.call_fd >= 0) ::close(r.call_fd);
+    descriptors_read_ += r.descriptors_read();  // a running total across connections
     r = Ring();
   }
 }
@@ -1377,7 +1379,8 @@ napi_value VhostDevice::JsStats(napi_env env, napi_callback_info info) {
       !SetBool(env, o, "guestTso4", (f & vhost::kFGuestTso4) != 0) ||
       !SetBool(env, o, "guestTso6", (f & vhost::kFGuestTso6) != 0) ||
       !SetNumber(env, o, "regions", d->mem_.count()) ||
-      !SetNumber(env, o, "memBytes", static_cast<double>(d->mem_.bytes()))) {
+      !SetNumber(env, o, "memBytes", static_cast<double>(d->mem_.bytes())) ||
+      !SetNumber(env, o, "descriptorsRead", static_cast<double>(d->descriptors_read_ + d->rings_[0].descriptors_read() + d->rings_[1].descriptors_read()))) {
     return nullptr;
   }
   return o;
