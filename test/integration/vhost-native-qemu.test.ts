@@ -172,7 +172,11 @@ c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
     }
     await qemu.waitForLine((l) => l.startsWith('MVT-DONE'), { timeoutMs: 60_000 });
     expect(commandOutput(qemu, 'ping2')?.rc, vmLines(qemu).join('\n')).toBe(0);
-    expect(vhost.stats()).toMatchObject({ state: 'running', connections: 1, violations: 0 });
+    // After MVT-DONE the VM powers off, which stops the device and closes the socket: 'connected'
+    // and 'listening' may follow at any moment, so the states seen, not the state now.
+    expect(states.map((x) => x[0]).slice(0, 2)).toEqual(['connected', 'running']);
+    expect(states.slice(2).every(([x]) => x === 'connected' || x === 'listening'), JSON.stringify(states)).toBe(true);
+    expect(vhost.stats()).toMatchObject({ connections: 1, violations: 0 });
     void dnsmasq;
   });
 
