@@ -24,34 +24,18 @@ import { TEE_IN, TEE_OUT, type TeeRing } from '../common/tee-ring.js';
 import type { DropReason, FrameHandler, Port, PortKind, PortStats, PortStatus } from '../types.js';
 import { MIN_FRAME } from '../types.js';
 import { native } from './index.js';
-import type { NativeDevice } from './types.js';
-
-/** The native forwarding table of one switch (device.cc `Fib`): its members are native Devices or VhostDevices. */
-interface NativeFib {
-  set(mac: number, device: PortDevice, validMs: number): boolean;
-  delete(mac: number): void;
-  clear(): void;
-}
+import type { NativeDevice, NativeFib, NativeSwitchMember } from './types.js';
 
 /**
  * What DevicePort needs of its native device: the fd Device (device.cc) or a vhost-user
  * VhostDevice (vhost.cc), both with the same read buffer, write, tee and cut-through calls.
  */
-export interface PortDevice {
+export interface PortDevice extends NativeSwitchMember {
   readonly buffer: Buffer;
   readonly lengths: Uint32Array;
   write(frames: readonly Buffer[], count: number): number;
   setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number, program?: Uint32Array | null): void;
   close(): void;
-}
-
-/** The cut-through half of a native device, beyond PortDevice. */
-interface SwitchDevice extends PortDevice {
-  bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
-  setSwitchMac(mac: number): void;
-  unbindSwitch(): void;
-  /** Runs the pending onForwarded report now (reports are otherwise deferred by ~10 ms). */
-  flushForwarded(): void;
 }
 
 /** A device's own counters as DevicePort.stats() folds them in. */
@@ -80,8 +64,7 @@ export class DeviceSwitchFib {
   readonly native: NativeFib;
 
   constructor(gatewayMac: number, maxFrame: number) {
-    const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
-    this.native = new Fib(gatewayMac, maxFrame);
+    this.native = new native.Device.Fib(gatewayMac, maxFrame);
   }
 
   /** Frames to `mac` may go straight to `port` for `validMs`; false if the port is not bound here. */
@@ -382,11 +365,6 @@ export abstract class DevicePort<D extends PortDevice = NativeDevice> implements
     if (list === this.scratch) this.scratch.length = 0;
   }
 
-  /** Both native devices have the cut-through calls; NativeDevice's type leaves them out. */
-  private switchDevice(): SwitchDevice {
-    return this.device as unknown as SwitchDevice;
-  }
-
   /** A forwarding table for a switch whose members are DevicePorts (see bindSwitch). */
   newSwitchFib(gatewayMac: number, maxFrame: number): DeviceSwitchFib {
     return new DeviceSwitchFib(gatewayMac, maxFrame);
@@ -401,7 +379,7 @@ export abstract class DevicePort<D extends PortDevice = NativeDevice> implements
   bindSwitch(fib: unknown, mac: number | null, onForwarded: (frames: number) => void): boolean {
     if (this.closed || this.layer !== 2 || !(fib instanceof DeviceSwitchFib)) return false;
     const mode = this.vnet === 'none' ? 0 : this.vnet === 'pass' ? 1 : 2;
-    this.switchDevice().bindSwitch(fib.native, mode, this.minLen, this.maxFrame, mac ?? -1, (frames, bytes) => {
+    this.device.bindSwitch(fib.native, mode, this.minLen, this.maxFrame, mac ?? -1, (frames, bytes) => {
       this.counters.rxFrames += frames;
       this.counters.rxBytes += bytes;
       onForwarded(frames);
@@ -411,14 +389,14 @@ export abstract class DevicePort<D extends PortDevice = NativeDevice> implements
   }
 
   setSwitchMac(mac: number): void {
-    if (this.switchFib !== null) this.switchDevice().setSwitchMac(mac);
+    if (this.switchFib !== null) this.device.setSwitchMac(mac);
   }
 
   /** Ends cut-through; the bookkeeping of frames cut through and not yet reported runs now. */
   unbindSwitch(): void {
     if (this.switchFib === null) return;
     this.switchFib = null;
-    this.switchDevice().unbindSwitch();
+    this.device.unbindSwitch();
   }
 
   /**
@@ -449,7 +427,7 @@ export abstract class DevicePort<D extends PortDevice = NativeDevice> implements
 
   stats(): PortStats {
     // Frames cut through reach the counters in deferred reports: take the pending one first.
-    if (this.switchFib !== null) this.switchDevice().flushForwarded();
+    if (this.switchFib !== null) this.device.flushForwarded();
     const s = this.counters.snapshot();
     const d = this.deviceCounters();
     s.txFrames = d.txFrames;

@@ -89,7 +89,24 @@ export interface DeviceStats {
   peer?: string;
 }
 
-export interface NativeDevice {
+/** device.cc's Fib (`native.Device.Fib`): one switch's native forwarding table, unicast MAC → member. */
+export interface NativeFib {
+  /** Frames to `mac` may go to `device` for `validMs`; false if the device is not bound to this Fib. */
+  set(mac: number, device: NativeSwitchMember, validMs: number): boolean;
+  delete(mac: number): void;
+  clear(): void;
+}
+
+/** The cut-through calls of a native Device and a VhostDevice (device.h SwitchMember). */
+export interface NativeSwitchMember {
+  bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
+  setSwitchMac(mac: number): void;
+  unbindSwitch(): void;
+  /** Runs the pending onForwarded report now (reports are otherwise deferred by ~10 ms). */
+  flushForwarded(): void;
+}
+
+export interface NativeDevice extends NativeSwitchMember {
   /** Reused read buffer: slot i is buffer[i * maxFrame, i * maxFrame + lengths[i]). */
   readonly buffer: Buffer;
   /**
@@ -408,7 +425,7 @@ export interface VhostDeviceStats {
  * checked and each descriptor read once; a violation makes the device `broken` (rings stopped,
  * onState says why) until the front-end connects again.
  */
-export interface NativeVhostDevice {
+export interface NativeVhostDevice extends NativeSwitchMember {
   /** Reused read buffer for onRead: slot i at i * slotSize. */
   readonly buffer: Buffer;
   readonly lengths: Uint32Array;
@@ -425,15 +442,12 @@ export interface NativeVhostDevice {
   /** Capture: as NativeDevice.setTee (rxSkip/txSkip: the 10-byte header). */
   setTee(ring: Buffer | null, ctl?: Uint32Array, dirs?: number, snaplen?: number, rxSkip?: number, txSkip?: number, program?: Uint32Array | null): void;
   /**
-   * Cut-through: as the native Device's (plugins/native/device-port.ts SwitchDevice), mode 1
-   * ('pass') only (another mode throws a TypeError). Frames the switch would forward unchanged
-   * go from guest memory to the destination (a plain port gets them without the header when
-   * they carry no offload; the rest goes to JS).
+   * Cut-through: as the native Device's, mode 1 ('pass') only (another mode throws a
+   * TypeError). Frames the switch would forward unchanged go from guest memory to the
+   * destination (a plain port gets them without the header when they carry no offload; the
+   * rest goes to JS).
    */
-  bindSwitch(fib: unknown, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
-  setSwitchMac(mac: number): void;
-  unbindSwitch(): void;
-  flushForwarded(): void;
+  bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void;
   /**
    * Tests and the fuzzer: runs now, synchronously, what a kick on every ring would run (the
    * same code path), within the usual budget. Returns chains taken.
@@ -496,7 +510,7 @@ export interface NativeAddon {
   openUnixDgram(opts: { path: string }): { fd: number };
   /** Non-blocking listening unix stream socket bound at `path` (which must not exist); closing it unlinks nothing. */
   openUnixListener(opts: { path: string }): { fd: number };
-  Device: new (opts: DeviceOptions) => NativeDevice;
+  Device: (new (opts: DeviceOptions) => NativeDevice) & { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib };
   /** A vhost-user back-end (vhost.cc). */
   VhostDevice: new (opts: VhostDeviceOptions) => NativeVhostDevice;
   /** Test aids (vhost-testing.cc): memfds, eventfds and fd passing as QEMU does them. */

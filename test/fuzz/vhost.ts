@@ -75,10 +75,6 @@ export interface VhostHarness {
   sock: { dev: NativeDevice; sink: NativeDevice; dir: string; datagrams: number; oversize: number };
 }
 
-interface NativeFib {
-  set(mac: number, device: object, validMs: number): boolean;
-}
-type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void; unbindSwitch(): void };
 const MAC_GW = 0x02_6d_76_00_ff_01;
 const MAC_A = 0x52_54_00_00_00_0a;
 const MAC_PEER = 0x52_54_00_00_00_0b;
@@ -123,10 +119,10 @@ export function vhostHarness(): VhostHarness {
   const m = vt().memfdMap(4096, false);
   const pb = startBackend({ maxFrame: 1514, batch: BATCH, offloads: true });
   const pfe = VhostFrontend.connect(pb.path, { num: NUM, bufSize: BUF, memSize: 1 << 20 });
-  const Fib = (loadNative().Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+  const Fib = loadNative().Device.Fib;
   const fib = new Fib(MAC_GW, 1514);
-  (b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-  (pb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_PEER, () => {});
+  b.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+  pb.dev.bindSwitch(fib, 1, 14, 1514, MAC_PEER, () => {});
   fib.set(MAC_PEER, pb.dev, 1e9);
   fib.set(MAC_A, b.dev, 1e9);
   const dir = mkdtempSync(join(tmpdir(), 'mvnet-vhost-fuzz-'));
@@ -152,7 +148,7 @@ export function vhostHarness(): VhostHarness {
   });
   sock.dev.start();
   sock.sink.start();
-  (sock.dev as unknown as Bindable).bindSwitch(fib, 0, 14, 1514, MAC_SOCK, () => {});
+  sock.dev.bindSwitch(fib, 0, 14, 1514, MAC_SOCK, () => {});
   fib.set(MAC_SOCK, sock.dev, 1e9);
   return {
     sock,
@@ -235,12 +231,12 @@ function servicePeer(h: VhostHarness): void {
 }
 
 export function closeVhostHarness(h: VhostHarness): void {
-  (h.sock.dev as unknown as Bindable).unbindSwitch();
+  h.sock.dev.unbindSwitch();
   h.sock.dev.close();
   h.sock.sink.close();
   rmSync(h.sock.dir, { recursive: true, force: true });
-  (h.b.dev as unknown as Bindable).unbindSwitch();
-  (h.peer.b.dev as unknown as Bindable).unbindSwitch();
+  h.b.dev.unbindSwitch();
+  h.peer.b.dev.unbindSwitch();
   h.peer.fe.close();
   h.peer.b.close();
   h.fe.close();

@@ -11,8 +11,7 @@ import { F, startBackend, VhostFrontend } from '../support/vhost-frontend.js';
 const native = loadNative();
 const GW_MAC = 0x02_6d_76_00_ff_01;
 const MAC_A = 0x52_54_00_00_00_0a;
-type Bindable = { bindSwitch(fib: object, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void };
-const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => { set(mac: number, d: object, ms: number): boolean } }).Fib;
+const Fib = native.Device.Fib;
 afterAll(cleanupAll);
 const macBytes = (m: number): Buffer => {
   const b = Buffer.alloc(6);
@@ -70,8 +69,8 @@ async function withCut(tag: string, body: (ctx: { tap: NativeDevice; dev: { proc
     const fe = VhostFrontend.connect(a.path, { bufSize: 16384, want: F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.CSUM | F.HOST_TSO4 });
     try {
       await fe.start();
-      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-      (tapDev as unknown as Bindable).bindSwitch(fib, 0, 14, 1514, TAP_MAC, () => {});
+      a.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+      tapDev.bindSwitch(fib, 0, 14, 1514, TAP_MAC, () => {});
       tapDev.start();
       expect(fib.set(TAP_MAC, tapDev, 60_000)).toBe(true);
       await body({ tap: tapDev, dev: a.dev as unknown as { processQueues(): number }, fe, frames: a.frames, tapMac: TAP_MAC });

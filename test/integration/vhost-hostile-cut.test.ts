@@ -14,11 +14,7 @@ const native = loadNative();
 const GW_MAC = 0x02_6d_76_00_ff_01;
 const MAC_A = 0x52_54_00_00_00_0a;
 
-interface NativeFib {
-  set(mac: number, device: object, validMs: number): boolean;
-}
-type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void };
-const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+const Fib = native.Device.Fib;
 
 afterAll(cleanupAll);
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -74,8 +70,8 @@ describe('vhost review: cut-through of a frame in more than IOV_MAX pieces', () 
     cleanups.push(() => fa.close());
     await fa.start();
     const fib = new Fib(GW_MAC, 1514);
-    (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-    (tap as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, tapMac, () => {});
+    a.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+    tap.bindSwitch(fib, 1, 14, 1514, tapMac, () => {});
     expect(fib.set(tapMac, tap, 60_000)).toBe(true);
 
     // Header and frame one byte per descriptor, from one buffer.

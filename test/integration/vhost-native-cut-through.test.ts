@@ -7,7 +7,7 @@
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadNative } from '../../plugins/native/index.js';
-import type { NativeDevice } from '../../plugins/native/types.js';
+import type { NativeDevice, NativeFib } from '../../plugins/native/types.js';
 import { foldSum, internetChecksum, pseudoHeaderSumV4At, pseudoHeaderSumV6At } from '../../daemon/wire/checksum.js';
 import { normalizeOffload } from '../../daemon/wire/gso.js';
 import { TeeRing } from '../../plugins/common/tee-ring.js';
@@ -19,13 +19,7 @@ const GW_MAC = 0x02_6d_76_00_ff_01;
 const MAC_A = 0x52_54_00_00_00_0a;
 const MAC_B = 0x52_54_00_00_00_0b;
 
-interface NativeFib {
-  set(mac: number, device: object, validMs: number): boolean;
-  delete(mac: number): void;
-  clear(): void;
-}
-type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void };
-const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+const Fib = native.Device.Fib;
 // The switch holds its Fib for as long as the network lives; here this list does. (A Fib the
 // garbage collector takes while members are bound ends their cut-through: frames go to JS.)
 const fibs: NativeFib[] = [];
@@ -97,8 +91,8 @@ describe('vhost-user cut-through', () => {
     const fb = await guest(b);  // offered offloads, but wants none: GSO frames for it go to JS
     const fib = newFib(GW_MAC, 1514);
     let reported = 0;
-    (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, (n) => (reported += n));
-    (b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
+    a.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, (n) => (reported += n));
+    b.dev.bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
     expect(fib.set(MAC_B, b.dev, 60_000)).toBe(true);
 
     const syn = tcpSyn(MAC_B, MAC_A, '10.80.0.1', '10.80.0.2', 1400);
@@ -107,7 +101,7 @@ describe('vhost-user cut-through', () => {
     const got = fb.receiveFrames();
     expect(got.map((g) => g.frame)).toEqual([syn, syn]);
     expect(a.frames).toEqual([]);
-    (a.dev as unknown as Bindable).flushForwarded();
+    a.dev.flushForwarded();
     expect(reported).toBe(2);
     expect(a.dev.stats()).toMatchObject({ rxFrames: 2, violations: 0 });
 
@@ -156,7 +150,7 @@ describe('vhost-user cut-through', () => {
       const [a, b] = ends as [typeof ends[0], typeof ends[0]];
       const fib = newFib(GW_MAC, 1514);
       for (const [e, vnet] of [[a, 0], [b, 1]] as const) {
-        (e.dev as unknown as Bindable).bindSwitch(fib, vnet, 14, 1514, e.mac, () => {});
+        e.dev.bindSwitch(fib, vnet, 14, 1514, e.mac, () => {});
         e.dev.start();
         expect(fib.set(e.mac, e.dev, 60_000)).toBe(true);
       }
@@ -190,8 +184,8 @@ describe('vhost-user cut-through', () => {
       await fe.start();
       const TAP_MAC = 0x02_00_00_00_00_77;
       const fib = newFib(GW_MAC, 1514);
-      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-      (tapDev as unknown as Bindable).bindSwitch(fib, 0, 14, 1514, TAP_MAC, () => {});
+      a.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+      tapDev.bindSwitch(fib, 0, 14, 1514, TAP_MAC, () => {});
       expect(fib.set(TAP_MAC, tapDev, 60_000)).toBe(true);
       let seed = 12345;
       const rnd = (n: number): number => {
@@ -322,8 +316,8 @@ describe('vhost-user cut-through', () => {
         const ring = new TeeRing(1 << 16, 0);
         a.dev.setTee(ring.buffer, ring.ctl, 3, 0, 10, 10);
         const fib = newFib(GW_MAC, 1514);
-        (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-        (tap as unknown as Bindable).bindSwitch(fib, vnetHdr ? 1 : 0, 14, 1514, tapMac, () => {});
+        a.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+        tap.bindSwitch(fib, vnetHdr ? 1 : 0, 14, 1514, tapMac, () => {});
         expect(fib.set(tapMac, tap, 60_000)).toBe(true);
         expect(fib.set(MAC_A, a.dev, 60_000)).toBe(true);
 

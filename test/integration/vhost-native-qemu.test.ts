@@ -10,7 +10,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNative } from '../../plugins/native/index.js';
-import type { NativeDevice, NativeVhostDevice, VhostState } from '../../plugins/native/types.js';
+import type { NativeDevice, NativeFib, NativeVhostDevice, VhostState } from '../../plugins/native/types.js';
 import { cleanupAll, createNetns, makeTempDir, uniqueName, type ManagedProcess, type Netns } from '../support/netns.js';
 import { bootVm, buildInitramfs, commandOutput, vmAssets, vmLines } from '../support/qemu-vm.js';
 
@@ -22,11 +22,7 @@ const SIZE = 4 << 20;
 
 afterAll(cleanupAll);
 
-interface NativeFib {
-  set(mac: number, device: object, validMs: number): boolean;
-}
-type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; flushForwarded(): void };
-const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+const Fib = native.Device.Fib;
 // The switch holds its Fib for as long as the network lives; here this list does. (A Fib the
 // garbage collector takes while members are bound ends their cut-through: frames go to JS.)
 const fibs: NativeFib[] = [];
@@ -185,9 +181,9 @@ c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
     vhost = listen();
     const fib = newFib(0x02_6d_76_00_ff_01, 1514);
     const fwd = { vm: 0, tap: 0 };
-    (vhost as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, macNumber(MAC), (n) => (fwd.vm += n));
+    vhost.bindSwitch(fib, 1, 14, 1514, macNumber(MAC), (n) => (fwd.vm += n));
     const tapMac = macNumber(await ns.mac(tapName));
-    (tap as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, tapMac, (n) => (fwd.tap += n));
+    tap.bindSwitch(fib, 1, 14, 1514, tapMac, (n) => (fwd.tap += n));
     expect(fib.set(macNumber(MAC), vhost, 600_000)).toBe(true);
     expect(fib.set(tapMac, tap, 600_000)).toBe(true);
     const assets = vmAssets();
@@ -220,8 +216,8 @@ print(h.hexdigest(), n, flush=True); c.close()`), { label: 'recv cut' });
     expect(commandOutput(qemu, 'ping')?.rc, lines.join('\n')).toBe(0);
     await recv.exited;
     expect(recv.lines[1], lines.join('\n')).toBe(`${commandOutput(qemu, 'up')?.out.split(' ')[0]} ${SIZE}`);
-    (vhost as unknown as Bindable).flushForwarded();
-    (tap as unknown as Bindable).flushForwarded();
+    vhost.flushForwarded();
+    tap.flushForwarded();
     // The pings and the transfer went natively both ways (DHCP and ARP through JS).
     expect(fwd.vm, JSON.stringify(vhost.stats())).toBeGreaterThan(100);
     expect(fwd.tap).toBeGreaterThan(50);

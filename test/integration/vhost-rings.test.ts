@@ -1185,8 +1185,7 @@ describe('vhost-user back-end: JavaScript callbacks that close, throw or re-ente
 describe('vhost-user back-end: cut-through into a hostile guest', () => {
   it('a receiving guest whose RX ring is hostile breaks alone; the sending guest runs on', async () => {
     const native = loadNative();
-    const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => { set(mac: number, device: object, validMs: number): boolean } }).Fib;
-    type Bindable = { bindSwitch(fib: object, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void };
+    const Fib = native.Device.Fib;
     const MAC_A = 0x52_54_00_00_00_0a;
     const MAC_B = 0x52_54_00_00_00_0b;
     const a = backend();
@@ -1198,8 +1197,8 @@ describe('vhost-user back-end: cut-through into a hostile guest', () => {
     const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
     // Held to the end, as the switch holds its own: a collected Fib unbinds its members.
     cleanups.push(() => void fib);
-    (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-    (bb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
+    a.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+    bb.dev.bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
     fib.set(MAC_B, bb.dev, 60_000);
     fib.set(MAC_A, a.dev, 60_000);
     // B's RX ring: a loop of writable descriptors.
@@ -1240,8 +1239,7 @@ describe('vhost-user back-end: cut-through into a hostile guest', () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     const native = loadNative();
-    const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => { set(mac: number, device: object, validMs: number): boolean } }).Fib;
-    type Bindable = { bindSwitch(fib: object, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void; unbindSwitch(): void };
+    const Fib = native.Device.Fib;
     const a = backend();
     const bb = backend();
     const fa = frontend(a);
@@ -1251,8 +1249,8 @@ describe('vhost-user back-end: cut-through into a hostile guest', () => {
     fb.postRx(16);
     (() => {
       const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
-      (a.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, 0x52_54_00_00_00_0a, () => {});
-      (bb.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, 0x52_54_00_00_00_0b, () => {});
+      a.dev.bindSwitch(fib, 1, 14, 1514, 0x52_54_00_00_00_0a, () => {});
+      bb.dev.bindSwitch(fib, 1, 14, 1514, 0x52_54_00_00_00_0b, () => {});
       fib.set(0x52_54_00_00_00_0b, bb.dev, 60_000);
     })();
     for (let i = 0; i < 5; i++) {
@@ -1271,7 +1269,7 @@ describe('vhost-user back-end: cut-through into a hostile guest', () => {
     expect(a.dev.processQueues()).toBe(2);
     // Collected (today: its members unbound, frames to JS) or kept alive by its members.
     expect(a.frames.length + fb.receiveFrames().length).toBe(2);
-    (a.dev as unknown as Bindable).unbindSwitch();
-    (bb.dev as unknown as Bindable).unbindSwitch();
+    a.dev.unbindSwitch();
+    bb.dev.unbindSwitch();
   });
 });

@@ -10,11 +10,7 @@ import { loadNative } from '../../plugins/native/index.js';
 import { type Backend, F, startBackend, VhostFrontend } from '../support/vhost-frontend.js';
 
 const native = loadNative();
-interface NativeFib {
-  set(mac: number, device: object, validMs: number): boolean;
-}
-type Bindable = { bindSwitch(fib: NativeFib, mode: number, minLen: number, maxFrame: number, mac: number, onForwarded: (frames: number, bytes: number) => void): void };
-const Fib = (native.Device as unknown as { Fib: new (gatewayMac: number, maxFrame: number) => NativeFib }).Fib;
+const Fib = native.Device.Fib;
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -91,8 +87,8 @@ describe('vhost review: offloads in the guest\'s TX headers', () => {
     const bb = await guest(true, F.VERSION_1 | F.MRG_RXBUF | F.PROTOCOL_FEATURES | F.GUEST_CSUM | F.GUEST_TSO4);
     bb.fe.postRx(32);
     const fib = new Fib(0x02_6d_76_00_ff_01, 1514);
-    (a.b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
-    (bb.b.dev as unknown as Bindable).bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
+    a.b.dev.bindSwitch(fib, 1, 14, 1514, MAC_A, () => {});
+    bb.b.dev.bindSwitch(fib, 1, 14, 1514, MAC_B, () => {});
     expect(fib.set(MAC_B, bb.b.dev, 60_000)).toBe(true);
     a.fe.sendFrames([frame(1, 3000, MAC_B, MAC_A)], { hdr: hdr(NEEDS_CSUM, TCPV4), kick: false });
     a.fe.sendFrames([frame(2, 1000, MAC_B, MAC_A)], { kick: false });
