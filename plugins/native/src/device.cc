@@ -223,12 +223,11 @@ class Device : public SwitchMember {
 
  private:
   // SwitchMember.
-  bool CutOpen() const override { return !closed_; }
+  bool Closed() const override { return closed_; }
   uint32_t CutWrite(const iovec* frames, size_t n) override { return Write(frames, n); }
   void CutWriteV(const iovec* iov, int count, uint32_t len) override;
   bool IsTap() const override { return !is_socket_; }
   void CallForwarded(napi_ref cb, double frames, double bytes) override;
-  bool SwitchClosed() const override { return closed_; }
   SendResult TrySend(const iovec* frames, size_t n, uint32_t prefix, uint32_t exclude, TeeClock* tee);
   // Capture (setTee): copies of frames read (TEE_IN) and accepted for writing (TEE_OUT).
   void TeeIn(const uint8_t* f, uint32_t len) {
@@ -1331,7 +1330,7 @@ napi_value Device::JsBindSwitch(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   Device* d = Unwrap(env, info, &argc, argv);
   if (!d) return nullptr;
-  return d->JsBind(env, argc, argv, d, d->closed_);
+  return d->JsBind(env, argc, argv, d);
 }
 
 napi_value Device::JsSetSwitchMac(napi_env env, napi_callback_info info) {
@@ -1353,7 +1352,7 @@ napi_value Device::JsFlushForwarded(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   Device* d = Unwrap(env, info, &argc, nullptr);
   if (!d) return nullptr;
-  return d->JsFlush(env, d->closed_);
+  return d->JsFlush(env);
 }
 
 // setTee(ring: Buffer, ctl: Uint32Array, dirs, snaplen, rxSkip, txSkip, program?), or setTee(null) to stop.
@@ -1759,7 +1758,7 @@ SwitchMember* SwitchMember::Route(const uint8_t* f, uint32_t len, uint32_t slot,
   const FibEntry* e = Lookup(dmac);
   if (e == nullptr || now >= e->deadline) return nullptr;
   SwitchMember* dst = e->dev;
-  if (dst == this || dst->fib_ != fib_ || !dst->CutOpen()) return nullptr;
+  if (dst == this || dst->fib_ != fib_ || dst->Closed()) return nullptr;
   if (dst->sw_h_ == h) {
     *conv = kCutSame;
     return dst->TxAccepts(f, len) ? dst : nullptr;
@@ -1813,7 +1812,7 @@ void SwitchMember::CloseReport(uv_close_cb cb, void* data) {
 // that read), so a reply the write provoked is forwarded before any JS runs, and a busy member
 // makes one JS call per kReportMs rather than one per loop iteration.
 void SwitchMember::ArmForwarded() {
-  if (fwd_armed_ || SwitchClosed()) return;
+  if (fwd_armed_ || Closed()) return;
   fwd_armed_ = true;
   uv_timer_start(&report_, OnReport, kReportMs, 0);
 }
@@ -1829,7 +1828,7 @@ void SwitchMember::RunForwarded() {
   if (fwd_frames_ == 0) return;
   double frames = fwd_frames_, bytes = fwd_bytes_;
   fwd_frames_ = fwd_bytes_ = 0;
-  if (fwd_cb_ == nullptr || SwitchClosed()) return;
+  if (fwd_cb_ == nullptr || Closed()) return;
   CallForwarded(fwd_cb_, frames, bytes);
 }
 
@@ -1863,7 +1862,7 @@ void SwitchMember::FibGone() {
 // 1 = frames with one ('pass'), 2 = reads carry one that JS normalizes (only a destination);
 // minLen/maxFrame: the port's limits; mac: the member's source MAC or -1 while unknown;
 // onForwarded(frames, bytes): frames cut through from this member (bytes without vnet headers).
-napi_value SwitchMember::JsBind(napi_env env, size_t argc, napi_value* argv, void* wrapped, bool closed) {
+napi_value SwitchMember::JsBind(napi_env env, size_t argc, napi_value* argv, void* wrapped) {
   Fib* fib = argc >= 1 ? Fib::Unwrap(env, argv[0]) : nullptr;
   uint32_t mode = 0, min_len = 0, max_frame = 0;
   double mac = -1;
@@ -1876,7 +1875,7 @@ napi_value SwitchMember::JsBind(napi_env env, size_t argc, napi_value* argv, voi
     if (!IsExceptionPending(env)) ThrowType(env, "bindSwitch(fib, mode, minLen, maxFrame, mac, onForwarded)");
     return nullptr;
   }
-  if (closed) return nullptr;
+  if (Closed()) return nullptr;
   UnbindSwitch();
   if (fwd_cb_ != nullptr) napi_delete_reference(env, fwd_cb_);
   fwd_cb_ = nullptr;
@@ -1929,13 +1928,13 @@ napi_value SwitchMember::JsUnbind(napi_env env) {
 
 // Reports what was cut through and not yet reported now (synchronously), e.g. before counters
 // are read.
-napi_value SwitchMember::JsFlush(napi_env env, bool closed) {
+napi_value SwitchMember::JsFlush(napi_env env) {
   if (fwd_armed_) {
     fwd_armed_ = false;
     uv_timer_stop(&report_);
   }
   double frames = fwd_frames_, bytes = fwd_bytes_;
-  if (fwd_cb_ == nullptr || closed || frames == 0) return nullptr;
+  if (fwd_cb_ == nullptr || Closed() || frames == 0) return nullptr;
   fwd_frames_ = fwd_bytes_ = 0;
   napi_value fn = nullptr;
   if (napi_get_reference_value(env, fwd_cb_, &fn) == napi_ok && fn != nullptr) {

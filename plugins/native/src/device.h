@@ -91,8 +91,10 @@ class SwitchMember {
  public:
   virtual ~SwitchMember() = default;
 
-  // As a destination. Whether the member takes frames now (not closed).
-  virtual bool CutOpen() const = 0;
+  // Closed: the member takes no frames as a destination and reports nothing as a source.
+  virtual bool Closed() const = 0;
+
+  // As a destination.
   // The destination port's send checks (DevicePort.send's): frames it refuses go to the switch.
   virtual bool TxAccepts(const uint8_t* f, uint32_t len) const;
   // Frames forwarded to it, each contiguous and starting with its vnet header (sw_h_ bytes).
@@ -126,10 +128,10 @@ class SwitchMember {
 
   // The JS methods' bodies (bindSwitch, setSwitchMac, unbindSwitch, flushForwarded); `wrapped`
   // is the pointer the member's JS object wraps (how the Fib recognises it in set()).
-  napi_value JsBind(napi_env env, size_t argc, napi_value* argv, void* wrapped, bool closed);
+  napi_value JsBind(napi_env env, size_t argc, napi_value* argv, void* wrapped);
   napi_value JsSetMac(napi_env env, size_t argc, napi_value* argv);
   napi_value JsUnbind(napi_env env);
-  napi_value JsFlush(napi_env env, bool closed);
+  napi_value JsFlush(napi_env env);
 
   Fib* fib_ = nullptr;
   uint32_t sw_h_ = 0;  // the port's vnetHdrLen
@@ -141,7 +143,6 @@ class SwitchMember {
   void RunForwarded();
   // fwd_cb_(frames, bytes) as a callback from the loop (the owner's CallJs).
   virtual void CallForwarded(napi_ref cb, double frames, double bytes) = 0;
-  virtual bool SwitchClosed() const = 0;
 
   bool sw_mac_set_ = false;
   uint64_t sw_mac_ = 0;

@@ -202,7 +202,7 @@ class VhostDevice : public SwitchMember {
   void CallJs(napi_ref fn_ref, size_t argc, const napi_value* argv);
 
   // SwitchMember: as a cut-through destination (frames into the guest's RX ring) and source.
-  bool CutOpen() const override { return !closed_; }
+  bool Closed() const override { return closed_; }
   bool TxAccepts(const uint8_t* f, uint32_t len) const override {
     return running_ && SwitchMember::TxAccepts(f, len) && OffloadOk(f);
   }
@@ -212,7 +212,6 @@ class VhostDevice : public SwitchMember {
     if (running_) rings_[kRxQ].Publish();
   }
   void CallForwarded(napi_ref cb, double frames, double bytes) override;
-  bool SwitchClosed() const override { return closed_; }
 
   napi_env env_ = nullptr;
   napi_ref wrapper_ = nullptr;
@@ -1407,7 +1406,7 @@ napi_value VhostDevice::JsBindSwitch(napi_env env, napi_callback_info info) {
     ThrowType(env, "bindSwitch: a VhostDevice binds with mode 1 ('pass')");
     return nullptr;
   }
-  return d->JsBind(env, argc, argv, d, d->closed_);
+  return d->JsBind(env, argc, argv, d);
 }
 
 napi_value VhostDevice::JsSetSwitchMac(napi_env env, napi_callback_info info) {
@@ -1429,7 +1428,7 @@ napi_value VhostDevice::JsFlushForwarded(napi_env env, napi_callback_info info) 
   size_t argc = 0;
   VhostDevice* d = Unwrap(env, info, &argc, nullptr);
   if (!d) return nullptr;
-  return d->JsFlush(env, d->closed_);
+  return d->JsFlush(env);
 }
 
 napi_value VhostDevice::JsClose(napi_env env, napi_callback_info info) {
