@@ -522,16 +522,7 @@ bool UnixPathOption(napi_env env, napi_callback_info info, std::string* path, st
   napi_value argv[1];
   size_t argc;
   if (!GetArgs(env, info, 1, argv, &argc) || !GetOptionsObject(env, argv[0])) return false;
-  if (!GetStringProp(env, argv[0], "path", true, path)) return false;
-  if (path->empty() || path->size() >= sizeof(sun->sun_path) || path->find('\0') != std::string::npos) {
-    ThrowType(env, "socket path must be 1-107 bytes: '" + *path + "'");
-    return false;
-  }
-  std::memset(sun, 0, sizeof(*sun));
-  sun->sun_family = AF_UNIX;
-  std::memcpy(sun->sun_path, path->data(), path->size());
-  *len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path->size() + 1);
-  return true;
+  return GetStringProp(env, argv[0], "path", true, path) && UnixAddress(env, *path, sun, len);
 }
 
 // openUnixDgram({ path }) -> { fd }

@@ -1,6 +1,7 @@
 #include "napi_util.h"
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -62,6 +63,18 @@ void ThrowType(napi_env env, const std::string& message) {
 void ThrowPlain(napi_env env, const std::string& message) {
   if (IsExceptionPending(env)) return;
   napi_throw_error(env, nullptr, message.c_str());
+}
+
+bool UnixAddress(napi_env env, const std::string& path, struct sockaddr_un* sun, socklen_t* len) {
+  if (path.empty() || path.size() >= sizeof(sun->sun_path) || path.find('\0') != std::string::npos) {
+    ThrowType(env, "socket path must be 1-107 bytes: '" + path + "'");
+    return false;
+  }
+  std::memset(sun, 0, sizeof(*sun));
+  sun->sun_family = AF_UNIX;
+  std::memcpy(sun->sun_path, path.data(), path.size());
+  *len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size() + 1);
+  return true;
 }
 
 bool IsNullish(napi_env env, napi_value v) {

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <node_api.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 
 #include <cstdint>
 #include <string>
@@ -52,6 +54,9 @@ bool GetInt32Prop(napi_env env, napi_value obj, const char* key, bool required, 
 bool GetFunctionProp(napi_env env, napi_value obj, const char* key, napi_value* out);
 bool GetStringArg(napi_env env, napi_value v, const char* what, std::string* out);
 bool IsNullish(napi_env env, napi_value v);
+// `path` as a unix socket address, *len the bytes of it to bind or connect. False with a
+// TypeError pending when it is empty, holds a NUL or does not fit sun_path.
+bool UnixAddress(napi_env env, const std::string& path, struct sockaddr_un* sun, socklen_t* len);
 
 // The arguments of a device's write(frames: Buffer[], count?: number), in two steps so a caller
 // can count frames it drops without looking at them: how many of `frames` to write (*n: the

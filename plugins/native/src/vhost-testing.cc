@@ -244,13 +244,8 @@ napi_value UnixConnect(napi_env env, napi_callback_info info) {
   std::string path;
   if (!GetStringArg(env, argv[0], "path", &path)) return nullptr;
   sockaddr_un sun;
-  std::memset(&sun, 0, sizeof(sun));
-  if (path.empty() || path.size() >= sizeof(sun.sun_path) || path.find('\0') != std::string::npos) {
-    ThrowType(env, "socket path must be 1-107 bytes: '" + path + "'");
-    return nullptr;
-  }
-  sun.sun_family = AF_UNIX;
-  std::memcpy(sun.sun_path, path.data(), path.size());
+  socklen_t sun_len;
+  if (!UnixAddress(env, path, &sun, &sun_len)) return nullptr;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ThrowErrno(env, errno, "socket(AF_UNIX)", "");
@@ -258,7 +253,7 @@ napi_value UnixConnect(napi_env env, napi_callback_info info) {
   }
   int r;
   do {
-    r = connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun));
+    r = connect(fd, reinterpret_cast<sockaddr*>(&sun), sun_len);
   } while (r != 0 && errno == EINTR);
   if (r != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
     int err = errno;
