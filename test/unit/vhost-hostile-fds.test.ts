@@ -8,7 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, type TestContext } from 'vitest';
 import { type Backend, RX, startBackend, TX, VhostFrontend, vt } from '../support/vhost-frontend.js';
 
 const cleanups: (() => void)[] = [];
@@ -26,6 +26,24 @@ function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'mvnet-vhost-hostile-'));
   cleanups.push(() => rmSync(d, { recursive: true, force: true }));
   return d;
+}
+
+/**
+ * Runs `py` (a front-end in Python, for os.eventfd and socket.send_fds) with the back-end's
+ * socket path as its argument, while this loop serves the back-end; its output, trimmed. The
+ * test is skipped when python3 cannot be started.
+ */
+async function frontendPy(ctx: TestContext, py: string, path: string): Promise<string> {
+  const child = spawn('python3', ['-c', py, path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  cleanups.push(() => child.kill());
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    child.once('error', () => resolve(-1));
+    child.once('exit', (c) => resolve(c));
+  });
+  if (code === -1) ctx.skip();
+  return out.trim();
 }
 
 describe('vhost review: kick and call fds', () => {
@@ -70,16 +88,7 @@ try:
 except socket.timeout:
     print('open', flush=True)
 `;
-    const child = spawn('python3', ['-c', py, b.path], { stdio: ['ignore', 'pipe', 'inherit'] });
-    cleanups.push(() => child.kill());
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const code = await new Promise<number | null>((resolve) => {
-      child.once('error', () => resolve(-1));
-      child.once('exit', (c) => resolve(c));
-    });
-    if (code === -1) ctx.skip();
-    expect(out.trim()).toBe('closed');
+    expect(await frontendPy(ctx, py, b.path)).toBe('closed');
     expect(await b.waitState('broken')).toMatch(/SET_VRING_KICK.*semaphore/);
   });
 
@@ -116,16 +125,7 @@ stop = True
 for t in ts: t.join()
 print(' '.join(sorted(set(res))), flush=True)
 `;
-    const child = spawn('python3', ['-c', py, b.path], { stdio: ['ignore', 'pipe', 'inherit'] });
-    cleanups.push(() => child.kill());
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const code = await new Promise<number | null>((resolve) => {
-      child.once('error', () => resolve(-1));
-      child.once('exit', (c) => resolve(c));
-    });
-    if (code === -1) ctx.skip();
-    expect(out.trim()).toBe('closed');
+    expect(await frontendPy(ctx, py, b.path)).toBe('closed');
   }, 120_000);
 
   it('eventfds as QEMU passes them still work; a frame kicked before SET_VRING_KICK is served', async () => {
