@@ -71,6 +71,23 @@ describe('VhostDevice with a QEMU VM', () => {
     return dev;
   }
 
+  /**
+   * A TCP receiver in the namespace, listening once this resolves: it reads exactly SIZE bytes
+   * (busybox nc does not half-close), closes, and prints "<md5> <bytes>" as its second line.
+   */
+  async function receiver(port: number, label: string): Promise<ManagedProcess> {
+    const recv = ns.spawn(['python3', '-c', `import socket,hashlib
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('${HOST}',${port})); s.listen(1); print('ready',flush=True)
+c,_=s.accept(); h=hashlib.md5(); n=0
+while n<${SIZE}:
+  b=c.recv(65536)
+  if not b: break
+  h.update(b); n+=len(b)
+print(h.hexdigest(), n, flush=True); c.close()`], { label });
+    await recv.waitForLine((l) => l === 'ready');
+    return recv;
+  }
+
   beforeAll(async () => {
     dir = makeTempDir('vhn');
     sock = join(dir, 'vm.sock');
@@ -107,22 +124,12 @@ describe('VhostDevice with a QEMU VM', () => {
 
   it('lease, pings, 4 MiB each way intact; a back-end restart is survived', { timeout: BOOT_MS + 60_000 }, async () => {
     const assets = vmAssets();
-    // The namespace's ends in python: a receiver that reads exactly what the guest sends then
-    // closes (busybox nc does not half-close), a sender that closes after its data.
-    const py = (code: string): string[] => ['python3', '-c', code];
-    const recv = ns.spawn(py(`import socket,hashlib
-s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('${HOST}',5001)); s.listen(1); print('ready',flush=True)
-c,_=s.accept(); h=hashlib.md5(); n=0
-while n<${SIZE}:
-  b=c.recv(65536)
-  if not b: break
-  h.update(b); n+=len(b)
-print(h.hexdigest(), n, flush=True); c.close()`), { label: 'recv' });
-    const send = ns.spawn(py(`import socket,hashlib,os
+    // The namespace's ends in python: the receiver, and a sender that closes after its data.
+    const recv = await receiver(5001, 'recv');
+    const send = ns.spawn(['python3', '-c', `import socket,hashlib,os
 d=os.urandom(${SIZE}); print(hashlib.md5(d).hexdigest(),flush=True)
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('${HOST}',5002)); s.listen(1)
-c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
-    await recv.waitForLine((l) => l === 'ready');
+c,_=s.accept(); c.sendall(d); c.close()`], { label: 'send' });
     await send.waitForLine((l) => /^[0-9a-f]{32}$/.test(l));
     const initrd = buildInitramfs(dir, assets, [
       { name: 'ping', sh: `ping -c 3 -W 5 ${HOST}` },
@@ -187,16 +194,7 @@ c,_=s.accept(); c.sendall(d); c.close()`), { label: 'send' });
     expect(fib.set(macNumber(MAC), vhost, 600_000)).toBe(true);
     expect(fib.set(tapMac, tap, 600_000)).toBe(true);
     const assets = vmAssets();
-    const py = (code: string): string[] => ['python3', '-c', code];
-    const recv = ns.spawn(py(`import socket,hashlib
-s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('${HOST}',5003)); s.listen(1); print('ready',flush=True)
-c,_=s.accept(); h=hashlib.md5(); n=0
-while n<${SIZE}:
-  b=c.recv(65536)
-  if not b: break
-  h.update(b); n+=len(b)
-print(h.hexdigest(), n, flush=True); c.close()`), { label: 'recv cut' });
-    await recv.waitForLine((l) => l === 'ready');
+    const recv = await receiver(5003, 'recv cut');
     const initrd = buildInitramfs(dir, assets, [
       { name: 'mtu', sh: 'cat /sys/class/net/eth0/mtu' },
       { name: 'ping', sh: `ping -c 3 -W 5 ${HOST}` },
