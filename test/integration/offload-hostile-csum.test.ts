@@ -13,23 +13,19 @@ import { Network } from '../../daemon/switch/network.js';
 import { VPort } from '../support/vnet-port.js';
 import { cleanupAll, createNetns, uniqueName, waitFor } from '../support/netns.js';
 import { F, startBackend, VhostFrontend } from '../support/vhost-frontend.js';
+import { macToBuffer, writeMac } from '../../daemon/wire/mac.js';
 
 const native = loadNative();
 const GW_MAC = 0x02_6d_76_00_ff_01;
 const MAC_A = 0x52_54_00_00_00_0a;
 const Fib = native.Device.Fib;
 afterAll(cleanupAll);
-const macBytes = (m: number): Buffer => {
-  const b = Buffer.alloc(6);
-  b.writeUIntBE(m, 0, 6);
-  return b;
-};
 
 /** The rogue RA of the review: IPv6 next header TCP as sent, 0x3a 0xff after completion at 20. */
 function rogueRa(dst: number): { frame: Buffer; hdr: Buffer } {
   const f = Buffer.alloc(14 + 40 + 16 + 2);
-  macBytes(dst).copy(f, 0);
-  macBytes(MAC_A).copy(f, 6);
+  writeMac(f, 0, dst);
+  writeMac(f, 6, MAC_A);
   f.writeUInt16BE(0x86dd, 12);
   f[14] = 0x60;
   f.writeUInt16BE(16, 18);
@@ -58,8 +54,8 @@ function rogueRa(dst: number): { frame: Buffer; hdr: Buffer } {
 /** A plain IPv4 TCP frame with the partial checksum pointed at the source MAC (bytes 10-11). */
 function macSpoof(dst: number): { frame: Buffer; hdr: Buffer } {
   const g = Buffer.alloc(14 + 20 + 20 + 2);
-  macBytes(dst).copy(g, 0);
-  macBytes(MAC_A).copy(g, 6);
+  writeMac(g, 0, dst);
+  writeMac(g, 6, MAC_A);
   g.writeUInt16BE(0x0800, 12);
   g[14] = 0x45;
   g.writeUInt16BE(40, 16);
@@ -106,8 +102,8 @@ it('the switch drops the rogue RA and the MAC spoof to a port without offloads a
   net.attach('victim', victim, VICTIM);
   // The victim speaks first, so the switch knows where its MAC is.
   const hello = Buffer.alloc(60);
-  macBytes(MAC_A).copy(hello, 0);
-  macBytes(VICTIM).copy(hello, 6);
+  writeMac(hello, 0, MAC_A);
+  writeMac(hello, 6, VICTIM);
   hello.writeUInt16BE(0x0800, 12);
   victim.handler([hello]);
   guest.sent.length = 0;
@@ -160,7 +156,7 @@ it('cut-through does not complete a partial checksum outside the L4 checksum fie
         out.drain((r) => got.push(Buffer.from(r.frame)));
         return got.length >= 1;
       }, { what: 'the good frame cut through' });
-      expect(got[0]!.subarray(6, 12)).toEqual(macBytes(MAC_A));
+      expect(got[0]!.subarray(6, 12)).toEqual(macToBuffer(MAC_A));
       expect(a.frames).toHaveLength(2);
     } finally {
       fe.close();

@@ -7,22 +7,18 @@ import { internetChecksum } from '../../daemon/wire/checksum.js';
 import { MIN_GSO_SIZE, normalizeOffload } from '../../daemon/wire/gso.js';
 import { cleanupAll, createNetns, uniqueName } from '../support/netns.js';
 import { F, startBackend, VhostFrontend } from '../support/vhost-frontend.js';
+import { writeMac } from '../../daemon/wire/mac.js';
 
 const native = loadNative();
 const GW_MAC = 0x02_6d_76_00_ff_01;
 const MAC_A = 0x52_54_00_00_00_0a;
 const Fib = native.Device.Fib;
 afterAll(cleanupAll);
-const macBytes = (m: number): Buffer => {
-  const b = Buffer.alloc(6);
-  b.writeUIntBE(m, 0, 6);
-  return b;
-};
 
 function superFrame(dst: number, pay: number, gsoSize: number): { frame: Buffer; hdr: Buffer } {
   const f = Buffer.alloc(14 + 20 + 20 + pay);
-  macBytes(dst).copy(f, 0);
-  macBytes(MAC_A).copy(f, 6);
+  writeMac(f, 0, dst);
+  writeMac(f, 6, MAC_A);
   f.writeUInt16BE(0x0800, 12);
   f[14] = 0x45;
   f.writeUInt16BE(40 + pay, 16);

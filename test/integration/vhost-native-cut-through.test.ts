@@ -13,6 +13,7 @@ import { normalizeOffload } from '../../daemon/wire/gso.js';
 import { TeeRing } from '../../plugins/common/tee-ring.js';
 import { cleanupAll, createNetns, uniqueName, waitFor, type Netns } from '../support/netns.js';
 import { F, startBackend, VhostFrontend, type Backend } from '../support/vhost-frontend.js';
+import { macToBuffer, macToString, writeMac } from '../../daemon/wire/mac.js';
 
 const native = loadNative();
 const GW_MAC = 0x02_6d_76_00_ff_01;
@@ -36,17 +37,11 @@ afterEach(() => {
   for (const o of opened.splice(0)) o.close();
 });
 
-function macBytes(mac: number): Buffer {
-  const b = Buffer.alloc(6);
-  b.writeUIntBE(mac, 0, 6);
-  return b;
-}
-
 /** An Ethernet + IPv4 + TCP SYN with valid checksums. */
 function tcpSyn(dst: number, src: number, ipSrc: string, ipDst: string, payload = 0): Buffer {
   const f = Buffer.alloc(14 + 20 + 20 + payload);
-  macBytes(dst).copy(f, 0);
-  macBytes(src).copy(f, 6);
+  writeMac(f, 0, dst);
+  writeMac(f, 6, src);
   f.writeUInt16BE(0x0800, 12);
   const ip = 14;
   f[ip] = 0x45;
@@ -107,8 +102,8 @@ describe('vhost-user cut-through', () => {
 
     // Not plain (ARP), a TSO frame B did not negotiate, and an unknown MAC: to JS, in order.
     const arp = Buffer.alloc(42);
-    macBytes(MAC_B).copy(arp, 0);
-    macBytes(MAC_A).copy(arp, 6);
+    writeMac(arp, 0, MAC_B);
+    writeMac(arp, 6, MAC_A);
     arp.writeUInt16BE(0x0806, 12);
     const gsoHdr = Buffer.alloc(12);
     gsoHdr[1] = 1;  // TCPv4
@@ -154,9 +149,8 @@ describe('vhost-user cut-through', () => {
         e.dev.start();
         expect(fib.set(e.mac, e.dev, 60_000)).toBe(true);
       }
-      const macText = (m: number): string => macBytes(m).toString('hex').replace(/(..)(?!$)/g, '$1:');
-      await a.ns.exec(['ip', 'neigh', 'replace', b.ip, 'lladdr', macText(b.mac), 'dev', a.name, 'nud', 'permanent']);
-      await b.ns.exec(['ip', 'neigh', 'replace', a.ip, 'lladdr', macText(a.mac), 'dev', b.name, 'nud', 'permanent']);
+      await a.ns.exec(['ip', 'neigh', 'replace', b.ip, 'lladdr', macToString(b.mac), 'dev', a.name, 'nud', 'permanent']);
+      await b.ns.exec(['ip', 'neigh', 'replace', a.ip, 'lladdr', macToString(a.mac), 'dev', b.name, 'nud', 'permanent']);
       expect(await a.ns.ping(b.ip, { count: 3, waitS: 2 })).toBe(true);
       expect([a.toJs, b.toJs]).toEqual([0, 0]);
       expect([a.dev.stats().txFrames, b.dev.stats().txFrames]).toEqual([3, 3]);
@@ -207,8 +201,8 @@ describe('vhost-user cut-through', () => {
         const ipLen = v6 ? 40 : 20 + ipOpts;
         const l4 = 14 + ipLen;
         const f = Buffer.alloc(l4 + 20 + tcpOpts + payload);
-        macBytes(TAP_MAC).copy(f, 0);
-        macBytes(MAC_A).copy(f, 6);
+        writeMac(f, 0, TAP_MAC);
+        writeMac(f, 6, MAC_A);
         f.writeUInt16BE(v6 ? 0x86dd : 0x0800, 12);
         if (v6) {
           f[14] = 0x60;
@@ -329,7 +323,7 @@ describe('vhost-user cut-through', () => {
         expect(a.dev.processQueues()).toBe(1);
         expect(a.dev.stats().txFrames).toBe(1);
         const [rst] = fa.receiveFrames();
-        expect(rst!.frame.subarray(0, 6)).toEqual(macBytes(MAC_A));
+        expect(rst!.frame.subarray(0, 6)).toEqual(macToBuffer(MAC_A));
         expect(rst!.frame[14 + 20 + 13]! & 0x04).toBe(4);  // RST
         if (!vnetHdr) expect(rst!.hdr).toEqual(Buffer.alloc(12, 0).fill(1, 10, 11));  // a zero header, num_buffers 1
         expect(tap.stats().txFrames).toBe(1);
